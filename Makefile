@@ -1,0 +1,31 @@
+# The two commands: `make run` (set-up + the main job) and `make test` (set-up + all tests).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test bench install clean
+
+install: $(STAMP)
+
+# torch first and explicitly (a CPU wheel is on these machines); then everything else under a
+# constraints file that pins torch, so no dependency can pull a CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/aigc demo
+
+# One torch thread: tests run side by side with other work on small shared machines.
+test: $(STAMP)
+	AIGC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/text_generate.py
+	$(BIN)/python benchmarks/text_train.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

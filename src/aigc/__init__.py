@@ -1,0 +1,80 @@
+"""aigc-studio: a self-hosted generative-AI engine. The public Python API.
+
+    import aigc
+    aigc.ingest("reviews.csv", "reviews", text_column="review", cond_columns=["cat", "label"])
+    aigc.train("reviews", family="gpt", preset="small", time_budget="5m")
+    gen = aigc.load("reviews-gpt-small")
+    gen.generate("这款手机", cond={"cat": "手机", "label": "1"}, n=3, seed=7)
+
+Every function takes ``workspace=`` (a path or a :class:`Workspace`); the default is
+``$AIGC_HOME`` or ``~/.aigc``. Heavy modules (torch, transformers) load on first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aigc.errors import AigcError, AlreadyExists, InvalidInput, NotFound
+from aigc.workspace import Workspace
+
+if TYPE_CHECKING:
+    from aigc.generation import TextGenerator
+
+__version__ = "0.1.0"
+__all__ = [
+    "AigcError", "AlreadyExists", "InvalidInput", "NotFound", "Workspace",
+    "open_workspace", "ingest", "train", "resume", "load", "generate", "evaluate",
+]
+
+
+def open_workspace(workspace: str | Path | Workspace | None = None) -> Workspace:
+    return workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+
+
+def ingest(path: str | Path, name: str, *, workspace: Any = None, **options: Any) -> dict:
+    """Ingest a text file (txt/csv/tsv/jsonl/parquet) as dataset ``name``; returns its card."""
+    from aigc.data.ingest import ingest_text
+
+    return ingest_text(open_workspace(workspace), path, name, **options)
+
+
+def _train_options(options: dict[str, Any]) -> dict[str, Any]:
+    from aigc.training import parse_duration
+
+    if "time_budget" in options:
+        options["time_budget"] = parse_duration(options["time_budget"])
+    return options
+
+
+def train(dataset: str, *, family: str = "gpt", preset: str = "small", name: str | None = None,
+          model: dict[str, Any] | None = None, workspace: Any = None, callbacks=(), **train_options: Any) -> dict:
+    """Train ``family`` on ``dataset``; ``model`` overrides the preset's config, the rest the
+    training options (max_steps, time_budget, batch_size, lr, seed, tokenizer, ...)."""
+    from aigc import runs
+
+    return runs.train(open_workspace(workspace), dataset, family, preset, name, model,
+                      _train_options(train_options), callbacks)
+
+
+def resume(name: str, *, workspace: Any = None, callbacks=(), **train_options: Any) -> dict:
+    from aigc import runs
+
+    return runs.resume(open_workspace(workspace), name, _train_options(train_options), callbacks)
+
+
+def load(name: str, *, workspace: Any = None, device: str | None = None) -> TextGenerator:
+    from aigc import runs
+
+    return runs.load(open_workspace(workspace), name, device)
+
+
+def generate(name: str, prompt: str = "", *, workspace: Any = None, **options: Any) -> list[str]:
+    """One-shot: load run ``name`` and return ``n`` continuations of ``prompt``."""
+    return load(name, workspace=workspace).generate(prompt, **options)
+
+
+def evaluate(name: str, *, workspace: Any = None, **options: Any) -> dict:
+    from aigc.evaluation import evaluate as _evaluate
+
+    return _evaluate(open_workspace(workspace), name, **options)

@@ -1,0 +1,142 @@
+"""Pieces every command group shares: the --workspace option, consoles, error mapping, progress.
+
+The CLI is a thin layer over the Python API: it parses, calls, prints. Domain errors become
+one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from aigc.errors import AigcError, InvalidInput
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", help="Workspace folder [default: $AIGC_HOME or ~/.aigc].", show_default=False),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", help="CPU threads for torch [default: $AIGC_THREADS or the physical cores].",
+                 show_default=False, min=1),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guard(fn: F) -> F:
+    """Turn domain and file errors into ``error: ...`` on stderr and exit code 2; Ctrl-C into 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AigcError as e:
+            err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+        except OSError as e:  # disk full, permission denied...: still one line, not a traceback
+            err.print(f"[red]error:[/red] {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "))
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_pairs(pairs: list[str] | None, what: str) -> dict[str, str]:
+    """['a=1', 'b=x'] -> {'a': '1', 'b': 'x'}; a malformed pair is an InvalidInput naming the flag."""
+    result: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"{what} expects KEY=VALUE, got {pair!r}")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def threads(n: int | None) -> None:
+    from aigc.runtime import configure_threads
+
+    configure_threads(n)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return "-"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def hms(seconds: float) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "--:--"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class TrainProgress:
+    """A Rich progress bar fed by the training loop's hooks: loss, val loss, tokens/s, ETA."""
+
+    def __init__(self, name: str):
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        self.name = name
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=err,
+            transient=False,
+            disable=not sys.stderr.isatty() and not _force_progress(),
+        )
+        self.task = None
+        self.lines = not sys.stderr.isatty()  # in a log, print a line per validation instead
+
+    def _fraction(self, s) -> float:
+        frac = s.step / max(1, s.max_steps)
+        if s.time_budget:
+            frac = max(frac, s.elapsed / s.time_budget)
+        return min(1.0, frac)
+
+    def _info(self, s) -> str:
+        return (f"step {s.step}/{s.max_steps}  loss {fmt(s.train_loss)}  val {fmt(s.val_loss)}  "
+                f"{s.tokens_per_s:,.0f} tok/s  elapsed {hms(s.elapsed)}  ETA {hms(s.eta_s)}")
+
+    def on_start(self, s) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task(self.name, total=1000, info=self._info(s))
+
+    def on_step(self, s) -> None:
+        self.progress.update(self.task, completed=1000 * self._fraction(s), info=self._info(s))
+
+    def on_eval(self, s) -> None:
+        self.on_step(s)
+        if self.lines:
+            err.print(f"{self.name}: {self._info(s)}")
+
+    def on_end(self, s) -> None:
+        self.on_step(s)
+        self.progress.stop()
+
+
+def _force_progress() -> bool:
+    import os
+
+    return bool(os.environ.get("AIGC_PROGRESS"))

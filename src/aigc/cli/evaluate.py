@@ -1,0 +1,49 @@
+"""`aigc eval`: evaluate a run and print the table (saved as eval.json in the run)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from aigc.cli.common import JsonOpt, ThreadsOpt, WorkspaceOpt, fmt, out, threads
+
+
+def eval_(
+    run: Annotated[str, typer.Argument(help="Run name.", show_default=False)],
+    prompts: Annotated[int, typer.Option("--prompts", help="Held-out prompts for BLEU/chrF.")] = 40,
+    samples: Annotated[int, typer.Option("--samples", help="Free samples for diversity and memorization.")] = 32,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads_: ThreadsOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Perplexity, bits/char, BLEU, chrF, distinct-n, self-BLEU, memorization, per condition."""
+    import aigc
+
+    threads(threads_)
+    result = aigc.evaluate(run, workspace=workspace, n_prompts=prompts, n_samples=samples, seed=seed)
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+        return
+    print_eval(result)
+
+
+def print_eval(r: dict) -> None:
+    lk, cont, div, mem = r["likelihood"], r["continuation"], r["diversity"], r["memorization"]
+    table = Table("metric", "value", title=f"evaluation of {r['run']} ({r['split']} split)")
+    table.add_row("perplexity (per token)", fmt(lk["perplexity"]))
+    table.add_row("bits per character", fmt(lk["bits_per_char"]))
+    table.add_row(f"BLEU ({cont['n']} prompted continuations)", fmt(cont["bleu"], 2))
+    table.add_row("chrF", fmt(cont["chrf"], 2))
+    table.add_row("distinct-1 / 2 / 3", " / ".join(fmt(div[f"distinct_{k}"]) for k in (1, 2, 3)))
+    table.add_row(f"self-BLEU ({div['n_samples']} samples)", fmt(div["self_bleu"], 2))
+    table.add_row("memorized 50-char spans", fmt(mem.get("rate")))
+    out.print(table)
+    if r["by_condition"]:
+        per = Table("condition", "test records", "bits/char", "distinct-2", "sample", title="per condition")
+        for key, v in r["by_condition"].items():
+            per.add_row(key, str(v["n_test"]), fmt(v["bits_per_char"]), fmt(v["distinct_2"]), v["sample"][:70])
+        out.print(per)

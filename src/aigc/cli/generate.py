@@ -1,0 +1,51 @@
+"""`aigc generate`: streamed text from a trained run."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from aigc.cli.common import ThreadsOpt, WorkspaceOpt, err, out, parse_pairs, threads
+
+
+def generate(
+    run: Annotated[str, typer.Argument(help="Run name (see `aigc runs`).", show_default=False)],
+    prompt: Annotated[str, typer.Argument(help="Text to continue.")] = "",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-m")] = 200,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy.")] = 0.8,
+    top_k: Annotated[int | None, typer.Option("--top-k", show_default=False)] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", show_default=False)] = None,
+    repetition_penalty: Annotated[float, typer.Option("--repetition-penalty")] = 1.0,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop at this text (repeatable; not printed).",
+                                                   show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option("--seed", show_default=False)] = None,
+    n: Annotated[int, typer.Option("--n", help="Number of samples.")] = 1,
+    cond: Annotated[list[str] | None, typer.Option("--cond", help="Condition KEY=VALUE (repeatable), "
+                                                   "e.g. category=tea.", show_default=False)] = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print tokens as they arrive.")] = True,
+    threads_: ThreadsOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Generate text from RUN, optionally continuing PROMPT under conditions."""
+    import aigc
+
+    threads(threads_)
+    gen = aigc.load(run, workspace=workspace)
+    options = dict(n=n, cond=parse_pairs(cond, "--cond"), max_new_tokens=max_new_tokens, temperature=temperature,
+                   top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, stop=tuple(stop or ()), seed=seed)
+    if stream and n == 1:
+        chunks = gen.stream(prompt, **options)
+        first = next(chunks)  # validation errors surface before anything is printed
+        sys.stdout.write(prompt + first.text)
+        sys.stdout.flush()
+        for chunk in chunks:
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    for i, text in enumerate(gen.generate(prompt, **options)):
+        if n > 1:
+            err.print(f"[dim]--- sample {i + 1}/{n}[/dim]")
+        out.print(prompt + text, markup=False)

@@ -1,0 +1,34 @@
+"""The `aigc` command: composes the command groups. Each command is a thin call into the API."""
+
+from __future__ import annotations
+
+import typer
+
+from aigc.cli import data, demo, evaluate, generate, runs, train
+from aigc.cli.common import guard
+
+app = typer.Typer(
+    name="aigc",
+    help="aigc-studio: ingest your data, train generative models, generate, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.command()(guard(data.ingest))
+app.command()(guard(data.datasets))
+app.command()(guard(runs.runs))
+app.command()(guard(data.show))
+app.command()(guard(train.train))
+app.command()(guard(generate.generate))
+app.command(name="eval")(guard(evaluate.eval_))
+app.command()(guard(demo.demo))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

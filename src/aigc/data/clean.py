@@ -1,0 +1,156 @@
+"""Text cleanup and record filtering: normalization, invisible characters, whitespace, length, dedupe.
+
+Input is the raw records a reader produced; output is the records to keep plus one
+:class:`Drop` per record left out, each with a reason a person can read. This module knows
+nothing about files, encodings, splits or the workspace.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+Mode = Literal["records", "corpus"]
+
+# Removed everywhere: every Cc control except '\n' and '\t', the BOM (U+FEFF, which also shows up
+# mid-file when files were concatenated), zero-width space and word joiner. ZWNJ/ZWJ (U+200C/D)
+# are kept on purpose: they change the rendering of Persian, Indic scripts and emoji sequences.
+# A regex, not str.translate: for non-ASCII text the regex is over ten times faster.
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\u200b\u2060]")
+
+_HSPACE = re.compile(r"[^\S\n]+")  # any whitespace but newline: spaces, tabs, U+3000...
+_LINE_ENDS = re.compile(r"[^\S\n]*\n[^\S\n]*")  # a newline with the spaces around it
+_MANY_NEWLINES = re.compile(r"\n{3,}")
+_TRAILING = re.compile(r"[^\S\n]+$", re.MULTILINE)
+
+
+def clean_text(text: str, *, normalize: bool = True, mode: Mode = "records") -> str:
+    """Clean one text. ``records`` tidies all whitespace; ``corpus`` only trims line ends."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")  # before '\r' is removed as a control
+    if normalize and not text.isascii():  # ASCII is already NFKC
+        text = unicodedata.normalize("NFKC", text)
+    text = _INVISIBLE.sub("", text)
+    if mode == "corpus":
+        # A corpus keeps its layout (indentation, blank lines between speeches): models learn it.
+        return _TRAILING.sub("", text)
+    text = _HSPACE.sub(" ", text)
+    if "\n" in text:  # most records are one line: skip two regex passes
+        text = _LINE_ENDS.sub("\n", text)
+        text = _MANY_NEWLINES.sub("\n\n", text)
+    return text.strip()
+
+
+def _is_ignorable(ch: str) -> bool:
+    """Whitespace, punctuation (P*) or symbol (S*): erased from dedupe keys."""
+    return ch.isspace() or unicodedata.category(ch)[0] in "PS"
+
+
+def _ignorable_pattern(chars: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex class of the ignorable characters among ``chars``, or None when there are none.
+
+    Unicode categories cannot be written in a ``re`` class, so the class is built from the
+    characters a corpus actually uses: one category lookup per distinct character, then a
+    regex pass per text (several times faster than ``str.translate`` on non-ASCII text).
+    """
+    drop = sorted(ch for ch in set(chars) if _is_ignorable(ch))
+    return re.compile("[" + "".join(re.escape(ch) for ch in drop) + "]+") if drop else None
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def dedupe_key(text: str) -> str:
+    """The text with case, width, whitespace and punctuation erased: 'Hello, World!' == 'hello world'."""
+    folded = _fold(text)
+    pattern = _ignorable_pattern(folded)
+    return pattern.sub("", folded) if pattern else folded
+
+
+@dataclass(frozen=True)
+class Drop:
+    index: int  # 0-based record number in the source
+    kind: str  # empty | empty_condition | too_short | too_long | duplicate | near_duplicate
+    reason: str  # one readable line, e.g. "duplicate of record #12"
+    preview: str  # the first 60 characters of the (cleaned, else raw) text
+
+
+@dataclass(frozen=True)
+class Kept:
+    index: int
+    text: str
+    cond: dict[str, str]
+
+
+def _preview(text: str) -> str:
+    return text[:60]
+
+
+def clean_records(
+    records: Iterable[tuple[str, dict[str, str]]],
+    *,
+    normalize: bool = True,
+    mode: Mode = "records",
+    min_length: int = 1,
+    max_length: int | None = None,
+) -> tuple[list[Kept], list[Drop]]:
+    """Clean every record, then drop empties, out-of-range lengths and duplicates (first wins)."""
+    # Pass 1: clean, then drop empties and out-of-range lengths.
+    survivors: list[Kept] = []
+    drops: list[Drop] = []
+    cond_cache: dict[str, str] = {}  # condition values repeat (labels, categories): clean each once
+    for i, (raw, raw_cond) in enumerate(records):
+        text = clean_text(raw, normalize=normalize, mode=mode)
+        if not text.strip():
+            drops.append(Drop(i, "empty", "empty after cleaning", _preview(raw.strip())))
+            continue
+        cond = {}
+        for c, v in raw_cond.items():
+            if v not in cond_cache:
+                cond_cache[v] = clean_text(v, normalize=normalize)
+            cond[c] = cond_cache[v]
+        missing = [c for c, v in cond.items() if not v]
+        if missing:
+            drops.append(Drop(i, "empty_condition", f"empty condition {missing[0]!r}", _preview(text)))
+            continue
+        n = len(text)
+        if n < min_length:
+            reason = f"{n} chars, shorter than min_length {min_length}"
+            drops.append(Drop(i, "too_short", reason, _preview(text)))
+            continue
+        if max_length is not None and n > max_length:
+            reason = f"{n} chars, longer than max_length {max_length}"
+            drops.append(Drop(i, "too_long", reason, _preview(text)))
+            continue
+        survivors.append(Kept(i, text, cond))
+
+    # Pass 2: dedupe against earlier *kept* records. Two passes so the ignorable-character
+    # regex is built once from every character the survivors use.
+    folded = [_fold(k.text) for k in survivors]
+    pattern = _ignorable_pattern("".join(folded))
+    kept: list[Kept] = []
+    first_exact: dict[str, int] = {}
+    first_norm: dict[str, int] = {}
+    for k, f in zip(survivors, folded, strict=True):
+        if k.text in first_exact:
+            reason = f"duplicate of record #{first_exact[k.text]}"
+            drops.append(Drop(k.index, "duplicate", reason, _preview(k.text)))
+            continue
+        key = pattern.sub("", f) if pattern else f
+        # A text of only punctuation has an empty key; it is not a near-duplicate of every other one.
+        if key and key in first_norm:
+            drops.append(
+                Drop(k.index, "near_duplicate", f"near-duplicate of record #{first_norm[key]} "
+                     "(same text ignoring case, width, spaces and punctuation)", _preview(k.text))
+            )
+            continue
+        first_exact[k.text] = k.index
+        if key:
+            first_norm[key] = k.index
+        kept.append(k)
+    drops.sort(key=lambda d: d.index)
+    return kept, drops

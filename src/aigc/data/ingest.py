@@ -1,0 +1,139 @@
+"""``ingest_text``: read a text file, clean it, split it, and publish it as a workspace dataset.
+
+Orchestration only: reading is :mod:`aigc.data.sources`, cleaning :mod:`aigc.data.clean`,
+splitting :mod:`aigc.data.split`, the card :mod:`aigc.data.cards`. Everything is written to a
+staging folder and renamed into ``datasets/<name>/`` in one step, so a failed or interrupted
+ingest leaves no dataset folder behind and never half-replaces an existing one.
+
+On disk::
+
+    datasets/<name>/train.jsonl   one {"text": str, "cond": {column: value}} per line, UTF-8
+    datasets/<name>/val.jsonl     (may be empty)
+    datasets/<name>/test.jsonl    (may be empty)
+    datasets/<name>/card.json
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aigc.data.cards import build_card
+from aigc.data.clean import Drop, clean_records
+from aigc.data.sources import read_source
+from aigc.data.split import SPLITS, check_fractions, contiguous_split, hash_split
+from aigc.errors import AlreadyExists, InvalidInput
+from aigc.workspace import Workspace, now, write_json_atomic
+
+# What to suggest when every record was dropped, per drop kind.
+_RELAX_HINTS = {
+    "empty": "check --text-column",
+    "empty_condition": "check --cond-columns",
+    "too_short": "lower --min-length",
+    "too_long": "raise --max-length or leave it out",
+}
+
+
+def _check_lengths(min_length: int, max_length: int | None) -> None:
+    if not isinstance(min_length, int) or isinstance(min_length, bool) or min_length < 0:
+        raise InvalidInput(f"invalid --min-length {min_length!r}: pass a whole number >= 0")
+    if max_length is not None and (
+        not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < max(min_length, 1)
+    ):
+        raise InvalidInput(
+            f"invalid --max-length {max_length!r}: pass a whole number >= 1 and "
+            f">= --min-length ({min_length}), or leave it out"
+        )
+
+
+def _nothing_left(path: Path, n_read: int, drops: Sequence[Drop]) -> InvalidInput:
+    by_kind: dict[str, int] = {}
+    for d in drops:
+        by_kind[d.kind] = by_kind.get(d.kind, 0) + 1
+    detail = ", ".join(f"{k}: {n}" for k, n in by_kind.items())
+    hints = [_RELAX_HINTS[k] for k in by_kind if k in _RELAX_HINTS] or ["check the file"]
+    return InvalidInput(
+        f"{path}: no records left: read {n_read}, dropped {len(drops)} ({detail}): {', or '.join(hints)}"
+    )
+
+
+def _write_jsonl(path: Path, rows: Sequence[tuple[str, dict[str, str]]]) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        for text, cond in rows:
+            f.write(json.dumps({"text": text, "cond": cond}, ensure_ascii=False))
+            f.write("\n")
+
+
+def ingest_text(
+    ws: Workspace,
+    path: str | Path,
+    name: str,
+    *,
+    lines: bool = False,
+    text_column: str | None = None,
+    cond_columns: Sequence[str] = (),
+    encoding: str | None = None,
+    normalize: bool = True,
+    min_length: int = 1,
+    max_length: int | None = None,
+    split: tuple[float, float, float] = (0.9, 0.05, 0.05),
+    replace: bool = False,
+) -> dict[str, Any]:
+    """Ingest a text file as dataset ``name``; return its card. User mistakes raise AigcError subclasses."""
+    # Cheap checks first: a taken name or a bad option must not cost a full read of a big file.
+    dest = ws.dataset_path(name)
+    if not replace and (ws.has_dataset(name) or dest.exists()):
+        raise AlreadyExists(f"dataset {name!r} already exists: pass --replace to overwrite it")
+    if isinstance(cond_columns, str):  # a lone "label" would otherwise be read as l, a, b, e, l
+        cond_columns = (cond_columns,)
+    fractions = check_fractions(split)
+    _check_lengths(min_length, max_length)
+
+    source = read_source(path, lines=lines, text_column=text_column, cond_columns=list(cond_columns),
+                         encoding=encoding)
+    n_read = len(source.records)
+    if n_read == 0:
+        raise InvalidInput(f"{source.path}: no records found (a header but no rows?): check the file")
+    kept, drops = clean_records(source.records, normalize=normalize, mode=source.mode,
+                                min_length=min_length, max_length=max_length)
+    source.records = []  # the raw copy is no longer needed; free it before writing
+    if not kept:
+        raise _nothing_left(source.path, n_read, drops)
+
+    rows: dict[str, list[tuple[str, dict[str, str]]]]
+    if source.mode == "corpus":
+        pieces = contiguous_split(kept[0].text, fractions)
+        rows = {s: [(pieces[s], {})] if pieces[s].strip() else [] for s in SPLITS}
+        method = "contiguous"
+    else:
+        by_split = hash_split(kept, [k.text for k in kept], fractions)
+        rows = {s: [(k.text, k.cond) for k in by_split[s]] for s in SPLITS}
+        method = "hash"
+    if not rows["train"]:
+        raise InvalidInput(
+            f"{source.path}: none of the {len(kept)} kept records landed in train with split "
+            f"{','.join(f'{f:g}' for f in fractions)}: add more records or raise the train fraction"
+        )
+
+    card = build_card(
+        name=name,
+        source=source,
+        normalize=normalize,
+        texts_by_split={s: [t for t, _ in rows[s]] for s in SPLITS},
+        conds=[k.cond for k in kept],
+        lengths=[len(k.text) for k in kept],
+        n_read=n_read,
+        drops=drops,
+        split_method=method,
+        fractions=fractions,
+        created_at=now(),
+    )
+    with ws.staging("dataset") as staged:
+        for s in SPLITS:
+            _write_jsonl(staged / f"{s}.jsonl", rows[s])
+        write_json_atomic(staged / "card.json", card)
+        ws.publish(staged, dest, replace=replace)
+    ws.register_dataset(name, "text", card["source"], card)
+    return card

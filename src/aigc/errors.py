@@ -1,0 +1,23 @@
+"""Domain errors. Every message is one line: what was wrong, the bad value, and the fix.
+
+Surfaces translate these: the CLI prints ``error: <message>`` on stderr and exits 2; the
+HTTP server answers 4xx with a JSON body. Nothing else in the package prints errors.
+"""
+
+from __future__ import annotations
+
+
+class AigcError(Exception):
+    """Base of every error a user can cause. The message alone must be enough to act on."""
+
+
+class InvalidInput(AigcError, ValueError):
+    """A bad argument, option or input file (missing, empty, undecodable, wrong column...)."""
+
+
+class NotFound(AigcError, LookupError):
+    """An unknown dataset, run, family or preset."""
+
+
+class AlreadyExists(AigcError):
+    """A name that is taken; the message says which flag replaces it."""

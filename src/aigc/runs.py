@@ -1,0 +1,245 @@
+"""Runs: start, resume and load trainings of text families on ingested datasets.
+
+A run folder holds everything needed to rebuild the model with no flags::
+
+    runs/<name>/run.json           family, preset, model and training config, dataset, conditions
+    runs/<name>/tokenizer.json     the tokenizer trained on the dataset's train split
+    runs/<name>/model.safetensors  weights with the best validation loss
+    runs/<name>/checkpoints/last.pt  weights + optimizer + RNG of the last completed step (resume)
+    runs/<name>/metrics.jsonl, tb/ training curves;  export/ a transformers checkpoint (gpt)
+
+This module ties the workspace, data, registry and training loop together; it imports no
+surface (CLI, server).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aigc.data.dataset import read_card, read_text_split
+from aigc.data.textstream import TokenStream, encode_records, eval_windows, random_windows, train_tokenizer
+from aigc.data.tokenizers import TextTokenizer
+from aigc.errors import InvalidInput
+from aigc.generation import TextGenerator
+from aigc.models.registry import config_from_dict, get_family, make_config
+from aigc.training import TrainConfig, fit
+from aigc.workspace import Workspace, now, write_json_atomic
+
+RUN_FILE = "run.json"
+
+
+def nll_sum(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 64) -> tuple[float, int]:
+    """Summed negative log-likelihood (nats) and scored-token count over windows x, y (W, T)."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+            logits, _ = model(xb)
+            loss = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), yb.flatten(), ignore_index=-100, reduction="sum"
+            )
+            total += loss.item()
+            count += int((yb != -100).sum())
+    return total, count
+
+
+class TextLMTask:
+    """Next-token prediction on random windows of the train stream; validation on the val stream."""
+
+    def __init__(self, train: TokenStream, val: TokenStream, block_size: int, cfg: TrainConfig):
+        if len(train) < 2:
+            raise InvalidInput("the train split is too small to train on: ingest more text")
+        self.train = train
+        self.block_size = block_size
+        self.batch_size = cfg.batch_size
+        self.tokens_per_batch = cfg.batch_size * min(block_size, len(train) - 1)
+        self.periodic = eval_windows(val, block_size, cfg.eval_tokens)
+        self.full = eval_windows(val, block_size)
+
+    def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return random_windows(self.train.ids, self.block_size, self.batch_size, generator)
+
+    def evaluate(self, model: nn.Module, full: bool = False) -> float:
+        total, count = nll_sum(model, *(self.full if full else self.periodic))
+        return total / max(1, count)
+
+
+def _default_run_name(ws: Workspace, dataset: str, family: str, preset: str) -> str:
+    base = f"{dataset}-{family}-{preset}"
+    name, k = base, 2
+    while ws.has_run(name):
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
+def train_config_for(family: type, preset: str, overrides: dict[str, Any] | None) -> TrainConfig:
+    defaults = getattr(family, "TRAIN_DEFAULTS", {}).get(preset, {})
+    cfg = config_from_dict(TrainConfig, {**defaults, **(overrides or {})}, what="training option")
+    cfg.validate()
+    return cfg
+
+
+def train(
+    ws: Workspace,
+    dataset: str,
+    family: str = "gpt",
+    preset: str = "small",
+    name: str | None = None,
+    model_overrides: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    callbacks: Sequence = (),
+) -> dict[str, Any]:
+    """Start a new run; returns its catalog row. Bad input fails before anything is written."""
+    fam = get_family(family)
+    model_cfg = make_config(fam, preset, model_overrides)
+    cfg = train_config_for(fam, preset, train_overrides)
+    ds = ws.get_dataset(dataset)
+    if ds["modality"] != fam.modality:
+        raise InvalidInput(f"dataset {dataset!r} holds {ds['modality']} but {family} is a {fam.modality} family")
+    name = name or _default_run_name(ws, dataset, family, preset)
+    if ws.has_run(name):
+        raise InvalidInput(f"run {name!r} already exists: pick another --name, or `aigc train --resume {name}`")
+    ds_dir = Path(ds["path"])
+    card = read_card(ds_dir)
+    cond_columns = list(card.get("cond_columns") or [])
+    train_records = read_text_split(ds_dir, "train")
+    val_records = read_text_split(ds_dir, "val")
+    if not val_records:
+        raise InvalidInput(f"dataset {dataset!r} has an empty val split: ingest it again with a val fraction > 0")
+    tokenizer = train_tokenizer(train_records, cond_columns, cfg.tokenizer, cfg.vocab_size)
+    model_cfg.vocab_size = tokenizer.vocab_size
+    model_cfg.eos_token_id = tokenizer.eos_id
+    torch.manual_seed(cfg.seed)
+    model = fam(model_cfg)
+    task = TextLMTask(encode_records(tokenizer, train_records, cond_columns),
+                      encode_records(tokenizer, val_records, cond_columns), model.block_size, cfg)
+
+    run_dir = ws.run_path(name)
+    spec = {
+        "name": name,
+        "family": family,
+        "preset": preset,
+        "modality": fam.modality,
+        "dataset": dataset,
+        "model_config": asdict(model_cfg),
+        "train_config": asdict(cfg),
+        "cond_columns": cond_columns,
+        "conditions": {c: sorted(card.get("conditions", {}).get(c, {})) for c in cond_columns},
+        "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "created_at": now(),
+    }
+    ws.create_run(name, family, dataset, {"model": spec["model_config"], "train": spec["train_config"]})
+    try:
+        run_dir.mkdir(parents=True)
+        tokenizer.save(run_dir / "tokenizer.json")
+        write_json_atomic(run_dir / RUN_FILE, spec)
+    except BaseException:
+        ws.delete_run(name)
+        raise
+    return _fit_and_record(ws, name, run_dir, spec, model, tokenizer, task, cfg, callbacks, resume=False)
+
+
+def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = None,
+           callbacks: Sequence = ()) -> dict[str, Any]:
+    """Continue an interrupted (or finished, with a larger --max-steps/--time-budget) run."""
+    row = ws.get_run(name)
+    run_dir = Path(row["path"])
+    spec = read_spec(run_dir)
+    fam = get_family(spec["family"])
+    cfg = config_from_dict(TrainConfig, {**spec["train_config"], **(train_overrides or {})}, what="training option")
+    cfg.validate()
+    tokenizer = TextTokenizer.load(run_dir / "tokenizer.json")
+    model = fam(config_from_dict(fam.Config, spec["model_config"]))
+    ds_dir = ws.dataset_path(spec["dataset"])
+    if not ws.has_dataset(spec["dataset"]):
+        raise InvalidInput(f"run {name!r} was trained on dataset {spec['dataset']!r}, which no longer exists")
+    cols = spec["cond_columns"]
+    task = TextLMTask(encode_records(tokenizer, read_text_split(ds_dir, "train"), cols),
+                      encode_records(tokenizer, read_text_split(ds_dir, "val"), cols), model.block_size, cfg)
+    spec["train_config"] = asdict(cfg)
+    write_json_atomic(run_dir / RUN_FILE, spec)
+    return _fit_and_record(ws, name, run_dir, spec, model, tokenizer, task, cfg, callbacks, resume=True)
+
+
+def _fit_and_record(ws, name, run_dir, spec, model, tokenizer, task, cfg, callbacks, resume) -> dict[str, Any]:
+    ws.update_run(name, status="running")
+    try:
+        state = fit(model, task, cfg, run_dir, list(callbacks), resume=resume)
+    except BaseException:
+        has_ckpt = (run_dir / "checkpoints" / "last.pt").exists()
+        if not resume and not has_ckpt:
+            ws.delete_run(name)  # nothing worth keeping: leave no half-made run behind
+        else:
+            ws.update_run(name, status="failed")
+        raise
+    status = "interrupted" if state.stop_reason == "interrupted" else "finished"
+    summary = {
+        "stop_reason": state.stop_reason,
+        "steps": state.step,
+        "elapsed_s": round(state.elapsed, 1),
+        "tokens_seen": state.tokens_seen,
+        "train_loss": state.train_loss,
+        "best_val_loss": state.best_val_loss,
+        "val_bits_per_token": state.best_val_loss / math.log(2),
+    }
+    if status == "finished" and hasattr(model, "export"):
+        _export(model, run_dir)
+    ws.update_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
+    return ws.get_run(name)
+
+
+def _export(model: nn.Module, run_dir: Path) -> None:
+    """Write export/ through a staging folder and a rename: never half an export."""
+    from safetensors.torch import load_model
+
+    load_model(model, str(run_dir / "model.safetensors"))  # export the best weights, not the last
+    staged = run_dir / ".export-tmp"
+    shutil.rmtree(staged, ignore_errors=True)
+    model.export(staged, run_dir / "tokenizer.json")
+    final = run_dir / "export"
+    old = run_dir / ".export-old"
+    if final.exists():
+        final.rename(old)
+    staged.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_spec(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_FILE
+    if not path.exists():
+        raise InvalidInput(f"{path} is missing: the run folder is damaged; train it again")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load(ws: Workspace, name: str, device: str | None = None) -> TextGenerator:
+    """Rebuild a run's model and tokenizer from its folder (best weights), ready to generate."""
+    from aigc.runtime import default_device
+
+    row = ws.get_run(name)
+    run_dir = Path(row["path"])
+    spec = read_spec(run_dir)
+    fam = get_family(spec["family"])
+    model = fam(config_from_dict(fam.Config, spec["model_config"]))
+    weights = run_dir / "model.safetensors"
+    if weights.exists():
+        from safetensors.torch import load_model
+
+        load_model(model, str(weights))
+    elif (run_dir / "checkpoints" / "last.pt").exists():
+        ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+    else:
+        raise InvalidInput(f"run {name!r} has no weights yet: train it with `aigc train --resume {name}`")
+    model.to(device or default_device())
+    tokenizer = TextTokenizer.load(run_dir / "tokenizer.json")
+    return TextGenerator(model, tokenizer, spec["cond_columns"], spec["conditions"], name=name)

@@ -1,0 +1,376 @@
+"""The one training loop (Lightning Fabric keeps it ours): devices, precision, schedule,
+evaluation, checkpoints, resume, time budget, early stopping, and hooks for observers.
+
+A *task* supplies what differs between kinds of data: batches, the loss of one step, and
+validation. This module knows nothing about tokenizers, catalogs or the command line; the
+caller (``aigc.runs``) owns the run folder's other files and the catalog row.
+
+Checkpoints are written to a temporary file and renamed, so a process killed while writing
+leaves the previous good ``last.pt`` in place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from aigc.errors import InvalidInput
+
+MIN_IMPROVEMENT = 1e-4  # nats: smaller validation gains do not reset early-stopping patience
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 3000
+    time_budget: float = 0.0  # seconds; 0 = none. The LR schedule then follows the clock too
+    batch_size: int = 32
+    lr: float = 2e-3  # peak learning rate (AdamW)
+    min_lr_ratio: float = 0.1  # cosine decays to lr * this
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on matrices only; norms, biases and embeddings are not decayed
+    beta2: float = 0.99  # small-batch char models like a shorter second-moment memory (nanoGPT uses 0.99)
+    grad_clip: float = 1.0
+    eval_every: int = 250  # steps between validations (and checkpoints)
+    eval_tokens: int = 32768  # target tokens per periodic validation; the final one sees the whole split
+    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    seed: int = 1337
+    tokenizer: str = "char"  # char | bpe
+    vocab_size: int = 2048  # bpe only
+    precision: str = ""  # "" = auto: bf16-mixed on a capable GPU, else 32-true
+
+    def validate(self) -> None:
+        if self.max_steps < 1:
+            raise InvalidInput(f"--max-steps must be >= 1, got {self.max_steps}")
+        if self.time_budget < 0:
+            raise InvalidInput(f"--time-budget must be positive, got {self.time_budget}")
+        if self.batch_size < 1:
+            raise InvalidInput(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise InvalidInput(f"--lr must be > 0, got {self.lr}")
+        if self.tokenizer not in ("char", "bpe"):
+            raise InvalidInput(f"--tokenizer must be char or bpe, got {self.tokenizer!r}")
+        if self.eval_every < 1:
+            raise InvalidInput(f"--eval-every must be >= 1, got {self.eval_every}")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """'90', '90s', '5m', '1.5h' -> seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    s = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if s and s[-1] in units:
+            return float(s[:-1]) * units[s[-1]]
+        return float(s)
+    except ValueError:
+        raise InvalidInput(f"cannot read duration {text!r}: use e.g. 300, 300s, 5m or 1h") from None
+
+
+@dataclass
+class TrainState:
+    """What observers see. Updated in place by the loop."""
+
+    step: int = 0
+    max_steps: int = 0
+    elapsed: float = 0.0  # seconds of training, summed over resumed sessions
+    time_budget: float = 0.0
+    train_loss: float = float("nan")
+    val_loss: float = float("nan")
+    best_val_loss: float = float("inf")
+    evals_since_best: int = 0
+    lr: float = 0.0
+    tokens_per_s: float = 0.0
+    tokens_seen: int = 0
+    eta_s: float = float("nan")
+    stop_reason: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Task(Protocol):
+    def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
+
+    def evaluate(self, model: nn.Module, full: bool = False) -> float: ...
+
+    tokens_per_batch: int
+
+
+class Callback(Protocol):  # every method optional
+    def on_start(self, state: TrainState) -> None: ...
+    def on_step(self, state: TrainState) -> None: ...
+    def on_eval(self, state: TrainState) -> None: ...
+    def on_end(self, state: TrainState) -> None: ...
+
+
+def _emit(callbacks, hook: str, state: TrainState) -> None:
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            fn(state)
+
+
+def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    """Linear warm-up, then cosine decay over the steps or the clock, whichever runs out first."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    progress = step / cfg.max_steps
+    if cfg.time_budget:
+        progress = max(progress, elapsed / cfg.time_budget)
+    progress = min(1.0, progress)
+    decay = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * warm * decay
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        # matrices of linear/recurrent layers decay; embeddings (tied to heads), norms and biases do not
+        (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), fused=False)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current step; a second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading_main():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ANN001
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_model
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        save_model(model, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    cfg: TrainConfig,
+    run_dir: Path,
+    callbacks: list = (),  # type: ignore[assignment]
+    resume: bool = False,
+) -> TrainState:
+    """Train ``model`` on ``task``. Writes ``checkpoints/last.pt``, ``model.safetensors`` (best
+    validation), ``metrics.jsonl`` and TensorBoard events under ``run_dir``."""
+    from lightning.fabric import Fabric
+
+    from aigc.runtime import default_device, default_precision
+
+    cfg.validate()
+    device = default_device()
+    fabric = Fabric(accelerator=device, devices=1, precision=cfg.precision or default_precision(device))
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    last_path = ckpt_dir / "last.pt"
+    best_path = run_dir / "model.safetensors"
+
+    state = TrainState(max_steps=cfg.max_steps, time_budget=cfg.time_budget)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    optimizer = make_optimizer(model, cfg)
+    if resume:
+        if not last_path.exists():
+            raise InvalidInput(f"{run_dir.name} has no checkpoint to resume from: start it again without --resume")
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng"]["batches"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        random.setstate(ckpt["rng"]["python"])
+        for key in ("step", "elapsed", "best_val_loss", "evals_since_best", "tokens_seen", "val_loss"):
+            setattr(state, key, ckpt["state"][key])
+        _truncate_metrics(run_dir / "metrics.jsonl", state.step)
+
+    net = model  # the plain module: for saving and evaluation
+    model, optimizer = fabric.setup(model, optimizer)
+    writer = _tensorboard(run_dir / "tb")
+    metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+
+    def log(row: dict[str, Any]) -> None:
+        metrics.write(json.dumps(row) + "\n")
+        metrics.flush()
+        if writer is not None:
+            for key, value in row.items():
+                if key not in ("step", "time") and isinstance(value, (int, float)):
+                    writer.add_scalar(key, value, row["step"])
+
+    def checkpoint() -> None:
+        atomic_save(
+            {
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": {"batches": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()},
+                "state": {k: getattr(state, k) for k in
+                          ("step", "elapsed", "best_val_loss", "evals_since_best", "tokens_seen", "val_loss")},
+                "train_config": asdict(cfg),
+            },
+            last_path,
+        )
+
+    def validate(full: bool = False) -> None:
+        net.eval()
+        state.val_loss = task.evaluate(net, full=full)
+        net.train()
+        # Patience counts validations that failed to improve by a meaningful margin.
+        if state.val_loss < state.best_val_loss - MIN_IMPROVEMENT:
+            state.evals_since_best = 0
+        else:
+            state.evals_since_best += 1
+        if state.val_loss < state.best_val_loss:
+            state.best_val_loss = state.val_loss
+            save_weights(net, best_path)
+        log({"step": state.step, "time": round(state.elapsed, 2), "val_loss": state.val_loss})
+        _emit(callbacks, "on_eval", state)
+
+    _emit(callbacks, "on_start", state)
+    net.train()
+    step_times: list[float] = []
+    loss_acc, loss_n = 0.0, 0
+    aborted = False
+    with _StopFlag() as stop:
+        try:
+            while True:
+                if state.step >= cfg.max_steps:
+                    state.stop_reason = "max_steps"
+                elif cfg.time_budget and state.elapsed >= cfg.time_budget:
+                    state.stop_reason = "time_budget"
+                elif cfg.patience and state.evals_since_best >= cfg.patience:
+                    state.stop_reason = "early_stopping"
+                elif stop.requested:
+                    state.stop_reason = "interrupted"
+                if state.stop_reason:
+                    break
+                t0 = time.perf_counter()
+                state.lr = lr_at(cfg, state.step, state.elapsed)
+                for group in optimizer.param_groups:
+                    group["lr"] = state.lr
+                x, y = task.batch(gen)
+                x, y = x.to(fabric.device), y.to(fabric.device)
+                _, loss = model(x, y)
+                fabric.backward(loss)
+                if cfg.grad_clip:
+                    fabric.clip_gradients(model, optimizer, max_norm=cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                loss_acc += loss.item()
+                loss_n += 1
+                dt = time.perf_counter() - t0
+                state.elapsed += dt
+                state.tokens_seen += task.tokens_per_batch
+                step_times.append(dt)
+                recent = step_times[-20:]
+                state.tokens_per_s = task.tokens_per_batch * len(recent) / sum(recent)
+                state.train_loss = loss_acc / loss_n
+                state.eta_s = _eta(state, cfg, sum(recent) / len(recent))
+                if state.step % 10 == 0 or state.step == cfg.max_steps:
+                    log({"step": state.step, "time": round(state.elapsed, 2), "train_loss": state.train_loss,
+                         "lr": state.lr, "tokens_per_s": round(state.tokens_per_s)})
+                    loss_acc, loss_n = 0.0, 0
+                _emit(callbacks, "on_step", state)
+                if state.step % cfg.eval_every == 0:
+                    t_eval = time.perf_counter()
+                    validate()
+                    checkpoint()
+                    state.elapsed += time.perf_counter() - t_eval  # the budget counts evaluation too
+            if state.stop_reason != "interrupted" and state.step % cfg.eval_every:
+                validate()  # the weights of the last step compete for "best" too
+        except KeyboardInterrupt:
+            # A second Ctrl-C may land inside an optimizer step: keep the previous checkpoint.
+            state.stop_reason = "interrupted"
+            aborted = True
+        finally:
+            # Otherwise every completed step is resumable, whatever ended the loop: a first
+            # signal only sets a flag that the loop reads between steps.
+            if state.step and not aborted:
+                checkpoint()
+            metrics.close()
+            if writer is not None:
+                writer.close()
+    if state.stop_reason != "interrupted" and best_path.exists():
+        # The best weights get one validation on the whole split: the figure reported for the run.
+        from safetensors.torch import load_model
+
+        load_model(net, str(best_path))
+        net.eval()
+        state.val_loss = state.best_val_loss = task.evaluate(net, full=True)
+    _emit(callbacks, "on_end", state)
+    return state
+
+
+def _eta(state: TrainState, cfg: TrainConfig, sec_per_step: float) -> float:
+    by_steps = (cfg.max_steps - state.step) * sec_per_step
+    if cfg.time_budget:
+        return max(0.0, min(by_steps, cfg.time_budget - state.elapsed))
+    return by_steps
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but an event file is not worth a crash
+        return None
+    return SummaryWriter(str(path))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, forget metric rows past the checkpoint: they will be logged again."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    os.replace(tmp, path)
+

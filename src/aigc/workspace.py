@@ -1,0 +1,277 @@
+"""The workspace: a folder of artifacts plus the catalog database that indexes them.
+
+Layout under the root (``$AIGC_HOME``, default ``~/.aigc``)::
+
+    catalog.db            SQLite (WAL mode) through SQLAlchemy: datasets, runs, migrations
+    datasets/<name>/      one ingested dataset (train/val/test files + card.json)
+    runs/<name>/          one training run (checkpoints, metrics, export, eval)
+    tmp/                  staging area: everything is written here first, then renamed
+
+This module knows paths and rows. It knows nothing about what is inside a dataset or a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from aigc.errors import AlreadyExists, InvalidInput, NotFound
+
+ENV_HOME = "AIGC_HOME"
+NAME_RE = re.compile(r"^[\w][\w.\-]{0,79}$")
+
+metadata = sa.MetaData()
+
+datasets_table = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("modality", sa.String, nullable=False),  # text | image | table
+    sa.Column("source", sa.String, nullable=False),  # the path it was ingested from
+    sa.Column("created_at", sa.String, nullable=False),
+    sa.Column("n_train", sa.Integer, nullable=False),
+    sa.Column("n_val", sa.Integer, nullable=False),
+    sa.Column("n_test", sa.Integer, nullable=False),
+    sa.Column("card", sa.Text, nullable=False),  # card.json, duplicated for listing
+)
+
+runs_table = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("family", sa.String, nullable=False),
+    sa.Column("dataset", sa.String, nullable=False),
+    sa.Column("status", sa.String, nullable=False),  # created | running | interrupted | finished | failed
+    sa.Column("created_at", sa.String, nullable=False),
+    sa.Column("updated_at", sa.String, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False, default=0),
+    sa.Column("best_val_loss", sa.Float, nullable=True),
+    sa.Column("config", sa.Text, nullable=False),  # JSON: family config + train config
+    sa.Column("summary", sa.Text, nullable=False, default="{}"),  # JSON: last metrics, eval
+)
+
+migrations_table = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("applied_at", sa.String, nullable=False),
+)
+
+
+def _m001_initial(conn: Connection) -> None:
+    for table in (datasets_table, runs_table):
+        table.create(conn, checkfirst=True)
+
+
+# Append-only: never edit or reorder an entry that has shipped; add a new one instead.
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("m001_initial", _m001_initial),
+]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidInput(
+            f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (at most 80), "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def default_root() -> Path:
+    return Path(os.environ.get(ENV_HOME) or Path.home() / ".aigc").expanduser()
+
+
+class Workspace:
+    """Paths plus catalog. Cheap to open; safe for several processes at once (SQLite WAL)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root).expanduser() if root else default_root()
+        if self.root.exists() and not self.root.is_dir():
+            raise InvalidInput(f"workspace {self.root} is a file, not a folder: pass another --workspace")
+        for sub in ("datasets", "runs", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.engine = self._open_catalog()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    # -- paths ---------------------------------------------------------------------------
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def dataset_path(self, name: str) -> Path:
+        return self.datasets_dir / check_name(name, "dataset name")
+
+    def run_path(self, name: str) -> Path:
+        return self.runs_dir / check_name(name, "run name")
+
+    @contextmanager
+    def staging(self, prefix: str = "stage") -> Iterator[Path]:
+        """A fresh folder under ``tmp/`` that is removed unless the caller publishes it."""
+        path = self.root / "tmp" / f"{prefix}-{uuid.uuid4().hex[:12]}"
+        path.mkdir(parents=True)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def publish(self, staged: Path, dest: Path, replace: bool = False) -> None:
+        """Move a finished staging folder into place with renames only (atomic per rename).
+
+        With ``replace``, the old folder is first renamed aside, then removed after the new
+        one is in place, so a crash never leaves ``dest`` missing or half-written.
+        """
+        old = None
+        if dest.exists():
+            if not replace:
+                raise AlreadyExists(f"{dest} already exists: pass --replace to overwrite it")
+            old = self.root / "tmp" / f"old-{uuid.uuid4().hex[:12]}"
+            os.replace(dest, old)
+        os.replace(staged, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # -- catalog -------------------------------------------------------------------------
+
+    def _open_catalog(self) -> Engine:
+        engine = sa.create_engine(
+            f"sqlite:///{self.root / 'catalog.db'}",
+            connect_args={"timeout": 30},  # wait for a concurrent writer instead of failing
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # noqa: ANN001 - DB-API objects
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        with engine.begin() as conn:
+            migrations_table.create(conn, checkfirst=True)
+            done = set(conn.scalars(sa.select(migrations_table.c.name)))
+            for name, apply in MIGRATIONS:
+                if name not in done:
+                    apply(conn)
+                    conn.execute(migrations_table.insert().values(name=name, applied_at=now()))
+        return engine
+
+    def applied_migrations(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.scalars(sa.select(migrations_table.c.name).order_by(migrations_table.c.name)))
+
+    # -- datasets ------------------------------------------------------------------------
+
+    def register_dataset(self, name: str, modality: str, source: str, card: dict[str, Any]) -> None:
+        counts = card.get("counts", {})
+        row = dict(
+            name=name,
+            modality=modality,
+            source=source,
+            created_at=now(),
+            n_train=int(counts.get("train", 0)),
+            n_val=int(counts.get("val", 0)),
+            n_test=int(counts.get("test", 0)),
+            card=json.dumps(card, ensure_ascii=False),
+        )
+        with self.engine.begin() as conn:
+            conn.execute(datasets_table.delete().where(datasets_table.c.name == name))
+            conn.execute(datasets_table.insert().values(**row))
+
+    def get_dataset(self, name: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(datasets_table).where(datasets_table.c.name == name)).mappings().first()
+        if row is None:
+            known = ", ".join(d["name"] for d in self.list_datasets()) or "none yet"
+            raise NotFound(f"unknown dataset {name!r} (known: {known}): run `aigc ingest PATH --name {name}` first")
+        out = dict(row)
+        out["card"] = json.loads(out["card"])
+        out["path"] = str(self.dataset_path(name))
+        return out
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(datasets_table).order_by(datasets_table.c.created_at)).mappings().all()
+        return [{k: v for k, v in r.items() if k != "card"} for r in rows]
+
+    def has_dataset(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(datasets_table.c.name).where(datasets_table.c.name == name)).first() is not None
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def create_run(self, name: str, family: str, dataset: str, config: dict[str, Any]) -> None:
+        check_name(name, "run name")
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(runs_table.c.name).where(runs_table.c.name == name)).first():
+                raise AlreadyExists(f"run {name!r} already exists: pick another --name, or --resume it")
+            conn.execute(
+                runs_table.insert().values(
+                    name=name, family=family, dataset=dataset, status="created", created_at=now(),
+                    updated_at=now(), step=0, best_val_loss=None,
+                    config=json.dumps(config, ensure_ascii=False), summary="{}",
+                )
+            )
+
+    def update_run(self, name: str, **fields: Any) -> None:
+        for key in ("config", "summary"):
+            if key in fields and not isinstance(fields[key], str):
+                fields[key] = json.dumps(fields[key], ensure_ascii=False)
+        fields["updated_at"] = now()
+        with self.engine.begin() as conn:
+            conn.execute(runs_table.update().where(runs_table.c.name == name).values(**fields))
+
+    def get_run(self, name: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs_table).where(runs_table.c.name == name)).mappings().first()
+        if row is None:
+            known = ", ".join(r["name"] for r in self.list_runs()) or "none yet"
+            raise NotFound(f"unknown run {name!r} (known: {known}): see `aigc runs`")
+        out = dict(row)
+        out["config"] = json.loads(out["config"])
+        out["summary"] = json.loads(out["summary"])
+        out["path"] = str(self.run_path(name))
+        return out
+
+    def has_run(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs_table.c.name).where(runs_table.c.name == name)).first() is not None
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs_table).order_by(runs_table.c.created_at)).mappings().all()
+        return [{k: v for k, v in r.items() if k not in ("config", "summary")} for r in rows]
+
+    def delete_run(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(runs_table.delete().where(runs_table.c.name == name))
+        shutil.rmtree(self.run_path(name), ignore_errors=True)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON next to ``path`` then rename over it: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,30 @@
+"""Shared fixtures: every test gets its own workspace (via $AIGC_HOME) and one torch thread."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("AIGC_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def aigc_home(tmp_path, monkeypatch):
+    home = tmp_path / "aigc-home"
+    monkeypatch.setenv("AIGC_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)

@@ -1,0 +1,114 @@
+"""The training loop: resume after an interrupt is exact, checkpoints are atomic, budgets stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import aigc
+from aigc.training import TrainConfig, atomic_save, lr_at, parse_duration
+from helpers import write_corpus
+
+
+@pytest.fixture()
+def corpus_ws(tmp_path):
+    ws = aigc.open_workspace(tmp_path / "ws")
+    aigc.ingest(write_corpus(tmp_path / "corpus.txt"), "corpus", workspace=ws)
+    return ws
+
+
+class InterruptAt:
+    """Sends this process SIGINT after step ``n``, as a user pressing Ctrl-C would."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_step(self, state):
+        if state.step == self.n:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _weights(ws, name):
+    ckpt = torch.load(Path(ws.get_run(name)["path"]) / "checkpoints" / "last.pt", weights_only=False)
+    return ckpt["model"]
+
+
+def test_resume_after_ctrl_c_matches_an_uninterrupted_run(corpus_ws):
+    opts = dict(family="gpt", preset="tiny", max_steps=30, eval_every=10, seed=7, workspace=corpus_ws)
+    aigc.train("corpus", name="straight", **opts)
+    row = aigc.train("corpus", name="cut", callbacks=[InterruptAt(13)], **opts)
+    assert row["status"] == "interrupted" and row["step"] == 13
+    row = aigc.resume("cut", workspace=corpus_ws)
+    assert row["status"] == "finished" and row["step"] == 30
+    a, b = _weights(corpus_ws, "straight"), _weights(corpus_ws, "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a), "optimizer, data order and RNG state were restored"
+
+
+def test_a_checkpoint_interrupted_while_writing_leaves_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_save({"step": 1}, path)
+
+    def dying_save(obj, f, *a, **k):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt  # the process dies mid-write
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_killed_training_process_resumes_from_its_last_checkpoint(corpus_ws):
+    env = {**os.environ, "AIGC_HOME": str(corpus_ws.root), "AIGC_THREADS": "1"}
+    cmd = [sys.executable, "-m", "aigc.cli.main", "train", "corpus", "--family", "lstm", "--preset", "tiny",
+           "--name", "killed", "--max-steps", "100000", "--eval-every", "5"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = corpus_ws.root / "runs" / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not last.exists():
+        time.sleep(0.2)
+    time.sleep(1.0)  # let it get further, possibly into the middle of another checkpoint
+    proc.kill()  # SIGKILL: no handler runs
+    proc.wait()
+    assert last.exists(), proc.stderr.read().decode()
+    step = torch.load(last, weights_only=False)["state"]["step"]
+    assert step >= 5
+    row = aigc.resume("killed", workspace=corpus_ws, max_steps=step + 10)
+    assert row["status"] == "finished" and row["step"] == step + 10
+
+
+def test_time_budget_stops_training_and_drives_the_schedule(corpus_ws):
+    row = aigc.train("corpus", family="gpt", preset="tiny", name="budget", workspace=corpus_ws,
+                     max_steps=10**6, time_budget="2s", eval_every=50)
+    assert row["summary"]["stop_reason"] == "time_budget"
+    assert 2.0 <= row["summary"]["elapsed_s"] < 6
+    cfg = TrainConfig(max_steps=10**6, time_budget=100, warmup_steps=1, lr=1.0, min_lr_ratio=0.1)
+    assert lr_at(cfg, 10, 0.0) == pytest.approx(1.0, abs=1e-3)
+    assert lr_at(cfg, 10, 50.0) == pytest.approx(0.55, abs=1e-3)  # halfway through the clock
+    assert lr_at(cfg, 10, 100.0) == pytest.approx(0.1)
+
+
+def test_early_stopping_and_best_weights(corpus_ws):
+    # At a vanishing learning rate validation cannot improve, so patience ends the run.
+    row = aigc.train("corpus", family="gpt", preset="tiny", name="early", workspace=corpus_ws, max_steps=400,
+                     eval_every=5, patience=3, lr=1e-9, warmup_steps=1)
+    assert row["summary"]["stop_reason"] == "early_stopping"
+    assert row["step"] == 20  # 4 validations: the first sets the best, 3 more fail to improve
+    run = Path(row["path"])
+    assert load_file(run / "model.safetensors"), "the best weights are kept"
+
+
+def test_parse_duration():
+    assert parse_duration("90") == 90 and parse_duration("5m") == 300 and parse_duration("1.5h") == 5400
+    with pytest.raises(aigc.InvalidInput, match="300s, 5m"):
+        parse_duration("soon")
