@@ -56,10 +56,12 @@ def nll_sum(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 64) -> tup
 class TextLMTask:
     """Next-token prediction on random windows of the train stream; validation on the val stream."""
 
-    def __init__(self, train: TokenStream, val: TokenStream, block_size: int, cfg: TrainConfig):
+    def __init__(self, train: TokenStream, val: TokenStream, block_size: int, cfg: TrainConfig,
+                 conditional: bool = False):
         if len(train) < 2:
             raise InvalidInput("the train split is too small to train on: ingest more text")
         self.train = train
+        self.aligned = 0.5 if conditional else 0.0  # share of windows that start at a record
         self.block_size = block_size
         self.batch_size = cfg.batch_size
         self.tokens_per_batch = cfg.batch_size * min(block_size, len(train) - 1)
@@ -67,7 +69,8 @@ class TextLMTask:
         self.full = eval_windows(val, block_size)
 
     def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return random_windows(self.train.ids, self.block_size, self.batch_size, generator)
+        return random_windows(self.train.ids, self.block_size, self.batch_size, generator,
+                              self.train.starts, self.aligned)
 
     def evaluate(self, model: nn.Module, full: bool = False) -> float:
         total, count = nll_sum(model, *(self.full if full else self.periodic))
@@ -122,7 +125,8 @@ def train(
     torch.manual_seed(cfg.seed)
     model = fam(model_cfg)
     task = TextLMTask(encode_records(tokenizer, train_records, cond_columns),
-                      encode_records(tokenizer, val_records, cond_columns), model.block_size, cfg)
+                      encode_records(tokenizer, val_records, cond_columns), model.block_size, cfg,
+                      conditional=bool(cond_columns))
 
     run_dir = ws.run_path(name)
     spec = {
@@ -165,7 +169,8 @@ def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = No
         raise InvalidInput(f"run {name!r} was trained on dataset {spec['dataset']!r}, which no longer exists")
     cols = spec["cond_columns"]
     task = TextLMTask(encode_records(tokenizer, read_text_split(ds_dir, "train"), cols),
-                      encode_records(tokenizer, read_text_split(ds_dir, "val"), cols), model.block_size, cfg)
+                      encode_records(tokenizer, read_text_split(ds_dir, "val"), cols), model.block_size, cfg,
+                      conditional=bool(cols))
     spec["train_config"] = asdict(cfg)
     write_json_atomic(run_dir / RUN_FILE, spec)
     return _fit_and_record(ws, name, run_dir, spec, model, tokenizer, task, cfg, callbacks, resume=True)

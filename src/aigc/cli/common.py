@@ -19,7 +19,7 @@ from rich.console import Console
 from aigc.errors import AigcError, InvalidInput
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays one line
 
 WorkspaceOpt = Annotated[
     Path | None,

@@ -29,6 +29,7 @@ class TokenStream:
     ids: Tensor  # (N,) int64
     is_cond: Tensor  # (N,) bool: True where the token is a condition prefix
     n_chars: int  # characters of text plus one per end-of-text: the unit of bits per character
+    starts: Tensor  # (R,) int64: position of each record's leading end-of-text token
 
     def __len__(self) -> int:
         return self.ids.numel()
@@ -63,12 +64,15 @@ def prefix_ids(tokenizer: TextTokenizer, cond: dict[str, str], cond_columns: Seq
 
 def encode_records(tokenizer: TextTokenizer, records: Sequence[TextRecord], cond_columns: Sequence[str]) -> TokenStream:
     if not records:
-        return TokenStream(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.bool), 0)
+        empty = torch.zeros(0, dtype=torch.long)
+        return TokenStream(empty, torch.zeros(0, dtype=torch.bool), 0, empty)
     bodies = tokenizer.encode_batch([r.text for r in records])
     ids: list[int] = []
     is_cond: list[bool] = []
     n_chars = 0
+    starts: list[int] = []
     for record, body in zip(records, bodies):
+        starts.append(len(ids))
         prefix = prefix_ids(tokenizer, record.cond, cond_columns)
         ids.extend(prefix)
         ids.extend(body)
@@ -77,7 +81,8 @@ def encode_records(tokenizer: TextTokenizer, records: Sequence[TextRecord], cond
         n_chars += len(record.text) + 1
     ids.append(tokenizer.eos_id)
     is_cond.append(False)
-    return TokenStream(torch.tensor(ids, dtype=torch.long), torch.tensor(is_cond, dtype=torch.bool), n_chars)
+    return TokenStream(torch.tensor(ids, dtype=torch.long), torch.tensor(is_cond, dtype=torch.bool), n_chars,
+                       torch.tensor(starts, dtype=torch.long))
 
 
 def train_tokenizer(records: Sequence[TextRecord], cond_columns: Sequence[str], kind: str, vocab_size: int) -> TextTokenizer:
@@ -115,11 +120,20 @@ def eval_windows(stream: TokenStream, block_size: int, max_tokens: int | None = 
     return torch.stack(xs), torch.stack(ys)
 
 
-def random_windows(ids: Tensor, block_size: int, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """A training batch: inputs and next-token targets (B, T) from random positions of the stream."""
+def random_windows(ids: Tensor, block_size: int, batch_size: int, generator: torch.Generator,
+                   starts: Tensor | None = None, aligned: float = 0.0) -> tuple[Tensor, Tensor]:
+    """A training batch: inputs and next-token targets (B, T) from random positions of the stream.
+
+    With ``starts`` and ``aligned`` > 0, that share of the windows begins exactly at a record's
+    start, where its condition tokens sit: the situation generation starts from, which teaches
+    the model to follow conditions several times faster than uniform windows alone.
+    """
     span = min(block_size, len(ids) - 1)
-    starts = torch.randint(0, len(ids) - span, (batch_size,), generator=generator)
-    index = starts[:, None] + torch.arange(span + 1)  # (B, T+1)
+    begin = torch.randint(0, len(ids) - span, (batch_size,), generator=generator)
+    if starts is not None and aligned > 0:
+        pick = starts[torch.randint(0, len(starts), (batch_size,), generator=generator)].clamp(max=len(ids) - span - 1)
+        use = torch.rand(batch_size, generator=generator) < aligned
+        begin = torch.where(use, pick, begin)
+    index = begin[:, None] + torch.arange(span + 1)  # (B, T+1)
     chunk = ids[index]
     return chunk[:, :-1], chunk[:, 1:]
-

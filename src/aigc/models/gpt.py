@@ -61,7 +61,7 @@ class GPT(nn.Module):
     }
     # Training defaults per preset (any of them can be overridden on the command line).
     TRAIN_DEFAULTS = {
-        "tiny": dict(max_steps=40, batch_size=8, lr=3e-3, warmup_steps=5, eval_every=20, eval_tokens=2048),
+        "tiny": dict(max_steps=40, batch_size=8, lr=1e-2, warmup_steps=5, eval_every=20, eval_tokens=2048),
         "small": dict(max_steps=5000, batch_size=32, lr=2e-3, warmup_steps=100, eval_every=250),
         "base": dict(max_steps=20000, batch_size=64, lr=1e-3, warmup_steps=500, eval_every=500),
     }
