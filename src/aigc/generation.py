@@ -106,17 +106,21 @@ class TextGenerator:
             )
         return prefix_ids(self.tokenizer, cond or {}, self.cond_columns, self.conditions) + self.tokenizer.encode(prompt)
 
-    def stream(self, prompt: str = "", *, n: int = 1, cond: dict[str, str] | None = None,
-               use_cache: bool = True, **sampling) -> Iterator[Chunk]:
-        """Yield chunks of ``n`` continuations of ``prompt`` as tokens arrive (prompt excluded)."""
-        s = Sampling(**sampling)
+    def _start(self, prompt: str, n: int, cond: dict[str, str] | None, s: Sampling) -> tuple[Tensor, torch.Generator]:
+        """Validate a request; return the context (n, T) and the seeded generator."""
         s.check()
         if n < 1:
             raise InvalidInput(f"n must be >= 1, got {n}")
         ids = self.context_ids(prompt, cond)
         seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little")
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        context = torch.tensor([ids] * n, dtype=torch.long, device=self.device)
+        return torch.tensor([ids] * n, dtype=torch.long, device=self.device), generator
+
+    def stream(self, prompt: str = "", *, n: int = 1, cond: dict[str, str] | None = None,
+               use_cache: bool = True, **sampling) -> Iterator[Chunk]:
+        """Yield chunks of ``n`` continuations of ``prompt`` as tokens arrive (prompt excluded)."""
+        s = Sampling(**sampling)
+        context, generator = self._start(prompt, n, cond, s)
         decoders = [StreamDecoder(self.tokenizer) for _ in range(n)]
         matchers = [StopMatcher(s.stop) for _ in range(n)]
         counts = [0] * n
@@ -148,7 +152,25 @@ class TextGenerator:
     def generate(self, prompt: str = "", *, n: int = 1, cond: dict[str, str] | None = None,
                  use_cache: bool = True, **sampling) -> list[str]:
         """``n`` finished continuations of ``prompt`` (prompt excluded)."""
-        out = [""] * n
-        for chunk in self.stream(prompt, n=n, cond=cond, use_cache=use_cache, **sampling):
-            out[chunk.index] += chunk.text
-        return out
+        if sampling.get("stop"):  # stop strings are matched on text as it streams
+            out = [""] * n
+            for chunk in self.stream(prompt, n=n, cond=cond, use_cache=use_cache, **sampling):
+                out[chunk.index] += chunk.text
+            return out
+        # Without stop strings only end-of-text ends a sample: collect ids, decode once at the end.
+        s = Sampling(**sampling)
+        context, generator = self._start(prompt, n, cond, s)
+        ids: list[list[int]] = [[] for _ in range(n)]
+        done = [False] * n
+        eos = self.tokenizer.eos_id
+        with torch.inference_mode():
+            for tokens in decode_tokens(self.model, context, s.max_new_tokens, generator, s, use_cache):
+                for i, tok in enumerate(tokens.tolist()):
+                    if not done[i]:
+                        if tok == eos:
+                            done[i] = True
+                        else:
+                            ids[i].append(tok)
+                if all(done):
+                    break
+        return [self.tokenizer.decode(row, skip_special=True) for row in ids]

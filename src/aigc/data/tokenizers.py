@@ -72,8 +72,13 @@ class TextTokenizer:
         # None for bpe: byte fallback means nothing is ever unknown.
         self.unk_id: int | None = hf.token_to_id(UNK) if self.kind == "char" else None
         specials = self.special_tokens()
-        # Chunked encoding is exact only if no special token spans a cut (cuts are at newlines).
-        self._can_chunk = not any("\n" in t for t in specials)
+        # Chunked encoding is exact for the pipelines train() builds (see _SAFE_CUT), provided no
+        # special token spans a cut; a foreign tokenizer.json is always encoded in one piece.
+        self._can_chunk = (
+            hf.normalizer is None
+            and type(hf.pre_tokenizer).__name__ == ("Split" if self.kind == "char" else "ByteLevel")
+            and not any("\n" in t for t in specials)
+        )
 
     # ------------------------------------------------------------------ training and files
 

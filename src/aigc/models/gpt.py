@@ -38,13 +38,15 @@ class GPTConfig:
 
 
 class KVCache:
-    """Preallocated keys and values, (n_layer, B, n_head, capacity, head_dim) each."""
+    """Preallocated keys and values, (n_layer, B, n_head, capacity, head_dim) each, plus the
+    decode weights gathered once per generation (fused QKV and gate/up matrices)."""
 
-    def __init__(self, config: GPTConfig, batch_size: int, device, dtype):
+    def __init__(self, config: GPTConfig, batch_size: int, weights: list[tuple[Tensor, ...]], device, dtype):
         head_dim = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, config.block_size, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.weights = weights
         self.pos = 0  # tokens already in the cache
         self.capacity = config.block_size
 
@@ -96,8 +98,10 @@ class GPT(nn.Module):
         # RoPE tables for every position, computed once: (block_size, head_dim)
         positions = torch.arange(config.block_size)[None]
         cos, sin = self.hf.model.rotary_emb(torch.zeros(1, dtype=torch.float32), positions)
+        half = cos.shape[-1] // 2
+        sign = torch.cat([-torch.ones(half), torch.ones(half)])  # rotate_half(x) == roll(x, half) * sign
         self.register_buffer("rope_cos", cos[0], persistent=False)
-        self.register_buffer("rope_sin", sin[0], persistent=False)
+        self.register_buffer("rope_sin_signed", sin[0] * sign, persistent=False)
 
     @property
     def block_size(self) -> int:
@@ -114,48 +118,72 @@ class GPT(nn.Module):
     # -- incremental decoding ------------------------------------------------------------
 
     def init_cache(self, batch_size: int) -> KVCache:
-        p = self.hf.lm_head.weight
-        return KVCache(self.config, batch_size, p.device, p.dtype)
+        return KVCache(self.config, batch_size, self._decode_weights(), self.hf.lm_head.weight.device,
+                       self.hf.lm_head.weight.dtype)
+
+    @torch.no_grad()
+    def _decode_weights(self) -> list[tuple[Tensor, ...]]:
+        """Per layer: (norm1, W_qkv, W_o, norm2, W_gate_up, W_down). Fusing the projections turns
+        seven matmuls per layer into four; at batch 1 each call costs more than its arithmetic."""
+        out = []
+        for layer in self.hf.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            out.append((
+                layer.input_layernorm.weight,
+                torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]),
+                attn.o_proj.weight,
+                layer.post_attention_layernorm.weight,
+                torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+                mlp.down_proj.weight,
+            ))
+        return out
 
     @torch.no_grad()
     def forward_cached(self, idx: Tensor, cache: KVCache, last_only: bool = True) -> Tensor:
         """Feed idx (B, T) after the cache's contents; returns logits (B, V) (or (B, T, V)).
 
-        Same modules and arithmetic as the transformers forward, minus its general-purpose
-        machinery (mask building, cache objects, output classes).
+        The same arithmetic as the transformers forward (RMSNorm, RoPE, causal attention,
+        SwiGLU, tied head), written functionally over fused weights to cut per-call overhead.
         """
         B, T = idx.shape
         pos = cache.pos
         if pos + T > cache.capacity:
             raise ValueError(f"KV cache holds {cache.capacity} tokens; {pos} used, {T} more asked")
-        m = self.hf.model
-        n_head = self.config.n_head
-        head_dim = self.config.n_embd // n_head
-        cos = self.rope_cos[pos : pos + T]  # (T, hd), broadcast over (B, nh)
-        sin = self.rope_sin[pos : pos + T]
+        C = self.config.n_embd
+        nh = self.config.n_head
+        hd = C // nh
+        eps = self.hf.config.rms_norm_eps
+        cos = self.rope_cos[pos : pos + T].view(1, T, 1, 1, hd)
+        sin = self.rope_sin_signed[pos : pos + T].view(1, T, 1, 1, hd)
         mask = None
         if T > 1 and pos > 0:  # a chunk after existing context: causal within the chunk, all before it
             mask = torch.ones(T, pos + T, dtype=torch.bool, device=idx.device).tril(diagonal=pos)
-        x = m.embed_tokens(idx)  # (B, T, C)
-        for i, layer in enumerate(m.layers):
-            attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(B, T, n_head, head_dim).transpose(1, 2)  # (B, nh, T, hd)
-            k = attn.k_proj(h).view(B, T, n_head, head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(B, T, n_head, head_dim).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            cache.k[i, :, :, pos : pos + T] = k
-            cache.v[i, :, :, pos : pos + T] = v
-            keys = cache.k[i, :, :, : pos + T]
-            values = cache.v[i, :, :, : pos + T]
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=(T > 1 and pos == 0))
-            x = x + attn.o_proj(y.transpose(1, 2).reshape(B, T, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        x = F.embedding(idx, self.hf.model.embed_tokens.weight)  # (B, T, C)
+        for i, (w_n1, w_qkv, w_o, w_n2, w_gu, w_down) in enumerate(cache.weights):
+            h = F.rms_norm(x, (C,), w_n1, eps)
+            qkv = F.linear(h, w_qkv).view(B, T, 3, nh, hd)
+            # RoPE on q and k together: x * cos + rotate_half(x) * sin, rotate_half = roll + sign
+            qk = qkv[:, :, :2] * cos + qkv[:, :, :2].roll(hd // 2, dims=-1) * sin  # (B, T, 2, nh, hd)
+            q = qk[:, :, 0].transpose(1, 2)  # (B, nh, T, hd)
+            cache.k[i, :, :, pos : pos + T] = qk[:, :, 1].transpose(1, 2)
+            cache.v[i, :, :, pos : pos + T] = qkv[:, :, 2].transpose(1, 2)
+            keys, values = cache.k[i, :, :, : pos + T], cache.v[i, :, :, : pos + T]
+            if T == 1:
+                # One query per sequence: two batched matmuls over (B*nh) run about twice as
+                # fast on a CPU as scaled_dot_product_attention's kernel, with the same result.
+                q1 = q.reshape(B * nh, 1, hd) * hd**-0.5
+                scores = torch.bmm(q1, keys.reshape(B * nh, pos + 1, hd).transpose(1, 2))
+                y = torch.bmm(scores.softmax(-1), values.reshape(B * nh, pos + 1, hd))
+                y = y.view(B, nh, 1, hd)
+            else:
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=(pos == 0))
+            x = x + F.linear(y.transpose(1, 2).reshape(B, T, C), w_o)
+            gate, up = F.linear(F.rms_norm(x, (C,), w_n2, eps), w_gu).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, w_down)
         cache.pos = pos + T
         if last_only:
             x = x[:, -1]
-        return self.hf.lm_head(m.norm(x))
+        return F.linear(F.rms_norm(x, (C,), self.hf.model.norm.weight, eps), self.hf.lm_head.weight)
 
     # -- export --------------------------------------------------------------------------
 
@@ -179,7 +207,3 @@ class GPT(nn.Module):
     def config_dict(self) -> dict:
         return asdict(self.config)
 
-
-def _rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
