@@ -210,7 +210,7 @@ def _export(model: nn.Module, run_dir: Path) -> None:
     load_model(model, str(run_dir / "model.safetensors"))  # export the best weights, not the last
     staged = run_dir / ".export-tmp"
     shutil.rmtree(staged, ignore_errors=True)
-    model.export(staged, run_dir / "tokenizer.json")
+    model.export(staged, TextTokenizer.load(run_dir / "tokenizer.json"))
     final = run_dir / "export"
     old = run_dir / ".export-old"
     if final.exists():

@@ -12,11 +12,10 @@ from typing import Annotated
 
 import typer
 
-from aigc.cli.common import ThreadsOpt, TrainProgress, WorkspaceOpt, out, threads
+from aigc.cli.common import ThreadsOpt, TrainProgress, WorkspaceOpt, err, out, threads
 from aigc.cli.evaluate import print_eval
 
 DATASET = "shop"
-RUN = "shop-gpt-small"
 SHOWCASE = [
     {"category": "tea", "tone": "playful", "lang": "en"},
     {"category": "skincare", "tone": "elegant", "lang": "zh"},
@@ -31,6 +30,7 @@ def sample_corpus() -> str:
 
 def demo(
     time_budget: Annotated[str, typer.Option("--time-budget", help="Training budget for a new run.")] = "3m",
+    preset: Annotated[str, typer.Option("--preset", help="Model size: tiny, small, base.")] = "small",
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -38,6 +38,7 @@ def demo(
     import aigc
 
     threads(threads_)
+    run = f"{DATASET}-gpt-{preset}"
     ws = aigc.open_workspace(workspace)
     out.print(f"workspace: {ws.root}")
     if not ws.has_dataset(DATASET):
@@ -48,22 +49,25 @@ def demo(
                   f"test {c['test']})")
     else:
         out.print(f"dataset [bold]{DATASET}[/bold] already ingested")
-    progress = [TrainProgress(RUN)]
-    if not ws.has_run(RUN):
-        aigc.train(DATASET, family="gpt", preset="small", name=RUN, workspace=ws, callbacks=progress,
+    progress = [TrainProgress(run)]
+    if not ws.has_run(run):
+        aigc.train(DATASET, family="gpt", preset=preset, name=run, workspace=ws, callbacks=progress,
                    time_budget=time_budget)
-    elif ws.get_run(RUN)["status"] != "finished":
-        out.print(f"resuming run [bold]{RUN}[/bold]")
-        aigc.resume(RUN, workspace=ws, callbacks=progress)
+    elif ws.get_run(run)["status"] != "finished":
+        out.print(f"resuming run [bold]{run}[/bold]")
+        aigc.resume(run, workspace=ws, callbacks=progress)
     else:
-        out.print(f"reusing finished run [bold]{RUN}[/bold] (delete {ws.run_path(RUN)} to train again)")
-    row = ws.get_run(RUN)
-    out.print(f"run {RUN}: {row['step']} steps, best val loss {row['best_val_loss']:.4f}\n")
-    gen = aigc.load(RUN, workspace=ws)
+        out.print(f"reusing finished run [bold]{run}[/bold] (delete {ws.run_path(run)} to train again)")
+    row = ws.get_run(run)
+    if row["status"] != "finished":
+        err.print(f"interrupted at step {row['step']}: run `make run` again to resume")
+        raise typer.Exit(130)
+    out.print(f"run {run}: {row['step']} steps, best val loss {row['best_val_loss']:.4f}\n")
+    gen = aigc.load(run, workspace=ws)
     for cond in SHOWCASE:
         text = gen.generate("", cond=cond, max_new_tokens=200, temperature=0.7, top_p=0.9, seed=7)[0]
         label = ", ".join(f"{k}={v}" for k, v in cond.items())
         out.print(f"[bold cyan]{label}[/bold cyan]\n  {text}", markup=True)
     out.print()
-    print_eval(aigc.evaluate(RUN, workspace=ws, n_prompts=20, n_samples=16))
-    out.print(f"\nnext: aigc generate {RUN} \"Our\" --cond category=tea --cond tone=elegant --cond lang=en")
+    print_eval(aigc.evaluate(run, workspace=ws, n_prompts=20, n_samples=16))
+    out.print(f"\nnext: .venv/bin/aigc generate {run} \"Our\" --cond category=tea --cond tone=elegant --cond lang=en")

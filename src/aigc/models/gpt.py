@@ -187,9 +187,12 @@ class GPT(nn.Module):
 
     # -- export --------------------------------------------------------------------------
 
-    def export(self, out_dir: Path, tokenizer_file: Path) -> None:
-        """Write a transformers checkpoint: config.json, model.safetensors, tokenizer files."""
-        from transformers import GenerationConfig, PreTrainedTokenizerFast
+    def export(self, out_dir: Path, tokenizer) -> None:
+        """Write a transformers checkpoint: config.json, model.safetensors, tokenizer files.
+
+        ``tokenizer`` is the run's :class:`~aigc.data.tokenizers.TextTokenizer`.
+        """
+        from transformers import GenerationConfig
 
         out_dir.mkdir(parents=True, exist_ok=True)
         self.hf.generation_config = GenerationConfig(
@@ -197,10 +200,17 @@ class GPT(nn.Module):
             eos_token_id=self.config.eos_token_id,
             pad_token_id=self.config.eos_token_id,
         )
-        self.hf.save_pretrained(out_dir)
-        tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file))
-        eos = tok.convert_ids_to_tokens(self.config.eos_token_id)
-        tok.eos_token = tok.bos_token = tok.pad_token = eos
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # its "Writing model shards" bar would cut into ours
+        try:
+            self.hf.save_pretrained(out_dir)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
+        tok = tokenizer.to_transformers()
+        tok.pad_token = tok.eos_token
         tok.model_max_length = self.config.block_size
         tok.save_pretrained(out_dir)
 

@@ -1,4 +1,4 @@
-"""`lstm`: a multi-layer LSTM language model (embedding -> LSTM stack -> projection -> tied head).
+"""`lstm`: a multi-layer LSTM language model (embedding -> LSTM stack -> linear head).
 
 Same contract as every text family: ``forward(idx, targets=None) -> (logits, loss)`` and
 ``block_size`` (here: the truncated-backpropagation window used in training). Its recurrent
@@ -21,8 +21,8 @@ class LSTMConfig:
     vocab_size: int = 0  # set from the tokenizer when training starts
     block_size: int = 128  # training window (truncated BPTT length) in tokens
     n_layer: int = 2
-    n_embd: int = 128  # token embedding width; the output head is tied to the embedding
-    n_hidden: int = 512  # LSTM state width
+    n_embd: int = 64  # token embedding width
+    n_hidden: int = 256  # LSTM state width; cost per token grows with its square
     dropout: float = 0.0  # between LSTM layers and before the head
     eos_token_id: int = 0
 
@@ -43,13 +43,16 @@ class LSTMLM(nn.Module):
     supports_cache = True
     PRESETS = {
         "tiny": dict(block_size=64, n_layer=1, n_embd=32, n_hidden=64),
-        "small": dict(block_size=128, n_layer=2, n_embd=128, n_hidden=512),
-        "base": dict(block_size=256, n_layer=3, n_embd=512, n_hidden=1536, dropout=0.1),
+        # 256 wide, not 512: 3.5x the tokens/s on 2 CPU cores, and a lower loss at any budget up
+        # to several minutes (tiny shakespeare, 40 s: 1.70 vs 2.13 nats/char)
+        "small": dict(block_size=128, n_layer=2, n_embd=64, n_hidden=256),
+        "base": dict(block_size=256, n_layer=3, n_embd=256, n_hidden=1024, dropout=0.1),
     }
     # Training defaults per preset (any of them can be overridden on the command line).
     TRAIN_DEFAULTS = {
         "tiny": dict(max_steps=40, batch_size=8, lr=2e-2, warmup_steps=5, eval_every=20, eval_tokens=2048),
-        "small": dict(max_steps=5000, batch_size=32, lr=3e-3, warmup_steps=100, eval_every=250),
+        # recurrent nets take a larger step size than transformers; weight decay slowed it here
+        "small": dict(max_steps=5000, batch_size=32, lr=2e-2, warmup_steps=50, eval_every=250, weight_decay=0.0),
         "base": dict(max_steps=20000, batch_size=64, lr=1e-3, warmup_steps=500, eval_every=500),
     }
 
@@ -67,10 +70,14 @@ class LSTMLM(nn.Module):
             dropout=config.dropout if config.n_layer > 1 else 0.0,
         )
         self.drop = nn.Dropout(config.dropout)
-        self.proj = nn.Linear(config.n_hidden, config.n_embd)  # back to embedding width for the tied head
-        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.head.weight = self.embed.weight  # weight tying (Press & Wolf 2017): fewer params, better loss
-        nn.init.normal_(self.embed.weight, std=0.02)
+        self.head = nn.Linear(config.n_hidden, config.vocab_size)
+        # Forget-gate biases start at 1 (Jozefowicz et al. 2015): the state is kept by default,
+        # which lets gradients through early on. With a tied, small-init embedding instead, the
+        # model sat on the unigram plateau (3.3 nats/char) for its first hundred steps.
+        with torch.no_grad():
+            for name, p in self.lstm.named_parameters():
+                if name.startswith("bias"):
+                    p[config.n_hidden : 2 * config.n_hidden] = 1.0  # gate order: input, forget, cell, output
 
     @property
     def block_size(self) -> int:
@@ -79,7 +86,7 @@ class LSTMLM(nn.Module):
     def _logits(self, idx: Tensor, hc: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         x = self.embed(idx)  # (B, T, E)
         y, hc = self.lstm(x, hc)  # (B, T, H)
-        return self.head(self.proj(self.drop(y))), hc  # (B, T, V)
+        return self.head(self.drop(y)), hc  # (B, T, V)
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         logits, _ = self._logits(idx, None)
