@@ -99,7 +99,10 @@ class TrainState:
 
 
 class Task(Protocol):
-    def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
+    """What the loop needs from a kind of data. ``tokens_per_batch`` counts the unit of the
+    throughput figure (tokens for text, images for image families)."""
+
+    def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor | None]: ...
 
     def evaluate(self, model: nn.Module, full: bool = False) -> float: ...
 
@@ -219,13 +222,19 @@ def fit(
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    optimizer = make_optimizer(model, cfg)
+    # A family that owns its update (a GAN: two optimizers) brings its optimizers and its step.
+    owns_step = hasattr(model, "training_step")
+    optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay) if owns_step else [make_optimizer(model, cfg)]
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group.setdefault("base_lr", group["lr"])  # the schedule scales each group's own rate
     if resume:
         if not last_path.exists():
             raise InvalidInput(f"{run_dir.name} has no checkpoint to resume from: start it again without --resume")
         ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        for opt, opt_state in zip(optimizers, ckpt["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
         gen.set_state(ckpt["rng"]["batches"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
@@ -234,7 +243,7 @@ def fit(
         _truncate_metrics(run_dir / "metrics.jsonl", state.step)
 
     net = model  # the plain module: for saving and evaluation
-    model, optimizer = fabric.setup(model, optimizer)
+    model, *optimizers = fabric.setup(model, *optimizers)
     writer = _tensorboard(run_dir / "tb")
     metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
 
@@ -250,7 +259,7 @@ def fit(
         atomic_save(
             {
                 "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "optimizers": [opt.state_dict() for opt in optimizers],
                 "rng": {"batches": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()},
                 "state": {k: getattr(state, k) for k in
                           ("step", "elapsed", "best_val_loss", "evals_since_best", "tokens_seen", "val_loss")},
@@ -268,8 +277,10 @@ def fit(
             state.evals_since_best = 0
         else:
             state.evals_since_best += 1
-        if state.val_loss < state.best_val_loss:
-            state.best_val_loss = state.val_loss
+        if state.val_loss < state.best_val_loss or math.isnan(state.val_loss):
+            # No validation loss (a GAN's losses say little about quality): keep the latest.
+            if not math.isnan(state.val_loss):
+                state.best_val_loss = state.val_loss
             save_weights(net, best_path)
         log({"step": state.step, "time": round(state.elapsed, 2), "val_loss": state.val_loss})
         _emit(callbacks, "on_eval", state)
@@ -294,18 +305,28 @@ def fit(
                     break
                 t0 = time.perf_counter()
                 state.lr = lr_at(cfg, state.step, state.elapsed)
-                for group in optimizer.param_groups:
-                    group["lr"] = state.lr
+                factor = state.lr / cfg.lr
+                for opt in optimizers:
+                    for group in opt.param_groups:
+                        group["lr"] = group["base_lr"] * factor
                 x, y = task.batch(gen)
-                x, y = x.to(fabric.device), y.to(fabric.device)
-                _, loss = model(x, y)
-                fabric.backward(loss)
-                if cfg.grad_clip:
-                    fabric.clip_gradients(model, optimizer, max_norm=cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                x = x.to(fabric.device)
+                y = y.to(fabric.device) if y is not None else None
+                if owns_step:
+                    with fabric.autocast():
+                        losses = net.training_step(x, y, optimizers, fabric.backward)
+                    loss_value = losses["loss"]
+                    state.extra = losses
+                else:
+                    _, loss = model(x, y)
+                    fabric.backward(loss)
+                    if cfg.grad_clip:
+                        fabric.clip_gradients(model, optimizers[0], max_norm=cfg.grad_clip)
+                    optimizers[0].step()
+                    optimizers[0].zero_grad(set_to_none=True)
+                    loss_value = loss.item()
                 state.step += 1
-                loss_acc += loss.item()
+                loss_acc += loss_value
                 loss_n += 1
                 dt = time.perf_counter() - t0
                 state.elapsed += dt
@@ -317,7 +338,8 @@ def fit(
                 state.eta_s = _eta(state, cfg, sum(recent) / len(recent))
                 if state.step % 10 == 0 or state.step == cfg.max_steps:
                     log({"step": state.step, "time": round(state.elapsed, 2), "train_loss": state.train_loss,
-                         "lr": state.lr, "tokens_per_s": round(state.tokens_per_s)})
+                         "lr": state.lr, "tokens_per_s": round(state.tokens_per_s),
+                         **{k: v for k, v in state.extra.items() if k != "loss"}})
                     loss_acc, loss_n = 0.0, 0
                 _emit(callbacks, "on_step", state)
                 if state.step % cfg.eval_every == 0:

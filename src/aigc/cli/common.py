@@ -94,10 +94,11 @@ def hms(seconds: float) -> str:
 class TrainProgress:
     """A Rich progress bar fed by the training loop's hooks: loss, val loss, tokens/s, ETA."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, unit: str = "tok"):
         from rich.progress import BarColumn, Progress, TextColumn
 
         self.name = name
+        self.unit = unit
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -116,8 +117,9 @@ class TrainProgress:
         return min(1.0, frac)
 
     def _info(self, s) -> str:
-        return (f"step {s.step}/{s.max_steps}  loss {fmt(s.train_loss)}  val {fmt(s.val_loss)}  "
-                f"{s.tokens_per_s:,.0f} tok/s  elapsed {hms(s.elapsed)}  ETA {hms(s.eta_s)}")
+        extra = "".join(f"  {k} {fmt(v)}" for k, v in s.extra.items() if k != "loss")  # e.g. a GAN's d_loss
+        return (f"step {s.step}/{s.max_steps}  loss {fmt(s.train_loss)}{extra}  val {fmt(s.val_loss)}  "
+                f"{s.tokens_per_s:,.0f} {self.unit}/s  elapsed {hms(s.elapsed)}  ETA {hms(s.eta_s)}")
 
     def on_start(self, s) -> None:
         self.progress.start()
