@@ -454,3 +454,9 @@ def test_real_chinese_reviews_ingest_quickly(ws: Workspace) -> None:
     assert max(card["scripts"], key=card["scripts"].get) == "Han"
     assert not any("\ufeff" in r.text for r in read_text_split(ws.dataset_path("shop"), "val"))
     assert elapsed < 15, f"ingest took {elapsed:.1f}s"
+
+
+def test_nfkc_keeps_chinese_full_width_punctuation(ws: Workspace, tmp_path: Path) -> None:
+    path = write(tmp_path / "zh.txt", "质量很好，物流也快！推荐（真心）ＡＢＣ１\n")
+    ingest_text(ws, path, "zh", lines=True)
+    assert all_texts(ws, "zh") == ["质量很好，物流也快！推荐（真心）ABC1"]

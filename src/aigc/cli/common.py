@@ -18,7 +18,8 @@ from rich.console import Console
 
 from aigc.errors import AigcError, InvalidInput
 
-out = Console(highlight=False, soft_wrap=True)
+# In a log (not a terminal) Rich would wrap tables at 80 columns; give them room.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays one line
 
 WorkspaceOpt = Annotated[

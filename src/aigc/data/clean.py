@@ -27,12 +27,26 @@ _MANY_NEWLINES = re.compile(r"\n{3,}")
 _TRAILING = re.compile(r"[^\S\n]+$", re.MULTILINE)
 
 
+# Full-width punctuation is how Chinese (and Japanese) text is written: NFKC would turn
+# "好，真的！" into "好,真的!". Keep these; full-width letters and digits (ＡＢＣ１) still fold.
+CJK_PUNCTUATION = "，！？：；（）［］｛｝｟｠＂＇～｀＿"
+_KEEP_CJK = re.compile(f"([{re.escape(CJK_PUNCTUATION)}])")
+
+
+def nfkc(text: str) -> str:
+    """Unicode NFKC, except that full-width CJK punctuation is kept as written."""
+    if not _KEEP_CJK.search(text):
+        return unicodedata.normalize("NFKC", text)
+    parts = _KEEP_CJK.split(text)  # odd indices are the kept punctuation marks
+    return "".join(p if i % 2 else unicodedata.normalize("NFKC", p) for i, p in enumerate(parts))
+
+
 def clean_text(text: str, *, normalize: bool = True, mode: Mode = "records") -> str:
     """Clean one text. ``records`` tidies all whitespace; ``corpus`` only trims line ends."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")  # before '\r' is removed as a control
     if normalize and not text.isascii():  # ASCII is already NFKC
-        text = unicodedata.normalize("NFKC", text)
+        text = nfkc(text)
     text = _INVISIBLE.sub("", text)
     if mode == "corpus":
         # A corpus keeps its layout (indentation, blank lines between speeches): models learn it.
