@@ -2,6 +2,7 @@
 
     import aigc
     aigc.ingest("reviews.csv", "reviews", text_column="review", cond_columns=["cat", "label"])
+    aigc.ingest("photos/", "photos", image_size=64)  # one subfolder per class
     aigc.train("reviews", family="gpt", preset="small", time_budget="5m")
     gen = aigc.load("reviews-gpt-small")
     gen.generate("这款手机", cond={"cat": "手机", "label": "1"}, n=3, seed=7)
@@ -33,10 +34,19 @@ def open_workspace(workspace: str | Path | Workspace | None = None) -> Workspace
 
 
 def ingest(path: str | Path, name: str, *, workspace: Any = None, **options: Any) -> dict:
-    """Ingest a text file (txt/csv/tsv/jsonl/parquet) as dataset ``name``; returns its card."""
+    """Ingest a text file (txt/csv/tsv/jsonl/parquet) or an image source (a folder of images, an
+    IDX file, an .npz, a .csv of image paths) as dataset ``name``; returns its card.
+
+    Image sources are recognised by the path, or by an image option (``image_size``, ``labels``...).
+    """
+    from aigc.data import images
+
+    ws = open_workspace(workspace)
+    if images.is_image_source(path, options):
+        return images.ingest_images(ws, path, name, **images.image_options(path, options))
     from aigc.data.ingest import ingest_text
 
-    return ingest_text(open_workspace(workspace), path, name, **options)
+    return ingest_text(ws, path, name, **options)
 
 
 def _train_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,11 @@ from aigc.errors import InvalidInput, NotFound
 
 
 def ingest(
-    path: Annotated[Path, typer.Argument(help="A .txt, .csv, .tsv, .jsonl or .parquet file.", show_default=False)],
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(
+        help="A text file (.txt .csv .tsv .jsonl .parquet), or images: a folder (one subfolder per class), "
+             "an IDX file (MNIST format, raw or .gz), an .npz (x, y) or a .csv of image paths.",
+        show_default=False)],
     name: Annotated[str, typer.Option("--name", "-n", help="Dataset name.", show_default=False)],
     lines: Annotated[bool, typer.Option("--lines", help="A .txt file holds one record per line.")] = False,
     text_column: Annotated[str | None, typer.Option("--text-column", help="Column with the text.")] = None,
@@ -26,11 +30,30 @@ def ingest(
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Unicode NFKC normalization.")] = True,
     min_length: Annotated[int, typer.Option("--min-length", help="Drop records shorter than this (chars).")] = 1,
     max_length: Annotated[int | None, typer.Option("--max-length", help="Drop records longer than this.")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="Images: the IDX label file for an IDX image file.", show_default=False)] = None,
+    image_size: Annotated[int | None, typer.Option(
+        "--image-size", help="Images: resize to SIZE x SIZE (see --resize). Without it, all must share one size.",
+        show_default=False)] = None,
+    channels: Annotated[int | None, typer.Option(
+        "--channels", help="Images: 1 (greyscale) or 3 (RGB). Default: 1 if every image is grey, else 3.",
+        show_default=False)] = None,
+    resize: Annotated[str | None, typer.Option(
+        "--resize", help="Images: crop (centre crop, the default) or pad (letterbox) to --image-size.",
+        show_default=False)] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Images: fail on the first unreadable file instead of skipping it.")] = False,
+    path_column: Annotated[str | None, typer.Option(
+        "--path-column", help="CSV of images: the column of paths. Default: path, image or file.",
+        show_default=False)] = None,
+    label_column: Annotated[str | None, typer.Option(
+        "--label-column", help="CSV of images: the column of class labels. Default: label, if present.",
+        show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="train,val,test fractions.")] = "0.9,0.05,0.05",
     replace: Annotated[bool, typer.Option("--replace", help="Replace an existing dataset of this name.")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Clean, deduplicate and split a text source into a dataset with a card."""
+    """Clean, deduplicate and split a text or image source into a dataset with a card."""
     from aigc import ingest as api_ingest
 
     try:
@@ -39,14 +62,37 @@ def ingest(
         fractions = ()
     if len(fractions) != 3:
         raise InvalidInput(f"--split expects three fractions like 0.9,0.05,0.05, got {split!r}")
-    card = api_ingest(path, name, workspace=workspace, lines=lines, text_column=text_column,
-                      cond_columns=cond_column or [], encoding=encoding, normalize=normalize,
-                      min_length=min_length, max_length=max_length, split=fractions, replace=replace)
+    # Only the options given on the command line go to the API, which picks text or image
+    # ingestion from the path and refuses options of the other kind.
+    given = {
+        "lines": lines, "text_column": text_column, "cond_columns": cond_column, "encoding": encoding,
+        "normalize": normalize, "min_length": min_length, "max_length": max_length,
+        "labels": labels, "image_size": image_size, "channels": channels, "resize": resize, "strict": strict,
+        "path_column": path_column, "label_column": label_column,
+    }
+    options = {k: v for k, v in given.items()
+               if _on_command_line(ctx, "cond_column" if k == "cond_columns" else k)}
+    card = api_ingest(path, name, workspace=workspace, split=fractions, replace=replace, **options)
     c = card["counts"]
-    out.print(f"dataset [bold]{name}[/bold]: {c['kept']} records kept of {c['read']} read "
-              f"(train {c['train']}, val {c['val']}, test {c['test']}; dropped {c['dropped']})")
+    if card.get("modality") == "image":
+        h, w = card["image_size"]
+        classes = card["classes"]
+        out.print(f"dataset [bold]{name}[/bold]: {c['kept']} images kept of {c['read']} read "
+                  f"(train {c['train']}, val {c['val']}, test {c['test']}; dropped {c['dropped']})")
+        shown = ", ".join(classes[:20]) + (f" ... ({len(classes) - 20} more)" if len(classes) > 20 else "")
+        out.print(f"  {w}x{h}, {card['channels']} channel{'s' if card['channels'] > 1 else ''}, "
+                  + (f"{len(classes)} classes: {shown}" if classes else "unlabelled"))
+    else:
+        out.print(f"dataset [bold]{name}[/bold]: {c['kept']} records kept of {c['read']} read "
+                  f"(train {c['train']}, val {c['val']}, test {c['test']}; dropped {c['dropped']})")
     for reason, count in card.get("dropped_by_reason", {}).items():
         out.print(f"  dropped {count}: {reason}")
+
+
+def _on_command_line(ctx: typer.Context, param: str) -> bool:
+    # By name: typer ships its own copy of click, so its ParameterSource is not click's.
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def datasets(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
@@ -97,11 +143,19 @@ def _show_card(ds: dict) -> None:
     card = ds["card"]
     c = card["counts"]
     table = Table(show_header=False, title=f"dataset {ds['name']}")
-    table.add_row("source", f"{card.get('source')} ({card.get('format')}, {card.get('encoding')})")
-    table.add_row("records", f"{c['kept']} kept of {c['read']} (train {c['train']}, val {c['val']}, test {c['test']})")
-    length = card.get("length", {})
-    table.add_row("length (chars)", "  ".join(f"{k} {fmt(v, 0)}" for k, v in length.items()))
-    table.add_row("scripts", ", ".join(f"{k} {v}" for k, v in card.get("scripts", {}).items()))
+    table.add_row("source", f"{card.get('source')} ({card.get('format')}" + (f", {card['encoding']})" if card.get("encoding") else ")"))
+    unit = "images" if card.get("modality") == "image" else "records"
+    table.add_row(unit, f"{c['kept']} kept of {c['read']} (train {c['train']}, val {c['val']}, test {c['test']})")
+    if unit == "images":
+        h, w = card["image_size"]
+        table.add_row("size", f"{w}x{h}, {card['channels']} channel(s), resize {card.get('resize') or 'none'}")
+        train_counts = card.get("class_counts", {}).get("train", {})
+        table.add_row("classes", ", ".join(f"{k} ({train_counts.get(k, 0)})" for k in card["classes"]) or "unlabelled")
+        table.add_row("preview", str(Path(ds["path"]) / "preview.png"))
+    else:
+        length = card.get("length", {})
+        table.add_row("length (chars)", "  ".join(f"{k} {fmt(v, 0)}" for k, v in length.items()))
+        table.add_row("scripts", ", ".join(f"{k} {v}" for k, v in card.get("scripts", {}).items()))
     for col, values in card.get("conditions", {}).items():
         table.add_row(f"condition {col}", ", ".join(f"{v} ({n})" for v, n in list(values.items())[:20]))
     for reason, n in card.get("dropped_by_reason", {}).items():
