@@ -96,6 +96,9 @@ def test_time_budget_stops_training_and_drives_the_schedule(corpus_ws):
     assert lr_at(cfg, 10, 0.0) == pytest.approx(1.0, abs=1e-3)
     assert lr_at(cfg, 10, 50.0) == pytest.approx(0.55, abs=1e-3)  # halfway through the clock
     assert lr_at(cfg, 10, 100.0) == pytest.approx(0.1)
+    slow = TrainConfig(max_steps=10**6, time_budget=100, warmup_steps=1000, lr=1.0)
+    assert lr_at(slow, 10, 1.0) == pytest.approx(0.2, abs=0.01)  # 1 s of the 5 s warm-up share
+    assert lr_at(slow, 10, 5.0) == pytest.approx(1.0, abs=0.01)  # warm after 5 % of the budget
 
 
 def test_early_stopping_and_best_weights(corpus_ws):

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from aigc.errors import InvalidInput
 
+WARMUP_SHARE_OF_BUDGET = 0.05
 MIN_IMPROVEMENT = 1e-4  # nats: smaller validation gains do not reset early-stopping patience
 
 
@@ -124,11 +125,17 @@ def _emit(callbacks, hook: str, state: TrainState) -> None:
 
 
 def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
-    """Linear warm-up, then cosine decay over the steps or the clock, whichever runs out first."""
-    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    """Linear warm-up, then cosine decay over the steps or the clock, whichever runs out first.
+
+    Under a time budget the warm-up also ends after 5 % of the clock: on a slow machine (or a
+    large vocabulary) a short budget may not even reach ``warmup_steps``.
+    """
+    warm = (step + 1) / max(1, cfg.warmup_steps)
     progress = step / cfg.max_steps
     if cfg.time_budget:
+        warm = max(warm, elapsed / (WARMUP_SHARE_OF_BUDGET * cfg.time_budget))
         progress = max(progress, elapsed / cfg.time_budget)
+    warm = min(1.0, warm)
     progress = min(1.0, progress)
     decay = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr * warm * decay
