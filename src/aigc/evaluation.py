@@ -20,7 +20,8 @@ from typing import Any
 from aigc.data.dataset import TextRecord, read_text_split
 from aigc.data.textstream import encode_records, eval_windows
 from aigc.metrics import text as tm
-from aigc.runs import read_spec, load, nll_sum
+from aigc.runs import load, read_spec
+from aigc.tasks import nll_sum
 from aigc.workspace import Workspace, now, write_json_atomic
 
 CHUNK = 300  # corpus-mode test text is cut into pieces of this many characters

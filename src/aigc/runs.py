@@ -18,7 +18,7 @@ import json
 import math
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,55 +26,16 @@ import torch
 from torch import Tensor, nn
 
 from aigc.data.dataset import read_card, read_text_split
-from aigc.data.textstream import TokenStream, encode_records, eval_windows, random_windows, train_tokenizer
+from aigc.data.textstream import encode_records, train_tokenizer
 from aigc.data.tokenizers import TextTokenizer
 from aigc.errors import InvalidInput
 from aigc.generation import TextGenerator
 from aigc.models.registry import config_from_dict, get_family, make_config
+from aigc.tasks import ImageTask, TextLMTask
 from aigc.training import TrainConfig, fit
 from aigc.workspace import Workspace, now, write_json_atomic
 
 RUN_FILE = "run.json"
-
-
-def nll_sum(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 64) -> tuple[float, int]:
-    """Summed negative log-likelihood (nats) and scored-token count over windows x, y (W, T)."""
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-            logits, _ = model(xb)
-            loss = torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1).float(), yb.flatten(), ignore_index=-100, reduction="sum"
-            )
-            total += loss.item()
-            count += int((yb != -100).sum())
-    return total, count
-
-
-class TextLMTask:
-    """Next-token prediction on random windows of the train stream; validation on the val stream."""
-
-    def __init__(self, train: TokenStream, val: TokenStream, block_size: int, cfg: TrainConfig,
-                 conditional: bool = False):
-        if len(train) < 2:
-            raise InvalidInput("the train split is too small to train on: ingest more text")
-        self.train = train
-        self.aligned = 0.5 if conditional else 0.0  # share of windows that start at a record
-        self.block_size = block_size
-        self.batch_size = cfg.batch_size
-        self.tokens_per_batch = cfg.batch_size * min(block_size, len(train) - 1)
-        self.periodic = eval_windows(val, block_size, cfg.eval_tokens)
-        self.full = eval_windows(val, block_size)
-
-    def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return random_windows(self.train.ids, self.block_size, self.batch_size, generator,
-                              self.train.starts, self.aligned)
-
-    def evaluate(self, model: nn.Module, full: bool = False) -> float:
-        total, count = nll_sum(model, *(self.full if full else self.periodic))
-        return total / max(1, count)
 
 
 def _default_run_name(ws: Workspace, dataset: str, family: str, preset: str) -> str:
@@ -90,6 +51,64 @@ def train_config_for(family: type, preset: str, overrides: dict[str, Any] | None
     cfg = config_from_dict(TrainConfig, {**defaults, **(overrides or {})}, what="training option")
     cfg.validate()
     return cfg
+
+
+@dataclass
+class Prepared:
+    """A model built for a dataset, its task, what the run spec records, and files to write."""
+
+    model: nn.Module
+    task: Any
+    spec: dict[str, Any]
+    tokenizer: TextTokenizer | None = None
+
+
+def _prepare_text(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, card: dict,
+                  tokenizer: TextTokenizer | None = None) -> Prepared:
+    cond_columns = list(card.get("cond_columns") or [])
+    train_records = read_text_split(ds_dir, "train")
+    val_records = read_text_split(ds_dir, "val")
+    if not val_records:
+        raise InvalidInput(f"dataset {card.get('name')!r} has an empty val split: ingest it again with a val fraction > 0")
+    if tokenizer is None:  # a new run: the tokenizer is trained on the train split
+        tokenizer = train_tokenizer(train_records, cond_columns, cfg.tokenizer, cfg.vocab_size)
+        model_cfg.vocab_size = tokenizer.vocab_size
+        model_cfg.eos_token_id = tokenizer.eos_id
+    torch.manual_seed(cfg.seed)
+    model = fam(model_cfg)
+    task = TextLMTask(encode_records(tokenizer, train_records, cond_columns),
+                      encode_records(tokenizer, val_records, cond_columns), model.block_size, cfg,
+                      conditional=bool(cond_columns))
+    spec = {"cond_columns": cond_columns,
+            "conditions": {c: sorted(card.get("conditions", {}).get(c, {})) for c in cond_columns}}
+    return Prepared(model, task, spec, tokenizer)
+
+
+def _prepare_image(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, card: dict,
+                   overrides: dict[str, Any] | None = None) -> Prepared:
+    from aigc.data.images import read_image_split, to_tensor
+
+    train, val = read_image_split(ds_dir, "train"), read_image_split(ds_dir, "val")
+    model_cfg.image_size = train.images.shape[1]
+    model_cfg.channels = train.images.shape[3]
+    if "num_classes" not in (overrides or {}):  # labelled data trains a class-conditional model
+        model_cfg.num_classes = len(train.classes) if train.labels is not None else 0
+    conditional = model_cfg.num_classes > 0
+
+    def labels(split):
+        return torch.from_numpy(split.labels).long() if conditional and split.labels is not None else None
+
+    torch.manual_seed(cfg.seed)
+    model = fam(model_cfg)
+    task = ImageTask(to_tensor(train.images), labels(train), to_tensor(val.images), labels(val), cfg)
+    return Prepared(model, task, {"classes": train.classes if conditional else []})
+
+
+def _prepare(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, overrides=None, tokenizer=None) -> Prepared:
+    card = read_card(ds_dir)
+    if fam.modality == "text":
+        return _prepare_text(fam, model_cfg, cfg, ds_dir, card, tokenizer)
+    return _prepare_image(fam, model_cfg, cfg, ds_dir, card, overrides)
 
 
 def train(
@@ -112,21 +131,8 @@ def train(
     name = name or _default_run_name(ws, dataset, family, preset)
     if ws.has_run(name):
         raise InvalidInput(f"run {name!r} already exists: pick another --name, or `aigc train --resume {name}`")
-    ds_dir = Path(ds["path"])
-    card = read_card(ds_dir)
-    cond_columns = list(card.get("cond_columns") or [])
-    train_records = read_text_split(ds_dir, "train")
-    val_records = read_text_split(ds_dir, "val")
-    if not val_records:
-        raise InvalidInput(f"dataset {dataset!r} has an empty val split: ingest it again with a val fraction > 0")
-    tokenizer = train_tokenizer(train_records, cond_columns, cfg.tokenizer, cfg.vocab_size)
-    model_cfg.vocab_size = tokenizer.vocab_size
-    model_cfg.eos_token_id = tokenizer.eos_id
-    torch.manual_seed(cfg.seed)
-    model = fam(model_cfg)
-    task = TextLMTask(encode_records(tokenizer, train_records, cond_columns),
-                      encode_records(tokenizer, val_records, cond_columns), model.block_size, cfg,
-                      conditional=bool(cond_columns))
+    prep = _prepare(fam, model_cfg, cfg, Path(ds["path"]), model_overrides)
+    model = prep.model
 
     run_dir = ws.run_path(name)
     spec = {
@@ -137,20 +143,20 @@ def train(
         "dataset": dataset,
         "model_config": asdict(model_cfg),
         "train_config": asdict(cfg),
-        "cond_columns": cond_columns,
-        "conditions": {c: sorted(card.get("conditions", {}).get(c, {})) for c in cond_columns},
+        **prep.spec,
         "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "created_at": now(),
     }
     ws.create_run(name, family, dataset, {"model": spec["model_config"], "train": spec["train_config"]})
     try:
         run_dir.mkdir(parents=True)
-        tokenizer.save(run_dir / "tokenizer.json")
+        if prep.tokenizer is not None:
+            prep.tokenizer.save(run_dir / "tokenizer.json")
         write_json_atomic(run_dir / RUN_FILE, spec)
     except BaseException:
         ws.delete_run(name)
         raise
-    return _fit_and_record(ws, name, run_dir, spec, model, tokenizer, task, cfg, callbacks, resume=False)
+    return _fit_and_record(ws, name, run_dir, spec, model, prep.task, cfg, callbacks, resume=False)
 
 
 def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = None,
@@ -162,21 +168,17 @@ def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = No
     fam = get_family(spec["family"])
     cfg = config_from_dict(TrainConfig, {**spec["train_config"], **(train_overrides or {})}, what="training option")
     cfg.validate()
-    tokenizer = TextTokenizer.load(run_dir / "tokenizer.json")
-    model = fam(config_from_dict(fam.Config, spec["model_config"]))
-    ds_dir = ws.dataset_path(spec["dataset"])
     if not ws.has_dataset(spec["dataset"]):
         raise InvalidInput(f"run {name!r} was trained on dataset {spec['dataset']!r}, which no longer exists")
-    cols = spec["cond_columns"]
-    task = TextLMTask(encode_records(tokenizer, read_text_split(ds_dir, "train"), cols),
-                      encode_records(tokenizer, read_text_split(ds_dir, "val"), cols), model.block_size, cfg,
-                      conditional=bool(cols))
+    tokenizer = TextTokenizer.load(run_dir / "tokenizer.json") if fam.modality == "text" else None
+    model_cfg = config_from_dict(fam.Config, spec["model_config"])
+    prep = _prepare(fam, model_cfg, cfg, ws.dataset_path(spec["dataset"]), spec["model_config"], tokenizer)
     spec["train_config"] = asdict(cfg)
     write_json_atomic(run_dir / RUN_FILE, spec)
-    return _fit_and_record(ws, name, run_dir, spec, model, tokenizer, task, cfg, callbacks, resume=True)
+    return _fit_and_record(ws, name, run_dir, spec, prep.model, prep.task, cfg, callbacks, resume=True)
 
 
-def _fit_and_record(ws, name, run_dir, spec, model, tokenizer, task, cfg, callbacks, resume) -> dict[str, Any]:
+def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume) -> dict[str, Any]:
     ws.update_run(name, status="running")
     try:
         state = fit(model, task, cfg, run_dir, list(callbacks), resume=resume)
@@ -197,7 +199,7 @@ def _fit_and_record(ws, name, run_dir, spec, model, tokenizer, task, cfg, callba
         "best_val_loss": state.best_val_loss,
         "val_bits_per_token": state.best_val_loss / math.log(2),
     }
-    if status == "finished" and hasattr(model, "export"):
+    if status == "finished" and (hasattr(model, "export") or hasattr(model, "save_pipeline")):
         _export(model, run_dir)
     ws.update_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
     return ws.get_run(name)
@@ -210,7 +212,10 @@ def _export(model: nn.Module, run_dir: Path) -> None:
     load_model(model, str(run_dir / "model.safetensors"))  # export the best weights, not the last
     staged = run_dir / ".export-tmp"
     shutil.rmtree(staged, ignore_errors=True)
-    model.export(staged, TextTokenizer.load(run_dir / "tokenizer.json"))
+    if hasattr(model, "save_pipeline"):  # a diffusers pipeline folder
+        model.save_pipeline(staged)
+    else:  # a transformers checkpoint
+        model.export(staged, TextTokenizer.load(run_dir / "tokenizer.json"))
     final = run_dir / "export"
     old = run_dir / ".export-old"
     if final.exists():
@@ -226,8 +231,9 @@ def read_spec(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load(ws: Workspace, name: str, device: str | None = None) -> TextGenerator:
-    """Rebuild a run's model and tokenizer from its folder (best weights), ready to generate."""
+def load(ws: Workspace, name: str, device: str | None = None):
+    """Rebuild a run's model from its folder (best weights): a :class:`TextGenerator` for text
+    families, an :class:`~aigc.image_generation.ImageGenerator` for image families."""
     from aigc.runtime import default_device
 
     row = ws.get_run(name)
@@ -245,6 +251,10 @@ def load(ws: Workspace, name: str, device: str | None = None) -> TextGenerator:
         model.load_state_dict(ckpt["model"])
     else:
         raise InvalidInput(f"run {name!r} has no weights yet: train it with `aigc train --resume {name}`")
-    model.to(device or default_device())
+    model.to(device or default_device()).eval()
+    if fam.modality == "image":
+        from aigc.image_generation import ImageGenerator
+
+        return ImageGenerator(model, spec.get("classes", []), name=name)
     tokenizer = TextTokenizer.load(run_dir / "tokenizer.json")
     return TextGenerator(model, tokenizer, spec["cond_columns"], spec["conditions"], name=name)

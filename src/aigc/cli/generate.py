@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from aigc.cli.common import ThreadsOpt, WorkspaceOpt, err, out, parse_pairs, threads
+from aigc.errors import InvalidInput
 
 
 def generate(
@@ -25,14 +27,28 @@ def generate(
     cond: Annotated[list[str] | None, typer.Option("--cond", help="Condition KEY=VALUE (repeatable), "
                                                    "e.g. category=tea.", show_default=False)] = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print tokens as they arrive.")] = True,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Image runs: folder for the PNGs and grid.png "
+                                                 "[default: RUN-samples].", show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Diffusion: denoising steps (DDIM).",
+                                              show_default=False)] = None,
+    guidance: Annotated[float | None, typer.Option("--guidance", help="Diffusion: classifier-free guidance scale.",
+                                                   show_default=False)] = None,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Generate text from RUN, optionally continuing PROMPT under conditions."""
+    """Generate text from RUN (continuing PROMPT under conditions), or images from an image run."""
     import aigc
+    from aigc.image_generation import ImageGenerator
 
     threads(threads_)
     gen = aigc.load(run, workspace=workspace)
+    if isinstance(gen, ImageGenerator):
+        if prompt:
+            raise InvalidInput(f"{run} is an image run: it takes no PROMPT (use --cond label=CLASS)")
+        images = gen.sample(n, cond=parse_pairs(cond, "--cond"), seed=seed, steps=steps, guidance=guidance)
+        paths = gen.save(images, out_dir or Path(f"{run}-samples"))
+        out.print(f"wrote {len(paths)} images and {paths[0].parent / 'grid.png'}")
+        return
     options = dict(n=n, cond=parse_pairs(cond, "--cond"), max_new_tokens=max_new_tokens, temperature=temperature,
                    top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, stop=tuple(stop or ()), seed=seed)
     if stream and n == 1:

@@ -12,7 +12,8 @@ from aigc.errors import InvalidInput
 
 def train(
     dataset: Annotated[str | None, typer.Argument(help="Dataset to train on.", show_default=False)] = None,
-    family: Annotated[str, typer.Option("--family", "-f", help="Model family: gpt or lstm.")] = "gpt",
+    family: Annotated[str, typer.Option("--family", "-f", help="Model family: gpt, lstm (text); gan, vae, "
+                                        "vqvae, diffusion (images).")] = "gpt",
     preset: Annotated[str, typer.Option("--preset", "-p", help="tiny (tests), small (CPU minutes), base (GPU).")] = "small",
     name: Annotated[str | None, typer.Option("--name", "-n", help="Run name [default: DATASET-FAMILY-PRESET].",
                                              show_default=False)] = None,

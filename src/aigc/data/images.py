@@ -657,27 +657,38 @@ def _preview_cells(labels: np.ndarray | None, n_classes: int, n: int) -> list[in
 
 def _write_preview(path: Path, images: np.ndarray, labels: np.ndarray | None, n_classes: int) -> None:
     cells = _preview_cells(labels, n_classes, len(images))
-    h, w, c = images.shape[1:]
-    scale = max(1, 64 // max(h, w))  # blow tiny images (MNIST) up with nearest-neighbour to see them
+    write_grid(path, [None if i is None else images[i] for i in cells])
+
+
+def write_grid(path: Path, tiles: Sequence[np.ndarray | None], per_row: int = PREVIEW_PER_ROW) -> None:
+    """A PNG grid of uint8 (H, W, C) tiles, ``per_row`` to a row; None leaves a cell blank.
+
+    Tiny images (MNIST) are blown up with nearest-neighbour so they can be seen; big ones are
+    shrunk so the grid stays a small file.
+    """
+    first = next(t for t in tiles if t is not None)
+    h, w, c = first.shape
+    scale = max(1, 64 // max(h, w))
     th, tw = h * scale, w * scale
-    if max(th, tw) > 128:  # and shrink big ones, so the grid stays a small file
+    if max(th, tw) > 128:
         f = 128 / max(th, tw)
         th, tw = max(1, round(th * f)), max(1, round(tw * f))
-    rows = max(1, -(-len(cells) // PREVIEW_PER_ROW))
-    cols = PREVIEW_PER_ROW if len(cells) >= PREVIEW_PER_ROW else max(1, len(cells))
+    rows = max(1, -(-len(tiles) // per_row))
+    cols = per_row if len(tiles) >= per_row else max(1, len(tiles))
     g = _PREVIEW_GAP
     grid = Image.new("L" if c == 1 else "RGB", (cols * (tw + g) + g, rows * (th + g) + g), _PREVIEW_BG)
-    for k, i in enumerate(cells):
-        if i is None:
+    for k, a in enumerate(tiles):
+        if a is None:
             continue
-        a = images[i]
         tile = Image.fromarray(a[..., 0] if c == 1 else a)
         if (th, tw) != (h, w):
             resample = Image.Resampling.NEAREST if th >= h else Image.Resampling.BICUBIC
             tile = tile.resize((tw, th), resample)
-        r, col = divmod(k, PREVIEW_PER_ROW)
+        r, col = divmod(k, per_row)
         grid.paste(tile, (g + col * (tw + g), g + r * (th + g)))
-    grid.save(path, format="PNG")
+    tmp = path.with_name(f".{path.name}.tmp")
+    grid.save(tmp, format="PNG")
+    os.replace(tmp, path)
 
 
 # -- the card -------------------------------------------------------------------------------

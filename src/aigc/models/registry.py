@@ -17,6 +17,10 @@ from aigc.errors import InvalidInput, NotFound
 FAMILIES: dict[str, str] = {
     "gpt": "aigc.models.gpt:GPT",
     "lstm": "aigc.models.lstm:LSTMLM",
+    "gan": "aigc.models.gan:GAN",
+    "vae": "aigc.models.vae:VAE",
+    "vqvae": "aigc.models.vqvae:VQVAE",
+    "diffusion": "aigc.models.diffusion:Diffusion",
 }
 
 

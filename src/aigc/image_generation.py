@@ -1,0 +1,114 @@
+"""Image generation for every image family: sampling by class name, seeds, PNGs and a grid.
+
+The family does the sampling (``model.sample(n, condition, generator, **options)``); this module
+turns class names into ids, seeds the generator, validates family-specific options (a diffusion
+run's ``steps`` and ``guidance``) and writes files. It knows nothing about the catalog.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from aigc.errors import InvalidInput
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(N, C, H, W) floats in [0, 1] -> uint8 (N, H, W, C)."""
+    return (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+class ImageGenerator:
+    """A loaded image run: the model plus the class names it was trained on."""
+
+    def __init__(self, model: nn.Module, classes: Sequence[str] = (), name: str = ""):
+        self.model = model.eval()
+        self.classes = list(classes)
+        self.name = name
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def label_ids(self, n: int, cond: dict[str, str] | None) -> Tensor | None:
+        """Class ids for ``n`` samples: the asked class, or every class in turn when none is asked."""
+        cond = dict(cond or {})
+        label = cond.pop("label", None)
+        if cond:
+            raise InvalidInput(f"unknown condition {next(iter(cond))!r}: image runs take only label=CLASS")
+        if not self.classes:
+            if label is not None:
+                raise InvalidInput(f"run {self.name!r} is unconditional: drop --cond label={label}")
+            return None
+        if label is None:
+            return torch.arange(n, device=self.device) % len(self.classes)
+        if label not in self.classes:
+            raise InvalidInput(f"unknown label {label!r}: this run was trained on {', '.join(self.classes)}")
+        return torch.full((n,), self.classes.index(label), dtype=torch.long, device=self.device)
+
+    def _options(self, method, options: dict) -> dict:
+        given = {k: v for k, v in options.items() if v is not None}
+        accepted = inspect.signature(method).parameters
+        for key in given:
+            if key not in accepted:
+                raise InvalidInput(f"--{key.replace('_', '-')} does not apply to a {self.model.name} run")
+        return given
+
+    def sample(self, n: int = 16, *, cond: dict[str, str] | None = None, seed: int | None = None,
+               **options) -> Tensor:
+        """``n`` images (n, C, H, W) in [0, 1]. ``options``: family extras such as steps, guidance."""
+        if n < 1:
+            raise InvalidInput(f"n must be >= 1, got {n}")
+        labels = self.label_ids(n, cond)
+        generator = self._generator(seed)
+        with torch.inference_mode():
+            return self.model.sample(n, condition=labels, generator=generator,
+                                     **self._options(self.model.sample, options))
+
+    def style_transfer(self, images: Tensor, cond: dict[str, str], *, source: str | None = None,
+                       seed: int | None = None, **options) -> Tensor:
+        """Keep the style of ``images`` (n, C, H, W) and give them the class ``cond['label']``.
+
+        Diffusion denoises a noised copy under the new class (SDEdit, ``strength``); a
+        class-conditional vae encodes under the ``source`` class and decodes under the new one."""
+        if "label" not in (cond or {}):
+            raise InvalidInput("style transfer needs the new class: --cond label=CLASS")
+        target = self.label_ids(len(images), cond)
+        images = images.to(self.device)
+        with torch.inference_mode():
+            if hasattr(self.model, "sdedit"):
+                return self.model.sdedit(images, target, generator=self._generator(seed),
+                                         **self._options(self.model.sdedit, options))
+            if hasattr(self.model, "style_transfer") and self.classes:
+                if source is None:
+                    raise InvalidInput("a vae encodes under the image's own class: pass its class as the source")
+                self._options(self.model.style_transfer, options)
+                return self.model.style_transfer(images, self.label_ids(len(images), {"label": source}), target)
+        raise InvalidInput(f"a {self.model.name} run cannot do style transfer: use a class-conditional vae or diffusion")
+
+    def _generator(self, seed: int | None) -> torch.Generator:
+        seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def save(self, images: Tensor, out_dir: str | Path, prefix: str = "sample") -> list[Path]:
+        """Write one PNG per image and ``grid.png``; returns the image paths."""
+        from PIL import Image
+
+        from aigc.data.images import write_grid
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        arrays = to_uint8(images)
+        paths = []
+        for i, a in enumerate(arrays):
+            path = out / f"{prefix}-{i:03d}.png"
+            Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(path)
+            paths.append(path)
+        write_grid(out / "grid.png", list(arrays))
+        return paths

@@ -1,0 +1,97 @@
+"""Tasks: what the training loop needs from a kind of data, a batch and a validation loss.
+
+``TextLMTask`` samples windows of a token stream; ``ImageTask`` samples images (and labels).
+Both keep their data in memory as tensors: the datasets this project trains on a CPU fit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from aigc.data.textstream import TokenStream, eval_windows, random_windows
+from aigc.errors import InvalidInput
+from aigc.training import TrainConfig
+
+
+def nll_sum(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 64) -> tuple[float, int]:
+    """Summed negative log-likelihood (nats) and scored-token count over windows x, y (W, T)."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+            logits, _ = model(xb)
+            loss = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), yb.flatten(), ignore_index=-100, reduction="sum"
+            )
+            total += loss.item()
+            count += int((yb != -100).sum())
+    return total, count
+
+
+class TextLMTask:
+    """Next-token prediction on random windows of the train stream; validation on the val stream."""
+
+    def __init__(self, train: TokenStream, val: TokenStream, block_size: int, cfg: TrainConfig,
+                 conditional: bool = False):
+        if len(train) < 2:
+            raise InvalidInput("the train split is too small to train on: ingest more text")
+        self.train = train
+        self.aligned = 0.5 if conditional else 0.0  # share of windows that start at a record
+        self.block_size = block_size
+        self.batch_size = cfg.batch_size
+        self.tokens_per_batch = cfg.batch_size * min(block_size, len(train) - 1)
+        self.periodic = eval_windows(val, block_size, cfg.eval_tokens)
+        self.full = eval_windows(val, block_size)
+
+    def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return random_windows(self.train.ids, self.block_size, self.batch_size, generator,
+                              self.train.starts, self.aligned)
+
+    def evaluate(self, model: nn.Module, full: bool = False) -> float:
+        total, count = nll_sum(model, *(self.full if full else self.periodic))
+        return total / max(1, count)
+
+
+class ImageTask:
+    """Random batches of train images; validation averages the family's ``validation_losses``."""
+
+    EVAL_IMAGES = 512  # periodic validation looks at this many evenly spaced val images
+
+    def __init__(self, train_images: Tensor, train_labels: Tensor | None, val_images: Tensor,
+                 val_labels: Tensor | None, cfg: TrainConfig):
+        if len(train_images) < 1:
+            raise InvalidInput("the train split holds no images: ingest more")
+        self.images, self.labels = train_images, train_labels  # (N, C, H, W) float in [0, 1]; (N,) long
+        self.val_images, self.val_labels = val_images, val_labels
+        self.batch_size = cfg.batch_size
+        self.tokens_per_batch = cfg.batch_size  # the throughput unit here is images
+
+    def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        index = torch.randint(0, len(self.images), (self.batch_size,), generator=generator)
+        return self.images[index], (self.labels[index] if self.labels is not None else None)
+
+    def evaluate(self, model: nn.Module, full: bool = False) -> float:
+        n = len(self.val_images)
+        if n == 0:
+            return float("nan")
+        index = torch.arange(n)
+        if not full and n > self.EVAL_IMAGES:
+            index = torch.linspace(0, n - 1, self.EVAL_IMAGES).long()
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        # a fixed seed: families whose validation draws noise (diffusion) score every checkpoint alike
+        state = torch.get_rng_state()
+        torch.manual_seed(0)
+        try:
+            for chunk in index.split(256):
+                labels = self.val_labels[chunk].to(device) if self.val_labels is not None else None
+                losses = model.validation_losses(self.val_images[chunk].to(device), labels)
+                if "loss" not in losses:
+                    return float("nan")  # a family without a validation loss (a GAN)
+                total += losses["loss"] * len(chunk)
+                count += len(chunk)
+        finally:
+            torch.set_rng_state(state)
+        return total / count

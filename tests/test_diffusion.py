@@ -1,0 +1,188 @@
+"""diffusion: training lowers the noise-prediction loss, DDIM samples have the right shape and
+range, seeds and reloads reproduce images, class labels and guidance change them, SDEdit works,
+bad arguments are refused, and the exported pipeline folder loads in diffusers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_model, save_model
+
+from aigc.errors import InvalidInput
+from aigc.models.diffusion import Diffusion
+from aigc.models.registry import make_config
+
+
+@pytest.fixture(autouse=True)
+def _quiet_diffusers():
+    from diffusers.utils import logging as dlogging
+
+    dlogging.disable_progress_bar()
+
+
+def toy_images(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (n, 1, size, size) in [0, 1], labels (n,)): class 0 a bright left half, class 1 a
+    bright top half, class 2 a bright centre square."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    images = torch.zeros(n, 1, size, size)
+    h = size // 2
+    for i, y in enumerate(labels.tolist()):
+        if y == 0:
+            images[i, 0, :, :h] = 1
+        elif y == 1:
+            images[i, 0, :h, :] = 1
+        else:
+            images[i, 0, h // 2 : h + h // 2, h // 2 : h + h // 2] = 1
+    return images, labels
+
+
+def build(size: int = 8, num_classes: int = 0, **overrides) -> Diffusion:
+    torch.manual_seed(0)
+    values = {"image_size": size, "num_classes": num_classes, **overrides}
+    return Diffusion(make_config(Diffusion, "tiny", values))
+
+
+def backward(loss: torch.Tensor) -> None:  # what Fabric's backward does on a CPU
+    loss.backward()
+
+
+def train(model: Diffusion, steps: int, size: int = 8, batch: int = 8, lr: float = 2e-3,
+          conditional: bool = False) -> list[float]:
+    images, labels = toy_images(64, size)
+    opts = model.configure_optimizers(lr, 0.0)
+    g = torch.Generator().manual_seed(1)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(0, len(images), (batch,), generator=g)
+        out = model.training_step(images[idx], labels[idx] if conditional else None, opts, backward)
+        losses.append(out["loss"])
+    model.eval()
+    return losses
+
+
+def test_a_few_steps_lower_the_loss():
+    model = build(8)
+    losses = train(model, 20)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first * 0.8, (first, last)
+
+
+def test_training_moves_the_ema_copy_and_not_more():
+    model = build(8)
+    online = {n: p.detach().clone() for n, p in model.unet.named_parameters()}
+    ema = {n: p.detach().clone() for n, p in model.ema.named_parameters()}
+    assert all(torch.equal(online[n], ema[n]) for n in online)  # the copy starts equal
+    assert all(not p.requires_grad for p in model.ema.parameters())
+    (opt,) = model.configure_optimizers(1e-3, 0.0)
+    opt_params = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert opt_params == {id(p) for p in model.unet.parameters()}
+    train(model, 3)
+    assert int(model.ema_updates) == 3
+    changed = [n for n, p in model.ema.named_parameters() if not torch.equal(p, ema[n])]
+    assert changed, "the EMA weights follow the online ones"
+    differ = [n for n, p in model.ema.named_parameters() if not torch.equal(p, model.unet.get_parameter(n))]
+    assert differ, "but lag behind them"
+    assert any(k.startswith("ema.") for k in model.state_dict())
+
+
+def test_sample_shape_and_range():
+    model = build(8)
+    images = model.sample(3, generator=torch.Generator().manual_seed(0), steps=2)
+    assert images.shape == (3, 1, 8, 8) and images.dtype == torch.float32
+    assert images.min() >= 0 and images.max() <= 1
+
+
+def test_same_seed_same_images_after_reload(tmp_path):
+    model = build(8, num_classes=3)
+    train(model, 3, conditional=True)
+    save_model(model, str(tmp_path / "m.safetensors"))
+    other = Diffusion(model.config)
+    load_model(other, str(tmp_path / "m.safetensors"))
+    other.eval()
+    cond = torch.tensor([0, 2])
+    a = model.sample(2, cond, torch.Generator().manual_seed(7), steps=2)
+    b = other.sample(2, cond, torch.Generator().manual_seed(7), steps=2)
+    assert torch.equal(a, b)
+    c = model.sample(2, cond, torch.Generator().manual_seed(8), steps=2)
+    assert not torch.equal(a, c)
+
+
+def test_labels_and_guidance_change_the_images():
+    model = build(8, num_classes=3)
+    train(model, 3, conditional=True)
+
+    def draw(labels, guidance):
+        gen = torch.Generator().manual_seed(3)
+        return model.sample(2, torch.tensor(labels), gen, steps=2, guidance=guidance)
+
+    base = draw([0, 0], 1.0)
+    assert not torch.allclose(base, draw([1, 1], 1.0))
+    assert not torch.allclose(base, draw([0, 0], 3.0))
+    assert torch.equal(base, draw([0, 0], 1.0))
+    unconditional = model.sample(2, None, torch.Generator().manual_seed(3), steps=2)  # the null class
+    assert unconditional.shape == base.shape
+    with pytest.raises(InvalidInput, match="0..2"):
+        draw([0, 3], 1.0)
+
+
+def test_unconditional_model_refuses_a_condition():
+    with pytest.raises(InvalidInput, match="unconditional"):
+        build(8).sample(2, torch.tensor([0, 1]), steps=2)
+
+
+def test_steps_below_one_are_refused():
+    model = build(8)
+    with pytest.raises(InvalidInput, match="steps must be between 1 and 1000, got 0"):
+        model.sample(1, steps=0)
+    with pytest.raises(InvalidInput, match="steps"):
+        model.sdedit(torch.zeros(1, 1, 8, 8), None, 0.5, steps=0)
+    with pytest.raises(InvalidInput, match="strength"):
+        model.sdedit(torch.zeros(1, 1, 8, 8), None, 0.0, steps=2)
+
+
+def test_sdedit():
+    model = build(8, num_classes=3)
+    images, _ = toy_images(2, 8)
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    out = model.sdedit(images, torch.tensor([2, 1]), strength=0.5, steps=4, generator=g())
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    # a weaker edit stays nearer the input than a full one
+    weak = model.sdedit(images, torch.tensor([2, 1]), strength=0.25, steps=4, generator=g())
+    full = model.sdedit(images, torch.tensor([2, 1]), strength=1.0, steps=4, generator=g())
+    assert (weak - images).abs().mean() < (full - images).abs().mean()
+
+
+def test_sizes_the_unet_cannot_halve_are_padded_and_cropped():
+    model = build(14, levels=3)  # 14 -> 7 -> 4 would not come back up: padded to 16
+    assert model.padded_size == 16 and model.unet.config.sample_size == 16
+    images, _ = toy_images(4, 14)
+    out = model.training_step(images, None, model.configure_optimizers(1e-3, 0.0), backward)
+    assert out["loss"] > 0
+    model.eval()
+    assert model.sample(2, steps=2).shape == (2, 1, 14, 14)
+    assert model.validation_losses(images, None)["loss"] == model.validation_losses(images, None)["loss"]
+
+
+def test_save_pipeline_loads_in_diffusers(tmp_path):
+    from diffusers import DDPMPipeline
+
+    model = build(8)
+    train(model, 2)
+    model.save_pipeline(tmp_path / "pipe")
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.set_progress_bar_config(disable=True)
+    assert torch.equal(pipe.unet.conv_in.weight, model.ema.conv_in.weight)  # the EMA weights
+    assert pipe.scheduler.config.beta_schedule == model.config.beta_schedule
+    gen = torch.Generator().manual_seed(0)
+    out = pipe(batch_size=1, num_inference_steps=2, generator=gen, output_type="np")
+    assert out.images.shape == (1, 8, 8, 1)
+
+    conditional = build(8, num_classes=3)
+    conditional.save_pipeline(tmp_path / "cond")
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "cond")
+    assert pipe.unet.config.num_class_embeds == 4  # 3 classes + the null class
+    x = torch.randn(1, 1, 8, 8)
+    eps = pipe.unet(x, 10, class_labels=torch.tensor([1])).sample
+    assert torch.allclose(eps, conditional.ema(x, 10, class_labels=torch.tensor([1])).sample)

@@ -1,0 +1,175 @@
+"""The `gan` family through the image-family contract: the two-optimizer step trains D and G and keeps
+an EMA of G, samples are images, seeds and reloads are exact, labels steer G, every loss and
+spectral-norm setting runs, and bad arguments fail with one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_model, save_model
+
+from aigc.errors import InvalidInput
+from aigc.models.gan import GAN
+from aigc.models.registry import config_from_dict
+
+
+def make_gan(preset: str = "tiny", **overrides) -> GAN:
+    """A model built the way the trainer will: preset + dataset facts, through the registry's checks."""
+    values = {**GAN.PRESETS[preset], "image_size": 16, "channels": 1, **overrides}
+    return GAN(config_from_dict(GAN.Config, values, what="gan config"))
+
+
+def bars(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two separable classes of (n, 1, size, size) images in [0, 1]: 0 = a horizontal bar, 1 = a vertical one."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.zeros(n, 1, size, size)
+    pos = torch.randint(1, size - 3, (n,), generator=g)
+    for i in range(n):
+        if labels[i] == 0:
+            images[i, 0, pos[i] : pos[i] + 3, :] = 1.0
+        else:
+            images[i, 0, :, pos[i] : pos[i] + 3] = 1.0
+    return images, labels
+
+
+def backward(loss: torch.Tensor) -> None:  # what Fabric's backward does on one CPU
+    loss.backward()
+
+
+def train(model: GAN, steps: int, batch: int = 16, lr: float | None = None) -> list[dict]:
+    opts = model.configure_optimizers(lr=lr or GAN.TRAIN_DEFAULTS["tiny"]["lr"], weight_decay=0.0)
+    images, labels = bars(256)
+    g = torch.Generator().manual_seed(1)
+    history = []
+    for _ in range(steps):
+        idx = torch.randint(len(images), (batch,), generator=g)
+        y = labels[idx] if model.conditional else None
+        history.append(model.training_step(images[idx], y, opts, backward))
+    return history
+
+
+def test_training_moves_the_discriminator_loss_and_the_ema():
+    torch.manual_seed(0)
+    model = make_gan(num_classes=2)
+    g_before = [p.detach().clone() for p in model.generator.parameters()]
+    hist = train(model, 40)
+    assert set(hist[0]) == {"loss", "d_loss", "g_loss"} and set(GAN.progress_keys) <= set(hist[0])
+    d = [h["d_loss"] for h in hist]
+    assert sum(d[-10:]) / 10 < d[0] - 0.3  # D learned to tell the bars from G's early noise
+    assert all(p.requires_grad for p in model.discriminator.parameters())  # unfrozen after the G step
+    # G moved, and its EMA lags behind it
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))
+    gap = [(e - p).abs().max().item() for e, p in zip(model.generator_ema.parameters(), model.generator.parameters())]
+    assert max(gap) > 1e-4
+    assert model.ema_updates.item() == 40
+    assert not model.generator_ema.training  # its batch norm uses running statistics
+    model.train()
+    assert not model.generator_ema.training
+
+
+@pytest.mark.parametrize("loss", ["hinge", "ns"])
+@pytest.mark.parametrize("spectral_norm", [True, False])
+def test_every_loss_and_spectral_norm_setting_trains(loss, spectral_norm):
+    torch.manual_seed(0)
+    model = make_gan(loss=loss, spectral_norm=spectral_norm, num_classes=2)
+    d_before = [p.detach().clone() for p in model.discriminator.parameters()]
+    g_before = [p.detach().clone() for p in model.generator.parameters()]
+    hist = train(model, 6)
+    assert all(torch.isfinite(torch.tensor([h["d_loss"], h["g_loss"]])).all() for h in hist)
+    assert all(h["d_loss"] >= 0 for h in hist)  # both D losses are sums of non-negative terms
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))
+    normalised = any("parametrizations" in name for name, _ in model.discriminator.named_parameters())
+    assert normalised == spectral_norm
+
+
+@pytest.mark.parametrize(("size", "channels", "depth"), [(8, 1, 2), (10, 3, 2), (16, 1, 2), (28, 1, 2), (28, 3, 3)])
+def test_samples_have_the_image_shape_and_range(size, channels, depth):
+    torch.manual_seed(0)
+    model = make_gan(image_size=size, channels=channels, depth=depth)
+    x = model.sample(5, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (5, channels, size, size) and x.dtype == torch.float32
+    assert x.min() >= 0 and x.max() <= 1
+
+
+def test_28px_starts_at_7x7_with_depth_2():
+    model = make_gan("small", image_size=28)
+    assert model.generator.side == 7  # 7 -> 14 -> 28: no cropping
+
+
+def test_same_seed_gives_the_same_images_also_after_reload(tmp_path):
+    torch.manual_seed(0)
+    model = make_gan(num_classes=2)
+    train(model, 5)
+    a = model.sample(4, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, model.sample(4, generator=torch.Generator().manual_seed(7)))
+    assert not torch.equal(a, model.sample(4, generator=torch.Generator().manual_seed(8)))
+
+    save_model(model, str(tmp_path / "model.safetensors"))
+    torch.manual_seed(123)  # a fresh model starts from other weights
+    fresh = make_gan(num_classes=2)
+    assert not torch.equal(a, fresh.sample(4, generator=torch.Generator().manual_seed(7)))
+    load_model(fresh, str(tmp_path / "model.safetensors"))
+    assert torch.equal(a, fresh.sample(4, generator=torch.Generator().manual_seed(7)))
+    assert fresh.ema_updates.item() == 5  # the EMA warm-up resumes where it was
+
+
+def test_labels_steer_the_generator():
+    torch.manual_seed(0)
+    model = make_gan(num_classes=2)
+    train(model, 5)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    s0, s1 = model.sample(4, torch.tensor([0]), gen()), model.sample(4, torch.tensor([1]), gen())
+    assert (s0 - s1).abs().mean() > 1e-4  # same noise, different class -> different images
+    assert torch.equal(s0, model.sample(4, torch.zeros(4, dtype=torch.long), gen()))  # one id broadcasts
+    mixed = model.sample(4, torch.tensor([0, 1, 0, 1]), gen())
+    assert torch.equal(mixed[0], s0[0]) and torch.equal(mixed[1], s1[1])
+    random_classes = model.sample(4, None, gen())  # a conditional model picks classes itself
+    assert random_classes.shape == (4, 1, 16, 16)
+
+
+def test_interpolation_runs_between_the_two_seeds_samples():
+    torch.manual_seed(0)
+    model = make_gan()
+    frames = model.interpolate(5, 1, 2)
+    assert frames.shape == (5, 1, 16, 16)
+    assert torch.allclose(frames[0], model.sample(1, generator=torch.Generator().manual_seed(1))[0], atol=1e-5)
+    assert torch.allclose(frames[-1], model.sample(1, generator=torch.Generator().manual_seed(2))[0], atol=1e-5)
+    assert make_gan(num_classes=3).interpolate(3, 1, 2, condition=2).shape == (3, 1, 16, 16)
+
+
+def test_optimizers_cover_g_then_d_and_never_the_ema():
+    model = make_gan(num_classes=2)
+    opt_g, opt_d = model.configure_optimizers(lr=1e-3, weight_decay=0.0)
+    ids = lambda opt: {id(p) for group in opt.param_groups for p in group["params"]}  # noqa: E731
+    assert ids(opt_g) == {id(p) for p in model.generator.parameters()}
+    assert ids(opt_d) == {id(p) for p in model.discriminator.parameters()}
+    assert opt_g.param_groups[0]["betas"] == (model.config.beta1, model.config.beta2)
+    assert model.validation_losses(*bars(4)) == {}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(loss="wasserstein"), "loss must be one of hinge, ns, got 'wasserstein'"),
+        (dict(image_size=4), "image_size must be >= 8"),
+        (dict(depth=5), "depth must be 1..4 for 16 px"),
+        (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\)"),
+    ],
+)
+def test_bad_configs_are_refused(overrides, message):
+    with pytest.raises(InvalidInput, match=message):
+        make_gan(**overrides)
+
+
+def test_bad_inputs_are_refused():
+    model = make_gan(num_classes=2)
+    opts = model.configure_optimizers(1e-3, 0.0)
+    images, labels = bars(2)
+    with pytest.raises(InvalidInput, match="class-conditional"):
+        model.training_step(images, None, opts, backward)
+    with pytest.raises(InvalidInput, match=r"images must be \(B, 1, 16, 16\)"):
+        model.training_step(torch.rand(2, 1, 28, 28), labels, opts, backward)
+    with pytest.raises(InvalidInput, match="class ids must be in 0..1"):
+        model.sample(2, torch.tensor([0, 5]))
