@@ -78,7 +78,7 @@ def _prepare_text(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, car
     model = fam(model_cfg)
     task = TextLMTask(encode_records(tokenizer, train_records, cond_columns),
                       encode_records(tokenizer, val_records, cond_columns), model.block_size, cfg,
-                      conditional=bool(cond_columns))
+                      aligned=0.5 if cond_columns else 0.0)
     spec = {"cond_columns": cond_columns,
             "conditions": {c: sorted(card.get("conditions", {}).get(c, {})) for c in cond_columns}}
     return Prepared(model, task, spec, tokenizer)
@@ -190,6 +190,19 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
             ws.update_run(name, status="failed")
         raise
     status = "interrupted" if state.stop_reason == "interrupted" else "finished"
+    if status == "finished" and hasattr(model, "prior_sampler"):
+        # A VQ-VAE samples through an autoregressive prior over its codes: the run's second stage.
+        from aigc.prior import PRIOR_DIR, train_prior
+
+        resume_prior = resume and (run_dir / PRIOR_DIR / "checkpoints" / "last.pt").exists()
+        try:
+            _, spec["prior"] = train_prior(model, task, spec["preset"], cfg, run_dir, callbacks, resume_prior)
+        except BaseException:
+            ws.update_run(name, status="failed")
+            raise
+        write_json_atomic(run_dir / RUN_FILE, spec)
+        if spec["prior"]["stop_reason"] == "interrupted":
+            status = "interrupted"
     summary = {
         "stop_reason": state.stop_reason,
         "steps": state.step,
@@ -252,6 +265,12 @@ def load(ws: Workspace, name: str, device: str | None = None):
     else:
         raise InvalidInput(f"run {name!r} has no weights yet: train it with `aigc train --resume {name}`")
     model.to(device or default_device()).eval()
+    if hasattr(model, "prior_sampler"):
+        from aigc.prior import attach, load_prior
+
+        prior = load_prior(run_dir, spec)
+        if prior is not None:
+            attach(model, prior.to(device or default_device()))
     if fam.modality == "image":
         from aigc.image_generation import ImageGenerator
 

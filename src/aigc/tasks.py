@@ -34,11 +34,11 @@ class TextLMTask:
     """Next-token prediction on random windows of the train stream; validation on the val stream."""
 
     def __init__(self, train: TokenStream, val: TokenStream, block_size: int, cfg: TrainConfig,
-                 conditional: bool = False):
+                 aligned: float = 0.0):
         if len(train) < 2:
             raise InvalidInput("the train split is too small to train on: ingest more text")
         self.train = train
-        self.aligned = 0.5 if conditional else 0.0  # share of windows that start at a record
+        self.aligned = aligned  # share of windows that start at a record (see random_windows)
         self.block_size = block_size
         self.batch_size = cfg.batch_size
         self.tokens_per_batch = cfg.batch_size * min(block_size, len(train) - 1)
