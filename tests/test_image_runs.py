@@ -107,3 +107,34 @@ def test_vqvae_prior_learns_the_codes_of_each_class(image_ws):
         return float(x[..., :4, :].mean() - x[..., 4:, :].mean())
 
     assert upper_minus_lower(top) > 0.2 and upper_minus_lower(bottom) < -0.2
+
+
+@pytest.mark.parametrize("family", ["diffusion", "vae"])
+def test_style_transfer_from_the_cli(image_ws, tmp_path, family):
+    from PIL import Image
+
+    img = np.zeros((8, 8), np.uint8)
+    img[:4] = 230  # a 'top' image
+    Image.fromarray(img).save(tmp_path / "item.png")
+    args = ["generate", f"b-{family}", "--style-from", str(tmp_path / "item.png"), "--cond", "label=bottom",
+            "--n", "2", "--seed", "1", "--out", str(tmp_path / "st"), "-w", str(image_ws.root)]
+    extra = ["--strength", "0.5", "--steps", "2"] if family == "diffusion" else ["--from-label", "top"]
+    r = CliRunner().invoke(app, args + extra)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "st" / "sample-001.png").exists() and (tmp_path / "st" / "grid.png").exists()
+
+
+def test_style_transfer_refusals(image_ws, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["generate", "b-gan", "--style-from", str(tmp_path / "nope.png"), "--cond",
+                            "label=top", "-w", str(image_ws.root)])
+    assert r.exit_code == 2 and "no such image" in r.stderr
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "x.png")
+    r = runner.invoke(app, ["generate", "b-gan", "--style-from", str(tmp_path / "x.png"), "--cond", "label=top",
+                            "-w", str(image_ws.root)])
+    assert r.exit_code == 2 and "cannot do style transfer" in r.stderr
+    r = runner.invoke(app, ["generate", "b-diffusion", "--style-from", str(tmp_path / "x.png"), "--cond",
+                            "label=top", "--steps", "0", "-w", str(image_ws.root)])
+    assert r.exit_code == 2 and "steps" in r.stderr

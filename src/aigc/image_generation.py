@@ -92,6 +92,14 @@ class ImageGenerator:
                 return self.model.style_transfer(images, self.label_ids(len(images), {"label": source}), target)
         raise InvalidInput(f"a {self.model.name} run cannot do style transfer: use a class-conditional vae or diffusion")
 
+    def style_transfer_file(self, path: str | Path, cond: dict[str, str], n: int = 1, **kwargs) -> Tensor:
+        """:meth:`style_transfer` of an image file, resized to the run's image size."""
+        from aigc.data.images import load_image, to_tensor
+
+        cfg = self.model.config
+        image = load_image(path, cfg.image_size, cfg.channels)
+        return self.style_transfer(to_tensor(np.repeat(image[None], n, axis=0)), cond, **kwargs)
+
     def _generator(self, seed: int | None) -> torch.Generator:
         seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
         return torch.Generator(device=self.device).manual_seed(seed)

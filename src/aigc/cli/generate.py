@@ -33,6 +33,12 @@ def generate(
                                               show_default=False)] = None,
     guidance: Annotated[float | None, typer.Option("--guidance", help="Diffusion: classifier-free guidance scale.",
                                                    show_default=False)] = None,
+    style_from: Annotated[Path | None, typer.Option("--style-from", help="Image runs: keep this image's style and "
+                                                    "give it the class of --cond label=CLASS.", show_default=False)] = None,
+    strength: Annotated[float | None, typer.Option("--strength", help="Diffusion style transfer: how much of the "
+                                                   "image to re-imagine, in (0, 1].", show_default=False)] = None,
+    from_label: Annotated[str | None, typer.Option("--from-label", help="VAE style transfer: the class of the "
+                                                   "--style-from image.", show_default=False)] = None,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -45,7 +51,11 @@ def generate(
     if isinstance(gen, ImageGenerator):
         if prompt:
             raise InvalidInput(f"{run} is an image run: it takes no PROMPT (use --cond label=CLASS)")
-        images = gen.sample(n, cond=parse_pairs(cond, "--cond"), seed=seed, steps=steps, guidance=guidance)
+        if style_from is not None:
+            images = gen.style_transfer_file(style_from, parse_pairs(cond, "--cond"), n=n, source=from_label,
+                                             seed=seed, steps=steps, guidance=guidance, strength=strength)
+        else:
+            images = gen.sample(n, cond=parse_pairs(cond, "--cond"), seed=seed, steps=steps, guidance=guidance)
         paths = gen.save(images, out_dir or Path(f"{run}-samples"))
         out.print(f"wrote {len(paths)} images and {paths[0].parent / 'grid.png'}")
         return

@@ -262,6 +262,18 @@ def _decode_file(path: Path) -> np.ndarray:
         return _to_8bit(im)
 
 
+def load_image(path: str | Path, image_size: int, channels: int, resize: str = "crop") -> np.ndarray:
+    """One image file prepared like the dataset a run was trained on: uint8 (size, size, channels)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInput(f"no such image: {p}")
+    try:
+        a = _decode_file(p)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InvalidInput(f"{p}: cannot read the image ({e})") from None
+    return _set_channels(_resize(a, image_size, resize), channels)
+
+
 # -- sources --------------------------------------------------------------------------------
 
 
