@@ -41,6 +41,9 @@ def test_train_load_and_sample(image_ws, family):
     assert row["status"] == "finished" and row["step"] == 6
     gen = aigc.load(f"b-{family}", workspace=image_ws)
     assert gen.classes == ["bottom", "top"]
+    if family != "vqvae":  # a grid of samples at every validation (a vqvae has no sampler until its prior)
+        assert sorted(p.name for p in (Path(row["path"]) / "samples").iterdir()) == [
+            "step-0000003.png", "step-0000006.png"]
     if family == "vqvae":  # the run's second stage trained a gpt prior over the codes
         assert row["step"] == 6 and (Path(row["path"]) / "prior" / "model.safetensors").exists()
     opts = {"steps": 2} if family == "diffusion" else {}

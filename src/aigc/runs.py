@@ -14,6 +14,7 @@ surface (CLI, server).
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import shutil
@@ -178,7 +179,32 @@ def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = No
     return _fit_and_record(ws, name, run_dir, spec, prep.model, prep.task, cfg, callbacks, resume=True)
 
 
+class SampleGrids:
+    """At every validation, a grid of samples with a fixed seed in ``samples/step-NNNNNNN.png``,
+    so a person can watch an image model learn."""
+
+    def __init__(self, model: nn.Module, classes: list[str], out_dir: Path, n: int = 16):
+        self.model, self.classes, self.out_dir, self.n = model, classes, out_dir, n
+
+    def on_eval(self, state) -> None:
+        from aigc.data.images import write_grid
+        from aigc.image_generation import ImageGenerator, to_uint8
+
+        gen = ImageGenerator(self.model, self.classes)
+        try:
+            fast = {"steps": 10} if "steps" in inspect.signature(self.model.sample).parameters else {}
+            images = gen.sample(self.n, seed=0, **fast)
+        except InvalidInput:  # e.g. a vqvae before its prior exists
+            return
+        finally:
+            self.model.train()
+        self.out_dir.mkdir(exist_ok=True)
+        write_grid(self.out_dir / f"step-{state.step:07d}.png", list(to_uint8(images)))
+
+
 def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume) -> dict[str, Any]:
+    if spec["modality"] == "image":
+        callbacks = [*callbacks, SampleGrids(model, spec.get("classes", []), run_dir / "samples")]
     ws.update_run(name, status="running")
     try:
         state = fit(model, task, cfg, run_dir, list(callbacks), resume=resume)
