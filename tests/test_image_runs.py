@@ -141,3 +141,19 @@ def test_style_transfer_refusals(image_ws, tmp_path):
     r = runner.invoke(app, ["generate", "b-diffusion", "--style-from", str(tmp_path / "x.png"), "--cond",
                             "label=top", "--steps", "0", "-w", str(image_ws.root)])
     assert r.exit_code == 2 and "steps" in r.stderr
+
+
+@pytest.mark.parametrize("family", ["vae", "vqvae"])
+def test_eval_reports_domain_metrics(image_ws, family):
+    result = aigc.evaluate(f"b-{family}", workspace=image_ws, n_samples=32)
+    for key in ("fid", "fid_floor_train_vs_test", "kid_mean", "precision", "recall", "conditional_accuracy",
+                "psnr", "ssim", "seconds_per_1000_samples"):
+        assert key in result, key
+    assert result["classifier"]["test_accuracy"] > 0.9  # two trivially separable classes
+    assert result["fid"] >= 0 and result["fid_floor_train_vs_test"] >= 0 and 0 <= result["precision"] <= 1
+    run = Path(image_ws.get_run(f"b-{family}")["path"])
+    assert (run / "eval.json").exists() and (run / "eval_samples.png").exists()
+    if family == "vqvae":
+        assert 0 < result["codebook_usage"] <= 1
+    r = CliRunner().invoke(app, ["eval", f"b-{family}", "--samples", "16", "-w", str(image_ws.root)])
+    assert r.exit_code == 0 and "FID floor" in r.stdout and "conditional accuracy" in r.stdout

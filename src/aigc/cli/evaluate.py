@@ -14,7 +14,10 @@ from aigc.cli.common import JsonOpt, ThreadsOpt, WorkspaceOpt, fmt, out, threads
 def eval_(
     run: Annotated[str, typer.Argument(help="Run name.", show_default=False)],
     prompts: Annotated[int, typer.Option("--prompts", help="Held-out prompts for BLEU/chrF.")] = 40,
-    samples: Annotated[int, typer.Option("--samples", help="Free samples for diversity and memorization.")] = 32,
+    samples: Annotated[int | None, typer.Option("--samples", help="Text: free samples for diversity and memorization "
+                                                "[32]; images: samples against the test split [500].",
+                                                show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Diffusion: denoising steps.", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
@@ -24,7 +27,7 @@ def eval_(
     import aigc
 
     threads(threads_)
-    result = aigc.evaluate(run, workspace=workspace, n_prompts=prompts, n_samples=samples, seed=seed)
+    result = aigc.evaluate(run, workspace=workspace, n_prompts=prompts, n_samples=samples, seed=seed, steps=steps)
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
         return
@@ -32,6 +35,9 @@ def eval_(
 
 
 def print_eval(r: dict) -> None:
+    if r.get("modality") == "image":
+        print_image_eval(r)
+        return
     lk, cont, div, mem = r["likelihood"], r["continuation"], r["diversity"], r["memorization"]
     table = Table("metric", "value", title=f"evaluation of {r['run']} ({r['split']} split)")
     table.add_row("perplexity (per token)", fmt(lk["perplexity"]))
@@ -47,3 +53,20 @@ def print_eval(r: dict) -> None:
         for key, v in r["by_condition"].items():
             per.add_row(key, str(v["n_test"]), fmt(v["bits_per_char"]), fmt(v["distinct_2"]), v["sample"][:70])
         out.print(per)
+
+
+def print_image_eval(r: dict) -> None:
+    table = Table("metric", "value", title=f"evaluation of {r['run']} ({r['n']} samples vs the {r['split']} split)")
+    table.add_row("FID (domain features)", fmt(r["fid"], 2))
+    table.add_row("FID floor (train vs test)", fmt(r["fid_floor_train_vs_test"], 2))
+    table.add_row("KID", f"{fmt(r['kid_mean'], 4)} ± {fmt(r['kid_std'], 4)}")
+    table.add_row("precision / recall", f"{fmt(r['precision'])} / {fmt(r['recall'])}")
+    if "conditional_accuracy" in r:
+        table.add_row("conditional accuracy", fmt(r["conditional_accuracy"]))
+    table.add_row("classifier test accuracy", fmt(r["classifier"]["test_accuracy"]))
+    for key, label in (("psnr", "reconstruction PSNR (dB)"), ("ssim", "reconstruction SSIM"),
+                       ("test_loss", "test loss"), ("codebook_usage", "codebook usage")):
+        if key in r:
+            table.add_row(label, fmt(r[key]))
+    table.add_row("seconds per 1,000 samples", fmt(r["seconds_per_1000_samples"], 1))
+    out.print(table)
