@@ -20,7 +20,7 @@ def make_gan(preset: str = "tiny", **overrides) -> GAN:
 
 
 def bars(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two separable classes of (n, 1, size, size) images in [0, 1]: 0 = a horizontal bar, 1 = a vertical one."""
+    """(n, 1, size, size) images in [0, 1] of two separable classes: 0 = horizontal bars, 1 = vertical."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 2
     images = torch.zeros(n, 1, size, size)
@@ -60,8 +60,8 @@ def test_training_moves_the_discriminator_loss_and_the_ema():
     assert all(p.requires_grad for p in model.discriminator.parameters())  # unfrozen after the G step
     # G moved, and its EMA lags behind it
     assert any(not torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))
-    gap = [(e - p).abs().max().item() for e, p in zip(model.generator_ema.parameters(), model.generator.parameters())]
-    assert max(gap) > 1e-4
+    pairs = zip(model.generator_ema.parameters(), model.generator.parameters())
+    assert max((e - p).abs().max().item() for e, p in pairs) > 1e-4
     assert model.ema_updates.item() == 40
     assert not model.generator_ema.training  # its batch norm uses running statistics
     model.train()
@@ -84,7 +84,9 @@ def test_every_loss_and_spectral_norm_setting_trains(loss, spectral_norm):
     assert normalised == spectral_norm
 
 
-@pytest.mark.parametrize(("size", "channels", "depth"), [(8, 1, 2), (10, 3, 2), (16, 1, 2), (28, 1, 2), (28, 3, 3)])
+@pytest.mark.parametrize(
+    ("size", "channels", "depth"), [(8, 1, 2), (10, 3, 2), (16, 1, 2), (28, 1, 2), (28, 3, 3)]
+)
 def test_samples_have_the_image_shape_and_range(size, channels, depth):
     torch.manual_seed(0)
     model = make_gan(image_size=size, channels=channels, depth=depth)
@@ -134,8 +136,9 @@ def test_interpolation_runs_between_the_two_seeds_samples():
     model = make_gan()
     frames = model.interpolate(5, 1, 2)
     assert frames.shape == (5, 1, 16, 16)
-    assert torch.allclose(frames[0], model.sample(1, generator=torch.Generator().manual_seed(1))[0], atol=1e-5)
-    assert torch.allclose(frames[-1], model.sample(1, generator=torch.Generator().manual_seed(2))[0], atol=1e-5)
+    for frame, seed in ((frames[0], 1), (frames[-1], 2)):
+        alone = model.sample(1, generator=torch.Generator().manual_seed(seed))[0]
+        assert torch.allclose(frame, alone, atol=1e-5)
     assert make_gan(num_classes=3).interpolate(3, 1, 2, condition=2).shape == (3, 1, 16, 16)
 
 

@@ -19,7 +19,7 @@ def make_vae(preset: str = "tiny", **overrides) -> VAE:
 
 
 def bars(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two separable classes of (n, 1, size, size) images in [0, 1]: 0 = a horizontal bar, 1 = a vertical one."""
+    """(n, 1, size, size) images in [0, 1] of two separable classes: 0 = horizontal bars, 1 = vertical."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 2
     images = torch.zeros(n, 1, size, size)
@@ -43,7 +43,8 @@ def train(model: VAE, steps: int, batch: int = 16, lr: float = 1e-2, conditional
     history = []
     for _ in range(steps):
         idx = torch.randint(len(images), (batch,), generator=g)
-        history.append(model.training_step(images[idx], labels[idx] if conditional else None, [opt], backward))
+        y = labels[idx] if conditional else None
+        history.append(model.training_step(images[idx], y, [opt], backward))
     return history
 
 
@@ -73,7 +74,9 @@ def test_validation_reports_a_positive_negative_elbo():
     assert a["loss"] == pytest.approx(a["recon"] + a["kl"])  # the true ELBO: beta does not enter it
 
 
-@pytest.mark.parametrize(("size", "channels", "depth"), [(8, 1, 2), (10, 3, 2), (16, 1, 2), (28, 1, 2), (28, 3, 3)])
+@pytest.mark.parametrize(
+    ("size", "channels", "depth"), [(8, 1, 2), (10, 3, 2), (16, 1, 2), (28, 1, 2), (28, 3, 3)]
+)
 def test_sample_and_reconstruct_have_the_image_shape_and_range(size, channels, depth):
     torch.manual_seed(0)
     model = make_vae(image_size=size, channels=channels, depth=depth)
@@ -113,7 +116,8 @@ def test_the_label_steers_the_decoder_and_style_transfer():
     model = make_vae(num_classes=2)
     train(model, 30, conditional=True)
     z = torch.randn(4, model.config.latent_dim)
-    zeros, ones = model.decode(z, torch.zeros(4, dtype=torch.long)), model.decode(z, torch.ones(4, dtype=torch.long))
+    zeros = model.decode(z, torch.zeros(4, dtype=torch.long))
+    ones = model.decode(z, torch.ones(4, dtype=torch.long))
     assert (zeros - ones).abs().mean() > 1e-3
     # sample: the same seed gives the same z, so the condition alone changes the images
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
@@ -139,8 +143,9 @@ def test_interpolation_runs_between_the_two_seeds_samples():
     model = make_vae()
     frames = model.interpolate(5, 1, 2)
     assert frames.shape == (5, 1, 16, 16)
-    assert torch.allclose(frames[0], model.sample(1, generator=torch.Generator().manual_seed(1))[0], atol=1e-5)
-    assert torch.allclose(frames[-1], model.sample(1, generator=torch.Generator().manual_seed(2))[0], atol=1e-5)
+    for frame, seed in ((frames[0], 1), (frames[-1], 2)):
+        alone = model.sample(1, generator=torch.Generator().manual_seed(seed))[0]
+        assert torch.allclose(frame, alone, atol=1e-5)
     cond = make_vae(num_classes=3).interpolate(3, 1, 2, condition=2)
     assert cond.shape == (3, 1, 16, 16)
 

@@ -14,6 +14,13 @@ with its own Adam optimizer, trained by one D step then one G step per ``trainin
 - An exponential moving average of G's weights (a submodule, so it is in the state_dict) is what
   ``sample`` draws from: it gives smoother, steadier samples than the raw G at any given step.
 
+Only stride-2 layers: on a CPU a full-resolution 3x3 conv (and its batch norm) costs as much as a
+whole stage below it. The G step reuses the D step's fakes (as pytorch/examples' DCGAN does), and D
+sees real and fake images in one pass. Measured here at batch 64 on 28x28, `small`, conditional:
+8.0 steps/s on one thread and 11.5 on two (OMP_WAIT_POLICY=PASSIVE) against 3.2 and 5.0 for
+pytorch/examples' DCGAN padded to 32x32, run alongside; recognisable garments of the asked class
+after two minutes on Fashion-MNIST.
+
 Images are in [0, 1] at the boundary and in [-1, 1] inside (tanh range).
 This module knows the networks, the losses and the samplers; nothing about datasets, files or the loop.
 """
@@ -45,8 +52,10 @@ class GANConfig:
     depth: int = 2  # stride-2 stages in G and D: 7 -> 14 -> 28 for 28 px
     spectral_norm: bool = True  # on every D layer (and the projection embedding); keeps D 1-Lipschitz-ish
     loss: str = "hinge"  # hinge | ns (non-saturating)
-    beta1: float = 0.5  # Adam betas for both nets: DCGAN's (0.5, 0.999); SNGAN uses (0.0, 0.9)
-    beta2: float = 0.999
+    # Adam betas for both nets: SNGAN's (0.0, 0.9). DCGAN's (0.5, 0.999) collapsed each class to a
+    # few modes within 1,400 steps on Fashion-MNIST here; (0.0, 0.9) kept them varied at equal time.
+    beta1: float = 0.0
+    beta2: float = 0.9
     ema_decay: float = 0.999  # EMA of G's weights; warmed up as min(decay, (1 + t) / (10 + t))
 
 
@@ -112,8 +121,7 @@ class Generator(nn.Module):
             nn.BatchNorm2d(top),
             nn.ReLU(),
         )
-        # Only stride-2 layers, the last one straight to pixels: on a CPU a full-resolution 3x3
-        # conv (and its batch norm) costs as much as a whole stage below it.
+        # stride-2 layers only (see the module docstring), the last one straight to pixels
         layers: list[nn.Module] = []
         for i in reversed(range(1, d)):
             layers += [
@@ -264,11 +272,12 @@ class GAN(nn.Module):
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * G, decay warmed up so early samples track G; BN statistics copied."""
+        """ema <- decay * ema + (1 - decay) * G; the decay is warmed up so that early samples track
+        G. Batch-norm statistics are copied, not averaged."""
         t = self.ema_updates.item()
         decay = min(self.config.ema_decay, (1 + t) / (10 + t))
-        ema_params = list(self.generator_ema.parameters())
-        torch._foreach_lerp_(ema_params, list(self.generator.parameters()), 1.0 - decay)
+        for ema_p, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            ema_p.lerp_(p, 1.0 - decay)
         for ema_buf, buf in zip(self.generator_ema.buffers(), self.generator.buffers()):
             ema_buf.copy_(buf)
         self.ema_updates += 1
@@ -279,7 +288,9 @@ class GAN(nn.Module):
         return {}
 
     @torch.no_grad()
-    def sample(self, n: int, condition: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, n: int, condition: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """n images (n, C, H, W) in [0, 1] from the EMA generator.
 
         z is drawn before any random classes, so a seed gives the same noise whatever the condition.
@@ -332,7 +343,7 @@ class GAN(nn.Module):
         """The class ids a conditional model needs, checked: (n,) long in [0, num_classes)."""
         k = self.config.num_classes
         if labels is None:
-            raise InvalidInput(f"this gan is class-conditional ({k} classes): pass labels, e.g. condition=[0, 1]")
+            raise InvalidInput(f"this gan is class-conditional ({k} classes): pass one class id per image")
         labels = torch.as_tensor(labels, device=self.ema_updates.device).long().reshape(-1)
         if len(labels) != n:
             raise InvalidInput(f"got {len(labels)} labels for {n} images: pass one class id per image")
@@ -340,7 +351,9 @@ class GAN(nn.Module):
             raise InvalidInput(f"class ids must be in 0..{k - 1}, got {labels.tolist()}")
         return labels
 
-    def _condition(self, n: int, condition: Tensor | None, generator: torch.Generator | None) -> Tensor | None:
+    def _condition(
+        self, n: int, condition: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor | None:
         """Labels for sampling: none for an unconditional model; given, or uniformly random classes."""
         if not self.conditional:
             return None
