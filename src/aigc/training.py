@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from aigc.errors import InvalidInput
 
-WARMUP_SHARE_OF_BUDGET = 0.05
+WARMUP_SHARE_OF_BUDGET = 0.2
 MIN_IMPROVEMENT = 1e-4  # nats: smaller validation gains do not reset early-stopping patience
 
 
@@ -127,8 +127,9 @@ def _emit(callbacks, hook: str, state: TrainState) -> None:
 def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
     """Linear warm-up, then cosine decay over the steps or the clock, whichever runs out first.
 
-    Under a time budget the warm-up also ends after 5 % of the clock: on a slow machine (or a
-    large vocabulary) a short budget may not even reach ``warmup_steps``.
+    Under a time budget the warm-up also ends after 20 % of the clock: on a slow machine (or a
+    large vocabulary) a short budget may not even reach ``warmup_steps``. (5 % was too abrupt:
+    gpt small on tiny shakespeare reached 1.80 nats/char at 100 s, against 1.72 with 20 %.)
     """
     warm = (step + 1) / max(1, cfg.warmup_steps)
     progress = step / cfg.max_steps
