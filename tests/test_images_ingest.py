@@ -1,6 +1,6 @@
 """Image ingestion: folders, IDX, NPZ and CSV sources, pixel conversion, drops, splits, cards, CLI.
 
-Every test draws its own tiny images in ``tmp_path``; only the last one reads /work/shared and it
+Every test draws its own tiny images in ``tmp_path``; only the last one reads ../shared (beside the repo) and it
 skips when that folder is absent.
 """
 

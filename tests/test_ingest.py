@@ -1,6 +1,6 @@
 """Text ingestion: formats, encodings, cleaning, dedupe, splits, cards and atomic publishing.
 
-Every test builds its own tiny files in ``tmp_path``; only the last one reads /work/shared and it
+Every test builds its own tiny files in ``tmp_path``; only the last one reads ../shared (beside the repo) and it
 skips when that folder is absent.
 """
 
