@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aigc.errors import InvalidInput
+from aigc.models.checks import check_images, check_labels, sampling_labels
 
 
 @dataclass
@@ -286,35 +287,14 @@ class VAE(nn.Module):
     # -- argument checks ---------------------------------------------------------------------
 
     def _check_images(self, images: Tensor) -> None:
-        c, s = self.config.channels, self.config.image_size
-        if images.dim() != 4 or tuple(images.shape[1:]) != (c, s, s):
-            raise InvalidInput(f"images must be (B, {c}, {s}, {s}) for this vae, got {tuple(images.shape)}")
+        check_images(images, self.config.channels, self.config.image_size, "vae")
 
     def _labels(self, labels: Tensor | None, n: int) -> Tensor:
-        """The class ids a conditional model needs, checked: (n,) long in [0, num_classes)."""
-        k = self.config.num_classes
-        if labels is None:
-            raise InvalidInput(f"this vae is class-conditional ({k} classes): pass one class id per image")
-        labels = torch.as_tensor(labels, device=self.log_sigma.device).long().reshape(-1)
-        if len(labels) != n:
-            raise InvalidInput(f"got {len(labels)} labels for {n} images: pass one class id per image")
-        if len(labels) and (labels.min() < 0 or labels.max() >= k):
-            raise InvalidInput(f"class ids must be in 0..{k - 1}, got {labels.tolist()}")
-        return labels
+        return check_labels(labels, n, self.config.num_classes, "vae", self.log_sigma.device)
 
-    def _condition(
-        self, n: int, condition: Tensor | None, generator: torch.Generator | None
-    ) -> Tensor | None:
-        """Labels for sampling: none for an unconditional model; given, or uniformly random classes."""
-        if not self.conditional:
-            return None
-        if condition is None:
-            device = self.log_sigma.device
-            return torch.randint(self.config.num_classes, (n,), generator=generator, device=device)
-        condition = torch.as_tensor(condition, device=self.log_sigma.device).long().reshape(-1)
-        if len(condition) == 1 and n > 1:
-            condition = condition.expand(n)
-        return self._labels(condition, n)
+    def _condition(self, n: int, condition: Tensor | None, generator: torch.Generator | None) -> Tensor | None:
+        num_classes = self.config.num_classes if self.conditional else 0
+        return sampling_labels(n, condition, num_classes, "vae", self.log_sigma.device, generator)
 
 
 def _check_config(config: VAEConfig) -> None:
