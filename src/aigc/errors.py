@@ -21,3 +21,19 @@ class NotFound(AigcError, LookupError):
 
 class AlreadyExists(AigcError):
     """A name that is taken; the message says which flag replaces it."""
+
+
+class Overloaded(AigcError):
+    """The server's queue is full or its memory cap is reached; try again after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(AigcError, TimeoutError):
+    """A request ran past its deadline before it finished (or before it started)."""
+
+
+class Unauthorized(AigcError):
+    """A missing, unknown or revoked API key."""

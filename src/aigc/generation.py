@@ -80,6 +80,42 @@ def decode_tokens(model: nn.Module, context: Tensor, steps: int, generator: torc
             logits = model.forward_cached(token[:, None], cache)
 
 
+class SampleStream:
+    """One sample's tokens -> text chunks: incremental decoding, stop strings, end-of-text.
+
+    ``push(token)`` returns the chunk that token completes (or None while text is held back);
+    ``finish()`` ends a sample that ran out of tokens (``finish_reason="length"``).
+    """
+
+    def __init__(self, tokenizer: TextTokenizer, index: int, stops: Sequence[str] = ()):
+        self.index = index
+        self.decoder = StreamDecoder(tokenizer)
+        self.matcher = StopMatcher(stops)
+        self.eos = tokenizer.eos_id
+        self.tokens = 0  # tokens generated, end-of-text excluded
+        self.done = False
+
+    def push(self, token: int) -> Chunk | None:
+        if self.done:
+            return None
+        if token == self.eos:
+            self.done = True
+            return Chunk(self.index, self.matcher.feed(self.decoder.flush())[0] + self.matcher.flush(), "stop",
+                         self.tokens)
+        self.tokens += 1
+        text, stopped = self.matcher.feed(self.decoder.push(token))
+        if stopped:
+            self.done = True
+            return Chunk(self.index, text, "stop", self.tokens)
+        return Chunk(self.index, text, None, self.tokens) if text else None
+
+    def finish(self) -> Chunk:
+        self.done = True
+        text, stopped = self.matcher.feed(self.decoder.flush())
+        return Chunk(self.index, text if stopped else text + self.matcher.flush(), "stop" if stopped else "length",
+                     self.tokens)
+
+
 class TextGenerator:
     """A loaded text run: model + tokenizer + the conditions it was trained on."""
 
@@ -106,7 +142,7 @@ class TextGenerator:
             )
         return prefix_ids(self.tokenizer, cond or {}, self.cond_columns, self.conditions) + self.tokenizer.encode(prompt)
 
-    def _start(self, prompt: str, n: int, cond: dict[str, str] | None, s: Sampling) -> tuple[Tensor, torch.Generator]:
+    def prepare(self, prompt: str, n: int, cond: dict[str, str] | None, s: Sampling) -> tuple[Tensor, torch.Generator]:
         """Validate a request; return the context (n, T) and the seeded generator."""
         s.check()
         if n < 1:
@@ -120,34 +156,19 @@ class TextGenerator:
                use_cache: bool = True, **sampling) -> Iterator[Chunk]:
         """Yield chunks of ``n`` continuations of ``prompt`` as tokens arrive (prompt excluded)."""
         s = Sampling(**sampling)
-        context, generator = self._start(prompt, n, cond, s)
-        decoders = [StreamDecoder(self.tokenizer) for _ in range(n)]
-        matchers = [StopMatcher(s.stop) for _ in range(n)]
-        counts = [0] * n
-        done = [False] * n
-        eos = self.tokenizer.eos_id
+        context, generator = self.prepare(prompt, n, cond, s)
+        samples = [SampleStream(self.tokenizer, i, s.stop) for i in range(n)]
         with torch.inference_mode():
             for tokens in decode_tokens(self.model, context, s.max_new_tokens, generator, s, use_cache):
-                for i, tok in enumerate(tokens.tolist()):
-                    if done[i]:
-                        continue
-                    if tok == eos:
-                        done[i] = True
-                        yield Chunk(i, matchers[i].feed(decoders[i].flush())[0] + matchers[i].flush(), "stop", counts[i])
-                        continue
-                    counts[i] += 1
-                    text, stopped = matchers[i].feed(decoders[i].push(tok))
-                    if stopped:
-                        done[i] = True
-                        yield Chunk(i, text, "stop", counts[i])
-                    elif text:
-                        yield Chunk(i, text, None, counts[i])
-                if all(done):
+                for sample, tok in zip(samples, tokens.tolist()):
+                    chunk = sample.push(tok)
+                    if chunk is not None:
+                        yield chunk
+                if all(sample.done for sample in samples):
                     return
-        for i in range(n):
-            if not done[i]:
-                text, stopped = matchers[i].feed(decoders[i].flush())
-                yield Chunk(i, text if stopped else text + matchers[i].flush(), "stop" if stopped else "length", counts[i])
+        for sample in samples:
+            if not sample.done:
+                yield sample.finish()
 
     def generate(self, prompt: str = "", *, n: int = 1, cond: dict[str, str] | None = None,
                  use_cache: bool = True, **sampling) -> list[str]:
@@ -159,7 +180,7 @@ class TextGenerator:
             return out
         # Without stop strings only end-of-text ends a sample: collect ids, decode once at the end.
         s = Sampling(**sampling)
-        context, generator = self._start(prompt, n, cond, s)
+        context, generator = self.prepare(prompt, n, cond, s)
         ids: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         eos = self.tokenizer.eos_id

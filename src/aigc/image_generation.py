@@ -60,6 +60,18 @@ class ImageGenerator:
                 raise InvalidInput(f"--{key.replace('_', '-')} does not apply to a {self.model.name} run")
         return given
 
+    def check_options(self, options: dict) -> dict:
+        """Refuse family extras this run's ``sample`` does not take, and out-of-range values."""
+        given = self._options(self.model.sample, options)
+        steps = given.get("steps")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000):
+            raise InvalidInput(f"steps must be an integer in 1..1000, got {steps!r}")
+        guidance = given.get("guidance")
+        if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))
+                                     or not 0 <= guidance <= 50):
+            raise InvalidInput(f"guidance must be a number in 0..50 (1 = none), got {guidance!r}")
+        return given
+
     def sample(self, n: int = 16, *, cond: dict[str, str] | None = None, seed: int | None = None,
                **options) -> Tensor:
         """``n`` images (n, C, H, W) in [0, 1]. ``options``: family extras such as steps, guidance."""

@@ -2,7 +2,9 @@
 
 Layout under the root (``$AIGC_HOME``, default ``~/.aigc``)::
 
-    catalog.db            SQLite (WAL mode) through SQLAlchemy: datasets, runs, migrations
+    catalog.db            SQLite (WAL mode) through SQLAlchemy: datasets, runs, generations,
+                          feedback, API keys, migrations
+    generations/<id>/     images made by the server (their paths are in the generations table)
     datasets/<name>/      one ingested dataset (train/val/test files + card.json)
     runs/<name>/          one training run (checkpoints, metrics, export, eval)
     tmp/                  staging area: everything is written here first, then renamed
@@ -69,14 +71,66 @@ migrations_table = sa.Table(
 )
 
 
+# Serving: every generation the engine makes, the feedback people give on it, and API keys.
+generations_table = sa.Table(
+    "generations",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),  # "gen-" + 24 hex digits
+    sa.Column("created_at", sa.String, nullable=False, index=True),
+    sa.Column("run", sa.String, nullable=False, index=True),
+    sa.Column("kind", sa.String, nullable=False),  # text | image
+    sa.Column("endpoint", sa.String, nullable=False),  # e.g. /v1/chat/completions, python
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("options", sa.Text, nullable=False),  # JSON: the request's sampling options
+    sa.Column("output", sa.Text, nullable=False),  # JSON: texts + finish reasons, or image paths
+    sa.Column("status", sa.String, nullable=False),  # ok | cancelled | timeout | error
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("completion_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("ttft_ms", sa.Float, nullable=True),  # time to first token (text)
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("key_id", sa.String, nullable=True),  # the API key that asked, if any
+)
+
+feedback_table = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("generation_id", sa.String, sa.ForeignKey("generations.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("created_at", sa.String, nullable=False),
+    sa.Column("rating", sa.Integer, nullable=False),  # +1 thumbs up, -1 thumbs down
+    sa.Column("sample_index", sa.Integer, nullable=False, default=0),  # which of the n outputs
+    sa.Column("comment", sa.Text, nullable=True),
+)
+
+api_keys_table = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),  # "key-" + 8 hex digits, shown in listings
+    sa.Column("name", sa.String, nullable=False),
+    sa.Column("prefix", sa.String, nullable=False),  # the key's first characters, to recognise it
+    sa.Column("hash", sa.String, nullable=False, unique=True),  # sha256 of the key; the key itself is never stored
+    sa.Column("created_at", sa.String, nullable=False),
+    sa.Column("last_used_at", sa.String, nullable=True),
+    sa.Column("revoked_at", sa.String, nullable=True),
+)
+
+
 def _m001_initial(conn: Connection) -> None:
     for table in (datasets_table, runs_table):
+        table.create(conn, checkfirst=True)
+
+
+def _m002_serving(conn: Connection) -> None:
+    for table in (generations_table, feedback_table, api_keys_table):
         table.create(conn, checkfirst=True)
 
 
 # Append-only: never edit or reorder an entry that has shipped; add a new one instead.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
+    ("m002_serving", _m002_serving),
 ]
 
 

@@ -51,6 +51,32 @@ class KVCache:
         self.capacity = config.block_size
 
 
+class SlotCache:
+    """Keys and values for continuous batching: ``rows`` sequences, each at its own length.
+
+    Shapes as :class:`KVCache`, with ``lengths`` (rows,) in place of one ``pos``. Rows
+    ``0..B-1`` are the live ones; the caller keeps them packed with :meth:`move` when a
+    sequence leaves, so a decode step reads a view, never a gathered copy.
+    """
+
+    def __init__(self, config: GPTConfig, rows: int, weights: list[tuple[Tensor, ...]], device, dtype):
+        head_dim = config.n_embd // config.n_head
+        shape = (config.n_layer, rows, config.n_head, config.block_size, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
+        self.weights = weights
+        self.rows = rows
+        self.capacity = config.block_size
+
+    def move(self, src: int, dst: int) -> None:
+        """Copy row ``src`` (its keys, values and length) into row ``dst``."""
+        n = int(self.lengths[src])
+        self.k[:, dst, :, :n] = self.k[:, src, :, :n]
+        self.v[:, dst, :, :n] = self.v[:, src, :, :n]
+        self.lengths[dst] = n
+
+
 class GPT(nn.Module):
     name = "gpt"
     modality = "text"
@@ -184,6 +210,63 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1]
         return F.linear(F.rms_norm(x, (C,), self.hf.model.norm.weight, eps), self.hf.lm_head.weight)
+
+    # -- continuous batching -------------------------------------------------------------
+
+    def init_slots(self, rows: int) -> SlotCache:
+        return SlotCache(self.config, rows, self._decode_weights(), self.hf.lm_head.weight.device,
+                         self.hf.lm_head.weight.dtype)
+
+    @torch.no_grad()
+    def prefill_slots(self, idx: Tensor, slots: SlotCache, rows: list[int]) -> Tensor:
+        """Run the contexts idx (n, T) and store them in ``rows`` of ``slots``; logits (n, V)."""
+        n, T = idx.shape
+        cache = KVCache(self.config, n, slots.weights, slots.k.device, slots.k.dtype)
+        logits = self.forward_cached(idx, cache)
+        index = torch.tensor(rows, device=slots.k.device)
+        slots.k[:, index, :, :T] = cache.k[:, :, :, :T]
+        slots.v[:, index, :, :T] = cache.v[:, :, :, :T]
+        slots.lengths[index] = T
+        return logits
+
+    @torch.no_grad()
+    def decode_slots(self, tokens: Tensor, slots: SlotCache) -> Tensor:
+        """Feed one token (B,) to each of rows 0..B-1, every row at its own position; logits (B, V).
+
+        The arithmetic of :meth:`forward_cached` for one token, with each row's RoPE angle
+        taken at its own length and keys past that length masked out.
+        """
+        B = tokens.shape[0]
+        pos = slots.lengths[:B]
+        if int(pos.max()) >= slots.capacity:
+            raise ValueError(f"a slot is full ({slots.capacity} tokens): prefill it again from a shorter context")
+        C, nh = self.config.n_embd, self.config.n_head
+        hd = C // nh
+        eps = self.hf.config.rms_norm_eps
+        cos = self.rope_cos[pos].view(B, 1, 1, 1, hd)
+        sin = self.rope_sin_signed[pos].view(B, 1, 1, 1, hd)
+        L = int(pos.max()) + 1  # keys to read: the longest live row
+        rows = torch.arange(B, device=tokens.device)
+        masked = None
+        if int(pos.min()) + 1 < L:  # rows of different lengths: hide the keys past each row's end
+            masked = (torch.arange(L, device=tokens.device)[None] > pos[:, None]).view(B, 1, 1, L)
+        x = F.embedding(tokens[:, None], self.hf.model.embed_tokens.weight)  # (B, 1, C)
+        for i, (w_n1, w_qkv, w_o, w_n2, w_gu, w_down) in enumerate(slots.weights):
+            h = F.rms_norm(x, (C,), w_n1, eps)
+            qkv = F.linear(h, w_qkv).view(B, 1, 3, nh, hd)
+            qk = qkv[:, :, :2] * cos + qkv[:, :, :2].roll(hd // 2, dims=-1) * sin
+            slots.k[i, rows, :, pos] = qk[:, 0, 1]
+            slots.v[i, rows, :, pos] = qkv[:, 0, 2]
+            q = qk[:, :, 0].transpose(1, 2) * hd**-0.5  # (B, nh, 1, hd)
+            scores = q @ slots.k[i, :B, :, :L].transpose(-1, -2)  # (B, nh, 1, L)
+            if masked is not None:
+                scores = scores.masked_fill(masked, float("-inf"))
+            y = scores.softmax(-1) @ slots.v[i, :B, :, :L]  # (B, nh, 1, hd)
+            x = x + F.linear(y.transpose(1, 2).reshape(B, 1, C), w_o)
+            gate, up = F.linear(F.rms_norm(x, (C,), w_n2, eps), w_gu).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, w_down)
+        slots.lengths[:B] += 1
+        return F.linear(F.rms_norm(x[:, -1], (C,), self.hf.model.norm.weight, eps), self.hf.lm_head.weight)
 
     # -- export --------------------------------------------------------------------------
 

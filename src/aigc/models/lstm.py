@@ -36,6 +36,21 @@ class LSTMState:
         self.capacity = None  # unbounded: a recurrent state never fills up
 
 
+class LSTMSlots:
+    """Recurrent states of ``rows`` sequences for continuous batching: (h, c), each
+    (n_layer, rows, n_hidden). Rows ``0..B-1`` are live; :meth:`move` keeps them packed."""
+
+    def __init__(self, config: LSTMConfig, rows: int, device, dtype):
+        self.h = torch.zeros(config.n_layer, rows, config.n_hidden, device=device, dtype=dtype)
+        self.c = torch.zeros_like(self.h)
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
+        self.rows = rows
+        self.capacity = None
+
+    def move(self, src: int, dst: int) -> None:
+        self.h[:, dst], self.c[:, dst], self.lengths[dst] = self.h[:, src], self.c[:, src], self.lengths[src]
+
+
 class LSTMLM(nn.Module):
     name = "lstm"
     modality = "text"
@@ -103,6 +118,30 @@ class LSTMLM(nn.Module):
         logits, cache.hc = self._logits(idx, cache.hc)
         cache.pos += idx.shape[1]
         return logits[:, -1] if last_only else logits
+
+    # -- continuous batching: the state of each live sequence is one row ----------------
+
+    def init_slots(self, rows: int) -> LSTMSlots:
+        w = self.head.weight
+        return LSTMSlots(self.config, rows, w.device, w.dtype)
+
+    @torch.no_grad()
+    def prefill_slots(self, idx: Tensor, slots: LSTMSlots, rows: list[int]) -> Tensor:
+        """Run the contexts idx (n, T) and keep their states in ``rows``; logits (n, V)."""
+        logits, (h, c) = self._logits(idx, None)
+        index = torch.tensor(rows, device=slots.h.device)
+        slots.h[:, index], slots.c[:, index] = h, c
+        slots.lengths[index] = idx.shape[1]
+        return logits[:, -1]
+
+    @torch.no_grad()
+    def decode_slots(self, tokens: Tensor, slots: LSTMSlots) -> Tensor:
+        """Feed one token (B,) to each of rows 0..B-1; logits (B, V)."""
+        B = tokens.shape[0]
+        logits, (h, c) = self._logits(tokens[:, None], (slots.h[:, :B].contiguous(), slots.c[:, :B].contiguous()))
+        slots.h[:, :B], slots.c[:, :B] = h, c
+        slots.lengths[:B] += 1
+        return logits[:, -1]
 
     def config_dict(self) -> dict:
         return asdict(self.config)

@@ -1,0 +1,157 @@
+"""The generation log: every output the engine makes, and the feedback people give on it.
+
+One row per finished request (text or images), written in one transaction before the caller
+sees the end of its stream, so a row is either whole or absent. Feedback rows reference a
+generation. :func:`export_jsonl` writes the log as JSON Lines and, with ``pairs=True``, the
+prompt / chosen / rejected pairs that preference tuning (DPO and friends) reads: for every
+prompt that has both a thumbs-up and a thumbs-down output.
+
+This module knows the catalog's rows. It knows nothing about models or HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from aigc.errors import InvalidInput, NotFound
+from aigc.workspace import Workspace, feedback_table, generations_table, now
+
+RATINGS = {"up": 1, "down": -1, "1": 1, "-1": -1, "+1": 1}
+
+
+def new_id() -> str:
+    return "gen-" + uuid.uuid4().hex[:24]
+
+
+def record(ws: Workspace, row: dict[str, Any]) -> str:
+    """Insert a generation row (``id`` is made when absent); returns its id."""
+    row = dict(row)
+    row.setdefault("id", new_id())
+    row.setdefault("created_at", now())
+    for key in ("options", "output"):
+        if not isinstance(row.get(key), str):
+            row[key] = json.dumps(row.get(key) or {}, ensure_ascii=False)
+    with ws.engine.begin() as conn:
+        conn.execute(generations_table.insert().values(**row))
+    return row["id"]
+
+
+def _decode(row) -> dict[str, Any]:
+    out = dict(row)
+    out["options"] = json.loads(out["options"])
+    out["output"] = json.loads(out["output"])
+    return out
+
+
+def get(ws: Workspace, generation_id: str) -> dict[str, Any]:
+    """One generation with its feedback rows."""
+    with ws.engine.connect() as conn:
+        row = conn.execute(sa.select(generations_table).where(generations_table.c.id == generation_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"unknown generation {generation_id!r}: ids are returned by every generation request")
+        fb = conn.execute(sa.select(feedback_table).where(feedback_table.c.generation_id == generation_id)
+                          .order_by(feedback_table.c.id)).mappings().all()
+    out = _decode(row)
+    out["feedback"] = [dict(f) for f in fb]
+    return out
+
+
+def list_generations(ws: Workspace, run: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """Newest first, each with ``up`` and ``down`` counts of its feedback."""
+    if limit < 1 or offset < 0:
+        raise InvalidInput(f"limit must be >= 1 and offset >= 0, got limit={limit}, offset={offset}")
+    g, f = generations_table, feedback_table
+    up = sa.func.coalesce(sa.func.sum(sa.case((f.c.rating > 0, 1), else_=0)), 0).label("up")
+    down = sa.func.coalesce(sa.func.sum(sa.case((f.c.rating < 0, 1), else_=0)), 0).label("down")
+    q = (sa.select(g, up, down).select_from(g.outerjoin(f, f.c.generation_id == g.c.id)).group_by(g.c.id)
+         .order_by(sa.literal_column("generations.rowid").desc()).limit(limit).offset(offset))
+    if run:
+        q = q.where(g.c.run == run)
+    with ws.engine.connect() as conn:
+        return [_decode(r) for r in conn.execute(q).mappings().all()]
+
+
+def add_feedback(ws: Workspace, generation_id: str, rating: int | str, comment: str | None = None,
+                 sample_index: int = 0) -> int:
+    """Store a thumbs up (+1) or down (-1) on a generation; returns the feedback id."""
+    value = RATINGS.get(str(rating).strip().lower())
+    if value is None:
+        raise InvalidInput(f"rating must be 'up' or 'down' (or 1 / -1), got {rating!r}")
+    if comment is not None and len(comment) > 4000:
+        raise InvalidInput(f"comment is {len(comment)} characters; the limit is 4000")
+    with ws.engine.begin() as conn:
+        gen = conn.execute(sa.select(generations_table.c.output).where(generations_table.c.id == generation_id)).first()
+        if gen is None:
+            raise NotFound(f"unknown generation {generation_id!r}: ids are returned by every generation request")
+        outputs = json.loads(gen[0])
+        n = len(outputs.get("texts") or outputs.get("images") or [None])
+        if not 0 <= sample_index < n:
+            raise InvalidInput(f"sample_index must be in 0..{n - 1} for this generation, got {sample_index}")
+        res = conn.execute(feedback_table.insert().values(
+            generation_id=generation_id, created_at=now(), rating=value, sample_index=sample_index, comment=comment))
+        return int(res.inserted_primary_key[0])
+
+
+def _outputs(gen: dict[str, Any]) -> list[str]:
+    out = gen["output"]
+    return list(out.get("texts") or out.get("images") or [])
+
+
+def preference_pairs(ws: Workspace, run: str | None = None) -> list[dict[str, Any]]:
+    """``{prompt, chosen, rejected}`` for each prompt with a thumbs-up and a thumbs-down output
+    (its latest rating per output wins; every up is paired with every down of that prompt)."""
+    g, f = generations_table, feedback_table
+    q = (sa.select(g.c.id, g.c.run, g.c.prompt, g.c.options, g.c.output, f.c.sample_index, f.c.rating)
+         .join(f, f.c.generation_id == g.c.id).where(g.c.kind == "text").order_by(f.c.id))
+    if run:
+        q = q.where(g.c.run == run)
+    latest: dict[tuple[str, int], tuple] = {}
+    with ws.engine.connect() as conn:
+        for r in conn.execute(q).mappings():
+            latest[(r["id"], r["sample_index"])] = r
+    by_prompt: dict[tuple[str, str, str], dict[str, list[str]]] = {}
+    for r in latest.values():
+        cond = json.dumps(json.loads(r["options"]).get("cond") or {}, sort_keys=True, ensure_ascii=False)
+        texts = json.loads(r["output"]).get("texts") or []
+        if r["sample_index"] >= len(texts):
+            continue
+        slot = by_prompt.setdefault((r["run"], r["prompt"], cond), {"up": [], "down": []})
+        slot["up" if r["rating"] > 0 else "down"].append(texts[r["sample_index"]])
+    pairs = []
+    for (run_name, prompt, cond), votes in by_prompt.items():
+        for chosen in votes["up"]:
+            for rejected in votes["down"]:
+                if chosen != rejected:
+                    pairs.append({"run": run_name, "prompt": prompt, "cond": json.loads(cond),
+                                  "chosen": chosen, "rejected": rejected})
+    return pairs
+
+
+def export_jsonl(ws: Workspace, path: str | Path, run: str | None = None, pairs: bool = False) -> int:
+    """Write the log (or, with ``pairs``, the preference pairs) as JSON Lines; returns the row count.
+    Written to a temporary name and renamed, so ``path`` is never half-written."""
+    path = Path(path)
+    if pairs:
+        rows = preference_pairs(ws, run)
+    else:
+        rows, offset = [], 0
+        while True:
+            page = list_generations(ws, run, limit=1000, offset=offset)
+            rows.extend(page)
+            offset += len(page)
+            if len(page) < 1000:
+                break
+        for row in rows:
+            row["feedback"] = get(ws, row["id"])["feedback"] if row.get("up") or row.get("down") else []
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return len(rows)

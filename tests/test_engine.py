@@ -1,0 +1,215 @@
+"""The serving engine: continuous batching equals running alone, cancellation, queue limits,
+slot caches equal the plain cache, loading and eviction, and the generation log."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+import aigc
+from aigc import logbook
+from aigc.engine import Engine, ImageRequest, TextRequest
+from aigc.errors import InvalidInput, NotFound, Overloaded
+from aigc.generation import Sampling
+from aigc.models.registry import get_family, make_config
+
+from helpers import write_corpus, write_fruit_csv
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A workspace with a tiny gpt and a tiny lstm trained on the same conditional data."""
+    root = tmp_path_factory.mktemp("served")
+    ws = aigc.open_workspace(root / "ws")
+    aigc.ingest(write_fruit_csv(root / "fruit.csv"), "fruit", workspace=ws, text_column="text",
+                cond_columns=["fruit"])
+    aigc.train("fruit", family="gpt", preset="tiny", name="g", workspace=ws, max_steps=30)
+    aigc.train("fruit", family="lstm", preset="tiny", name="l", workspace=ws, max_steps=30)
+    return ws
+
+
+def _req(model="g", seed=1, **kw):
+    sampling = dict(max_new_tokens=kw.pop("max_new_tokens", 24), temperature=kw.pop("temperature", 1.0),
+                    seed=seed, stop=kw.pop("stop", ()))
+    return TextRequest(model=model, sampling=Sampling(**sampling), **kw)
+
+
+@pytest.mark.parametrize("family", ["gpt", "lstm"])
+def test_slot_decoding_equals_the_plain_cache_at_mixed_lengths(family):
+    torch.manual_seed(0)
+    fam = get_family(family)
+    model = fam(make_config(fam, "tiny", {"vocab_size": 17})).eval()
+    a, b = torch.randint(0, 17, (1, 5)), torch.randint(0, 17, (1, 9))
+    slots = model.init_slots(4)
+    model.prefill_slots(a, slots, [0])
+    model.prefill_slots(b, slots, [1])
+    nxt = torch.tensor([3, 4])
+    batched = model.decode_slots(nxt, slots)  # two rows at lengths 5 and 9 in one step
+    for row, ctx in enumerate((a, b)):
+        cache = model.init_cache(1)
+        model.forward_cached(ctx, cache)
+        alone = model.forward_cached(nxt[row : row + 1, None], cache)
+        torch.testing.assert_close(batched[row : row + 1], alone, rtol=1e-5, atol=1e-5)
+    slots.move(1, 0)  # row 1 -> row 0: the next step of "b" must continue where it was
+    cache = model.init_cache(1)
+    model.forward_cached(torch.cat([b, nxt[1:, None]], 1), cache)
+    torch.testing.assert_close(model.decode_slots(torch.tensor([5]), slots),
+                               model.forward_cached(torch.tensor([[5]]), cache), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["g", "l"])
+def test_continuous_batching_gives_each_request_what_it_gets_alone(served, model):
+    prompts = [("apple", {"fruit": "apple"}, 1), ("猕猴桃", {"fruit": "kiwi"}, 2), ("", None, 3), ("red", None, 4)]
+    engine = Engine(served, max_batch=8, log=False)
+    try:
+        alone = [engine.generate(_req(model, seed, prompt=p, cond=c, max_new_tokens=20 + 7 * seed)).texts
+                 for p, c, seed in prompts]
+        # all at once, staggered so requests join a batch that is already decoding
+        handles = []
+        for p, c, seed in prompts:
+            handles.append(engine.submit(_req(model, seed, prompt=p, cond=c, max_new_tokens=20 + 7 * seed)))
+            time.sleep(0.01)
+        together = [h.wait().texts for h in handles]
+    finally:
+        engine.close()
+    assert together == alone
+    gen = aigc.load(model, workspace=served)
+    for (p, c, seed), texts in zip(prompts, alone):  # and what the plain generator makes
+        assert gen.generate(p, cond=c, seed=seed, max_new_tokens=20 + 7 * seed, temperature=1.0) == texts
+
+
+def test_n_samples_stream_events_and_finish_reasons(served):
+    engine = Engine(served, log=False)
+    try:
+        handle = engine.submit(_req(prompt="apple", n=3, max_new_tokens=12, logprobs=2))
+        events = [e for e in handle if not hasattr(e, "status")]
+        result = handle.result
+    finally:
+        engine.close()
+    assert result.status == "ok" and len(result.texts) == 3
+    for i in range(3):
+        mine = [e for e in events if e.index == i]
+        assert "".join(e.text for e in mine) == result.texts[i]
+        assert mine[-1].finish_reason in ("stop", "length") and all(e.finish_reason is None for e in mine[:-1])
+        tokens = [t for e in mine for t in e.tokens]
+        assert all(t.logprob <= 0 and len(t.top) == 2 for t in tokens)
+    assert result.completion_tokens == sum(1 for e in events for _ in e.tokens) - sum(
+        1 for f in result.finish_reasons if f == "stop")  # end-of-text is sampled but not counted
+
+
+def test_cancel_frees_the_rows_within_a_step(served):
+    engine = Engine(served, max_batch=2, log=False)
+    try:
+        long = engine.submit(_req(prompt="apple", max_new_tokens=10_000, stop=()))
+        it = iter(long)
+        next(it)  # it is decoding
+        long.cancel()
+        result = long.wait()
+        assert result.status == "cancelled" and result.completion_tokens < 10_000
+        assert engine.stats()["active_rows"] == 0
+        again = engine.generate(_req(prompt="apple", n=2, max_new_tokens=5))  # both rows are free again
+        assert again.status == "ok"
+    finally:
+        engine.close()
+
+
+def test_a_full_queue_refuses_with_overloaded(served):
+    engine = Engine(served, max_batch=1, max_queue=2, log=False)
+    try:
+        running = engine.submit(_req(prompt="apple", max_new_tokens=10_000))
+        next(iter(running))
+        queued = [engine.submit(_req(prompt="apple", max_new_tokens=3)) for _ in range(2)]
+        with pytest.raises(Overloaded, match="queue is full"):
+            engine.submit(_req(prompt="apple", max_new_tokens=3))
+        running.cancel()
+        assert [h.wait().status for h in queued] == ["ok", "ok"]
+    finally:
+        engine.close()
+
+
+def test_deadline_ends_a_request_as_timeout(served):
+    engine = Engine(served, log=False)
+    try:
+        result = engine.generate(_req(prompt="apple", max_new_tokens=100_000, timeout=0.3))
+    finally:
+        engine.close()
+    assert result.status == "timeout" and result.finish_reasons == ["timeout"]
+
+
+def test_bad_requests_fail_before_queueing(served):
+    engine = Engine(served, max_batch=4, log=False)
+    try:
+        with pytest.raises(NotFound, match="unknown run 'nope'"):
+            engine.submit(_req("nope"))
+        with pytest.raises(InvalidInput, match="at most 4"):
+            engine.submit(_req(n=5))
+        with pytest.raises(InvalidInput, match="never saw"):
+            engine.submit(_req(prompt="Ωmega"))
+        with pytest.raises(InvalidInput, match="temperature"):
+            engine.submit(_req(temperature=-1))
+        with pytest.raises(InvalidInput, match="text run"):
+            engine.submit(ImageRequest("g"))
+    finally:
+        engine.close()
+
+
+def test_memory_cap_unloads_the_least_recently_used_idle_run(served):
+    engine = Engine(served, log=False)
+    try:
+        g = engine.get("g")
+        engine.memory_limit = g.nbytes + 1  # room for one run at a time
+        engine.get("l")
+        assert [e["name"] for e in engine.stats()["loaded"]] == ["l"]
+        engine.generate(_req("g", max_new_tokens=3))
+        assert [e["name"] for e in engine.stats()["loaded"]] == ["g"]
+    finally:
+        engine.close()
+
+
+def test_keep_alive_zero_unloads_after_the_request(served):
+    engine = Engine(served, log=False)
+    try:
+        engine.generate(_req(max_new_tokens=3, keep_alive=0))
+        deadline = time.time() + 5
+        while engine.stats()["loaded"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert engine.stats()["loaded"] == []
+    finally:
+        engine.close()
+
+
+def test_every_request_is_logged_before_its_result_arrives(served):
+    engine = Engine(served, max_batch=4)
+    results = []
+    try:
+        threads = [threading.Thread(target=lambda s=s: results.append(
+            engine.generate(_req(prompt="apple", seed=s, max_new_tokens=8, options={"temperature": 1.0}))))
+            for s in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for r in results:
+            row = logbook.get(served, r.id)  # present the moment the caller has its result
+            assert row["output"]["texts"] == r.texts and row["status"] == "ok"
+            assert row["completion_tokens"] == r.completion_tokens and row["options"]["temperature"] == 1.0
+    finally:
+        engine.close()
+
+
+def test_a_deleted_run_folder_is_a_clear_error(served, tmp_path):
+    import shutil
+
+    ws = aigc.open_workspace(tmp_path / "ws2")
+    aigc.ingest(write_corpus(tmp_path / "c.txt"), "c", workspace=ws)
+    aigc.train("c", family="gpt", preset="tiny", name="gone", workspace=ws, max_steps=2)
+    shutil.rmtree(ws.run_path("gone"))
+    engine = Engine(ws, log=False)
+    try:
+        with pytest.raises(NotFound, match="cannot be loaded"):
+            engine.submit(_req("gone"))
+    finally:
+        engine.close()
