@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench install clean
+.PHONY: run test bench install browser clean
 
 install: $(STAMP)
 
@@ -20,12 +20,22 @@ run: $(STAMP)
 	$(BIN)/aigc demo
 
 # One torch thread: tests run side by side with other work on small shared machines.
-test: $(STAMP)
+test: $(STAMP) browser
 	AIGC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+# The web-studio test drives Debian's chromium (Playwright with executable_path, no browser
+# download). Installed when missing and we may (root with apt-get); otherwise that test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1)) \
+	  || echo "note: chromium not installed; the web-studio browser test will skip"; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/text_generate.py
 	$(BIN)/python benchmarks/text_train.py
+	$(BIN)/python benchmarks/serve_load.py
+	$(BIN)/python benchmarks/image_train.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis

@@ -28,3 +28,11 @@ def _one_thread():
     except ImportError:
         return
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def served_ws(tmp_path_factory):
+    """Tiny runs for the engine and server tests: "g" (gpt), "l" (lstm), "d" (diffusion)."""
+    from helpers import train_served_workspace
+
+    return train_served_workspace(tmp_path_factory.mktemp("served"))

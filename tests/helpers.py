@@ -34,3 +34,69 @@ def write_corpus(path: Path, lines: int = 400, seed: int = 0) -> Path:
     text = "\n".join(" ".join(rng.choice(vocab) for _ in range(rng.randint(4, 10))) for _ in range(lines))
     path.write_text(text + "\n", encoding="utf-8")
     return path
+
+
+def write_blocks_npz(path: Path, n: int = 96, size: int = 8, seed: int = 0) -> Path:
+    """Two classes a model can tell apart: bright top half ('top') or bright bottom half ('bottom')."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n, size, size)) * 60).astype(np.uint8)
+    y = np.array(["top", "bottom"])[np.arange(n) % 2]
+    x[y == "top", : size // 2] += 180
+    x[y == "bottom", size // 2 :] += 180
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def train_served_workspace(root: Path):
+    """A workspace with what the server tests serve: a tiny conditional gpt ("g"), a tiny lstm
+    ("l") on the same data, and a tiny class-conditional diffusion run ("d") on 8x8 blocks."""
+    import aigc
+
+    ws = aigc.open_workspace(root / "ws")
+    aigc.ingest(write_fruit_csv(root / "fruit.csv"), "fruit", workspace=ws, text_column="text", cond_columns=["fruit"])
+    aigc.train("fruit", family="gpt", preset="tiny", name="g", workspace=ws, max_steps=30)
+    aigc.train("fruit", family="lstm", preset="tiny", name="l", workspace=ws, max_steps=30)
+    aigc.ingest(write_blocks_npz(root / "blocks.npz"), "blocks", workspace=ws)
+    aigc.train("blocks", family="diffusion", preset="tiny", name="d", workspace=ws, max_steps=4, eval_every=4,
+               batch_size=8)
+    return ws
+
+
+class LiveServer:
+    """A real uvicorn server on 127.0.0.1 (a free port) in a background thread."""
+
+    def __init__(self, ws, settings=None):
+        import uvicorn
+
+        from aigc.server import Settings, create_app
+
+        self.app = create_app(ws, settings or Settings())
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
+                                                    access_log=False, timeout_graceful_shutdown=5))
+        self.thread = None
+        self.url = ""
+
+    def __enter__(self) -> "LiveServer":
+        import threading
+        import time
+
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    @property
+    def engine(self):
+        return self.app.state.shared["engine"]
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -122,17 +121,17 @@ def test_train_refuses_an_existing_run_name(trained):
 
 def test_help_lists_every_command():
     r = aigc("--help")
-    for cmd in ("ingest", "datasets", "runs", "show", "train", "generate", "eval", "demo"):
+    for cmd in ("ingest", "datasets", "runs", "show", "train", "generate", "eval", "demo", "serve", "logs", "keys"):
         assert cmd in r.stdout
 
 
 def test_demo_ingests_the_bundled_sample_trains_and_evaluates(tmp_path):
     ws = tmp_path / "ws"
-    r = aigc("demo", "--preset", "tiny", "--time-budget", "3s", "-w", ws)
+    r = aigc("demo", "--preset", "tiny", "--time-budget", "3s", "--no-serve", "-w", ws)
     assert r.exit_code == 0, r.output
     assert "ingested shop: 3" in r.stdout  # ~3,600 records of bilingual product copy
     for label in ("category=tea, tone=playful, lang=en", "category=skincare, tone=elegant, lang=zh",
                   "bits per character", "per condition"):
         assert label in r.stdout
-    r = aigc("demo", "--preset", "tiny", "-w", ws)  # a second run reuses the finished model
+    r = aigc("demo", "--preset", "tiny", "--no-serve", "-w", ws)  # a second run reuses the finished model
     assert r.exit_code == 0 and "reusing finished run shop-gpt-tiny" in r.stdout

@@ -16,19 +16,12 @@ from aigc.errors import InvalidInput, NotFound, Overloaded
 from aigc.generation import Sampling
 from aigc.models.registry import get_family, make_config
 
-from helpers import write_corpus, write_fruit_csv
+from helpers import write_corpus
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A workspace with a tiny gpt and a tiny lstm trained on the same conditional data."""
-    root = tmp_path_factory.mktemp("served")
-    ws = aigc.open_workspace(root / "ws")
-    aigc.ingest(write_fruit_csv(root / "fruit.csv"), "fruit", workspace=ws, text_column="text",
-                cond_columns=["fruit"])
-    aigc.train("fruit", family="gpt", preset="tiny", name="g", workspace=ws, max_steps=30)
-    aigc.train("fruit", family="lstm", preset="tiny", name="l", workspace=ws, max_steps=30)
-    return ws
+@pytest.fixture()
+def served(served_ws):
+    return served_ws
 
 
 def _req(model="g", seed=1, **kw):

@@ -14,16 +14,7 @@ from typer.testing import CliRunner
 import aigc
 from aigc.cli.main import app
 
-
-def write_npz(path: Path, n: int = 96, size: int = 8, seed: int = 0) -> Path:
-    """Two classes a model can tell apart: bright top half ('top') or bright bottom half ('bottom')."""
-    rng = np.random.default_rng(seed)
-    x = (rng.random((n, size, size)) * 60).astype(np.uint8)
-    y = np.array(["top", "bottom"])[np.arange(n) % 2]
-    x[y == "top", : size // 2] += 180
-    x[y == "bottom", size // 2 :] += 180
-    np.savez(path, x=x, y=y)
-    return path
+from helpers import write_blocks_npz as write_npz
 
 
 @pytest.fixture(scope="module")

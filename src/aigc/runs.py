@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from aigc.data.dataset import read_card, read_text_split
 from aigc.data.textstream import encode_records, train_tokenizer

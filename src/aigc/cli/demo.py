@@ -2,7 +2,7 @@
 
 Ingests the shop's bilingual product copy (if not yet), trains a `small` gpt within a time
 budget (reusing a finished run, resuming an interrupted one), prints conditional samples and
-the evaluation table.
+the evaluation table, then serves the workspace (web studio and HTTP API) on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ def demo(
     preset: Annotated[str, typer.Option("--preset", help="Model size: tiny, small, base.")] = "small",
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="End by serving the workspace over HTTP.")] = True,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port for --serve.")] = 8000,
 ) -> None:
-    """Ingest the bundled sample, train a small gpt (or reuse it), show samples and evaluation."""
+    """Ingest the bundled sample, train a small gpt (or reuse it), show samples and evaluation, then serve."""
     import aigc
 
     threads(threads_)
@@ -71,3 +73,9 @@ def demo(
     out.print()
     print_eval(aigc.evaluate(run, workspace=ws, n_prompts=20, n_samples=16))
     out.print(f"\nnext: .venv/bin/aigc generate {run} \"Our\" --cond category=tea --cond tone=elegant --cond lang=en")
+    if serve:
+        from aigc.server import Settings
+        from aigc.server.run import run_server
+
+        run_server(ws, Settings(preload=[run]), "127.0.0.1", port, announce=lambda url: out.print(
+            f"\nstudio: [bold]{url}[/bold]   OpenAI-compatible API: {url}/v1   (Ctrl-C stops)"))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from aigc.cli import data, demo, evaluate, generate, runs, train
+from aigc.cli import data, demo, evaluate, generate, runs, serve, train
 from aigc.cli.common import guard
 
 app = typer.Typer(
     name="aigc",
-    help="aigc-studio: ingest your data, train generative models, generate, evaluate.",
+    help="aigc-studio: ingest your data, train generative models, generate, evaluate, serve.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -24,6 +24,9 @@ app.command()(guard(train.train))
 app.command()(guard(generate.generate))
 app.command(name="eval")(guard(evaluate.eval_))
 app.command()(guard(demo.demo))
+app.command()(guard(serve.serve))
+app.command()(guard(serve.logs))
+app.add_typer(serve.keys_app, name="keys")
 
 
 def main() -> None:

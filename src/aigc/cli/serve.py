@@ -1,0 +1,147 @@
+"""`aigc serve`, `aigc keys ...` and `aigc logs`: the server and what it records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from aigc.cli.common import JsonOpt, ThreadsOpt, WorkspaceOpt, err, guard, out
+from aigc.errors import InvalidInput
+
+
+def serve(
+    workspace: WorkspaceOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0 picks a free one).")] = 8000,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not record generations in the catalog.")] = False,
+    max_batch: Annotated[int, typer.Option(min=1, help="Sequences decoded together per text run; the largest n.")] = 16,
+    max_queue: Annotated[int, typer.Option(min=0, help="Waiting requests beyond the batch; more get 429.")] = 32,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Cap on max_tokens per request.")] = 2048,
+    memory_limit: Annotated[str, typer.Option(help="Memory for loaded runs, e.g. 2G or 512M; the least recently "
+                                                   "used idle run is unloaded beyond it.")] = "2G",
+    keep_alive: Annotated[str, typer.Option(help="How long a run stays loaded after its last request "
+                                                 "(e.g. 5m; -1 = forever).")] = "5m",
+    timeout: Annotated[str, typer.Option(help="Default per-request deadline (e.g. 10m).")] = "10m",
+    cors_origin: Annotated[list[str] | None, typer.Option(help="Allow browser calls from this origin "
+                                                               "(repeatable).")] = None,
+    preload: Annotated[list[str] | None, typer.Option(help="Load this run before answering /health "
+                                                           "(repeatable).")] = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Serve every run over HTTP: OpenAI-compatible /v1, native /api, the web studio at /."""
+    from aigc import open_workspace
+    from aigc.runtime import configure_threads
+    from aigc.server import Settings
+    from aigc.server.run import run_server
+    from aigc.training import parse_duration
+
+    configure_threads(threads)
+    ws = open_workspace(workspace)
+    settings = Settings(log=not no_log, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens,
+                        memory_limit=parse_bytes(memory_limit), keep_alive=_seconds(keep_alive, parse_duration),
+                        timeout=parse_duration(timeout), cors_origins=cors_origin or [], preload=preload or [])
+    for name in settings.preload:
+        ws.get_run(name)  # an unknown run fails here, in one line, before the server starts
+    run_server(ws, settings, host, port, announce=lambda url: out.print(
+        f"aigc-studio serving {ws.root} at [bold]{url}[/bold]  (OpenAI-compatible API at {url}/v1; Ctrl-C stops)"))
+
+
+def _seconds(text: str, parse) -> float:
+    return -1.0 if text.strip().startswith("-") else parse(text)
+
+
+def parse_bytes(text: str) -> int:
+    units = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    number, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise InvalidInput(f"--memory-limit must be a size like 2G or 512M, got {text!r}") from None
+    if value <= 0:
+        raise InvalidInput(f"--memory-limit must be > 0, got {text!r}")
+    return int(value)
+
+
+keys_app = typer.Typer(help="API keys: when any exists, every route but /health needs one.", no_args_is_help=True)
+
+
+@keys_app.command("create")
+@guard
+def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+                workspace: WorkspaceOpt = None) -> None:
+    """Make a key and show it once (only its hash is stored)."""
+    from aigc import keys, open_workspace
+
+    key_id, key = keys.create_key(open_workspace(workspace), name)
+    out.print(key)
+    err.print(f"key {key_id} ({name}) created; this is the only time it is shown. "
+              "Send it as: Authorization: Bearer <key>")
+
+
+@keys_app.command("list")
+@guard
+def keys_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """List keys (id, name, prefix, created, revoked)."""
+    from aigc import keys, open_workspace
+
+    rows = keys.list_keys(open_workspace(workspace))
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("id", "name", "prefix", "created", "revoked")
+    for r in rows:
+        table.add_row(r["id"], r["name"], r["prefix"] + "…", r["created_at"], r["revoked_at"] or "")
+    out.print(table if rows else "no keys: the server is open to anyone who can reach it")
+
+
+@keys_app.command("revoke")
+@guard
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id, from `aigc keys list`.")],
+                workspace: WorkspaceOpt = None) -> None:
+    """Revoke a key (a running server stops accepting it within seconds)."""
+    from aigc import keys, open_workspace
+
+    keys.revoke_key(open_workspace(workspace), key_id)
+    out.print(f"revoked {key_id}")
+
+
+def logs(
+    workspace: WorkspaceOpt = None,
+    run: Annotated[str | None, typer.Option(help="Only this run's generations.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 20,
+    export: Annotated[Path | None, typer.Option(help="Write the log (all rows) as JSON Lines to this file.")] = None,
+    pairs: Annotated[bool, typer.Option("--pairs", help="With --export: prompt/chosen/rejected pairs from "
+                                                        "thumbs up and down on the same prompt.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List generations the server made, with their feedback; export them as JSONL."""
+    from aigc import logbook, open_workspace
+
+    ws = open_workspace(workspace)
+    if pairs and export is None:
+        raise InvalidInput("--pairs needs --export FILE")
+    if export is not None:
+        n = logbook.export_jsonl(ws, export, run=run, pairs=pairs)
+        out.print(f"wrote {n} {'pairs' if pairs else 'generations'} to {export}")
+        return
+    rows = logbook.list_generations(ws, run, limit)
+    if as_json:
+        out.print_json(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table("id", "time", "run", "prompt", "output", "up", "down", "status", "ms")
+    for r in rows:
+        o = r["output"]
+        text = " | ".join(o["texts"]) if "texts" in o else f"{len(o.get('images', []))} images"
+        table.add_row(r["id"], r["created_at"][:19], r["run"], _clip(r["prompt"]), _clip(text), str(r["up"]),
+                      str(r["down"]), r["status"], f"{r['latency_ms']:.0f}")
+    out.print(table if rows else "no generations logged yet: `aigc serve` records them")
+
+
+def _clip(text: str, n: int = 40) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -1,0 +1,277 @@
+"""The HTTP server: a FastAPI app over one :class:`~aigc.engine.Engine` and one workspace.
+
+    app = create_app(workspace, Settings(max_batch=16))   # uvicorn.run(app, host="127.0.0.1")
+
+Routers: ``routers/openai.py`` (``/v1``: models, completions, chat completions, images),
+``routers/native.py`` (``/api``: runs, datasets, generate as NDJSON, generations, feedback) and
+``routers/studio.py`` (the web page at ``/``). This module wires them with what every route
+shares: the lifespan (engine start and stop, ``/health`` 503 until ready), errors in OpenAI's
+envelope ``{"error": {"message", "type", "param", "code"}}``, API keys, the body-size limit,
+CORS and the Prometheus ``/metrics``.
+
+The server is a thin layer: what a request means is decided by the engine and the core.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aigc import keys
+from aigc.errors import (AigcError, AlreadyExists, DeadlineExceeded, InvalidInput, NotFound, Overloaded,
+                         Unauthorized)
+from aigc.server.metrics import ServerMetrics
+from aigc.workspace import Workspace
+
+OPEN_PATHS = ("/health",)  # never need a key
+PAGE_PATHS = ("/", "/favicon.ico")  # the studio's static shell: it asks for the key itself
+
+
+@dataclass
+class Settings:
+    log: bool = True  # write every generation to the catalog
+    max_batch: int = 16  # rows decoded together per text run; also the largest n
+    max_queue: int = 32  # requests waiting beyond the running batches; more get 429
+    memory_limit: int = 2 << 30  # bytes of loaded runs before the least recently used idle one goes
+    keep_alive: float = 300.0  # seconds a run stays loaded after its last request (< 0: forever)
+    timeout: float = 600.0  # default per-request deadline, seconds
+    max_tokens: int = 2048  # cap on max_tokens / num_predict
+    default_max_tokens: int = 256  # chat and native generate when the request gives none
+    max_prompt_chars: int = 16_000
+    max_body_bytes: int = 1 << 20
+    max_images: int = 16  # images per request
+    cors_origins: list[str] = field(default_factory=list)
+    preload: list[str] = field(default_factory=list)  # runs to load before /health says ready
+    device: str | None = None
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+               405: "invalid_request_error", 408: "timeout_error", 409: "conflict_error",
+               413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "invalid_request_error"),
+                      "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class BodyTooLarge(InvalidInput):
+    pass
+
+
+def status_of(error: AigcError) -> tuple[int, str | None]:
+    if isinstance(error, BodyTooLarge):
+        return 413, "body_too_large"
+    if isinstance(error, Unauthorized):
+        return 401, "invalid_api_key"
+    if isinstance(error, NotFound):
+        return 404, "model_not_found" if "run" in str(error) else "not_found"
+    if isinstance(error, Overloaded):
+        return 429, "queue_full"
+    if isinstance(error, DeadlineExceeded):
+        return 408, "timeout"
+    if isinstance(error, AlreadyExists):
+        return 409, "conflict"
+    return 400, None
+
+
+def aigc_error_response(error: AigcError, param: str | None = None) -> JSONResponse:
+    status, code = status_of(error)
+    headers = {"Retry-After": str(max(1, round(error.retry_after)))} if isinstance(error, Overloaded) else None
+    return error_response(status, str(error), param=param or getattr(error, "param", None), code=code, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return "the request body is not valid JSON: " + str(first.get("ctx", {}).get("error", "")), None
+    msg = first.get("msg", "invalid request")
+    if first.get("type") == "extra_forbidden":
+        msg = "unrecognized request argument"
+    elif first.get("type") == "missing":
+        msg = "missing required parameter"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{param + ': ' if param else ''}{msg}{more}", param
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AigcError)
+    async def _aigc(request: Request, exc: AigcError):
+        return aigc_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        message, param = _validation_message(exc)
+        return error_response(400, message, param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}: see /docs for the API"
+        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # a bug: say so in one line, keep serving
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+# -- keys, body limit, request metrics: one pure-ASGI layer -------------------------------------
+
+
+class Gate:
+    """API keys (when any exists), the body-size limit and request counting.
+
+    Pure ASGI, not ``BaseHTTPMiddleware``, so streamed responses and client disconnects pass
+    through untouched. Key lookups are cached for a few seconds (a revoked key stops working
+    within ``KEY_TTL``)."""
+
+    KEY_TTL = 5.0
+
+    def __init__(self, app, state: dict[str, Any]):
+        self.app = app
+        self.state = state
+        self._required: tuple[float, bool] = (0.0, False)
+        self._known: dict[str, tuple[float, str | None]] = {}
+
+    def _keys_required(self, ws: Workspace) -> bool:
+        at, value = self._required
+        if time.monotonic() - at > self.KEY_TTL:
+            value = keys.keys_required(ws)
+            self._required = (time.monotonic(), value)
+        return value
+
+    def _verify(self, ws: Workspace, key: str) -> str | None:
+        hit = self._known.get(key)
+        if hit and time.monotonic() - hit[0] < self.KEY_TTL:
+            return hit[1]
+        key_id = keys.verify(ws, key)
+        if len(self._known) > 1000:
+            self._known.clear()
+        self._known[key] = (time.monotonic(), key_id)
+        return key_id
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        ws = self.state["ws"]
+        metrics: ServerMetrics = self.state["metrics"]
+        status = {"code": 500}
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            if not (path in OPEN_PATHS or path in PAGE_PATHS or path.startswith("/static/")):
+                if self._keys_required(ws):
+                    header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+                    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+                    key_id = self._verify(ws, token) if token else None
+                    if key_id is None:
+                        why = "missing API key: send Authorization: Bearer <key>" if not token else \
+                            "invalid or revoked API key"
+                        return await error_response(401, why, code="invalid_api_key")(scope, receive, counting_send)
+                    scope.setdefault("state", {})["key_id"] = key_id
+            limit = self.state["settings"].max_body_bytes
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                return await error_response(413, f"the request body is {int(length)} bytes; the limit is {limit}",
+                                            code="body_too_large")(scope, receive, counting_send)
+            seen = 0
+
+            async def limited_receive():
+                nonlocal seen
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > limit:
+                        raise BodyTooLarge(f"the request body is over the {limit}-byte limit")
+                return message
+
+            await self.app(scope, limited_receive, counting_send)
+        finally:
+            route = scope.get("route")
+            metrics.requests.labels(path=getattr(route, "path", "other"), status=str(status["code"])).inc()
+
+
+# -- the app --------------------------------------------------------------------------------------
+
+
+def create_app(workspace: Workspace | str | None = None, settings: Settings | None = None) -> FastAPI:
+    from aigc import open_workspace
+    from aigc.engine import Engine
+    from aigc.server.routers import native, openai, studio
+
+    ws = open_workspace(workspace)
+    settings = settings or Settings()
+    shared: dict[str, Any] = {"ws": ws, "settings": settings, "ready": False, "engine": None,
+                              "metrics": ServerMetrics()}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = Engine(ws, max_batch=settings.max_batch, max_queue=settings.max_queue,
+                        memory_limit=settings.memory_limit, keep_alive=settings.keep_alive,
+                        timeout=settings.timeout, log=settings.log, device=settings.device)
+        shared["engine"] = engine
+        shared["metrics"].watch(engine)
+        try:
+            for name in settings.preload:
+                await run_in_threadpool(engine.get, name)
+            shared["ready"] = True
+            yield
+        finally:
+            shared["ready"] = False
+            await run_in_threadpool(engine.close)
+
+    app = FastAPI(title="aigc-studio", version=_version(), lifespan=lifespan,
+                  description="OpenAI-compatible (/v1) and native (/api) API over the runs of one workspace.")
+    app.state.shared = shared
+    _install_error_handlers(app)
+
+    @app.get("/health", tags=["ops"])
+    async def health():
+        if not shared["ready"]:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return {"status": "ok", "loaded": [e["name"] for e in shared["engine"].stats()["loaded"]]}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def metrics():
+        body, content_type = shared["metrics"].render()
+        return Response(body, media_type=content_type)
+
+    app.include_router(openai.router)
+    app.include_router(native.router)
+    app.include_router(studio.router)
+    studio.mount_static(app)
+    app.add_middleware(Gate, state=shared)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    return app
+
+
+def _version() -> str:
+    from aigc import __version__
+
+    return __version__

@@ -1,0 +1,87 @@
+"""What the routers share: the app's engine and settings, request limits, submitting to the
+engine without blocking the event loop, and holding a stream's first event back so that an
+error before any output is still an HTTP error rather than a broken stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from aigc.engine import Engine, Handle, ImageRequest, Result, TextRequest
+from aigc.errors import InvalidInput
+
+
+def shared(request: Request) -> dict[str, Any]:
+    return request.app.state.shared
+
+
+def engine_of(request: Request) -> Engine:
+    return shared(request)["engine"]
+
+
+def settings_of(request: Request):
+    return shared(request)["settings"]
+
+
+def key_id_of(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("key_id")
+
+
+def check_limits(request: Request, prompt: str, max_tokens: int | None, n: int, param: str = "max_tokens") -> int:
+    """The prompt-length, max_tokens and n caps; returns the max_tokens to use."""
+    s = settings_of(request)
+    if len(prompt) > s.max_prompt_chars:
+        raise with_param(InvalidInput(f"the prompt is {len(prompt)} characters; this server takes at most "
+                                  f"{s.max_prompt_chars}"), "prompt")
+    tokens = s.default_max_tokens if max_tokens is None else max_tokens
+    if tokens > s.max_tokens:
+        raise with_param(InvalidInput(f"{param} is {tokens}; this server allows at most {s.max_tokens}"), param)
+    if n > s.max_batch:
+        raise with_param(InvalidInput(f"n is {n}; this server makes at most {s.max_batch} per request"), "n")
+    return min(tokens, s.max_tokens)
+
+
+def with_param(error: Exception, param: str) -> Exception:
+    error.param = param  # picked up by the error envelope
+    return error
+
+
+async def submit(request: Request, req: TextRequest | ImageRequest) -> tuple[Handle, AsyncIterator]:
+    """Queue ``req`` (loading its run in a worker thread if needed) and wait for its first event.
+
+    Errors up to the first event (bad prompt, unknown run, full queue, deadline in the queue)
+    raise here, before any response has started."""
+    req.key_id = key_id_of(request)
+    handle = await run_in_threadpool(engine_of(request).submit, req, asyncio.get_running_loop())
+    events = handle.__aiter__()
+    try:
+        first = await events.__anext__()
+    except BaseException:
+        handle.cancel()
+        raise
+
+    async def rest():
+        yield first
+        async for event in events:
+            yield event
+
+    return handle, rest()
+
+
+async def drain(handle: Handle, events: AsyncIterator) -> Result:
+    try:
+        async for _ in events:
+            pass
+    finally:
+        if handle.result is None:
+            handle.cancel()
+    return handle.result
+
+
+def sse(obj: Any) -> str:
+    return "data: " + (obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)) + "\n\n"

@@ -1,0 +1,281 @@
+"""OpenAI-compatible routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``,
+``/v1/images/generations``. The official ``openai`` client works against them unchanged.
+
+Our runs are not chat-tuned: a chat request's prompt is its messages' contents, one per line, in
+order, and the answer is the run's continuation. Conditions (``cond``), ``top_k`` and
+``repetition_penalty`` are extras in the body (``extra_body=`` in the client). The response
+``id`` is the generation's id in the log, so feedback can refer to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from aigc.engine import ImageRequest, Result, TextEvent, TextRequest
+from aigc.errors import InvalidInput
+from aigc.generation import Sampling
+from aigc.server.common import check_limits, drain, engine_of, settings_of, shared, sse, submit, with_param
+from aigc.server.schemas import ChatRequest, CompletionRequest, ImageGenerationRequest
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def _has_weights(path: Path) -> bool:
+    return (path / "model.safetensors").exists() or (path / "checkpoints" / "last.pt").exists()
+
+
+@router.get("/models")
+def list_models(request: Request) -> dict[str, Any]:
+    ws = shared(request)["ws"]
+    data = []
+    for row in ws.list_runs():
+        if _has_weights(ws.run_path(row["name"])):
+            data.append({"id": row["name"], "object": "model", "created": _epoch(row["created_at"]),
+                         "owned_by": "aigc", "family": row["family"], "dataset": row["dataset"]})
+    return {"object": "list", "data": data}
+
+
+@router.get("/models/{model}")
+def get_model(model: str, request: Request) -> dict[str, Any]:
+    for m in list_models(request)["data"]:
+        if m["id"] == model:
+            return m
+    from aigc.errors import NotFound
+
+    raise NotFound(f"unknown run {model!r}: GET /v1/models lists the runs this server has")
+
+
+def _epoch(iso: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(iso).timestamp())
+
+
+def _stops(stop) -> tuple[str, ...]:
+    return (stop,) if isinstance(stop, str) else tuple(stop or ())
+
+
+def _text_request(request: Request, body, prompt: str, max_tokens: int | None, endpoint: str,
+                  top_logprobs: int | None) -> TextRequest:
+    tokens = check_limits(request, prompt, max_tokens, body.n,
+                          "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens")
+    sampling = Sampling(max_new_tokens=tokens, temperature=body.temperature, top_k=body.top_k or None,
+                        top_p=None if body.top_p >= 1 else body.top_p, repetition_penalty=body.repetition_penalty,
+                        stop=_stops(body.stop), seed=body.seed)
+    options = body.model_dump(exclude={"prompt", "messages", "model"}, exclude_none=True)
+    return TextRequest(model=body.model, prompt=prompt, cond=body.cond, n=body.n, sampling=sampling,
+                       logprobs=top_logprobs, timeout=body.timeout, endpoint=endpoint, options=options)
+
+
+def _reason(reason: str | None) -> str:
+    return reason if reason in ("stop", "length") else "length"  # a deadline cut the text short
+
+
+def _finish_reason(result: Result, i: int) -> str:
+    return _reason(result.finish_reasons[i] if i < len(result.finish_reasons) else None)
+
+
+def _usage(result: Result) -> dict[str, int]:
+    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens}
+
+
+# -- completions ----------------------------------------------------------------------------------
+
+
+def _completion_logprobs(tokens) -> dict[str, Any]:
+    offset, offsets = 0, []
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t.token)
+    return {"tokens": [t.token for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [dict(t.top) for t in tokens], "text_offset": offsets}
+
+
+@router.post("/completions")
+async def completions(body: CompletionRequest, request: Request):
+    prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
+    if body.stream and len(prompts) > 1:
+        raise InvalidInput("streaming takes one prompt per request: send the prompts as separate requests")
+    if len(prompts) * body.n > settings_of(request).max_batch:
+        raise InvalidInput(f"{len(prompts)} prompts x n={body.n} is more than this server's "
+                           f"{settings_of(request).max_batch} samples per request")
+    created = int(time.time())
+    if body.stream:
+        req = _text_request(request, body, prompts[0], body.max_tokens, "/v1/completions", body.logprobs)
+        handle, events = await submit(request, req)
+
+        async def stream():
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            try:
+                async for ev in events:
+                    if isinstance(ev, TextEvent):
+                        choice = {"text": ev.text, "index": ev.index,
+                                  "finish_reason": _reason(ev.finish_reason) if ev.finish_reason else None,
+                                  "logprobs": _completion_logprobs(ev.tokens) if ev.tokens is not None else None}
+                        yield sse({"id": handle.id, "object": "text_completion", "created": created,
+                                   "model": body.model, "choices": [choice],
+                                   **({"usage": None} if include_usage else {})})
+                    elif include_usage:
+                        yield sse({"id": handle.id, "object": "text_completion", "created": created,
+                                   "model": body.model, "choices": [], "usage": _usage(ev)})
+                yield sse("[DONE]")
+            except Exception as e:  # noqa: BLE001 - an error mid-stream ends the stream cleanly
+                yield sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
+            finally:
+                if handle.result is None:
+                    handle.cancel()
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"X-Generation-Id": handle.id})
+
+    choices, usage, ids = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, []
+    for p, prompt in enumerate(prompts):
+        req = _text_request(request, body, prompt, body.max_tokens, "/v1/completions", body.logprobs)
+        handle, events = await submit(request, req)
+        tokens: dict[int, list] = {}
+        async for ev in events:
+            if isinstance(ev, TextEvent) and ev.tokens is not None:
+                tokens.setdefault(ev.index, []).extend(ev.tokens)
+        result = handle.result
+        ids.append(result.id)
+        for i, text in enumerate(result.texts):
+            choices.append({"text": text, "index": p * body.n + i, "finish_reason": _finish_reason(result, i),
+                            "logprobs": _completion_logprobs(tokens.get(i, [])) if body.logprobs is not None else None})
+        for k, v in _usage(result).items():
+            usage[k] += v
+    return {"id": ids[0], "object": "text_completion", "created": created, "model": body.model,
+            "choices": choices, "usage": usage, **({"generation_ids": ids} if len(ids) > 1 else {})}
+
+
+# -- chat -------------------------------------------------------------------------------------------
+
+
+def _chat_logprobs(tokens) -> dict[str, Any]:
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {"content": [{**entry(t.token, t.logprob), "top_logprobs": [entry(a, b) for a, b in t.top]}
+                        for t in tokens]}
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatRequest, request: Request):
+    prompt = "\n".join(m.text() for m in body.messages if m.text())
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    top = (body.top_logprobs or 0) if body.logprobs else None
+    req = _text_request(request, body, prompt, max_tokens, "/v1/chat/completions", top)
+    handle, events = await submit(request, req)
+    created = int(time.time())
+    head = {"id": handle.id, "object": "chat.completion.chunk", "created": created, "model": body.model}
+
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        extra = {"usage": None} if include_usage else {}
+
+        async def stream():
+            started: set[int] = set()
+            try:
+                async for ev in events:
+                    if isinstance(ev, TextEvent):
+                        delta: dict[str, Any] = {"content": ev.text}
+                        if ev.index not in started:
+                            started.add(ev.index)
+                            delta = {"role": "assistant", "content": ev.text}
+                        choice = {"index": ev.index, "delta": delta, "logprobs": None, "finish_reason": None}
+                        if ev.tokens is not None:
+                            choice["logprobs"] = _chat_logprobs(ev.tokens)
+                        if ev.finish_reason:
+                            if ev.text or ev.tokens:
+                                yield sse({**head, "choices": [choice], **extra})
+                            choice = {"index": ev.index, "delta": {}, "logprobs": None,
+                                      "finish_reason": _reason(ev.finish_reason)}
+                        yield sse({**head, "choices": [choice], **extra})
+                    elif include_usage:
+                        yield sse({**head, "choices": [], "usage": _usage(ev)})
+                yield sse("[DONE]")
+            except Exception as e:  # noqa: BLE001
+                yield sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
+            finally:
+                if handle.result is None:
+                    handle.cancel()
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"X-Generation-Id": handle.id})
+
+    tokens: dict[int, list] = {}
+
+    async def collect():
+        async for ev in events:
+            if isinstance(ev, TextEvent) and ev.tokens is not None:
+                tokens.setdefault(ev.index, []).extend(ev.tokens)
+            yield ev
+
+    result = await drain(handle, collect())
+    choices = [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": _chat_logprobs(tokens.get(i, [])) if body.logprobs else None,
+                "finish_reason": _finish_reason(result, i)} for i, text in enumerate(result.texts)]
+    return {"id": result.id, "object": "chat.completion", "created": created, "model": body.model,
+            "choices": choices, "usage": _usage(result)}
+
+
+# -- images --------------------------------------------------------------------------------------------
+
+
+def _png_b64(array) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+@router.post("/images/generations")
+async def images(body: ImageGenerationRequest, request: Request):
+    settings = settings_of(request)
+    if body.n > settings.max_images:
+        raise with_param(InvalidInput(f"n is {body.n}; this server makes at most {settings.max_images} images "
+                                       "per request"), "n")
+    entry = await run_in_threadpool(engine_of(request).get, body.model)
+    if entry.kind != "image":
+        raise with_param(InvalidInput(f"{body.model!r} is a text run: use /v1/completions"), "model")
+    gen = entry.generator
+    side = gen.model.config.image_size
+    if body.size is not None and body.size != f"{side}x{side}":
+        raise with_param(InvalidInput(f"size {body.size} is not available: {body.model!r} makes {side}x{side} "
+                                       "images"), "size")
+    label = body.label or body.prompt.strip() or None
+    cond = None
+    if label is not None:
+        if gen.classes:
+            match = {c.lower(): c for c in gen.classes}.get(label.lower())
+            if match is None:
+                raise with_param(InvalidInput(f"{label!r} is not a class of {body.model!r} "
+                                               f"(classes: {', '.join(gen.classes)})"), "label")
+            cond = {"label": match}
+        elif body.label:
+            raise with_param(InvalidInput(f"{body.model!r} is unconditional: leave label out"), "label")
+    if body.response_format == "url" and not settings.log:
+        raise with_param(InvalidInput("response_format 'url' needs the generation log (this server runs with "
+                                       "--no-log): ask for b64_json"), "response_format")
+    options = {k: v for k, v in (("steps", body.steps), ("guidance", body.guidance)) if v is not None}
+    req = ImageRequest(model=body.model, n=body.n, cond=cond, seed=body.seed, options=options,
+                       timeout=body.timeout, endpoint="/v1/images/generations")
+    handle, events = await submit(request, req)
+    result = await drain(handle, events)
+    if body.response_format == "url":
+        base = str(request.base_url).rstrip("/")
+        data = [{"url": f"{base}/api/generations/{result.id}/images/{Path(p).name}"} for p in result.paths]
+    else:
+        from aigc.image_generation import to_uint8
+
+        arrays = await run_in_threadpool(to_uint8, result.images)
+        data = [{"b64_json": await run_in_threadpool(_png_b64, a)} for a in arrays]
+    return {"created": int(time.time()), "data": data, "id": result.id, "model": body.model,
+            "label": (cond or {}).get("label"), "seed": body.seed}

@@ -1,0 +1,157 @@
+"""Request bodies of the HTTP API (pydantic). Responses are plain dicts in OpenAI's or our shape.
+
+Unknown fields are refused (as OpenAI's API does: "Unrecognized request argument"), so a typo
+in an option is an error instead of being silently ignored. OpenAI parameters we do not
+implement are accepted only at their neutral value (``presence_penalty=0``, ``echo=False``...).
+Our extras (``cond``, ``top_k``, ``repetition_penalty``, ``label``...) go in the same body;
+the official client sends them with ``extra_body=``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Stop = str | Annotated[list[str], Field(min_length=1, max_length=4)] | None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+
+
+class _Sampling(Strict):
+    model: str = Field(min_length=1, max_length=200)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: Stop = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    user: str | None = Field(None, max_length=256)
+    # extras of ours
+    top_k: int | None = Field(None, ge=0)
+    repetition_penalty: float = Field(1.0, gt=0, le=10)
+    cond: dict[str, str] | None = None
+    timeout: float | None = Field(None, gt=0, le=3600)
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v):
+        stops = [v] if isinstance(v, str) else (v or [])
+        if any(not s for s in stops):
+            raise ValueError("stop strings must be non-empty")
+        return v
+
+    @model_validator(mode="after")
+    def _neutral(self):
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                raise ValueError(f"{name} is not supported: leave it at 0 (use repetition_penalty)")
+        if self.logit_bias:
+            raise ValueError("logit_bias is not supported")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | Annotated[list[str], Field(min_length=1)] = ""
+    max_tokens: int | None = Field(16, ge=1)
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1, le=1)
+
+    @model_validator(mode="after")
+    def _unsupported(self):
+        if self.echo:
+            raise ValueError("echo is not supported")
+        if self.suffix:
+            raise ValueError("suffix (insertion) is not supported")
+        return self
+
+
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content)
+        return self.content or ""
+
+
+class ChatRequest(_Sampling):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.response_format and self.response_format.get("type") != "text":
+            raise ValueError("only response_format {\"type\": \"text\"} is supported")
+        return self
+
+
+class ImageGenerationRequest(Strict):
+    model: str = Field(min_length=1, max_length=200)
+    prompt: str = Field("", max_length=1000)  # a class name, or empty; `label` wins when both are given
+    n: int = Field(1, ge=1)
+    size: str | None = Field(None, pattern=r"^\d{1,5}x\d{1,5}$")
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    user: str | None = Field(None, max_length=256)
+    # extras of ours
+    label: str | None = Field(None, max_length=200)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance: float | None = Field(None, ge=0, le=50)
+    timeout: float | None = Field(None, gt=0, le=3600)
+
+
+class GenerateOptions(Strict):
+    """Ollama's option names where they exist (num_predict, repeat_penalty), ours otherwise."""
+
+    temperature: float = Field(0.8, ge=0, le=2)
+    top_k: int | None = Field(None, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    repeat_penalty: float = Field(1.0, gt=0, le=10)
+    num_predict: int = Field(128, ge=1)
+    stop: Stop = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+
+
+class GenerateRequest(Strict):
+    model: str = Field(min_length=1, max_length=200)
+    prompt: str = ""
+    cond: dict[str, str] | None = None
+    stream: bool = True
+    options: GenerateOptions = Field(default_factory=GenerateOptions)
+    keep_alive: float | str | None = None  # seconds, or "5m"; 0 unloads after the request, < 0 keeps forever
+    timeout: float | None = Field(None, gt=0, le=3600)
+
+
+class FeedbackRequest(Strict):
+    generation_id: str = Field(min_length=1, max_length=100)
+    rating: Literal["up", "down", 1, -1]
+    comment: str | None = Field(None, max_length=4000)
+    sample_index: int = Field(0, ge=0)
