@@ -148,3 +148,30 @@ def test_eval_reports_domain_metrics(image_ws, family):
         assert 0 < result["codebook_usage"] <= 1
     r = CliRunner().invoke(app, ["eval", f"b-{family}", "--samples", "16", "-w", str(image_ws.root)])
     assert r.exit_code == 0 and "FID floor" in r.stdout and "conditional accuracy" in r.stdout
+
+
+@pytest.mark.parametrize("family", ["gan", "vae"])
+def test_latent_interpolation_between_two_seeds(image_ws, tmp_path, family):
+    gen = aigc.load(f"b-{family}", workspace=image_ws)
+    frames = gen.interpolate(5, 1, 2, cond={"label": "top"})
+    assert frames.shape == (5, 1, 8, 8) and float(frames.min()) >= 0 and float(frames.max()) <= 1
+    ends = [gen.sample(1, cond={"label": "top"}, seed=s) for s in (1, 2)]  # the ends are those seeds' samples
+    torch.testing.assert_close(frames[0:1], ends[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(frames[-1:], ends[1], atol=1e-5, rtol=1e-5)
+    steps = (frames[1:] - frames[:-1]).abs().mean(dim=(1, 2, 3))
+    assert float(steps.max()) < float((frames[-1] - frames[0]).abs().mean()) + 1e-6  # a walk, not a jump
+    r = CliRunner().invoke(app, ["generate", f"b-{family}", "--seed", "1", "--interpolate", "2", "--n", "6",
+                                 "--cond", "label=bottom", "--out", str(tmp_path / "walk"), "-w", str(image_ws.root)])
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "walk").glob("frame-*.png"))) == 6
+
+
+def test_interpolation_refusals(image_ws):
+    r = CliRunner().invoke(app, ["generate", "b-diffusion", "--seed", "1", "--interpolate", "2", "-w",
+                                 str(image_ws.root)])
+    assert r.exit_code == 2 and "cannot interpolate" in r.stderr
+    r = CliRunner().invoke(app, ["generate", "b-gan", "--interpolate", "2", "-w", str(image_ws.root)])
+    assert r.exit_code == 2 and "--seed" in r.stderr
+    r = CliRunner().invoke(app, ["generate", "b-gan", "--seed", "1", "--interpolate", "2", "--n", "1", "-w",
+                                 str(image_ws.root)])
+    assert r.exit_code == 2 and "at least 2 frames" in r.stderr

@@ -540,8 +540,9 @@ class Engine:
                     batch.model.prefill_slots(job.seq[:, -(3 * cap // 4):-1], batch.slots, job.rows)
             tokens = torch.stack([owner.last[j] for owner, j in batch.owners])
             logits = batch.model.decode_slots(tokens, batch.slots)
-            for job in list(batch.jobs):
-                self._sample(entry, job, logits[job.rows])
+            # Take every job's rows now: a job that finishes below frees rows and moves others.
+            for job, rows in [(job, logits[job.rows]) for job in batch.jobs]:
+                self._sample(entry, job, rows)
 
     def _sample(self, entry: Loaded, job: _TextJob, logits: torch.Tensor) -> None:
         """Choose ``job``'s next tokens from its rows' logits and emit what they complete."""
@@ -588,6 +589,12 @@ class Engine:
         job.handle._put(TextEvent(i, chunk.text, chunk.finish_reason, tokens))
 
     def _end(self, entry: Loaded, job: _TextJob, status: str) -> None:
+        if status == "timeout":  # close the samples that were cut short, so every stream has an end
+            for sample in job.samples:
+                if not sample.done:
+                    chunk = sample.finish()
+                    chunk.finish_reason = "timeout"
+                    self._emit(job, chunk)
         entry.batch.remove(job)
         self._release(entry, job.req.keep_alive)
         done = time.perf_counter()

@@ -83,6 +83,17 @@ class ImageGenerator:
             return self.model.sample(n, condition=labels, generator=generator,
                                      **self._options(self.model.sample, options))
 
+    def interpolate(self, n: int, seed_a: int, seed_b: int, *, cond: dict[str, str] | None = None) -> Tensor:
+        """``n`` frames (n, C, H, W) walking the latent space (slerp) from seed ``seed_a``'s sample to
+        seed ``seed_b``'s; one class throughout (``cond['label']``, or the class seed a draws)."""
+        if not hasattr(self.model, "interpolate"):
+            raise InvalidInput(f"a {self.model.name} run cannot interpolate between seeds: use a gan or vae run")
+        if n < 2:
+            raise InvalidInput(f"interpolation needs at least 2 frames (--n), got {n}")
+        label = self.label_ids(1, cond) if cond else None  # None: a conditional model draws the class
+        with torch.inference_mode():
+            return self.model.interpolate(n, seed_a, seed_b, condition=label)
+
     def style_transfer(self, images: Tensor, cond: dict[str, str], *, source: str | None = None,
                        seed: int | None = None, **options) -> Tensor:
         """Keep the style of ``images`` (n, C, H, W) and give them the class ``cond['label']``.

@@ -39,6 +39,8 @@ def generate(
                                                    "image to re-imagine, in (0, 1].", show_default=False)] = None,
     from_label: Annotated[str | None, typer.Option("--from-label", help="VAE style transfer: the class of the "
                                                    "--style-from image.", show_default=False)] = None,
+    interpolate: Annotated[int | None, typer.Option("--interpolate", help="gan/vae: --n frames walking the latent "
+                                                    "space from --seed to this seed.", show_default=False)] = None,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -51,12 +53,16 @@ def generate(
     if isinstance(gen, ImageGenerator):
         if prompt:
             raise InvalidInput(f"{run} is an image run: it takes no PROMPT (use --cond label=CLASS)")
-        if style_from is not None:
+        if interpolate is not None:
+            if seed is None or style_from is not None:
+                raise InvalidInput("--interpolate SEED_B walks from --seed SEED_A: give --seed (and no --style-from)")
+            images = gen.interpolate(n, seed, interpolate, cond=parse_pairs(cond, "--cond"))
+        elif style_from is not None:
             images = gen.style_transfer_file(style_from, parse_pairs(cond, "--cond"), n=n, source=from_label,
                                              seed=seed, steps=steps, guidance=guidance, strength=strength)
         else:
             images = gen.sample(n, cond=parse_pairs(cond, "--cond"), seed=seed, steps=steps, guidance=guidance)
-        paths = gen.save(images, out_dir or Path(f"{run}-samples"))
+        paths = gen.save(images, out_dir or Path(f"{run}-samples"), prefix="frame" if interpolate is not None else "sample")
         out.print(f"wrote {len(paths)} images and {paths[0].parent / 'grid.png'}")
         return
     options = dict(n=n, cond=parse_pairs(cond, "--cond"), max_new_tokens=max_new_tokens, temperature=temperature,

@@ -88,9 +88,14 @@ def get_run(name: str, request: Request) -> dict[str, Any]:
 
 
 def _safe_file(root: Path, relative: str) -> Path:
-    path = (root / relative).resolve()
-    if root.resolve() not in path.parents or path.suffix.lower() != ".png" or not path.is_file():
-        raise NotFound(f"no image {relative!r} here")
+    """A PNG inside ``root``, never outside it (``..``, absolute paths and links are refused)."""
+    try:
+        path = (root / relative).resolve()
+        ok = root.resolve() in path.parents and path.suffix.lower() == ".png" and path.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name too long...
+        ok = False
+    if not ok:
+        raise NotFound(f"no image {relative[:100]!r} here")
     return path
 
 

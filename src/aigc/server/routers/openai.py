@@ -193,7 +193,7 @@ async def chat_completions(body: ChatRequest, request: Request):
                         if ev.tokens is not None:
                             choice["logprobs"] = _chat_logprobs(ev.tokens)
                         if ev.finish_reason:
-                            if ev.text or ev.tokens:
+                            if ev.text or ev.tokens or "role" in delta:
                                 yield sse({**head, "choices": [choice], **extra})
                             choice = {"index": ev.index, "delta": {}, "logprobs": None,
                                       "finish_reason": _reason(ev.finish_reason)}
