@@ -100,3 +100,23 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def never_ending_text(monkeypatch, ws, run: str = "g", delay: float = 0.01) -> None:
+    """Make the engine's text runs slow and never end a sample: each token waits ``delay`` s and
+    end-of-text is never drawn. For tests that need a request still running when they act."""
+    import time
+
+    import aigc
+    import aigc.engine as engine_module
+
+    original = engine_module.sample_next_token
+    eos = aigc.load(run, workspace=ws).tokenizer.eos_id
+
+    def never_ends(logits, generator, **kw):
+        time.sleep(delay)
+        logits = logits.clone()
+        logits[:, eos] = float("-inf")
+        return original(logits, generator, **kw)
+
+    monkeypatch.setattr(engine_module, "sample_next_token", never_ends)

@@ -41,7 +41,9 @@ def test_serve_starts_prints_its_url_and_stops_on_sigterm(served_ws):
         assert r.status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        code = proc.wait(timeout=30)  # uvicorn shuts down gracefully, then re-raises the signal
+        stderr = proc.stderr.read()
+        assert code in (0, -signal.SIGTERM) and "Traceback" not in stderr, stderr
 
 
 def test_serve_bad_input(served_ws):

@@ -16,7 +16,7 @@ from aigc.errors import InvalidInput, NotFound, Overloaded
 from aigc.generation import Sampling
 from aigc.models.registry import get_family, make_config
 
-from helpers import write_corpus
+from helpers import never_ending_text, write_corpus
 
 
 @pytest.fixture()
@@ -123,13 +123,17 @@ def test_a_full_queue_refuses_with_overloaded(served):
         engine.close()
 
 
-def test_deadline_ends_a_request_as_timeout(served):
+def test_deadline_ends_a_request_as_timeout(served, monkeypatch):
+    never_ending_text(monkeypatch, served, delay=0.02)
     engine = Engine(served, log=False)
     try:
-        result = engine.generate(_req(prompt="apple", max_new_tokens=100_000, timeout=0.3))
+        handle = engine.submit(_req(prompt="apple", max_new_tokens=100_000, timeout=0.3))
+        events = list(handle)
     finally:
         engine.close()
+    result = handle.result
     assert result.status == "timeout" and result.finish_reasons == ["timeout"]
+    assert 0.3 <= result.total_s < 2 and events[-2].finish_reason == "timeout"  # the stream is closed too
 
 
 def test_bad_requests_fail_before_queueing(served):

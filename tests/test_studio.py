@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import pytest
 
 from aigc import logbook
 from aigc.server import Settings
 
-from helpers import LiveServer
+from helpers import LiveServer, never_ending_text
 
 CHROMIUM = os.environ.get("AIGC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
@@ -76,7 +77,8 @@ def test_image_run_shows_a_grid_and_the_page_speaks_chinese(page):
     assert page.text_content("#generate") == "生成" and page.text_content("button[data-tab=log]") == "生成记录"
 
 
-def test_stop_button_ends_a_stream(page):
+def test_stop_button_ends_a_stream(page, served_ws, monkeypatch):
+    never_ending_text(monkeypatch, served_ws)  # a stream that only the stop button ends
     page.select_option("#run-select", "g")
     page.fill("#prompt", "apple")
     page.fill("#max-tokens", "5000")
@@ -88,3 +90,8 @@ def test_stop_button_ends_a_stream(page):
     page.click("#stop")
     page.wait_for_selector("#generate:not([disabled])", timeout=10_000)
     assert page.text_content("#stats-0") == "stopped"
+    page.wait_for_selector("#thumb-up-0:not([disabled])")  # a stopped output can still be rated
+    deadline = time.time() + 10  # the engine drops it at its next step, then writes the row
+    while logbook.list_generations(served_ws, run="g", limit=1)[0]["status"] != "cancelled" and time.time() < deadline:
+        time.sleep(0.05)
+    assert logbook.list_generations(served_ws, run="g", limit=1)[0]["status"] == "cancelled"

@@ -366,14 +366,11 @@ class Engine:
         from aigc import runs
 
         t0 = time.perf_counter()
+        self.ws.get_run(name)  # an unknown name: NotFound, with the known ones
         try:
-            self.ws.get_run(name)
             gen = runs.load(self.ws, name, self.device)
-        except AigcError:
-            raise
-        except (OSError, ValueError, RuntimeError, KeyError) as e:  # files deleted or damaged under us
-            raise NotFound(f"run {name!r} cannot be loaded ({type(e).__name__}: {e}); "
-                           "it may have been deleted or be still training") from e
+        except (AigcError, OSError, ValueError, RuntimeError, KeyError) as e:  # files deleted or damaged under us
+            raise NotFound(f"run {name!r} cannot be loaded: {e}") from e
         kind = "text" if isinstance(gen, TextGenerator) else "image"
         entry = Loaded(name, gen, kind, _nbytes(gen.model), time.perf_counter() - t0, time.perf_counter(),
                        self.keep_alive)

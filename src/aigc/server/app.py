@@ -95,19 +95,27 @@ def aigc_error_response(error: AigcError, param: str | None = None) -> JSONRespo
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-    param = ".".join(loc) or None
-    if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON: " + str(first.get("ctx", {}).get("error", "")), None
+    errors = exc.errors() or [{}]
+    if errors[0].get("type") == "json_invalid":
+        return "the request body is not valid JSON: " + str(errors[0].get("ctx", {}).get("error", "")), None
+    locs = [[str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")] for e in errors]
+    # The parameter is what every error's location shares: a value that fits no branch of a union
+    # (stop: a string or a list) reports one error per branch, under the same field.
+    common = locs[0]
+    for loc in locs[1:]:
+        k = 0
+        while k < min(len(common), len(loc)) and common[k] == loc[k]:
+            k += 1
+        common = common[:k]
+    deepest = max(range(len(errors)), key=lambda i: len(locs[i]))  # the most specific complaint
+    first = errors[deepest]
+    param = ".".join(common) or None
     msg = first.get("msg", "invalid request")
     if first.get("type") == "extra_forbidden":
         msg = "unrecognized request argument"
     elif first.get("type") == "missing":
         msg = "missing required parameter"
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return f"{param + ': ' if param else ''}{msg}{more}", param
+    return f"{param + ': ' if param else ''}{msg}", param
 
 
 def _install_error_handlers(app: FastAPI) -> None:

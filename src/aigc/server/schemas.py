@@ -135,7 +135,7 @@ class GenerateOptions(Strict):
     top_k: int | None = Field(None, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     repeat_penalty: float = Field(1.0, gt=0, le=10)
-    num_predict: int = Field(128, ge=1)
+    num_predict: int | None = Field(None, ge=1)  # None: the server's default
     stop: Stop = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
 

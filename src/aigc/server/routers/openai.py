@@ -106,8 +106,8 @@ async def completions(body: CompletionRequest, request: Request):
     if body.stream and len(prompts) > 1:
         raise InvalidInput("streaming takes one prompt per request: send the prompts as separate requests")
     if len(prompts) * body.n > settings_of(request).max_batch:
-        raise InvalidInput(f"{len(prompts)} prompts x n={body.n} is more than this server's "
-                           f"{settings_of(request).max_batch} samples per request")
+        raise with_param(InvalidInput(f"{len(prompts)} prompt(s) x n={body.n} is more than this server's "
+                                      f"{settings_of(request).max_batch} samples per request"), "n")
     created = int(time.time())
     if body.stream:
         req = _text_request(request, body, prompts[0], body.max_tokens, "/v1/completions", body.logprobs)
