@@ -110,13 +110,16 @@ def never_ending_text(monkeypatch, ws, run: str = "g", delay: float = 0.01) -> N
     import aigc
     import aigc.engine as engine_module
 
-    original = engine_module.sample_next_token
     eos = aigc.load(run, workspace=ws).tokenizer.eos_id
 
-    def never_ends(logits, generator, **kw):
-        time.sleep(delay)
-        logits = logits.clone()
-        logits[:, eos] = float("-inf")
-        return original(logits, generator, **kw)
+    def slow_and_endless(original):
+        def wrapped(logits, *args, **kw):
+            time.sleep(delay)
+            logits = logits.clone()
+            logits[:, eos] = float("-inf")
+            return original(logits, *args, **kw)
 
-    monkeypatch.setattr(engine_module, "sample_next_token", never_ends)
+        return wrapped
+
+    for name in ("sample_next_token", "next_token_probs"):  # one job alone, and jobs sampled together
+        monkeypatch.setattr(engine_module, name, slow_and_endless(getattr(engine_module, name)))

@@ -70,9 +70,28 @@ def sample_next_token(
 
     Order: repetition penalty, then ``temperature == 0`` -> argmax (greedy); otherwise divide by the
     temperature, keep the ``top_k`` largest, keep the smallest set whose probability reaches ``top_p``
-    (always at least the top token), and draw with ``torch.multinomial`` using ``generator``.
-    Rows are independent.
+    (always at least the top token), and draw by inverse CDF with one uniform per row from
+    ``generator`` (:func:`draw`). Rows are independent.
     """
+    probs, greedy = next_token_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                     repetition_penalty=repetition_penalty, prev_tokens=prev_tokens)
+    if greedy is not None:
+        return greedy
+    return draw(probs, uniforms(probs.shape[0], generator, probs.device))
+
+
+def next_token_probs(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    prev_tokens: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor | None]:
+    """``(probs, None)``: the distribution (B, V) :func:`sample_next_token` draws from; or
+    ``(None, tokens)`` when greedy. Rows are independent, so the rows of several requests with the
+    same settings can share one call (the serving engine does)."""
     check_sampling(temperature, top_k, top_p, repetition_penalty)
     if logits.dim() != 2:
         raise InvalidInput(f"logits must have shape (batch, vocab), got {tuple(logits.shape)}")
@@ -81,7 +100,7 @@ def sample_next_token(
         logits = apply_repetition_penalty(logits, prev_tokens, repetition_penalty)
 
     if temperature == 0:
-        return logits.argmax(dim=-1)
+        return None, logits.argmax(dim=-1)
 
     logits = logits / temperature
     vocab = logits.shape[-1]
@@ -96,8 +115,21 @@ def sample_next_token(
         drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
         drop = drop_sorted.scatter(1, order, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    return logits.softmax(dim=-1), None  # (B, V)
+
+
+def uniforms(n: int, generator: torch.Generator | None, device) -> Tensor:
+    """n draws from (0, 1] (never 0, so :func:`draw` never picks a token of probability 0)."""
+    where = generator.device if generator is not None else device
+    return (1.0 - torch.rand(n, generator=generator, device=where)).to(device)
+
+
+def draw(probs: Tensor, u: Tensor) -> Tensor:
+    """Inverse-CDF sampling: for each row, the first token whose cumulative probability reaches
+    ``u`` (B,) times the row's total. One uniform per row, from whichever generator owns the row."""
+    cdf = probs.cumsum(dim=-1)
+    idx = torch.searchsorted(cdf, (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)).squeeze(-1)
+    return idx.clamp(max=probs.shape[-1] - 1)
 
 
 class TokenLogprobs(NamedTuple):

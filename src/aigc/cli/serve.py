@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from aigc.cli.common import JsonOpt, ThreadsOpt, WorkspaceOpt, err, guard, out
+from aigc.cli.common import JsonOpt, WorkspaceOpt, err, guard, out
 from aigc.errors import InvalidInput
 
 
@@ -30,7 +30,9 @@ def serve(
                                                                "(repeatable).")] = None,
     preload: Annotated[list[str] | None, typer.Option(help="Load this run before answering /health "
                                                            "(repeatable).")] = None,
-    threads: ThreadsOpt = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, show_default=False,
+                                                help="Torch threads per engine worker (default: all cores but one, "
+                                                     "which serves HTTP).")] = None,
 ) -> None:
     """Serve every run over HTTP: OpenAI-compatible /v1, native /api, the web studio at /."""
     from aigc import open_workspace
@@ -43,7 +45,8 @@ def serve(
     ws = open_workspace(workspace)
     settings = Settings(log=not no_log, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens,
                         memory_limit=parse_bytes(memory_limit), keep_alive=_seconds(keep_alive, parse_duration),
-                        timeout=parse_duration(timeout), cors_origins=cors_origin or [], preload=preload or [])
+                        timeout=parse_duration(timeout), cors_origins=cors_origin or [], preload=preload or [],
+                        threads=threads)
     for name in settings.preload:
         ws.get_run(name)  # an unknown run fails here, in one line, before the server starts
     run_server(ws, settings, host, port, announce=lambda url: out.print(

@@ -52,6 +52,7 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     preload: list[str] = field(default_factory=list)  # runs to load before /health says ready
     device: str | None = None
+    threads: int | None = None  # torch threads of each engine worker; default: all cores but one
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -238,7 +239,8 @@ def create_app(workspace: Workspace | str | None = None, settings: Settings | No
     async def lifespan(app: FastAPI):
         engine = Engine(ws, max_batch=settings.max_batch, max_queue=settings.max_queue,
                         memory_limit=settings.memory_limit, keep_alive=settings.keep_alive,
-                        timeout=settings.timeout, log=settings.log, device=settings.device)
+                        timeout=settings.timeout, log=settings.log, device=settings.device,
+                        threads=settings.threads)
         shared["engine"] = engine
         shared["metrics"].watch(engine)
         try:
