@@ -160,6 +160,12 @@ class Handle:
         return self.result
 
 
+def _deliver(items: list[tuple[Handle, Any]]) -> None:
+    """Runs in the caller's event loop: hand a decode step's events to their handles at once."""
+    for handle, item in items:
+        handle._q.put_nowait(item)
+
+
 # -- loaded runs ---------------------------------------------------------------------------
 
 
@@ -273,6 +279,9 @@ class Engine:
         self.listeners: list[Callable[[str, Result], None]] = []  # called with (kind, result) per request
         self.tokens_generated = 0
         self.log_failures = 0
+        # Events for asyncio callers, gathered per event loop during a decode step and handed over
+        # with one call_soon_threadsafe (one wake-up of the loop per step, not one per request).
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Handle, Any]]] = {}
         self._threads = [threading.Thread(target=self._text_loop, name="aigc-text", daemon=True),
                          threading.Thread(target=self._image_loop, name="aigc-images", daemon=True)]
         for t in self._threads:
@@ -425,6 +434,21 @@ class Engine:
             for name in [n for n, e in self.loaded.items() if e.expired(now)]:
                 del self.loaded[name]
 
+    def _post(self, handle: Handle, item: Any) -> None:
+        if handle._loop is None:
+            handle._q.put(item)
+        else:
+            self._outbox.setdefault(handle._loop, []).append((handle, item))
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # that loop is closed: nobody is listening any more
+                for handle, _ in items:
+                    handle.cancelled = True
+
     # -- finishing a request -----------------------------------------------------------------
 
     def _finish(self, kind: str, handle: Handle, result: Result, row: dict[str, Any] | None) -> None:
@@ -435,7 +459,10 @@ class Engine:
                           "latency_ms": result.total_s * 1000, **row})
         for listener in self.listeners:
             listener(kind, result)
-        handle._put(result)
+        if kind == "text":  # from the text worker: with the step's other events
+            self._post(handle, result)
+        else:
+            handle._put(result)
 
     def _record(self, row: dict[str, Any]) -> None:
         """Write a log row; SQLite waits up to 30 s for a concurrent writer, then we try twice more."""
@@ -462,11 +489,13 @@ class Engine:
                     self._wake.wait(timeout=1.0)
                 batches = [e for e in self.loaded.values() if e.batch is not None and e.batch.jobs]
             self._admit()
+            self._flush()  # first tokens out before the next step
             for entry in batches:
                 try:
                     self._step(entry)
                 except Exception as e:  # noqa: BLE001 - fail this batch's requests, keep serving the rest
                     self._fail(entry, list(entry.batch.jobs), e)
+            self._flush()
             self._evict_expired()
 
     def _fail(self, entry: Loaded, jobs: list[_TextJob], error: Exception) -> None:
@@ -474,8 +503,8 @@ class Engine:
             if job in entry.batch.jobs:
                 entry.batch.remove(job)
                 self._release(entry, job.req.keep_alive)
-            job.handle._put(error if isinstance(error, AigcError) else
-                            RuntimeError(f"generation failed: {type(error).__name__}: {error}"))
+            self._post(job.handle, error if isinstance(error, AigcError) else
+                       RuntimeError(f"generation failed: {type(error).__name__}: {error}"))
 
     def _admit(self) -> None:
         """Move queued requests into their run's batch while it has free rows."""
@@ -510,7 +539,7 @@ class Engine:
             error = DeadlineExceeded(f"the request waited in the queue past its {job.req.timeout or self.timeout:g} s "
                                      "deadline: try again, or with a longer timeout")
         if error is not None:
-            job.handle._put(error)
+            self._post(job.handle, error)
 
     def _start(self, entry: Loaded, job: _TextJob) -> None:
         req, gen = job.req, entry.generator
@@ -618,7 +647,7 @@ class Engine:
         tokens = None
         if job.req.logprobs is not None:
             tokens, job.pending_tokens[i] = job.pending_tokens[i], []
-        job.handle._put(TextEvent(i, chunk.text, chunk.finish_reason, tokens))
+        self._post(job.handle, TextEvent(i, chunk.text, chunk.finish_reason, tokens))
 
     def _end(self, entry: Loaded, job: _TextJob, status: str) -> None:
         if status == "timeout":  # close the samples that were cut short, so every stream has an end
@@ -660,10 +689,9 @@ class Engine:
                 req, handle, deadline, submitted = self._image_queue.popleft()
             if handle.cancelled:
                 continue
-            if deadline is not None and time.perf_counter() > deadline:
-                handle._put(DeadlineExceeded("the image request waited in the queue past its deadline: try again"))
-                continue
             try:
+                if deadline is not None and time.perf_counter() > deadline:
+                    raise DeadlineExceeded("the image request waited in the queue past its deadline: try again")
                 self._run_images(req, handle, submitted)
             except AigcError as e:
                 handle._put(e)
