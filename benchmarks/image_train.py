@@ -35,6 +35,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data" / "fashion-mnist"
 CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+GUIDANCE_SWEEP = (1.0, 1.5, 3.0)  # plus the default (2.0) of the main row
 ANCHORS = {"vae_test_loss_2_epochs_mnist": 116.3, "dcgan_it_per_s": "2.3-3.9",
            "published_inception_fid": {"WGAN": 21.5, "NS-GAN": 26.5, "VAE": 43.6}}
 
@@ -70,7 +71,12 @@ def child(family: str, budget: float, workspace: str, samples: int, threads: int
     row = aigc.train("fmnist", family=family, preset="small", name=name, workspace=ws,
                      time_budget=budget, max_steps=10**7)
     steps = {"steps": 25} if family == "diffusion" else {}
-    result = aigc.evaluate(name, workspace=ws, n_samples=samples, **steps)
+    sweep = {}
+    if family == "diffusion":  # classifier-free guidance trades variety for class fidelity: show the curve
+        for g in GUIDANCE_SWEEP:
+            r = aigc.evaluate(name, workspace=ws, n_samples=samples // 2, guidance=g, **steps)
+            sweep[str(g)] = {k: r.get(k) for k in ("fid", "conditional_accuracy", "precision", "recall")}
+    result = aigc.evaluate(name, workspace=ws, n_samples=samples, **steps)  # eval.json: the default guidance
     gen = aigc.load(name, workspace=ws)
     rows = [gen.sample(8, cond={"label": c}, seed=7, **steps) for c in CLASSES]  # one row per class
     write_grid(HERE / "results" / f"image_{family}.png", list(to_uint8(torch.cat(rows))))
@@ -81,7 +87,8 @@ def child(family: str, budget: float, workspace: str, samples: int, threads: int
                                           "conditional_accuracy", "seconds_per_1000_samples", "psnr", "ssim",
                                           "test_loss", "codebook_usage")},
             "classifier_accuracy": result["classifier"]["test_accuracy"],
-            **({"sample_steps": 25, "guidance": gen.model.config.guidance} if family == "diffusion" else {})}
+            **({"sample_steps": 25, "guidance": gen.model.config.guidance, "guidance_sweep": sweep}
+               if family == "diffusion" else {})}
 
 
 def ours_vae_2_epochs(workspace: str, threads: int | None) -> dict:

@@ -32,10 +32,10 @@ PROMPT_CHARS = 100  # at most this much of a record is the prompt; the rest is t
 
 def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | None = None,
              max_new_tokens: int = 120, seed: int = 0, temperature: float = 0.7, top_p: float = 0.9,
-             steps: int | None = None) -> dict[str, Any]:
+             steps: int | None = None, guidance: float | None = None) -> dict[str, Any]:
     """Evaluate a run; saved as ``eval.json`` in it. Image runs: see :func:`evaluate_images`."""
     if read_spec(Path(ws.get_run(name)["path"]))["modality"] == "image":
-        return evaluate_images(ws, name, n_samples=n_samples or 500, seed=seed, steps=steps)
+        return evaluate_images(ws, name, n_samples=n_samples or 500, seed=seed, steps=steps, guidance=guidance)
     n_samples = n_samples or 32
     gen = load(ws, name)
     run_dir = Path(ws.get_run(name)["path"])
@@ -154,7 +154,7 @@ def _headline(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int = 0,
-                    steps: int | None = None) -> dict[str, Any]:
+                    steps: int | None = None, guidance: float | None = None) -> dict[str, Any]:
     """FID / KID / precision / recall in a domain classifier's features, conditional accuracy,
     reconstruction PSNR/SSIM and test loss where the family has them, sampling speed.
 
@@ -193,7 +193,7 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
     # Samples: every class in turn (or unconditional), batches of 100, one seed per batch.
     t0 = time.perf_counter()
     fakes, asked = [], []
-    options = {"steps": steps} if steps else {}
+    options = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
     for i, start in enumerate(range(0, n, 100)):
         k = min(100, n - start)
         labels = gen.label_ids(k, None)

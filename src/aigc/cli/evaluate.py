@@ -18,6 +18,8 @@ def eval_(
                                                 "[32]; images: samples against the test split [500].",
                                                 show_default=False)] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Diffusion: denoising steps.", show_default=False)] = None,
+    guidance: Annotated[float | None, typer.Option("--guidance", help="Diffusion: classifier-free guidance scale.",
+                                                   show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
@@ -27,7 +29,8 @@ def eval_(
     import aigc
 
     threads(threads_)
-    result = aigc.evaluate(run, workspace=workspace, n_prompts=prompts, n_samples=samples, seed=seed, steps=steps)
+    result = aigc.evaluate(run, workspace=workspace, n_prompts=prompts, n_samples=samples, seed=seed, steps=steps,
+                           guidance=guidance)
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
         return
