@@ -20,6 +20,7 @@ Needs ../shared/data/fashion-mnist; prints a table, writes benchmarks/results/im
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -174,6 +175,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-vae-comparison", action="store_true", help="skip the 2-epoch VAE against the peer")
+    ap.add_argument("--keep", metavar="DIR", help="train in this workspace and keep it (to evaluate the runs again)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -187,7 +189,7 @@ def main() -> None:
         sys.exit(f"skipped: {DATA} not found (the benchmark needs ../shared/data/fashion-mnist)")
     (HERE / "results").mkdir(exist_ok=True)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="aigc-img-bench-") as ws:
+    with (contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(prefix="aigc-img-bench-")) as ws:
         for family in args.families:
             cmd = [sys.executable, __file__, "--child", family, ws, "--budget", str(args.budget),
                    "--samples", str(args.samples)] + (["--threads", str(args.threads)] if args.threads else [])
