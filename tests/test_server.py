@@ -304,8 +304,7 @@ def test_httpx_ndjson_stream_and_curl(live):
     assert lines[-1]["done"] and lines[-1]["eval_count"] >= 1
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    out = subprocess.run(["curl", "-sN", "-X", "POST", live.url + "/api/generate", "-H",
-                          "Content-Type: application/json", "-d",
+    out = subprocess.run(["curl", "-sN", live.url + "/api/generate", "-d",  # no content type, as in the README
                           json.dumps({"model": "g", "prompt": "apple", "options": {"num_predict": 10, "seed": 1}})],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     curl_lines = [json.loads(line) for line in out.splitlines() if line]

@@ -200,6 +200,13 @@ class Gate:
                             "invalid or revoked API key"
                         return await error_response(401, why, code="invalid_api_key")(scope, receive, counting_send)
                     scope.setdefault("state", {})["key_id"] = key_id
+            if scope["method"] == "POST":
+                # Every body here is JSON. `curl -d` labels it a form by default (Ollama's examples
+                # rely on that working): read such a body as the JSON it is.
+                headers = dict(scope["headers"])
+                if headers.get(b"content-type", b"").split(b";")[0].strip() in (b"", b"application/x-www-form-urlencoded"):
+                    scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
+                        (b"content-type", b"application/json")]
             limit = self.state["settings"].max_body_bytes
             length = dict(scope["headers"]).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
