@@ -56,7 +56,8 @@ def write_npz(out: Path) -> Path:
     return out
 
 
-def child(family: str, budget: float, workspace: str, samples: int, threads: int | None) -> dict:
+def child(family: str, budget: float, workspace: str, samples: int, threads: int | None,
+          diffusion_steps: int = 25, sweep_values=None) -> dict:
     import torch
 
     import aigc
@@ -71,10 +72,10 @@ def child(family: str, budget: float, workspace: str, samples: int, threads: int
     name = f"fm-{family}"
     row = aigc.train("fmnist", family=family, preset="small", name=name, workspace=ws,
                      time_budget=budget, max_steps=10**7)
-    steps = {"steps": 25} if family == "diffusion" else {}
+    steps = {"steps": diffusion_steps} if family == "diffusion" else {}
     sweep = {}
     if family == "diffusion":  # classifier-free guidance trades variety for class fidelity: show the curve
-        for g in GUIDANCE_SWEEP:
+        for g in (GUIDANCE_SWEEP if sweep_values is None else sweep_values):
             r = aigc.evaluate(name, workspace=ws, n_samples=samples // 2, guidance=g, **steps)
             sweep[str(g)] = {k: r.get(k) for k in ("fid", "conditional_accuracy", "precision", "recall")}
     result = aigc.evaluate(name, workspace=ws, n_samples=samples, **steps)  # eval.json: the default guidance
@@ -88,7 +89,7 @@ def child(family: str, budget: float, workspace: str, samples: int, threads: int
                                           "conditional_accuracy", "seconds_per_1000_samples", "psnr", "ssim",
                                           "test_loss", "codebook_usage")},
             "classifier_accuracy": result["classifier"]["test_accuracy"],
-            **({"sample_steps": 25, "guidance": gen.model.config.guidance, "guidance_sweep": sweep}
+            **({"sample_steps": diffusion_steps, "guidance": gen.model.config.guidance, "guidance_sweep": sweep}
                if family == "diffusion" else {})}
 
 
@@ -175,6 +176,9 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-vae-comparison", action="store_true", help="skip the 2-epoch VAE against the peer")
+    ap.add_argument("--diffusion-steps", type=int, default=25, help="DDIM steps when evaluating diffusion")
+    ap.add_argument("--guidance-sweep", type=float, nargs="*", default=None,
+                    help=f"guidance values to evaluate diffusion at besides the default (default: {GUIDANCE_SWEEP})")
     ap.add_argument("--keep", metavar="DIR", help="train in this workspace and keep it (to evaluate the runs again)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -183,7 +187,8 @@ def main() -> None:
         if family == "vae-2-epochs":
             print(json.dumps(ours_vae_2_epochs(workspace, args.threads)))
         else:
-            print(json.dumps(child(family, args.budget, workspace, args.samples, args.threads)))
+            print(json.dumps(child(family, args.budget, workspace, args.samples, args.threads, args.diffusion_steps,
+                                   args.guidance_sweep)))
         return
     if not DATA.exists():
         sys.exit(f"skipped: {DATA} not found (the benchmark needs ../shared/data/fashion-mnist)")
@@ -192,7 +197,9 @@ def main() -> None:
     with (contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(prefix="aigc-img-bench-")) as ws:
         for family in args.families:
             cmd = [sys.executable, __file__, "--child", family, ws, "--budget", str(args.budget),
-                   "--samples", str(args.samples)] + (["--threads", str(args.threads)] if args.threads else [])
+                   "--samples", str(args.samples), "--diffusion-steps", str(args.diffusion_steps)] + (
+                ["--threads", str(args.threads)] if args.threads else []) + (
+                ["--guidance-sweep", *map(str, args.guidance_sweep)] if args.guidance_sweep is not None else [])
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(f"  {family}: FID {rows[-1]['fid']:.2f}", file=sys.stderr)
