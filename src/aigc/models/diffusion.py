@@ -62,7 +62,9 @@ class Diffusion(nn.Module):
         "tiny": dict(base_channels=8, levels=2, norm_num_groups=4, sample_steps=4),
         # CPU minutes on 28x28 Fashion-MNIST: widths (32, 64), 0.65 M parameters; 250-400 ms per
         # step at batch 16 on one busy core, 50-step DDIM 0.5 s per image (0.85 s with guidance)
-        "small": dict(base_channels=32, levels=2, norm_num_groups=8),
+        # 25 DDIM steps, not 50: on Fashion-MNIST (10 min, guidance 2.0) 25 steps gave FID 62.7 and 78.4 %
+        # conditional accuracy, 50 steps FID 101.3 and 63.4 % (guidance is applied at every step)
+        "small": dict(base_channels=32, levels=2, norm_num_groups=8, sample_steps=25),
         # a GPU: widths (64, 128, 256), attention at 7x7, 2 ResNet blocks per level
         "base": dict(base_channels=64, levels=3, layers_per_block=2, norm_num_groups=32, attention=True),
     }
