@@ -46,6 +46,11 @@ def check_limits(request: Request, prompt: str, max_tokens: int | None, n: int, 
     return min(tokens, s.max_tokens)
 
 
+def stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    """OpenAI's and Ollama's ``stop``: one string or a list of them."""
+    return (stop,) if isinstance(stop, str) else tuple(stop or ())
+
+
 def with_param(error: Exception, param: str) -> Exception:
     error.param = param  # picked up by the error envelope
     return error

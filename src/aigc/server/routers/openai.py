@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from aigc.engine import ImageRequest, Result, TextEvent, TextRequest
 from aigc.errors import InvalidInput
 from aigc.generation import Sampling
-from aigc.server.common import check_limits, drain, engine_of, settings_of, shared, sse, submit, with_param
+from aigc.server.common import check_limits, drain, engine_of, settings_of, shared, sse, stops, submit, with_param
 from aigc.server.schemas import ChatRequest, CompletionRequest, ImageGenerationRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -59,17 +59,13 @@ def _epoch(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp())
 
 
-def _stops(stop) -> tuple[str, ...]:
-    return (stop,) if isinstance(stop, str) else tuple(stop or ())
-
-
 def _text_request(request: Request, body, prompt: str, max_tokens: int | None, endpoint: str,
                   top_logprobs: int | None) -> TextRequest:
     tokens = check_limits(request, prompt, max_tokens, body.n,
                           "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens")
     sampling = Sampling(max_new_tokens=tokens, temperature=body.temperature, top_k=body.top_k or None,
                         top_p=None if body.top_p >= 1 else body.top_p, repetition_penalty=body.repetition_penalty,
-                        stop=_stops(body.stop), seed=body.seed)
+                        stop=stops(body.stop), seed=body.seed)
     options = body.model_dump(exclude={"prompt", "messages", "model"}, exclude_none=True)
     return TextRequest(model=body.model, prompt=prompt, cond=body.cond, n=body.n, sampling=sampling,
                        logprobs=top_logprobs, timeout=body.timeout, endpoint=endpoint, options=options)
