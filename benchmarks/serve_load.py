@@ -6,7 +6,9 @@ for each concurrency (1, 4, 16, 64) runs that many clients for a fixed time: eac
 streams `/v1/completions` (128 tokens, temperature 1, `stream_options.include_usage`) back to
 back, and on a 429 waits the `Retry-After` it was given. Measured per level: aggregate
 tokens/s, time to first token and request latency (p50/p99), 429s, 5xx, dropped streams (a
-stream that ends without `[DONE]`) and the server's peak RSS (VmHWM).
+stream that ends without `[DONE]`) and the server's peak RSS (VmHWM of the server and of its
+engine process, summed). The clients run in this process, on the same two cores as the server:
+they parse only the chunks they need (the first with text, and the usage).
 
 Side by side in the same run, the ablation that continuous batching is for: the same server
 with `--max-batch 1` (one sequence at a time, as plain transformers serving does) at 16 clients.
@@ -66,11 +68,33 @@ def free_port() -> int:
 
 
 def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """Peak RSS (VmHWM) of ``pid`` plus that of its descendants (the engine process `aigc serve`
+    starts, and multiprocessing's helper): a sum of peaks, so an upper bound of the peak total."""
+    def hwm(p: int) -> float:
+        try:
+            with open(f"/proc/{p}/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += hwm(p)
+        todo.extend(parents.get(p, []))
+    return total
 
 
 class Server:
@@ -130,11 +154,14 @@ async def client(http: httpx.AsyncClient, k: int, until: float, stats: dict) -> 
                     if data == "[DONE]":
                         done = True
                         break
-                    chunk = json.loads(data)
-                    if chunk.get("usage"):
-                        tokens = chunk["usage"]["completion_tokens"]
-                    elif first is None and chunk["choices"] and chunk["choices"][0]["text"]:
-                        first = time.perf_counter() - t0
+                    # The load generator shares the machine's two cores with the server, so it
+                    # parses only the chunks it needs: the first with text and the usage chunk.
+                    if first is None or '"choices": []' in data:
+                        chunk = json.loads(data)
+                        if chunk.get("usage"):
+                            tokens = chunk["usage"]["completion_tokens"]
+                        elif chunk["choices"] and chunk["choices"][0]["text"]:
+                            first = time.perf_counter() - t0
         except httpx.HTTPError:
             stats["dropped"] += 1
             continue

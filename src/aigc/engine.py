@@ -154,6 +154,24 @@ class Handle:
             item = self._unpack(await self._q.get())
             yield item
 
+    async def bursts(self):
+        """Like ``async for``, in lists: each holds every event already delivered, so a consumer
+        that fell behind (a busy server) catches up in one write rather than one per token."""
+        while self.result is None:
+            items = [await self._q.get()]
+            while not self._q.empty():
+                items.append(self._q.get_nowait())
+            burst = []
+            for item in items:
+                if isinstance(item, BaseException):
+                    if burst:
+                        yield burst
+                    raise item
+                burst.append(self._unpack(item))
+                if self.result is not None:
+                    break
+            yield burst
+
     def wait(self) -> Result:
         for _ in self:
             pass
@@ -201,8 +219,9 @@ class _TextJob:
         self.first_token: float | None = None
         self.load_s = self.prefill_s = 0.0
         self.rows: list[int] = []
-        self.seq = context  # (n, T) context + generated tokens
-        self.last: torch.Tensor | None = None  # (n,) tokens not fed to the model yet
+        self.seq = context  # (n, T) context + generated tokens, up to the last call of tokens()
+        self.unjoined: list[list[int]] = []  # tokens generated since: one list of n per step
+        self.last: list[int] = []  # (n) tokens not fed to the model yet
         self.generator = generator
         self.samples: list[SampleStream] = []
         self.texts: list[str] = []
@@ -210,6 +229,13 @@ class _TextJob:
         self.pending_tokens: list[list[TokenInfo]] = []
         self.steps = 0
         self.prompt_tokens = 0
+
+    def tokens(self) -> torch.Tensor:
+        """(n, T) context + every generated token (joined here, when needed, not every step)."""
+        if self.unjoined:
+            new = torch.tensor(self.unjoined, dtype=self.seq.dtype, device=self.seq.device).T
+            self.seq, self.unjoined = torch.cat([self.seq, new], dim=1), []
+        return self.seq
 
 
 class _TextBatch:
@@ -234,7 +260,7 @@ class _TextBatch:
         job.rows = rows
         self.jobs.append(job)
         block = self.model.block_size
-        return self.model.prefill_slots(job.seq[:, -block:], self.slots, rows)
+        return self.model.prefill_slots(job.tokens()[:, -block:], self.slots, rows)
 
     def remove(self, job: _TextJob) -> None:
         """Free ``job``'s rows, moving the last live rows into the holes (rows stay packed)."""
@@ -289,13 +315,16 @@ class Engine:
 
     # -- public --------------------------------------------------------------------------
 
-    def submit(self, req: TextRequest | ImageRequest, loop: asyncio.AbstractEventLoop | None = None) -> Handle:
+    def submit(self, req: TextRequest | ImageRequest, loop: asyncio.AbstractEventLoop | None = None,
+               handle: Handle | None = None) -> Handle:
         """Queue a request; raises :class:`Overloaded` when the queue is full, and the request's
-        own errors (unknown run, bad options) before it is queued."""
+        own errors (unknown run, bad options) before it is queued.
+
+        Events go to the returned handle (one made for ``loop``, or the given ``handle``)."""
         t0 = time.perf_counter()
         kind, prepared = self._check(req)
         load_s = time.perf_counter() - t0
-        handle = Handle(loop)
+        handle = handle if handle is not None else Handle(loop)
         timeout = req.timeout if req.timeout is not None else self.timeout
         deadline = t0 + timeout if timeout else None
         with self._lock:
@@ -325,6 +354,16 @@ class Engine:
                 self.loaded.move_to_end(name)
                 return entry
         return self._load(name)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """What a caller needs to check a request for run ``name`` (loading it if needed): its kind,
+        and for image runs the image side and the class names."""
+        entry = self.get(name)
+        out: dict[str, Any] = {"name": name, "kind": entry.kind}
+        if entry.kind == "image":
+            out["image_size"] = entry.generator.model.config.image_size
+            out["classes"] = list(entry.generator.classes or [])
+        return out
 
     def unload(self, name: str) -> bool:
         with self._lock:
@@ -570,8 +609,8 @@ class Engine:
             if cap is not None:
                 full = [job for job in batch.jobs if int(batch.slots.lengths[job.rows[0]]) >= cap]
                 for job in full:  # context full: keep the last three quarters of a block, as TextGenerator does
-                    batch.model.prefill_slots(job.seq[:, -(3 * cap // 4):-1], batch.slots, job.rows)
-            tokens = torch.stack([owner.last[j] for owner, j in batch.owners])
+                    batch.model.prefill_slots(job.tokens()[:, -(3 * cap // 4):-1], batch.slots, job.rows)
+            tokens = torch.tensor([owner.last[j] for owner, j in batch.owners], device=batch.slots.lengths.device)
             logits = batch.model.decode_slots(tokens, batch.slots)
             # Rows of jobs with the same settings are sampled together; each job still draws its
             # uniforms from its own generator, so its tokens are those it would get alone. Rows are
@@ -603,7 +642,7 @@ class Engine:
         s = job.req.sampling
         return sample_next_token(logits.float(), job.generator, temperature=s.temperature, top_k=s.top_k,
                                  top_p=s.top_p, repetition_penalty=s.repetition_penalty,
-                                 prev_tokens=job.seq if s.repetition_penalty != 1.0 else None)
+                                 prev_tokens=job.tokens() if s.repetition_penalty != 1.0 else None)
 
     def _sample(self, entry: Loaded, job: _TextJob, logits: torch.Tensor) -> None:
         self._accept(entry, job, logits, self._choose(job, logits))
@@ -611,8 +650,9 @@ class Engine:
     def _accept(self, entry: Loaded, job: _TextJob, logits: torch.Tensor, token: torch.Tensor) -> None:
         """Take ``job``'s next tokens (chosen from its rows' logits) and emit what they complete."""
         s, tok = job.req.sampling, entry.generator.tokenizer
-        job.seq = torch.cat([job.seq, token[:, None]], dim=1)
-        job.last = token
+        ids = token.tolist()
+        job.unjoined.append(ids)
+        job.last = ids
         job.steps += 1
         if job.first_token is None:
             job.first_token = time.perf_counter()
@@ -620,10 +660,10 @@ class Engine:
         if job.req.logprobs is not None:
             lp = logprobs_of(logits, token, job.req.logprobs)
             infos = [TokenInfo(tok.decode([t], skip_special=False), float(v),
-                               [(tok.decode([i], skip_special=False), float(x)) for i, x in zip(ids, vals)])
-                     for t, v, ids, vals in zip(token.tolist(), lp.token.tolist(), lp.top_ids.tolist(),
+                               [(tok.decode([i], skip_special=False), float(x)) for i, x in zip(top, vals)])
+                     for t, v, top, vals in zip(ids, lp.token.tolist(), lp.top_ids.tolist(),
                                                 lp.top_values.tolist())]
-        for i, t in enumerate(token.tolist()):
+        for i, t in enumerate(ids):
             sample = job.samples[i]
             if sample.done:
                 continue

@@ -33,6 +33,9 @@ def serve(
     threads: Annotated[int | None, typer.Option("--threads", min=1, show_default=False,
                                                 help="Torch threads per engine worker (default: all cores but one, "
                                                      "which serves HTTP).")] = None,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Run the models in the server's own process "
+                                             "(by default they run in a child process, so that model and HTTP "
+                                             "work never wait on each other's GIL).")] = False,
 ) -> None:
     """Serve every run over HTTP: OpenAI-compatible /v1, native /api, the web studio at /."""
     from aigc import open_workspace
@@ -46,7 +49,7 @@ def serve(
     settings = Settings(log=not no_log, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens,
                         memory_limit=parse_bytes(memory_limit), keep_alive=_seconds(keep_alive, parse_duration),
                         timeout=parse_duration(timeout), cors_origins=cors_origin or [], preload=preload or [],
-                        threads=threads)
+                        threads=threads, engine_process=not in_process)
     for name in settings.preload:
         ws.get_run(name)  # an unknown run fails here, in one line, before the server starts
     run_server(ws, settings, host, port, announce=lambda url: out.print(

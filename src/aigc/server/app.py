@@ -53,6 +53,9 @@ class Settings:
     preload: list[str] = field(default_factory=list)  # runs to load before /health says ready
     device: str | None = None
     threads: int | None = None  # torch threads of each engine worker; default: all cores but one
+    # run the engine in a child process (aigc.engine_process: the model then never waits on the
+    # GIL for the HTTP side); `aigc serve` does, an app embedded in a test or a program need not
+    engine_process: bool = False
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -244,15 +247,20 @@ def create_app(workspace: Workspace | str | None = None, settings: Settings | No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine = Engine(ws, max_batch=settings.max_batch, max_queue=settings.max_queue,
-                        memory_limit=settings.memory_limit, keep_alive=settings.keep_alive,
-                        timeout=settings.timeout, log=settings.log, device=settings.device,
-                        threads=settings.threads)
+        options = dict(max_batch=settings.max_batch, max_queue=settings.max_queue,
+                       memory_limit=settings.memory_limit, keep_alive=settings.keep_alive,
+                       timeout=settings.timeout, log=settings.log, device=settings.device, threads=settings.threads)
+        if settings.engine_process:
+            from aigc.engine_process import EngineProcess
+
+            engine = await run_in_threadpool(lambda: EngineProcess(ws, **options))
+        else:
+            engine = Engine(ws, **options)
         shared["engine"] = engine
         shared["metrics"].watch(engine)
         try:
             for name in settings.preload:
-                await run_in_threadpool(engine.get, name)
+                await run_in_threadpool(engine.describe, name)
             shared["ready"] = True
             yield
         finally:
@@ -268,11 +276,15 @@ def create_app(workspace: Workspace | str | None = None, settings: Settings | No
     async def health():
         if not shared["ready"]:
             return JSONResponse({"status": "starting"}, status_code=503)
-        return {"status": "ok", "loaded": [e["name"] for e in shared["engine"].stats()["loaded"]]}
+        try:
+            stats = await run_in_threadpool(shared["engine"].stats)
+        except AigcError as e:  # the engine process is gone
+            return JSONResponse({"status": "unavailable", "error": str(e)}, status_code=503)
+        return {"status": "ok", "loaded": [e["name"] for e in stats["loaded"]]}
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics():
-        body, content_type = shared["metrics"].render()
+        body, content_type = await run_in_threadpool(shared["metrics"].render)
         return Response(body, media_type=content_type)
 
     app.include_router(openai.router)

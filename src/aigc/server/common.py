@@ -56,26 +56,34 @@ def with_param(error: Exception, param: str) -> Exception:
     return error
 
 
-async def submit(request: Request, req: TextRequest | ImageRequest) -> tuple[Handle, AsyncIterator]:
-    """Queue ``req`` (loading its run in a worker thread if needed) and wait for its first event.
+async def submit(request: Request, req: TextRequest | ImageRequest) -> tuple[Handle, AsyncIterator[list]]:
+    """Queue ``req`` (loading its run in a worker thread if needed) and wait for its first events.
 
+    Returns the handle and an iterator of bursts (lists of events: all those waiting when the
+    consumer got to them; see :meth:`Handle.bursts`); :func:`flat` iterates them one by one.
     Errors up to the first event (bad prompt, unknown run, full queue, deadline in the queue)
     raise here, before any response has started."""
     req.key_id = key_id_of(request)
     handle = await run_in_threadpool(engine_of(request).submit, req, asyncio.get_running_loop())
-    events = handle.__aiter__()
+    bursts = handle.bursts()
     try:
-        first = await events.__anext__()
+        first = await bursts.__anext__()
     except BaseException:
         handle.cancel()
         raise
 
     async def rest():
         yield first
-        async for event in events:
-            yield event
+        async for burst in bursts:
+            yield burst
 
     return handle, rest()
+
+
+async def flat(bursts: AsyncIterator[list]) -> AsyncIterator[Any]:
+    async for burst in bursts:
+        for event in burst:
+            yield event
 
 
 async def drain(handle: Handle, events: AsyncIterator) -> Result:

@@ -4,13 +4,23 @@ the request gate; gauges read the engine when scraped."""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from aigc.errors import AigcError
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class ServerMetrics:
     def __init__(self) -> None:
+        self.engine = None
         self.registry = r = CollectorRegistry()
         self.requests = Counter("aigc_http_requests", "HTTP requests by route and status", ["path", "status"],
                                 registry=r)
@@ -27,10 +37,7 @@ class ServerMetrics:
         self.loaded_bytes = Gauge("aigc_loaded_bytes", "Bytes of weights and caches of loaded runs", registry=r)
 
     def watch(self, engine) -> None:
-        self.queue.set_function(lambda: engine.stats()["queue_depth"])
-        self.batch.set_function(lambda: engine.stats()["active_rows"])
-        self.loaded.set_function(lambda: len(engine.stats()["loaded"]))
-        self.loaded_bytes.set_function(lambda: engine.stats()["loaded_bytes"])
+        self.engine = engine
         engine.listeners.append(self._on_result)
 
     def _on_result(self, kind: str, result) -> None:
@@ -42,4 +49,18 @@ class ServerMetrics:
                 self.ttft.observe(result.ttft_s)
 
     def render(self) -> tuple[bytes, str]:
+        """The exposition text; the gauges are read from one ``engine.stats()`` (a round trip when
+        the engine runs in its own process; they read NaN if that process is gone)."""
+        try:
+            stats = self.engine.stats() if self.engine is not None else None
+        except AigcError:
+            stats = None
+        if stats is None:
+            for gauge in (self.queue, self.batch, self.loaded, self.loaded_bytes):
+                gauge.set(float("nan"))
+        else:
+            self.queue.set(stats["queue_depth"])
+            self.batch.set(stats["active_rows"])
+            self.loaded.set(len(stats["loaded"]))
+            self.loaded_bytes.set(stats["loaded_bytes"])
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -172,15 +172,19 @@ async def generate(body: GenerateRequest, request: Request):
         result = await drain(handle, events)
         return _final(result, body.model, result.texts[0])
 
+    def line(ev) -> str:
+        if isinstance(ev, TextEvent):
+            if not ev.text:
+                return ""
+            return json.dumps({"model": body.model, "created_at": now(), "response": ev.text, "done": False},
+                              ensure_ascii=False) + "\n"
+        return json.dumps(_final(ev, body.model), ensure_ascii=False) + "\n"
+
     async def lines():
         try:
-            async for ev in events:
-                if isinstance(ev, TextEvent):
-                    if ev.text:
-                        yield json.dumps({"model": body.model, "created_at": now(), "response": ev.text,
-                                          "done": False}, ensure_ascii=False) + "\n"
-                else:
-                    yield json.dumps(_final(ev, body.model), ensure_ascii=False) + "\n"
+            async for burst in events:  # one write per burst of events
+                if text := "".join(line(ev) for ev in burst):
+                    yield text
         except Exception as e:  # noqa: BLE001 - an error mid-stream ends the stream with an error line
             yield json.dumps({"error": str(e), "done": True}) + "\n"
         finally:

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from aigc.engine import ImageRequest, Result, TextEvent, TextRequest
 from aigc.errors import InvalidInput
 from aigc.generation import Sampling
-from aigc.server.common import check_limits, drain, engine_of, settings_of, shared, sse, stops, submit, with_param
+from aigc.server.common import check_limits, drain, engine_of, flat, settings_of, shared, sse, stops, submit, with_param
 from aigc.server.schemas import ChatRequest, CompletionRequest, ImageGenerationRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -109,20 +109,22 @@ async def completions(body: CompletionRequest, request: Request):
         req = _text_request(request, body, prompts[0], body.max_tokens, "/v1/completions", body.logprobs)
         handle, events = await submit(request, req)
 
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        head = {"id": handle.id, "object": "text_completion", "created": created, "model": body.model}
+
+        def chunk(ev) -> str:
+            if isinstance(ev, TextEvent):
+                choice = {"text": ev.text, "index": ev.index,
+                          "finish_reason": _reason(ev.finish_reason) if ev.finish_reason else None,
+                          "logprobs": _completion_logprobs(ev.tokens) if ev.tokens is not None else None}
+                return sse({**head, "choices": [choice], **({"usage": None} if include_usage else {})})
+            return sse({**head, "choices": [], "usage": _usage(ev)}) if include_usage else ""
+
         async def stream():
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
             try:
-                async for ev in events:
-                    if isinstance(ev, TextEvent):
-                        choice = {"text": ev.text, "index": ev.index,
-                                  "finish_reason": _reason(ev.finish_reason) if ev.finish_reason else None,
-                                  "logprobs": _completion_logprobs(ev.tokens) if ev.tokens is not None else None}
-                        yield sse({"id": handle.id, "object": "text_completion", "created": created,
-                                   "model": body.model, "choices": [choice],
-                                   **({"usage": None} if include_usage else {})})
-                    elif include_usage:
-                        yield sse({"id": handle.id, "object": "text_completion", "created": created,
-                                   "model": body.model, "choices": [], "usage": _usage(ev)})
+                async for burst in events:  # one write per burst of events
+                    if text := "".join(chunk(ev) for ev in burst):
+                        yield text
                 yield sse("[DONE]")
             except Exception as e:  # noqa: BLE001 - an error mid-stream ends the stream cleanly
                 yield sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
@@ -137,7 +139,7 @@ async def completions(body: CompletionRequest, request: Request):
         req = _text_request(request, body, prompt, body.max_tokens, "/v1/completions", body.logprobs)
         handle, events = await submit(request, req)
         tokens: dict[int, list] = {}
-        async for ev in events:
+        async for ev in flat(events):
             if isinstance(ev, TextEvent) and ev.tokens is not None:
                 tokens.setdefault(ev.index, []).extend(ev.tokens)
         result = handle.result
@@ -176,26 +178,30 @@ async def chat_completions(body: ChatRequest, request: Request):
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         extra = {"usage": None} if include_usage else {}
 
+        started: set[int] = set()
+
+        def chunks(ev) -> str:
+            if not isinstance(ev, TextEvent):
+                return sse({**head, "choices": [], "usage": _usage(ev)}) if include_usage else ""
+            out = ""
+            delta: dict[str, Any] = {"content": ev.text}
+            if ev.index not in started:
+                started.add(ev.index)
+                delta = {"role": "assistant", "content": ev.text}
+            choice = {"index": ev.index, "delta": delta, "logprobs": None, "finish_reason": None}
+            if ev.tokens is not None:
+                choice["logprobs"] = _chat_logprobs(ev.tokens)
+            if ev.finish_reason:
+                if ev.text or ev.tokens or "role" in delta:
+                    out += sse({**head, "choices": [choice], **extra})
+                choice = {"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": _reason(ev.finish_reason)}
+            return out + sse({**head, "choices": [choice], **extra})
+
         async def stream():
-            started: set[int] = set()
             try:
-                async for ev in events:
-                    if isinstance(ev, TextEvent):
-                        delta: dict[str, Any] = {"content": ev.text}
-                        if ev.index not in started:
-                            started.add(ev.index)
-                            delta = {"role": "assistant", "content": ev.text}
-                        choice = {"index": ev.index, "delta": delta, "logprobs": None, "finish_reason": None}
-                        if ev.tokens is not None:
-                            choice["logprobs"] = _chat_logprobs(ev.tokens)
-                        if ev.finish_reason:
-                            if ev.text or ev.tokens or "role" in delta:
-                                yield sse({**head, "choices": [choice], **extra})
-                            choice = {"index": ev.index, "delta": {}, "logprobs": None,
-                                      "finish_reason": _reason(ev.finish_reason)}
-                        yield sse({**head, "choices": [choice], **extra})
-                    elif include_usage:
-                        yield sse({**head, "choices": [], "usage": _usage(ev)})
+                async for burst in events:  # one write per burst of events
+                    if text := "".join(chunks(ev) for ev in burst):
+                        yield text
                 yield sse("[DONE]")
             except Exception as e:  # noqa: BLE001
                 yield sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
@@ -208,7 +214,7 @@ async def chat_completions(body: ChatRequest, request: Request):
     tokens: dict[int, list] = {}
 
     async def collect():
-        async for ev in events:
+        async for ev in flat(events):
             if isinstance(ev, TextEvent) and ev.tokens is not None:
                 tokens.setdefault(ev.index, []).extend(ev.tokens)
             yield ev
@@ -238,22 +244,21 @@ async def images(body: ImageGenerationRequest, request: Request):
     if body.n > settings.max_images:
         raise with_param(InvalidInput(f"n is {body.n}; this server makes at most {settings.max_images} images "
                                        "per request"), "n")
-    entry = await run_in_threadpool(engine_of(request).get, body.model)
-    if entry.kind != "image":
+    run = await run_in_threadpool(engine_of(request).describe, body.model)
+    if run["kind"] != "image":
         raise with_param(InvalidInput(f"{body.model!r} is a text run: use /v1/completions"), "model")
-    gen = entry.generator
-    side = gen.model.config.image_size
+    side, classes = run["image_size"], run["classes"]
     if body.size is not None and body.size != f"{side}x{side}":
         raise with_param(InvalidInput(f"size {body.size} is not available: {body.model!r} makes {side}x{side} "
                                        "images"), "size")
     label = body.label or body.prompt.strip() or None
     cond = None
     if label is not None:
-        if gen.classes:
-            match = {c.lower(): c for c in gen.classes}.get(label.lower())
+        if classes:
+            match = {c.lower(): c for c in classes}.get(label.lower())
             if match is None:
                 raise with_param(InvalidInput(f"{label!r} is not a class of {body.model!r} "
-                                               f"(classes: {', '.join(gen.classes)})"), "label")
+                                               f"(classes: {', '.join(classes)})"), "label")
             cond = {"label": match}
         elif body.label:
             raise with_param(InvalidInput(f"{body.model!r} is unconditional: leave label out"), "label")

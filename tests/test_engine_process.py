@@ -1,0 +1,131 @@
+"""The engine in a child process (what `aigc serve` runs): the same outputs as the engine in
+this process, errors that keep their type and fields, cancellation, images, the log, and a
+clean failure when the child dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from aigc import logbook
+from aigc.engine import Engine, ImageRequest, Result, TextEvent, TextRequest
+from aigc.engine_process import EngineProcess
+from aigc.errors import InvalidInput, NotFound, Overloaded
+from aigc.generation import Sampling
+
+
+def _req(seed=1, **kw):
+    sampling = dict(max_new_tokens=kw.pop("max_new_tokens", 24), temperature=1.0, seed=seed)
+    return TextRequest(model=kw.pop("model", "g"), sampling=Sampling(**sampling), **kw)
+
+
+@pytest.fixture(scope="module")
+def remote(served_ws):
+    engine = EngineProcess(served_ws, max_batch=2, max_queue=1, threads=1)
+    seen = []
+    engine.listeners.append(lambda kind, result: seen.append((kind, result.id)))
+    engine.seen = seen
+    yield engine
+    engine.close()
+    assert not engine.process.is_alive()
+
+
+def test_outputs_equal_the_in_process_engine(served_ws, remote):
+    prompts = [("apple", {"fruit": "apple"}, 1), ("猕猴桃", {"fruit": "kiwi"}, 2)]
+    local = Engine(served_ws, log=False)
+    try:
+        expected = [local.generate(_req(seed, prompt=p, cond=c)).texts for p, c, seed in prompts]
+    finally:
+        local.close()
+
+    async def both():  # through asyncio handles, both decoding in one batch
+        loop = asyncio.get_running_loop()
+        handles = [remote.submit(_req(seed, prompt=p, cond=c), loop) for p, c, seed in prompts]
+        texts = []
+        for handle in handles:
+            streamed = "".join(e.text for burst in [b async for b in handle.bursts()] for e in burst
+                               if isinstance(e, TextEvent))
+            assert streamed == handle.result.texts[0]
+            texts.append(handle.result.texts)
+        return texts, [h.id for h in handles]
+
+    texts, ids = asyncio.run(both())
+    assert texts == expected
+    assert [("text", i) for i in ids] == [s for s in remote.seen if s[1] in ids]
+
+
+def test_errors_keep_their_type_message_and_fields(remote):
+    with pytest.raises(NotFound, match="nope"):
+        remote.submit(_req(model="nope"))
+    with pytest.raises(InvalidInput, match="never saw"):
+        remote.submit(_req(prompt="\u2603\u2603"))
+    running = remote.submit(_req(prompt="apple", n=2, max_new_tokens=10_000))  # both rows busy
+    next(iter(running))
+    queued = remote.submit(_req(prompt="apple", max_new_tokens=3))  # the one queue place
+    with pytest.raises(Overloaded, match="queue is full") as info:
+        remote.submit(_req(prompt="apple", max_new_tokens=3))
+    assert info.value.retry_after == 1
+    running.cancel()  # stops within a step, in the child
+    result = running.wait()
+    assert result.status == "cancelled" and result.completion_tokens < 20_000
+    assert queued.wait().status == "ok"
+    assert remote.stats()["active_rows"] == 0
+
+
+def test_images_and_the_log(served_ws, remote):
+    info = remote.describe("d")
+    assert info["kind"] == "image" and info["image_size"] == 8 and len(info["classes"]) >= 2
+    assert remote.describe("g")["kind"] == "text"
+    result = remote.submit(ImageRequest(model="d", n=2, seed=4, cond={"label": info["classes"][1]})).wait()
+    assert isinstance(result, Result) and tuple(result.images.shape) == (2, 1, 8, 8)
+    assert 0 <= float(result.images.min()) and float(result.images.max()) <= 1
+    row = logbook.get(served_ws, result.id)  # written by the child before the result was sent
+    assert row["kind"] == "image" and row["status"] == "ok"
+    assert ("image", result.id) in remote.seen
+
+
+def test_a_dead_engine_process_fails_requests_cleanly(served_ws):
+    engine = EngineProcess(served_ws, threads=1, log=False)
+    try:
+        running = engine.submit(_req(prompt="apple", max_new_tokens=100_000))
+        next(iter(running))
+        os.kill(engine.process.pid, signal.SIGKILL)
+        with pytest.raises(Overloaded, match="exited unexpectedly"):
+            running.wait()
+        with pytest.raises(Overloaded, match="exited unexpectedly"):
+            engine.submit(_req(prompt="apple"))
+    finally:
+        engine.close()
+
+
+def test_the_server_over_an_engine_process(served_ws):
+    import httpx
+    from helpers import LiveServer
+    from openai import OpenAI
+
+    from aigc.server import Settings
+
+    with LiveServer(served_ws, Settings(engine_process=True, threads=1)) as live:
+        child = live.engine.process
+        client = OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+        c = client.completions.create(model="g", prompt="apple", max_tokens=12, seed=4, temperature=1.0)
+        streamed = "".join(ch.choices[0].text for ch in client.completions.create(
+            model="g", prompt="apple", max_tokens=12, seed=4, temperature=1.0, stream=True))
+        assert c.choices[0].text == streamed and c.usage.completion_tokens >= 1
+        chunks = list(client.chat.completions.create(model="l", messages=[{"role": "user", "content": "apple"}],
+                                                     max_tokens=10, seed=1, stream=True,
+                                                     stream_options={"include_usage": True}))
+        assert chunks[-1].usage.completion_tokens >= 1
+        images = client.images.generate(model="d", prompt="bottom", n=2, response_format="b64_json",
+                                        extra_body={"seed": 3, "steps": 2})
+        assert len(images.data) == 2
+        bad = httpx.post(live.url + "/v1/images/generations", json={"model": "d", "prompt": "x", "size": "9x9"})
+        assert bad.status_code == 400 and "8x8" in bad.json()["error"]["message"]
+        assert httpx.get(live.url + "/health").json()["status"] == "ok"
+        metrics = httpx.get(live.url + "/metrics").text
+        assert "aigc_active_batch_rows 0.0" in metrics and 'aigc_tokens_generated_total' in metrics
+    child.join(10)
+    assert not child.is_alive()  # stopping the server stops its engine
