@@ -152,6 +152,24 @@ def test_optimizers_cover_g_then_d_and_never_the_ema():
     assert model.validation_losses(*bars(4)) == {}
 
 
+def test_minibatch_std_sees_a_collapsed_group_and_never_mixes_groups():
+    model = make_gan(num_classes=2, minibatch_std=4).requires_grad_(False)
+    d = model.discriminator
+    varied = bars(4)[0] * 2 - 1
+    same = varied[:1].repeat(4, 1, 1, 1)  # a collapsed generator: one image four times
+    spread = d._spread(d.body(torch.cat([varied, same])))  # two groups of four
+    assert spread.shape == (8, 1)
+    assert torch.all(spread[:4] == spread[0]) and torch.all(spread[4:] == spread[4])  # one value per group
+    assert float(spread[0]) > 100 * float(spread[4]) and float(spread[4]) < 0.01  # varied vs repeated (eps only)
+    # D's score depends on it: the same images scored in a varied group and in a collapsed one differ
+    scores = d(torch.cat([varied[:1].repeat(4, 1, 1, 1), same]), torch.zeros(8, dtype=torch.long))
+    assert torch.allclose(scores[:4], scores[4:])  # identical groups, identical scores
+    mixed = d(torch.cat([varied[:1], varied[1:4]]), torch.zeros(4, dtype=torch.long))
+    assert not torch.allclose(mixed[:1], scores[:1])  # the first image, now in a varied group
+    losses = train(make_gan(num_classes=2, minibatch_std=4), 10)
+    assert all(torch.isfinite(torch.tensor(h["d_loss"])) for h in losses)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -159,6 +177,7 @@ def test_optimizers_cover_g_then_d_and_never_the_ema():
         (dict(image_size=4), "image_size must be >= 8"),
         (dict(depth=5), "depth must be 1..4 for 16 px"),
         (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\)"),
+        (dict(minibatch_std=1), "minibatch_std must be 0 .off. or a group size >= 2"),
     ],
 )
 def test_bad_configs_are_refused(overrides, message):

@@ -9,7 +9,11 @@ with its own Adam optimizer, trained by one D step then one G step per ``trainin
   centre-cropped.
 - D: ``depth`` stride-2 convs with leaky ReLU, optionally spectrally normalised
   (Miyato et al. 2018), features summed over space, then a linear score plus, for class-conditional
-  models, the projection term <embed(y), features> (Miyato & Koyama 2018).
+  models, the projection term <embed(y), features> (Miyato & Koyama 2018). Optionally (on in
+  `small`) ProGAN's minibatch standard deviation (Karras et al. 2018) as one more input to the
+  score, over groups of images of one class: the conditional G had collapsed within each class
+  (recall 0.02 on Fashion-MNIST after 10 min); with it, at the same budget, FID 39.1 -> 19.0,
+  recall 0.02 -> 0.16, conditional accuracy 93.0 % -> 87.0 %.
 - Loss: hinge (SNGAN, BigGAN) or the non-saturating loss of Goodfellow et al. 2014.
 - An exponential moving average of G's weights (a submodule, so it is in the state_dict) is what
   ``sample`` draws from: it gives smoother, steadier samples than the raw G at any given step.
@@ -58,6 +62,10 @@ class GANConfig:
     beta1: float = 0.0
     beta2: float = 0.9
     ema_decay: float = 0.999  # EMA of G's weights; warmed up as min(decay, (1 + t) / (10 + t))
+    # ProGAN's minibatch standard deviation: D also sees how much the images of a group of this
+    # many (of one class, see training_step) differ, so a G that makes one image per class is
+    # caught. 0 = off (runs saved before it existed load with 0).
+    minibatch_std: int = 0
 
 
 # -- objective ---------------------------------------------------------------------------------
@@ -158,16 +166,36 @@ class Discriminator(nn.Module):
             ch_in = w * 2**i
         self.body = nn.Sequential(*layers)
         feat = ch_in
-        self.score = sn(nn.Linear(feat, 1))
+        self.group = config.minibatch_std
+        self.score = sn(nn.Linear(feat + (1 if self.group else 0), 1))
         # projection discriminator: score += <embed(y), h>, one learned vector per class
         self.label_embed = sn(nn.Embedding(config.num_classes, feat)) if config.num_classes else None
 
     def forward(self, images: Tensor, labels: Tensor | None) -> Tensor:
-        h = self.body(images).sum(dim=(2, 3))  # (B, feat): sum pooling, as in SNGAN
-        out = self.score(h).squeeze(1)  # (B,)
+        x = self.body(images)
+        h = x.sum(dim=(2, 3))  # (B, feat): sum pooling, as in SNGAN
+        if self.group:
+            out = self.score(torch.cat([h, self._spread(x)], dim=1)).squeeze(1)  # (B,)
+        else:
+            out = self.score(h).squeeze(1)
         if self.label_embed is not None:
             out = out + (self.label_embed(labels) * h).sum(1)
         return out
+
+
+    def _spread(self, x: Tensor) -> Tensor:
+        """(B, 1): per group of ``group`` consecutive images, the standard deviation of each
+        feature across the group, averaged, on the scale of the sum-pooled features. Groups are
+        consecutive images, so a batch of reals then fakes never mixes the two; a batch that the
+        group size does not divide uses one group per batch."""
+        b = x.shape[0]
+        g = self.group if b % self.group == 0 else b
+        if g < 2:
+            return x.new_zeros(b, 1)
+        y = x.reshape(b // g, g, -1)  # (groups, g, C*H*W); Tensor.var over dim 1 is 20x slower on a CPU
+        std = (y - y.mean(dim=1, keepdim=True)).square().mean(dim=1).add(1e-8).sqrt()
+        spread = std.mean(dim=1) * (x.shape[2] * x.shape[3])
+        return spread.repeat_interleave(g)[:, None]
 
 
 def _dcgan_init(module: nn.Module) -> None:
@@ -187,7 +215,7 @@ class GAN(nn.Module):
     Config = GANConfig
     PRESETS = {
         "tiny": dict(z_dim=16, label_dim=8, g_width=8, d_width=8, depth=2),  # tests: 8-16 px, seconds
-        "small": dict(z_dim=64, label_dim=32, g_width=64, d_width=64, depth=2),  # CPU minutes, 28x28
+        "small": dict(z_dim=64, label_dim=32, g_width=64, d_width=64, depth=2, minibatch_std=4),  # CPU, 28x28
         "base": dict(z_dim=128, label_dim=64, g_width=128, d_width=128, depth=3),  # a GPU, or 32-64 px
     }
     # Training defaults per preset (any of them can be overridden on the command line).
@@ -242,6 +270,9 @@ class GAN(nn.Module):
         opt_g, opt_d = optimizers
         self._check_images(images)
         labels = self._labels(labels, len(images)) if self.conditional else None
+        if labels is not None and self.config.minibatch_std:  # groups of one class for D's spread feature
+            order = labels.argsort(stable=True)
+            images, labels = images[order], labels[order]
         real = images * 2 - 1  # [0, 1] -> [-1, 1], G's tanh range
         n = len(real)
         device = real.device
@@ -363,6 +394,8 @@ def _check_config(config: GANConfig) -> None:
             raise InvalidInput(f"gan {key} must be >= 1, got {getattr(config, key)}")
     if config.num_classes and config.label_dim < 1:
         raise InvalidInput(f"gan label_dim must be >= 1 for a conditional model, got {config.label_dim}")
+    if config.minibatch_std < 0 or config.minibatch_std == 1:
+        raise InvalidInput(f"gan minibatch_std must be 0 (off) or a group size >= 2, got {config.minibatch_std}")
     if not 0.0 <= config.ema_decay < 1.0:
         raise InvalidInput(f"gan ema_decay must be in [0, 1), got {config.ema_decay}")
     for key in ("beta1", "beta2"):
