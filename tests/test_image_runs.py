@@ -175,3 +175,26 @@ def test_interpolation_refusals(image_ws):
     r = CliRunner().invoke(app, ["generate", "b-gan", "--seed", "1", "--interpolate", "2", "--n", "1", "-w",
                                  str(image_ws.root)])
     assert r.exit_code == 2 and "at least 2 frames" in r.stderr
+
+
+def test_eval_of_an_unlabelled_set_uses_a_self_supervised_extractor(tmp_path):
+    from aigc.metrics import image as im
+
+    x, y = im.rotations(torch.arange(8.0).view(2, 1, 2, 2) / 8)  # the pretext task itself
+    assert y.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert torch.equal(x[2], torch.rot90(x[0], 1, dims=(1, 2))) and torch.equal(x[4], x[0].flip(1, 2))
+
+    data = np.load(write_npz(tmp_path / "blocks.npz", n=160))
+    np.savez(tmp_path / "plain.npz", x=data["x"])  # the same images, no classes
+    ws = aigc.open_workspace(tmp_path / "ws")
+    aigc.ingest(tmp_path / "plain.npz", "plain", workspace=ws)
+    aigc.train("plain", family="vae", preset="tiny", name="p-vae", workspace=ws, max_steps=30)
+    result = aigc.evaluate("p-vae", workspace=ws, n_samples=32)
+    assert result["classifier"]["features"] == "rotation"
+    # chance is 0.25; half-bright blocks cap it at 0.5 (a top-bright block upside down is a bottom-bright one)
+    assert result["classifier"]["test_accuracy"] > 0.3
+    assert "conditional_accuracy" not in result and result["fid"] >= 0 and 0 <= result["recall"] <= 1
+    assert result["fid"] > result["fid_floor_train_vs_test"]  # a 30-step vae is worse than real images
+    assert "psnr" in result and (Path(ws.root) / "classifiers" / "plain.rotation").is_dir()
+    r = CliRunner().invoke(app, ["eval", "p-vae", "--samples", "16", "-w", str(ws.root)])
+    assert r.exit_code == 0 and "rotation test accuracy" in r.stdout and "conditional" not in r.stdout

@@ -28,6 +28,7 @@ from aigc.workspace import Workspace, now, write_json_atomic
 
 CHUNK = 300  # corpus-mode test text is cut into pieces of this many characters
 PROMPT_CHARS = 100  # at most this much of a record is the prompt; the rest is the reference
+ROTATION_TRAIN_IMAGES = 10_000  # train images (x4 rotations) for the extractor of an unlabelled set
 
 
 def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | None = None,
@@ -179,16 +180,26 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
     real = read_image_split(ds_dir, "test")
     if len(real.images) == 0:
         split, real = "val", read_image_split(ds_dir, "val")
-    if real.labels is None:
-        raise InvalidInput("image evaluation needs a labelled dataset: the feature extractor is a classifier of its classes")
     train = read_image_split(ds_dir, "train")
-    real_x, real_y = to_tensor(real.images), torch.from_numpy(real.labels).long()
+    real_x = to_tensor(real.images)
     n = min(n_samples, len(real_x))
     pick = torch.linspace(0, len(real_x) - 1, n).long()  # an evenly spaced, deterministic subset
-    real_x, real_y = real_x[pick], real_y[pick]
-    classifier, info = im.load_or_train_classifier(
-        ws.root / "classifiers", spec["dataset"], to_tensor(train.images), torch.from_numpy(train.labels).long(),
-        real_x, real_y, num_classes=len(train.classes), seed=0)
+    real_x = real_x[pick]
+    if real.labels is not None:  # features of a classifier of the dataset's classes
+        real_y = torch.from_numpy(real.labels).long()[pick]
+        classifier, info = im.load_or_train_classifier(
+            ws.root / "classifiers", spec["dataset"], to_tensor(train.images), torch.from_numpy(train.labels).long(),
+            real_x, real_y, num_classes=len(train.classes), seed=0)
+        features = "class"
+    else:  # no classes: a self-supervised extractor that tells how an image is rotated
+        real_y = None
+        sub = torch.linspace(0, len(train.images) - 1, min(len(train.images), ROTATION_TRAIN_IMAGES)).long()
+        rot_x, rot_y = im.rotations(to_tensor(train.images[sub.numpy()]))
+        test_x, test_y = im.rotations(real_x)
+        classifier, info = im.load_or_train_classifier(
+            ws.root / "classifiers", spec["dataset"] + ".rotation", rot_x, rot_y, test_x, test_y, num_classes=4,
+            seed=0)
+        features = "rotation"
 
     # Samples: every class in turn (or unconditional), batches of 100, one seed per batch.
     t0 = time.perf_counter()
@@ -213,7 +224,7 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
 
     result: dict[str, Any] = {
         "run": name, "modality": "image", "split": split, "created_at": now(), "seed": seed, "n": n,
-        "classifier": {"test_accuracy": info.get("accuracy"), "trained_now": info.get("trained")},
+        "classifier": {"features": features, "test_accuracy": info.get("accuracy"), "trained_now": info.get("trained")},
         **report, "fid_floor_train_vs_test": floor, "seconds_per_1000_samples": sec_per_1000,
     }
     model = gen.model
@@ -223,7 +234,7 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
             recon = []
             for i in range(0, n, 100):
                 x = real_x[i : i + 100].to(gen.device)
-                y = real_y[i : i + 100].to(gen.device) if gen.classes else None
+                y = real_y[i : i + 100].to(gen.device) if gen.classes and real_y is not None else None
                 recon.append((model.reconstruct(x, y) if takes_labels else model.reconstruct(x)).cpu())
             recon = torch.cat(recon)
             result["psnr"] = im.psnr(recon, real_x)
@@ -231,7 +242,8 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
         if hasattr(model, "encode_indices"):
             codes = torch.cat([model.encode_indices(real_x[i : i + 100].to(gen.device)) for i in range(0, n, 100)])
             result["codebook_usage"] = codes.unique().numel() / model.codebook_size
-        losses = model.validation_losses(real_x.to(gen.device), real_y.to(gen.device) if gen.classes else None)
+        losses = model.validation_losses(real_x.to(gen.device),
+                                         real_y.to(gen.device) if gen.classes and real_y is not None else None)
         if "loss" in losses:
             result["test_loss"] = losses["loss"]
     write_grid(run_dir / "eval_samples.png", list(to_uint8(fake_x[:64])))

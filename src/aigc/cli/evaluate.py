@@ -66,7 +66,11 @@ def print_image_eval(r: dict) -> None:
     table.add_row("precision / recall", f"{fmt(r['precision'])} / {fmt(r['recall'])}")
     if "conditional_accuracy" in r:
         table.add_row("conditional accuracy", fmt(r["conditional_accuracy"]))
-    table.add_row("classifier test accuracy", fmt(r["classifier"]["test_accuracy"]))
+    if r["classifier"].get("features") == "rotation":  # an unlabelled set: self-supervised features
+        table.add_row("feature extractor", "rotation classifier (the set has no classes)")
+        table.add_row("rotation test accuracy", fmt(r["classifier"]["test_accuracy"]))
+    else:
+        table.add_row("classifier test accuracy", fmt(r["classifier"]["test_accuracy"]))
     for key, label in (("psnr", "reconstruction PSNR (dB)"), ("ssim", "reconstruction SSIM"),
                        ("test_loss", "test loss"), ("codebook_usage", "codebook usage")):
         if key in r:

@@ -303,6 +303,17 @@ def load_or_train_classifier(
 # -- distribution metrics on features --------------------------------------------------------------
 
 
+def rotations(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Each image (N, C, S, S) at 0, 90, 180 and 270 degrees, labelled 0..3: the pretext task of
+    Gidaris et al. 2018. A classifier of it learns shapes and textures without any class labels,
+    so its features serve FID, KID and precision/recall for image sets that have no classes."""
+    _check_images(images, "images")
+    if images.shape[2] != images.shape[3]:
+        raise InvalidInput(f"rotations need square images, got {images.shape[2]}x{images.shape[3]}")
+    x = torch.cat([torch.rot90(images, k, dims=(2, 3)) for k in range(4)])
+    return x, torch.arange(4).repeat_interleave(len(images))
+
+
 def fid(real_feats: Tensor, fake_feats: Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017).
 
