@@ -129,3 +129,15 @@ def test_the_server_over_an_engine_process(served_ws):
         assert "aigc_active_batch_rows 0.0" in metrics and 'aigc_tokens_generated_total' in metrics
     child.join(10)
     assert not child.is_alive()  # stopping the server stops its engine
+
+
+def test_an_error_that_cannot_be_pickled_still_crosses_as_its_message():
+    from aigc.engine_process import _pack, _unpack
+
+    class Local(Exception):  # defined in a function: pickle cannot find it by name
+        pass
+
+    error = _unpack(_pack(Local("the lamp is out")))
+    assert isinstance(error, RuntimeError) and str(error) == "Local: the lamp is out"
+    over = _unpack(_pack(Overloaded("busy", retry_after=7)))
+    assert isinstance(over, Overloaded) and over.retry_after == 7 and str(over) == "busy"

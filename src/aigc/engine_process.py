@@ -8,9 +8,9 @@ on a two-core machine however many clients came. vLLM moved its engine core out 
 server's process for the same reason. With the engine in a child process, the model runs on one
 core and HTTP, JSON and SSE on the other.
 
-How: the parent keeps a :class:`EngineProcess` with the methods the server uses (``submit``,
-``describe``, ``get``-free: runs are only ever loaded in the child, ``stats``, ``unload``,
-``close``, ``listeners``). Requests go over a pipe; the child's engine reports each decode step's
+How: the parent keeps an :class:`EngineProcess` with the methods the server uses (``submit``,
+``describe``, ``stats``, ``unload``, ``close``, ``listeners``); runs are only ever loaded in the
+child, so the parent never holds a model. Requests go over a pipe; the child's engine reports each decode step's
 events in one message (its per-loop outbox, see ``Engine._flush``), which a reader thread here
 hands to the callers' event loops, one wake-up per message. Submission is a round trip, so a bad
 request, an unknown run or a full queue still raise from ``submit``. Errors cross as (class,
@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import itertools
 import multiprocessing
+import pickle
 import signal
 import threading
 from collections.abc import Callable
@@ -38,7 +39,12 @@ START_TIMEOUT = 120.0  # seconds for the child to import torch and start its eng
 
 def _pack(item: Any) -> Any:
     if isinstance(item, BaseException):
-        return ("__error__", type(item), item.args, dict(item.__dict__))
+        packed = ("__error__", type(item), item.args, dict(item.__dict__))
+        try:
+            pickle.dumps(packed)
+        except Exception:  # noqa: BLE001 - an error that cannot cross: keep its name and message
+            packed = ("__error__", RuntimeError, (f"{type(item).__name__}: {item}",), {})
+        return packed
     if isinstance(item, Result) and item.images is not None:  # by value: no shared-memory tensors
         return dataclasses.replace(item, images=item.images.cpu().numpy())
     return item
