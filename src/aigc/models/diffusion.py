@@ -65,8 +65,9 @@ class Diffusion(nn.Module):
         "tiny": dict(base_channels=8, levels=2, norm_num_groups=4, sample_steps=4),
         # CPU minutes on 28x28 Fashion-MNIST: widths (32, 64), 0.65 M parameters; 250-400 ms per
         # step at batch 16 on one busy core, 50-step DDIM 0.5 s per image (0.85 s with guidance)
-        # 25 DDIM steps by default: half the time of 50 (before the clipped-noise fix in _denoise, 50
-        # steps at guidance 2.0 were measured worse than 25: FID 101.3 vs 62.7)
+        # 25 DDIM steps by default, half the time of 50 for nearly the same images: on Fashion-MNIST
+        # (10 min, guidance 3.0, 500 samples, same weights) 25 steps gave FID 18.4 and 91.8 %
+        # conditional accuracy, 50 steps FID 17.0 and 92.4 %; --steps 50 buys the difference
         "small": dict(base_channels=32, levels=2, norm_num_groups=8, sample_steps=25),
         # a GPU: widths (64, 128, 256), attention at 7x7, 2 ResNet blocks per level
         "base": dict(base_channels=64, levels=3, layers_per_block=2, norm_num_groups=32, attention=True),
