@@ -98,3 +98,19 @@ async def drain(handle: Handle, events: AsyncIterator) -> Result:
 
 def sse(obj: Any) -> str:
     return "data: " + (obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)) + "\n\n"
+
+
+async def sse_stream(handle: Handle, events: AsyncIterator[list], render) -> AsyncIterator[str]:
+    """An OpenAI event stream: one write per burst of events (``render(event)`` gives each one's
+    ``data:`` lines), then ``[DONE]``. An error mid-stream ends it with an error chunk; a stream
+    closed early (the client went away) cancels its request."""
+    try:
+        async for burst in events:
+            if text := "".join(render(ev) for ev in burst):
+                yield text
+        yield sse("[DONE]")
+    except Exception as e:  # noqa: BLE001 - an error mid-stream ends the stream cleanly
+        yield sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
+    finally:
+        if handle.result is None:
+            handle.cancel()

@@ -22,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from aigc.engine import ImageRequest, Result, TextEvent, TextRequest
 from aigc.errors import InvalidInput
 from aigc.generation import Sampling
-from aigc.server.common import check_limits, drain, engine_of, flat, settings_of, shared, sse, stops, submit, with_param
+from aigc.server.common import (check_limits, drain, engine_of, flat, settings_of, shared, sse, sse_stream, stops,
+                                submit, with_param)
 from aigc.server.schemas import ChatRequest, CompletionRequest, ImageGenerationRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -120,19 +121,8 @@ async def completions(body: CompletionRequest, request: Request):
                 return sse({**head, "choices": [choice], **({"usage": None} if include_usage else {})})
             return sse({**head, "choices": [], "usage": _usage(ev)}) if include_usage else ""
 
-        async def stream():
-            try:
-                async for burst in events:  # one write per burst of events
-                    if text := "".join(chunk(ev) for ev in burst):
-                        yield text
-                yield sse("[DONE]")
-            except Exception as e:  # noqa: BLE001 - an error mid-stream ends the stream cleanly
-                yield sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
-            finally:
-                if handle.result is None:
-                    handle.cancel()
-
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"X-Generation-Id": handle.id})
+        return StreamingResponse(sse_stream(handle, events, chunk), media_type="text/event-stream",
+                                 headers={"X-Generation-Id": handle.id})
 
     choices, usage, ids = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, []
     for p, prompt in enumerate(prompts):
@@ -197,19 +187,8 @@ async def chat_completions(body: ChatRequest, request: Request):
                 choice = {"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": _reason(ev.finish_reason)}
             return out + sse({**head, "choices": [choice], **extra})
 
-        async def stream():
-            try:
-                async for burst in events:  # one write per burst of events
-                    if text := "".join(chunks(ev) for ev in burst):
-                        yield text
-                yield sse("[DONE]")
-            except Exception as e:  # noqa: BLE001
-                yield sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
-            finally:
-                if handle.result is None:
-                    handle.cancel()
-
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"X-Generation-Id": handle.id})
+        return StreamingResponse(sse_stream(handle, events, chunks), media_type="text/event-stream",
+                                 headers={"X-Generation-Id": handle.id})
 
     tokens: dict[int, list] = {}
 
