@@ -41,8 +41,9 @@ class TrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.1  # on matrices only; norms, biases and embeddings are not decayed
     beta2: float = 0.99  # small-batch char models like a shorter second-moment memory (nanoGPT uses 0.99)
-    # max gradient norm (0 = off) for the families this loop steps (gpt, lstm); the image families
-    # own their step (training_step) and do not clip: DCGAN/SNGAN, DDPM and VQ-VAE train without it
+    # max gradient norm (0 = off) for the families this loop steps (gpt, lstm). The image families
+    # own their step (training_step) and do not clip: DCGAN and SNGAN do not either, but DDPM's
+    # reference code clips at norm 1, which our diffusion does not do yet
     grad_clip: float = 1.0
     eval_every: int = 250  # steps between validations (and checkpoints)
     eval_tokens: int = 32768  # target tokens per periodic validation; the final one sees the whole split
