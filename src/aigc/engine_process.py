@@ -10,11 +10,11 @@ core and HTTP, JSON and SSE on the other.
 
 How: the parent keeps an :class:`EngineProcess` with the methods the server uses (``submit``,
 ``describe``, ``stats``, ``unload``, ``close``, ``listeners``); runs are only ever loaded in the
-child, so the parent never holds a model. Requests go over a pipe; the child's engine reports each decode step's
-events in one message (its per-loop outbox, see ``Engine._flush``), which a reader thread here
-hands to the callers' event loops, one wake-up per message. Submission is a round trip, so a bad
-request, an unknown run or a full queue still raise from ``submit``. Errors cross as (class,
-args, attributes) and are rebuilt, so ``Overloaded.retry_after`` survives.
+child, so the parent never holds a model. Requests go over a pipe; the child's engine reports
+each decode step's events in one message (its per-loop outbox, see ``Engine._flush``), which a
+reader thread here hands to the callers' event loops, one wake-up per message. Submission is a
+round trip, so a bad request, an unknown run or a full queue still raise from ``submit``. Errors
+cross as (class, args, attributes) and are rebuilt, so ``Overloaded.retry_after`` survives.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class _Relay:
                 handle.cancel()
 
     def call_soon_threadsafe(self, fn: Callable, items: list[tuple[Handle, Any]]) -> None:
-        self.events([(handle, item) for handle, item in items])
+        self.events(items)
 
     def events(self, items: list[tuple[Handle, Any]]) -> None:
         for handle, item in items:
@@ -199,7 +199,8 @@ class EngineProcess:
         try:
             started = self._conn.recv()
         except EOFError:
-            raise RuntimeError(f"the engine process exited on start (exit code {self.process.exitcode})") from None
+            code = self.process.exitcode
+            raise RuntimeError(f"the engine process exited on start (exit code {code})") from None
         error = _unpack(started[1])
         if error is not None:
             self.process.join(5)
@@ -209,7 +210,8 @@ class EngineProcess:
 
     # -- the Engine interface ----------------------------------------------------------------
 
-    def submit(self, req: TextRequest | ImageRequest, loop: asyncio.AbstractEventLoop | None = None) -> Handle:
+    def submit(self, req: TextRequest | ImageRequest,
+               loop: asyncio.AbstractEventLoop | None = None) -> Handle:
         handle = _RemoteHandle(self, loop)
         with self._lock:
             self._handles[handle.id] = handle
@@ -321,10 +323,4 @@ class EngineProcess:
         for future in calls:
             future.set_exception(error)
         for handle in handles:
-            if handle._loop is None:
-                handle._q.put(error)
-            else:
-                try:
-                    handle._loop.call_soon_threadsafe(handle._q.put_nowait, error)
-                except RuntimeError:
-                    pass
+            handle._put(error)

@@ -20,7 +20,6 @@ from typing import Any
 
 from aigc.data.dataset import TextRecord, read_text_split
 from aigc.data.textstream import encode_records, eval_windows
-from aigc.errors import InvalidInput
 from aigc.metrics import text as tm
 from aigc.runs import load, read_spec
 from aigc.tasks import nll_sum
@@ -188,8 +187,8 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
     if real.labels is not None:  # features of a classifier of the dataset's classes
         real_y = torch.from_numpy(real.labels).long()[pick]
         classifier, info = im.load_or_train_classifier(
-            ws.root / "classifiers", spec["dataset"], to_tensor(train.images), torch.from_numpy(train.labels).long(),
-            real_x, real_y, num_classes=len(train.classes), seed=0)
+            ws.root / "classifiers", spec["dataset"], to_tensor(train.images),
+            torch.from_numpy(train.labels).long(), real_x, real_y, num_classes=len(train.classes), seed=0)
         features = "class"
     else:  # no classes: a self-supervised extractor that tells how an image is rotated
         real_y = None
@@ -197,8 +196,8 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
         rot_x, rot_y = im.rotations(to_tensor(train.images[sub.numpy()]))
         test_x, test_y = im.rotations(real_x)
         classifier, info = im.load_or_train_classifier(
-            ws.root / "classifiers", spec["dataset"] + ".rotation", rot_x, rot_y, test_x, test_y, num_classes=4,
-            seed=0)
+            ws.root / "classifiers", spec["dataset"] + ".rotation", rot_x, rot_y, test_x, test_y,
+            num_classes=4, seed=0)
         features = "rotation"
 
     # Samples: every class in turn (or unconditional), batches of 100, one seed per batch.
@@ -224,17 +223,19 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
 
     result: dict[str, Any] = {
         "run": name, "modality": "image", "split": split, "created_at": now(), "seed": seed, "n": n,
-        "classifier": {"features": features, "test_accuracy": info.get("accuracy"), "trained_now": info.get("trained")},
+        "classifier": {"features": features, "test_accuracy": info.get("accuracy"),
+                       "trained_now": info.get("trained")},
         **report, "fid_floor_train_vs_test": floor, "seconds_per_1000_samples": sec_per_1000,
     }
     model = gen.model
+    model_y = real_y if gen.classes else None  # the labels a conditional model is given
     with torch.no_grad():
         if hasattr(model, "reconstruct"):
             takes_labels = "labels" in inspect.signature(model.reconstruct).parameters  # a conditional vae
             recon = []
             for i in range(0, n, 100):
                 x = real_x[i : i + 100].to(gen.device)
-                y = real_y[i : i + 100].to(gen.device) if gen.classes and real_y is not None else None
+                y = model_y[i : i + 100].to(gen.device) if model_y is not None else None
                 recon.append((model.reconstruct(x, y) if takes_labels else model.reconstruct(x)).cpu())
             recon = torch.cat(recon)
             result["psnr"] = im.psnr(recon, real_x)
@@ -243,7 +244,7 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
             codes = torch.cat([model.encode_indices(real_x[i : i + 100].to(gen.device)) for i in range(0, n, 100)])
             result["codebook_usage"] = codes.unique().numel() / model.codebook_size
         losses = model.validation_losses(real_x.to(gen.device),
-                                         real_y.to(gen.device) if gen.classes and real_y is not None else None)
+                                         model_y.to(gen.device) if model_y is not None else None)
         if "loss" in losses:
             result["test_loss"] = losses["loss"]
     write_grid(run_dir / "eval_samples.png", list(to_uint8(fake_x[:64])))
