@@ -74,6 +74,23 @@ def test_continuous_batching_gives_each_request_what_it_gets_alone(served, model
         assert gen.generate(p, cond=c, seed=seed, max_new_tokens=20 + 7 * seed, temperature=1.0) == texts
 
 
+def test_requests_past_the_context_refill_beside_the_batch_and_match_the_generator(served):
+    """Past its context a row is refilled on the prefill thread while the others keep decoding;
+    each request still gets exactly what the plain generator makes (which refills inline)."""
+    gen = aigc.load("g", workspace=served)
+    block = gen.model.block_size
+    reqs = [("apple", 1, 2 * block), ("猕猴桃", 2, block + 5), ("", 3, 3 * block // 2), ("red", 4, 2 * block)]
+    engine = Engine(served, max_batch=4, log=False)
+    try:
+        handles = [engine.submit(_req("g", seed, prompt=p, max_new_tokens=n)) for p, seed, n in reqs]
+        results = [h.wait() for h in handles]
+    finally:
+        engine.close()
+    assert any(r.completion_tokens > block for r in results), "at least one request ran past its context"
+    for (p, seed, n), r in zip(reqs, results):
+        assert r.texts == gen.generate(p, seed=seed, max_new_tokens=n, temperature=1.0)
+
+
 def test_n_samples_stream_events_and_finish_reasons(served):
     engine = Engine(served, log=False)
     try:

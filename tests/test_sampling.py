@@ -142,3 +142,15 @@ def test_apply_stops_and_validation():
     assert apply_stops("text", []) == ("text", False)
     with pytest.raises(InvalidInput, match="stop strings must be non-empty"):
         StopMatcher(["ok", ""])
+
+
+def test_uniforms_for_several_generators_equal_one_call_each():
+    from aigc.sampling import uniforms
+
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+
+    one_by_one = torch.cat([uniforms(n, g, "cpu") for n, g in zip((1, 2, 1), gens())])
+    together = uniforms([1, 2, 1], gens(), "cpu")
+    assert torch.equal(one_by_one, together) and together.shape == (4,)
+    assert bool((together > 0).all()) and bool((together <= 1).all())

@@ -95,6 +95,33 @@ def test_lean_cached_forward_matches_transformers_forward():
     torch.testing.assert_close(torch.cat(parts, 1), ref, atol=1e-5, rtol=1e-5)
 
 
+def test_scripted_layers_are_bit_equal_to_eager():
+    """forward_cached runs its layers as one TorchScript call (the engine prefills beside its decode
+    loop with it); it must compute exactly what the eager function does, call after call (the
+    profiling executor re-optimizes after the first runs)."""
+    from aigc.models import gpt
+
+    torch.manual_seed(0)
+    fam = get_family("gpt")
+    model = fam(make_config(fam, "tiny", {"vocab_size": 40})).eval()
+    x = torch.randint(0, 40, (2, 30))
+
+    def run(layers):
+        gpt._SCRIPTED_LAYERS = layers
+        cache = model.init_cache(2)
+        with torch.inference_mode():
+            outs = [model.forward_cached(x[:, a:b], cache, last_only=False) for a, b in ((0, 12), (12, 13), (13, 30))]
+        return torch.cat(outs, 1), cache.k.clone()
+
+    eager = run(gpt._cached_layers)
+    gpt._SCRIPTED_LAYERS = None
+    scripted = gpt._scripted_layers()
+    assert scripted is not gpt._cached_layers, "TorchScript compiled the layers"
+    for _ in range(4):
+        logits, keys = run(scripted)
+        assert torch.equal(logits, eager[0]) and torch.equal(keys, eager[1])
+
+
 def test_seeds_stops_and_streaming(fruit_ws):
     gen = aigc.load("fruit-gpt", workspace=fruit_ws)
     same = [gen.generate("", cond={"fruit": "apple"}, max_new_tokens=40, seed=11)[0] for _ in range(2)]

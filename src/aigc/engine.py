@@ -29,6 +29,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,22 +249,24 @@ class _TextBatch:
         self.capacity = rows
         self.owners: list[tuple[_TextJob, int]] = []
         self.jobs: list[_TextJob] = []
+        self.reserved = 0  # rows promised to jobs whose prefill is running
 
     @property
     def free(self) -> int:
-        return self.capacity - len(self.owners)
+        return self.capacity - len(self.owners) - self.reserved
 
-    def add(self, job: _TextJob) -> torch.Tensor:
-        """Prefill ``job``'s context into free rows; returns its first logits (n, V)."""
+    def install(self, job: _TextJob, state: Any) -> None:
+        """Give ``job`` free rows holding its prefilled ``state``; it decodes from the next step."""
         rows = list(range(len(self.owners), len(self.owners) + job.req.n))
         self.owners.extend((job, j) for j in range(job.req.n))
         job.rows = rows
         self.jobs.append(job)
-        block = self.model.block_size
-        return self.model.prefill_slots(job.tokens()[:, -block:], self.slots, rows)
+        self.model.load_slots(state, self.slots, rows)
 
     def remove(self, job: _TextJob) -> None:
         """Free ``job``'s rows, moving the last live rows into the holes (rows stay packed)."""
+        if job not in self.jobs:  # never installed, or sitting out a prefill
+            return
         for r in sorted(job.rows, reverse=True):
             last = len(self.owners) - 1
             if r != last:
@@ -302,6 +305,14 @@ class Engine:
         self._image_queue: collections.deque[tuple[ImageRequest, Handle, float | None, float]] = collections.deque()
         self._image_wake = threading.Condition(self._lock)
         self._stop = False
+        # Prefills (a new request's prompt; a full context's refill) run on their own thread, so a
+        # running batch keeps decoding meanwhile: the text worker hands a context over and picks the
+        # state up, done, between two steps. Inline, a 96-token refill of the small gpt stalled all
+        # 16 streams of a batch for 4.5 ms. The gpt's layers are one TorchScript call that takes the
+        # GIL once (see models/gpt.py), so on the second core a prefill costs the decode loop ~0.1 ms.
+        self._prefill_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigc-prefill")
+        self._prefilled: collections.deque[tuple] = collections.deque()  # finished, waiting to join
+        self._prefilling = 0  # handed over and not yet joined (text worker only)
         self.listeners: list[Callable[[str, Result], None]] = []  # called with (kind, result) per request
         self.tokens_generated = 0
         self.log_failures = 0
@@ -392,6 +403,7 @@ class Engine:
             self._image_wake.notify_all()
         for t in self._threads:
             t.join(timeout=60)
+        self._prefill_pool.shutdown(wait=True)
 
     # -- checks and loading ----------------------------------------------------------------
 
@@ -519,16 +531,13 @@ class Engine:
 
     def _text_loop(self) -> None:
         torch.set_num_threads(self.threads)  # per thread: OpenMP settings do not carry over from main
+        self._prefill_pool.submit(torch.set_num_threads, self.threads).result()
         while True:
-            with self._lock:
-                busy = any(e.batch is not None and e.batch.owners for e in self.loaded.values())
-                if not busy and not self._text_queue:
-                    if self._stop:
-                        return
-                    self._wake.wait(timeout=1.0)
-                batches = [e for e in self.loaded.values() if e.batch is not None and e.batch.jobs]
+            self._join_prefilled()
             self._admit()
             self._flush()  # first tokens out before the next step
+            with self._lock:
+                batches = [e for e in self.loaded.values() if e.batch is not None and e.batch.jobs]
             for entry in batches:
                 try:
                     self._step(entry)
@@ -536,12 +545,21 @@ class Engine:
                     self._fail(entry, list(entry.batch.jobs), e)
             self._flush()
             self._evict_expired()
+            with self._lock:
+                decoding = any(e.batch is not None and e.batch.owners for e in self.loaded.values())
+                # Nothing to decode: sleep until a request or a finished prefill comes (a request
+                # that came since _admit finds the queue non-empty here, unless a prefill that will
+                # wake us is running).
+                if not decoding and not self._prefilled and (not self._text_queue or self._prefilling):
+                    if self._stop and not self._text_queue and not self._prefilling:
+                        return
+                    self._wake.wait(timeout=1.0)
 
     def _fail(self, entry: Loaded, jobs: list[_TextJob], error: Exception) -> None:
+        """End admitted ``jobs`` (in the batch or not) with ``error``."""
         for job in jobs:
-            if job in entry.batch.jobs:
-                entry.batch.remove(job)
-                self._release(entry, job.req.keep_alive)
+            entry.batch.remove(job)
+            self._release(entry, job.req.keep_alive)
             self._post(job.handle, error if isinstance(error, AigcError) else
                        RuntimeError(f"generation failed: {type(error).__name__}: {error}"))
 
@@ -588,10 +606,50 @@ class Engine:
         job.texts = [""] * req.n
         job.finish = [None] * req.n
         job.pending_tokens = [[] for _ in range(req.n)]
-        with torch.inference_mode():
-            logits = entry.batch.add(job)
-        job.prefill_s = time.perf_counter() - job.started
-        self._sample(entry, job, logits)
+        self._prefill(entry, job, job.tokens()[:, -entry.batch.model.block_size:], first=True)
+
+    def _prefill(self, entry: Loaded, job: _TextJob, context: torch.Tensor, first: bool) -> None:
+        """Hand ``context`` (n, T) to the prefill thread, holding rows for it; ``job`` joins the
+        batch in :meth:`_join_prefilled` (``first``: with its first token sampled from the logits)."""
+        batch = entry.batch
+        batch.reserved += job.req.n
+        self._prefilling += 1
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    state, logits = batch.model.prefill_state(context, batch.slots)
+                done = (entry, job, first, state, logits, None)
+            except Exception as e:  # noqa: BLE001 - reported to the request by the text worker
+                done = (entry, job, first, None, None, e)
+            with self._lock:
+                self._prefilled.append(done)
+                self._wake.notify()
+
+        self._prefill_pool.submit(work)
+
+    def _join_prefilled(self) -> None:
+        """Jobs whose prefill finished take their rows (between two decode steps, text worker)."""
+        with self._lock:
+            if not self._prefilled:
+                return
+            done, self._prefilled = self._prefilled, collections.deque()
+        now = time.perf_counter()
+        for entry, job, first, state, logits, error in done:
+            entry.batch.reserved -= job.req.n
+            self._prefilling -= 1
+            if error is not None:
+                self._fail(entry, [job], error)
+            elif job.handle.cancelled:
+                self._end(entry, job, "cancelled")
+            elif job.deadline is not None and now > job.deadline:
+                self._end(entry, job, "timeout")
+            else:
+                with torch.inference_mode():
+                    entry.batch.install(job, state)
+                if first:
+                    job.prefill_s = time.perf_counter() - job.started
+                    self._sample(entry, job, logits)
 
     def _step(self, entry: Loaded) -> None:
         """One decode step of a run's batch: drop leavers, re-prefill full rows, feed, sample."""
@@ -607,9 +665,14 @@ class Engine:
         cap = batch.slots.capacity
         with torch.inference_mode():
             if cap is not None:
-                full = [job for job in batch.jobs if int(batch.slots.lengths[job.rows[0]]) >= cap]
-                for job in full:  # context full: keep the last three quarters of a block, as TextGenerator does
-                    batch.model.prefill_slots(job.tokens()[:, -(3 * cap // 4):-1], batch.slots, job.rows)
+                at_cap = (batch.slots.lengths[: len(batch.owners)] >= cap).nonzero().flatten().tolist()
+                full = list(dict.fromkeys(batch.owners[r][0] for r in at_cap))  # one tensor read, not one per job
+                for job in full:  # context full: refill the last three quarters of a block, as TextGenerator
+                    context = job.tokens()[:, -(3 * cap // 4):-1]  # does; the job sits out until it is done
+                    batch.remove(job)
+                    self._prefill(entry, job, context, first=False)
+                if not batch.owners:
+                    return
             tokens = torch.tensor([owner.last[j] for owner, j in batch.owners], device=batch.slots.lengths.device)
             logits = batch.model.decode_slots(tokens, batch.slots)
             # Rows of jobs with the same settings are sampled together; each job still draws its
@@ -624,19 +687,24 @@ class Engine:
             for key, members in groups.items():
                 if key is None:  # a repetition penalty looks at each job's own history
                     for job, rows in members:
-                        chosen.append((job, logits[rows], self._choose(job, logits[rows])))
+                        token = self._choose(job, logits[rows])
+                        chosen.append((job, token.tolist(), logits[rows], token))
                     continue
-                lg = logits[[r for _, rows in members for r in rows]]
+                order = [r for _, rows in members for r in rows]
+                lg = logits if order == list(range(logits.shape[0])) else logits[order]
                 probs, picked = next_token_probs(lg, temperature=key[0], top_k=key[1], top_p=key[2])
                 if picked is None:
-                    u = torch.cat([uniforms(job.req.n, job.generator, lg.device) for job, _ in members])
+                    u = uniforms([job.req.n for job, _ in members], [job.generator for job, _ in members], lg.device)
                     picked = draw(probs, u)
-                k = 0
+                ids, k = picked.tolist(), 0  # one read for the group; tensors per job only for logprobs
                 for job, rows in members:
-                    chosen.append((job, lg[k : k + len(rows)], picked[k : k + len(rows)]))
-                    k += len(rows)
-            for job, lg, token in chosen:
-                self._accept(entry, job, lg, token)
+                    n = len(rows)
+                    wants = job.req.logprobs is not None
+                    chosen.append((job, ids[k : k + n], lg[k : k + n] if wants else None,
+                                   picked[k : k + n] if wants else None))
+                    k += n
+            for job, ids, lg, token in chosen:
+                self._accept(entry, job, ids, lg, token)
 
     def _choose(self, job: _TextJob, logits: torch.Tensor) -> torch.Tensor:
         s = job.req.sampling
@@ -645,12 +713,14 @@ class Engine:
                                  prev_tokens=job.tokens() if s.repetition_penalty != 1.0 else None)
 
     def _sample(self, entry: Loaded, job: _TextJob, logits: torch.Tensor) -> None:
-        self._accept(entry, job, logits, self._choose(job, logits))
+        token = self._choose(job, logits)
+        self._accept(entry, job, token.tolist(), logits, token)
 
-    def _accept(self, entry: Loaded, job: _TextJob, logits: torch.Tensor, token: torch.Tensor) -> None:
-        """Take ``job``'s next tokens (chosen from its rows' logits) and emit what they complete."""
+    def _accept(self, entry: Loaded, job: _TextJob, ids: list[int], logits: torch.Tensor | None,
+                token: torch.Tensor | None) -> None:
+        """Take ``job``'s next tokens ``ids`` and emit what they complete. ``logits`` (its rows') and
+        ``token`` (``ids`` as a tensor) are needed only when the request asked for log-probabilities."""
         s, tok = job.req.sampling, entry.generator.tokenizer
-        ids = token.tolist()
         job.unjoined.append(ids)
         job.last = ids
         job.steps += 1

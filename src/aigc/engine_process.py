@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from aigc.engine import Engine, Handle, ImageRequest, Result, TextRequest, _deliver
+from aigc.engine import Engine, Handle, ImageRequest, Result, TextEvent, TextRequest, _deliver
 from aigc.errors import Overloaded
 from aigc.workspace import Workspace
 
@@ -38,6 +38,8 @@ START_TIMEOUT = 120.0  # seconds for the child to import torch and start its eng
 
 
 def _pack(item: Any) -> Any:
+    if type(item) is TextEvent:  # the most common message by far: a tuple pickles 4x faster
+        return ("__text__", item.index, item.text, item.finish_reason, item.tokens)
     if isinstance(item, BaseException):
         packed = ("__error__", type(item), item.args, dict(item.__dict__))
         try:
@@ -51,6 +53,8 @@ def _pack(item: Any) -> Any:
 
 
 def _unpack(item: Any) -> Any:
+    if type(item) is tuple and item[0] == "__text__":
+        return TextEvent(*item[1:])
     if isinstance(item, tuple) and len(item) == 4 and item[0] == "__error__":
         _, cls, args, attrs = item
         try:

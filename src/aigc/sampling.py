@@ -118,10 +118,18 @@ def next_token_probs(
     return logits.softmax(dim=-1), None  # (B, V)
 
 
-def uniforms(n: int, generator: torch.Generator | None, device) -> Tensor:
-    """n draws from (0, 1] (never 0, so :func:`draw` never picks a token of probability 0)."""
-    where = generator.device if generator is not None else device
-    return (1.0 - torch.rand(n, generator=generator, device=where)).to(device)
+def uniforms(n: int | Sequence[int], generator: torch.Generator | None | Sequence[torch.Generator], device) -> Tensor:
+    """n draws from (0, 1] (never 0, so :func:`draw` never picks a token of probability 0).
+
+    With sequences, ``n[i]`` draws from ``generator[i]`` each, concatenated: the same values as
+    one call per generator, in one tensor (the serving engine samples many requests' rows at once).
+    """
+    if isinstance(n, int):
+        n, generator = [n], [generator]
+    where = generator[0].device if generator[0] is not None else device
+    u = torch.cat([torch.rand(k, generator=g, device=where) for k, g in zip(n, generator)]) if len(n) > 1 \
+        else torch.rand(n[0], generator=generator[0], device=where)
+    return (1.0 - u).to(device)
 
 
 def draw(probs: Tensor, u: Tensor) -> Tensor:

@@ -128,11 +128,23 @@ class LSTMLM(nn.Module):
     @torch.no_grad()
     def prefill_slots(self, idx: Tensor, slots: LSTMSlots, rows: list[int]) -> Tensor:
         """Run the contexts idx (n, T) and keep their states in ``rows``; logits (n, V)."""
+        state, logits = self.prefill_state(idx, slots)
+        self.load_slots(state, slots, rows)
+        return logits
+
+    @torch.no_grad()
+    def prefill_state(self, idx: Tensor, slots: LSTMSlots) -> tuple[tuple[Tensor, Tensor, int], Tensor]:
+        """Run the contexts idx (n, T) without touching ``slots``: ``((h, c, T), logits (n, V))``,
+        for :meth:`load_slots` (the engine runs this beside decode steps)."""
         logits, (h, c) = self._logits(idx, None)
+        return (h, c, idx.shape[1]), logits[:, -1]
+
+    @torch.no_grad()
+    def load_slots(self, state: tuple[Tensor, Tensor, int], slots: LSTMSlots, rows: list[int]) -> None:
+        h, c, T = state
         index = torch.tensor(rows, device=slots.h.device)
         slots.h[:, index], slots.c[:, index] = h, c
-        slots.lengths[index] = idx.shape[1]
-        return logits[:, -1]
+        slots.lengths[index] = T
 
     @torch.no_grad()
     def decode_slots(self, tokens: Tensor, slots: LSTMSlots) -> Tensor:
