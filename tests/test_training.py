@@ -116,3 +116,29 @@ def test_parse_duration():
     assert parse_duration("90") == 90 and parse_duration("5m") == 300 and parse_duration("1.5h") == 5400
     with pytest.raises(aigc.InvalidInput, match="300s, 5m"):
         parse_duration("soon")
+
+
+def test_weights_round_trip_with_packed_and_tied_tensors(tmp_path):
+    """On CUDA, cuDNN packs an LSTM's weights into one flat buffer (views that safetensors'
+    save_model refuses); tied weights share one tensor. Both must save and load back."""
+    from torch import nn
+
+    from aigc.training import load_weights, save_weights
+
+    class Packed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            flat = torch.randn(10)
+            self.a, self.b = nn.Parameter(flat[:4]), nn.Parameter(flat[4:])  # views of one storage
+            self.emb = nn.Linear(3, 2, bias=False)
+            self.head = nn.Linear(3, 2, bias=False)
+            self.head.weight = self.emb.weight  # tied
+
+    src, dst = Packed(), Packed()
+    save_weights(src, tmp_path / "w.safetensors")
+    load_weights(dst, tmp_path / "w.safetensors")
+    for name, t in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[name], t), name
+    assert dst.head.weight is dst.emb.weight
+    with pytest.raises(RuntimeError, match="does not fit the model"):
+        load_weights(nn.Linear(3, 2), tmp_path / "w.safetensors")

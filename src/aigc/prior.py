@@ -108,8 +108,8 @@ def load_prior(run_dir: Path, spec: dict[str, Any]) -> GPT | None:
     weights = run_dir / PRIOR_DIR / "model.safetensors"
     if "prior" not in spec or not weights.exists():
         return None
-    from safetensors.torch import load_model
+    from aigc.training import load_weights
 
     prior = GPT(GPTConfig(**spec["prior"]["model_config"]))
-    load_model(prior, str(weights))
+    load_weights(prior, weights)
     return prior

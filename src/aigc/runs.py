@@ -33,7 +33,7 @@ from aigc.errors import InvalidInput
 from aigc.generation import TextGenerator
 from aigc.models.registry import config_from_dict, get_family, make_config
 from aigc.tasks import ImageTask, TextLMTask
-from aigc.training import TrainConfig, fit
+from aigc.training import TrainConfig, fit, load_weights
 from aigc.workspace import Workspace, now, write_json_atomic
 
 RUN_FILE = "run.json"
@@ -246,9 +246,7 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
 
 def _export(model: nn.Module, run_dir: Path) -> None:
     """Write export/ through a staging folder and a rename: never half an export."""
-    from safetensors.torch import load_model
-
-    load_model(model, str(run_dir / "model.safetensors"))  # export the best weights, not the last
+    load_weights(model, run_dir / "model.safetensors")  # export the best weights, not the last
     staged = run_dir / ".export-tmp"
     shutil.rmtree(staged, ignore_errors=True)
     if hasattr(model, "save_pipeline"):  # a diffusers pipeline folder
@@ -282,9 +280,7 @@ def load(ws: Workspace, name: str, device: str | None = None):
     model = fam(config_from_dict(fam.Config, spec["model_config"]))
     weights = run_dir / "model.safetensors"
     if weights.exists():
-        from safetensors.torch import load_model
-
-        load_model(model, str(weights))
+        load_weights(model, weights)
     elif (run_dir / "checkpoints" / "last.pt").exists():
         ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])

@@ -196,15 +196,42 @@ def atomic_save(obj: Any, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_model
+def _tensor_groups(model: nn.Module) -> dict[tuple, list[str]]:
+    """``model``'s state-dict names grouped by the tensor they hold: a group of two or more is a
+    tied weight (the gpt's head and embedding)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, t in model.state_dict().items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        groups.setdefault(key, []).append(name)
+    return groups
 
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """Write ``model``'s weights as safetensors, atomically; :func:`load_weights` reads them back.
+
+    A tied weight is stored once, under its first name. Every tensor is copied to storage of its
+    own first: on CUDA, cuDNN packs an LSTM's weights into one flat buffer, and safetensors'
+    ``save_model`` refuses such views ("None is covering the entire storage")."""
+    from safetensors.torch import save_file
+
+    tensors = {names[0]: model.state_dict()[names[0]].detach().clone() for names in _tensor_groups(model).values()}
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        save_model(model, str(tmp))
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load weights written by :func:`save_weights` (or safetensors' ``save_model``) into ``model``,
+    on whatever device it is; a tied weight needs only one of its names in the file."""
+    from safetensors.torch import load_file
+
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    lost = [names[0] for names in _tensor_groups(model).values() if all(n in missing for n in names)]
+    if lost or unexpected:
+        raise RuntimeError(f"{path.name} does not fit the model: missing {lost[:5]}, unexpected {unexpected[:5]}")
 
 
 def fit(
@@ -374,9 +401,7 @@ def fit(
                 writer.close()
     if state.stop_reason != "interrupted" and best_path.exists():
         # The best weights get one validation on the whole split: the figure reported for the run.
-        from safetensors.torch import load_model
-
-        load_model(net, str(best_path))
+        load_weights(net, best_path)
         net.eval()
         state.val_loss = state.best_val_loss = task.evaluate(net, full=True)
     _emit(callbacks, "on_end", state)

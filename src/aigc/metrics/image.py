@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aigc.errors import InvalidInput
-from aigc.training import save_weights
+from aigc.training import load_weights, save_weights
 from aigc.workspace import write_json_atomic
 
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
@@ -273,10 +273,8 @@ def load_or_train_classifier(
         except (OSError, ValueError, KeyError, TypeError):
             cached = None  # damaged: train again below
         if cached == want:
-            from safetensors.torch import load_model
-
             model = DomainClassifier(**asdict(cached))
-            load_model(model, str(weights))
+            load_weights(model, weights)
             model.eval()
             return model, {**info, "trained": False, "path": str(folder)}
 
