@@ -65,7 +65,7 @@ def test_training_run_records_falling_loss(fruit_ws, family):
 def test_save_load_gives_identical_logits_and_samples(fruit_ws, family):
     a = aigc.load(f"fruit-{family}", workspace=fruit_ws)
     b = aigc.load(f"fruit-{family}", workspace=fruit_ws)
-    x = torch.tensor([a.context_ids("apple", {"fruit": "apple"})])
+    x = torch.tensor([a.context_ids("apple", {"fruit": "apple"})], device=next(a.model.parameters()).device)
     with torch.no_grad():
         assert torch.equal(a.model(x)[0], b.model(x)[0])
     kw = dict(n=2, cond={"fruit": "kiwi"}, max_new_tokens=30, seed=5)

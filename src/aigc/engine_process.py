@@ -176,7 +176,10 @@ class _RemoteHandle(Handle):
     def cancel(self) -> None:
         if not self.cancelled:
             super().cancel()
-            self._owner._send(("cancel", self.id))
+            try:
+                self._owner._send(("cancel", self.id))
+            except (OSError, ValueError):  # the engine process is gone: nothing left to stop
+                pass
 
 
 class EngineProcess:
@@ -268,7 +271,12 @@ class EngineProcess:
         future: Future = Future()
         with self._lock:
             self._calls[call_id] = future
-        self._send(("call", call_id, method, args))
+        try:
+            self._send(("call", call_id, method, args))
+        except (OSError, ValueError):  # it died since the check above
+            with self._lock:
+                self._calls.pop(call_id, None)
+            raise Overloaded("the engine process exited unexpectedly: restart the server", retry_after=5) from None
         return future.result()
 
     def _read(self) -> None:

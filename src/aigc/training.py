@@ -271,6 +271,7 @@ def fit(
             raise InvalidInput(f"{run_dir.name} has no checkpoint to resume from: start it again without --resume")
         ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
+        model.to(fabric.device)  # first: an optimizer loads its state onto its parameters' device
         for opt, opt_state in zip(optimizers, ckpt["optimizers"], strict=True):
             opt.load_state_dict(opt_state)
         gen.set_state(ckpt["rng"]["batches"])
