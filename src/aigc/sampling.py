@@ -127,8 +127,8 @@ def uniforms(n: int | Sequence[int], generator: torch.Generator | None | Sequenc
     if isinstance(n, int):
         n, generator = [n], [generator]
     where = generator[0].device if generator[0] is not None else device
-    u = torch.cat([torch.rand(k, generator=g, device=where) for k, g in zip(n, generator)]) if len(n) > 1 \
-        else torch.rand(n[0], generator=generator[0], device=where)
+    parts = [torch.rand(k, generator=g, device=where) for k, g in zip(n, generator)]
+    u = parts[0] if len(parts) == 1 else torch.cat(parts)
     return (1.0 - u).to(device)
 
 

@@ -196,11 +196,11 @@ def atomic_save(obj: Any, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _tensor_groups(model: nn.Module) -> dict[tuple, list[str]]:
-    """``model``'s state-dict names grouped by the tensor they hold: a group of two or more is a
-    tied weight (the gpt's head and embedding)."""
+def _tensor_groups(state: dict[str, torch.Tensor]) -> dict[tuple, list[str]]:
+    """A state dict's names grouped by the tensor they hold: a group of two or more is a tied
+    weight (the gpt's head and embedding)."""
     groups: dict[tuple, list[str]] = {}
-    for name, t in model.state_dict().items():
+    for name, t in state.items():
         key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
         groups.setdefault(key, []).append(name)
     return groups
@@ -214,7 +214,8 @@ def save_weights(model: nn.Module, path: Path) -> None:
     ``save_model`` refuses such views ("None is covering the entire storage")."""
     from safetensors.torch import save_file
 
-    tensors = {names[0]: model.state_dict()[names[0]].detach().clone() for names in _tensor_groups(model).values()}
+    state = model.state_dict()
+    tensors = {names[0]: state[names[0]].detach().clone() for names in _tensor_groups(state).values()}
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
@@ -229,7 +230,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
     from safetensors.torch import load_file
 
     missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    lost = [names[0] for names in _tensor_groups(model).values() if all(n in missing for n in names)]
+    lost = [names[0] for names in _tensor_groups(model.state_dict()).values() if all(n in missing for n in names)]
     if lost or unexpected:
         raise RuntimeError(f"{path.name} does not fit the model: missing {lost[:5]}, unexpected {unexpected[:5]}")
 
