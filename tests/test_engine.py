@@ -214,6 +214,13 @@ def test_every_request_is_logged_before_its_result_arrives(served):
         engine.close()
 
 
+def test_a_log_row_naming_no_column_is_refused_not_dropped(served):
+    """Rows go in as parameters of one cached INSERT, which would ignore a key that names no column."""
+    with pytest.raises(ValueError, match="no such generations column.*promt"):
+        logbook.record(served, {"run": "x", "kind": "text", "status": "ok", "endpoint": "completions",
+                                "promt": "typo", "latency_ms": 1.0})
+
+
 def test_a_deleted_run_folder_is_a_clear_error(served, tmp_path):
     import shutil
 

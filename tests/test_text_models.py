@@ -95,6 +95,36 @@ def test_lean_cached_forward_matches_transformers_forward():
     torch.testing.assert_close(torch.cat(parts, 1), ref, atol=1e-5, rtol=1e-5)
 
 
+def test_decode_weights_follow_every_update_of_the_model():
+    """The fused, transposed weights decoding reads are kept between generations; an optimizer step,
+    a load_state_dict or a dtype change must not leave the cached path on stale weights."""
+    torch.manual_seed(0)
+    fam = get_family("gpt")
+    model = fam(make_config(fam, "tiny", {"vocab_size": 40}))
+    x = torch.randint(0, 40, (2, 16))
+
+    def check():
+        model.eval()
+        with torch.no_grad():
+            cached = model.forward_cached(x, model.init_cache(2), last_only=False)
+            ref = model(x)[0]
+        torch.testing.assert_close(cached, ref, atol=1e-4, rtol=1e-4)
+        return cached
+
+    first = check()
+    assert model._decode_weights() is model._decode_weights(), "kept while nothing changes"
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    model(x, x)[1].backward()
+    opt.step()
+    assert not torch.allclose(check(), first), "the step changed the outputs, and the cached path saw it"
+    fresh = fam(make_config(fam, "tiny", {"vocab_size": 40}))
+    model.load_state_dict(fresh.state_dict())
+    check()
+    model.double()
+    assert check().dtype == torch.float64
+
+
 def test_scripted_layers_are_bit_equal_to_eager():
     """forward_cached runs its layers as one TorchScript call (the engine prefills beside its decode
     loop with it); it must compute exactly what the eager function does, call after call (the
