@@ -131,6 +131,26 @@ def test_the_server_over_an_engine_process(served_ws):
     assert not child.is_alive()  # stopping the server stops its engine
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="binding needs Linux and two CPUs")
+def test_cpu_bind_gives_the_decode_loop_a_core_of_its_own(served_ws):
+    """`aigc serve` binds: one thread of the engine process (the text decode loop) on the last CPU,
+    every other thread of both processes on the rest; the parent's CPUs come back on close."""
+    before = os.sched_getaffinity(0)
+    last = {max(before)}
+    engine = EngineProcess(served_ws, cpu_bind=True, threads=1, log=False)
+    try:
+        r = engine.generate(_req(seed=2, max_new_tokens=6))  # a request decodes on the bound thread
+        assert r.status == "ok"
+        child = {int(t): os.sched_getaffinity(int(t)) for t in os.listdir(f"/proc/{engine.process.pid}/task")}
+        assert sum(cpus == last for cpus in child.values()) == 1, child
+        assert all(cpus == before - last for cpus in child.values() if cpus != last), child
+        assert os.sched_getaffinity(0) == before - last  # the HTTP side keeps off the decode core
+    finally:
+        engine.close()
+    assert os.sched_getaffinity(0) == before
+
+
 def test_an_error_that_cannot_be_pickled_still_crosses_as_its_message():
     from aigc.engine_process import _pack, _unpack
 

@@ -39,6 +39,7 @@ import torch
 from aigc import logbook
 from aigc.errors import AigcError, DeadlineExceeded, InvalidInput, NotFound, Overloaded
 from aigc.generation import SampleStream, Sampling, TextGenerator
+from aigc.runtime import CpuPlan, bind_thread, worker_threads
 from aigc.sampling import draw, logprobs_of, next_token_probs, sample_next_token, uniforms
 from aigc.workspace import Workspace
 
@@ -285,7 +286,8 @@ class _TextBatch:
 class Engine:
     def __init__(self, workspace: Workspace, *, max_batch: int = 16, max_queue: int = 32,
                  memory_limit: int = 2 << 30, keep_alive: float = 300.0, timeout: float | None = 600.0,
-                 log: bool = True, device: str | None = None, threads: int | None = None):
+                 log: bool = True, device: str | None = None, threads: int | None = None,
+                 cpu_plan: CpuPlan | None = None):
         if max_batch < 1 or max_queue < 0:
             raise InvalidInput(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch} and {max_queue}")
         self.ws = workspace
@@ -295,9 +297,10 @@ class Engine:
         # Torch threads of each worker. All cores but one by default: the last one serves HTTP and
         # JSON. Measured on 2 cores (small gpt, one decode step at batch 1 / 16): a worker thread
         # with 2 OpenMP threads took 3.4 / 5.0 ms, with 1 thread 0.9 / 2.2 ms.
-        from aigc.runtime import physical_cores
-
-        self.threads = threads or max(1, physical_cores() - 1)
+        self.threads = worker_threads(threads)
+        # With a plan, the text worker binds itself to its CPUs and the other workers to the rest
+        # (aigc.runtime.CpuPlan says why; `aigc serve` makes one for its engine process).
+        self.cpu_plan = cpu_plan
         self.loaded: collections.OrderedDict[str, Loaded] = collections.OrderedDict()  # LRU order
         self._lock = threading.Lock()  # guards loaded, the queues and the counters
         self._wake = threading.Condition(self._lock)
@@ -529,9 +532,15 @@ class Engine:
 
     # -- text worker ---------------------------------------------------------------------------
 
-    def _text_loop(self) -> None:
+    def _worker_setup(self, cpus: frozenset[int] | None) -> None:
         torch.set_num_threads(self.threads)  # per thread: OpenMP settings do not carry over from main
-        self._prefill_pool.submit(torch.set_num_threads, self.threads).result()
+        if cpus is not None:
+            bind_thread(cpus)
+
+    def _text_loop(self) -> None:
+        plan = self.cpu_plan
+        self._worker_setup(plan and plan.decode)
+        self._prefill_pool.submit(self._worker_setup, plan and plan.other).result()
         while True:
             self._join_prefilled()
             self._admit()
@@ -789,7 +798,7 @@ class Engine:
     # -- image worker ----------------------------------------------------------------------------
 
     def _image_loop(self) -> None:
-        torch.set_num_threads(self.threads)
+        self._worker_setup(self.cpu_plan and self.cpu_plan.other)
         while True:
             with self._lock:
                 while not self._image_queue:

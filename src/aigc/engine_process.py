@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import itertools
 import multiprocessing
+import os
 import pickle
 import signal
 import threading
@@ -32,6 +33,7 @@ from typing import Any
 
 from aigc.engine import Engine, Handle, ImageRequest, Result, TextEvent, TextRequest, _deliver
 from aigc.errors import Overloaded
+from aigc.runtime import CpuPlan, bind_process, default_device, worker_threads
 from aigc.workspace import Workspace
 
 START_TIMEOUT = 120.0  # seconds for the child to import torch and start its engine
@@ -115,6 +117,8 @@ class _RelayHandle(Handle):
 def _child_main(conn, root: str, options: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes us
     relay = _Relay(conn)
+    if options.get("cpu_plan") is not None:  # before the engine starts its threads: they inherit it
+        bind_process(options["cpu_plan"].other)
     try:
         from aigc import open_workspace
 
@@ -183,10 +187,17 @@ class _RemoteHandle(Handle):
 
 
 class EngineProcess:
-    """An :class:`~aigc.engine.Engine` (same keyword options) running in a child process."""
+    """An :class:`~aigc.engine.Engine` (same keyword options) running in a child process.
 
-    def __init__(self, workspace: Workspace, **options: Any):
+    ``cpu_bind``: on a CPU, give the engine's text decode loop a core of its own and bind every
+    other thread, this process's (HTTP) included, to the remaining cores (see
+    :class:`~aigc.runtime.CpuPlan`; nothing is bound where the plan cannot be made)."""
+
+    def __init__(self, workspace: Workspace, cpu_bind: bool = False, **options: Any):
         self.ws = workspace
+        self.cpu_plan = None
+        if cpu_bind and (options.get("device") or default_device()) == "cpu":
+            self.cpu_plan = options["cpu_plan"] = CpuPlan.make(worker_threads(options.get("threads")))
         self.listeners: list[Callable[[str, Result], None]] = []
         self._handles: dict[str, _RemoteHandle] = {}
         self._calls: dict[int, Future] = {}
@@ -214,6 +225,10 @@ class EngineProcess:
             raise error
         self._reader = threading.Thread(target=self._read, name="aigc-engine-reader", daemon=True)
         self._reader.start()
+        self._affinity = None
+        if self.cpu_plan is not None:
+            self._affinity = frozenset(os.sched_getaffinity(0))  # given back on close
+            bind_process(self.cpu_plan.other)
 
     # -- the Engine interface ----------------------------------------------------------------
 
@@ -254,6 +269,8 @@ class EngineProcess:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5)
+        if self._affinity is not None:
+            bind_process(self._affinity)
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -33,6 +33,8 @@ def serve(
     threads: Annotated[int | None, typer.Option("--threads", min=1, show_default=False,
                                                 help="Torch threads per engine worker (default: all cores but one, "
                                                      "which serves HTTP).")] = None,
+    cpu_bind: Annotated[bool, typer.Option("--cpu-bind/--no-cpu-bind", help="On a CPU, give the text decode loop a "
+                                           "core of its own and the rest of the server the other cores.")] = True,
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the models in the server's own process "
                                              "(by default they run in a child process, so that model and HTTP "
                                              "work never wait on each other's GIL).")] = False,
@@ -49,7 +51,7 @@ def serve(
     settings = Settings(log=not no_log, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens,
                         memory_limit=parse_bytes(memory_limit), keep_alive=_seconds(keep_alive, parse_duration),
                         timeout=parse_duration(timeout), cors_origins=cors_origin or [], preload=preload or [],
-                        threads=threads, engine_process=not in_process)
+                        threads=threads, engine_process=not in_process, cpu_bind=cpu_bind)
     for name in settings.preload:
         ws.get_run(name)  # an unknown run fails here, in one line, before the server starts
     run_server(ws, settings, host, port, announce=lambda url: out.print(

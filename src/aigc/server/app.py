@@ -56,6 +56,9 @@ class Settings:
     # run the engine in a child process (aigc.engine_process: the model then never waits on the
     # GIL for the HTTP side); `aigc serve` does, an app embedded in a test or a program need not
     engine_process: bool = False
+    # with engine_process on a CPU: the decode loop gets a core of its own and this process the
+    # others (aigc.runtime.CpuPlan); `aigc serve` does, an app embedded in a program need not
+    cpu_bind: bool = False
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -253,7 +256,7 @@ def create_app(workspace: Workspace | str | None = None, settings: Settings | No
         if settings.engine_process:
             from aigc.engine_process import EngineProcess
 
-            engine = await run_in_threadpool(lambda: EngineProcess(ws, **options))
+            engine = await run_in_threadpool(lambda: EngineProcess(ws, cpu_bind=settings.cpu_bind, **options))
         else:
             engine = Engine(ws, **options)
         shared["engine"] = engine
