@@ -126,9 +126,9 @@ def test_decode_weights_follow_every_update_of_the_model():
 
 
 def test_scripted_layers_are_bit_equal_to_eager():
-    """forward_cached runs its layers as one TorchScript call (the engine prefills beside its decode
-    loop with it); it must compute exactly what the eager function does, call after call (the
-    profiling executor re-optimizes after the first runs)."""
+    """forward_cached and decode_slots run their layers as one TorchScript call each (the engine
+    prefills beside its decode loop); they must compute exactly what the eager functions do, call
+    after call (the profiling executor re-optimizes after the first runs)."""
     from aigc.models import gpt
 
     torch.manual_seed(0)
@@ -136,20 +136,23 @@ def test_scripted_layers_are_bit_equal_to_eager():
     model = fam(make_config(fam, "tiny", {"vocab_size": 40})).eval()
     x = torch.randint(0, 40, (2, 30))
 
-    def run(layers):
-        gpt._SCRIPTED_LAYERS = layers
-        cache = model.init_cache(2)
+    def run(cached_layers, slot_layers):
+        gpt._SCRIPTED[gpt._cached_layers], gpt._SCRIPTED[gpt._slot_layers] = cached_layers, slot_layers
+        cache, slots = model.init_cache(2), model.init_slots(3)
         with torch.inference_mode():
             outs = [model.forward_cached(x[:, a:b], cache, last_only=False) for a, b in ((0, 12), (12, 13), (13, 30))]
-        return torch.cat(outs, 1), cache.k.clone()
+            model.prefill_slots(x[:, :9], slots, [0, 2])
+            model.prefill_slots(x[:1, :4], slots, [1])  # rows at different lengths: the masked path
+            outs += [model.decode_slots(x[:, 9 + t].repeat(2)[:3], slots) for t in range(5)]
+        return torch.cat([o.flatten() for o in outs]), cache.k.clone(), slots.k.clone()
 
-    eager = run(gpt._cached_layers)
-    gpt._SCRIPTED_LAYERS = None
-    scripted = gpt._scripted_layers()
-    assert scripted is not gpt._cached_layers, "TorchScript compiled the layers"
+    eager = run(gpt._cached_layers, gpt._slot_layers)
+    gpt._SCRIPTED.clear()
+    scripted = gpt._scripted_layers(), gpt._scripted_slot_layers()
+    assert scripted[0] is not gpt._cached_layers and scripted[1] is not gpt._slot_layers, "TorchScript compiled them"
     for _ in range(4):
-        logits, keys = run(scripted)
-        assert torch.equal(logits, eager[0]) and torch.equal(keys, eager[1])
+        out = run(*scripted)
+        assert all(torch.equal(a, b) for a, b in zip(out, eager))
 
 
 def test_seeds_stops_and_streaming(fruit_ws):

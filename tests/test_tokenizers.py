@@ -154,3 +154,7 @@ def test_errors_name_the_argument():
     tok = TextTokenizer.train(CORPUS, kind="char")
     with pytest.raises(InvalidInput, match=r"token ids must be in \[0, "):
         tok.decode([0, 10_000])
+    stream = StreamDecoder(tok)  # checks each id as it comes, then decodes without checking again
+    stream.push(3)
+    with pytest.raises(InvalidInput, match=rf"token ids must be in \[0, {tok.vocab_size}\), got -1"):
+        stream.push(-1)

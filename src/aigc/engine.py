@@ -749,11 +749,13 @@ class Engine:
             if infos is not None:
                 job.pending_tokens[i].append(infos[i])
             self._emit(job, sample.push(t))
-        if not all(sample.done for sample in job.samples) and job.steps >= s.max_new_tokens:
+        finished = all(sample.done for sample in job.samples)
+        if not finished and job.steps >= s.max_new_tokens:
             for sample in job.samples:
                 if not sample.done:
                     self._emit(job, sample.finish())
-        if all(sample.done for sample in job.samples):
+            finished = True
+        if finished:
             self._end(entry, job, "ok")
 
     def _emit(self, job: _TextJob, chunk) -> None:

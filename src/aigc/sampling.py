@@ -182,6 +182,8 @@ class StopMatcher:
         self.stopped = False
 
     def feed(self, piece: str) -> tuple[str, bool]:
+        if not self.stops:  # the common case, once per streamed token
+            return piece, False
         if self.stopped:
             return "", True
         buf = self._held + piece

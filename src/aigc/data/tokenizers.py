@@ -220,12 +220,16 @@ class StreamDecoder:
     def __init__(self, tokenizer: TextTokenizer, skip_special: bool = True):
         self.tokenizer = tokenizer
         self.skip_special = skip_special
+        self._vocab = tokenizer.vocab_size  # ids are checked once, on push, not on every decode
         self._ids: list[int] = []
         self._prefix = 0  # start of the window: the first id of the last emitted piece
         self._read = 0  # ids before this have been emitted as text
 
     def push(self, token_id: int) -> str:
-        self._ids.append(int(token_id))
+        token_id = int(token_id)
+        if not 0 <= token_id < self._vocab:
+            raise InvalidInput(f"token ids must be in [0, {self._vocab}), got {token_id}")
+        self._ids.append(token_id)
         prefix_text = self._decode(self._prefix, self._read)
         new_text = self._decode(self._prefix, len(self._ids))
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
@@ -243,7 +247,8 @@ class StreamDecoder:
     def _decode(self, start: int, end: int) -> str:
         if start >= end:
             return ""
-        return self.tokenizer.decode(self._ids[start:end], skip_special=self.skip_special)
+        # Straight to the Rust tokenizer: a serving engine streams every row's every token here.
+        return self.tokenizer.hf.decode(self._ids[start:end], skip_special_tokens=self.skip_special)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -127,7 +127,47 @@ def _cached_layers(x: Tensor, k: Tensor, v: Tensor, pos: int,
     return x
 
 
-_SCRIPTED_LAYERS = None
+
+def _slot_layers(x: Tensor, k: Tensor, v: Tensor, pos: Tensor, L: int, masked: Optional[Tensor],
+                 weights: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]], cos: Tensor, sin: Tensor,
+                 n_head: int, eps: float) -> Tensor:  # noqa: UP045 - TorchScript has no X | None
+    """The decoder layers of :meth:`GPT.decode_slots`: x (B, 1, C), one token per row, row b at
+    position ``pos[b]``; its key and value go to row b of ``k``/``v``, and it reads the first ``L``
+    keys of its row, those past its own position ``masked`` (B, 1, 1, L) out. Returns x."""
+    B, C = x.shape[0], x.shape[2]
+    nh = n_head
+    hd = C // nh
+    rows = torch.arange(B, device=x.device)
+    for i, (w_n1, w_qkv, w_o, w_n2, w_gu, w_down) in enumerate(weights):
+        h = F.rms_norm(x, [C], w_n1, eps)
+        qkv = (h @ w_qkv).view(B, 1, 3, nh, hd)
+        qk = qkv[:, :, :2] * cos + qkv[:, :, :2].roll(hd // 2, dims=-1) * sin
+        k[i, rows, :, pos] = qk[:, 0, 1]
+        v[i, rows, :, pos] = qkv[:, 0, 2]
+        q = qk[:, :, 0].transpose(1, 2) * float(hd) ** -0.5  # (B, nh, 1, hd)
+        scores = q @ k[i, :B, :, :L].transpose(-1, -2)  # (B, nh, 1, L)
+        if masked is not None:
+            scores = scores.masked_fill(masked, float("-inf"))
+        y = scores.softmax(-1) @ v[i, :B, :, :L]  # (B, nh, 1, hd)
+        x = x + y.transpose(1, 2).reshape(B, 1, C) @ w_o
+        gate_up = (F.rms_norm(x, [C], w_n2, eps) @ w_gu).chunk(2, dim=-1)
+        x = x + (F.silu(gate_up[0]) * gate_up[1]) @ w_down
+    return x
+
+
+_SCRIPTED: dict = {}
+
+
+def _scripted(fn):
+    """``fn`` compiled by TorchScript, once per process (:func:`_scripted_layers` says why)."""
+    if fn not in _SCRIPTED:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                _SCRIPTED[fn] = torch.jit.script(fn)
+        except Exception:  # noqa: BLE001 - a torch without TorchScript: same arithmetic, eager
+            _SCRIPTED[fn] = fn
+    return _SCRIPTED[fn]
 
 
 def _scripted_layers():
@@ -142,15 +182,14 @@ def _scripted_layers():
     is deprecated in favour of torch.compile, whose CPU path needs a C++ compiler at run time; we
     pin torch, and fall back to eager if scripting ever fails.
     """
-    global _SCRIPTED_LAYERS
-    if _SCRIPTED_LAYERS is None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                _SCRIPTED_LAYERS = torch.jit.script(_cached_layers)
-        except Exception:  # noqa: BLE001 - a torch without TorchScript: same arithmetic, eager
-            _SCRIPTED_LAYERS = _cached_layers
-    return _SCRIPTED_LAYERS
+    return _scripted(_cached_layers)
+
+
+def _scripted_slot_layers():
+    """:func:`_slot_layers` compiled by TorchScript: the decode loop's step, in one call that lets
+    go of the GIL until it is done. Eager, each of its ~100 ops took the GIL back, and waited
+    whenever another thread of the engine (requests arriving, prefills) ran Python meanwhile."""
+    return _scripted(_slot_layers)
 
 
 class GPT(nn.Module):
@@ -324,25 +363,11 @@ class GPT(nn.Module):
         cos = self.rope_cos[pos].view(B, 1, 1, 1, hd)
         sin = self.rope_sin_signed[pos].view(B, 1, 1, 1, hd)
         L = int(pos.max()) + 1  # keys to read: the longest live row
-        rows = torch.arange(B, device=tokens.device)
         masked = None
         if int(pos.min()) + 1 < L:  # rows of different lengths: hide the keys past each row's end
             masked = (torch.arange(L, device=tokens.device)[None] > pos[:, None]).view(B, 1, 1, L)
         x = F.embedding(tokens[:, None], self.hf.model.embed_tokens.weight)  # (B, 1, C)
-        for i, (w_n1, w_qkv, w_o, w_n2, w_gu, w_down) in enumerate(slots.weights.layers):
-            h = F.rms_norm(x, (C,), w_n1, eps)
-            qkv = (h @ w_qkv).view(B, 1, 3, nh, hd)
-            qk = qkv[:, :, :2] * cos + qkv[:, :, :2].roll(hd // 2, dims=-1) * sin
-            slots.k[i, rows, :, pos] = qk[:, 0, 1]
-            slots.v[i, rows, :, pos] = qkv[:, 0, 2]
-            q = qk[:, :, 0].transpose(1, 2) * hd**-0.5  # (B, nh, 1, hd)
-            scores = q @ slots.k[i, :B, :, :L].transpose(-1, -2)  # (B, nh, 1, L)
-            if masked is not None:
-                scores = scores.masked_fill(masked, float("-inf"))
-            y = scores.softmax(-1) @ slots.v[i, :B, :, :L]  # (B, nh, 1, hd)
-            x = x + y.transpose(1, 2).reshape(B, 1, C) @ w_o
-            gate, up = (F.rms_norm(x, (C,), w_n2, eps) @ w_gu).chunk(2, dim=-1)
-            x = x + (F.silu(gate) * up) @ w_down
+        x = _scripted_slot_layers()(x, slots.k, slots.v, pos, L, masked, slots.weights.layers, cos, sin, nh, eps)
         slots.lengths[:B] += 1
         return F.rms_norm(x[:, -1], (C,), slots.weights.norm, eps) @ slots.weights.head
 
