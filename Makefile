@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/text_generate.py
 	$(BIN)/python benchmarks/text_train.py
 	$(BIN)/python benchmarks/serve_load.py
+	$(BIN)/python benchmarks/decode_step.py
 	$(BIN)/python benchmarks/image_train.py
 
 clean:
