@@ -1,4 +1,4 @@
-"""One continuous-batching decode step of the `small` gpt: weights stored transposed vs as the modules hold them.
+"""One continuous-batching decode step of the `small` gpt: weights stored transposed vs as modules hold them.
 
 `GPT.decode_slots` feeds one token to each live row of a slot cache, every row at its own
 length. It reads its projections from `DecodeWeights`, stored (in, out) and contiguous. The
@@ -16,7 +16,6 @@ Prints a table and writes benchmarks/results/decode_step.json. Needs nothing fro
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -28,6 +27,7 @@ import torch
 from aigc.models.gpt import GPT, DecodeWeights
 from aigc.models.registry import make_config
 from aigc.runtime import configure_threads
+from aigc.workspace import write_json_atomic
 
 HERE = Path(__file__).resolve().parent
 
@@ -80,22 +80,25 @@ def main() -> None:
         step_ms(model, ours, lengths, 20)  # warm-up
         t_ours, a = step_ms(model, ours, lengths, args.steps)
         t_peer, b = step_ms(model, peer, lengths, args.steps)
-        rows.append({"case": name, "batch": len(lengths), "ours_ms": round(t_ours, 3), "peer_ms": round(t_peer, 3),
+        rows.append({"case": name, "batch": len(lengths), "ours_ms": round(t_ours, 3),
+                     "peer_ms": round(t_peer, 3),
                      "speedup": round(t_peer / t_ours, 2), "max_abs_diff": float((a - b).abs().max())})
     one = rows[0]
     cap = {k: round(16 * one[f"{k}_ms"] / rows[-1][f"{k}_ms"], 2) for k in ("ours", "peer")}
     print(f"gpt small ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), decode_slots, "
-          f"{args.threads} thread(s), median of {args.steps} steps, {platform.machine()} {os.cpu_count()} CPUs")
+          f"{args.threads} thread(s), median of {args.steps} steps, {platform.machine()} "
+          f"{os.cpu_count()} CPUs")
     print(f"{'case':<22} {'transposed ms':>13} {'module layout ms':>16} {'speedup':>8} {'max |diff|':>11}")
     for r in rows:
-        print(f"{r['case']:<22} {r['ours_ms']:>13} {r['peer_ms']:>16} {r['speedup']:>7}x {r['max_abs_diff']:>11.2g}")
-    print(f"16 x step(batch 1) / step(batch 16, staggered): transposed {cap['ours']}x, module layout {cap['peer']}x")
-    out = {"benchmark": "decode_step", "threads": args.threads, "steps": args.steps, "torch": torch.__version__,
+        print(f"{r['case']:<22} {r['ours_ms']:>13} {r['peer_ms']:>16} {r['speedup']:>7}x "
+              f"{r['max_abs_diff']:>11.2g}")
+    print(f"16 x step(batch 1) / step(batch 16, staggered): transposed {cap['ours']}x, "
+          f"module layout {cap['peer']}x")
+    out = {"benchmark": "decode_step", "threads": args.threads, "steps": args.steps,
+           "torch": torch.__version__,
            "rows": rows, "batch16_over_batch1_cap": cap, "machine": {"cpus": os.cpu_count()}}
     path = HERE / "results" / "decode_step.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, out)
     print(f"wrote {path.relative_to(HERE.parent)}")
 
 

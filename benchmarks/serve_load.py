@@ -36,6 +36,8 @@ from pathlib import Path
 
 import httpx
 
+from aigc.workspace import write_json_atomic
+
 HERE = Path(__file__).resolve().parent
 PROMPTS = ["这款", "This ", "全新", "Our ", "轻薄", "Stay ", "户外", "Soft "]
 
@@ -154,7 +156,8 @@ async def client(host: str, port: int, k: int, until: float, stats: dict) -> Non
     of a core (this takes about 12 %), which the server then lacked. It parses only the SSE events
     it needs: the first with text (time to first token) and the usage one (tokens)."""
     body = json.dumps({"model": "shop-gpt", "prompt": PROMPTS[k % len(PROMPTS)], "max_tokens": 128,
-                       "temperature": 1.0, "stream": True, "stream_options": {"include_usage": True}}).encode()
+                       "temperature": 1.0, "stream": True,
+                       "stream_options": {"include_usage": True}}).encode()
     request = (f"POST /v1/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
                f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
     reader = writer = None
@@ -289,9 +292,7 @@ def main() -> None:
            "anchors": {"vllm_vs_transformers_throughput": "up to 24x", "tgi_max_concurrent_before_429": 128},
            "machine": {"cpus": os.cpu_count(), "threads": args.threads}}
     path = HERE / "results" / "serve_load.json"
-    tmp_path = path.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp_path, path)
+    write_json_atomic(path, out)
     print(f"wrote {path.relative_to(HERE.parent)}")
 
 

@@ -174,6 +174,12 @@ def test_memory_cap_unloads_the_least_recently_used_idle_run(served):
     engine = Engine(served, log=False)
     try:
         g = engine.get("g")
+        # A loaded run counts its weights, its slot cache and the transposed copies decoding reads.
+        model, slots = g.generator.model, g.batch.slots
+        weights = sum(t.numel() * t.element_size() for t in model.parameters())
+        copies = sum(w.numel() * w.element_size()
+                     for layer in slots.weights.layers for w in layer[1:3] + layer[4:])
+        assert g.nbytes >= weights + 2 * slots.k.numel() * slots.k.element_size() + copies
         engine.memory_limit = g.nbytes + 1  # room for one run at a time
         engine.get("l")
         assert [e["name"] for e in engine.stats()["loaded"]] == ["l"]

@@ -149,7 +149,8 @@ def test_scripted_layers_are_bit_equal_to_eager():
     eager = run(gpt._cached_layers, gpt._slot_layers)
     gpt._SCRIPTED.clear()
     scripted = gpt._scripted_layers(), gpt._scripted_slot_layers()
-    assert scripted[0] is not gpt._cached_layers and scripted[1] is not gpt._slot_layers, "TorchScript compiled them"
+    assert scripted[0] is not gpt._cached_layers, "TorchScript compiled the prefill layers"
+    assert scripted[1] is not gpt._slot_layers, "TorchScript compiled the decode layers"
     for _ in range(4):
         out = run(*scripted)
         assert all(torch.equal(a, b) for a, b in zip(out, eager))

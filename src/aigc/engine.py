@@ -209,6 +209,25 @@ def _nbytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
+def _extra_bytes(obj: Any, module: torch.nn.Module) -> int:
+    """Bytes of the tensors in ``obj``'s attributes (nested in lists and tuples, such as a slot
+    cache's keys, values and decode weights) that are not storage of ``module`` itself."""
+    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
+    seen: set[int] = set()
+    total = 0
+    todo = list(vars(obj).values())
+    while todo:
+        item = todo.pop()
+        if isinstance(item, torch.Tensor):
+            ptr = item.untyped_storage().data_ptr()
+            if ptr not in own and ptr not in seen:
+                seen.add(ptr)
+                total += item.untyped_storage().nbytes()
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+    return total
+
+
 # -- text jobs and batches -----------------------------------------------------------------
 
 
@@ -447,8 +466,7 @@ class Engine:
             if not hasattr(gen.model, "init_slots"):
                 raise InvalidInput(f"run {name!r} ({gen.model.name}) cannot be served: its family has no slot cache")
             entry.batch = _TextBatch(gen, self.max_batch)
-            slots = entry.batch.slots
-            entry.nbytes += sum(t.numel() * t.element_size() for t in vars(slots).values() if isinstance(t, torch.Tensor))
+            entry.nbytes += _extra_bytes(entry.batch.slots, gen.model)  # keys, values, decode weights
         with self._lock:
             if name in self.loaded:  # loaded by the other worker meanwhile
                 return self.loaded[name]

@@ -77,5 +77,6 @@ def demo(
         from aigc.server import Settings
         from aigc.server.run import run_server
 
-        run_server(ws, Settings(preload=[run], engine_process=True, cpu_bind=True), "127.0.0.1", port, announce=lambda url: out.print(
+        settings = Settings(preload=[run], engine_process=True, cpu_bind=True)
+        run_server(ws, settings, "127.0.0.1", port, announce=lambda url: out.print(
             f"\nstudio: [bold]{url}[/bold]   OpenAI-compatible API: {url}/v1   (Ctrl-C stops)"))

@@ -33,8 +33,9 @@ def serve(
     threads: Annotated[int | None, typer.Option("--threads", min=1, show_default=False,
                                                 help="Torch threads per engine worker (default: all cores but one, "
                                                      "which serves HTTP).")] = None,
-    cpu_bind: Annotated[bool, typer.Option("--cpu-bind/--no-cpu-bind", help="On a CPU, give the text decode loop a "
-                                           "core of its own and the rest of the server the other cores.")] = True,
+    cpu_bind: Annotated[bool, typer.Option("--cpu-bind/--no-cpu-bind",
+                                           help="On a CPU, give the text decode loop a core of its own and "
+                                                "the rest of the server the other cores.")] = True,
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the models in the server's own process "
                                              "(by default they run in a child process, so that model and HTTP "
                                              "work never wait on each other's GIL).")] = False,

@@ -128,9 +128,10 @@ def _cached_layers(x: Tensor, k: Tensor, v: Tensor, pos: int,
 
 
 
-def _slot_layers(x: Tensor, k: Tensor, v: Tensor, pos: Tensor, L: int, masked: Optional[Tensor],
-                 weights: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]], cos: Tensor, sin: Tensor,
-                 n_head: int, eps: float) -> Tensor:  # noqa: UP045 - TorchScript has no X | None
+def _slot_layers(x: Tensor, k: Tensor, v: Tensor, pos: Tensor, L: int,
+                 masked: Optional[Tensor],  # noqa: UP045 - TorchScript has no X | None
+                 weights: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]],
+                 cos: Tensor, sin: Tensor, n_head: int, eps: float) -> Tensor:
     """The decoder layers of :meth:`GPT.decode_slots`: x (B, 1, C), one token per row, row b at
     position ``pos[b]``; its key and value go to row b of ``k``/``v``, and it reads the first ``L``
     keys of its row, those past its own position ``masked`` (B, 1, 1, L) out. Returns x."""
@@ -367,7 +368,8 @@ class GPT(nn.Module):
         if int(pos.min()) + 1 < L:  # rows of different lengths: hide the keys past each row's end
             masked = (torch.arange(L, device=tokens.device)[None] > pos[:, None]).view(B, 1, 1, L)
         x = F.embedding(tokens[:, None], self.hf.model.embed_tokens.weight)  # (B, 1, C)
-        x = _scripted_slot_layers()(x, slots.k, slots.v, pos, L, masked, slots.weights.layers, cos, sin, nh, eps)
+        x = _scripted_slot_layers()(x, slots.k, slots.v, pos, L, masked, slots.weights.layers, cos, sin, nh,
+                                    eps)
         slots.lengths[:B] += 1
         return F.rms_norm(x[:, -1], (C,), slots.weights.norm, eps) @ slots.weights.head
 
