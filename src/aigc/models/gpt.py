@@ -16,6 +16,7 @@ sampling, datasets or files other than its own export.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ class DecodeWeights(NamedTuple):
 
     Why transposed: CPU matmuls against a contiguous (in, out) matrix ran about 1.6x faster at
     the small gpt's sizes than ``F.linear`` against the module's (out, in) weight, and at batch
-    16 and above they give bit-equal results (``benchmarks/decode_weights.py`` measures both).
+    16 and above they give bit-equal results (``benchmarks/decode_step.py`` measures both).
     """
 
     layers: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]]
@@ -127,7 +128,6 @@ def _cached_layers(x: Tensor, k: Tensor, v: Tensor, pos: int,
     return x
 
 
-
 def _slot_layers(x: Tensor, k: Tensor, v: Tensor, pos: Tensor, L: int,
                  masked: Optional[Tensor],  # noqa: UP045 - TorchScript has no X | None
                  weights: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]],
@@ -157,18 +157,23 @@ def _slot_layers(x: Tensor, k: Tensor, v: Tensor, pos: Tensor, L: int,
 
 
 _SCRIPTED: dict = {}
+_SCRIPTING = threading.Lock()  # the engine's decode loop and prefill thread may both ask first
 
 
 def _scripted(fn):
     """``fn`` compiled by TorchScript, once per process (:func:`_scripted_layers` says why)."""
-    if fn not in _SCRIPTED:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                _SCRIPTED[fn] = torch.jit.script(fn)
-        except Exception:  # noqa: BLE001 - a torch without TorchScript: same arithmetic, eager
-            _SCRIPTED[fn] = fn
-    return _SCRIPTED[fn]
+    compiled = _SCRIPTED.get(fn)
+    if compiled is None:
+        with _SCRIPTING:
+            if fn not in _SCRIPTED:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        _SCRIPTED[fn] = torch.jit.script(fn)
+                except Exception:  # noqa: BLE001 - a torch without TorchScript: same arithmetic, eager
+                    _SCRIPTED[fn] = fn
+            compiled = _SCRIPTED[fn]
+    return compiled
 
 
 def _scripted_layers():
