@@ -5,8 +5,9 @@ length. It reads its projections from `DecodeWeights`, stored (in, out) and cont
 peer, side by side in this process, is the same step with the matrices as the `nn.Linear`
 modules keep them: (out, in), read through a transposed view. That is what `F.linear(x, W)`
 does, and what this code did before. Rows are at equal lengths (66) and at staggered ones
-(3, 11, ..., 123: how a serving batch looks). Also printed is batch 16's step time over batch
-1's: 16 tokens per step divided by it caps what a batch of 16 can give over one request.
+(3, 11, ..., 123: how a serving batch looks). Also printed: 16 x the batch-1 step time over the
+batch-16 one, what batching 16 requests gains in the model step alone (serving gains more, as a
+step's other work is paid once per batch).
 
     python benchmarks/decode_step.py [--threads 1] [--steps 400]
 
@@ -33,7 +34,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def vocab_size() -> int:
-    """The character vocabulary of the bundled shop corpus (what `serve_load.py` serves)."""
+    """About the size of the character vocabulary `serve_load.py` serves: the distinct characters
+    of the bundled shop CSV, plus a few special tokens."""
     text = (resources.files("aigc") / "resources" / "shop_copy.csv").read_text(encoding="utf-8")
     return len(set(text)) + 4
 
