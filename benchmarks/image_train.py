@@ -1,19 +1,21 @@
-"""Image families on Fashion-MNIST under one wall-clock budget each.
+"""Image families on Fashion-MNIST under one wall-clock budget each, and a VAE beside its peer.
 
-For each family's `small` preset: train from scratch with `--time-budget` (default 600 s),
-then `aigc eval` (domain-classifier FID, KID, precision, recall, conditional accuracy, seconds
-per 1,000 samples) and a per-class sample grid in benchmarks/results/image_<family>.png. Side
-by side in the same run, the peer: pytorch/examples' VAE (an MLP, 784-400-20, Adam 1e-3, batch
-128, summed BCE + KL per image), written here from its published description, trained for 2
-epochs on the same images; our vae's test loss after 2 epochs of the same data is compared.
+For each family's `small` preset: train from scratch with `--time-budget` (default 600 s; a
+vqvae's two stages, the VQ-VAE and its gpt prior over the codes, share that one budget), then
+`aigc eval` (domain-classifier FID, KID, precision, recall, conditional accuracy, seconds per
+1,000 samples) and a per-class sample grid in benchmarks/results/image_<family>.png.
+
+Beside them in the same invocation, the peer: pytorch/examples' VAE (`vae/main.py` from a
+checkout of pytorch/examples given with `--examples PATH`, run unchanged as its own process; the
+three torchvision names it imports come from benchmarks/peer_shims, which serves our
+Fashion-MNIST IDX files) for 2 epochs, against our `vae small` for 2 epochs of the same 60k
+images. The peer is unconditional, so ours is too (trained on the images without their labels):
+test loss on the official t10k, summed BCE + KL per image, both.
 
     python benchmarks/image_train.py [--budget 600] [--families gan vae vqvae diffusion] [--samples 1000]
-                                     [--no-vae-comparison]
+                                     [--examples /path/to/pytorch-examples] [--threads 2]
 
-A vqvae run has two stages, each given the budget: the VQ-VAE, then its gpt prior over the codes.
-Re-running some families (``--families diffusion --no-vae-comparison``) replaces their rows in
-the results file and keeps the others.
-
+Every row of the results file comes from this one invocation.
 Needs ../shared/data/fashion-mnist; prints a table, writes benchmarks/results/image_train.json.
 """
 
@@ -24,6 +26,7 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -33,12 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data" / "fashion-mnist"
 CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-GUIDANCE_SWEEP = (1.0, 2.0, 4.0)  # plus the default (3.0) of the main row
-ANCHORS = {"vae_test_loss_2_epochs_mnist": 116.3, "dcgan_it_per_s": "2.3-3.9",
-           "published_inception_fid": {"WGAN": 21.5, "NS-GAN": 26.5, "VAE": 43.6}}
+GUIDANCE_SWEEP = (1.0, 2.0, 4.0)  # plus the default of the main row
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -48,11 +52,13 @@ def read_idx(path: Path) -> np.ndarray:
         return np.frombuffer(f.read(), np.uint8).reshape(n, *dims)
 
 
-def write_npz(out: Path) -> Path:
-    """The 60k train images with class names as labels (so `--cond label=Sneaker` reads well)."""
+def write_npz(out: Path, labels: bool = True) -> Path:
+    """The 60k train images, with class names as labels (so `--cond label=Sneaker` reads well) or none."""
     x = read_idx(DATA / "train-images-idx3-ubyte.gz")
-    y = np.array(CLASSES)[read_idx(DATA / "train-labels-idx1-ubyte.gz")]
-    np.savez(out, x=x, y=y)
+    if labels:
+        np.savez(out, x=x, y=np.array(CLASSES)[read_idx(DATA / "train-labels-idx1-ubyte.gz")])
+    else:
+        np.savez(out, x=x)
     return out
 
 
@@ -94,7 +100,7 @@ def child(family: str, budget: float, workspace: str, samples: int, threads: int
 
 
 def ours_vae_2_epochs(workspace: str, threads: int | None) -> dict:
-    """Our vae `small` for exactly 2 epochs of the ingested train split; test loss on the official t10k."""
+    """Our vae `small`, unconditional, for exactly 2 epochs of the 60k images; test loss on t10k."""
     import math
 
     import torch
@@ -105,68 +111,49 @@ def ours_vae_2_epochs(workspace: str, threads: int | None) -> dict:
 
     configure_threads(threads)
     ws = aigc.open_workspace(workspace)
-    if not ws.has_dataset("fmnist"):
-        aigc.ingest(write_npz(Path(workspace) / "fmnist.npz"), "fmnist", workspace=ws)
+    if not ws.has_dataset("fmnist-unlabelled"):
+        aigc.ingest(write_npz(Path(workspace) / "fmnist-unlabelled.npz", labels=False), "fmnist-unlabelled",
+                    workspace=ws, split=(1.0, 0.0, 0.0))
     batch = aigc.models.registry.get_family("vae").TRAIN_DEFAULTS["small"]["batch_size"]
-    steps = math.ceil(2 * ws.get_dataset("fmnist")["n_train"] / batch)
+    n_train = ws.get_dataset("fmnist-unlabelled")["n_train"]
+    steps = math.ceil(2 * n_train / batch)
     t0 = time.perf_counter()
-    aigc.train("fmnist", family="vae", preset="small", name="fm-vae-2ep", workspace=ws, max_steps=steps,
-               eval_every=steps)
+    aigc.train("fmnist-unlabelled", family="vae", preset="small", name="fm-vae-2ep", workspace=ws,
+               max_steps=steps, eval_every=steps)
     seconds = time.perf_counter() - t0
     gen = aigc.load("fm-vae-2ep", workspace=ws)
+    assert not gen.classes, "the comparison needs an unconditional vae"
     xt = torch.from_numpy(read_idx(DATA / "t10k-images-idx3-ubyte.gz")).float()[:, None] / 255
-    yt = torch.from_numpy(read_idx(DATA / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
-    names = np.array(CLASSES)[yt.numpy()]
-    yt = torch.tensor([gen.classes.index(c) for c in names]) if gen.classes else None
     with torch.no_grad():
-        loss = gen.model.validation_losses(xt, yt)["loss"]
-    return {"ours": "aigc vae small", "epochs": 2, "steps": steps, "test_loss": round(loss, 2),
-            "seconds": round(seconds, 1)}
+        loss = gen.model.validation_losses(xt, None)["loss"]
+    return {"model": "aigc vae small (unconditional)", "epochs": 2, "train_images": n_train, "steps": steps,
+            "test_loss": round(loss, 2), "seconds": round(seconds, 1)}
 
 
-def peer_vae(threads: int | None, epochs: int = 2) -> dict:
-    """pytorch/examples' VAE architecture and recipe, on the same 60k/10k Fashion-MNIST split."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
+def peer_vae(examples: Path, threads: int | None, epochs: int = 2) -> dict:
+    """pytorch/examples' vae/main.py, unchanged, on the same Fashion-MNIST 60k/10k split."""
+    n = threads or os.cpu_count() or 1
+    env = {**os.environ, "PYTHONPATH": str(HERE / "peer_shims"), "PEER_IDX_DIR": str(DATA),
+           "OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
+    with tempfile.TemporaryDirectory(prefix="peer-vae-") as tmp:
+        (Path(tmp) / "results").mkdir()
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(examples / "vae" / "main.py"), "--epochs", str(epochs),
+                               "--no-accel", "--log-interval", "100000"],
+                              cwd=tmp, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"error: pytorch/examples vae/main.py failed:\n{proc.stderr[-2000:]}")
+    losses = [float(x) for x in re.findall(r"Test set loss: ([\d.]+)", proc.stdout)]
+    return {"model": "pytorch/examples VAE (vae/main.py, run here)", "epochs": epochs,
+            "test_loss_per_epoch": losses, "test_loss": losses[-1], "seconds": round(seconds, 1)}
 
-    from aigc.runtime import configure_threads
 
-    configure_threads(threads)
-    torch.manual_seed(1)
-    x = torch.from_numpy(read_idx(DATA / "train-images-idx3-ubyte.gz").reshape(-1, 784)).float() / 255
-    xt = torch.from_numpy(read_idx(DATA / "t10k-images-idx3-ubyte.gz").reshape(-1, 784)).float() / 255
-
-    class VAE(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
-            self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
-
-        def forward(self, v):
-            h = F.relu(self.fc1(v))
-            mu, logvar = self.fc21(h), self.fc22(h)
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-            return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
-
-    def loss_fn(recon, v, mu, logvar):
-        return F.binary_cross_entropy(recon, v, reduction="sum") - 0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp())
-
-    model = VAE()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x)).split(128):
-            opt.zero_grad()
-            recon, mu, logvar = model(x[idx])
-            loss = loss_fn(recon, x[idx], mu, logvar)
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        recon, mu, logvar = model(xt)
-        test = loss_fn(recon, xt, mu, logvar).item() / len(xt)
-    return {"peer": "pytorch/examples VAE", "epochs": epochs, "test_loss": round(test, 2),
-            "seconds": round(time.perf_counter() - t0, 1)}
+def _child(cmd: list[str]) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd[2:4])} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -175,7 +162,8 @@ def main() -> None:
     ap.add_argument("--families", nargs="+", default=["gan", "vae", "vqvae", "diffusion"])
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--no-vae-comparison", action="store_true", help="skip the 2-epoch VAE against the peer")
+    ap.add_argument("--examples", type=Path, default=None,
+                    help="a checkout of pytorch/examples: run its vae/main.py beside our vae for 2 epochs")
     ap.add_argument("--diffusion-steps", type=int, default=25, help="DDIM steps when evaluating diffusion")
     ap.add_argument("--guidance-sweep", type=float, nargs="*", default=None,
                     help=f"guidance values to evaluate diffusion at besides the default (default: {GUIDANCE_SWEEP})")
@@ -192,33 +180,24 @@ def main() -> None:
         return
     if not DATA.exists():
         sys.exit(f"skipped: {DATA} not found (the benchmark needs ../shared/data/fashion-mnist)")
+    if args.examples is not None and not (args.examples / "vae" / "main.py").exists():
+        sys.exit(f"error: {args.examples} is not a pytorch/examples checkout (no vae/main.py)")
     (HERE / "results").mkdir(exist_ok=True)
+    threads = ["--threads", str(args.threads)] if args.threads else []
     rows = []
+    comparison = None
     with (contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(prefix="aigc-img-bench-")) as ws:
         for family in args.families:
             cmd = [sys.executable, __file__, "--child", family, ws, "--budget", str(args.budget),
-                   "--samples", str(args.samples), "--diffusion-steps", str(args.diffusion_steps)] + (
-                ["--threads", str(args.threads)] if args.threads else []) + (
+                   "--samples", str(args.samples), "--diffusion-steps", str(args.diffusion_steps), *threads] + (
                 ["--guidance-sweep", *map(str, args.guidance_sweep)] if args.guidance_sweep is not None else [])
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+            rows.append(_child(cmd))
             print(f"  {family}: FID {rows[-1]['fid']:.2f}", file=sys.stderr)
-        ours = peer = None
-        if not args.no_vae_comparison:
-            cmd = [sys.executable, __file__, "--child", "vae-2-epochs", ws] + (
-                ["--threads", str(args.threads)] if args.threads else [])
-            ours = json.loads(subprocess.run(cmd, check=True, capture_output=True,
-                                             text=True).stdout.strip().splitlines()[-1])
-    if ours is not None:
-        peer = peer_vae(args.threads)
-    path = HERE / "results" / "image_train.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    ran = {r["family"] for r in rows}
-    rows = [r for r in previous.get("rows", []) if r["family"] not in ran and r.get("budget_s") == args.budget] + rows
-    rows.sort(key=lambda r: ["gan", "vae", "vqvae", "diffusion"].index(r["family"]))
-    comparison = {"ours": ours, "peer": peer} if ours is not None else previous.get("vae_2_epochs")
-    print(f"Fashion-MNIST, small presets, {args.budget:.0f} s each; FID/KID/PR in the domain classifier's "
-          f"features (accuracy {rows[0]['classifier_accuracy']:.3f}); {args.samples} samples")
+        if args.examples is not None:
+            ours = _child([sys.executable, __file__, "--child", "vae-2-epochs", ws, *threads])
+            comparison = {"ours": ours, "peer": peer_vae(args.examples, args.threads)}
+    print(f"Fashion-MNIST, small presets, {args.budget:.0f} s each (a vqvae's two stages share it); FID/KID/PR in "
+          f"the domain classifier's features; {args.samples} samples")
     print(f"{'family':<10} {'steps':>6} {'img/s':>7} {'FID':>7} {'floor':>6} {'KID':>7} {'prec':>5} {'rec':>5} "
           f"{'cond acc':>8} {'s/1k':>6}")
     for r in rows:
@@ -228,13 +207,12 @@ def main() -> None:
               f"{r['recall']:>5.2f} {cond:>8} {r['seconds_per_1000_samples']:>6.1f}")
     if comparison:
         ours, peer = comparison["ours"], comparison["peer"]
-        print(f"VAE test loss on t10k after 2 epochs (summed BCE + KL per image): ours {ours['test_loss']} "
-              f"({ours['seconds']} s), {peer['peer']} {peer['test_loss']} ({peer['seconds']} s), "
-              f"ratio {ours['test_loss'] / peer['test_loss']:.3f}")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"benchmark": "image_train", "budget_s": args.budget, "rows": rows,
-                               "vae_2_epochs": comparison, "anchors": ANCHORS}, indent=2) + "\n")
-    os.replace(tmp, path)
+        print("VAE, unconditional both, 2 epochs of the 60k train images, test loss on t10k (summed BCE + KL "
+              "per image; lower is better):")
+        print(f"  {ours['model']}: {ours['test_loss']} ({ours['seconds']} s)")
+        print(f"  {peer['model']}: {peer['test_loss']} ({peer['seconds']} s)")
+    path = write_result("image_train", {"budget_s": args.budget, "threads": args.threads, "rows": rows,
+                                        "vae_2_epochs": comparison})
     print(f"wrote {path.relative_to(HERE.parent)}")
 
 

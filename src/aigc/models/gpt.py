@@ -45,9 +45,10 @@ class DecodeWeights(NamedTuple):
     W_gate_up, W_down) and the head, every matrix fused where it can be and stored transposed,
     (in, out) and contiguous, so that a projection is ``x @ W``.
 
-    Why transposed: CPU matmuls against a contiguous (in, out) matrix ran about 1.6x faster at
-    the small gpt's sizes than ``F.linear`` against the module's (out, in) weight, and at batch
-    16 and above they give bit-equal results (``benchmarks/decode_step.py`` measures both).
+    Why transposed: ``x @ W`` against a contiguous (in, out) matrix is faster on a CPU than
+    ``F.linear`` against the module's (out, in) weight: a whole batch-16 decode step of the small
+    gpt 1.12-1.14x, batch 1 unchanged, with bit-equal results at batch 16
+    (``benchmarks/decode_step.py`` measures both; results/decode_step.json).
     """
 
     layers: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]]

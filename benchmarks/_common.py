@@ -1,0 +1,54 @@
+"""What every benchmark result carries: where and when it was measured, written atomically.
+
+A results file comes from one invocation: ``provenance()`` records the commit (and whether the
+tree had uncommitted changes), the date, the machine and the exact command line, so a figure
+quoted anywhere can be traced back to the run that produced it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} logical cores)"
+
+
+def provenance() -> dict[str, Any]:
+    return {
+        "commit": _git("rev-parse", "HEAD") or "unknown",
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {device_name()}",
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    """``benchmarks/results/<name>.json`` with provenance first, written through a rename."""
+    from aigc.workspace import write_json_atomic
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    write_json_atomic(path, {"benchmark": name, **provenance(), **result})
+    return path
