@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -142,3 +143,109 @@ def test_weights_round_trip_with_packed_and_tied_tensors(tmp_path):
     assert dst.head.weight is dst.emb.weight
     with pytest.raises(RuntimeError, match="does not fit the model"):
         load_weights(nn.Linear(3, 2), tmp_path / "w.safetensors")
+
+
+class _NanLossAfter:
+    """Wraps GPT.forward so that the training loss turns NaN from the n-th training call on,
+    as a learning rate far too high makes it do (the NaN gradients then poison the weights)."""
+
+    def __init__(self, monkeypatch, n: int):
+        from aigc.models.gpt import GPT
+
+        self.calls = 0
+        original = GPT.forward
+
+        def forward(model, idx, targets=None):
+            logits, loss = original(model, idx, targets)
+            if targets is not None:
+                self.calls += 1
+                if self.calls >= n:
+                    loss = loss * float("nan")
+            return logits, loss
+
+        monkeypatch.setattr(GPT, "forward", forward)
+
+
+def test_a_diverging_run_stops_keeps_its_last_good_weights_and_exports_nothing(corpus_ws, monkeypatch):
+    _NanLossAfter(monkeypatch, 25)
+    with pytest.raises(aigc.AigcError, match=r"^training diverged at step 25 \(loss nan\): the run keeps the "
+                                             r"weights of step 20.*lower --lr \(it was 0\.01\)"):
+        aigc.train("corpus", family="gpt", preset="tiny", name="nan", workspace=corpus_ws, max_steps=40,
+                   eval_every=10)
+    row = corpus_ws.get_run("nan")
+    run = Path(row["path"])
+    assert row["status"] == "failed"
+    assert not (run / "export").exists(), "no export from diverged weights"
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["state"]["step"] == 20
+    best = load_file(run / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in best.values())
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+    # With a sane loss again (a lower --lr), the run continues from its last good step.
+    monkeypatch.undo()
+    row = aigc.resume("nan", workspace=corpus_ws, lr=1e-3)
+    assert row["status"] == "finished" and row["step"] == 40 and (run / "export").is_dir()
+
+
+def test_a_nan_validation_loss_is_divergence_not_a_missing_loss(corpus_ws, monkeypatch):
+    from aigc.tasks import TextLMTask
+
+    original, calls = TextLMTask.evaluate, []
+
+    def evaluate(task, model, full=False):
+        calls.append(full)
+        return float("nan") if len(calls) == 2 else original(task, model, full)
+
+    monkeypatch.setattr(TextLMTask, "evaluate", evaluate)
+    with pytest.raises(aigc.AigcError, match=r"diverged at step 20 \(validation loss nan\).*weights of step 10"):
+        aigc.train("corpus", family="gpt", preset="tiny", name="nanval", workspace=corpus_ws, max_steps=40,
+                   eval_every=10)
+    run = Path(corpus_ws.get_run("nanval")["path"])
+    assert corpus_ws.get_run("nanval")["status"] == "failed"
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["state"]["step"] == 10
+    best = load_file(run / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in best.values())
+
+
+def test_divergence_before_the_first_validation_leaves_no_run(corpus_ws, monkeypatch):
+    from typer.testing import CliRunner
+
+    from aigc.cli.main import app
+
+    _NanLossAfter(monkeypatch, 3)
+    r = CliRunner().invoke(app, ["train", "corpus", "--preset", "tiny", "--name", "early-nan", "--max-steps", "40",
+                                 "--eval-every", "10", "-w", str(corpus_ws.root)])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines()[-1] == ("error: training diverged at step 3 (loss nan) before its first "
+                                                 "validation: train again with a lower --lr (it was 0.01)")
+    assert not corpus_ws.has_run("early-nan")
+
+
+def test_resume_survives_a_torn_last_metrics_line(corpus_ws):
+    opts = dict(family="gpt", preset="tiny", max_steps=30, eval_every=10, seed=7, workspace=corpus_ws)
+    row = aigc.train("corpus", name="torn", callbacks=[InterruptAt(13)], **opts)
+    assert row["status"] == "interrupted"
+    metrics = Path(row["path"]) / "metrics.jsonl"
+    with open(metrics, "a", encoding="utf-8") as f:
+        f.write('{"step": 20, "time": 1.')  # killed in the middle of a write
+    row = aigc.resume("torn", workspace=corpus_ws)
+    assert row["status"] == "finished" and row["step"] == 30
+    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
+    train_steps = [r["step"] for r in rows if "train_loss" in r]
+    assert train_steps == [10, 20, 30], "the torn row is gone and no row is logged twice"
+
+
+def test_a_time_budget_without_max_steps_governs_alone(corpus_ws):
+    from aigc.models.registry import get_family
+    from aigc.runs import train_config_for
+
+    gpt = get_family("gpt")
+    assert gpt.TRAIN_DEFAULTS["tiny"]["max_steps"] == 40
+    assert train_config_for(gpt, "tiny", {"time_budget": 3.0}).max_steps == 0
+    assert train_config_for(gpt, "tiny", {"time_budget": 3.0, "max_steps": 7}).max_steps == 7
+    with pytest.raises(aigc.InvalidInput, match="--max-steps must be >= 1"):
+        train_config_for(gpt, "tiny", {"max_steps": 0})
+    # The tiny preset stops at 40 steps; a 3 s budget makes several times as many on one thread.
+    row = aigc.train("corpus", family="gpt", preset="tiny", name="budgeted", workspace=corpus_ws, time_budget="3s",
+                     eval_every=10**6)
+    assert row["summary"]["stop_reason"] == "time_budget" and row["step"] > 40

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -33,7 +32,7 @@ from aigc.errors import InvalidInput
 from aigc.generation import TextGenerator
 from aigc.models.registry import config_from_dict, get_family, make_config
 from aigc.tasks import ImageTask, TextLMTask
-from aigc.training import TrainConfig, fit, load_weights
+from aigc.training import TrainConfig, fit, load_weights, merge_options
 from aigc.workspace import Workspace, now, write_json_atomic
 
 RUN_FILE = "run.json"
@@ -49,7 +48,7 @@ def _default_run_name(ws: Workspace, dataset: str, family: str, preset: str) -> 
 
 def train_config_for(family: type, preset: str, overrides: dict[str, Any] | None) -> TrainConfig:
     defaults = getattr(family, "TRAIN_DEFAULTS", {}).get(preset, {})
-    cfg = config_from_dict(TrainConfig, {**defaults, **(overrides or {})}, what="training option")
+    cfg = config_from_dict(TrainConfig, merge_options(defaults, overrides), what="training option")
     cfg.validate()
     return cfg
 
@@ -167,7 +166,7 @@ def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = No
     run_dir = Path(row["path"])
     spec = read_spec(run_dir)
     fam = get_family(spec["family"])
-    cfg = config_from_dict(TrainConfig, {**spec["train_config"], **(train_overrides or {})}, what="training option")
+    cfg = config_from_dict(TrainConfig, merge_options(spec["train_config"], train_overrides), what="training option")
     cfg.validate()
     if not ws.has_dataset(spec["dataset"]):
         raise InvalidInput(f"run {name!r} was trained on dataset {spec['dataset']!r}, which no longer exists")
@@ -236,7 +235,8 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
         "tokens_seen": state.tokens_seen,
         "train_loss": state.train_loss,
         "best_val_loss": state.best_val_loss,
-        "val_bits_per_token": state.best_val_loss / math.log(2),
+        "unit": state.unit,  # what tokens_seen counts
+        **state.val_figures,  # the best val loss in the data's terms (val_bits_per_token for text)
     }
     if status == "finished" and (hasattr(model, "export") or hasattr(model, "save_pipeline")):
         _export(model, run_dir)
@@ -265,7 +265,10 @@ def read_spec(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_FILE
     if not path.exists():
         raise InvalidInput(f"{path} is missing: the run folder is damaged; train it again")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):  # written atomically, so only a damaged disk
+        raise InvalidInput(f"{path} is damaged (not JSON): train the run again") from None
 
 
 def load(ws: Workspace, name: str, device: str | None = None):

@@ -6,6 +6,8 @@ Both keep their data in memory as tensors: the datasets this project trains on a
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -33,6 +35,8 @@ def nll_sum(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 64) -> tup
 class TextLMTask:
     """Next-token prediction on random windows of the train stream; validation on the val stream."""
 
+    unit = "tok"
+
     def __init__(self, train: TokenStream, val: TokenStream, block_size: int, cfg: TrainConfig,
                  aligned: float = 0.0):
         if len(train) < 2:
@@ -53,11 +57,15 @@ class TextLMTask:
         total, count = nll_sum(model, *(self.full if full else self.periodic))
         return total / max(1, count)
 
+    def loss_figures(self, loss: float) -> dict[str, float]:
+        return {"val_bits_per_token": loss / math.log(2)}
+
 
 class ImageTask:
     """Random batches of train images; validation averages the family's ``validation_losses``."""
 
     EVAL_IMAGES = 512  # periodic validation looks at this many evenly spaced val images
+    unit = "img"
 
     def __init__(self, train_images: Tensor, train_labels: Tensor | None, val_images: Tensor,
                  val_labels: Tensor | None, cfg: TrainConfig):
@@ -72,10 +80,10 @@ class ImageTask:
         index = torch.randint(0, len(self.images), (self.batch_size,), generator=generator)
         return self.images[index], (self.labels[index] if self.labels is not None else None)
 
-    def evaluate(self, model: nn.Module, full: bool = False) -> float:
+    def evaluate(self, model: nn.Module, full: bool = False) -> float | None:
         n = len(self.val_images)
         if n == 0:
-            return float("nan")
+            return None
         index = torch.arange(n)
         if not full and n > self.EVAL_IMAGES:
             index = torch.linspace(0, n - 1, self.EVAL_IMAGES).long()
@@ -89,7 +97,7 @@ class ImageTask:
                 labels = self.val_labels[chunk].to(device) if self.val_labels is not None else None
                 losses = model.validation_losses(self.val_images[chunk].to(device), labels)
                 if "loss" not in losses:
-                    return float("nan")  # a family without a validation loss (a GAN)
+                    return None  # a family without a validation loss (a GAN)
                 total += losses["loss"] * len(chunk)
                 count += len(chunk)
         finally:

@@ -6,7 +6,9 @@ validation. This module knows nothing about tokenizers, catalogs or the command 
 caller (``aigc.runs``) owns the run folder's other files and the catalog row.
 
 Checkpoints are written to a temporary file and renamed, so a process killed while writing
-leaves the previous good ``last.pt`` in place.
+leaves the previous good ``last.pt`` in place. A loss or weights that are no longer finite stop
+the run (:class:`Diverged`) before anything of them is saved: ``model.safetensors`` and
+``last.pt`` keep the last good weights.
 """
 
 from __future__ import annotations
@@ -25,15 +27,20 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from aigc.errors import InvalidInput
+from aigc.errors import AigcError, InvalidInput
 
 WARMUP_SHARE_OF_BUDGET = 0.2
 MIN_IMPROVEMENT = 1e-4  # nats: smaller validation gains do not reset early-stopping patience
 
 
+class Diverged(AigcError):
+    """A training or validation loss (or the weights) stopped being finite. The run keeps the
+    weights of its last good validation; the message names the step and the fix."""
+
+
 @dataclass
 class TrainConfig:
-    max_steps: int = 3000
+    max_steps: int = 3000  # 0 = no step cap: the time budget alone governs (only with one)
     time_budget: float = 0.0  # seconds; 0 = none. The LR schedule then follows the clock too
     batch_size: int = 32
     lr: float = 2e-3  # peak learning rate (AdamW)
@@ -54,10 +61,10 @@ class TrainConfig:
     precision: str = ""  # "" = auto: bf16-mixed on a capable GPU, else 32-true
 
     def validate(self) -> None:
-        if self.max_steps < 1:
-            raise InvalidInput(f"--max-steps must be >= 1, got {self.max_steps}")
         if self.time_budget < 0:
             raise InvalidInput(f"--time-budget must be positive, got {self.time_budget}")
+        if self.max_steps < 1 and not (self.max_steps == 0 and self.time_budget > 0):
+            raise InvalidInput(f"--max-steps must be >= 1, got {self.max_steps}")
         if self.batch_size < 1:
             raise InvalidInput(f"--batch-size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
@@ -66,6 +73,18 @@ class TrainConfig:
             raise InvalidInput(f"--tokenizer must be char or bpe, got {self.tokenizer!r}")
         if self.eval_every < 1:
             raise InvalidInput(f"--eval-every must be >= 1, got {self.eval_every}")
+
+
+def merge_options(base: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Training options: ``overrides`` (the user's) over ``base`` (a preset's, or a run's saved
+    config). A time budget given without ``max_steps`` governs alone: the preset's step count
+    would otherwise end a budgeted run early (gan ``small`` stopped at its 3,000 steps after 241
+    of 300 s)."""
+    overrides = overrides or {}
+    merged = {**base, **overrides}
+    if overrides.get("time_budget") and "max_steps" not in overrides:
+        merged["max_steps"] = 0
+    return merged
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -87,7 +106,7 @@ class TrainState:
     """What observers see. Updated in place by the loop."""
 
     step: int = 0
-    max_steps: int = 0
+    max_steps: int = 0  # 0 = none: the time budget governs
     elapsed: float = 0.0  # seconds of training, summed over resumed sessions
     time_budget: float = 0.0
     train_loss: float = float("nan")
@@ -95,22 +114,28 @@ class TrainState:
     best_val_loss: float = float("inf")
     evals_since_best: int = 0
     lr: float = 0.0
+    unit: str = "tok"  # what tokens_per_s and tokens_seen count: the task's unit ("tok", "img")
     tokens_per_s: float = 0.0
     tokens_seen: int = 0
     eta_s: float = float("nan")
-    stop_reason: str = ""
+    stop_reason: str = ""  # max_steps | time_budget | early_stopping | interrupted | diverged
     extra: dict[str, float] = field(default_factory=dict)
+    val_figures: dict[str, float] = field(default_factory=dict)  # the best val loss in the task's terms
 
 
 class Task(Protocol):
     """What the loop needs from a kind of data. ``tokens_per_batch`` counts the unit of the
-    throughput figure (tokens for text, images for image families)."""
+    throughput figure, which ``unit`` names as progress shows it (``tok`` for text, ``img`` for
+    image families). ``evaluate`` returns the mean validation loss, or None for a family that
+    has none (a GAN). An optional ``loss_figures(loss)`` gives a validation loss in the data's
+    own terms for the run's summary, e.g. ``{"val_bits_per_token": ...}``."""
 
     def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor | None]: ...
 
-    def evaluate(self, model: nn.Module, full: bool = False) -> float: ...
+    def evaluate(self, model: nn.Module, full: bool = False) -> float | None: ...
 
     tokens_per_batch: int
+    unit: str
 
 
 class Callback(Protocol):  # every method optional
@@ -135,7 +160,7 @@ def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
     gpt small on tiny shakespeare reached 1.80 nats/char at 100 s, against 1.72 with 20 %.)
     """
     warm = (step + 1) / max(1, cfg.warmup_steps)
-    progress = step / cfg.max_steps
+    progress = step / cfg.max_steps if cfg.max_steps else 0.0
     if cfg.time_budget:
         warm = max(warm, elapsed / (WARMUP_SHARE_OF_BUDGET * cfg.time_budget))
         progress = max(progress, elapsed / cfg.time_budget)
@@ -257,7 +282,8 @@ def fit(
     last_path = ckpt_dir / "last.pt"
     best_path = run_dir / "model.safetensors"
 
-    state = TrainState(max_steps=cfg.max_steps, time_budget=cfg.time_budget)
+    state = TrainState(max_steps=cfg.max_steps, time_budget=cfg.time_budget,
+                       unit=getattr(task, "unit", "tok"))
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -281,6 +307,8 @@ def fit(
         for key in ("step", "elapsed", "best_val_loss", "evals_since_best", "tokens_seen", "val_loss"):
             setattr(state, key, ckpt["state"][key])
         _truncate_metrics(run_dir / "metrics.jsonl", state.step)
+    good_step = state.step  # the step of the last weights known good: those in last.pt
+    diverged, diverged_at = "", 0  # what stopped being finite, once something has, and at which step
 
     net = model  # the plain module: for saving and evaluation
     model, *optimizers = fabric.setup(model, *optimizers)
@@ -308,22 +336,36 @@ def fit(
             last_path,
         )
 
-    def validate(full: bool = False) -> None:
+    def diverge(what: str, step: int) -> None:
+        nonlocal diverged, diverged_at
+        diverged, diverged_at = what, step
+        state.stop_reason = "diverged"
+
+    def validate(full: bool = False) -> bool:
+        """Validate and keep the best weights; False (and nothing saved) when they diverged."""
         net.eval()
-        state.val_loss = task.evaluate(net, full=full)
+        loss = task.evaluate(net, full=full)
         net.train()
+        if loss is not None and not math.isfinite(loss):
+            diverge(f"validation loss {loss}", state.step)
+            return False
+        if not _finite(net):  # the only check a family without a validation loss gets
+            diverge("weights not finite", state.step)
+            return False
+        state.val_loss = float("nan") if loss is None else loss
         # Patience counts validations that failed to improve by a meaningful margin.
-        if state.val_loss < state.best_val_loss - MIN_IMPROVEMENT:
+        if loss is not None and loss < state.best_val_loss - MIN_IMPROVEMENT:
             state.evals_since_best = 0
-        else:
+        elif loss is not None:
             state.evals_since_best += 1
-        if state.val_loss < state.best_val_loss or math.isnan(state.val_loss):
+        if loss is None or loss < state.best_val_loss:
             # No validation loss (a GAN's losses say little about quality): keep the latest.
-            if not math.isnan(state.val_loss):
-                state.best_val_loss = state.val_loss
+            if loss is not None:
+                state.best_val_loss = loss
             save_weights(net, best_path)
         log({"step": state.step, "time": round(state.elapsed, 2), "val_loss": state.val_loss})
         _emit(callbacks, "on_eval", state)
+        return True
 
     _emit(callbacks, "on_start", state)
     net.train()
@@ -333,7 +375,7 @@ def fit(
     with _StopFlag() as stop:
         try:
             while True:
-                if state.step >= cfg.max_steps:
+                if cfg.max_steps and state.step >= cfg.max_steps:
                     state.stop_reason = "max_steps"
                 elif cfg.time_budget and state.elapsed >= cfg.time_budget:
                     state.stop_reason = "time_budget"
@@ -357,14 +399,20 @@ def fit(
                         losses = net.training_step(x, y, optimizers, fabric.backward)
                     loss_value = losses["loss"]
                     state.extra = losses
+                    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
                 else:
                     _, loss = model(x, y)
                     fabric.backward(loss)
-                    if cfg.grad_clip:
-                        fabric.clip_gradients(model, optimizers[0], max_norm=cfg.grad_clip)
+                    if cfg.grad_clip:  # a non-finite norm is no error here: the loss check below stops the run
+                        fabric.clip_gradients(model, optimizers[0], max_norm=cfg.grad_clip,
+                                              error_if_nonfinite=False)
                     optimizers[0].step()
                     optimizers[0].zero_grad(set_to_none=True)
-                    loss_value = loss.item()
+                    loss_value = loss.item()  # after the step, as before: no extra device sync
+                    bad = {} if math.isfinite(loss_value) else {"loss": loss_value}
+                if bad:  # this step's update is garbage: stop before anything saves it
+                    diverge(", ".join(f"{k} {v}" for k, v in bad.items()), state.step + 1)
+                    break
                 state.step += 1
                 loss_acc += loss_value
                 loss_n += 1
@@ -384,10 +432,12 @@ def fit(
                 _emit(callbacks, "on_step", state)
                 if state.step % cfg.eval_every == 0:
                     t_eval = time.perf_counter()
-                    validate()
+                    if not validate():
+                        break
                     checkpoint()
+                    good_step = state.step
                     state.elapsed += time.perf_counter() - t_eval  # the budget counts evaluation too
-            if state.stop_reason != "interrupted" and state.step % cfg.eval_every:
+            if state.stop_reason not in ("interrupted", "diverged") and state.step % cfg.eval_every:
                 validate()  # the weights of the last step compete for "best" too
         except KeyboardInterrupt:
             # A second Ctrl-C may land inside an optimizer step: keep the previous checkpoint.
@@ -395,23 +445,43 @@ def fit(
             aborted = True
         finally:
             # Otherwise every completed step is resumable, whatever ended the loop: a first
-            # signal only sets a flag that the loop reads between steps.
-            if state.step and not aborted:
+            # signal only sets a flag that the loop reads between steps. Diverged weights are
+            # never written: last.pt keeps the last good ones, to resume from with a lower lr.
+            if state.step and not aborted and not diverged:
                 checkpoint()
             metrics.close()
             if writer is not None:
                 writer.close()
+    if diverged:
+        _emit(callbacks, "on_end", state)
+        raise Diverged(_diverged_message(diverged, diverged_at, good_step, cfg.lr))
     if state.stop_reason != "interrupted" and best_path.exists():
         # The best weights get one validation on the whole split: the figure reported for the run.
         load_weights(net, best_path)
         net.eval()
-        state.val_loss = state.best_val_loss = task.evaluate(net, full=True)
+        loss = task.evaluate(net, full=True)
+        state.val_loss = state.best_val_loss = float("nan") if loss is None else loss
+    if math.isfinite(state.best_val_loss) and hasattr(task, "loss_figures"):
+        state.val_figures = task.loss_figures(state.best_val_loss)
     _emit(callbacks, "on_end", state)
     return state
 
 
+def _finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+def _diverged_message(what: str, step: int, good_step: int, lr: float) -> str:
+    if good_step:
+        return (f"training diverged at step {step} ({what}): the run keeps the weights of step {good_step}, "
+                f"its last good validation; lower --lr (it was {lr:g}) and continue with --resume, "
+                "or train again")
+    return (f"training diverged at step {step} ({what}) before its first validation: "
+            f"train again with a lower --lr (it was {lr:g})")
+
+
 def _eta(state: TrainState, cfg: TrainConfig, sec_per_step: float) -> float:
-    by_steps = (cfg.max_steps - state.step) * sec_per_step
+    by_steps = (cfg.max_steps - state.step) * sec_per_step if cfg.max_steps else math.inf
     if cfg.time_budget:
         return max(0.0, min(by_steps, cfg.time_budget - state.elapsed))
     return by_steps
@@ -426,10 +496,18 @@ def _tensorboard(path: Path):
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, forget metric rows past the checkpoint: they will be logged again."""
+    """On resume, forget metric rows past the checkpoint: they will be logged again. A row that
+    does not parse is dropped too: a process killed while appending leaves half a last line."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+    keep = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            keep.append(line)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
     os.replace(tmp, path)

@@ -2,6 +2,11 @@
 
 The CLI is a thin layer over the Python API: it parses, calls, prints. Domain errors become
 one line on stderr and exit code 2.
+
+User data (names, cards, conditions, prompts, generated text, log rows, error messages) is
+never Rich markup: both consoles print strings as they are (no markup, no ``:emoji:`` codes),
+so a prompt holding ``[/note]`` prints as typed instead of crashing a table. Styling is opt-in
+through :func:`markup`, which escapes the values it fills in.
 """
 
 from __future__ import annotations
@@ -15,12 +20,23 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from aigc.errors import AigcError, InvalidInput
 
 # In a log (not a terminal) Rich would wrap tables at 80 columns; give them room.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays one line
+out = Console(markup=False, emoji=False, highlight=False, soft_wrap=True,
+              width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)  # an error stays one line
+
+
+def markup(template: str, **values: Any) -> Text:
+    """``template`` is Rich markup written here; ``values`` are user data, escaped before they are
+    filled in, so they print verbatim: ``markup("run [bold]{name}[/bold]", name=row["name"])``.
+    Numbers stay numbers, so the template may format them (``{elapsed:.0f}``)."""
+    safe = {k: v if isinstance(v, (int, float)) else escape(str(v)) for k, v in values.items()}
+    return Text.from_markup(template.format(**safe), emoji=False)
 
 WorkspaceOpt = Annotated[
     Path | None,
@@ -44,10 +60,11 @@ def guard(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except AigcError as e:
-            err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+            err.print(Text.assemble(("error:", "red"), f" {e}"))
             raise typer.Exit(2) from None
         except OSError as e:  # disk full, permission denied...: still one line, not a traceback
-            err.print(f"[red]error:[/red] {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "))
+            detail = f"{e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": ")
+            err.print(Text.assemble(("error:", "red"), f" {detail}"))
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -84,7 +101,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def hms(seconds: float) -> str:
-    if seconds is None or math.isnan(seconds):
+    if seconds is None or not math.isfinite(seconds):
         return "--:--"
     seconds = int(seconds)
     h, rem = divmod(seconds, 3600)
@@ -93,17 +110,17 @@ def hms(seconds: float) -> str:
 
 
 class TrainProgress:
-    """A Rich progress bar fed by the training loop's hooks: loss, val loss, tokens/s, ETA."""
+    """A Rich progress bar fed by the training loop's hooks: loss, val loss, throughput in the
+    task's own unit (``tok/s``, ``img/s``), ETA."""
 
-    def __init__(self, name: str, unit: str = "tok"):
+    def __init__(self, name: str):
         from rich.progress import BarColumn, Progress, TextColumn
 
         self.name = name
-        self.unit = unit
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(),
-            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.fields[info]}", markup=False),
             console=err,
             transient=False,
             disable=not sys.stderr.isatty() and not _force_progress(),
@@ -112,15 +129,16 @@ class TrainProgress:
         self.lines = not sys.stderr.isatty()  # in a log, print a line per validation instead
 
     def _fraction(self, s) -> float:
-        frac = s.step / max(1, s.max_steps)
+        frac = s.step / s.max_steps if s.max_steps else 0.0
         if s.time_budget:
             frac = max(frac, s.elapsed / s.time_budget)
         return min(1.0, frac)
 
     def _info(self, s) -> str:
         extra = "".join(f"  {k} {fmt(v)}" for k, v in s.extra.items() if k != "loss")  # e.g. a GAN's d_loss
-        return (f"step {s.step}/{s.max_steps}  loss {fmt(s.train_loss)}{extra}  val {fmt(s.val_loss)}  "
-                f"{s.tokens_per_s:,.0f} {self.unit}/s  elapsed {hms(s.elapsed)}  ETA {hms(s.eta_s)}")
+        steps = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)  # no cap: the budget governs
+        return (f"step {steps}  loss {fmt(s.train_loss)}{extra}  val {fmt(s.val_loss)}  "
+                f"{s.tokens_per_s:,.0f} {s.unit}/s  elapsed {hms(s.elapsed)}  ETA {hms(s.eta_s)}")
 
     def on_start(self, s) -> None:
         self.progress.start()

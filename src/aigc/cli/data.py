@@ -77,13 +77,13 @@ def ingest(
     if card.get("modality") == "image":
         h, w = card["image_size"]
         classes = card["classes"]
-        out.print(f"dataset [bold]{name}[/bold]: {c['kept']} images kept of {c['read']} read "
+        out.print(f"dataset {name}: {c['kept']} images kept of {c['read']} read "
                   f"(train {c['train']}, val {c['val']}, test {c['test']}; dropped {c['dropped']})")
         shown = ", ".join(classes[:20]) + (f" ... ({len(classes) - 20} more)" if len(classes) > 20 else "")
         out.print(f"  {w}x{h}, {card['channels']} channel{'s' if card['channels'] > 1 else ''}, "
                   + (f"{len(classes)} classes: {shown}" if classes else "unlabelled"))
     else:
-        out.print(f"dataset [bold]{name}[/bold]: {c['kept']} records kept of {c['read']} read "
+        out.print(f"dataset {name}: {c['kept']} records kept of {c['read']} read "
                   f"(train {c['train']}, val {c['val']}, test {c['test']}; dropped {c['dropped']})")
     for reason, count in card.get("dropped_by_reason", {}).items():
         out.print(f"  dropped {count}: {reason}")

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from aigc.cli.common import ThreadsOpt, TrainProgress, WorkspaceOpt, err, out, threads
+from aigc.cli.common import ThreadsOpt, TrainProgress, WorkspaceOpt, err, markup, out, threads
 from aigc.cli.evaluate import print_eval
 
 DATASET = "shop"
@@ -47,19 +47,20 @@ def demo(
         card = aigc.ingest(sample_corpus(), DATASET, workspace=ws, text_column="text",
                            cond_columns=["category", "tone", "lang"])
         c = card["counts"]
-        out.print(f"ingested [bold]{DATASET}[/bold]: {c['kept']} records (train {c['train']}, val {c['val']}, "
-                  f"test {c['test']})")
+        out.print(markup("ingested [bold]{name}[/bold]: {kept} records (train {train}, val {val}, test {test})",
+                         name=DATASET, **c))
     else:
-        out.print(f"dataset [bold]{DATASET}[/bold] already ingested")
+        out.print(markup("dataset [bold]{name}[/bold] already ingested", name=DATASET))
     progress = [TrainProgress(run)]
     if not ws.has_run(run):
         aigc.train(DATASET, family="gpt", preset=preset, name=run, workspace=ws, callbacks=progress,
                    time_budget=time_budget)
     elif ws.get_run(run)["status"] != "finished":
-        out.print(f"resuming run [bold]{run}[/bold]")
+        out.print(markup("resuming run [bold]{run}[/bold]", run=run))
         aigc.resume(run, workspace=ws, callbacks=progress)
     else:
-        out.print(f"reusing finished run [bold]{run}[/bold] (delete {ws.run_path(run)} to train again)")
+        out.print(markup("reusing finished run [bold]{run}[/bold] (delete {path} to train again)", run=run,
+                         path=ws.run_path(run)))
     row = ws.get_run(run)
     if row["status"] != "finished":
         err.print(f"interrupted at step {row['step']}: run `make run` again to resume")
@@ -69,7 +70,7 @@ def demo(
     for cond in SHOWCASE:
         text = gen.generate("", cond=cond, max_new_tokens=200, temperature=0.7, top_p=0.9, seed=7)[0]
         label = ", ".join(f"{k}={v}" for k, v in cond.items())
-        out.print(f"[bold cyan]{label}[/bold cyan]\n  {text}", markup=True)
+        out.print(markup("[bold cyan]{label}[/bold cyan]\n  {text}", label=label, text=text))
     out.print()
     print_eval(aigc.evaluate(run, workspace=ws, n_prompts=20, n_samples=16))
     out.print(f"\nnext: .venv/bin/aigc generate {run} \"Our\" --cond category=tea --cond tone=elegant --cond lang=en")
@@ -79,4 +80,4 @@ def demo(
 
         settings = Settings(preload=[run], engine_process=True, cpu_bind=True)
         run_server(ws, settings, "127.0.0.1", port, announce=lambda url: out.print(
-            f"\nstudio: [bold]{url}[/bold]   OpenAI-compatible API: {url}/v1   (Ctrl-C stops)"))
+            markup("\nstudio: [bold]{url}[/bold]   OpenAI-compatible API: {url}/v1   (Ctrl-C stops)", url=url)))

@@ -79,5 +79,5 @@ def generate(
         return
     for i, text in enumerate(gen.generate(prompt, **options)):
         if n > 1:
-            err.print(f"[dim]--- sample {i + 1}/{n}[/dim]")
+            err.print(f"--- sample {i + 1}/{n}", style="dim")
         out.print(prompt + text, markup=False)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from aigc.cli.common import JsonOpt, WorkspaceOpt, err, guard, out
+from aigc.cli.common import JsonOpt, WorkspaceOpt, err, guard, markup, out
 from aigc.errors import InvalidInput
 
 
@@ -55,8 +55,9 @@ def serve(
                         threads=threads, engine_process=not in_process, cpu_bind=cpu_bind)
     for name in settings.preload:
         ws.get_run(name)  # an unknown run fails here, in one line, before the server starts
-    run_server(ws, settings, host, port, announce=lambda url: out.print(
-        f"aigc-studio serving {ws.root} at [bold]{url}[/bold]  (OpenAI-compatible API at {url}/v1; Ctrl-C stops)"))
+    run_server(ws, settings, host, port, announce=lambda url: out.print(markup(
+        "aigc-studio serving {root} at [bold]{url}[/bold]  (OpenAI-compatible API at {url}/v1; Ctrl-C stops)",
+        root=ws.root, url=url)))
 
 
 def _seconds(text: str, parse) -> float:

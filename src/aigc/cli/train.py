@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import typer
 
-from aigc.cli.common import ThreadsOpt, TrainProgress, WorkspaceOpt, err, fmt, out, parse_pairs, threads
+from aigc.cli.common import ThreadsOpt, TrainProgress, WorkspaceOpt, err, fmt, markup, out, parse_pairs, threads
 from aigc.errors import InvalidInput
 
 
@@ -19,8 +20,10 @@ def train(
                                              show_default=False)] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue this run from its last checkpoint.",
                                                show_default=False)] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.", show_default=False)] = None,
-    time_budget: Annotated[str | None, typer.Option("--time-budget", help="Stop after this long, e.g. 300s, 5m.",
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps [default: the "
+                                                  "preset's; none with --time-budget].", show_default=False)] = None,
+    time_budget: Annotated[str | None, typer.Option("--time-budget", help="Stop after this long, e.g. 300s, 5m "
+                                                    "(without --max-steps the budget alone governs).",
                                                     show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", show_default=False)] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.", show_default=False)] = None,
@@ -35,7 +38,8 @@ def train(
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Train a text model; progress shows loss, val loss, tokens/s and ETA. Ctrl-C stops cleanly."""
+    """Train a model on a dataset; progress shows loss, val loss, tok/s (img/s for images) and ETA.
+    Ctrl-C stops cleanly; a diverging run stops with its last good weights kept."""
     import aigc
 
     options: dict[str, Any] = {
@@ -59,6 +63,15 @@ def train(
     if row["status"] == "interrupted":
         err.print(f"interrupted at step {row['step']}: resume with `aigc train --resume {row['name']}`")
         raise typer.Exit(130)
-    out.print(f"run [bold]{row['name']}[/bold] {row['status']} ({s['stop_reason']}): {row['step']} steps in "
-              f"{s['elapsed_s']:.0f}s, best val loss {fmt(row['best_val_loss'], 4)} "
-              f"({fmt(s['val_bits_per_token'], 3)} bits/token)")
+    out.print(markup("run [bold]{name}[/bold] {status} ({reason}): {steps} steps in {elapsed:.0f}s, {loss}",
+                     name=row["name"], status=row["status"], reason=s["stop_reason"], steps=row["step"],
+                     elapsed=s["elapsed_s"], loss=_val_summary(row["best_val_loss"], s)))
+
+
+def _val_summary(best: float | None, summary: dict[str, Any]) -> str:
+    """The run's best validation loss, in its data's terms where the task gives them (bits/token
+    for text); an image family's own validation loss otherwise, or none (a GAN has none)."""
+    if best is None or not math.isfinite(best):
+        return "no validation loss (the family has none)"
+    bits = summary.get("val_bits_per_token")
+    return f"best val loss {fmt(best, 4)}" + (f" ({fmt(bits, 3)} bits/token)" if bits is not None else "")
