@@ -1,12 +1,13 @@
 """The web studio in headless Chromium (Debian's `chromium`, driven by Playwright): type a
 prompt, watch the text stream in, give a thumbs-up and find it in the log, and make an
-image grid."""
+image grid; on the run page, read the evaluation, the loss chart and the sample grids off the page."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -28,20 +29,27 @@ def page_url(served_ws):
         yield server.url
 
 
-@pytest.fixture()
-def page(page_url):
+@contextmanager
+def open_page(url):
+    """The studio at ``url`` in headless Chromium; fails the test if the page threw a JS error."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        context = browser.new_context(locale="en-US")
+        context = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
         pg = context.new_page()
         errors = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.goto(page_url)
+        pg.goto(url)
         yield pg
         browser.close()
         assert not errors, errors
+
+
+@pytest.fixture()
+def page(page_url):
+    with open_page(page_url) as pg:
+        yield pg
 
 
 def test_prompt_streams_text_and_thumbs_up_lands_in_the_log(page, served_ws):
@@ -95,3 +103,152 @@ def test_stop_button_ends_a_stream(page, served_ws, monkeypatch):
     while logbook.list_generations(served_ws, run="g", limit=1)[0]["status"] != "cancelled" and time.time() < deadline:
         time.sleep(0.05)
     assert logbook.list_generations(served_ws, run="g", limit=1)[0]["status"] == "cancelled"
+
+
+# -- the run page: what `aigc eval` wrote, read off the page ------------------------------------------
+
+MARKUP = "<img src=x onerror=window.__pwned=1>"  # a condition value that is also HTML
+
+
+def js_number(v) -> str:
+    """The page's number format (app.js fmtNum): whole numbers with thousands commas, else 4
+    significant digits without trailing zeros."""
+    if float(v).is_integer() or abs(v) >= 1000:
+        return f"{round(v):,}"
+    return repr(float(f"{v:.4g}"))
+
+
+@pytest.fixture(scope="module")
+def evaluated_ws(tmp_path_factory):
+    """A text run "t" whose condition values include markup and an image run "d", both evaluated;
+    "t"'s eval.json gets one section the page has no code for."""
+    import csv
+    import json
+
+    import aigc
+
+    from helpers import write_blocks_npz
+
+    root = tmp_path_factory.mktemp("evaluated")
+    with open(root / "f.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "fruit"])
+        writer.writeheader()
+        for i in range(120):
+            words = ["apple", "red", "sweet"] if i % 2 == 0 else ["猕猴桃", "绿色", "酸甜"]
+            writer.writerow({"text": " ".join(words[(i + j) % 3] for j in range(3 + i % 7)) + f" {i}",
+                             "fruit": "apple" if i % 2 == 0 else MARKUP})
+    ws = aigc.open_workspace(root / "ws")
+    aigc.ingest(root / "f.csv", "fruit", workspace=ws, text_column="text", cond_columns=["fruit"])
+    aigc.train("fruit", family="gpt", preset="tiny", name="t", workspace=ws, max_steps=20, eval_every=5)
+    aigc.evaluate("t", workspace=ws, n_prompts=4, n_samples=4, max_new_tokens=16)
+    path = ws.run_path("t") / "eval.json"
+    ev = json.loads(path.read_text(encoding="utf-8"))
+    ev["a_new_section"] = {"fruit": {"accuracy": 0.8125, "ceiling": 0.96875, "per_value": {MARKUP: 0.75}}}
+    path.write_text(json.dumps(ev, ensure_ascii=False), encoding="utf-8")
+    aigc.ingest(write_blocks_npz(root / "blocks.npz"), "blocks", workspace=ws)
+    aigc.train("blocks", family="diffusion", preset="tiny", name="d", workspace=ws, max_steps=8, eval_every=4,
+               batch_size=8)
+    aigc.evaluate("d", workspace=ws, n_samples=16, steps=2)
+    return ws
+
+
+@pytest.fixture()
+def run_page(evaluated_ws):
+    with LiveServer(evaluated_ws) as server, open_page(server.url) as pg:
+        yield pg
+
+
+def open_run(page, name: str) -> None:
+    page.click("button[data-tab=runs]")
+    page.click(f"#runs-table tbody tr:has(td:text-is('{name}'))")
+    page.wait_for_selector("#run-view")
+
+
+def cell(page, section: str, row: str, col: str | None = None) -> str:
+    """The text of a row's value (or of its column ``col``) in an evaluation section."""
+    rows = page.locator(f"#eval [data-section={section}] tr[data-key]")
+    keys = [rows.nth(i).get_attribute("data-key") for i in range(rows.count())]
+    assert row in keys, f"no row {row!r} in section {section!r}: {keys}"
+    return rows.nth(keys.index(row)).locator(f"td[data-col={col}]" if col else "td").first.text_content()
+
+
+def test_text_run_page_shows_every_evaluation_section_as_tables(run_page, evaluated_ws):
+    import json
+
+    ev = json.loads((evaluated_ws.run_path("t") / "eval.json").read_text(encoding="utf-8"))
+    open_run(run_page, "t")
+    likelihood = ev["likelihood"]
+    assert cell(run_page, "likelihood", "perplexity") == js_number(likelihood["perplexity"])
+    assert cell(run_page, "likelihood", "bits_per_char") == js_number(likelihood["bits_per_char"])
+    assert cell(run_page, "continuation", "bleu") == js_number(ev["continuation"]["bleu"])
+    assert cell(run_page, "continuation", "chrf") == js_number(ev["continuation"]["chrf"])
+    assert cell(run_page, "example", "generated") == ev["continuation"]["example"]["generated"]
+    for k in (1, 2, 3):
+        assert cell(run_page, "diversity", f"distinct_{k}") == js_number(ev["diversity"][f"distinct_{k}"])
+    assert cell(run_page, "memorization", "spans") == js_number(ev["memorization"]["spans"])
+    assert set(ev["by_condition"]) == {"fruit=apple", f"fruit={MARKUP}"}
+    for key, row in ev["by_condition"].items():  # the per-condition table: one row per condition
+        assert cell(run_page, "by_condition", key, "bits_per_char") == js_number(row["bits_per_char"])
+        assert cell(run_page, "by_condition", key, "n_test") == js_number(row["n_test"])
+    # a section the page has no code for shows as a table too, nested values as tables in its cells
+    assert cell(run_page, "a_new_section", "fruit", "accuracy") == "0.8125"
+    assert cell(run_page, "a_new_section", "fruit", "ceiling") == "0.9688"
+    run_page.click("#lang")  # Chinese labels, same numbers
+    assert run_page.text_content("#eval [data-section=likelihood] tr[data-key=perplexity] th") == "困惑度（每词元）"
+    assert cell(run_page, "likelihood", "perplexity") == js_number(likelihood["perplexity"])
+
+
+def test_loss_chart_has_a_log_axis_and_a_marker_per_validation(run_page, evaluated_ws):
+    import json
+    import math
+
+    rows = [json.loads(line) for line in (evaluated_ws.run_path("t") / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if "val_loss" in r]
+    open_run(run_page, "t")
+    chart = run_page.locator("#loss-curve")
+    assert chart.get_attribute("data-scale") == "log"
+    ticks = run_page.locator("#loss-curve text.tick-y")
+    ys = {float(ticks.nth(i).get_attribute("data-value")): float(ticks.nth(i).get_attribute("y"))  # label y = line + 4
+          for i in range(ticks.count())}
+    assert len(ys) >= 3
+    (a, ya), (b, yb) = sorted(ys.items())[0], sorted(ys.items())[-1]
+    per_decade = (ya - yb) / (math.log10(b) - math.log10(a))  # pixels per factor of 10
+    for v, y in ys.items():  # every tick sits at its logarithm's place (unequal steps of a linear axis fail)
+        assert y == pytest.approx(ya - (math.log10(v) - math.log10(a)) * per_decade, abs=0.6)
+    points = run_page.locator("#loss-curve circle.val-point")
+    assert points.count() == len(val) >= 2
+    for i, r in enumerate(val):  # each validation loss drawn where the log axis puts it
+        cy = float(points.nth(i).get_attribute("cy"))
+        assert cy == pytest.approx(ya - 4 - (math.log10(r["val_loss"]) - math.log10(a)) * per_decade, abs=0.6)
+        assert int(points.nth(i).get_attribute("data-step")) == r["step"]
+    labels = [run_page.locator("#loss-curve text.tick-x").nth(i).text_content()
+              for i in range(run_page.locator("#loss-curve text.tick-x").count())]
+    assert str(val[-1]["step"]) in labels and run_page.locator("#loss-curve .axis-label").count() == 2
+
+
+def test_user_data_on_the_run_page_is_text_never_markup(run_page):
+    open_run(run_page, "t")
+    heads = run_page.locator("#eval [data-section=by_condition] tbody th")
+    assert f"fruit={MARKUP}" in [heads.nth(i).text_content() for i in range(heads.count())]
+    assert MARKUP in run_page.text_content("#eval [data-section=a_new_section]")
+    assert run_page.locator("#run-detail img").count() == 0  # the text run has no images: none was made
+    run_page.click("button[data-tab=play]")  # the playground's condition menu lists it as text too
+    run_page.select_option("#run-select", "t")
+    assert MARKUP in run_page.locator("#cond-box select[data-cond=fruit] option").all_text_contents()
+    assert run_page.evaluate("window.__pwned") is None
+
+
+def test_image_run_page_shows_metrics_and_sample_grids_newest_first(run_page, evaluated_ws):
+    import json
+
+    ev = json.loads((evaluated_ws.run_path("d") / "eval.json").read_text(encoding="utf-8"))
+    open_run(run_page, "d")
+    for key in ("fid", "kid_mean", "precision", "recall", "conditional_accuracy", "fid_floor_train_vs_test"):
+        assert cell(run_page, "metrics", key) == js_number(ev[key])
+    assert cell(run_page, "classifier", "test_accuracy") == js_number(ev["classifier"]["test_accuracy"])
+    run_page.wait_for_function("[...document.querySelectorAll('#run-view img.sheet')].length === 3 && "
+                               "[...document.querySelectorAll('#run-view img.sheet')].every((i) => i.naturalWidth > 0)")
+    grids = run_page.locator("#sample-grids img.sheet")
+    assert [grids.nth(i).get_attribute("data-path") for i in range(grids.count())] == \
+        ["samples/step-0000008.png", "samples/step-0000004.png"]
+    assert run_page.locator("#sample-grids figcaption").first.text_content() == "step 8"

@@ -13,10 +13,31 @@ const I18N = {
     "play.no_runs": "No trained runs yet: train one with `aigc train`.",
     "play.stats": "{tokens} tokens · {tps} tok/s · first token {ttft} ms",
     "col.name": "Name", "col.family": "Family", "col.dataset": "Dataset", "col.status": "Status", "col.step": "Step",
-    "col.val": "Best val loss", "col.modality": "Modality", "col.created": "Created", "col.time": "Time",
+    "col.val": "Best val loss", "col.modality": "Modality", "col.created": "Created", "col.updated": "Updated", "col.time": "Time",
     "col.run": "Run", "col.prompt": "Prompt", "col.output": "Output", "log.refresh": "Refresh",
-    "run.curve": "Loss curve", "run.eval": "Evaluation", "run.samples": "Samples", "run.train": "train",
+    "run.curve": "Loss curve", "run.eval": "Evaluation", "run.samples": "Samples during training", "run.train": "train",
     "run.val": "validation", "ds.card": "Dataset card", "ds.preview": "Preview",
+    "run.step": "step", "run.loss": "loss", "run.loss_log": "loss (log scale)", "run.no_curve": "No losses logged yet.",
+    "run.no_eval": "Not evaluated yet: run `aigc eval {name}`.", "run.eval_samples": "samples drawn by the evaluation",
+    // metric names of eval.json; a key not listed here is shown as it is written
+    "m.overview": "Overview", "m.metrics": "Metrics", "m.run": "run", "m.modality": "modality", "m.split": "split", "m.created_at": "evaluated at",
+    "m.sampling": "Sampling", "m.temperature": "temperature", "m.top_p": "top_p", "m.seed": "seed",
+    "m.likelihood": "Likelihood", "m.nll_per_token": "NLL per token", "m.perplexity": "perplexity (per token)",
+    "m.bits_per_char": "bits per character", "m.tokens": "tokens", "m.chars": "characters",
+    "m.continuation": "Prompted continuations", "m.n": "n", "m.bleu": "BLEU", "m.chrf": "chrF", "m.example": "Example",
+    "m.prompt": "prompt", "m.reference": "reference", "m.generated": "generated",
+    "m.diversity": "Diversity", "m.n_samples": "samples", "m.distinct_1": "distinct-1", "m.distinct_2": "distinct-2",
+    "m.distinct_3": "distinct-3", "m.self_bleu": "self-BLEU",
+    "m.memorization": "Memorization", "m.spans": "50-char spans", "m.memorized": "memorized", "m.rate": "rate",
+    "m.by_condition": "Per condition", "m.n_test": "test records", "m.sample": "sample",
+    "m.conditional_accuracy": "conditional accuracy", "m.accuracy": "accuracy", "m.ceiling": "ceiling",
+    "m.classifier": "Classifier", "m.features": "features", "m.test_accuracy": "test accuracy", "m.trained_now": "trained now",
+    "m.fid": "FID", "m.kid_mean": "KID", "m.kid_std": "KID std", "m.kid_subset_size": "KID subset size",
+    "m.precision": "precision", "m.recall": "recall", "m.k": "k (nearest neighbours)", "m.n_real": "real images",
+    "m.n_fake": "generated images", "m.real_accuracy": "classifier accuracy on real images",
+    "m.fid_floor_train_vs_test": "FID floor (train vs test)", "m.seconds_per_1000_samples": "seconds per 1,000 samples",
+    "m.psnr": "reconstruction PSNR (dB)", "m.ssim": "reconstruction SSIM", "m.test_loss": "test loss",
+    "m.codebook_usage": "codebook usage", "m.per_class": "Per class",
   },
   zh: {
     "tab.play": "试玩", "tab.runs": "训练任务", "tab.datasets": "数据集", "tab.log": "生成记录",
@@ -29,10 +50,30 @@ const I18N = {
     "play.no_runs": "还没有训练好的模型：请先运行 `aigc train`。",
     "play.stats": "{tokens} 个词元 · 每秒 {tps} 个 · 首词元 {ttft} 毫秒",
     "col.name": "名称", "col.family": "模型族", "col.dataset": "数据集", "col.status": "状态", "col.step": "步数",
-    "col.val": "最佳验证损失", "col.modality": "模态", "col.created": "创建时间", "col.time": "时间",
+    "col.val": "最佳验证损失", "col.modality": "模态", "col.created": "创建时间", "col.updated": "更新时间", "col.time": "时间",
     "col.run": "模型", "col.prompt": "提示词", "col.output": "输出", "log.refresh": "刷新",
-    "run.curve": "损失曲线", "run.eval": "评估", "run.samples": "样例", "run.train": "训练",
+    "run.curve": "损失曲线", "run.eval": "评估", "run.samples": "训练过程中的样例", "run.train": "训练",
     "run.val": "验证", "ds.card": "数据集卡片", "ds.preview": "预览",
+    "run.step": "步数", "run.loss": "损失", "run.loss_log": "损失（对数坐标）", "run.no_curve": "还没有记录损失。",
+    "run.no_eval": "尚未评估：请运行 `aigc eval {name}`。", "run.eval_samples": "评估时生成的样例",
+    "m.overview": "概览", "m.metrics": "指标", "m.run": "模型", "m.modality": "模态", "m.split": "数据划分", "m.created_at": "评估时间",
+    "m.sampling": "采样参数", "m.temperature": "温度", "m.top_p": "top_p", "m.seed": "随机种子",
+    "m.likelihood": "似然", "m.nll_per_token": "每词元负对数似然", "m.perplexity": "困惑度（每词元）",
+    "m.bits_per_char": "每字符比特数", "m.tokens": "词元数", "m.chars": "字符数",
+    "m.continuation": "按提示续写", "m.n": "数量", "m.bleu": "BLEU", "m.chrf": "chrF", "m.example": "示例",
+    "m.prompt": "提示词", "m.reference": "参考文本", "m.generated": "生成文本",
+    "m.diversity": "多样性", "m.n_samples": "样本数", "m.distinct_1": "distinct-1", "m.distinct_2": "distinct-2",
+    "m.distinct_3": "distinct-3", "m.self_bleu": "self-BLEU",
+    "m.memorization": "记忆（复制训练文本）", "m.spans": "50 字符片段数", "m.memorized": "出现在训练集中的片段", "m.rate": "比例",
+    "m.by_condition": "按条件", "m.n_test": "测试记录数", "m.sample": "样例",
+    "m.conditional_accuracy": "条件准确率", "m.accuracy": "准确率", "m.ceiling": "上限",
+    "m.classifier": "分类器", "m.features": "特征", "m.test_accuracy": "测试准确率", "m.trained_now": "本次训练",
+    "m.fid": "FID", "m.kid_mean": "KID", "m.kid_std": "KID 标准差", "m.kid_subset_size": "KID 子集大小",
+    "m.precision": "精确率（precision）", "m.recall": "召回率（recall）", "m.k": "k（近邻数）", "m.n_real": "真实图片数",
+    "m.n_fake": "生成图片数", "m.real_accuracy": "分类器在真实图片上的准确率",
+    "m.fid_floor_train_vs_test": "FID 下限（训练集对测试集）", "m.seconds_per_1000_samples": "每千张耗时（秒）",
+    "m.psnr": "重建 PSNR（dB）", "m.ssim": "重建 SSIM", "m.test_loss": "测试损失",
+    "m.codebook_usage": "码本使用率", "m.per_class": "按类别",
   },
 };
 
@@ -241,28 +282,6 @@ async function generate() {
 
 // -- runs, datasets, log ----------------------------------------------------------------------------
 
-function drawCurve(canvas, train, val) {
-  const ctx = canvas.getContext("2d");
-  const series = [[train, "train_loss", "#2357d6", t("run.train")], [val, "val_loss", "#d2691e", t("run.val")]]
-    .filter(([rows]) => rows.length);
-  const points = series.flatMap(([rows, key]) => rows.map((r) => [r.step, r[key]])).filter(([, y]) => Number.isFinite(y));
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  if (!points.length) return;
-  const [x0, x1] = [Math.min(...points.map((p) => p[0])), Math.max(...points.map((p) => p[0]))];
-  const [y0, y1] = [Math.min(...points.map((p) => p[1])), Math.max(...points.map((p) => p[1]))];
-  const W = canvas.width, H = canvas.height, pad = 36;
-  const sx = (x) => pad + (x - x0) / Math.max(1e-9, x1 - x0) * (W - 2 * pad);
-  const sy = (y) => H - pad - (y - y0) / Math.max(1e-9, y1 - y0) * (H - 2 * pad);
-  ctx.strokeStyle = "#ccc"; ctx.strokeRect(pad, pad, W - 2 * pad, H - 2 * pad);
-  ctx.fillStyle = "#555"; ctx.font = "11px sans-serif";
-  ctx.fillText(y1.toFixed(3), 2, pad + 4); ctx.fillText(y0.toFixed(3), 2, H - pad); ctx.fillText(String(x1), W - pad - 20, H - pad + 14);
-  series.forEach(([rows, key, color, label], k) => {
-    ctx.strokeStyle = color; ctx.beginPath();
-    rows.filter((r) => Number.isFinite(r[key])).forEach((r, i) => (i ? ctx.lineTo : ctx.moveTo).call(ctx, sx(r.step), sy(r[key])));
-    ctx.stroke(); ctx.fillStyle = color; ctx.fillText(label, W - pad - 80, pad + 14 + 14 * k);
-  });
-}
-
 function kv(obj) {
   const dl = el("dl", { class: "kv" });
   for (const [k, v] of Object.entries(obj || {})) {
@@ -272,19 +291,229 @@ function kv(obj) {
   return dl;
 }
 
-async function showRun(name) {
-  const run = await (await api(`/api/runs/${encodeURIComponent(name)}`)).json();
-  const canvas = el("canvas", { width: 640, height: 260, id: "loss-curve" });
-  const detail = el("div", { class: "detail" }, el("h3", {}, run.name), el("h4", {}, t("run.curve")), canvas);
-  drawCurve(canvas, run.curve.train, run.curve.val);
-  if (run.eval) detail.append(el("h4", {}, t("run.eval")), kv(run.eval));
-  if (run.images.length) {
-    detail.append(el("h4", {}, t("run.samples")));
-    for (const img of run.images.slice(-4)) {
-      const node = el("img", { class: "sheet", alt: img });
-      detail.append(el("div", {}, el("div", { class: "muted" }, img), node));
-      imageUrl(`/api/runs/${encodeURIComponent(name)}/files/${img}`).then((u) => { node.src = u; });
+// -- run page: loss curve, evaluation tables, sample grids ------------------------------------------
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, ...children) {  // like el(), in the SVG namespace; text only as text nodes
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+// Numbers as a person reads them: integers whole (12,345), other values to 4 significant digits.
+function fmtNum(v) {
+  if (!Number.isFinite(v)) return "–";
+  if (Number.isInteger(v) || Math.abs(v) >= 1000) return Math.round(v).toLocaleString("en-US");
+  return String(Number(v.toPrecision(4)));
+}
+
+function fmtValue(v) {
+  if (v === null || v === undefined) return "–";
+  if (typeof v === "number") return fmtNum(v);
+  if (typeof v === "boolean") return v ? "✓" : "✗";
+  return String(v);
+}
+
+const isScalar = (v) => v === null || typeof v !== "object";
+const isRecord = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+// A metric's name in the page's language. Other keys are shown exactly as written: they may be data
+// (a condition value, a class name) that must reach the reader unchanged.
+function label(key) {
+  const k = "m." + key;
+  return I18N[lang][k] || I18N.en[k] || key;
+}
+
+function valueCell(tag, v, depth) {
+  const cell = el(tag, { class: typeof v === "number" ? "num" : (typeof v === "string" && v.length > 16 ? "text" : "") });
+  cell.append(isScalar(v) ? fmtValue(v) : renderValue(v, depth + 1));
+  return cell;
+}
+
+function kvTable(entries, depth, name = label) {  // metric | value
+  return el("div", { class: "table-wrap" }, el("table", { class: "metrics" }, el("tbody", {},
+    ...entries.map(([k, v]) => el("tr", { "data-key": k }, el("th", { title: k }, name(k)), valueCell("td", v, depth))))));
+}
+
+function recordTable(rows, keyHeader, depth) {  // one row per record, one column per field
+  const cols = [];
+  for (const [, r] of rows) for (const c of Object.keys(r)) if (!cols.includes(c)) cols.push(c);
+  const head = el("tr", {}, el("th", {}, keyHeader), ...cols.map((c) => el("th", { title: c, "data-col": c }, label(c))));
+  const body = rows.map(([key, r]) => el("tr", { "data-key": key }, el("th", {}, key),
+    ...cols.map((c) => { const td = valueCell("td", r[c], depth); td.setAttribute("data-col", c); return td; })));
+  return el("div", { class: "table-wrap" }, el("table", { class: "metrics records" }, el("thead", {}, head), el("tbody", {}, ...body)));
+}
+
+// Records that share their fields (per condition, per class) read best as one table.
+function isRecordSet(entries) {
+  if (!entries.length || !entries.every(([, v]) => isRecord(v))) return false;
+  const keys = new Set(entries.flatMap(([, v]) => Object.keys(v)));
+  return entries.every(([, v]) => Object.keys(v).length * 2 >= keys.size);
+}
+
+// Any JSON as tables, so a section added to eval.json shows with no change here.
+function renderValue(v, depth) {
+  if (isScalar(v)) return el("span", {}, fmtValue(v));
+  if (Array.isArray(v)) {
+    if (v.length && v.every(isRecord)) return recordTable(v.map((r, i) => [String(i + 1), r]), "#", depth);
+    if (v.every(isScalar)) return el("span", {}, v.map(fmtValue).join(", "));
+    return el("div", {}, ...v.map((x) => renderValue(x, depth + 1)));
+  }
+  const entries = Object.entries(v);
+  if (isRecordSet(entries)) return recordTable(entries, "", depth);
+  const box = el("div", {});
+  const flat = entries.filter(([, x]) => isScalar(x) || (Array.isArray(x) && x.every(isScalar)));
+  if (flat.length) box.append(kvTable(flat, depth));
+  for (const [k, x] of entries) if (!flat.some(([f]) => f === k)) box.append(evalSection(k, x, depth + 1));
+  return box;
+}
+
+function evalSection(key, value, depth) {
+  const wide = !isScalar(value) && !(isRecord(value) && Object.values(value).every(isScalar));
+  return el("section", { class: "eval-section" + (wide ? " wide" : ""), "data-section": key },
+    el(`h${Math.min(6, 4 + depth)}`, { title: key }, label(key)), renderValue(value, depth));
+}
+
+const EVAL_ABOUT = ["run", "modality", "split", "created_at", "seed", "n"];  // what was evaluated, not how well
+
+// What was evaluated, then the top-level figures (an image run keeps its metrics there), then each section.
+function evalView(ev) {
+  const entries = Object.entries(ev);
+  const about = entries.filter(([k, v]) => isScalar(v) && EVAL_ABOUT.includes(k));
+  const figures = entries.filter(([k, v]) => isScalar(v) && !EVAL_ABOUT.includes(k));
+  const view = el("div", { id: "eval" });
+  if (about.length) view.append(evalSection("overview", Object.fromEntries(about), 1));
+  if (figures.length) view.append(evalSection("metrics", Object.fromEntries(figures), 1));
+  for (const [k, v] of entries) if (!isScalar(v)) view.append(evalSection(k, v, 1));
+  return view;
+}
+
+function niceStep(span, n) {
+  const raw = span / Math.max(1, n), p = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw) || 10 * p;
+}
+
+function linearTicks(lo, hi, n) {
+  if (!(hi > lo)) return [lo];
+  const step = niceStep(hi - lo, n), ticks = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
+  return ticks;
+}
+
+// Ticks of a log axis: powers of ten when the losses span decades, else 1-2-5 or 1..9 times them.
+function logTicks(lo, hi) {
+  const k0 = Math.floor(Math.log10(lo)), k1 = Math.ceil(Math.log10(hi));
+  for (const mults of [[1], [1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
+    const ticks = [];
+    for (let k = k0; k <= k1; k++) for (const m of mults) {
+      const v = Number((m * 10 ** k).toPrecision(12));
+      if (v >= lo && v <= hi) ticks.push(v);
     }
+    if (ticks.length >= 3) return { ticks, mults };
+  }
+  return { ticks: linearTicks(lo, hi, 4).filter((v) => v > 0), mults: null };  // less than a factor of 2
+}
+
+// The loss curve: log-scale y when every loss is positive (the first steps would flatten the rest on
+// a linear axis), train as a line, each validation as a marker, ticks and labels on both axes.
+function lossChart(train, val) {
+  const tr = train.filter((r) => Number.isFinite(r.train_loss)).map((r) => [r.step, r.train_loss]);
+  const va = val.filter((r) => Number.isFinite(r.val_loss)).map((r) => [r.step, r.val_loss]);
+  const all = tr.concat(va);
+  if (!all.length) return el("p", { class: "muted", id: "loss-curve-empty" }, t("run.no_curve"));
+  const W = 720, H = 300, L = 62, R = 16, T = 14, B = 46;
+  const log = all.every(([, y]) => y > 0);
+  const f = log ? Math.log10 : (y) => y;
+  let y0 = Math.min(...all.map((p) => f(p[1]))), y1 = Math.max(...all.map((p) => f(p[1])));
+  const padY = Math.max((y1 - y0) * 0.04, log ? 0.02 : Math.abs(y1) * 0.02 || 0.01);
+  y0 -= padY; y1 += padY;
+  const x0 = Math.min(...all.map((p) => p[0])), x1 = Math.max(x0 + 1, ...all.map((p) => p[0]));
+  const sx = (x) => L + (x - x0) / (x1 - x0) * (W - L - R);
+  const sy = (y) => T + (y1 - f(y)) / (y1 - y0) * (H - T - B);
+  const lo = log ? 10 ** y0 : y0, hi = log ? 10 ** y1 : y1;
+  const chart = svg("svg", { id: "loss-curve", class: "chart", viewBox: `0 0 ${W} ${H}`, "data-scale": log ? "log" : "linear",
+                             role: "img", "aria-label": t("run.curve") });
+  const grid = svg("g", { class: "grid" }), ticks = svg("g", { class: "ticks" });
+  const { ticks: yTicks, mults } = log ? logTicks(lo, hi) : { ticks: linearTicks(lo, hi, 5), mults: null };
+  if (log && mults && mults.length < 9) {  // unlabelled minor lines at 2..9 x 10^k show that the axis is logarithmic
+    for (let k = Math.floor(y0); k <= Math.ceil(y1); k++) for (let m = 2; m <= 9; m++) {
+      const v = m * 10 ** k;
+      if (v > lo && v < hi && !yTicks.includes(Number(v.toPrecision(12)))) {
+        grid.append(svg("line", { class: "minor", x1: L, x2: W - R, y1: sy(v), y2: sy(v) }));
+      }
+    }
+  }
+  for (const v of yTicks) {
+    grid.append(svg("line", { x1: L, x2: W - R, y1: sy(v), y2: sy(v) }));
+    ticks.append(svg("text", { class: "tick-y", "data-value": v, x: L - 6, y: sy(v) + 4, "text-anchor": "end" }, fmtNum(v)));
+  }
+  for (const v of linearTicks(x0, x1, 6).filter(Number.isInteger)) {
+    grid.append(svg("line", { x1: sx(v), x2: sx(v), y1: T, y2: H - B }));
+    ticks.append(svg("text", { class: "tick-x", "data-value": v, x: sx(v), y: H - B + 16, "text-anchor": "middle" }, fmtNum(v)));
+  }
+  chart.append(grid, svg("rect", { class: "frame", x: L, y: T, width: W - L - R, height: H - T - B }), ticks,
+    svg("text", { class: "axis-label", x: L + (W - L - R) / 2, y: H - 8, "text-anchor": "middle" }, t("run.step")),
+    svg("text", { class: "axis-label", x: 14, y: T + (H - T - B) / 2, "text-anchor": "middle",
+                  transform: `rotate(-90 14 ${T + (H - T - B) / 2})` }, t(log ? "run.loss_log" : "run.loss")));
+  if (tr.length) {
+    chart.append(svg("path", { class: "train", d: tr.map(([x, y], i) => `${i ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("") }));
+  }
+  if (va.length) {
+    chart.append(svg("path", { class: "val", d: va.map(([x, y], i) => `${i ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("") }));
+    for (const [x, y] of va) {
+      chart.append(svg("circle", { class: "val-point", cx: sx(x), cy: sy(y), r: 4, "data-step": x, "data-value": y },
+        svg("title", {}, `${t("run.step")} ${fmtNum(x)}: ${t("run.val")} ${fmtNum(y)}`)));
+    }
+  }
+  const legend = svg("g", { class: "legend", transform: `translate(${W - R - 150},${T + 8})` },
+    svg("rect", { x: 0, y: 0, width: 142, height: 40 }),
+    svg("line", { class: "train", x1: 8, x2: 28, y1: 13, y2: 13 }), svg("text", { x: 34, y: 17 }, t("run.train")),
+    svg("circle", { class: "val-key", cx: 18, cy: 29, r: 4 }), svg("text", { x: 34, y: 33 }, t("run.val")));
+  chart.append(legend);
+  return chart;
+}
+
+const SHEET_PX = 360;  // a sample grid is zoomed to about this size on screen
+
+function sheet(runName, path, caption) {
+  const img = el("img", { class: "sheet", alt: caption, "data-path": path });
+  img.addEventListener("load", () => {  // whole-number zoom keeps small images' pixels sharp
+    const zoom = Math.max(1, Math.floor(SHEET_PX / Math.max(img.naturalWidth, img.naturalHeight)));
+    img.style.width = `${img.naturalWidth * zoom}px`;
+  });
+  imageUrl(`/api/runs/${encodeURIComponent(runName)}/files/${path.split("/").map(encodeURIComponent).join("/")}`)
+    .then((u) => { img.src = u; }).catch((e) => { img.replaceWith(el("span", { class: "muted" }, e.message)); });
+  return el("figure", { class: "sheet-box" }, img, el("figcaption", { class: "muted" }, caption));
+}
+
+let shownRun = null;  // the run page on screen, drawn again when the language changes
+
+async function showRun(name) {
+  shownRun = await (await api(`/api/runs/${encodeURIComponent(name)}`)).json();
+  renderRun(shownRun);
+}
+
+function renderRun(run) {
+  const about = { family: "col.family", dataset: "col.dataset", status: "col.status", step: "col.step",
+                  best_val_loss: "col.val", created_at: "col.created", updated_at: "col.updated" };
+  const detail = el("div", { class: "detail", id: "run-view" }, el("h3", {}, run.name),
+    kvTable(Object.keys(about).filter((k) => k in run).map((k) => [k, run[k]]), 1, (k) => t(about[k])),
+    el("h4", {}, t("run.curve")), lossChart(run.curve.train, run.curve.val));
+  const images = run.images || [];
+  detail.append(el("h4", {}, t("run.eval")));
+  if (run.eval) detail.append(evalView(run.eval));
+  else detail.append(el("p", { class: "muted", id: "eval-none" }, t("run.no_eval", { name: run.name })));
+  const evalGrids = images.filter((p) => !p.startsWith("samples/"));
+  if (evalGrids.length) detail.append(el("div", { class: "sheets" }, ...evalGrids.map((p) => sheet(run.name, p,
+    p === "eval_samples.png" ? t("run.eval_samples") : p))));
+  const during = images.filter((p) => p.startsWith("samples/")).reverse().slice(0, 4);  // newest first
+  if (during.length) {
+    detail.append(el("h4", {}, t("run.samples")), el("div", { class: "sheets", id: "sample-grids" }, ...during.map((p) => {
+      const step = /step-0*(\d+)\.png$/.exec(p);
+      return sheet(run.name, p, step ? `${t("run.step")} ${fmtNum(Number(step[1]))}` : p);
+    })));
   }
   $("#run-detail").replaceChildren(detail);
 }
@@ -339,7 +568,13 @@ function showTab(name) {
 }
 
 document.querySelectorAll(".tab").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
-$("#lang").addEventListener("click", () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("aigc.lang", lang); applyLang(); onRunChange(); });
+$("#lang").addEventListener("click", () => {
+  lang = lang === "zh" ? "en" : "zh";
+  localStorage.setItem("aigc.lang", lang);
+  applyLang();
+  onRunChange();
+  if (shownRun && $("#run-view")) renderRun(shownRun);
+});
 $("#key").addEventListener("click", () => {
   const key = prompt(t("key.prompt"), localStorage.getItem("aigc.key") || "");
   if (key !== null) { localStorage.setItem("aigc.key", key.trim()); banner(""); loadRuns().catch((e) => banner(e.message)); }
