@@ -108,7 +108,7 @@ def never_ending_text(monkeypatch, ws, run: str = "g", delay: float = 0.01) -> N
     import time
 
     import aigc
-    import aigc.engine as engine_module
+    import aigc.sampling as sampling_module
 
     eos = aigc.load(run, workspace=ws).tokenizer.eos_id
 
@@ -121,5 +121,5 @@ def never_ending_text(monkeypatch, ws, run: str = "g", delay: float = 0.01) -> N
 
         return wrapped
 
-    for name in ("sample_next_token", "next_token_probs"):  # one job alone, and jobs sampled together
-        monkeypatch.setattr(engine_module, name, slow_and_endless(getattr(engine_module, name)))
+    # Every token the engine draws goes through next_token_probs (sample_next_token calls it too).
+    monkeypatch.setattr(sampling_module, "next_token_probs", slow_and_endless(sampling_module.next_token_probs))

@@ -77,7 +77,6 @@ def test_continuous_batching_gives_each_request_what_it_gets_alone(served, model
 def test_requests_past_the_context_refill_beside_the_batch_and_match_the_generator(served, monkeypatch):
     """Past its context a row is refilled on the prefill thread while the others keep decoding;
     each request still gets exactly what the plain generator makes (which refills inline)."""
-    import aigc.engine as engine_module
     import aigc.sampling as sampling_module
 
     gen = aigc.load("g", workspace=served)
@@ -91,8 +90,8 @@ def test_requests_past_the_context_refill_beside_the_batch_and_match_the_generat
             return original(logits, *args, **kw)
         return wrapped
 
-    for module in (engine_module, sampling_module):  # the engine's grouped rows; everything else
-        monkeypatch.setattr(module, "next_token_probs", without_end_of_text(sampling_module.next_token_probs))
+    # Every token drawn, by the engine and the generator alike, goes through next_token_probs.
+    monkeypatch.setattr(sampling_module, "next_token_probs", without_end_of_text(sampling_module.next_token_probs))
     reqs = [("apple", 1, 2 * block), ("猕猴桃", 2, block + 5), ("", 3, 3 * block // 2), ("red", 4, 2 * block)]
     engine = Engine(served, max_batch=4, log=False)
     try:
@@ -189,7 +188,7 @@ def test_memory_cap_unloads_the_least_recently_used_idle_run(served):
     try:
         g = engine.get("g")
         # A loaded run counts its weights, its slot cache and the transposed copies decoding reads.
-        model, slots = g.generator.model, g.batch.slots
+        model, slots = g.generator.model, g.batch.runner.slots
         weights = sum(t.numel() * t.element_size() for t in model.parameters())
         copies = sum(w.numel() * w.element_size()
                      for layer in slots.weights.layers for w in layer[1:3] + layer[4:])

@@ -17,19 +17,25 @@ Runs load on first use and stay loaded for ``keep_alive`` seconds after their la
 least recently used idle one unloaded first. The queue is bounded: beyond ``max_queue``
 waiting requests, :meth:`submit` raises :class:`~aigc.errors.Overloaded`.
 
-Every finished request is written to the catalog (:mod:`aigc.logbook`) before its last event
-is delivered, unless the engine was built with ``log=False``.
+What a request generates is decided by the decoding core (:mod:`aigc.decoding`), the same code
+:class:`~aigc.generation.TextGenerator` runs; this module schedules: queues, rows, threads.
+
+Nothing slow runs on the decode loop. Runs load on a loader thread (requests for a run being
+loaded wait in the queue while other runs' batches keep decoding), and the log is written by
+a writer thread (:class:`aigc.logbook.LogWriter`). Every finished request is written to the
+catalog before its :class:`Result` is delivered, unless the engine was built with ``log=False``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +43,11 @@ from typing import Any
 import torch
 
 from aigc import logbook
+from aigc.decoding import Batch, Pick, SequenceGroup, SlotRunner, choose_tokens, prefill
 from aigc.errors import AigcError, DeadlineExceeded, InvalidInput, NotFound, Overloaded
-from aigc.generation import SampleStream, Sampling, TextGenerator
+from aigc.generation import Sampling, TextGenerator
 from aigc.runtime import CpuPlan, bind_thread, worker_threads
-from aigc.sampling import draw, logprobs_of, next_token_probs, sample_next_token, uniforms
+from aigc.sampling import logprobs_of
 from aigc.workspace import Workspace
 
 FOREVER = -1.0
@@ -62,6 +69,7 @@ class TextRequest:
     endpoint: str = "python"  # for the log
     options: dict[str, Any] = field(default_factory=dict)  # for the log: the request as the caller gave it
     key_id: str | None = None
+    guidance: float = 1.0  # classifier-free guidance (Sampling.guidance); used when not 1, else the sampling's
 
 
 @dataclass
@@ -113,6 +121,7 @@ class Result:
     prefill_s: float = 0.0
     ttft_s: float | None = None
     total_s: float = 0.0
+    peak_batch: int = 0  # text: the most requests decoded in one step with this one, itself included
 
 
 class Handle:
@@ -199,7 +208,7 @@ class Loaded:
     last_used: float = 0.0
     keep_alive: float = FOREVER
     busy: int = 0  # requests queued or running on it
-    batch: Any = None  # _TextBatch for text runs
+    batch: Batch | None = None  # text runs: the rows of their slot cache and who holds them
 
     def expired(self, now: float) -> bool:
         return self.busy == 0 and self.keep_alive >= 0 and now - self.last_used >= self.keep_alive
@@ -228,75 +237,26 @@ def _extra_bytes(obj: Any, module: torch.nn.Module) -> int:
     return total
 
 
-# -- text jobs and batches -----------------------------------------------------------------
+# -- text jobs ----------------------------------------------------------------------------
 
 
 class _TextJob:
-    def __init__(self, req: TextRequest, handle: Handle, deadline: float | None, context: torch.Tensor,
-                 generator: torch.Generator):
+    """A text request in the engine: its sequence group (what it generates; :mod:`aigc.decoding`)
+    plus what serving adds: the handle, the deadline, timings and the text delivered so far."""
+
+    def __init__(self, req: TextRequest, handle: Handle, deadline: float | None, group: SequenceGroup):
         self.req, self.handle, self.deadline = req, handle, deadline
+        self.group = group
+        group.owner = self
+        group.want_scores = req.logprobs is not None
         self.submitted = time.perf_counter()
         self.started = 0.0
         self.first_token: float | None = None
         self.load_s = self.prefill_s = 0.0
-        self.rows: list[int] = []
-        self.seq = context  # (n, T) context + generated tokens, up to the last call of tokens()
-        self.unjoined: list[list[int]] = []  # tokens generated since: one list of n per step
-        self.last: list[int] = []  # (n) tokens not fed to the model yet
-        self.generator = generator
-        self.samples: list[SampleStream] = []
-        self.texts: list[str] = []
-        self.finish: list[str | None] = []
-        self.pending_tokens: list[list[TokenInfo]] = []
-        self.steps = 0
-        self.prompt_tokens = 0
-
-    def tokens(self) -> torch.Tensor:
-        """(n, T) context + every generated token (joined here, when needed, not every step)."""
-        if self.unjoined:
-            new = torch.tensor(self.unjoined, dtype=self.seq.dtype, device=self.seq.device).T
-            self.seq, self.unjoined = torch.cat([self.seq, new], dim=1), []
-        return self.seq
-
-
-class _TextBatch:
-    """One text run's live sequences: row r of the slot cache belongs to ``owners[r]``."""
-
-    def __init__(self, gen: TextGenerator, rows: int):
-        self.gen = gen
-        self.model = gen.model
-        self.slots = self.model.init_slots(rows)
-        self.capacity = rows
-        self.owners: list[tuple[_TextJob, int]] = []
-        self.jobs: list[_TextJob] = []
-        self.reserved = 0  # rows promised to jobs whose prefill is running
-
-    @property
-    def free(self) -> int:
-        return self.capacity - len(self.owners) - self.reserved
-
-    def install(self, job: _TextJob, state: Any) -> None:
-        """Give ``job`` free rows holding its prefilled ``state``; it decodes from the next step."""
-        rows = list(range(len(self.owners), len(self.owners) + job.req.n))
-        self.owners.extend((job, j) for j in range(job.req.n))
-        job.rows = rows
-        self.jobs.append(job)
-        self.model.load_slots(state, self.slots, rows)
-
-    def remove(self, job: _TextJob) -> None:
-        """Free ``job``'s rows, moving the last live rows into the holes (rows stay packed)."""
-        if job not in self.jobs:  # never installed, or sitting out a prefill
-            return
-        for r in sorted(job.rows, reverse=True):
-            last = len(self.owners) - 1
-            if r != last:
-                self.slots.move(last, r)
-                owner, j = self.owners[last]
-                self.owners[r] = (owner, j)
-                owner.rows[j] = r
-            self.owners.pop()
-        job.rows = []
-        self.jobs.remove(job)
+        self.loading: Future | None = None  # the load of its run, while it waits for one
+        self.texts = [""] * req.n
+        self.finish: list[str | None] = [None] * req.n
+        self.pending_tokens: list[list[TokenInfo]] = [[] for _ in range(req.n)]
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -335,9 +295,19 @@ class Engine:
         self._prefill_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigc-prefill")
         self._prefilled: collections.deque[tuple] = collections.deque()  # finished, waiting to join
         self._prefilling = 0  # handed over and not yet joined (text worker only)
+        # Runs load on a thread of their own: loading takes seconds, and on the decode loop it
+        # would freeze every stream of every run. One load per run at a time; callers share it.
+        self._load_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigc-load",
+                                             initializer=self._worker_setup,
+                                             initargs=(cpu_plan and cpu_plan.other,))
+        self._loads: dict[str, Future] = {}
+        # The log is written on a thread of its own too (a locked database waits up to 30 s); a text
+        # request's result comes back here once its row is written, and goes out after its events.
+        self._writer = logbook.LogWriter(workspace) if log else None
+        self._logged: collections.deque[tuple[Handle, Result]] = collections.deque()
+        self._logging = 0  # text results at the writer, not yet delivered
         self.listeners: list[Callable[[str, Result], None]] = []  # called with (kind, result) per request
         self.tokens_generated = 0
-        self.log_failures = 0
         # Events for asyncio callers, gathered per event loop during a decode step and handed over
         # with one call_soon_threadsafe (one wake-up of the loop per step, not one per request).
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Handle, Any]]] = {}
@@ -345,6 +315,11 @@ class Engine:
                          threading.Thread(target=self._image_loop, name="aigc-images", daemon=True)]
         for t in self._threads:
             t.start()
+
+    @property
+    def log_failures(self) -> int:
+        """Log rows given up on (the database refused them three times)."""
+        return self._writer.failures if self._writer is not None else 0
 
     # -- public --------------------------------------------------------------------------
 
@@ -355,7 +330,7 @@ class Engine:
 
         Events go to the returned handle (one made for ``loop``, or the given ``handle``)."""
         t0 = time.perf_counter()
-        kind, prepared = self._check(req)
+        kind, group = self._check(req)
         load_s = time.perf_counter() - t0
         handle = handle if handle is not None else Handle(loop)
         timeout = req.timeout if req.timeout is not None else self.timeout
@@ -367,7 +342,7 @@ class Engine:
                 raise Overloaded(f"the queue is full ({self.max_queue} requests waiting): try again shortly",
                                  retry_after=1)
             if kind == "text":
-                job = _TextJob(req, handle, deadline, *prepared)
+                job = _TextJob(req, handle, deadline, group)
                 job.submitted, job.load_s = t0, load_s
                 self._text_queue.append(job)
                 self._wake.notify()
@@ -380,13 +355,14 @@ class Engine:
         return self.submit(req).wait()
 
     def get(self, name: str) -> Loaded:
-        """The loaded run ``name`` (loading it now if needed)."""
-        with self._lock:
-            entry = self.loaded.get(name)
-            if entry is not None:
-                self.loaded.move_to_end(name)
-                return entry
-        return self._load(name)
+        """The loaded run ``name`` (loading it now if needed, or waiting for a load under way)."""
+        entry = self._entry(name)
+        while entry is None:
+            entry = self._loading(name).result()
+            with self._lock:  # unloaded again before we got here (a tight memory cap): load again
+                if self.loaded.get(name) is not entry:
+                    entry = None
+        return entry
 
     def describe(self, name: str) -> dict[str, Any]:
         """What a caller needs to check a request for run ``name`` (loading it if needed): its kind,
@@ -426,11 +402,14 @@ class Engine:
         for t in self._threads:
             t.join(timeout=60)
         self._prefill_pool.shutdown(wait=True)
+        self._load_pool.shutdown(wait=True)
+        if self._writer is not None:
+            self._writer.close(timeout=60)
 
     # -- checks and loading ----------------------------------------------------------------
 
-    def _check(self, req) -> tuple[str, tuple]:
-        """Validate a request before it is queued; for text, its context and seeded generator."""
+    def _check(self, req) -> tuple[str, SequenceGroup | None]:
+        """Validate a request before it is queued; for text, its sequence group."""
         if not isinstance(req.n, int) or req.n < 1:
             raise InvalidInput(f"n must be an integer >= 1, got {req.n!r}")
         if req.n > self.max_batch:
@@ -443,12 +422,47 @@ class Engine:
                 raise InvalidInput(f"{req.model!r} is an image run: ask for images instead of text")
             if req.logprobs is not None and not 0 <= req.logprobs <= 20:
                 raise InvalidInput(f"top logprobs must be in 0..20, got {req.logprobs}")
-            return "text", entry.generator.prepare(req.prompt, req.n, req.cond, req.sampling)
+            sampling = req.sampling
+            if req.guidance != 1.0:
+                sampling = dataclasses.replace(sampling, guidance=req.guidance)
+            group = entry.generator.prepare(req.prompt, req.n, req.cond, sampling)
+            if group.width > self.max_batch:
+                raise InvalidInput(f"n is {req.n} with guidance, which takes two rows per sample; this server "
+                                   f"decodes at most {self.max_batch} rows, so n can be at most {self.max_batch // 2}")
+            return "text", group
         if entry.kind != "image":
             raise InvalidInput(f"{req.model!r} is a text run: ask for text instead of images")
         entry.generator.label_ids(req.n, req.cond)  # an unknown class fails here, before queueing
         entry.generator.check_options(req.options)
-        return "image", ()
+        return "image", None
+
+    def _entry(self, name: str) -> Loaded | None:
+        """The loaded run ``name``, or None; never loads."""
+        with self._lock:
+            entry = self.loaded.get(name)
+            if entry is not None:
+                self.loaded.move_to_end(name)
+            return entry
+
+    def _loading(self, name: str) -> Future:
+        """The load of run ``name`` under way, or a new one on the loader thread."""
+        with self._lock:
+            future = self._loads.get(name)
+            if future is not None:
+                return future
+            try:
+                future = self._loads[name] = self._load_pool.submit(self._load, name)
+            except RuntimeError:  # the loader is shut down: so is the engine
+                raise Overloaded("the engine is shutting down", retry_after=5) from None
+        # Outside the lock: a load that is already over runs its callback right here.
+        future.add_done_callback(lambda f: self._loaded(name, f))
+        return future
+
+    def _loaded(self, name: str, future: Future) -> None:
+        with self._lock:
+            if self._loads.get(name) is future:
+                del self._loads[name]
+            self._wake.notify()  # requests waiting in the queue for it
 
     def _load(self, name: str) -> Loaded:
         from aigc import runs
@@ -465,10 +479,11 @@ class Engine:
         if kind == "text":
             if not hasattr(gen.model, "init_slots"):
                 raise InvalidInput(f"run {name!r} ({gen.model.name}) cannot be served: its family has no slot cache")
-            entry.batch = _TextBatch(gen, self.max_batch)
-            entry.nbytes += _extra_bytes(entry.batch.slots, gen.model)  # keys, values, decode weights
+            runner = SlotRunner(gen.model, self.max_batch)
+            entry.batch = Batch(runner)
+            entry.nbytes += _extra_bytes(runner.slots, gen.model)  # keys, values, decode weights
         with self._lock:
-            if name in self.loaded:  # loaded by the other worker meanwhile
+            if name in self.loaded:
                 return self.loaded[name]
             self._make_room(entry.nbytes)
             self.loaded[name] = entry
@@ -524,11 +539,29 @@ class Engine:
     # -- finishing a request -----------------------------------------------------------------
 
     def _finish(self, kind: str, handle: Handle, result: Result, row: dict[str, Any] | None) -> None:
-        if self.log and row is not None:
-            self._record({"id": result.id, "run": result.model, "kind": kind, "status": result.status,
-                          "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                          "ttft_ms": None if result.ttft_s is None else result.ttft_s * 1000,
-                          "latency_ms": result.total_s * 1000, **row})
+        """Deliver ``result`` once its log row is written: a text result goes back to the text
+        worker, which posts it after the request's events; an image result goes out from the writer."""
+        if self._writer is None or row is None:
+            self._deliver(kind, handle, result)
+            return
+        row = {"id": result.id, "run": result.model, "kind": kind, "status": result.status,
+               "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+               "ttft_ms": None if result.ttft_s is None else result.ttft_s * 1000,
+               "latency_ms": result.total_s * 1000, **row}
+        if kind == "text":
+            with self._lock:
+                self._logging += 1
+
+            def written(ok: bool) -> None:
+                with self._lock:
+                    self._logged.append((handle, result))
+                    self._wake.notify()
+        else:
+            def written(ok: bool) -> None:
+                self._deliver(kind, handle, result)
+        self._writer.write(row, written)
+
+    def _deliver(self, kind: str, handle: Handle, result: Result) -> None:
         for listener in self.listeners:
             listener(kind, result)
         if kind == "text":  # from the text worker: with the step's other events
@@ -536,17 +569,15 @@ class Engine:
         else:
             handle._put(result)
 
-    def _record(self, row: dict[str, Any]) -> None:
-        """Write a log row; SQLite waits up to 30 s for a concurrent writer, then we try twice more."""
-        for attempt in range(3):
-            try:
-                logbook.record(self.ws, row)
+    def _deliver_logged(self) -> None:
+        """Text results whose rows are written go out (text worker, before its flush)."""
+        with self._lock:
+            if not self._logged:
                 return
-            except Exception:  # noqa: BLE001 - a log failure must not take the request down
-                if attempt == 2:
-                    self.log_failures += 1
-                    return
-                time.sleep(0.1 * (attempt + 1))
+            done, self._logged = self._logged, collections.deque()
+            self._logging -= len(done)
+        for handle, result in done:
+            self._deliver("text", handle, result)
 
     # -- text worker ---------------------------------------------------------------------------
 
@@ -562,36 +593,39 @@ class Engine:
         while True:
             self._join_prefilled()
             self._admit()
+            self._deliver_logged()
             self._flush()  # first tokens out before the next step
             with self._lock:
-                batches = [e for e in self.loaded.values() if e.batch is not None and e.batch.jobs]
+                batches = [e for e in self.loaded.values() if e.batch is not None and e.batch.groups]
             for entry in batches:
                 try:
                     self._step(entry)
                 except Exception as e:  # noqa: BLE001 - fail this batch's requests, keep serving the rest
-                    self._fail(entry, list(entry.batch.jobs), e)
+                    self._fail(entry, [group.owner for group in entry.batch.groups], e)
             self._flush()
             self._evict_expired()
             with self._lock:
                 decoding = any(e.batch is not None and e.batch.owners for e in self.loaded.values())
-                # Nothing to decode: sleep until a request or a finished prefill comes (a request
-                # that came since _admit finds the queue non-empty here, unless a prefill that will
-                # wake us is running).
-                if not decoding and not self._prefilled and (not self._text_queue or self._prefilling):
-                    if self._stop and not self._text_queue and not self._prefilling:
+                # Nothing to decode: sleep until a request, a finished prefill or load, or a written
+                # log row comes (a request that came since _admit finds the queue non-empty here,
+                # unless a prefill or load that will wake us is running).
+                if not decoding and not self._prefilled and not self._logged and (
+                        not self._text_queue or self._prefilling or self._loads):
+                    if self._stop and not self._text_queue and not self._prefilling and not self._logging:
                         return
                     self._wake.wait(timeout=1.0)
 
     def _fail(self, entry: Loaded, jobs: list[_TextJob], error: Exception) -> None:
         """End admitted ``jobs`` (in the batch or not) with ``error``."""
         for job in jobs:
-            entry.batch.remove(job)
+            entry.batch.remove(job.group)
             self._release(entry, job.req.keep_alive)
             self._post(job.handle, error if isinstance(error, AigcError) else
                        RuntimeError(f"generation failed: {type(error).__name__}: {error}"))
 
     def _admit(self) -> None:
-        """Move queued requests into their run's batch while it has free rows."""
+        """Move queued requests into their run's batch while it has free rows. A request for a run
+        that is not loaded starts its load (on the loader thread) and waits in the queue."""
         with self._lock:
             waiting = list(self._text_queue)
         now = time.perf_counter()
@@ -599,12 +633,18 @@ class Engine:
             if job.handle.cancelled or (job.deadline is not None and now > job.deadline):
                 self._drop_queued(job)
                 continue
-            try:
-                entry = self.get(job.req.model)
-            except AigcError as e:
-                self._drop_queued(job, e)
+            entry = self._entry(job.req.model)
+            if entry is None:
+                load = job.loading
+                if load is not None and load.done() and load.exception() is not None:
+                    error = load.exception()
+                    self._drop_queued(job, error if isinstance(error, AigcError) else
+                                      RuntimeError(f"loading {job.req.model!r} failed: {type(error).__name__}: {error}"))
+                elif load is None or load.done():  # none yet, or loaded and unloaded again since
+                    job.loading = self._loading(job.req.model)
                 continue
-            if entry.batch.free < job.req.n:
+            job.loading = None
+            if entry.batch.free < job.group.width:
                 continue
             with self._lock:
                 self._text_queue.remove(job)
@@ -615,7 +655,7 @@ class Engine:
             except Exception as e:  # noqa: BLE001 - one request's failure must not stop the worker
                 self._fail(entry, [job], e)
 
-    def _drop_queued(self, job: _TextJob, error: AigcError | None = None) -> None:
+    def _drop_queued(self, job: _TextJob, error: Exception | None = None) -> None:
         with self._lock:
             if job in self._text_queue:
                 self._text_queue.remove(job)
@@ -626,29 +666,24 @@ class Engine:
             self._post(job.handle, error)
 
     def _start(self, entry: Loaded, job: _TextJob) -> None:
-        req, gen = job.req, entry.generator
         job.started = time.perf_counter()
-        job.prompt_tokens = job.seq.shape[1]
-        job.samples = [SampleStream(gen.tokenizer, i, req.sampling.stop) for i in range(req.n)]
-        job.texts = [""] * req.n
-        job.finish = [None] * req.n
-        job.pending_tokens = [[] for _ in range(req.n)]
-        self._prefill(entry, job, job.tokens()[:, -entry.batch.model.block_size:], first=True)
+        self._prefill(entry, job, first=True)
 
-    def _prefill(self, entry: Loaded, job: _TextJob, context: torch.Tensor, first: bool) -> None:
-        """Hand ``context`` (n, T) to the prefill thread, holding rows for it; ``job`` joins the
-        batch in :meth:`_join_prefilled` (``first``: with its first token sampled from the logits)."""
+    def _prefill(self, entry: Loaded, job: _TextJob, first: bool) -> None:
+        """Hand ``job``'s prefill to the prefill thread, holding rows for it; it joins the batch in
+        :meth:`_join_prefilled` (``first``: with its first tokens sampled from the logits)."""
         batch = entry.batch
-        batch.reserved += job.req.n
+        runner = batch.runner
+        parts = job.group.prefill_parts(runner.block_size, runner.capacity)
+        batch.reserved += job.group.width
         self._prefilling += 1
 
         def work() -> None:
             try:
                 with torch.inference_mode():
-                    state, logits = batch.model.prefill_state(context, batch.slots)
-                done = (entry, job, first, state, logits, None)
+                    done = (entry, job, first, prefill(runner, parts), None)
             except Exception as e:  # noqa: BLE001 - reported to the request by the text worker
-                done = (entry, job, first, None, None, e)
+                done = (entry, job, first, None, e)
             with self._lock:
                 self._prefilled.append(done)
                 self._wake.notify()
@@ -662,8 +697,8 @@ class Engine:
                 return
             done, self._prefilled = self._prefilled, collections.deque()
         now = time.perf_counter()
-        for entry, job, first, state, logits, error in done:
-            entry.batch.reserved -= job.req.n
+        for entry, job, first, prefilled, error in done:
+            entry.batch.reserved -= job.group.width
             self._prefilling -= 1
             if error is not None:
                 self._fail(entry, [job], error)
@@ -673,112 +708,54 @@ class Engine:
                 self._end(entry, job, "timeout")
             else:
                 with torch.inference_mode():
-                    entry.batch.install(job, state)
-                if first:
-                    job.prefill_s = time.perf_counter() - job.started
-                    self._sample(entry, job, logits)
+                    entry.batch.install(job.group, prefilled)
+                    if first:
+                        job.prefill_s = time.perf_counter() - job.started
+                        for pick in choose_tokens([(job.group, None)], prefilled.logits):
+                            self._accept(entry, pick)
 
     def _step(self, entry: Loaded) -> None:
-        """One decode step of a run's batch: drop leavers, re-prefill full rows, feed, sample."""
+        """One decode step of a run's batch: drop leavers, send full rows to refill, feed, sample."""
         batch = entry.batch
         now = time.perf_counter()
-        for job in list(batch.jobs):
+        for group in list(batch.groups):
+            job = group.owner
             if job.handle.cancelled:
                 self._end(entry, job, "cancelled")
             elif job.deadline is not None and now > job.deadline:
                 self._end(entry, job, "timeout")
         if not batch.owners:
             return
-        cap = batch.slots.capacity
         with torch.inference_mode():
-            if cap is not None:
-                at_cap = (batch.slots.lengths[: len(batch.owners)] >= cap).nonzero().flatten().tolist()
-                full = list(dict.fromkeys(batch.owners[r][0] for r in at_cap))  # one tensor read, not one per job
-                for job in full:  # context full: refill the last three quarters of a block, as TextGenerator
-                    context = job.tokens()[:, -(3 * cap // 4):-1]  # does; the job sits out until it is done
-                    batch.remove(job)
-                    self._prefill(entry, job, context, first=False)
-                if not batch.owners:
-                    return
-            tokens = torch.tensor([owner.last[j] for owner, j in batch.owners], device=batch.slots.lengths.device)
-            logits = batch.model.decode_slots(tokens, batch.slots)
-            # Rows of jobs with the same settings are sampled together; each job still draws its
-            # uniforms from its own generator, so its tokens are those it would get alone. Rows are
-            # taken first: a job that finishes below frees its rows and moves others.
-            groups: dict[tuple | None, list[tuple[_TextJob, list[int]]]] = {}
-            for job in batch.jobs:
-                s = job.req.sampling
-                key = None if s.repetition_penalty != 1.0 else (s.temperature, s.top_k, s.top_p)
-                groups.setdefault(key, []).append((job, list(job.rows)))
-            chosen = []
-            for key, members in groups.items():
-                if key is None:  # a repetition penalty looks at each job's own history
-                    for job, rows in members:
-                        token = self._choose(job, logits[rows])
-                        chosen.append((job, token.tolist(), logits[rows], token))
-                    continue
-                order = [r for _, rows in members for r in rows]
-                lg = logits if order == list(range(logits.shape[0])) else logits[order]
-                probs, picked = next_token_probs(lg, temperature=key[0], top_k=key[1], top_p=key[2])
-                if picked is None:
-                    u = uniforms([job.req.n for job, _ in members], [job.generator for job, _ in members], lg.device)
-                    picked = draw(probs, u)
-                ids, k = picked.tolist(), 0  # one read for the group; tensors per job only for logprobs
-                for job, rows in members:
-                    n = len(rows)
-                    wants = job.req.logprobs is not None
-                    chosen.append((job, ids[k : k + n], lg[k : k + n] if wants else None,
-                                   picked[k : k + n] if wants else None))
-                    k += n
-            for job, ids, lg, token in chosen:
-                self._accept(entry, job, ids, lg, token)
+            for group in batch.full():  # it sits out until its refill is done; the rest decode on
+                batch.remove(group)
+                self._prefill(entry, group.owner, first=False)
+            if not batch.owners:
+                return
+            for pick in batch.step():
+                self._accept(entry, pick)
 
-    def _choose(self, job: _TextJob, logits: torch.Tensor) -> torch.Tensor:
-        s = job.req.sampling
-        return sample_next_token(logits.float(), job.generator, temperature=s.temperature, top_k=s.top_k,
-                                 top_p=s.top_p, repetition_penalty=s.repetition_penalty,
-                                 prev_tokens=job.tokens() if s.repetition_penalty != 1.0 else None)
-
-    def _sample(self, entry: Loaded, job: _TextJob, logits: torch.Tensor) -> None:
-        token = self._choose(job, logits)
-        self._accept(entry, job, token.tolist(), logits, token)
-
-    def _accept(self, entry: Loaded, job: _TextJob, ids: list[int], logits: torch.Tensor | None,
-                token: torch.Tensor | None) -> None:
-        """Take ``job``'s next tokens ``ids`` and emit what they complete. ``logits`` (its rows') and
-        ``token`` (``ids`` as a tensor) are needed only when the request asked for log-probabilities."""
-        s, tok = job.req.sampling, entry.generator.tokenizer
-        job.unjoined.append(ids)
-        job.last = ids
-        job.steps += 1
+    def _accept(self, entry: Loaded, pick: Pick) -> None:
+        """Hand a job its next tokens and emit the text they complete."""
+        group = pick.group
+        job = group.owner
         if job.first_token is None:
             job.first_token = time.perf_counter()
-        infos = None
         if job.req.logprobs is not None:
-            lp = logprobs_of(logits, token, job.req.logprobs)
-            infos = [TokenInfo(tok.decode([t], skip_special=False), float(v),
-                               [(tok.decode([i], skip_special=False), float(x)) for i, x in zip(top, vals)])
-                     for t, v, top, vals in zip(ids, lp.token.tolist(), lp.top_ids.tolist(),
-                                                lp.top_values.tolist())]
-        for i, t in enumerate(ids):
-            sample = job.samples[i]
-            if sample.done:
-                continue
-            if infos is not None:
-                job.pending_tokens[i].append(infos[i])
-            self._emit(job, sample.push(t))
-        finished = all(sample.done for sample in job.samples)
-        if not finished and job.steps >= s.max_new_tokens:
-            for sample in job.samples:
-                if not sample.done:
-                    self._emit(job, sample.finish())
-            finished = True
-        if finished:
+            tok = entry.generator.tokenizer
+            lp = logprobs_of(pick.scores, pick.token, job.req.logprobs)
+            for i, (t, v, top, vals) in enumerate(zip(pick.ids, lp.token.tolist(), lp.top_ids.tolist(),
+                                                      lp.top_values.tolist())):
+                if not group.samples[i].done:
+                    job.pending_tokens[i].append(TokenInfo(
+                        tok.decode([t], skip_special=False), float(v),
+                        [(tok.decode([i2], skip_special=False), float(x)) for i2, x in zip(top, vals)]))
+        for chunk in group.accept(pick.ids):
+            self._emit(job, chunk)
+        if group.done:
             self._end(entry, job, "ok")
 
     def _emit(self, job: _TextJob, chunk) -> None:
-        if chunk is None:
-            return
         i = chunk.index
         job.texts[i] += chunk.text
         if chunk.finish_reason:
@@ -789,25 +766,25 @@ class Engine:
         self._post(job.handle, TextEvent(i, chunk.text, chunk.finish_reason, tokens))
 
     def _end(self, entry: Loaded, job: _TextJob, status: str) -> None:
+        group = job.group
         if status == "timeout":  # close the samples that were cut short, so every stream has an end
-            for sample in job.samples:
-                if not sample.done:
-                    chunk = sample.finish()
-                    chunk.finish_reason = "timeout"
-                    self._emit(job, chunk)
-        entry.batch.remove(job)
+            for chunk in group.cut("timeout"):
+                self._emit(job, chunk)
+        entry.batch.remove(group)
         self._release(entry, job.req.keep_alive)
         done = time.perf_counter()
-        completion = sum(sample.tokens for sample in job.samples)
+        completion = group.completion_tokens
         with self._lock:
             self.tokens_generated += completion
         req = job.req
         result = Result(
             id=job.handle.id, model=req.model, status=status, texts=job.texts,
             finish_reasons=[f or ("length" if status == "ok" else status) for f in job.finish],
-            prompt_tokens=job.prompt_tokens, completion_tokens=completion, queued_s=job.started - job.submitted,
+            prompt_tokens=group.prompt_tokens,
+            completion_tokens=completion, queued_s=job.started - job.submitted,
             load_s=job.load_s, prefill_s=job.prefill_s,
-            ttft_s=None if job.first_token is None else job.first_token - job.submitted, total_s=done - job.submitted)
+            ttft_s=None if job.first_token is None else job.first_token - job.submitted, total_s=done - job.submitted,
+            peak_batch=group.peak_batch)
         row = {"endpoint": req.endpoint, "prompt": req.prompt, "key_id": req.key_id,
                "options": {**req.options, "n": req.n, "cond": req.cond or {}},
                "output": {"texts": result.texts, "finish_reasons": result.finish_reasons}}

@@ -1,197 +1,115 @@
-"""Text generation for every text family: one decoding loop, streamed chunk by chunk.
+"""Text generation for every text family: a loaded run's prompts in, streamed chunks out.
 
-The loop feeds tokens through the family's cache (``forward_cached``) when it has one, or runs
-the full forward over the cropped context when asked not to (``use_cache=False``; tests use
-it as the reference). Token choice is :func:`aigc.sampling.sample_next_token`, a pure function
-given a seeded ``torch.Generator``; stop strings and end-of-text end a sample.
+:class:`TextGenerator` turns a prompt and conditions into a :class:`~aigc.decoding.SequenceGroup`
+(the context the run was trained to continue: normalized as its training text was, with the
+condition prefix, and under classifier-free guidance the unconditional context beside it), then
+runs it through the decoding core (:func:`aigc.decoding.run`) on a batch of its own. The serving
+engine runs the same groups through the same core, many to a batch.
 
-This module knows models, tokenizers and sampling. It knows nothing about files or the catalog.
+This module knows models, tokenizers and the run's conditions. It knows nothing about files or
+the catalog.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from aigc.data.textstream import prefix_ids
-from aigc.data.tokenizers import StreamDecoder, TextTokenizer
+from aigc.data import textstream
+from aigc.data.clean import clean_text, nfkc
+from aigc.data.tokenizers import TextTokenizer
+from aigc.decoding import Chunk, ForwardRunner, ModelRunner, SampleStream, Sampling, SequenceGroup, SlotRunner, run
 from aigc.errors import InvalidInput
-from aigc.sampling import StopMatcher, check_sampling, sample_next_token
 
-
-@dataclass
-class Chunk:
-    """A piece of sample ``index``. The last chunk of a sample has ``finish_reason`` set."""
-
-    index: int
-    text: str
-    finish_reason: str | None = None  # "stop" (end-of-text or a stop string) | "length"
-    tokens: int = 0  # tokens generated for this sample so far
-
-
-@dataclass
-class Sampling:
-    max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float = 1.0
-    stop: Sequence[str] = field(default_factory=tuple)
-    seed: int | None = None
-
-    def check(self) -> None:
-        if self.max_new_tokens < 1:
-            raise InvalidInput(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        check_sampling(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
-
-
-def decode_tokens(model: nn.Module, context: Tensor, steps: int, generator: torch.Generator,
-                  s: Sampling, use_cache: bool = True) -> Iterator[Tensor]:
-    """Yield ``steps`` next tokens (B,) after ``context`` (B, T). The caller may stop early."""
-    block = model.block_size
-    seq = context
-    cached = use_cache and getattr(model, "supports_cache", False)
-
-    def prefill(tokens: Tensor):
-        cache = model.init_cache(tokens.shape[0])
-        return cache, model.forward_cached(tokens, cache)
-
-    if cached:
-        cache, logits = prefill(seq[:, -block:])
-    else:
-        logits = model(seq[:, -block:])[0][:, -1]
-    for _ in range(steps):
-        token = sample_next_token(
-            logits.float(), generator, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-            repetition_penalty=s.repetition_penalty, prev_tokens=seq if s.repetition_penalty != 1.0 else None,
-        )
-        yield token
-        seq = torch.cat([seq, token[:, None]], dim=1)
-        if not cached:
-            logits = model(seq[:, -block:])[0][:, -1]
-        elif cache.capacity is not None and cache.pos >= cache.capacity:
-            # Context full: start again from the most recent three quarters of a block.
-            cache, logits = prefill(seq[:, -(3 * block // 4):])
-        else:
-            logits = model.forward_cached(token[:, None], cache)
-
-
-class SampleStream:
-    """One sample's tokens -> text chunks: incremental decoding, stop strings, end-of-text.
-
-    ``push(token)`` returns the chunk that token completes (or None while text is held back);
-    ``finish()`` ends a sample that ran out of tokens (``finish_reason="length"``).
-    """
-
-    def __init__(self, tokenizer: TextTokenizer, index: int, stops: Sequence[str] = ()):
-        self.index = index
-        self.decoder = StreamDecoder(tokenizer)
-        self.matcher = StopMatcher(stops)
-        self.eos = tokenizer.eos_id
-        self.tokens = 0  # tokens generated, end-of-text excluded
-        self.done = False
-
-    def push(self, token: int) -> Chunk | None:
-        if self.done:
-            return None
-        if token == self.eos:
-            self.done = True
-            return Chunk(self.index, self.matcher.feed(self.decoder.flush())[0] + self.matcher.flush(), "stop",
-                         self.tokens)
-        self.tokens += 1
-        text, stopped = self.matcher.feed(self.decoder.push(token))
-        if stopped:
-            self.done = True
-            return Chunk(self.index, text, "stop", self.tokens)
-        return Chunk(self.index, text, None, self.tokens) if text else None
-
-    def finish(self) -> Chunk:
-        self.done = True
-        text, stopped = self.matcher.feed(self.decoder.flush())
-        return Chunk(self.index, text if stopped else text + self.matcher.flush(), "stop" if stopped else "length",
-                     self.tokens)
+__all__ = ["Chunk", "SampleStream", "Sampling", "TextGenerator"]
 
 
 class TextGenerator:
-    """A loaded text run: model + tokenizer + the conditions it was trained on."""
+    """A loaded text run: model + tokenizer + the conditions it was trained on.
+
+    ``normalize``: whether the run's training text was NFKC-normalized at ingest (the default
+    there); prompts and condition values are then normalized the same way, so full-width letters,
+    digits and spaces typed by a Chinese input method read as the characters the model saw.
+    """
 
     def __init__(self, model: nn.Module, tokenizer: TextTokenizer, cond_columns: Sequence[str] = (),
-                 conditions: dict[str, list[str]] | None = None, name: str = ""):
+                 conditions: dict[str, list[str]] | None = None, name: str = "", normalize: bool = True):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.cond_columns = list(cond_columns)
         self.conditions = conditions or {}
         self.name = name
+        self.normalize = normalize
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def context_ids(self, prompt: str = "", cond: dict[str, str] | None = None) -> list[int]:
-        unknown = self.tokenizer.count_unknown(prompt)
-        if unknown:
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The prompt's tokens, normalized as the training text was; unseen characters refused."""
+        if self.normalize and not prompt.isascii():  # ASCII is already NFKC
+            prompt = nfkc(prompt)
+        if self.tokenizer.count_unknown(prompt):
             unseen = sorted({ch for ch in prompt if self.tokenizer.count_unknown(ch)})
             shown = ", ".join(repr(ch) for ch in unseen[:5])
             raise InvalidInput(
                 f"the prompt has {len(unseen)} character(s) this run never saw in training ({shown}): "
                 "remove them, or train with --tokenizer bpe, which handles any text"
             )
-        return prefix_ids(self.tokenizer, cond or {}, self.cond_columns, self.conditions) + self.tokenizer.encode(prompt)
+        return self.tokenizer.encode(prompt)
 
-    def prepare(self, prompt: str, n: int, cond: dict[str, str] | None, s: Sampling) -> tuple[Tensor, torch.Generator]:
-        """Validate a request; return the context (n, T) and the seeded generator."""
+    def _cond(self, cond: dict[str, str] | None) -> dict[str, str]:
+        """Condition values cleaned as ingest cleaned them (they name control tokens exactly)."""
+        return {k: clean_text(v, normalize=self.normalize) if isinstance(v, str) else v for k, v in (cond or {}).items()}
+
+    def context_ids(self, prompt: str = "", cond: dict[str, str] | None = None) -> list[int]:
+        """``<|endoftext|>`` + the condition tokens + the prompt: what generation continues."""
+        prefix = textstream.prefix_ids(self.tokenizer, self._cond(cond), self.cond_columns, self.conditions)
+        return prefix + self.prompt_ids(prompt)
+
+    def prepare(self, prompt: str, n: int, cond: dict[str, str] | None, s: Sampling) -> SequenceGroup:
+        """Validate a request; return it as a sequence group with its seeded generator."""
         s.check()
-        if n < 1:
-            raise InvalidInput(f"n must be >= 1, got {n}")
-        ids = self.context_ids(prompt, cond)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidInput(f"n must be an integer >= 1, got {n!r}")
+        cond = self._cond(cond)
+        prefix = textstream.prefix_ids(self.tokenizer, cond, self.cond_columns, self.conditions)
+        ids = self.prompt_ids(prompt)
+        uncond = None
+        if s.guidance != 1.0:
+            null = textstream.null_prefix_ids(self.tokenizer, self.cond_columns)
+            if null is None:
+                raise InvalidInput(
+                    f"guidance {s.guidance:g} needs a run trained with condition dropout, and "
+                    f"{self.name or 'this run'} was trained without it (it has no null condition tokens): "
+                    "use guidance 1, or train the run again with --cond-dropout")
+            if cond:  # with no condition given, both contexts would say the same: one row suffices
+                uncond = null + ids
         seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little")
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        return torch.tensor([ids] * n, dtype=torch.long, device=self.device), generator
+        return SequenceGroup(prefix + ids, n, s, generator, self.tokenizer, uncond, device=self.device)
+
+    def runner(self, rows: int, use_cache: bool = True) -> ModelRunner:
+        """A runner of ``rows`` rows for this run's model: its slot cache, or (``use_cache=False``,
+        or a family without one) the plain forward over the last block."""
+        if use_cache and hasattr(self.model, "init_slots"):
+            return SlotRunner(self.model, rows)
+        return ForwardRunner(self.model, rows)
 
     def stream(self, prompt: str = "", *, n: int = 1, cond: dict[str, str] | None = None,
                use_cache: bool = True, **sampling) -> Iterator[Chunk]:
         """Yield chunks of ``n`` continuations of ``prompt`` as tokens arrive (prompt excluded)."""
-        s = Sampling(**sampling)
-        context, generator = self.prepare(prompt, n, cond, s)
-        samples = [SampleStream(self.tokenizer, i, s.stop) for i in range(n)]
+        group = self.prepare(prompt, n, cond, Sampling(**sampling))
         with torch.inference_mode():
-            for tokens in decode_tokens(self.model, context, s.max_new_tokens, generator, s, use_cache):
-                for sample, tok in zip(samples, tokens.tolist()):
-                    chunk = sample.push(tok)
-                    if chunk is not None:
-                        yield chunk
-                if all(sample.done for sample in samples):
-                    return
-        for sample in samples:
-            if not sample.done:
-                yield sample.finish()
+            yield from run(self.runner(group.width, use_cache), group)
 
     def generate(self, prompt: str = "", *, n: int = 1, cond: dict[str, str] | None = None,
                  use_cache: bool = True, **sampling) -> list[str]:
         """``n`` finished continuations of ``prompt`` (prompt excluded)."""
-        if sampling.get("stop"):  # stop strings are matched on text as it streams
-            out = [""] * n
-            for chunk in self.stream(prompt, n=n, cond=cond, use_cache=use_cache, **sampling):
-                out[chunk.index] += chunk.text
-            return out
-        # Without stop strings only end-of-text ends a sample: collect ids, decode once at the end.
-        s = Sampling(**sampling)
-        context, generator = self.prepare(prompt, n, cond, s)
-        ids: list[list[int]] = [[] for _ in range(n)]
-        done = [False] * n
-        eos = self.tokenizer.eos_id
-        with torch.inference_mode():
-            for tokens in decode_tokens(self.model, context, s.max_new_tokens, generator, s, use_cache):
-                for i, tok in enumerate(tokens.tolist()):
-                    if not done[i]:
-                        if tok == eos:
-                            done[i] = True
-                        else:
-                            ids[i].append(tok)
-                if all(done):
-                    break
-        return [self.tokenizer.decode(row, skip_special=True) for row in ids]
+        texts: dict[int, str] = {}
+        for chunk in self.stream(prompt, n=n, cond=cond, use_cache=use_cache, **sampling):
+            texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
+        return [texts.get(i, "") for i in range(n)]

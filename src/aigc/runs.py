@@ -80,7 +80,8 @@ def _prepare_text(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, car
                       encode_records(tokenizer, val_records, cond_columns), model.block_size, cfg,
                       aligned=0.5 if cond_columns else 0.0)
     spec = {"cond_columns": cond_columns,
-            "conditions": {c: sorted(card.get("conditions", {}).get(c, {})) for c in cond_columns}}
+            "conditions": {c: sorted(card.get("conditions", {}).get(c, {})) for c in cond_columns},
+            "normalize": bool(card.get("normalize", True))}  # prompts are normalized as the text was
     return Prepared(model, task, spec, tokenizer)
 
 
@@ -301,4 +302,5 @@ def load(ws: Workspace, name: str, device: str | None = None):
 
         return ImageGenerator(model, spec.get("classes", []), name=name)
     tokenizer = TextTokenizer.load(run_dir / "tokenizer.json")
-    return TextGenerator(model, tokenizer, spec["cond_columns"], spec["conditions"], name=name)
+    return TextGenerator(model, tokenizer, spec["cond_columns"], spec["conditions"], name=name,
+                         normalize=spec.get("normalize", True))  # runs from before it was recorded: ingest's default

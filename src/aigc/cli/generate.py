@@ -31,8 +31,9 @@ def generate(
                                                  "[default: RUN-samples].", show_default=False)] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Diffusion: denoising steps (DDIM).",
                                               show_default=False)] = None,
-    guidance: Annotated[float | None, typer.Option("--guidance", help="Diffusion: classifier-free guidance scale.",
-                                                   show_default=False)] = None,
+    guidance: Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale: diffusion, "
+                                                   "and text runs trained with --cond-dropout (1 = off; above 1 "
+                                                   "holds the --cond harder).", show_default=False)] = None,
     style_from: Annotated[Path | None, typer.Option("--style-from", help="Image runs: keep this image's style and "
                                                     "give it the class of --cond label=CLASS.", show_default=False)] = None,
     strength: Annotated[float | None, typer.Option("--strength", help="Diffusion style transfer: how much of the "
@@ -67,6 +68,8 @@ def generate(
         return
     options = dict(n=n, cond=parse_pairs(cond, "--cond"), max_new_tokens=max_new_tokens, temperature=temperature,
                    top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, stop=tuple(stop or ()), seed=seed)
+    if guidance is not None:
+        options["guidance"] = guidance
     if stream and n == 1:
         chunks = gen.stream(prompt, **options)
         first = next(chunks)  # validation errors surface before anything is printed
