@@ -135,3 +135,22 @@ def test_demo_ingests_the_bundled_sample_trains_and_evaluates(tmp_path):
         assert label in r.stdout
     r = aigc("demo", "--preset", "tiny", "--no-serve", "-w", ws)  # a second run reuses the finished model
     assert r.exit_code == 0 and "reusing finished run shop-gpt-tiny" in r.stdout
+
+
+@pytest.mark.parametrize("family", ["vae", "gan"])
+def test_image_progress_and_summary_speak_images_not_tokens(tmp_path, family):
+    import re
+
+    from helpers import write_blocks_npz
+
+    ws = tmp_path / "ws"
+    assert aigc("ingest", write_blocks_npz(tmp_path / "blocks.npz"), "--name", "blocks", "-w", ws).exit_code == 0
+    r = aigc("train", "blocks", "--family", family, "--preset", "tiny", "--name", "b", "--max-steps", "4",
+             "--eval-every", "2", "--batch-size", "8", "-w", ws)
+    assert r.exit_code == 0, r.output
+    progress = [line for line in r.stderr.splitlines() if line.startswith("b: step ")]
+    assert progress and all(re.search(r" [\d,]+ img/s .*ETA ", line) for line in progress), r.stderr
+    assert "tok/s" not in r.stderr and "bits/token" not in r.stdout
+    # the family's own validation loss (or that it has none), never bits per token
+    summary = r"(best val loss -?\d+\.\d{4}|no validation loss \(the family has none\))$"
+    assert re.search(summary, r.stdout.strip()), r.stdout
