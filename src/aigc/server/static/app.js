@@ -402,18 +402,36 @@ function linearTicks(lo, hi, n) {
   return ticks;
 }
 
-// Ticks of a log axis: powers of ten when the losses span decades, else 1-2-5 or 1..9 times them.
-function logTicks(lo, hi) {
-  const k0 = Math.floor(Math.log10(lo)), k1 = Math.ceil(Math.log10(hi));
-  for (const mults of [[1], [1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
-    const ticks = [];
-    for (let k = k0; k <= k1; k++) for (const m of mults) {
-      const v = Number((m * 10 ** k).toPrecision(12));
-      if (v >= lo && v <= hi) ticks.push(v);
+// Ticks of a log axis, where they fit (at least `gap` px apart): powers of ten first, then 5 and 2
+// times them, then 1..9, then finer steps; a run whose loss falls from 4 to 1.3 gets labels in the
+// crowded low part as well as at the top.
+function logTicks(lo, hi, py, gap) {
+  const chosen = [];
+  for (const f of [10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01]) {
+    for (let k = Math.floor(Math.log10(lo)); k <= Math.ceil(Math.log10(hi)); k++) {
+      const step = f * 10 ** k;
+      for (let m = Math.ceil(Math.max(lo, 10 ** k) / step); m * step <= Math.min(hi, 10 ** (k + 1)) * (1 + 1e-12); m++) {
+        const v = Number((m * step).toPrecision(12));
+        if (v >= lo && v <= hi && chosen.every((c) => Math.abs(py(c) - py(v)) >= gap)) chosen.push(v);
+      }
     }
-    if (ticks.length >= 3) return { ticks, mults };
   }
-  return { ticks: linearTicks(lo, hi, 4).filter((v) => v > 0), mults: null };  // less than a factor of 2
+  return chosen.sort((a, b) => a - b);
+}
+
+// A long noisy run also gets a centred moving average (in log space on a log axis); the window
+// narrows towards the ends, so the steep first steps are not smeared or delayed as an EMA would.
+function smooth(points, log) {
+  const k = Math.floor(points.length / 50);
+  if (k < 1) return points;
+  const f = log ? Math.log : (y) => y, g = log ? Math.exp : (y) => y;
+  const ys = points.map(([, y]) => f(y));
+  return points.map(([x], i) => {
+    const h = Math.min(k, i, points.length - 1 - i);
+    let sum = 0;
+    for (let j = i - h; j <= i + h; j++) sum += ys[j];
+    return [x, g(sum / (2 * h + 1))];
+  });
 }
 
 // The loss curve: log-scale y when every loss is positive (the first steps would flatten the rest on
@@ -436,15 +454,7 @@ function lossChart(train, val) {
   const chart = svg("svg", { id: "loss-curve", class: "chart", viewBox: `0 0 ${W} ${H}`, "data-scale": log ? "log" : "linear",
                              role: "img", "aria-label": t("run.curve") });
   const grid = svg("g", { class: "grid" }), ticks = svg("g", { class: "ticks" });
-  const { ticks: yTicks, mults } = log ? logTicks(lo, hi) : { ticks: linearTicks(lo, hi, 5), mults: null };
-  if (log && mults && mults.length < 9) {  // unlabelled minor lines at 2..9 x 10^k show that the axis is logarithmic
-    for (let k = Math.floor(y0); k <= Math.ceil(y1); k++) for (let m = 2; m <= 9; m++) {
-      const v = m * 10 ** k;
-      if (v > lo && v < hi && !yTicks.includes(Number(v.toPrecision(12)))) {
-        grid.append(svg("line", { class: "minor", x1: L, x2: W - R, y1: sy(v), y2: sy(v) }));
-      }
-    }
-  }
+  const yTicks = log ? logTicks(lo, hi, sy, 22) : linearTicks(lo, hi, 5);
   for (const v of yTicks) {
     grid.append(svg("line", { x1: L, x2: W - R, y1: sy(v), y2: sy(v) }));
     ticks.append(svg("text", { class: "tick-y", "data-value": v, x: L - 6, y: sy(v) + 4, "text-anchor": "end" }, fmtNum(v)));
@@ -457,11 +467,14 @@ function lossChart(train, val) {
     svg("text", { class: "axis-label", x: L + (W - L - R) / 2, y: H - 8, "text-anchor": "middle" }, t("run.step")),
     svg("text", { class: "axis-label", x: 14, y: T + (H - T - B) / 2, "text-anchor": "middle",
                   transform: `rotate(-90 14 ${T + (H - T - B) / 2})` }, t(log ? "run.loss_log" : "run.loss")));
+  const line = (pts) => pts.map(([x, y], i) => `${i ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("");
   if (tr.length) {
-    chart.append(svg("path", { class: "train", d: tr.map(([x, y], i) => `${i ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("") }));
+    const smoothed = smooth(tr, log);
+    if (smoothed !== tr) chart.append(svg("path", { class: "train raw", d: line(tr) }));
+    chart.append(svg("path", { class: "train", d: line(smoothed) }));
   }
   if (va.length) {
-    chart.append(svg("path", { class: "val", d: va.map(([x, y], i) => `${i ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("") }));
+    chart.append(svg("path", { class: "val", d: line(va) }));
     for (const [x, y] of va) {
       chart.append(svg("circle", { class: "val-point", cx: sx(x), cy: sy(y), r: 4, "data-step": x, "data-value": y },
         svg("title", {}, `${t("run.step")} ${fmtNum(x)}: ${t("run.val")} ${fmtNum(y)}`)));
