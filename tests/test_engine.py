@@ -53,25 +53,95 @@ def test_slot_decoding_equals_the_plain_cache_at_mixed_lengths(family):
                                model.forward_cached(torch.tensor([[5]]), cache), rtol=1e-5, atol=1e-5)
 
 
+def _without_end_of_text(monkeypatch, ws, run="g"):
+    """Every request runs to its max_new_tokens, however its run trained: end-of-text is never drawn,
+    by the engine or the generator (every token drawn goes through next_token_probs)."""
+    import aigc.sampling as sampling_module
+
+    eos = aigc.load(run, workspace=ws).tokenizer.eos_id
+    original = sampling_module.next_token_probs
+
+    def wrapped(logits, *args, **kw):
+        logits = logits.clone()
+        logits[:, eos] = float("-inf")
+        return original(logits, *args, **kw)
+
+    monkeypatch.setattr(sampling_module, "next_token_probs", wrapped)
+
+
 @pytest.mark.parametrize("model", ["g", "l"])
-def test_continuous_batching_gives_each_request_what_it_gets_alone(served, model):
+def test_continuous_batching_gives_each_request_what_it_gets_alone(served, model, monkeypatch):
+    # Long enough (40+ tokens, no early end) that all four are surely decoding at once.
+    _without_end_of_text(monkeypatch, served, model)
     prompts = [("apple", {"fruit": "apple"}, 1), ("猕猴桃", {"fruit": "kiwi"}, 2), ("", None, 3), ("red", None, 4)]
     engine = Engine(served, max_batch=8, log=False)
     try:
-        alone = [engine.generate(_req(model, seed, prompt=p, cond=c, max_new_tokens=20 + 7 * seed)).texts
+        alone = [engine.generate(_req(model, seed, prompt=p, cond=c, max_new_tokens=40 + 9 * seed))
                  for p, c, seed in prompts]
-        # all at once, staggered so requests join a batch that is already decoding
-        handles = []
-        for p, c, seed in prompts:
-            handles.append(engine.submit(_req(model, seed, prompt=p, cond=c, max_new_tokens=20 + 7 * seed)))
-            time.sleep(0.01)
-        together = [h.wait().texts for h in handles]
+        # All at once: their prefills run one after another beside the batch, so each joins a batch
+        # that is already decoding.
+        handles = [engine.submit(_req(model, seed, prompt=p, cond=c, max_new_tokens=40 + 9 * seed))
+                   for p, c, seed in prompts]
+        together = [h.wait() for h in handles]
     finally:
         engine.close()
-    assert together == alone
+    assert [r.peak_batch for r in alone] == [1, 1, 1, 1], "alone means alone"
+    assert [r.peak_batch for r in together] == [4, 4, 4, 4], "the four shared decode steps"
+    assert [r.texts for r in together] == [r.texts for r in alone]
     gen = aigc.load(model, workspace=served)
-    for (p, c, seed), texts in zip(prompts, alone):  # and what the plain generator makes
-        assert gen.generate(p, cond=c, seed=seed, max_new_tokens=20 + 7 * seed, temperature=1.0) == texts
+    for (p, c, seed), r in zip(prompts, alone):  # and what the plain generator makes
+        assert gen.generate(p, cond=c, seed=seed, max_new_tokens=40 + 9 * seed, temperature=1.0) == r.texts
+
+
+def test_guided_requests_batched_equal_alone_and_the_generator(served, monkeypatch):
+    """Under classifier-free guidance a sample takes two rows (conditional and unconditional) that
+    see the same tokens; batched with others, each request still gets what it gets alone."""
+    from aigc.data import textstream
+
+    # The unconditional context is the bare start marker here, whatever the run was trained with:
+    # this checks the mechanics; test_text_models checks a run trained with condition dropout.
+    monkeypatch.setattr(textstream, "null_prefix_ids", lambda tok, cols: [tok.eos_id])
+    _without_end_of_text(monkeypatch, served)
+    reqs = [("apple", {"fruit": "apple"}, 1, 2.0), ("猕猴桃", {"fruit": "kiwi"}, 2, 3.0),
+            ("", {"fruit": "kiwi"}, 3, 1.0), ("red", None, 4, 2.0)]
+
+    def req(p, c, seed, g, via_request=True):
+        r = _req("g", seed, prompt=p, cond=c, max_new_tokens=40 + 9 * seed)
+        if via_request:
+            r.guidance = g  # the field the HTTP routes set
+        else:
+            r.sampling.guidance = g
+        return r
+
+    engine = Engine(served, max_batch=8, log=False)
+    try:
+        alone = [engine.generate(req(*r, via_request=i % 2 == 0)) for i, r in enumerate(reqs)]
+        handles = [engine.submit(req(*r)) for r in reqs]
+        together = [h.wait() for h in handles]
+        unguided = engine.generate(req("猕猴桃", {"fruit": "kiwi"}, 2, 1.0))
+    finally:
+        engine.close()
+    assert [r.peak_batch for r in together] == [4, 4, 4, 4]
+    assert [r.texts for r in together] == [r.texts for r in alone]
+    assert unguided.texts != alone[1].texts, "guidance changed what was drawn"
+    gen = aigc.load("g", workspace=served)
+    for (p, c, seed, g), r in zip(reqs, alone):
+        assert gen.generate(p, cond=c, seed=seed, max_new_tokens=40 + 9 * seed, temperature=1.0, guidance=g) == r.texts
+
+
+def test_guidance_needs_rows_and_null_tokens(served, monkeypatch):
+    from aigc.data import textstream
+
+    engine = Engine(served, max_batch=4, log=False)
+    try:
+        monkeypatch.setattr(textstream, "null_prefix_ids", lambda tok, cols: [tok.eos_id])
+        with pytest.raises(InvalidInput, match="two rows per sample.*at most 2"):
+            engine.submit(_req(n=3, cond={"fruit": "apple"}, guidance=2.0))
+        monkeypatch.setattr(textstream, "null_prefix_ids", lambda tok, cols: None)  # a run without them
+        with pytest.raises(InvalidInput, match="trained with condition dropout"):
+            engine.submit(_req(cond={"fruit": "apple"}, guidance=2.0))
+    finally:
+        engine.close()
 
 
 def test_requests_past_the_context_refill_beside_the_batch_and_match_the_generator(served, monkeypatch):
@@ -252,4 +322,93 @@ def test_a_deleted_run_folder_is_a_clear_error(served, tmp_path):
         with pytest.raises(NotFound, match="cannot be loaded"):
             engine.submit(_req("gone"))
     finally:
+        engine.close()
+
+
+def _consume(handle):
+    """Read ``handle`` on a thread; returns (thread, events with the time each arrived)."""
+    events: list[tuple[float, object]] = []
+
+    def read():
+        for event in handle:
+            events.append((time.monotonic(), event))
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread, events
+
+
+def test_a_blocked_log_write_holds_back_only_results_never_tokens(served, monkeypatch):
+    """The log is written off the decode loop. While one row cannot be written (a locked database),
+    other requests' tokens keep arriving; every result still comes only after its row is written."""
+    gate, writing = threading.Event(), threading.Event()
+    write = logbook.record_many
+
+    def locked(ws, rows):
+        writing.set()
+        gate.wait(30)
+        return write(ws, rows)
+
+    monkeypatch.setattr(logbook, "record_many", locked)
+    engine = Engine(served, max_batch=4)
+    try:
+        first = engine.submit(_req(prompt="apple", max_new_tokens=3))
+        first_reader, first_events = _consume(first)
+        assert writing.wait(30), "the first request finished and its row is being written"
+        second = engine.submit(_req(prompt="red", seed=2, max_new_tokens=30))
+        second_reader, second_events = _consume(second)
+        deadline = time.monotonic() + 30
+        while not any(getattr(e, "finish_reason", None) for _, e in second_events) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        streamed = [e for _, e in second_events]
+        assert streamed and streamed[-1].finish_reason, "the second request streamed to its end meanwhile"
+        assert first.result is None and second.result is None, "no result before its row is written"
+        released = time.monotonic()
+        gate.set()
+        first_reader.join(30)
+        second_reader.join(30)
+        for handle, events in ((first, first_events), (second, second_events)):
+            assert handle.result is not None and events[-1][0] >= released
+            assert logbook.get(served, handle.result.id)["output"]["texts"] == handle.result.texts
+        assert "".join(e.text for e in streamed) == second.result.texts[0]
+    finally:
+        gate.set()
+        engine.close()
+
+
+def test_a_run_loading_does_not_stall_other_runs_streams(served, monkeypatch):
+    """A queued request whose run is not loaded (unloaded since it was checked) has the run loaded on
+    the loader thread; the decode loop keeps streaming the other runs meanwhile."""
+    from aigc import runs
+
+    gate = threading.Event()
+    gate.set()
+    loaded_on = []
+    load = runs.load
+
+    def slow_load(ws, name, device=None):
+        if name == "l":
+            loaded_on.append(threading.current_thread().name)
+            gate.wait(30)
+        return load(ws, name, device)
+
+    monkeypatch.setattr(runs, "load", slow_load)
+    engine = Engine(served, max_batch=4, log=False)
+    try:
+        engine.get("g")
+        lstm = engine.get("l")
+        lstm.batch.reserved = lstm.batch.capacity  # no free row: its next request stays queued
+        gate.clear()
+        waiting = engine.submit(_req("l", prompt="apple", max_new_tokens=5))
+        assert engine.unload("l"), "a queued request does not hold its run"
+        streaming = engine.submit(_req("g", prompt="red", max_new_tokens=30))
+        reader, events = _consume(streaming)
+        reader.join(30)
+        assert streaming.result is not None and streaming.result.status == "ok", "g streamed while l loads"
+        assert engine.stats()["queue_depth"] == 1 and len(loaded_on) == 2, "l waits for its load"
+        gate.set()
+        assert waiting.wait().status == "ok"
+        assert loaded_on[1].startswith("aigc-load"), loaded_on
+    finally:
+        gate.set()
         engine.close()

@@ -74,11 +74,73 @@ def test_save_load_gives_identical_logits_and_samples(fruit_ws, family):
 
 def test_kv_cache_path_generates_the_same_tokens(fruit_ws):
     gen = aigc.load("fruit-gpt", workspace=fruit_ws)
-    for opts in (dict(temperature=0.0), dict(temperature=1.0, seed=3), dict(temperature=0.9, top_k=5, seed=4)):
+    for opts in (dict(temperature=0.0), dict(temperature=1.0, seed=3), dict(temperature=0.9, top_k=5, seed=4),
+                 dict(temperature=1.0, seed=5, cond={"fruit": "kiwi"}, guidance=2.5)):
         # 50 new tokens after the prefix stays within the 64-token block: the cache never refills
         cached = gen.generate("apple", n=3, max_new_tokens=50, use_cache=True, **opts)
         plain = gen.generate("apple", n=3, max_new_tokens=50, use_cache=False, **opts)
         assert cached == plain
+
+
+def test_guidance_runs_the_unconditional_context_beside_the_conditional_one(fruit_ws):
+    """A run trained with condition dropout (the default) knows a null token per column; under
+    guidance each sample also decodes ``<|endoftext|>`` + the null tokens + the prompt."""
+    from aigc.data.textstream import null_prefix_ids
+    from aigc.decoding import Sampling, prefill
+
+    gen = aigc.load("fruit-gpt", workspace=fruit_ws)
+    null = null_prefix_ids(gen.tokenizer, gen.cond_columns)
+    assert null is not None and len(null) == 1 + len(gen.cond_columns)
+    group = gen.prepare("apple", 2, {"fruit": "kiwi"}, Sampling(guidance=2.0))
+    assert group.width == 4
+    assert group.contexts[0].tolist() == [gen.context_ids("apple", {"fruit": "kiwi"})]
+    assert group.contexts[1].tolist() == [null + gen.tokenizer.encode("apple")]
+    assert gen.prepare("apple", 2, None, Sampling(guidance=2.0)).width == 2, "no condition given: one row each"
+    # What the first token is drawn from, against the plain forward of each context
+    group = gen.prepare("apple", 2, {"fruit": "kiwi"}, Sampling(guidance=3.0))
+    runner = gen.runner(group.width)
+    with torch.inference_mode():
+        scores = group.scores(prefill(runner, group.prefill_parts(runner.block_size, runner.capacity)).logits)
+        cond, uncond = (torch.log_softmax(gen.model(ctx)[0][:, -1], -1) for ctx in group.contexts)
+    torch.testing.assert_close(scores, (uncond + 3.0 * (cond - uncond)).expand(2, -1), atol=1e-4, rtol=1e-4)
+
+
+def test_cli_generate_passes_guidance_to_text_runs(fruit_ws):
+    from typer.testing import CliRunner
+
+    from aigc.cli.main import app
+
+    gen = aigc.load("fruit-gpt", workspace=fruit_ws)
+    args = ["generate", "fruit-gpt", "", "--cond", "fruit=kiwi", "-m", "20", "--seed", "4", "--temperature", "1",
+            "--no-stream", "--workspace", str(fruit_ws.root)]
+    guided = CliRunner().invoke(app, args + ["--guidance", "3"])
+    assert guided.exit_code == 0, guided.output
+    expected = gen.generate("", cond={"fruit": "kiwi"}, max_new_tokens=20, seed=4, temperature=1.0, guidance=3.0)[0]
+    assert guided.stdout.strip() == expected.strip()
+    bad = CliRunner().invoke(app, args + ["--guidance", "-1"])
+    assert bad.exit_code == 2 and "guidance must be a finite number >= 0" in bad.output
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_prompts_are_normalized_as_the_training_text_was(tmp_path, normalize):
+    """Full-width letters and digits, as a Chinese input method types them, fold to the ASCII the
+    training text was normalized to; a run ingested without normalization keeps them as typed."""
+    ws = aigc.open_workspace(tmp_path / "ws")
+    lines = [f"ＡＢＣ茶杯{i % 10}号，好！" if i % 2 else f"abc 茶 {i % 10} 杯" for i in range(80)]
+    (tmp_path / "copy.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    aigc.ingest(tmp_path / "copy.txt", "copy", workspace=ws, lines=True, normalize=normalize)
+    aigc.train("copy", family="gpt", preset="tiny", name="copy-gpt", workspace=ws, max_steps=2, eval_every=2)
+    gen = aigc.load("copy-gpt", workspace=ws)
+    assert gen.normalize is normalize
+    typed = "ＡＢＣ茶杯１号，好！"  # full-width letters, digit and punctuation
+    if normalize:
+        # NFKC folds the letters and the digit; Chinese punctuation stays full-width, as in ingest
+        assert gen.context_ids(typed)[1:] == gen.tokenizer.encode("ABC茶杯1号，好！")
+        assert len(gen.generate(typed, max_new_tokens=3, seed=1)) == 1
+    else:
+        assert gen.context_ids("ＡＢＣ茶杯")[1:] == gen.tokenizer.encode("ＡＢＣ茶杯")
+        with pytest.raises(InvalidInput, match="never saw in training.*'１'"):
+            gen.generate(typed, max_new_tokens=3)
 
 
 def test_lean_cached_forward_matches_transformers_forward():
