@@ -13,7 +13,7 @@ import pytest
 from aigc import logbook
 from aigc.engine import Engine, ImageRequest, Result, TextEvent, TextRequest
 from aigc.engine_process import EngineProcess
-from aigc.errors import InvalidInput, NotFound, Overloaded
+from aigc.errors import EngineUnavailable, InvalidInput, NotFound, Overloaded
 from aigc.generation import Sampling
 
 
@@ -93,12 +93,18 @@ def test_a_dead_engine_process_fails_requests_cleanly(served_ws):
         running = engine.submit(_req(prompt="apple", max_new_tokens=100_000))
         next(iter(running))
         os.kill(engine.process.pid, signal.SIGKILL)
-        with pytest.raises(Overloaded, match="exited unexpectedly"):
+        # our fault, not a full queue: never Overloaded (the server would answer 429 and clients retry forever)
+        with pytest.raises(EngineUnavailable, match="exited unexpectedly") as info:
             running.wait()
-        with pytest.raises(Overloaded, match="exited unexpectedly"):
+        assert not isinstance(info.value, Overloaded)
+        with pytest.raises(EngineUnavailable, match="exited unexpectedly.*restart the server"):
             engine.submit(_req(prompt="apple"))
+        with pytest.raises(EngineUnavailable):
+            engine.stats()
     finally:
         engine.close()
+    with pytest.raises(EngineUnavailable, match="shutting down"):
+        engine.submit(_req(prompt="apple"))
 
 
 def test_the_server_over_an_engine_process(served_ws):
@@ -127,6 +133,18 @@ def test_the_server_over_an_engine_process(served_ws):
         assert httpx.get(live.url + "/health").json()["status"] == "ok"
         metrics = httpx.get(live.url + "/metrics").text
         assert "aigc_active_batch_rows 0.0" in metrics and 'aigc_tokens_generated_total' in metrics
+        # the child dies: our fault, a 503 with the error envelope and no Retry-After (not 429 queue_full)
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+        with httpx.Client(base_url=live.url, timeout=30) as h:
+            for path, body in (("/v1/completions", {"model": "g", "prompt": "apple", "max_tokens": 3}),
+                               ("/api/generate", {"model": "g", "prompt": "apple", "stream": False})):
+                dead = h.post(path, json=body)
+                assert dead.status_code == 503, dead.text
+                assert "retry-after" not in dead.headers
+                error = dead.json()["error"]
+                assert error["code"] == "engine_unavailable" and "restart the server" in error["message"]
+            assert h.get("/health").status_code == 503
     child.join(10)
     assert not child.is_alive()  # stopping the server stops its engine
 

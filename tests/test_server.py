@@ -23,6 +23,7 @@ from aigc.server import Settings, create_app
 from aigc.server.app import Gate
 
 from helpers import LiveServer, never_ending_text
+from http_probe import OneConnection, assert_error_envelope
 
 SMALL = dict(max_tokens=64, default_max_tokens=24, max_batch=4, max_queue=8, max_images=4)
 
@@ -157,7 +158,6 @@ def test_runs_datasets_and_studio_page(client):
     detail = client.get("/api/runs/d").json()
     assert detail["curve"]["val"] and detail["images"]
     assert client.get(f"/api/runs/d/files/{detail['images'][0]}").headers["content-type"] == "image/png"
-    _error(client.get("/api/runs/d/files/../../catalog.db"), 404)
     assert {d["name"] for d in client.get("/api/datasets").json()["datasets"]} >= {"fruit", "blocks"}
     assert client.get("/api/datasets/blocks").json()["has_preview"] is True
     page = client.get("/")
@@ -217,6 +217,34 @@ def test_body_size_limit(served_ws):
     with TestClient(create_app(served_ws, Settings(max_body_bytes=1000))) as c:
         err = _error(c.post("/v1/completions", json={"model": "g", "prompt": "a" * 2000}), 413, code="body_too_large")
     assert "1000" in err["message"]
+
+
+def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_all():
+    """A body with no Content-Length: the gate reads it up to the limit, answers 413 and never
+    asks for the rest (nor calls the app)."""
+    import asyncio
+
+    from aigc.server.metrics import ServerMetrics
+
+    limit, chunk, total = 1000, 100, 10 << 20
+    reads, sent = [], []
+
+    async def receive():
+        reads.append(chunk)
+        return {"type": "http.request", "body": b"x" * chunk, "more_body": len(reads) * chunk < total}
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        raise AssertionError("the app must not see an oversized body")
+
+    gate = Gate(app, {"ws": None, "settings": Settings(max_body_bytes=limit), "metrics": ServerMetrics()})
+    scope = {"type": "http", "method": "POST", "path": "/health", "headers": [(b"transfer-encoding", b"chunked")]}
+    asyncio.run(gate(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"])["error"]["code"] == "body_too_large"
+    assert sum(reads) == limit + chunk  # stopped at the first chunk past the limit
 
 
 def test_api_keys(served_ws, tmp_path, monkeypatch):
@@ -344,6 +372,87 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(live, served_ws, mo
     assert row["status"] == "cancelled" and row["completion_tokens"] < 64
     assert live.engine.stats()["active_rows"] == 0
     assert httpx.get(live.url + "/health").status_code == 200
+
+
+def test_a_10_mb_chunked_body_is_a_413_and_a_small_one_is_served(live):
+    def chunks(size):
+        for _ in range(size // 65536):
+            yield b" " * 65536
+
+    with httpx.Client(base_url=live.url, timeout=60) as h:
+        res = h.post("/v1/completions", content=chunks(10 << 20), headers={"content-type": "application/json"})
+        assert "content-length" not in res.request.headers  # really chunked
+        err = _error(res, 413, code="body_too_large")
+        assert str(Settings().max_body_bytes) in err["message"]
+
+        def small():
+            yield b'{"model": "g", "prompt": '
+            yield b'"apple", "max_tokens": 3}'
+
+        ok = h.post("/v1/completions", content=small(), headers={"content-type": "application/json"})
+        assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_a_bug_of_ours_is_a_500_in_the_envelope_and_the_connection_lives(live, monkeypatch):
+    from aigc.server.routers import openai as openai_routes
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(openai_routes, "_text_request", broken)
+    with OneConnection(live.url) as conn:
+        answer = conn.post_json("/v1/completions", {"model": "g", "prompt": "apple", "max_tokens": 3})
+        error = assert_error_envelope(answer, 500)
+        assert error["type"] == "server_error" and "KeyError" in error["message"] and "retry-after" not in answer.headers
+        monkeypatch.undo()
+        assert conn.post_json("/v1/completions", {"model": "g", "prompt": "apple", "max_tokens": 3}).status == 200
+        assert conn.alive()
+
+
+def test_path_traversal_reaches_the_file_handlers_and_is_refused(live, served_ws):
+    """Paths sent byte for byte (a client library would resolve the dots first): literal ``..``,
+    ``%2e%2e`` and ``..%2f`` all reach the handlers, which refuse every file outside their folder,
+    and still serve their own files."""
+    outside = served_ws.root / "datasets" / "blocks" / "preview.png"  # a PNG, but not the run's
+    assert outside.is_file()
+    with OneConnection(live.url) as conn:
+        images = conn.request("GET", "/api/runs/d").json()["images"]
+        own = conn.request("GET", f"/api/runs/d/files/{images[0]}")
+        assert own.status == 200 and own.body[:8] == b"\x89PNG\r\n\x1a\n"
+        for up in ("../../", "%2e%2e/%2e%2e/", "..%2f..%2f", "%2E%2E%2F%2E%2E%2F", "sub/../../../"):
+            answer = conn.request("GET", f"/api/runs/d/files/{up}datasets/blocks/preview.png")
+            error = assert_error_envelope(answer, 404)
+            assert error["message"].startswith("no image"), (up, error)  # said by the handler, not the router
+        answer = conn.request("GET", "/api/generations/gen-x/images/%2e%2e")
+        assert_error_envelope(answer, 404)
+        assert conn.request("GET", "/static/app.js").status == 200
+        for up in ("../", "%2e%2e/", "..%2f", "%2e%2e%2f"):
+            answer = conn.request("GET", f"/static/{up}app.py")  # src/aigc/server/app.py, beside static/
+            assert answer.status == 404 and b"create_app" not in answer.body, (up, answer.status)
+        assert conn.alive()
+
+
+def test_guidance_passes_through_to_the_engine(client, monkeypatch):
+    engine = client.app.state.shared["engine"]
+    seen = []
+    submit = engine.submit
+    monkeypatch.setattr(engine, "submit", lambda req, *a: seen.append(req) or submit(req, *a))
+    cond = {"fruit": "apple"}
+    assert client.post("/v1/completions", json={"model": "g", "prompt": "apple", "max_tokens": 3, "cond": cond,
+                                                "guidance": 2.5}).status_code == 200
+    assert client.post("/v1/chat/completions", json={"model": "g", "messages": [{"role": "user", "content": "a"}],
+                                                     "max_tokens": 3, "cond": cond, "guidance": 1.5}).status_code == 200
+    assert client.post("/api/generate", json={"model": "g", "prompt": "apple", "stream": False, "cond": cond,
+                                              "guidance": 3, "options": {"num_predict": 3}}).status_code == 200
+    assert client.post("/api/generate", json={"model": "g", "prompt": "apple", "stream": False,
+                                              "options": {"num_predict": 3}}).status_code == 200
+    assert [r.guidance for r in seen] == [2.5, 1.5, 3.0, 1.0]  # 1.0: the engine's default, no guidance
+    for bad in (0, -1, 21, "strong", float("nan")):
+        for path, body in (("/v1/completions", {"model": "g", "prompt": "a"}),
+                           ("/api/generate", {"model": "g", "prompt": "a"})):
+            res = client.post(path, content=json.dumps({**body, "guidance": bad}),
+                              headers={"content-type": "application/json"})
+            _error(res, 400, param="guidance")
 
 
 def test_a_full_queue_answers_429_with_retry_after(served_ws, monkeypatch):

@@ -14,7 +14,9 @@ child, so the parent never holds a model. Requests go over a pipe; the child's e
 each decode step's events in one message (its per-loop outbox, see ``Engine._flush``), which a
 reader thread here hands to the callers' event loops, one wake-up per message. Submission is a
 round trip, so a bad request, an unknown run or a full queue still raise from ``submit``. Errors
-cross as (class, args, attributes) and are rebuilt, so ``Overloaded.retry_after`` survives.
+cross as (class, args, attributes) and are rebuilt, so ``Overloaded.retry_after`` survives. A child
+that is gone (or closing) raises :class:`~aigc.errors.EngineUnavailable`, never ``Overloaded``: the
+server answers 503 then, not 429, since retrying cannot help until the server is restarted.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from aigc.engine import Engine, Handle, ImageRequest, Result, TextEvent, TextRequest, _deliver
-from aigc.errors import Overloaded
+from aigc.errors import EngineUnavailable
 from aigc.runtime import CpuPlan, bind_process, default_device, worker_threads
 from aigc.workspace import Workspace
 
@@ -280,10 +282,10 @@ class EngineProcess:
 
     def _call(self, method: str, *args: Any) -> Any:
         if self._closed:
-            raise Overloaded("the engine is shutting down", retry_after=5)
+            raise EngineUnavailable("the engine is shutting down")
         if not self.process.is_alive():
-            raise Overloaded(f"the engine process exited unexpectedly (exit code {self.process.exitcode}): "
-                             "restart the server", retry_after=5)
+            raise EngineUnavailable(f"the engine process exited unexpectedly (exit code {self.process.exitcode}): "
+                                    "restart the server")
         call_id = next(self._ids)
         future: Future = Future()
         with self._lock:
@@ -293,7 +295,7 @@ class EngineProcess:
         except (OSError, ValueError):  # it died since the check above
             with self._lock:
                 self._calls.pop(call_id, None)
-            raise Overloaded("the engine process exited unexpectedly: restart the server", retry_after=5) from None
+            raise EngineUnavailable("the engine process exited unexpectedly: restart the server") from None
         return future.result()
 
     def _read(self) -> None:
@@ -348,7 +350,7 @@ class EngineProcess:
         with self._lock:
             handles, self._handles = list(self._handles.values()), {}
             calls, self._calls = list(self._calls.values()), {}
-        error = Overloaded(why + ": try again shortly", retry_after=5)
+        error = EngineUnavailable(why + ": restart the server")
         for future in calls:
             future.set_exception(error)
         for handle in handles:

@@ -37,3 +37,10 @@ class DeadlineExceeded(AigcError, TimeoutError):
 
 class Unauthorized(AigcError):
     """A missing, unknown or revoked API key."""
+
+
+class EngineUnavailable(AigcError):
+    """The engine cannot take requests: its process died or the server is shutting down.
+
+    Our fault, not the caller's: the HTTP server answers 503 without ``Retry-After`` (a client
+    told to retry would retry forever against a dead engine); ``/health`` says 503 too."""

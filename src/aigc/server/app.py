@@ -15,6 +15,7 @@ The server is a thin layer: what a request means is decided by the engine and th
 from __future__ import annotations
 
 import json
+import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,10 +28,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aigc import keys
-from aigc.errors import (AigcError, AlreadyExists, DeadlineExceeded, InvalidInput, NotFound, Overloaded,
+from aigc.errors import (AigcError, AlreadyExists, DeadlineExceeded, EngineUnavailable, NotFound, Overloaded,
                          Unauthorized)
 from aigc.server.metrics import ServerMetrics
 from aigc.workspace import Workspace
+
+log = logging.getLogger("aigc.server")
 
 OPEN_PATHS = ("/health",)  # never need a key
 PAGE_PATHS = ("/", "/favicon.ico")  # the studio's static shell: it asks for the key itself
@@ -68,20 +71,22 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "
                413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
 
 
+def printable(text: str | None) -> str | None:
+    """``text`` with what UTF-8 cannot encode (a lone surrogate a client sent) written as escapes:
+    an error message may quote the client's input, and rendering it must not fail in turn."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "invalid_request_error"),
-                      "param": param, "code": code}}
+    body = {"error": {"message": printable(message), "type": ERROR_TYPES.get(status, "invalid_request_error"),
+                      "param": printable(param), "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-class BodyTooLarge(InvalidInput):
-    pass
-
-
 def status_of(error: AigcError) -> tuple[int, str | None]:
-    if isinstance(error, BodyTooLarge):
-        return 413, "body_too_large"
+    if isinstance(error, EngineUnavailable):  # ours: no Retry-After, retrying cannot help
+        return 503, "engine_unavailable"
     if isinstance(error, Unauthorized):
         return 401, "invalid_api_key"
     if isinstance(error, NotFound):
@@ -105,6 +110,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors() or [{}]
     if errors[0].get("type") == "json_invalid":
         return "the request body is not valid JSON: " + str(errors[0].get("ctx", {}).get("error", "")), None
+    if errors[0].get("type") == "unicode_invalid":  # schemas.Strict: the field is in ctx, not in loc
+        return errors[0]["msg"], errors[0]["ctx"]["param"] or None
     locs = [[str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")] for e in errors]
     # The parameter is what every error's location shares: a value that fits no branch of a union
     # (stop: a string or a list) reports one error per branch, under the same field.
@@ -142,20 +149,23 @@ def _install_error_handlers(app: FastAPI) -> None:
             message = f"no route {request.method} {request.url.path}: see /docs for the API"
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):  # a bug: say so in one line, keep serving
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+    # Any other exception is a bug of ours: Gate answers it with a 500 (see there), never a 429.
 
 
 # -- keys, body limit, request metrics: one pure-ASGI layer -------------------------------------
 
 
 class Gate:
-    """API keys (when any exists), the body-size limit and request counting.
+    """API keys (when any exists), the body-size limit, request counting, and the last word on
+    an exception nobody handled.
 
     Pure ASGI, not ``BaseHTTPMiddleware``, so streamed responses and client disconnects pass
     through untouched. Key lookups are cached for a few seconds (a revoked key stops working
-    within ``KEY_TTL``)."""
+    within ``KEY_TTL``).
+
+    An unhandled exception (a bug of ours) is logged and answered here with a 500 in the error
+    envelope, rather than by Starlette's outermost handler, which re-raises it to uvicorn, and
+    uvicorn then drops the client's keep-alive connection."""
 
     KEY_TTL = 5.0
 
@@ -218,21 +228,57 @@ class Gate:
             if length is not None and length.isdigit() and int(length) > limit:
                 return await error_response(413, f"the request body is {int(length)} bytes; the limit is {limit}",
                                             code="body_too_large")(scope, receive, counting_send)
-            seen = 0
+            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                # A chunked body states no length: read it here and stop at the limit. (Raising
+                # from `receive` instead reaches FastAPI's body parser, which answers 400.)
+                receive = await self._read_chunked(receive, limit)
+                if receive is None:
+                    return await error_response(413, f"the request body is over the {limit}-byte limit",
+                                                code="body_too_large",
+                                                headers={"Connection": "close"})(scope, self._nothing, counting_send)
+            started = False
 
-            async def limited_receive():
-                nonlocal seen
-                message = await receive()
-                if message["type"] == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > limit:
-                        raise BodyTooLarge(f"the request body is over the {limit}-byte limit")
-                return message
+            async def watching_send(message):
+                nonlocal started
+                started = started or message["type"] == "http.response.start"
+                await counting_send(message)
 
-            await self.app(scope, limited_receive, counting_send)
+            try:
+                await self.app(scope, receive, watching_send)
+            except Exception as e:  # noqa: BLE001 - a bug of ours; see the class docstring
+                log.exception("unhandled error in %s %s", scope["method"], path)
+                if started:  # a stream already under way: uvicorn closes it
+                    raise
+                await error_response(500, f"internal error: {type(e).__name__}: {e}")(scope, receive, watching_send)
         finally:
             route = scope.get("route")
             metrics.requests.labels(path=getattr(route, "path", "other"), status=str(status["code"])).inc()
+
+
+    @staticmethod
+    async def _read_chunked(receive, limit: int):
+        """The body's messages, read up to ``limit`` bytes, as a new ``receive`` that replays them;
+        None as soon as the body passes the limit (the rest is never read)."""
+        messages, seen = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                return None
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return replay
+
+    @staticmethod
+    async def _nothing():
+        return {"type": "http.disconnect"}
 
 
 # -- the app --------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ error before any output is still an HTTP error rather than a broken stream."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -49,6 +50,16 @@ def check_limits(request: Request, prompt: str, max_tokens: int | None, n: int, 
 def stops(stop: str | list[str] | None) -> tuple[str, ...]:
     """OpenAI's and Ollama's ``stop``: one string or a list of them."""
     return (stop,) if isinstance(stop, str) else tuple(stop or ())
+
+
+def guidance(value: float | None) -> dict[str, float]:
+    """The ``guidance`` keyword of a :class:`TextRequest` when the body gives one (none: the
+    engine's default, no guidance)."""
+    if value is None:
+        return {}
+    if "guidance" not in {f.name for f in dataclasses.fields(TextRequest)}:
+        raise with_param(InvalidInput("guidance is not supported by this engine: leave it out"), "guidance")
+    return {"guidance": value}
 
 
 def with_param(error: Exception, param: str) -> Exception:

@@ -3,8 +3,13 @@
 Unknown fields are refused (as OpenAI's API does: "Unrecognized request argument"), so a typo
 in an option is an error instead of being silently ignored. OpenAI parameters we do not
 implement are accepted only at their neutral value (``presence_penalty=0``, ``echo=False``...).
-Our extras (``cond``, ``top_k``, ``repetition_penalty``, ``label``...) go in the same body;
-the official client sends them with ``extra_body=``.
+Our extras (``cond``, ``top_k``, ``repetition_penalty``, ``guidance``, ``label``...) go in the
+same body; the official client sends them with ``extra_body=``.
+
+Every body is a :class:`Strict` model, which refuses two kinds of JSON that parse but are not
+values a model can use: text UTF-8 cannot encode (``"\ud800"``, a lone surrogate, is legal JSON;
+the tokenizer, the log and the response would each fail on it later), and NaN or infinite numbers
+(Python's JSON reader takes ``NaN`` and ``Infinity``).
 """
 
 from __future__ import annotations
@@ -12,12 +17,49 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 Stop = str | Annotated[list[str], Field(min_length=1, max_length=4)] | None
+GUIDANCE_MAX = 20.0  # classifier-free guidance scale; 1 = none, well-behaved values are a few units
+
+
+def unencodable(value: Any, path: tuple = ()) -> tuple[tuple, str, int] | None:
+    """Where a JSON value holds text UTF-8 cannot encode (a lone surrogate), keys included:
+    ``(path, text, index of the bad character)``, or None if it holds none."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return path, value, e.start
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = unencodable(key, path + (key,)) or unencodable(item, path + (key,))
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = unencodable(item, path + (i,))
+            if found:
+                return found
+    return None
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _well_formed_text(cls, data: Any) -> Any:
+        found = unencodable(data)
+        if found:
+            path, text, at = found
+            param = ".".join(str(p).encode("utf-8", "backslashreplace").decode() for p in path)
+            raise PydanticCustomError(
+                "unicode_invalid", "{where}text is not valid Unicode: a lone surrogate {char} at character {at}; "
+                "send well-formed UTF-8 (a JSON \\uXXXX escape must be a whole surrogate pair)",
+                {"where": f"{param}: " if param else "", "char": f"\\u{ord(text[at]):04x}", "at": at,
+                 "param": param})
+        return data
 
 
 class StreamOptions(Strict):
@@ -41,6 +83,7 @@ class _Sampling(Strict):
     top_k: int | None = Field(None, ge=0)
     repetition_penalty: float = Field(1.0, gt=0, le=10)
     cond: dict[str, str] | None = None
+    guidance: float | None = Field(None, gt=0, le=GUIDANCE_MAX)  # classifier-free guidance on cond; 1 = none
     timeout: float | None = Field(None, gt=0, le=3600)
 
     @field_validator("stop")
@@ -144,6 +187,7 @@ class GenerateRequest(Strict):
     model: str = Field(min_length=1, max_length=200)
     prompt: str = ""
     cond: dict[str, str] | None = None
+    guidance: float | None = Field(None, gt=0, le=GUIDANCE_MAX)  # classifier-free guidance on cond; 1 = none
     stream: bool = True
     options: GenerateOptions = Field(default_factory=GenerateOptions)
     keep_alive: float | str | None = None  # seconds, or "5m"; 0 unloads after the request, < 0 keeps forever

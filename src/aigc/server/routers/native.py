@@ -17,7 +17,7 @@ from aigc import logbook
 from aigc.engine import Result, TextEvent, TextRequest
 from aigc.errors import InvalidInput, NotFound
 from aigc.generation import Sampling
-from aigc.server.common import check_limits, drain, settings_of, shared, stops, submit, with_param
+from aigc.server.common import check_limits, drain, guidance, settings_of, shared, stops, submit, with_param
 from aigc.server.schemas import FeedbackRequest, GenerateRequest
 from aigc.workspace import now
 
@@ -166,7 +166,7 @@ async def generate(body: GenerateRequest, request: Request):
                                         top_p=None if o.top_p >= 1 else o.top_p,
                                         repetition_penalty=o.repeat_penalty, stop=stops(o.stop), seed=o.seed),
                       timeout=body.timeout, keep_alive=_keep_alive(body.keep_alive), endpoint="/api/generate",
-                      options=o.model_dump(exclude_none=True))
+                      options=o.model_dump(exclude_none=True), **guidance(body.guidance))
     handle, events = await submit(request, req)
     if not body.stream:
         result = await drain(handle, events)
@@ -199,7 +199,7 @@ async def generate(body: GenerateRequest, request: Request):
 
 @router.get("/generations")
 def list_generations(request: Request, run: str | None = None, limit: int = Query(50, ge=1, le=500),
-                     offset: int = Query(0, ge=0)) -> dict[str, Any]:
+                     offset: int = Query(0, ge=0, le=2**62)) -> dict[str, Any]:  # SQLite integers are 64-bit
     return {"generations": logbook.list_generations(_ws(request), run, limit, offset)}
 
 

@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from aigc.engine import ImageRequest, Result, TextEvent, TextRequest
 from aigc.errors import InvalidInput
 from aigc.generation import Sampling
-from aigc.server.common import (check_limits, drain, engine_of, flat, settings_of, shared, sse, sse_stream, stops,
-                                submit, with_param)
+from aigc.server.common import (check_limits, drain, engine_of, flat, guidance, settings_of, shared, sse, sse_stream,
+                                stops, submit, with_param)
 from aigc.server.schemas import ChatRequest, CompletionRequest, ImageGenerationRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -69,7 +69,8 @@ def _text_request(request: Request, body, prompt: str, max_tokens: int | None, e
                         stop=stops(body.stop), seed=body.seed)
     options = body.model_dump(exclude={"prompt", "messages", "model"}, exclude_none=True)
     return TextRequest(model=body.model, prompt=prompt, cond=body.cond, n=body.n, sampling=sampling,
-                       logprobs=top_logprobs, timeout=body.timeout, endpoint=endpoint, options=options)
+                       logprobs=top_logprobs, timeout=body.timeout, endpoint=endpoint, options=options,
+                       **guidance(body.guidance))
 
 
 def _reason(reason: str | None) -> str:
