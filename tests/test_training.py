@@ -249,3 +249,15 @@ def test_a_time_budget_without_max_steps_governs_alone(corpus_ws):
     row = aigc.train("corpus", family="gpt", preset="tiny", name="budgeted", workspace=corpus_ws, time_budget="3s",
                      eval_every=10**6)
     assert row["summary"]["stop_reason"] == "time_budget" and row["step"] > 40
+
+
+def test_resume_from_a_damaged_checkpoint_or_run_file_is_one_clear_error(corpus_ws):
+    row = aigc.train("corpus", family="gpt", preset="tiny", name="damaged", workspace=corpus_ws, max_steps=4)
+    run = Path(row["path"])
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    with pytest.raises(aigc.InvalidInput, match=r"last\.pt is damaged .*train it again"):
+        aigc.resume("damaged", workspace=corpus_ws, max_steps=8)
+    (run / "run.json").write_text('{"name": "dam', encoding="utf-8")
+    with pytest.raises(aigc.InvalidInput, match=r"run\.json is damaged \(not JSON\)"):
+        aigc.resume("damaged", workspace=corpus_ws, max_steps=8)

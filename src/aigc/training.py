@@ -296,7 +296,11 @@ def fit(
     if resume:
         if not last_path.exists():
             raise InvalidInput(f"{run_dir.name} has no checkpoint to resume from: start it again without --resume")
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        try:  # written atomically, so only a damaged disk or a foreign file gets here
+            ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 (torch raises RuntimeError, EOFError, pickle errors...)
+            raise InvalidInput(f"{last_path} is damaged ({type(e).__name__}): the run cannot resume; "
+                               "train it again") from None
         model.load_state_dict(ckpt["model"])
         model.to(fabric.device)  # first: an optimizer loads its state onto its parameters' device
         for opt, opt_state in zip(optimizers, ckpt["optimizers"], strict=True):
