@@ -18,7 +18,7 @@ import inspect
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -206,8 +206,12 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
     if spec["modality"] == "image":
         callbacks = [*callbacks, SampleGrids(model, spec.get("classes", []), run_dir / "samples")]
     ws.update_run(name, status="running")
+    stage_cfg = cfg
+    if hasattr(model, "prior_sampler") and cfg.time_budget:
+        # Two stages share the one budget the user gave: the model gets its share, the prior the rest.
+        stage_cfg = replace(cfg, time_budget=cfg.time_budget * model.first_stage_budget_share)
     try:
-        state = fit(model, task, cfg, run_dir, list(callbacks), resume=resume)
+        state = fit(model, task, stage_cfg, run_dir, list(callbacks), resume=resume)
     except BaseException:
         has_ckpt = (run_dir / "checkpoints" / "last.pt").exists()
         if not resume and not has_ckpt:
@@ -222,7 +226,9 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
 
         resume_prior = resume and (run_dir / PRIOR_DIR / "checkpoints" / "last.pt").exists()
         try:
-            _, spec["prior"] = train_prior(model, task, spec["preset"], cfg, run_dir, callbacks, resume_prior)
+            # What the first stage left of the budget (at least a few seconds, so the prior exists)
+            prior_cfg = replace(cfg, time_budget=max(1.0, cfg.time_budget - state.elapsed)) if cfg.time_budget else cfg
+            _, spec["prior"] = train_prior(model, task, spec["preset"], prior_cfg, run_dir, callbacks, resume_prior)
         except BaseException:
             ws.update_run(name, status="failed")
             raise

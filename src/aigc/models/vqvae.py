@@ -173,6 +173,9 @@ class Codebook(nn.Module):
 class VQVAE(nn.Module):
     name = "vqvae"
     modality = "image"
+    # Under --time-budget the autoencoder gets this share and its gpt prior (the run's second stage)
+    # what is left, so a run takes the budget it was given. An even split: not tuned.
+    first_stage_budget_share = 0.5
     Config = VQVAEConfig
     PRESETS = {
         # tests: 8x8 -> 2x2 codes, 16x16 -> 4x4; trains in a second
