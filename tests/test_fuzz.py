@@ -197,6 +197,18 @@ def test_every_route_is_fuzzed(server):
     assert paths == fuzzed, paths ^ fuzzed
 
 
+def test_every_request_schema_refuses_unencodable_text_and_nan():
+    models = [v for v in vars(schemas).values()
+              if isinstance(v, type) and issubclass(v, pydantic.BaseModel) and v.__module__ == schemas.__name__]
+    assert {m for m, _ in POST_BODIES.values()} <= set(models)
+    for model in models:
+        assert issubclass(model, schemas.Strict), model  # where the check lives
+        with pytest.raises(pydantic.ValidationError, match="lone surrogate"):
+            model.model_validate({"x\udc80": 1})
+    with pytest.raises(pydantic.ValidationError, match="finite number"):
+        schemas.CompletionRequest.model_validate({"model": "g", "temperature": float("nan")})
+
+
 def _get_routes(paths) -> list[tuple[str, list[str]]]:
     import re
 

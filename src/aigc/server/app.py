@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aigc import keys
 from aigc.errors import (AigcError, AlreadyExists, DeadlineExceeded, EngineUnavailable, NotFound, Overloaded,
                          Unauthorized)
+from aigc.server.common import printable
 from aigc.server.metrics import ServerMetrics
 from aigc.workspace import Workspace
 
@@ -69,12 +70,6 @@ class Settings:
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                405: "invalid_request_error", 408: "timeout_error", 409: "conflict_error",
                413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
-
-
-def printable(text: str | None) -> str | None:
-    """``text`` with what UTF-8 cannot encode (a lone surrogate a client sent) written as escapes:
-    an error message may quote the client's input, and rendering it must not fail in turn."""
-    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,

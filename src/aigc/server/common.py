@@ -62,6 +62,12 @@ def guidance(value: float | None) -> dict[str, float]:
     return {"guidance": value}
 
 
+def printable(text: str | None) -> str | None:
+    """``text`` with what UTF-8 cannot encode (a lone surrogate a client sent) written as escapes:
+    an error message may quote the client's input, and rendering it must not fail in turn."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def with_param(error: Exception, param: str) -> Exception:
     error.param = param  # picked up by the error envelope
     return error
@@ -121,7 +127,7 @@ async def sse_stream(handle: Handle, events: AsyncIterator[list], render) -> Asy
                 yield text
         yield sse("[DONE]")
     except Exception as e:  # noqa: BLE001 - an error mid-stream ends the stream cleanly
-        yield sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
+        yield sse({"error": {"message": printable(str(e)), "type": "server_error", "param": None, "code": None}})
     finally:
         if handle.result is None:
             handle.cancel()
