@@ -107,6 +107,14 @@ def test_a_dead_engine_process_fails_requests_cleanly(served_ws):
         engine.submit(_req(prompt="apple"))
 
 
+def test_a_closed_in_process_engine_is_unavailable_not_overloaded(served_ws):
+    engine = Engine(served_ws, log=False, threads=1)
+    assert engine.generate(_req(prompt="apple", max_new_tokens=2)).status == "ok"
+    engine.close()
+    with pytest.raises(EngineUnavailable, match="shutting down"):
+        engine.submit(_req(prompt="apple"))
+
+
 def test_the_server_over_an_engine_process(served_ws):
     import httpx
     from helpers import LiveServer

@@ -44,7 +44,7 @@ import torch
 
 from aigc import logbook
 from aigc.decoding import Batch, Pick, SequenceGroup, SlotRunner, choose_tokens, prefill
-from aigc.errors import AigcError, DeadlineExceeded, InvalidInput, NotFound, Overloaded
+from aigc.errors import AigcError, DeadlineExceeded, EngineUnavailable, InvalidInput, NotFound, Overloaded
 from aigc.generation import Sampling, TextGenerator
 from aigc.runtime import CpuPlan, bind_thread, worker_threads
 from aigc.sampling import logprobs_of
@@ -337,7 +337,7 @@ class Engine:
         deadline = t0 + timeout if timeout else None
         with self._lock:
             if self._stop:
-                raise Overloaded("the engine is shutting down", retry_after=5)
+                raise EngineUnavailable("the engine is shutting down")
             if len(self._text_queue) + len(self._image_queue) >= self.max_queue:
                 raise Overloaded(f"the queue is full ({self.max_queue} requests waiting): try again shortly",
                                  retry_after=1)
@@ -453,7 +453,7 @@ class Engine:
             try:
                 future = self._loads[name] = self._load_pool.submit(self._load, name)
             except RuntimeError:  # the loader is shut down: so is the engine
-                raise Overloaded("the engine is shutting down", retry_after=5) from None
+                raise EngineUnavailable("the engine is shutting down") from None
         # Outside the lock: a load that is already over runs its callback right here.
         future.add_done_callback(lambda f: self._loaded(name, f))
         return future
