@@ -95,6 +95,37 @@ def test_load_or_train_classifier_trains_once_then_reuses(tmp_path, data):
     assert info3["trained"] is True and info3["config"]["channels"] == 3
 
 
+def test_a_replaced_dataset_of_the_same_name_and_shape_trains_a_new_classifier(tmp_path, data):
+    """Issue 11 item 11: after `ingest --replace` with other images of the same shape, the cached
+    classifier (keyed by name and shape alone) was reused and scored the new test split at 0 %."""
+    x, y, x_test, y_test = data
+    kwargs = dict(epochs=4, batch_size=32)
+    _, old = im.load_or_train_classifier(tmp_path, "toy", x, y, x_test, y_test, **kwargs)
+    assert old["accuracy"] >= 0.95
+    # the replacement: the same images with the classes swapped, so the old judge is always wrong
+    _, new = im.load_or_train_classifier(tmp_path, "toy", x, 1 - y, x_test, 1 - y_test, **kwargs)
+    assert new["trained"] is True
+    assert new["fingerprint"] != old["fingerprint"]
+    assert new["accuracy"] >= 0.95
+    stored = json.loads((tmp_path / "toy" / im.CLASSIFIER_INFO).read_text())
+    assert stored["fingerprint"] == new["fingerprint"]
+    # one changed pixel is another dataset too
+    x2 = x.clone()
+    x2[0, 0, 0, 0] += 0.01
+    assert im.data_fingerprint(x2, y) != im.data_fingerprint(x, y) == im.data_fingerprint(x.clone(), y.clone())
+
+
+def test_a_cached_classifier_without_a_fingerprint_is_trained_again(tmp_path, data):
+    x, y, x_test, y_test = data
+    im.load_or_train_classifier(tmp_path, "toy", x, y, x_test, y_test, epochs=1, batch_size=32)
+    path = tmp_path / "toy" / im.CLASSIFIER_INFO
+    info = json.loads(path.read_text())
+    del info["fingerprint"]  # as written before fingerprints existed
+    path.write_text(json.dumps(info))
+    _, again = im.load_or_train_classifier(tmp_path, "toy", x, y, x_test, y_test, epochs=1, batch_size=32)
+    assert again["trained"] is True
+
+
 def test_load_or_train_classifier_refuses_a_path_as_key(tmp_path, data):
     x, y, _, _ = data
     with pytest.raises(InvalidInput, match="dataset_key"):

@@ -4,7 +4,18 @@ import pytest
 from sacrebleu.metrics import BLEU
 
 from aigc.errors import InvalidInput
-from aigc.metrics.text import bleu, chrf, distinct_n, memorization, self_bleu, units
+from aigc.metrics.text import (
+    bleu,
+    chrf,
+    classify,
+    condition_accuracy,
+    distinct_n,
+    fit_condition_classifiers,
+    majority_share,
+    memorization,
+    self_bleu,
+    units,
+)
 
 EN = [
     "the quick brown fox jumps over the lazy dog",
@@ -107,3 +118,63 @@ def test_memorization_matches_substring_search_on_chinese():
     assert result["spans"] == len(windows)
     assert result["memorized"] == sum(w in train for w in windows)
     assert 0 < result["rate"] < 1
+
+
+# ---------------------------------------------------------------------- condition classifiers
+
+
+def topic_texts(n: int, seed: int) -> tuple[list[str], list[str], list[str]]:
+    """Texts whose topic (tea / pan) shows in its words, in English or Chinese (lang)."""
+    rng = random.Random(seed)
+    words = {("tea", "en"): ["oolong", "leaves", "steep", "brew", "cup"],
+             ("pan", "en"): ["skillet", "iron", "sear", "handle", "stove"],
+             ("tea", "zh"): ["乌龙", "茶叶", "冲泡", "茶杯", "清香"],
+             ("pan", "zh"): ["铁锅", "煎炒", "锅柄", "灶台", "不粘"]}
+    texts, topics, langs = [], [], []
+    for i in range(n):
+        topic, lang = ("tea", "pan")[i % 2], ("en", "zh")[(i // 2) % 2]
+        sep = " " if lang == "en" else ""
+        texts.append(sep.join(rng.choice(words[topic, lang]) for _ in range(rng.randint(3, 8))))
+        topics.append(topic)
+        langs.append(lang)
+    return texts, topics, langs
+
+
+def test_condition_classifiers_read_english_and_chinese_per_column():
+    texts, topics, langs = topic_texts(200, seed=0)
+    clfs = fit_condition_classifiers(texts, {"topic": topics, "lang": langs}, seed=0)
+    held, held_topics, held_langs = topic_texts(60, seed=1)
+    assert condition_accuracy(clfs["topic"], held, held_topics) == 1.0
+    assert condition_accuracy(clfs["lang"], held, held_langs) == 1.0
+    assert classify(clfs["topic"], ["乌龙茶叶冲泡", "skillet sear iron"]) == ["tea", "pan"]
+    # the share asked for: one of four asked wrongly
+    assert condition_accuracy(clfs["topic"], held[:4], ["pan"] + held_topics[1:4]) == 0.75
+    # deterministic for a seed
+    again = fit_condition_classifiers(texts, {"topic": topics}, seed=0)["topic"]
+    assert (again.predict_proba(held) == clfs["topic"].predict_proba(held)).all()
+
+
+def test_condition_classifiers_fit_on_an_evenly_spaced_subset_above_max_texts():
+    texts, topics, _ = topic_texts(200, seed=0)
+    small = fit_condition_classifiers(texts, {"topic": topics}, max_texts=40)["topic"]
+    # SGD makes one update per text per epoch (20 epochs), plus one: 40 texts were fitted on
+    assert small.named_steps["logreg"].t_ == 20 * 40 + 1
+    whole = fit_condition_classifiers(texts, {"topic": topics})["topic"]
+    assert whole.named_steps["logreg"].t_ == 20 * 200 + 1
+
+
+def test_majority_share_is_the_share_of_the_most_frequent_value():
+    assert majority_share(["a", "b", "a", "c"]) == 0.5
+    assert majority_share(["x"] * 3) == 1.0
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: fit_condition_classifiers(["a b", "c d"], {"topic": ["x", "x"]}), "2 distinct values"),
+    (lambda: fit_condition_classifiers(["a b", "c d"], {"topic": ["x"]}), "1 values for 2 texts"),
+    (lambda: fit_condition_classifiers("a b", {"topic": ["x", "y"]}), "single string"),
+    (lambda: condition_accuracy(None, [], []), "non-empty"),
+    (lambda: majority_share([]), "at least one"),
+])
+def test_condition_metrics_refuse_bad_input(call, match):
+    with pytest.raises(InvalidInput, match=match):
+        call()

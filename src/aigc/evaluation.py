@@ -7,6 +7,11 @@
   each 300-character test chunk for a whole-corpus dataset).
 - distinct-1/2/3 and self-BLEU of free samples (per condition when the run has conditions),
   and memorization: the share of generated 50-character spans found verbatim in train text.
+- Conditional accuracy, per condition column: a classifier of the column's value from text
+  (char n-gram TF-IDF + logistic regression, fitted on the train split) names the value of
+  samples generated under each of the column's most frequent values; the share named as asked is
+  the column's accuracy. The classifier's accuracy on held-out records is shown as its ceiling,
+  the majority share of the asked values as chance.
 
 Every figure is computed with fixed seeds, so two evaluations of one run agree.
 """
@@ -20,6 +25,8 @@ from typing import Any
 
 from aigc.data.dataset import TextRecord, read_text_split
 from aigc.data.textstream import encode_records, eval_windows
+from aigc.data.tokenizers import cond_token
+from aigc.errors import InvalidInput
 from aigc.metrics import text as tm
 from aigc.runs import load, read_spec
 from aigc.tasks import nll_sum
@@ -28,14 +35,23 @@ from aigc.workspace import Workspace, now, write_json_atomic
 CHUNK = 300  # corpus-mode test text is cut into pieces of this many characters
 PROMPT_CHARS = 100  # at most this much of a record is the prompt; the rest is the reference
 ROTATION_TRAIN_IMAGES = 10_000  # train images (x4 rotations) for the extractor of an unlabelled set
+COND_VALUES = 8  # conditional accuracy asks for at most this many values per column, the most frequent
+COND_SAMPLES = 16  # samples generated per asked value
+FOLDED = "\x00other"  # the classifier's label for values without a token of their own (no value spells it)
 
 
 def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | None = None,
              max_new_tokens: int = 120, seed: int = 0, temperature: float = 0.7, top_p: float = 0.9,
-             steps: int | None = None, guidance: float | None = None) -> dict[str, Any]:
-    """Evaluate a run; saved as ``eval.json`` in it. Image runs: see :func:`evaluate_images`."""
+             steps: int | None = None, guidance: float | None = None,
+             cond_samples: int = COND_SAMPLES) -> dict[str, Any]:
+    """Evaluate a run; saved as ``eval.json`` in it. Image runs: see :func:`evaluate_images`.
+
+    ``cond_samples``: samples per asked value for conditional accuracy (0 skips it).
+    """
     if read_spec(Path(ws.get_run(name)["path"]))["modality"] == "image":
         return evaluate_images(ws, name, n_samples=n_samples or 500, seed=seed, steps=steps, guidance=guidance)
+    if not isinstance(cond_samples, int) or cond_samples < 0:
+        raise InvalidInput(f"cond_samples must be a whole number >= 0 (0 skips conditional accuracy), got {cond_samples!r}")
     n_samples = n_samples or 32
     gen = load(ws, name)
     run_dir = Path(ws.get_run(name)["path"])
@@ -46,7 +62,8 @@ def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | 
     records = read_text_split(ds_dir, "test")
     if not records:
         split, records = "val", read_text_split(ds_dir, "val")
-    train_texts = [r.text for r in read_text_split(ds_dir, "train")]
+    train_records = read_text_split(ds_dir, "train")
+    train_texts = [r.text for r in train_records]
     sampling = dict(temperature=temperature, top_p=top_p, seed=seed)
 
     result: dict[str, Any] = {"run": name, "split": split, "created_at": now(), "sampling": sampling}
@@ -92,6 +109,9 @@ def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | 
     }
     result["memorization"] = tm.memorization(samples, train_texts, span=50)
     result["by_condition"] = by_condition
+    if cols and cond_samples:
+        result["conditional"] = conditional_report(gen, train_records, records, cols, samples=cond_samples,
+                                                   max_new_tokens=max_new_tokens, **sampling)
     write_json_atomic(run_dir / "eval.json", result)
     row = ws.get_run(name)
     ws.update_run(name, summary={**row["summary"], "eval": _headline(result)})
@@ -141,7 +161,60 @@ def _top_combos(records: list[TextRecord], cols: list[str], limit: int) -> list[
     return [dict(k) for k in top] or [{}]
 
 
+def own_token_values(gen, column: str, records: list[TextRecord]) -> list[str]:
+    """The column's values in ``records`` that have a control token of their own in ``gen``'s run,
+    most frequent first (ties by value); values folded into the column's ``other`` token are left out."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.cond[column]] = counts.get(r.cond[column], 0) + 1
+    own = [v for v in counts if gen.tokenizer.token_to_id(cond_token(column, v)) is not None]
+    return sorted(own, key=lambda v: (-counts[v], v))
+
+
+def conditional_report(gen, train: list[TextRecord], heldout: list[TextRecord], cols: list[str], *,
+                       samples: int = COND_SAMPLES, max_values: int = COND_VALUES, max_new_tokens: int = 120,
+                       seed: int = 0, **sampling) -> dict[str, Any]:
+    """Conditional accuracy per condition column (see the module docstring); JSON-ready.
+
+    Each column is judged alone: samples are generated with that column's condition only, ``samples``
+    for each of its ``max_values`` most frequent train values that have a token of their own, one seed
+    per value. A column with fewer than two such values has no accuracy (``"skipped"`` says why).
+    """
+    own = {c: set(own_token_values(gen, c, train)) for c in cols}
+    labels = {c: [r.cond[c] if r.cond[c] in own[c] else FOLDED for r in train] for c in cols}
+    judged = [c for c in cols if len(set(labels[c])) >= 2 and len(own[c]) >= 2]
+    classifiers = tm.fit_condition_classifiers([r.text for r in train], {c: labels[c] for c in judged}, seed=0)
+    columns: dict[str, Any] = {}
+    for col in cols:
+        if col not in judged:
+            columns[col] = {"skipped": "fewer than two values with a token of their own in the train split"}
+            continue
+        clf = classifiers[col]
+        held = [r.cond[col] if r.cond[col] in own[col] else FOLDED for r in heldout]
+        ceiling = tm.condition_accuracy(clf, [r.text for r in heldout], held) if heldout else None
+        asked_values = own_token_values(gen, col, train)[:max_values]
+        texts, asked, per_value = [], [], {}
+        for i, value in enumerate(asked_values):
+            out = gen.generate("", n=samples, cond={col: value}, max_new_tokens=max_new_tokens,
+                               seed=seed + i, **sampling)
+            per_value[value] = tm.condition_accuracy(clf, out, [value] * len(out))
+            texts.extend(out)
+            asked.extend([value] * len(out))
+        columns[col] = {
+            "accuracy": tm.condition_accuracy(clf, texts, asked),
+            "ceiling": ceiling,
+            "chance": tm.majority_share(asked),
+            "values": len(asked_values),
+            "samples": len(texts),
+            "per_value": per_value,
+            "example": {"value": asked_values[0], "text": texts[0][:160]},
+        }
+    return {"samples_per_value": samples, "max_values": max_values, "heldout_records": len(heldout),
+            "columns": columns}
+
+
 def _headline(result: dict[str, Any]) -> dict[str, Any]:
+    accuracies = [c["accuracy"] for c in result.get("conditional", {}).get("columns", {}).values() if "accuracy" in c]
     return {
         "bits_per_char": result["likelihood"]["bits_per_char"],
         "perplexity": result["likelihood"]["perplexity"],
@@ -150,6 +223,7 @@ def _headline(result: dict[str, Any]) -> dict[str, Any]:
         "distinct_2": result["diversity"]["distinct_2"],
         "self_bleu": result["diversity"]["self_bleu"],
         "memorized": result["memorization"].get("rate"),
+        "conditional_accuracy_min": min(accuracies) if accuracies else None,  # the worst column's
     }
 
 

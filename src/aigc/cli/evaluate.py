@@ -20,17 +20,23 @@ def eval_(
     steps: Annotated[int | None, typer.Option("--steps", help="Diffusion: denoising steps.", show_default=False)] = None,
     guidance: Annotated[float | None, typer.Option("--guidance", help="Diffusion: classifier-free guidance scale.",
                                                    show_default=False)] = None,
+    cond_samples: Annotated[int | None, typer.Option("--cond-samples", min=0,
+                                                     help="Text runs with conditions: samples per asked value for "
+                                                     "conditional accuracy [16] (0 skips it).",
+                                                     show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Perplexity, bits/char, BLEU, chrF, distinct-n, self-BLEU, memorization, per condition."""
+    """Perplexity, bits/char, BLEU, chrF, distinct-n, self-BLEU, memorization, per condition,
+    conditional accuracy."""
     import aigc
 
     threads(threads_)
     result = aigc.evaluate(run, workspace=workspace, n_prompts=prompts, n_samples=samples, seed=seed, steps=steps,
-                           guidance=guidance)
+                           guidance=guidance,
+                           **({"cond_samples": cond_samples} if cond_samples is not None else {}))
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
         return
@@ -56,6 +62,23 @@ def print_eval(r: dict) -> None:
         for key, v in r["by_condition"].items():
             per.add_row(key, str(v["n_test"]), fmt(v["bits_per_char"]), fmt(v["distinct_2"]), v["sample"][:70])
         out.print(per)
+    if r.get("conditional"):
+        print_conditional(r["conditional"])
+
+
+def print_conditional(c: dict) -> None:
+    """The conditional-accuracy table: one row per condition column."""
+    table = Table("column", "asked values", "samples", "accuracy", "ceiling", "chance", "weakest value",
+                  title=f"conditional accuracy ({c['samples_per_value']} samples per value; ceiling = the "
+                        f"classifier on {c['heldout_records']} held-out records)")
+    for col, v in c["columns"].items():
+        if "accuracy" not in v:
+            table.add_row(col, "-", "-", "-", "-", "-", v.get("skipped", ""))
+            continue
+        weakest = min(v["per_value"].items(), key=lambda kv: (kv[1], kv[0]))
+        table.add_row(col, str(v["values"]), str(v["samples"]), fmt(v["accuracy"]), fmt(v["ceiling"]),
+                      fmt(v["chance"]), f"{weakest[0]} {fmt(weakest[1])}")
+    out.print(table)
 
 
 def print_image_eval(r: dict) -> None:

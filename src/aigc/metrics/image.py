@@ -20,6 +20,7 @@ It knows nothing about runs, datasets on disk or generators; callers pass the im
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -242,12 +243,14 @@ def load_or_train_classifier(
     """The dataset's classifier from ``cache_dir/<dataset_key>/``, trained and stored on first use.
 
     Stored: ``classifier.safetensors`` (weights) and ``classifier.json`` (config, test accuracy,
-    training settings, seconds), both written to a temporary name and renamed, the JSON last, so a
-    reader sees either nothing or a complete pair. A cached classifier is reused when its config
-    (channels, image size, classes, width) matches what these images ask for; otherwise, or with
-    ``retrain=True``, it is trained again and replaced. The returned info adds ``"trained"``
-    (True when this call trained it) and ``"path"``. Pass ``num_classes`` (the dataset's class
-    count) when a class may be missing from the labels given.
+    training settings, a fingerprint of the training images and labels, seconds), both written to
+    a temporary name and renamed, the JSON last, so a reader sees either nothing or a complete
+    pair. A cached classifier is reused only when it was trained on these very images and labels
+    (same fingerprint) with the config they ask for (channels, image size, classes, width): a
+    dataset replaced under the same name and shape (``ingest --replace``) trains a new one.
+    Otherwise, or with ``retrain=True``, it is trained again and replaced. The returned info adds
+    ``"trained"`` (True when this call trained it) and ``"path"``. Pass ``num_classes`` (the
+    dataset's class count) when a class may be missing from the labels given.
     """
     if not isinstance(dataset_key, str) or not _KEY.match(dataset_key) or dataset_key in (".", ".."):
         raise InvalidInput(
@@ -265,6 +268,7 @@ def load_or_train_classifier(
         channels=train_images.shape[1], image_size=train_images.shape[2],
         num_classes=max(2, top) if num_classes is None else num_classes, width=width,
     )
+    fingerprint = data_fingerprint(train_images, labels)
 
     if not retrain and weights.is_file() and info_path.is_file():
         try:
@@ -272,7 +276,8 @@ def load_or_train_classifier(
             cached = ClassifierConfig(**info["config"])
         except (OSError, ValueError, KeyError, TypeError):
             cached = None  # damaged: train again below
-        if cached == want:
+        # A classifier from before fingerprints has none: it is trained again, as its data is unknown.
+        if cached == want and info.get("fingerprint") == fingerprint:
             model = DomainClassifier(**asdict(cached))
             load_weights(model, weights)
             model.eval()
@@ -289,6 +294,7 @@ def load_or_train_classifier(
         "accuracy": None if math.isnan(accuracy) else accuracy,  # test accuracy; None without test images
         "n_train": len(train_images),
         "n_test": 0 if test_images is None else len(test_images),
+        "fingerprint": fingerprint,
         "train": dict(epochs=epochs, batch_size=batch_size, seed=seed, time_budget=time_budget),
         "seconds": round(time.perf_counter() - start, 2),
     }
@@ -296,6 +302,16 @@ def load_or_train_classifier(
     save_weights(model, weights)
     write_json_atomic(info_path, info)  # last: a reader sees no info until the weights are whole
     return model, {**info, "trained": True, "path": str(folder)}
+
+
+def data_fingerprint(images: Tensor, labels: Tensor) -> str:
+    """SHA-256 of the images' and labels' shapes, dtypes and bytes: equal only for the same data."""
+    digest = hashlib.sha256()
+    for t in (images, labels):
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{t.dtype}{tuple(t.shape)};".encode())
+        digest.update(t.numpy())  # the buffer itself: no copy of a 60,000-image set
+    return digest.hexdigest()
 
 
 # -- distribution metrics on features --------------------------------------------------------------
