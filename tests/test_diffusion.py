@@ -1,5 +1,6 @@
 """diffusion: training lowers the noise-prediction loss, DDIM samples have the right shape and
-range, seeds and reloads reproduce images, class labels and guidance change them, SDEdit works,
+range, seeds and reloads reproduce images, class labels and guidance change them and samples
+asked for a class show it, the presets predict v with min-SNR weights, SDEdit works,
 bad arguments are refused, and the exported pipeline folder loads in diffusers."""
 
 from __future__ import annotations
@@ -7,6 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_model, save_model
+
+from image_steering import obeyed, train_on_halves
 
 from aigc.errors import InvalidInput
 from aigc.models.diffusion import Diffusion
@@ -64,9 +67,11 @@ def train(model: Diffusion, steps: int, size: int = 8, batch: int = 8, lr: float
 
 def test_a_few_steps_lower_the_loss():
     model = build(8)
-    losses = train(model, 20)
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    assert last < first * 0.8, (first, last)
+    images, _ = toy_images(64, 8)
+    before = model.validation_losses(images, None)["loss_online"]  # same noise and timesteps each time
+    train(model, 20)
+    after = model.validation_losses(images, None)["loss_online"]
+    assert after < before * 0.8, (before, after)
 
 
 def test_training_moves_the_ema_copy_and_not_more():
@@ -125,6 +130,33 @@ def test_labels_and_guidance_change_the_images():
     assert unconditional.shape == base.shape
     with pytest.raises(InvalidInput, match="0..2"):
         draw([0, 3], 1.0)
+
+
+def test_samples_asked_for_a_class_show_that_class():
+    torch.manual_seed(0)
+    model = build(8, num_classes=2)
+    assert min(obeyed(model, steps=4)) < 0.9  # untrained, the label does not decide the lit half
+    train_on_halves(model, 120, batch=8, lr=2e-3)
+    assert min(obeyed(model, steps=4)) >= 0.9  # samples asked for class k light class k's half
+
+
+def test_presets_predict_v_with_min_snr_weights_and_old_runs_load_as_epsilon():
+    model = build(8)
+    assert model.config.prediction_type == "v_prediction" and model.config.snr_gamma == 5.0
+    assert model.noise_scheduler.config.prediction_type == "v_prediction"  # DDIM and the export follow
+    t = torch.tensor([0, 500, 999])
+    a = model.noise_scheduler.alphas_cumprod[t]
+    snr = a / (1 - a)
+    assert torch.allclose(model._snr_weight(t), snr.clamp(max=5.0) / (snr + 1))
+    w = model._snr_weight(t)
+    assert w[0] < 1e-3 and w[1] > 0.4  # a nearly clean step weighs little against a half-noised one
+    old = Diffusion(Diffusion.Config(image_size=8, base_channels=8, norm_num_groups=4))  # run.json without them
+    assert old.config.prediction_type == "epsilon" and old.config.snr_gamma == 0.0
+    x, _ = toy_images(4, 8)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert old.loss(x, None, generator=gen()).item() > 0.5  # predicting eps from scratch: about 1
+    with pytest.raises(InvalidInput, match="prediction_type must be one of epsilon, v_prediction"):
+        build(8, prediction_type="sample")
 
 
 def test_unconditional_model_refuses_a_condition():

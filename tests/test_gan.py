@@ -4,12 +4,16 @@ spectral-norm setting runs, and bad arguments fail with one line."""
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import pytest
 import torch
+from image_steering import obeyed, train_on_halves
 from safetensors.torch import load_model, save_model
 
 from aigc.errors import InvalidInput
-from aigc.models.gan import GAN
+from aigc.models.gan import GAN, SPREAD_WARNING, CollapseWarning, cutout, nn_score, translate
 from aigc.models.registry import config_from_dict
 
 
@@ -119,11 +123,15 @@ def test_same_seed_gives_the_same_images_also_after_reload(tmp_path):
 
 def test_labels_steer_the_generator():
     torch.manual_seed(0)
+    model = make_gan(num_classes=2, image_size=8)
+    assert min(obeyed(model)) < 0.9  # untrained, the label does not decide the lit half
+    train_on_halves(model, 40, batch=16, lr=GAN.TRAIN_DEFAULTS["tiny"]["lr"])
+    assert min(obeyed(model)) >= 0.9  # samples asked for class k light class k's half
+
     model = make_gan(num_classes=2)
     train(model, 5)
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     s0, s1 = model.sample(4, torch.tensor([0]), gen()), model.sample(4, torch.tensor([1]), gen())
-    assert (s0 - s1).abs().mean() > 1e-4  # same noise, different class -> different images
     assert torch.equal(s0, model.sample(4, torch.zeros(4, dtype=torch.long), gen()))  # one id broadcasts
     mixed = model.sample(4, torch.tensor([0, 1, 0, 1]), gen())
     assert torch.equal(mixed[0], s0[0]) and torch.equal(mixed[1], s1[1])
@@ -149,7 +157,63 @@ def test_optimizers_cover_g_then_d_and_never_the_ema():
     assert ids(opt_g) == {id(p) for p in model.generator.parameters()}
     assert ids(opt_d) == {id(p) for p in model.discriminator.parameters()}
     assert opt_g.param_groups[0]["betas"] == (model.config.beta1, model.config.beta2)
-    assert model.validation_losses(*bars(4)) == {}
+    assert opt_g.param_groups[0]["lr"] == opt_d.param_groups[0]["lr"] == 1e-3
+    opt_g, opt_d = make_gan(d_lr_ratio=4.0).configure_optimizers(lr=1e-3, weight_decay=0.0)  # TTUR
+    assert opt_d.param_groups[0]["lr"] == 4 * opt_g.param_groups[0]["lr"] == 4e-3
+
+
+def test_validation_score_ranks_a_collapsed_generator_below_a_varied_one():
+    real, labels = bars(64)
+    varied, _ = bars(64, seed=1)  # other images of the same classes
+    collapsed = torch.stack([varied[labels == y][0] for y in labels.tolist()])  # one image per class
+    noise = torch.rand_like(real)
+    score = {name: nn_score(real, fake, labels) for name, fake in
+             (("varied", varied), ("collapsed", collapsed), ("noise", noise))}
+    assert score["varied"][0] < score["collapsed"][0] and score["varied"][0] < score["noise"][0]  # chamfer
+    assert score["collapsed"][1] == 0.0 and 0.8 < score["varied"][1] < 1.25  # spread
+    # the model's own validation: a fixed seed, so equal weights score equally
+    model = make_gan(num_classes=2)
+    first = model.validation_losses(real, labels)
+    assert set(first) == {"loss", "spread"} and first == model.validation_losses(real, labels)
+
+
+def test_a_collapse_warns_once_and_the_spread_shows_in_progress():
+    model = make_gan(num_classes=2)
+    train(model, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spread = model.validation_losses(*bars(16))["spread"]  # a barely trained G draws ~one image:
+    assert spread < SPREAD_WARNING  # low, but it never was varied, so that is no collapse
+    model.best_spread = 0.8  # as if an earlier validation had seen varied samples
+    with pytest.warns(CollapseWarning, match=r"down from 0.80x \(mode collapse\)"):
+        model.validation_losses(*bars(16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.validation_losses(*bars(16))  # once per model
+    assert train(model, 1)[0]["spread"] == spread
+
+
+def test_translation_and_cutout_keep_shapes_and_gradients():
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 16, 16, requires_grad=True)
+    for fn in (translate, cutout):
+        out = fn(x)
+        assert out.shape == x.shape
+        out.sum().backward()  # differentiable: G learns through them
+        assert x.grad is not None and x.grad.abs().sum() > 0
+        x.grad = None
+    flat = torch.full((4, 1, 16, 16), 0.3)
+    assert torch.equal(translate(flat), flat)  # edges repeat: a plain background stays plain
+    holes = (cutout(torch.ones(4, 1, 16, 16)) == 0).sum(dim=(1, 2, 3))
+    assert torch.all(holes == 64)  # an 8x8 square (half the side) per image
+
+
+def test_augmentation_r1_and_ttur_train():
+    torch.manual_seed(0)
+    model = make_gan(num_classes=2, augment="translation,cutout", r1_gamma=1.0, r1_every=2, d_lr_ratio=2.0)
+    hist = train(model, 6)
+    assert model.d_steps.item() == 6 and all(math.isfinite(h["d_loss"]) for h in hist)
+    assert "d_steps" not in model.state_dict()  # runs saved before R1 existed load unchanged
 
 
 def test_minibatch_std_sees_a_collapsed_group_and_never_mixes_groups():
@@ -178,6 +242,9 @@ def test_minibatch_std_sees_a_collapsed_group_and_never_mixes_groups():
         (dict(depth=5), "depth must be 1..4 for 16 px"),
         (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\)"),
         (dict(minibatch_std=1), "minibatch_std must be 0 .off. or a group size >= 2"),
+        (dict(augment="translation,color"), "augment takes a comma-separated list of translation, cutout"),
+        (dict(r1_gamma=-1.0), "r1_gamma must be >= 0"),
+        (dict(d_lr_ratio=0.0), "d_lr_ratio must be > 0"),
     ],
 )
 def test_bad_configs_are_refused(overrides, message):

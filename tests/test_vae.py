@@ -1,11 +1,14 @@
 """The `vae` family through the image-family contract: training lowers the negative ELBO, samples are
-images, seeds and reloads are exact, labels steer the decoder, and bad arguments fail with one line."""
+images, seeds and reloads are exact, labels steer the decoder (samples asked for a class show it), and bad
+arguments fail with one line."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from safetensors.torch import load_model, save_model
+
+from image_steering import obeyed, train_on_halves
 
 from aigc.errors import InvalidInput
 from aigc.models.registry import config_from_dict
@@ -109,6 +112,14 @@ def test_same_seed_gives_the_same_images_also_after_reload(tmp_path):
     load_model(fresh, str(tmp_path / "model.safetensors"))
     fresh.eval()
     assert torch.equal(a, fresh.sample(4, generator=torch.Generator().manual_seed(7)))
+
+
+def test_samples_asked_for_a_class_show_that_class():
+    torch.manual_seed(0)
+    model = make_vae(num_classes=2, image_size=8)
+    assert min(obeyed(model)) < 0.9  # untrained, the label does not decide the lit half
+    train_on_halves(model, 30, batch=16, lr=1e-2)
+    assert min(obeyed(model)) >= 0.9  # samples asked for class k light class k's half
 
 
 def test_the_label_steers_the_decoder_and_style_transfer():

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -66,6 +67,25 @@ class GANConfig:
     # many (of one class, see training_step) differ, so a G that makes one image per class is
     # caught. 0 = off (runs saved before it existed load with 0).
     minibatch_std: int = 0
+    # DiffAugment (Zhao et al. 2020): the same random, differentiable augmentations of real and
+    # fake images before D, in both steps, so D cannot memorise a small train set and G is not
+    # pushed towards it. Comma-separated from "translation" (up to 1/8 of the side, edges
+    # repeated) and "cutout" (a square of half the side set to mid-grey). No colour jitter: colour
+    # may be what tells classes apart. "" = off (runs saved before it existed load with "").
+    augment: str = ""
+    # R1 penalty (Mescheder et al. 2018): gamma/2 * |grad_x D(x)|^2 on real images, lazily every
+    # r1_every D steps with the penalty scaled by r1_every (StyleGAN2). 0 = off.
+    r1_gamma: float = 0.0
+    r1_every: int = 16
+    # D's learning rate as a multiple of G's (TTUR, Heusel et al. 2017). 1 = the same rate.
+    d_lr_ratio: float = 1.0
+
+
+SPREAD_WARNING = 0.25  # a validation spread (see nn_score) below this warns of mode collapse
+
+
+class CollapseWarning(UserWarning):
+    """The generator draws (nearly) one image per class."""
 
 
 # -- objective ---------------------------------------------------------------------------------
@@ -108,6 +128,72 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
         return torch.lerp(a[None], b[None], t[:, None])
     t = t[:, None]
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+# -- DiffAugment -------------------------------------------------------------------------------
+# Each takes images (B, C, H, W) in [-1, 1] and returns an augmented batch of the same shape,
+# differentiable in the images, drawing from torch's global RNG (which a resume restores).
+
+
+def translate(x: Tensor, ratio: float = 0.125) -> Tensor:
+    """Shift each image by up to ``ratio`` of its side in x and y (integer pixels), repeating the
+    edge pixels into the gap, so the background stays what it is, black, white or anything."""
+    b, _, h, w = x.shape
+    sh, sw = max(1, round(h * ratio)), max(1, round(w * ratio))
+    dy = torch.randint(-sh, sh + 1, (b, 1, 1), device=x.device)
+    dx = torch.randint(-sw, sw + 1, (b, 1, 1), device=x.device)
+    rows = (torch.arange(h, device=x.device)[None, :, None] + dy).clamp(0, h - 1)  # (B, H, 1)
+    cols = (torch.arange(w, device=x.device)[None, None, :] + dx).clamp(0, w - 1)  # (B, 1, W)
+    index = (rows * w + cols).flatten(1)  # (B, H*W) source pixel of every output pixel
+    flat = x.flatten(2)  # (B, C, H*W)
+    return flat.gather(2, index[:, None, :].expand(-1, x.shape[1], -1)).view_as(x)
+
+
+def cutout(x: Tensor, ratio: float = 0.5) -> Tensor:
+    """Set a square of ``ratio`` of the side, at a random place per image, to 0 (mid-grey)."""
+    b, _, h, w = x.shape
+    ch, cw = max(1, round(h * ratio)), max(1, round(w * ratio))
+    top = torch.randint(0, h - ch + 1, (b, 1, 1), device=x.device)
+    left = torch.randint(0, w - cw + 1, (b, 1, 1), device=x.device)
+    r = torch.arange(h, device=x.device)[None, :, None]
+    c = torch.arange(w, device=x.device)[None, None, :]
+    inside = (r >= top) & (r < top + ch) & (c >= left) & (c < left + cw)  # (B, H, W)
+    return x * (~inside)[:, None].to(x.dtype)
+
+
+AUGMENTS: dict[str, Callable[[Tensor], Tensor]] = {"translation": translate, "cutout": cutout}
+
+
+def augment_policy(text: str) -> list[str]:
+    """"translation,cutout" -> ["translation", "cutout"]; "" -> []."""
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+# -- a validation score that sees collapse ---------------------------------------------------
+
+
+def nn_score(real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[float, float]:
+    """(chamfer, spread) of images (N, ...) in [0, 1], fake[i] drawn for real[i]'s class.
+
+    chamfer: the mean RMS pixel distance from each real image to its nearest fake of the same class
+    plus from each fake to its nearest real one. The first half grows when G drops modes (a
+    collapsed class is far from most of its real images), the second when G draws what is not
+    in the data, so the lower the better on both counts; a checkpoint is kept by it.
+    spread: mean pairwise distance among the fakes of a class over the same among the reals,
+    averaged over classes with 2+ images: about 1 for a varied G, near 0 for one that draws one
+    image per class."""
+    r, f = real.flatten(1).float(), fake.flatten(1).float()
+    d = torch.cdist(r, f) / math.sqrt(r.shape[1])  # (N, N) RMS distances
+    same = torch.ones_like(d, dtype=torch.bool) if labels is None else labels[:, None] == labels[None, :]
+    d = d.masked_fill(~same, float("inf"))
+    chamfer = (d.min(dim=1).values.mean() + d.min(dim=0).values.mean()).item()
+    ratios = []
+    for group in ([torch.arange(len(r))] if labels is None else [labels.eq(c).nonzero()[:, 0] for c in labels.unique()]):
+        if len(group) >= 2:
+            real_spread = torch.pdist(r[group]).mean()
+            if real_spread > 0:
+                ratios.append((torch.pdist(f[group]).mean() / real_spread).item())
+    return chamfer, (sum(ratios) / len(ratios) if ratios else float("nan"))
 
 
 # -- networks ----------------------------------------------------------------------------------
@@ -240,7 +326,13 @@ class GAN(nn.Module):
         self.discriminator.apply(_dcgan_init)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))  # for the EMA warm-up
+        # D steps taken, for the lazy R1 schedule; not in the state_dict, so older runs load as they were
+        self.register_buffer("d_steps", torch.zeros((), dtype=torch.long), persistent=False)
         self.d_loss_fn, self.g_loss_fn = LOSSES[config.loss]
+        self._policy = augment_policy(config.augment)
+        self.spread = float("nan")  # of the last validation
+        self.best_spread = 0.0  # the highest validation spread of this session, for the collapse warning
+        self._warned = False
 
     @property
     def conditional(self) -> bool:
@@ -257,10 +349,16 @@ class GAN(nn.Module):
     def configure_optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
         """[opt_g, opt_d]: one Adam per network, same rate (G's EMA is not optimised)."""
         betas = (self.config.beta1, self.config.beta2)
+        d_lr = lr * self.config.d_lr_ratio
         return [
             torch.optim.AdamW(self.generator.parameters(), lr=lr, betas=betas, weight_decay=weight_decay),
-            torch.optim.AdamW(self.discriminator.parameters(), lr=lr, betas=betas, weight_decay=weight_decay),
+            torch.optim.AdamW(self.discriminator.parameters(), lr=d_lr, betas=betas, weight_decay=weight_decay),
         ]
+
+    def _augment(self, x: Tensor) -> Tensor:
+        for name in self._policy:
+            x = AUGMENTS[name](x)
+        return x
 
     def training_step(
         self, images: Tensor, labels: Tensor | None, optimizers: list, backward: Callable[[Tensor], None]
@@ -282,16 +380,22 @@ class GAN(nn.Module):
         fake = self.generator(z, labels)  # kept with its graph: the G step below reuses it, as DCGAN does
         opt_d.zero_grad(set_to_none=True)
         both = None if labels is None else torch.cat([labels, labels])
-        scores = self.discriminator(torch.cat([real, fake.detach()]), both)
+        scores = self.discriminator(self._augment(torch.cat([real, fake.detach()])), both)
         d_loss = self.d_loss_fn(scores[:n], scores[n:])
+        r1 = self._r1_due()
+        if r1:  # lazy R1 on (augmented) reals: D's gradient at the data pushed towards 0
+            x = self._augment(real).detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.discriminator(x, labels).sum(), x, create_graph=True)
+            d_loss = d_loss + self.config.r1_gamma / 2 * self.config.r1_every * grad.square().sum((1, 2, 3)).mean()
         backward(d_loss)
         opt_d.step()
+        self.d_steps += 1
 
         # 2. G step against the updated D; D's weights frozen (no gradient is computed for them)
         opt_g.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(False)
         try:
-            g_loss = self.g_loss_fn(self.discriminator(fake, labels))
+            g_loss = self.g_loss_fn(self.discriminator(self._augment(fake), labels))
             backward(g_loss)
         finally:
             self.discriminator.requires_grad_(True)
@@ -300,7 +404,13 @@ class GAN(nn.Module):
         # 3. EMA of G
         self.update_ema()
         d, g = d_loss.item(), g_loss.item()
-        return {"loss": d, "d_loss": d, "g_loss": g}
+        out = {"loss": d, "d_loss": d, "g_loss": g}
+        if not math.isnan(self.spread):  # of the last validation (nn_score): the progress line shows a collapse
+            out["spread"] = self.spread
+        return out
+
+    def _r1_due(self) -> bool:
+        return self.config.r1_gamma > 0 and self.d_steps.item() % self.config.r1_every == 0
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -314,10 +424,28 @@ class GAN(nn.Module):
             ema_buf.copy_(buf)
         self.ema_updates += 1
 
-    @torch.no_grad()
     def validation_losses(self, images: Tensor, labels: Tensor | None) -> dict[str, float]:
-        """Empty: a GAN's losses say nothing about sample quality, so they cannot pick a checkpoint."""
-        return {}
+        """{"loss": chamfer, "spread": spread} of EMA samples drawn for these images' classes with
+        a fixed seed (see :func:`nn_score`). A GAN's own losses say nothing about sample quality;
+        this score does, and punishes a collapse, so the trainer keeps the checkpoint with the
+        lowest instead of the latest. A spread that falls below SPREAD_WARNING after a validation
+        at or above it warns (a CollapseWarning), once per model."""
+        labels = self._labels(labels, len(images)) if self.conditional else None
+        gen = torch.Generator(device=self.ema_updates.device).manual_seed(0)
+        with torch.no_grad():
+            fake = self.sample(len(images), labels, generator=gen)
+        chamfer, spread = nn_score(images, fake, labels)
+        self.spread = spread
+        # A G starts out drawing one blur per class; only a fall from a varied validation is a collapse.
+        if spread < SPREAD_WARNING <= self.best_spread and not self._warned:
+            self._warned = True
+            warnings.warn(f"gan: samples of a class vary {spread:.2f}x as much as the real images after "
+                          f"{self.ema_updates.item()} steps, down from {self.best_spread:.2f}x (mode collapse); "
+                          "the run keeps the checkpoint with the best validation score", CollapseWarning,
+                          stacklevel=2)
+        if not math.isnan(spread):
+            self.best_spread = max(self.best_spread, spread)
+        return {"loss": chamfer, "spread": spread}
 
     @torch.no_grad()
     def sample(
@@ -394,6 +522,14 @@ def _check_config(config: GANConfig) -> None:
             raise InvalidInput(f"gan {key} must be >= 1, got {getattr(config, key)}")
     if config.num_classes and config.label_dim < 1:
         raise InvalidInput(f"gan label_dim must be >= 1 for a conditional model, got {config.label_dim}")
+    unknown = [p for p in augment_policy(config.augment) if p not in AUGMENTS]
+    if unknown:
+        raise InvalidInput(f"gan augment takes a comma-separated list of {', '.join(AUGMENTS)} "
+                           f"(or \"\" for none), got {unknown[0]!r}")
+    if config.r1_gamma < 0 or config.r1_every < 1:
+        raise InvalidInput(f"gan r1_gamma must be >= 0 and r1_every >= 1, got {config.r1_gamma} and {config.r1_every}")
+    if not config.d_lr_ratio > 0:
+        raise InvalidInput(f"gan d_lr_ratio must be > 0, got {config.d_lr_ratio}")
     if config.minibatch_std < 0 or config.minibatch_std == 1:
         raise InvalidInput(f"gan minibatch_std must be 0 (off) or a group size >= 2, got {config.minibatch_std}")
     if not 0.0 <= config.ema_decay < 1.0:
