@@ -65,11 +65,38 @@ def test_txt_corpus_is_one_record_split_contiguously(ws: Workspace, tmp_path: Pa
     assert card["counts"]["read"] == 1 and card["counts"]["kept"] == 1
 
 
-def test_txt_corpus_of_one_line_goes_wholly_to_train(ws: Workspace, tmp_path: Path) -> None:
-    card = ingest_text(ws, write(tmp_path / "one.txt", "just one line"), "one")
-    assert card["counts"]["train"] == 1 and card["counts"]["val"] == 0 and card["counts"]["test"] == 0
-    assert card["empty_splits"] == ["val", "test"]
-    assert read_text_split(ws.dataset_path("one"), "val") == []
+def test_txt_corpus_of_one_line_is_cut_inside_the_line(ws: Workspace, tmp_path: Path) -> None:
+    # A corpus written without line breaks (a novel pasted as one line): no line boundary falls
+    # near the targets, so the cuts go after the first sentence end at or past them.
+    body = "".join(f"第{i}句话说的是山和水。" for i in range(200))
+    card = ingest_text(ws, write(tmp_path / "one.txt", body), "one")
+    recs = all_records(ws, "one")
+    train, val, test = (recs[s][0].text for s in ("train", "val", "test"))
+    assert train + val + test == body
+    assert train.endswith("。") and val.endswith("。") and val.startswith("第")
+    assert 0.9 <= len(train) / len(body) < 0.91 and 0.04 < len(val) / len(body) < 0.06
+    assert card["counts"]["train"] == card["counts"]["val"] == card["counts"]["test"] == 1
+    assert card["empty_splits"] == []
+
+
+def test_corpus_too_short_to_split_is_refused(ws: Workspace, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"too short to split: its 4 characters leave the val split \(0\.05\) "
+                                           r"no text: add text, or raise the val fraction"):
+        ingest_text(ws, write(tmp_path / "tiny.txt", "四个字儿"), "tiny")
+    assert not ws.has_dataset("tiny")
+    # The same text with a val fraction that gives it a character splits.
+    card = ingest_text(ws, write(tmp_path / "tiny.txt", "四个字儿"), "tiny", split=(0.5, 0.5, 0.0))
+    assert [r.text for r in read_text_split(ws.dataset_path("tiny"), "val")] == ["字儿"]
+    assert card["counts"]["val"] == 1
+
+
+def test_one_record_is_refused_with_the_fix(ws: Workspace, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"only 1 record \(read 2, dropped 1\), and a dataset needs at least 2, "
+                                           r"one to train on and one to validate on: drop --lines"):
+        ingest_text(ws, write(tmp_path / "l.txt", "one long line of text\none long line of text\n"), "l", lines=True)
+    with pytest.raises(InvalidInput, match=r"r\.csv: only 1 record \(read 1\).*: add records"):
+        ingest_text(ws, write(tmp_path / "r.csv", "text\nthe only row\n"), "r")
+    assert not ws.has_dataset("l") and not ws.has_dataset("r")
 
 
 def test_txt_lines_gives_one_record_per_nonempty_line(ws: Workspace, tmp_path: Path) -> None:
@@ -113,6 +140,88 @@ def test_tsv(ws: Workspace, tmp_path: Path) -> None:
     card = ingest_text(ws, path, "tsv")
     assert card["format"] == "tsv" and card["text_column"] == "body"
     assert all_texts(ws, "tsv") == ["hello, world", "second row"]
+
+
+POEMS = [  # title, author, poem: a table people keep without a header row
+    ("静夜思", "李白", "床前明月光，疑是地上霜。举头望明月，低头思故乡。"),
+    ("春晓", "孟浩然", "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。"),
+    ("登鹳雀楼", "王之涣", "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"),
+    ("望庐山瀑布", "李白", "日照香炉生紫烟，遥看瀑布挂前川。飞流直下三千尺，疑是银河落九天。"),
+]
+
+
+def _poems(path: Path, delimiter: str = "\t") -> Path:
+    return write(path, "".join(delimiter.join(row) + "\n" for row in POEMS))
+
+
+def test_no_header_numbers_columns_as_cut_does(ws: Workspace, tmp_path: Path) -> None:
+    path = _poems(tmp_path / "poems.tsv")
+    card = ingest_text(ws, path, "p", header=False, text_column="3", cond_columns=["2"], split=(1, 0, 0))
+    assert card["counts"]["read"] == 4 and card["text_column"] == "3"  # the first row is a poem, not a header
+    assert card["conditions"] == {"2": {"李白": 2, "孟浩然": 1, "王之涣": 1}}
+    assert read_text_split(ws.dataset_path("p"), "train")[0] == TextRecord(POEMS[0][2], {"2": "李白"})
+
+
+def test_columns_name_a_headerless_csv_or_rename_a_header(ws: Workspace, tmp_path: Path) -> None:
+    path = _poems(tmp_path / "poems.csv", delimiter=",")  # the poems hold only full-width commas
+    card = ingest_text(ws, path, "p", columns="title,author,poem", text_column="poem", cond_columns=["author"],
+                       split=(1, 0, 0))
+    assert card["counts"]["read"] == 4 and card["conditions"]["author"]["李白"] == 2
+    # With header=True the names replace the header's own, and the header row is not a record.
+    with_header = write(tmp_path / "h.csv", "a,b,c\n" + path.read_text(encoding="utf-8"))
+    card = ingest_text(ws, with_header, "h", header=True, columns=["title", "author", "poem"],
+                       text_column="poem", split=(1, 0, 0))
+    assert card["counts"]["read"] == 4
+    with pytest.raises(InvalidInput, match=r"--columns names 2 columns but the first row has 3 fields"):
+        ingest_text(ws, path, "x", columns="title,poem", text_column="poem")
+    with pytest.raises(InvalidInput, match=r"'poem' is named twice"):
+        ingest_text(ws, path, "x", columns="poem,author,poem", text_column="poem")
+    with pytest.raises(InvalidInput, match=r"--no-header/--columns apply to \.csv/\.tsv files only"):
+        ingest_text(ws, write(tmp_path / "a.txt", "x\ny\n"), "x", lines=True, header=False)
+
+
+def test_a_first_row_of_data_leads_the_error_to_suggest_no_header(ws: Workspace, tmp_path: Path) -> None:
+    path = write(tmp_path / "poems.tsv", "".join("\t".join(row) + "\n" for row in (POEMS[3], POEMS[1], POEMS[2])))
+    with pytest.raises(InvalidInput) as info:
+        ingest_text(ws, path, "p", text_column="poem")
+    msg = str(info.value)
+    # Long cells are cut in the message; the poem's punctuation marks the row as data.
+    assert "no column 'poem' (available: '望庐山瀑布', '李白', '日照香炉生紫烟，遥看瀑布挂前川。飞流直下三千尺，疑是银河落…')" in msg
+    assert "the first row looks like data, not a header ('日照香炉生紫烟" in msg and "…' reads like text)" in msg
+    assert "pass --no-header (columns are then named 1, 2, 3, ...) or name them with --columns" in msg
+    assert "\n" not in msg
+    # Each sign on its own: a number, a cell that is also a value below it.
+    numbers = write(tmp_path / "n.csv", "3,hello there\n5,good day\n")
+    with pytest.raises(InvalidInput, match=r"\('3' is a number\): if the file has no header row, pass --no-header"):
+        ingest_text(ws, numbers, "n", text_column="text")
+    repeated = write(tmp_path / "r.csv", "李白,夜\n杜甫,春\n李白,月\n")
+    with pytest.raises(InvalidInput, match=r"'李白' is also a value in the rows below it"):
+        ingest_text(ws, repeated, "r", text_column="text")
+    # A real header gets no such advice.
+    plain = write(tmp_path / "ok.csv", "title,stars\nnice,5\nbad,1\n")
+    with pytest.raises(InvalidInput) as info:
+        ingest_text(ws, plain, "ok", text_column="review")
+    assert "--no-header" not in str(info.value)
+
+
+def test_cli_ingest_no_header_and_columns(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aigc.cli.main import app
+
+    path = _poems(tmp_path / "poems.tsv")
+    runner = CliRunner()
+    ws = tmp_path / "cli-ws"
+    r = runner.invoke(app, ["ingest", str(path), "--name", "a", "--no-header", "--text-column", "3",
+                            "--cond-column", "2", "--split", "1,0,0", "-w", str(ws)])
+    assert r.exit_code == 0, r.output
+    assert "4 records kept of 4 read" in r.stdout
+    assert "condition 2: 3 values, 1 with a token of their own; 2 rarer or unseen in train share 'other'" in r.stdout
+    r = runner.invoke(app, ["ingest", str(path), "--name", "b", "--columns", "title,author,poem",
+                            "--text-column", "poem", "--split", "1,0,0", "-w", str(ws)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["ingest", str(path), "--name", "c", "--text-column", "poem", "-w", str(ws)])
+    assert r.exit_code == 2 and "pass --no-header" in r.stderr and "Traceback" not in r.output
 
 
 def test_jsonl(ws: Workspace, tmp_path: Path) -> None:
@@ -299,14 +408,14 @@ def test_clean_text_rules() -> None:
 
 
 def test_nfkc_normalization_on_and_off(ws: Workspace, tmp_path: Path) -> None:
-    path = write(tmp_path / "w.txt", "ＡＢＣ１ full width\n")
+    path = write(tmp_path / "w.txt", "ＡＢＣ１ full width\nplain\n")
     ingest_text(ws, path, "on", lines=True, split=(1, 0, 0))
     card = ingest_text(ws, path, "off", lines=True, normalize=False, split=(1, 0, 0))
-    assert all_texts(ws, "on") == ["ABC1 full width"]
-    assert all_texts(ws, "off") == ["ＡＢＣ１ full width"]
+    assert all_texts(ws, "on") == ["ABC1 full width", "plain"]
+    assert all_texts(ws, "off") == ["plain", "ＡＢＣ１ full width"]
     assert card["normalize"] is False
     # Full-width letters and digits still count as Latin and Digit.
-    assert card["scripts"]["Latin"] == 3 + 9 and card["scripts"]["Digit"] == 1
+    assert card["scripts"]["Latin"] == 3 + 9 + 5 and card["scripts"]["Digit"] == 1
 
 
 def test_exact_and_normalized_duplicates_are_dropped_with_reasons(ws: Workspace, tmp_path: Path) -> None:
@@ -336,9 +445,9 @@ def test_exact_and_normalized_duplicates_are_dropped_with_reasons(ws: Workspace,
 
 
 def test_length_filters(ws: Workspace, tmp_path: Path) -> None:
-    path = write(tmp_path / "len.txt", "a\nabcd\nabcdefgh\n")
+    path = write(tmp_path / "len.txt", "a\nabcd\nabcdefgh\nabc\n")
     card = ingest_text(ws, path, "len", lines=True, min_length=2, max_length=5, split=(1, 0, 0))
-    assert all_texts(ws, "len") == ["abcd"]
+    assert all_texts(ws, "len") == ["abc", "abcd"]
     assert card["dropped_by_reason"] == {"too_short": 1, "too_long": 1}
     assert card["dropped"][0]["reason"] == "1 chars, shorter than min_length 2"
     assert card["dropped"][1]["reason"] == "8 chars, longer than max_length 5"
@@ -376,12 +485,12 @@ def test_hash_split_is_deterministic_and_stable_when_records_are_added(ws: Works
 
 
 def test_same_name_twice_needs_replace(ws: Workspace, tmp_path: Path) -> None:
-    ingest_text(ws, write(tmp_path / "v1.txt", "version one\n"), "data", lines=True)
+    ingest_text(ws, write(tmp_path / "v1.txt", "version one\nfirst edition\n"), "data", lines=True)
     with pytest.raises(AlreadyExists, match=r"dataset 'data' already exists: pass --replace"):
         # Checked before reading: this path does not even exist.
         ingest_text(ws, tmp_path / "missing.txt", "data", lines=True)
-    ingest_text(ws, write(tmp_path / "v2.txt", "version two\n"), "data", lines=True, replace=True)
-    assert all_texts(ws, "data") == ["version two"]
+    ingest_text(ws, write(tmp_path / "v2.txt", "version two\nsecond edition\n"), "data", lines=True, replace=True)
+    assert all_texts(ws, "data") == ["second edition", "version two"]
     assert ws.get_dataset("data")["card"]["source"].endswith("v2.txt")
     assert list((ws.root / "tmp").iterdir()) == []
 
@@ -399,7 +508,7 @@ def test_failed_ingest_leaves_nothing_behind(
 
     monkeypatch.setattr(ws, "publish", broken_publish)
     with pytest.raises(OSError, match="disk full"):
-        ingest_text(ws, write(tmp_path / "ok.txt", "fine text\n"), "gone", lines=True)
+        ingest_text(ws, write(tmp_path / "ok.txt", "fine text\nmore text\n"), "gone", lines=True)
     assert not ws.dataset_path("gone").exists() and not ws.has_dataset("gone")
     assert list((ws.root / "tmp").iterdir()) == []
 
@@ -457,6 +566,6 @@ def test_real_chinese_reviews_ingest_quickly(ws: Workspace) -> None:
 
 
 def test_nfkc_keeps_chinese_full_width_punctuation(ws: Workspace, tmp_path: Path) -> None:
-    path = write(tmp_path / "zh.txt", "质量很好，物流也快！推荐（真心）ＡＢＣ１\n")
+    path = write(tmp_path / "zh.txt", "质量很好，物流也快！推荐（真心）ＡＢＣ１\n还行\n")
     ingest_text(ws, path, "zh", lines=True)
-    assert all_texts(ws, "zh") == ["质量很好，物流也快！推荐（真心）ABC1"]
+    assert all_texts(ws, "zh") == ["质量很好，物流也快！推荐（真心）ABC1", "还行"]

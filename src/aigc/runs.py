@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from aigc.data.dataset import read_card, read_text_split
-from aigc.data.textstream import encode_records, train_tokenizer
+from aigc.data.conditions import DEFAULT_MIN_COND_COUNT, value_counts
+from aigc.data.textstream import encode_records, null_lookup, train_tokenizer
 from aigc.data.tokenizers import TextTokenizer
 from aigc.errors import InvalidInput
 from aigc.generation import TextGenerator
@@ -69,18 +70,29 @@ def _prepare_text(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, car
     train_records = read_text_split(ds_dir, "train")
     val_records = read_text_split(ds_dir, "val")
     if not val_records:
-        raise InvalidInput(f"dataset {card.get('name')!r} has an empty val split: ingest it again with a val fraction > 0")
+        fractions = card.get("split", {}).get("fractions") or [0, 0, 0]
+        fix = ("ingest it again with a val fraction > 0, e.g. --split 0.9,0.05,0.05" if not fractions[1] else
+               f"its {card.get('counts', {}).get('kept', '?')} records gave val none at a val fraction of "
+               f"{fractions[1]:g}: ingest more records, or a larger val fraction, e.g. --split 0.8,0.1,0.1")
+        raise InvalidInput(f"dataset {card.get('name')!r} has an empty val split: {fix}")
     if tokenizer is None:  # a new run: the tokenizer is trained on the train split
-        tokenizer = train_tokenizer(train_records, cond_columns, cfg.tokenizer, cfg.vocab_size)
+        # Datasets ingested before --min-cond-count existed get the default.
+        tokenizer = train_tokenizer(train_records, cond_columns, cfg.tokenizer, cfg.vocab_size,
+                                    card.get("min_cond_count", DEFAULT_MIN_COND_COUNT))
         model_cfg.vocab_size = tokenizer.vocab_size
         model_cfg.eos_token_id = tokenizer.eos_id
     torch.manual_seed(cfg.seed)
     model = fam(model_cfg)
     task = TextLMTask(encode_records(tokenizer, train_records, cond_columns),
                       encode_records(tokenizer, val_records, cond_columns), model.block_size, cfg,
-                      aligned=0.5 if cond_columns else 0.0)
-    spec = {"cond_columns": cond_columns,
-            "conditions": {c: sorted(card.get("conditions", {}).get(c, {})) for c in cond_columns},
+                      aligned=0.5 if cond_columns else 0.0, cond_dropout=cfg.cond_dropout,
+                      null_of=null_lookup(tokenizer, cond_columns))
+    # Every value of the dataset, each split's: the run knows them all (those without a token of
+    # their own generate through their column's ``other`` token), and lists them all to the API.
+    test_records = read_text_split(ds_dir, "test") if cond_columns else []
+    values = value_counts((r.cond for rs in (train_records, val_records, test_records) for r in rs), cond_columns)
+    spec = {"cond_columns": cond_columns, "conditions": {c: sorted(values[c]) for c in cond_columns},
+            "min_cond_count": card.get("min_cond_count", DEFAULT_MIN_COND_COUNT),
             "normalize": bool(card.get("normalize", True))}  # prompts are normalized as the text was
     return Prepared(model, task, spec, tokenizer)
 

@@ -38,11 +38,16 @@ class TextLMTask:
     unit = "tok"
 
     def __init__(self, train: TokenStream, val: TokenStream, block_size: int, cfg: TrainConfig,
-                 aligned: float = 0.0):
+                 aligned: float = 0.0, cond_dropout: float = 0.0, null_of: Tensor | None = None):
         if len(train) < 2:
             raise InvalidInput("the train split is too small to train on: ingest more text")
+        if not 0 <= cond_dropout < 1:
+            raise InvalidInput(f"--cond-dropout must be in [0, 1) (0 = off), got {cond_dropout}")
         self.train = train
         self.aligned = aligned  # share of windows that start at a record (see random_windows)
+        # Records whose control tokens become null tokens (see random_windows); needs null tokens.
+        self.cond_dropout = cond_dropout if null_of is not None else 0.0
+        self.null_of = null_of
         self.block_size = block_size
         self.batch_size = cfg.batch_size
         self.tokens_per_batch = cfg.batch_size * min(block_size, len(train) - 1)
@@ -51,7 +56,7 @@ class TextLMTask:
 
     def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         return random_windows(self.train.ids, self.block_size, self.batch_size, generator,
-                              self.train.starts, self.aligned)
+                              self.train.starts, self.aligned, self.train.is_cond, self.null_of, self.cond_dropout)
 
     def evaluate(self, model: nn.Module, full: bool = False) -> float:
         total, count = nll_sum(model, *(self.full if full else self.periodic))

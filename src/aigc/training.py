@@ -59,6 +59,7 @@ class TrainConfig:
     tokenizer: str = "char"  # char | bpe
     vocab_size: int = 2048  # bpe only
     precision: str = ""  # "" = auto: bf16-mixed on a capable GPU, else 32-true
+    cond_dropout: float = 0.1  # conditional text: share of records whose control tokens train as null (CFG)
 
     def validate(self) -> None:
         if self.time_budget < 0:

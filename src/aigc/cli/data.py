@@ -23,6 +23,13 @@ def ingest(
     name: Annotated[str, typer.Option("--name", "-n", help="Dataset name.", show_default=False)],
     lines: Annotated[bool, typer.Option("--lines", help="A .txt file holds one record per line.")] = False,
     text_column: Annotated[str | None, typer.Option("--text-column", help="Column with the text.")] = None,
+    header: Annotated[bool | None, typer.Option(
+        "--header/--no-header", help="CSV/TSV: the first row names the columns. Without one, columns are "
+        "named 1, 2, 3... as `cut -f` counts them [default: a header, unless --columns].",
+        show_default=False)] = None,
+    columns: Annotated[str | None, typer.Option(
+        "--columns", help="CSV/TSV: name the columns, e.g. title,author,poem (the first row is then data, "
+        "unless --header).", show_default=False)] = None,
     cond_column: Annotated[list[str] | None, typer.Option(
         "--cond-column", help="A condition column (repeatable), e.g. category, label.")] = None,
     encoding: Annotated[str | None, typer.Option(
@@ -30,6 +37,8 @@ def ingest(
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Unicode NFKC normalization.")] = True,
     min_length: Annotated[int, typer.Option("--min-length", help="Drop records shorter than this (chars).")] = 1,
     max_length: Annotated[int | None, typer.Option("--max-length", help="Drop records longer than this.")] = None,
+    min_cond_count: Annotated[int, typer.Option(
+        "--min-cond-count", help="Condition values with fewer train records share one 'other' token per column.")] = 2,
     labels: Annotated[Path | None, typer.Option(
         "--labels", help="Images: the IDX label file for an IDX image file.", show_default=False)] = None,
     image_size: Annotated[int | None, typer.Option(
@@ -66,6 +75,7 @@ def ingest(
     # ingestion from the path and refuses options of the other kind.
     given = {
         "lines": lines, "text_column": text_column, "cond_columns": cond_column, "encoding": encoding,
+        "header": header, "columns": columns, "min_cond_count": min_cond_count,
         "normalize": normalize, "min_length": min_length, "max_length": max_length,
         "labels": labels, "image_size": image_size, "channels": channels, "resize": resize, "strict": strict,
         "path_column": path_column, "label_column": label_column,
@@ -87,6 +97,16 @@ def ingest(
                   f"(train {c['train']}, val {c['val']}, test {c['test']}; dropped {c['dropped']})")
     for reason, count in card.get("dropped_by_reason", {}).items():
         out.print(f"  dropped {count}: {reason}")
+    for col, st in card.get("condition_stats", {}).items():
+        out.print(f"  condition {col}: {_condition_summary(st)}")
+    if card.get("modality") != "image" and "val" in card.get("empty_splits", []):
+        out.print("  note: the val split is empty, and training needs one: add records or raise the val "
+                  "fraction (--split)")
+
+
+def _condition_summary(st: dict) -> str:
+    return (f"{st['cardinality']} values, {st['own_token']} with a token of their own; {st['other_values']} "
+            f"rarer or unseen in train share 'other' ({st['other_records']} records)")
 
 
 def _on_command_line(ctx: typer.Context, param: str) -> bool:
@@ -158,6 +178,8 @@ def _show_card(ds: dict) -> None:
         table.add_row("scripts", ", ".join(f"{k} {v}" for k, v in card.get("scripts", {}).items()))
     for col, values in card.get("conditions", {}).items():
         table.add_row(f"condition {col}", ", ".join(f"{v} ({n})" for v, n in list(values.items())[:20]))
+        if col in card.get("condition_stats", {}):
+            table.add_row("", _condition_summary(card["condition_stats"][col]))
     for reason, n in card.get("dropped_by_reason", {}).items():
         table.add_row("dropped", f"{n}: {reason}")
     out.print(table)

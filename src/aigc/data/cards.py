@@ -12,10 +12,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aigc.data.clean import Drop
+from aigc.data.conditions import value_counts
 from aigc.data.sources import RawSource
 
 # The card lists at most this many drops and this many values per condition column: a card is
 # read by people and stored in the catalog, so it must stay small even for millions of rows.
+# (A run lists every value it knows in its run.json; condition_stats counts them all here.)
 MAX_DROPS_LISTED = 1000
 MAX_CONDITION_VALUES = 200
 
@@ -85,15 +87,28 @@ def length_stats(lengths: Sequence[int]) -> dict[str, float]:
     }
 
 
-def condition_counts(conds: Iterable[dict[str, str]], columns: Sequence[str]) -> tuple[dict, dict]:
+def condition_counts(counts: dict[str, Counter[str]]) -> tuple[dict, dict]:
     """({col: {value: count}} most frequent first, {col: distinct values} for truncated columns)."""
-    counters = {c: Counter() for c in columns}
-    for cond in conds:
-        for c in columns:
-            counters[c][cond[c]] += 1
-    out = {c: dict(counters[c].most_common(MAX_CONDITION_VALUES)) for c in columns}
-    truncated = {c: len(counters[c]) for c in columns if len(counters[c]) > MAX_CONDITION_VALUES}
+    out = {c: dict(n.most_common(MAX_CONDITION_VALUES)) for c, n in counts.items()}
+    truncated = {c: len(n) for c, n in counts.items() if len(n) > MAX_CONDITION_VALUES}
     return out, truncated
+
+
+def condition_stats(counts: dict[str, Counter[str]], train_counts: dict[str, Counter[str]],
+                    min_count: int) -> dict[str, dict[str, int]]:
+    """Per column: distinct values, how many get a token of their own (``min_count`` train
+    records), and how many values and records (all splits) share the column's ``other`` token."""
+    stats = {}
+    for col, n in counts.items():
+        own = {v for v, k in train_counts[col].items() if k >= min_count}
+        stats[col] = {
+            "cardinality": len(n),
+            "own_token": len(own),
+            "other_values": len(n) - len(own),
+            "other_records": sum(k for v, k in n.items() if v not in own),
+            "unseen_in_train": sum(1 for v in n if v not in train_counts[col]),
+        }
+    return stats
 
 
 def build_card(
@@ -102,7 +117,8 @@ def build_card(
     source: RawSource,
     normalize: bool,
     texts_by_split: dict[str, list[str]],
-    conds: Sequence[dict[str, str]],
+    conds_by_split: dict[str, list[dict[str, str]]],
+    min_cond_count: int,
     lengths: Sequence[int],
     n_read: int,
     drops: Sequence[Drop],
@@ -110,10 +126,13 @@ def build_card(
     fractions: Sequence[float],
     created_at: str,
 ) -> dict[str, Any]:
-    """Assemble card.json. ``lengths``/``conds`` are per kept record; ``texts_by_split`` what was written."""
+    """Assemble card.json. ``lengths`` are per kept record; ``texts_by_split`` and
+    ``conds_by_split`` what was written."""
     all_texts = [t for s in ("train", "val", "test") for t in texts_by_split[s]]
     by_reason = Counter(d.kind for d in drops)
-    conditions, truncated = condition_counts(conds, source.cond_columns)
+    columns = source.cond_columns
+    counts = value_counts((c for s in ("train", "val", "test") for c in conds_by_split[s]), columns)
+    conditions, truncated = condition_counts(counts)
     card: dict[str, Any] = {
         "name": name,
         "modality": "text",
@@ -138,6 +157,8 @@ def build_card(
         "length": length_stats(lengths),
         "scripts": script_counts(all_texts),
         "conditions": conditions,
+        "min_cond_count": min_cond_count,
+        "condition_stats": condition_stats(counts, value_counts(conds_by_split["train"], columns), min_cond_count),
         "dropped": [
             {"index": d.index, "reason": d.reason, "preview": d.preview} for d in drops[:MAX_DROPS_LISTED]
         ],

@@ -7,6 +7,7 @@ nothing about files, encodings, splits or the workspace.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -31,14 +32,51 @@ _TRAILING = re.compile(r"[^\S\n]+$", re.MULTILINE)
 # "好，真的！" into "好,真的!". Keep these; full-width letters and digits (ＡＢＣ１) still fold.
 CJK_PUNCTUATION = "，！？：；（）［］｛｝｟｠＂＇～｀＿"
 _KEEP_CJK = re.compile(f"([{re.escape(CJK_PUNCTUATION)}])")
+_AFTER_KEPT = re.compile(f"(?<=[{re.escape(CJK_PUNCTUATION)}])")
+
+# A long text (a whole corpus) is processed in blocks of about this many characters, cut where
+# the operation gives the same result in pieces. re.sub and re.split build a list of every piece
+# before joining them: on one 50 MB text with a space every few characters that list, millions
+# of small strings, held many times the text's own size.
+BLOCK_CHARS = 1 << 16
+_ANYWHERE = re.compile(r"(?s:.)")
+_BEFORE_NON_SPACE = re.compile(r"(?=\S)")  # no whitespace run spans such a cut
+_AFTER_NEWLINE = re.compile(r"(?<=\n)")  # no line's end spans it
+
+
+def text_blocks(text: str, size: int, cut: re.Pattern[str]) -> list[str]:
+    """``text`` in pieces of about ``size`` characters or more, each cut at the first match of
+    ``cut`` at or after ``size`` characters; a text with no such place stays in one piece."""
+    out = []
+    start = 0
+    while len(text) - start > size:
+        m = cut.search(text, start + size)
+        if m is None:
+            break
+        out.append(text[start : m.start()])
+        start = m.start()
+    out.append(text[start:])
+    return out
+
+
+def _sub(pattern: re.Pattern[str], repl: str, text: str, cut: re.Pattern[str] = _BEFORE_NON_SPACE) -> str:
+    """``pattern.sub(repl, text)``, block by block for a long text (see BLOCK_CHARS)."""
+    if len(text) <= 2 * BLOCK_CHARS:
+        return pattern.sub(repl, text)
+    return "".join(pattern.sub(repl, block) for block in text_blocks(text, BLOCK_CHARS, cut))
+
+
+def _nfkc_kept(text: str) -> str:
+    parts = _KEEP_CJK.split(text)  # odd indices are the kept punctuation marks
+    return "".join(p if i % 2 else unicodedata.normalize("NFKC", p) for i, p in enumerate(parts))
 
 
 def nfkc(text: str) -> str:
     """Unicode NFKC, except that full-width CJK punctuation is kept as written."""
     if not _KEEP_CJK.search(text):
         return unicodedata.normalize("NFKC", text)
-    parts = _KEEP_CJK.split(text)  # odd indices are the kept punctuation marks
-    return "".join(p if i % 2 else unicodedata.normalize("NFKC", p) for i, p in enumerate(parts))
+    # Blocks end right after a kept mark: the same pieces are normalized as in one pass.
+    return "".join(_nfkc_kept(block) for block in text_blocks(text, BLOCK_CHARS, _AFTER_KEPT))
 
 
 def clean_text(text: str, *, normalize: bool = True, mode: Mode = "records") -> str:
@@ -47,14 +85,14 @@ def clean_text(text: str, *, normalize: bool = True, mode: Mode = "records") -> 
         text = text.replace("\r\n", "\n").replace("\r", "\n")  # before '\r' is removed as a control
     if normalize and not text.isascii():  # ASCII is already NFKC
         text = nfkc(text)
-    text = _INVISIBLE.sub("", text)
+    text = _sub(_INVISIBLE, "", text, _ANYWHERE)
     if mode == "corpus":
         # A corpus keeps its layout (indentation, blank lines between speeches): models learn it.
-        return _TRAILING.sub("", text)
-    text = _HSPACE.sub(" ", text)
+        return _sub(_TRAILING, "", text, _AFTER_NEWLINE)
+    text = _sub(_HSPACE, " ", text)
     if "\n" in text:  # most records are one line: skip two regex passes
-        text = _LINE_ENDS.sub("\n", text)
-        text = _MANY_NEWLINES.sub("\n\n", text)
+        text = _sub(_LINE_ENDS, "\n", text)
+        text = _sub(_MANY_NEWLINES, "\n\n", text)
     return text.strip()
 
 
@@ -82,7 +120,21 @@ def dedupe_key(text: str) -> str:
     """The text with case, width, whitespace and punctuation erased: 'Hello, World!' == 'hello world'."""
     folded = _fold(text)
     pattern = _ignorable_pattern(folded)
-    return pattern.sub("", folded) if pattern else folded
+    return _sub(pattern, "", folded, _ANYWHERE) if pattern else folded
+
+
+def _key(folded: str, pattern: re.Pattern[str] | None) -> str | bytes:
+    """The dedupe key of a folded text; for a long text a digest of it, so a key as large as a
+    whole corpus is never built. Empty (falsy) for a text of only ignorable characters."""
+    if len(folded) <= 2 * BLOCK_CHARS:
+        return pattern.sub("", folded) if pattern else folded
+    digest = hashlib.blake2b(digest_size=16)
+    empty = True
+    for block in text_blocks(folded, BLOCK_CHARS, _ANYWHERE):
+        key = pattern.sub("", block) if pattern else block
+        empty = empty and not key
+        digest.update(key.encode("utf-8", "surrogatepass"))
+    return b"" if empty else digest.digest()
 
 
 @dataclass(frozen=True)
@@ -145,16 +197,19 @@ def clean_records(
     # Pass 2: dedupe against earlier *kept* records. Two passes so the ignorable-character
     # regex is built once from every character the survivors use.
     folded = [_fold(k.text) for k in survivors]
-    pattern = _ignorable_pattern("".join(folded))
+    chars: set[str] = set()
+    for f in folded:
+        chars.update(f)
+    pattern = _ignorable_pattern(chars)
     kept: list[Kept] = []
     first_exact: dict[str, int] = {}
-    first_norm: dict[str, int] = {}
+    first_norm: dict[str | bytes, int] = {}
     for k, f in zip(survivors, folded, strict=True):
         if k.text in first_exact:
             reason = f"duplicate of record #{first_exact[k.text]}"
             drops.append(Drop(k.index, "duplicate", reason, _preview(k.text)))
             continue
-        key = pattern.sub("", f) if pattern else f
+        key = _key(f, pattern)
         # A text of only punctuation has an empty key; it is not a near-duplicate of every other one.
         if key and key in first_norm:
             drops.append(

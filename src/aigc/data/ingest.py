@@ -22,6 +22,7 @@ from typing import Any
 
 from aigc.data.cards import build_card
 from aigc.data.clean import Drop, clean_records
+from aigc.data.conditions import DEFAULT_MIN_COND_COUNT, check_min_count
 from aigc.data.sources import read_source
 from aigc.data.split import SPLITS, check_fractions, contiguous_split, hash_split
 from aigc.errors import AlreadyExists, InvalidInput
@@ -59,6 +60,16 @@ def _nothing_left(path: Path, n_read: int, drops: Sequence[Drop]) -> InvalidInpu
     )
 
 
+def _one_record(path: Path, lines: bool, n_read: int, drops: Sequence[Drop]) -> InvalidInput:
+    left = f"read {n_read}, dropped {len(drops)}" if drops else f"read {n_read}"
+    fix = ("drop --lines to read the file as one corpus, which is cut into train, val and test by characters"
+           if lines else "add records (one per row), or save one long text as a .txt corpus")
+    return InvalidInput(
+        f"{path}: only 1 record ({left}), and a dataset needs at least 2, one to train on and one to "
+        f"validate on: {fix}"
+    )
+
+
 def _write_jsonl(path: Path, rows: Sequence[tuple[str, dict[str, str]]]) -> None:
     with path.open("w", encoding="utf-8", newline="\n") as f:
         for text, cond in rows:
@@ -80,8 +91,16 @@ def ingest_text(
     max_length: int | None = None,
     split: tuple[float, float, float] = (0.9, 0.05, 0.05),
     replace: bool = False,
+    header: bool | None = None,
+    columns: Sequence[str] | str | None = None,
+    min_cond_count: int = DEFAULT_MIN_COND_COUNT,
 ) -> dict[str, Any]:
-    """Ingest a text file as dataset ``name``; return its card. User mistakes raise AigcError subclasses."""
+    """Ingest a text file as dataset ``name``; return its card. User mistakes raise AigcError subclasses.
+
+    ``header``/``columns``: CSV and TSV without a header row (see :func:`~aigc.data.sources.read_source`).
+    ``min_cond_count``: condition values with fewer train records share their column's ``other``
+    token (see :mod:`aigc.data.conditions`); the card counts them.
+    """
     # Cheap checks first: a taken name or a bad option must not cost a full read of a big file.
     dest = ws.dataset_path(name)
     if not replace and (ws.has_dataset(name) or dest.exists()):
@@ -90,9 +109,10 @@ def ingest_text(
         cond_columns = (cond_columns,)
     fractions = check_fractions(split)
     _check_lengths(min_length, max_length)
+    check_min_count(min_cond_count)
 
     source = read_source(path, lines=lines, text_column=text_column, cond_columns=list(cond_columns),
-                         encoding=encoding)
+                         encoding=encoding, header=header, columns=columns)
     n_read = len(source.records)
     if n_read == 0:
         raise InvalidInput(f"{source.path}: no records found (a header but no rows?): check the file")
@@ -104,9 +124,18 @@ def ingest_text(
 
     rows: dict[str, list[tuple[str, dict[str, str]]]]
     if source.mode == "corpus":
-        pieces = contiguous_split(kept[0].text, fractions)
+        text = kept[0].text
+        pieces = contiguous_split(text, fractions)
         rows = {s: [(pieces[s], {})] if pieces[s].strip() else [] for s in SPLITS}
+        del text, pieces
+        if fractions[1] and not rows["val"]:
+            raise InvalidInput(
+                f"{source.path}: the corpus is too short to split: its {len(kept[0].text)} characters leave "
+                f"the val split ({fractions[1]:g}) no text: add text, or raise the val fraction with --split"
+            )
         method = "contiguous"
+    elif len(kept) < 2:
+        raise _one_record(source.path, lines, n_read, drops)
     else:
         by_split = hash_split(kept, [k.text for k in kept], fractions)
         rows = {s: [(k.text, k.cond) for k in by_split[s]] for s in SPLITS}
@@ -122,7 +151,8 @@ def ingest_text(
         source=source,
         normalize=normalize,
         texts_by_split={s: [t for t, _ in rows[s]] for s in SPLITS},
-        conds=[k.cond for k in kept],
+        conds_by_split={s: [c for _, c in rows[s]] for s in SPLITS},
+        min_cond_count=min_cond_count,
         lengths=[len(k.text) for k in kept],
         n_read=n_read,
         drops=drops,

@@ -15,10 +15,13 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import math
+import re
 import sys
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -158,11 +161,16 @@ def clean_header(name: Any) -> str:
     return to_str(name).replace("\ufeff", "").strip()
 
 
+def _shown(names: list[str]) -> str:
+    """Column names for a message: each cut to 30 characters (a data row read as a header has long ones)."""
+    return ", ".join(repr(c if len(c) <= 30 else c[:29] + "…") for c in names) or "none"
+
+
 def pick_columns(
     path: Path, available: list[str], text_column: str | None, cond_columns: list[str]
 ) -> str:
     """Validate the requested columns against ``available``; return the text column to use."""
-    shown = ", ".join(repr(c) for c in available) or "none"
+    shown = _shown(available)
     if text_column is None:
         text_column = next((c for c in DEFAULT_TEXT_COLUMNS if c in available), None)
         if text_column is None:
@@ -181,6 +189,49 @@ def pick_columns(
     return text_column
 
 
+# A header names columns; a data row holds values. These mark a cell as a value: a number, a
+# sentence (its punctuation), or more characters than a column name has.
+_SENTENCE_PUNCTUATION = re.compile(r"[。！？，；：、]|[.!?;,:](?:\s|$)")
+_LONGEST_NAME = 40
+
+
+def data_like_cell(header: list[str], rows: list[list[str]]) -> str | None:
+    """Why the header row reads like a data row (a cell that looks like a value), or None.
+
+    A cell is a value when it is a number, has sentence punctuation, is longer than a column name
+    would be, or turns up again as a value of its own column in the rows below.
+    """
+    for i, cell in enumerate(header):
+        if not cell:
+            continue
+        if _is_number(cell):
+            return f"{_shown([cell])} is a number"
+        if len(cell) > _LONGEST_NAME or _SENTENCE_PUNCTUATION.search(cell):
+            return f"{_shown([cell])} reads like text"
+        if any(i < len(row) and row[i].strip() == cell for row in rows):
+            return f"{_shown([cell])} is also a value in the rows below it"
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text.replace(",", "")))  # "nan" or "inf" could be names
+    except ValueError:
+        return False
+
+
+def check_columns(columns: Any) -> list[str]:
+    """``--columns a,b,c`` (a string, or a list from Python) as a list of distinct, non-empty names."""
+    names = columns.split(",") if isinstance(columns, str) else list(columns)
+    names = [clean_header(c) for c in names]
+    if not names or "" in names:
+        raise InvalidInput(f"invalid --columns {columns!r}: give every column a name, e.g. --columns title,author,poem")
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise InvalidInput(f"invalid --columns: {repeated[0]!r} is named twice: give each column its own name")
+    return names
+
+
 # -- readers -------------------------------------------------------------------------------
 
 
@@ -197,21 +248,40 @@ def _raise_csv_field_limit() -> None:
 
 
 def _read_delimited(path: Path, fmt: str, text_column: str | None, cond_columns: list[str],
-                    encoding: str | None) -> RawSource:
+                    encoding: str | None, header: bool, columns: list[str] | None) -> RawSource:
     text, used = _read_text(path, encoding)
     _raise_csv_field_limit()
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
     try:
-        header = [clean_header(h) for h in next(reader)]
+        first = next(reader)
+        if columns is not None and len(columns) != len(first):
+            raise InvalidInput(
+                f"{path}: --columns names {len(columns)} columns but the first row has {len(first)} "
+                f"fields: name every column, in order"
+            )
+        # Without a header the first row is data, and columns are numbered from 1 as `cut -f` does.
+        names = columns or ([clean_header(h) for h in first] if header else [str(i + 1) for i in range(len(first))])
         # The first occurrence of a repeated header name wins, as with csv.DictReader lookups.
         index: dict[str, int] = {}
-        for i, name in enumerate(header):
+        for i, name in enumerate(names):
             index.setdefault(name, i)
-        text_col = pick_columns(path, list(index), text_column, cond_columns)
+        try:
+            text_col = pick_columns(path, list(index), text_column, cond_columns)
+        except InvalidInput as e:
+            if not header or columns is not None:
+                raise
+            below = [row for _, row in zip(range(200), reader)]
+            why = data_like_cell([clean_header(h) for h in first], below)
+            if why is None:
+                raise
+            raise InvalidInput(
+                f"{e}; the first row looks like data, not a header ({why}): if the file has no header row, "
+                "pass --no-header (columns are then named 1, 2, 3, ...) or name them with --columns"
+            ) from None
         ti = index[text_col]
         ci = [(c, index[c]) for c in cond_columns]
         records: list[tuple[str, dict[str, str]]] = []
-        for row in reader:
+        for row in itertools.chain([] if header else [first], reader):
             if not row:  # a blank line between rows
                 continue
             n = len(row)
@@ -290,11 +360,22 @@ def read_source(
     text_column: str | None = None,
     cond_columns: list[str] | tuple[str, ...] = (),
     encoding: str | None = None,
+    header: bool | None = None,
+    columns: Sequence[str] | str | None = None,
 ) -> RawSource:
-    """Read any supported file into a :class:`RawSource`; every user mistake raises InvalidInput."""
+    """Read any supported file into a :class:`RawSource`; every user mistake raises InvalidInput.
+
+    CSV and TSV: ``header`` says whether the first row names the columns; ``columns`` names them.
+    As in pandas, ``columns`` alone means the file has no header row (``header=True`` with
+    ``columns`` renames a header's columns instead).
+    """
     p = check_file(path)
     fmt = p.suffix.lower().lstrip(".")
     cond = [c.strip() for c in cond_columns]
+    if (header is not None or columns is not None) and fmt not in ("csv", "tsv"):
+        raise InvalidInput(f"--no-header/--columns apply to .csv/.tsv files only, not {p.name}: drop them")
+    names = check_columns(columns) if columns is not None else None
+    has_header = header if header is not None else names is None
     if fmt == "txt":
         if text_column is not None or cond:
             raise InvalidInput(
@@ -307,7 +388,7 @@ def read_source(
     if text_column is not None:
         text_column = text_column.strip()
     if fmt in ("csv", "tsv"):
-        return _read_delimited(p, fmt, text_column, cond, encoding)
+        return _read_delimited(p, fmt, text_column, cond, encoding, has_header, names)
     if fmt == "jsonl":
         return _read_jsonl(p, text_column, cond, encoding)
     if encoding is not None:

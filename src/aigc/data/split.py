@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -69,24 +70,37 @@ def hash_split(
     return out
 
 
+# Where str.splitlines() breaks lines ("\r\n" counts once).
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+# Inside a long line: after a sentence end or a space.
+_SOFT_BREAK = re.compile(r"[。！？!?.;；]|\s")
+
+
+def _cut(text: str, target: float, limit: int) -> int:
+    """The offset of the cut for ``target``: the first line start at or after it, or, when the
+    line holding it runs to ``limit`` (the next cut), the first sentence end or space after the
+    target within that line, else the target itself. A corpus without line breaks can be split too."""
+    at = math.ceil(target)
+    if at <= 0:
+        return 0
+    if at >= len(text):
+        return len(text)
+    line = _LINE_BREAK.search(text, at - 1)  # a line starts at 0 or right after a break
+    if line is not None and line.end() < limit:
+        return line.end()
+    soft = _SOFT_BREAK.search(text, at, limit)
+    return soft.end() if soft is not None else at
+
+
 def contiguous_split(text: str, fractions: tuple[float, float, float]) -> dict[str, str]:
-    """Cut one corpus into three consecutive pieces at line boundaries, sized by characters.
+    """Cut one corpus into three consecutive pieces, sized by characters.
 
     Each cut goes at the first line boundary at or after its target character offset, so train
-    gets at least its share; a one-line corpus goes wholly to train.
+    gets at least its share; where a line is so long that no boundary falls before the next
+    target, the cut is made inside it (see :func:`_cut`). Only offsets are searched: the text is
+    copied once, into its pieces, however many lines it has.
     """
-    lines = text.splitlines(keepends=True)
     total = len(text)
-    targets = (fractions[0] * total, (fractions[0] + fractions[1]) * total)
-    pieces: dict[str, list[str]] = {s: [] for s in SPLITS}
-    offset = 0
-    for line in lines:
-        # The split a line belongs to is decided by where it starts.
-        if offset < targets[0]:
-            pieces["train"].append(line)
-        elif offset < targets[1]:
-            pieces["val"].append(line)
-        else:
-            pieces["test"].append(line)
-        offset += len(line)
-    return {s: "".join(p) for s, p in pieces.items()}
+    end_val = _cut(text, (fractions[0] + fractions[1]) * total, total) if fractions[2] else total
+    end_train = _cut(text, fractions[0] * total, end_val) if fractions[1] else end_val
+    return {"train": text[:end_train], "val": text[end_train:end_val], "test": text[end_val:]}

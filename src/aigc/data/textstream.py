@@ -3,6 +3,12 @@
 Every record becomes ``<|endoftext|> <|col=value|>... text`` and the stream ends with a final
 ``<|endoftext|>``. The end-of-text token doubles as the start marker, so generation always
 begins its context the same way training saw it: ``<|endoftext|>`` + condition tokens + prompt.
+A value without a token of its own (rare in train, or never seen there) is written as its
+column's ``other`` token; see :mod:`aigc.data.conditions`.
+
+With condition dropout, training swaps a record's control tokens for its columns' ``null`` tokens
+at batch time, so one stream serves both the conditional and the unconditional objective that
+classifier-free guidance needs (:func:`null_prefix_ids` is the unconditional prefix).
 
 Training samples random windows of this stream (nanoGPT style); evaluation walks it in
 non-overlapping windows. Condition tokens are given, not predicted, so they are masked out of
@@ -13,15 +19,29 @@ end-of-text), which makes them comparable across tokenizers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from aigc.data.conditions import (
+    DEFAULT_MIN_COND_COUNT,
+    control_tokens,
+    null_token,
+    other_token,
+    unknown_value,
+)
 from aigc.data.dataset import TextRecord
 from aigc.data.tokenizers import TextTokenizer, cond_token
 from aigc.errors import InvalidInput
+
+
+# Records are encoded this many at a time; a text longer than _LONG_TEXT characters is encoded on
+# its own, in chunks (TextTokenizer.encode_array), rather than as one Encoding in a batch.
+_RECORDS_PER_BATCH = 4096
+_LONG_TEXT = 1 << 15
 
 
 @dataclass
@@ -35,17 +55,14 @@ class TokenStream:
         return self.ids.numel()
 
 
-def condition_tokens(records: Iterable[TextRecord], cond_columns: Sequence[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for r in records:
-        for col in cond_columns:
-            seen[cond_token(col, r.cond[col])] = None
-    return sorted(seen)
-
-
 def prefix_ids(tokenizer: TextTokenizer, cond: dict[str, str], cond_columns: Sequence[str],
                known: dict[str, list[str]] | None = None) -> list[int]:
-    """``<|endoftext|>`` + one control token per condition column, in the run's column order."""
+    """``<|endoftext|>`` + one control token per condition column given, in the run's column order.
+
+    A value with no token of its own takes its column's ``other`` token when the run has one and
+    the value is known: ``known`` lists every value a run knows (generation); None means the
+    records come from the run's own dataset (training, evaluation), where every value is known.
+    """
     unknown_keys = sorted(set(cond) - set(cond_columns))
     if unknown_keys:
         cols = ", ".join(cond_columns) or "none (this run is unconditional)"
@@ -54,39 +71,75 @@ def prefix_ids(tokenizer: TextTokenizer, cond: dict[str, str], cond_columns: Seq
     for col in cond_columns:
         if col not in cond:
             continue  # an unspecified condition is left for the model to choose
-        tok_id = tokenizer.token_to_id(cond_token(col, cond[col]))
+        value = cond[col]
+        tok_id = tokenizer.token_to_id(cond_token(col, value))
         if tok_id is None:
-            values = ", ".join((known or {}).get(col, [])) or "?"
-            raise InvalidInput(f"unknown value {cond[col]!r} for condition {col!r}: trained values are {values}")
+            other = tokenizer.token_to_id(other_token(col))
+            if other is None or (known is not None and value not in known.get(col, ())):
+                raise unknown_value(col, value, (known or {}).get(col, []))
+            tok_id = other
         ids.append(tok_id)
     return ids
 
 
+def null_prefix_ids(tokenizer: TextTokenizer, cond_columns: Sequence[str]) -> list[int] | None:
+    """The unconditional prefix, ``<|endoftext|>`` + each column's ``null`` token, for
+    classifier-free guidance; None when the run has no null tokens (unconditional, or older)."""
+    nulls = [tokenizer.token_to_id(null_token(col)) for col in cond_columns]
+    if not nulls or None in nulls:
+        return None
+    return [tokenizer.eos_id, *nulls]
+
+
+def null_lookup(tokenizer: TextTokenizer, cond_columns: Sequence[str]) -> Tensor | None:
+    """(V,) id -> the id that condition dropout writes in its place: a control token's column's
+    ``null`` token, every other id itself. None when the run has no null tokens."""
+    if null_prefix_ids(tokenizer, cond_columns) is None:
+        return None
+    table = torch.arange(tokenizer.vocab_size)
+    for token in tokenizer.special_tokens():
+        for col in cond_columns:
+            # Column names hold no '=' or '|' (conditions.reserved_tokens), so a token has one column.
+            if token.startswith(f"<|{col}=") or token == other_token(col):
+                table[tokenizer.token_to_id(token)] = tokenizer.token_to_id(null_token(col))
+    return table
+
+
 def encode_records(tokenizer: TextTokenizer, records: Sequence[TextRecord], cond_columns: Sequence[str]) -> TokenStream:
-    if not records:
-        empty = torch.zeros(0, dtype=torch.long)
-        return TokenStream(empty, torch.zeros(0, dtype=torch.bool), 0, empty)
-    bodies = tokenizer.encode_batch([r.text for r in records])
-    ids: list[int] = []
-    is_cond: list[bool] = []
+    """The records as one stream. Ids are gathered in compact arrays, a batch of records (or one
+    long text) at a time: a corpus of tens of millions of tokens never lives as Python ints."""
+    ids, is_cond = array("q"), array("b")
+    starts = array("q")
     n_chars = 0
-    starts: list[int] = []
-    for record, body in zip(records, bodies):
-        starts.append(len(ids))
-        prefix = prefix_ids(tokenizer, record.cond, cond_columns)
-        ids.extend(prefix)
-        ids.extend(body)
-        is_cond.extend([False] + [True] * (len(prefix) - 1))
-        is_cond.extend([False] * len(body))
-        n_chars += len(record.text) + 1
-    ids.append(tokenizer.eos_id)
-    is_cond.append(False)
-    return TokenStream(torch.tensor(ids, dtype=torch.long), torch.tensor(is_cond, dtype=torch.bool), n_chars,
-                       torch.tensor(starts, dtype=torch.long))
+    for first in range(0, len(records), _RECORDS_PER_BATCH):
+        batch = records[first : first + _RECORDS_PER_BATCH]
+        short = iter(tokenizer.encode_batch([r.text for r in batch if len(r.text) <= _LONG_TEXT]))
+        for record in batch:
+            starts.append(len(ids))
+            prefix = prefix_ids(tokenizer, record.cond, cond_columns)
+            ids.extend(prefix)
+            is_cond.extend([0] + [1] * (len(prefix) - 1))
+            body = next(short) if len(record.text) <= _LONG_TEXT else tokenizer.encode_array(record.text)
+            ids.extend(body)
+            is_cond.extend(bytes(len(body)))
+            n_chars += len(record.text) + 1
+    if records:
+        ids.append(tokenizer.eos_id)
+        is_cond.append(0)
+    return TokenStream(_tensor(ids, torch.long), _tensor(is_cond, torch.int8).bool(), n_chars,
+                       _tensor(starts, torch.long))
 
 
-def train_tokenizer(records: Sequence[TextRecord], cond_columns: Sequence[str], kind: str, vocab_size: int) -> TextTokenizer:
-    specials = condition_tokens(records, cond_columns)
+def _tensor(values: array, dtype: torch.dtype) -> Tensor:
+    # frombuffer shares the array's memory; clone so the tensor owns its own (the array is freed)
+    return torch.frombuffer(values, dtype=dtype).clone() if len(values) else torch.zeros(0, dtype=dtype)
+
+
+def train_tokenizer(records: Sequence[TextRecord], cond_columns: Sequence[str], kind: str, vocab_size: int,
+                    min_cond_count: int = DEFAULT_MIN_COND_COUNT) -> TextTokenizer:
+    """A tokenizer of the records' texts whose special tokens are the control tokens of
+    :func:`aigc.data.conditions.control_tokens` (values with ``min_cond_count`` records, other, null)."""
+    specials = control_tokens((r.cond for r in records), cond_columns, min_cond_count) if cond_columns else []
     return TextTokenizer.train([r.text for r in records], kind=kind, vocab_size=vocab_size, special_tokens=specials)
 
 
@@ -121,12 +174,18 @@ def eval_windows(stream: TokenStream, block_size: int, max_tokens: int | None = 
 
 
 def random_windows(ids: Tensor, block_size: int, batch_size: int, generator: torch.Generator,
-                   starts: Tensor | None = None, aligned: float = 0.0) -> tuple[Tensor, Tensor]:
+                   starts: Tensor | None = None, aligned: float = 0.0, is_cond: Tensor | None = None,
+                   null_of: Tensor | None = None, cond_dropout: float = 0.0) -> tuple[Tensor, Tensor]:
     """A training batch: inputs and next-token targets (B, T) from random positions of the stream.
 
     With ``starts`` and ``aligned`` > 0, that share of the windows begins exactly at a record's
     start, where its condition tokens sit: the situation generation starts from, which teaches
     the model to follow conditions several times faster than uniform windows alone.
+
+    With ``cond_dropout`` > 0 (and ``starts``, ``is_cond``, ``null_of`` from the same stream), each
+    record in a window has its control tokens replaced by their columns' ``null`` tokens with that
+    probability, all of a record's columns together: the unconditional mode of the model is the
+    one prefix :func:`null_prefix_ids` gives.
     """
     span = min(block_size, len(ids) - 1)
     begin = torch.randint(0, len(ids) - span, (batch_size,), generator=generator)
@@ -136,4 +195,10 @@ def random_windows(ids: Tensor, block_size: int, batch_size: int, generator: tor
         begin = torch.where(use, pick, begin)
     index = begin[:, None] + torch.arange(span + 1)  # (B, T+1)
     chunk = ids[index]
+    if cond_dropout > 0 and starts is not None and is_cond is not None and null_of is not None:
+        record = torch.searchsorted(starts, index, right=True) - 1  # (B, T+1): record of each position
+        # One draw per (window, record): a window of T+1 tokens touches at most T+1 records.
+        draws = torch.rand(index.shape, generator=generator)
+        dropped = draws.gather(1, record - record[:, :1]) < cond_dropout
+        chunk = torch.where(dropped & is_cond[index], null_of[chunk], chunk)
     return chunk[:, :-1], chunk[:, 1:]

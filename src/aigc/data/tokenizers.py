@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -46,6 +47,14 @@ _CHUNK_CHARS = 16_384
 # Python's \s is a superset of Unicode White_Space (the regex engine's \s), so a char Python
 # calls non-whitespace is non-whitespace there too.
 _SAFE_CUT = re.compile(r"(?<=\S\n)(?=\S)")
+# A text with no such newline for a whole chunk (a corpus written as one line) is cut inside the
+# line instead. char: anywhere, every character is a token. bpe: between a letter or digit and a
+# punctuation mark or symbol: the GPT-2 regex ends a letter run or a digit run there and starts a
+# new pre-token at the mark, so the cut changes nothing. (Python's \w is letters, digits and "_".)
+_LINE_CUT = {"char": re.compile(r"(?s:.)"), "bpe": re.compile(r"(?<=[^\W_])(?=[^\w\s])")}
+# Chunks are encoded this many at a time: a whole corpus never exists as Encoding objects (each
+# token's string, offsets and masks) at once.
+_CHUNKS_PER_BATCH = 64
 
 
 def cond_token(key: str, value: str) -> str:
@@ -79,6 +88,10 @@ class TextTokenizer:
             and type(hf.pre_tokenizer).__name__ == ("Split" if self.kind == "char" else "ByteLevel")
             and not any("\n" in t for t in specials)
         )
+        # Cuts inside a line avoid the neighbourhood of "<|", where a special token could start;
+        # that protects only specials of the form <|...|>, as train() makes them.
+        self._special_span = max(map(len, specials), default=0)
+        self._cut_in_lines = self._can_chunk and all(t.startswith("<|") and t.endswith("|>") for t in specials)
 
     # ------------------------------------------------------------------ training and files
 
@@ -170,6 +183,14 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         return [i for enc in self._encodings(text) for i in enc.ids]
 
+    def encode_array(self, text: str) -> array:
+        """The ids of ``text`` as a compact ``array('q')`` (8 bytes an id, where a list of ints
+        takes about 40): for whole corpora of tens of millions of tokens."""
+        out = array("q")
+        for enc in self._encodings(text):
+            out.extend(enc.ids)
+        return out
+
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [enc.ids for enc in self.hf.encode_batch(list(texts), add_special_tokens=False)]
 
@@ -188,8 +209,11 @@ class TextTokenizer:
 
     def _encodings(self, text: str):
         if len(text) <= 2 * _CHUNK_CHARS or not self._can_chunk:
-            return [self.hf.encode(text, add_special_tokens=False)]
-        return self.hf.encode_batch(_chunks(text, _CHUNK_CHARS), add_special_tokens=False)
+            yield self.hf.encode(text, add_special_tokens=False)
+            return
+        chunks = _chunks(text, self.kind, self._special_span if self._cut_in_lines else None)
+        for i in range(0, len(chunks), _CHUNKS_PER_BATCH):
+            yield from self.hf.encode_batch(chunks[i : i + _CHUNKS_PER_BATCH], add_special_tokens=False)
 
     # ------------------------------------------------------------------ decoding
 
@@ -291,13 +315,17 @@ def _train_char(texts: Iterable[str], specials: list[str]) -> Tokenizer:
 def _train_bpe(texts: Iterable[str], specials: list[str], vocab_size: int, min_frequency: int) -> Tokenizer:
     seen_text = False
 
+    span = max(map(len, specials))  # all <|...|>: train() makes them so
+
     def checked():
         nonlocal seen_text
         for t in texts:
             if not isinstance(t, str):
                 raise InvalidInput(f"texts must be strings, got {type(t).__name__}")
             seen_text = seen_text or bool(t)
-            yield t
+            # A long text goes in pieces cut where pre-tokens end: the same word counts, without
+            # the trainer holding one giant sequence (a one-line corpus took gigabytes).
+            yield from (_chunks(t, "bpe", span) if len(t) > 2 * _CHUNK_CHARS else (t,))
 
     hf = Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -315,15 +343,36 @@ def _train_bpe(texts: Iterable[str], specials: list[str], vocab_size: int, min_f
     return hf
 
 
-def _chunks(text: str, size: int) -> list[str]:
-    """Cut ``text`` into pieces of about ``size`` chars at safe newlines (see ``_SAFE_CUT``)."""
+def _chunks(text: str, kind: str, special_span: int | None) -> list[str]:
+    """``text`` in pieces of about ``_CHUNK_CHARS`` that encode to the ids of the whole (and give a
+    BPE trainer the same words). ``special_span``: the longest special token, when all are <|...|>
+    and pieces may be cut inside a line; None to cut at newlines only."""
     out = []
     start = 0
-    while len(text) - start > size:
-        m = _SAFE_CUT.search(text, start + size)
-        if m is None:
+    while len(text) - start > _CHUNK_CHARS:
+        cut = _cut(text, start + _CHUNK_CHARS, kind, special_span)
+        if cut is None:
             break
-        out.append(text[start : m.start()])
-        start = m.start()
+        out.append(text[start:cut])
+        start = cut
     out.append(text[start:])
     return out
+
+
+def _cut(text: str, pos: int, kind: str, special_span: int | None) -> int | None:
+    """A safe cut at or after ``pos``: a newline one within a chunk's length, else one inside the
+    line (away from any "<|"), else the next newline one however far, else None."""
+    window = pos + _CHUNK_CHARS
+    m = _SAFE_CUT.search(text, pos, window)
+    if m is not None:
+        return m.start()
+    if special_span is not None:
+        pattern = _LINE_CUT[kind]
+        at = pos
+        while (m := pattern.search(text, at, window)) is not None:
+            cut = m.start()
+            if text.find("<|", max(0, cut - special_span + 1), cut + 1) < 0:
+                return cut
+            at = cut + 1
+    m = _SAFE_CUT.search(text, window)
+    return m.start() if m is not None else None
