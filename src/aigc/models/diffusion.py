@@ -1,8 +1,9 @@
 """`diffusion`: a denoising diffusion model (Ho et al. 2020) with DDIM sampling (Song et al. 2021)
 and classifier-free guidance (Ho & Salimans 2022).
 
-The network is diffusers' ``UNet2DModel`` predicting the noise epsilon; training draws a timestep
-and noise per image and regresses the noise (the paper's "simple" loss). Sampling is a short loop
+The network is diffusers' ``UNet2DModel`` predicting v (the presets; ``prediction_type``) or the
+noise epsilon; training draws a timestep and noise per image and regresses the target, weighted
+per timestep by min-SNR-5 (the presets; ``snr_gamma``). Sampling is a short loop
 over a ``DDIMScheduler`` built from the training ``DDPMScheduler``'s config, using an exponential
 moving average of the UNet's weights. A conditional model embeds a class id per image; one extra
 *null class* (index ``num_classes``) stands for "no condition": labels are dropped to it with

@@ -17,6 +17,11 @@ with its own Adam optimizer, trained by one D step then one G step per ``trainin
 - Loss: hinge (SNGAN, BigGAN) or the non-saturating loss of Goodfellow et al. 2014.
 - An exponential moving average of G's weights (a submodule, so it is in the state_dict) is what
   ``sample`` draws from: it gives smoother, steadier samples than the raw G at any given step.
+- Validation scores EMA samples against the val images of the same classes (``nn_score``: nearest
+  neighbours both ways, so a collapse and junk both score worse), so the trainer keeps the best
+  checkpoint rather than the latest; the samples' spread shows in the progress line, and a fall
+  into collapse warns. Options, off in the presets: DiffAugment, lazy R1, TTUR (``augment``,
+  ``r1_gamma``, ``d_lr_ratio``).
 
 Only stride-2 layers: on a CPU a full-resolution 3x3 conv (and its batch norm) costs as much as a
 whole stage below it. The G step reuses the D step's fakes (as pytorch/examples' DCGAN does), and D
