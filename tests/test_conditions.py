@@ -136,8 +136,11 @@ def test_null_prefix_ids_is_none_without_null_tokens():
     old = TextTokenizer.train(["苹果 apple"], special_tokens=[cond_token("fruit", "apple")])
     assert null_prefix_ids(old, ["fruit"]) is None and null_lookup(old, ["fruit"]) is None
     assert null_prefix_ids(old, []) is None
-    with pytest.raises(InvalidInput, match="unknown value 'pear' for condition 'fruit'"):
-        prefix_ids(old, {"fruit": "pear"}, ["fruit"])  # no other token to fall back to
+    with pytest.raises(InvalidInput, match="unknown value 'pear' for condition 'fruit': the closest of its 1 "
+                                           "known values are apple"):
+        prefix_ids(old, {"fruit": "pear"}, ["fruit"], {"fruit": ["apple"]})
+    with pytest.raises(InvalidInput, match="value 'pear' of condition 'fruit' has no token in this run.*train the run again"):
+        prefix_ids(old, {"fruit": "pear"}, ["fruit"])  # its own data, but no other token to fall back to
 
 
 def _dropout_stream():

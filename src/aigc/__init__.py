@@ -38,6 +38,10 @@ def ingest(path: str | Path, name: str, *, workspace: Any = None, **options: Any
     IDX file, an .npz, a .csv of image paths) as dataset ``name``; returns its card.
 
     Image sources are recognised by the path, or by an image option (``image_size``, ``labels``...).
+    Text options are those of :func:`aigc.data.ingest.ingest_text`, e.g. a CSV/TSV without a header
+    row: ``aigc.ingest("poems.tsv", "poems", header=False, columns=["title", "author", "poem"],
+    text_column="poem", cond_columns=["author"])``; ``min_cond_count`` (default 2): condition values
+    with fewer train records share their column's ``other`` token.
     """
     from aigc.data import images
 

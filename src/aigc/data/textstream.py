@@ -74,10 +74,14 @@ def prefix_ids(tokenizer: TextTokenizer, cond: dict[str, str], cond_columns: Seq
         value = cond[col]
         tok_id = tokenizer.token_to_id(cond_token(col, value))
         if tok_id is None:
-            other = tokenizer.token_to_id(other_token(col))
-            if other is None or (known is not None and value not in known.get(col, ())):
-                raise unknown_value(col, value, (known or {}).get(col, []))
-            tok_id = other
+            if known is not None and value not in known.get(col, ()):
+                raise unknown_value(col, value, known.get(col, []))
+            tok_id = tokenizer.token_to_id(other_token(col))
+            if tok_id is None:
+                raise InvalidInput(
+                    f"value {value!r} of condition {col!r} has no token in this run, which was trained before "
+                    "values without one of their own shared an 'other' token: train the run again to use it"
+                )
         ids.append(tok_id)
     return ids
 
