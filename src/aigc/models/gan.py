@@ -331,8 +331,6 @@ class GAN(nn.Module):
         self.discriminator.apply(_dcgan_init)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))  # for the EMA warm-up
-        # D steps taken, for the lazy R1 schedule; not in the state_dict, so older runs load as they were
-        self.register_buffer("d_steps", torch.zeros((), dtype=torch.long), persistent=False)
         self.d_loss_fn, self.g_loss_fn = LOSSES[config.loss]
         self._policy = augment_policy(config.augment)
         self.spread = float("nan")  # of the last validation
@@ -394,7 +392,6 @@ class GAN(nn.Module):
             d_loss = d_loss + self.config.r1_gamma / 2 * self.config.r1_every * grad.square().sum((1, 2, 3)).mean()
         backward(d_loss)
         opt_d.step()
-        self.d_steps += 1
 
         # 2. G step against the updated D; D's weights frozen (no gradient is computed for them)
         opt_g.zero_grad(set_to_none=True)
@@ -415,7 +412,8 @@ class GAN(nn.Module):
         return out
 
     def _r1_due(self) -> bool:
-        return self.config.r1_gamma > 0 and self.d_steps.item() % self.config.r1_every == 0
+        """Every r1_every-th step, counted by the EMA's updates (one a step, saved, so a resume keeps the beat)."""
+        return self.config.r1_gamma > 0 and self.ema_updates.item() % self.config.r1_every == 0
 
     @torch.no_grad()
     def update_ema(self) -> None:
