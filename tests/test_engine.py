@@ -126,7 +126,8 @@ def test_guided_requests_batched_equal_alone_and_the_generator(served, monkeypat
     assert unguided.texts != alone[1].texts, "guidance changed what was drawn"
     gen = aigc.load("g", workspace=served)
     for (p, c, seed, g), r in zip(reqs, alone):
-        assert gen.generate(p, cond=c, seed=seed, max_new_tokens=40 + 9 * seed, temperature=1.0, guidance=g) == r.texts
+        kw = dict(cond=c, seed=seed, max_new_tokens=40 + 9 * seed, temperature=1.0, guidance=g)
+        assert gen.generate(p, **kw) == r.texts
 
 
 def test_guidance_needs_rows_and_null_tokens(served, monkeypatch):
@@ -161,7 +162,8 @@ def test_requests_past_the_context_refill_beside_the_batch_and_match_the_generat
         return wrapped
 
     # Every token drawn, by the engine and the generator alike, goes through next_token_probs.
-    monkeypatch.setattr(sampling_module, "next_token_probs", without_end_of_text(sampling_module.next_token_probs))
+    monkeypatch.setattr(sampling_module, "next_token_probs",
+                        without_end_of_text(sampling_module.next_token_probs))
     reqs = [("apple", 1, 2 * block), ("猕猴桃", 2, block + 5), ("", 3, 3 * block // 2), ("red", 4, 2 * block)]
     engine = Engine(served, max_batch=4, log=False)
     try:
@@ -358,7 +360,10 @@ def test_a_blocked_log_write_holds_back_only_results_never_tokens(served, monkey
         second = engine.submit(_req(prompt="red", seed=2, max_new_tokens=30))
         second_reader, second_events = _consume(second)
         deadline = time.monotonic() + 30
-        while not any(getattr(e, "finish_reason", None) for _, e in second_events) and time.monotonic() < deadline:
+        def finished():
+            return any(getattr(e, "finish_reason", None) for _, e in second_events)
+
+        while time.monotonic() < deadline and not finished():
             time.sleep(0.01)
         streamed = [e for _, e in second_events]
         assert streamed and streamed[-1].finish_reason, "the second request streamed to its end meanwhile"

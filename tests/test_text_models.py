@@ -95,7 +95,7 @@ def test_guidance_runs_the_unconditional_context_beside_the_conditional_one(frui
     assert group.width == 4
     assert group.contexts[0].tolist() == [gen.context_ids("apple", {"fruit": "kiwi"})]
     assert group.contexts[1].tolist() == [null + gen.tokenizer.encode("apple")]
-    assert gen.prepare("apple", 2, None, Sampling(guidance=2.0)).width == 2, "no condition given: one row each"
+    assert gen.prepare("apple", 2, None, Sampling(guidance=2.0)).width == 2, "no condition: one row each"
     # What the first token is drawn from, against the plain forward of each context
     group = gen.prepare("apple", 2, {"fruit": "kiwi"}, Sampling(guidance=3.0))
     runner = gen.runner(group.width)
@@ -111,11 +111,12 @@ def test_cli_generate_passes_guidance_to_text_runs(fruit_ws):
     from aigc.cli.main import app
 
     gen = aigc.load("fruit-gpt", workspace=fruit_ws)
-    args = ["generate", "fruit-gpt", "", "--cond", "fruit=kiwi", "-m", "20", "--seed", "4", "--temperature", "1",
-            "--no-stream", "--workspace", str(fruit_ws.root)]
+    args = ["generate", "fruit-gpt", "", "--cond", "fruit=kiwi", "-m", "20", "--seed", "4",
+            "--temperature", "1", "--no-stream", "--workspace", str(fruit_ws.root)]
     guided = CliRunner().invoke(app, args + ["--guidance", "3"])
     assert guided.exit_code == 0, guided.output
-    expected = gen.generate("", cond={"fruit": "kiwi"}, max_new_tokens=20, seed=4, temperature=1.0, guidance=3.0)[0]
+    expected = gen.generate("", cond={"fruit": "kiwi"}, max_new_tokens=20, seed=4, temperature=1.0,
+                            guidance=3.0)[0]
     assert guided.stdout.strip() == expected.strip()
     bad = CliRunner().invoke(app, args + ["--guidance", "-1"])
     assert bad.exit_code == 2 and "guidance must be a finite number >= 0" in bad.output

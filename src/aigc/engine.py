@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from aigc import logbook
-from aigc.decoding import Batch, Pick, SequenceGroup, SlotRunner, choose_tokens, prefill
+from aigc.decoding import Batch, Pick, SequenceGroup, choose_tokens, prefill
 from aigc.errors import AigcError, DeadlineExceeded, EngineUnavailable, InvalidInput, NotFound, Overloaded
 from aigc.generation import Sampling, TextGenerator
 from aigc.runtime import CpuPlan, bind_thread, worker_threads
@@ -69,7 +69,7 @@ class TextRequest:
     endpoint: str = "python"  # for the log
     options: dict[str, Any] = field(default_factory=dict)  # for the log: the request as the caller gave it
     key_id: str | None = None
-    guidance: float = 1.0  # classifier-free guidance (Sampling.guidance); used when not 1, else the sampling's
+    guidance: float = 1.0  # classifier-free guidance (Sampling.guidance); when 1, the sampling's own applies
 
 
 @dataclass
@@ -427,8 +427,9 @@ class Engine:
                 sampling = dataclasses.replace(sampling, guidance=req.guidance)
             group = entry.generator.prepare(req.prompt, req.n, req.cond, sampling)
             if group.width > self.max_batch:
-                raise InvalidInput(f"n is {req.n} with guidance, which takes two rows per sample; this server "
-                                   f"decodes at most {self.max_batch} rows, so n can be at most {self.max_batch // 2}")
+                raise InvalidInput(f"n is {req.n} with guidance, which takes two rows per sample; this "
+                                   f"server decodes at most {self.max_batch} rows, so n can be at most "
+                                   f"{self.max_batch // 2}")
             return "text", group
         if entry.kind != "image":
             raise InvalidInput(f"{req.model!r} is a text run: ask for text instead of images")
@@ -479,9 +480,10 @@ class Engine:
         if kind == "text":
             if not hasattr(gen.model, "init_slots"):
                 raise InvalidInput(f"run {name!r} ({gen.model.name}) cannot be served: its family has no slot cache")
-            runner = SlotRunner(gen.model, self.max_batch)
+            runner = gen.runner(self.max_batch)  # the run's own: its family's slot cache
             entry.batch = Batch(runner)
-            entry.nbytes += _extra_bytes(runner.slots, gen.model)  # keys, values, decode weights
+            # keys, values, decode weights
+            entry.nbytes += _extra_bytes(getattr(runner, "slots", runner), gen.model)
         with self._lock:
             if name in self.loaded:
                 return self.loaded[name]
@@ -638,8 +640,10 @@ class Engine:
                 load = job.loading
                 if load is not None and load.done() and load.exception() is not None:
                     error = load.exception()
-                    self._drop_queued(job, error if isinstance(error, AigcError) else
-                                      RuntimeError(f"loading {job.req.model!r} failed: {type(error).__name__}: {error}"))
+                    if not isinstance(error, AigcError):
+                        error = RuntimeError(f"loading {job.req.model!r} failed: "
+                                             f"{type(error).__name__}: {error}")
+                    self._drop_queued(job, error)
                 elif load is None or load.done():  # none yet, or loaded and unloaded again since
                     job.loading = self._loading(job.req.model)
                 continue
@@ -783,8 +787,8 @@ class Engine:
             prompt_tokens=group.prompt_tokens,
             completion_tokens=completion, queued_s=job.started - job.submitted,
             load_s=job.load_s, prefill_s=job.prefill_s,
-            ttft_s=None if job.first_token is None else job.first_token - job.submitted, total_s=done - job.submitted,
-            peak_batch=group.peak_batch)
+            ttft_s=None if job.first_token is None else job.first_token - job.submitted,
+            total_s=done - job.submitted, peak_batch=group.peak_batch)
         row = {"endpoint": req.endpoint, "prompt": req.prompt, "key_id": req.key_id,
                "options": {**req.options, "n": req.n, "cond": req.cond or {}},
                "output": {"texts": result.texts, "finish_reasons": result.finish_reasons}}

@@ -21,7 +21,8 @@ from torch import nn
 from aigc.data import textstream
 from aigc.data.clean import clean_text, nfkc
 from aigc.data.tokenizers import TextTokenizer
-from aigc.decoding import Chunk, ForwardRunner, ModelRunner, SampleStream, Sampling, SequenceGroup, SlotRunner, run
+from aigc.decoding import (Chunk, ForwardRunner, ModelRunner, SampleStream, Sampling, SequenceGroup,
+                           SlotRunner, run)
 from aigc.errors import InvalidInput
 
 __all__ = ["Chunk", "SampleStream", "Sampling", "TextGenerator"]
@@ -63,7 +64,8 @@ class TextGenerator:
 
     def _cond(self, cond: dict[str, str] | None) -> dict[str, str]:
         """Condition values cleaned as ingest cleaned them (they name control tokens exactly)."""
-        return {k: clean_text(v, normalize=self.normalize) if isinstance(v, str) else v for k, v in (cond or {}).items()}
+        return {k: clean_text(v, normalize=self.normalize) if isinstance(v, str) else v
+                for k, v in (cond or {}).items()}
 
     def context_ids(self, prompt: str = "", cond: dict[str, str] | None = None) -> list[int]:
         """``<|endoftext|>`` + the condition tokens + the prompt: what generation continues."""

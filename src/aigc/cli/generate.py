@@ -31,9 +31,9 @@ def generate(
                                                  "[default: RUN-samples].", show_default=False)] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Diffusion: denoising steps (DDIM).",
                                               show_default=False)] = None,
-    guidance: Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale: diffusion, "
-                                                   "and text runs trained with --cond-dropout (1 = off; above 1 "
-                                                   "holds the --cond harder).", show_default=False)] = None,
+    guidance: Annotated[float | None, typer.Option(
+        "--guidance", help="Classifier-free guidance scale: diffusion, and text runs trained with "
+        "--cond-dropout (1 = off; above 1 holds the --cond harder).", show_default=False)] = None,
     style_from: Annotated[Path | None, typer.Option("--style-from", help="Image runs: keep this image's style and "
                                                     "give it the class of --cond label=CLASS.", show_default=False)] = None,
     strength: Annotated[float | None, typer.Option("--strength", help="Diffusion style transfer: how much of the "

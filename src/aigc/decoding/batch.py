@@ -72,14 +72,15 @@ def choose_tokens(members: list[tuple[SequenceGroup, list[int] | None]], logits:
             lg = logits if order == list(range(logits.shape[0])) else logits[order]
         probs, picked = sampling_fns.next_token_probs(lg, temperature=key[0], top_k=key[1], top_p=key[2])
         if picked is None:
-            u = sampling_fns.uniforms([group.n for group, _ in groups], [group.generator for group, _ in groups],
-                                      lg.device)
+            u = sampling_fns.uniforms([group.n for group, _ in groups],
+                                      [group.generator for group, _ in groups], lg.device)
             picked = sampling_fns.draw(probs, u)
         ids, k = picked.tolist(), 0  # one read for the whole group; tensors per group only when wanted
         for group, _ in groups:
             n = group.n
             wants = group.want_scores
-            picks.append(Pick(group, ids[k : k + n], lg[k : k + n] if wants else None, picked[k : k + n] if wants else None))
+            picks.append(Pick(group, ids[k : k + n], lg[k : k + n] if wants else None,
+                              picked[k : k + n] if wants else None))
             k += n
     return picks
 

@@ -82,8 +82,8 @@ class SampleStream:
             return None
         if token == self.eos:
             self.done = True
-            return Chunk(self.index, self.matcher.feed(self.decoder.flush())[0] + self.matcher.flush(), "stop",
-                         self.tokens)
+            text = self.matcher.feed(self.decoder.flush())[0] + self.matcher.flush()
+            return Chunk(self.index, text, "stop", self.tokens)
         self.tokens += 1
         text, stopped = self.matcher.feed(self.decoder.push(token))
         if stopped:
@@ -94,8 +94,9 @@ class SampleStream:
     def finish(self) -> Chunk:
         self.done = True
         text, stopped = self.matcher.feed(self.decoder.flush())
-        return Chunk(self.index, text if stopped else text + self.matcher.flush(), "stop" if stopped else "length",
-                     self.tokens)
+        if stopped:
+            return Chunk(self.index, text, "stop", self.tokens)
+        return Chunk(self.index, text + self.matcher.flush(), "length", self.tokens)
 
 
 class SequenceGroup:
@@ -116,7 +117,8 @@ class SequenceGroup:
         self.generator = generator
         self.guided = uncond_context is not None
         contexts = [context] if uncond_context is None else [context, uncond_context]
-        self.contexts = [torch.tensor([list(c)], dtype=torch.long, device=device) for c in contexts]  # (1, T) each
+        # (1, T) each: the conditional context, then the unconditional one
+        self.contexts = [torch.tensor([list(c)], dtype=torch.long, device=device) for c in contexts]
         self.width = n * len(contexts)  # rows it takes in a batch
         self.samples = [SampleStream(tokenizer, i, sampling.stop) for i in range(n)]
         # Sampled together with other groups of the same settings (rows are independent); a
@@ -184,7 +186,8 @@ class SequenceGroup:
         s = self.sampling
         return sampling_fns.sample_next_token(
             scores.float(), self.generator, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-            repetition_penalty=s.repetition_penalty, prev_tokens=self.history() if s.repetition_penalty != 1.0 else None)
+            repetition_penalty=s.repetition_penalty,
+            prev_tokens=self.history() if s.repetition_penalty != 1.0 else None)
 
     def accept(self, ids: list[int]) -> list[Chunk]:
         """Take each sample's next token; return the chunks of text they complete. A sample ends on
