@@ -115,8 +115,8 @@ def test_run_json_lists_every_value_and_rare_ones_share_other(poets):
 def test_unknown_value_names_the_closest_known_values(poets):
     ws, _ = poets
     gen = aigc.load("p", workspace=ws)
-    with pytest.raises(InvalidInput, match=r"unknown value '李白白' for condition 'author': the closest of its 235 "
-                                           r"known values are 李白, "):
+    with pytest.raises(InvalidInput, match=r"unknown value '李白白' for condition 'author': the closest of "
+                                           r"its 235 known values are 李白, "):
         gen.generate("", cond={"author": "李白白"})
     assert closest_values("李商", ["杜甫", "李白", "李商隐", "诗人001"], n=2) == ["李商隐", "李白"]
     assert "?" not in str(unknown_value("author", "x", []))
@@ -139,15 +139,17 @@ def test_null_prefix_ids_is_none_without_null_tokens():
     with pytest.raises(InvalidInput, match="unknown value 'pear' for condition 'fruit': the closest of its 1 "
                                            "known values are apple"):
         prefix_ids(old, {"fruit": "pear"}, ["fruit"], {"fruit": ["apple"]})
-    with pytest.raises(InvalidInput, match="value 'pear' of condition 'fruit' has no token in this run.*train the run again"):
+    with pytest.raises(InvalidInput, match="value 'pear' of condition 'fruit' has no token in this run"):
         prefix_ids(old, {"fruit": "pear"}, ["fruit"])  # its own data, but no other token to fall back to
 
 
 def _dropout_stream():
     cols = ["fruit", "tone"]
-    specials = [cond_token("fruit", v) for v in ("apple", "kiwi")] + [cond_token("tone", v) for v in ("a", "b")]
+    specials = [cond_token("fruit", v) for v in ("apple", "kiwi")]
+    specials += [cond_token("tone", v) for v in ("a", "b")]
     specials += [t for c in cols for t in (other_token(c), null_token(c))]
-    records = [TextRecord(f"record {i} text", {"fruit": ("apple", "kiwi")[i % 2], "tone": ("a", "b")[i % 3 % 2]})
+    records = [TextRecord(f"record {i} text",
+                          {"fruit": ("apple", "kiwi")[i % 2], "tone": ("a", "b")[i % 3 % 2]})
                for i in range(400)]
     tok = TextTokenizer.train([r.text for r in records], special_tokens=specials)
     return tok, cols, encode_records(tok, records, cols)
@@ -167,12 +169,13 @@ def test_condition_dropout_replaces_a_records_control_tokens_at_the_given_rate()
     changed = x != plain
     # Only control tokens change, and only into their own column's null token.
     assert set(plain[changed].tolist()) <= controls and set(x[changed].tolist()) <= {fruit_null, tone_null}
-    # Windows that begin at a record (aligned = 1.0; the stream's last record is clamped): [eos, fruit, tone, ...]
+    # Windows that begin at a record (aligned = 1.0, but the last record is clamped): [eos, fruit, tone, ...]
     at_start = x[:, 0] == tok.eos_id
     assert at_start.sum() > 3900
     dropped = changed[at_start, 1]
     assert torch.equal(dropped, changed[at_start, 2]), "a record's columns are dropped together"
-    assert set(x[at_start, 1][dropped].tolist()) == {fruit_null} and set(x[at_start, 2][dropped].tolist()) == {tone_null}
+    assert set(x[at_start, 1][dropped].tolist()) == {fruit_null}
+    assert set(x[at_start, 2][dropped].tolist()) == {tone_null}
     rate = dropped.float().mean().item()
     assert 0.23 < rate < 0.27, rate  # ~3,990 draws at p = 0.25: three standard deviations is 0.021
     assert torch.equal(batch(0.25), x), "seeded: the same generator state gives the same batch"

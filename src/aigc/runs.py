@@ -90,7 +90,8 @@ def _prepare_text(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, car
     # Every value of the dataset, each split's: the run knows them all (those without a token of
     # their own generate through their column's ``other`` token), and lists them all to the API.
     test_records = read_text_split(ds_dir, "test") if cond_columns else []
-    values = value_counts((r.cond for rs in (train_records, val_records, test_records) for r in rs), cond_columns)
+    records = (r for rs in (train_records, val_records, test_records) for r in rs)
+    values = value_counts((r.cond for r in records), cond_columns)
     spec = {"cond_columns": cond_columns, "conditions": {c: sorted(values[c]) for c in cond_columns},
             "min_cond_count": card.get("min_cond_count", DEFAULT_MIN_COND_COUNT),
             "normalize": bool(card.get("normalize", True))}  # prompts are normalized as the text was

@@ -56,7 +56,8 @@ class TextLMTask:
 
     def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         return random_windows(self.train.ids, self.block_size, self.batch_size, generator,
-                              self.train.starts, self.aligned, self.train.is_cond, self.null_of, self.cond_dropout)
+                              self.train.starts, self.aligned, self.train.is_cond, self.null_of,
+                              self.cond_dropout)
 
     def evaluate(self, model: nn.Module, full: bool = False) -> float:
         total, count = nll_sum(model, *(self.full if full else self.periodic))

@@ -38,7 +38,8 @@ def ingest(
     min_length: Annotated[int, typer.Option("--min-length", help="Drop records shorter than this (chars).")] = 1,
     max_length: Annotated[int | None, typer.Option("--max-length", help="Drop records longer than this.")] = None,
     min_cond_count: Annotated[int, typer.Option(
-        "--min-cond-count", help="Condition values with fewer train records share one 'other' token per column.")] = 2,
+        "--min-cond-count",
+        help="Condition values with fewer train records share one 'other' token per column.")] = 2,
     labels: Annotated[Path | None, typer.Option(
         "--labels", help="Images: the IDX label file for an IDX image file.", show_default=False)] = None,
     image_size: Annotated[int | None, typer.Option(

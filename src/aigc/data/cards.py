@@ -158,7 +158,8 @@ def build_card(
         "scripts": script_counts(all_texts),
         "conditions": conditions,
         "min_cond_count": min_cond_count,
-        "condition_stats": condition_stats(counts, value_counts(conds_by_split["train"], columns), min_cond_count),
+        "condition_stats": condition_stats(counts, value_counts(conds_by_split["train"], columns),
+                                           min_cond_count),
         "dropped": [
             {"index": d.index, "reason": d.reason, "preview": d.preview} for d in drops[:MAX_DROPS_LISTED]
         ],

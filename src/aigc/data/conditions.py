@@ -65,7 +65,8 @@ def value_counts(conds: Iterable[dict[str, str]], columns: Sequence[str]) -> dic
     return counters
 
 
-def frequent_values(conds: Iterable[dict[str, str]], columns: Sequence[str], min_count: int) -> dict[str, list[str]]:
+def frequent_values(conds: Iterable[dict[str, str]], columns: Sequence[str],
+                    min_count: int) -> dict[str, list[str]]:
     """{column: sorted values with at least ``min_count`` records}: the values that get their own token."""
     counts = value_counts(conds, columns)
     return {c: sorted(v for v, n in counts[c].items() if n >= min_count) for c in columns}
@@ -82,7 +83,8 @@ def reserved_tokens(columns: Sequence[str]) -> list[str]:
     return [tok for col in columns for tok in (other_token(col), null_token(col))]
 
 
-def control_tokens(train_conds: Iterable[dict[str, str]], columns: Sequence[str], min_count: int) -> list[str]:
+def control_tokens(train_conds: Iterable[dict[str, str]], columns: Sequence[str],
+                   min_count: int) -> list[str]:
     """All control tokens of a new run: value tokens of frequent train values, then the reserved ones."""
     frequent = frequent_values(train_conds, columns, min_count)
     values = sorted(cond_token(c, v) for c in columns for v in frequent[c])
@@ -97,7 +99,9 @@ def closest_values(value: str, known: Sequence[str], n: int = CLOSEST_SHOWN) -> 
 def unknown_value(column: str, value: str, known: Sequence[str]) -> InvalidInput:
     """The error for a value the run never saw, naming the closest values it knows."""
     if not known:
-        return InvalidInput(f"unknown value {value!r} for condition {column!r}: this run lists no values for it")
+        return InvalidInput(
+            f"unknown value {value!r} for condition {column!r}: this run lists no values for it"
+        )
     shown = ", ".join(closest_values(value, known))
     return InvalidInput(
         f"unknown value {value!r} for condition {column!r}: the closest of its {len(known)} known values "

@@ -225,10 +225,14 @@ def check_columns(columns: Any) -> list[str]:
     names = columns.split(",") if isinstance(columns, str) else list(columns)
     names = [clean_header(c) for c in names]
     if not names or "" in names:
-        raise InvalidInput(f"invalid --columns {columns!r}: give every column a name, e.g. --columns title,author,poem")
+        raise InvalidInput(
+            f"invalid --columns {columns!r}: give every column a name, e.g. --columns title,author,poem"
+        )
     repeated = sorted({c for c in names if names.count(c) > 1})
     if repeated:
-        raise InvalidInput(f"invalid --columns: {repeated[0]!r} is named twice: give each column its own name")
+        raise InvalidInput(
+            f"invalid --columns: {repeated[0]!r} is named twice: give each column its own name"
+        )
     return names
 
 
@@ -260,7 +264,8 @@ def _read_delimited(path: Path, fmt: str, text_column: str | None, cond_columns:
                 f"fields: name every column, in order"
             )
         # Without a header the first row is data, and columns are numbered from 1 as `cut -f` does.
-        names = columns or ([clean_header(h) for h in first] if header else [str(i + 1) for i in range(len(first))])
+        numbered = [str(i + 1) for i in range(len(first))]
+        names = columns or ([clean_header(h) for h in first] if header else numbered)
         # The first occurrence of a repeated header name wins, as with csv.DictReader lookups.
         index: dict[str, int] = {}
         for i, name in enumerate(names):

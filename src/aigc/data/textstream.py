@@ -79,8 +79,9 @@ def prefix_ids(tokenizer: TextTokenizer, cond: dict[str, str], cond_columns: Seq
             tok_id = tokenizer.token_to_id(other_token(col))
             if tok_id is None:
                 raise InvalidInput(
-                    f"value {value!r} of condition {col!r} has no token in this run, which was trained before "
-                    "values without one of their own shared an 'other' token: train the run again to use it"
+                    f"value {value!r} of condition {col!r} has no token in this run, which was trained "
+                    "before values without one of their own shared an 'other' token: train the run again "
+                    "to use it"
                 )
         ids.append(tok_id)
     return ids

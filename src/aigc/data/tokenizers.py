@@ -91,7 +91,8 @@ class TextTokenizer:
         # Cuts inside a line avoid the neighbourhood of "<|", where a special token could start;
         # that protects only specials of the form <|...|>, as train() makes them.
         self._special_span = max(map(len, specials), default=0)
-        self._cut_in_lines = self._can_chunk and all(t.startswith("<|") and t.endswith("|>") for t in specials)
+        self._cut_in_lines = self._can_chunk and all(
+            t.startswith("<|") and t.endswith("|>") for t in specials)
 
     # ------------------------------------------------------------------ training and files
 
