@@ -193,3 +193,12 @@ def test_dropout_of_zero_and_runs_without_null_tokens_change_nothing():
         from aigc.training import TrainConfig
 
         TextLMTask(stream, stream, 24, TrainConfig(), cond_dropout=1.0, null_of=null_lookup(tok, cols))
+
+
+def test_cond_dropout_is_a_train_option_and_out_of_range_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from aigc.cli.main import app
+
+    r = CliRunner().invoke(app, ["train", "nothing", "--cond-dropout", "1.5", "--workspace", str(tmp_path / "ws")])
+    assert r.exit_code == 2 and "--cond-dropout must be in [0, 1), got 1.5" in r.output

@@ -239,7 +239,7 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
 
         resume_prior = resume and (run_dir / PRIOR_DIR / "checkpoints" / "last.pt").exists()
         try:
-            # What the first stage left of the budget (at least a few seconds, so the prior exists)
+            # What the first stage left of the budget (at least a second, so the prior exists)
             prior_cfg = replace(cfg, time_budget=max(1.0, cfg.time_budget - state.elapsed)) if cfg.time_budget else cfg
             _, spec["prior"] = train_prior(model, task, spec["preset"], prior_cfg, run_dir, callbacks, resume_prior)
         except BaseException:

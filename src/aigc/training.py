@@ -74,6 +74,8 @@ class TrainConfig:
             raise InvalidInput(f"--tokenizer must be char or bpe, got {self.tokenizer!r}")
         if self.eval_every < 1:
             raise InvalidInput(f"--eval-every must be >= 1, got {self.eval_every}")
+        if not 0 <= self.cond_dropout < 1:
+            raise InvalidInput(f"--cond-dropout must be in [0, 1), got {self.cond_dropout}")
 
 
 def merge_options(base: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:

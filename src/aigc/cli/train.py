@@ -33,6 +33,9 @@ def train(
     seed: Annotated[int | None, typer.Option("--seed", show_default=False)] = None,
     tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="char or bpe [default: char].", show_default=False)] = None,
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", help="BPE vocabulary size.", show_default=False)] = None,
+    cond_dropout: Annotated[float | None, typer.Option(
+        "--cond-dropout", help="Text with conditions: share of records trained with their conditions hidden, "
+        "which lets `aigc generate --guidance` steer [default: 0.1].", show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Model config override KEY=VALUE (repeatable), "
                                                    "e.g. n_layer=6.", show_default=False)] = None,
     threads_: ThreadsOpt = None,
@@ -45,7 +48,7 @@ def train(
     options: dict[str, Any] = {
         k: v for k, v in dict(max_steps=max_steps, time_budget=time_budget, batch_size=batch_size, lr=lr,
                                eval_every=eval_every, patience=patience, seed=seed, tokenizer=tokenizer,
-                               vocab_size=vocab_size).items() if v is not None
+                               vocab_size=vocab_size, cond_dropout=cond_dropout).items() if v is not None
     }
     threads(threads_)
     if resume:
