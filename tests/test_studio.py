@@ -252,3 +252,31 @@ def test_image_run_page_shows_metrics_and_sample_grids_newest_first(run_page, ev
     assert [grids.nth(i).get_attribute("data-path") for i in range(grids.count())] == \
         ["samples/step-0000008.png", "samples/step-0000004.png"]
     assert run_page.locator("#sample-grids figcaption").first.text_content() == "step 8"
+
+
+def test_a_long_tailed_condition_is_a_search_field_not_a_menu(run_page, evaluated_ws):
+    """A column with more values than a menu can hold (authors, SKUs) becomes a text field with
+    suggestions, and what is typed there is the condition sent."""
+    import json
+
+    path = evaluated_ws.run_path("t") / "run.json"
+    original = path.read_text(encoding="utf-8")
+    spec = json.loads(original)
+    spec["conditions"]["fruit"] = sorted(spec["conditions"]["fruit"] + [f"sku-{i:03d}" for i in range(60)])
+    path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    try:
+        run_page.reload()  # the page read the runs when it opened
+        run_page.click("button[data-tab=play]")
+        run_page.wait_for_selector("#run-select option[value=t]", state="attached")
+        run_page.select_option("#run-select", "t")
+        field = run_page.locator("#cond-box input[data-cond=fruit]")
+        assert field.count() == 1 and run_page.locator("#cond-box select[data-cond=fruit]").count() == 0
+        options = run_page.locator(f"#{field.get_attribute('list')} option")
+        assert options.count() == 62 and MARKUP in [options.nth(i).get_attribute("value") for i in range(62)]
+        field.fill("apple")
+        run_page.fill("#prompt", "a")
+        with run_page.expect_request(lambda r: r.url.endswith("/api/generate")) as req:
+            run_page.click("#generate")
+        assert json.loads(req.value.post_data)["cond"] == {"fruit": "apple"}
+    finally:
+        path.write_text(original, encoding="utf-8")

@@ -159,16 +159,26 @@ function onRunChange() {
     $("#steps-label").hidden = run.family !== "diffusion";
     return;
   }
-  for (const [col, values] of Object.entries(run.conditions || {})) {
-    const select = el("select", { "data-cond": col }, el("option", { value: "" }, t("play.any")),
-      ...values.map((v) => el("option", { value: v }, v)));
-    box.append(el("label", {}, col, select));
-  }
+  Object.entries(run.conditions || {}).forEach(([col, values], i) => {
+    let field;
+    if (values.length > MAX_MENU_VALUES) {
+      // A long-tailed column (authors, SKUs) as a menu of thousands is unusable: type to search.
+      const list = el("datalist", { id: `cond-values-${i}` }, ...values.map((v) => el("option", { value: v })));
+      field = el("input", { "data-cond": col, list: list.id, placeholder: t("play.any"), autocomplete: "off" });
+      box.append(list);
+    } else {
+      field = el("select", { "data-cond": col }, el("option", { value: "" }, t("play.any")),
+        ...values.map((v) => el("option", { value: v }, v)));
+    }
+    box.append(el("label", {}, col, field));
+  });
 }
+
+const MAX_MENU_VALUES = 50;
 
 function conditions() {
   const cond = {};
-  document.querySelectorAll("#cond-box select").forEach((s) => { if (s.value) cond[s.dataset.cond] = s.value; });
+  document.querySelectorAll("#cond-box [data-cond]").forEach((s) => { if (s.value) cond[s.dataset.cond] = s.value; });
   return cond;
 }
 
