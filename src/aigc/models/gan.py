@@ -20,8 +20,8 @@ with its own Adam optimizer, trained by one D step then one G step per ``trainin
 - Validation scores EMA samples against the val images of the same classes (``nn_score``: nearest
   neighbours both ways, so a collapse and junk both score worse), so the trainer keeps the best
   checkpoint rather than the latest; the samples' spread shows in the progress line, and a fall
-  into collapse warns. Options, off in the presets: DiffAugment, lazy R1, TTUR (``augment``,
-  ``r1_gamma``, ``d_lr_ratio``).
+  into collapse warns. D learns at 4x G's rate in `small` (TTUR, ``d_lr_ratio``). Options, off in
+  the presets: DiffAugment and lazy R1 (``augment``, ``r1_gamma``).
 
 Only stride-2 layers: on a CPU a full-resolution 3x3 conv (and its batch norm) costs as much as a
 whole stage below it. The G step reuses the D step's fakes (as pytorch/examples' DCGAN does), and D
@@ -306,7 +306,9 @@ class GAN(nn.Module):
     Config = GANConfig
     PRESETS = {
         "tiny": dict(z_dim=16, label_dim=8, g_width=8, d_width=8, depth=2),  # tests: 8-16 px, seconds
-        "small": dict(z_dim=64, label_dim=32, g_width=64, d_width=64, depth=2, minibatch_std=4),  # CPU, 28x28
+        # CPU, 28x28. D at 4x G's rate (SAGAN's TTUR ratio): on digits it raised recall and conditional
+        # accuracy over 1x and 2x at equal steps (the issue 11 report has the figures)
+        "small": dict(z_dim=64, label_dim=32, g_width=64, d_width=64, depth=2, minibatch_std=4, d_lr_ratio=4.0),
         "base": dict(z_dim=128, label_dim=64, g_width=128, d_width=128, depth=3),  # a GPU, or 32-64 px
     }
     # Training defaults per preset (any of them can be overridden on the command line).
