@@ -130,3 +130,25 @@ def test_aigc_eval_cond_samples_0_skips_it(fruit_run):
     assert "conditional" not in json.loads((fruit_run / "runs" / "g" / "eval.json").read_text())
     r = aigc("eval", "g", "--cond-samples", "-1", "-w", fruit_run)
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_aigc_eval_rerank_measures_the_best_of_n_draws(fruit_run, monkeypatch):
+    from aigc import rerank
+
+    calls = []
+    original = rerank.generate_reranked
+
+    def spy(gen, prompt="", **kw):
+        calls.append((kw["n"], kw["candidates"]))
+        return original(gen, prompt, **kw)
+
+    monkeypatch.setattr(rerank, "generate_reranked", spy)
+    r = aigc("eval", "g", "--prompts", "2", "--samples", "2", "--cond-samples", "3", "--rerank", "2", "-w", fruit_run)
+    assert r.exit_code == 0, r.output
+    assert "each the best of 2" in r.stdout
+    saved = json.loads((fruit_run / "runs" / "g" / "eval.json").read_text())
+    reranked = saved["conditional_reranked"]
+    assert reranked["candidates"] == 2 and set(reranked["columns"]) == {"fruit", "tone"}
+    assert reranked["columns"]["fruit"]["samples"] == 6
+    assert calls == [(3, 2)] * 4  # 2 values of each of 2 columns, 3 samples each from 2 x 3 draws
+    assert aigc("eval", "g", "--rerank", "0", "-w", fruit_run).exit_code == 2

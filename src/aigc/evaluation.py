@@ -43,13 +43,18 @@ FOLDED = "\x00other"  # the classifier's label for values without a token of the
 def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | None = None,
              max_new_tokens: int = 120, seed: int = 0, temperature: float = 0.7, top_p: float = 0.9,
              steps: int | None = None, guidance: float | None = None,
-             cond_samples: int = COND_SAMPLES) -> dict[str, Any]:
+             cond_samples: int = COND_SAMPLES, rerank: int = 1) -> dict[str, Any]:
     """Evaluate a run; saved as ``eval.json`` in it. Image runs: see :func:`evaluate_images`.
 
-    ``cond_samples``: samples per asked value for conditional accuracy (0 skips it).
+    ``cond_samples``: samples per asked value for conditional accuracy (0 skips it). ``rerank``
+    above 1 also measures it for samples reranked by a classifier of the conditions, each the best
+    of ``rerank`` draws (:mod:`aigc.rerank`; its classifier is fitted with another seed than the
+    judge's, and still agrees with the judge more than an independent reader would).
     """
     if read_spec(Path(ws.get_run(name)["path"]))["modality"] == "image":
         return evaluate_images(ws, name, n_samples=n_samples or 500, seed=seed, steps=steps, guidance=guidance)
+    if isinstance(rerank, bool) or not isinstance(rerank, int) or rerank < 1:
+        raise InvalidInput(f"rerank must be a whole number >= 1 (1 = no reranking), got {rerank!r}")
     if not isinstance(cond_samples, int) or cond_samples < 0:
         raise InvalidInput(f"cond_samples must be a whole number >= 0 (0 skips conditional accuracy), got {cond_samples!r}")
     n_samples = n_samples or 32
@@ -65,6 +70,8 @@ def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | 
     train_records = read_text_split(ds_dir, "train")
     train_texts = [r.text for r in train_records]
     sampling = dict(temperature=temperature, top_p=top_p, seed=seed)
+    if guidance is not None:  # classifier-free guidance for every sample of the evaluation
+        sampling["guidance"] = guidance
 
     result: dict[str, Any] = {"run": name, "split": split, "created_at": now(), "sampling": sampling}
     result["likelihood"] = _likelihood(gen, records, cols)
@@ -112,6 +119,13 @@ def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | 
     if cols and cond_samples:
         result["conditional"] = conditional_report(gen, train_records, records, cols, samples=cond_samples,
                                                    max_new_tokens=max_new_tokens, **sampling)
+        if rerank > 1:
+            from aigc.rerank import ConditionJudge, RerankedGenerator
+
+            reranker = RerankedGenerator(gen, ConditionJudge.fit(train_records, cols, seed=1), rerank)
+            result["conditional_reranked"] = {"candidates": rerank, **conditional_report(
+                reranker, train_records, records, cols, samples=cond_samples, max_new_tokens=max_new_tokens,
+                **sampling)}
     write_json_atomic(run_dir / "eval.json", result)
     row = ws.get_run(name)
     ws.update_run(name, summary={**row["summary"], "eval": _headline(result)})

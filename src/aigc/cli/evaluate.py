@@ -18,12 +18,17 @@ def eval_(
                                                 "[32]; images: samples against the test split [500].",
                                                 show_default=False)] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Diffusion: denoising steps.", show_default=False)] = None,
-    guidance: Annotated[float | None, typer.Option("--guidance", help="Diffusion: classifier-free guidance scale.",
+    guidance: Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale: diffusion, and text "
+                                                   "runs trained with condition dropout.",
                                                    show_default=False)] = None,
     cond_samples: Annotated[int | None, typer.Option("--cond-samples", min=0,
                                                      help="Text runs with conditions: samples per asked value for "
                                                      "conditional accuracy [16] (0 skips it).",
                                                      show_default=False)] = None,
+    rerank: Annotated[int, typer.Option("--rerank", min=1,
+                                        help="Text runs with conditions: also measure conditional accuracy "
+                                        "with each sample the best of N draws, as a classifier of the "
+                                        "conditions reads them (1 = off).")] = 1,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
@@ -35,7 +40,7 @@ def eval_(
 
     threads(threads_)
     result = aigc.evaluate(run, workspace=workspace, n_prompts=prompts, n_samples=samples, seed=seed, steps=steps,
-                           guidance=guidance,
+                           guidance=guidance, rerank=rerank,
                            **({"cond_samples": cond_samples} if cond_samples is not None else {}))
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
@@ -64,12 +69,14 @@ def print_eval(r: dict) -> None:
         out.print(per)
     if r.get("conditional"):
         print_conditional(r["conditional"])
+    if r.get("conditional_reranked"):
+        print_conditional(r["conditional_reranked"], f"; each the best of {r['conditional_reranked']['candidates']}")
 
 
-def print_conditional(c: dict) -> None:
+def print_conditional(c: dict, how: str = "") -> None:
     """The conditional-accuracy table: one row per condition column."""
     table = Table("column", "asked values", "samples", "accuracy", "ceiling", "chance", "weakest value",
-                  title=f"conditional accuracy ({c['samples_per_value']} samples per value; ceiling = the "
+                  title=f"conditional accuracy ({c['samples_per_value']} samples per value{how}; ceiling = the "
                         f"classifier on {c['heldout_records']} held-out records)")
     for col, v in c["columns"].items():
         if "accuracy" not in v:
