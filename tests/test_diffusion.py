@@ -217,4 +217,5 @@ def test_save_pipeline_loads_in_diffusers(tmp_path):
     assert pipe.unet.config.num_class_embeds == 4  # 3 classes + the null class
     x = torch.randn(1, 1, 8, 8)
     eps = pipe.unet(x, 10, class_labels=torch.tensor([1])).sample
-    assert torch.allclose(eps, conditional.ema(x, 10, class_labels=torch.tensor([1])).sample)
+    # equal to float rounding: the loaded UNet may order its sums differently (3e-7 seen on a CPU)
+    assert torch.allclose(eps, conditional.ema(x, 10, class_labels=torch.tensor([1])).sample, atol=1e-5)

@@ -8,7 +8,7 @@ over a ``DDIMScheduler`` built from the training ``DDPMScheduler``'s config, usi
 moving average of the UNet's weights. A conditional model embeds a class id per image; one extra
 *null class* (index ``num_classes``) stands for "no condition": labels are dropped to it with
 probability ``label_dropout`` during training, and at sampling time the two predictions are mixed,
-``eps = eps_null + guidance * (eps_class - eps_null)``.
+``pred = pred_null + guidance * (pred_class - pred_null)``.
 
 Sizes the UNet cannot halve ``levels - 1`` times are padded (28x28 with 4 levels -> 32x32) and
 cropped back; the padding is black, the background of most small image sets.
@@ -65,9 +65,8 @@ class DiffusionConfig:
     label_dropout: float = 0.1  # p of training a conditional model on the null class (for guidance)
     ema_decay: float = 0.999  # sampling weights; warmed up as min(decay, (1 + n) / (10 + n))
     sample_steps: int = 50  # default DDIM steps of sample() and sdedit()
-    # default classifier-free guidance scale; 1.0 = plain conditional sampling. On Fashion-MNIST
-    # (10 min, 25 steps, same weights) 2.0 gave FID 17.1 and 84.1 % conditional accuracy, 3.0 FID
-    # 13.2 and 94.5 % (recall 0.77 -> 0.68)
+    # default classifier-free guidance scale; 1.0 = plain conditional sampling. Higher trades
+    # recall for conditional accuracy and precision (benchmarks/image_train.py sweeps it)
     guidance: float = 3.0
 
 
@@ -80,9 +79,8 @@ class Diffusion(nn.Module):
         "tiny": dict(base_channels=8, levels=2, norm_num_groups=4, sample_steps=4, **V_MIN_SNR),
         # CPU minutes on 28x28 Fashion-MNIST: widths (32, 64), 0.65 M parameters; 250-400 ms per
         # step at batch 16 on one busy core, 50-step DDIM 0.5 s per image (0.85 s with guidance)
-        # 25 DDIM steps by default, half the time of 50 for nearly the same images: on Fashion-MNIST
-        # (10 min, guidance 3.0, 500 samples, same weights) 25 steps gave FID 18.4 and 91.8 %
-        # conditional accuracy, 50 steps FID 17.0 and 92.4 %; --steps 50 buys the difference
+        # 25 DDIM steps by default, half the time of 50 for nearly the same images; --steps 50
+        # buys the difference
         "small": dict(base_channels=32, levels=2, norm_num_groups=8, sample_steps=25, **V_MIN_SNR),
         # a GPU: widths (64, 128, 256), attention at 7x7, 2 ResNet blocks per level
         "base": dict(base_channels=64, levels=3, layers_per_block=2, norm_num_groups=32, attention=True,
@@ -296,20 +294,21 @@ class Diffusion(nn.Module):
         """The reverse process from x_t at timesteps[0] down to x_0, with the EMA UNet."""
         guided = y is not None and y.ne(self.null_class).any() and guidance != 1.0
         for t in timesteps:
-            # 1. predict the noise; with guidance, conditional and null-class predictions in one batch
+            # 1. predict the noise (or v); with guidance, conditional and null-class predictions in
+            #    one batch, mixed linearly (both targets are linear in the noise)
             if guided:
                 null = torch.full_like(y, self.null_class)
                 both = self.ema(torch.cat([x, x]), t, class_labels=torch.cat([y, null])).sample
-                eps_c, eps_u = both.chunk(2)
-                eps = eps_u + guidance * (eps_c - eps_u)
+                pred_c, pred_u = both.chunk(2)
+                pred = pred_u + guidance * (pred_c - pred_u)
             else:
-                eps = self.ema(x, t, class_labels=y).sample
+                pred = self.ema(x, t, class_labels=y).sample
             # 2. x_t -> x_t-1 (DDIM, eta = 0: deterministic given x_T). The predicted x_0 is clipped
             #    to [-1, 1] and the noise re-derived from the clipped x_0, as GLIDE and guided-diffusion
             #    do; stepping with the unclipped noise (diffusers' default) lets guidance push pixels
-            #    out of range step after step: on Fashion-MNIST (10 min, guidance 2.0, 25 steps) FID
-            #    62.7 -> 17.1 and conditional accuracy 78.1 % -> 84.1 % on the same weights.
-            x = scheduler.step(eps, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
+            #    out of range step after step. The last step (t_prev < 0, alpha = 1) returns that
+            #    clipped x_0 itself.
+            x = scheduler.step(pred, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
         return x
 
     @torch.no_grad()
