@@ -152,3 +152,12 @@ def test_aigc_eval_rerank_measures_the_best_of_n_draws(fruit_run, monkeypatch):
     assert reranked["columns"]["fruit"]["samples"] == 6
     assert calls == [(3, 2)] * 4  # 2 values of each of 2 columns, 3 samples each from 2 x 3 draws
     assert aigc("eval", "g", "--rerank", "0", "-w", fruit_run).exit_code == 2
+
+
+def test_judge_for_run_fits_the_runs_condition_columns(fruit_run):
+    from aigc import open_workspace
+    from aigc.rerank import judge_for_run
+
+    judge = judge_for_run(open_workspace(fruit_run), "g")
+    assert set(judge.classifiers) == {"fruit", "tone"}
+    assert judge.pick(["apple red sweet", "猕猴桃 绿色 酸甜"], {"fruit": "kiwi"}, 1) == ["猕猴桃 绿色 酸甜"]
