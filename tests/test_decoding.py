@@ -148,7 +148,7 @@ def test_guidance_one_or_no_unconditional_context_is_one_row_per_sample(tok):
     assert torch.equal(group.scores(logits), logits)
 
 
-@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "2", True])
 def test_bad_guidance_is_refused(bad):
     with pytest.raises(InvalidInput, match="guidance must be a finite number >= 0"):
         Sampling(guidance=bad).check()

@@ -42,7 +42,8 @@ class Sampling:
         if self.max_new_tokens < 1:
             raise InvalidInput(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         check_sampling(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
-        if isinstance(self.guidance, bool) or not (math.isfinite(self.guidance) and self.guidance >= 0):
+        g = self.guidance
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not (math.isfinite(g) and g >= 0):
             raise InvalidInput(f"guidance must be a finite number >= 0 (1 means off), got {self.guidance!r}")
 
 
