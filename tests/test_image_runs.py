@@ -64,6 +64,23 @@ def test_gan_progress_metrics_and_exact_resume(image_ws):
     assert "d_loss" in metrics and "g_loss" in metrics
 
 
+def test_a_gan_run_keeps_its_best_scored_checkpoint_not_its_latest(image_ws):
+    import json
+
+    row = aigc.train("blocks", family="gan", preset="tiny", name="gan-best", workspace=image_ws, max_steps=12,
+                     eval_every=3, batch_size=8, seed=2)
+    rows = [json.loads(line) for line in (Path(row["path"]) / "metrics.jsonl").read_text().splitlines()]
+    scores = {r["step"]: r["val_loss"] for r in rows if "val_loss" in r}
+    assert sorted(scores) == [3, 6, 9, 12] and all(np.isfinite(list(scores.values())))  # a score, not NaN
+    assert any("spread" in r for r in rows if r["step"] > 3)  # the progress rows carry the last spread
+    best = min(scores, key=scores.get)
+    gen = aigc.load("gan-best", workspace=image_ws)
+    last = torch.load(Path(row["path"]) / "checkpoints" / "last.pt", weights_only=False)["model"]
+    kept = gen.model.state_dict()
+    same_as_last = all(torch.equal(kept[k].cpu(), last[k]) for k in kept)
+    assert same_as_last == (best == 12)  # model.safetensors holds the best-scored weights
+
+
 def test_diffusion_run_exports_a_diffusers_pipeline(image_ws):
     from diffusers import DDPMPipeline
 
