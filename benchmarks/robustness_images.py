@@ -161,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_threads(args.threads)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    commit = _commit()  # of the code that runs, before anything can change it
     with (tempfile.TemporaryDirectory(prefix="aigc-robust-img-") if not args.keep else _keep(args.keep)) as ws:
         result = run_images(ws, args.budget, args.sets, args.families, samples=args.samples)
-    result = {"benchmark": "robustness_images", "commit": _commit(), "date": started,
+    result = {"benchmark": "robustness_images", "commit": commit, "date": started,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", **result}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out, result)
