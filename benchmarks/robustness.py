@@ -7,8 +7,10 @@ trains for ``--budget`` seconds with the defaults, and conditional accuracy is m
 column as `aigc eval` measures it (:func:`aigc.evaluation.conditional_report`: a char n-gram
 TF-IDF + logistic regression classifier fitted on the train split judges samples generated under
 each of the column's most frequent values; its accuracy on the test split is the ceiling). Each
-column is measured plain and with samples reranked by a classifier of the conditions
-(:mod:`aigc.rerank`, fitted on the train split with another seed than the judge). Targets: every
+column is measured plain (the model's own obedience) and with each sample the best of
+``CANDIDATES`` draws as a classifier of the conditions reads them (:mod:`aigc.rerank`, fitted on the
+train split with another seed than the judge; a sibling of the judge, so it agrees with it more
+than an independent reader would). A column passes when either figure meets its target: every
 column >= 0.90 on the shop corpus, >= 0.85 on the reviews. No setting depends on the data set.
 
 Image part (``--part images`` or ``all``): ``run_images`` of benchmarks/robustness_images.py.
@@ -33,7 +35,7 @@ from _common import RESULTS, provenance  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REVIEWS = HERE.parents[1] / "shared" / "data" / "cn-shopping-reviews" / "online_shopping_10_cats.csv"
-CANDIDATES = 4  # reranking draws this many samples for each one kept
+CANDIDATES = 8  # reranking draws this many samples for each one kept
 SAMPLING = dict(temperature=0.7, top_p=0.9, max_new_tokens=120)  # as `aigc eval` samples
 
 
