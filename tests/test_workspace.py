@@ -75,3 +75,31 @@ def test_concurrent_readers_and_a_writer_do_not_corrupt_the_catalog(tmp_path):
     ws = Workspace(tmp_path)
     assert len(ws.list_runs()) == 60
     assert sqlite3.connect(tmp_path / "catalog.db").execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+def _open_at_once(root, barrier, results):
+    import aigc
+
+    barrier.wait()
+    try:
+        aigc.open_workspace(root).list_datasets()
+        results.put("ok")
+    except Exception as e:  # noqa: BLE001 - the test reports what went wrong
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def test_processes_opening_a_new_workspace_at_once_all_succeed(tmp_path):
+    """Before the catalog took its write lock first, 4 processes opening a new workspace together
+    failed every time here ('table schema_migrations already exists')."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for round_ in range(3):
+        root = tmp_path / f"ws{round_}"
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(root, barrier, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [results.get(timeout=5) for _ in procs] == ["ok"] * 4

@@ -224,6 +224,11 @@ class Workspace:
             cur.close()
 
         with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                # Take the write lock before reading what is applied: two processes opening a new
+                # workspace at once would otherwise both see nothing applied and both migrate
+                # ("table schema_migrations already exists"). The second now waits, then finds it done.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             migrations_table.create(conn, checkfirst=True)
             done = set(conn.scalars(sa.select(migrations_table.c.name)))
             for name, apply in MIGRATIONS:
