@@ -37,6 +37,11 @@ from aigc.training import TrainConfig, fit, load_weights, merge_options
 from aigc.workspace import Workspace, now, write_json_atomic
 
 RUN_FILE = "run.json"
+# Share of a conditional run's training windows that start at a record, where its control tokens
+# sit: a condition such as a product category shapes only a few words of a record, so the model
+# learns it from the windows that see the tokens and those words together. 0.85 rather than 0.5:
+# on the shop corpus it raised how often samples keep their category, at a slightly higher val loss.
+ALIGNED_SHARE = 0.85
 
 
 def _default_run_name(ws: Workspace, dataset: str, family: str, preset: str) -> str:
@@ -85,7 +90,7 @@ def _prepare_text(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, car
     model = fam(model_cfg)
     task = TextLMTask(encode_records(tokenizer, train_records, cond_columns),
                       encode_records(tokenizer, val_records, cond_columns), model.block_size, cfg,
-                      aligned=0.5 if cond_columns else 0.0, cond_dropout=cfg.cond_dropout,
+                      aligned=ALIGNED_SHARE if cond_columns else 0.0, cond_dropout=cfg.cond_dropout,
                       null_of=null_lookup(tokenizer, cond_columns))
     # Every value of the dataset, each split's: the run knows them all (those without a token of
     # their own generate through their column's ``other`` token), and lists them all to the API.
