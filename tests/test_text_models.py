@@ -122,6 +122,25 @@ def test_cli_generate_passes_guidance_to_text_runs(fruit_ws):
     assert bad.exit_code == 2 and "guidance must be a finite number >= 0" in bad.output
 
 
+def test_cli_generate_rerank_prints_the_judges_pick_of_the_candidates(fruit_ws):
+    from typer.testing import CliRunner
+
+    from aigc.cli.main import app
+    from aigc.rerank import generate_reranked, judge_for_run
+
+    gen = aigc.load("fruit-gpt", workspace=fruit_ws)
+    args = ["generate", "fruit-gpt", "", "--cond", "fruit=kiwi", "-m", "20", "--seed", "4", "--temperature", "1",
+            "--n", "2", "--rerank", "3", "--workspace", str(fruit_ws.root)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    expected = generate_reranked(gen, "", n=2, cond={"fruit": "kiwi"}, candidates=3,
+                                 judge=judge_for_run(fruit_ws, "fruit-gpt"), max_new_tokens=20, seed=4,
+                                 temperature=1.0)
+    drawn = gen.generate("", n=6, cond={"fruit": "kiwi"}, max_new_tokens=20, seed=4, temperature=1.0)
+    assert set(expected) <= set(drawn)  # picks among the 6 candidates the same seed draws
+    assert [line.strip() for line in r.stdout.splitlines() if line.strip()] == [t.strip() for t in expected]
+
+
 @pytest.mark.parametrize("normalize", [True, False])
 def test_prompts_are_normalized_as_the_training_text_was(tmp_path, normalize):
     """Full-width letters and digits, as a Chinese input method types them, fold to the ASCII the

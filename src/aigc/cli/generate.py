@@ -42,6 +42,10 @@ def generate(
                                                    "--style-from image.", show_default=False)] = None,
     interpolate: Annotated[int | None, typer.Option("--interpolate", help="gan/vae: --n frames walking the latent "
                                                     "space from --seed to this seed.", show_default=False)] = None,
+    rerank: Annotated[int, typer.Option(
+        "--rerank", min=1, help="Text runs with conditions: draw N samples for each one printed and keep the "
+        "one a classifier of the conditions (fitted on the run's train split) reads most surely as asked "
+        "(1 = off; costs N times the tokens).")] = 1,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -70,6 +74,11 @@ def generate(
                    top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, stop=tuple(stop or ()), seed=seed)
     if guidance is not None:
         options["guidance"] = guidance
+    if rerank > 1 and options["cond"]:
+        from aigc.rerank import RerankedGenerator, judge_for_run
+
+        # Candidates are judged as whole texts, so nothing streams.
+        gen, stream = RerankedGenerator(gen, judge_for_run(aigc.open_workspace(workspace), run), rerank), False
     if stream and n == 1:
         chunks = gen.stream(prompt, **options)
         first = next(chunks)  # validation errors surface before anything is printed
