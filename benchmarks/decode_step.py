@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -28,7 +29,8 @@ import torch
 from aigc.models.gpt import GPT, DecodeWeights
 from aigc.models.registry import make_config
 from aigc.runtime import configure_threads
-from aigc.workspace import write_json_atomic
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -98,9 +100,9 @@ def main() -> None:
           f"module layout {cap['peer']}x")
     out = {"benchmark": "decode_step", "threads": args.threads, "steps": args.steps,
            "torch": torch.__version__,
-           "rows": rows, "batch16_over_batch1_cap": cap, "machine": {"cpus": os.cpu_count()}}
-    path = HERE / "results" / "decode_step.json"
-    write_json_atomic(path, out)
+           "rows": rows, "batch16_over_batch1_cap": cap, "machine_detail": {"cpus": os.cpu_count()}}
+    out.pop("benchmark")
+    path = write_result("decode_step", out)
     print(f"wrote {path.relative_to(HERE.parent)}")
 
 

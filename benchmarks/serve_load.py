@@ -36,7 +36,8 @@ from pathlib import Path
 
 import httpx
 
-from aigc.workspace import write_json_atomic
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = ["这款", "This ", "全新", "Our ", "轻薄", "Stay ", "户外", "Soft "]
@@ -289,10 +290,9 @@ def main() -> None:
            "ratio_16_vs_1": None if ratio16 is None else round(ratio16, 2),
            "batching_vs_one_at_a_time_16_clients": None if vs_b1 is None else round(vs_b1, 2),
            "server_peak_rss_mb": round(rss, 1), "server_peak_rss_mb_max_batch_1": round(rss_b1, 1),
-           "anchors": {"vllm_vs_transformers_throughput": "up to 24x", "tgi_max_concurrent_before_429": 128},
-           "machine": {"cpus": os.cpu_count(), "threads": args.threads}}
-    path = HERE / "results" / "serve_load.json"
-    write_json_atomic(path, out)
+           "machine_detail": {"cpus": os.cpu_count(), "threads": args.threads}}
+    out.pop("benchmark")
+    path = write_result("serve_load", out)
     print(f"wrote {path.relative_to(HERE.parent)}")
 
 

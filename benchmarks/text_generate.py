@@ -7,13 +7,12 @@ must produce the same tokens (checked), so the comparison is like for like.
 
     python benchmarks/text_generate.py [--threads 2] [--repeats 3]
 
-Prints a table and writes benchmarks/results/text_generate.json.
+Prints a table and writes benchmarks/results/text_generate.json (commit, date, machine included).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -21,6 +20,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
 
 from aigc.data.textstream import train_tokenizer
 from aigc.data.dataset import TextRecord
@@ -31,7 +33,6 @@ from aigc.runtime import configure_threads
 HERE = Path(__file__).resolve().parent
 SHAKESPEARE = HERE.parents[1] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 NEW_TOKENS = 256
-ANCHOR = {"batch_1": 613, "batch_16": 3770}  # transformers generate, 0.83 M GPT-2, measured on this machine kind
 
 
 def build(seed: int = 0) -> TextGenerator:
@@ -85,19 +86,16 @@ def main() -> None:
         ours_tps = batch * NEW_TOKENS / statistics.median(ours_t)
         theirs_tps = batch * NEW_TOKENS / statistics.median(theirs_t)
         rows.append({"batch": batch, "ours_tok_s": round(ours_tps), "transformers_tok_s": round(theirs_tps),
-                     "ratio": round(ours_tps / theirs_tps, 2), "identical_output": same,
-                     "anchor_transformers_tok_s": ANCHOR[f"batch_{batch}"]})
+                     "ratio": round(ours_tps / theirs_tps, 2), "identical_output": same})
     print(f"gpt {n_params / 1e6:.2f} M params, {NEW_TOKENS} new tokens, greedy, {threads} thread(s), "
           f"median of {args.repeats}")
     print(f"{'batch':>5} {'ours tok/s':>11} {'transformers tok/s':>19} {'ratio':>6} {'same tokens':>12}")
     for r in rows:
         print(f"{r['batch']:>5} {r['ours_tok_s']:>11,} {r['transformers_tok_s']:>19,} {r['ratio']:>6.2f} "
               f"{str(r['identical_output']):>12}")
-    result = {"benchmark": "text_generate", "params": n_params, "new_tokens": NEW_TOKENS, "threads": threads,
-              "torch": torch.__version__, "python": platform.python_version(), "rows": rows}
-    out = HERE / "results" / "text_generate.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result("text_generate", {"params": n_params, "new_tokens": NEW_TOKENS, "threads": threads,
+                                         "repeats": args.repeats, "torch": torch.__version__,
+                                         "python": platform.python_version(), "rows": rows})
     print(f"wrote {out.relative_to(HERE.parent)}")
     if not all(r["identical_output"] for r in rows):
         sys.exit("outputs differ between the two implementations")
