@@ -34,11 +34,19 @@ def device_name() -> str:
     return f"cpu ({os.cpu_count()} logical cores)"
 
 
+# Taken when the benchmark starts (it imports this module first), not when it writes: the code
+# that ran is the commit checked out then, whatever is committed while it runs.
+_STARTED = {
+    "commit": _git("rev-parse", "HEAD") or "unknown",
+    "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+}
+
+
 def provenance() -> dict[str, Any]:
     return {
-        "commit": _git("rev-parse", "HEAD") or "unknown",
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **_STARTED,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {device_name()}",
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
