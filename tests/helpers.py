@@ -123,3 +123,12 @@ def never_ending_text(monkeypatch, ws, run: str = "g", delay: float = 0.01) -> N
 
     # Every token the engine draws goes through next_token_probs (sample_next_token calls it too).
     monkeypatch.setattr(sampling_module, "next_token_probs", slow_and_endless(sampling_module.next_token_probs))
+
+
+def run_cli(*args):
+    """``aigc ARGS...`` through Typer's runner (arguments str()-ed), exceptions not swallowed."""
+    from typer.testing import CliRunner
+
+    from aigc.cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)

@@ -7,13 +7,11 @@ import json
 import random
 
 import pytest
-from typer.testing import CliRunner
 
-from aigc.cli.main import app
 from aigc.data.dataset import TextRecord
 from aigc.data.tokenizers import cond_token
 from aigc.evaluation import FOLDED, conditional_report, own_token_values
-from helpers import write_fruit_csv
+from helpers import run_cli as aigc, write_fruit_csv
 
 WORDS = {"tea": ["oolong", "leaves", "steep", "茶叶", "冲泡"], "pan": ["skillet", "iron", "sear", "铁锅", "煎炒"],
          "mug": ["handle", "glaze", "coffee", "陶瓷", "杯子"]}
@@ -90,11 +88,6 @@ def test_a_column_with_one_own_value_is_skipped_with_a_reason():
     assert FOLDED not in report["columns"]["tone"]["per_value"]
 
 
-runner = CliRunner()
-
-
-def aigc(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,15 @@ from __future__ import annotations
 import csv
 
 import pytest
-from typer.testing import CliRunner
 
 from aigc.cli.common import markup
-from aigc.cli.main import app
 
-runner = CliRunner()
+from helpers import run_cli as aigc
+
 # A closing tag with no opening one (Rich raised MarkupError on it), a style, a link, an emoji code.
 TAGS = ["[/x]", "[bold]x", "[link=http://example.com]y", ":smile:"]
 
 
-def aigc(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
