@@ -23,12 +23,8 @@ Writes benchmarks/results/robustness_images.json (one invocation: commit, date, 
 from __future__ import annotations
 
 import argparse
-import datetime
 import gzip
-import os
-import platform
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +53,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 from make_digits import digits  # noqa: E402
 from make_shapes import draw_shapes, write_npz  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import provenance  # noqa: E402
+
 
 def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path) as f:
@@ -81,16 +80,6 @@ def write_set(name: str, out_dir: Path) -> Path:
         raise ValueError(f"unknown set {name!r}: choose from {', '.join(SETS)}")
     write_npz(path, x, y)
     return path
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO, capture_output=True,
-                               text=True).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 def run_one(ws, dataset: str, family: str, budget_s: float, samples: int, grid_dir: Path | None) -> dict:
@@ -160,12 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     from aigc.workspace import write_json_atomic
 
     configure_threads(args.threads)
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    commit = _commit()  # of the code that runs, before anything can change it
     with (tempfile.TemporaryDirectory(prefix="aigc-robust-img-") if not args.keep else _keep(args.keep)) as ws:
         result = run_images(ws, args.budget, args.sets, args.families, samples=args.samples)
-    result = {"benchmark": "robustness_images", "commit": commit, "date": started,
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", **result}
+    result = {"benchmark": "robustness_images", **provenance(), **result}  # commit and date taken at start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out, result)
     print(f"wrote {args.out}; every row meets the target: {result['all_meet_target']}")
