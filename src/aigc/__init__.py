@@ -83,9 +83,20 @@ def load(name: str, *, workspace: Any = None, device: str | None = None) -> Text
     return runs.load(open_workspace(workspace), name, device)
 
 
-def generate(name: str, prompt: str = "", *, workspace: Any = None, **options: Any) -> list[str]:
-    """One-shot: load run ``name`` and return ``n`` continuations of ``prompt``."""
-    return load(name, workspace=workspace).generate(prompt, **options)
+def generate(name: str, prompt: str = "", *, workspace: Any = None, rerank: int = 1,
+             **options: Any) -> list[str]:
+    """One-shot: load run ``name`` and return ``n`` continuations of ``prompt``.
+
+    ``rerank`` N > 1 (a run with text conditions): each sample is the one of N draws that a
+    classifier of the conditions reads most surely as ``cond`` (:mod:`aigc.rerank`)."""
+    gen = load(name, workspace=workspace)
+    if rerank == 1:
+        return gen.generate(prompt, **options)
+    from aigc.rerank import check_candidates, generate_reranked, judge_for_run
+
+    check_candidates(rerank, "rerank")
+    judge = judge_for_run(open_workspace(workspace), name)
+    return generate_reranked(gen, prompt, candidates=rerank, judge=judge, **options)
 
 
 def evaluate(name: str, *, workspace: Any = None, **options: Any) -> dict:

@@ -46,6 +46,7 @@ from aigc import logbook
 from aigc.decoding import Batch, Pick, SequenceGroup, choose_tokens, prefill
 from aigc.errors import AigcError, DeadlineExceeded, EngineUnavailable, InvalidInput, NotFound, Overloaded
 from aigc.generation import Sampling, TextGenerator
+from aigc.rerank import ConditionJudge, check_candidates, judge_for_run
 from aigc.runtime import CpuPlan, bind_thread, worker_threads
 from aigc.sampling import logprobs_of
 from aigc.workspace import Workspace
@@ -70,6 +71,9 @@ class TextRequest:
     options: dict[str, Any] = field(default_factory=dict)  # for the log: the request as the caller gave it
     key_id: str | None = None
     guidance: float = 1.0  # classifier-free guidance (Sampling.guidance); when 1, the sampling's own applies
+    # Candidates drawn per sample, of which a classifier of the run's conditions keeps the one it reads
+    # most surely as ``cond`` (aigc.rerank); 1 = none, and so is any value without ``cond``.
+    rerank: int = 1
 
 
 @dataclass
@@ -115,7 +119,7 @@ class Result:
     images: torch.Tensor | None = None
     paths: list[str] = field(default_factory=list)
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # every token drawn, those of candidates a rerank left out included
     queued_s: float = 0.0
     load_s: float = 0.0
     prefill_s: float = 0.0
@@ -209,6 +213,7 @@ class Loaded:
     keep_alive: float = FOREVER
     busy: int = 0  # requests queued or running on it
     batch: Batch | None = None  # text runs: the rows of their slot cache and who holds them
+    judge: Future | None = None  # text runs with conditions, once a request reranks: its ConditionJudge
 
     def expired(self, now: float) -> bool:
         return self.busy == 0 and self.keep_alive >= 0 and now - self.last_used >= self.keep_alive
@@ -242,11 +247,15 @@ def _extra_bytes(obj: Any, module: torch.nn.Module) -> int:
 
 class _TextJob:
     """A text request in the engine: its sequence group (what it generates; :mod:`aigc.decoding`)
-    plus what serving adds: the handle, the deadline, timings and the text delivered so far."""
+    plus what serving adds: the handle, the deadline, timings and the text delivered so far.
 
-    def __init__(self, req: TextRequest, handle: Handle, deadline: float | None, group: SequenceGroup):
+    With a ``judge`` (a rerank), the group draws ``rerank`` candidates per sample; their text is
+    held back, and the judge's picks go out whole when all are drawn (:meth:`Engine._end`)."""
+
+    def __init__(self, req: TextRequest, handle: Handle, deadline: float | None, group: SequenceGroup,
+                 judge: ConditionJudge | None = None):
         self.req, self.handle, self.deadline = req, handle, deadline
-        self.group = group
+        self.group, self.judge = group, judge
         group.owner = self
         group.want_scores = req.logprobs is not None
         self.submitted = time.perf_counter()
@@ -254,9 +263,9 @@ class _TextJob:
         self.first_token: float | None = None
         self.load_s = self.prefill_s = 0.0
         self.loading: Future | None = None  # the load of its run, while it waits for one
-        self.texts = [""] * req.n
-        self.finish: list[str | None] = [None] * req.n
-        self.pending_tokens: list[list[TokenInfo]] = [[] for _ in range(req.n)]
+        self.texts = [""] * group.n
+        self.finish: list[str | None] = [None] * group.n
+        self.pending_tokens: list[list[TokenInfo]] = [[] for _ in range(group.n)]
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -330,7 +339,7 @@ class Engine:
 
         Events go to the returned handle (one made for ``loop``, or the given ``handle``)."""
         t0 = time.perf_counter()
-        kind, group = self._check(req)
+        kind, group, judge = self._check(req)
         load_s = time.perf_counter() - t0
         handle = handle if handle is not None else Handle(loop)
         timeout = req.timeout if req.timeout is not None else self.timeout
@@ -342,7 +351,7 @@ class Engine:
                 raise Overloaded(f"the queue is full ({self.max_queue} requests waiting): try again shortly",
                                  retry_after=1)
             if kind == "text":
-                job = _TextJob(req, handle, deadline, group)
+                job = _TextJob(req, handle, deadline, group, judge)
                 job.submitted, job.load_s = t0, load_s
                 self._text_queue.append(job)
                 self._wake.notify()
@@ -408,8 +417,9 @@ class Engine:
 
     # -- checks and loading ----------------------------------------------------------------
 
-    def _check(self, req) -> tuple[str, SequenceGroup | None]:
-        """Validate a request before it is queued; for text, its sequence group."""
+    def _check(self, req) -> tuple[str, SequenceGroup | None, ConditionJudge | None]:
+        """Validate a request before it is queued; for text, its sequence group and, when it
+        reranks, the judge of its conditions (fitted here, on the loader thread, the first time)."""
         if not isinstance(req.n, int) or req.n < 1:
             raise InvalidInput(f"n must be an integer >= 1, got {req.n!r}")
         if req.n > self.max_batch:
@@ -425,17 +435,55 @@ class Engine:
             sampling = req.sampling
             if req.guidance != 1.0:
                 sampling = dataclasses.replace(sampling, guidance=req.guidance)
-            group = entry.generator.prepare(req.prompt, req.n, req.cond, sampling)
+            reranks = self._reranks(entry, req)
+            draws = req.n * req.rerank if reranks else req.n
+            group = entry.generator.prepare(req.prompt, draws, req.cond, sampling)
             if group.width > self.max_batch:
-                raise InvalidInput(f"n is {req.n} with guidance, which takes two rows per sample; this "
-                                   f"server decodes at most {self.max_batch} rows, so n can be at most "
-                                   f"{self.max_batch // 2}")
-            return "text", group
+                raise InvalidInput(self._too_wide(req, group, reranks))
+            return "text", group, self._judge(entry) if reranks else None
         if entry.kind != "image":
             raise InvalidInput(f"{req.model!r} is a text run: ask for text instead of images")
         entry.generator.label_ids(req.n, req.cond)  # an unknown class fails here, before queueing
         entry.generator.check_options(req.options)
-        return "image", None
+        return "image", None, None
+
+    def _too_wide(self, req: TextRequest, group: SequenceGroup, reranks: bool) -> str:
+        """Why a request takes more rows than a batch has, and what fits."""
+        why = [f"rerank {req.rerank}, which draws {req.rerank} candidates per sample"] if reranks else []
+        if group.guided:
+            why.append("guidance, which takes two rows per sample")
+        per_sample = group.width // req.n
+        if reranks and per_sample > self.max_batch:
+            fits = f"so rerank can be at most {self.max_batch // (per_sample // req.rerank)}"
+        elif reranks:
+            fits = f"so n can be at most {self.max_batch // per_sample} (or lower rerank)"
+        else:
+            fits = f"so n can be at most {self.max_batch // per_sample}"
+        return (f"n is {req.n} with {' and '.join(why)}: {group.width} rows; this server decodes at most "
+                f"{self.max_batch} rows, {fits}")
+
+    def _reranks(self, entry: Loaded, req: TextRequest) -> bool:
+        """Whether ``req`` reranks: ``rerank`` above 1 with conditions asked (without, it is 1); a
+        run without conditions is refused, as there is nothing to judge."""
+        if check_candidates(req.rerank, "rerank") == 1:
+            return False
+        if not entry.generator.cond_columns:
+            raise InvalidInput(f"run {req.model!r} has no text conditions to judge: rerank needs a "
+                               "conditional text run (leave rerank at 1)")
+        return bool(req.cond)
+
+    def _judge(self, entry: Loaded) -> ConditionJudge:
+        """The judge of a loaded run's conditions: fitted on its train split the first time a request
+        reranks, on the loader thread (the caller waits; the decode loop never does), and kept with
+        the loaded run, so it is dropped when the run is."""
+        with self._lock:
+            future = entry.judge
+            if future is None or (future.done() and future.exception() is not None):  # none, or failed: fit
+                try:
+                    future = entry.judge = self._load_pool.submit(judge_for_run, self.ws, entry.name)
+                except RuntimeError:  # the loader is shut down: so is the engine
+                    raise EngineUnavailable("the engine is shutting down") from None
+        return future.result()
 
     def _entry(self, name: str) -> Loaded | None:
         """The loaded run ``name``, or None; never loads."""
@@ -764,6 +812,8 @@ class Engine:
         job.texts[i] += chunk.text
         if chunk.finish_reason:
             job.finish[i] = chunk.finish_reason
+        if job.judge is not None:  # a candidate: held back until the judge has chosen (_end)
+            return
         tokens = None
         if job.req.logprobs is not None:
             tokens, job.pending_tokens[i] = job.pending_tokens[i], []
@@ -776,21 +826,36 @@ class Engine:
                 self._emit(job, chunk)
         entry.batch.remove(group)
         self._release(entry, job.req.keep_alive)
+        req = job.req
+        finish = [f or ("length" if status == "ok" else status) for f in job.finish]
+        kept = range(group.n)
+        if job.judge is not None:  # the picks go out whole, as samples 0..n-1, in the order drawn
+            try:
+                kept = job.judge.choose(job.texts, req.cond, req.n)
+            except Exception as e:  # noqa: BLE001 - this request's failure, not its batch's
+                self._post(job.handle, RuntimeError(f"reranking failed: {type(e).__name__}: {e}"))
+                return
+            for index, i in enumerate(kept):
+                tokens = job.pending_tokens[i] if req.logprobs is not None else None
+                self._post(job.handle, TextEvent(index, job.texts[i], finish[i], tokens))
         done = time.perf_counter()
+        first = job.first_token
+        if job.judge is not None and first is not None:
+            first = done  # reranked: the first text goes out now, with the judge's picks
         completion = group.completion_tokens
         with self._lock:
             self.tokens_generated += completion
-        req = job.req
         result = Result(
-            id=job.handle.id, model=req.model, status=status, texts=job.texts,
-            finish_reasons=[f or ("length" if status == "ok" else status) for f in job.finish],
+            id=job.handle.id, model=req.model, status=status, texts=[job.texts[i] for i in kept],
+            finish_reasons=[finish[i] for i in kept],
             prompt_tokens=group.prompt_tokens,
             completion_tokens=completion, queued_s=job.started - job.submitted,
             load_s=job.load_s, prefill_s=job.prefill_s,
-            ttft_s=None if job.first_token is None else job.first_token - job.submitted,
+            ttft_s=None if first is None else first - job.submitted,
             total_s=done - job.submitted, peak_batch=group.peak_batch)
         row = {"endpoint": req.endpoint, "prompt": req.prompt, "key_id": req.key_id,
-               "options": {**req.options, "n": req.n, "cond": req.cond or {}},
+               "options": {**req.options, "n": req.n, "cond": req.cond or {},
+                           **({"rerank": req.rerank} if job.judge is not None else {})},
                "output": {"texts": result.texts, "finish_reasons": result.finish_reasons}}
         if status == "timeout":
             row["error"] = f"deadline of {req.timeout or self.timeout:g} s passed"

@@ -28,6 +28,7 @@ from aigc.data.textstream import encode_records, eval_windows
 from aigc.data.tokenizers import cond_token
 from aigc.errors import InvalidInput
 from aigc.metrics import text as tm
+from aigc.rerank import ConditionJudge, RerankedGenerator, check_candidates
 from aigc.runs import load, read_spec
 from aigc.tasks import nll_sum
 from aigc.workspace import Workspace, now, write_json_atomic
@@ -53,8 +54,7 @@ def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | 
     """
     if read_spec(Path(ws.get_run(name)["path"]))["modality"] == "image":
         return evaluate_images(ws, name, n_samples=n_samples or 500, seed=seed, steps=steps, guidance=guidance)
-    if isinstance(rerank, bool) or not isinstance(rerank, int) or rerank < 1:
-        raise InvalidInput(f"rerank must be a whole number >= 1 (1 = no reranking), got {rerank!r}")
+    check_candidates(rerank, "rerank")
     if not isinstance(cond_samples, int) or cond_samples < 0:
         raise InvalidInput(f"cond_samples must be a whole number >= 0 (0 skips conditional accuracy), got {cond_samples!r}")
     n_samples = n_samples or 32
@@ -120,8 +120,6 @@ def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | 
         result["conditional"] = conditional_report(gen, train_records, records, cols, samples=cond_samples,
                                                    max_new_tokens=max_new_tokens, **sampling)
         if rerank > 1:
-            from aigc.rerank import ConditionJudge, RerankedGenerator
-
             reranker = RerankedGenerator(gen, ConditionJudge.fit(train_records, cols, seed=1), rerank)
             result["conditional_reranked"] = {"candidates": rerank, **conditional_report(
                 reranker, train_records, records, cols, samples=cond_samples, max_new_tokens=max_new_tokens,

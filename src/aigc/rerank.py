@@ -49,12 +49,23 @@ class ConditionJudge:
             total += np.log(np.clip(clf.predict_proba(cut)[:, column], 1e-12, None))
         return total
 
-    def pick(self, texts: Sequence[str], cond: dict[str, str], n: int) -> list[str]:
-        """The ``n`` texts judged most surely on ``cond``, in the order they were drawn."""
+    def choose(self, texts: Sequence[str], cond: dict[str, str], n: int) -> list[int]:
+        """The indices of the ``n`` texts judged most surely on ``cond``, in the order they were drawn."""
         if not 1 <= n <= len(texts):
             raise InvalidInput(f"n must be between 1 and the {len(texts)} candidates, got {n}")
         order = np.argsort(-self.scores(texts, cond), kind="stable")[:n]  # ties: the earlier draw
-        return [texts[i] for i in sorted(order)]
+        return sorted(int(i) for i in order)
+
+    def pick(self, texts: Sequence[str], cond: dict[str, str], n: int) -> list[str]:
+        """The ``n`` texts judged most surely on ``cond``, in the order they were drawn."""
+        return [texts[i] for i in self.choose(texts, cond, n)]
+
+
+def check_candidates(value: Any, name: str = "candidates") -> int:
+    """``value`` if it is a whole number of candidates per sample (>= 1; 1 = no reranking)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{name} must be a whole number >= 1 (1 = no reranking), got {value!r}")
+    return value
 
 
 def generate_reranked(gen, prompt: str = "", *, n: int = 1, cond: dict[str, str] | None = None,
@@ -65,8 +76,7 @@ def generate_reranked(gen, prompt: str = "", *, n: int = 1, cond: dict[str, str]
     included), so the result is as deterministic as generation itself. Without conditions there is
     nothing to judge and ``n`` samples are drawn as usual.
     """
-    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-        raise InvalidInput(f"candidates must be a whole number >= 1 (1 = no reranking), got {candidates!r}")
+    check_candidates(candidates)
     if not cond or candidates == 1:
         return gen.generate(prompt, n=n, cond=cond, **sampling)
     drawn = gen.generate(prompt, n=n * candidates, cond=cond, **sampling)

@@ -33,8 +33,9 @@ def key_id_of(request: Request) -> str | None:
     return request.scope.get("state", {}).get("key_id")
 
 
-def check_limits(request: Request, prompt: str, max_tokens: int | None, n: int, param: str = "max_tokens") -> int:
-    """The prompt-length, max_tokens and n caps; returns the max_tokens to use."""
+def check_limits(request: Request, prompt: str, max_tokens: int | None, n: int, param: str = "max_tokens",
+                 rerank: int = 1) -> int:
+    """The prompt-length, max_tokens and n caps (n x rerank samples drawn); returns the max_tokens to use."""
     s = settings_of(request)
     if len(prompt) > s.max_prompt_chars:
         raise with_param(InvalidInput(f"the prompt is {len(prompt)} characters; this server takes at most "
@@ -44,6 +45,10 @@ def check_limits(request: Request, prompt: str, max_tokens: int | None, n: int, 
         raise with_param(InvalidInput(f"{param} is {tokens}; this server allows at most {s.max_tokens}"), param)
     if n > s.max_batch:
         raise with_param(InvalidInput(f"n is {n}; this server makes at most {s.max_batch} per request"), "n")
+    if n * rerank > s.max_batch:
+        raise with_param(InvalidInput(f"n {n} x rerank {rerank} is {n * rerank} samples to draw; this "
+                                      f"server draws at most {s.max_batch} per request: lower rerank or n"),
+                         "rerank")
     return min(tokens, s.max_tokens)
 
 
@@ -60,6 +65,17 @@ def guidance(value: float | None) -> dict[str, float]:
     if "guidance" not in {f.name for f in dataclasses.fields(TextRequest)}:
         raise with_param(InvalidInput("guidance is not supported by this engine: leave it out"), "guidance")
     return {"guidance": value}
+
+
+def rerank(value: int | None, stream: bool) -> dict[str, int]:
+    """The ``rerank`` keyword of a :class:`TextRequest` when the body asks for candidates (none or
+    1: no reranking). The judge reads whole samples, so nothing can stream before it has chosen."""
+    if value is None or value == 1:
+        return {}
+    if stream:
+        raise with_param(InvalidInput(f"rerank {value} picks among whole samples once all are drawn, so it "
+                                      'cannot stream: send "stream": false, or leave rerank out'), "rerank")
+    return {"rerank": value}
 
 
 def printable(text: str | None) -> str | None:

@@ -3,8 +3,8 @@
 Unknown fields are refused (as OpenAI's API does: "Unrecognized request argument"), so a typo
 in an option is an error instead of being silently ignored. OpenAI parameters we do not
 implement are accepted only at their neutral value (``presence_penalty=0``, ``echo=False``...).
-Our extras (``cond``, ``top_k``, ``repetition_penalty``, ``guidance``, ``label``...) go in the
-same body; the official client sends them with ``extra_body=``.
+Our extras (``cond``, ``top_k``, ``repetition_penalty``, ``guidance``, ``rerank``, ``label``...) go in
+the same body; the official client sends them with ``extra_body=``.
 
 Every body is a :class:`Strict` model, which refuses two kinds of JSON that parse but are not
 values a model can use: text UTF-8 cannot encode (``"\ud800"``, a lone surrogate, is legal JSON;
@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 Stop = str | Annotated[list[str], Field(min_length=1, max_length=4)] | None
 GUIDANCE_MAX = 20.0  # classifier-free guidance scale; 1 = none, well-behaved values are a few units
+RERANK_MAX = 16  # candidates per sample (aigc.rerank); each costs a sample's tokens
 
 
 def unencodable(value: Any, path: tuple = ()) -> tuple[tuple, str, int] | None:
@@ -84,6 +85,7 @@ class _Sampling(Strict):
     repetition_penalty: float = Field(1.0, gt=0, le=10)
     cond: dict[str, str] | None = None
     guidance: float | None = Field(None, gt=0, le=GUIDANCE_MAX)  # classifier-free guidance on cond; 1 = none
+    rerank: int | None = Field(None, ge=1, le=RERANK_MAX)  # candidates per sample judged on cond; 1 = none
     timeout: float | None = Field(None, gt=0, le=3600)
 
     @field_validator("stop")
@@ -188,6 +190,7 @@ class GenerateRequest(Strict):
     prompt: str = ""
     cond: dict[str, str] | None = None
     guidance: float | None = Field(None, gt=0, le=GUIDANCE_MAX)  # classifier-free guidance on cond; 1 = none
+    rerank: int | None = Field(None, ge=1, le=RERANK_MAX)  # candidates per sample judged on cond; 1 = none
     stream: bool = True
     options: GenerateOptions = Field(default_factory=GenerateOptions)
     keep_alive: float | str | None = None  # seconds, or "5m"; 0 unloads after the request, < 0 keeps forever

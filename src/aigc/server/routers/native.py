@@ -17,7 +17,8 @@ from aigc import logbook
 from aigc.engine import Result, TextEvent, TextRequest
 from aigc.errors import InvalidInput, NotFound
 from aigc.generation import Sampling
-from aigc.server.common import check_limits, drain, guidance, settings_of, shared, stops, submit, with_param
+from aigc.server.common import (check_limits, drain, guidance, rerank, settings_of, shared, stops, submit,
+                                with_param)
 from aigc.server.schemas import FeedbackRequest, GenerateRequest
 from aigc.workspace import now
 
@@ -160,13 +161,14 @@ def _final(result: Result, model: str, response: str = "") -> dict[str, Any]:
 @router.post("/generate")
 async def generate(body: GenerateRequest, request: Request):
     o = body.options
-    tokens = check_limits(request, body.prompt, o.num_predict, 1, "num_predict")
+    candidates = rerank(body.rerank, body.stream)
+    tokens = check_limits(request, body.prompt, o.num_predict, 1, "num_predict", candidates.get("rerank", 1))
     req = TextRequest(model=body.model, prompt=body.prompt, cond=body.cond,
                       sampling=Sampling(max_new_tokens=tokens, temperature=o.temperature, top_k=o.top_k or None,
                                         top_p=None if o.top_p >= 1 else o.top_p,
                                         repetition_penalty=o.repeat_penalty, stop=stops(o.stop), seed=o.seed),
                       timeout=body.timeout, keep_alive=_keep_alive(body.keep_alive), endpoint="/api/generate",
-                      options=o.model_dump(exclude_none=True), **guidance(body.guidance))
+                      options=o.model_dump(exclude_none=True), **guidance(body.guidance), **candidates)
     handle, events = await submit(request, req)
     if not body.stream:
         result = await drain(handle, events)

@@ -2,9 +2,9 @@
 ``/v1/images/generations``. The official ``openai`` client works against them unchanged.
 
 Our runs are not chat-tuned: a chat request's prompt is its messages' contents, one per line, in
-order, and the answer is the run's continuation. Conditions (``cond``), ``top_k`` and
-``repetition_penalty`` are extras in the body (``extra_body=`` in the client). The response
-``id`` is the generation's id in the log, so feedback can refer to it.
+order, and the answer is the run's continuation. Conditions (``cond``), ``top_k``,
+``repetition_penalty``, ``guidance`` and ``rerank`` are extras in the body (``extra_body=`` in the
+client). The response ``id`` is the generation's id in the log, so feedback can refer to it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from aigc.engine import ImageRequest, Result, TextEvent, TextRequest
 from aigc.errors import InvalidInput
 from aigc.generation import Sampling
-from aigc.server.common import (check_limits, drain, engine_of, flat, guidance, settings_of, shared, sse, sse_stream,
-                                stops, submit, with_param)
+from aigc.server.common import (check_limits, drain, engine_of, flat, guidance, rerank, settings_of, shared,
+                                sse, sse_stream, stops, submit, with_param)
 from aigc.server.schemas import ChatRequest, CompletionRequest, ImageGenerationRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -62,15 +62,16 @@ def _epoch(iso: str) -> int:
 
 def _text_request(request: Request, body, prompt: str, max_tokens: int | None, endpoint: str,
                   top_logprobs: int | None) -> TextRequest:
-    tokens = check_limits(request, prompt, max_tokens, body.n,
-                          "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens")
+    candidates = rerank(body.rerank, body.stream)
+    param = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
+    tokens = check_limits(request, prompt, max_tokens, body.n, param, candidates.get("rerank", 1))
     sampling = Sampling(max_new_tokens=tokens, temperature=body.temperature, top_k=body.top_k or None,
                         top_p=None if body.top_p >= 1 else body.top_p, repetition_penalty=body.repetition_penalty,
                         stop=stops(body.stop), seed=body.seed)
     options = body.model_dump(exclude={"prompt", "messages", "model"}, exclude_none=True)
     return TextRequest(model=body.model, prompt=prompt, cond=body.cond, n=body.n, sampling=sampling,
                        logprobs=top_logprobs, timeout=body.timeout, endpoint=endpoint, options=options,
-                       **guidance(body.guidance))
+                       **guidance(body.guidance), **candidates)
 
 
 def _reason(reason: str | None) -> str:
