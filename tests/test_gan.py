@@ -13,7 +13,7 @@ from image_steering import obeyed, train_on_halves
 from safetensors.torch import load_model, save_model
 
 from aigc.errors import InvalidInput
-from aigc.models.gan import GAN, SPREAD_WARNING, CollapseWarning, cutout, nn_score, translate
+from aigc.models.gan import GAN, SPREAD_WARNING, CollapseWarning, cutout, mode_seeking, nn_score, translate
 from aigc.models.registry import config_from_dict
 
 
@@ -235,6 +235,22 @@ def test_minibatch_std_sees_a_collapsed_group_and_never_mixes_groups():
     assert all(torch.isfinite(torch.tensor(h["d_loss"])) for h in losses)
 
 
+def test_mode_seeking_charges_a_generator_that_ignores_its_noise():
+    z = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    varied = bars(8)[0]
+    same = varied[:1].repeat(8, 1, 1, 1)  # one image whatever the noise
+    labels = torch.zeros(8, dtype=torch.long)
+    assert float(mode_seeking(same, z, labels)) > 1000 * float(mode_seeking(varied, z, labels))
+    # only pairs of one class count: (0, 1) differ in class, so a collapsed pair there is not charged
+    mixed = torch.cat([same[:2], varied[2:]])
+    assert float(mode_seeking(mixed, z, torch.tensor([0, 1, 0, 0, 0, 0, 0, 0]))) == pytest.approx(
+        float(mode_seeking(varied[2:], z[2:], labels[2:])))
+    assert float(mode_seeking(same, z, torch.tensor([0, 1] * 4))) == 0.0  # no pair shares a class
+    # and the term trains: a model with it takes steps with finite losses
+    hist = train(make_gan(num_classes=2, diversity=1.0), 4)
+    assert all(math.isfinite(h["g_loss"]) for h in hist)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -246,6 +262,7 @@ def test_minibatch_std_sees_a_collapsed_group_and_never_mixes_groups():
         (dict(augment="translation,color"), "augment takes a comma-separated list of translation, cutout"),
         (dict(r1_gamma=-1.0), "r1_gamma must be >= 0"),
         (dict(d_lr_ratio=0.0), "d_lr_ratio must be > 0"),
+        (dict(diversity=-1.0), "diversity must be >= 0"),
     ],
 )
 def test_bad_configs_are_refused(overrides, message):
