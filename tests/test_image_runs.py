@@ -62,6 +62,7 @@ def test_gan_progress_metrics_and_exact_resume(image_ws):
     assert all(torch.equal(a[k], b[k]) for k in a), "both optimizers and the RNG were restored"
     metrics = (runs / "gan-straight" / "metrics.jsonl").read_text()
     assert "d_loss" in metrics and "g_loss" in metrics
+    assert '"images_per_s"' in metrics and "tokens_per_s" not in metrics  # throughput in the data's unit
 
 
 def test_a_gan_run_keeps_its_best_scored_checkpoint_not_its_latest(image_ws):

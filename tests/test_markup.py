@@ -97,3 +97,28 @@ def test_logs_of_remote_clients_print_verbatim(tmp_path):
     assert r.exit_code == 0, r.output
     for shown in ("[/note] hi", "[bold]ok", ":smile: [link=http://x]", "[/b] end"):
         assert shown in r.stdout
+
+
+def test_our_warnings_print_as_one_line_and_others_pass_through(monkeypatch):
+    import io
+    import warnings
+
+    from rich.console import Console
+
+    from aigc.cli import common
+    from aigc.models.gan import CollapseWarning
+
+    out = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=out, width=200, color_system=None))
+    passed = []
+
+    def command() -> None:
+        warnings.warn("samples of a class vary 0.10x [bold]as much[/bold]", CollapseWarning, stacklevel=2)
+        warnings.warn("not ours", DeprecationWarning, stacklevel=2)
+
+    monkeypatch.setattr(warnings, "showwarning", lambda *a, **k: passed.append(str(a[0])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        common.guard(command)()
+    assert out.getvalue() == "warning: samples of a class vary 0.10x [bold]as much[/bold]\n"  # one line, verbatim
+    assert passed == ["not ours"]  # another package's warning goes to the handler that was there

@@ -164,9 +164,10 @@ def open_run(page, name: str) -> None:
     page.wait_for_selector("#run-view")
 
 
-def cell(page, section: str, row: str, col: str | None = None) -> str:
-    """The text of a row's value (or of its column ``col``) in an evaluation section."""
-    rows = page.locator(f"#eval [data-section={section}] tr[data-key]")
+def cell(page, section: str, row: str, col: str | None = None, view: str = "#eval") -> str:
+    """The text of a row's value (or of its column ``col``) in a section of an evaluation (or of
+    another ``view`` drawn the same way, the dataset card)."""
+    rows = page.locator(f"{view} [data-section={section}] tr[data-key]")
     keys = [rows.nth(i).get_attribute("data-key") for i in range(rows.count())]
     assert row in keys, f"no row {row!r} in section {section!r}: {keys}"
     return rows.nth(keys.index(row)).locator(f"td[data-col={col}]" if col else "td").first.text_content()
@@ -235,6 +236,23 @@ def test_user_data_on_the_run_page_is_text_never_markup(run_page):
     run_page.click("button[data-tab=play]")  # the playground's condition menu lists it as text too
     run_page.select_option("#run-select", "t")
     assert MARKUP in run_page.locator("#cond-box select[data-cond=fruit] option").all_text_contents()
+    assert run_page.evaluate("window.__pwned") is None
+
+
+def test_dataset_card_shows_as_tables_with_user_values_as_text(run_page, evaluated_ws):
+    import json
+
+    card = json.loads((evaluated_ws.dataset_path("fruit") / "card.json").read_text(encoding="utf-8"))
+    run_page.click("button[data-tab=datasets]")
+    run_page.click("#datasets-table tbody tr:has(td:text-is('fruit'))")
+    run_page.wait_for_selector("#card")
+    assert cell(run_page, "overview", "text_column", view="#card") == "text"
+    for key in ("read", "kept", "train", "val", "test"):
+        assert cell(run_page, "counts", key, view="#card") == js_number(card["counts"][key])
+    stats = card["condition_stats"]["fruit"]
+    assert cell(run_page, "condition_stats", "fruit", "cardinality", view="#card") == js_number(stats["cardinality"]) == "2"
+    assert MARKUP in run_page.text_content("#card [data-section=conditions]")  # a value, shown as text
+    assert run_page.locator("#card pre").count() == 0  # no raw JSON left on the page
     assert run_page.evaluate("window.__pwned") is None
 
 

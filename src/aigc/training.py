@@ -30,6 +30,8 @@ from torch import Tensor, nn
 from aigc.errors import AigcError, InvalidInput
 
 WARMUP_SHARE_OF_BUDGET = 0.2
+# metrics.jsonl names the throughput in the task's unit (TrainState.unit)
+RATE_KEYS = {"tok": "tokens_per_s", "img": "images_per_s"}
 MIN_IMPROVEMENT = 1e-4  # nats: smaller validation gains do not reset early-stopping patience
 
 
@@ -433,7 +435,7 @@ def fit(
                 state.eta_s = _eta(state, cfg, sum(recent) / len(recent))
                 if state.step % 10 == 0 or state.step == cfg.max_steps:
                     log({"step": state.step, "time": round(state.elapsed, 2), "train_loss": state.train_loss,
-                         "lr": state.lr, "tokens_per_s": round(state.tokens_per_s),
+                         "lr": state.lr, RATE_KEYS.get(state.unit, f"{state.unit}_per_s"): round(state.tokens_per_s),
                          **{k: v for k, v in state.extra.items() if k != "loss"}})
                     loss_acc, loss_n = 0.0, 0
                 _emit(callbacks, "on_step", state)

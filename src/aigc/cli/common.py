@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -52,13 +53,29 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _one_line_warning(fallback: Callable[..., Any]) -> Callable[..., Any]:
+    """A ``warnings.showwarning`` that prints our own warnings (a category defined in ``aigc``,
+    e.g. the GAN's CollapseWarning) as one ``warning: ...`` line on stderr, not file, line and
+    source; any other package's warnings go to ``fallback``."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.split(".")[0] == "aigc":
+            err.print(Text.assemble(("warning:", "yellow"), f" {message}"))
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def guard(fn: F) -> F:
     """Turn domain and file errors into ``error: ...`` on stderr and exit code 2; Ctrl-C into 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning(warnings.showwarning)
+                return fn(*args, **kwargs)
         except AigcError as e:
             err.print(Text.assemble(("error:", "red"), f" {e}"))
             raise typer.Exit(2) from None

@@ -292,15 +292,6 @@ async function generate() {
 
 // -- runs, datasets, log ----------------------------------------------------------------------------
 
-function kv(obj) {
-  const dl = el("dl", { class: "kv" });
-  for (const [k, v] of Object.entries(obj || {})) {
-    if (v === null || typeof v === "object") continue;
-    dl.append(el("dt", {}, k), el("dd", {}, typeof v === "number" ? Number(v.toFixed ? v.toFixed(4) : v) : v));
-  }
-  return dl;
-}
-
 // -- run page: loss curve, evaluation tables, sample grids ------------------------------------------
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -397,6 +388,16 @@ function evalView(ev) {
   if (about.length) view.append(evalSection("overview", Object.fromEntries(about), 1));
   if (figures.length) view.append(evalSection("metrics", Object.fromEntries(figures), 1));
   for (const [k, v] of entries) if (!isScalar(v)) view.append(evalSection(k, v, 1));
+  return view;
+}
+
+// A dataset card the way an evaluation shows: its plain facts, then each nested part as tables.
+function cardView(card) {
+  const entries = Object.entries(card);
+  const facts = entries.filter(([, v]) => isScalar(v) || (Array.isArray(v) && v.every(isScalar)));
+  const view = el("div", { id: "card" });
+  if (facts.length) view.append(evalSection("overview", Object.fromEntries(facts), 1));
+  for (const [k, v] of entries) if (!facts.some(([f]) => f === k)) view.append(evalSection(k, v, 1));
   return view;
 }
 
@@ -550,12 +551,7 @@ async function loadRunsPage() {
 
 async function showDataset(name) {
   const ds = await (await api(`/api/datasets/${encodeURIComponent(name)}`)).json();
-  const card = ds.card || {};
-  const detail = el("div", { class: "detail" }, el("h3", {}, `${t("ds.card")}: ${name}`), kv(card),
-    el("pre", { class: "muted" }, JSON.stringify(card.counts || {}, null, 1)));
-  for (const key of ["class_histogram", "classes", "cond_columns", "columns"]) {
-    if (card[key]) detail.append(el("div", {}, el("b", {}, key + ": "), JSON.stringify(card[key])));
-  }
+  const detail = el("div", { class: "detail" }, el("h3", {}, `${t("ds.card")}: ${name}`), cardView(ds.card || {}));
   if (ds.has_preview) {
     const img = el("img", { class: "sheet", alt: "preview" });
     detail.append(el("h4", {}, t("ds.preview")), img);
