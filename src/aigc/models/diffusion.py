@@ -68,9 +68,10 @@ class DiffusionConfig:
     sample_steps: int = 50  # default DDIM steps of sample() and sdedit()
     # default classifier-free guidance scale; 1.0 = plain conditional sampling. Higher trades
     # recall for conditional accuracy and precision (benchmarks/image_train.py sweeps it). 2, not
-    # 3: the `small` runs of benchmarks/robustness_images.py (300 s, 2 threads) evaluated again at
-    # 2 gave Fashion-MNIST FID 8.4 / recall 0.60 / conditional accuracy 0.92 against 9.3 / 0.49 /
-    # 0.98 at 3, and digits 11.6 / 0.66 / 1.00 against 16.0 / 0.51 / 1.00
+    # 3: benchmarks/results/robustness_images_diffusion.json (guidance 2) against
+    # robustness_images.json (guidance 3), `small`, 300 s, 2 threads: Fashion-MNIST FID 8.4 /
+    # recall 0.60 / conditional accuracy 0.92 against 9.3 / 0.49 / 0.98; digits 10.6 / 0.70 / 1.00
+    # against 16.0 / 0.51 / 1.00
     guidance: float = 2.0
 
 
@@ -83,8 +84,8 @@ class Diffusion(nn.Module):
         "tiny": dict(base_channels=8, levels=2, norm_num_groups=4, sample_steps=4, **V_MIN_SNR),
         # CPU minutes on 28-32 px: widths (16, 32, 64), 0.62 M parameters, no mid-block attention.
         # Most of a small UNet's time is its full-resolution convs, so the narrow first level and
-        # one more halving buy speed and reach: on Fashion-MNIST, 300 s each on one shared core,
-        # it took 793 steps to the former widths (32, 64)'s 340 and scored FID 26 / conditional
+        # one more halving buy speed and reach: on Fashion-MNIST, 300 s each on one shared core
+        # (a one-off comparison, not a committed benchmark), it took 793 steps to the former widths (32, 64)'s 340 and scored FID 26 / conditional
         # accuracy 0.93 / recall 0.36 against 92 / 0.53 / 0.23 (300 samples). 25 DDIM steps by
         # default, half the time of 50 for nearly the same images; --steps 50 buys the difference
         "small": dict(base_channels=16, levels=3, norm_num_groups=8, mid_attention=False, sample_steps=25,
