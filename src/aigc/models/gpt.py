@@ -206,7 +206,12 @@ class GPT(nn.Module):
     supports_cache = True
     PRESETS = {
         "tiny": dict(block_size=64, n_layer=2, n_head=2, n_embd=32),  # tests: trains in seconds
-        "small": dict(block_size=128, n_layer=4, n_head=4, n_embd=192),  # CPU: minutes
+        # CPU: minutes. Width 128, not 192: a run of minutes on a CPU is short of steps, not of
+        # capacity. One thread each, two runs at once (one-off runs, not a committed benchmark):
+        # Chinese reviews (a 4,800-character vocabulary), 300 s: 314 steps to 207, val loss 4.27 against
+        # 5.31 nats/token, category accuracy of samples 0.64 against 0.15 (best of 8: 0.98 against
+        # 0.51); tinyshakespeare, 180 s: 369 steps to 197, val loss 1.77 against 1.91.
+        "small": dict(block_size=128, n_layer=4, n_head=4, n_embd=128),
         "base": dict(block_size=512, n_layer=8, n_head=8, n_embd=512),  # a GPU
     }
     # Training defaults per preset (any of them can be overridden on the command line).
