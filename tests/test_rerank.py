@@ -54,6 +54,8 @@ def test_pick_keeps_the_order_drawn_and_ignores_columns_it_cannot_judge(judge):
     scores = judge.scores(texts, {"topic": "tea"})
     assert scores[0] > scores[1] and scores[2] > scores[3]
     assert (judge.scores(texts, {"topic": "never-seen"}) == 0).all()
+    # a value typed full-width (a Chinese input method) is judged as the generator reads it: NFKC
+    assert (judge.scores(texts, {"topic": "ｔｅａ"}) == scores).all()
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(candidates=0), "candidates"), (dict(candidates=True), "candidates")])

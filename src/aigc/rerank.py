@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from aigc.data.clean import clean_text
 from aigc.data.dataset import TextRecord
 from aigc.errors import InvalidInput
 from aigc.metrics import text as tm
@@ -38,14 +39,21 @@ class ConditionJudge:
 
     def scores(self, texts: Sequence[str], cond: dict[str, str]) -> np.ndarray:
         """(N,) summed log-probability, over the columns of ``cond`` the judge knows, that each text
-        has the asked value; a value no classifier knows adds nothing (it cannot be judged)."""
+        has the asked value; a value no classifier knows adds nothing (it cannot be judged). A value
+        is looked up as given, then cleaned as ingest cleans text (NFKC: full-width letters from a
+        Chinese input method), as the generator cleans it before it names a control token."""
         total = np.zeros(len(texts))
         cut = [t[: tm.CLASSIFY_CHARS] for t in texts]
         for col, value in cond.items():
             clf = self.classifiers.get(col)
-            if clf is None or str(value) not in clf.classes_ or not texts:
+            if clf is None or not texts:
                 continue
-            column = list(clf.classes_).index(str(value))
+            value = str(value)
+            if value not in clf.classes_:
+                value = clean_text(value, normalize=True)
+            if value not in clf.classes_:
+                continue
+            column = list(clf.classes_).index(value)
             total += np.log(np.clip(clf.predict_proba(cut)[:, column], 1e-12, None))
         return total
 
