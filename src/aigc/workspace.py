@@ -7,6 +7,7 @@ Layout under the root (``$AIGC_HOME``, default ``~/.aigc``)::
     generations/<id>/     images made by the server (their paths are in the generations table)
     datasets/<name>/      one ingested dataset (train/val/test files + card.json)
     runs/<name>/          one training run (checkpoints, metrics, export, eval)
+    bases/<name>/         a pretrained base de-quantized from GGUF (a folder base stays where it is)
     tmp/                  staging area: everything is written here first, then renamed
 
 This module knows paths and rows. It knows nothing about what is inside a dataset or a run.
@@ -117,6 +118,27 @@ api_keys_table = sa.Table(
 )
 
 
+# Pretrained bases (aigc.pretrained.bases): where each is and what it is.
+bases_table = sa.Table(
+    "bases",
+    metadata,
+    sa.Column("name", sa.String(80), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # folder | gguf | bundled
+    sa.Column("source", sa.Text, nullable=False),  # what the user gave: a path or a bundled name
+    sa.Column("path", sa.Text, nullable=False),  # the transformers folder it loads from
+    sa.Column("architecture", sa.String(200), nullable=False),
+    sa.Column("model_type", sa.String(100), nullable=False),
+    sa.Column("params", sa.BigInteger, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("context_length", sa.Integer, nullable=True),
+    sa.Column("chat_template", sa.Boolean, nullable=False),
+    sa.Column("licence", sa.Text, nullable=True),
+    sa.Column("quantization", sa.String(32), nullable=True),
+    sa.Column("extra", sa.Text, nullable=False, default="{}"),  # JSON
+    sa.Column("created_at", sa.String(40), nullable=False),
+)
+
+
 def _m001_initial(conn: Connection) -> None:
     for table in (datasets_table, runs_table):
         table.create(conn, checkfirst=True)
@@ -127,10 +149,15 @@ def _m002_serving(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _m003_bases(conn: Connection) -> None:
+    bases_table.create(conn, checkfirst=True)
+
+
 # Append-only: never edit or reorder an entry that has shipped; add a new one instead.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_serving", _m002_serving),
+    ("m003_bases", _m003_bases),
 ]
 
 
@@ -175,7 +202,7 @@ class Workspace:
         self.root = Path(root).expanduser() if root else default_root()
         if self.root.exists() and not self.root.is_dir():
             raise InvalidInput(f"workspace {self.root} is a file, not a folder: pass another --workspace")
-        for sub in ("datasets", "runs", "tmp"):
+        for sub in ("datasets", "runs", "bases", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.engine = self._open_catalog()
 
@@ -197,6 +224,9 @@ class Workspace:
 
     def run_path(self, name: str) -> Path:
         return self.runs_dir / check_name(name, "run name")
+
+    def base_path(self, name: str) -> Path:
+        return self.root / "bases" / check_name(name, "base name")
 
     @contextmanager
     def staging(self, prefix: str = "stage") -> Iterator[Path]:
@@ -344,6 +374,40 @@ class Workspace:
         with self.engine.begin() as conn:
             conn.execute(runs_table.delete().where(runs_table.c.name == name))
         shutil.rmtree(self.run_path(name), ignore_errors=True)
+
+    # -- bases ---------------------------------------------------------------------------
+
+    def register_base(self, row: dict[str, Any]) -> None:
+        """Insert or replace the row of a base (see aigc.pretrained.bases.BaseInfo)."""
+        values = {c.name: row.get(c.name) for c in bases_table.columns if c.name != "created_at"}
+        values["extra"] = json.dumps(row.get("extra") or {}, ensure_ascii=False)
+        values["chat_template"] = bool(values["chat_template"])
+        with self.engine.begin() as conn:
+            conn.execute(bases_table.delete().where(bases_table.c.name == values["name"]))
+            conn.execute(bases_table.insert().values(**values, created_at=now()))
+
+    def get_base(self, name: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(bases_table).where(bases_table.c.name == name)).mappings().first()
+        if row is None:
+            known = ", ".join(b["name"] for b in self.list_bases()) or "none yet"
+            raise NotFound(f"unknown base {name!r} (known: {known}): see `aigc base list`, add one with `aigc base add PATH`")
+        return {**row, "extra": json.loads(row["extra"] or "{}")}
+
+    def has_base(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(bases_table.c.name).where(bases_table.c.name == name)).first() is not None
+
+    def list_bases(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(bases_table).order_by(bases_table.c.created_at)).mappings().all()
+        return [{**r, "extra": json.loads(r["extra"] or "{}")} for r in rows]
+
+    def delete_base(self, name: str, delete_files: bool) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(bases_table.delete().where(bases_table.c.name == name))
+        if delete_files:
+            shutil.rmtree(self.base_path(name), ignore_errors=True)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aigc.cli import data, demo, evaluate, generate, runs, serve, train
+from aigc.cli import base, data, demo, evaluate, generate, runs, serve, train
 from aigc.cli.common import guard
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command()(guard(demo.demo))
 app.command()(guard(serve.serve))
 app.command()(guard(serve.logs))
 app.add_typer(serve.keys_app, name="keys")
+app.add_typer(base.base_app, name="base")
 
 
 def main() -> None:
