@@ -68,10 +68,10 @@ class DiffusionConfig:
     sample_steps: int = 50  # default DDIM steps of sample() and sdedit()
     # default classifier-free guidance scale; 1.0 = plain conditional sampling. Higher trades
     # recall for conditional accuracy and precision (benchmarks/image_train.py sweeps it). 2, not
-    # 3: benchmarks/results/robustness_images_diffusion.json (guidance 2) against
-    # robustness_images.json (guidance 3), `small`, 300 s, 2 threads: Fashion-MNIST FID 8.4 /
-    # recall 0.60 / conditional accuracy 0.92 against 9.3 / 0.49 / 0.98; digits 10.6 / 0.70 / 1.00
-    # against 16.0 / 0.51 / 1.00
+    # 3: benchmarks/results/robustness_images.json, `small`, 300 s, 2 threads, at guidance 3 (the
+    # file as committed in 49aeea9) and at 2 (as now): Fashion-MNIST FID 9.3 / recall 0.49 /
+    # conditional accuracy 0.98 against 9.1 / 0.61 / 0.91; digits 16.0 / 0.51 / 1.00 against
+    # 10.5 / 0.71 / 1.00
     guidance: float = 2.0
 
 
