@@ -1,6 +1,6 @@
 """Image families on Fashion-MNIST under one wall-clock budget each, and a VAE beside its peer.
 
-For each family's `small` preset: train from scratch with `--time-budget` (default 600 s; a
+For each family's `small` preset: train from scratch with `--time-budget` (default 300 s; a
 vqvae's two stages, the VQ-VAE and its gpt prior over the codes, share that one budget), then
 `aigc eval` (domain-classifier FID, KID, precision, recall, conditional accuracy, seconds per
 1,000 samples) and a per-class sample grid in benchmarks/results/image_<family>.png.
@@ -12,7 +12,7 @@ Fashion-MNIST IDX files) for 2 epochs, against our `vae small` for 2 epochs of t
 images. The peer is unconditional, so ours is too (trained on the images without their labels):
 test loss on the official t10k, summed BCE + KL per image, both.
 
-    python benchmarks/image_train.py [--budget 600] [--families gan vae vqvae diffusion] [--samples 1000]
+    python benchmarks/image_train.py [--budget 300] [--families gan vae vqvae diffusion] [--samples 1000]
                                      [--examples /path/to/pytorch-examples] [--threads 2]
 
 Every row of the results file comes from this one invocation.
@@ -158,7 +158,7 @@ def _child(cmd: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--budget", type=float, default=600)
+    ap.add_argument("--budget", type=float, default=300)
     ap.add_argument("--families", nargs="+", default=["gan", "vae", "vqvae", "diffusion"])
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=None)

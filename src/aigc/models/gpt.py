@@ -47,8 +47,8 @@ class DecodeWeights(NamedTuple):
 
     Why transposed: ``x @ W`` against a contiguous (in, out) matrix is faster on a CPU than
     ``F.linear`` against the module's (out, in) weight: a whole batch-16 decode step of the small
-    gpt 1.12-1.14x, batch 1 unchanged, with bit-equal results at batch 16
-    (``benchmarks/decode_step.py`` measures both; results/decode_step.json).
+    gpt 1.03-1.06x at width 128 (1.12-1.14x at the former width 192), batch 1 about equal, with
+    bit-equal results at batch 16 (``benchmarks/decode_step.py`` measures both; results/decode_step.json).
     """
 
     layers: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]]
