@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import random
 import re
 import shlex
@@ -118,6 +119,8 @@ def cheap(args: list[str]) -> list[str] | None:
     args = list(args)
     if args[0] == "serve" or (args[0] == "eval" and "diffusion" in args[1]):
         return None
+    if args[:2] == ["base", "add"] and not args[2].startswith("./my-model"):
+        return None  # a GGUF file and Gemma (opt-in) are not here: tests/test_bases.py covers both ways
     if "--time-budget" in args:
         args[args.index("--time-budget") + 1] = "2s"
     if args[0] == "generate" and "diffusion" in args[1]:
@@ -220,3 +223,11 @@ def test_the_quick_start_runs_as_written(tmp_path, monkeypatch, capsys):
     run_all(serve)
     r = runner.invoke(app, ["logs", "--run", "reviews-gpt-small", "--json"])
     assert r.exit_code == 0 and '"/v1/chat/completions"' in r.stdout
+
+    # pretrained bases: a checkpoint folder at the README's path registers and lists
+    from test_bases import save_tiny
+
+    save_tiny(tmp_path / "my-model")
+    run_all(next(b for b in bash if ["aigc", "base", "list"] in b))
+    r = runner.invoke(app, ["base", "list", "--json"])
+    assert r.exit_code == 0 and any(b["name"] == "mine" and b["status"] == "ready" for b in json.loads(r.stdout))
