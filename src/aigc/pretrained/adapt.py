@@ -1,0 +1,142 @@
+"""Adapting a pretrained base to a business's data under the one training loop.
+
+:class:`AdaptedLM` puts a transformers causal LM under the loop's text contract,
+``forward(idx, targets=None) -> (logits, loss)`` with ``targets`` already shifted and -100 where
+no loss is taken (the prompt, padding), either with LoRA adapters (peft; the base frozen) or with
+every weight trainable (``full``). With LoRA its ``state_dict`` holds the adapters alone, so the
+loop's checkpoints and best weights are megabytes, not the whole base at every validation.
+:class:`SFTTask` gives the loop batches of packed, response-labelled blocks
+(:mod:`aigc.pretrained.formats`) and a validation loss over the val blocks.
+
+This module knows torch, transformers and peft; nothing about the workspace or surfaces.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aigc.errors import InvalidInput
+from aigc.pretrained.formats import IGNORE_INDEX, pack, tokenize_chat
+
+METHODS = ("lora", "full")
+
+
+class AdaptedLM(nn.Module):
+    """A base causal LM, adapted by LoRA (``method="lora"``) or in full (``"full"``)."""
+
+    modality = "text"
+
+    def __init__(self, base: nn.Module, method: str = "lora", *, r: int = 8, alpha: int = 16,
+                 dropout: float = 0.05, target_modules: str | Sequence[str] = "all-linear"):
+        super().__init__()
+        if method not in METHODS:
+            raise InvalidInput(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        if method == "lora":
+            if r < 1 or alpha <= 0 or not 0 <= dropout < 1:
+                raise InvalidInput(f"LoRA needs rank >= 1, alpha > 0 and dropout in [0, 1), got {r}, {alpha}, {dropout}")
+            from peft import LoraConfig, get_peft_model
+
+            targets = target_modules if isinstance(target_modules, str) else list(target_modules)
+            try:
+                self.net = get_peft_model(base, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                                                           target_modules=targets, task_type="CAUSAL_LM"))
+            except ValueError as e:  # peft: target modules not found in the base
+                raise InvalidInput(f"LoRA cannot wrap this base: {str(e).splitlines()[0][:300]}") from None
+        else:
+            self.net = base
+        self.method = method
+        config = base.config
+        self.block_size = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 2048)
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        logits = self.net(input_ids=idx).logits
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+    def _trainable_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def state_dict(self, *args, **kwargs):  # noqa: D102 - see the class docstring
+        state = super().state_dict(*args, **kwargs)
+        if self.method != "lora":
+            return state
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        keep = {prefix + n for n in self._trainable_names()}
+        return type(state)((k, v) for k, v in state.items() if k in keep)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: D102
+        if self.method != "lora":
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        missing = self._trainable_names() - set(state_dict)
+        unexpected = set(state_dict) - self._trainable_names()
+        if strict and (missing or unexpected):
+            raise InvalidInput(f"these adapter weights do not fit this base and LoRA setting: "
+                               f"{len(missing)} missing (e.g. {sorted(missing)[:1]}), "
+                               f"{len(unexpected)} unexpected (e.g. {sorted(unexpected)[:1]})")
+        return super().load_state_dict(state_dict, strict=False, assign=assign)
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def merged(self) -> nn.Module:
+        """A plain transformers model with the adapters folded into its weights (a copy; LoRA), or
+        the model itself (full): what an export saves and what AutoModelForCausalLM loads back."""
+        if self.method != "lora":
+            return self.net
+        return copy.deepcopy(self.net).merge_and_unload()
+
+
+def build_blocks(tokenizer, chats: Sequence[list[dict[str, str]]], block_size: int,
+                 max_length: int | None = None) -> tuple[Tensor, Tensor]:
+    """Tokenized, response-labelled chats packed into (N, block_size + 1) ids and labels: a block
+    gives inputs ``[:, :-1]`` and targets ``[:, 1:]``; the last partial block is padded with the
+    eos token and labels -100, so a small split still gives one block."""
+    examples = [tokenize_chat(tokenizer, chat, max_length=max_length or block_size + 1) for chat in chats]
+    examples = [e for e in examples if any(label != IGNORE_INDEX for label in e["labels"])]
+    if not examples:
+        raise InvalidInput("no example has a response left to learn from after truncation: raise the block size")
+    pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    total = sum(len(e["input_ids"]) for e in examples)
+    size = min(block_size + 1, total)
+    blocks = pack(examples, size, pad_id=pad)
+    ids = torch.tensor([b["input_ids"] for b in blocks], dtype=torch.long)
+    labels = torch.tensor([b["labels"] for b in blocks], dtype=torch.long)
+    return ids, labels
+
+
+class SFTTask:
+    """Random packed blocks of the train chats; validation: mean loss over every val block's
+    response tokens (the prompt is never scored)."""
+
+    unit = "tok"
+
+    def __init__(self, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], batch_size: int):
+        self.ids, self.labels = train
+        self.val_ids, self.val_labels = val
+        if len(self.ids) == 0:
+            raise InvalidInput("the train split gives no training block: ingest more records")
+        self.batch_size = batch_size
+        self.tokens_per_batch = batch_size * (self.ids.shape[1] - 1)
+
+    def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        index = torch.randint(0, len(self.ids), (self.batch_size,), generator=generator)
+        return self.ids[index, :-1], self.labels[index, 1:]
+
+    def evaluate(self, model: nn.Module, full: bool = False) -> float | None:
+        from aigc.tasks import nll_sum
+
+        if len(self.val_ids) == 0:
+            return None
+        total, count = nll_sum(model, self.val_ids[:, :-1], self.val_labels[:, 1:], batch_size=8)
+        return total / max(1, count)
+
+    def loss_figures(self, loss: float) -> dict[str, float]:
+        return {"val_bits_per_token": loss / math.log(2), "val_perplexity": math.exp(min(loss, 50.0))}
