@@ -73,6 +73,21 @@ def test_prompt_streams_text_and_thumbs_up_lands_in_the_log(page, served_ws):
     assert page.locator("#log-table tbody tr td.up", has_text="1").count() >= 1
 
 
+def test_best_of_n_reranks_through_the_server_and_shows_the_pick(page, served_ws):
+    page.select_option("#run-select", "g")
+    page.select_option("#cond-box select[data-cond=fruit]", "apple")
+    page.fill("#prompt", "")
+    page.fill("#max-tokens", "30")
+    page.fill("#seed", "3")
+    page.fill("#rerank", "4")
+    page.click("#generate")
+    page.wait_for_selector("#thumb-up-0:not([disabled])", timeout=30_000)
+    shown = page.text_content("#output-0")
+    rows = [g for g in logbook.list_generations(served_ws, run="g", limit=20) if g["options"].get("rerank") == 4]
+    assert rows and rows[0]["output"]["texts"][0] == shown  # the judge's pick, whole, as the server logged it
+    assert " tokens · " in page.text_content("#stats-0")  # the stats line of a whole answer
+
+
 def test_image_run_shows_a_grid_and_the_page_speaks_chinese(page):
     page.select_option("#run-select", "d")
     page.select_option("#class-select", "top")

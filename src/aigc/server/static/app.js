@@ -6,7 +6,7 @@ const I18N = {
     "tab.play": "Playground", "tab.runs": "Runs", "tab.datasets": "Datasets", "tab.log": "Log",
     "key.set": "API key", "key.prompt": "API key for this server (kept in this browser only):",
     "key.needed": "This server needs an API key: click “API key”.",
-    "play.run": "Run", "play.compare": "Compare with", "play.none": "(none)", "play.temperature": "Temperature",
+    "play.run": "Run", "play.compare": "Compare with", "play.none": "(none)", "play.temperature": "Temperature", "play.rerank": "Best of",
     "play.max_tokens": "Max tokens", "play.class": "Class", "play.count": "Images", "play.steps": "Steps",
     "play.seed": "Seed", "play.prompt": "Prompt (the run continues it)", "play.generate": "Generate",
     "play.stop": "Stop", "play.any": "(any)", "play.saved": "Thanks, saved.", "play.stopped": "stopped",
@@ -43,7 +43,7 @@ const I18N = {
     "tab.play": "试玩", "tab.runs": "训练任务", "tab.datasets": "数据集", "tab.log": "生成记录",
     "key.set": "API 密钥", "key.prompt": "本服务器的 API 密钥（只保存在此浏览器中）：",
     "key.needed": "此服务器需要 API 密钥：请点击“API 密钥”。",
-    "play.run": "模型", "play.compare": "对比模型", "play.none": "（无）", "play.temperature": "温度",
+    "play.run": "模型", "play.compare": "对比模型", "play.none": "（无）", "play.temperature": "温度", "play.rerank": "候选择优",
     "play.max_tokens": "最多生成词元", "play.class": "类别", "play.count": "图片数", "play.steps": "步数",
     "play.seed": "随机种子", "play.prompt": "提示词（模型将续写）", "play.generate": "生成",
     "play.stop": "停止", "play.any": "（任意）", "play.saved": "已保存，谢谢。", "play.stopped": "已停止",
@@ -209,13 +209,28 @@ async function streamText(model, index, card) {
   card.append(el("h3", {}, model), out, stats, rate.node);
   const controller = new AbortController();
   controllers.push(controller);
+  const rerank = Math.max(1, Math.round(Number($("#rerank").value) || 1));
   const body = {
-    model, prompt, cond: conditions(), stream: true,
+    model, prompt, cond: conditions(), stream: rerank === 1,
     options: { temperature: Number($("#temperature").value), top_p: Number($("#top-p").value),
                num_predict: Number($("#max-tokens").value), seed: seedValue() },
   };
+  if (rerank > 1) body.rerank = rerank;  // the judge picks among whole candidates: no streaming
+  const showStats = (msg) => {
+    const seconds = Math.max(1e-9, msg.eval_duration / 1e9);
+    stats.textContent = t("play.stats", { tokens: msg.eval_count, tps: (msg.eval_count / seconds).toFixed(0),
+                                          ttft: msg.ttft_ms === null ? "-" : msg.ttft_ms.toFixed(0) });
+  };
   try {
     const res = await api("/api/generate", { method: "POST", body, signal: controller.signal });
+    if (rerank > 1) {
+      const msg = await res.json();
+      out.append(msg.response);  // text, never markup
+      generationId = msg.id;
+      showStats(msg);
+      rate.enable();
+      return;
+    }
     generationId = res.headers.get("X-Generation-Id");
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
@@ -234,9 +249,7 @@ async function streamText(model, index, card) {
         if (!msg.done) out.append(msg.response);
         else {
           generationId = msg.id;
-          const seconds = Math.max(1e-9, msg.eval_duration / 1e9);
-          stats.textContent = t("play.stats", { tokens: msg.eval_count, tps: (msg.eval_count / seconds).toFixed(0),
-                                                ttft: msg.ttft_ms === null ? "-" : msg.ttft_ms.toFixed(0) });
+          showStats(msg);
         }
       }
     }
