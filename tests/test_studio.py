@@ -52,13 +52,20 @@ def page(page_url):
         yield pg
 
 
-def test_prompt_streams_text_and_thumbs_up_lands_in_the_log(page, served_ws):
+def ask(page, prompt: str, max_tokens: int, seed: int, **fields: str) -> None:
+    """Run g, fruit=apple, in the playground with these settings (and any other field by id)."""
     page.select_option("#run-select", "g")
     page.select_option("#cond-box select[data-cond=fruit]", "apple")
-    page.fill("#prompt", "apple")
-    page.fill("#max-tokens", "60")
-    page.fill("#seed", "7")
+    page.fill("#prompt", prompt)
+    page.fill("#max-tokens", str(max_tokens))
+    page.fill("#seed", str(seed))
+    for field, value in fields.items():
+        page.fill(f"#{field}", value)
     page.click("#generate")
+
+
+def test_prompt_streams_text_and_thumbs_up_lands_in_the_log(page, served_ws):
+    ask(page, "apple", 60, 7)
     page.wait_for_function("document.querySelector('#output-0') && "
                            "document.querySelector('#output-0').textContent.length > 'apple'.length")
     page.wait_for_selector("#thumb-up-0:not([disabled])", timeout=30_000)
@@ -74,13 +81,7 @@ def test_prompt_streams_text_and_thumbs_up_lands_in_the_log(page, served_ws):
 
 
 def test_best_of_n_reranks_through_the_server_and_shows_the_pick(page, served_ws):
-    page.select_option("#run-select", "g")
-    page.select_option("#cond-box select[data-cond=fruit]", "apple")
-    page.fill("#prompt", "")
-    page.fill("#max-tokens", "30")
-    page.fill("#seed", "3")
-    page.fill("#rerank", "4")
-    page.click("#generate")
+    ask(page, "", 30, 3, rerank="4")
     page.wait_for_selector("#thumb-up-0:not([disabled])", timeout=30_000)
     shown = page.text_content("#output-0")
     rows = [g for g in logbook.list_generations(served_ws, run="g", limit=20) if g["options"].get("rerank") == 4]
