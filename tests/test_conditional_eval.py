@@ -47,6 +47,9 @@ class StubGenerator:
         self.obeyed = obeyed
         self.asked: list[dict[str, str]] = []
 
+    def knows_value(self, column, value):  # as TextGenerator: a value with a control token of its own
+        return self.tokenizer.token_to_id(cond_token(column, value)) is not None
+
     def generate(self, prompt, *, n, cond, max_new_tokens, seed, **sampling):
         self.asked.append(dict(cond))
         rng = random.Random(seed)

@@ -61,10 +61,32 @@ def _train_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def train(dataset: str, *, family: str = "gpt", preset: str = "small", name: str | None = None,
-          model: dict[str, Any] | None = None, workspace: Any = None, callbacks=(), **train_options: Any) -> dict:
+def train(dataset: str | None = None, *, family: str = "gpt", preset: str = "small", name: str | None = None,
+          model: dict[str, Any] | None = None, workspace: Any = None, callbacks=(), base: str | None = None,
+          method: str = "lora", adapt: dict[str, Any] | None = None, prompt_template: str | None = None,
+          prompt_column: str | None = None, response_column: str | None = None, chat_file: str | None = None,
+          **train_options: Any) -> dict:
     """Train ``family`` on ``dataset``; ``model`` overrides the preset's config, the rest the
-    training options (max_steps, time_budget, batch_size, lr, seed, tokenizer, ...)."""
+    training options (max_steps, time_budget, batch_size, lr, seed, tokenizer, ...).
+
+    With ``base`` (see ``aigc base list``) the run adapts that pretrained model instead, by
+    ``method`` "lora" or "full" (``adapt``: r, alpha, dropout, target_modules, block_size), on the
+    dataset's records as instructions (``prompt_template`` over its condition columns, or
+    ``prompt_column`` + its text column) or on the conversations of ``chat_file`` (OpenAI, ShareGPT
+    or Alpaca JSONL)::
+
+        aigc.train("shop", base="smollm2-135m-instruct", time_budget="5m",
+                   prompt_template="Write a {tone} product description for {category}")
+    """
+    if base is not None:
+        from aigc import adapted
+
+        return adapted.train(open_workspace(workspace), dataset, base, method=method, name=name, adapt=adapt,
+                             prompt_template=prompt_template, prompt_column=prompt_column,
+                             response_column=response_column, chat_file=chat_file,
+                             train_overrides=_train_options(train_options), callbacks=callbacks)
+    if not dataset:
+        raise InvalidInput("missing dataset: aigc.train(DATASET, ...)")
     from aigc import runs
 
     return runs.train(open_workspace(workspace), dataset, family, preset, name, model,

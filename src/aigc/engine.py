@@ -74,6 +74,9 @@ class TextRequest:
     # Candidates drawn per sample, of which a classifier of the run's conditions keeps the one it reads
     # most surely as ``cond`` (aigc.rerank); 1 = none, and so is any value without ``cond``.
     rerank: int = 1
+    # A chat's turns ({"role", "content"}), for a run adapted from a base with a chat template: its
+    # template renders them. Other runs continue ``prompt`` (the turns' text, one per line).
+    messages: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -437,7 +440,8 @@ class Engine:
                 sampling = dataclasses.replace(sampling, guidance=req.guidance)
             reranks = self._reranks(entry, req)
             draws = req.n * req.rerank if reranks else req.n
-            group = entry.generator.prepare(req.prompt, draws, req.cond, sampling)
+            chat = {"messages": req.messages} if req.messages and hasattr(entry.generator, "messages_ids") else {}
+            group = entry.generator.prepare(req.prompt, draws, req.cond, sampling, **chat)
             if group.width > self.max_batch:
                 raise InvalidInput(self._too_wide(req, group, reranks))
             return "text", group, self._judge(entry) if reranks else None

@@ -25,7 +25,6 @@ from typing import Any
 
 from aigc.data.dataset import TextRecord, read_text_split
 from aigc.data.textstream import encode_records, eval_windows
-from aigc.data.tokenizers import cond_token
 from aigc.errors import InvalidInput
 from aigc.metrics import text as tm
 from aigc.rerank import ConditionJudge, RerankedGenerator, check_candidates
@@ -52,9 +51,14 @@ def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | 
     of ``rerank`` draws (:mod:`aigc.rerank`; its classifier is fitted with another seed than the
     judge's, and still agrees with the judge more than an independent reader would).
     """
-    if read_spec(Path(ws.get_run(name)["path"]))["modality"] == "image":
+    spec = read_spec(Path(ws.get_run(name)["path"]))
+    if spec["modality"] == "image":
         return evaluate_images(ws, name, n_samples=n_samples or 500, seed=seed, steps=steps, guidance=guidance)
     check_candidates(rerank, "rerank")
+    if spec.get("base"):
+        return evaluate_adapted(ws, name, n_prompts=n_prompts, n_samples=n_samples or 32,
+                                max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, top_p=top_p,
+                                cond_samples=cond_samples)
     if not isinstance(cond_samples, int) or cond_samples < 0:
         raise InvalidInput(f"cond_samples must be a whole number >= 0 (0 skips conditional accuracy), got {cond_samples!r}")
     n_samples = n_samples or 32
@@ -179,7 +183,7 @@ def own_token_values(gen, column: str, records: list[TextRecord]) -> list[str]:
     counts: dict[str, int] = {}
     for r in records:
         counts[r.cond[column]] = counts.get(r.cond[column], 0) + 1
-    own = [v for v in counts if gen.tokenizer.token_to_id(cond_token(column, v)) is not None]
+    own = [v for v in counts if gen.knows_value(column, v)]
     return sorted(own, key=lambda v: (-counts[v], v))
 
 
@@ -223,6 +227,85 @@ def conditional_report(gen, train: list[TextRecord], heldout: list[TextRecord], 
         }
     return {"samples_per_value": samples, "max_values": max_values, "heldout_records": len(heldout),
             "columns": columns}
+
+
+def evaluate_adapted(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int = 32,
+                     max_new_tokens: int = 120, seed: int = 0, temperature: float = 0.7, top_p: float = 0.9,
+                     cond_samples: int = COND_SAMPLES, side_by_side: int = 4) -> dict[str, Any]:
+    """Evaluate a run adapted from a pretrained base: the held-out responses' likelihood (the
+    instruction given, not scored), BLEU/chrF of its answers to held-out instructions against the
+    records' texts, diversity, memorization, conditional accuracy as for every text run, and a
+    side-by-side of the base's and the run's answers to the same instructions."""
+    from aigc import adapted
+    from aigc.pretrained.adapt import build_blocks
+
+    gen = load(ws, name)
+    run_dir = Path(ws.get_run(name)["path"])
+    spec = read_spec(run_dir)
+    cols = spec["cond_columns"]
+    sampling = dict(temperature=temperature, top_p=top_p, seed=seed)
+    result: dict[str, Any] = {"run": name, "base": spec["base"], "created_at": now(), "sampling": sampling}
+    if spec.get("dataset"):
+        ds_dir = ws.dataset_path(spec["dataset"])
+        split = "test"
+        records = read_text_split(ds_dir, "test")
+        if not records:
+            split, records = "val", read_text_split(ds_dir, "val")
+        train_records = read_text_split(ds_dir, "train")
+        chats = adapted.records_chats(spec, records)
+    else:  # a chat file: its held-out conversations
+        split, records, train_records = "val", [], []
+        chats = adapted.chats_of(ws, spec, run_dir)[1]
+    result["split"] = split
+    ids, labels = build_blocks(gen.hf_tokenizer, chats, adapted.AdaptConfig(**spec["adapt"]).block_size)
+    total, count = nll_sum(gen.model, ids[:, :-1], labels[:, 1:], batch_size=8)
+    chars = sum(len(m["content"]) for c in chats for m in c if m["role"] == "assistant")
+    result["likelihood"] = {"nll_per_token": total / max(1, count), "perplexity": math.exp(min(50.0, total / max(1, count))),
+                            "bits_per_char": total / math.log(2) / max(1, chars), "tokens": count, "chars": chars,
+                            "scored": "responses"}
+    # Answers to held-out instructions against the held-out answers
+    step = max(1, len(chats) // n_prompts)
+    picked = chats[::step][:n_prompts]
+    hyps, refs = [], []
+    for chat in picked:
+        group_msgs = chat[:-1]
+        reference = chat[-1]["content"]
+        hyps.append(_answer(gen, group_msgs, max_new_tokens, sampling))
+        refs.append(reference)
+    result["continuation"] = {"n": len(picked), "bleu": tm.bleu(hyps, refs) if picked else None,
+                              "chrf": tm.chrf(hyps, refs) if picked else None,
+                              "example": {"prompt": picked[0][-2]["content"], "reference": refs[0],
+                                          "generated": hyps[0]} if picked else None}
+    samples = hyps[:n_samples] if hyps else []
+    result["diversity"] = {"n_samples": len(samples), "distinct_1": tm.distinct_n(samples, 1),
+                           "distinct_2": tm.distinct_n(samples, 2), "distinct_3": tm.distinct_n(samples, 3),
+                           "self_bleu": tm.self_bleu(samples)}
+    result["memorization"] = tm.memorization(samples, [r.text for r in train_records], span=50)
+    if cols and cond_samples and train_records:
+        result["conditional"] = conditional_report(gen, train_records, records, cols, samples=cond_samples,
+                                                   max_new_tokens=max_new_tokens, **sampling)
+    if side_by_side:
+        base = adapted.base_generator(ws, spec["base"], spec["data"].get("template"), cols)
+        result["side_by_side"] = [
+            {"instruction": chat[-2]["content"],
+             "base": _answer(base, chat[:-1], max_new_tokens, sampling),
+             "adapted": hyps[i] if i < len(hyps) else _answer(gen, chat[:-1], max_new_tokens, sampling),
+             "reference": chat[-1]["content"]}
+            for i, chat in enumerate(picked[:side_by_side])]
+    write_json_atomic(run_dir / "eval.json", result)
+    row = ws.get_run(name)
+    ws.update_run(name, summary={**row["summary"], "eval": _headline(result)})
+    return result
+
+
+def _answer(gen, messages, max_new_tokens: int, sampling: dict[str, Any]) -> str:
+    from aigc.decoding import Sampling, run
+
+    group = gen.prepare("", 1, None, Sampling(max_new_tokens=max_new_tokens, **sampling), messages=messages)
+    import torch
+
+    with torch.inference_mode():
+        return "".join(c.text for c in run(gen.runner(group.width), group))
 
 
 def _headline(result: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,11 @@ class TextGenerator:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def knows_value(self, column: str, value: str) -> bool:
+        """Whether ``value`` of condition ``column`` has a control token of its own in this run (a
+        value without one generates through its column's ``other`` token)."""
+        return self.tokenizer.token_to_id(textstream.cond_token(column, value)) is not None
+
     def prompt_ids(self, prompt: str) -> list[int]:
         """The prompt's tokens, normalized as the training text was; unseen characters refused."""
         if self.normalize and not prompt.isascii():  # ASCII is already NFKC

@@ -33,7 +33,7 @@ from aigc.errors import InvalidInput
 from aigc.generation import TextGenerator
 from aigc.models.registry import config_from_dict, get_family, make_config
 from aigc.tasks import ImageTask, TextLMTask
-from aigc.training import TrainConfig, fit, load_weights, merge_options
+from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options
 from aigc.workspace import Workspace, now, write_json_atomic
 
 RUN_FILE = "run.json"
@@ -184,6 +184,10 @@ def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = No
     row = ws.get_run(name)
     run_dir = Path(row["path"])
     spec = read_spec(run_dir)
+    if spec.get("base"):  # adapted from a pretrained base
+        from aigc import adapted
+
+        return adapted.resume(ws, name, spec, run_dir, train_overrides, callbacks)
     fam = get_family(spec["family"])
     cfg = config_from_dict(TrainConfig, merge_options(spec["train_config"], train_overrides), what="training option")
     cfg.validate()
@@ -304,16 +308,13 @@ def load(ws: Workspace, name: str, device: str | None = None):
     row = ws.get_run(name)
     run_dir = Path(row["path"])
     spec = read_spec(run_dir)
+    if spec.get("base"):  # adapted from a pretrained base: a chat generator
+        from aigc import adapted
+
+        return adapted.load(ws, name, spec, run_dir, device)
     fam = get_family(spec["family"])
     model = fam(config_from_dict(fam.Config, spec["model_config"]))
-    weights = run_dir / "model.safetensors"
-    if weights.exists():
-        load_weights(model, weights)
-    elif (run_dir / "checkpoints" / "last.pt").exists():
-        ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-    else:
-        raise InvalidInput(f"run {name!r} has no weights yet: train it with `aigc train --resume {name}`")
+    load_run_weights(model, run_dir, name)
     model.to(device or default_device()).eval()
     if hasattr(model, "prior_sampler"):
         from aigc.prior import attach, load_prior

@@ -265,6 +265,19 @@ def load_weights(model: nn.Module, path: Path) -> None:
         raise RuntimeError(f"{path.name} does not fit the model: missing {lost[:5]}, unexpected {unexpected[:5]}")
 
 
+def load_run_weights(model: nn.Module, run_dir: Path, name: str) -> None:
+    """A run's best weights (``model.safetensors``), else its last checkpoint's (a run interrupted
+    before its first validation)."""
+    weights = run_dir / "model.safetensors"
+    if weights.exists():
+        load_weights(model, weights)
+    elif (run_dir / "checkpoints" / "last.pt").exists():
+        ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+    else:
+        raise InvalidInput(f"run {name!r} has no weights yet: train it with `aigc train --resume {name}`")
+
+
 def fit(
     model: nn.Module,
     task: Task,

@@ -53,16 +53,18 @@ def print_eval(r: dict) -> None:
         print_image_eval(r)
         return
     lk, cont, div, mem = r["likelihood"], r["continuation"], r["diversity"], r["memorization"]
+    adapted = "base" in r  # adapted from a pretrained base: answers to held-out instructions
     table = Table("metric", "value", title=f"evaluation of {r['run']} ({r['split']} split)")
-    table.add_row("perplexity (per token)", fmt(lk["perplexity"]))
+    table.add_row("perplexity (per response token)" if adapted else "perplexity (per token)", fmt(lk["perplexity"]))
     table.add_row("bits per character", fmt(lk["bits_per_char"]))
-    table.add_row(f"BLEU ({cont['n']} prompted continuations)", fmt(cont["bleu"], 2))
+    what = "answers to held-out instructions" if adapted else "prompted continuations"
+    table.add_row(f"BLEU ({cont['n']} {what})", fmt(cont["bleu"], 2))
     table.add_row("chrF", fmt(cont["chrf"], 2))
     table.add_row("distinct-1 / 2 / 3", " / ".join(fmt(div[f"distinct_{k}"]) for k in (1, 2, 3)))
     table.add_row(f"self-BLEU ({div['n_samples']} samples)", fmt(div["self_bleu"], 2))
     table.add_row("memorized 50-char spans", fmt(mem.get("rate")))
     out.print(table)
-    if r["by_condition"]:
+    if r.get("by_condition"):
         per = Table("condition", "test records", "bits/char", "distinct-2", "sample", title="per condition")
         for key, v in r["by_condition"].items():
             per.add_row(key, str(v["n_test"]), fmt(v["bits_per_char"]), fmt(v["distinct_2"]), v["sample"][:70])
@@ -71,6 +73,11 @@ def print_eval(r: dict) -> None:
         print_conditional(r["conditional"])
     if r.get("conditional_reranked"):
         print_conditional(r["conditional_reranked"], f"; each the best of {r['conditional_reranked']['candidates']}")
+    if r.get("side_by_side"):
+        pairs = Table("instruction", f"base ({r['base']})", "adapted", title="the same instructions, before and after")
+        for p in r["side_by_side"]:
+            pairs.add_row(p["instruction"][:60], p["base"][:120], p["adapted"][:120])
+        out.print(pairs)
 
 
 def print_conditional(c: dict, how: str = "") -> None:

@@ -38,6 +38,36 @@ def train(
         "which lets `aigc generate --guidance` steer [default: 0.1].", show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Model config override KEY=VALUE (repeatable), "
                                                    "e.g. n_layer=6.", show_default=False)] = None,
+    base: Annotated[str | None, typer.Option("--base", help="Adapt this pretrained base (see `aigc base list`) "
+                                             "instead of training --family from scratch.", show_default=False,
+                                             rich_help_panel="Pretrained base")] = None,
+    method: Annotated[str, typer.Option("--method", help="With --base: lora (adapters; the base frozen) or full.",
+                                        rich_help_panel="Pretrained base")] = "lora",
+    lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank [default: 8].", show_default=False,
+                                               rich_help_panel="Pretrained base")] = None,
+    lora_alpha: Annotated[int | None, typer.Option("--lora-alpha", help="LoRA alpha [default: 16].", show_default=False,
+                                                   rich_help_panel="Pretrained base")] = None,
+    lora_dropout: Annotated[float | None, typer.Option("--lora-dropout", help="LoRA dropout [default: 0.05].",
+                                                       show_default=False, rich_help_panel="Pretrained base")] = None,
+    lora_targets: Annotated[str | None, typer.Option(
+        "--lora-targets", help="Modules LoRA adapts: all-linear, or names, e.g. q_proj,v_proj [default: all-linear].",
+        show_default=False, rich_help_panel="Pretrained base")] = None,
+    block_size: Annotated[int | None, typer.Option("--block-size", help="With --base: tokens per training block "
+                                                   "[default: 256].", show_default=False,
+                                                   rich_help_panel="Pretrained base")] = None,
+    prompt_template: Annotated[str | None, typer.Option(
+        "--prompt-template", help="With --base: the instruction made of each record's condition columns, e.g. "
+        "'Write a {tone} product description for {category}' [default: names every condition column].",
+        show_default=False, rich_help_panel="Pretrained base")] = None,
+    prompt_column: Annotated[str | None, typer.Option(
+        "--prompt-column", help="With --base: a condition column holding each record's prompt (the text is the "
+        "response).", show_default=False, rich_help_panel="Pretrained base")] = None,
+    response_column: Annotated[str | None, typer.Option(
+        "--response-column", help="With --base: the response column (the dataset's text column).",
+        show_default=False, rich_help_panel="Pretrained base")] = None,
+    chat: Annotated[str | None, typer.Option(
+        "--chat", help="With --base, instead of DATASET: a chat JSONL file (OpenAI messages, ShareGPT or Alpaca).",
+        show_default=False, rich_help_panel="Pretrained base")] = None,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -56,7 +86,21 @@ def train(
             raise InvalidInput("--resume continues a run as it was configured: drop DATASET and --set")
         label = resume
         row = aigc.resume(resume, workspace=workspace, callbacks=[TrainProgress(label)], **options)
+    elif base:
+        if set_:
+            raise InvalidInput("--set overrides a from-scratch family's config; with --base use --lora-r, "
+                               "--lora-alpha, --lora-dropout, --lora-targets and --block-size")
+        adapt = {k: v for k, v in dict(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, block_size=block_size,
+                                       target_modules=_targets(lora_targets)).items() if v is not None}
+        label = name or f"{dataset or chat}-{base}-{method}"
+        row = aigc.train(dataset, base=base, method=method, name=name, adapt=adapt, prompt_template=prompt_template,
+                         prompt_column=prompt_column, response_column=response_column, chat_file=chat,
+                         workspace=workspace, callbacks=[TrainProgress(label)], **options)
     else:
+        stray = [flag for flag, v in (("--chat", chat), ("--prompt-template", prompt_template),
+                                      ("--prompt-column", prompt_column), ("--lora-r", lora_r)) if v is not None]
+        if stray:
+            raise InvalidInput(f"{stray[0]} adapts a pretrained base: add --base NAME (see `aigc base list`)")
         if not dataset:
             raise InvalidInput("missing DATASET: `aigc train DATASET` (see `aigc datasets`), or --resume RUN")
         label = name or f"{dataset}-{family}-{preset}"
@@ -69,6 +113,15 @@ def train(
     out.print(markup("run [bold]{name}[/bold] {status} ({reason}): {steps} steps in {elapsed:.0f}s, {loss}",
                      name=row["name"], status=row["status"], reason=s["stop_reason"], steps=row["step"],
                      elapsed=s["elapsed_s"], loss=_val_summary(row["best_val_loss"], s)))
+
+
+def _targets(text: str | None) -> str | list[str] | None:
+    if text is None or text.strip() == "all-linear":
+        return None if text is None else "all-linear"
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise InvalidInput(f"--lora-targets names no module: {text!r} (e.g. q_proj,v_proj or all-linear)")
+    return names
 
 
 def _val_summary(best: float | None, summary: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,42 @@ from aigc.errors import InvalidInput
 from aigc.pretrained.formats import IGNORE_INDEX, pack, tokenize_chat
 
 METHODS = ("lora", "full")
+
+
+@dataclass
+class AdaptConfig:
+    """How a run adapts its base: the method, LoRA's settings and the length of a training block.
+
+    Defaults: rank 8, alpha 16, dropout 0.05 on every linear layer (QLoRA's finding: adapting all
+    of them matters more than the rank), blocks of 256 tokens (a product description and its
+    instruction fit; a longer record is cut, its first tokens kept)."""
+
+    method: str = "lora"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+    block_size: int = 256
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise InvalidInput(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method == "lora" and (self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1):
+            raise InvalidInput(f"LoRA needs rank >= 1, alpha > 0 and dropout in [0, 1), "
+                               f"got {self.r}, {self.alpha}, {self.dropout}")
+        if not isinstance(self.block_size, int) or not 16 <= self.block_size <= 32768:
+            raise InvalidInput(f"--block-size must be a whole number in [16, 32768], got {self.block_size!r}")
+
+
+# Training defaults per method, over TrainConfig's: LoRA takes a higher learning rate than full
+# fine-tuning (its update starts at zero and is scaled by alpha / r); small batches of long blocks,
+# since a step of a 100M+ base costs seconds on a CPU.
+TRAIN_DEFAULTS = {
+    "lora": {"lr": 5e-4, "batch_size": 4, "warmup_steps": 10, "weight_decay": 0.0, "eval_every": 25,
+             "max_steps": 300, "min_lr_ratio": 0.1},
+    "full": {"lr": 5e-5, "batch_size": 4, "warmup_steps": 10, "weight_decay": 0.0, "eval_every": 25,
+             "max_steps": 300, "min_lr_ratio": 0.1},
+}
 
 
 class AdaptedLM(nn.Module):
@@ -113,14 +150,17 @@ def build_blocks(tokenizer, chats: Sequence[list[dict[str, str]]], block_size: i
 
 
 class SFTTask:
-    """Random packed blocks of the train chats; validation: mean loss over every val block's
-    response tokens (the prompt is never scored)."""
+    """Random packed blocks of the train chats; validation: mean loss over the val blocks' response
+    tokens (the prompt is never scored), the first ``eval_blocks`` of them between steps and every
+    one at the end."""
 
     unit = "tok"
 
-    def __init__(self, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], batch_size: int):
+    def __init__(self, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], batch_size: int,
+                 eval_blocks: int = 32):
         self.ids, self.labels = train
         self.val_ids, self.val_labels = val
+        self.eval_blocks = eval_blocks
         if len(self.ids) == 0:
             raise InvalidInput("the train split gives no training block: ingest more records")
         self.batch_size = batch_size
@@ -135,7 +175,8 @@ class SFTTask:
 
         if len(self.val_ids) == 0:
             return None
-        total, count = nll_sum(model, self.val_ids[:, :-1], self.val_labels[:, 1:], batch_size=8)
+        n = len(self.val_ids) if full else self.eval_blocks
+        total, count = nll_sum(model, self.val_ids[:n, :-1], self.val_labels[:n, 1:], batch_size=8)
         return total / max(1, count)
 
     def loss_figures(self, loss: float) -> dict[str, float]:

@@ -1,8 +1,10 @@
 """OpenAI-compatible routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``,
 ``/v1/images/generations``. The official ``openai`` client works against them unchanged.
 
-Our runs are not chat-tuned: a chat request's prompt is its messages' contents, one per line, in
-order, and the answer is the run's continuation. Conditions (``cond``), ``top_k``,
+A run adapted from a pretrained base (`aigc train --base`) answers a chat through its base's chat
+template (``system``/``developer`` turns as the system turn). Runs trained from scratch are not
+chat-tuned: a chat request's prompt is its messages' contents, one per line, in order, and the
+answer is the run's continuation. Conditions (``cond``), ``top_k``,
 ``repetition_penalty``, ``guidance`` and ``rerank`` are extras in the body (``extra_body=`` in the
 client). The response ``id`` is the generation's id in the log, so feedback can refer to it.
 """
@@ -162,6 +164,8 @@ async def chat_completions(body: ChatRequest, request: Request):
     max_tokens = body.max_completion_tokens or body.max_tokens
     top = (body.top_logprobs or 0) if body.logprobs else None
     req = _text_request(request, body, prompt, max_tokens, "/v1/chat/completions", top)
+    req.messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in body.messages]
     handle, events = await submit(request, req)
     created = int(time.time())
     head = {"id": handle.id, "object": "chat.completion.chunk", "created": created, "model": body.model}

@@ -1,0 +1,358 @@
+"""Runs adapted from a pretrained base: start, resume, load and export them.
+
+An adapted run's folder holds what rebuilds it from its base with no flags::
+
+    runs/<name>/run.json           base, method, LoRA settings, block size, prompt template, data, training config
+    runs/<name>/tokenizer/         the base's tokenizer, with the chat template the run trained on
+    runs/<name>/model.safetensors  the adapters (LoRA) or every weight (full) with the best validation loss
+    runs/<name>/checkpoints/last.pt  the same + optimizer + RNG of the last completed step (resume)
+    runs/<name>/chats.jsonl        the conversations it trained on, when they came from a chat file
+    runs/<name>/export/            the merged model and tokenizer (AutoModelForCausalLM loads it);
+                                   export/adapter/ the LoRA adapter as a peft folder
+
+The data becomes conversations (:mod:`aigc.pretrained.formats`): a dataset's condition columns
+through a prompt template, a prompt column and the text column, or a chat JSONL file; training is
+the one loop (:func:`aigc.training.fit`) on :class:`~aigc.pretrained.adapt.AdaptedLM` and
+:class:`~aigc.pretrained.adapt.SFTTask`.
+
+This module ties the workspace, the bases, the data and the loop together; it imports no surface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aigc.data.dataset import read_card, read_text_split
+from aigc.data.conditions import value_counts
+from aigc.errors import InvalidInput
+from aigc.models.registry import config_from_dict
+from aigc.pretrained import formats
+from aigc.pretrained.adapt import TRAIN_DEFAULTS, AdaptConfig, AdaptedLM, SFTTask, build_blocks
+from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options
+from aigc.workspace import Workspace, now, write_json_atomic
+
+RUN_FILE = "run.json"
+TOKENIZER_DIR = "tokenizer"
+CHATS_FILE = "chats.jsonl"
+VAL_SHARE = 0.05  # of a chat file's conversations, held out for validation (at least one)
+
+
+def is_adapted(spec: dict[str, Any]) -> bool:
+    return bool(spec.get("base"))
+
+
+def _train_config(method: str, overrides: dict[str, Any] | None) -> TrainConfig:
+    cfg = config_from_dict(TrainConfig, merge_options(TRAIN_DEFAULTS[method], overrides), what="training option")
+    cfg.validate()
+    return cfg
+
+
+def _split_chats(chats: list, seed: int) -> tuple[list, list]:
+    """A chat file's conversations split into train and val by a hash of their text: the same file
+    gives the same split on every machine, and one conversation's copies land together."""
+    if len(chats) < 2:
+        raise InvalidInput(f"the chat file holds {len(chats)} conversation(s): it needs at least 2 "
+                           "(one is held out to validate)")
+    keyed = sorted(((hashlib.sha256(f"{seed}:{json.dumps(c, ensure_ascii=False)}".encode()).hexdigest(), i)
+                    for i, c in enumerate(chats)))
+    n_val = max(1, round(len(chats) * VAL_SHARE))
+    val_ids = {i for _, i in keyed[:n_val]}
+    return [c for i, c in enumerate(chats) if i not in val_ids], [c for i, c in enumerate(chats) if i in val_ids]
+
+
+def _data_spec(ws: Workspace, dataset: str | None, chat_file: str | None, prompt_template: str | None,
+               prompt_column: str | None, response_column: str | None) -> dict[str, Any]:
+    """What the run trains on, checked before anything loads: recorded in run.json."""
+    if bool(dataset) == bool(chat_file):
+        raise InvalidInput("give a DATASET or --chat FILE (a chat JSONL), not both" if dataset else
+                           "missing DATASET: `aigc train DATASET --base NAME` (see `aigc datasets`), or --chat FILE")
+    if chat_file:
+        if prompt_template or prompt_column or response_column:
+            raise InvalidInput("--prompt-template, --prompt-column and --response-column shape a dataset's records "
+                               "into chats; a chat file is already chats: drop them")
+        return {"source": "chat", "chat_file": str(chat_file), "cond_columns": [], "template": None}
+    ds = ws.get_dataset(dataset)
+    if ds["modality"] != "text":
+        raise InvalidInput(f"dataset {dataset!r} holds {ds['modality']}: a language model adapts to text")
+    card = read_card(Path(ds["path"]))
+    columns = list(card.get("cond_columns") or [])
+    text_column = card.get("text_column")
+    if response_column and response_column != text_column:
+        raise InvalidInput(f"--response-column {response_column!r} is not dataset {dataset!r}'s text column "
+                           f"({text_column or 'the whole record'}): ingest the table again with "
+                           f"--text-column {response_column}")
+    if prompt_column:
+        if prompt_template:
+            raise InvalidInput("give --prompt-column or --prompt-template, not both")
+        if prompt_column not in columns:
+            raise InvalidInput(f"--prompt-column {prompt_column!r} is not a condition column of dataset "
+                               f"{dataset!r} (it has: {', '.join(columns) or 'none'}): ingest the table again with "
+                               f"--cond-column {prompt_column}")
+        return {"source": "dataset", "prompt_column": prompt_column, "template": None,
+                "cond_columns": [c for c in columns if c != prompt_column]}
+    template = prompt_template or formats.default_template(columns)
+    used = formats.check_template(template, columns)
+    return {"source": "dataset", "template": template, "cond_columns": used}
+
+
+def chats_of(ws: Workspace, spec: dict[str, Any], run_dir: Path | None = None) -> tuple[list, list]:
+    """(train, val) conversations of a data spec."""
+    data = spec["data"]
+    if data["source"] == "chat":
+        saved = run_dir / CHATS_FILE if run_dir is not None else None
+        if saved is not None and saved.is_file():
+            chats = formats.read_chat_jsonl(saved)
+        else:
+            chats = formats.read_chat_jsonl(data["chat_file"])
+        return _split_chats(chats, 0)
+    ds_dir = ws.dataset_path(spec["dataset"])
+    train, val = read_text_split(ds_dir, "train"), read_text_split(ds_dir, "val")
+    if not val:
+        raise InvalidInput(f"dataset {spec['dataset']!r} has an empty val split: ingest it again with a val "
+                           "fraction > 0, e.g. --split 0.9,0.05,0.05")
+    return records_chats(spec, train), records_chats(spec, val)
+
+
+def records_chats(spec: dict[str, Any], records: Sequence[Any]) -> list:
+    """A dataset run's records as the conversations it trains on (its template or prompt column)."""
+    data = spec["data"]
+    if data.get("prompt_column"):
+        col = data["prompt_column"]
+        return formats.prompt_response_chats(({col: r.cond.get(col), "text": r.text} for r in records), col, "text")
+    return formats.records_to_chats(records, data["template"])
+
+
+def _conditions(ws: Workspace, spec: dict[str, Any]) -> dict[str, list[str]]:
+    cols = spec["data"]["cond_columns"]
+    if not cols or spec["data"]["source"] != "dataset":
+        return {}
+    ds_dir = ws.dataset_path(spec["dataset"])
+    records = (r for s in ("train", "val", "test") for r in read_text_split(ds_dir, s))
+    values = value_counts((r.cond for r in records), cols)
+    return {c: sorted(values[c]) for c in cols}
+
+
+def _build(ws: Workspace, spec: dict[str, Any], cfg: TrainConfig, run_dir: Path | None, tokenizer=None):
+    """(model, task, tokenizer) of an adapted run: the base loaded, adapters added, data as blocks."""
+    from aigc.pretrained.bases import load_base
+
+    acfg = AdaptConfig(**spec["adapt"])
+    model, base_tokenizer = load_base(ws, spec["base"])
+    tokenizer = tokenizer or base_tokenizer
+    train_chats, val_chats = chats_of(ws, spec, run_dir)
+    train = build_blocks(tokenizer, train_chats, acfg.block_size)
+    val = build_blocks(tokenizer, val_chats, acfg.block_size)
+    torch.manual_seed(cfg.seed)
+    adapted = AdaptedLM(model, acfg.method, r=acfg.r, alpha=acfg.alpha, dropout=acfg.dropout,
+                        target_modules=acfg.target_modules)
+    return adapted, SFTTask(train, val, cfg.batch_size), tokenizer
+
+
+def train(ws: Workspace, dataset: str | None, base: str, *, method: str = "lora", name: str | None = None,
+          adapt: dict[str, Any] | None = None, prompt_template: str | None = None, prompt_column: str | None = None,
+          response_column: str | None = None, chat_file: str | None = None,
+          train_overrides: dict[str, Any] | None = None, callbacks: Sequence = ()) -> dict[str, Any]:
+    """Adapt base ``base`` to ``dataset`` (or the conversations of ``chat_file``); returns the run's
+    catalog row. Bad input fails before anything is written."""
+    from aigc.pretrained.bases import get_base
+
+    acfg = config_from_dict(AdaptConfig, {**(adapt or {}), "method": method}, what="adaptation option")
+    acfg.validate()
+    cfg = _train_config(method, train_overrides)
+    data = _data_spec(ws, dataset, chat_file, prompt_template, prompt_column, response_column)
+    row = get_base(ws, base)
+    label = dataset or Path(chat_file or "chats").stem
+    name = name or _default_name(ws, f"{label}-{base}-{method}")
+    if ws.has_run(name):
+        raise InvalidInput(f"run {name!r} already exists: pick another --name, or `aigc train --resume {name}`")
+    spec: dict[str, Any] = {
+        "name": name, "family": method, "modality": "text", "base": base, "base_model_type": row["model_type"],
+        "base_architecture": row["architecture"], "dataset": dataset, "data": data, "adapt": asdict(acfg),
+        "train_config": asdict(cfg), "created_at": now(),
+    }
+    spec["cond_columns"] = data["cond_columns"]
+    spec["conditions"] = _conditions(ws, {**spec, "dataset": dataset}) if dataset else {}
+    if chat_file:  # bad lines fail here, before the base loads
+        formats.read_chat_jsonl(chat_file)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(row["path"])
+    # a base without a chat template gets the documented default: the blocks are rendered with the
+    # template the run will chat with
+    spec["chat_template_added"] = formats.ensure_chat_template(tokenizer)
+    model, task, tokenizer = _build(ws, spec, cfg, None, tokenizer)
+    spec["n_params"] = model.trainable_parameters()
+    spec["base_params"] = int(row["params"] or 0)
+    run_dir = ws.run_path(name)
+    ws.create_run(name, method, dataset or f"chat:{Path(chat_file).name}", {"adapt": spec["adapt"], "train": spec["train_config"]})
+    try:
+        run_dir.mkdir(parents=True)
+        tokenizer.save_pretrained(run_dir / TOKENIZER_DIR)
+        if chat_file:
+            _write_chats(run_dir / CHATS_FILE, formats.read_chat_jsonl(chat_file))
+        write_json_atomic(run_dir / RUN_FILE, spec)
+    except BaseException:
+        ws.delete_run(name)
+        raise
+    return _fit(ws, name, run_dir, spec, model, task, cfg, callbacks, resume=False)
+
+
+def _write_chats(path: Path, chats: list) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for chat in chats:
+            f.write(json.dumps({"messages": chat}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _default_name(ws: Workspace, base: str) -> str:
+    import re
+
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.") or "adapted"
+    name, k = base, 2
+    while ws.has_run(name):
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
+def resume(ws: Workspace, name: str, spec: dict[str, Any], run_dir: Path,
+           train_overrides: dict[str, Any] | None = None, callbacks: Sequence = ()) -> dict[str, Any]:
+    cfg = config_from_dict(TrainConfig, merge_options(spec["train_config"], train_overrides), what="training option")
+    cfg.validate()
+    if spec.get("dataset") and not ws.has_dataset(spec["dataset"]):
+        raise InvalidInput(f"run {name!r} was trained on dataset {spec['dataset']!r}, which no longer exists")
+    model, task, _ = _build(ws, spec, cfg, run_dir, _load_tokenizer(run_dir))
+    spec["train_config"] = asdict(cfg)
+    write_json_atomic(run_dir / RUN_FILE, spec)
+    return _fit(ws, name, run_dir, spec, model, task, cfg, callbacks, resume=True)
+
+
+def _fit(ws, name, run_dir, spec, model, task, cfg, callbacks, resume) -> dict[str, Any]:
+    ws.update_run(name, status="running")
+    try:
+        state = fit(model, task, cfg, run_dir, list(callbacks), resume=resume)
+    except BaseException:
+        if not resume and not (run_dir / "checkpoints" / "last.pt").exists():
+            ws.delete_run(name)
+        else:
+            ws.update_run(name, status="failed")
+        raise
+    status = "interrupted" if state.stop_reason == "interrupted" else "finished"
+    summary = {"stop_reason": state.stop_reason, "steps": state.step, "elapsed_s": round(state.elapsed, 1),
+               "tokens_seen": state.tokens_seen, "train_loss": state.train_loss,
+               "best_val_loss": state.best_val_loss, "unit": state.unit, **state.val_figures}
+    if status == "finished":
+        export(model, run_dir, spec)
+    ws.update_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
+    return ws.get_run(name)
+
+
+def _load_tokenizer(run_dir: Path):
+    from transformers import AutoTokenizer
+
+    folder = run_dir / TOKENIZER_DIR
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder} is missing: the run folder is damaged; train it again")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def save_tokenizer(tokenizer, folder: Path) -> None:
+    """``save_pretrained``, with the chat template also in tokenizer_config.json, where TGI, Ollama's
+    importer and older transformers look (transformers 5 writes it to chat_template.jinja only)."""
+    tokenizer.save_pretrained(folder)
+    template = getattr(tokenizer, "chat_template", None)
+    config = folder / "tokenizer_config.json"
+    if template and config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        if data.get("chat_template") != template:
+            data["chat_template"] = template
+            write_json_atomic(config, data)
+
+
+def export(model: AdaptedLM, run_dir: Path, spec: dict[str, Any]) -> None:
+    """export/: the merged model (best weights) and tokenizer; export/adapter/: the LoRA adapter as
+    peft writes it. Staged, then renamed: never half an export."""
+    load_weights(model, run_dir / "model.safetensors")
+    tokenizer = _load_tokenizer(run_dir)
+    staged = run_dir / ".export-tmp"
+    shutil.rmtree(staged, ignore_errors=True)
+    merged = model.merged()
+    merged.save_pretrained(staged)
+    save_tokenizer(tokenizer, staged)
+    if spec["adapt"]["method"] == "lora":
+        model.net.save_pretrained(staged / "adapter")
+        save_tokenizer(tokenizer, staged / "adapter")
+    (staged / "aigc.json").write_text(json.dumps(
+        {"run": spec["name"], "base": spec["base"], "method": spec["adapt"]["method"],
+         "template": spec["data"].get("template"), "cond_columns": spec["cond_columns"]},
+        ensure_ascii=False, indent=2), encoding="utf-8")
+    final, old = run_dir / "export", run_dir / ".export-old"
+    if final.exists():
+        final.rename(old)
+    staged.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_model(ws: Workspace, name: str, spec: dict[str, Any], run_dir: Path, device: str | None = None,
+               merge: bool = True):
+    """(model, tokenizer) of an adapted run with its best weights: the base with the adapters merged
+    in (``merge``; what serving runs) or an :class:`AdaptedLM` (what training and tests compare)."""
+    from aigc.pretrained.bases import load_base
+    from aigc.runtime import default_device
+
+    acfg = AdaptConfig(**spec["adapt"])
+    base, _ = load_base(ws, spec["base"])
+    tokenizer = _load_tokenizer(run_dir)
+    model = AdaptedLM(base, acfg.method, r=acfg.r, alpha=acfg.alpha, dropout=acfg.dropout,
+                      target_modules=acfg.target_modules)
+    load_run_weights(model, run_dir, name)
+    model.eval()
+    if merge:  # in place: the adapted wrapper is not needed again
+        net = model.net.merge_and_unload() if acfg.method == "lora" else model.net
+        model = AdaptedLM(net, "full")
+    return model.to(device or default_device()).eval(), tokenizer
+
+
+def fast(model: AdaptedLM):
+    """The fast decoder over a merged model where its architecture has one; else the model itself."""
+    try:
+        from aigc.pretrained.decoder import FastLM
+    except ImportError:
+        return model
+    try:
+        return FastLM.from_hf(model.net)
+    except InvalidInput:
+        return model
+
+
+def load(ws: Workspace, name: str, spec: dict[str, Any], run_dir: Path, device: str | None = None):
+    """A :class:`~aigc.pretrained.generator.ChatGenerator` of the run."""
+    from aigc.pretrained.generator import ChatGenerator
+
+    model, tokenizer = load_model(ws, name, spec, run_dir, device)
+    data = spec["data"]
+    return ChatGenerator(fast(model), tokenizer, data.get("template"), spec["cond_columns"], spec.get("conditions"),
+                         name=name, vocab_size=model.net.config.vocab_size)
+
+
+def base_generator(ws: Workspace, base: str, template: str | None, cond_columns: Sequence[str] = (),
+                   device: str | None = None):
+    """The unadapted base as a generator with the same template: the 'before' of a side-by-side."""
+    from aigc.pretrained.bases import load_base
+    from aigc.pretrained.generator import ChatGenerator
+    from aigc.runtime import default_device
+
+    model, tokenizer = load_base(ws, base)
+    formats.ensure_chat_template(tokenizer)
+    wrapped = AdaptedLM(model, "full").to(device or default_device()).eval()
+    return ChatGenerator(fast(wrapped), tokenizer, template, cond_columns, name=base,
+                         vocab_size=model.config.vocab_size)
+
