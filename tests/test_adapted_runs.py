@@ -166,3 +166,31 @@ def test_eval_of_an_adapted_run_scores_responses_accuracy_and_sets_base_beside_a
     pair = result["side_by_side"][0]
     assert pair["instruction"].startswith("write about ") and pair["base"] != pair["adapted"]
     assert aigc.open_workspace(ws).get_run(row["name"])["summary"]["eval"]["conditional_accuracy_min"] == accuracy
+
+
+def test_aigc_export_writes_a_gguf_that_transformers_reads_back_and_a_modelfile(tmp_path):
+    from test_gguf_export import _bpe_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    ws = Workspace(tmp_path / "ws")
+    model = save_tiny(tmp_path / "bpe", "llama", TEMPLATE)
+    tok = _bpe_tokenizer()
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(tmp_path / "bpe")
+    model.config.vocab_size = len(tok)
+    AutoModelForCausalLM.from_config(model.config).save_pretrained(tmp_path / "bpe")
+    B.add_base(ws, str(tmp_path / "bpe"), "bpe")
+    aigc.ingest(str(_shop(tmp_path / "shop.csv")), "shop", text_column="text", cond_columns=["topic"], workspace=ws)
+    aigc.train("shop", base="bpe", name="r", max_steps=2, adapt={"block_size": 64}, workspace=ws)
+    cli = CliRunner()
+    result = cli.invoke(app, ["export", "r", "--gguf", "f16", "--workspace", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    export = ws.run_path("r") / "export"
+    back = AutoModelForCausalLM.from_pretrained(export, gguf_file="r-f16.gguf").eval()
+    merged = AutoModelForCausalLM.from_pretrained(export).eval()
+    ids = torch.tensor([tok.encode("hello world")])
+    torch.testing.assert_close(_logits(back, ids), _logits(merged, ids), atol=2e-2, rtol=1e-2)
+    assert (export / "Modelfile").read_text().startswith("FROM ./r-f16.gguf")
+    for args, message in ((["r", "--gguf", "q4"], "--gguf must be one of"), (["nope"], "unknown run")):
+        bad = cli.invoke(app, ["export", *args, "--workspace", str(ws.root)])
+        assert bad.exit_code == 2 and message in bad.output, bad.output

@@ -301,6 +301,37 @@ def export(model: AdaptedLM, run_dir: Path, spec: dict[str, Any]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def export_gguf(ws: Workspace, name: str, dtype: str = "f16") -> tuple[Path, Path]:
+    """``export/<name>-<dtype>.gguf`` and ``export/Modelfile`` of a finished adapted run, from its merged
+    checkpoint: ``ollama create NAME -f Modelfile`` and llama.cpp load them."""
+    from aigc.pretrained.gguf_export import GGUF_DTYPES
+    from aigc.pretrained.gguf_export import export_gguf as write_gguf
+    from aigc.pretrained.gguf_export import write_modelfile
+
+    if dtype not in GGUF_DTYPES:
+        raise InvalidInput(f"--gguf must be one of {', '.join(GGUF_DTYPES)}, got {dtype!r}")
+    row = ws.get_run(name)
+    run_dir = Path(row["path"])
+    spec = read_spec(run_dir)
+    if not is_adapted(spec):
+        raise InvalidInput(f"run {name!r} was trained from scratch ({spec['family']}); GGUF export is for runs "
+                           "adapted from a pretrained base (`aigc train DATASET --base NAME`)")
+    folder = run_dir / "export"
+    if not (folder / "config.json").is_file():
+        raise InvalidInput(f"run {name!r} has no export yet ({row['status']}): finish it with "
+                           f"`aigc train --resume {name}`")
+    gguf = write_gguf(folder, folder / f"{name}-{dtype}.gguf", dtype)
+    tokenizer = _load_tokenizer(run_dir)
+    modelfile = write_modelfile(gguf, folder / "Modelfile", getattr(tokenizer, "chat_template", None), [])
+    return gguf, modelfile
+
+
+def read_spec(run_dir: Path) -> dict[str, Any]:
+    from aigc.runs import read_spec as read
+
+    return read(run_dir)
+
+
 def load_model(ws: Workspace, name: str, spec: dict[str, Any], run_dir: Path, device: str | None = None,
                merge: bool = True):
     """(model, tokenizer) of an adapted run with its best weights: the base with the adapters merged

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aigc.cli import base, data, demo, evaluate, generate, runs, serve, train
+from aigc.cli import base, data, demo, evaluate, export, generate, runs, serve, train
 from aigc.cli.common import guard
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.command()(guard(data.show))
 app.command()(guard(train.train))
 app.command()(guard(generate.generate))
 app.command(name="eval")(guard(evaluate.eval_))
+app.command()(guard(export.export))
 app.command()(guard(demo.demo))
 app.command()(guard(serve.serve))
 app.command()(guard(serve.logs))

@@ -92,11 +92,25 @@ class AdaptedLM(nn.Module):
         self.block_size = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 2048)
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        logits = self.net(input_ids=idx).logits
+        """Without targets: logits (B, T, V). With targets: the loss over the positions that have a
+        target, and the logits of those positions only, (N, V): the output head, the largest matrix
+        of a small base (SmolLM2-135M: 28M of its 135M weights), runs where the loss is taken, not
+        on the prompt and padding of every block."""
         if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
-        return logits, loss
+            return self.net(input_ids=idx).logits, None
+        causal = self.net.get_base_model() if self.method == "lora" else self.net
+        decoder, head = causal.get_decoder(), causal.get_output_embeddings()
+        if decoder is None or head is None or decoder is causal:  # no separate head: the whole forward
+            logits = self.net(input_ids=idx).logits
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+            return logits, loss
+        keep = targets != IGNORE_INDEX
+        hidden = decoder(input_ids=idx).last_hidden_state[keep]
+        logits = head(hidden)
+        cap = getattr(causal.config, "final_logit_softcapping", None)
+        if cap:  # Gemma caps its logits after the head
+            logits = torch.tanh(logits / cap) * cap
+        return logits, F.cross_entropy(logits.float(), targets[keep])
 
     def _trainable_names(self) -> set[str]:
         return {name for name, p in self.named_parameters() if p.requires_grad}
