@@ -37,7 +37,8 @@ def device_name() -> str:
 # Taken when the benchmark starts (it imports this module first), not when it writes: the code
 # that ran is the commit checked out then, whatever is committed while it runs.
 _STARTED = {
-    "commit": _git("rev-parse", "HEAD") or "unknown",
+    # a copy of the tree without .git (a lent GPU machine) is told its commit by AIGC_COMMIT
+    "commit": _git("rev-parse", "HEAD") or os.environ.get("AIGC_COMMIT", "unknown"),
     "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
     "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
 }
