@@ -37,10 +37,11 @@ def device_name() -> str:
 # Taken when the benchmark starts (it imports this module first), not when it writes: the code
 # that ran is the commit checked out then, whatever is committed while it runs.
 _STARTED = {
-    # a copy of the tree without .git (a lent GPU machine) is told its commit by AIGC_COMMIT
-    "commit": _git("rev-parse", "HEAD") or os.environ.get("AIGC_COMMIT", "unknown"),
-    "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    # A copy of the tree on a lent GPU machine is told its commit (AIGC_COMMIT): the .git it
+    # carries was seen to name an older commit than the tree's. AIGC_DATE likewise, for the record.
+    "commit": os.environ.get("AIGC_COMMIT") or _git("rev-parse", "HEAD") or "unknown",
+    "dirty": False if os.environ.get("AIGC_COMMIT") else bool(_git("status", "--porcelain", "--untracked-files=no")),
+    "date": os.environ.get("AIGC_DATE") or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
 }
 
 

@@ -76,7 +76,7 @@ def test_a_gan_run_keeps_its_best_scored_checkpoint_not_its_latest(image_ws):
     assert any("spread" in r for r in rows if r["step"] > 3)  # the progress rows carry the last spread
     best = min(scores, key=scores.get)
     gen = aigc.load("gan-best", workspace=image_ws)
-    last = torch.load(Path(row["path"]) / "checkpoints" / "last.pt", weights_only=False)["model"]
+    last = torch.load(Path(row["path"]) / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
     kept = gen.model.state_dict()
     same_as_last = all(torch.equal(kept[k].cpu(), last[k]) for k in kept)
     assert same_as_last == (best == 12)  # model.safetensors holds the best-scored weights

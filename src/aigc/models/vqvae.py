@@ -146,8 +146,11 @@ class Codebook(nn.Module):
         """Move each code towards the mean of the vectors z (N, D) assigned to it (indices (N,))."""
         z = z.to(self.embedding.dtype)  # float32 statistics even under mixed precision
         onehot = F.one_hot(indices, self.size).type(z.dtype)  # (N, K)
+        # out of autocast: on CUDA it would run the matrix product in bf16 and lerp_ refuses a bf16 end
+        with torch.autocast(z.device.type, enabled=False):
+            sums = onehot.t() @ z
         self.cluster_size.lerp_(onehot.sum(0), 1 - self.decay)  # N_i <- gamma N_i + (1 - gamma) n_i
-        self.embed_sum.lerp_(onehot.t() @ z, 1 - self.decay)  # m_i <- gamma m_i + (1 - gamma) sum z
+        self.embed_sum.lerp_(sums, 1 - self.decay)  # m_i <- gamma m_i + (1 - gamma) sum z
         # Laplace smoothing: (N_i + eps) / (n + K eps) * n keeps the total n but no count at zero
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.size * self.eps) * n

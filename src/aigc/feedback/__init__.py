@@ -1,0 +1,1 @@
+"""Learning from what users rate: online reward models over the text of outputs."""
