@@ -106,17 +106,28 @@ def load(name: str, *, workspace: Any = None, device: str | None = None) -> Text
 
 
 def generate(name: str, prompt: str = "", *, workspace: Any = None, rerank: int = 1,
-             **options: Any) -> list[str]:
+             rerank_by: str = "condition", **options: Any) -> list[str]:
     """One-shot: load run ``name`` and return ``n`` continuations of ``prompt``.
 
     ``rerank`` N > 1 (a run with text conditions): each sample is the one of N draws that a
-    classifier of the conditions reads most surely as ``cond`` (:mod:`aigc.rerank`)."""
+    classifier of the conditions reads most surely as ``cond`` (:mod:`aigc.rerank`); with
+    ``rerank_by="feedback"`` (any text run), the one its reward model, learned from the ratings of
+    its outputs, scores highest (:mod:`aigc.feedback.store`)."""
+    from aigc.feedback.store import check_rerank_by
+
+    check_rerank_by(rerank_by)
     gen = load(name, workspace=workspace)
     if rerank == 1:
         return gen.generate(prompt, **options)
     from aigc.rerank import check_candidates, generate_reranked, judge_for_run
 
     check_candidates(rerank, "rerank")
+    if rerank_by == "feedback":
+        from aigc.feedback.store import judge_for
+
+        judge = judge_for(open_workspace(workspace), name, prompt)  # no ratings: refused before drawing
+        n = options.pop("n", 1)
+        return judge.pick(gen.generate(prompt, n=n * rerank, **options), options.get("cond"), n)
     judge = judge_for_run(open_workspace(workspace), name)
     return generate_reranked(gen, prompt, candidates=rerank, judge=judge, **options)
 

@@ -45,6 +45,7 @@ import torch
 from aigc import logbook
 from aigc.decoding import Batch, Pick, SequenceGroup, choose_tokens, prefill
 from aigc.errors import AigcError, DeadlineExceeded, EngineUnavailable, InvalidInput, NotFound, Overloaded
+from aigc.feedback.store import FeedbackJudge, check_rerank_by, judge_for
 from aigc.generation import Sampling, TextGenerator
 from aigc.rerank import ConditionJudge, check_candidates, judge_for_run
 from aigc.runtime import CpuPlan, bind_thread, worker_threads
@@ -74,6 +75,9 @@ class TextRequest:
     # Candidates drawn per sample, of which a classifier of the run's conditions keeps the one it reads
     # most surely as ``cond`` (aigc.rerank); 1 = none, and so is any value without ``cond``.
     rerank: int = 1
+    # Who judges those candidates: "condition" (the classifier above) or "feedback": the run's reward
+    # model, learned from the ratings of its outputs (aigc.feedback.store), for any text run, cond or not.
+    rerank_by: str = "condition"
     # A chat's turns ({"role", "content"}), for a run adapted from a base with a chat template: its
     # template renders them. Other runs continue ``prompt`` (the turns' text, one per line).
     messages: list[dict[str, str]] | None = None
@@ -256,7 +260,7 @@ class _TextJob:
     held back, and the judge's picks go out whole when all are drawn (:meth:`Engine._end`)."""
 
     def __init__(self, req: TextRequest, handle: Handle, deadline: float | None, group: SequenceGroup,
-                 judge: ConditionJudge | None = None):
+                 judge: ConditionJudge | FeedbackJudge | None = None):
         self.req, self.handle, self.deadline = req, handle, deadline
         self.group, self.judge = group, judge
         group.owner = self
@@ -420,7 +424,7 @@ class Engine:
 
     # -- checks and loading ----------------------------------------------------------------
 
-    def _check(self, req) -> tuple[str, SequenceGroup | None, ConditionJudge | None]:
+    def _check(self, req) -> tuple[str, SequenceGroup | None, ConditionJudge | FeedbackJudge | None]:
         """Validate a request before it is queued; for text, its sequence group and, when it
         reranks, the judge of its conditions (fitted here, on the loader thread, the first time)."""
         if not isinstance(req.n, int) or req.n < 1:
@@ -444,7 +448,7 @@ class Engine:
             group = entry.generator.prepare(req.prompt, draws, req.cond, sampling, **chat)
             if group.width > self.max_batch:
                 raise InvalidInput(self._too_wide(req, group, reranks))
-            return "text", group, self._judge(entry) if reranks else None
+            return "text", group, self._judge(entry, req) if reranks else None
         if entry.kind != "image":
             raise InvalidInput(f"{req.model!r} is a text run: ask for text instead of images")
         entry.generator.label_ids(req.n, req.cond)  # an unknown class fails here, before queueing
@@ -467,19 +471,25 @@ class Engine:
                 f"{self.max_batch} rows, {fits}")
 
     def _reranks(self, entry: Loaded, req: TextRequest) -> bool:
-        """Whether ``req`` reranks: ``rerank`` above 1 with conditions asked (without, it is 1); a
-        run without conditions is refused, as there is nothing to judge."""
+        """Whether ``req`` reranks: ``rerank`` above 1 by feedback, or with conditions asked (without,
+        it is 1); a run without conditions is refused a condition rerank, as there is nothing to judge."""
+        check_rerank_by(req.rerank_by)
         if check_candidates(req.rerank, "rerank") == 1:
             return False
+        if req.rerank_by == "feedback":  # the reward model reads the text alone: any text run, cond or not
+            return True
         if not entry.generator.cond_columns:
             raise InvalidInput(f"run {req.model!r} has no text conditions to judge: rerank needs a "
-                               "conditional text run (leave rerank at 1)")
+                               "conditional text run (leave rerank at 1, or rerank by 'feedback')")
         return bool(req.cond)
 
-    def _judge(self, entry: Loaded) -> ConditionJudge:
+    def _judge(self, entry: Loaded, req: TextRequest) -> ConditionJudge | FeedbackJudge:
         """The judge of a loaded run's conditions: fitted on its train split the first time a request
         reranks, on the loader thread (the caller waits; the decode loop never does), and kept with
-        the loaded run, so it is dropped when the run is."""
+        the loaded run, so it is dropped when the run is. By feedback: the run's reward model, read
+        here (the caller's thread) when its file changed; refused while it has no ratings."""
+        if req.rerank_by == "feedback":
+            return judge_for(self.ws, entry.name, req.prompt)
         with self._lock:
             future = entry.judge
             if future is None or (future.done() and future.exception() is not None):  # none, or failed: fit
@@ -859,7 +869,8 @@ class Engine:
             total_s=done - job.submitted, peak_batch=group.peak_batch)
         row = {"endpoint": req.endpoint, "prompt": req.prompt, "key_id": req.key_id,
                "options": {**req.options, "n": req.n, "cond": req.cond or {},
-                           **({"rerank": req.rerank} if job.judge is not None else {})},
+                           **({"rerank": req.rerank, "rerank_by": req.rerank_by}
+                              if job.judge is not None else {})},
                "output": {"texts": result.texts, "finish_reasons": result.finish_reasons}}
         if status == "timeout":
             row["error"] = f"deadline of {req.timeout or self.timeout:g} s passed"

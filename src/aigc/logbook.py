@@ -2,7 +2,8 @@
 
 One row per finished request (text or images), written in one transaction before the caller
 sees the end of its stream, so a row is either whole or absent. Feedback rows reference a
-generation. :func:`export_jsonl` writes the log as JSON Lines and, with ``pairs=True``, the
+generation: a thumb on one sample, a choice of one sample over the others, or a user's edit of
+one. :func:`export_jsonl` writes the log as JSON Lines and, with ``pairs=True``, the
 prompt / chosen / rejected pairs that preference tuning (DPO and friends) reads: for every
 prompt that has both a thumbs-up and a thumbs-down output.
 
@@ -27,6 +28,7 @@ from aigc.errors import InvalidInput, NotFound
 from aigc.workspace import Workspace, feedback_table, generations_table, now
 
 RATINGS = {"up": 1, "down": -1, "1": 1, "-1": -1, "+1": 1}
+Learn = Callable[[dict[str, Any]], None]  # what learns from a rating, given its generation
 
 
 def new_id() -> str:
@@ -170,23 +172,66 @@ def list_generations(ws: Workspace, run: str | None = None, limit: int = 50, off
 
 
 def add_feedback(ws: Workspace, generation_id: str, rating: int | str, comment: str | None = None,
-                 sample_index: int = 0) -> int:
-    """Store a thumbs up (+1) or down (-1) on a generation; returns the feedback id."""
+                 sample_index: int = 0, *, learn: Learn | None = None) -> int:
+    """Store a thumbs up (+1) or down (-1) on a generation; returns the feedback id. ``learn``
+    (see :func:`add_choice`) runs inside the row's transaction."""
     value = RATINGS.get(str(rating).strip().lower())
     if value is None:
         raise InvalidInput(f"rating must be 'up' or 'down' (or 1 / -1), got {rating!r}")
+    return _add(ws, generation_id, "thumb", sample_index, value, comment, None, learn)
+
+
+def add_choice(ws: Workspace, generation_id: str, choice: int, comment: str | None = None, *,
+               learn: Learn | None = None) -> int:
+    """Store that sample ``choice`` of a generation was preferred to its other samples (a row of
+    kind ``choice``, rating +1 on the chosen sample); returns the feedback id.
+
+    ``learn(generation)``, when given, runs inside the row's transaction with the generation as
+    :func:`get` returns it (less its feedback), after the row's checks: what it raises (a model
+    that refuses the rating) rolls the row back, so the row and what learned from it go together."""
+    return _add(ws, generation_id, "choice", choice, 1, comment, None, learn)
+
+
+def add_edit(ws: Workspace, generation_id: str, edited: str, sample_index: int = 0,
+             comment: str | None = None, *, learn: Learn | None = None) -> int:
+    """Store the user's correction ``edited`` of a text generation's sample ``sample_index`` (a row
+    of kind ``edit``, rating -1: the sample was not right as it was); returns the feedback id.
+    ``learn`` as for :func:`add_choice`."""
+    if not isinstance(edited, str) or not edited.strip():
+        raise InvalidInput(f"edited must be the corrected text, got {edited!r:.60}")
+    return _add(ws, generation_id, "edit", sample_index, -1, comment, edited, learn)
+
+
+def _add(ws: Workspace, generation_id: str, kind: str, sample_index: int, rating: int, comment: str | None,
+         edited: str | None, learn: Learn | None) -> int:
     if comment is not None and len(comment) > 4000:
         raise InvalidInput(f"comment is {len(comment)} characters; the limit is 4000")
+    what = {"thumb": "sample_index", "choice": "choice", "edit": "the edited sample's index"}[kind]
     with ws.engine.begin() as conn:
-        gen = conn.execute(sa.select(generations_table.c.output).where(generations_table.c.id == generation_id)).first()
-        if gen is None:
+        row = conn.execute(sa.select(generations_table)
+                           .where(generations_table.c.id == generation_id)).mappings().first()
+        if row is None:
             raise NotFound(f"unknown generation {generation_id!r}: ids are returned by every generation request")
-        outputs = json.loads(gen[0])
-        n = len(outputs.get("texts") or outputs.get("images") or [None])
+        gen = _decode(row)
+        n = len(_outputs(gen)) or 1
         if not 0 <= sample_index < n:
-            raise InvalidInput(f"sample_index must be in 0..{n - 1} for this generation, got {sample_index}")
+            raise InvalidInput(f"{what} must be in 0..{n - 1} for this generation, got {sample_index}")
+        if kind == "choice" and n < 2:
+            raise InvalidInput(f"a choice needs a generation of 2 or more samples; {generation_id!r} has 1: "
+                               "rate it with a thumb (rating) instead, or ask for n > 1")
+        if kind == "edit":
+            texts = gen["output"].get("texts") or [""]
+            if gen["kind"] != "text":
+                raise InvalidInput(f"{generation_id!r} is an image generation: only text can be edited; "
+                                   "rate it with a thumb or a choice")
+            if edited.strip() == texts[sample_index].strip():
+                raise InvalidInput(f"edited is the same as sample {sample_index}'s text ({edited[:60]!r}); "
+                                   "an edit must change it (to approve it as it is, send a thumbs up)")
         res = conn.execute(feedback_table.insert().values(
-            generation_id=generation_id, created_at=now(), rating=value, sample_index=sample_index, comment=comment))
+            generation_id=generation_id, created_at=now(), rating=rating, sample_index=sample_index,
+            comment=comment, kind=kind, edited=edited))
+        if learn is not None:
+            learn(gen)
         return int(res.inserted_primary_key[0])
 
 

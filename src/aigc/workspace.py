@@ -103,6 +103,10 @@ feedback_table = sa.Table(
     sa.Column("rating", sa.Integer, nullable=False),  # +1 thumbs up, -1 thumbs down
     sa.Column("sample_index", sa.Integer, nullable=False, default=0),  # which of the n outputs
     sa.Column("comment", sa.Text, nullable=True),
+    # thumb | choice (sample_index preferred to the other samples, rating +1) | edit (sample_index
+    # corrected by the user into `edited`, rating -1: it was not right as it was)
+    sa.Column("kind", sa.String(16), nullable=False, default="thumb", server_default="thumb"),
+    sa.Column("edited", sa.Text, nullable=True),
 )
 
 api_keys_table = sa.Table(
@@ -153,11 +157,22 @@ def _m003_bases(conn: Connection) -> None:
     bases_table.create(conn, checkfirst=True)
 
 
+def _m004_feedback_kinds(conn: Connection) -> None:
+    """Feedback rows of three kinds (``kind``, ``edited``). A catalog made since has them already:
+    m002 creates the table as defined now."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("feedback")}
+    if "kind" not in have:
+        conn.exec_driver_sql("ALTER TABLE feedback ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'thumb'")
+    if "edited" not in have:
+        conn.exec_driver_sql("ALTER TABLE feedback ADD COLUMN edited TEXT")
+
+
 # Append-only: never edit or reorder an entry that has shipped; add a new one instead.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_serving", _m002_serving),
     ("m003_bases", _m003_bases),
+    ("m004_feedback_kinds", _m004_feedback_kinds),
 ]
 
 

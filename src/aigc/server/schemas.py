@@ -22,6 +22,9 @@ from pydantic_core import PydanticCustomError
 Stop = str | Annotated[list[str], Field(min_length=1, max_length=4)] | None
 GUIDANCE_MAX = 20.0  # classifier-free guidance scale; 1 = none, well-behaved values are a few units
 RERANK_MAX = 16  # candidates per sample (aigc.rerank); each costs a sample's tokens
+# Who judges rerank's candidates: a classifier of cond (aigc.rerank), or the run's reward model,
+# learned from the feedback on its outputs (aigc.feedback.store; any text run, cond or not).
+RerankBy = Literal["condition", "feedback"]
 
 
 def unencodable(value: Any, path: tuple = ()) -> tuple[tuple, str, int] | None:
@@ -86,6 +89,7 @@ class _Sampling(Strict):
     cond: dict[str, str] | None = None
     guidance: float | None = Field(None, gt=0, le=GUIDANCE_MAX)  # classifier-free guidance on cond; 1 = none
     rerank: int | None = Field(None, ge=1, le=RERANK_MAX)  # candidates per sample judged on cond; 1 = none
+    rerank_by: RerankBy = "condition"
     timeout: float | None = Field(None, gt=0, le=3600)
 
     @field_validator("stop")
@@ -191,6 +195,7 @@ class GenerateRequest(Strict):
     cond: dict[str, str] | None = None
     guidance: float | None = Field(None, gt=0, le=GUIDANCE_MAX)  # classifier-free guidance on cond; 1 = none
     rerank: int | None = Field(None, ge=1, le=RERANK_MAX)  # candidates per sample judged on cond; 1 = none
+    rerank_by: RerankBy = "condition"
     stream: bool = True
     options: GenerateOptions = Field(default_factory=GenerateOptions)
     keep_alive: float | str | None = None  # seconds, or "5m"; 0 unloads after the request, < 0 keeps forever
@@ -198,7 +203,40 @@ class GenerateRequest(Strict):
 
 
 class FeedbackRequest(Strict):
+    """One rating of a logged generation, of one of three kinds: a thumb (``rating`` on sample
+    ``sample_index``), a choice (``choice``: the index of the sample preferred to the generation's
+    others) or an edit (``edited``: the user's corrected text of sample ``index``, default 0)."""
+
     generation_id: str = Field(min_length=1, max_length=100)
-    rating: Literal["up", "down", 1, -1]
+    rating: Literal["up", "down", 1, -1] | None = None
+    choice: int | None = Field(None, ge=0)
+    edited: str | None = Field(None, min_length=1, max_length=20_000)
+    index: int | None = Field(None, ge=0)
     comment: str | None = Field(None, max_length=4000)
     sample_index: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        given = [k for k in ("rating", "choice", "edited") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("send one of rating (a thumb: \"up\" or \"down\"), choice (the index of the "
+                             "preferred sample) or edited (the corrected text), "
+                             f"got {' and '.join(given) or 'none'}")
+        if self.index is not None and self.edited is None:
+            raise ValueError("index names the sample an edit corrects: send it with edited (a thumb's sample "
+                             "is sample_index, a choice's is choice)")
+        if "sample_index" in self.model_fields_set and (self.choice is not None or self.index is not None):
+            raise ValueError("send the sample once: choice for a choice, index (or sample_index) for an "
+                             "edit, sample_index for a thumb")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "thumb" if self.rating is not None else "choice" if self.choice is not None else "edit"
+
+    @property
+    def sample(self) -> int:
+        """The sample the rating is about: the thumbed, chosen or edited one."""
+        if self.choice is not None:
+            return self.choice
+        return self.index if self.index is not None else self.sample_index

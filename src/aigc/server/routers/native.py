@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from aigc import logbook
 from aigc.engine import Result, TextEvent, TextRequest
 from aigc.errors import InvalidInput, NotFound
+from aigc.feedback import store as feedback_store
 from aigc.generation import Sampling
 from aigc.server.common import (check_limits, drain, guidance, rerank, settings_of, shared, stops, submit,
                                 with_param)
@@ -168,7 +170,8 @@ async def generate(body: GenerateRequest, request: Request):
                                         top_p=None if o.top_p >= 1 else o.top_p,
                                         repetition_penalty=o.repeat_penalty, stop=stops(o.stop), seed=o.seed),
                       timeout=body.timeout, keep_alive=_keep_alive(body.keep_alive), endpoint="/api/generate",
-                      options=o.model_dump(exclude_none=True), **guidance(body.guidance), **candidates)
+                      options=o.model_dump(exclude_none=True), rerank_by=body.rerank_by,
+                      **guidance(body.guidance), **candidates)
     handle, events = await submit(request, req)
     if not body.stream:
         result = await drain(handle, events)
@@ -219,10 +222,58 @@ def generation_image(generation_id: str, filename: str, request: Request):
 
 @router.post("/feedback", status_code=201)
 async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
+    """A thumb, a choice or an edit on a logged generation; a text one's run's reward model learns
+    from it in the same transaction (aigc.feedback.store), so the next ``rerank_by: "feedback"``
+    request of that run ranks by it."""
     ws = _ws(request)
-    feedback_id = await run_in_threadpool(logbook.add_feedback, ws, body.generation_id, body.rating, body.comment,
-                                          body.sample_index)
-    return {"id": feedback_id, "generation_id": body.generation_id, "created": int(time.time())}
+    learn = _learner(ws, body)
+    if body.kind == "thumb":
+        add = partial(logbook.add_feedback, ws, body.generation_id, body.rating, body.comment, body.sample)
+    elif body.kind == "choice":
+        add = partial(logbook.add_choice, ws, body.generation_id, body.sample, body.comment)
+    else:
+        add = partial(logbook.add_edit, ws, body.generation_id, body.edited, body.sample, body.comment)
+    feedback_id = await run_in_threadpool(add, learn=learn)
+    return {"id": feedback_id, "generation_id": body.generation_id, "kind": body.kind,
+            "created": int(time.time())}
+
+
+def _learner(ws, body: FeedbackRequest):
+    """What the run's reward model learns from ``body``, given the rated generation's log row. An
+    image generation, a run deleted since, or an empty sample (nothing to learn from) keep the
+    row only."""
+
+    def learn(gen: dict[str, Any]) -> None:
+        texts, run, prompt, i = gen["output"].get("texts") or [], gen["run"], gen["prompt"], body.sample
+        if gen["kind"] != "text" or not ws.has_run(run) or not feedback_store.learnable(texts[i]):
+            return
+        if body.kind == "thumb":
+            feedback_store.record_thumb(ws, run, prompt, texts[i], body.rating in ("up", 1))
+        elif body.kind == "choice":
+            others = [t for k, t in enumerate(texts) if k != i and feedback_store.learnable(t)]
+            if others:
+                feedback_store.record_choice(ws, run, prompt, texts[i], others)
+        else:
+            feedback_store.record_edit(ws, run, prompt, texts[i], body.edited)
+
+    return learn
+
+
+@router.get("/runs/{name}/feedback")
+def run_feedback(name: str, request: Request) -> dict[str, Any]:
+    """How many ratings of each kind run ``name``'s reward model learned from, and its last pick
+    (the newest ``rerank_by: "feedback"`` output among its last 50 logged generations) with the
+    features that scored it."""
+    ws = _ws(request)
+    out = feedback_store.stats(ws, name)
+    out["last_pick"] = None
+    for gen in logbook.list_generations(ws, name, limit=50):
+        texts = gen["output"].get("texts") or []
+        if gen["options"].get("rerank_by") == "feedback" and texts:
+            why = feedback_store.explain(ws, name, texts[0], gen["prompt"]) or {"score": None, "features": []}
+            out["last_pick"] = {"generation_id": gen["id"], "text": texts[0], **why}
+            break
+    return out
 
 
 @router.get("/settings")

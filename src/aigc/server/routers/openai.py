@@ -5,8 +5,9 @@ A run adapted from a pretrained base (`aigc train --base`) answers a chat throug
 template (``system``/``developer`` turns as the system turn). Runs trained from scratch are not
 chat-tuned: a chat request's prompt is its messages' contents, one per line, in order, and the
 answer is the run's continuation. Conditions (``cond``), ``top_k``,
-``repetition_penalty``, ``guidance`` and ``rerank`` are extras in the body (``extra_body=`` in the
-client). The response ``id`` is the generation's id in the log, so feedback can refer to it.
+``repetition_penalty``, ``guidance``, ``rerank`` and ``rerank_by`` are extras in the body
+(``extra_body=`` in the client). The response ``id`` is the generation's id in the log, so
+feedback can refer to it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _text_request(request: Request, body, prompt: str, max_tokens: int | None, e
     options = body.model_dump(exclude={"prompt", "messages", "model"}, exclude_none=True)
     return TextRequest(model=body.model, prompt=prompt, cond=body.cond, n=body.n, sampling=sampling,
                        logprobs=top_logprobs, timeout=body.timeout, endpoint=endpoint, options=options,
-                       **guidance(body.guidance), **candidates)
+                       rerank_by=body.rerank_by, **guidance(body.guidance), **candidates)
 
 
 def _reason(reason: str | None) -> str:
