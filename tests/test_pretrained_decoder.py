@@ -4,9 +4,13 @@ Tiny random-weight bases of every supported type (built here from transformers c
 parameter perturbed so that biases, norms and q/k norms all matter): prefill and decode logits
 equal the transformers forward, rows at different lengths decode in one batch as they do alone,
 a moved row continues as before, and greedy decoding through the decoding core gives the tokens
-of the plain forward and of ``generate()``."""
+of the plain forward and of ``generate()``. LoRA adapters (``FastLM.with_lora``), unmerged over a
+shared base: their logits equal peft's model and the merged model, several live on one base without
+copying it, and bad adapter states are refused."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -167,12 +171,13 @@ def test_scripted_layers_are_bit_equal_to_eager():
     the eager functions do, call after call (the profiling executor re-optimizes)."""
     lm = FastLM.from_hf(tiny_base("gemma3"))  # every optional part but biases ...
     lm_b = FastLM.from_hf(tiny_base("qwen2-biases-window5-yarn"))  # ... and biases
+    lm_lora = lm_b.with_lora(*_lora_state(tiny_base("qwen2-biases-window5-yarn"), seed=1))  # ... and LoRA
     x = torch.randint(1, VOCAB, (2, 14), generator=torch.Generator().manual_seed(5))
     fns = (decoder._prefill_layers, decoder._slot_layers)
 
     def outputs():
         outs = []
-        for m in (lm, lm_b):
+        for m in (lm, lm_b, lm_lora):
             slots = m.init_slots(3)
             m.prefill_slots(x[:, :9], slots, [0, 2])
             m.prefill_slots(x[:1, :4], slots, [1])  # rows at different lengths: the masked path
@@ -257,3 +262,169 @@ def test_what_it_cannot_decode_is_refused(cls_name, extra, what):
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     with pytest.raises(InvalidInput, match=f"cannot decode this .*{what}.*ForwardRunner"):
         FastLM.from_hf(model)
+
+
+# -- LoRA adapters on a shared base --------------------------------------------------------------
+
+
+def _random_lora(wrapped: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """``wrapped`` with every lora_B drawn at random (a fresh adapter's B is zero and would change
+    nothing), in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in wrapped.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return wrapped.eval()
+
+
+def _peft(model, seed: int, r: int = 4, alpha: float = 8.0, targets="all-linear"):
+    """A peft LoRA model over a copy of ``model`` (peft rewrites the modules it wraps); its lora_A
+    peft's own init under ``seed``, its lora_B random."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets,
+                        task_type="CAUSAL_LM")
+    return _random_lora(get_peft_model(copy.deepcopy(model), config), seed)
+
+
+def _adapted(model, seed: int):
+    """An AdaptedLM (LoRA r 4, alpha 8, on all-linear) over a copy of ``model``, as :func:`_peft`; its
+    state_dict is what an adapted run saves, keys under ``net.``."""
+    from aigc.pretrained.adapt import AdaptedLM
+
+    torch.manual_seed(seed)
+    return _random_lora(AdaptedLM(copy.deepcopy(model), "lora", r=4, alpha=8, dropout=0.0), seed)
+
+
+def _lora_state(model, seed: int):
+    """(state, alpha) of :func:`_adapted`: the arguments of ``with_lora``."""
+    return _adapted(model, seed).state_dict(), 8
+
+
+def _slot_logits(lm, seq, prefill: int):
+    """Logits (B, steps, V) of prefilling seq[:, :prefill] and decoding the rest one token a step."""
+    slots = lm.init_slots(seq.shape[0])
+    first = lm.prefill_slots(seq[:, :prefill], slots, list(range(seq.shape[0])))
+    steps = [lm.decode_slots(seq[:, t], slots) for t in range(prefill, seq.shape[1])]
+    return torch.stack([first] + steps, dim=1)
+
+
+@pytest.mark.parametrize("case", ["llama-tied", "qwen2-biases-window5-yarn", "gemma3"])
+def test_an_adapter_decodes_as_peft_and_the_merged_model(case):
+    from peft import get_peft_model_state_dict
+
+    model = tiny_base(case)
+    peft = _peft(model, seed=11)
+    merged = copy.deepcopy(peft).merge_and_unload().eval()
+    lm = FastLM.from_hf(model).with_lora(get_peft_model_state_dict(peft), alpha=8)
+    seq = torch.randint(1, VOCAB, (2, 25), generator=torch.Generator().manual_seed(12))
+    want = _hf_logits(peft, seq)
+    got = _slot_logits(lm, seq, 20)  # prefill 20 (past every window), then 5 decode steps
+    torch.testing.assert_close(got, want[:, 19:], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got, _hf_logits(merged, seq)[:, 19:], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(lm(seq)[0], want, atol=1e-4, rtol=1e-4)  # forward: the reference path too
+    assert (want - _hf_logits(model, seq)).abs().max() > 0.1, "the adapter changes the logits"
+    assert lm.targets == ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def test_two_adapters_share_one_base_without_copying_it():
+    from peft import get_peft_model_state_dict
+
+    model = tiny_base("qwen2-biases-window5-yarn")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    base = FastLM.from_hf(model)
+    adapted = _adapted(model, seed=21)  # all-linear, rank 4, an adapted run's keys
+    peft_1 = adapted.net
+    peft_2 = _peft(model, seed=22, r=2, alpha=6.0, targets=["q_proj", "v_proj"])  # peft's default targets
+    lm_1 = base.with_lora(adapted.state_dict(), alpha=8)
+    lm_2 = base.with_lora(get_peft_model_state_dict(peft_2), alpha=6.0)
+    assert lm_2.targets == ("q_proj", "v_proj")
+
+    seq = torch.randint(1, VOCAB, (2, 16), generator=torch.Generator().manual_seed(23))
+    slots = {lm: lm.init_slots(2) for lm in (base, lm_1, lm_2)}
+    for lm, s in slots.items():
+        lm.prefill_slots(seq[:, :10], s, [0, 1])
+    got = {lm: [] for lm in slots}
+    for t in range(10, 16):  # the three decode in turn, each in its own slot cache
+        for lm, s in slots.items():
+            got[lm].append(lm.decode_slots(seq[:, t], s))
+    for lm, ref in ((base, model), (lm_1, peft_1), (lm_2, peft_2)):
+        want = _hf_logits(ref, seq)[:, 10:]
+        torch.testing.assert_close(torch.stack(got[lm], 1), want, atol=1e-4, rtol=1e-4)
+    assert (torch.stack(got[lm_1], 1) - torch.stack(got[lm_2], 1)).abs().max() > 0.1
+
+    # every tensor of the base's decode weights is the base's own, in place; the adapters add theirs
+    w = slots[base].weights
+    assert w is base._decode_weights(), "the base's weights were not regathered"
+    for lm, ref in ((lm_1, peft_1), (lm_2, peft_2)):
+        assert lm.hf is model and lm._decode_weights() is slots[lm].weights
+        mine = slots[lm].weights
+        assert mine.head.data_ptr() == w.head.data_ptr() and mine.norm.data_ptr() == w.norm.data_ptr()
+        for ours, theirs in zip(mine.layers, w.layers):
+            for field in _base_fields(theirs):
+                a, b = getattr(ours, field), getattr(theirs, field)
+                assert (a is None and b is None) or a.data_ptr() == b.data_ptr(), field
+        # the adapter alone: peft's A and B, with B block-diagonal over a fused projection's parts
+        lora_values = sum(p.numel() for name, p in ref.named_parameters() if "lora_" in name)
+        assert lora_values < sum(t.numel() for t in lm._buffers.values()) < 2 * lora_values
+    first = slots[lm_2].weights.layers[0]
+    assert first.lora_qkv is not None and first.lora_o is None and first.lora_down is None  # q and v only
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "the base is untouched"
+    with pytest.raises(InvalidInput, match="already carries a LoRA adapter"):
+        lm_1.with_lora(adapted.state_dict(), alpha=8)
+
+
+def _base_fields(layer) -> list[str]:
+    """The fields of a LayerWeights that hold the base's tensors (or None): all but the adapter's."""
+    values = layer._asdict()
+    return [f for f, v in values.items() if not f.startswith("lora_") and (v is None or torch.is_tensor(v))]
+
+
+def test_greedy_decoding_of_an_adapter_equals_peft_generate():
+    from peft import get_peft_model_state_dict
+
+    model = tiny_base("llama-tied", 7)
+    peft = _peft(model, seed=33)  # a seed whose greedy path is varied
+    lm = FastLM.from_hf(model).with_lora(get_peft_model_state_dict(peft), alpha=8)
+    tok = _tokenizer()
+    context = [tok.eos_id] + tok.encode("w5 w9 w17 w33 w2")
+    slot = _greedy(SlotRunner(lm, 2), context, tok, 12)
+    forward = _greedy(ForwardRunner(lm, 2), context, tok, 12)
+    with torch.no_grad():
+        out = peft.generate(input_ids=torch.tensor([context]), max_new_tokens=12, do_sample=False,
+                            eos_token_id=tok.eos_id, pad_token_id=tok.eos_id)
+    generated = out[0, len(context) :].tolist()
+    assert slot == forward == generated
+    assert len(set(slot)) >= 4, "the greedy path is varied enough to tell decoders apart"
+    assert slot != _greedy(SlotRunner(FastLM.from_hf(model), 2), context, tok, 12), "the adapter steers it"
+
+
+def _other_base_state(**shape):
+    """An adapter's state for a llama of TINY's shape but ``shape``."""
+    import transformers
+
+    other = transformers.LlamaConfig(**{**TINY, **shape})
+    torch.manual_seed(0)
+    return _lora_state(transformers.AutoModelForCausalLM.from_config(other), seed=0)[0]
+
+
+@pytest.mark.parametrize("make_state, alpha, what", [
+    (lambda: _other_base_state(hidden_size=48), 8,
+     r"do not fit layer 0's q_proj, which needs \(r, 32\) and \(32, r\).*another base"),
+    (lambda: _other_base_state(num_hidden_layers=3), 8,
+     "is for layer 2, and this base has 2 layers.*another base"),
+    (lambda: tiny_base("llama-tied").state_dict(), 8, "holds no LoRA weights .*'model.embed_tokens.weight'"),
+    (lambda: {}, 8, "holds no LoRA weights"),
+    (lambda: {k: v for k, v in _lora_state(tiny_base("llama-tied"), 0)[0].items() if "lora_B" not in k}, 8,
+     "has layer 0's q_proj lora_A but not its lora_B"),
+    (lambda: {**_lora_state(tiny_base("llama-tied"), 0)[0], "lm_head.lora_A.weight": torch.zeros(4, 32)}, 8,
+     "1 weights FastLM cannot apply .*'lm_head.lora_A.weight'"),
+    (lambda: _lora_state(tiny_base("llama-tied"), 0)[0], 0, "alpha must be a number > 0 .* got 0"),
+])
+def test_an_adapter_that_does_not_fit_is_refused(make_state, alpha, what):
+    lm = FastLM.from_hf(tiny_base("llama-tied"))
+    with pytest.raises(InvalidInput, match=what) as err:
+        lm.with_lora(make_state(), alpha)
+    assert "\n" not in str(err.value)
