@@ -85,3 +85,24 @@ def test_openai_chat_goes_through_the_chat_template_streamed_and_not(adapted_ws)
             client.chat.completions.create(model="a", messages=messages, extra_body={"guidance": 2.0})
         with pytest.raises(BadRequestError, match="messages"):  # a conversation ending on the assistant
             client.chat.completions.create(model="a", messages=[*messages, {"role": "assistant", "content": "x"}])
+
+
+def test_two_lora_runs_share_one_base_in_memory_and_each_answers_as_its_merged_model(adapted_ws):
+    from aigc.adapted import load_model
+    from aigc.pretrained.generator import ChatGenerator
+
+    for name, template in (("l1", "write about {topic}"), ("l2", "tell me of {topic}")):
+        aigc.train("shop", base="tiny", name=name, prompt_template=template, max_steps=40, lr=3e-2, batch_size=8,
+                   eval_every=40, adapt={"block_size": 96, "r": 4, "alpha": 8}, workspace=adapted_ws)
+    g1, g2 = aigc.load("l1", workspace=adapted_ws), aigc.load("l2", workspace=adapted_ws)
+    assert type(g1.model).__name__ == "LoraFastLM" and g1.model.base is g2.model.base  # one base, two adapters
+    for name, gen in (("l1", g1), ("l2", g2)):
+        run_dir = adapted_ws.run_path(name)
+        merged, tok = load_model(adapted_ws, name, aigc.adapted.read_spec(run_dir), run_dir)
+        reference = ChatGenerator(merged, tok, gen.template, gen.cond_columns, name=name)
+        for topic in ("tea", "pan"):
+            ask = dict(cond={"topic": topic}, temperature=0, max_new_tokens=24)
+            assert gen.generate(**ask) == reference.generate(**ask)
+    ids = torch.tensor([g1.context_ids("", {"topic": "tea"})])
+    with torch.no_grad():  # the two adapters are not the same function of the shared base
+        assert not torch.allclose(g1.model(ids)[0], g2.model(ids)[0], atol=1e-3)

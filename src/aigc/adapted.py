@@ -20,9 +20,12 @@ This module ties the workspace, the bases, the data and the loop together; it im
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +39,7 @@ from aigc.errors import InvalidInput
 from aigc.models.registry import config_from_dict
 from aigc.pretrained import formats
 from aigc.pretrained.adapt import TRAIN_DEFAULTS, AdaptConfig, AdaptedLM, SFTTask, build_blocks
+from aigc.pretrained.decoder import FastLM
 from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options
 from aigc.workspace import Workspace, now, write_json_atomic
 
@@ -355,21 +359,64 @@ def load_model(ws: Workspace, name: str, spec: dict[str, Any], run_dir: Path, de
 def fast(model: AdaptedLM):
     """The fast decoder over a merged model where its architecture has one; else the model itself."""
     try:
-        from aigc.pretrained.decoder import FastLM
-    except ImportError:
-        return model
-    try:
         return FastLM.from_hf(model.net)
     except InvalidInput:
         return model
 
 
+# Bases loaded for serving, one per (folder, device), shared by every LoRA run on them while any
+# of them is loaded: N adapters cost one base and N small sets of low-rank matrices.
+_SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_base(ws: Workspace, base: str, device: str | None = None):
+    """(FastLM of base ``base`` on ``device``, its tokenizer), loaded once and shared; FastLM is None
+    when the base's architecture has no fast decoder (its runs then serve merged)."""
+    from aigc.pretrained.bases import get_base, load_base
+    from aigc.runtime import default_device
+
+    device = device or default_device()
+    key = (str(get_base(ws, base)["path"]), str(device))
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is None:
+            model, tokenizer = load_base(ws, base, device=device)
+            try:
+                entry = FastLM.from_hf(model)
+            except InvalidInput:
+                return None, tokenizer
+            entry.tokenizer = tokenizer
+            _SHARED[key] = entry
+        return entry, entry.tokenizer
+
+
+def _adapter_state(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    weights = run_dir / "model.safetensors"
+    if weights.exists():
+        return load_file(str(weights))
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        return torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
+    raise InvalidInput(f"run {name!r} has no weights yet: train it with `aigc train --resume {name}`")
+
+
 def load(ws: Workspace, name: str, spec: dict[str, Any], run_dir: Path, device: str | None = None):
-    """A :class:`~aigc.pretrained.generator.ChatGenerator` of the run."""
+    """A :class:`~aigc.pretrained.generator.ChatGenerator` of the run: a LoRA run's adapters on the
+    shared base (:func:`shared_base`, unmerged), a full run's weights (or a base without a fast
+    decoder) as a model of its own."""
     from aigc.pretrained.generator import ChatGenerator
 
-    model, tokenizer = load_model(ws, name, spec, run_dir, device)
     data = spec["data"]
+    acfg = AdaptConfig(**spec["adapt"])
+    if acfg.method == "lora":
+        base, _ = shared_base(ws, spec["base"], device)
+        if base is not None:
+            model = base.with_lora(_adapter_state(run_dir, name), alpha=acfg.alpha)
+            return ChatGenerator(model, _load_tokenizer(run_dir), data.get("template"), spec["cond_columns"],
+                                 spec.get("conditions"), name=name, vocab_size=base.hf.config.vocab_size)
+    model, tokenizer = load_model(ws, name, spec, run_dir, device)
     return ChatGenerator(fast(model), tokenizer, data.get("template"), spec["cond_columns"], spec.get("conditions"),
                          name=name, vocab_size=model.net.config.vocab_size)
 
@@ -381,9 +428,12 @@ def base_generator(ws: Workspace, base: str, template: str | None, cond_columns:
     from aigc.pretrained.generator import ChatGenerator
     from aigc.runtime import default_device
 
-    model, tokenizer = load_base(ws, base)
+    shared, tokenizer = shared_base(ws, base, device)
+    if shared is not None:
+        model, vocab = shared, shared.hf.config.vocab_size
+    else:
+        hf, tokenizer = load_base(ws, base)
+        model, vocab = AdaptedLM(hf, "full").to(device or default_device()).eval(), hf.config.vocab_size
+    tokenizer = copy.copy(tokenizer)  # the shared one keeps its own template
     formats.ensure_chat_template(tokenizer)
-    wrapped = AdaptedLM(model, "full").to(device or default_device()).eval()
-    return ChatGenerator(fast(wrapped), tokenizer, template, cond_columns, name=base,
-                         vocab_size=model.config.vocab_size)
-
+    return ChatGenerator(model, tokenizer, template, cond_columns, name=base, vocab_size=vocab)
