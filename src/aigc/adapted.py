@@ -229,6 +229,9 @@ def _default_name(ws: Workspace, base: str) -> str:
 
 def resume(ws: Workspace, name: str, spec: dict[str, Any], run_dir: Path,
            train_overrides: dict[str, Any] | None = None, callbacks: Sequence = ()) -> dict[str, Any]:
+    if spec.get("parent"):
+        raise InvalidInput(f"run {name!r} was tuned from feedback of run {spec['parent']!r} and does not resume: "
+                           f"tune again (`aigc tune {spec['parent']} --from-feedback`)")
     cfg = config_from_dict(TrainConfig, merge_options(spec["train_config"], train_overrides), what="training option")
     cfg.validate()
     if spec.get("dataset") and not ws.has_dataset(spec["dataset"]):
@@ -437,3 +440,160 @@ def base_generator(ws: Workspace, base: str, template: str | None, cond_columns:
     tokenizer = copy.copy(tokenizer)  # the shared one keeps its own template
     formats.ensure_chat_template(tokenizer)
     return ChatGenerator(model, tokenizer, template, cond_columns, name=base, vocab_size=vocab)
+
+
+# -- tuning from feedback ----------------------------------------------------------------------
+
+TUNE_DEFAULTS = {"lr": 2e-4, "batch_size": 4, "warmup_steps": 5, "weight_decay": 0.0, "eval_every": 20,
+                 "max_steps": 100, "min_lr_ratio": 0.1}
+TUNE_METHODS = ("auto", "dpo", "kto")
+DELTA_FILE = "tune_delta.safetensors"
+
+
+def _feedback_data(ws: Workspace, run: str, spec: dict[str, Any], pairs_file: str | None):
+    """(pairs, thumbs) of a run's feedback (or of a pairs JSONL file), each prompt made into the
+    run's instruction as it was when the rated text was generated."""
+    from aigc.logbook import feedback_examples
+    from aigc.pretrained.generator import instruction
+    from aigc.pretrained.preference import PreferencePair, Thumb
+
+    if pairs_file:
+        rows = []
+        for i, line in enumerate(Path(pairs_file).read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                rows.append({"prompt": str(obj.get("prompt") or ""), "cond": obj.get("cond") or {},
+                             "chosen": str(obj["chosen"]), "rejected": str(obj["rejected"])})
+            except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
+                raise InvalidInput(f"{pairs_file}: line {i} is not a pair: expected an object with 'prompt', "
+                                   "'chosen' and 'rejected' (as `aigc logs --pairs` writes them)") from None
+        examples = {"pairs": rows, "thumbs": []}
+    else:
+        examples = feedback_examples(ws, run)
+    template, cols = spec["data"].get("template"), spec["cond_columns"]
+
+    def ask(e):
+        return instruction(template, cols, e["prompt"], {k: v for k, v in e["cond"].items() if k in cols}, run) or " "
+
+    pairs = [PreferencePair(ask(e), e["chosen"], e["rejected"]) for e in examples["pairs"]]
+    thumbs = [Thumb(ask(e), e["text"], e["up"]) for e in examples["thumbs"]]
+    return pairs, thumbs
+
+
+def _hash_split(items: list, share: float = 0.1) -> tuple[list, list]:
+    keyed = sorted(range(len(items)), key=lambda i: hashlib.sha256(repr(items[i]).encode()).hexdigest())
+    n_val = max(1, round(len(items) * share))
+    val = set(keyed[:n_val])
+    return [x for i, x in enumerate(items) if i not in val], [x for i, x in enumerate(items) if i in val]
+
+
+def combine_loras(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], scale_first: float,
+                  scale_second: float) -> dict[str, torch.Tensor]:
+    """Two LoRAs on the same modules as one of their summed rank, with scale 1 (``alpha == r``):
+    ``B1 A1 s1 + B2 A2 s2 = [B1 s1, B2 s2] [A1; A2]``, exactly."""
+    out = {}
+    for key, a1 in first.items():
+        if ".lora_A." not in key:
+            continue
+        b_key = key.replace(".lora_A.", ".lora_B.")
+        if key not in second or b_key not in second or b_key not in first:
+            raise InvalidInput(f"the two adapters do not cover the same modules ({key} is in one only)")
+        out[key] = torch.cat([a1, second[key]], dim=0)
+        out[b_key] = torch.cat([first[b_key] * scale_first, second[b_key] * scale_second], dim=1)
+    return out
+
+
+def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, name: str | None = None,
+         pairs_file: str | None = None, train_overrides: dict[str, Any] | None = None,
+         callbacks: Sequence = ()) -> dict[str, Any]:
+    """A new run tuned from LoRA run ``run`` on its users' feedback (or a pairs file): DPO on
+    preference pairs, KTO on unpaired thumbs (``auto``: DPO when there are pairs). The parent's
+    adapters are merged into the base, which is DPO's and KTO's reference; a fresh LoRA learns the
+    preferences on top, and the two are stored as one LoRA of their summed rank, so the new run
+    serves, exports and adapts like any LoRA run. Its run.json records its parent and what it
+    learned from."""
+    from safetensors.torch import load_file, save_file
+
+    from aigc.pretrained.bases import load_base
+    from aigc.pretrained.preference import PreferenceObjective, PreferenceTask, thumbs_from_pairs
+
+    if method not in TUNE_METHODS:
+        raise InvalidInput(f"--method must be one of {', '.join(TUNE_METHODS)}, got {method!r}")
+    parent_dir = Path(ws.get_run(run)["path"])
+    pspec = read_spec(parent_dir)
+    if not is_adapted(pspec) or pspec["adapt"]["method"] != "lora":
+        raise InvalidInput(f"run {run!r} is not a LoRA run: tuning from feedback adapts a run made with "
+                           "`aigc train DATASET --base NAME` (method lora)")
+    pairs, thumbs = _feedback_data(ws, run, pspec, pairs_file)
+    if method == "auto":
+        method = "dpo" if pairs else "kto"
+    if method == "dpo":
+        if len(pairs) < 2:
+            raise InvalidInput(f"run {run!r} has {len(pairs)} preference pair(s) in its feedback (a thumbs up and "
+                               "a thumbs down on the same prompt, a choice, or an edit): DPO needs at least 2; "
+                               "rate more outputs, or use --method kto on thumbs")
+        data = pairs
+    else:
+        data = thumbs + thumbs_from_pairs(pairs)
+        ups = sum(t.up for t in data)
+        if not data:
+            raise InvalidInput(f"run {run!r} has no feedback yet: rate some of its outputs first")
+        if ups in (0, len(data)):
+            raise InvalidInput(f"KTO needs both thumbs up and thumbs down: run {run!r}'s feedback has only "
+                               f"{'up' if ups else 'down'} ({len(data)})")
+    if not beta > 0:
+        raise InvalidInput(f"--beta must be > 0, got {beta}")
+    cfg = config_from_dict(TrainConfig, merge_options(TUNE_DEFAULTS, train_overrides), what="training option")
+    cfg.validate()
+    train_set, val_set = _hash_split(data)
+    name = name or _default_name(ws, f"{run}-{method}")
+    if ws.has_run(name):
+        raise InvalidInput(f"run {name!r} already exists: pick another --name")
+    acfg = AdaptConfig(**pspec["adapt"])
+    base, _ = load_base(ws, pspec["base"])
+    parent = AdaptedLM(base, "lora", r=acfg.r, alpha=acfg.alpha, dropout=acfg.dropout,
+                       target_modules=acfg.target_modules)
+    parent_state = _adapter_state(parent_dir, run)
+    parent.load_state_dict(parent_state)
+    torch.manual_seed(cfg.seed)
+    policy = AdaptedLM(parent.net.merge_and_unload(), "lora", r=acfg.r, alpha=acfg.alpha, dropout=acfg.dropout,
+                       target_modules=acfg.target_modules)
+    tokenizer = _load_tokenizer(parent_dir)
+    objective = PreferenceObjective(policy, method, beta)
+    task = PreferenceTask(tokenizer, train_set, val_set, batch_size=cfg.batch_size, max_length=acfg.block_size)
+    counts = {"pairs": len(pairs), "thumbs_up": sum(t.up for t in thumbs), "thumbs_down": sum(not t.up for t in thumbs)}
+    spec = {**{k: v for k, v in pspec.items() if k not in ("n_params",)}, "name": name, "created_at": now(),
+            "train_config": asdict(cfg), "parent": run,
+            "tune": {"method": method, "beta": beta, "source": pairs_file or "feedback", "learned_from": counts,
+                     "train_examples": len(train_set), "val_examples": len(val_set), "stage_adapt": asdict(acfg)}}
+    run_dir = ws.run_path(name)
+    ws.create_run(name, method, pspec.get("dataset") or "", {"tune": spec["tune"], "train": spec["train_config"]})
+    try:
+        run_dir.mkdir(parents=True)
+        tokenizer.save_pretrained(run_dir / TOKENIZER_DIR)
+        write_json_atomic(run_dir / RUN_FILE, spec)
+        state = fit(objective, task, cfg, run_dir, list(callbacks))
+    except BaseException:
+        ws.delete_run(name)
+        raise
+    if not (run_dir / "model.safetensors").exists():  # stopped before its first validation
+        ws.update_run(name, status="interrupted", step=state.step)
+        return ws.get_run(name)
+    # the preference adapter over the parent's, as one LoRA of their summed rank
+    (run_dir / "model.safetensors").replace(run_dir / DELTA_FILE)
+    scale = acfg.alpha / acfg.r
+    combined = combine_loras(parent_state, load_file(str(run_dir / DELTA_FILE)), scale, scale)
+    save_file({k: v.contiguous() for k, v in combined.items()}, str(run_dir / "model.safetensors"))
+    rank = 2 * acfg.r
+    spec["adapt"] = {**asdict(acfg), "r": rank, "alpha": rank}
+    write_json_atomic(run_dir / RUN_FILE, spec)
+    base, _ = load_base(ws, pspec["base"])
+    merged_view = AdaptedLM(base, "lora", r=rank, alpha=rank, dropout=0.0, target_modules=acfg.target_modules)
+    status = "interrupted" if state.stop_reason == "interrupted" else "finished"
+    export(merged_view, run_dir, spec)
+    summary = {"stop_reason": state.stop_reason, "steps": state.step, "elapsed_s": round(state.elapsed, 1),
+               "best_val_loss": state.best_val_loss, **state.val_figures}
+    ws.update_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
+    return ws.get_run(name)

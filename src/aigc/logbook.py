@@ -270,6 +270,36 @@ def preference_pairs(ws: Workspace, run: str | None = None) -> list[dict[str, An
     return pairs
 
 
+def feedback_examples(ws: Workspace, run: str) -> dict[str, list[dict[str, Any]]]:
+    """What run ``run``'s text feedback teaches, for preference tuning: ``pairs`` ({prompt, cond,
+    chosen, rejected}) from a thumbs-up and a thumbs-down output of the same prompt and conditions
+    (:func:`preference_pairs`), from a choice (the chosen sample over each other sample) and from an
+    edit (the user's text over the sample it corrects); ``thumbs`` ({prompt, cond, text, up}): each
+    rated output's latest thumb, unpaired."""
+    g, f = generations_table, feedback_table
+    q = (sa.select(g.c.id, g.c.prompt, g.c.options, g.c.output, f.c.sample_index, f.c.rating, f.c.kind,
+                   f.c.edited).join(f, f.c.generation_id == g.c.id)
+         .where(g.c.kind == "text", g.c.run == run).order_by(f.c.id))
+    thumbs: dict[tuple[str, int], dict[str, Any]] = {}
+    pairs: list[dict[str, Any]] = [{k: p[k] for k in ("prompt", "cond", "chosen", "rejected")}
+                                   for p in preference_pairs(ws, run)]
+    with ws.engine.connect() as conn:
+        for r in conn.execute(q).mappings():
+            texts = json.loads(r["output"]).get("texts") or []
+            i = r["sample_index"]
+            if i >= len(texts):
+                continue
+            base = {"prompt": r["prompt"], "cond": json.loads(r["options"]).get("cond") or {}}
+            if r["kind"] == "thumb":
+                thumbs[(r["id"], i)] = {**base, "text": texts[i], "up": r["rating"] > 0}
+            elif r["kind"] == "choice":
+                pairs += [{**base, "chosen": texts[i], "rejected": t} for j, t in enumerate(texts)
+                          if j != i and t != texts[i]]
+            elif r["kind"] == "edit" and r["edited"]:
+                pairs.append({**base, "chosen": r["edited"], "rejected": texts[i]})
+    return {"pairs": pairs, "thumbs": list(thumbs.values())}
+
+
 def export_jsonl(ws: Workspace, path: str | Path, run: str | None = None, pairs: bool = False) -> int:
     """Write the log (or, with ``pairs``, the preference pairs) as JSON Lines; returns the row count.
     Written to a temporary name and renamed, so ``path`` is never half-written."""

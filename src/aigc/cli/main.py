@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aigc.cli import base, data, demo, evaluate, export, generate, runs, serve, train
+from aigc.cli import base, data, demo, evaluate, export, generate, runs, serve, train, tune
 from aigc.cli.common import guard
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app.command()(guard(train.train))
 app.command()(guard(generate.generate))
 app.command(name="eval")(guard(evaluate.eval_))
 app.command()(guard(export.export))
+app.command()(guard(tune.tune))
 app.command()(guard(demo.demo))
 app.command()(guard(serve.serve))
 app.command()(guard(serve.logs))

@@ -73,6 +73,27 @@ def end_of_turn_id(tokenizer) -> int | None:
     return eos
 
 
+def instruction(template: str | None, cond_columns: Sequence[str], prompt: str = "",
+                cond: Mapping[str, str] | None = None, run: str = "") -> str:
+    """An adapted run's user turn: its prompt ``template`` filled with ``cond`` (when given), then
+    ``prompt``; an unconditional run's template alone when neither is given."""
+    parts = []
+    if cond:
+        unknown = sorted(set(cond) - set(cond_columns))
+        if unknown:
+            have = ", ".join(cond_columns) or "none"
+            raise InvalidInput(f"unknown condition column(s) {', '.join(unknown)} for run {run!r} (it has: {have})")
+        if template:
+            filled = {c: "" for c in cond_columns}
+            filled.update({k: str(v) for k, v in cond.items()})
+            parts.append(render_prompt(template, filled))
+    if prompt:
+        parts.append(prompt)
+    if not parts and template and not cond_columns:
+        parts.append(template)
+    return "\n\n".join(parts)
+
+
 class ChatGenerator(TextGenerator):
     """A loaded adapted run: a transformers causal LM (wrapped to the text contract: ``forward(idx)
     -> (logits, None)``, ``block_size``; or a :class:`~aigc.pretrained.decoder.FastLM` with a slot
@@ -95,22 +116,7 @@ class ChatGenerator(TextGenerator):
     # -- contexts -------------------------------------------------------------------------
     def instruction(self, prompt: str = "", cond: Mapping[str, str] | None = None) -> str:
         """The user turn: the template filled with ``cond`` (when given), then ``prompt``."""
-        parts = []
-        if cond:
-            unknown = sorted(set(cond) - set(self.cond_columns))
-            if unknown:
-                have = ", ".join(self.cond_columns) or "none"
-                raise InvalidInput(f"unknown condition column(s) {', '.join(unknown)} for run {self.name!r} "
-                                   f"(it has: {have})")
-            if self.template:
-                filled = {c: "" for c in self.cond_columns}
-                filled.update({k: str(v) for k, v in cond.items()})
-                parts.append(render_prompt(self.template, filled))
-        if prompt:
-            parts.append(prompt)
-        if not parts and self.template and not self.cond_columns:
-            parts.append(self.template)  # an unconditional run's one instruction
-        return "\n\n".join(parts)
+        return instruction(self.template, self.cond_columns, prompt, cond, self.name)
 
     def messages_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         """A conversation (``system``/``user``/``assistant`` turns ending with a user turn) rendered
