@@ -195,3 +195,19 @@ def test_aigc_export_writes_a_gguf_that_transformers_reads_back_and_a_modelfile(
     for args, message in ((["r", "--gguf", "q4"], "--gguf must be one of"), (["nope"], "unknown run")):
         bad = cli.invoke(app, ["export", *args, "--workspace", str(ws.root)])
         assert bad.exit_code == 2 and message in bad.output, bad.output
+
+
+def test_the_demo_adapts_an_available_base_and_shows_it_beside_the_base(tmp_path, capsys):
+    from aigc.cli import demo
+
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(tmp_path / "tiny", "llama", TEMPLATE)
+    B.add_base(ws, str(tmp_path / "tiny"), "gemma-3-270m")  # as if its terms were accepted: it comes first
+    aigc.ingest(demo.sample_corpus(), "shop", workspace=ws, text_column="text", cond_columns=["category", "tone", "lang"])
+    assert demo._adapt(ws, "0") is None  # 0 skips
+    run = demo._adapt(ws, "2s")
+    assert run == "shop-gemma-3-270m-lora" and ws.get_run(run)["status"] == "finished"
+    shown = capsys.readouterr().out
+    assert "adapting gemma-3-270m" in shown and shown.count("base ") >= 2 and shown.count("adapted ") >= 2
+    assert "Write a playful product description for tea (language: en)" in shown
+    assert demo._adapt(ws, "2s") == run and "adapting" not in capsys.readouterr().out  # a finished run is reused

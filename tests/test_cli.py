@@ -127,13 +127,13 @@ def test_help_lists_every_command():
 
 def test_demo_ingests_the_bundled_sample_trains_and_evaluates(tmp_path):
     ws = tmp_path / "ws"
-    r = aigc("demo", "--preset", "tiny", "--time-budget", "3s", "--no-serve", "-w", ws)
+    r = aigc("demo", "--preset", "tiny", "--time-budget", "3s", "--adapt-budget", "0", "--no-serve", "-w", ws)
     assert r.exit_code == 0, r.output
     assert "ingested shop: 3" in r.stdout  # ~3,600 records of bilingual product copy
     for label in ("category=tea, tone=playful, lang=en", "category=skincare, tone=elegant, lang=zh",
                   "bits per character", "per condition"):
         assert label in r.stdout
-    r = aigc("demo", "--preset", "tiny", "--no-serve", "-w", ws)  # a second run reuses the finished model
+    r = aigc("demo", "--preset", "tiny", "--adapt-budget", "0", "--no-serve", "-w", ws)  # reuses the finished model
     assert r.exit_code == 0 and "reusing finished run shop-gpt-tiny" in r.stdout
 
 
