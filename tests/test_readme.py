@@ -121,6 +121,12 @@ def cheap(args: list[str]) -> list[str] | None:
         return None
     if args[:2] == ["base", "add"] and not args[2].startswith("./my-model"):
         return None  # a GGUF file and Gemma (opt-in) are not here: tests/test_bases.py covers both ways
+    if args[0] in ("export", "tune") or "--chat" in args:
+        # the tiny base's tokenizer is no GGUF tokenizer, the workspace has no feedback, no chats.jsonl:
+        # tests/test_adapted_runs.py and tests/test_tune.py run these
+        return None
+    if "--base" in args:
+        args += ["--block-size", "96"]  # the tiny base's context
     if "--time-budget" in args:
         args[args.index("--time-budget") + 1] = "2s"
     if args[0] == "generate" and "diffusion" in args[1]:
@@ -229,5 +235,7 @@ def test_the_quick_start_runs_as_written(tmp_path, monkeypatch, capsys):
 
     save_tiny(tmp_path / "my-model")
     run_all(next(b for b in bash if ["aigc", "base", "list"] in b))
+    run_all(next(b for b in bash if ["aigc", "tune", "copy-lora", "--from-feedback"] in b))
+    assert (tmp_path / "home" / ".aigc" / "runs" / "copy-lora" / "export" / "adapter").is_dir()
     r = runner.invoke(app, ["base", "list", "--json"])
     assert r.exit_code == 0 and any(b["name"] == "mine" and b["status"] == "ready" for b in json.loads(r.stdout))
