@@ -299,7 +299,7 @@ def test_an_older_catalog_gets_the_feedback_kinds(tmp_path):
     con.commit()
     con.close()
     ws = Workspace(tmp_path)
-    assert ws.applied_migrations()[-1] == "m004_feedback_kinds"
+    assert "m004_feedback_kinds" in ws.applied_migrations()
     rows = sqlite3.connect(tmp_path / "catalog.db").execute("select rating, kind, edited from feedback").fetchall()
     assert rows == [(-1, "thumb", None)]
     Workspace(tmp_path)  # opened again: nothing left to apply, nothing fails

@@ -158,6 +158,8 @@ POST_BODIES = {  # each route's schema and a valid body to change
     "/v1/images/generations": (schemas.ImageGenerationRequest, {"model": "d", "steps": 2}),
     "/api/generate": (schemas.GenerateRequest, {"model": "g", "prompt": "apple", "options": {"num_predict": 4}}),
     "/api/feedback": (schemas.FeedbackRequest, {"generation_id": "gen-x", "rating": "up"}),
+    "/api/arena/vote": (schemas.ArenaVoteRequest, {"prompt": "apple", "run_a": "g", "run_b": "l",
+                                                   "generation_a": "gen-x", "generation_b": "gen-y", "winner": "a"}),
 }
 path_values = st.sampled_from(["g", "d", "fruit", "blocks", "..", "gen-x"]) | texts
 GET_QUERIES = {"/api/generations": {"run": runs | texts, "limit": numbers | texts, "offset": numbers | texts}}
@@ -235,9 +237,9 @@ def test_post_bodies_never_get_a_5xx_and_keep_the_connection(server, route):
             _check(answer, raw[:80])
         assert conn.alive() and conn.requests >= POST_EXAMPLES
     # the fuzzing reached both sides of validation: some requests were refused, and (except for
-    # feedback, whose ids are never guessed) some were served
+    # feedback and arena votes, whose generation ids are never guessed) some were served
     assert any(400 <= s < 500 for s in statuses)
-    assert route == "/api/feedback" or 200 in statuses, sorted(set(statuses))
+    assert route in ("/api/feedback", "/api/arena/vote") or 200 in statuses, sorted(set(statuses))
 
 
 def test_get_paths_and_queries_never_get_a_5xx_and_keep_the_connection(server):

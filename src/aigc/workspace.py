@@ -3,7 +3,7 @@
 Layout under the root (``$AIGC_HOME``, default ``~/.aigc``)::
 
     catalog.db            SQLite (WAL mode) through SQLAlchemy: datasets, runs, generations,
-                          feedback, API keys, migrations
+                          feedback, arena votes, API keys, migrations
     generations/<id>/     images made by the server (their paths are in the generations table)
     datasets/<name>/      one ingested dataset (train/val/test files + card.json)
     runs/<name>/          one training run (checkpoints, metrics, export, eval)
@@ -143,6 +143,22 @@ bases_table = sa.Table(
 )
 
 
+# The studio's arena (aigc.arena): two runs answered one prompt; which answer the user preferred.
+arena_votes_table = sa.Table(
+    "arena_votes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # votes replay in id order
+    sa.Column("created_at", sa.String, nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("cond", sa.Text, nullable=False, default="{}"),  # JSON: the conditions both runs were given
+    sa.Column("run_a", sa.String, nullable=False, index=True),
+    sa.Column("run_b", sa.String, nullable=False, index=True),
+    sa.Column("generation_a", sa.String, sa.ForeignKey("generations.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("generation_b", sa.String, sa.ForeignKey("generations.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("winner", sa.String(4), nullable=False),  # a | b | tie
+)
+
+
 def _m001_initial(conn: Connection) -> None:
     for table in (datasets_table, runs_table):
         table.create(conn, checkfirst=True)
@@ -167,12 +183,17 @@ def _m004_feedback_kinds(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE feedback ADD COLUMN edited TEXT")
 
 
+def _m005_arena(conn: Connection) -> None:
+    arena_votes_table.create(conn, checkfirst=True)
+
+
 # Append-only: never edit or reorder an entry that has shipped; add a new one instead.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_serving", _m002_serving),
     ("m003_bases", _m003_bases),
     ("m004_feedback_kinds", _m004_feedback_kinds),
+    ("m005_arena", _m005_arena),
 ]
 
 

@@ -240,3 +240,15 @@ class FeedbackRequest(Strict):
         if self.choice is not None:
             return self.choice
         return self.index if self.index is not None else self.sample_index
+
+
+class ArenaVoteRequest(Strict):
+    """A vote between two logged text answers to one prompt; ``winner`` is the better side."""
+
+    prompt: str
+    cond: dict[str, str] | None = None
+    run_a: str = Field(min_length=1, max_length=200)
+    run_b: str = Field(min_length=1, max_length=200)
+    generation_a: str = Field(min_length=1, max_length=200)
+    generation_b: str = Field(min_length=1, max_length=200)
+    winner: Literal["a", "b", "tie"]

@@ -1,6 +1,7 @@
 """Native routes under ``/api``: runs and datasets to browse, ``generate`` as an NDJSON stream
 (Ollama's shape: one object per chunk, then a final one with ``done: true``, timings in
-nanoseconds and token counts), the generation log and feedback on it."""
+nanoseconds and token counts), the generation log and feedback on it, and the arena's votes and
+Elo leaderboard."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from aigc import logbook
+from aigc import arena, logbook
 from aigc.engine import Result, TextEvent, TextRequest
 from aigc.errors import InvalidInput, NotFound
 from aigc.feedback import store as feedback_store
 from aigc.generation import Sampling
 from aigc.server.common import (check_limits, drain, guidance, rerank, settings_of, shared, stops, submit,
                                 with_param)
-from aigc.server.schemas import FeedbackRequest, GenerateRequest
+from aigc.server.schemas import ArenaVoteRequest, FeedbackRequest, GenerateRequest
 from aigc.workspace import now
 
 router = APIRouter(prefix="/api", tags=["native"])
@@ -282,3 +283,19 @@ def server_settings(request: Request) -> dict[str, Any]:
     s = settings_of(request)
     return {"max_tokens": s.max_tokens, "max_batch": s.max_batch, "max_images": s.max_images,
             "max_prompt_chars": s.max_prompt_chars, "log": s.log}
+
+
+# -- the arena: two runs answer one prompt, a person picks the better answer (aigc.arena) ---------------
+
+
+@router.post("/arena/vote", status_code=201)
+def arena_vote(body: ArenaVoteRequest, request: Request) -> dict[str, Any]:
+    """Store a vote; each generation must be its run's answer to ``prompt`` under ``cond`` (400 if not)."""
+    vote_id = arena.record_vote(_ws(request), **body.model_dump())
+    return {"id": vote_id, "run_a": body.run_a, "run_b": body.run_b, "winner": body.winner}
+
+
+@router.get("/arena/leaderboard")
+def arena_leaderboard(request: Request) -> dict[str, Any]:
+    """The runs ranked by Elo over every vote so far: ``{run, rating, wins, losses, ties, games}``."""
+    return {"leaderboard": arena.leaderboard(_ws(request))}

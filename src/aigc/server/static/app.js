@@ -38,6 +38,13 @@ const I18N = {
     "m.fid_floor_train_vs_test": "FID floor (train vs test)", "m.seconds_per_1000_samples": "seconds per 1,000 samples",
     "m.psnr": "reconstruction PSNR (dB)", "m.ssim": "reconstruction SSIM", "m.test_loss": "test loss",
     "m.codebook_usage": "codebook usage", "m.per_class": "Per class",
+    "tab.arena": "Arena", "arena.run1": "Run 1", "arena.run2": "Run 2", "arena.random": "(random)",
+    "arena.hint": "The two answers are shown as A and B in a random order: which run wrote which is shown after you vote.",
+    "arena.prompt": "Prompt (both runs continue it)", "arena.ask": "Ask both", "arena.a_better": "A is better",
+    "arena.b_better": "B is better", "arena.tie": "Tie", "arena.board": "Leaderboard", "arena.voted": "Vote saved.",
+    "arena.need_two": "The arena needs two different text runs: pick them, or train another run.",
+    "arena.no_votes": "No votes yet.", "col.rating": "Rating", "col.wins": "Wins", "col.losses": "Losses",
+    "col.ties": "Ties", "col.games": "Games",
   },
   zh: {
     "tab.play": "试玩", "tab.runs": "训练任务", "tab.datasets": "数据集", "tab.log": "生成记录",
@@ -74,6 +81,13 @@ const I18N = {
     "m.fid_floor_train_vs_test": "FID 下限（训练集对测试集）", "m.seconds_per_1000_samples": "每千张耗时（秒）",
     "m.psnr": "重建 PSNR（dB）", "m.ssim": "重建 SSIM", "m.test_loss": "测试损失",
     "m.codebook_usage": "码本使用率", "m.per_class": "按类别",
+    "tab.arena": "竞技场", "arena.run1": "模型 1", "arena.run2": "模型 2", "arena.random": "（随机）",
+    "arena.hint": "两个回答以 A、B 随机排列：投票之后才显示各由哪个模型生成。",
+    "arena.prompt": "提示词（两个模型都将续写）", "arena.ask": "同时提问", "arena.a_better": "A 更好",
+    "arena.b_better": "B 更好", "arena.tie": "平局", "arena.board": "排行榜", "arena.voted": "投票已保存。",
+    "arena.need_two": "竞技场需要两个不同的文本模型：请选择，或再训练一个。",
+    "arena.no_votes": "还没有投票。", "col.rating": "评分", "col.wins": "胜", "col.losses": "负",
+    "col.ties": "平", "col.games": "场次",
   },
 };
 
@@ -159,11 +173,17 @@ function onRunChange() {
     $("#steps-label").hidden = run.family !== "diffusion";
     return;
   }
-  Object.entries(run.conditions || {}).forEach(([col, values], i) => {
+  conditionFields(box, run.conditions || {});
+}
+
+// A field per condition column in `box`: a menu, or for a long-tailed column a search field.
+function conditionFields(box, columns) {
+  box.replaceChildren();
+  Object.entries(columns).forEach(([col, values], i) => {
     let field;
     if (values.length > MAX_MENU_VALUES) {
       // A long-tailed column (authors, SKUs) as a menu of thousands is unusable: type to search.
-      const list = el("datalist", { id: `cond-values-${i}` }, ...values.map((v) => el("option", { value: v })));
+      const list = el("datalist", { id: `${box.id}-values-${i}` }, ...values.map((v) => el("option", { value: v })));
       field = el("input", { "data-cond": col, list: list.id, placeholder: t("play.any"), autocomplete: "off" });
       box.append(list);
     } else {
@@ -176,9 +196,9 @@ function onRunChange() {
 
 const MAX_MENU_VALUES = 50;
 
-function conditions() {
+function conditions(box = "#cond-box") {
   const cond = {};
-  document.querySelectorAll("#cond-box [data-cond]").forEach((s) => { if (s.value) cond[s.dataset.cond] = s.value; });
+  document.querySelectorAll(`${box} [data-cond]`).forEach((s) => { if (s.value) cond[s.dataset.cond] = s.value; });
   return cond;
 }
 
@@ -200,6 +220,12 @@ function rateBox(index, getId) {
   return { node: el("div", { class: "rate" }, up, down, status), enable() { up.disabled = false; down.disabled = false; } };
 }
 
+function statsLine(msg) {  // a generation's final message, as one line
+  const seconds = Math.max(1e-9, msg.eval_duration / 1e9);
+  return t("play.stats", { tokens: msg.eval_count, tps: (msg.eval_count / seconds).toFixed(0),
+                           ttft: msg.ttft_ms === null ? "-" : msg.ttft_ms.toFixed(0) });
+}
+
 async function streamText(model, index, card) {
   const prompt = $("#prompt").value;
   const out = el("div", { class: "output", id: `output-${index}` }, el("span", { class: "prompt" }, prompt));
@@ -216,11 +242,7 @@ async function streamText(model, index, card) {
                num_predict: Number($("#max-tokens").value), seed: seedValue() },
   };
   if (rerank > 1) body.rerank = rerank;  // the judge picks among whole candidates: no streaming
-  const showStats = (msg) => {
-    const seconds = Math.max(1e-9, msg.eval_duration / 1e9);
-    stats.textContent = t("play.stats", { tokens: msg.eval_count, tps: (msg.eval_count / seconds).toFixed(0),
-                                          ttft: msg.ttft_ms === null ? "-" : msg.ttft_ms.toFixed(0) });
-  };
+  const showStats = (msg) => { stats.textContent = statsLine(msg); };
   try {
     const res = await api("/api/generate", { method: "POST", body, signal: controller.signal });
     if (rerank > 1) {
@@ -590,12 +612,119 @@ async function loadLog() {
   }));
 }
 
+// -- arena: two runs answer one prompt side by side; the user's vote feeds an Elo leaderboard -----------
+
+let arenaRuns = [];  // the servable text runs
+let arenaMatch = null;  // the answers on screen: { prompt, cond, sides: [{ run, id }, { run, id }] } (A, B)
+
+async function loadArena() {
+  arenaRuns = (await (await api("/api/runs")).json()).runs.filter((r) => r.servable && r.modality === "text");
+  for (const select of [$("#arena-run-1"), $("#arena-run-2")]) {
+    const keep = select.value;
+    select.replaceChildren(el("option", { value: "", "data-i18n": "arena.random" }, t("arena.random")),
+      ...arenaRuns.map((r) => el("option", { value: r.name }, r.name)));
+    if (arenaRuns.some((r) => r.name === keep)) select.value = keep;
+  }
+  onArenaRunsChange();
+  await loadBoard();
+}
+
+// The conditions that every run the arena may pick knows (a random side may pick any), with the
+// values they all know: both runs are asked the same thing.
+function onArenaRunsChange() {
+  const picked = [$("#arena-run-1").value, $("#arena-run-2").value];
+  const pool = picked.includes("") ? arenaRuns : arenaRuns.filter((r) => picked.includes(r.name));
+  const shared = {};
+  const [first, ...rest] = pool;
+  for (const [col, values] of Object.entries((first && first.conditions) || {})) {
+    const others = rest.map((r) => (r.conditions || {})[col]);
+    if (others.every(Boolean)) shared[col] = values.filter((v) => others.every((o) => o.includes(v)));
+  }
+  conditionFields($("#arena-cond-box"), shared);
+}
+
+// Two different runs, the chosen ones or random ones, in a random order: the first is shown as A.
+function pickPair() {
+  const chosen = [$("#arena-run-1").value, $("#arena-run-2").value];
+  const pair = [];
+  for (const name of chosen) {
+    const pool = name ? [name] : arenaRuns.map((r) => r.name).filter((n) => !chosen.includes(n) && !pair.includes(n));
+    if (pool.length) pair.push(pool[Math.floor(Math.random() * pool.length)]);
+  }
+  if (pair.length < 2 || pair[0] === pair[1]) throw new Error(t("arena.need_two"));
+  return Math.random() < 0.5 ? pair : pair.reverse();
+}
+
+function setVoting(on) {
+  for (const w of ["a", "b", "tie"]) $(`#arena-vote-${w}`).disabled = !on;
+}
+
+async function askArena() {
+  let pair;
+  try { pair = pickPair(); } catch (e) { $("#arena-status").textContent = e.message; return; }
+  const prompt = $("#arena-prompt").value, cond = conditions("#arena-cond-box");
+  const options = { temperature: Number($("#arena-temperature").value), num_predict: Number($("#arena-max-tokens").value) };
+  if ($("#arena-seed").value !== "") options.seed = Number($("#arena-seed").value);  // one seed for both: a fair draw
+  const match = { prompt, cond, sides: pair.map((run) => ({ run, id: null })) };
+  arenaMatch = match;
+  setVoting(false);
+  $("#arena-ask").disabled = true;
+  $("#arena-status").textContent = "";
+  await Promise.allSettled(match.sides.map(async (side, i) => {
+    const name = $(`#arena-name-${"ab"[i]}`), out = $(`#arena-answer-${"ab"[i]}`), stats = $(`#arena-stats-${"ab"[i]}`);
+    name.hidden = true;  // which run wrote which answer stays unknown until the vote
+    name.textContent = "";
+    out.replaceChildren(el("span", { class: "prompt" }, prompt));
+    stats.textContent = "";
+    try {
+      const body = { model: side.run, prompt, cond, stream: false, options };
+      const msg = await (await api("/api/generate", { method: "POST", body })).json();
+      out.append(msg.response);  // text, never markup
+      stats.textContent = statsLine(msg);
+      side.id = msg.id;
+    } catch (e) { stats.textContent = e.message; }
+  }));
+  $("#arena-ask").disabled = false;
+  setVoting(match.sides.every((side) => side.id));
+}
+
+async function arenaVote(winner) {
+  const match = arenaMatch, [a, b] = match.sides;
+  setVoting(false);
+  try {
+    await api("/api/arena/vote", { method: "POST", body: { prompt: match.prompt, cond: match.cond, run_a: a.run,
+      run_b: b.run, generation_a: a.id, generation_b: b.id, winner } });
+  } catch (e) {
+    $("#arena-status").textContent = e.message;
+    setVoting(true);
+    return;
+  }
+  match.sides.forEach((side, i) => {  // the vote is in: now say who was who
+    const name = $(`#arena-name-${"ab"[i]}`);
+    name.textContent = side.run;
+    name.hidden = false;
+  });
+  $("#arena-status").textContent = t("arena.voted");
+  await loadBoard().catch((e) => banner(e.message));
+}
+
+async function loadBoard() {
+  const rows = (await (await api("/api/arena/leaderboard")).json()).leaderboard;
+  $("#arena-board tbody").replaceChildren(...rows.map((r, i) => el("tr", { "data-run": r.run },
+    el("td", {}, i + 1), el("td", { class: "run" }, r.run), el("td", { class: "rating" }, r.rating.toFixed(1)),
+    el("td", {}, r.wins), el("td", {}, r.losses), el("td", {}, r.ties), el("td", {}, r.games))));
+  if (!rows.length) {
+    $("#arena-board tbody").append(el("tr", {}, el("td", { colspan: 7, class: "muted", "data-i18n": "arena.no_votes" },
+      t("arena.no_votes"))));
+  }
+}
+
 // -- wiring ---------------------------------------------------------------------------------------------
 
 function showTab(name) {
   document.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
   document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== name; });
-  const load = { runs: loadRunsPage, datasets: loadDatasetsPage, log: loadLog }[name];
+  const load = { runs: loadRunsPage, datasets: loadDatasetsPage, log: loadLog, arena: loadArena }[name];
   if (load) load().catch((e) => banner(e.message));
 }
 
@@ -605,6 +734,7 @@ $("#lang").addEventListener("click", () => {
   localStorage.setItem("aigc.lang", lang);
   applyLang();
   onRunChange();
+  onArenaRunsChange();
   if (shownRun && $("#run-view")) renderRun(shownRun);
 });
 $("#key").addEventListener("click", () => {
@@ -615,5 +745,9 @@ $("#run-select").addEventListener("change", onRunChange);
 $("#generate").addEventListener("click", generate);
 $("#stop").addEventListener("click", () => controllers.forEach((c) => c.abort()));
 $("#log-refresh").addEventListener("click", () => loadLog().catch((e) => banner(e.message)));
+$("#arena-run-1").addEventListener("change", onArenaRunsChange);
+$("#arena-run-2").addEventListener("change", onArenaRunsChange);
+$("#arena-ask").addEventListener("click", askArena);
+for (const w of ["a", "b", "tie"]) $(`#arena-vote-${w}`).addEventListener("click", () => arenaVote(w));
 applyLang();
 loadRuns().catch((e) => banner(e.message));
