@@ -43,7 +43,9 @@ from typing import Any
 import torch
 
 from aigc import logbook
-from aigc.decoding import Batch, Pick, SequenceGroup, choose_tokens, prefill
+from aigc.decoding import Batch, Pick, PrefixCache, SequenceGroup, choose_tokens, prefill
+from aigc.decoding.prefix import BLOCK
+from aigc.decoding.prefix import DEFAULT_MAX_TOKENS as DEFAULT_PREFIX_TOKENS
 from aigc.errors import AigcError, DeadlineExceeded, EngineUnavailable, InvalidInput, NotFound, Overloaded
 from aigc.feedback.store import FeedbackJudge, check_rerank_by, judge_for
 from aigc.generation import Sampling, TextGenerator
@@ -282,9 +284,16 @@ class Engine:
     def __init__(self, workspace: Workspace, *, max_batch: int = 16, max_queue: int = 32,
                  memory_limit: int = 2 << 30, keep_alive: float = 300.0, timeout: float | None = 600.0,
                  log: bool = True, device: str | None = None, threads: int | None = None,
-                 cpu_plan: CpuPlan | None = None):
+                 cpu_plan: CpuPlan | None = None, prefix_cache_tokens: int = DEFAULT_PREFIX_TOKENS):
         if max_batch < 1 or max_queue < 0:
             raise InvalidInput(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch} and {max_queue}")
+        if isinstance(prefix_cache_tokens, bool) or not isinstance(prefix_cache_tokens, int) or not (
+                prefix_cache_tokens == 0 or prefix_cache_tokens >= BLOCK):
+            raise InvalidInput(f"prefix_cache_tokens must be 0 (off) or a whole number of tokens >= {BLOCK} "
+                               f"(one block), got {prefix_cache_tokens!r}")
+        # Each loaded text run's prompt prefixes (template headers, system prompts) are cached for
+        # later requests, up to this many tokens per run (0: off; aigc.decoding.prefix).
+        self.prefix_cache_tokens = prefix_cache_tokens
         self.ws = workspace
         self.max_batch, self.max_queue = max_batch, max_queue
         self.memory_limit, self.keep_alive, self.timeout = memory_limit, keep_alive, timeout
@@ -400,13 +409,21 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
+            loaded = []
+            for e in self.loaded.values():
+                loaded.append({"name": e.name, "kind": e.kind, "bytes": e.nbytes, "busy": e.busy})
+                cache = getattr(e.batch.runner, "prefix_cache", None) if e.batch is not None else None
+                if cache is not None:
+                    loaded[-1]["prefix_cache"] = cache.stats()
             return {
                 "queue_depth": len(self._text_queue) + len(self._image_queue),
                 "active_rows": sum(len(e.batch.owners) for e in self.loaded.values() if e.batch is not None),
-                "loaded": [{"name": e.name, "kind": e.kind, "bytes": e.nbytes, "busy": e.busy}
-                           for e in self.loaded.values()],
+                "loaded": loaded,
                 "loaded_bytes": sum(e.nbytes for e in self.loaded.values()),
                 "tokens_generated": self.tokens_generated,
+                # prompts that reused a cached prefix, and the prompt tokens they did not run (loaded runs)
+                "prefix_cache_hits": sum(e.get("prefix_cache", {}).get("hits", 0) for e in loaded),
+                "prefix_tokens_saved": sum(e.get("prefix_cache", {}).get("tokens_saved", 0) for e in loaded),
             }
 
     def close(self) -> None:
@@ -543,9 +560,15 @@ class Engine:
             if not hasattr(gen.model, "init_slots"):
                 raise InvalidInput(f"run {name!r} ({gen.model.name}) cannot be served: its family has no slot cache")
             runner = gen.runner(self.max_batch)  # the run's own: its family's slot cache
+            cache = getattr(runner, "prefix_cache", None)
+            if cache is not None:  # one per loaded run (an adapter's keys are not its base's), of our size
+                cache = PrefixCache(self.prefix_cache_tokens) if self.prefix_cache_tokens else None
+                runner.prefix_cache = cache
             entry.batch = Batch(runner)
-            # keys, values, decode weights
+            # keys, values, decode weights; the prefix cache when full
             entry.nbytes += _extra_bytes(getattr(runner, "slots", runner), gen.model)
+            if cache is not None:
+                entry.nbytes += cache.nbytes(runner.slots)
         with self._lock:
             if name in self.loaded:
                 return self.loaded[name]

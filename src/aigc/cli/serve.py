@@ -26,6 +26,9 @@ def serve(
     keep_alive: Annotated[str, typer.Option(help="How long a run stays loaded after its last request "
                                                  "(e.g. 5m; -1 = forever).")] = "5m",
     timeout: Annotated[str, typer.Option(help="Default per-request deadline (e.g. 10m).")] = "10m",
+    prefix_cache_tokens: Annotated[int, typer.Option(min=0, help="Prompt-prefix tokens (chat template, system "
+                                                     "prompt) cached per loaded text run for later requests; "
+                                                     "0 turns it off.")] = 8192,
     cors_origin: Annotated[list[str] | None, typer.Option(help="Allow browser calls from this origin "
                                                                "(repeatable).")] = None,
     preload: Annotated[list[str] | None, typer.Option(help="Load this run before answering /health "
@@ -52,7 +55,8 @@ def serve(
     settings = Settings(log=not no_log, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens,
                         memory_limit=parse_bytes(memory_limit), keep_alive=_seconds(keep_alive, parse_duration),
                         timeout=parse_duration(timeout), cors_origins=cors_origin or [], preload=preload or [],
-                        threads=threads, engine_process=not in_process, cpu_bind=cpu_bind)
+                        threads=threads, engine_process=not in_process, cpu_bind=cpu_bind,
+                        prefix_cache_tokens=prefix_cache_tokens)
     for name in settings.preload:
         ws.get_run(name)  # an unknown run fails here, in one line, before the server starts
     run_server(ws, settings, host, port, announce=lambda url: out.print(markup(

@@ -2,7 +2,8 @@
 
 A runner holds ``rows`` sequences that decode together, each at its own length. The core asks it
 to prefill contexts (on a state of their own, so that may run on another thread while rows
-decode), to load a prefill into rows, to feed one token to every live row, to move a row (rows
+decode; a :class:`SlotRunner` reuses cached prefixes, :mod:`aigc.decoding.prefix`), to load a
+prefill into rows, to feed one token to every live row, to move a row (rows
 are kept packed) and which rows are full. :class:`SlotRunner` serves every family with a slot
 cache (``gpt``, ``lstm``); :class:`ForwardRunner` runs the plain forward over each row's last
 block and is the reference the cached path is tested against. A pretrained transformers model
@@ -14,10 +15,13 @@ or requests.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
+
+from aigc.decoding.prefix import PrefixCache
+from aigc.errors import InvalidInput
 
 
 class ModelRunner(Protocol):
@@ -52,18 +56,34 @@ class ModelRunner(Protocol):
 
 class SlotRunner:
     """A text family's slot cache (``init_slots``, ``prefill_state``, ``load_slots``,
-    ``decode_slots``; docs/architecture.md, Contracts) as a :class:`ModelRunner`."""
+    ``decode_slots``; docs/architecture.md, Contracts) as a :class:`ModelRunner`.
 
-    def __init__(self, model: nn.Module, rows: int):
+    ``prefix_cache``: where prefills reuse the keys and values of prefixes run before
+    (:class:`~aigc.decoding.prefix.PrefixCache`). ``"auto"`` (the default): a cache of its own,
+    default size, when the model can continue a prefix (``continue_state``: gpt, FastLM and its
+    LoRA adapters; an lstm cannot); None: every prompt runs from its first token. A cache passed in
+    serves this runner's model alone (another model's weights empty it)."""
+
+    def __init__(self, model: nn.Module, rows: int,
+                 prefix_cache: PrefixCache | None | Literal["auto"] = "auto"):
+        continues = hasattr(model, "continue_state")
+        if prefix_cache == "auto":
+            prefix_cache = PrefixCache() if continues else None
+        elif prefix_cache is not None and not (isinstance(prefix_cache, PrefixCache) and continues):
+            raise InvalidInput(f"prefix_cache must be a PrefixCache, None or 'auto', for a model with "
+                               f"continue_state; got {prefix_cache!r} for a {type(model).__name__}: pass None")
         self.model = model
         self.slots = model.init_slots(rows)
         self.rows = rows
         self.block_size = model.block_size
         self.capacity = self.slots.capacity
         self.device = self.slots.lengths.device
+        self.prefix_cache = prefix_cache
 
     def prefill(self, idx: Tensor) -> tuple[Any, Tensor]:
-        return self.model.prefill_state(idx, self.slots)
+        if self.prefix_cache is None:
+            return self.model.prefill_state(idx, self.slots)
+        return self.prefix_cache.prefill(self.model, self.slots, idx)
 
     def load(self, state: Any, rows: list[int]) -> None:
         self.model.load_slots(state, self.slots, rows)

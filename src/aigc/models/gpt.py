@@ -69,6 +69,14 @@ class KVCache:
         self.pos = 0  # tokens already in the cache
         self.capacity = config.block_size
 
+    def fill(self, k: Tensor, v: Tensor) -> None:
+        """Start from a prefix already run: keys and values (n_layer, B, n_head, P, head_dim) become the
+        first P tokens (:meth:`GPT.continue_state`; :class:`aigc.decoding.PrefixCache` keeps them)."""
+        P = k.shape[3]
+        self.k[:, :, :, :P] = k
+        self.v[:, :, :, :P] = v
+        self.pos = P
+
 
 class SlotCache:
     """Keys and values for continuous batching: ``rows`` sequences, each at its own length.
@@ -347,6 +355,16 @@ class GPT(nn.Module):
         Reads nothing of ``slots`` but its weights and writes nothing to it, so it may run in
         another thread while rows of ``slots`` decode; :meth:`load_slots` then moves it in."""
         cache = KVCache(self.config, idx.shape[0], slots.weights, slots.k.device, slots.k.dtype)
+        return cache, self.forward_cached(idx, cache)
+
+    @torch.no_grad()
+    def continue_state(self, prefix: tuple[Tensor, Tensor], idx: Tensor,
+                       slots: SlotCache) -> tuple[KVCache, Tensor]:
+        """:meth:`prefill_state` of contexts whose first P tokens were run before: ``prefix`` holds their
+        keys and values ((n_layer, n, n_head, P, head_dim) each), ``idx`` (n, T - P) the rest, run as
+        :meth:`forward_cached` continues a cache. ``(cache holding all T tokens, logits (n, V))``."""
+        cache = KVCache(self.config, idx.shape[0], slots.weights, slots.k.device, slots.k.dtype)
+        cache.fill(*prefix)
         return cache, self.forward_cached(idx, cache)
 
     @torch.no_grad()

@@ -7,8 +7,9 @@ which :class:`~aigc.decoding.ForwardRunner` runs. The slot methods (``init_slots
 decode path (:mod:`aigc.models.gpt`) widened to these bases: fused, transposed matrices, a
 preallocated key/value cache whose rows each sit at their own length, and the layers of a step in
 one TorchScript call. So ``SlotRunner(FastLM.from_hf(model), rows)`` serves a base with the
-decoding core and the engine's continuous batching, and nothing there changes. A test checks
-prefill and decode logits against the transformers forward and greedy tokens against
+decoding core and the engine's continuous batching, and nothing there changes; ``continue_state``
+runs a context after a prefix whose keys and values a :class:`~aigc.decoding.PrefixCache` kept. A
+test checks prefill and decode logits against the transformers forward and greedy tokens against
 ``generate()``.
 
 What it knows: grouped-query attention (keys and values stored once per key/value head), a
@@ -168,22 +169,23 @@ def _after_attention(x: Tensor, y: Tensor, layer: LayerWeights, gelu: bool, eps:
     return x + m
 
 
-def _prefill_layers(x: Tensor, k: Tensor, v: Tensor, layers: list[LayerWeights], cos: Tensor, sin: Tensor,
-                    window_mask: Tensor | None, nh: int, nkv: int, hd: int, scale: float, gelu: bool,
-                    eps: float) -> Tensor:
-    """The decoder layers over whole contexts x (B, T, C) from position 0; keys and values go to
-    ``k``/``v`` (n_layer, B, nkv, T, hd). ``cos``/``sin`` (tables, 1, T, 1, hd); ``window_mask``
-    (T, T), True where a sliding layer's query sees a key (None: the window spans the context).
+def _prefill_layers(x: Tensor, k: Tensor, v: Tensor, pos: int, layers: list[LayerWeights], cos: Tensor,
+                    sin: Tensor, full_mask: Tensor | None, window_mask: Tensor | None, nh: int, nkv: int, hd: int,
+                    scale: float, gelu: bool, eps: float) -> Tensor:
+    """The decoder layers over contexts x (B, T, C) after ``pos`` tokens already in ``k``/``v``
+    (n_layer, B, nkv, pos + T, hd; 0: from the start); their keys and values go to positions
+    ``pos..pos+T-1``. ``cos``/``sin`` (tables, 1, T, 1, hd); ``full_mask`` and ``window_mask``
+    (T, pos + T), True where a full or sliding layer's query sees a key (None: causal from position 0).
     Returns x."""
     B, T = x.shape[0], x.shape[1]
     for i, layer in enumerate(layers):
         qk, val = _qkv(x, layer, cos[layer.rope], sin[layer.rope], nh, nkv, hd, eps)
         q = qk[:, :, :nh].transpose(1, 2)  # (B, nh, T, hd)
-        k[i] = qk[:, :, nh:].transpose(1, 2)
-        v[i] = val.transpose(1, 2)
-        mask = window_mask if layer.sliding else None
-        y = F.scaled_dot_product_attention(q, k[i], v[i], attn_mask=mask, is_causal=mask is None, scale=scale,
-                                           enable_gqa=True)
+        k[i, :, :, pos : pos + T] = qk[:, :, nh:].transpose(1, 2)
+        v[i, :, :, pos : pos + T] = val.transpose(1, 2)
+        mask = window_mask if layer.sliding else full_mask
+        y = F.scaled_dot_product_attention(q, k[i, :, :, : pos + T], v[i, :, :, : pos + T], attn_mask=mask,
+                                           is_causal=mask is None, scale=scale, enable_gqa=True)
         x = _after_attention(x, y.transpose(1, 2).reshape(B, T, nh * hd), layer, gelu, eps)
     return x
 
@@ -423,21 +425,40 @@ class FastLM(nn.Module):
         cache = KVCache(self._cache_shape(T), n, slots.weights, slots.k.device, slots.k.dtype)
         return cache, self._logits(self._prefill(idx, cache)[:, -1], slots.weights)
 
+    @torch.no_grad()
+    def continue_state(self, prefix: tuple[Tensor, Tensor], idx: Tensor,
+                       slots: SlotCache) -> tuple[KVCache, Tensor]:
+        """:meth:`prefill_state` of contexts whose first P tokens were run before: ``prefix`` holds their
+        keys and values ((n_layer, n, n_kv_head, P, head_dim) each), ``idx`` (n, T - P) the rest.
+        ``(cache holding all T tokens, logits (n, V))``, as :meth:`GPT.continue_state`."""
+        P, (n, S) = prefix[0].shape[3], idx.shape
+        if P + S > slots.capacity:
+            raise InvalidInput(f"a context of {P} + {S} tokens is longer than the {slots.capacity} a row holds: "
+                               "pass its last block_size tokens")
+        cache = KVCache(self._cache_shape(P + S), n, slots.weights, slots.k.device, slots.k.dtype)
+        cache.fill(*prefix)
+        return cache, self._logits(self._prefill(idx, cache)[:, -1], slots.weights)
+
     def _prefill(self, idx: Tensor, cache: KVCache) -> Tensor:
-        """The layers over contexts idx (n, T) from position 0, keys and values into ``cache`` (which
-        holds T tokens and the weights to read); x (n, T, C) after the last layer."""
-        T = idx.shape[1]
-        window_mask = None
-        if self.window and T > self.window:  # True where query i sees key j: i - window < j <= i
-            i = torch.arange(T, device=idx.device)
-            window_mask = (i[None] <= i[:, None]) & (i[None] > i[:, None] - self.window)
+        """The layers over contexts idx (n, T) after the cache's ``pos`` tokens (0: from the start), keys
+        and values into ``cache`` (which holds pos + T tokens and the weights to read); x (n, T, C)
+        after the last layer."""
+        T, pos = idx.shape[1], cache.pos
+        L = pos + T
+        full_mask = window_mask = None
+        if pos or (self.window and L > self.window):  # True where query i sees key j: i - window < j <= i
+            i = torch.arange(pos, L, device=idx.device)[:, None]
+            j = torch.arange(L, device=idx.device)[None]
+            causal = j <= i
+            full_mask = causal if pos else None  # from position 0, SDPA's own causal path
+            window_mask = causal & (j > i - self.window) if self.window and L > self.window else full_mask
         hd, tables = self.head_dim, self.rope_cos.shape[0]
-        cos = self.rope_cos[:, :T].view(tables, 1, T, 1, hd)
-        sin = self.rope_sin_signed[:, :T].view(tables, 1, T, 1, hd)
-        x = _scripted(_prefill_layers)(self._embed(idx), cache.k, cache.v, cache.weights.layers, cos, sin,
-                                       window_mask, self.n_head, self.n_kv_head, hd, self.scale, self.gelu,
-                                       self.eps)
-        cache.pos = T
+        cos = self.rope_cos[:, pos:L].view(tables, 1, T, 1, hd)
+        sin = self.rope_sin_signed[:, pos:L].view(tables, 1, T, 1, hd)
+        x = _scripted(_prefill_layers)(self._embed(idx), cache.k, cache.v, pos, cache.weights.layers, cos, sin,
+                                       full_mask, window_mask, self.n_head, self.n_kv_head, hd, self.scale,
+                                       self.gelu, self.eps)
+        cache.pos = L
         return x
 
     @torch.no_grad()

@@ -47,6 +47,7 @@ class Settings:
     max_queue: int = 32  # requests waiting beyond the running batches; more get 429
     memory_limit: int = 2 << 30  # bytes of loaded runs before the least recently used idle one goes
     keep_alive: float = 300.0  # seconds a run stays loaded after its last request (< 0: forever)
+    prefix_cache_tokens: int = 8192  # prompt-prefix tokens cached per loaded text run for reuse (0: off)
     timeout: float = 600.0  # default per-request deadline, seconds
     max_tokens: int = 2048  # cap on max_tokens / num_predict
     default_max_tokens: int = 256  # chat and native generate when the request gives none
@@ -293,7 +294,8 @@ def create_app(workspace: Workspace | str | None = None, settings: Settings | No
     async def lifespan(app: FastAPI):
         options = dict(max_batch=settings.max_batch, max_queue=settings.max_queue,
                        memory_limit=settings.memory_limit, keep_alive=settings.keep_alive,
-                       timeout=settings.timeout, log=settings.log, device=settings.device, threads=settings.threads)
+                       timeout=settings.timeout, log=settings.log, device=settings.device, threads=settings.threads,
+                       prefix_cache_tokens=settings.prefix_cache_tokens)
         if settings.engine_process:
             from aigc.engine_process import EngineProcess
 
