@@ -282,7 +282,7 @@ class _TextJob:
 
 class Engine:
     def __init__(self, workspace: Workspace, *, max_batch: int = 16, max_queue: int = 32,
-                 memory_limit: int = 2 << 30, keep_alive: float = 300.0, timeout: float | None = 600.0,
+                 memory_limit: int | None = None, keep_alive: float = 300.0, timeout: float | None = 600.0,
                  log: bool = True, device: str | None = None, threads: int | None = None,
                  cpu_plan: CpuPlan | None = None, prefix_cache_tokens: int = DEFAULT_PREFIX_TOKENS):
         if max_batch < 1 or max_queue < 0:
@@ -296,6 +296,9 @@ class Engine:
         self.prefix_cache_tokens = prefix_cache_tokens
         self.ws = workspace
         self.max_batch, self.max_queue = max_batch, max_queue
+        from aigc.runtime import default_memory_limit
+
+        memory_limit = default_memory_limit() if memory_limit is None else memory_limit
         self.memory_limit, self.keep_alive, self.timeout = memory_limit, keep_alive, timeout
         self.log, self.device = log, device
         # Torch threads of each worker. All cores but one by default: the last one serves HTTP and

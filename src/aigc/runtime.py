@@ -56,6 +56,15 @@ def worker_threads(threads: int | None = None) -> int:
     return threads or max(1, physical_cores() - 1)
 
 
+def default_memory_limit() -> int:
+    """Bytes the serving engine may hold in loaded runs by default: half of this machine's memory,
+    at least 2 GiB. A pretrained base served at 16 rows (SmolLM2-135M: weights, decode copy, key/value
+    slots and prefix cache, 2.7 GiB) did not fit the fixed 2 GiB of before."""
+    import psutil
+
+    return max(2 << 30, psutil.virtual_memory().total // 2)
+
+
 def default_device() -> str:
     import torch
 

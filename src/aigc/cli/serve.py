@@ -21,8 +21,9 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, help="Sequences decoded together per text run; the largest n.")] = 16,
     max_queue: Annotated[int, typer.Option(min=0, help="Waiting requests beyond the batch; more get 429.")] = 32,
     max_tokens: Annotated[int, typer.Option(min=1, help="Cap on max_tokens per request.")] = 2048,
-    memory_limit: Annotated[str, typer.Option(help="Memory for loaded runs, e.g. 2G or 512M; the least recently "
-                                                   "used idle run is unloaded beyond it.")] = "2G",
+    memory_limit: Annotated[str, typer.Option(help="Memory for loaded runs, e.g. 8G or 512M [default: half the "
+                                                   "machine's]; the least recently used idle run is unloaded "
+                                                   "beyond it.", show_default=False)] = "auto",
     keep_alive: Annotated[str, typer.Option(help="How long a run stays loaded after its last request "
                                                  "(e.g. 5m; -1 = forever).")] = "5m",
     timeout: Annotated[str, typer.Option(help="Default per-request deadline (e.g. 10m).")] = "10m",
@@ -53,7 +54,7 @@ def serve(
     configure_threads(threads)
     ws = open_workspace(workspace)
     settings = Settings(log=not no_log, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens,
-                        memory_limit=parse_bytes(memory_limit), keep_alive=_seconds(keep_alive, parse_duration),
+                        memory_limit=_memory_limit(memory_limit), keep_alive=_seconds(keep_alive, parse_duration),
                         timeout=parse_duration(timeout), cors_origins=cors_origin or [], preload=preload or [],
                         threads=threads, engine_process=not in_process, cpu_bind=cpu_bind,
                         prefix_cache_tokens=prefix_cache_tokens)
@@ -66,6 +67,12 @@ def serve(
 
 def _seconds(text: str, parse) -> float:
     return -1.0 if text.strip().startswith("-") else parse(text)
+
+
+def _memory_limit(text: str) -> int:
+    from aigc.runtime import default_memory_limit
+
+    return default_memory_limit() if text.strip().lower() == "auto" else parse_bytes(text)
 
 
 def parse_bytes(text: str) -> int:

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aigc import keys
 from aigc.errors import (AigcError, AlreadyExists, DeadlineExceeded, EngineUnavailable, NotFound, Overloaded,
                          Unauthorized)
+from aigc.runtime import default_memory_limit
 from aigc.server.common import printable
 from aigc.server.metrics import ServerMetrics
 from aigc.workspace import Workspace
@@ -45,7 +46,8 @@ class Settings:
     log: bool = True  # write every generation to the catalog
     max_batch: int = 16  # rows decoded together per text run; also the largest n
     max_queue: int = 32  # requests waiting beyond the running batches; more get 429
-    memory_limit: int = 2 << 30  # bytes of loaded runs before the least recently used idle one goes
+    # bytes of loaded runs before the least recently used idle one goes: half the machine's memory
+    memory_limit: int = field(default_factory=default_memory_limit)
     keep_alive: float = 300.0  # seconds a run stays loaded after its last request (< 0: forever)
     prefix_cache_tokens: int = 8192  # prompt-prefix tokens cached per loaded text run for reuse (0: off)
     timeout: float = 600.0  # default per-request deadline, seconds
