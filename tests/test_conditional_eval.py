@@ -157,3 +157,18 @@ def test_judge_for_run_fits_the_runs_condition_columns(fruit_run):
     judge = judge_for_run(open_workspace(fruit_run), "g")
     assert set(judge.classifiers) == {"fruit", "tone"}
     assert judge.pick(["apple red sweet", "猕猴桃 绿色 酸甜"], {"fruit": "kiwi"}, 1) == ["猕猴桃 绿色 酸甜"]
+
+
+def test_a_held_out_prompt_with_a_character_the_run_never_saw_is_left_out_and_counted(fruit_run, monkeypatch):
+    from aigc import evaluation
+
+    real = evaluation._prompt_pairs
+
+    def with_an_unseen_character(records, limit):  # as a char-level run on open-vocabulary text meets
+        return [("龘 apple", " red sweet", {"fruit": "apple", "tone": "a"}), *real(records, limit)]
+
+    monkeypatch.setattr(evaluation, "_prompt_pairs", with_an_unseen_character)
+    r = aigc("eval", "g", "--prompts", "2", "--samples", "2", "--cond-samples", "0", "-w", fruit_run)
+    assert r.exit_code == 0, r.output  # before: "the prompt has 1 character(s) this run never saw", exit 2
+    cont = json.loads((fruit_run / "runs" / "g" / "eval.json").read_text())["continuation"]
+    assert cont["skipped_unseen_characters"] == 1 and cont["n"] == 2
