@@ -38,6 +38,15 @@ def _shop(path, n: int = 120, seed: int = 0):
     return path
 
 
+def tiny_shop_workspace(root):
+    """A workspace at ``root/ws`` with the tiny llama registered as base "tiny" and the topic data as "shop"."""
+    ws = aigc.open_workspace(root / "ws")
+    save_tiny(root / "tiny", "llama", TEMPLATE)
+    B.add_base(ws, str(root / "tiny"), "tiny")
+    aigc.ingest(str(_shop(root / "shop.csv")), "shop", text_column="text", cond_columns=["topic"], workspace=ws)
+    return ws
+
+
 @pytest.fixture
 def ws(tmp_path):
     ws = Workspace(tmp_path / "ws")

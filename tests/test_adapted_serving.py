@@ -8,12 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import LiveServer
-from test_adapted_runs import TEMPLATE, _shop
-from test_bases import save_tiny
+from test_adapted_runs import tiny_shop_workspace
 
 import aigc
 from aigc.engine import Engine, TextRequest
-from aigc.pretrained import bases as B
 from aigc.decoding import Sampling
 from aigc.server import Settings
 
@@ -21,10 +19,7 @@ from aigc.server import Settings
 @pytest.fixture(scope="module")
 def adapted_ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapted")
-    ws = aigc.open_workspace(root / "ws")
-    save_tiny(root / "tiny", "llama", TEMPLATE)
-    B.add_base(ws, str(root / "tiny"), "tiny")
-    aigc.ingest(str(_shop(root / "shop.csv")), "shop", text_column="text", cond_columns=["topic"], workspace=ws)
+    ws = tiny_shop_workspace(root)
     torch.manual_seed(0)
     aigc.train("shop", base="tiny", method="full", name="a", prompt_template="write about {topic}", max_steps=300,
                lr=1e-2, batch_size=8, eval_every=300, adapt={"block_size": 96}, workspace=ws)

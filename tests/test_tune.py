@@ -9,14 +9,12 @@ import json
 
 import pytest
 import torch
-from test_adapted_runs import TEMPLATE, _shop
-from test_bases import save_tiny
+from test_adapted_runs import tiny_shop_workspace
 from typer.testing import CliRunner
 
 import aigc
 from aigc import logbook
 from aigc.cli.main import app
-from aigc.pretrained import bases as B
 from aigc.pretrained.formats import tokenize_chat
 
 GOOD, BAD = "leaves steep hot", "iron sear oil"  # the planted preference: tea copy over pan copy, for any topic
@@ -25,10 +23,7 @@ GOOD, BAD = "leaves steep hot", "iron sear oil"  # the planted preference: tea c
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
-    ws = aigc.open_workspace(root / "ws")
-    save_tiny(root / "tiny", "llama", TEMPLATE)
-    B.add_base(ws, str(root / "tiny"), "tiny")
-    aigc.ingest(str(_shop(root / "shop.csv")), "shop", text_column="text", cond_columns=["topic"], workspace=ws)
+    ws = tiny_shop_workspace(root)
     aigc.train("shop", base="tiny", name="p", prompt_template="write about {topic}", max_steps=20, lr=3e-2,
                batch_size=8, eval_every=20, adapt={"block_size": 96, "r": 4, "alpha": 8}, workspace=ws)
     return ws
