@@ -311,11 +311,12 @@ def evaluate_adapted(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples
 
 
 def _answer(gen, messages, max_new_tokens: int, sampling: dict[str, Any]) -> str:
+    """One answer of a chat generator to a conversation (``messages`` ending with a user turn)."""
+    import torch
+
     from aigc.decoding import Sampling, run
 
     group = gen.prepare("", 1, None, Sampling(max_new_tokens=max_new_tokens, **sampling), messages=messages)
-    import torch
-
     with torch.inference_mode():
         return "".join(c.text for c in run(gen.runner(group.width), group))
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from aigc.decoding import ForwardRunner, ModelRunner, Sampling, SequenceGroup, SlotRunner
+from aigc.decoding import Sampling, SequenceGroup
 from aigc.errors import InvalidInput
 from aigc.generation import TextGenerator
 from aigc.pretrained.formats import _check_conversation, _render, render_prompt
@@ -154,10 +154,6 @@ class ChatGenerator(TextGenerator):
         generator = torch.Generator(device=self.device).manual_seed(seed)
         return SequenceGroup(ids, n, s, generator, self.tokenizer, None, device=self.device)
 
-    def runner(self, rows: int, use_cache: bool = True) -> ModelRunner:
-        if use_cache and hasattr(self.model, "init_slots"):
-            return SlotRunner(self.model, rows)
-        return ForwardRunner(self.model, rows)
 
 
 def _vocab_size(model: nn.Module) -> int:
