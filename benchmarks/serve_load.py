@@ -101,12 +101,13 @@ def peak_rss_mb(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, workspace: Path, max_batch: int, threads: int | None):
+    def __init__(self, workspace: Path, max_batch: int, threads: int | None, safety: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "aigc.cli.main", "serve", "--workspace", str(workspace), "--port", str(self.port),
                "--max-batch", str(max_batch), "--max-queue", "32", "--preload", "shop-gpt", "--preload", "shop-lstm",
-               "--preload", "noise-diffusion"] + (["--threads", str(threads)] if threads else [])
+               "--preload", "noise-diffusion"] + (["--threads", str(threads)] if threads else []) + (
+                   [] if safety else ["--no-safety"])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -246,8 +247,9 @@ def _ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1000, 1)
 
 
-def run_levels(workspace: Path, max_batch: int, levels: list[int], seconds: float, threads: int | None) -> tuple[list, float]:
-    server = Server(workspace, max_batch, threads)
+def run_levels(workspace: Path, max_batch: int, levels: list[int], seconds: float, threads: int | None,
+               safety: bool = True) -> tuple[list, float]:
+    server = Server(workspace, max_batch, threads, safety)
     try:
         server.wait_ready()
         asyncio.run(level(server.url, 1, 2.0))  # warm-up
@@ -265,8 +267,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--safety-overhead", action="store_true",
+                    help="Measure the safety layer's cost instead: tokens/s with rails on and off, alternated.")
+    ap.add_argument("--repeats", type=int, default=3, help="With --safety-overhead: on/off pairs per level.")
     args = ap.parse_args()
     os.environ.setdefault("AIGC_THREADS", str(args.threads or ""))
+    if args.safety_overhead:
+        return safety_overhead(args)
     with tempfile.TemporaryDirectory(prefix="aigc-serve-bench-") as tmp:
         ws = Path(tmp) / "ws"
         build_workspace(ws)
@@ -293,6 +300,40 @@ def main() -> None:
            "machine_detail": {"cpus": os.cpu_count(), "threads": args.threads}}
     out.pop("benchmark")
     path = write_result("serve_load", out)
+    print(f"wrote {path.relative_to(HERE.parent)}")
+
+
+def safety_overhead(args) -> None:
+    """Tokens/s of the same load with the safety layer on (input and output rails, redacted log,
+    audit rows) and off (`aigc serve --no-safety`), alternated on/off so drift hits both alike."""
+    levels = [c for c in args.levels if c in (1, 16)] or [1, 16]
+    runs: dict[str, dict[int, list]] = {"on": {c: [] for c in levels}, "off": {c: [] for c in levels}}
+    with tempfile.TemporaryDirectory(prefix="aigc-serve-bench-") as tmp:
+        ws = Path(tmp) / "ws"
+        build_workspace(ws)
+        for _ in range(args.repeats):
+            for mode in ("on", "off"):
+                rows, _ = run_levels(ws, 16, levels, args.seconds, args.threads, safety=mode == "on")
+                for r in rows:
+                    runs[mode][r["clients"]].append(r)
+    print(f"aigc serve, small gpt, 128-token streamed completions, {args.seconds:.0f} s per level, "
+          f"{args.repeats} on/off pairs, {platform.machine()} {os.cpu_count()} CPUs")
+    print(f"{'clients':>7} {'tok/s on':>9} {'tok/s off':>10} {'on/off':>7} {'ttft p50 on':>12} {'ttft p50 off':>13}  "
+          f"target on/off >= 0.90")
+    table = []
+    for c in levels:
+        on = [r["tokens_per_s"] for r in runs["on"][c]]
+        off = [r["tokens_per_s"] for r in runs["off"][c]]
+        ratio = (sum(on) / len(on)) / (sum(off) / len(off))
+        row = {"clients": c, "tokens_per_s_on": on, "tokens_per_s_off": off, "ratio_on_off": round(ratio, 3),
+               "ttft_p50_ms_on": [r["ttft_p50_ms"] for r in runs["on"][c]],
+               "ttft_p50_ms_off": [r["ttft_p50_ms"] for r in runs["off"][c]],
+               "http_5xx": sum(r["http_5xx"] for m in runs for r in runs[m][c]), "target_met": ratio >= 0.90}
+        table.append(row)
+        print(f"{c:>7} {sum(on) / len(on):>9.0f} {sum(off) / len(off):>10.0f} {ratio:>7.3f} "
+              f"{row['ttft_p50_ms_on']!s:>12} {row['ttft_p50_ms_off']!s:>13}  {'met' if row['target_met'] else 'NOT met'}")
+    path = write_result("serve_safety", {"seconds_per_level": args.seconds, "repeats": args.repeats, "levels": table,
+                                         "machine_detail": {"cpus": os.cpu_count(), "threads": args.threads}})
     print(f"wrote {path.relative_to(HERE.parent)}")
 
 

@@ -160,7 +160,13 @@ POST_BODIES = {  # each route's schema and a valid body to change
     "/api/feedback": (schemas.FeedbackRequest, {"generation_id": "gen-x", "rating": "up"}),
     "/api/arena/vote": (schemas.ArenaVoteRequest, {"prompt": "apple", "run_a": "g", "run_b": "l",
                                                    "generation_a": "gen-x", "generation_b": "gen-y", "winner": "a"}),
+    "/v1/moderations": (schemas.ModerationRequest, {"input": "apple"}),
+    "/api/pii/scan": (schemas.PiiRequest, {"text": "call 13812345678"}),
+    "/api/pii/redact": (schemas.PiiRequest, {"text": "call 13812345678", "operator": "mask"}),
 }
+# Routes whose body is not JSON: the policy (YAML or JSON text), fuzzed with the raw bodies and
+# random text; none may replace the shared workspace's policy (none is a valid policy).
+RAW_ROUTES = {("PUT", "/api/policy")}
 path_values = st.sampled_from(["g", "d", "fruit", "blocks", "..", "gen-x"]) | texts
 GET_QUERIES = {"/api/generations": {"run": runs | texts, "limit": numbers | texts, "offset": numbers | texts}}
 
@@ -195,8 +201,30 @@ def test_every_route_is_fuzzed(server):
     import httpx
 
     paths = {(m.upper(), p) for p, ops in httpx.get(server.url + "/openapi.json").json()["paths"].items() for m in ops}
-    fuzzed = {("POST", p) for p in POST_BODIES} | {("GET", p) for p, _ in _get_routes(paths)}
+    fuzzed = {("POST", p) for p in POST_BODIES} | {("GET", p) for p, _ in _get_routes(paths)} | RAW_ROUTES
     assert paths == fuzzed, paths ^ fuzzed
+
+
+@pytest.mark.parametrize("method,route", sorted(RAW_ROUTES))
+def test_raw_bodies_never_get_a_5xx_and_keep_the_connection(server, method, route):
+    statuses = []
+    with OneConnection(server.url) as conn:
+
+        @given(body=texts)
+        @settings(max_examples=POST_EXAMPLES, deadline=DEADLINE_MS, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def put(body):
+            answer = conn.request(method, route, body.encode("utf-8", "surrogatepass"), {"Content-Type": "text/yaml"})
+            statuses.append(answer.status)
+            _check(answer, body)
+
+        put()
+        for raw in RAW_BODIES + [b"a: [" * 5000, b"&a [*a]", b"version: 1\nterms: [{term: x}]\n"]:
+            answer = conn.request(method, route, raw, {"Content-Type": "text/yaml"})
+            statuses.append(answer.status)
+            _check(answer, raw[:80])
+        assert conn.alive()
+    assert statuses and all(s == 400 for s in statuses), sorted(set(statuses))
 
 
 def test_every_request_schema_refuses_unencodable_text_and_nan():

@@ -566,7 +566,8 @@ def test_real_chinese_reviews_ingest_quickly(ws: Workspace) -> None:
     assert set(card["conditions"]["label"]) == {"0", "1"} and len(card["conditions"]["cat"]) == 10
     assert max(card["scripts"], key=card["scripts"].get) == "Han"
     assert not any("\ufeff" in r.text for r in read_text_split(ws.dataset_path("shop"), "val"))
-    assert elapsed < 15, f"ingest took {elapsed:.1f}s"
+    assert card["pii"]["mode"] == "report"  # every record was scanned for personal information too
+    assert elapsed < 30, f"ingest took {elapsed:.1f}s"
 
 
 def test_nfkc_keeps_chinese_full_width_punctuation(ws: Workspace, tmp_path: Path) -> None:

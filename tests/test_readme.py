@@ -170,6 +170,11 @@ def write_inputs(root: Path) -> None:
     with gzip.open(root / "train-labels-idx1-ubyte.gz", "wb") as f:
         f.write(struct.pack(">II", 0x801, n) + (np.arange(n) % 10).astype(np.uint8).tobytes())
     Image.fromarray(images[0]).save(root / "shoe.png")
+    with open(root / "calls.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text"])
+        for i in range(40):
+            w.writerow([f"客户来电，订单 {i} 未到，回电 138{i:04d}5678" if i % 2 else f"order {i} arrived on time"])
 
 
 def run_python(body: str, replace: dict[str, str] | None = None) -> None:
@@ -212,6 +217,9 @@ def test_the_quick_start_runs_as_written(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip(), "the exported model generated text"
     run_all(images)
     assert len(list((tmp_path / "samples").glob("*.png"))) == 5  # 4 samples and grid.png
+    run_all(next(b for b in bash if any(c[:3] == ["aigc", "pii", "scan"] for c in b)))  # safety
+    card = json.loads((tmp_path / "home" / ".aigc" / "datasets" / "calls" / "card.json").read_text(encoding="utf-8"))
+    assert card["pii"]["entities"] == {"CN_MOBILE": 20} and card["pii"]["unredacted"] == 0
     run_python(api, {'time_budget="5m"': 'time_budget="2s"'})
     assert capsys.readouterr().out.strip()
 

@@ -314,3 +314,19 @@ def test_a_long_tailed_condition_is_a_search_field_not_a_menu(run_page, evaluate
         assert json.loads(req.value.post_data)["cond"] == {"fruit": "apple"}
     finally:
         path.write_text(original, encoding="utf-8")
+
+
+def test_outputs_show_the_safety_verdict_and_the_policy_page_checks_text(page):
+    ask(page, "apple", 20, 5)
+    page.wait_for_selector("#safety-0 .badge", timeout=30_000)
+    assert page.text_content("#safety-0 .badge") == "AI-generated"  # the visible label on every output
+    page.click("button[data-tab=policy]")
+    page.wait_for_function("document.querySelector('#policy-yaml').value.includes('categories:')")
+    assert page.text_content("#policy-version").startswith("Policy 1-")
+    page.fill("#policy-text", "教你刷单套现，日赚三千")
+    page.click("#policy-check")
+    page.wait_for_selector("#policy-result:has-text('Flagged')")
+    assert "fraud" in page.text_content("#policy-result") or "illicit" in page.text_content("#policy-result")
+    page.fill("#policy-text", "这款绿茶清香回甘")
+    page.click("#policy-check")
+    page.wait_for_selector("#policy-result:has-text('Allowed')")

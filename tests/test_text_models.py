@@ -251,6 +251,14 @@ def test_seeds_stops_and_streaming(fruit_ws):
     assert cut == full[: full.index(stop)] and stop not in cut
     chunks = list(gen.stream("", cond={"fruit": "apple"}, max_new_tokens=40, seed=11))
     assert "".join(c.text for c in chunks) == full
+    # the output rail releases checked sentences (this text has no sentence end: all at once) ...
+    assert len(chunks) == 1
+    # ... and without the safety layer text arrives token by token
+    from aigc import runs
+
+    bare = runs.load(fruit_ws, "fruit-gpt", safety=False)
+    chunks = list(bare.stream("", cond={"fruit": "apple"}, max_new_tokens=40, seed=11))
+    assert "".join(c.text for c in chunks) == full
     assert len(chunks) > 3, "text arrives in pieces, not at the end"
     assert chunks[-1].finish_reason in ("stop", "length") and all(c.finish_reason is None for c in chunks[:-1])
 

@@ -40,6 +40,7 @@ from aigc.models.registry import config_from_dict
 from aigc.pretrained import formats
 from aigc.pretrained.adapt import TRAIN_DEFAULTS, AdaptConfig, AdaptedLM, SFTTask, build_blocks
 from aigc.pretrained.decoder import FastLM
+from aigc.safety.training import check_training_data, write_copy_index
 from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options
 from aigc.workspace import Workspace, now, write_json_atomic
 
@@ -125,6 +126,13 @@ def chats_of(ws: Workspace, spec: dict[str, Any], run_dir: Path | None = None) -
     return records_chats(spec, train), records_chats(spec, val)
 
 
+def _training_texts(ws: Workspace, spec: dict[str, Any], run_dir: Path) -> list[str]:
+    """What an adapted run learns to say (the answers of its train conversations): the copy
+    guard's index is built over it."""
+    train, _ = chats_of(ws, spec, run_dir)
+    return [m["content"] for chat in train for m in chat if m.get("role") == "assistant"]
+
+
 def records_chats(spec: dict[str, Any], records: Sequence[Any]) -> list:
     """A dataset run's records as the conversations it trains on (its template or prompt column)."""
     data = spec["data"]
@@ -172,6 +180,8 @@ def train(ws: Workspace, dataset: str | None, base: str, *, method: str = "lora"
     acfg.validate()
     cfg = _train_config(method, train_overrides)
     data = _data_spec(ws, dataset, chat_file, prompt_template, prompt_column, response_column)
+    if dataset:
+        check_training_data(ws, dataset, read_card(ws.dataset_path(dataset)))
     row = get_base(ws, base)
     label = dataset or Path(chat_file or "chats").stem
     name = name or _default_name(ws, f"{label}-{base}-{method}")
@@ -202,6 +212,7 @@ def train(ws: Workspace, dataset: str | None, base: str, *, method: str = "lora"
         tokenizer.save_pretrained(run_dir / TOKENIZER_DIR)
         if chat_file:
             _write_chats(run_dir / CHATS_FILE, formats.read_chat_jsonl(chat_file))
+        spec["copy_index"] = write_copy_index(run_dir, _training_texts(ws, spec, run_dir), ws)
         write_json_atomic(run_dir / RUN_FILE, spec)
     except BaseException:
         ws.delete_run(name)

@@ -51,6 +51,7 @@ from aigc.feedback.store import FeedbackJudge, check_rerank_by, judge_for
 from aigc.generation import Sampling, TextGenerator
 from aigc.rerank import ConditionJudge, check_candidates, judge_for_run
 from aigc.runtime import CpuPlan, bind_thread, worker_threads
+from aigc.safety.guard import verdict
 from aigc.sampling import logprobs_of
 from aigc.workspace import Workspace
 
@@ -135,6 +136,9 @@ class Result:
     ttft_s: float | None = None
     total_s: float = 0.0
     peak_batch: int = 0  # text: the most requests decoded in one step with this one, itself included
+    # text under the safety layer: per sample, what its output rail decided (aigc.safety.guard.verdict)
+    safety: list[dict[str, Any]] = field(default_factory=list)
+    label: dict[str, Any] | None = None  # the implicit AIGC label (GB 45438 Annex E) of the output
 
 
 class Handle:
@@ -277,6 +281,12 @@ class _TextJob:
         self.pending_tokens: list[list[TokenInfo]] = [[] for _ in range(group.n)]
 
 
+def _audit_many(ws: Workspace, rows: list[dict[str, Any]]) -> None:
+    from aigc.provenance import audit
+
+    audit.record_many(ws, rows)
+
+
 # -- the engine ------------------------------------------------------------------------------
 
 
@@ -284,7 +294,8 @@ class Engine:
     def __init__(self, workspace: Workspace, *, max_batch: int = 16, max_queue: int = 32,
                  memory_limit: int | None = None, keep_alive: float = 300.0, timeout: float | None = 600.0,
                  log: bool = True, device: str | None = None, threads: int | None = None,
-                 cpu_plan: CpuPlan | None = None, prefix_cache_tokens: int = DEFAULT_PREFIX_TOKENS):
+                 cpu_plan: CpuPlan | None = None, prefix_cache_tokens: int = DEFAULT_PREFIX_TOKENS,
+                 safety: bool = True):
         if max_batch < 1 or max_queue < 0:
             raise InvalidInput(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch} and {max_queue}")
         if isinstance(prefix_cache_tokens, bool) or not isinstance(prefix_cache_tokens, int) or not (
@@ -294,6 +305,9 @@ class Engine:
         # Each loaded text run's prompt prefixes (template headers, system prompts) are cached for
         # later requests, up to this many tokens per run (0: off; aigc.decoding.prefix).
         self.prefix_cache_tokens = prefix_cache_tokens
+        # The workspace's safety layer on every text request (aigc.safety.guard): input and output
+        # rails, redacted log rows, the audit log. Off only to measure what it costs.
+        self.safety = safety
         self.ws = workspace
         self.max_batch, self.max_queue = max_batch, max_queue
         from aigc.runtime import default_memory_limit
@@ -331,7 +345,7 @@ class Engine:
         self._loads: dict[str, Future] = {}
         # The log is written on a thread of its own too (a locked database waits up to 30 s); a text
         # request's result comes back here once its row is written, and goes out after its events.
-        self._writer = logbook.LogWriter(workspace) if log else None
+        self._writer = logbook.LogWriter(workspace, audit=_audit_many) if log else None
         self._logged: collections.deque[tuple[Handle, Result]] = collections.deque()
         self._logging = 0  # text results at the writer, not yet delivered
         self.listeners: list[Callable[[str, Result], None]] = []  # called with (kind, result) per request
@@ -553,7 +567,7 @@ class Engine:
         t0 = time.perf_counter()
         self.ws.get_run(name)  # an unknown name: NotFound, with the known ones
         try:
-            gen = runs.load(self.ws, name, self.device)
+            gen = runs.load(self.ws, name, self.device, safety=self.safety)
         except (AigcError, OSError, ValueError, RuntimeError, KeyError) as e:  # files deleted or damaged under us
             raise NotFound(f"run {name!r} cannot be loaded: {e}") from e
         kind = "text" if isinstance(gen, TextGenerator) else "image"
@@ -893,6 +907,10 @@ class Engine:
             load_s=job.load_s, prefill_s=job.prefill_s,
             ttft_s=None if first is None else first - job.submitted,
             total_s=done - job.submitted, peak_batch=group.peak_batch)
+        guard = getattr(entry.generator, "guard", None)
+        if guard is not None:
+            result.safety = [verdict(group.samples[i].rail) for i in kept]
+            result.label = guard.guard.label(result.id)
         row = {"endpoint": req.endpoint, "prompt": req.prompt, "key_id": req.key_id,
                "options": {**req.options, "n": req.n, "cond": req.cond or {},
                            **({"rerank": req.rerank, "rerank_by": req.rerank_by}
@@ -900,6 +918,9 @@ class Engine:
                "output": {"texts": result.texts, "finish_reasons": result.finish_reasons}}
         if status == "timeout":
             row["error"] = f"deadline of {req.timeout or self.timeout:g} s passed"
+        if guard is not None:  # redacted (and audited) on the writer's thread, not this one
+            row["output"]["safety"] = result.safety
+            row["_prepare"] = guard.guard.log_preparer(req.model, group.prompt_verdict, result.safety)
         self._finish("text", job.handle, result, row)
 
     # -- image worker ----------------------------------------------------------------------------
@@ -935,10 +956,17 @@ class Engine:
         result = Result(id=handle.id, model=req.model, status="ok", images=images.cpu(),
                         queued_s=started - submitted, total_s=done - submitted)
         row = None
+        label, mark = None, False
+        if self.safety:  # every image written carries the implicit AIGC label, and the mark per policy
+            from aigc.safety.guard import guard_for
+
+            guard = guard_for(self.ws)
+            label, mark = guard.label(handle.id), bool(guard.policy.labels.get("image_mark"))
+            result.label = label
         if self.log:
             out_dir = self.ws.root / "generations" / handle.id
             tmp = self.ws.root / "tmp" / f"gen-{handle.id}"
-            paths = entry.generator.save(images, tmp, prefix="image")
+            paths = entry.generator.save(images, tmp, prefix="image", label=label, mark=mark)
             out_dir.parent.mkdir(parents=True, exist_ok=True)
             tmp.replace(out_dir)
             result.paths = [str(out_dir / Path(p).name) for p in paths]

@@ -44,3 +44,15 @@ class EngineUnavailable(AigcError):
 
     Our fault, not the caller's: the HTTP server answers 503 without ``Retry-After`` (a client
     told to retry would retry forever against a dead engine); ``/health`` says 503 too."""
+
+
+class ContentBlocked(InvalidInput):
+    """A prompt the workspace's safety policy blocks (the input rail). HTTP 400 with code
+    ``content_filter``; ``categories`` names what it matched."""
+
+    def __init__(self, message: str, categories: list[str] | None = None):
+        super().__init__(message)
+        self.categories = list(categories or [])
+
+    def __reduce__(self):  # across the engine process's pipe, categories included
+        return (type(self), (str(self), self.categories))

@@ -29,6 +29,7 @@ from aigc.errors import InvalidInput
 from aigc.metrics import text as tm
 from aigc.rerank import ConditionJudge, RerankedGenerator, check_candidates
 from aigc.runs import load, read_spec
+from aigc.safety.report import safety_report
 from aigc.tasks import nll_sum
 from aigc.workspace import Workspace, now, write_json_atomic
 
@@ -62,7 +63,7 @@ def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | 
     if not isinstance(cond_samples, int) or cond_samples < 0:
         raise InvalidInput(f"cond_samples must be a whole number >= 0 (0 skips conditional accuracy), got {cond_samples!r}")
     n_samples = n_samples or 32
-    gen = load(ws, name)
+    gen = load(ws, name, safety=False)
     run_dir = Path(ws.get_run(name)["path"])
     spec = read_spec(run_dir)
     ds_dir = ws.dataset_path(spec["dataset"])
@@ -123,6 +124,7 @@ def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | 
         "self_bleu": tm.self_bleu(samples),
     }
     result["memorization"] = tm.memorization(samples, train_texts, span=50)
+    result["safety"] = safety_report(ws, samples, run_dir, train_texts)
     result["by_condition"] = by_condition
     if cols and cond_samples:
         result["conditional"] = conditional_report(gen, train_records, records, cols, samples=cond_samples,
@@ -251,7 +253,7 @@ def evaluate_adapted(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples
     from aigc import adapted
     from aigc.pretrained.adapt import build_blocks
 
-    gen = load(ws, name)
+    gen = load(ws, name, safety=False)
     run_dir = Path(ws.get_run(name)["path"])
     spec = read_spec(run_dir)
     cols = spec["cond_columns"]
@@ -293,6 +295,7 @@ def evaluate_adapted(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples
                            "distinct_2": tm.distinct_n(samples, 2), "distinct_3": tm.distinct_n(samples, 3),
                            "self_bleu": tm.self_bleu(samples)}
     result["memorization"] = tm.memorization(samples, [r.text for r in train_records], span=50)
+    result["safety"] = safety_report(ws, samples, run_dir, [r.text for r in train_records])
     if cols and cond_samples and train_records:
         result["conditional"] = conditional_report(gen, train_records, records, cols, samples=cond_samples,
                                                    max_new_tokens=max_new_tokens, **sampling)
@@ -331,6 +334,7 @@ def _headline(result: dict[str, Any]) -> dict[str, Any]:
         "distinct_2": result["diversity"]["distinct_2"],
         "self_bleu": result["diversity"]["self_bleu"],
         "memorized": result["memorization"].get("rate"),
+        "copied_over_threshold": result.get("safety", {}).get("copy", {}).get("over_threshold"),
         "conditional_accuracy_min": min(accuracies) if accuracies else None,  # the worst column's
     }
 
@@ -353,7 +357,7 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
     from aigc.data.images import write_grid
     from aigc.metrics import image as im
 
-    gen = load(ws, name)
+    gen = load(ws, name, safety=False)
     run_dir = Path(ws.get_run(name)["path"])
     spec = read_spec(run_dir)
     ds_dir = ws.dataset_path(spec["dataset"])

@@ -44,6 +44,9 @@ class TextGenerator:
         self.conditions = conditions or {}
         self.name = name
         self.normalize = normalize
+        # The safety layer (aigc.safety.guard.RunGuard): the input rail on prompts and an output
+        # rail on each sample. runs.load attaches the workspace's; None (a bare generator) is off.
+        self.guard = None
 
     @property
     def device(self) -> torch.device:
@@ -82,6 +85,9 @@ class TextGenerator:
         s.check()
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidInput(f"n must be an integer >= 1, got {n!r}")
+        verdict = None
+        if self.guard is not None and prompt:
+            prompt, verdict = self.guard.check_prompt(prompt)
         cond = self._cond(cond)
         prefix = textstream.prefix_ids(self.tokenizer, cond, self.cond_columns, self.conditions)
         ids = self.prompt_ids(prompt)
@@ -97,7 +103,16 @@ class TextGenerator:
                 uncond = null + ids
         seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little")
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        return SequenceGroup(prefix + ids, n, s, generator, self.tokenizer, uncond, device=self.device)
+        return self.guarded(SequenceGroup(prefix + ids, n, s, generator, self.tokenizer, uncond, device=self.device),
+                            verdict)
+
+    def guarded(self, group: SequenceGroup, prompt_verdict=None) -> SequenceGroup:
+        """``group`` with an output rail on each sample, when the generator has a guard; the input
+        rail's verdict on its prompt kept with it (for the audit log)."""
+        if self.guard is not None:
+            group.attach_rails(self.guard.rail)
+            group.prompt_verdict = prompt_verdict
+        return group
 
     def runner(self, rows: int, use_cache: bool = True) -> ModelRunner:
         """A runner of ``rows`` rows for this run's model: its slot cache, or (``use_cache=False``,

@@ -19,6 +19,17 @@ from torch import Tensor, nn
 from aigc.errors import InvalidInput
 
 
+# The smallest side on which the visible "AI生成" mark is drawn on each image: below it the mark's
+# 5 % of the side is under 7 px of ink, which no one can read (such images get it on the grid only).
+MARK_MIN_SIDE = 128
+
+
+def _save_labelled(image, path: Path, meta: dict, mark: bool) -> None:
+    from aigc.provenance.labels import save_image
+
+    save_image(image, path, meta, explicit=mark)
+
+
 def to_uint8(images: Tensor) -> np.ndarray:
     """(N, C, H, W) floats in [0, 1] -> uint8 (N, H, W, C)."""
     return (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -127,8 +138,14 @@ class ImageGenerator:
         seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def save(self, images: Tensor, out_dir: str | Path, prefix: str = "sample") -> list[Path]:
-        """Write one PNG per image and ``grid.png``; returns the image paths."""
+    def save(self, images: Tensor, out_dir: str | Path, prefix: str = "sample",
+             label: dict | None = None, mark: bool = False) -> list[Path]:
+        """Write one PNG per image and ``grid.png``; returns the image paths.
+
+        ``label``: the implicit AIGC label (GB 45438 Annex E) each PNG carries in its metadata,
+        its ProduceID suffixed with the image's number; ``mark``: also the visible "AI生成" mark, on
+        every image large enough to hold it legibly (at least 5 % of the shortest side, 7 px of
+        ink; a 28x28 digit is not) and always on ``grid.png``."""
         from PIL import Image
 
         from aigc.data.images import write_grid
@@ -139,7 +156,17 @@ class ImageGenerator:
         paths = []
         for i, a in enumerate(arrays):
             path = out / f"{prefix}-{i:03d}.png"
-            Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(path)
+            image = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+            if label is None:
+                image.save(path)
+            else:
+                meta = {**label, "ProduceID": f"{label.get('ProduceID') or 'image'}-{i:03d}"}
+                _save_labelled(image, path, meta, mark and min(image.size) >= MARK_MIN_SIDE)
             paths.append(path)
         write_grid(out / "grid.png", list(arrays))
+        if label is not None:
+            grid = out / "grid.png"
+            with Image.open(grid) as g:
+                g.load()
+                _save_labelled(g, grid, {**label, "ProduceID": f"{label.get('ProduceID') or 'image'}-grid"}, mark)
         return paths

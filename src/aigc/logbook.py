@@ -77,8 +77,12 @@ class LogWriter:
     one transaction.
     """
 
-    def __init__(self, ws: Workspace):
+    def __init__(self, ws: Workspace, audit: Callable[[Workspace, list[dict[str, Any]]], Any] | None = None):
         self.ws = ws
+        # Rows may carry ``_prepare``: a function run here, off the caller's thread, that returns
+        # the row as it is to be kept (e.g. its text redacted) and may add ``_audit`` rows, which
+        # ``audit(ws, rows)`` writes after the generations. A prepare that fails keeps no text.
+        self.audit = audit
         self.failures = 0  # rows given up on
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="aigc-log", daemon=True)
@@ -109,12 +113,16 @@ class LogWriter:
                 return
 
     def _write(self, batch: list[tuple[dict[str, Any], Callable[[bool], None]]]) -> None:
+        batch = [(_prepared(row), done) for row, done in batch]
+        audits = [a for row, _ in batch for a in row.pop("_audit", ())]
         results = [False] * len(batch)
         if self._attempt(lambda: record_many(self.ws, [row for row, _ in batch])):
             results = [True] * len(batch)
         elif len(batch) > 1:  # one bad row must not cost the others theirs
             results = [self._attempt(lambda row=row: record(self.ws, row)) for row, _ in batch]
         self.failures += results.count(False)
+        if audits and self.audit is not None:
+            self._attempt(lambda: self.audit(self.ws, audits))
         for (_, done), ok in zip(batch, results):
             try:
                 done(ok)
@@ -134,6 +142,18 @@ class LogWriter:
                 if attempt < 2:
                     time.sleep(0.1 * (attempt + 1))
         return False
+
+
+def _prepared(row: dict[str, Any]) -> dict[str, Any]:
+    prepare = row.pop("_prepare", None)
+    if prepare is None:
+        return row
+    try:
+        return prepare(row)
+    except Exception as e:  # noqa: BLE001 - fail closed: the row is kept without its text
+        withheld = f"[withheld: preparing the row for the log failed: {type(e).__name__}]"
+        return {**{k: v for k, v in row.items() if not k.startswith("_")}, "prompt": withheld,
+                "output": {"withheld": True}, "error": withheld}
 
 
 def _decode(row) -> dict[str, Any]:
@@ -300,9 +320,11 @@ def feedback_examples(ws: Workspace, run: str) -> dict[str, list[dict[str, Any]]
     return {"pairs": pairs, "thumbs": list(thumbs.values())}
 
 
-def export_jsonl(ws: Workspace, path: str | Path, run: str | None = None, pairs: bool = False) -> int:
+def export_jsonl(ws: Workspace, path: str | Path, run: str | None = None, pairs: bool = False,
+                 label: Callable[[str], dict[str, Any]] | None = None) -> int:
     """Write the log (or, with ``pairs``, the preference pairs) as JSON Lines; returns the row count.
-    Written to a temporary name and renamed, so ``path`` is never half-written."""
+    Written to a temporary name and renamed, so ``path`` is never half-written. ``label(id)``: the
+    implicit AIGC label each exported generation carries (field ``aigc_label``)."""
     path = Path(path)
     if pairs:
         rows = preference_pairs(ws, run)
@@ -316,6 +338,8 @@ def export_jsonl(ws: Workspace, path: str | Path, run: str | None = None, pairs:
                 break
         for row in rows:
             row["feedback"] = get(ws, row["id"])["feedback"] if row.get("up") or row.get("down") else []
+            if label is not None:
+                row["aigc_label"] = label(row["id"])
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for row in rows:

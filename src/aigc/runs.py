@@ -32,6 +32,7 @@ from aigc.data.tokenizers import TextTokenizer
 from aigc.errors import InvalidInput
 from aigc.generation import TextGenerator
 from aigc.models.registry import config_from_dict, get_family, make_config
+from aigc.safety.training import check_training_data, write_copy_index
 from aigc.tasks import ImageTask, TextLMTask
 from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options
 from aigc.workspace import Workspace, now, write_json_atomic
@@ -150,6 +151,8 @@ def train(
     name = name or _default_run_name(ws, dataset, family, preset)
     if ws.has_run(name):
         raise InvalidInput(f"run {name!r} already exists: pick another --name, or `aigc train --resume {name}`")
+    if fam.modality == "text":
+        check_training_data(ws, dataset, read_card(Path(ds["path"])))
     prep = _prepare(fam, model_cfg, cfg, Path(ds["path"]), model_overrides)
     model = prep.model
 
@@ -171,6 +174,9 @@ def train(
         run_dir.mkdir(parents=True)
         if prep.tokenizer is not None:
             prep.tokenizer.save(run_dir / "tokenizer.json")
+        if fam.modality == "text":  # the copy guard's index of what the run learns from
+            spec["copy_index"] = write_copy_index(
+                run_dir, (r.text for r in read_text_split(Path(ds["path"]), "train")), ws)
         write_json_atomic(run_dir / RUN_FILE, spec)
     except BaseException:
         ws.delete_run(name)
@@ -300,9 +306,21 @@ def read_spec(run_dir: Path) -> dict[str, Any]:
         raise InvalidInput(f"{path} is damaged (not JSON): train the run again") from None
 
 
-def load(ws: Workspace, name: str, device: str | None = None):
+def load(ws: Workspace, name: str, device: str | None = None, safety: bool = True):
     """Rebuild a run's model from its folder (best weights): a :class:`TextGenerator` for text
-    families, an :class:`~aigc.image_generation.ImageGenerator` for image families."""
+    families, an :class:`~aigc.image_generation.ImageGenerator` for image families.
+
+    ``safety``: a text generator gets the workspace's guard (input and output rails, the run's
+    copy index; :mod:`aigc.safety.guard`). Off for evaluation, which measures the model itself."""
+    gen = _load(ws, name, device)
+    if safety and isinstance(gen, TextGenerator):
+        from aigc.safety.guard import RunGuard, guard_for
+
+        gen.guard = RunGuard(guard_for(ws), ws.run_path(name))
+    return gen
+
+
+def _load(ws: Workspace, name: str, device: str | None = None):
     from aigc.runtime import default_device
 
     row = ws.get_run(name)

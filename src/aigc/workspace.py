@@ -159,6 +159,28 @@ arena_votes_table = sa.Table(
 )
 
 
+# The safety audit log (aigc.provenance.audit): one row per safety decision, append-only and
+# hash-chained (each row's hash covers its fields and the previous row's hash), never raw PII.
+audit_table = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # the chain's order
+    sa.Column("created_at", sa.String(40), nullable=False, index=True),
+    sa.Column("request_id", sa.String(64), nullable=True, index=True),
+    sa.Column("path", sa.String(16), nullable=False),  # ingest | train | prompt | output | log | moderation
+    sa.Column("run", sa.String(200), nullable=True, index=True),
+    sa.Column("policy_version", sa.String(80), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),  # allow | flag | redact | block | error
+    sa.Column("categories", sa.Text, nullable=False, default="[]"),  # JSON list
+    sa.Column("entity_counts", sa.Text, nullable=False, default="{}"),  # JSON {type: n}
+    sa.Column("rule_ids", sa.Text, nullable=False, default="[]"),  # JSON list
+    sa.Column("text_sha256", sa.String(64), nullable=False),
+    sa.Column("excerpt", sa.Text, nullable=False, default=""),  # redacted, at most 200 characters
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("row_hash", sa.String(64), nullable=False, unique=True),
+)
+
+
 def _m001_initial(conn: Connection) -> None:
     for table in (datasets_table, runs_table):
         table.create(conn, checkfirst=True)
@@ -187,6 +209,10 @@ def _m005_arena(conn: Connection) -> None:
     arena_votes_table.create(conn, checkfirst=True)
 
 
+def _m006_audit(conn: Connection) -> None:
+    audit_table.create(conn, checkfirst=True)
+
+
 # Append-only: never edit or reorder an entry that has shipped; add a new one instead.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
@@ -194,6 +220,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m003_bases", _m003_bases),
     ("m004_feedback_kinds", _m004_feedback_kinds),
     ("m005_arena", _m005_arena),
+    ("m006_audit", _m006_audit),
 ]
 
 

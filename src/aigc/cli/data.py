@@ -60,6 +60,10 @@ def ingest(
         "--label-column", help="CSV of images: the column of class labels. Default: label, if present.",
         show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="train,val,test fractions.")] = "0.9,0.05,0.05",
+    pii: Annotated[str | None, typer.Option(
+        "--pii", help="Personal information in the text: report (count it), redact (replace it, e.g. "
+                      "<CN_MOBILE>), drop (leave out its records) [default: the policy's ingest.pii].",
+        show_default=False)] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace an existing dataset of this name.")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -79,7 +83,7 @@ def ingest(
         "header": header, "columns": columns, "min_cond_count": min_cond_count,
         "normalize": normalize, "min_length": min_length, "max_length": max_length,
         "labels": labels, "image_size": image_size, "channels": channels, "resize": resize, "strict": strict,
-        "path_column": path_column, "label_column": label_column,
+        "path_column": path_column, "label_column": label_column, "pii": pii,
     }
     options = {k: v for k, v in given.items()
                if _on_command_line(ctx, "cond_column" if k == "cond_columns" else k)}
@@ -98,6 +102,11 @@ def ingest(
                   f"(train {c['train']}, val {c['val']}, test {c['test']}; dropped {c['dropped']})")
     for reason, count in card.get("dropped_by_reason", {}).items():
         out.print(f"  dropped {count}: {reason}")
+    if found := card.get("pii", {}).get("entities"):
+        what = ", ".join(f"{t} {n}" for t, n in found.items())
+        done = {"report": "left as they are (--pii redact replaces them)", "redact": "redacted",
+                "drop": "records dropped"}[card["pii"]["mode"]]
+        out.print(f"  personal information: {what}: {done}")
     for col, st in card.get("condition_stats", {}).items():
         out.print(f"  condition {col}: {_condition_summary(st)}")
     if card.get("modality") != "image" and "val" in card.get("empty_splits", []):

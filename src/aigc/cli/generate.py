@@ -67,7 +67,13 @@ def generate(
                                              seed=seed, steps=steps, guidance=guidance, strength=strength)
         else:
             images = gen.sample(n, cond=parse_pairs(cond, "--cond"), seed=seed, steps=steps, guidance=guidance)
-        paths = gen.save(images, out_dir or Path(f"{run}-samples"), prefix="frame" if interpolate is not None else "sample")
+        from aigc import open_workspace
+        from aigc.provenance.labels import new_produce_id
+        from aigc.safety.guard import guard_for
+
+        guard = guard_for(open_workspace(workspace))
+        paths = gen.save(images, out_dir or Path(f"{run}-samples"), prefix="frame" if interpolate is not None else "sample",
+                         label=guard.label(new_produce_id()), mark=bool(guard.policy.labels.get("image_mark")))
         out.print(f"wrote {len(paths)} images and {paths[0].parent / 'grid.png'}")
         return
     options = dict(n=n, cond=parse_pairs(cond, "--cond"), max_new_tokens=max_new_tokens, temperature=temperature,

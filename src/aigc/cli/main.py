@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aigc.cli import base, data, demo, evaluate, export, generate, runs, serve, train, tune
+from aigc.cli import audit, base, data, demo, evaluate, export, generate, label, runs, safety, serve, train, tune
 from aigc.cli.common import guard
 
 app = typer.Typer(
@@ -30,6 +30,10 @@ app.command()(guard(serve.serve))
 app.command()(guard(serve.logs))
 app.add_typer(serve.keys_app, name="keys")
 app.add_typer(base.base_app, name="base")
+app.add_typer(safety.pii_app, name="pii")
+app.add_typer(safety.policy_app, name="policy")
+app.add_typer(label.label_app, name="label")
+app.add_typer(audit.audit_app, name="audit")
 
 
 def main() -> None:

@@ -43,6 +43,9 @@ def serve(
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the models in the server's own process "
                                              "(by default they run in a child process, so that model and HTTP "
                                              "work never wait on each other's GIL).")] = False,
+    safety: Annotated[bool, typer.Option("--safety/--no-safety",
+                                         help="The workspace's safety policy on every request: input and output "
+                                              "rails, redacted log, audit. Turn off only to measure its cost.")] = True,
 ) -> None:
     """Serve every run over HTTP: OpenAI-compatible /v1, native /api, the web studio at /."""
     from aigc import open_workspace
@@ -57,7 +60,7 @@ def serve(
                         memory_limit=_memory_limit(memory_limit), keep_alive=_seconds(keep_alive, parse_duration),
                         timeout=parse_duration(timeout), cors_origins=cors_origin or [], preload=preload or [],
                         threads=threads, engine_process=not in_process, cpu_bind=cpu_bind,
-                        prefix_cache_tokens=prefix_cache_tokens)
+                        prefix_cache_tokens=prefix_cache_tokens, safety=safety)
     for name in settings.preload:
         ws.get_run(name)  # an unknown run fails here, in one line, before the server starts
     run_server(ws, settings, host, port, announce=lambda url: out.print(markup(
@@ -147,7 +150,9 @@ def logs(
     if pairs and export is None:
         raise InvalidInput("--pairs needs --export FILE")
     if export is not None:
-        n = logbook.export_jsonl(ws, export, run=run, pairs=pairs)
+        from aigc.safety.guard import guard_for
+
+        n = logbook.export_jsonl(ws, export, run=run, pairs=pairs, label=None if pairs else guard_for(ws).label)
         out.print(f"wrote {n} {'pairs' if pairs else 'generations'} to {export}")
         return
     rows = logbook.list_generations(ws, run, limit)

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from aigc.data.cards import build_card
-from aigc.data.clean import Drop, clean_records
+from aigc.data.clean import Drop, Kept, clean_records
 from aigc.data.conditions import DEFAULT_MIN_COND_COUNT, check_min_count
 from aigc.data.sources import read_source
+from aigc.data.privacy import check_mode, corpus_pass, pii_pass, pii_settings
 from aigc.data.split import SPLITS, check_fractions, contiguous_split, hash_split
 from aigc.errors import AlreadyExists, InvalidInput
 from aigc.workspace import Workspace, now, write_json_atomic
@@ -34,6 +35,7 @@ _RELAX_HINTS = {
     "empty_condition": "check --cond-columns",
     "too_short": "lower --min-length",
     "too_long": "raise --max-length or leave it out",
+    "pii": "pass --pii redact instead of drop",
 }
 
 
@@ -94,12 +96,15 @@ def ingest_text(
     header: bool | None = None,
     columns: Sequence[str] | str | None = None,
     min_cond_count: int = DEFAULT_MIN_COND_COUNT,
+    pii: str | None = None,
 ) -> dict[str, Any]:
     """Ingest a text file as dataset ``name``; return its card. User mistakes raise AigcError subclasses.
 
     ``header``/``columns``: CSV and TSV without a header row (see :func:`~aigc.data.sources.read_source`).
     ``min_cond_count``: condition values with fewer train records share their column's ``other``
     token (see :mod:`aigc.data.conditions`); the card counts them.
+    ``pii``: ``report`` | ``redact`` | ``drop`` personal information (:mod:`aigc.data.privacy`);
+    default: the workspace policy's ``ingest.pii``.
     """
     # Cheap checks first: a taken name or a bad option must not cost a full read of a big file.
     dest = ws.dataset_path(name)
@@ -110,6 +115,8 @@ def ingest_text(
     fractions = check_fractions(split)
     _check_lengths(min_length, max_length)
     check_min_count(min_cond_count)
+    if pii is not None:
+        check_mode(pii)
 
     source = read_source(path, lines=lines, text_column=text_column, cond_columns=list(cond_columns),
                          encoding=encoding, header=header, columns=columns)
@@ -121,6 +128,15 @@ def ingest_text(
     source.records = []  # the raw copy is no longer needed; free it before writing
     if not kept:
         raise _nothing_left(source.path, n_read, drops)
+    mode, scanner, operators, policy_version = pii_settings(ws, pii)
+    if source.mode == "corpus":
+        text, pii_report = corpus_pass(kept[0].text, mode, scanner, operators)
+        kept = [Kept(kept[0].index, text, kept[0].cond)]
+    else:
+        kept, pii_drops, pii_report = pii_pass(kept, mode, scanner, operators, text_column=source.text_column)
+        drops = [*drops, *pii_drops]
+        if not kept:
+            raise _nothing_left(source.path, n_read, drops)
 
     rows: dict[str, list[tuple[str, dict[str, str]]]]
     if source.mode == "corpus":
@@ -160,6 +176,7 @@ def ingest_text(
         fractions=fractions,
         created_at=now(),
     )
+    card["pii"] = pii_report.to_card(policy_version)
     with ws.staging("dataset") as staged:
         for s in SPLITS:
             _write_jsonl(staged / f"{s}.jsonl", rows[s])

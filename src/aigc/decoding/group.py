@@ -77,6 +77,8 @@ class SampleStream:
         self.eos = tokenizer.eos_id
         self.tokens = 0  # tokens generated, end-of-text excluded
         self.done = False
+        # The output rail (aigc.safety.rails.OutputRail) the sample's text passes through, if any
+        self.rail = None
 
     def push(self, token: int) -> Chunk | None:
         if self.done:
@@ -84,20 +86,38 @@ class SampleStream:
         if token == self.eos:
             self.done = True
             text = self.matcher.feed(self.decoder.flush())[0] + self.matcher.flush()
-            return Chunk(self.index, text, "stop", self.tokens)
+            return self._out(Chunk(self.index, text, "stop", self.tokens))
         self.tokens += 1
         text, stopped = self.matcher.feed(self.decoder.push(token))
         if stopped:
             self.done = True
-            return Chunk(self.index, text, "stop", self.tokens)
+            return self._out(Chunk(self.index, text, "stop", self.tokens))
+        if self.rail is not None:
+            return self._out(Chunk(self.index, text, None, self.tokens)) if text else None
         return Chunk(self.index, text, None, self.tokens) if text else None
 
     def finish(self) -> Chunk:
         self.done = True
         text, stopped = self.matcher.feed(self.decoder.flush())
         if stopped:
-            return Chunk(self.index, text, "stop", self.tokens)
-        return Chunk(self.index, text + self.matcher.flush(), "length", self.tokens)
+            return self._out(Chunk(self.index, text, "stop", self.tokens))
+        return self._out(Chunk(self.index, text + self.matcher.flush(), "length", self.tokens))
+
+    def _out(self, chunk: Chunk) -> Chunk | None:
+        """The chunk as the output rail lets it out: text held back until its segment is checked,
+        PII handled, a blocked segment never released and the sample ended ``content_filter``."""
+        rail = self.rail
+        if rail is None:
+            return chunk
+        text = rail.feed(chunk.text) if chunk.text else ""
+        if chunk.finish_reason and not rail.blocked:
+            text += rail.finish()
+        if rail.blocked:
+            self.done = True
+            return Chunk(self.index, text, "content_filter", self.tokens)
+        if not text and not chunk.finish_reason:
+            return None
+        return Chunk(self.index, text, chunk.finish_reason, self.tokens)
 
 
 class SequenceGroup:
@@ -134,6 +154,7 @@ class SequenceGroup:
         self.done = False
         self.peak_batch = 0  # the most groups it shared a decode step with, itself included
         self.owner = None  # the caller's object for this group (the engine's job)
+        self.prompt_verdict = None  # the input rail's verdict on its prompt (aigc.safety.rails)
         self._generated = torch.zeros(n, 0, dtype=torch.long, device=device)
         self._unjoined: list[list[int]] = []  # tokens since the last join, one list of n per step
 
@@ -213,7 +234,13 @@ class SequenceGroup:
         for sample in self.samples:
             if not sample.done:
                 chunk = sample.finish()
-                chunk.finish_reason = reason
+                if chunk.finish_reason != "content_filter":
+                    chunk.finish_reason = reason
                 chunks.append(chunk)
         self.done = True
         return chunks
+
+    def attach_rails(self, make_rail) -> None:
+        """Pass each sample's text through its own output rail, ``make_rail()``."""
+        for sample in self.samples:
+            sample.rail = make_rail()

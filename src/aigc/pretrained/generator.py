@@ -147,12 +147,24 @@ class ChatGenerator(TextGenerator):
         if s.guidance != 1.0:
             raise InvalidInput(f"guidance {s.guidance:g} is for runs trained from scratch with condition "
                                f"dropout; {self.name or 'this run'} is adapted from a pretrained base: use guidance 1")
+        verdict = None
+        if self.guard is not None:  # the input rail, on every turn a person wrote
+            if messages is not None:
+                checked = []
+                for m in messages:
+                    if m.get("role") != "assistant" and m.get("content"):
+                        content, verdict = self.guard.check_prompt(m["content"])
+                        m = {**m, "content": content}
+                    checked.append(m)
+                messages = checked
+            elif prompt:
+                prompt, verdict = self.guard.check_prompt(prompt)
         ids = self.messages_ids(messages) if messages is not None else self.context_ids(prompt, cond)
         if not ids:
             raise InvalidInput("the prompt is empty and the run has no instruction to start from: give a prompt")
         seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little")
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        return SequenceGroup(ids, n, s, generator, self.tokenizer, None, device=self.device)
+        return self.guarded(SequenceGroup(ids, n, s, generator, self.tokenizer, None, device=self.device), verdict)
 
 
 

@@ -28,8 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aigc import keys
-from aigc.errors import (AigcError, AlreadyExists, DeadlineExceeded, EngineUnavailable, NotFound, Overloaded,
-                         Unauthorized)
+from aigc.errors import (AigcError, AlreadyExists, ContentBlocked, DeadlineExceeded, EngineUnavailable, NotFound,
+                         Overloaded, Unauthorized)
 from aigc.runtime import default_memory_limit
 from aigc.server.common import printable
 from aigc.server.metrics import ServerMetrics
@@ -66,6 +66,9 @@ class Settings:
     # with engine_process on a CPU: the decode loop gets a core of its own and this process the
     # others (aigc.runtime.CpuPlan); `aigc serve` does, an app embedded in a program need not
     cpu_bind: bool = False
+    # the workspace's safety layer on every text request (rails, redacted log, audit); off only to
+    # measure its cost (benchmarks/serve_load.py --safety off)
+    safety: bool = True
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -95,6 +98,8 @@ def status_of(error: AigcError) -> tuple[int, str | None]:
         return 408, "timeout"
     if isinstance(error, AlreadyExists):
         return 409, "conflict"
+    if isinstance(error, ContentBlocked):
+        return 400, "content_filter"
     return 400, None
 
 
@@ -285,7 +290,7 @@ class Gate:
 def create_app(workspace: Workspace | str | None = None, settings: Settings | None = None) -> FastAPI:
     from aigc import open_workspace
     from aigc.engine import Engine
-    from aigc.server.routers import native, openai, studio
+    from aigc.server.routers import native, openai, safety, studio
 
     ws = open_workspace(workspace)
     settings = settings or Settings()
@@ -297,7 +302,7 @@ def create_app(workspace: Workspace | str | None = None, settings: Settings | No
         options = dict(max_batch=settings.max_batch, max_queue=settings.max_queue,
                        memory_limit=settings.memory_limit, keep_alive=settings.keep_alive,
                        timeout=settings.timeout, log=settings.log, device=settings.device, threads=settings.threads,
-                       prefix_cache_tokens=settings.prefix_cache_tokens)
+                       prefix_cache_tokens=settings.prefix_cache_tokens, safety=settings.safety)
         if settings.engine_process:
             from aigc.engine_process import EngineProcess
 
@@ -337,6 +342,7 @@ def create_app(workspace: Workspace | str | None = None, settings: Settings | No
 
     app.include_router(openai.router)
     app.include_router(native.router)
+    app.include_router(safety.router)
     app.include_router(studio.router)
     studio.mount_static(app)
     app.add_middleware(Gate, state=shared)

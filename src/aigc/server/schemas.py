@@ -252,3 +252,32 @@ class ArenaVoteRequest(Strict):
     generation_a: str = Field(min_length=1, max_length=200)
     generation_b: str = Field(min_length=1, max_length=200)
     winner: Literal["a", "b", "tie"]
+
+
+class ModerationRequest(Strict):
+    """OpenAI's ``/v1/moderations`` body: text inputs only (image parts are refused)."""
+
+    input: str | list[str] = Field(...)
+    model: str | None = Field(None, max_length=200)  # accepted and echoed; the workspace policy decides
+
+    @field_validator("input")
+    @classmethod
+    def _inputs(cls, v):
+        items = [v] if isinstance(v, str) else v
+        if not items:
+            raise ValueError("input is empty: send a string or a non-empty list of strings")
+        if len(items) > 64:
+            raise ValueError(f"input holds {len(items)} texts; send at most 64 per request")
+        for i, text in enumerate(items):
+            if not text.strip():
+                raise ValueError(f"input[{i}] is empty: send text to moderate" if not isinstance(v, str)
+                                 else "input is empty: send text to moderate")
+        return v
+
+
+class PiiRequest(Strict):
+    """``/api/pii/scan`` and ``/api/pii/redact``."""
+
+    text: str | list[str]
+    operator: str = "replace"
+    entities: list[str] | None = None

@@ -158,7 +158,9 @@ def _final(result: Result, model: str, response: str = "") -> dict[str, Any]:
             "queue_duration": int(result.queued_s * ns),
             "prompt_eval_count": result.prompt_tokens, "prompt_eval_duration": int(result.prefill_s * ns),
             "eval_count": result.completion_tokens, "eval_duration": int(decode_s * ns),
-            "ttft_ms": None if result.ttft_s is None else round(result.ttft_s * 1000, 2)}
+            "ttft_ms": None if result.ttft_s is None else round(result.ttft_s * 1000, 2),
+            **({"aigc_label": result.label} if result.label is not None else {}),
+            **({"safety": result.safety} if result.safety else {})}
 
 
 @router.post("/generate")

@@ -78,7 +78,19 @@ def _text_request(request: Request, body, prompt: str, max_tokens: int | None, e
 
 
 def _reason(reason: str | None) -> str:
-    return reason if reason in ("stop", "length") else "length"  # a deadline cut the text short
+    # content_filter: the output rail stopped the sample; anything else (a deadline) cut it short
+    return reason if reason in ("stop", "length", "content_filter") else "length"
+
+
+def _safety(result: Result) -> dict[str, Any]:
+    """Our additions to an OpenAI body (clients ignore fields they do not know): the implicit AIGC
+    label and, per choice, what the safety layer decided."""
+    out: dict[str, Any] = {}
+    if result.label is not None:
+        out["aigc_label"] = result.label
+    if result.safety:
+        out["safety"] = result.safety
+    return out
 
 
 def _finish_reason(result: Result, i: int) -> str:
@@ -130,6 +142,7 @@ async def completions(body: CompletionRequest, request: Request):
                                  headers={"X-Generation-Id": handle.id})
 
     choices, usage, ids = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, []
+    safety: list[dict[str, Any]] = []
     for p, prompt in enumerate(prompts):
         req = _text_request(request, body, prompt, body.max_tokens, "/v1/completions", body.logprobs)
         handle, events = await submit(request, req)
@@ -144,8 +157,10 @@ async def completions(body: CompletionRequest, request: Request):
                             "logprobs": _completion_logprobs(tokens.get(i, [])) if body.logprobs is not None else None})
         for k, v in _usage(result).items():
             usage[k] += v
+        safety += result.safety
     return {"id": ids[0], "object": "text_completion", "created": created, "model": body.model,
-            "choices": choices, "usage": usage, **({"generation_ids": ids} if len(ids) > 1 else {})}
+            "choices": choices, "usage": usage, **({"generation_ids": ids} if len(ids) > 1 else {}),
+            **_safety(result), **({"safety": safety} if safety else {})}
 
 
 # -- chat -------------------------------------------------------------------------------------------
@@ -210,18 +225,25 @@ async def chat_completions(body: ChatRequest, request: Request):
                 "logprobs": _chat_logprobs(tokens.get(i, [])) if body.logprobs else None,
                 "finish_reason": _finish_reason(result, i)} for i, text in enumerate(result.texts)]
     return {"id": result.id, "object": "chat.completion", "created": created, "model": body.model,
-            "choices": choices, "usage": _usage(result)}
+            "choices": choices, "usage": _usage(result), **_safety(result)}
 
 
 # -- images --------------------------------------------------------------------------------------------
 
 
-def _png_b64(array) -> str:
+def _png_b64(array, label: dict | None = None, i: int = 0) -> str:
+    """A PNG as base64; with the result's ``label``, the PNG carries it (GB 45438 Annex E)."""
     from PIL import Image
 
-    buf = io.BytesIO()
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    if label is None:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+    from aigc.provenance.labels import label_png
+
+    meta = {**label, "ProduceID": f"{label.get('ProduceID') or 'image'}-{i:03d}"}
+    return base64.b64encode(label_png(image, meta)).decode("ascii")
 
 
 @router.post("/images/generations")
@@ -263,6 +285,7 @@ async def images(body: ImageGenerationRequest, request: Request):
         from aigc.image_generation import to_uint8
 
         arrays = await run_in_threadpool(to_uint8, result.images)
-        data = [{"b64_json": await run_in_threadpool(_png_b64, a)} for a in arrays]
+        data = [{"b64_json": await run_in_threadpool(_png_b64, a, result.label, i)} for i, a in enumerate(arrays)]
     return {"created": int(time.time()), "data": data, "id": result.id, "model": body.model,
-            "label": (cond or {}).get("label"), "seed": body.seed}
+            "label": (cond or {}).get("label"), "seed": body.seed,
+            **({"aigc_label": result.label} if result.label is not None else {})}

@@ -45,6 +45,14 @@ const I18N = {
     "arena.need_two": "The arena needs two different text runs: pick them, or train another run.",
     "arena.no_votes": "No votes yet.", "col.rating": "Rating", "col.wins": "Wins", "col.losses": "Losses",
     "col.ties": "Ties", "col.games": "Games",
+    "tab.policy": "Policy", "safety.label": "AI-generated", "safety.blocked": "Stopped by the safety policy",
+    "safety.redacted": "Personal information redacted: {what}", "safety.flagged": "Flagged: {what}",
+    "safety.copy": "Longest span copied from the training text: {n} characters",
+    "safety.copy_over": "Longest span copied from the training text: {n} characters (over the threshold of {t})",
+    "policy.version": "Policy {version} ({source})", "policy.save": "Save policy", "policy.saved": "Saved: policy {version}.",
+    "policy.test": "Check a text", "policy.test_hint": "Text to check against the policy",
+    "policy.ok": "Allowed.", "policy.flagged": "Flagged: {what}", "m.safety": "Safety",
+    "m.blocked_share": "blocked share", "m.samples_with_pii": "samples with PII", "m.over_threshold": "copied over threshold",
   },
   zh: {
     "tab.play": "试玩", "tab.runs": "训练任务", "tab.datasets": "数据集", "tab.log": "生成记录",
@@ -88,6 +96,14 @@ const I18N = {
     "arena.need_two": "竞技场需要两个不同的文本模型：请选择，或再训练一个。",
     "arena.no_votes": "还没有投票。", "col.rating": "评分", "col.wins": "胜", "col.losses": "负",
     "col.ties": "平", "col.games": "场次",
+    "tab.policy": "安全策略", "safety.label": "人工智能生成", "safety.blocked": "已被安全策略拦截",
+    "safety.redacted": "已脱敏个人信息：{what}", "safety.flagged": "已标记：{what}",
+    "safety.copy": "与训练文本相同的最长片段：{n} 个字符",
+    "safety.copy_over": "与训练文本相同的最长片段：{n} 个字符（超过阈值 {t}）",
+    "policy.version": "策略 {version}（{source}）", "policy.save": "保存策略", "policy.saved": "已保存：策略 {version}。",
+    "policy.test": "检测文本", "policy.test_hint": "要按策略检测的文本",
+    "policy.ok": "通过。", "policy.flagged": "已标记：{what}", "m.safety": "安全",
+    "m.blocked_share": "拦截比例", "m.samples_with_pii": "含个人信息的样本比例", "m.over_threshold": "超过阈值的复制比例",
   },
 };
 
@@ -226,6 +242,21 @@ function statsLine(msg) {  // a generation's final message, as one line
                            ttft: msg.ttft_ms === null ? "-" : msg.ttft_ms.toFixed(0) });
 }
 
+function safetyView(msg, index) {  // what the safety layer decided on sample 0 of a final message
+  const box = el("div", { class: "safety", id: `safety-${index}` });
+  if (msg.aigc_label) box.append(el("span", { class: "badge", title: JSON.stringify(msg.aigc_label) }, t("safety.label")));
+  const v = (msg.safety || [])[0];
+  if (!v) return box;
+  if (v.blocked) box.append(el("div", { class: "flag blocked" }, t("safety.blocked") +
+    (v.categories.length ? ` (${v.categories.join(", ")})` : "")));
+  const ents = Object.entries(v.entities || {});
+  if (ents.length) box.append(el("div", { class: "flag" }, t("safety.redacted", { what: ents.map(([k, n]) => `${k} ×${n}`).join(", ") })));
+  if (!v.blocked && v.categories && v.categories.length) box.append(el("div", { class: "flag" }, t("safety.flagged", { what: v.categories.join(", ") })));
+  if (v.copy) box.append(el("div", { class: v.copy_flagged ? "flag" : "muted" },
+    t(v.copy_flagged ? "safety.copy_over" : "safety.copy", { n: v.copy.length, t: "" })));
+  return box;
+}
+
 async function streamText(model, index, card) {
   const prompt = $("#prompt").value;
   const out = el("div", { class: "output", id: `output-${index}` }, el("span", { class: "prompt" }, prompt));
@@ -250,6 +281,7 @@ async function streamText(model, index, card) {
       out.append(msg.response);  // text, never markup
       generationId = msg.id;
       showStats(msg);
+      card.append(safetyView(msg, index));
       rate.enable();
       return;
     }
@@ -272,6 +304,7 @@ async function streamText(model, index, card) {
         else {
           generationId = msg.id;
           showStats(msg);
+          card.append(safetyView(msg, index));
         }
       }
     }
@@ -719,12 +752,43 @@ async function loadBoard() {
   }
 }
 
+// -- policy: the workspace's safety policy, editable; a text checked against it -------------------------
+
+async function loadPolicy() {
+  const data = await (await api("/api/policy")).json();
+  $("#policy-version").textContent = t("policy.version", { version: data.version, source: data.source });
+  $("#policy-yaml").value = data.yaml;
+}
+
+async function savePolicy() {
+  const status = $("#policy-status");
+  try {
+    const res = await api("/api/policy", { method: "PUT", body: $("#policy-yaml").value });
+    const data = await res.json();
+    status.textContent = t("policy.saved", { version: data.version });
+    await loadPolicy();
+  } catch (e) { status.textContent = e.message; }
+}
+
+async function testPolicy() {
+  const out = $("#policy-result");
+  try {
+    const data = await (await api("/v1/moderations", { method: "POST", body: { input: $("#policy-text").value } })).json();
+    const r = data.results[0];
+    const cats = Object.entries(r.categories).filter(([, on]) => on).map(([c]) => c);
+    const terms = (r.matches || []).map((m) => m.term);
+    const pii = (r.entities || []).map((e) => e.type);
+    out.textContent = r.flagged ? t("policy.flagged", { what: [...cats, ...terms, ...pii].join(", ") })
+      : (pii.length ? t("safety.redacted", { what: pii.join(", ") }) : t("policy.ok"));
+  } catch (e) { out.textContent = e.message; }
+}
+
 // -- wiring ---------------------------------------------------------------------------------------------
 
 function showTab(name) {
   document.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
   document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== name; });
-  const load = { runs: loadRunsPage, datasets: loadDatasetsPage, log: loadLog, arena: loadArena }[name];
+  const load = { runs: loadRunsPage, datasets: loadDatasetsPage, log: loadLog, arena: loadArena, policy: loadPolicy }[name];
   if (load) load().catch((e) => banner(e.message));
 }
 
@@ -748,6 +812,8 @@ $("#log-refresh").addEventListener("click", () => loadLog().catch((e) => banner(
 $("#arena-run-1").addEventListener("change", onArenaRunsChange);
 $("#arena-run-2").addEventListener("change", onArenaRunsChange);
 $("#arena-ask").addEventListener("click", askArena);
+$("#policy-save").addEventListener("click", savePolicy);
+$("#policy-check").addEventListener("click", testPolicy);
 for (const w of ["a", "b", "tie"]) $(`#arena-vote-${w}`).addEventListener("click", () => arenaVote(w));
 applyLang();
 loadRuns().catch((e) => banner(e.message));

@@ -1,0 +1,215 @@
+"""`aigc pii scan|redact` and `aigc policy show|edit|test`: the safety layer from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aigc.cli.common import JsonOpt, WorkspaceOpt, err, guard, out
+from aigc.errors import InvalidInput
+
+pii_app = typer.Typer(help="Find and redact personal information (IDs, phones, cards, e-mails, names, addresses).",
+                      no_args_is_help=True)
+policy_app = typer.Typer(help="The workspace's safety policy: categories, term lists, PII actions per path.",
+                         no_args_is_help=True)
+
+FileArg = Annotated[str, typer.Argument(help="A UTF-8 text file, one text per line; '-' reads standard input.")]
+EntitiesOpt = Annotated[str | None, typer.Option(
+    "--entities", help="Comma-separated entity types to look for [default: all] (e.g. CN_MOBILE,EMAIL).",
+    show_default=False)]
+ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0,
+                                             help="Report entities scoring at least this.")]
+NamesOpt = Annotated[Path | None, typer.Option(
+    "--names", help="A file of person names (one per line) that are always PII.", show_default=False)]
+
+
+def _lines(source: str) -> Iterator[str]:
+    """The lines of ``source`` (``-``: stdin) without their line ends; a file that is missing or
+    not UTF-8 is a one-line error."""
+    if source == "-":
+        stream = sys.stdin
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors="strict")
+        try:
+            for line in stream:
+                yield line.rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise InvalidInput(f"standard input is not UTF-8 text ({e.reason} at byte {e.start}): "
+                               "convert it, e.g. with iconv -f GB18030 -t UTF-8") from None
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise InvalidInput(f"no such file: {source} (pass a text file, or '-' for standard input)")
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            for line in f:
+                yield line.rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"{source} is not UTF-8 text ({e.reason} at byte {e.start}): "
+                           "convert it, e.g. with iconv -f GB18030 -t UTF-8") from None
+
+
+def _names(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    return [n for n in (line.strip() for line in _lines(str(path))) if n]
+
+
+def _scanner(workspace: Path | None, entities: str | None, threshold: float, names: Path | None,
+             need_key: bool = False):
+    from aigc.safety.pii import Scanner
+
+    key = None
+    if need_key:
+        from aigc import open_workspace
+        from aigc.safety.policy import workspace_key
+
+        key = workspace_key(open_workspace(workspace))
+    wanted = [e.strip() for e in entities.split(",") if e.strip()] if entities else None
+    return Scanner(entities=wanted, threshold=threshold, names=_names(names), key=key)
+
+
+@pii_app.command("scan")
+@guard
+def pii_scan(
+    source: FileArg = "-",
+    entities: EntitiesOpt = None,
+    threshold: ThresholdOpt = 0.5,
+    names: NamesOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help='One JSON line per input line: {"text", "entities"}.')] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Find PII in each line; offsets are characters of the line as written."""
+    scanner = _scanner(workspace, entities, threshold, names)
+    found = 0
+    for number, line in enumerate(_lines(source), 1):
+        ents = scanner.scan(line)
+        found += len(ents)
+        if as_json:
+            out.print(json.dumps({"text": line, "entities": [e.to_dict() for e in ents]}, ensure_ascii=False))
+            continue
+        for e in ents:
+            out.print(f"{number}:{e.start}-{e.end}\t{e.type}\t{e.score:.2f}\t{line[e.start:e.end]}")
+    if not as_json:
+        err.print(f"{found} entit{'y' if found == 1 else 'ies'} found")
+
+
+@pii_app.command("redact")
+@guard
+def pii_redact(
+    source: FileArg = "-",
+    operator: Annotated[str, typer.Option(
+        "--operator", help="replace (<CN_MOBILE>), mask (138****5678), hash (HMAC with the workspace key), "
+                           "redact (remove), pseudonym (a consistent fake), keep.")] = "replace",
+    entities: EntitiesOpt = None,
+    threshold: ThresholdOpt = 0.5,
+    names: NamesOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Print each line with its PII replaced, masked, hashed or removed."""
+    scanner = _scanner(workspace, entities, threshold, names, need_key=operator in ("hash", "pseudonym"))
+    for line in _lines(source):
+        out.print(scanner.redact(line, operator).text)
+
+
+# -- policy -----------------------------------------------------------------------------------------
+
+
+@policy_app.command("show")
+@guard
+def policy_show(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Print the policy in force (the workspace's policy.yaml, or the default) and its version."""
+    from aigc import open_workspace
+    from aigc.safety.policy import workspace_policy
+
+    ws = open_workspace(workspace)
+    policy = workspace_policy(ws)
+    if as_json:
+        out.print(json.dumps(policy.to_dict(), ensure_ascii=False, indent=2))
+        return
+    source = ws.root / "policy.yaml"
+    err.print(f"policy {policy.version} ({source if source.exists() else 'the default policy'})")
+    out.print(policy.dumps())
+
+
+@policy_app.command("edit")
+@guard
+def policy_edit(
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="Install this YAML or JSON file as the policy instead of opening an editor.",
+        show_default=False)] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Edit the workspace policy in $EDITOR (or install --file); it is checked before it replaces the old one."""
+    from aigc import open_workspace
+    from aigc.safety.policy import save_workspace_policy, workspace_policy
+
+    ws = open_workspace(workspace)
+    if file is not None:
+        if not file.is_file():
+            raise InvalidInput(f"no such policy file: {file}")
+        try:
+            text = file.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{file} is not UTF-8 text: save the policy as UTF-8") from None
+    else:
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+        if not editor:
+            raise InvalidInput("no editor: set $EDITOR, or pass --file POLICY.yaml")
+        current = workspace_policy(ws).dumps()
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as f:
+            f.write(current)
+            draft = Path(f.name)
+        try:
+            subprocess.run([*shlex.split(editor), str(draft)], check=False)
+            text = draft.read_text(encoding="utf-8")
+        finally:
+            draft.unlink(missing_ok=True)
+        if text == current:
+            err.print("policy unchanged")
+            return
+    policy = save_workspace_policy(ws, text)
+    out.print(f"policy {policy.version} saved to {ws.root / 'policy.yaml'}")
+
+
+@policy_app.command("test")
+@guard
+def policy_test(
+    text: Annotated[str | None, typer.Argument(help="A text to check [default: each line of --file].",
+                                               show_default=False)] = None,
+    file: Annotated[str | None, typer.Option("--file", help="Check each line of this file ('-': stdin).",
+                                             show_default=False)] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Moderate texts under the workspace policy: flagged categories, matched terms, PII."""
+    from aigc import open_workspace
+    from aigc.safety.moderation import moderate
+    from aigc.safety.policy import workspace_policy
+
+    if (text is None) == (file is None):
+        raise InvalidInput("pass a text, or --file FILE ('-' for standard input), not both")
+    policy = workspace_policy(open_workspace(workspace))
+    texts = [text] if text is not None else list(_lines(file))
+    flagged = 0
+    for t in texts:
+        m = moderate(t, policy)
+        flagged += m.flagged
+        if as_json:
+            out.print(json.dumps({"text": t, **m.to_dict()}, ensure_ascii=False))
+            continue
+        cats = ", ".join(c for c, on in m.categories.items() if on) or "-"
+        terms = ", ".join(f"{x.term}@{x.start}" for x in m.matches) or "-"
+        ents = ", ".join(f"{e.type}@{e.start}" for e in m.entities) or "-"
+        out.print(f"{'BLOCK' if m.flagged else 'ok   '}\tcategories: {cats}\tterms: {terms}\tpii: {ents}\t{t}")
+    if not as_json:
+        err.print(f"{flagged} of {len(texts)} flagged under policy {policy.version}")

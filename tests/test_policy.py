@@ -1,0 +1,334 @@
+"""The safety policy: matching through obfuscations with offsets into the original, word
+boundaries, allow lists and context rules, validation errors (one line naming the field),
+versions, the workspace policy and key, moderation in OpenAI's shape, the classifier hook."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+
+import numpy as np
+import pytest
+
+from aigc.errors import InvalidInput
+from aigc.safety.moderation import MAX_BYTES, TextClassifier, moderate
+from aigc.safety.policy import (OPENAI_CATEGORIES, default_policy, load_policy, parse_policy,
+                                save_workspace_policy, workspace_key, workspace_policy)
+from aigc.workspace import Workspace
+
+MINI = """
+version: 3
+categories:
+  fraud: {openai: [illicit], tc260: [A.1.h]}
+  ads: {openai: [], tc260: [A.3.e], action: flag}
+terms:
+  - {term: 刷单, category: fraud, severity: high}
+  - {term: kill, category: fraud, severity: high}
+  - {term: scam kit, category: fraud, severity: medium}
+  - {term: 最佳, category: ads, severity: medium, action: flag}
+  - {term: lowball, category: ads, severity: low, action: flag}
+  - {term: cheap, category: ads, severity: low, action: flag}
+  - {term: launder*, category: fraud, severity: high}
+allow: [刷单诈骗]
+contexts:
+  - {id: warn, words: [谨防, beware], categories: [fraud], window: 6, side: before, scope: clause}
+"""
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return parse_policy(MINI)
+
+
+class NoPII:
+    def scan(self, text):
+        return []
+
+
+# -- matching -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, span", [
+    ("招聘刷单兼职", "刷单"),
+    ("招聘刷 单兼职", "刷 单"),  # spaces between the characters
+    ("招聘刷*单兼职", "刷*单"),
+    ("招聘刷\u200b单兼职", "刷\u200b单"),  # zero-width
+    ("招聘刷單兼職", "刷單"),  # traditional
+    ("I will KILL it", "KILL"),  # case
+    ("I will ｋｉｌｌ it", "ｋｉｌｌ"),  # full-width
+    ("I will k i l l it", "k i l l"),  # spaced letters
+    ("I will k.i.l.l it", "k.i.l.l"),
+    ("I will k1ll it", "k1ll"),  # homoglyph digits
+    ("I will ki11 it", "ki11"),
+    ("a s c a m  k i t here", "s c a m  k i t"),  # spaced words: two separators end a word
+    ("money launderers", "launderers"),  # a trailing * lifts the right boundary
+])
+def test_terms_match_through_obfuscation_with_original_offsets(mini, text, span):
+    found = mini.match_terms(text)
+    assert found, text
+    m = found[0]
+    assert text[m.start:m.end] == span
+
+
+@pytest.mark.parametrize("text", ["skill tree", "the killer deal", "killed it", "akill", "刷卡单据"])
+def test_word_boundaries_and_near_misses_do_not_match(mini, text):
+    assert mini.match_terms(text) == []
+
+
+def test_a_chain_of_letters_after_a_word_is_also_read_without_its_first_letter(mini):
+    # "it's k i l l" reads "it skill" as well as "its kill": the second finds the term
+    text = "it's k i l l time"
+    m = mini.match_terms(text)
+    assert [text[x.start:x.end] for x in m] == ["k i l l"]
+
+
+def test_terms_do_not_match_across_sentence_or_clause_ends(mini):
+    assert mini.match_terms("我们刷。单车") == []
+    assert mini.match_terms("我们刷，单车") == []
+
+
+def test_allow_phrases_and_context_rules_drop_matches_and_say_why(mini):
+    assert mini.match_terms("警方通报一起刷单诈骗案") == []
+    assert mini.match_terms("谨防刷单") == []
+    assert mini.match_terms("beware of kill") == []
+    assert mini.match_terms("beware, kill")
+    (m,) = mini.match_terms("谨防刷单", include_allowed=True)
+    assert m.allowed_by == "context:warn"
+    (m,) = mini.match_terms("一起刷单诈骗案", include_allowed=True)
+    assert m.allowed_by == "allow:刷单诈骗"
+    # the context rule holds only within its window, on its side, in its clause
+    assert mini.match_terms("谨防一二三四五六七刷单")
+    assert mini.match_terms("刷单，谨防")
+    assert mini.match_terms("谨防，刷单")
+
+
+def test_default_policy_obfuscations_contexts_and_boundaries():
+    p = default_policy()
+    assert {m.category for m in p.match_terms("出售冰毒")} == {"illicit"}
+    assert p.match_terms("Essex county and Scunthorpe United, the skill tree") == []
+    assert p.match_terms("公安提醒：信用卡套现属于违法行为，切勿参与。") == []
+    assert [m.category for m in p.match_terms("信用卡套現，秒到賬")] == ["fraud"]
+
+
+def test_version_is_declared_version_and_content_hash(mini):
+    assert re.fullmatch(r"3-[0-9a-f]{12}", mini.version)
+    assert parse_policy(MINI).version == mini.version
+    assert parse_policy(MINI.replace("lowball", "lowballs")).version != mini.version
+    assert re.fullmatch(r"1-[0-9a-f]{12}", default_policy().version)
+
+
+def test_dumps_round_trips_to_the_same_version():
+    for p in (default_policy(), parse_policy(MINI)):
+        again = parse_policy(p.dumps())
+        assert again.version == p.version
+        assert again.to_dict() == p.to_dict()
+
+
+def test_json_policies_are_read_too(mini):
+    p = parse_policy(json.dumps(mini.to_dict(), ensure_ascii=False))
+    assert p.version == mini.version
+
+
+def test_sections_are_copies(mini):
+    mini.copy_guard["threshold"] = 1
+    mini.labels["producer"] = "x"
+    assert mini.copy_guard["threshold"] == 50 and mini.labels["producer"] is None
+    assert mini.training_unredacted_pii == "warn" and mini.ingest_pii == "report"
+    assert mini.segment_cap == 200
+
+
+def test_pii_operators_per_path_with_entity_overrides():
+    p = parse_policy(MINI + """
+pii:
+  default: {prompt: mask, output: block}
+  entities:
+    CN_MOBILE: {log: hash, output: replace}
+""")
+    assert p.pii_operators("prompt") == {"*": "mask"}
+    assert p.pii_operators("output") == {"*": "block", "CN_MOBILE": "replace"}
+    assert p.pii_operators("log") == {"*": "replace", "CN_MOBILE": "hash"}
+    assert p.pii_operators("ingest") == {"*": "replace"}
+    with pytest.raises(InvalidInput, match="unknown PII path 'train'"):
+        p.pii_operators("train")
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("colour: red\n", r"top level: unknown key 'colour'"),
+    ("terms:\n  - {term: x, category: nope}\n", r"line 3: terms\[0\]\.category: term 'x' names unknown category 'nope'"),
+    ("terms:\n  - {term: x, category: fraud, action: delete}\n",
+     r"terms\[0\]\.action: unknown value 'delete'; use one of block, flag, redact"),
+    ("terms:\n  - {term: x, category: fraud, severity: huge}\n", r"terms\[0\]\.severity: unknown value 'huge'"),
+    ("terms:\n  - {term: '([a-z', category: fraud, regex: true}\n", r"terms\[0\]\.term: regex '\(\[a-z' does not compile"),
+    ("terms:\n  - {term: ' - ', category: fraud}\n", r"empty once normalised"),
+    ("pii: {default: {prompt: shred}}\n", r"pii\.default\.prompt: unknown value 'shred'"),
+    ("pii: {default: {ingest: block}}\n", r"pii\.default\.ingest: unknown value 'block'"),
+    ("pii: {entities: {SSN: {log: hash}}}\n", r"pii\.entities: unknown entity type 'SSN'"),
+    ("copy_guard: {action: delete}\n", r"copy_guard\.action: unknown value 'delete'"),
+    ("labels: {text_position: middle}\n", r"labels\.text_position: unknown value 'middle'"),
+    ("contexts:\n  - {id: a, words: [no], categories: [fraud]}\n", r"put the word in quotes"),
+    ("rails: {segment_cap: 3}\n", r"rails\.segment_cap: 3 is not an integer in \[16, 100000\]"),
+])
+def test_a_bad_policy_is_one_line_naming_the_field(extra, message):
+    base = "version: 1\ncategories:\n  fraud: {openai: [illicit]}\n"
+    with pytest.raises(InvalidInput, match=message) as e:
+        parse_policy(base + extra if not extra.startswith("terms") and not extra.startswith("contexts")
+                     else "version: 1\n" + extra + "categories:\n  fraud: {openai: [illicit]}\n")
+    assert "\n" not in str(e.value)
+
+
+def test_yaml_syntax_errors_name_the_line():
+    with pytest.raises(InvalidInput, match=r"policy p\.yaml line 4: YAML syntax error: .*from line 3\)") as e:
+        parse_policy("version: 1\ncategories:\n  fraud: [illicit\n  x: 1\n", "p.yaml")
+    assert "\n" not in str(e.value)
+    with pytest.raises(InvalidInput, match="categories: a policy needs at least one category"):
+        parse_policy("version: 1\n")
+    with pytest.raises(InvalidInput, match="unknown value 'violent'"):
+        parse_policy("version: 1\ncategories:\n  x: {openai: [violent]}\n")
+    with pytest.raises(InvalidInput, match="version: '1-2' is not a version"):
+        parse_policy("version: 1-2\ncategories:\n  x: {openai: []}\n")
+
+
+@pytest.mark.parametrize("encoding, bom", [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"), ("gb18030", b""),
+                                           ("utf-16-le", b"\xff\xfe")])
+def test_term_files_in_known_encodings_are_read(tmp_path, encoding, bom):
+    (tmp_path / "t.txt").write_bytes(bom + "# 词表\n[fraud high block]\n洗钱\nre:套现\\d+\n".encode(encoding))
+    (tmp_path / "p.yaml").write_text("version: 1\ncategories:\n  fraud: {openai: [illicit]}\n"
+                                     "term_files: [t.txt]\n", encoding="utf-8")
+    p = load_policy(tmp_path / "p.yaml")
+    assert [m.rule_id for m in p.match_terms("专业洗钱")] == ["fraud:洗钱"]
+    assert [m.category for m in p.match_terms("套现300")] == ["fraud"]
+
+
+def test_term_files_in_an_unknown_encoding_or_with_bad_lines_are_refused(tmp_path):
+    base = "version: 1\ncategories:\n  fraud: {openai: [illicit]}\nterm_files: [t.txt]\n"
+    (tmp_path / "p.yaml").write_text(base, encoding="utf-8")
+    (tmp_path / "t.txt").write_bytes("[fraud]\n洗钱\n".encode("utf-16-le"))  # UTF-16 without a BOM
+    with pytest.raises(InvalidInput, match=r"term_files\[0\].*not text in UTF-8, GB18030 or UTF-16 with a BOM"):
+        load_policy(tmp_path / "p.yaml")
+    (tmp_path / "t.txt").write_text("洗钱\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"t\.txt:1: a term before any \[category severity action\] header"):
+        load_policy(tmp_path / "p.yaml")
+    (tmp_path / "t.txt").write_text("[frud high]\n洗钱\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"t\.txt:1: unknown category 'frud'"):
+        load_policy(tmp_path / "p.yaml")
+    (tmp_path / "t.txt").write_text("[fraud high]\nre:(\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"t\.txt:2\.term: regex '\(' does not compile"):
+        load_policy(tmp_path / "p.yaml")
+    with pytest.raises(InvalidInput, match="no built-in term file 'nope.txt'"):
+        parse_policy(base.replace("t.txt", "builtin:nope.txt"))
+
+
+# -- the workspace's policy and key -----------------------------------------------------------------
+
+
+def test_workspace_policy_is_the_default_until_saved_and_a_bad_save_keeps_the_old(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    assert workspace_policy(ws) is default_policy()
+    p = save_workspace_policy(ws, MINI)
+    assert workspace_policy(ws).version == p.version != default_policy().version
+    before = (ws.root / "policy.yaml").read_text(encoding="utf-8")
+    with pytest.raises(InvalidInput, match="unknown category 'nope'"):
+        save_workspace_policy(ws, MINI.replace("allow:", "  - {term: x, category: nope}\nallow:"))
+    with pytest.raises(InvalidInput, match="YAML syntax error"):
+        save_workspace_policy(ws, "version: [1\n")
+    assert (ws.root / "policy.yaml").read_text(encoding="utf-8") == before
+    assert workspace_policy(ws).version == p.version
+    assert not [f for f in ws.root.iterdir() if f.name.endswith(".tmp")]
+    p2 = save_workspace_policy(ws, MINI.replace("version: 3", "version: 4"))
+    assert workspace_policy(ws).version == p2.version and p2.version.startswith("4-")
+
+
+def test_workspace_key_is_made_once_private_and_kept(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    key = workspace_key(ws)
+    assert len(key) == 32 and workspace_key(ws) == key
+    assert stat.S_IMODE((ws.root / "safety.key").stat().st_mode) == 0o600
+    (ws.root / "safety.key").write_bytes(b"short")
+    with pytest.raises(InvalidInput, match="holds 5 bytes, not a 32-byte key"):
+        workspace_key(ws)
+
+
+# -- moderation -----------------------------------------------------------------------------------
+
+
+def test_moderate_scores_categories_and_answers_in_openais_shape(mini):
+    m = moderate("招聘刷单兼职，最佳选择", mini, scanner=NoPII())
+    assert m.flagged and m.blocked
+    assert m.categories == {"fraud": True, "ads": True}
+    assert m.category_scores["fraud"] == pytest.approx(0.9)
+    o = m.to_openai()
+    assert set(OPENAI_CATEGORIES) <= set(o["categories"]) and set(o["categories"]) == set(o["category_scores"])
+    assert o["flagged"] is True and o["categories"]["illicit"] is True and o["categories"]["hate"] is False
+    assert o["categories"]["ads"] is True  # a category with no OpenAI name keeps its own
+    assert o["category_scores"]["illicit"] == pytest.approx(0.9)
+    assert [x["term"] for x in o["matches"]] == ["刷单", "最佳"]
+    json.dumps(o)
+
+
+def test_flag_actions_flag_without_blocking_and_low_severities_add_up(mini):
+    m = moderate("最佳", mini, scanner=NoPII())
+    assert m.flagged and not m.blocked
+    one = moderate("a lowball offer", mini, scanner=NoPII())
+    assert not one.flagged and one.category_scores["ads"] == pytest.approx(0.3)
+    two = moderate("a cheap lowball offer", mini, scanner=NoPII())
+    assert two.flagged and two.category_scores["ads"] == pytest.approx(0.51)
+
+
+def test_moderate_refuses_empty_and_oversized_text(mini):
+    for bad in ("", "   "):
+        with pytest.raises(InvalidInput, match="empty"):
+            moderate(bad, mini, scanner=NoPII())
+    with pytest.raises(InvalidInput, match="at most 1,048,576"):
+        moderate("a" * (MAX_BYTES + 1), mini, scanner=NoPII())
+    with pytest.raises(InvalidInput, match="must be a string"):
+        moderate(None, mini, scanner=NoPII())
+
+
+def _toy_data():
+    rng = np.random.default_rng(0)
+    bad = ["transfer the deposit first to unlock", "unlock fee then release your parcel", "pay deposit to unlock"]
+    good = ["the parcel arrived on time", "lovely colour and soft fabric", "fast delivery, thanks"]
+    texts, labels = [], []
+    for _ in range(20):
+        texts.append(bad[rng.integers(3)] + f" {rng.integers(100)}")
+        labels.append("fraud")
+        texts.append(good[rng.integers(3)] + f" {rng.integers(100)}")
+        labels.append(None)
+    return texts, labels
+
+
+def test_classifier_fits_saves_without_pickle_and_folds_into_moderation(mini, tmp_path):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts, labels = _toy_data()
+    clf = TextClassifier.fit(texts, labels)
+    assert clf.categories == ("fraud",)
+    # our numpy features are sklearn's transform
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), lowercase=False, vocabulary=clf.vocabulary)
+    vec.fit([clf.prepare(t) for t in texts])
+    text = "please pay the deposit to unlock it"
+    np.testing.assert_allclose(clf.features(text), vec.transform([clf.prepare(text)]).toarray()[0], atol=1e-12)
+    assert clf.scores(text)["fraud"] > 0.5 > clf.scores("soft fabric, arrived on time")["fraud"]
+    path = clf.save(tmp_path / "clf.npz")
+    with np.load(path, allow_pickle=False) as z:
+        assert set(z.files) == {"meta", "idf", "coef", "intercept"}
+    again = TextClassifier.load(path)
+    assert again.scores(text) == pytest.approx(clf.scores(text), abs=1e-12)
+    plain = moderate(text, mini, scanner=NoPII())
+    assert not plain.flagged
+    folded = moderate(text, mini, clf, scanner=NoPII())
+    assert folded.categories["fraud"] and folded.blocked and folded.matches == []
+    # named by a policy, found next to it
+    (tmp_path / "p.yaml").write_text(MINI + "moderation: {classifier: clf.npz}\n", encoding="utf-8")
+    assert moderate(text, load_policy(tmp_path / "p.yaml"), scanner=NoPII()).categories["fraud"]
+    with pytest.raises(InvalidInput, match="categories the policy lacks"):
+        moderate(text, parse_policy("version: 1\ncategories:\n  x: {openai: []}\n"), clf, scanner=NoPII())
+    (tmp_path / "junk.npz").write_bytes(b"not an npz")
+    with pytest.raises(InvalidInput, match="is not a moderation classifier"):
+        TextClassifier.load(tmp_path / "junk.npz")
+    with pytest.raises(InvalidInput, match="needs labelled texts both in it and not in it"):
+        TextClassifier.fit(["a", "b"], ["fraud", "fraud"])
