@@ -4,8 +4,10 @@ surface variants, hard negatives left alone, and every operator's output."""
 from __future__ import annotations
 
 import random
+import runpy
 import threading
 import time
+from pathlib import Path
 
 import phonenumbers
 import pytest
@@ -157,6 +159,94 @@ def test_common_words_that_start_with_a_surname_are_not_names():
                  "本店支持对公转账，户名华泰科技有限公司。",
                  "销售高峰期到了，前台高兴地说客户高兴。"):
         assert found(text, entities=["PERSON"]) == [], text
+
+
+@pytest.mark.parametrize("text", [
+    "细看百搭的柔和配色，方知用心之处。",          # the candidate is a common word (方知)
+    "为客房留下悠长的余韵。石墨的笔芯，温润如玉。",  # 余韵: a word jieba tags as a name
+    "笔书写不洇墨的纸张加上彼此相伴的时光",          # its last character makes a word with the next: 加上
+    "茉莉龙珠真的会让人上瘾。茉莉龙珠来啦！",        # 真的; and glued right after a noun (茉莉)
+    "青叶良品，只做长久的东西。挂钟超好用。",        # its surname is the end of a word: 青叶, 挂钟
+    "我非常喜欢，设施齐全，火龙果很甜，任何东西都好",  # 非常, 设施, 火龙, 任何
+    "客服居然说不能退，员工权益不能给客人道歉",       # a role noun is no proof against a common word
+    "高高兴兴地去收货，外屏方方正正",                # a doubled surname character is a word
+    "由于工作关系，本人清楚",                        # 工 starts 工作 here: not the title 王工
+    "送货都很及时，但如果需要退换，连学生都骗",        # 但, 连: surnames that are mostly words need a cue
+])
+def test_ordinary_words_around_a_surname_are_not_names(text):
+    assert found(text, entities=["PERSON"]) == []
+
+
+@pytest.mark.parametrize("text, name", [
+    ("客户方知明来电", "方知明"),                      # a role noun, and 方知明 is no word
+    ("姓名：高兴", "高兴"),                            # a label makes even a common word a name
+    ("车主张淑珍，住址不详", "张淑珍"),                  # 主张 is a word, but 车主 is the role before it
+    ("今天王丽来了", "王丽"),                          # 今天 is read before 天王
+    ("客服张晶态度很好", "张晶"),                        # 态度 is read before 晶态
+    ("张伟明白了", "张伟"),                            # 明白 ends the name, not it
+    ("我喜欢张爱玲的书", "张爱玲"),                      # glued after a verb, not a noun
+    ("给于海洋打电话", "于海洋"),                        # a cue word lets a word-like surname be one
+])
+def test_names_next_to_ordinary_words_are_still_found(text, name):
+    assert found(text, entities=["PERSON"]) == [("PERSON", name)]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("为晴天的城市公园留下悠长的余韵。", []),            # 城市 is no city: no division, no number
+    ("北京市朝阳区建国路88号", ["北京市朝阳区建国路88号"]),
+    ("卫生间与洗浴区之间过道有点狭窄", []),              # 过道 swallows the road suffix
+    ("味道和超市特价苹果也好不到哪里", []),              # 味道, 超市, 哪里 are words
+    ("大堂里居然没有服务区", []),                      # 居然 starts at the "suffix"
+    ("离海港城走路只需五分钟，还有沈园和仓前直街。", []),  # places named in passing: no division, no number
+    ("寄到重庆市沙坪坝区和平中路12号", ["重庆市沙坪坝区和平中路12号"]),  # 坝区, 中路: a district, a road
+    ("寄到广州市天河区体育一路834号", ["广州市天河区体育一路834号"]),
+    ("送到阳光小区3栋2单元501室", ["阳光小区3栋2单元501室"]),
+])
+def test_addresses_need_a_real_division_or_a_numbered_road(text, expected):
+    assert [v for _, v in found(text, entities=["ADDRESS"])] == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Oh hello, Enamel Milk Pan! Where have you been all my life?", []),
+    ("Oh hello, Walnut Pencil Case! Where were you?", []),
+    ("Hello, Sarah Miller! Thanks for the order.", ["Sarah Miller"]),   # a listed name after a greeting
+    ("Please ask Sarah Case.", ["Sarah Case"]),                          # a family name, not a case
+])
+def test_product_names_are_not_english_names(text, expected):
+    assert [v for _, v in found(text, entities=["PERSON"])] == expected
+
+
+def test_word_list_resource_is_small_cited_and_keeps_real_names_out():
+    path = Path(pii.__file__).parents[1] / "resources" / "safety" / "zh_words.txt"
+    data = path.read_bytes()
+    assert len(data) < 800_000
+    text = data.decode("utf-8")
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert "jieba 0.42.1" in header and "MIT" in header and "Selection:" in header
+    entries = dict((line.split() + [""])[:2] for line in text.splitlines() if not line.startswith("#"))
+    assert all(len(w) == 2 and flag in ("", "n", "g") for w, flag in entries.items())
+    assert {"方知", "余韵", "加上", "城市", "非常"} <= set(entries) and entries["茉莉"] == "n"
+    assert entries["青叶"] == "g"          # rare: only as the word a surname is glued into
+    assert not {"李娜", "王明", "张宁"} & set(entries)  # jieba's person names stay names
+
+
+def test_word_list_script_selects_by_frequency_tag_and_surname(tmp_path):
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "make_word_list.py"),
+                            run_name="make_word_list")
+    rows = ["城市 25084 ns", "加上 5605 v", "茉莉 83 n", "余韵 17 nr", "流风余韵 3 n", "李娜 438 nr",
+            "青叶 3 n", "一瞥 3 n", "稀有 4 a", "房县 841 ns", "AT&T 3 nz", "初中生 49 nr"]
+    dict_txt = tmp_path / "dict.txt"
+    dict_txt.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "zh_words.txt"
+    assert script["main"]([str(dict_txt), "--out", str(out)]) == 0
+    body = [line for line in out.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+    # 余韵 (nr, but inside 流风余韵) is kept; 李娜 (a name) is not; 青叶 (rare, 叶 a surname) is glue;
+    # 一瞥 and 稀有 are too rare; 房县 is a county; longer words and non-Chinese words are left out
+    assert body == ["余韵", "加上", "城市", "茉莉 n", "青叶 g"]
+    with pytest.raises(SystemExit, match="word frequency tag"):
+        bad = tmp_path / "bad.txt"
+        bad.write_text("只有一列\n", encoding="utf-8")
+        script["main"]([str(bad), "--out", str(tmp_path / "x.txt")])
 
 
 def test_workspace_name_list_gives_certain_hits():

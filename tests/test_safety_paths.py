@@ -297,3 +297,27 @@ def test_cli_pii_policy_label_audit(tmp_path):
     assert r.exit_code == 1  # an unlabelled text file
     r = run_cli("audit", "verify", "-w", ws)
     assert r.exit_code == 0
+
+
+def test_cli_trains_a_workspace_moderation_classifier(tmp_path):
+    import random
+
+    from aigc.safety.moderation import moderate
+
+    rng = random.Random(0)
+    data = tmp_path / "labelled.csv"
+    bad = ["加我微信领取内部返利名额", "内部渠道低价代开发票", "日结兼职点赞返佣金"]
+    good = ["这款茶叶包装精美", "物流很快，客服耐心", "杯子容量刚好，推荐购买"]
+    rows = ["text,label"] + [f"{rng.choice(bad)}{i},fraud" for i in range(40)] + [f"{rng.choice(good)}{i},ok" for i in range(40)]
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    ws = tmp_path / "ws"
+    r = run_cli("policy", "train-classifier", data, "-w", ws)
+    assert r.exit_code == 0 and (ws / "moderation_classifier.npz").exists(), r.output
+    save_workspace_policy(aigc.open_workspace(ws), policy_with(
+        "", **{"moderation: {classifier: null}": "moderation: {classifier: moderation_classifier.npz}"}))
+    policy = workspace_policy(aigc.open_workspace(ws))
+    assert moderate("内部渠道低价代开发票，欢迎咨询", policy).categories["fraud"]  # no term list names this
+    assert not moderate("杯子容量刚好，物流很快", policy).flagged
+    (tmp_path / "odd.csv").write_text("text,label\nhello,spam\n", encoding="utf-8")
+    r = run_cli("policy", "train-classifier", tmp_path / "odd.csv", "-w", ws)
+    assert r.exit_code == 2 and "spam" in r.stderr and len(r.stderr.strip().splitlines()) == 1

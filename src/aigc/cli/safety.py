@@ -213,3 +213,56 @@ def policy_test(
         out.print(f"{'BLOCK' if m.flagged else 'ok   '}\tcategories: {cats}\tterms: {terms}\tpii: {ents}\t{t}")
     if not as_json:
         err.print(f"{flagged} of {len(texts)} flagged under policy {policy.version}")
+
+
+@policy_app.command("train-classifier")
+@guard
+def policy_train_classifier(
+    file: Annotated[Path, typer.Argument(help="CSV or JSONL of labelled texts.")],
+    text_column: Annotated[str, typer.Option("--text-column", help="Column with the text.")] = "text",
+    label_column: Annotated[str, typer.Option(
+        "--label-column", help="Column with the policy category (several: separated by '|'; empty, 'none' or "
+                               "'ok': a text that is fine).")] = "label",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Train the workspace's moderation classifier on its own labelled texts; the policy then uses it."""
+    import csv
+
+    from aigc import open_workspace
+    from aigc.safety.moderation import TextClassifier
+    from aigc.safety.policy import workspace_policy
+
+    if not file.is_file():
+        raise InvalidInput(f"no such file: {file}")
+    try:
+        raw = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{file} is not UTF-8 text: convert it, e.g. with iconv -f GB18030 -t UTF-8") from None
+    if file.suffix.lower() in (".jsonl", ".ndjson"):
+        try:
+            rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"{file} line {e.lineno}: not JSON ({e.msg})") from None
+    else:
+        rows = list(csv.DictReader(raw.splitlines(), delimiter="\t" if file.suffix.lower() == ".tsv" else ","))
+    if not rows:
+        raise InvalidInput(f"{file} holds no rows")
+    for col in (text_column, label_column):
+        if col not in rows[0]:
+            raise InvalidInput(f"{file} has no column {col!r} (columns: {', '.join(map(str, rows[0]))})")
+    texts = [str(r.get(text_column) or "") for r in rows]
+    labels = []
+    for r in rows:
+        value = str(r.get(label_column) or "").strip()
+        cats = [c.strip() for c in value.split("|") if c.strip() and c.strip().lower() not in ("none", "ok", "0")]
+        labels.append(cats or None)
+    ws = open_workspace(workspace)
+    policy = workspace_policy(ws)
+    unknown = sorted({c for cats in labels if cats for c in cats} - set(policy.categories))
+    if unknown:
+        raise InvalidInput(f"labels {', '.join(unknown)} are not categories of the policy "
+                           f"({', '.join(policy.categories)}): rename them or add the categories (aigc policy edit)")
+    clf = TextClassifier.fit(texts, labels)
+    path = clf.save(ws.root / "moderation_classifier.npz")
+    out.print(f"trained on {len(texts)} texts ({sum(1 for c in labels if c)} flagged) -> {path}")
+    err.print("use it: set `moderation: {classifier: moderation_classifier.npz}` in the policy (aigc policy edit)")

@@ -14,12 +14,14 @@ an 18-digit order number is not a phone number, a timestamp is not an ID. What a
 its validators: GB 11643 check digit + region + birth date (resident ID), Luhn + issuer prefix
 (bank card), ``phonenumbers`` (mobile, landline). Names and addresses have no check digit: they
 are scored from a surname list, given-name characters, administrative-division names, road and
-number suffixes, and the words around them; ``names=`` adds a workspace's own list of names
-(certain hits).
+number suffixes, and the words around them; a list of common Chinese words (derived from jieba's
+dictionary) keeps ordinary words from being read as names or places (细看…，方知用心: 方知 is a
+word; 城市公园: 城市 is no city), and product nouns end English names ("Enamel Milk Pan").
+``names=`` adds a workspace's own list of names (certain hits).
 
 Overlapping candidates are resolved by score, then length. The data lists live in
-``aigc/resources/safety`` (``surnames.txt``, ``cn_divisions.txt``, ``pii_*.txt``), each documented
-at its top. This module knows nothing of policies, paths or the audit log.
+``aigc/resources/safety`` (``surnames.txt``, ``cn_divisions.txt``, ``zh_words.txt``, ``pii_*.txt``),
+each documented at its top. This module knows nothing of policies, paths or the audit log.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ class _Lexicon:
     counties: tuple[tuple[str, str, str, str], ...]  # (code, province, prefecture, county) names
     en_first: frozenset[str]
     en_last: frozenset[str]
+    en_things: frozenset[str]         # nouns that name products (Pan, Case, Lamp): not a person
+    words: frozenset[str]             # common Chinese words (zh_words.txt): not names, not places
+    nouns: frozenset[str]             # those of them that are nouns
+    glue: frozenset[str]              # words a "surname" may be glued into (青叶良品): words + rarer
 
 
 def _resource(name: str) -> list[str]:
@@ -117,17 +123,21 @@ def _lexicon() -> _Lexicon:
     words = [w for line in _resource("pii_name_stopwords.txt") for w in line.split()]
     for w in words + sorted(n for n in names if len(n) >= 2):
         stop.setdefault(w[0], []).append(w)
-    first, last, section = set(), set(), None
+    zh = [line.split() for line in _resource("zh_words.txt")]  # word, and " n" (noun) or " g" (glue)
+    en = {"[first]": set(), "[last]": set(), "[thing]": set()}
+    section = None
     for line in _resource("pii_en_names.txt"):
         if line.startswith("["):
             section = line.strip()
             continue
-        (first if section == "[first]" else last).update(line.split())
+        en[section].update(line.split())
     return _Lexicon(
         surnames=surnames, surname_start=re.compile("[" + "".join(sorted({s[0] for s in surnames})) + "]"),
         given=given, name_stop={k: tuple(sorted(v, key=len, reverse=True)) for k, v in stop.items()},
         provinces=provinces, prefectures=frozenset(prefectures), division_names=frozenset(names),
-        counties=counties, en_first=frozenset(first), en_last=frozenset(last))
+        counties=counties, en_first=frozenset(en["[first]"]), en_last=frozenset(en["[last]"]),
+        en_things=frozenset(en["[thing]"]), words=frozenset(w[0] for w in zh if w[1:] != ["g"]),
+        nouns=frozenset(w[0] for w in zh if w[1:] == ["n"]), glue=frozenset(w[0] for w in zh))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,6 +588,7 @@ English Sales Delivery Express Package Review Note Total Refund Ticket Order Tra
 When Where What Who Why How Is Are Was Were Be Can Could Would Should Will Just Also All Any Some
 Amazing Awesome Nice Excellent Perfect Fast Quick Slow Bad Poor Free Call Send Ship Sent Got Made
 I Me Am Let Lets Here There Today Tomorrow Yesterday Mon Tue Wed Thu Fri Sat Sun Visa Mastercard
+Oh First Second Third Fourth Fifth Last Next Thou Thee Thy Thine
 """.split()) | _EN_ROLES
 _EN_CUE_STRONG = re.compile(
     r"(?:\bmy name is|\bmy name's|\bname\s*:|\bcontact(?: person)?\s*:|\bcustomer\s*:?|\bdear|\battn\.?\s*:?|"
@@ -593,6 +604,8 @@ _EN_CUE_PERSON = re.compile(
     r"\benquiries\s*:?|\breach|\bmet|\bmeet with|\bsigned by|\bwritten by|\bdesigned by|\bmade by)\s*$",
     re.IGNORECASE)
 _EN_CUE_WEAK = re.compile(r"(?:\bfrom|\bto|\bby|\bwith|\bfor|\band|\bcall|[:：,，])\s*$", re.IGNORECASE)
+# A greeting names anything the copy talks to ("Oh hello, Enamel Milk Pan!"): no cue at all.
+_EN_GREETING = re.compile(r"\b(?:hi|hello|hey|oh|welcome|meet|say hello to)\s*[,，!]?\s*$", re.IGNORECASE)
 _EN_FOLLOW = re.compile(
     r"\s(?:was|is|has|had|needs|needed|updated|verified|reports|reported|said|says|from|at|helped|wrote|"
     r"called|asked|confirmed|also|will|would|can|could|and|or|in|of|on)\b|\s*[,，;；。!?)）]|\s*也|\s*$")
@@ -685,11 +698,16 @@ def _en_name_find(t: str, lex: _Lexicon) -> Iterator[_Cand]:
         words = [w for w, _, _ in cand if not _is_initial(w) and w not in _EN_NAME_SUFFIXES]
         if not words or len(words) > 3 or rest and rest[0][0] not in _EN_NOT_NAME:
             continue  # nothing, or a longer capitalised phrase (a product, a title, a street)
+        if any(w in lex.en_things and (w not in lex.en_last or words[0] not in lex.en_first) for w in words[1:]):
+            continue  # a product noun ends it: "Enamel Milk Pan", "Walnut Pencil Case" ("Sarah Case" stays)
         s, e = cand[0][1], cand[-1][2]
         if _EN_DETERMINER.search(t, max(0, s - 6), s) or _HOUSE_NUMBER.search(t, max(0, s - 8), s):
             continue  # "the Madison Office Chair", "60720 David Mills": a thing or a street
         before = t[max(0, s - 24):s]
-        if not cue:
+        greeted = not cue and _EN_GREETING.search(before) is not None
+        if greeted and words[0] not in lex.en_first and words[-1] not in lex.en_last:
+            continue  # after a greeting only a listed name is one
+        if not cue and not greeted:
             cue = (0.85 if _EN_CUE_STRONG.search(before) else 0.25 if _EN_CUE_PERSON.search(before)
                    else 0.1 if _EN_CUE_WEAK.search(before) else 0.0)
         if len(words) == 1:
@@ -731,13 +749,15 @@ _NAME_ROLE = re.compile(
     r"contact|customer|recipient|holder|cardholder|user|driver|caller|buyer|seller|passenger|patient|"
     r"applicant|beneficiary|tenant|guest|student|employee)\s*[:：]?\s*$", re.IGNORECASE)
 # Words right before a name that make one likely (找张伟, 和王芳, 感谢李娜), or a clean boundary.
-_NAME_LABEL_WEAK = re.compile(
-    r"(?:叫|感谢|谢谢|找|问|和|与|跟|给|让|请|由|向|对|同|及|是|被|把|替|帮|陪|约|等|到|"
-    r"联系|联络|通知|转告|告诉|提醒|表扬|投诉|夸|[，,、；;:：(（\s\"“'‘])$")
+_CUE_WORDS = ("叫|感谢|谢谢|找|问|和|与|跟|给|让|请|由|向|对|同|及|是|被|把|替|帮|陪|约|等|到|"
+              "联系|联络|通知|转告|告诉|提醒|表扬|投诉|夸")
+_NAME_CUE = re.compile(f"(?:{_CUE_WORDS})$")
+_NAME_LABEL_WEAK = re.compile(f"(?:{_CUE_WORDS}|[，,、；;:：(（\\s\"“'‘])$")
 # Titles right after a name.
 _NAME_TITLE = re.compile(
     r"(?:先生|女士|小姐|老师|经理|总监|主任|医生|大夫|护士|律师|教授|博士|同学|师傅|阿姨|叔叔|大爷|大妈|"
     r"老板|总经理|董事长|院长|校长|局长|处长|科长|部长|主管|店长|工程师|会计|同志|警官|老先生|女儿|儿子|"
+    r"总理|总裁|总统|主席|书记|市长|省长|县长|镇长|村长|厂长|所长|行长|会长|队长|组长|班长|教练|导演|"
     r"总|工|姐|哥|您好|你好)")
 # Words right after a name that a sentence goes on with (张伟说, 王芳的手机, 李娜已签收).
 _NAME_FOLLOW = re.compile(
@@ -783,6 +803,39 @@ def _is_cjk(c: str) -> bool:
     return "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf"
 
 
+def _ordinary_word(t: str, i: int, j: int, e: int, lex: _Lexicon, *, inside: bool, titled: bool,
+                   glued: bool) -> bool:
+    """Whether the name candidate ``t[i:e]`` (given name from ``j``) reads as ordinary words: it is
+    a common word (温润, 方知) or doubles its surname (高高兴兴); where it may be ``inside`` a word,
+    its surname makes one with the character before it (非常喜欢: 非常, 青叶良品: 青叶); without a
+    title after it, its last character makes a word with the next one (纸张加上: 加上), or,
+    ``glued`` to the text before it (no boundary, cue word or role noun there), it follows a noun
+    (茉莉龙珠). A character that makes a word on its other side too is read that way instead
+    (今天王丽: 今天, not 天王; 张晶态度: 态度, not 晶态)."""
+    words = lex.words
+    if t[i:e] in words or t[j - 1] == t[j]:
+        return True
+    if inside and t[i - 1:i + 1] in lex.glue and t[max(0, i - 2):i] not in words:
+        return True
+    if titled:
+        return False
+    return (t[e - 1:e + 1] in words and t[e:e + 2] not in words
+            or glued and t[max(0, i - 2):i] in lex.nouns)
+
+
+def _title_at(t: str, e: int, lex: _Lexicon) -> bool:
+    """A title right after a name: 先生, 经理; a one-character one (总, 工, 姐, 哥) only where the
+    sentence goes on after it (王总说, 张工您好), not inside a word (由于工作, 携程工号)."""
+    m = _NAME_TITLE.match(t, e)
+    if m is None:
+        return False
+    if m.end() - e > 1:
+        return True
+    k = m.end()
+    return (k >= len(t) or not _is_cjk(t[k]) or _NAME_FOLLOW.match(t, k) is not None
+            or _NAME_TITLE.match(t, k) is not None)
+
+
 def _cn_name_at(t: str, i: int, sur: str, tier: int, lex: _Lexicon) -> _Cand | None:
     j = i + len(sur)
     g1 = t[j:j + 1]
@@ -791,7 +844,26 @@ def _cn_name_at(t: str, i: int, sur: str, tier: int, lex: _Lexicon) -> _Cand | N
     g2 = t[j + 1:j + 2]
     two = bool(g2 and _is_cjk(g2) and g2 in lex.given and g2 not in _NOT_GIVEN
                and not _AFTER_GIVEN1.match(t, j + 1) and not _NAME_TITLE.match(t, j + 1))
-    e = j + (2 if two else 1)
+    before = t[max(0, i - 12):i]
+    labelled = _NAME_LABEL.search(before) is not None
+    role = not labelled and _NAME_ROLE.search(before) is not None
+    bounded = i == 0 or not _is_cjk(t[i - 1]) or _NAME_LABEL_WEAK.search(before) is not None
+    cue = _NAME_CUE.search(before) is not None
+    # The surname may be the end of a word that starts before it: not after a role noun (车主张伟:
+    # 主张), nor after a cue word unless the surname is mostly a word itself (和易中天, but 对于).
+    inside = i > 0 and _is_cjk(t[i - 1]) and not role and (not cue or tier >= 3)
+    # Without a label, a candidate that reads as ordinary words is none (客服居然说: a role noun
+    # is no proof); a shorter given name may still be one (张伟明白 -> 张伟).
+    for e in ((j + 2, j + 1) if two else (j + 1,)):
+        titled = _title_at(t, e, lex)
+        if labelled or not _ordinary_word(t, i, j, e, lex, inside=inside, titled=titled,
+                                          glued=not (bounded or role)):
+            break
+    else:
+        return None
+    # a surname that is mostly an ordinary word (但, 于, 连) needs a cue, not just a boundary
+    if tier >= 3 and not (labelled or role or cue or titled):
+        return None
     if _ORG_AFTER.match(t, e):
         return None
     given = t[j:e]
@@ -800,14 +872,11 @@ def _cn_name_at(t: str, i: int, sur: str, tier: int, lex: _Lexicon) -> _Cand | N
     else:
         score = 0.1
     score += {1: 0.1, 2: 0.0}.get(tier, -0.1) + (0.05 if len(sur) == 2 else 0.0)
-    before = t[max(0, i - 12):i]
-    labelled = _NAME_LABEL.search(before) is not None
-    role = not labelled and _NAME_ROLE.search(before) is not None
     if labelled or role:
         score += 0.45
-    elif i == 0 or not _is_cjk(t[i - 1]) or _NAME_LABEL_WEAK.search(before):
+    elif bounded:
         score += 0.12
-    if _NAME_TITLE.match(t, e):
+    if titled:
         score += 0.4
     elif e >= len(t) or not _is_cjk(t[e]):
         score += 0.12
@@ -867,6 +936,10 @@ _ADDR_NAME_RUN = re.compile(f"[{_PLACE_CHARS}]+")
 _ADDR_NAME_RUN_LATIN = re.compile(f"[{_PLACE_CHARS}A-Za-z]+")
 # The longest name a first component (nothing before it to bound it) may have, by kind.
 _FIRST_NAME_MAX = {"C": 5, "D": 5, "T": 5, "R": 6, "V": 6}
+_DIVISION_NAME_MAX = 5  # the longest name of a division (P, C, D, T) not in cn_divisions.txt
+# A road named by a direction or a number (解放东路, 体育一路): the word 东路 / 一路 does not
+# swallow the suffix the way 过道 does in 之间过道.
+_ROAD_ORDINALS = frozenset("东南西北中上下前后内外一二三四五六七八九十")
 
 _Comp = tuple[str, int, int]
 
@@ -875,9 +948,9 @@ class _AddrText:
     """One text's address components: where suffixes are and where place names must stop,
     computed once so that every position is cheap to try."""
 
-    def __init__(self, t: str):
-        self.t = t
-        n = len(t)
+    def __init__(self, t: str, lex: _Lexicon):
+        self.t, self.lex = t, lex
+        self._options: dict[tuple[int, bool], list[_Comp]] = {}
         self.sfx: list[tuple[int, int, str]] = []  # (start, end, kind), by start
         for m in _ADDR_SUFFIX_AT.finditer(t):
             sfx, start = m.group(1), m.start()
@@ -900,6 +973,12 @@ class _AddrText:
     def options(self, pos: int, latin: bool = False) -> list[_Comp]:
         """Every component that starts at ``pos`` (a number, or a name + suffix), shortest first;
         ``latin``: names may hold Latin letters (88号SOHO现代城; never in a first component)."""
+        key = (pos, latin)
+        if key not in self._options:
+            self._options[key] = self._find_options(pos, latin)
+        return self._options[key]
+
+    def _find_options(self, pos: int, latin: bool) -> list[_Comp]:
         t = self.t
         out = []
         if t[pos] in _NUMBER_START or t[pos].isascii() and t[pos].isalpha():
@@ -910,11 +989,34 @@ class _AddrText:
         k = bisect.bisect_right(self.starts, pos)  # a name has at least one character
         while k < len(self.sfx) and self.sfx[k][0] < limit:
             start, end, kind = self.sfx[k]
-            if end <= limit:
+            if end <= limit and self._named(pos, start, end, kind):
                 out.append((kind, pos, end))
             k += 1
         out.sort(key=lambda c: c[2])
         return out
+
+    def _named(self, pos: int, start: int, end: int, kind: str) -> bool:
+        """Whether ``t[pos:end]`` (suffix from ``start``) is a place's name and its suffix, not
+        ordinary words. A division listed in cn_divisions.txt is; another division's name is short
+        (居然没有服务区 is none). The name is read two characters at a time (jieba's longer words
+        include real places: 文化路, 龙岗区); where a common word runs across a one-character
+        suffix, the suffix is part of that word: 城市, 知道, 哪里, 之间过道 (过道) are no places,
+        but a direction or a number before it names a road (解放东路, 体育一路)."""
+        t, words = self.t, self.lex.words
+        if kind in "PCD" and _known_division(t[pos:end], self.lex):
+            return True
+        if kind in "PCDT" and start - pos > _DIVISION_NAME_MAX:
+            return False
+        if end > start + 1:
+            return True  # 小区, 大道, 花园: a word of its own
+        if t[start:start + 2] in words:
+            return False  # 居然, 里面: the suffix starts a word
+        if kind in "DT":  # a district's name may end in one: 南沙区, 沙坪坝区
+            return t[pos:end] not in words
+        p = pos
+        while p < start - 1:
+            p += 2 if t[p:p + 2] in words else 1
+        return p != start - 1 or t[p:p + 2] not in words or p > pos and t[p] in _ROAD_ORDINALS
 
     def can_go_on(self, pos: int) -> bool:
         return pos < len(self.t) and bool(self.options(pos, latin=True))
@@ -938,7 +1040,7 @@ class _AddrText:
 
 
 def _cn_address_find(t: str, lex: _Lexicon) -> Iterator[_Cand]:
-    at = _AddrText(t)
+    at = _AddrText(t, lex)
     if not at.sfx:
         return
     n, done = len(t), 0  # done: the end of the last address found
@@ -993,13 +1095,14 @@ def _chain_score(t: str, chain: list[_Comp], lex: _Lexicon) -> tuple[int, int, f
     admin = any(k in "PCDT" for k in kinds)
     street = any(k in "RVN" for k in kinds)
     known = any(_known_division(t[s:e], lex) for k, s, e in chain if k in "PC")
+    # a real division (a listed province or city, a district, a town) or a road or place with a
+    # number: 城市公园, 仓前直街 and 洪城大市 alone are places named in passing, not addresses
+    if not (known or "D" in kinds or "T" in kinds or "N" in kinds and ("R" in kinds or "V" in kinds)):
+        return None
     if admin and street:
         score = 0.75 + (0.1 if "N" in kinds else 0.0)
     elif street:
-        if "N" in kinds and ("R" in kinds or "V" in kinds):
-            score = 0.65  # 建国路88号, 阳光小区3栋
-        else:
-            score = 0.5 if "R" in kinds and "V" in kinds else 0.35
+        score = 0.65  # 建国路88号, 阳光小区3栋
     else:
         score = 0.55 if known and len(chain) >= 3 else 0.4
     if known:

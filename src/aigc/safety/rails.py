@@ -5,8 +5,9 @@ that is on) or that holds an entity the policy's path says ``block`` is refused;
 ``redact`` terms are masked and its PII handled per the path's operators.
 
 :class:`OutputRail` is the output rail for one stream. ``feed(delta)`` returns only text that
-has been checked: text is held back until a segment ends (。！？ or a newline; ``!`` / ``?``
-once whitespace follows, so a URL's ``?`` is not an end) and then the segment is checked whole:
+has been checked: text is held back until a segment ends (。！？ or a newline; ``!`` / ``?`` / ``.``
+once whitespace follows, so a URL's ``?`` or an e-mail's ``.`` is not an end, and a ``.`` after an
+abbreviation or a number is not either) and then the segment is checked whole:
 terms (a block ends the stream, ``finish_reason == "content_filter"``, and the segment is never
 released), PII (per the policy's ``output`` operators; ``block`` ends the stream too). When no
 segment ends within ``segment_cap`` characters, the rail releases the head of what it holds but
@@ -30,8 +31,20 @@ from aigc.errors import InvalidInput
 from aigc.safety.moderation import assess, policy_scanner
 from aigc.safety.policy import PATHS, Policy, TermMatch, is_separator
 
-# A segment ends after 。！？ or a newline, or after ASCII !? that whitespace follows.
-_END = re.compile(r"[。！？\n]|[!?](?=\s)")
+# A segment ends after 。！？ or a newline, or after ASCII !? that whitespace follows, or after a
+# "." that whitespace follows and that does not end an abbreviation or a number (Mr. Dr. No. St.
+# 3. e.g.), which would cut a title or an address from the name or number after it.
+_END = re.compile(r"[。！？\n]|[!?.](?=\s)")
+_ABBREV = re.compile(r"(?:\b(?:mr|mrs|ms|dr|prof|st|rd|ave|blvd|no|nos|apt|ste|fl|rm|bldg|inc|ltd|co|corp|jr|sr|"
+                     r"vs|etc|e\.g|i\.e|approx|dept|tel|ext|u\.s|a\.m|p\.m)|\b[a-z]|\d)$", re.IGNORECASE)
+
+
+def _segment_end(held: str) -> int | None:
+    """Where the first segment of ``held`` ends (None: not yet)."""
+    for m in _END.finditer(held):
+        if m.group() != "." or not _ABBREV.search(held, 0, m.start()):
+            return m.end()
+    return None
 MIN_HOLD = 64  # letters and digits a forced release keeps back, at least
 # Characters an entity's token is made of (phones, IDs, cards, e-mails, URLs, IPs, plates): a
 # forced release never cuts between two of them.
@@ -189,9 +202,9 @@ class OutputRail:
         out: list[str] = []
         while held:
             forced = False
-            end = _END.search(held)  # one segment at a time, so chunking never changes what is checked
+            end = _segment_end(held)  # one segment at a time, so chunking never changes what is checked
             if end is not None:
-                cut = end.end()
+                cut = end
             elif final:
                 cut = len(held)
             elif len(held) >= self._next_forced:
