@@ -366,7 +366,8 @@ def run_real(system, corpora: dict[str, list[tuple[str, str]]]) -> dict:
                   "per_1000": {k: round(1000 * v / n, 2) for k, v in counts.items()},
                   "total_per_1000": round(1000 * sum(counts.values()) / n, 2), "examples": dict(examples)}
         if hasattr(system, "unmapped"):  # Presidio types with no counterpart here
-            result["other_types_per_1000"] = round(1000 * (sum(system.unmapped.values()) - other_before) / n, 2)
+            other = sum(system.unmapped.values()) - other_before
+            result["other_types_per_1000"] = round(1000 * other / n, 2)
         out[name] = result
     return out
 
@@ -515,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=["test", "dev"], default="test")
     ap.add_argument("--stream-sample", type=int, default=100, help="records split in two at every position")
     ap.add_argument("--real-sample", type=int, default=5000,
-                    help="reviews (seeded sample) and Shakespeare lines read as real text; 0 skips that table")
+                    help="reviews (a seeded sample) and Shakespeare lines read as real text; 0: none")
     ap.add_argument("--examples", type=int, default=0,
                     help="print this many misses and false positives per type (aigc)")
     ap.add_argument("--out", type=Path, default=None,

@@ -698,8 +698,10 @@ def _en_name_find(t: str, lex: _Lexicon) -> Iterator[_Cand]:
         words = [w for w, _, _ in cand if not _is_initial(w) and w not in _EN_NAME_SUFFIXES]
         if not words or len(words) > 3 or rest and rest[0][0] not in _EN_NOT_NAME:
             continue  # nothing, or a longer capitalised phrase (a product, a title, a street)
-        if any(w in lex.en_things and (w not in lex.en_last or words[0] not in lex.en_first) for w in words[1:]):
-            continue  # a product noun ends it: "Enamel Milk Pan", "Walnut Pencil Case" ("Sarah Case" stays)
+        # a product noun ends it: "Enamel Milk Pan", "Walnut Pencil Case" ("Sarah Case" stays a name)
+        if any(w in lex.en_things and (w not in lex.en_last or words[0] not in lex.en_first)
+               for w in words[1:]):
+            continue
         s, e = cand[0][1], cand[-1][2]
         if _EN_DETERMINER.search(t, max(0, s - 6), s) or _HOUSE_NUMBER.search(t, max(0, s - 8), s):
             continue  # "the Madison Office Chair", "60720 David Mills": a thing or a street
