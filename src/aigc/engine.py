@@ -51,7 +51,7 @@ from aigc.feedback.store import FeedbackJudge, check_rerank_by, judge_for
 from aigc.generation import Sampling, TextGenerator
 from aigc.rerank import ConditionJudge, check_candidates, judge_for_run
 from aigc.runtime import CpuPlan, bind_thread, worker_threads
-from aigc.safety.guard import verdict
+from aigc.safety.guard import report_copies, verdict
 from aigc.sampling import logprobs_of
 from aigc.workspace import Workspace
 
@@ -918,9 +918,12 @@ class Engine:
                "output": {"texts": result.texts, "finish_reasons": result.finish_reasons}}
         if status == "timeout":
             row["error"] = f"deadline of {req.timeout or self.timeout:g} s passed"
-        if guard is not None:  # redacted (and audited) on the writer's thread, not this one
+        if guard is not None:  # redacted, audited and the copies measured on the writer's thread, not this one
+            rails = [group.samples[i].rail for i in kept]
             row["output"]["safety"] = result.safety
-            row["_prepare"] = guard.guard.log_preparer(req.model, group.prompt_verdict, result.safety)
+            row["_prepare"] = guard.guard.log_preparer(req.model, group.prompt_verdict, result.safety, rails)
+            if self._writer is None:
+                report_copies(rails, result.safety)
         self._finish("text", job.handle, result, row)
 
     # -- image worker ----------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def _short(value: Any, what: str, limit: int, *, required: bool = False) -> str 
 def _prepare(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A row's fields from a decision (validated), all but id, prev_hash and row_hash."""
     unknown = set(entry) - {"path", "decision", "text", "policy_version", "request_id", "run", "categories",
-                            "entity_counts", "rule_ids"}
+                            "entity_counts", "rule_ids", "redacted"}
     if unknown:
         raise InvalidInput(f"unknown audit field(s) {', '.join(sorted(unknown))}: "
                            "see aigc.provenance.audit.record")
@@ -150,7 +150,9 @@ def _prepare(entry: Mapping[str, Any]) -> dict[str, Any]:
         "entity_counts": _canonical(_counts(entry.get("entity_counts"))),
         "rule_ids": _canonical(_names(entry.get("rule_ids"), "rule_ids")),
         "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        "excerpt": excerpt(text),
+        # ``redacted``: the text as the safety layer already redacted it (the generation log's copy),
+        # so it is not scanned a second time
+        "excerpt": redacted[:EXCERPT_CHARS] if isinstance(redacted := entry.get("redacted"), str) else excerpt(text),
     }
 
 
@@ -179,12 +181,14 @@ def record_many(ws: Workspace, rows: Iterable[Mapping[str, Any]]) -> list[int]:
         last = conn.execute(sa.select(audit_table.c.id, audit_table.c.row_hash)
                             .order_by(audit_table.c.id.desc()).limit(1)).first()
         next_id, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        rows = []
         for fields in prepared:
             row = {**fields, "id": next_id, "prev_hash": prev}
             row["row_hash"] = prev = row_hash(row)
-            conn.execute(audit_table.insert().values(**row))
+            rows.append(row)
             ids.append(next_id)
             next_id += 1
+        conn.execute(audit_table.insert(), rows)  # one cached statement for all the rows
     return ids
 
 

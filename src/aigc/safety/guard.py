@@ -77,31 +77,42 @@ class Guard:
                                  f"{verdict.reason}", verdict.categories)
         return verdict.text, verdict
 
-    def log_preparer(self, run: str, prompt_verdict: Any, verdicts: list[dict[str, Any]]):
+    def log_preparer(self, run: str, prompt_verdict: Any, verdicts: list[dict[str, Any]], rails: list[Any] = ()):
         """What the log writer runs on a generation row before it is kept: prompt and outputs
-        redacted per the ``log`` actions, and the audit rows of the request's decisions."""
+        redacted per the ``log`` actions, and the audit rows of the request's decisions. Outputs the
+        output rail already redacted with the same operators are not scanned again."""
         policy = self.policy
 
         def prepare(row: dict[str, Any]) -> dict[str, Any]:
+            report_copies(list(rails), verdicts)  # the copy guard's report, here rather than on the decode loop
             ops = policy.pii_operators("log")
+            same = ops == policy.pii_operators("output")
             scanner = self.scanner
             prompt = row.get("prompt") or ""
             output = dict(row.get("output") or {})
             texts = list(output.get("texts") or [])
             audits = []
+            logged_prompt = scanner.redact(prompt, ops).text if prompt else prompt
             if prompt:
                 ents = prompt_verdict.entities if prompt_verdict is not None else []
-                audits.append(_audit_row(row["id"], "prompt", run, policy.version, prompt,
+                audits.append(_audit_row(row["id"], "prompt", run, policy.version, prompt, logged_prompt,
                                          "redact" if ents else "allow",
                                          getattr(prompt_verdict, "categories", []), _counts(ents),
                                          getattr(prompt_verdict, "rule_ids", [])))
-            for text, v in zip(texts, verdicts):
+            logged = []
+            for i, text in enumerate(texts):
+                v = verdicts[i] if i < len(verdicts) else {}
+                # a text the rail let out is already redacted with the output operators
+                kept = text if (same and v) or not text else scanner.redact(text, ops).text
+                logged.append(kept)
+                if not v:
+                    continue
                 decision = ("block" if v.get("blocked") else "redact" if v.get("entities") else
                             "flag" if v.get("categories") or v.get("copy_flagged") else "allow")
-                audits.append(_audit_row(row["id"], "output", run, policy.version, text, decision,
+                audits.append(_audit_row(row["id"], "output", run, policy.version, text, kept, decision,
                                          v.get("categories", []), v.get("entities", {}), v.get("rule_ids", [])))
-            row["prompt"] = scanner.redact(prompt, ops).text if prompt else prompt
-            output["texts"] = [scanner.redact(t, ops).text if t else t for t in texts]
+            row["prompt"] = logged_prompt
+            output["texts"] = logged
             row["output"] = output
             row["_audit"] = audits
             return row
@@ -137,10 +148,10 @@ def _counts(entities: Any) -> dict[str, int]:
     return counts
 
 
-def _audit_row(request_id: str, path: str, run: str, version: str, text: str, decision: str,
+def _audit_row(request_id: str, path: str, run: str, version: str, text: str, redacted: str, decision: str,
                categories: Any, entity_counts: dict[str, int], rule_ids: Any) -> dict[str, Any]:
     return {"request_id": request_id, "path": path, "run": run, "policy_version": version, "text": text,
-            "decision": decision, "categories": list(categories or []), "entity_counts": dict(entity_counts),
+            "redacted": redacted, "decision": decision, "categories": list(categories or []), "entity_counts": dict(entity_counts),
             "rule_ids": list(rule_ids or [])}
 
 
@@ -174,7 +185,8 @@ class CopyGuardedRail:
     lets out is checked before it goes (with the ``threshold`` characters before it, so a span
     that runs into it is seen whole enough to decide) and a copy over the threshold ends the sample
     ``content_filter`` without releasing it; under ``report`` (and ``regenerate``, which a stream
-    cannot do) the longest copied span of the whole text is measured once, at the end."""
+    cannot do) the longest copied span of the whole text is measured once, at the end, off the
+    decode loop (:meth:`report`)."""
 
     def __init__(self, rail: Any, index: Any, settings: dict[str, Any]):
         self.rail, self.index = rail, index
@@ -222,14 +234,29 @@ class CopyGuardedRail:
 
     def finish(self) -> str:
         out = self._pass(self.rail.finish())
-        if not self._blocked and self.text:
+        if self.block and not self._blocked and self.text:
             self.copy_span = self.index.longest(self.text)
         return out
+
+    def report(self) -> None:
+        """Measure the longest copied span of the whole text (``report`` and ``regenerate``): called
+        off the decode loop, by the log writer (:meth:`Guard.log_preparer`) or at the end of a
+        request that is not logged."""
+        if self.copy_span is None and not self._blocked and self.text:
+            self.copy_span = self.index.longest(self.text)
 
     @property
     def categories(self) -> list[str]:
         cats = list(self.rail.categories)
         return cats + ["copy"] if self._blocked and self.copy_span is not None else cats
+
+
+def report_copies(rails: list[Any], verdicts: list[dict[str, Any]]) -> None:
+    """Fill in ``copy`` of each verdict whose rail measures copies at the end (report mode)."""
+    for rail, v in zip(rails, verdicts):
+        if hasattr(rail, "report") and v.get("copy") is None:
+            rail.report()
+            v.update({k: w for k, w in verdict(rail).items() if k in ("copy", "copy_flagged")})
 
 
 def verdict(rail: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ depends on.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -58,15 +59,88 @@ def _fold(ch: str, separators: bool, simplify: bool, casefold: bool) -> str:
         out = out.casefold()
     if simplify and not out.isascii() and not ("\ud800" <= out <= "\udfff"):  # OpenCC cannot take a lone surrogate
         out = _t2s().convert(out)
-    kept = []
-    for c in out:
-        cat = unicodedata.category(c)
-        if cat == "Cf" or cat == "Mn" and c in "\u034f\ufe00\ufe01\ufe02\ufe03\ufe0e\ufe0f":
-            continue  # zero-width spaces and joiners, BOM, bidi marks, variation selectors
-        if separators and cat in _SEPARATOR_CATEGORIES and c not in _KEEP_PUNCT:
-            continue
-        kept.append(c)
-    return "".join(kept)
+    # zero-width spaces and joiners, BOM, bidi marks, variation selectors; separators on request
+    return "".join(c for c in out if not _dropped(c, separators))
+
+
+@lru_cache(maxsize=1)
+def _t2s_table() -> dict[int, str]:
+    """OpenCC's t2s for single characters as a ``str.translate`` table: every CJK character
+    converted in one call, one per line so no phrase spans two (what ``_fold`` does one by one)."""
+    chars = [chr(i) for r in ((0x3400, 0x4DC0), (0x4E00, 0xA000), (0xF900, 0xFB00), (0x20000, 0x2A6E0))
+             for i in range(*r)]
+    out = _t2s().convert("\n".join(chars)).split("\n")
+    if len(out) != len(chars):  # never seen; the per-character path stays correct regardless
+        return {}
+    return {ord(a): b for a, b in zip(chars, out) if a != b and len(b) == 1}
+
+
+def _dropped(c: str, separators: bool) -> bool:
+    cat = unicodedata.category(c)
+    if cat == "Cf" or cat == "Mn" and c in "\u034f\ufe00\ufe01\ufe02\ufe03\ufe0e\ufe0f":
+        return True
+    return separators and cat in _SEPARATOR_CATEGORIES and c not in _KEEP_PUNCT
+
+
+def _class(hit) -> re.Pattern:
+    """The BMP characters for which ``hit(ch)`` holds, as one regex character class."""
+    ranges, start = [], None
+    for i in range(0x10000):
+        h = not 0xD800 <= i < 0xE000 and hit(chr(i))
+        if h and start is None:
+            start = i
+        elif not h and start is not None:
+            ranges.append((start, i - 1))
+            start = None
+    if start is not None:
+        ranges.append((start, 0xFFFF))
+    return re.compile("[" + "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges) + "]")
+
+
+@lru_cache(maxsize=2)
+def _drop_re(separators: bool) -> re.Pattern:
+    """The BMP characters :func:`_fold` drops."""
+    return _class(lambda c: _dropped(c, separators))
+
+
+@lru_cache(maxsize=1)
+def _joining_re() -> re.Pattern:
+    """Characters NFKC may compose with or reorder against their neighbours (combining marks,
+    Hangul jamo): text with one takes the per-character path, whose offsets stay exact."""
+    return _class(lambda c: unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Mc", "Me")
+                  or "\u1100" <= c <= "\u11ff" or "\u3130" <= c <= "\u318f")
+
+
+_ASTRAL_OR_SURROGATE = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")
+
+
+def _fast(text: str, separators: bool, simplify: bool, casefold: bool) -> Normalized | None:
+    """The same result as the per-character path, with whole-string operations, when every step
+    keeps one character per character (NFKC, case folding, t2s) and the text is in the BMP; else None."""
+    if _ASTRAL_OR_SURROGATE.search(text) or _joining_re().search(text):
+        return None
+    out = unicodedata.normalize("NFKC", text)
+    if len(out) != len(text):
+        return None
+    if casefold:
+        out = out.casefold()
+        if len(out) != len(text):
+            return None
+    if simplify and not out.isascii():
+        out = out.translate(_t2s_table())
+    drops = [m.start() for m in _drop_re(separators).finditer(out)]
+    if not drops:
+        return Normalized(text, out, tuple(range(len(text))))
+    pieces: list[str] = []
+    index: list[int] = []
+    prev = 0
+    for d in drops:
+        pieces.append(out[prev:d])
+        index.extend(range(prev, d))
+        prev = d + 1
+    pieces.append(out[prev:])
+    index.extend(range(prev, len(out)))
+    return Normalized(text, "".join(pieces), tuple(index))
 
 
 def normalize(text: str, *, separators: bool = False, simplify: bool = True,
@@ -77,6 +151,9 @@ def normalize(text: str, *, separators: bool = False, simplify: bool = True,
     if not separators and text.isascii():
         folded = text.casefold() if casefold else text  # the common case: one char per char
         return Normalized(text, folded, tuple(range(len(text))))
+    fast = _fast(text, separators, simplify, casefold)
+    if fast is not None:
+        return fast
     chars: list[str] = []
     index: list[int] = []
     for i, ch in enumerate(text):
