@@ -46,11 +46,12 @@ def ingest(path: str | Path, name: str, *, workspace: Any = None, **options: Any
     from aigc.data import images
 
     ws = open_workspace(workspace)
+    progress = options.pop("progress", None)  # progress(stage, done, total): text ingestion's long stages
     if images.is_image_source(path, options):
         return images.ingest_images(ws, path, name, **images.image_options(path, options))
     from aigc.data.ingest import ingest_text
 
-    return ingest_text(ws, path, name, **options)
+    return ingest_text(ws, path, name, progress=progress, **options)
 
 
 def _train_options(options: dict[str, Any]) -> dict[str, Any]:

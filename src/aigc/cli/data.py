@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from aigc.cli.common import JsonOpt, WorkspaceOpt, fmt, out
+from aigc.cli.common import JsonOpt, WorkspaceOpt, err, fmt, hms, out
 from aigc.cli.runs import show_run
 from aigc.errors import InvalidInput, NotFound
 
@@ -87,6 +87,7 @@ def ingest(
     }
     options = {k: v for k, v in given.items()
                if _on_command_line(ctx, "cond_column" if k == "cond_columns" else k)}
+    options["progress"] = RowProgress()
     card = api_ingest(path, name, workspace=workspace, split=fractions, replace=replace, **options)
     c = card["counts"]
     if card.get("modality") == "image":
@@ -112,6 +113,28 @@ def ingest(
     if card.get("modality") != "image" and "val" in card.get("empty_splits", []):
         out.print("  note: the val split is empty, and training needs one: add records or raise the val "
                   "fraction (--split)")
+
+
+class RowProgress:
+    """A stage of ingestion in rows/s with an ETA, on stderr, when it takes more than a moment."""
+
+    def __init__(self, every_s: float = 2.0):
+        import time
+
+        self._clock = time.perf_counter
+        self.start = self.last = self._clock()
+        self.every_s = every_s
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = self._clock()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = done / max(elapsed, 1e-9)
+        eta = (total - done) / rate if rate else float("inf")
+        what = {"pii": "scanning for personal information"}.get(stage, stage)
+        err.print(f"{what}: {done:,}/{total:,} records, {rate:,.0f} rows/s, ETA {hms(eta)}")
 
 
 def _condition_summary(st: dict) -> str:

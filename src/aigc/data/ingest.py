@@ -16,7 +16,7 @@ On disk::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,7 @@ def ingest_text(
     columns: Sequence[str] | str | None = None,
     min_cond_count: int = DEFAULT_MIN_COND_COUNT,
     pii: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Ingest a text file as dataset ``name``; return its card. User mistakes raise AigcError subclasses.
 
@@ -104,7 +105,8 @@ def ingest_text(
     ``min_cond_count``: condition values with fewer train records share their column's ``other``
     token (see :mod:`aigc.data.conditions`); the card counts them.
     ``pii``: ``report`` | ``redact`` | ``drop`` personal information (:mod:`aigc.data.privacy`);
-    default: the workspace policy's ``ingest.pii``.
+    default: the workspace policy's ``ingest.pii``. ``progress(stage, done, total)`` is called as
+    long stages go (``"pii"``: records scanned).
     """
     # Cheap checks first: a taken name or a bad option must not cost a full read of a big file.
     dest = ws.dataset_path(name)
@@ -133,7 +135,9 @@ def ingest_text(
         text, pii_report = corpus_pass(kept[0].text, mode, scanner, operators)
         kept = [Kept(kept[0].index, text, kept[0].cond)]
     else:
-        kept, pii_drops, pii_report = pii_pass(kept, mode, scanner, operators, text_column=source.text_column)
+        step = (lambda done, total: progress("pii", done, total)) if progress is not None else None
+        kept, pii_drops, pii_report = pii_pass(kept, mode, scanner, operators, text_column=source.text_column,
+                                               progress=step)
         drops = [*drops, *pii_drops]
         if not kept:
             raise _nothing_left(source.path, n_read, drops)
