@@ -321,3 +321,11 @@ def test_cli_trains_a_workspace_moderation_classifier(tmp_path):
     (tmp_path / "odd.csv").write_text("text,label\nhello,spam\n", encoding="utf-8")
     r = run_cli("policy", "train-classifier", tmp_path / "odd.csv", "-w", ws)
     assert r.exit_code == 2 and "spam" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_prompt_redaction_a_char_level_run_cannot_read_leaves_the_entity_out(fruit_ws):
+    gen = aigc.load("g", workspace=fruit_ws)  # char-level: '<', 'C', 'N', '_' ... were never seen
+    group = gen.prepare("apple 11010519491231002X red", 1, {"fruit": "apple"}, Sampling(max_new_tokens=2, seed=0))
+    context = gen.tokenizer.decode(group.contexts[0][0].tolist())
+    assert "11010519491231002" not in context and "apple" in context and "red" in context
+    assert group.prompt_verdict.entities[0].type == "CN_RESIDENT_ID"

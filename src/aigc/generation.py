@@ -87,7 +87,12 @@ class TextGenerator:
             raise InvalidInput(f"n must be an integer >= 1, got {n!r}")
         verdict = None
         if self.guard is not None and prompt:
-            prompt, verdict = self.guard.check_prompt(prompt)
+            checked, verdict = self.guard.check_prompt(prompt)
+            if checked != prompt and self.tokenizer.count_unknown(checked) > self.tokenizer.count_unknown(prompt):
+                # a placeholder (<CN_RESIDENT_ID>) in characters this run never saw: the entity is left
+                # out instead, rather than refusing a prompt for characters its user never typed
+                checked = self.guard.guard.scanner.redact(prompt, "redact").text
+            prompt = checked
         cond = self._cond(cond)
         prefix = textstream.prefix_ids(self.tokenizer, cond, self.cond_columns, self.conditions)
         ids = self.prompt_ids(prompt)
