@@ -7,14 +7,15 @@ from __future__ import annotations
 import json
 import re
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aigc.errors import InvalidInput
-from aigc.safety.moderation import MAX_BYTES, TextClassifier, moderate
-from aigc.safety.policy import (OPENAI_CATEGORIES, default_policy, load_policy, parse_policy,
-                                save_workspace_policy, workspace_key, workspace_policy)
+from aigc.safety.moderation import MAX_BYTES, TextClassifier, assess, moderate
+from aigc.safety.policy import (OPENAI_CATEGORIES, default_policy, load_policy, make_view, parse_policy,
+                                regex_factors, save_workspace_policy, workspace_key, workspace_policy)
 from aigc.workspace import Workspace
 
 MINI = """
@@ -109,6 +110,144 @@ def test_default_policy_obfuscations_contexts_and_boundaries():
     assert p.match_terms("Essex county and Scunthorpe United, the skill tree") == []
     assert p.match_terms("公安提醒：信用卡套现属于违法行为，切勿参与。") == []
     assert [m.category for m in p.match_terms("信用卡套現，秒到賬")] == ["fraud"]
+
+
+# -- the view: homoglyphs in every word, symbols inside words, spaced letters, raise rules ---------------
+
+WIDE = r"""
+version: 1
+categories:
+  fraud: {openai: [illicit], tc260: [A.1.h]}
+  violence: {openai: [violence], tc260: [A.4.a]}
+terms:
+  - {term: '\bfind\b[^,.!?]{0,20}\bhome address\b', category: fraud, severity: high, regex: true, lang: en}
+  - {term: '(出售|代购)[^,。]{0,6}冰毒', category: fraud, severity: high, regex: true, lang: zh}
+  - {term: lsd, category: fraud, severity: high}
+  - {term: weed, category: fraud, severity: low}
+  - {term: 放火, category: violence, severity: low}
+contexts:
+  - {id: trade, effect: raise, words: [selling, 出售], categories: [fraud], window: 12, side: both,
+     scope: clause}
+  - {id: intent, effect: raise, words: [我要], categories: [violence], window: 8, side: before, scope: clause}
+  - {id: warn, words: [谨防], categories: [violence], window: 6, side: before, scope: clause}
+"""
+
+
+@pytest.fixture(scope="module")
+def wide():
+    return parse_policy(WIDE)
+
+
+@pytest.mark.parametrize("text, span", [
+    ("h0w t0 f1nd h15 h0m3 4ddr355?", "f1nd h15 h0m3 4ddr355"),  # homoglyphs reach regexes, 1 as i
+    ("f1nd her h0me addre55 now", "f1nd her h0me addre55"),
+    ("f i n d h i s h o m e a d d r e s s", "f i n d h i s h o m e a d d r e s s"),  # one run of letters
+    ("出 售 冰 毒", "出 售 冰 毒"),  # spaces, zero-width characters and traditional characters, for regexes too
+    ("出\u200b售\u200b冰毒", "出\u200b售\u200b冰毒"),
+    ("代購冰毒", "代購冰毒"),
+])
+def test_regex_terms_match_through_homoglyphs_spaces_and_traditional_characters(wide, text, span):
+    found = [m for m in wide.match_terms(text) if m.rule_id.startswith("fraud:re:")]
+    assert found, text
+    assert text[found[0].start:found[0].end] == span
+
+
+@pytest.mark.parametrize("text", ["15d free trial", "a 4x4 truck", "from 2a57:ab84:15d:bcba", "COVID-19 test",
+                                  "B2B sales", "the 3rd lsdx", "sha 9f86d081884c15d0"])
+def test_digits_that_are_no_homoglyphs_stay_digits(wide, text):
+    assert wide.match_terms(text) == [], text
+    assert [m.rule_id for m in wide.match_terms("buy 1sd now")] == ["fraud:lsd"]  # a real homoglyph
+
+
+@pytest.mark.parametrize("text, span", [
+    ("I will k|ll it", "k|ll"),  # the one | of a word, ! between letters, * with two letters on one side
+    ("I will k!ll it", "k!ll"),
+    ("a ch*ap lowb*ll offer", "ch*ap"),
+])
+def test_symbols_inside_a_word_stand_for_letters(mini, text, span):
+    found = mini.match_terms(text)
+    assert found and text[found[0].start:found[0].end] == span
+
+
+def test_symbols_between_words_still_separate_them():
+    assert make_view("red|blue|green").plain == "red blue green"  # more than one | : a separator
+    assert make_view("s*c*a*m").plain == "scam"  # spaced letters, not a masked word
+    assert make_view("k|ll").regex_views[1:] == ("kill", "klll")  # read both ways
+
+
+def test_a_run_of_spaced_letters_holds_whole_phrases_but_not_short_words_inside_words(mini):
+    text = "s c a m k i t"  # one separator throughout: "scamkit" holds "scam kit"
+    (m,) = mini.match_terms(text)
+    assert m.term == "scam kit" and (m.start, m.end) == (0, len(text))
+    assert mini.match_terms("s k i l l s") == []  # "kill" (4 letters, one word) is not looked for inside
+
+
+def test_raise_rules_lift_a_low_term_near_their_words(wide):
+    (alone,) = wide.match_terms("weed")
+    assert alone.severity == "low" and alone.raised_by is None
+    (sold,) = wide.match_terms("selling weed, cheap")
+    assert sold.severity == "medium" and sold.raised_by == "context:trade"
+    assert sold.to_dict()["raised_by"] == "context:trade"
+    assert not moderate("weed", wide, scanner=NoPII()).flagged
+    assert moderate("selling weed", wide, scanner=NoPII()).blocked
+    (meant,) = wide.match_terms("我要放火")
+    assert meant.severity == "medium" and meant.raised_by == "context:intent"
+    # a rule that drops a match goes first, and the clause bounds a raise rule
+    assert wide.match_terms("谨防放火") == []
+    assert wide.match_terms("我要走了，放火")[0].severity == "low"
+
+
+def test_raise_rules_round_trip_and_a_bad_effect_is_one_line(wide):
+    again = parse_policy(wide.dumps())
+    assert again.version == wide.version and again.to_dict()["contexts"][0]["effect"] == "raise"
+    bad = r"contexts\[0\]\.effect: unknown value 'boost'; use one of allow, raise"
+    with pytest.raises(InvalidInput, match=bad):
+        parse_policy(WIDE.replace("effect: raise", "effect: boost", 1))
+
+
+def test_a_rule_counts_once_however_often_it_matches(mini):
+    assert moderate("cheap cheap cheap", mini, scanner=NoPII()).category_scores["ads"] == pytest.approx(0.3)
+    two = moderate("cheap lowball cheap", mini, scanner=NoPII())
+    assert two.category_scores["ads"] == pytest.approx(0.51)
+
+
+def test_regex_factors_are_literals_every_match_holds():
+    assert regex_factors(r"(出售|代购)[^,]{0,6}冰毒") == {"冰毒"}  # of two sets, the one fewer
+    assert regex_factors(r"\bkill(ing)? (you|him)\b") == {"kill you", "killing you", "kill him",
+                                                           "killing him"}
+    assert regex_factors(r"(?:ab|)cd") == {"abcd", "cd"}
+    assert regex_factors(r"\d+") is None  # no literal: such a regex always runs
+    # every regex of the default policy, on every dev benchmark text it matches, holds one of its factors
+    cases = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "policy_cases.jsonl"
+    texts = [json.loads(line)["text"] for line in cases.read_text(encoding="utf-8").splitlines()
+             if '"split": "dev"' in line]
+    views = [v for t in texts for v in make_view(t).regex_views]
+    checked = 0
+    for term in default_policy().terms:
+        if not term.regex:
+            continue
+        rx, factors = re.compile(term.term, re.ASCII), regex_factors(term.term)
+        for v in views:
+            if rx.search(v):
+                checked += 1
+                assert factors is None or any(f in v for f in factors), (term.term, v)
+    assert checked > 100
+
+
+@pytest.mark.parametrize("text", ["出 售 冰 毒", "出售K粉，同城", "go f*ck yourself", "I am going to st4b you",
+                                  "s e l l i n g m e t h", "我想跳楼", "你这个白痴", "代開發票", "真人荷官在线发牌",
+                                  "帮我人肉一下他的住址"])
+def test_default_policy_blocks_general_obfuscated_and_new_phrasings(text):
+    p = default_policy()
+    assert assess(p, p.match_terms(text)).blocked, text
+
+
+@pytest.mark.parametrize("text", ["15d free trial", "子弹杯一套六只", "weed killer for lawns", "开盒即用，无需组装",
+                                  "跳楼价清仓", "I will shoot you an email", "报复性消费来了", "4x4 truck parts",
+                                  "钢琴曲卡农", "Maine Coon kitten", "请帮我查一下订单物流", "秒杀价，帮我砍一刀"])
+def test_default_policy_lets_near_misses_through(text):
+    p = default_policy()
+    assert not assess(p, p.match_terms(text)).flagged, (text, [m.rule_id for m in p.match_terms(text)])
 
 
 def test_version_is_declared_version_and_content_hash(mini):

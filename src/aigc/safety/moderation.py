@@ -1,11 +1,12 @@
 """Moderation: what the policy says about a text, in our terms and in OpenAI's.
 
 ``moderate(text)`` matches the policy's terms (:meth:`aigc.safety.policy.Policy.match_terms`),
-scores each category (a term gives its category the score of its severity; several combine as a
-noisy OR), folds in a workspace classifier's scores when there is one (the larger score wins) and
-scans for PII. ``Moderation.to_openai()`` is one result of OpenAI's ``/v1/moderations``:
-``flagged``, ``categories`` and ``category_scores`` under OpenAI's names (our categories mapped by
-the policy; one without a mapping keeps its own name), plus our ``matches`` and ``entities``.
+scores each category (a term gives its category the score of its severity, raised a step where a
+context rule of the policy says so; several terms combine as a noisy OR, each counted once), folds
+in a workspace classifier's scores when there is one (the larger score wins) and scans for PII.
+``Moderation.to_openai()`` is one result of OpenAI's ``/v1/moderations``: ``flagged``,
+``categories`` and ``category_scores`` under OpenAI's names (our categories mapped by the policy;
+one without a mapping keeps its own name), plus our ``matches`` and ``entities``.
 
 :func:`assess` is the decision itself, shared with the rails: a category is on when its score
 reaches its threshold; a term match blocks when its action is ``block`` and its category is on.
@@ -61,10 +62,16 @@ class Assessment:
 
 def assess(policy: Policy, matches: Sequence[TermMatch], extra_scores: Mapping[str, float] | None = None
            ) -> Assessment:
-    """Scores, categories on, and which matches block, for ``matches`` (and classifier scores)."""
-    keep: dict[str, float] = {c: 1.0 for c in policy.categories}  # prod(1 - s) per category
+    """Scores, categories on, and which matches block, for ``matches`` (and classifier scores).
+    A rule counts once however often it matches (its highest severity, a raise rule included): a
+    word said twice is no second piece of evidence, so two ``slots`` are no casino."""
+    strongest: dict[tuple[str, str], float] = {}
     for m in matches:
-        keep[m.category] *= 1.0 - policy.severity_score(m.severity)
+        key = (m.category, m.rule_id)
+        strongest[key] = max(strongest.get(key, 0.0), policy.severity_score(m.severity))
+    keep: dict[str, float] = {c: 1.0 for c in policy.categories}  # prod(1 - s) per category
+    for (category, _), score in strongest.items():
+        keep[category] *= 1.0 - score
     scores = {c: 1.0 - k for c, k in keep.items()}
     by_classifier = []
     for c, s in (extra_scores or {}).items():

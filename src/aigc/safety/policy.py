@@ -19,35 +19,53 @@ automaton, run over a *view* of the text built here from :func:`aigc.safety.norm
   each one separator apart is joined (``k i l l`` -> ``kill``, ``s.c.a.m`` -> ``scam``; two
   separators end the chain, so ``k i l l  y o u`` -> ``kill you``; a chain right after a word is
   also read with its first letter apart, as in ``let's b u r n`` -> ``let s burn``, and so is
-  one that starts with a or i);
-- when the text has a word mixing letters and digits, homoglyph digits and symbols in it are
-  folded (``0``->o ``1``->i ``3``->e ``4``->a ``5``->s ``7``->t ``8``->b ``@``->a ``$``->s), a lone
-  digit next to such a word too (``1 kn0w``), and ``l`` reads as ``i`` throughout (``1`` stands for
-  both), which every term is also keyed under (``k1ll``, ``ki11`` -> ``kiii``, as ``kill`` is);
+  one that starts with a or i). Inside a joined chain of 4 letters or more every term is also
+  looked for without word boundaries and without its spaces (``k i l l y o u`` -> ``killyou``
+  holds "kill you"; a one-word term needs 5 letters, so ``s k i l l`` does not hold "kill"), and
+  so is every regex, with its spaces and ``\\b`` taken out;
+- a symbol inside an ASCII word stands for a letter and is kept: ``@`` ``$`` next to a letter
+  (``c@sino``, ``$ex``), ``|`` and ``!`` between letters (``k|ll``, ``sh!t``), ``*`` with a letter
+  on each side and two on one (``f*ck``, ``sh*t``, a term's key with one vowel as ``*`` matches
+  it; ``s*c*a*m`` is spaced letters);
+- in a word that mixes letters with homoglyph digits or symbols, they are folded (``0``->o ``1``->i
+  ``3``->e ``4``->a ``5``->s ``7``->t ``8``->b ``@``->a ``$``->s ``|``->i ``!``->i), a lone digit next
+  to such a word too (``1 kn0w``), and ``l`` reads as ``i`` throughout (``1`` stands for both),
+  which every term is also keyed under (``k1ll``, ``ki11`` -> ``kiii``, as ``kill`` is). Words whose
+  digits are no homoglyphs are left alone: quantities and ordinals (``15d``, ``30ml``, ``3rd``,
+  ``4x4``), hex runs (hashes, UUIDs, ``2a57:ab84:15d``);
 - sentence ends (``。！？!?`` newline) and clause marks (``，；：、``) stay: no term matches across them.
 
 A term whose key starts (ends) with an ASCII letter or digit matches only where the character
 before (after) it in the view is not one, so ``kill`` is not found in ``skill`` or ``killer``; a
 trailing ``*`` (``launder*``) lifts the right-hand boundary. Regex terms (``regex: true``) run
 with ``re.ASCII`` (``\\b`` is an ASCII word boundary, so it holds next to a Chinese character) over
-the view before homoglyph folding. A term's ``lang`` (``en``, ``zh``) is when it is looked for:
-an ``en`` regex only in text with Latin letters, a ``zh`` one only in text with Chinese characters
-(literal terms cost nothing extra, so they are always looked for). Offsets are reported in the
-original text.
+the view before homoglyph folding and, when a word has homoglyphs, over the view with them read as
+letters (``1`` as i, then as l), so ``h0w t0 f1nd h15 h0m3 4ddr355`` meets the regexes as plain
+words. A regex runs only over text that holds one of its factors (:func:`regex_factors`: literal
+strings every match holds, found by a second automaton), so a hundred regexes cost a few. A term's
+``lang`` (``en``, ``zh``) is when it is looked for: an ``en`` regex only in text with Latin letters,
+a ``zh`` one only in text with Chinese characters (literal terms cost nothing extra, so they are
+always looked for). Offsets are reported in the original text.
 
 A match is dropped when an allow phrase overlaps it (``性教育`` keeps ``性`` terms out of sex
 education) or when a context rule's word stands within the rule's window of it in the same
 sentence (``scope: sentence``) or clause (``scope: clause``): warnings (谨防, 警惕, beware,
-report), news (警方, arrested), help (热线, helpline) and negations right before the term (不会,
-请勿, never). Context rules are general, per category, never fitted to one text.
+report), news (警方, arrested), help (热线, helpline), history and teaching (纪录片, museum) and
+negations right before the term (不会, 请勿, never). A rule with ``effect: raise`` works the other
+way: its word near a match that is kept lifts the match's severity one step (``TermMatch.raised_by``
+says which rule), for a word that is harmless alone but not when it is offered for sale (出售,
+selling), meant (我要, I want to) or said to the reader (你这个, you). Context rules are general,
+per category, never fitted to one text.
 
-Scores: each match gives its category the score of its severity; several combine as a noisy OR
-(``1 - prod(1 - s)``), so two low-severity matches can reach what one high one does. A category
+Scores: each matching rule gives its category the score of its severity (once, however often it
+matches); several combine as a noisy OR (``1 - prod(1 - s)``), so two low-severity terms can reach
+what one high one does (:func:`aigc.safety.moderation.assess`). A category
 is on when its score reaches its threshold; a term's action (block, flag, redact) then applies.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -76,6 +94,7 @@ TRAINING_ACTIONS = ("warn", "refuse")
 INGEST_ACTIONS = ("report", "redact", "drop")
 CONTEXT_SIDES = ("before", "after", "both")
 CONTEXT_SCOPES = ("sentence", "clause")
+CONTEXT_EFFECTS = ("allow", "raise")  # a rule's word near a match drops it, or raises its severity a step
 
 # OpenAI's moderation categories (omni-moderation), the names /v1/moderations answers with.
 OPENAI_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
@@ -158,6 +177,7 @@ class ContextRule:
     side: str  # before | after | both
     scope: str  # sentence | clause: what the two may not be separated by
     description: str = ""
+    effect: str = "allow"  # allow: the match is dropped; raise: its severity goes up one step
 
 
 @dataclass(frozen=True)
@@ -170,12 +190,15 @@ class TermMatch:
     end: int
     rule_id: str
     allowed_by: str | None = None  # "allow:<phrase>" or "context:<rule id>" when dropped (include_allowed)
+    raised_by: str | None = None  # "context:<rule id>" when a raise rule lifted ``severity`` a step
 
     def to_dict(self) -> dict[str, Any]:
         d = {"term": self.term, "category": self.category, "severity": self.severity, "action": self.action,
              "start": self.start, "end": self.end, "rule_id": self.rule_id}
         if self.allowed_by:
             d["allowed_by"] = self.allowed_by
+        if self.raised_by:
+            d["raised_by"] = self.raised_by
         return d
 
 
@@ -184,18 +207,34 @@ class TermMatch:
 _HARD = frozenset("。!?\n")  # after NFKC ！？ are ASCII; sentence ends, where the output rail cuts too
 _CLAUSE = frozenset(",;:、")  # after NFKC ，；： are ASCII
 _ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-_LEET_DIGITS = str.maketrans("0134578@$", "oieastbas")  # in a token with a letter (k1ll, c@sino)
-_L_TO_I = str.maketrans("l", "i")  # "1" stands for i and l alike, so l and i are one letter then
-_CHAIN = re.compile(r"(?<![a-z0-9@$])[a-z0-9@$](?: [a-z0-9@$])+(?![a-z0-9@$])")
-_TOKEN = re.compile(r"[a-z0-9@$]+")
-_MIXED = re.compile(r"[a-z][0-9@$]|[0-9@$][a-z]")
+# Homoglyphs inside a word that mixes them with letters (k1ll, c@sino, sh!t, k|ll): "1" and "|"
+# stand for i and l alike, so the automaton's view reads l as i throughout (_L_TO_I) and regexes
+# read the word both ways (_LEET_I, _LEET_L).
+_PIPE = "\ue000"  # stands in the view for a "|" inside a word (k|ll); a "|" between words is a separator
+_PIPED = re.compile(r"(?<![a-z0-9|])[a-z0-9]+(?:\|[a-z0-9]+)+(?![a-z0-9|])")  # one "|" in it: k|ll, not a|b|c
+_LEET_I = str.maketrans("0134578@$!" + _PIPE, "oieastbasii")
+_LEET_L = str.maketrans("0134578@$!" + _PIPE, "oleastbasil")
+_L_TO_I = str.maketrans("l", "i")
+_HOMOGLYPHS = frozenset("0134578@$!" + _PIPE)
+_CHAIN = re.compile(r"(?<![a-z0-9@$\ue000*])[a-z0-9@$](?: [a-z0-9@$])+(?![a-z0-9@$\ue000*])")
+_TOKEN = re.compile(r"[a-z0-9@$\ue000*]+(?:![a-z0-9@$\ue000*]+)*")  # "!" only inside a word (sh!t)
+_MIXED = re.compile(r"[a-z][0-9@$\ue000]|[0-9@$\ue000][a-z]|[a-z]![a-z]")
+# Words with digits that are not homoglyphs: quantities and ordinals (15d, 30ml, 3rd, 4x4), and hex
+# (hashes, UUIDs, IPv6: 2a57:ab84:15d), which would otherwise read as words (15d -> isd, "lsd").
+_NOT_LEET = re.compile(r"\d{2,}(?:mm|cm|km|m|ml|l|mg|g|kg|lbs?|oz|ft|in|d|h|hrs?|min|s|ms|w|kw|v|mah|k|gb|mb|"
+                       r"tb|hz|fps|p|pcs?|yo)|\d+(?:st|nd|rd|th)|\d*x\d+|[0-9a-f]{8,}")
+_HEX_RUN = re.compile(r"[0-9a-f]*(?::[0-9a-f]*){2,}")
 _LATIN = re.compile(r"[a-z]")
 _CHINESE = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 # Separators: what is neither a letter, digit or combining accent, nor a sentence end or clause
-# mark, nor an @ or $ next to an ASCII letter (c@sino, $ex); "_" too. NFKC has made ！？，；： ASCII.
-_SEP_RUN = re.compile(r"(?:[^\w\u0300-\u036f。!?\n,;:、@$]|_|(?<![a-z])[@$](?![a-z]))+")
-_WORDISH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@$")
+# mark, nor a symbol standing inside an ASCII word: @ or $ next to a letter (c@sino, $ex), the one
+# | of a word (k|ll), * inside a word with two letters on one side (f*ck, sh*t; s*c*a*m is spaced
+# letters); "_" too. NFKC has made ！？，；： ASCII.
+_SEP_RUN = re.compile(r"(?:[^\w\u0300-\u036f。!?\n,;:、@$*\ue000]|_|(?<![a-z])[@$](?![a-z])"
+                      r"|(?<![a-z])\*|\*(?![a-z])|(?<![a-z]{2})\*(?![a-z]{2}))+")
+_WORDISH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@$*" + _PIPE)
 _MULTI_SEP = "\x01"  # stands for a run of two or more separators while single letters are joined
+COMPACT_MIN = 4  # a term is looked for inside a run of spaced single letters when its key has this many
 
 
 def is_separator(ch: str) -> bool:
@@ -207,15 +246,20 @@ def is_separator(ch: str) -> bool:
 class View:
     """``text`` as terms are matched in it: ``plain`` (regexes), ``folded`` (the automaton; same
     length, homoglyphs folded) and, for each character, the index in the original text.
-    ``ambiguous``: a chain of spaced letters follows a word or starts with a or i, so its first
-    letter may be a word of its own (``let's b u r n`` -> ``let s burn``, ``a s c a m`` -> ``a scam``);
-    ``make_view(text, split_first=True)`` reads it so."""
+    ``regex_views``: ``plain`` and, when a word has homoglyphs, the readings with them folded (1 as
+    i, 1 as l), all of one length. ``chains``: the spans of runs of spaced single letters that were
+    joined (``k i l l y o u`` -> ``killyou``), where terms are also looked for without word
+    boundaries. ``ambiguous``: a chain of spaced letters follows a word or starts with a or i, so
+    its first letter may be a word of its own (``let's b u r n`` -> ``let s burn``, ``a s c a m`` ->
+    ``a scam``); ``make_view(text, split_first=True)`` reads it so."""
 
     plain: str
     folded: str
     pos: tuple[int, ...]
     leet: bool = False
     ambiguous: bool = False
+    regex_views: tuple[str, ...] = ()
+    chains: tuple[tuple[int, int], ...] = ()
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         return self.pos[start], self.pos[end - 1] + 1
@@ -224,6 +268,8 @@ class View:
 def make_view(text: str, *, split_first: bool = False) -> View:
     norm = normalize(text)
     s, index = norm.text, norm.index
+    if "|" in s:  # the one "|" of a word stands for a letter (k|ll); same length, so index holds
+        s = _PIPED.sub(lambda m: m.group().replace("|", _PIPE) if m.group().count("|") == 1 else m.group(), s)
     out: list[str] = []
     pos: list[int] = []
     last = 0
@@ -239,8 +285,10 @@ def make_view(text: str, *, split_first: bool = False) -> View:
     pos.extend(index[last:])
     plain = "".join(out)
     ambiguous = False
+    chains: list[tuple[int, int]] = []
     if " " in plain:  # join chains of single letters one separator apart: "k i l l" -> "kill"
         drop: set[int] = set()
+        joined: list[tuple[int, int]] = []
         for m in _CHAIN.finditer(plain):
             a = m.start()
             # its first letter may be a word of its own: after a word (let's b u r n), or a / i
@@ -249,53 +297,197 @@ def make_view(text: str, *, split_first: bool = False) -> View:
             ambiguous = ambiguous or lead
             first = a + 2 if split_first and lead else a
             drop.update(range(first + 1, m.end(), 2))
+            joined.append((first, m.end()))
         if drop:
+            order = sorted(drop)
+            for a, b in joined:  # the chain's span once the separators are gone
+                a2, b2 = a - bisect.bisect_left(order, a), b - bisect.bisect_left(order, b)
+                if b2 - a2 >= COMPACT_MIN:
+                    chains.append((a2, b2))
             plain = "".join(ch for j, ch in enumerate(plain) if j not in drop)
             pos = [p for j, p in enumerate(pos) if j not in drop]
     plain = plain.replace(_MULTI_SEP, " ")
-    folded, leet = _fold_homoglyphs(plain)
-    return View(plain, folded, tuple(pos), leet, ambiguous)
+    spans = _homoglyph_spans(plain)
+    if not spans:
+        return View(plain, plain.translate(_L_TO_I) if "l" in plain else plain, tuple(pos), False, ambiguous,
+                    (plain,), tuple(chains))
+    as_i, as_l = _fold(plain, spans, _LEET_I), _fold(plain, spans, _LEET_L)
+    views = (plain, as_i) if as_i == as_l else (plain, as_i, as_l)
+    return View(plain, as_i.translate(_L_TO_I), tuple(pos), True, ambiguous, views, tuple(chains))
 
 
-def _fold_homoglyphs(plain: str) -> tuple[str, bool]:
-    """Fold homoglyph digits (k1ll, wh3r3) when the text has any; then l and i are one letter
-    throughout, and a lone digit next to such a word is a letter too (1 kn0w -> i know)."""
-    if _MIXED.search(plain) is None:  # the common case: no word mixes letters with digits or @ $
-        return plain, False
+def _homoglyph_spans(plain: str) -> list[tuple[int, int]]:
+    """The words of ``plain`` whose digits and symbols stand for letters (k1ll, wh3r3, c@sino), and
+    a lone digit or two next to such a word (1 kn0w -> i know); none in the common case."""
+    if _MIXED.search(plain) is None:
+        return []
+    hexed = [m.span() for m in _HEX_RUN.finditer(plain)]
     tokens = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(plain)]
-    leet = [any(ch.isalpha() for ch in t) and any(not ch.isalpha() for ch in t) for _, _, t in tokens]
-    if not any(leet):
-        return plain, False
-    out = list(plain)
-    for k, (a, b, t) in enumerate(tokens):
-        if leet[k]:
-            t = t.translate(_LEET_DIGITS)
-        elif t.isdigit():
-            near = (k > 0 and leet[k - 1] and tokens[k - 1][1] + 1 == a) or (
-                k + 1 < len(tokens) and leet[k + 1] and b + 1 == tokens[k + 1][0])
-            if not (near and len(t) <= 2):
-                continue
-            t = t.translate(_LEET_DIGITS)
-        out[a:b] = t.translate(_L_TO_I)
-    return "".join(out), True
+    leet = [any(ch.isalpha() for ch in t) and any(ch in _HOMOGLYPHS for ch in t)
+            and not _NOT_LEET.fullmatch(t) and not any(x <= a and b <= y for x, y in hexed)
+            for a, b, t in tokens]
+    spans = []
+    for k, (a, b, t) in enumerate(tokens):  # a lone digit is a letter only one space from such a word
+        near = t.isdigit() and len(t) <= 2 and (
+            (k > 0 and leet[k - 1] and tokens[k - 1][1] + 1 == a and plain[a - 1] == " ")
+            or (k + 1 < len(tokens) and leet[k + 1] and b + 1 == tokens[k + 1][0] and plain[b] == " "))
+        if leet[k] or near:
+            spans.append((a, b))
+    return spans
+
+
+def _fold(plain: str, spans: list[tuple[int, int]], table: dict[int, str]) -> str:
+    out, last = [], 0
+    for a, b in spans:
+        out += [plain[last:a], plain[a:b].translate(table)]
+        last = b
+    out.append(plain[last:])
+    return "".join(out)
 
 
 def _word_edges(key: str) -> tuple[bool, bool]:
     return key[:1] in _ASCII_WORD, key[-1:] in _ASCII_WORD
 
 
+def _masked(key: str) -> set[str]:
+    """``key`` with one vowel inside a word written as ``*`` (f*ck, sh*t, n*gger), where the view
+    keeps the ``*``: a letter on each side and two on one."""
+    out = set()
+    for i in range(1, len(key) - 1):
+        before, after = key[max(i - 2, 0):i], key[i + 1:i + 3]
+        if key[i] in "aeiou" and key[i - 1].isalpha() and key[i + 1].isalpha() and \
+                (len(before) == 2 and before.isalpha() or len(after) == 2 and after.isalpha()):
+            out.add(key[:i] + "*" + key[i + 1:])
+    return out
+
+
+_FACTOR_CAP = 256  # literal sets are cut here (the automaton takes thousands; the cap bounds the work)
+
+
+def regex_factors(pattern: str) -> frozenset[str] | None:
+    """Literal strings of which every match of ``pattern`` holds at least one ("出售" or "代购" for
+    ``(出售|代购)[^,]{0,6}冰毒``, which holds "冰毒" too: the longer set wins), or None when no such
+    small set can be read off the pattern. Lookarounds and ``\\b`` only narrow a match, so they are
+    skipped; a part that may match nothing holds no factor."""
+    from re import _constants as c, _parser as sre
+
+    def exact(items) -> set[str] | None:  # every string a sequence can match, if few and literal
+        out = {""}
+        for op, av in items:
+            if op is c.LITERAL:
+                part = {chr(av)}
+            elif op is c.IN and all(o is c.LITERAL for o, _ in av) and len(av) <= 16:
+                part = {chr(v) for _, v in av}
+            elif op is c.SUBPATTERN:
+                part = exact(av[-1])
+            elif op is c.BRANCH:
+                parts = [exact(b) for b in av[1]]
+                part = None if any(x is None for x in parts) else set().union(*parts)
+            elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] in (0, 1) and av[1] == 1:
+                inner = exact(av[2])
+                part = None if inner is None else inner | ({""} if av[0] == 0 else set())
+            elif op in (c.AT, c.ASSERT, c.ASSERT_NOT):
+                continue
+            else:
+                return None
+            if part is None:
+                return None
+            out = {a + b for a in out for b in part}
+            if len(out) > _FACTOR_CAP:
+                return None
+        return out
+
+    def best(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+        if a is None or b is None:
+            return a or b
+        return max(a, b, key=lambda f: (min(map(len, f)), -len(f)))
+
+    def factors(items) -> frozenset[str] | None:  # a set of which every match holds one
+        chosen, run = None, {""}
+
+        def close():
+            nonlocal chosen, run
+            if "" not in run:
+                chosen = best(chosen, frozenset(run))
+            run = {""}
+
+        for op, av in items:
+            if op in (c.AT, c.ASSERT, c.ASSERT_NOT):
+                continue
+            part = exact([(op, av)])
+            if part is not None:  # literal runs grow while they stay small: "kill" + "ing?" + " you"
+                longer = {a + b for a in run for b in part} if len(run) * len(part) <= _FACTOR_CAP else None
+                if longer is None:
+                    close()
+                    longer = part
+                run = longer
+                continue
+            close()
+            if op is c.SUBPATTERN:
+                chosen = best(chosen, factors(av[-1]))
+            elif op is c.BRANCH:
+                parts = [factors(b) for b in av[1]]
+                if all(parts) and sum(map(len, parts)) <= _FACTOR_CAP:
+                    chosen = best(chosen, frozenset().union(*parts))
+            elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:
+                chosen = best(chosen, factors(av[2]))
+        close()
+        return chosen
+
+    try:
+        return factors(sre.parse(pattern, re.ASCII))
+    except (re.error, RecursionError):
+        return None
+
+
+def _compact_regex(pattern: str) -> re.Pattern | None:
+    """``pattern`` as it reads spaced letters joined into one run (``i w i l l k i l l y o u``): its
+    word boundaries and spaces dropped; None when that changes nothing or does not compile."""
+    compact = re.sub(r"(?<!\\) \??", "", pattern.replace(r"\b", ""))
+    if compact == pattern:  # no spaces or word boundaries: the regex over the whole text already saw it
+        return None
+    try:
+        rx = re.compile(compact, re.ASCII)
+    except re.error:
+        return None
+    return None if rx.search("") else rx
+
+
+def _automaton(entries: Mapping[str, list]) -> Any:
+    """An Aho-Corasick automaton whose keys give the tuple of their values (None when empty)."""
+    if not entries:
+        return None
+    import ahocorasick
+
+    automaton = ahocorasick.Automaton()
+    for key, values in entries.items():
+        automaton.add_word(key, tuple(values))
+    automaton.make_automaton()
+    return automaton
+
+
 class _Matcher:
-    """One Aho-Corasick automaton over terms, allow phrases and context words, plus regex terms."""
+    """One Aho-Corasick automaton over terms, allow phrases and context words, plus regex terms
+    (and a second over the regexes' factors, which says which regexes a text needs)."""
 
     def __init__(self, terms: tuple[Term, ...], allow: tuple[str, ...], contexts: tuple[ContextRule, ...]):
-        import ahocorasick
-
         self.terms = terms
         self.contexts = contexts
-        # (term index, compiled, needs Latin letters, needs Chinese): a regex of lang en (zh) is only
-        # run over text that has Latin letters (Chinese characters), which halves the work on either
-        self.regexes = [(i, re.compile(t.term, re.ASCII), t.lang == "en", t.lang == "zh")
-                        for i, t in enumerate(terms) if t.regex]
+        # (term index, compiled, needs Latin letters, needs Chinese, compiled for joined spaced letters):
+        # a regex of lang en (zh) is only run over text that has Latin letters (Chinese characters)
+        self.regexes = [(i, re.compile(t.term, re.ASCII), t.lang == "en", t.lang == "zh",
+                         _compact_regex(t.term)) for i, t in enumerate(terms) if t.regex]
+        # A regex runs only over text holding one of the literal strings every match of it holds
+        # (its factors: "出售" or "代购" ... for "(出售|代购...)..."); one automaton finds which.
+        self.always: list[int] = []  # regexes (positions in self.regexes) without factors: always run
+        triggers: dict[str, list[int]] = {}
+        for k, (i, _, _, _, _) in enumerate(self.regexes):
+            found = regex_factors(terms[i].term)
+            if not found:
+                self.always.append(k)
+            for f in found or ():
+                triggers.setdefault(f, []).append(k)
+        self.triggers = _automaton(triggers)
         entries: dict[str, list[tuple]] = {}
 
         def add(phrase: str, kind: str, ref: Any) -> int:
@@ -305,7 +497,16 @@ class _Matcher:
                 return 0
             left, right = _word_edges(key)
             value = (kind, ref, len(key), left, right and not prefix, prefix)
-            for k in {key, key.translate(_L_TO_I)}:  # the second is how a text with homoglyphs reads it
+            keys = {key, key.translate(_L_TO_I)}  # the second is how a text with homoglyphs reads it
+            if kind == "term" and key.isascii():
+                keys |= {m for k in keys for m in _masked(k)}
+                compact = key.replace(" ", "")
+                # inside a run of spaced letters, without word boundaries: a phrase of 4 letters or
+                # more (k i l l y o u), one word of 5 or more (so s k i l l does not hold "kill")
+                if len(compact) >= COMPACT_MIN + (compact == key):
+                    entries.setdefault(compact, []).append(("compact", ref, len(compact), False, False,
+                                                            False))
+            for k in keys:
                 entries.setdefault(k, []).append(value)
             return len(key)
 
@@ -318,17 +519,12 @@ class _Matcher:
         for r, rule in enumerate(contexts):
             for word in rule.words:
                 add(word, "ctx", r)
-        self.automaton = None
-        if entries:
-            automaton = ahocorasick.Automaton()
-            for key, values in entries.items():
-                automaton.add_word(key, tuple(values))
-            automaton.make_automaton()
-            self.automaton = automaton
-        self.rules_for: dict[str, list[int]] = {}
+        self.automaton = _automaton(entries)
+        self.dropping: dict[str, list[int]] = {}  # category -> the context rules that drop its matches
+        self.raising: dict[str, list[int]] = {}  # category -> the context rules that raise their severity
         for r, rule in enumerate(contexts):
             for cat in rule.categories:
-                self.rules_for.setdefault(cat, []).append(r)
+                (self.raising if rule.effect == "raise" else self.dropping).setdefault(cat, []).append(r)
 
     def match(self, text: str, include_allowed: bool = False) -> list[TermMatch]:
         view = make_view(text)
@@ -343,13 +539,17 @@ class _Matcher:
     def _match_view(self, view: View, include_allowed: bool) -> list[TermMatch]:
         folded = view.folded
         n = len(folded)
-        found: list[tuple[int, int, int]] = []  # (start, end, term index) in view coordinates
+        found: set[tuple[int, int, int]] = set()  # (start, end, term index) in view coordinates
         allows: list[tuple[int, int, str]] = []
         ctx: dict[int, list[tuple[int, int]]] = {}
         if self.automaton is not None and n:
             for last, values in self.automaton.iter(folded):
                 for kind, ref, length, left, right, prefix in values:
                     start, end = last - length + 1, last + 1
+                    if kind == "compact":
+                        if any(a <= start and end <= b for a, b in view.chains):
+                            found.add((start, end, ref))
+                        continue
                     if left and start > 0 and folded[start - 1] in _ASCII_WORD:
                         continue
                     if right and end < n and folded[end] in _ASCII_WORD:
@@ -357,36 +557,66 @@ class _Matcher:
                     while prefix and end < n and folded[end] in _ASCII_WORD:
                         end += 1  # launder* reports the whole word: launderers
                     if kind == "term":
-                        found.append((start, end, ref))
+                        found.add((start, end, ref))
                     elif kind == "allow":
                         allows.append((start, end, ref))
                     else:
                         ctx.setdefault(ref, []).append((start, end))
         if self.regexes:
-            plain = view.plain
-            latin = _LATIN.search(plain) is not None
-            chinese = _CHINESE.search(plain) is not None
-            for i, rx, needs_latin, needs_chinese in self.regexes:
-                if (needs_latin and not latin) or (needs_chinese and not chinese):
-                    continue
-                for m in rx.finditer(plain):
-                    if m.end() > m.start():
-                        found.append((m.start(), m.end(), i))
+            self._match_regexes(view, found)
         out = []
-        for start, end, i in sorted(set(found)):
+        for start, end, i in sorted(found):
             term = self.terms[i]
             why = self._allowed(view.plain, start, end, term.category, allows, ctx)
             if why and not include_allowed:
                 continue
+            severity, raised = term.severity, None
+            if not why:
+                raised = self._near(view.plain, start, end, self.raising.get(term.category, ()), ctx)
+                if raised and severity != SEVERITIES[-1]:
+                    severity = SEVERITIES[SEVERITIES.index(severity) + 1]
+                else:
+                    raised = None
             a, b = view.span(start, end)
-            out.append(TermMatch(term.term, term.category, term.severity, term.action, a, b, term.rule_id, why))
+            out.append(TermMatch(term.term, term.category, severity, term.action, a, b, term.rule_id, why,
+                                 raised))
         return out
+
+    def _match_regexes(self, view: View, found: set[tuple[int, int, int]]) -> None:
+        plain = view.plain
+        latin = _LATIN.search(plain) is not None
+        chinese = _CHINESE.search(plain) is not None
+        run = set(self.always)
+        if self.triggers is not None:
+            for text in view.regex_views:
+                for _, ks in self.triggers.iter(text):
+                    run.update(ks)
+        for k in sorted(run):
+            i, rx, needs_latin, needs_chinese, _ = self.regexes[k]
+            if (needs_latin and not latin) or (needs_chinese and not chinese):
+                continue
+            for text in view.regex_views:  # as written, and with homoglyphs read as letters
+                for m in rx.finditer(text):
+                    if m.end() > m.start():
+                        found.add((m.start(), m.end(), i))
+        for a, b in view.chains:  # inside a run of spaced letters: "i w i l l k i l l y o u"
+            for i, _, _, _, compact in self.regexes:
+                if compact is None:
+                    continue
+                for text in view.regex_views:
+                    for m in compact.finditer(text, a, b):
+                        if m.end() > m.start():
+                            found.add((m.start(), m.end(), i))
 
     def _allowed(self, plain: str, start: int, end: int, category: str, allows, ctx) -> str | None:
         for a, b, phrase in allows:
             if a < end and start < b:
                 return f"allow:{phrase}"
-        for r in self.rules_for.get(category, ()):
+        return self._near(plain, start, end, self.dropping.get(category, ()), ctx)
+
+    def _near(self, plain: str, start: int, end: int, rules, ctx) -> str | None:
+        """``context:<id>`` of the first of ``rules`` with a word near the match, else None."""
+        for r in rules:
             rule = self.contexts[r]
             stops = _HARD if rule.scope == "sentence" else _HARD | _CLAUSE
             for a, b in ctx.get(r, ()):
@@ -399,7 +629,6 @@ class _Matcher:
                 if len(gap) <= rule.window and not any(ch in stops for ch in gap):
                     return f"context:{rule.id}"
         return None
-
 
 # -- the policy ------------------------------------------------------------------------------------
 
@@ -725,6 +954,8 @@ def parse_policy(text: str, source: str = "<string>", *, base_dir: str | os.Path
         contexts.append(rule)
         entry = {"id": rule.id, "words": list(rule.words), "categories": list(rule.categories),
                  "window": rule.window, "side": rule.side, "scope": rule.scope}
+        if rule.effect != "allow":
+            entry["effect"] = rule.effect
         if rule.description:
             entry["description"] = rule.description
         doc["contexts"].append(entry)
@@ -805,8 +1036,8 @@ def _term(chk: _Check, node: Any, where: str, categories: Mapping[str, Category]
 
 
 def _context(chk: _Check, node: Any, where: str, categories: Mapping[str, Category], parent: Any) -> ContextRule:
-    node = chk.mapping(node, where, ("id", "words", "categories", "window", "side", "scope", "description"),
-                       parent)
+    node = chk.mapping(node, where, ("id", "words", "categories", "window", "side", "scope", "effect",
+                                     "description"), parent)
     rid = chk.text(node.get("id"), f"{where}.id", node)
     words = tuple(chk.text(w, f"{where}.words", node) for w in chk.listing(node.get("words"), f"{where}.words",
                                                                           node))
@@ -823,7 +1054,8 @@ def _context(chk: _Check, node: Any, where: str, categories: Mapping[str, Catego
         window=chk.number(node.get("window", 20), f"{where}.window", node, 0, 1000, integer=True),
         side=chk.choice(node.get("side", "both"), f"{where}.side", CONTEXT_SIDES, node),
         scope=chk.choice(node.get("scope", "sentence"), f"{where}.scope", CONTEXT_SCOPES, node),
-        description=chk.text(node.get("description"), f"{where}.description", node, optional=True) or "")
+        description=chk.text(node.get("description"), f"{where}.description", node, optional=True) or "",
+        effect=chk.choice(node.get("effect", "allow"), f"{where}.effect", CONTEXT_EFFECTS, node))
 
 
 def _pii(chk: _Check, node: Any, parent: Any) -> dict[str, Any]:
