@@ -329,3 +329,17 @@ def test_a_prompt_redaction_a_char_level_run_cannot_read_leaves_the_entity_out(f
     context = gen.tokenizer.decode(group.contexts[0][0].tolist())
     assert "11010519491231002" not in context and "apple" in context and "red" in context
     assert group.prompt_verdict.entities[0].type == "CN_RESIDENT_ID"
+
+
+def test_a_workspace_policy_may_extend_the_default_with_its_changes_only(tmp_path):
+    ws = aigc.open_workspace(tmp_path / "ws")
+    policy = save_workspace_policy(ws, "extends: default\nversion: 7\n" + BLOCK_KIWI.strip() + "\n"
+                                       "copy_guard: {threshold: 80}\n")
+    base = default_policy()
+    assert policy.version.startswith("7-") and len(policy.terms) == len(base.terms) + 1
+    assert policy.copy_guard["threshold"] == 80 and policy.copy_guard["window"] == base.copy_guard["window"]
+    assert set(policy.categories) == set(base.categories)
+    assert policy.match_terms("我想吃猕 猴 桃") and policy.match_terms("教你刷单")  # its term and the default's
+    with pytest.raises(InvalidInput, match="'strict' is not a policy to extend"):
+        save_workspace_policy(ws, "extends: strict\nversion: 8\n")
+    assert workspace_policy(ws).version == policy.version  # the old one stays

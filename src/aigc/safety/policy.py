@@ -872,6 +872,37 @@ def _show(value: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
+# Lists a policy that ``extends: default`` adds to (its own entries after the default's); every
+# other key it gives replaces the default's, mappings key by key.
+_EXTEND_LISTS = frozenset({"terms", "term_files", "allow", "contexts"})
+
+
+def _merged(base: Any, own: Any, key: str | None = None) -> Any:
+    if isinstance(base, Mapping) and isinstance(own, Mapping):
+        out = _Map(base)
+        out.line = getattr(own, "line", getattr(base, "line", None))
+        for k, v in own.items():
+            out[k] = _merged(base[k], v, k) if k in base else v
+        return out
+    if key in _EXTEND_LISTS and isinstance(base, list) and isinstance(own, list):
+        out = _List([*base, *own])
+        out.line = getattr(own, "line", None)
+        return out
+    return own
+
+
+def _extended(chk: _Check, raw: Mapping) -> Mapping:
+    """A policy that ``extends: default``: the shipped default with this file's keys on top."""
+    if raw.get("extends") != "default":
+        chk.fail("extends", f"{_show(raw.get('extends'))} is not a policy to extend: the one there is is "
+                            "'default' (the shipped policy)", raw)
+    res = resources.files("aigc").joinpath(_RESOURCES, "default_policy.yaml")
+    base = _load_yaml(res.read_text(encoding="utf-8"), "default_policy.yaml")
+    own = _Map({k: v for k, v in raw.items() if k != "extends"})
+    own.line = getattr(raw, "line", None)
+    return _merged(base, own)
+
+
 def parse_policy(text: str, source: str = "<string>", *, base_dir: str | os.PathLike | None = None) -> Policy:
     """A policy from YAML or JSON ``text``; term files resolve against ``base_dir`` (``builtin:``
     names against the shipped lists). Raises InvalidInput naming the field and line."""
@@ -881,6 +912,8 @@ def parse_policy(text: str, source: str = "<string>", *, base_dir: str | os.Path
     chk = _Check(source)
     if not isinstance(raw, Mapping):
         chk.fail("top level", f"a policy is a mapping with at least version and categories, got {_show(raw)}")
+    if "extends" in raw:
+        raw = _extended(chk, raw)
     chk.mapping(raw, "top level", _TOP_KEYS)
     doc: dict[str, Any] = {}
 
