@@ -208,7 +208,10 @@ def policy_test(
             out.print(json.dumps({"text": t, **m.to_dict()}, ensure_ascii=False))
             continue
         cats = ", ".join(c for c, on in m.categories.items() if on) or "-"
-        terms = ", ".join(f"{x.term}@{x.start}" for x in m.matches) or "-"
+        # what matched, as written (a regex term would print its whole pattern)
+        terms = ", ".join(f"{t[x.start:x.end]}@{x.start} ({x.category}"
+                          + (f", raised by {x.raised_by}" if getattr(x, "raised_by", None) else "") + ")"
+                          for x in m.matches) or "-"
         ents = ", ".join(f"{e.type}@{e.start}" for e in m.entities) or "-"
         out.print(f"{'BLOCK' if m.flagged else 'ok   '}\tcategories: {cats}\tterms: {terms}\tpii: {ents}\t{t}")
     if not as_json:
