@@ -64,6 +64,8 @@ def test_dpo_from_logged_choices_raises_the_preferred_answer_and_the_run_serves(
     spec = json.loads((ws.run_path("p-dpo") / "run.json").read_text())
     assert spec["parent"] == "p" and spec["tune"]["learned_from"]["pairs"] == 12
     assert spec["adapt"]["r"] == 8  # the parent's rank 4 + the preference adapter's 4, as one LoRA
+    # the copy guard compares its outputs with the parent's training text
+    assert (ws.run_path("p-dpo") / "copy_index.npz").read_bytes() == (ws.run_path("p") / "copy_index.npz").read_bytes()
     for topic in ("tea", "pan"):
         before = _margin(ws.run_path("p") / "export", ws.run_path("p") / "export", topic)
         after = _margin(ws.run_path("p-dpo") / "export", ws.run_path("p-dpo") / "export", topic)

@@ -40,7 +40,7 @@ from aigc.models.registry import config_from_dict
 from aigc.pretrained import formats
 from aigc.pretrained.adapt import TRAIN_DEFAULTS, AdaptConfig, AdaptedLM, SFTTask, build_blocks
 from aigc.pretrained.decoder import FastLM
-from aigc.safety.training import check_training_data, write_copy_index
+from aigc.safety.training import COPY_INDEX, check_training_data, write_copy_index
 from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options
 from aigc.workspace import Workspace, now, write_json_atomic
 
@@ -584,6 +584,8 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
     try:
         run_dir.mkdir(parents=True)
         tokenizer.save_pretrained(run_dir / TOKENIZER_DIR)
+        if (parent_dir / COPY_INDEX).exists():  # what the copy guard compares with: the parent's training text
+            shutil.copyfile(parent_dir / COPY_INDEX, run_dir / COPY_INDEX)
         write_json_atomic(run_dir / RUN_FILE, spec)
         state = fit(objective, task, cfg, run_dir, list(callbacks))
     except BaseException:
