@@ -343,3 +343,13 @@ def test_a_workspace_policy_may_extend_the_default_with_its_changes_only(tmp_pat
     with pytest.raises(InvalidInput, match="'strict' is not a policy to extend"):
         save_workspace_policy(ws, "extends: strict\nversion: 8\n")
     assert workspace_policy(ws).version == policy.version  # the old one stays
+
+
+def test_a_run_trained_before_the_copy_guard_gets_its_index_when_loaded(fruit_ws):
+    from aigc.safety.training import COPY_INDEX
+
+    path = fruit_ws.run_path("g") / COPY_INDEX
+    saved = path.read_bytes()
+    path.unlink()  # as a run from before the copy guard
+    gen = aigc.load("g", workspace=fruit_ws)
+    assert gen.guard.copy_index is not None and path.read_bytes() == saved

@@ -317,6 +317,7 @@ def load(ws: Workspace, name: str, device: str | None = None, safety: bool = Tru
         from aigc.safety.guard import RunGuard, guard_for
 
         gen.guard = RunGuard(guard_for(ws), ws.run_path(name))
+        gen.guard.copy_index  # noqa: B018 - loaded (or built, for a run older than the copy guard) here, not on a request
     return gen
 
 
