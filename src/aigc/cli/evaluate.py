@@ -63,6 +63,15 @@ def print_eval(r: dict) -> None:
     table.add_row("distinct-1 / 2 / 3", " / ".join(fmt(div[f"distinct_{k}"]) for k in (1, 2, 3)))
     table.add_row(f"self-BLEU ({div['n_samples']} samples)", fmt(div["self_bleu"], 2))
     table.add_row("memorized 50-char spans", fmt(mem.get("rate")))
+    if safety := r.get("safety"):  # the raw samples under the workspace policy (no rails)
+        pii = safety["pii"]
+        found = ", ".join(f"{t} {n}" for t, n in pii["entities"].items()) or "none"
+        table.add_row("samples with personal information", f"{fmt(pii['samples_with_pii'])} ({found})")
+        table.add_row("samples the policy blocks", fmt(safety["blocked_share"]))
+        copy = safety["copy"]
+        if "max" in copy:
+            table.add_row(f"longest copied span (mean / max; share >= {copy['threshold']})",
+                          f"{copy['mean']} / {copy['max']}; {fmt(copy['over_threshold'])}")
     out.print(table)
     if r.get("by_condition"):
         per = Table("condition", "test records", "bits/char", "distinct-2", "sample", title="per condition")
