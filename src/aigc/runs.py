@@ -32,7 +32,7 @@ from aigc.data.tokenizers import TextTokenizer
 from aigc.errors import InvalidInput
 from aigc.generation import TextGenerator
 from aigc.models.registry import config_from_dict, get_family, make_config
-from aigc.safety.training import check_training_data, write_copy_index
+from aigc.safety.training import COPY_INDEX, check_training_data, write_copy_index
 from aigc.tasks import ImageTask, TextLMTask
 from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options
 from aigc.workspace import Workspace, now, write_json_atomic
@@ -316,8 +316,13 @@ def load(ws: Workspace, name: str, device: str | None = None, safety: bool = Tru
     if safety and isinstance(gen, TextGenerator):
         from aigc.safety.guard import RunGuard, guard_for
 
-        gen.guard = RunGuard(guard_for(ws), ws.run_path(name))
-        gen.guard.copy_index  # noqa: B018 - loaded (or built, for a run older than the copy guard) here, not on a request
+        run_dir = ws.run_path(name)
+        spec = read_spec(run_dir)
+        if not (run_dir / COPY_INDEX).exists() and spec.get("dataset") and ws.has_dataset(spec["dataset"]):
+            # a run trained before the copy guard: its index, from its dataset's train split, once
+            write_copy_index(run_dir, (r.text for r in read_text_split(ws.dataset_path(spec["dataset"]), "train")), ws)
+        gen.guard = RunGuard(guard_for(ws), run_dir)
+        gen.guard.copy_index  # noqa: B018 - loaded here, not on a request
     return gen
 
 

@@ -167,32 +167,11 @@ class RunGuard:
     @property
     def copy_index(self):
         if not self._index_loaded and self.run_dir is not None:
-            self._index = self._load_or_build()
+            from aigc.safety.training import load_copy_index
+
+            self._index = load_copy_index(self.run_dir)
             self._index_loaded = True
         return self._index
-
-    def _load_or_build(self):
-        """The run's copy index; a run trained before there was one gets it now, from its dataset's
-        train split (once: it is saved with the run), when that dataset is still there."""
-        from aigc.safety.training import load_copy_index, write_copy_index
-
-        index = load_copy_index(self.run_dir)
-        if index is not None:
-            return index
-        try:
-            import json
-
-            spec = json.loads((self.run_dir / "run.json").read_text(encoding="utf-8"))
-            dataset = spec.get("dataset")
-            if spec.get("modality", "text") != "text" or not dataset or not self.guard.ws.has_dataset(dataset):
-                return None
-            from aigc.data.dataset import read_text_split
-
-            texts = [r.text for r in read_text_split(self.guard.ws.dataset_path(dataset), "train")]
-            write_copy_index(self.run_dir, texts, self.guard.ws)
-            return load_copy_index(self.run_dir)
-        except Exception:  # noqa: BLE001 - no index: the copy guard reports nothing for this run
-            return None
 
     def check_prompt(self, text: str) -> tuple[str, Any]:
         return self.guard.check_prompt(text, self.run_dir.name if self.run_dir is not None else None)
