@@ -41,6 +41,14 @@ from _common import write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (results name no machine's folders)."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
@@ -233,7 +241,7 @@ def main() -> None:
 
     dev = splits.get("dev", {})
     path = write_result(args.out_name, {
-        "policy_version": policy.version, "cases": args.cases, "n_cases": len(cases), "repeat": args.repeat,
+        "policy_version": policy.version, "cases": _shown(Path(args.cases)), "n_cases": len(cases), "repeat": args.repeat,
         "targets": {"block_rate": TARGET_BLOCK, "false_block_rate": TARGET_FALSE, "judged_on": "dev"},
         "pass": dev.get("pass"), "every_category_passes": dev.get("every_category_passes"),
         **splits, "latency": latency, "output_rail": overhead})
