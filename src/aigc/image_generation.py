@@ -24,12 +24,6 @@ from aigc.errors import InvalidInput
 MARK_MIN_SIDE = 128
 
 
-def _save_labelled(image, path: Path, meta: dict, mark: bool) -> None:
-    from aigc.provenance.labels import save_image
-
-    save_image(image, path, meta, explicit=mark)
-
-
 def to_uint8(images: Tensor) -> np.ndarray:
     """(N, C, H, W) floats in [0, 1] -> uint8 (N, H, W, C)."""
     return (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -149,6 +143,7 @@ class ImageGenerator:
         from PIL import Image
 
         from aigc.data.images import write_grid
+        from aigc.provenance.labels import save_image
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -161,12 +156,12 @@ class ImageGenerator:
                 image.save(path)
             else:
                 meta = {**label, "ProduceID": f"{label.get('ProduceID') or 'image'}-{i:03d}"}
-                _save_labelled(image, path, meta, mark and min(image.size) >= MARK_MIN_SIDE)
+                save_image(image, path, meta, explicit=mark and min(image.size) >= MARK_MIN_SIDE)
             paths.append(path)
         write_grid(out / "grid.png", list(arrays))
         if label is not None:
             grid = out / "grid.png"
             with Image.open(grid) as g:
                 g.load()
-                _save_labelled(g, grid, {**label, "ProduceID": f"{label.get('ProduceID') or 'image'}-grid"}, mark)
+                save_image(g, grid, {**label, "ProduceID": f"{label.get('ProduceID') or 'image'}-grid"}, explicit=mark)
         return paths

@@ -315,14 +315,16 @@ def load(ws: Workspace, name: str, device: str | None = None, safety: bool = Tru
     gen = _load(ws, name, device)
     if safety and isinstance(gen, TextGenerator):
         from aigc.safety.guard import RunGuard, guard_for
+        from aigc.safety.normalize import warm as warm_normalize
 
         run_dir = ws.run_path(name)
-        spec = read_spec(run_dir)
-        if not (run_dir / COPY_INDEX).exists() and spec.get("dataset") and ws.has_dataset(spec["dataset"]):
-            # a run trained before the copy guard: its index, from its dataset's train split, once
-            write_copy_index(run_dir, (r.text for r in read_text_split(ws.dataset_path(spec["dataset"]), "train")), ws)
+        if not (run_dir / COPY_INDEX).exists():  # a run trained before the copy guard: its index, once
+            dataset = read_spec(run_dir).get("dataset")
+            if dataset and ws.has_dataset(dataset):
+                write_copy_index(run_dir, (r.text for r in read_text_split(ws.dataset_path(dataset), "train")), ws)
         gen.guard = RunGuard(guard_for(ws), run_dir)
         gen.guard.copy_index  # noqa: B018 - loaded here, not on a request
+        warm_normalize()
     return gen
 
 

@@ -221,7 +221,7 @@ def policy_test(
 @policy_app.command("train-classifier")
 @guard
 def policy_train_classifier(
-    file: Annotated[Path, typer.Argument(help="CSV or JSONL of labelled texts.")],
+    file: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL or Parquet of labelled texts.")],
     text_column: Annotated[str, typer.Option("--text-column", help="Column with the text.")] = "text",
     label_column: Annotated[str, typer.Option(
         "--label-column", help="Column with the policy category (several: separated by '|'; empty, 'none' or "
@@ -229,34 +229,19 @@ def policy_train_classifier(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Train the workspace's moderation classifier on its own labelled texts; the policy then uses it."""
-    import csv
-
     from aigc import open_workspace
+    from aigc.data.sources import read_source
     from aigc.safety.moderation import TextClassifier
     from aigc.safety.policy import workspace_policy
 
-    if not file.is_file():
-        raise InvalidInput(f"no such file: {file}")
-    try:
-        raw = file.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{file} is not UTF-8 text: convert it, e.g. with iconv -f GB18030 -t UTF-8") from None
-    if file.suffix.lower() in (".jsonl", ".ndjson"):
-        try:
-            rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"{file} line {e.lineno}: not JSON ({e.msg})") from None
-    else:
-        rows = list(csv.DictReader(raw.splitlines(), delimiter="\t" if file.suffix.lower() == ".tsv" else ","))
-    if not rows:
+    # the readers ingestion uses: CSV, TSV, JSONL, Parquet, in the encodings people have
+    source = read_source(file, text_column=text_column, cond_columns=[label_column])
+    if not source.records:
         raise InvalidInput(f"{file} holds no rows")
-    for col in (text_column, label_column):
-        if col not in rows[0]:
-            raise InvalidInput(f"{file} has no column {col!r} (columns: {', '.join(map(str, rows[0]))})")
-    texts = [str(r.get(text_column) or "") for r in rows]
+    texts = [text for text, _ in source.records]
     labels = []
-    for r in rows:
-        value = str(r.get(label_column) or "").strip()
+    for _, cond in source.records:
+        value = (cond.get(label_column) or "").strip()
         cats = [c.strip() for c in value.split("|") if c.strip() and c.strip().lower() not in ("none", "ok", "0")]
         labels.append(cats or None)
     ws = open_workspace(workspace)

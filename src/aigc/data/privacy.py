@@ -30,6 +30,12 @@ class PiiReport:
     records_dropped: int = 0
     seconds: float = 0.0
 
+    def count(self, column: str, entities) -> None:
+        counts = self.by_column.setdefault(column, Counter())
+        for e in entities:
+            counts[e.type] += 1
+            self.entities[e.type] += 1
+
     def to_card(self, policy_version: str) -> dict[str, Any]:
         return {"mode": self.mode, "policy_version": policy_version,
                 "redacted": self.mode in ("redact", "drop"),
@@ -71,10 +77,7 @@ def pii_pass(kept: Sequence[Kept], mode: str, scanner: Any, operators: Mapping[s
                 ents = scanner.scan(value)
             if ents:
                 found = True
-                counts = report.by_column.setdefault(column, Counter())
-                for e in ents:
-                    counts[e.type] += 1
-                    report.entities[e.type] += 1
+                report.count(column, ents)
         report.records_with_pii += found
         if found and mode == "drop":
             report.records_dropped += 1
@@ -101,10 +104,7 @@ def corpus_pass(text: str, mode: str, scanner: Any, operators: Mapping[str, str]
         ents = red.entities if red is not None else scanner.scan(line)
         if ents:
             report.records_with_pii += 1
-            counts = report.by_column.setdefault(TEXT, Counter())
-            for e in ents:
-                counts[e.type] += 1
-                report.entities[e.type] += 1
+            report.count(TEXT, ents)
             if mode == "drop":
                 report.records_dropped += 1
                 continue

@@ -64,7 +64,7 @@ DEFAULT_STRIDE = 8  # sampled every 8th character: hashed windows of 16 - 8 + 1 
 # record reaches it in 0.59 % (reviews) / 0.00 % (Shakespeare) of cases; at 32, 0.99 % / 0.70 %.
 # Each such span is verbatim overlap (reviews written twice, boilerplate), never a chance match.
 DEFAULT_THRESHOLD = 50
-MIN_GRAM = 8  # shorter hashed windows are common words: lookups return thousands of hits (5: 10x slower)
+MIN_GRAM = 8  # shorter hashed windows are common words: lookups return thousands of hits
 RUN_UNIT = 4  # a window that repeats a unit of up to 4 characters (!!!!, 哈哈哈, 很好很好) is a run: not indexed
 _PER_BUCKET = 4  # entries per hash bucket on average: the bucket table costs ~1 byte an entry
 _MAX_CHARS = 2**32 - 2  # positions are uint32

@@ -7,12 +7,12 @@ blocked prompt raises :class:`~aigc.errors.ContentBlocked`; PII in it is handled
 policy's ``prompt`` actions) and passes each sample's text through an output rail (PII per the
 ``output`` actions, blocked terms end the sample ``content_filter``, a copied span over the
 policy's threshold reported, or blocked). :func:`verdict` reads what a sample's rail decided;
-:meth:`Guard.log_text` is what the generation log keeps of a text (PII per the ``log`` actions).
+:meth:`Guard.log_preparer` is what the generation log keeps of a request (PII per the ``log``
+actions) and its audit rows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import weakref
 from pathlib import Path
@@ -126,12 +126,6 @@ class Guard:
         policy = self.policy
         rail = OutputRail(policy, scanner=self.scanner)
         return rail if copy_index is None else CopyGuardedRail(rail, copy_index, policy.copy_guard)
-
-    def log_text(self, text: str) -> str:
-        """What the generation log keeps of ``text``: its PII handled per the policy's ``log`` actions."""
-        if not text:
-            return text
-        return self.scanner.redact(text, self.policy.pii_operators("log")).text
 
     def label(self, content_id: str) -> dict[str, Any]:
         """The implicit AIGC label of an output (GB 45438 Annex E), producer from the policy."""
@@ -272,7 +266,3 @@ def verdict(rail: Any) -> dict[str, Any]:
     if getattr(rail, "reason", None):
         out["reason"] = rail.reason
     return out
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

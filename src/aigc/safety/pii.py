@@ -228,7 +228,7 @@ def _valid_uscc(code: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _phonenumbers():
-    import phonenumbers  # 0.2 s to import: only when a number is checked
+    import phonenumbers  # imported only when a number is checked (it is slow to import)
 
     return phonenumbers
 
