@@ -163,6 +163,8 @@ POST_BODIES = {  # each route's schema and a valid body to change
     "/v1/moderations": (schemas.ModerationRequest, {"input": "apple"}),
     "/api/pii/scan": (schemas.PiiRequest, {"text": "call 13812345678"}),
     "/api/pii/redact": (schemas.PiiRequest, {"text": "call 13812345678", "operator": "mask"}),
+    # a run that does not exist: a valid body is then a 404, and no fuzzed body starts real work
+    "/api/synthesize": (schemas.SynthesizeRequest, {"run": "no-such-run", "n": 10}),
 }
 # Routes whose body is not JSON: the policy (YAML or JSON text), fuzzed with the raw bodies and
 # random text; none may replace the shared workspace's policy (none is a valid policy).
@@ -265,9 +267,13 @@ def test_post_bodies_never_get_a_5xx_and_keep_the_connection(server, route):
             _check(answer, raw[:80])
         assert conn.alive() and conn.requests >= POST_EXAMPLES
     # the fuzzing reached both sides of validation: some requests were refused, and (except for
-    # feedback and arena votes, whose generation ids are never guessed) some were served
+    # feedback and arena votes, whose generation ids are never guessed, and synthesis, whose run
+    # does not exist so that no fuzzed body starts a job) some were served
     assert any(400 <= s < 500 for s in statuses)
-    assert route in ("/api/feedback", "/api/arena/vote") or 200 in statuses, sorted(set(statuses))
+    if route == "/api/synthesize":  # past the schema to the run lookup: 404, never a 5xx
+        assert 404 in statuses, sorted(set(statuses))
+    else:
+        assert route in ("/api/feedback", "/api/arena/vote") or 200 in statuses, sorted(set(statuses))
 
 
 def test_get_paths_and_queries_never_get_a_5xx_and_keep_the_connection(server):

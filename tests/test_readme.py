@@ -170,6 +170,20 @@ def write_inputs(root: Path) -> None:
     with gzip.open(root / "train-labels-idx1-ubyte.gz", "wb") as f:
         f.write(struct.pack(">II", 0x801, n) + (np.arange(n) % 10).astype(np.uint8).tobytes())
     Image.fromarray(images[0]).save(root / "shoe.png")
+    with open(root / "customers.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["customer_id", "age", "city", "segment", "spend", "phone"])
+        for i in range(200):
+            vip = rng.random() < 0.3
+            w.writerow([f"C{i:05d}", rng.randint(18, 80), rng.choice(["北京", "上海", "Hangzhou"]),
+                        "vip" if vip else "regular", f"{rng.uniform(10, 90) + 100 * vip:.2f}",
+                        f"139{rng.randint(0, 9999):04d}{rng.randint(0, 9999):04d}"])
+    for name, lo, hi in (("real", 0, 80), ("other", 80, 160), ("holdout", 160, 200)):
+        with open(root / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["age", "city", "segment"])
+            for i in range(lo, hi):
+                w.writerow([20 + i % 50, ("北京", "上海")[i % 2], ("vip", "regular")[i % 3 == 0]])
     with open(root / "calls.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["text"])
@@ -220,6 +234,8 @@ def test_the_quick_start_runs_as_written(tmp_path, monkeypatch, capsys):
     run_all(next(b for b in bash if any(c[:3] == ["aigc", "pii", "scan"] for c in b)))  # safety
     card = json.loads((tmp_path / "home" / ".aigc" / "datasets" / "calls" / "card.json").read_text(encoding="utf-8"))
     assert card["pii"]["entities"] == {"CN_MOBILE": 20} and card["pii"]["unredacted"] == 0
+    run_all(next(b for b in bash if any(c[:2] == ["aigc", "synthesize"] for c in b)))  # tables
+    assert (tmp_path / "report" / "report.html").exists() and (tmp_path / "report2" / "report.json").exists()
     run_python(api, {'time_budget="5m"': 'time_budget="2s"'})
     assert capsys.readouterr().out.strip()
 

@@ -42,13 +42,23 @@ def ingest(path: str | Path, name: str, *, workspace: Any = None, **options: Any
     row: ``aigc.ingest("poems.tsv", "poems", header=False, columns=["title", "author", "poem"],
     text_column="poem", cond_columns=["author"])``; ``min_cond_count`` (default 2): condition values
     with fewer train records share their column's ``other`` token.
+
+    A CSV/TSV/.dat/Parquet/JSONL/Excel file with no text column and no text option is a table
+    (``table=True`` forces one; see :func:`aigc.data.tables.ingest_table` for ``metadata``,
+    ``drop_columns``...): ``aigc.ingest("adult.csv", "adult")``.
     """
-    from aigc.data import images
+    from aigc.data import images, table_sources
 
     ws = open_workspace(workspace)
     progress = options.pop("progress", None)  # progress(stage, done, total): text ingestion's long stages
-    if images.is_image_source(path, options):
+    table = options.pop("table", None)  # True: a table whatever the file; False: never one
+    if table is not True and images.is_image_source(path, options):
         return images.ingest_images(ws, path, name, **images.image_options(path, options))
+    if table or (table is None and table_sources.is_table_source(path, options)):
+        from aigc.data.tables import TABLE_INGEST_OPTIONS, ingest_table
+
+        return ingest_table(ws, path, name, progress=progress,
+                            **table_sources.table_options(path, options, TABLE_INGEST_OPTIONS))
     from aigc.data.ingest import ingest_text
 
     return ingest_text(ws, path, name, progress=progress, **options)
@@ -137,3 +147,29 @@ def evaluate(name: str, *, workspace: Any = None, **options: Any) -> dict:
     from aigc.evaluation import evaluate as _evaluate
 
     return _evaluate(open_workspace(workspace), name, **options)
+
+
+def synthesize(name: str, n: int = 1000, out: str | Path = "synthetic.csv", *, workspace: Any = None,
+               **options: Any) -> dict:
+    """Write ``n`` synthetic rows / records / images of run ``name`` to ``out``, labelled as
+    AI-generated; options: ``conditions``, ``constraints`` (tables), ``seed``, ``ingest`` (a dataset
+    name to ingest the result as), ``progress``. Returns a summary (path, n, seconds...)."""
+    from aigc import synthesis
+
+    return synthesis.synthesize(open_workspace(workspace), name, n, out, **options)
+
+
+def report(name: str, out_dir: str | Path | None = None, *, workspace: Any = None, **options: Any) -> dict:
+    """Fidelity, utility and privacy of run ``name``'s synthetic data (``synth``: what
+    :func:`synthesize` wrote; a table run samples it when not given); ``report.json`` and
+    ``report.html`` under ``out_dir``."""
+    from aigc import synthesis
+
+    return synthesis.report(open_workspace(workspace), name, out_dir, **options)
+
+
+def report_files(real: str | Path, synth: str | Path, out_dir: str | Path | None = None, **options: Any) -> dict:
+    """The report of any real and synthetic table files (``holdout``, ``metadata``, ``target``)."""
+    from aigc import synthesis
+
+    return synthesis.report_files(real, synth, out_dir, **options)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,11 +34,12 @@ from aigc.errors import InvalidInput
 from aigc.generation import TextGenerator
 from aigc.models.registry import config_from_dict, get_family, make_config
 from aigc.safety.training import COPY_INDEX, check_training_data, write_copy_index
-from aigc.tasks import ImageTask, TextLMTask
+from aigc.tasks import ImageTask, TableTask, TextLMTask
 from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options
 from aigc.workspace import Workspace, now, write_json_atomic
 
 RUN_FILE = "run.json"
+ENCODING_FILE = "encoding.json"  # a table family's data encoding, learned from the train split
 # Share of a conditional run's training windows that start at a record, where its control tokens
 # sit: a condition such as a product category shapes only a few words of a record, so the model
 # learns it from the windows that see the tokens and those words together. 0.85 rather than 0.5:
@@ -68,6 +70,7 @@ class Prepared:
     task: Any
     spec: dict[str, Any]
     tokenizer: TextTokenizer | None = None
+    encoding: dict[str, Any] | None = None  # a table family's data encoding (``encoding.json``)
 
 
 def _prepare_text(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, card: dict,
@@ -124,10 +127,54 @@ def _prepare_image(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, ca
     return Prepared(model, task, {"classes": train.classes if conditional else []})
 
 
-def _prepare(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, overrides=None, tokenizer=None) -> Prepared:
+def _prepare_table(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, card: dict,
+                   encoding: dict[str, Any] | None = None) -> Prepared:
+    from aigc.data.tables import TableMetadata, read_table_split, to_model_frame
+    from aigc.models.table_encoding import column_specs
+
+    meta = TableMetadata.from_dict(card["metadata"])
+    specs = column_specs(meta)
+    if not specs:
+        raise InvalidInput(f"dataset {card.get('name')!r} has no column a table family can learn "
+                           "(only id, text or PII columns): ingest it with --metadata naming their kinds")
+    train = to_model_frame(read_table_split(ds_dir, "train"), meta)
+    fit_s = None
+    if encoding is None:  # a new run: the encoding is learned from the train split
+        t0 = time.perf_counter()
+        encoding = fam.fit_encoding(model_cfg, train, specs, cfg.seed)
+        fit_s = round(time.perf_counter() - t0, 2)
+    torch.manual_seed(cfg.seed)
+    model = fam(model_cfg, encoding)
+    task = None
+    if getattr(fam, "TRAINABLE", True):
+        val = to_model_frame(read_table_split(ds_dir, "val"), meta)
+        task = TableTask(model.encode(train), model.encode(val) if len(val) else None, cfg)
+    # fixed combinations are checked against the combinations the train split holds
+    combos = {}
+    for c in meta.constraints:
+        if c.get("type") == "fixed_combinations":
+            cols = list(c["columns"])
+            key = ",".join(cols)
+            combos[key] = sorted({tuple(_json_cell(v) for v in row)
+                                  for row in read_table_split(ds_dir, "train")[cols].itertuples(index=False)})
+    return Prepared(model, task, {"metadata": card["metadata"], "n_train_rows": len(train),
+                                  "fixed_combinations": combos, "encoding_fit_s": fit_s}, encoding=encoding)
+
+
+def _json_cell(v: Any) -> Any:
+    """A table cell as JSON keeps it: missing -> None, numpy scalars -> Python."""
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def _prepare(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, overrides=None, tokenizer=None,
+             encoding=None) -> Prepared:
     card = read_card(ds_dir)
     if fam.modality == "text":
         return _prepare_text(fam, model_cfg, cfg, ds_dir, card, tokenizer)
+    if fam.modality == "table":
+        return _prepare_table(fam, model_cfg, cfg, ds_dir, card, encoding)
     return _prepare_image(fam, model_cfg, cfg, ds_dir, card, overrides)
 
 
@@ -174,6 +221,8 @@ def train(
         run_dir.mkdir(parents=True)
         if prep.tokenizer is not None:
             prep.tokenizer.save(run_dir / "tokenizer.json")
+        if prep.encoding is not None:
+            write_json_atomic(run_dir / ENCODING_FILE, prep.encoding)
         if fam.modality == "text":  # the copy guard's index of what the run learns from
             spec["copy_index"] = write_copy_index(
                 run_dir, (r.text for r in read_text_split(Path(ds["path"]), "train")), ws)
@@ -200,8 +249,10 @@ def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = No
     if not ws.has_dataset(spec["dataset"]):
         raise InvalidInput(f"run {name!r} was trained on dataset {spec['dataset']!r}, which no longer exists")
     tokenizer = TextTokenizer.load(run_dir / "tokenizer.json") if fam.modality == "text" else None
+    encoding = _read_encoding(run_dir) if fam.modality == "table" else None
     model_cfg = config_from_dict(fam.Config, spec["model_config"])
-    prep = _prepare(fam, model_cfg, cfg, ws.dataset_path(spec["dataset"]), spec["model_config"], tokenizer)
+    prep = _prepare(fam, model_cfg, cfg, ws.dataset_path(spec["dataset"]), spec["model_config"], tokenizer,
+                    encoding)
     spec["train_config"] = asdict(cfg)
     write_json_atomic(run_dir / RUN_FILE, spec)
     return _fit_and_record(ws, name, run_dir, spec, prep.model, prep.task, cfg, callbacks, resume=True)
@@ -234,6 +285,8 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
     if spec["modality"] == "image":
         callbacks = [*callbacks, SampleGrids(model, spec.get("classes", []), run_dir / "samples")]
     ws.update_run(name, status="running")
+    if task is None:  # a closed-form family (a copula): fitting its encoding was the whole fit
+        return _record_closed_form(ws, name, run_dir, spec)
     stage_cfg = cfg
     if hasattr(model, "prior_sampler") and cfg.time_budget:
         # Two stages share the one budget the user gave: the model gets its share, the prior the rest.
@@ -273,10 +326,24 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
         "unit": state.unit,  # what tokens_seen counts
         **state.val_figures,  # the best val loss in the data's terms (val_bits_per_token for text)
     }
+    if "epsilon" in state.extra:  # a differentially private run: the privacy the accountant says it spent
+        summary["epsilon"] = state.extra["epsilon"]
+        summary["delta"] = state.extra.get("delta")
     if status == "finished" and (hasattr(model, "export") or hasattr(model, "save_pipeline")):
         _export(model, run_dir)
     ws.update_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
     return ws.get_run(name)
+
+
+def _record_closed_form(ws: Workspace, name: str, run_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    summary = {"stop_reason": "fitted", "steps": 0, "unit": "row", "train_rows": spec.get("n_train_rows"),
+               "elapsed_s": spec.get("encoding_fit_s")}
+    ws.update_run(name, status="finished", step=0, summary=summary)
+    return ws.get_run(name)
+
+
+def _read_encoding(run_dir: Path) -> dict[str, Any]:
+    return _read_run_json(run_dir / ENCODING_FILE)
 
 
 def _export(model: nn.Module, run_dir: Path) -> None:
@@ -297,7 +364,10 @@ def _export(model: nn.Module, run_dir: Path) -> None:
 
 
 def read_spec(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / RUN_FILE
+    return _read_run_json(run_dir / RUN_FILE)
+
+
+def _read_run_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise InvalidInput(f"{path} is missing: the run folder is damaged; train it again")
     try:
@@ -339,6 +409,15 @@ def _load(ws: Workspace, name: str, device: str | None = None):
 
         return adapted.load(ws, name, spec, run_dir, device)
     fam = get_family(spec["family"])
+    if fam.modality == "table":
+        from aigc.table_generation import TableGenerator
+
+        model = fam(config_from_dict(fam.Config, spec["model_config"]), _read_encoding(run_dir))
+        if getattr(fam, "TRAINABLE", True):
+            load_run_weights(model, run_dir, name)
+        model.to(device or default_device()).eval()
+        ds_dir = ws.dataset_path(spec["dataset"]) if ws.has_dataset(spec["dataset"]) else None
+        return TableGenerator(model, spec, name=name, dataset_dir=ds_dir)
     model = fam(config_from_dict(fam.Config, spec["model_config"]))
     load_run_weights(model, run_dir, name)
     model.to(device or default_device()).eval()

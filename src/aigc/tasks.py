@@ -114,3 +114,45 @@ class ImageTask:
         finally:
             torch.set_rng_state(state)
         return total / count
+
+
+class TableTask:
+    """Random batches of a table's encoded train rows; validation averages the family's
+    ``validation_losses`` over the encoded val rows (None when the family has none, or the val
+    split is empty: the loop then keeps the latest weights)."""
+
+    unit = "row"
+    EVAL_ROWS = 8192  # periodic validations look at this many evenly spaced val rows; the final one at all
+
+    def __init__(self, train: Tensor, val: Tensor | None, cfg: TrainConfig):
+        if len(train) < 1:
+            raise InvalidInput("the train split holds no rows: ingest more")
+        self.train, self.val = train, val
+        self.batch_size = min(cfg.batch_size, len(train))
+        self.tokens_per_batch = self.batch_size  # the throughput unit is rows
+
+    def batch(self, generator: torch.Generator) -> tuple[Tensor, None]:
+        index = torch.randint(0, len(self.train), (self.batch_size,), generator=generator)
+        return self.train[index], None
+
+    def evaluate(self, model: nn.Module, full: bool = False) -> float | None:
+        if self.val is None or len(self.val) == 0:
+            return None
+        rows = self.val
+        if not full and len(rows) > self.EVAL_ROWS:
+            rows = rows[torch.linspace(0, len(rows) - 1, self.EVAL_ROWS).long()]
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        state = torch.get_rng_state()
+        torch.manual_seed(0)  # families whose validation draws noise (a VAE) score every checkpoint alike
+        total, count = 0.0, 0
+        try:
+            with torch.no_grad():
+                for chunk in rows.split(4096):
+                    losses = model.validation_losses(chunk.to(device))
+                    if "loss" not in losses:
+                        return None
+                    total += float(losses["loss"]) * len(chunk)
+                    count += len(chunk)
+        finally:
+            torch.set_rng_state(state)
+        return total / count

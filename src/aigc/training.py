@@ -31,7 +31,7 @@ from aigc.errors import AigcError, InvalidInput
 
 WARMUP_SHARE_OF_BUDGET = 0.2
 # metrics.jsonl names the throughput in the task's unit (TrainState.unit)
-RATE_KEYS = {"tok": "tokens_per_s", "img": "images_per_s"}
+RATE_KEYS = {"tok": "tokens_per_s", "img": "images_per_s", "row": "rows_per_s"}
 MIN_IMPROVEMENT = 1e-4  # nats: smaller validation gains do not reset early-stopping patience
 
 

@@ -17,15 +17,16 @@ from aigc.errors import InvalidInput, NotFound
 def ingest(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(
-        help="A text file (.txt .csv .tsv .jsonl .parquet), or images: a folder (one subfolder per class), "
-             "an IDX file (MNIST format, raw or .gz), an .npz (x, y) or a .csv of image paths.",
+        help="A text file (.txt .csv .tsv .jsonl .parquet), a table (.csv .tsv .dat .parquet .jsonl .xlsx with "
+             "no text column), or images: a folder (one subfolder per class), an IDX file (MNIST format, raw or "
+             ".gz), an .npz (x, y) or a .csv of image paths.",
         show_default=False)],
     name: Annotated[str, typer.Option("--name", "-n", help="Dataset name.", show_default=False)],
     lines: Annotated[bool, typer.Option("--lines", help="A .txt file holds one record per line.")] = False,
     text_column: Annotated[str | None, typer.Option("--text-column", help="Column with the text.")] = None,
     header: Annotated[bool | None, typer.Option(
         "--header/--no-header", help="CSV/TSV: the first row names the columns. Without one, columns are "
-        "named 1, 2, 3... as `cut -f` counts them [default: a header, unless --columns].",
+        "named 1, 2, 3... as `cut -f` counts them [default: a header, unless --columns; tables: detected].",
         show_default=False)] = None,
     columns: Annotated[str | None, typer.Option(
         "--columns", help="CSV/TSV: name the columns, e.g. title,author,poem (the first row is then data, "
@@ -59,6 +60,13 @@ def ingest(
     label_column: Annotated[str | None, typer.Option(
         "--label-column", help="CSV of images: the column of class labels. Default: label, if present.",
         show_default=False)] = None,
+    table: Annotated[bool, typer.Option(
+        "--table", help="Read the file as a table whatever its columns or extension.")] = False,
+    metadata: Annotated[Path | None, typer.Option(
+        "--metadata", help="Tables: column kinds, keys and constraints to use (JSON: ours, as in the card's "
+        "metadata, partial is fine; or SDV's metadata JSON).", show_default=False)] = None,
+    drop_column: Annotated[list[str] | None, typer.Option(
+        "--drop-column", help="Tables: leave this column out (repeatable).", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="train,val,test fractions.")] = "0.9,0.05,0.05",
     pii: Annotated[str | None, typer.Option(
         "--pii", help="Personal information in the text: report (count it), redact (replace it, e.g. "
@@ -67,7 +75,7 @@ def ingest(
     replace: Annotated[bool, typer.Option("--replace", help="Replace an existing dataset of this name.")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Clean, deduplicate and split a text or image source into a dataset with a card."""
+    """Clean, deduplicate and split a text, table or image source into a dataset with a card."""
     from aigc import ingest as api_ingest
 
     try:
@@ -84,12 +92,16 @@ def ingest(
         "normalize": normalize, "min_length": min_length, "max_length": max_length,
         "labels": labels, "image_size": image_size, "channels": channels, "resize": resize, "strict": strict,
         "path_column": path_column, "label_column": label_column, "pii": pii,
+        "table": table, "metadata": metadata, "drop_columns": drop_column,
     }
-    options = {k: v for k, v in given.items()
-               if _on_command_line(ctx, "cond_column" if k == "cond_columns" else k)}
+    flag = {"cond_columns": "cond_column", "drop_columns": "drop_column"}
+    options = {k: v for k, v in given.items() if _on_command_line(ctx, flag.get(k, k))}
     options["progress"] = RowProgress()
     card = api_ingest(path, name, workspace=workspace, split=fractions, replace=replace, **options)
     c = card["counts"]
+    if card.get("modality") == "table":
+        _print_table_ingest(name, card)
+        return
     if card.get("modality") == "image":
         h, w = card["image_size"]
         classes = card["classes"]
@@ -113,6 +125,48 @@ def ingest(
     if card.get("modality") != "image" and "val" in card.get("empty_splits", []):
         out.print("  note: the val split is empty, and training needs one: add records or raise the val "
                   "fraction (--split)")
+
+
+def _print_table_ingest(name: str, card: dict) -> None:
+    c = card["counts"]
+    n_dup = c["duplicates"]
+    dupes = f", {n_dup} duplicate{'s' if n_dup != 1 else ''} dropped" if n_dup else ""
+    out.print(f"dataset {name}: {c['kept']} rows kept of {c['read']} read{dupes} "
+              f"(train {c['train']}, val {c['val']}, test {c['test']})")
+    label = {"id": "id (regenerated)", "pii": "pii (replaced)", "text": "text (not learned)"}
+    for kind, cols in card["kinds"].items():
+        out.print(f"  {label.get(kind, kind)}: {', '.join(cols)}", markup=False, soft_wrap=True)
+    if card["dropped_columns"]:
+        out.print(f"  dropped columns: {', '.join(card['dropped_columns'])}", markup=False, soft_wrap=True)
+    if n := card["counts"]["dropped"] - c["duplicates"]:
+        out.print(f"  dropped {n} rows: personal information in a text column (--pii drop)")
+    if empty := card["empty_splits"]:
+        are = "splits are" if len(empty) > 1 else "split is"
+        out.print(f"  note: the {' and '.join(empty)} {are} empty (--split)")
+
+
+def _table_columns(card: dict) -> Table:
+    """One row per column: kind, missing share, and its range or top categories."""
+    from rich.markup import escape
+
+    from aigc.data.table_sources import format_date
+
+    table = Table("column", "kind", "missing", "range / top values", "why", title="columns")
+    for col in card["metadata"]["columns"]:
+        kind = col["kind"]
+        if kind == "datetime":
+            shown = " .. ".join(format_date(col[k], col["datetime_format"]) for k in ("min", "max"))
+        elif "min" in col and kind in ("continuous", "discrete", "id"):
+            shown = " .. ".join(fmt(col[k], col.get("decimals") or 0) for k in ("min", "max"))
+        elif col.get("categories"):
+            cats = list(col["categories"].items())
+            more = f" ... {len(cats)} values" if len(cats) > 5 else ""
+            shown = ", ".join(f"{v} ({n})" for v, n in cats[:5]) + more
+        else:
+            shown = col.get("entity") or ""
+        table.add_row(escape(col["name"]), kind, f"{100 * col.get('missing', 0):.1f}%", escape(shown),
+                      escape(col.get("reason") or ""))
+    return table
 
 
 class RowProgress:
@@ -197,7 +251,7 @@ def _show_card(ds: dict) -> None:
     c = card["counts"]
     table = Table(show_header=False, title=f"dataset {ds['name']}")
     table.add_row("source", f"{card.get('source')} ({card.get('format')}" + (f", {card['encoding']})" if card.get("encoding") else ")"))
-    unit = "images" if card.get("modality") == "image" else "records"
+    unit = {"image": "images", "table": "rows"}.get(card.get("modality"), "records")
     table.add_row(unit, f"{c['kept']} kept of {c['read']} (train {c['train']}, val {c['val']}, test {c['test']})")
     if unit == "images":
         h, w = card["image_size"]
@@ -205,6 +259,16 @@ def _show_card(ds: dict) -> None:
         train_counts = card.get("class_counts", {}).get("train", {})
         table.add_row("classes", ", ".join(f"{k} ({train_counts.get(k, 0)})" for k in card["classes"]) or "unlabelled")
         table.add_row("preview", str(Path(ds["path"]) / "preview.png"))
+    elif unit == "rows":
+        meta = card["metadata"]
+        table.add_row("kinds", "; ".join(f"{k}: {len(v)}" for k, v in card["kinds"].items()))
+        for key in ("primary_key", "target"):
+            if meta.get(key):
+                table.add_row(key.replace("_", " "), meta[key])
+        if card["dropped_columns"]:
+            table.add_row("dropped columns", ", ".join(card["dropped_columns"]))
+        if card.get("text_columns"):
+            table.add_row("text", card["text_columns"]["note"])
     else:
         length = card.get("length", {})
         table.add_row("length (chars)", "  ".join(f"{k} {fmt(v, 0)}" for k, v in length.items()))
@@ -216,3 +280,5 @@ def _show_card(ds: dict) -> None:
     for reason, n in card.get("dropped_by_reason", {}).items():
         table.add_row("dropped", f"{n}: {reason}")
     out.print(table)
+    if unit == "rows":
+        out.print(_table_columns(card))

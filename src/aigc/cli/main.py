@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from aigc.cli import audit, base, data, demo, evaluate, export, generate, label, runs, safety, serve, train, tune
+from aigc.cli import (audit, base, data, demo, evaluate, export, generate, label, runs, safety, serve, synthesize,
+                      train, tune)
 from aigc.cli.common import guard
 
 app = typer.Typer(
@@ -23,6 +24,8 @@ app.command()(guard(data.show))
 app.command()(guard(train.train))
 app.command()(guard(generate.generate))
 app.command(name="eval")(guard(evaluate.eval_))
+app.command()(guard(synthesize.synthesize))
+app.command()(guard(synthesize.report))
 app.command()(guard(export.export))
 app.command()(guard(tune.tune))
 app.command()(guard(demo.demo))

@@ -21,6 +21,10 @@ FAMILIES: dict[str, str] = {
     "vae": "aigc.models.vae:VAE",
     "vqvae": "aigc.models.vqvae:VQVAE",
     "diffusion": "aigc.models.diffusion:Diffusion",
+    "copula": "aigc.models.copula:Copula",
+    "ctgan": "aigc.models.ctgan:CTGAN",
+    "tvae": "aigc.models.tvae:TVAE",
+    "tabgpt": "aigc.models.tabgpt:TabGPT",
 }
 
 

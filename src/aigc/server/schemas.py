@@ -281,3 +281,16 @@ class PiiRequest(Strict):
     text: str | list[str]
     operator: str = "replace"
     entities: list[str] | None = None
+
+
+class SynthesizeRequest(Strict):
+    """``POST /api/synthesize``: a background job that writes a synthetic data set (and its report)."""
+
+    run: str = Field(..., min_length=1, max_length=200)
+    n: int = Field(1000, ge=1, le=1_000_000)
+    format: str = Field("csv", pattern="^(csv|tsv|parquet|jsonl)$")  # tables; text writes JSONL, images PNGs
+    conditions: dict[str, str | int | float | bool] | None = None
+    constraints: list[dict[str, Any]] | None = Field(None, max_length=50)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    report: bool = True
+    target: str | None = Field(None, max_length=200)

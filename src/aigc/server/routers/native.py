@@ -53,7 +53,17 @@ def _run_info(ws, row: dict[str, Any]) -> dict[str, Any]:
     if "image_size" in model_cfg:
         info["modality"] = "image"
         info["image_size"] = model_cfg["image_size"]
-    info["servable"] = (path / "model.safetensors").exists() or (path / "checkpoints" / "last.pt").exists()
+    has_weights = (path / "model.safetensors").exists() or (path / "checkpoints" / "last.pt").exists()
+    if info["modality"] == "table":  # sampled by synthesis jobs (/api/synthesize), not by the engine
+        columns = (spec.get("metadata") or {}).get("columns") or []
+        info["columns"] = [{"name": c["name"], "kind": c["kind"]} for c in columns]
+        info["conditions"] = {c["name"]: list(c.get("categories") or {})[:100] for c in columns
+                              if c["kind"] in ("categorical", "boolean")}
+        info["servable"] = False
+        info["synthesizable"] = row["status"] == "finished" or has_weights
+    else:
+        info["servable"] = has_weights
+        info["synthesizable"] = has_weights
     return info
 
 

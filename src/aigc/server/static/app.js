@@ -45,7 +45,12 @@ const I18N = {
     "arena.need_two": "The arena needs two different text runs: pick them, or train another run.",
     "arena.no_votes": "No votes yet.", "col.rating": "Rating", "col.wins": "Wins", "col.losses": "Losses",
     "col.ties": "Ties", "col.games": "Games",
-    "tab.policy": "Policy", "safety.label": "AI-generated", "safety.blocked": "Stopped by the safety policy",
+    "tab.policy": "Policy", "tab.synth": "Synthesize", "synth.n": "Rows", "synth.format": "Format",
+    "synth.target": "Target column (utility)", "synth.start": "Synthesize", "synth.jobs": "Jobs", "synth.files": "Files",
+    "synth.none": "(none)", "synth.any": "(any)", "synth.no_runs": "No finished run to synthesize from yet.",
+    "synth.progress": "{status}: {done} / {total}", "synth.data": "data", "synth.report": "report",
+    "synth.quality": "Quality {q} (a real holdout: {ref})", "synth.utility": "TSTR AUC {auc} / macro-F1 {f1} (real: {rauc} / {rf1})",
+    "synth.privacy": "Exact copies {copies} · closer to train {closer} (0.5 = none)", "safety.label": "AI-generated", "safety.blocked": "Stopped by the safety policy",
     "safety.redacted": "Personal information redacted: {what}", "safety.flagged": "Flagged: {what}",
     "safety.copy": "Longest span copied from the training text: {n} characters",
     "safety.copy_over": "Longest span copied from the training text: {n} characters (over the threshold of {t})",
@@ -96,7 +101,12 @@ const I18N = {
     "arena.need_two": "竞技场需要两个不同的文本模型：请选择，或再训练一个。",
     "arena.no_votes": "还没有投票。", "col.rating": "评分", "col.wins": "胜", "col.losses": "负",
     "col.ties": "平", "col.games": "场次",
-    "tab.policy": "安全策略", "safety.label": "人工智能生成", "safety.blocked": "已被安全策略拦截",
+    "tab.policy": "安全策略", "tab.synth": "数据合成", "synth.n": "行数", "synth.format": "格式",
+    "synth.target": "目标列（效用评估）", "synth.start": "开始合成", "synth.jobs": "任务", "synth.files": "文件",
+    "synth.none": "（无）", "synth.any": "（任意）", "synth.no_runs": "还没有可用于合成的已完成运行。",
+    "synth.progress": "{status}：{done} / {total}", "synth.data": "数据", "synth.report": "报告",
+    "synth.quality": "质量 {q}（真实留出集：{ref}）", "synth.utility": "TSTR AUC {auc} / 宏 F1 {f1}（真实：{rauc} / {rf1}）",
+    "synth.privacy": "完全复制 {copies} · 更接近训练集 {closer}（0.5 = 无）", "safety.label": "人工智能生成", "safety.blocked": "已被安全策略拦截",
     "safety.redacted": "已脱敏个人信息：{what}", "safety.flagged": "已标记：{what}",
     "safety.copy": "与训练文本相同的最长片段：{n} 个字符",
     "safety.copy_over": "与训练文本相同的最长片段：{n} 个字符（超过阈值 {t}）",
@@ -783,12 +793,104 @@ async function testPolicy() {
   } catch (e) { out.textContent = e.message; }
 }
 
+// -- synthesize: a run -> a synthetic data set and its report, as a background job ------------------------
+
+let synthRuns = [];
+const fix = (v) => (typeof v === "number" ? v.toFixed(3) : "-");
+const figure = (v) => (v && typeof v === "object" ? v.value : v);
+
+async function loadSynth() {
+  synthRuns = (await (await api("/api/runs")).json()).runs.filter((r) => r.synthesizable);
+  $("#synth-run").replaceChildren(...synthRuns.map((r) => el("option", { value: r.name }, `${r.name} (${r.family})`)));
+  if (!synthRuns.length) $("#synth-status").textContent = t("synth.no_runs");
+  onSynthRunChange();
+  await loadSynthJobs();
+}
+
+function onSynthRunChange() {
+  const run = synthRuns.find((r) => r.name === $("#synth-run").value);
+  const table = run && run.modality === "table";
+  $("#synth-format").disabled = !table;
+  const cols = table ? (run.columns || []).map((c) => c.name) : [];
+  $("#synth-target").replaceChildren(el("option", { value: "" }, t("synth.none")),
+    ...cols.map((c) => el("option", { value: c }, c)));
+  const box = $("#synth-cond-box");
+  box.replaceChildren();
+  for (const [col, values] of Object.entries((run && run.conditions) || {})) {
+    const select = el("select", { "data-col": col }, el("option", { value: "" }, t("synth.any")),
+      ...values.map((v) => el("option", { value: v }, v)));
+    box.append(el("label", {}, col + " ", select));
+  }
+}
+
+async function startSynth() {
+  const status = $("#synth-status");
+  const conditions = {};
+  document.querySelectorAll("#synth-cond-box select").forEach((s) => { if (s.value) conditions[s.dataset.col] = s.value; });
+  const body = { run: $("#synth-run").value, n: Number($("#synth-n").value), seed: Number($("#synth-seed").value) || 0,
+    format: $("#synth-format").value, report: true };
+  if (Object.keys(conditions).length) body.conditions = conditions;
+  if ($("#synth-target").value) body.target = $("#synth-target").value;
+  try {
+    let job = await (await api("/api/synthesize", { method: "POST", body })).json();
+    while (!["finished", "failed"].includes(job.status)) {
+      status.textContent = t("synth.progress", { status: job.status, done: job.progress.done, total: job.progress.total });
+      await new Promise((r) => setTimeout(r, 1000));
+      job = await (await api(job.links.self)).json();
+    }
+    status.textContent = job.status === "failed" ? job.error : "";
+    showSynthJob(job);
+    await loadSynthJobs();
+  } catch (e) { status.textContent = e.message; }
+}
+
+function showSynthJob(job) {
+  const box = $("#synth-result");
+  box.replaceChildren();
+  if (job.status !== "finished") return;
+  const h = job.headline || {};
+  const fid = h.fidelity || {}, uti = h.utility || {}, pri = h.privacy || {};
+  if (fid.quality) box.append(el("p", {}, t("synth.quality", { q: fix(fid.quality.score), ref: fix((fid.reference || {}).quality) })));
+  if (uti.tstr) box.append(el("p", {}, t("synth.utility", { auc: fix(uti.tstr.auc), f1: fix(uti.tstr.f1_macro),
+    rauc: fix((uti.trtr || {}).auc), rf1: fix((uti.trtr || {}).f1_macro) })));
+  if (pri.exact_copy_rate !== undefined) box.append(el("p", {}, t("synth.privacy", {
+    copies: fix(figure(pri.exact_copy_rate)), closer: fix(figure(pri.closer_to_train)) })));
+  const links = el("p");
+  links.append(el("a", { href: "#", onclick: (e) => { e.preventDefault(); download(job.links.file, job.id); } }, t("synth.data")), " · ");
+  links.append(el("a", { href: "#", onclick: (e) => { e.preventDefault(); openReport(job.links.report_html); } }, t("synth.report")));
+  box.append(links);
+  box.append(el("iframe", { id: "synth-report", sandbox: "", class: "report-frame" }));
+  openReport(job.links.report_html).catch(() => {});
+}
+
+async function openReport(path) {  // through fetch (the API key goes along), shown in a sandboxed frame
+  const frame = $("#synth-report");
+  const html = await (await api(path)).text();
+  if (frame) frame.srcdoc = html;
+}
+
+async function download(path, name) {
+  const url = URL.createObjectURL(await (await api(path)).blob());
+  const a = el("a", { href: url, download: name });
+  document.body.append(a); a.click(); a.remove();
+}
+
+async function loadSynthJobs() {
+  const jobs = (await (await api("/api/synthesize")).json()).data;
+  $("#synth-jobs tbody").replaceChildren(...jobs.map((j) => el("tr", {},
+    el("td", {}, new Date(j.created * 1000).toLocaleString()), el("td", {}, j.run), el("td", {}, j.n),
+    el("td", {}, j.status === "failed" ? `${j.status}: ${j.error}` : j.status),
+    el("td", {}, j.status === "finished" ? el("a", { href: "#", onclick: (e) => { e.preventDefault(); showSynthJob(j); } },
+      t("synth.report")) : ""))));
+}
+
 // -- wiring ---------------------------------------------------------------------------------------------
 
 function showTab(name) {
   document.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
   document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== name; });
-  const load = { runs: loadRunsPage, datasets: loadDatasetsPage, log: loadLog, arena: loadArena, policy: loadPolicy }[name];
+  const load = { runs: loadRunsPage, datasets: loadDatasetsPage, log: loadLog, arena: loadArena, policy: loadPolicy,
+    synth: loadSynth }[name];
   if (load) load().catch((e) => banner(e.message));
 }
 
@@ -814,6 +916,8 @@ $("#arena-run-2").addEventListener("change", onArenaRunsChange);
 $("#arena-ask").addEventListener("click", askArena);
 $("#policy-save").addEventListener("click", savePolicy);
 $("#policy-check").addEventListener("click", testPolicy);
+$("#synth-run").addEventListener("change", onSynthRunChange);
+$("#synth-start").addEventListener("click", startSynth);
 for (const w of ["a", "b", "tie"]) $(`#arena-vote-${w}`).addEventListener("click", () => arenaVote(w));
 applyLang();
 loadRuns().catch((e) => banner(e.message));

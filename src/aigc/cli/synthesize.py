@@ -1,0 +1,184 @@
+"""`aigc synthesize` (a run -> a labelled synthetic data set) and `aigc report` (how faithful, useful
+and private it is)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aigc.cli.common import JsonOpt, ThreadsOpt, WorkspaceOpt, err, fmt, hms, out, parse_pairs, threads
+from aigc.errors import InvalidInput
+
+
+class _Progress:
+    """Rows made so far in rows/s with an ETA, on stderr, every few seconds."""
+
+    def __init__(self, unit: str, every_s: float = 2.0):
+        import time
+
+        self._clock = time.perf_counter
+        self.start = self.last = self._clock()
+        self.unit, self.every_s = unit, every_s
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self._clock()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (total - done) / rate if rate else float("inf")
+        err.print(f"synthesizing: {done:,}/{total:,} {self.unit}, {rate:,.0f} {self.unit}/s, ETA {hms(eta)}")
+
+
+def _constraints(items: list[str] | None) -> list[dict[str, Any]]:
+    """``age:0:120`` (a range; either end may be empty), ``start<=end``, ``a+b`` (fixed combinations)."""
+    result = []
+    for item in items or []:
+        if "<=" in item:
+            low, high = (s.strip() for s in item.split("<=", 1))
+            result.append({"type": "inequality", "low": low, "high": high})
+        elif item.count(":") == 2:
+            column, low, high = (s.strip() for s in item.split(":"))
+            try:
+                bounds = [float(x) if x else None for x in (low, high)]
+            except ValueError:
+                raise InvalidInput(f"--constraint {item!r}: a range is COLUMN:LOW:HIGH with numbers") from None
+            result.append({"type": "range", "column": column, "low": bounds[0], "high": bounds[1]})
+        elif "+" in item:
+            result.append({"type": "fixed_combinations", "columns": [s.strip() for s in item.split("+")]})
+        else:
+            raise InvalidInput(f"--constraint {item!r}: use COLUMN:LOW:HIGH, LOW_COLUMN<=HIGH_COLUMN or A+B")
+    return result
+
+
+def synthesize(
+    run: Annotated[str, typer.Argument(help="Run name (see `aigc runs`): a table, text or image run.",
+                                       show_default=False)],
+    n: Annotated[int, typer.Option("--n", help="Rows (tables), records (text) or images to make.")] = 1000,
+    out_path: Annotated[Path, typer.Option(
+        "--out", "-o", help="Tables: .csv .tsv .parquet .jsonl; text: .jsonl; images: a folder.",
+        show_default=False)] = ...,  # type: ignore[assignment]
+    cond: Annotated[list[str] | None, typer.Option(
+        "--cond", help="Condition COLUMN=VALUE (repeatable): every row gets it, e.g. income='>50K' to "
+        "rebalance a minority class.", show_default=False)] = None,
+    constraint: Annotated[list[str] | None, typer.Option(
+        "--constraint", help="Tables: COLUMN:LOW:HIGH (a range), START<=END, or A+B (only combinations "
+        "of A and B seen in train); repeatable. The dataset's own constraints always apply.",
+        show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    ingest: Annotated[str | None, typer.Option("--ingest", help="Also ingest the result as a dataset of this name.",
+                                               show_default=False)] = None,
+    threads_: ThreadsOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a synthetic data set made by RUN, labelled as AI-generated."""
+    import aigc
+
+    threads(threads_)
+    ws = aigc.open_workspace(workspace)
+    summary = aigc.synthesize(run, n=n, out=out_path, conditions=parse_pairs(cond, "--cond") or None,
+                              constraints=_constraints(constraint) or None, seed=seed, ingest=ingest,
+                              workspace=ws, progress=_Progress("rows"))
+    if as_json:
+        out.print_json(json.dumps(summary, ensure_ascii=False, default=str))
+        return
+    what = {"table": "rows", "text": "records", "image": "images"}.get(summary.get("modality"), "items")
+    line = f"wrote {summary['n']:,} {what} to {summary['path']}"
+    if summary.get("seconds") is not None:
+        line += f" in {summary['seconds']:.1f} s"
+    if summary.get("dropped_copies"):
+        line += f" ({summary['dropped_copies']} near-copies of training records dropped and drawn again)"
+    out.print(line)
+    if summary.get("ingested"):
+        c = summary["ingested"].get("counts") or {}
+        out.print(f"ingested as dataset {summary['ingested']['dataset']}: {c.get('kept', '?')} kept "
+                  f"(train {c.get('train', '?')}, val {c.get('val', '?')}, test {c.get('test', '?')})")
+
+
+def report(
+    run: Annotated[str | None, typer.Argument(help="Run name; or leave it out and give --real and --synth files.",
+                                              show_default=False)] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for report.json and report.html.",
+                                                 show_default=False)] = None,
+    synth: Annotated[Path | None, typer.Option(
+        "--synth", help="The synthetic data (a file or, for images, a folder) [tables: sampled now].",
+        show_default=False)] = None,
+    real: Annotated[Path | None, typer.Option("--real", help="Without RUN: the real table file.",
+                                              show_default=False)] = None,
+    holdout: Annotated[Path | None, typer.Option(
+        "--holdout", help="Without RUN: real rows the generator never saw (privacy and utility references).",
+        show_default=False)] = None,
+    metadata: Annotated[Path | None, typer.Option("--metadata", help="Without RUN: column kinds (ours or SDV's JSON).",
+                                                  show_default=False)] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Tables: the column TSTR predicts.",
+                                               show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads_: ThreadsOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fidelity, utility and privacy of synthetic data, each beside what real holdout data scores."""
+    import aigc
+
+    threads(threads_)
+    if run is None:
+        if real is None or synth is None:
+            raise InvalidInput("give a RUN, or --real FILE and --synth FILE to compare two tables")
+        result = aigc.report_files(real, synth, out_dir, holdout=holdout, metadata=metadata, target=target, seed=seed)
+    else:
+        if real is not None or holdout is not None or metadata is not None:
+            raise InvalidInput("--real, --holdout and --metadata compare files: leave out RUN, or drop them")
+        result = aigc.report(run, out_dir, synth=synth, target=target, seed=seed, workspace=workspace)
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False, default=str))
+        return
+    for line in summary_lines(result):
+        out.print(line)
+    if result.get("files"):
+        out.print(f"wrote {result['files']['json']} and {result['files']['html']}")
+
+
+def summary_lines(r: dict[str, Any]) -> list[str]:
+    """The headline figures of a report, one per line (tables; other modalities print their keys)."""
+    lines = []
+    fid, uti, pri = r.get("fidelity", {}), r.get("utility", {}), r.get("privacy", {})
+    if r.get("modality") == "table":
+        q = fid.get("quality", {})
+        ref = fid.get("reference", {})
+        lines.append(f"fidelity: quality {fmt(q.get('score'))} (shapes {fmt(q.get('shapes'))} / trends "
+                     f"{fmt(q.get('trends'))}; a real holdout {fmt(ref.get('quality'))}), detection "
+                     f"{fmt(fid.get('detection'))}, validity {fmt(fid.get('diagnostic', {}).get('validity'))}")
+        if "skipped" in uti:
+            lines.append(f"utility: skipped ({uti['skipped']})")
+        else:
+            t, b = uti.get("tstr", {}), uti.get("trtr", {})
+            lines.append(f"utility ({uti.get('target')}): TSTR AUC {fmt(t.get('auc'))} / macro-F1 "
+                         f"{fmt(t.get('f1_macro'))}; TRTR {fmt(b.get('auc'))} / {fmt(b.get('f1_macro'))}")
+        if "skipped" in pri:
+            lines.append(f"privacy: skipped ({pri['skipped']})")
+        else:
+            lines.append(f"privacy: exact copies {fmt(_v(pri, 'exact_copy_rate'))} (holdout "
+                         f"{fmt(_ref(pri, 'exact_copy_rate'))}), closer to train {fmt(_v(pri, 'closer_to_train'))} "
+                         f"(0.5 = none), DCR overfitting protection {fmt(_v(pri, 'dcr_overfitting_protection'))}, "
+                         f"MIA AUC {fmt(_v(pri, 'mia_auc'))}")
+        return lines
+    for part, values in (("fidelity", fid), ("utility", uti), ("privacy", pri)):
+        flat = {k: v for k, v in values.items() if isinstance(v, (int, float))}
+        lines.append(f"{part}: " + ", ".join(f"{k} {fmt(v)}" for k, v in flat.items()))
+    return lines
+
+
+def _v(d: dict, key: str) -> Any:
+    v = d.get(key)
+    return v.get("value") if isinstance(v, dict) else v
+
+
+def _ref(d: dict, key: str) -> Any:
+    v = d.get(key)
+    if isinstance(v, dict):
+        return v.get("reference")
+    return d.get(f"holdout_{key}", d.get("reference", {}).get(key) if isinstance(d.get("reference"), dict) else None)
