@@ -161,3 +161,19 @@ def test_http_synthesis_job_runs_in_the_background_and_serves_its_files(people):
         assert "<svg" in c.get(job["links"]["report_html"]).text
         assert any(j["id"] == job["id"] for j in c.get("/api/synthesize").json()["data"])
         assert c.get("/api/synthesize/syn-doesnotexist").status_code == 404
+
+
+def test_a_dp_run_reports_its_epsilon_and_bad_budgets_are_refused(people, tmp_path):
+    row = aigc.train("people", family="tvae", preset="dp3", name="dp", workspace=people, max_steps=12,
+                     batch_size=32)
+    s = row["summary"]
+    assert 0 < s["epsilon"] <= 3.0 and 0 < s["delta"] < 1 / 300
+    rep = aigc.report("dp", workspace=people)
+    assert rep["privacy"]["differential_privacy"]["epsilon"] == s["epsilon"]
+    with pytest.raises(InvalidInput, match="epsilon"):
+        aigc.train("people", family="tvae", preset="dp3", name="dp0", workspace=people, max_steps=12,
+                   model={"epsilon": 0})
+    with pytest.raises(InvalidInput, match="needs --max-steps"):
+        aigc.train("people", family="tvae", preset="dp3", name="dp1", workspace=people, max_steps=0,
+                   time_budget=5)
+    assert not people.has_run("dp0") and not people.has_run("dp1")

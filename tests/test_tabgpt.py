@@ -109,8 +109,8 @@ def test_cached_sampling_path_matches_the_training_forward(trained, table):
     B, n = x.shape
     order = torch.arange(n).expand(B, n)
     start = torch.full((B, 1), trained.vocab_size)
-    h = (trained.value_emb(torch.cat([start, x[:, :-1]], 1)) + trained.column_emb(torch.cat([torch.full((B, 1), n), order[:, :-1]], 1))
-         + trained.next_emb(order))
+    h = (trained.value_embed(torch.cat([start, x[:, :-1]], 1)) + trained.column_embed(torch.cat([torch.full((B, 1), n), order[:, :-1]], 1))
+         + trained.next_embed(order))
     with torch.no_grad():
         full = h
         for block in trained.blocks:

@@ -127,6 +127,17 @@ def _prepare_image(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, ca
     return Prepared(model, task, {"classes": train.classes if conditional else []})
 
 
+def _plan_privacy(fam: type, model_cfg: Any, cfg: TrainConfig) -> None:
+    """A differentially private table run plans its noise for the run's steps: ``dp_steps`` follows
+    ``max_steps``, and a run with a time budget alone is refused (the accountant must know the steps)."""
+    if not getattr(fam, "DP", False) or not getattr(model_cfg, "epsilon", 0):
+        return
+    if not cfg.max_steps:
+        raise InvalidInput("a differentially private run needs --max-steps: the noise is planned for a number of "
+                           "steps (a time budget may still stop it earlier, spending less of epsilon)")
+    model_cfg.dp_steps = cfg.max_steps
+
+
 def _prepare_table(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, card: dict,
                    encoding: dict[str, Any] | None = None) -> Prepared:
     from aigc.data.tables import TableMetadata, read_table_split, to_model_frame
@@ -143,6 +154,8 @@ def _prepare_table(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, ca
         t0 = time.perf_counter()
         encoding = fam.fit_encoding(model_cfg, train, specs, cfg.seed)
         fit_s = round(time.perf_counter() - t0, 2)
+        if cfg.time_budget:  # the budget is the whole fit's: the encoding's seconds come out of the loop's
+            cfg.time_budget = max(1.0, cfg.time_budget - fit_s)
     torch.manual_seed(cfg.seed)
     model = fam(model_cfg, encoding)
     task = None
@@ -192,6 +205,7 @@ def train(
     fam = get_family(family)
     model_cfg = make_config(fam, preset, model_overrides)
     cfg = train_config_for(fam, preset, train_overrides)
+    _plan_privacy(fam, model_cfg, cfg)
     ds = ws.get_dataset(dataset)
     if ds["modality"] != fam.modality:
         raise InvalidInput(f"dataset {dataset!r} holds {ds['modality']} but {family} is a {fam.modality} family")
@@ -326,9 +340,10 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
         "unit": state.unit,  # what tokens_seen counts
         **state.val_figures,  # the best val loss in the data's terms (val_bits_per_token for text)
     }
-    if "epsilon" in state.extra:  # a differentially private run: the privacy the accountant says it spent
-        summary["epsilon"] = state.extra["epsilon"]
-        summary["delta"] = state.extra.get("delta")
+    privacy = model.privacy() if hasattr(model, "privacy") else None
+    if privacy:  # a differentially private run: what the accountant says it spent, and its delta
+        summary["epsilon"], summary["delta"] = privacy.get("epsilon"), privacy.get("delta")
+        summary["privacy"] = privacy
     if status == "finished" and (hasattr(model, "export") or hasattr(model, "save_pipeline")):
         _export(model, run_dir)
     ws.update_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)

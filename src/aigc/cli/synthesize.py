@@ -78,11 +78,14 @@ def synthesize(
     """Write a synthetic data set made by RUN, labelled as AI-generated."""
     import aigc
 
+    from aigc.synthesis import _modality
+
     threads(threads_)
     ws = aigc.open_workspace(workspace)
+    unit = {"table": "rows", "text": "records", "image": "images"}.get(_modality(ws, run), "items")
     summary = aigc.synthesize(run, n=n, out=out_path, conditions=parse_pairs(cond, "--cond") or None,
                               constraints=_constraints(constraint) or None, seed=seed, ingest=ingest,
-                              workspace=ws, progress=_Progress("rows"))
+                              workspace=ws, progress=_Progress(unit))
     if as_json:
         out.print_json(json.dumps(summary, ensure_ascii=False, default=str))
         return

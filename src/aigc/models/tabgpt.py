@@ -163,9 +163,9 @@ class TabGPT(nn.Module):
         counts = torch.tensor([n for c in self.columns for n in c["counts"]], dtype=torch.float32)
         # sampling never draws a token no train row had (e.g. a category only the val split holds)
         self.register_buffer("unseen", torch.where(counts > 0, 0.0, -math.inf), persistent=False)
-        self.value_emb = nn.Embedding(V + 1, d)  # + the start token (id V)
-        self.column_emb = nn.Embedding(n_col + 1, d)  # the column of the value read; + none (the start)
-        self.next_emb = nn.Embedding(n_col, d)  # the column to predict
+        self.value_embed = nn.Embedding(V + 1, d)  # + the start token (id V)
+        self.column_embed = nn.Embedding(n_col + 1, d)  # the column of the value read; + none (the start)
+        self.next_embed = nn.Embedding(n_col, d)  # the column to predict
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(d)
@@ -226,8 +226,8 @@ class TabGPT(nn.Module):
         seq = tokens.gather(1, order)  # (B, n) values in reading order
         start = torch.full((B, 1), self.vocab_size, dtype=torch.long, device=tokens.device)
         none = torch.full((B, 1), n, dtype=torch.long, device=tokens.device)
-        h = (self.value_emb(torch.cat([start, seq[:, :-1]], 1)) + self.column_emb(torch.cat([none, order[:, :-1]], 1))
-             + self.next_emb(order))
+        h = (self.value_embed(torch.cat([start, seq[:, :-1]], 1)) + self.column_embed(torch.cat([none, order[:, :-1]], 1))
+             + self.next_embed(order))
         h = self.drop(h)
         for block in self.blocks:
             h = block(h)
@@ -281,7 +281,7 @@ class TabGPT(nn.Module):
         prev = torch.full((m,), self.vocab_size, dtype=torch.long, device=device)
         prev_col = n
         for k, c in enumerate(order):
-            h = self.value_emb(prev) + self.column_emb.weight[prev_col] + self.next_emb.weight[c]  # (m, d)
+            h = self.value_embed(prev) + self.column_embed.weight[prev_col] + self.next_embed.weight[c]  # (m, d)
             if c in given:
                 tok = torch.full((m,), given[c][0], dtype=torch.long, device=device)
             if c not in given or k < len(order) - 1:

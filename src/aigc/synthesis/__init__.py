@@ -184,3 +184,14 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def sample_table(ws: Any, run: str, n: int, *, seed: int = 0, conditions: dict[str, Any] | None = None,
+                 constraints: list[dict[str, Any]] | None = None):
+    """``n`` rows of a table run as a pandas frame of the stored table's columns (no file)."""
+    from aigc import runs
+
+    gen = runs.load(ws, run)
+    if getattr(gen, "modality", None) != "table":
+        raise InvalidInput(f"run {run!r} is not a table run: sample_table takes table runs")
+    return gen.sample(n, conditions=conditions, seed=seed, constraints=constraints)

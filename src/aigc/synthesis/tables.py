@@ -115,12 +115,11 @@ def table_report(ws: Any, run: str, synth: pd.DataFrame | Path | None = None, *,
     report = compare(train, synth, holdout if len(holdout) else None, meta, target=target, seed=seed)
     report["run"] = run
     report["family"] = spec.get("family")
-    row = ws.get_run(run)
-    dp = (row.get("summary") or {}).get("epsilon")
-    if spec.get("model_config", {}).get("epsilon"):
+    summary = ws.get_run(run).get("summary") or {}
+    if spec.get("model_config", {}).get("epsilon"):  # DP-SGD: the accountant's (epsilon, delta) of the run
         report["privacy"]["differential_privacy"] = {
-            "target_epsilon": spec["model_config"]["epsilon"], "epsilon": dp,
-            "delta": spec["model_config"].get("delta") or None}
+            "target_epsilon": spec["model_config"]["epsilon"], "epsilon": summary.get("epsilon"),
+            "delta": summary.get("delta")}
     return report
 
 
