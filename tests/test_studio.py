@@ -330,3 +330,35 @@ def test_outputs_show_the_safety_verdict_and_the_policy_page_checks_text(page):
     page.fill("#policy-text", "这款绿茶清香回甘")
     page.click("#policy-check")
     page.wait_for_selector("#policy-result:has-text('Allowed')")
+
+
+@pytest.fixture(scope="module")
+def table_ws(tmp_path_factory):
+    """A copula run "cop" on a small customer table whose category names hold markup."""
+    import aigc
+
+    from test_synthesis import write_people
+
+    root = tmp_path_factory.mktemp("tables")
+    ws = aigc.open_workspace(root / "ws")
+    aigc.ingest(write_people(root / "people.csv"), "people", workspace=ws, split=(0.8, 0.1, 0.1))
+    aigc.train("people", family="copula", preset="small", name="cop", workspace=ws)
+    return ws
+
+
+def test_synthesize_page_runs_a_job_and_shows_its_report(table_ws):
+    with LiveServer(table_ws) as server, open_page(server.url) as pg:
+        pg.click("button[data-tab=synth]")
+        pg.wait_for_selector("#synth-run option[value=cop]", state="attached")
+        pg.select_option("#synth-run", "cop")
+        pg.fill("#synth-n", "150")
+        pg.select_option("#synth-target", "member")
+        pg.select_option("#synth-cond-box select[data-col=city]", "Shenzhen")
+        pg.click("#synth-start")
+        pg.wait_for_selector("#synth-report", state="attached", timeout=120_000)
+        pg.wait_for_function("document.querySelector('#synth-report').srcdoc.includes('<svg')", timeout=60_000)
+        assert "Quality" in pg.text_content("#synth-result")
+        assert pg.locator("#synth-jobs tbody tr").count() == 1
+        job = table_ws.root / "synthetic"
+        data = next(job.glob("syn-*/synthetic.csv")).read_text(encoding="utf-8").splitlines()
+        assert len(data) == 151 and all(",Shenzhen," in line for line in data[1:])

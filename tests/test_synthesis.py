@@ -177,3 +177,10 @@ def test_a_dp_run_reports_its_epsilon_and_bad_budgets_are_refused(people, tmp_pa
         aigc.train("people", family="tvae", preset="dp3", name="dp1", workspace=people, max_steps=0,
                    time_budget=5)
     assert not people.has_run("dp0") and not people.has_run("dp1")
+
+
+def test_a_table_run_resumes_where_it_stopped(people):
+    aigc.train("people", family="tvae", preset="tiny", name="tv", workspace=people, max_steps=10)
+    row = aigc.resume("tv", workspace=people, max_steps=20)
+    assert row["status"] == "finished" and row["step"] == 20
+    assert len(aigc.load("tv", workspace=people).sample(16, seed=0)) == 16
