@@ -142,13 +142,15 @@ def _prepare_table(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, ca
                    encoding: dict[str, Any] | None = None) -> Prepared:
     from aigc.data.tables import TableMetadata, read_table_split, to_model_frame
     from aigc.models.table_encoding import column_specs
+    from aigc.table_generation import combinations
 
     meta = TableMetadata.from_dict(card["metadata"])
     specs = column_specs(meta)
     if not specs:
         raise InvalidInput(f"dataset {card.get('name')!r} has no column a table family can learn "
                            "(only id, text or PII columns): ingest it with --metadata naming their kinds")
-    train = to_model_frame(read_table_split(ds_dir, "train"), meta)
+    stored_train = read_table_split(ds_dir, "train")
+    train = to_model_frame(stored_train, meta)
     fit_s = None
     if encoding is None:  # a new run: the encoding is learned from the train split
         t0 = time.perf_counter()
@@ -163,22 +165,10 @@ def _prepare_table(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, ca
         val = to_model_frame(read_table_split(ds_dir, "val"), meta)
         task = TableTask(model.encode(train), model.encode(val) if len(val) else None, cfg)
     # fixed combinations are checked against the combinations the train split holds
-    combos = {}
-    for c in meta.constraints:
-        if c.get("type") == "fixed_combinations":
-            cols = list(c["columns"])
-            key = ",".join(cols)
-            combos[key] = sorted({tuple(_json_cell(v) for v in row)
-                                  for row in read_table_split(ds_dir, "train")[cols].itertuples(index=False)})
+    combos = {",".join(c["columns"]): combinations(stored_train, list(c["columns"]))
+              for c in meta.constraints if c.get("type") == "fixed_combinations"}
     return Prepared(model, task, {"metadata": card["metadata"], "n_train_rows": len(train),
                                   "fixed_combinations": combos, "encoding_fit_s": fit_s}, encoding=encoding)
-
-
-def _json_cell(v: Any) -> Any:
-    """A table cell as JSON keeps it: missing -> None, numpy scalars -> Python."""
-    if v is None or (isinstance(v, float) and v != v):
-        return None
-    return v.item() if hasattr(v, "item") else v
 
 
 def _prepare(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, overrides=None, tokenizer=None,

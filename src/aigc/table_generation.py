@@ -49,8 +49,8 @@ class TableGenerator:
     def check_conditions(self, conditions: dict[str, Any] | None) -> dict[str, Any]:
         """Conditions as the model frame holds them; unknown columns or never-seen values refused."""
         out: dict[str, Any] = {}
+        names = self.columns
         for column, value in (conditions or {}).items():
-            names = [c.name for c in self.meta.columns]
             if column not in names:
                 raise InvalidInput(f"unknown condition column {column!r}: the table's columns are {', '.join(names)}")
             col = self.meta.column(column)
@@ -98,9 +98,7 @@ class TableGenerator:
         if self.dataset_dir is None:
             raise InvalidInput(f"a new fixed_combinations constraint on {', '.join(cols)} needs the run's dataset "
                                f"{self.spec.get('dataset')!r}, which no longer exists")
-        train = read_table_split(self.dataset_dir, "train")[cols]
-        train = train.astype(object).where(train.notna(), None)
-        return {tuple(_plain(v) for v in row) for row in train.itertuples(index=False)}
+        return set(combinations(read_table_split(self.dataset_dir, "train"), cols))
 
     def sample(self, n: int, conditions: dict[str, Any] | None = None, seed: int = 0,
                constraints: list[dict[str, Any]] | None = None, progress=None) -> pd.DataFrame:
@@ -161,6 +159,13 @@ class TableGenerator:
                     rows = stored[cols].astype(object).where(stored[cols].notna(), None)
                     ok &= np.array([tuple(_plain(v) for v in r) in allowed for r in rows.itertuples(index=False)])
         return ok
+
+
+def combinations(frame: pd.DataFrame, cols: list[str]) -> list[tuple]:
+    """The distinct value combinations of ``cols`` in ``frame`` (missing as None), sorted as JSON keeps them."""
+    part = frame[cols].astype(object).where(frame[cols].notna(), None)
+    return sorted({tuple(_plain(v) for v in row) for row in part.itertuples(index=False)},
+                  key=lambda t: tuple((v is None, str(v)) for v in t))
 
 
 def _plain(v: Any) -> Any:

@@ -176,12 +176,10 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
 
 
 def _v(d: dict, key: str) -> Any:
-    v = d.get(key)
-    return v.get("value") if isinstance(v, dict) else v
+    """A privacy figure's value (``{"value", "reference"}``, see aigc.metrics.table.privacy)."""
+    return (d.get(key) or {}).get("value")
 
 
 def _ref(d: dict, key: str) -> Any:
-    v = d.get(key)
-    if isinstance(v, dict):
-        return v.get("reference")
-    return d.get(f"holdout_{key}", d.get("reference", {}).get(key) if isinstance(d.get("reference"), dict) else None)
+    """What a real holdout scores for the same figure."""
+    return (d.get(key) or {}).get("reference")

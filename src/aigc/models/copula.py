@@ -102,12 +102,6 @@ class Copula(nn.Module):
         chol = _cholesky(corr)
         return {"specs": [s.to_dict() for s in specs], "marginals": marginals, "cholesky": chol.tolist()}
 
-    def encode(self, frame: pd.DataFrame) -> torch.Tensor:  # nothing to train: the loop is skipped
-        return torch.zeros(len(frame), 0)
-
-    def validation_losses(self, x, y=None) -> dict[str, float]:
-        return {}
-
     @torch.no_grad()
     def sample(self, n: int, conditions: dict[str, Any] | None = None,
                generator: torch.Generator | None = None) -> pd.DataFrame:

@@ -26,16 +26,8 @@ from aigc.errors import InvalidInput
 def _modality(ws: Any, run: str) -> str:
     from aigc import runs
 
-    spec = runs.read_spec(ws.run_path(run) if ws.has_run(run) else _no_run(run))
-    if spec.get("base"):
-        return "text"
-    return spec.get("modality", "text")
-
-
-def _no_run(run: str):
-    from aigc.errors import NotFound
-
-    raise NotFound(f"no run named {run!r}: see `aigc runs`")
+    spec = runs.read_spec(Path(ws.get_run(run)["path"]))  # an unknown run: the catalog's NotFound
+    return "text" if spec.get("base") else spec.get("modality", "text")
 
 
 def synthesize(ws: Any, run: str, n: int, out: str | Path, *, conditions: dict[str, Any] | None = None,
