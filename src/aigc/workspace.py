@@ -3,10 +3,12 @@
 Layout under the root (``$AIGC_HOME``, default ``~/.aigc``)::
 
     catalog.db            SQLite (WAL mode) through SQLAlchemy: datasets, runs, generations,
-                          feedback, arena votes, API keys, migrations
+                          feedback, arena votes, API keys, the audit log, hand-offs, copy
+                          events, migrations
     generations/<id>/     images made by the server (their paths are in the generations table)
     datasets/<name>/      one ingested dataset (train/val/test files + card.json)
     runs/<name>/          one training run (checkpoints, metrics, export, eval)
+    kb/<name>/            a knowledge base of the assistant (chunks, vectors; aigc.apps.assistant.kb)
     bases/<name>/         a pretrained base de-quantized from GGUF (a folder base stays where it is)
     tmp/                  staging area: everything is written here first, then renamed
 
@@ -181,6 +183,34 @@ audit_table = sa.Table(
 )
 
 
+# The customer-service assistant (aigc.apps.assistant): a conversation passed to a person.
+handoffs_table = sa.Table(
+    "handoffs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.String(40), nullable=False, index=True),
+    sa.Column("kb", sa.String(200), nullable=False, index=True),
+    sa.Column("reason", sa.String(32), nullable=False),  # requested | low_confidence | safety
+    sa.Column("question", sa.Text, nullable=False),  # the last question, redacted per the log actions
+    sa.Column("conversation", sa.Text, nullable=False, default="[]"),  # JSON turns, redacted likewise
+    sa.Column("confidence", sa.Float, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False, default="open"),  # open | closed
+    sa.Column("delivered", sa.Text, nullable=True),  # the webhook's answer: "200" or the error
+)
+
+# The copywriting desk's variants (aigc.apps.copy): what was shown, chosen or clicked.
+copy_events_table = sa.Table(
+    "copy_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("experiment", sa.String(200), nullable=False, index=True),  # usually the product id
+    sa.Column("variant", sa.String(200), nullable=False),  # "control" or a candidate's id
+    sa.Column("event", sa.String(16), nullable=False),  # shown | chosen | clicked
+    sa.Column("text", sa.Text, nullable=True),  # the variant's text (first event that carries it)
+)
+
+
 def _m001_initial(conn: Connection) -> None:
     for table in (datasets_table, runs_table):
         table.create(conn, checkfirst=True)
@@ -213,6 +243,11 @@ def _m006_audit(conn: Connection) -> None:
     audit_table.create(conn, checkfirst=True)
 
 
+def _m007_apps(conn: Connection) -> None:
+    for table in (handoffs_table, copy_events_table):
+        table.create(conn, checkfirst=True)
+
+
 # Append-only: never edit or reorder an entry that has shipped; add a new one instead.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
@@ -221,6 +256,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m004_feedback_kinds", _m004_feedback_kinds),
     ("m005_arena", _m005_arena),
     ("m006_audit", _m006_audit),
+    ("m007_apps", _m007_apps),
 ]
 
 

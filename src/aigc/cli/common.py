@@ -126,6 +126,28 @@ def hms(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+class RateProgress:
+    """``done/total`` of long work in its own unit (rows/s, products/s) with an ETA, on stderr, every
+    few seconds (and once at the end)."""
+
+    def __init__(self, verb: str, unit: str, every_s: float = 2.0):
+        import time
+
+        self._clock = time.perf_counter
+        self.start = self.last = self._clock()
+        self.verb, self.unit, self.every_s = verb, unit, every_s
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self._clock()
+        if now - self.last < self.every_s and done < total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (total - done) / rate if rate else float("inf")
+        speed = f"{rate:,.2f}" if rate < 10 else f"{rate:,.0f}"
+        err.print(f"{self.verb}: {done:,}/{total:,} {self.unit}, {speed} {self.unit}/s, ETA {hms(eta)}")
+
+
 class TrainProgress:
     """A Rich progress bar fed by the training loop's hooks: loss, val loss, throughput in the
     task's own unit (``tok/s``, ``img/s``), ETA."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from aigc.cli import (audit, base, data, demo, evaluate, export, generate, label, runs, safety, serve, synthesize,
-                      train, tune)
+from aigc.cli import (assistant, audit, base, copy, data, demo, evaluate, export, generate, label, runs, safety,
+                      serve, synthesize, train, tune)
 from aigc.cli.common import guard
 
 app = typer.Typer(
@@ -37,6 +37,9 @@ app.add_typer(safety.pii_app, name="pii")
 app.add_typer(safety.policy_app, name="policy")
 app.add_typer(label.label_app, name="label")
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(copy.copy_app, name="copy")
+app.add_typer(assistant.kb_app, name="kb")
+app.add_typer(assistant.assistant_app, name="assistant")
 
 
 def main() -> None:

@@ -9,28 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from aigc.cli.common import JsonOpt, ThreadsOpt, WorkspaceOpt, err, fmt, hms, out, parse_pairs, threads
+from aigc.cli.common import JsonOpt, RateProgress, ThreadsOpt, WorkspaceOpt, fmt, out, parse_pairs, threads
 from aigc.errors import InvalidInput
-
-
-class _Progress:
-    """Rows made so far in rows/s with an ETA, on stderr, every few seconds."""
-
-    def __init__(self, unit: str, every_s: float = 2.0):
-        import time
-
-        self._clock = time.perf_counter
-        self.start = self.last = self._clock()
-        self.unit, self.every_s = unit, every_s
-
-    def __call__(self, done: int, total: int) -> None:
-        now = self._clock()
-        if now - self.last < self.every_s:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (total - done) / rate if rate else float("inf")
-        err.print(f"synthesizing: {done:,}/{total:,} {self.unit}, {rate:,.0f} {self.unit}/s, ETA {hms(eta)}")
 
 
 def _constraints(items: list[str] | None) -> list[dict[str, Any]]:
@@ -85,7 +65,7 @@ def synthesize(
     unit = {"table": "rows", "text": "records", "image": "images"}.get(_modality(ws, run), "items")
     summary = aigc.synthesize(run, n=n, out=out_path, conditions=parse_pairs(cond, "--cond") or None,
                               constraints=_constraints(constraint) or None, seed=seed, ingest=ingest,
-                              workspace=ws, progress=_Progress(unit))
+                              workspace=ws, progress=RateProgress("synthesizing", unit))
     if as_json:
         out.print_json(json.dumps(summary, ensure_ascii=False, default=str))
         return

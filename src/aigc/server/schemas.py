@@ -294,3 +294,57 @@ class SynthesizeRequest(Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     report: bool = True
     target: str | None = Field(None, max_length=200)
+
+
+# -- business apps (issue 15) ---------------------------------------------------------------------------
+
+
+class Turn(Strict):
+    role: str = Field(..., pattern="^(user|assistant|system)$")
+    content: str = Field(..., max_length=20_000)
+    clarify: bool | None = None  # an assistant turn that asked "did you mean ..." (the reply's own flag)
+
+
+class AskRequest(Strict):
+    """``POST /api/kb/{name}/ask``: one turn of a conversation with the assistant."""
+
+    question: str = Field(..., min_length=1, max_length=2000)
+    history: list[Turn] = Field(default_factory=list, max_length=50)
+    mode: str | None = Field(None, pattern="^(auto|faq|extractive|generate)$")
+    model: str | None = Field(None, max_length=200)
+
+
+class KbSettingsRequest(Strict):
+    mode: str | None = Field(None, pattern="^(auto|faq|extractive|generate)$")
+    model: str | None = Field(None, max_length=200)
+    webhook: str | None = Field(None, max_length=2000)
+
+
+AttrValue = str | int | float | bool | list[str]
+
+
+class CopyRequest(Strict):
+    """``POST /api/copy``: ranked copy candidates for one product."""
+
+    product: dict[str, AttrValue] = Field(..., max_length=40)
+    brief: dict[str, str | int] | None = None
+    n: int = Field(5, ge=1, le=20)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    model: str | None = Field(None, max_length=200)
+    rules: dict[str, Any] | None = None  # this call's rules instead of the workspace's
+
+
+class CopyEventRequest(Strict):
+    """``POST /api/copy/events``: a variant was shown, chosen or clicked."""
+
+    experiment: str = Field(..., min_length=1, max_length=200)
+    variant: str = Field(..., min_length=1, max_length=200)
+    event: str = Field(..., pattern="^(shown|chosen|clicked)$")
+    text: str | None = Field(None, max_length=20_000)
+
+
+class CopyPickRequest(Strict):
+    """``POST /api/copy/pick``: which variant to show next (Thompson sampling)."""
+
+    experiment: str = Field(..., min_length=1, max_length=200)
+    variants: list[str] = Field(..., min_length=1, max_length=50)

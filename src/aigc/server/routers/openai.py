@@ -44,7 +44,9 @@ def list_models(request: Request) -> dict[str, Any]:
         if _has_weights(ws.run_path(row["name"])):
             data.append({"id": row["name"], "object": "model", "created": _epoch(row["created_at"]),
                          "owned_by": "aigc", "family": row["family"], "dataset": row["dataset"]})
-    return {"object": "list", "data": data}
+    from aigc.server.routers.assistant import kb_models
+
+    return {"object": "list", "data": data + kb_models(ws)}
 
 
 @router.get("/models/{model}")
@@ -176,6 +178,10 @@ def _chat_logprobs(tokens) -> dict[str, Any]:
 
 @router.post("/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request):
+    if body.model.startswith("kb:"):  # the customer-service assistant of a knowledge base
+        from aigc.server.routers.assistant import chat
+
+        return await chat(body, request)
     prompt = "\n".join(m.text() for m in body.messages if m.text())
     max_tokens = body.max_completion_tokens or body.max_tokens
     top = (body.top_logprobs or 0) if body.logprobs else None

@@ -58,6 +58,32 @@ const I18N = {
     "policy.test": "Check a text", "policy.test_hint": "Text to check against the policy",
     "policy.ok": "Allowed.", "policy.flagged": "Flagged: {what}", "m.safety": "Safety",
     "m.blocked_share": "blocked share", "m.samples_with_pii": "samples with PII", "m.over_threshold": "copied over threshold",
+
+    "tab.copy": "Copy", "copy.product": "Product", "copy.add_attr": "Add attribute", "copy.key": "attribute",
+    "copy.value": "value", "copy.remove": "Remove", "copy.load_file": "Load products (JSON, JSONL or CSV)",
+    "copy.loaded": "{n} products loaded: pick one.", "copy.bad_file": "{name}: {why}", "copy.channel": "Channel",
+    "copy.ch.title": "Title", "copy.ch.detail": "Detail page", "copy.ch.social": "Social post", "copy.ch.ad": "Ad line",
+    "copy.tone": "Tone", "copy.audience": "Audience", "copy.n": "Candidates", "copy.rules": "Brand rules",
+    "copy.rules_save": "Save rules", "copy.rules_saved": "Rules saved.", "copy.rules_json": "The rules are not JSON: {why}",
+    "copy.generate": "Write copy", "copy.working": "Writing… (the first call loads the model)",
+    "copy.no_attrs": "Give the product at least one attribute with a value.",
+    "copy.rank": "#{rank}", "copy.passed": "passed", "copy.failed": "needs work",
+    "copy.coverage": "Coverage {score}", "copy.missing": "missing: {keys}", "copy.invented": "Invented values: {what}",
+    "copy.violations": "Rule violations", "copy.length": "{n} characters (allowed {lo}–{hi})",
+    "copy.safety": "Safety: {what}", "copy.repaired": "Spec sentence added for: {keys}",
+    "copy.copy": "Copy", "copy.copied": "Copied, with the AI label.", "copy.export": "Export",
+    "copy.choose": "Choose", "copy.chosen": "Chosen: thanks, saved.", "copy.none": "No candidate came back.",
+    "copy.label": "[AI-generated]",
+    "tab.assist": "Assistant", "assist.kb": "Knowledge base", "assist.kb_new": "New knowledge base (for an upload)",
+    "assist.upload": "Add a document", "assist.uploading": "Adding {name}…",
+    "assist.uploaded": "{name} added: {docs} documents, {chunks} chunks.", "assist.no_kb": "No knowledge base yet: add a document.",
+    "assist.need_kb": "Pick a knowledge base or type a new name first.", "assist.ask_hint": "Ask a question",
+    "assist.send": "Send", "assist.new": "New conversation", "assist.you": "You", "assist.bot": "Assistant",
+    "assist.thinking": "…", "assist.sources": "Sources", "assist.did_you_mean": "Did you mean:",
+    "assist.handoff": "This conversation was passed to a person: it is in the hand-off queue.",
+    "assist.confidence": "confidence {c}", "assist.queue": "Hand-off queue", "assist.reason": "Reason",
+    "assist.question": "Question", "assist.close": "Close", "assist.no_handoffs": "No open hand-offs.",
+    "assist.chunk": "Chunk {id} · {doc}", "assist.hide": "Hide",
   },
   zh: {
     "tab.play": "试玩", "tab.runs": "训练任务", "tab.datasets": "数据集", "tab.log": "生成记录",
@@ -114,6 +140,32 @@ const I18N = {
     "policy.test": "检测文本", "policy.test_hint": "要按策略检测的文本",
     "policy.ok": "通过。", "policy.flagged": "已标记：{what}", "m.safety": "安全",
     "m.blocked_share": "拦截比例", "m.samples_with_pii": "含个人信息的样本比例", "m.over_threshold": "超过阈值的复制比例",
+
+    "tab.copy": "文案", "copy.product": "商品", "copy.add_attr": "添加属性", "copy.key": "属性",
+    "copy.value": "值", "copy.remove": "删除", "copy.load_file": "载入商品文件（JSON、JSONL 或 CSV）",
+    "copy.loaded": "已载入 {n} 个商品：请选择一个。", "copy.bad_file": "{name}：{why}", "copy.channel": "渠道",
+    "copy.ch.title": "标题", "copy.ch.detail": "详情页", "copy.ch.social": "社交媒体", "copy.ch.ad": "广告语",
+    "copy.tone": "语气", "copy.audience": "目标人群", "copy.n": "候选数", "copy.rules": "品牌规则",
+    "copy.rules_save": "保存规则", "copy.rules_saved": "规则已保存。", "copy.rules_json": "规则不是合法的 JSON：{why}",
+    "copy.generate": "生成文案", "copy.working": "生成中……（首次调用需要加载模型）",
+    "copy.no_attrs": "请至少为商品填写一项有值的属性。",
+    "copy.rank": "第 {rank} 名", "copy.passed": "通过", "copy.failed": "需修改",
+    "copy.coverage": "属性覆盖 {score}", "copy.missing": "缺少：{keys}", "copy.invented": "编造的属性值：{what}",
+    "copy.violations": "违反规则", "copy.length": "{n} 个字符（允许 {lo}–{hi}）",
+    "copy.safety": "安全：{what}", "copy.repaired": "已补充规格句：{keys}",
+    "copy.copy": "复制", "copy.copied": "已复制（含 AI 标识）。", "copy.export": "导出",
+    "copy.choose": "选用", "copy.chosen": "已选用，谢谢。", "copy.none": "没有返回候选文案。",
+    "copy.label": "【AI生成】",
+    "tab.assist": "客服助手", "assist.kb": "知识库", "assist.kb_new": "新建知识库（上传时使用）",
+    "assist.upload": "添加文档", "assist.uploading": "正在添加 {name}……",
+    "assist.uploaded": "已添加 {name}：共 {docs} 个文档、{chunks} 个片段。", "assist.no_kb": "还没有知识库：请先添加文档。",
+    "assist.need_kb": "请先选择知识库或填写新知识库名称。", "assist.ask_hint": "请输入问题",
+    "assist.send": "发送", "assist.new": "新对话", "assist.you": "您", "assist.bot": "助手",
+    "assist.thinking": "……", "assist.sources": "来源", "assist.did_you_mean": "您是不是想问：",
+    "assist.handoff": "已转接人工客服：此对话已进入人工队列。",
+    "assist.confidence": "置信度 {c}", "assist.queue": "人工队列", "assist.reason": "原因",
+    "assist.question": "问题", "assist.close": "关闭", "assist.no_handoffs": "没有待处理的人工转接。",
+    "assist.chunk": "片段 {id} · {doc}", "assist.hide": "收起",
   },
 };
 
@@ -140,7 +192,7 @@ async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
   const key = localStorage.getItem("aigc.key");
   if (key) headers.Authorization = "Bearer " + key;
-  if (options.body && typeof options.body !== "string") {
+  if (options.body && typeof options.body !== "string" && !(options.body instanceof Blob)) {  // a Blob: file bytes
     headers["Content-Type"] = "application/json";
     options = Object.assign({}, options, { body: JSON.stringify(options.body) });
   }
@@ -884,13 +936,391 @@ async function loadSynthJobs() {
       t("synth.report")) : ""))));
 }
 
+// -- copy: the copywriting desk; a product, a brief and the brand rules -> ranked, checked candidates ----
+
+const AI_LABEL = { zh: "【AI生成】", en: "[AI-generated]" };  // the explicit label that goes with copied copy
+const BRIEF_FIELDS = ["channel", "tone", "audience", "length"];
+let copyProducts = [];
+
+function attrRow(key = "", value = "") {
+  const row = el("div", { class: "attr-row" },
+    el("input", { class: "attr-key", type: "text", placeholder: t("copy.key") }),
+    el("input", { class: "attr-value", type: "text", placeholder: t("copy.value") }),
+    el("button", { class: "attr-remove", title: t("copy.remove"), onclick: () => row.remove() }, "×"));
+  row.querySelector(".attr-key").value = key;  // .value: whatever the file held stays text
+  row.querySelector(".attr-value").value = value;
+  $("#copy-attrs").append(row);
+}
+
+function setProduct(p) {
+  $("#copy-attrs").replaceChildren();
+  for (const [k, v] of Object.entries(p.attributes)) {
+    if (v !== null && v !== undefined) attrRow(k, Array.isArray(v) ? v.join(", ") : String(v));
+  }
+  if (!$("#copy-attrs").children.length) attrRow();
+  const brief = p.brief || {};
+  if ([...$("#copy-channel").options].some((o) => o.value === brief.channel)) $("#copy-channel").value = brief.channel;
+  if (brief.tone) $("#copy-tone").value = brief.tone;
+  if (brief.audience) $("#copy-audience").value = brief.audience;
+}
+
+function productAttrs() {
+  const product = {};
+  document.querySelectorAll("#copy-attrs .attr-row").forEach((row) => {
+    const k = row.querySelector(".attr-key").value.trim(), v = row.querySelector(".attr-value").value.trim();
+    if (k && v) product[k] = v;
+  });
+  return product;
+}
+
+// A CSV/TSV text as records keyed by its header (quoted fields, doubled quotes and newlines in quotes).
+function parseTable(text, sep) {
+  const rows = [];
+  let row = [], field = "", quoted = false;
+  text = text.replace(/^\uFEFF/, "");
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') { field += '"'; i++; } else if (c === '"') quoted = false; else field += c;
+    } else if (c === '"' && field === "") quoted = true;
+    else if (c === sep) { row.push(field); field = ""; }
+    else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i++;
+      row.push(field); rows.push(row); row = []; field = "";
+    } else field += c;
+  }
+  if (field !== "" || row.length) { row.push(field); rows.push(row); }
+  const [head, ...body] = rows.filter((r) => r.some((v) => v.trim()));
+  if (!head) return [];
+  return body.map((r) => Object.fromEntries(head.map((h, j) => [h.trim(), (r[j] || "").trim()]).filter(([, v]) => v)));
+}
+
+// The products of a file: one JSON object of attributes, a JSON array, JSONL, or a CSV/TSV table;
+// records may be {"id", "attributes", "brief"} as `aigc copy batch` reads them.
+function parseProducts(name, text) {
+  const lower = name.toLowerCase();
+  let records;
+  if (lower.endsWith(".csv") || lower.endsWith(".tsv")) records = parseTable(text, lower.endsWith(".tsv") ? "\t" : ",");
+  else {
+    try {
+      const v = JSON.parse(text);
+      records = Array.isArray(v) ? v : [v];
+    } catch (e) {
+      records = text.split(/\r?\n/).map((line, i) => {
+        if (!line.trim()) return null;
+        try { return JSON.parse(line); } catch (err) { throw new Error(`line ${i + 1} is not JSON (${err.message}): give JSON, JSONL or CSV`); }
+      }).filter((r) => r !== null);
+    }
+  }
+  if (!records.length) throw new Error("no products in the file: give one JSON object of attributes, or rows of a CSV");
+  return records.map((r, i) => {
+    if (!r || typeof r !== "object" || Array.isArray(r)) throw new Error(`record ${i + 1} is not an object of attributes`);
+    const nested = r.attributes && typeof r.attributes === "object";
+    const attributes = nested ? r.attributes
+      : Object.fromEntries(Object.entries(r).filter(([k]) => k !== "id" && !BRIEF_FIELDS.includes(k)));
+    const brief = nested ? r.brief : Object.fromEntries(BRIEF_FIELDS.filter((k) => r[k]).map((k) => [k, r[k]]));
+    return { id: String(r.id ?? i + 1), attributes, brief };
+  });
+}
+
+async function loadProductFile() {
+  const input = $("#copy-file"), file = input.files[0], status = $("#copy-file-status"), pick = $("#copy-product-pick");
+  if (!file) return;
+  try {
+    copyProducts = parseProducts(file.name, await file.text());
+  } catch (e) {
+    status.textContent = t("copy.bad_file", { name: file.name, why: e.message });
+    return;
+  } finally { input.value = ""; }
+  pick.replaceChildren(...copyProducts.map((p, i) => el("option", { value: i }, p.id)));
+  pick.hidden = copyProducts.length < 2;
+  status.textContent = copyProducts.length > 1 ? t("copy.loaded", { n: copyProducts.length }) : "";
+  setProduct(copyProducts[0]);
+}
+
+async function loadCopy() {
+  if (!$("#copy-attrs").children.length) attrRow();
+  const rules = await (await api("/api/copy/rules")).json();
+  $("#copy-rules").value = JSON.stringify(rules, null, 2);
+}
+
+async function saveCopyRules() {
+  const status = $("#copy-rules-status");
+  let rules;
+  try { rules = JSON.parse($("#copy-rules").value); } catch (e) { status.textContent = t("copy.rules_json", { why: e.message }); return; }
+  try {
+    const saved = await (await api("/api/copy/rules", { method: "PUT", body: rules })).json();
+    $("#copy-rules").value = JSON.stringify(saved, null, 2);
+    status.textContent = t("copy.rules_saved");
+  } catch (e) { status.textContent = e.message; }
+}
+
+// The experiment a product's candidates belong to: a stable hash of its attributes (FNV-1a, two ways).
+function productHash(product) {
+  const text = JSON.stringify(Object.keys(product).sort().map((k) => [k, product[k]]));
+  let a = 0x811c9dc5, b = 0x9747b28c;
+  for (const ch of text) {
+    const c = ch.codePointAt(0);
+    a = Math.imul(a ^ c, 0x01000193) >>> 0;
+    b = Math.imul(b ^ c, 0x5bd1e995) >>> 0;
+  }
+  return "p-" + a.toString(16).padStart(8, "0") + b.toString(16).padStart(8, "0");
+}
+
+function copyEvent(experiment, cand, event) {
+  return api("/api/copy/events", { method: "POST", body: { experiment, variant: cand.id, event, text: cand.text } });
+}
+
+async function writeCopy() {
+  const status = $("#copy-status"), box = $("#copy-cands"), button = $("#copy-generate");
+  const product = productAttrs();
+  if (!Object.keys(product).length) { status.textContent = t("copy.no_attrs"); return; }
+  const brief = { channel: $("#copy-channel").value };
+  if ($("#copy-tone").value.trim()) brief.tone = $("#copy-tone").value.trim();
+  if ($("#copy-audience").value.trim()) brief.audience = $("#copy-audience").value.trim();
+  button.disabled = true;
+  status.textContent = t("copy.working");
+  try {
+    const body = { product, brief, n: Number($("#copy-n").value) || 3 };
+    const data = await (await api("/api/copy", { method: "POST", body })).json();
+    const experiment = productHash(product);
+    box.dataset.experiment = experiment;
+    box.replaceChildren(...data.candidates.map((c) => copyCard(c, data.lang, experiment)));
+    status.textContent = data.candidates.length ? "" : t("copy.none");
+    await Promise.all(data.candidates.map((c) => copyEvent(experiment, c, "shown")));
+    box.dataset.shown = String(data.candidates.length);
+  } catch (e) { status.textContent = e.message; } finally { button.disabled = false; }
+}
+
+// The text with each rule violation's span (code-point offsets, as the server counts) in a <mark>;
+// the length rule's span is the whole text, so it is left to the checks list.
+function markedText(text, violations) {
+  const chars = Array.from(text);
+  const spans = violations.filter((v) => v.rule !== "length" && Number.isInteger(v.start) && Number.isInteger(v.end) && v.start < v.end
+    && v.end <= chars.length).sort((x, y) => x.start - y.start || y.end - x.end);  // the longest span first
+  const box = el("div", { class: "output copy-text" });
+  let pos = 0;
+  for (const v of spans) {
+    if (v.start < pos) continue;  // overlaps the span before: that one is marked already
+    box.append(chars.slice(pos, v.start).join(""),
+      el("mark", { class: "violation", "data-rule": v.rule, title: `${v.rule}: ${v.detail}` }, chars.slice(v.start, v.end).join("")));
+    pos = v.end;
+  }
+  box.append(chars.slice(pos).join(""));
+  return box;
+}
+
+function checksList(c) {
+  const ch = c.checks, cov = ch.coverage;
+  const list = el("ul", { class: "checks" });
+  list.append(el("li", { class: "coverage" }, t("copy.coverage", { score: (cov.score * 100).toFixed(0) + "%" }),
+    cov.missing.length ? " · " + t("copy.missing", { keys: cov.missing.join(", ") }) : ""));
+  if (ch.invented.length) {
+    list.append(el("li", { class: "invented" }, t("copy.invented", {
+      what: ch.invented.map((x) => (typeof x === "object" ? `${x.key}: ${x.stated}` : String(x))).join(", ") })));
+  }
+  if (ch.violations.length) {
+    list.append(el("li", { class: "violations" }, t("copy.violations"),
+      el("ul", {}, ...ch.violations.map((v) => el("li", { "data-rule": v.rule }, `${v.rule}: ${v.detail}`)))));
+  }
+  list.append(el("li", { class: "length" }, t("copy.length", { n: ch.length, lo: ch.length_bounds[0], hi: ch.length_bounds[1] })));
+  if (ch.safety && ch.safety.decision !== "allow") {
+    list.append(el("li", { class: "flag blocked" }, t("copy.safety", { what: (ch.safety.categories || []).join(", ") || ch.safety.reason })));
+  }
+  if (c.repaired && c.repaired.length) list.append(el("li", { class: "muted" }, t("copy.repaired", { keys: c.repaired.join(", ") })));
+  return list;
+}
+
+async function toClipboard(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch (e) {  // no clipboard API (plain http to another host): the old way
+    const area = el("textarea");
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+}
+
+function saveText(name, text) {
+  const url = URL.createObjectURL(new Blob([text], { type: "text/plain;charset=utf-8" }));
+  const a = el("a", { href: url, download: name });
+  document.body.append(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+function copyCard(c, lang, experiment) {
+  const passed = c.checks.passed;
+  const labelled = `${c.text}\n${AI_LABEL[lang] || AI_LABEL.en}`;  // the label of the copy's own language
+  const status = el("span", { class: "muted copy-status" });
+  const choose = el("button", { class: "copy-choose", onclick: async () => {
+    try {
+      await copyEvent(experiment, c, "chosen");
+      choose.disabled = true;
+      card.classList.add("chosen");
+      status.textContent = t("copy.chosen");
+    } catch (e) { status.textContent = e.message; }
+  } }, t("copy.choose"));
+  const card = el("div", { class: "card copy-card", "data-id": c.id, "data-rank": c.rank },
+    el("h3", {}, t("copy.rank", { rank: c.rank }), " ",
+      el("span", { class: "badge " + (passed ? "passed" : "failed") }, t(passed ? "copy.passed" : "copy.failed"))),
+    markedText(c.text, c.checks.violations),
+    checksList(c),
+    el("div", { class: "safety" }, el("span", { class: "badge ai-label" }, AI_LABEL[lang] || AI_LABEL.en)),
+    el("div", { class: "actions" },
+      el("button", { class: "copy-copy", onclick: async () => { await toClipboard(labelled); status.textContent = t("copy.copied"); } },
+        t("copy.copy")),
+      el("button", { class: "copy-export", onclick: () => saveText(`copy-${c.id}.txt`, labelled + "\n") }, t("copy.export")),
+      choose, status));
+  return card;
+}
+
+// -- assistant: a knowledge base's answers with their sources, "did you mean", hand-offs ---------------
+
+let chatHistory = [];  // the conversation so far, sent with each question
+
+async function loadAssist() {
+  const kbs = (await (await api("/api/kb")).json()).data;
+  const select = $("#kb-select"), keep = select.value;
+  select.replaceChildren(...kbs.map((k) => el("option", { value: k.name }, `${k.name} (${k.documents} · ${k.chunks})`)));
+  if (kbs.some((k) => k.name === keep)) select.value = keep;
+  $("#kb-status").textContent = kbs.length ? "" : t("assist.no_kb");
+  await loadHandoffs();
+}
+
+function newConversation() {
+  chatHistory = [];
+  $("#chat").replaceChildren();
+  $("#chunk-panel").hidden = true;
+}
+
+async function sendChat(asked) {
+  const kb = $("#kb-select").value, input = $("#chat-input");
+  const question = (asked === undefined ? input.value : asked).trim();
+  if (!question) return;
+  if (!kb) { $("#kb-status").textContent = t("assist.no_kb"); return; }
+  input.value = "";
+  const log = $("#chat"), send = $("#chat-send");
+  log.append(el("div", { class: "msg user" }, el("div", { class: "who" }, t("assist.you")), el("div", { class: "text" }, question)));
+  const pending = el("div", { class: "msg bot pending" }, t("assist.thinking"));
+  log.append(pending);
+  send.disabled = true;
+  try {
+    const body = { question, history: chatHistory.slice(-48) };
+    const reply = await (await api(`/api/kb/${encodeURIComponent(kb)}/ask`, { method: "POST", body })).json();
+    chatHistory.push({ role: "user", content: question });
+    chatHistory.push(reply.clarify ? { role: "assistant", content: reply.answer, clarify: true }
+      : { role: "assistant", content: reply.answer });
+    pending.replaceWith(botMessage(kb, reply));
+    if (reply.handoff) await loadHandoffs();
+  } catch (e) {
+    pending.textContent = e.message;
+    pending.classList.add("error");
+  } finally {
+    send.disabled = false;
+    log.scrollTop = log.scrollHeight;
+  }
+}
+
+function citeLink(kb, cite) {
+  return el("a", { href: "#", class: "cite", "data-n": cite.n,
+    onclick: (e) => { e.preventDefault(); showChunk(kb, cite).catch((err) => banner(err.message)); } }, `[${cite.n}]`);
+}
+
+// One answer: its [n] markers as links to the cited chunks, the sources, suggestions, a hand-off notice.
+function botMessage(kb, reply) {
+  const cites = new Map((reply.citations || []).map((c) => [String(c.n), c]));
+  const text = el("div", { class: "text" });
+  for (const part of reply.answer.split(/(\[\d+\])/)) {
+    const cite = cites.get((/^\[(\d+)\]$/.exec(part) || [])[1]);
+    text.append(cite ? citeLink(kb, cite) : part);
+  }
+  const msg = el("div", { class: "msg bot", "data-mode": reply.mode || "" }, el("div", { class: "who" }, t("assist.bot")), text);
+  if (cites.size) {
+    msg.append(el("div", { class: "sources muted" }, t("assist.sources") + ": ",
+      ...[...cites.values()].map((c) => el("span", { class: "source" }, citeLink(kb, c), " ", c.title || c.doc, " "))));
+  }
+  if (reply.suggestions && reply.suggestions.length) {
+    msg.append(el("div", { class: "suggestions" }, el("span", { class: "muted" }, t("assist.did_you_mean")),
+      ...reply.suggestions.map((s) => el("button", { class: "suggestion", onclick: () => sendChat(s) }, s))));
+  }
+  if (reply.handoff) msg.append(el("div", { class: "handoff-notice" }, t("assist.handoff")));
+  if (typeof reply.confidence === "number") {
+    msg.append(el("div", { class: "muted" }, t("assist.confidence", { c: reply.confidence.toFixed(2) })));
+  }
+  return msg;
+}
+
+function quoted(text, quote) {
+  const box = el("div", { class: "chunk-text" });
+  const at = quote ? text.indexOf(quote) : -1;
+  if (at < 0) box.append(text);
+  else box.append(text.slice(0, at), el("mark", { class: "quote" }, quote), text.slice(at + quote.length));
+  return box;
+}
+
+async function showChunk(kb, cite) {
+  const panel = $("#chunk-panel");
+  let text = cite.text || "";
+  try {  // the stored chunk, whole; the citation's own copy of it when the store cannot say
+    const path = `/api/kb/${encodeURIComponent(kb)}/chunks?doc=${encodeURIComponent(cite.doc)}&limit=500`;
+    const chunk = (await (await api(path)).json()).data.find((r) => r.chunk_id === cite.chunk_id);
+    if (chunk && chunk.text) text = chunk.text;
+  } catch (e) { /* keep the citation's text */ }
+  panel.replaceChildren(
+    el("div", { class: "panel-head" }, el("h3", { class: "chunk-title" }, cite.title || cite.doc),
+      el("button", { onclick: () => { panel.hidden = true; } }, t("assist.hide"))),
+    el("div", { class: "muted chunk-meta" }, t("assist.chunk", { id: cite.chunk_id, doc: cite.doc })),
+    quoted(text, cite.quote));
+  panel.dataset.chunk = cite.chunk_id;
+  panel.hidden = false;
+}
+
+async function loadHandoffs() {
+  const rows = (await (await api("/api/handoffs?status=open")).json()).data;
+  const conversation = (h) => (h.conversation || []).map((m) => `${m.role}: ${m.content}`).join("\n");
+  $("#handoff-table tbody").replaceChildren(...rows.map((h) => el("tr", { "data-id": h.id },
+    el("td", {}, h.id), el("td", {}, new Date(h.created_at).toLocaleString()), el("td", {}, h.kb),
+    el("td", {}, h.reason), el("td", { class: "clip question", title: conversation(h) }, h.question),
+    el("td", {}, h.status),
+    el("td", {}, el("button", { class: "handoff-close", onclick: () => closeHandoff(h.id) }, t("assist.close"))))));
+  if (!rows.length) {
+    $("#handoff-table tbody").append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, t("assist.no_handoffs"))));
+  }
+}
+
+async function closeHandoff(id) {
+  try {
+    await api(`/api/handoffs/${id}/close`, { method: "POST" });
+    await loadHandoffs();
+  } catch (e) { banner(e.message); }
+}
+
+async function uploadDocument() {
+  const input = $("#kb-file"), file = input.files[0], status = $("#kb-status");
+  if (!file) return;
+  const kb = $("#kb-new").value.trim() || $("#kb-select").value;
+  if (!kb) { status.textContent = t("assist.need_kb"); input.value = ""; return; }
+  status.textContent = t("assist.uploading", { name: file.name });
+  try {
+    const path = `/api/kb/${encodeURIComponent(kb)}/documents/${encodeURIComponent(file.name)}`;
+    const info = await (await api(path, { method: "PUT", body: file })).json();
+    $("#kb-new").value = "";
+    await loadAssist();
+    if ($("#kb-select").value !== kb) { $("#kb-select").value = kb; newConversation(); }
+    status.textContent = t("assist.uploaded", { name: file.name, docs: info.documents, chunks: info.chunks });
+  } catch (e) { status.textContent = e.message; } finally { input.value = ""; }
+}
+
 // -- wiring ---------------------------------------------------------------------------------------------
 
 function showTab(name) {
   document.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
   document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== name; });
   const load = { runs: loadRunsPage, datasets: loadDatasetsPage, log: loadLog, arena: loadArena, policy: loadPolicy,
-    synth: loadSynth }[name];
+    synth: loadSynth, copy: loadCopy, assist: loadAssist }[name];
   if (load) load().catch((e) => banner(e.message));
 }
 
@@ -919,5 +1349,16 @@ $("#policy-check").addEventListener("click", testPolicy);
 $("#synth-run").addEventListener("change", onSynthRunChange);
 $("#synth-start").addEventListener("click", startSynth);
 for (const w of ["a", "b", "tie"]) $(`#arena-vote-${w}`).addEventListener("click", () => arenaVote(w));
+$("#copy-add-attr").addEventListener("click", () => attrRow());
+$("#copy-file").addEventListener("change", loadProductFile);
+$("#copy-product-pick").addEventListener("change", () => setProduct(copyProducts[Number($("#copy-product-pick").value)]));
+$("#copy-rules-save").addEventListener("click", saveCopyRules);
+$("#copy-generate").addEventListener("click", writeCopy);
+$("#kb-select").addEventListener("change", newConversation);
+$("#kb-file").addEventListener("change", uploadDocument);
+$("#chat-send").addEventListener("click", () => sendChat());
+$("#chat-input").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.isComposing) sendChat(); });
+$("#chat-new").addEventListener("click", newConversation);
+$("#handoff-refresh").addEventListener("click", () => loadHandoffs().catch((e) => banner(e.message)));
 applyLang();
 loadRuns().catch((e) => banner(e.message));
