@@ -195,7 +195,7 @@ def main() -> None:
     if args.calibrate:
         from aigc.apps.assistant.retrieval import embedder_id
 
-        shipped = json.loads(CALIBRATION.read_text("utf-8")) if CALIBRATION.exists() else {}
+        shipped = {}  # one entry per embedder this code ships (an old id's vectors are re-embedded)
         shipped[embedder_id()] = {**full, "source": "benchmarks/assistant.py --calibrate",
                                   "n": len(scored)}
         CALIBRATION.write_text(json.dumps(shipped, indent=2) + "\n", "utf-8")

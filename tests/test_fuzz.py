@@ -165,6 +165,23 @@ POST_BODIES = {  # each route's schema and a valid body to change
     "/api/pii/redact": (schemas.PiiRequest, {"text": "call 13812345678", "operator": "mask"}),
     # a run that does not exist: a valid body is then a 404, and no fuzzed body starts real work
     "/api/synthesize": (schemas.SynthesizeRequest, {"run": "no-such-run", "n": 10}),
+    # the business apps (the desk's language model is replaced by fixed drafts: see `server`)
+    "/api/copy": (schemas.CopyRequest, {"product": {"类型": "衬衫", "颜色": "米白色"}, "brief": {"channel": "social"},
+                                        "n": 2}),
+    "/api/copy/events": (schemas.CopyEventRequest, {"experiment": "sku-1", "variant": "control", "event": "shown"}),
+    "/api/copy/pick": (schemas.CopyPickRequest, {"experiment": "sku-1", "variants": ["control", "c-a"]}),
+    "/api/kb/{name}/ask": (schemas.AskRequest, {"question": "How long do I have to return an item?"}),
+}
+POST_PATHS = {"/api/kb/{name}/ask": "/api/kb/help/ask"}  # a route with a path parameter: where it is posted
+# Other methods and body-less POSTs: (method, route) -> a body strategy (None: no body); path
+# parameters are fuzzed like GET's.
+OTHER_ROUTES = {
+    ("PUT", "/api/copy/rules"): "rules",
+    ("PATCH", "/api/kb/{name}"): "kb_settings",
+    ("PUT", "/api/kb/{name}/documents/{filename}"): "raw",
+    ("DELETE", "/api/kb/{name}"): None,
+    ("DELETE", "/api/kb/{name}/documents/{doc}"): None,
+    ("POST", "/api/handoffs/{handoff_id}/close"): None,
 }
 # Routes whose body is not JSON: the policy (YAML or JSON text), fuzzed with the raw bodies and
 # random text; none may replace the shared workspace's policy (none is a valid policy).
@@ -194,16 +211,35 @@ def _check(answer, what) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(served_ws):
+def server(served_ws, tmp_path_factory):
+    from aigc.apps import assistant
+    from aigc.apps.copy.desk import Desk
+
+    faq = tmp_path_factory.mktemp("kb") / "faq.csv"
+    faq.write_text("question,answer\nHow long do I have to return an item?,Within 30 days of delivery.\n"
+                   "发票怎么开？,在结算页选择开具发票。\n", encoding="utf-8")
+    assistant.kb_add("help", [faq], workspace=served_ws)
+    patch = pytest.MonkeyPatch()  # the desk writes fixed drafts: fuzzing must not load a language model
+    patch.setattr(Desk, "drafts", lambda self, prompt, n, max_new_tokens, seed: ["这款衬衫是米白色的，清爽透气。"] * n)
+    patch.setattr(Desk, "model_scores", lambda self, prompt, texts: [0.0] * len(texts))
+    patch.setattr("aigc.apps.assistant.answer.instruct_model", _no_model)
     with LiveServer(served_ws, SMALL) as live:
         yield live
+    patch.undo()
+
+
+def _no_model(ws, model):
+    from aigc.errors import InvalidInput
+
+    raise InvalidInput(f"no language model in this test ({model})")
 
 
 def test_every_route_is_fuzzed(server):
     import httpx
 
     paths = {(m.upper(), p) for p, ops in httpx.get(server.url + "/openapi.json").json()["paths"].items() for m in ops}
-    fuzzed = {("POST", p) for p in POST_BODIES} | {("GET", p) for p, _ in _get_routes(paths)} | RAW_ROUTES
+    fuzzed = ({("POST", p) for p in POST_BODIES} | {("GET", p) for p, _ in _get_routes(paths)} | RAW_ROUTES
+              | set(OTHER_ROUTES))
     assert paths == fuzzed, paths ^ fuzzed
 
 
@@ -256,13 +292,13 @@ def test_post_bodies_never_get_a_5xx_and_keep_the_connection(server, route):
         @settings(max_examples=POST_EXAMPLES, deadline=DEADLINE_MS, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def post(body):
-            answer = conn.post_json(route, body)
+            answer = conn.post_json(POST_PATHS.get(route, route), body)
             statuses.append(answer.status)
             _check(answer, body)
 
         post()
         for raw in RAW_BODIES:
-            answer = conn.request("POST", route, raw, {"Content-Type": "application/json"})
+            answer = conn.request("POST", POST_PATHS.get(route, route), raw, {"Content-Type": "application/json"})
             statuses.append(answer.status)
             _check(answer, raw[:80])
         assert conn.alive() and conn.requests >= POST_EXAMPLES
@@ -334,3 +370,43 @@ def test_a_lone_surrogate_anywhere_is_a_400_naming_the_field(server):
             assert error["param"] == param and "lone surrogate" in error["message"], (route, change, error)
             assert conn.post_json(route, base[route]).status == 200  # the same connection, still serving
         assert conn.alive()
+
+
+OTHER_BODIES = {
+    "rules": body_of(schemas.CopyRulesRequest, {"forbidden_words": ["cheap"]}),
+    "kb_settings": body_of(schemas.KbSettingsRequest, {"mode": "extractive"}),
+    "raw": texts,
+}
+
+
+@pytest.mark.parametrize("method,route", sorted(OTHER_ROUTES))
+def test_other_methods_never_get_a_5xx_and_keep_the_connection(server, method, route):
+    import json
+    import re
+
+    params = re.findall(r"{(\w+)}", route)
+    kind = OTHER_ROUTES[(method, route)]
+    statuses = []
+    with OneConnection(server.url) as conn:
+
+        @given(values=st.fixed_dictionaries({p: path_values for p in params}),
+               body=OTHER_BODIES[kind] if kind else st.none())
+        @settings(max_examples=GET_EXAMPLES, deadline=DEADLINE_MS, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def call(values, body):
+            target = route
+            for name, value in values.items():
+                target = target.replace("{" + name + "}", segment(value))
+            if kind == "raw":
+                data, ctype = body.encode("utf-8", "surrogatepass"), "text/plain"
+            elif kind:
+                data, ctype = json.dumps(body).encode("utf-8", "surrogatepass"), "application/json"
+            else:
+                data, ctype = b"", "application/json"
+            answer = conn.request(method, target, data, {"Content-Type": ctype})
+            statuses.append(answer.status)
+            _check(answer, (target, body))
+
+        call()
+        assert conn.alive()
+    assert any(400 <= s < 500 for s in statuses), sorted(set(statuses))

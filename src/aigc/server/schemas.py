@@ -348,3 +348,17 @@ class CopyPickRequest(Strict):
 
     experiment: str = Field(..., min_length=1, max_length=200)
     variants: list[str] = Field(..., min_length=1, max_length=50)
+
+
+class CopyRulesRequest(Strict):
+    """``PUT /api/copy/rules``: the workspace's brand rules (see :mod:`aigc.apps.copy.rules`)."""
+
+    required_words: list[str] | None = Field(None, max_length=1000)
+    forbidden_words: list[str] | None = Field(None, max_length=10_000)
+    banned_claims: str | list[str] | None = None
+    extra_banned_claims: list[str] | None = Field(None, max_length=10_000)
+    allowed_phrases: list[str] | None = Field(None, max_length=10_000)
+    use_policy_terms: bool | None = None
+    length: dict[str, list[int]] | None = None
+    punctuation: dict[str, Any] | None = None
+    emoji: bool | int | dict[str, Any] | None = None

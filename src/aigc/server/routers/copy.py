@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from aigc.server.common import shared
-from aigc.server.schemas import CopyEventRequest, CopyPickRequest, CopyRequest
+from aigc.server.schemas import CopyEventRequest, CopyPickRequest, CopyRequest, CopyRulesRequest
 
 router = APIRouter(tags=["copy"])
 
@@ -36,10 +36,10 @@ async def get_rules(request: Request) -> dict[str, Any]:
 
 
 @router.put("/api/copy/rules")
-async def put_rules(body: dict[str, Any], request: Request) -> dict[str, Any]:
+async def put_rules(body: CopyRulesRequest, request: Request) -> dict[str, Any]:
     from aigc.apps import copy
 
-    return await run_in_threadpool(copy.set_rules, body, _ws(request))
+    return await run_in_threadpool(copy.set_rules, body.model_dump(exclude_unset=True), _ws(request))
 
 
 @router.post("/api/copy/events")
