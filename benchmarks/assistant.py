@@ -251,6 +251,8 @@ def main() -> None:
             glat.append((time.perf_counter() - t) * 1000)
             modes[r["mode"]] = modes.get(r["mode"], 0) + 1
             dropped += r.get("dropped", 0)
+            if r["handoff"] or r.get("clarify"):
+                continue  # asked back: no answer to cite
             sents = sentences(r["answer"])
             kept += len(sents) if r["mode"] == "generate" else 0
             gcover.extend(bool(re.search(r"\[\d+\]", r["answer"][s:e])) for s, e in sents)
