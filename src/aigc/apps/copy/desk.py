@@ -2,23 +2,26 @@
 
 For one product (``{attribute: value}``), a brief (audience, tone, channel, length) and the brand
 rules (:mod:`aigc.apps.copy.rules`), :class:`Desk` asks an instruct model (a pretrained base or an
-adapted run, :func:`aigc.adapted.base_generator`) for ``n * pool`` drafts in one batch, then for
-each draft:
+adapted run, :func:`aigc.apps.instruct_model`; for Chinese, the workspace's Gemma base when it has
+one, since the bundled SmolLM2 writes English) for ``n * pool`` drafts in one batch, after one worked
+example in the product's language (:data:`EXAMPLES`), then for each draft:
 
 - **cleans** it (quotes, "Here is..." preambles, Markdown marks) and **fits** it to the channel's
   length at a sentence end;
 - **repairs** omissions: attributes the draft does not state are added as one spec sentence in
   the product's language ("材质：亚麻，颜色：米白。" / "Material: linen. Color: off-white.");
   the candidate says so (``repaired``: the keys added);
-- **checks** it: attribute coverage and invented values (:mod:`aigc.apps.copy.checks`; the
+- **checks** it: the language of the model's own words (a product in Chinese wants Chinese copy),
+  attribute coverage and invented values (:mod:`aigc.apps.copy.checks`; the
   lexicon of a key grows with the values the catalogue has for it), the brand rules and the
   workspace policy's terms with their spans, length, the output rail's safety verdict;
 - **scores** it: the model's mean log-probability of the text given the prompt, and the desk's
   reward model (issue 12's :class:`~aigc.feedback.reward.RewardModel`, learned from the variants
   people chose, :mod:`aigc.apps.copy.experiments`).
 
-Candidates are ranked by rules passed (no violation, no invented value, safe) -> coverage -> model
-score -> feedback score, near-duplicates dropped, and the ``n`` best returned, each with its AIGC
+Candidates are ranked by rules passed (no violation, no invented value, safe) -> the coverage of the
+model's own words (before repair: a draft that is about the product beats one that a spec sentence
+rescues) -> coverage -> model score -> feedback score, near-duplicates dropped, and the ``n`` best returned, each with its AIGC
 label. :func:`template_copy` is the fill-in baseline the benchmark measures beside the desk.
 """
 
@@ -27,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,6 +41,8 @@ from aigc.errors import InvalidInput
 from aigc.workspace import Workspace
 
 CHANNELS = ("title", "detail", "social", "ad")
+STOPS = ("\n\n", "User:", "Assistant:")  # copy is one paragraph; a base model may start the next turn
+ZH_MODEL = "gemma-3-270m"  # used for Chinese copy when the workspace has it (its terms accepted)
 BRIEF_KEYS = ("audience", "tone", "channel", "length")
 MAX_ATTRIBUTES = 40
 POOL = 3  # drafts per candidate asked for
@@ -122,6 +126,28 @@ def prompt_for(attributes: Mapping[str, str], brief: Mapping[str, Any], bounds: 
             f"claims such as 'best' or 'No. 1'. Write only the copy.\nProduct:\n{listed}")
 
 
+# One worked example per language, shown to the model as an earlier turn (small models stay on the
+# product and in the language when they have seen one answer): written by the project, a product of
+# no catalogue's.
+EXAMPLES = {
+    "en": ({"type": "mug", "material": "stoneware", "color": "white", "capacity": "350ml"},
+           {"channel": "detail", "tone": "warm"},
+           "Start the day with this white stoneware mug. It holds 350ml of coffee or tea, feels solid in the "
+           "hand and keeps its glaze bright wash after wash."),
+    "zh": ({"类型": "马克杯", "材质": "陶瓷", "颜色": "白色", "容量": "350ml"}, {"channel": "detail", "tone": "温暖"},
+           "这款白色陶瓷马克杯容量350ml，握感厚实，咖啡或热茶都刚刚好，釉面光洁，每天用也好打理。"),
+}
+
+
+def messages_for(attributes: Mapping[str, str], brief: Mapping[str, Any], bounds: Sequence[int],
+                 lang: str) -> list[dict[str, str]]:
+    """The conversation the model continues: the example's request and answer, then this product's."""
+    ex_attrs, ex_brief, ex_text = EXAMPLES[lang]
+    return [{"role": "user", "content": prompt_for(ex_attrs, ex_brief, (40, 200), lang)},
+            {"role": "assistant", "content": ex_text},
+            {"role": "user", "content": prompt_for(attributes, brief, bounds, lang)}]
+
+
 _PREAMBLE = re.compile(r"^\s*(here(’|')?s|here is|sure[,!]|certainly[,!]|title:|copy:|description:|文案[:：]|标题[:：])"
                        r"[^\n]*?(:|：|\n)\s*", re.IGNORECASE)
 
@@ -158,30 +184,54 @@ class Desk:
         self.rules = rules if rules is not None and not isinstance(rules, (str, Path, Mapping)) else \
             load_rules(rules if rules is not None else {})
         self.rules.validate()
-        self.model = model or DEFAULT_MODEL
+        self.asked_model = model
+        self.model = model or DEFAULT_MODEL  # the model of the last write
         self.guard = guard_for(ws)
-        self._gen = None
-        self._lock = threading.Lock()
 
     # -- the model
+    def model_for(self, lang: str) -> tuple[str, list[str]]:
+        """The model that writes copy in ``lang`` and any warning about it: the one asked for; else,
+        for Chinese, the workspace's Gemma base when it has one (the bundled SmolLM2 writes English)."""
+        if self.asked_model:
+            return self.asked_model, []
+        if lang == "zh":
+            if self.ws.has_base(ZH_MODEL):
+                return ZH_MODEL, []
+            return DEFAULT_MODEL, [f"{DEFAULT_MODEL} writes English, not Chinese: for Chinese copy add a "
+                                   f"Chinese-capable base (`make gemma`, then `aigc base add {ZH_MODEL} "
+                                   "--accept-license`) or pass --model"]
+        return DEFAULT_MODEL, []
+
     @property
     def generator(self):
-        with self._lock:
-            if self._gen is None:
-                self._gen = instruct_model(self.ws, self.model)
-            return self._gen
+        return instruct_model(self.ws, self.model)
 
-    def drafts(self, prompt: str, n: int, max_new_tokens: int, seed: int) -> list[str]:
+    def drafts(self, prompt: list[dict[str, str]], n: int, max_chars: int, seed: int) -> list[str]:
+        """``n`` drafts for a conversation (an example turn, then the product's), of about
+        ``max_chars`` characters at most (tokens per character measured on the example answer)."""
+        import torch
+
+        from aigc.decoding import Sampling, run
+
         gen = self.generator
-        return gen.generate(prompt, n=n, temperature=0.9, top_p=0.95, repetition_penalty=1.1,
-                            max_new_tokens=max_new_tokens, seed=seed)
+        example = prompt[1]["content"]
+        per_char = len(gen.tokenizer.encode(example)) / max(len(example), 1)
+        max_new_tokens = int(min(320, max(24, max_chars * per_char * 1.3)))
+        s = Sampling(temperature=0.8, top_p=0.95, repetition_penalty=1.1, max_new_tokens=max_new_tokens, seed=seed,
+                     stop=STOPS)
+        group = gen.prepare("", n, None, s, messages=prompt)
+        texts: dict[int, str] = {}
+        with torch.inference_mode():
+            for chunk in run(gen.runner(group.width), group):
+                texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
+        return [texts.get(i, "") for i in range(n)]
 
-    def model_scores(self, prompt: str, texts: Sequence[str]) -> list[float]:
-        """Mean log-probability per token of each text after the prompt (the model's own fluency)."""
+    def model_scores(self, prompt: list[dict[str, str]], texts: Sequence[str]) -> list[float]:
+        """Mean log-probability per token of each text after the conversation (the model's fluency)."""
         import torch
 
         gen = self.generator
-        ctx = gen.context_ids(prompt, None)
+        ctx = gen.messages_ids(prompt)
         out = []
         with torch.inference_mode():
             for text in texts:
@@ -236,16 +286,16 @@ class Desk:
         channel = brief["channel"]
         lang = product_lang(attrs)
         lo, hi = self.rules.length[channel]
-        prompt = prompt_for(attrs, brief, (lo, hi), lang)
-        per_char = 1.3 if lang == "zh" else 0.35  # tokens per character, roughly, for a small BPE vocabulary
-        max_new = int(min(320, max(24, hi * per_char * 1.3)))
-        raw = self.drafts(prompt, n * (pool if rank else 1), max_new, seed)
+        self.model, warnings = self.model_for(lang)
+        prompt = messages_for(attrs, brief, (lo, hi), lang)
+        raw = self.drafts(prompt, n * (pool if rank else 1), hi, seed)
         cands: list[dict[str, Any]] = []
         for draft in raw:
             text = clean(draft)
             added: list[str] = []
+            own = text
             if rank:
-                text = fit_length(text, hi)
+                text = own = fit_length(text, hi)
                 if repair and text:
                     missing = self.check(text, attrs, channel, lexicon)["coverage"]["missing"]
                     if missing:
@@ -255,7 +305,7 @@ class Desk:
                         text = f"{text}{sep}{spec_sentence(attrs, added, lang)}".strip()
             if not text:
                 continue
-            cands.append({"text": text, "source": "model", "repaired": added})
+            cands.append({"text": text, "source": "model", "repaired": added, "own": own})
         if not rank:
             cands = cands[:n]
         scores = self.model_scores(prompt, [c["text"] for c in cands]) if cands else []
@@ -269,19 +319,27 @@ class Desk:
                 continue
             seen.add(key)
             c["checks"] = self.check(c["text"], attrs, channel, lexicon)
+            own = c.pop("own")
+            c["checks"]["own_coverage"] = self.check(own, attrs, channel, lexicon)["coverage"]["score"] \
+                if c["repaired"] else c["checks"]["coverage"]["score"]
+            if lang_of(own) != lang:  # the model's own words are in another language than the product's
+                c["checks"]["violations"].append({"rule": "language", "detail": f"written in {lang_of(own)}, the "
+                                                  f"product's attributes are in {lang}", "start": 0,
+                                                  "end": len(own), "text": own})
+                c["checks"]["passed"] = False
             c["model_score"] = round(ms, 4)
             c["feedback_score"] = round(float(fs), 4)
             c["id"] = "c-" + hashlib.sha256(c["text"].encode()).hexdigest()[:10]
             out.append(c)
         if rank:
-            out.sort(key=lambda c: (not c["checks"]["passed"], -c["checks"]["coverage"]["score"],
-                                    -c["model_score"], -c["feedback_score"]))
+            out.sort(key=lambda c: (not c["checks"]["passed"], -c["checks"]["own_coverage"],
+                                    -c["checks"]["coverage"]["score"], -c["model_score"], -c["feedback_score"]))
         out = out[:n]
         for i, c in enumerate(out, 1):
             c["rank"] = i
             c["label"] = self.guard.label("copy-" + c["id"][2:])
         return {"product": attrs, "brief": brief, "lang": lang, "model": self.model, "candidates": out,
-                "seconds": round(time.perf_counter() - t0, 2)}
+                "warnings": warnings, "seconds": round(time.perf_counter() - t0, 2)}
 
     # -- a catalogue
     def batch(self, products: Sequence[Mapping[str, Any]], brief: Mapping[str, Any] | None = None, *, n: int = 5,
