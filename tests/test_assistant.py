@@ -151,3 +151,57 @@ def test_http_ask_and_the_openai_client_chat_with_kb_name(kb_ws):
         assert chat.model_extra["citations"][0]["doc"] == "faq.csv"
         handed = client.chat.completions.create(model="kb:help", messages=[{"role": "user", "content": "转人工"}])
         assert handed.model_extra["handoff"] is True
+
+
+def test_a_handoff_is_posted_to_the_webhook(kb_ws):
+    import http.server
+    import threading
+    import time
+
+    got = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assistant.configure("help", workspace=kb_ws, webhook=f"http://127.0.0.1:{server.server_port}/hook")
+        assistant.ask("help", "talk to a human", workspace=kb_ws)
+        deadline = time.time() + 10
+        while not got and time.time() < deadline:
+            time.sleep(0.05)
+        assert got and got[0]["event"] == "handoff" and got[0]["reason"] == "requested"
+        assert got[0]["conversation"][-1]["content"] == "talk to a human"
+        while time.time() < deadline and assistant.handoffs("help", workspace=kb_ws)[0]["delivered"] is None:
+            time.sleep(0.05)
+        assert assistant.handoffs("help", workspace=kb_ws)[0]["delivered"] == "200"
+    finally:
+        assistant.configure("help", workspace=kb_ws, webhook=None)
+        server.shutdown()
+
+
+def test_upload_adds_a_document_and_a_too_large_one_is_a_4xx(kb_ws, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from aigc.server import Settings, create_app
+    from aigc.server.routers import assistant as routes
+
+    with TestClient(create_app(kb_ws, Settings())) as client:
+        r = client.put("/api/kb/help/documents/extra.md", content="# Gift cards\nGift cards never expire.".encode())
+        assert r.status_code == 200 and "extra.md" in r.json()["added"]
+        assert client.post("/api/kb/help/ask", json={"question": "Do gift cards expire?"}).json()["citations"][0][
+            "doc"] == "extra.md"
+        monkeypatch.setattr(routes, "MAX_UPLOAD", 10)
+        r = client.put("/api/kb/help/documents/big.md", content=b"# x\n" + b"y" * 100)
+        assert 400 <= r.status_code < 500 and "MB" in r.json()["error"]["message"]
+        r = client.put("/api/kb/help/documents/empty.md", content=b"")
+        assert 400 <= r.status_code < 500
+        assert "big.md" not in client.get("/api/kb/help").json()["files"]
+        assert client.delete("/api/kb/help/documents/extra.md").status_code == 200
