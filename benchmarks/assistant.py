@@ -110,7 +110,7 @@ def fold_of(q: dict) -> int:
 
 
 def decisions(scored: dict, queries, rows, cal) -> dict:
-    from aigc.apps.assistant.answer import confidence
+    from aigc.apps.assistant.confidence import confidence
 
     answered = right = answerable_answered = n_answerable = oos_declined = n_oos = 0
     for q in queries:
@@ -141,7 +141,8 @@ def main() -> None:
     torch.set_num_threads(1)
     from aigc import open_workspace
     from aigc.apps.assistant import kb
-    from aigc.apps.assistant.answer import features, fit_calibration, sentences
+    from aigc.apps.assistant.answer import sentences
+    from aigc.apps.assistant.confidence import features, fit_calibration
 
     queries = [json.loads(line) for line in (FIXTURE / "queries.jsonl").read_text("utf-8").splitlines() if line]
     rows = faq_rows()
@@ -160,15 +161,14 @@ def main() -> None:
                                          f"{ret[mode][k]['mrr@10']:>8.3f}  " for k in KINDS))
 
     # 2. confidence: 2-fold cross-validation, then (optionally) the shipped fit on everything
-    from aigc.apps.assistant.answer import Assistant as _A
+    def vectors_of(hits):
+        return np.stack([kbase.vector_of(h.chunk["chunk_id"]) for h in hits])
 
-    assistant = _A.__new__(_A)  # retrieval and features only: no settings, no guard needed
-    assistant.kb = kbase
     scored = [q for q in queries if q["kind"] != "handoff"]
     found = {}
     for q in scored:
         hits = kbase.search(q["query"], k=8, mode="fusion")
-        found[q["id"]] = (hits, features(hits, assistant._vectors_of))
+        found[q["id"]] = (hits, features(hits, vectors_of))
     feats = {i: f for i, (_, f) in found.items()}
     # what the confidence model learns: the top hit is a right source (out-of-scope: never)
     correct = {q["id"]: q["kind"] != "out_of_scope" and is_expected(found[q["id"]][0][0].chunk, q["expected"], rows)

@@ -9,7 +9,9 @@ import pytest
 
 import aigc
 from aigc.apps import assistant
-from aigc.apps.assistant.answer import check_question, confidence, fit_calibration, sentences, wants_person
+from aigc.apps.assistant.answer import check_question, sentences
+from aigc.apps.assistant.confidence import confidence, fit_calibration
+from aigc.apps.assistant.handoff import wants_person
 from aigc.errors import InvalidInput, NotFound
 
 FAQ = """question,answer

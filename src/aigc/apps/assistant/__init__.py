@@ -8,8 +8,9 @@ retrieval, answers with citations, and a hand-off to a person when it is unsure.
     assistant.handoffs()                              # the queue of conversations for a person
 
 Modules: :mod:`.kb` (readers, chunks, the store, incremental re-ingest), :mod:`.retrieval`
-(multilingual-e5 vectors, BM25 over jieba tokens, fusion), :mod:`.answer` (confidence,
-"did you mean", answers, citations, hand-offs, calibration).
+(multilingual-e5 vectors, BM25 over jieba tokens, fusion), :mod:`.confidence` (whether the base
+answers a question, calibrated), :mod:`.answer` ("did you mean", answers, citations, settings),
+:mod:`.handoff` (the queue and its webhook).
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def calibrate(name: str, questions: str | Path | Sequence[dict[str, Any]], *, pr
     ``out_of_scope`` ones) so that answered questions are right at least ``precision`` of the time;
     saved in the assistant's settings (``save``)."""
     from aigc.apps.assistant.answer import configure as _configure
-    from aigc.apps.assistant.answer import fit_calibration, wants_person
+    from aigc.apps.assistant.confidence import fit_calibration
+    from aigc.apps.assistant.handoff import wants_person
 
     rows = read_questions(questions) if isinstance(questions, (str, Path)) else list(questions)
     rows = [r for r in rows if r.get("kind") != "handoff" and not wants_person(r["query"])]
@@ -156,12 +158,12 @@ def calibrate(name: str, questions: str | Path | Sequence[dict[str, Any]], *, pr
 
 def handoffs(kb: str | None = None, *, status: str | None = "open", limit: int = 100,
              workspace: Any = None) -> list[dict[str, Any]]:
-    from aigc.apps.assistant.answer import list_handoffs
+    from aigc.apps.assistant.handoff import list_handoffs
 
     return list_handoffs(_ws(workspace), kb, status, limit)
 
 
 def close_handoff(handoff_id: int, *, workspace: Any = None) -> None:
-    from aigc.apps.assistant.answer import close_handoff as _close
+    from aigc.apps.assistant.handoff import close_handoff as _close
 
     _close(_ws(workspace), handoff_id)

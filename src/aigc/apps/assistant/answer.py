@@ -4,13 +4,8 @@ One call, :func:`ask`, does the whole turn:
 
 1. **Hand-off asked for** ("转人工", "human agent"...): hand off at once, no retrieval.
 2. **Retrieve** (hybrid, :mod:`aigc.apps.assistant.retrieval`) and score the **confidence** that
-   the knowledge base answers the question: a logistic model over the top hit's cosine and its
-   margin to the best hit that says something else (a hit whose passage is a near-duplicate of
-   the top one, e.g. the same FAQ entry in the other language, is not a rival). e5's cosines are
-   compressed (off-topic questions still score 0.83-0.86), so the weights and the threshold are
-   calibrated per embedding model on labelled questions (:func:`calibrate`; the defaults shipped in
-   ``calibration.json`` come from ``benchmarks/assistant.py --calibrate``, with the figures it
-   reproduces held out by cross-validation).
+   the knowledge base answers the question (:mod:`.confidence`: a logistic model over the hits,
+   calibrated per embedding model).
 3. **Below the threshold**: the first time, ask back "did you mean ..." with the closest entries;
    when the previous assistant turn already asked back, hand off (``low_confidence``).
 4. **Answer**: a confident FAQ hit returns its curated answer verbatim (in the question's language
@@ -23,32 +18,29 @@ One call, :func:`ask`, does the whole turn:
    the policy's output operators before anything reads them, the answer passes the output rail (a
    blocked answer hands off with reason ``safety``); a generated answer carries the AIGC label.
 
-A hand-off is a row of the catalog's ``handoffs`` table (conversation and question redacted with
-the policy's log operators) and, when the knowledge base has a webhook, a POST of that row.
+Confidence is :mod:`.confidence`'s, hand-offs are :mod:`.handoff`'s.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import unicodedata
-import urllib.request
 import uuid
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from aigc.apps import DEFAULT_MODEL, instruct_model, lang_of
+from aigc.apps.assistant.confidence import NEAR_DUPLICATE, calibration_for, confidence, features
+from aigc.apps.assistant.handoff import record_handoff, wants_person
 from aigc.errors import InvalidInput
-from aigc.workspace import Workspace, check_name, handoffs_table, now, write_json_atomic
+from aigc.workspace import Workspace, check_name, write_json_atomic
 
 MODES = ("auto", "faq", "extractive", "generate")
-NEAR_DUPLICATE = 0.92  # passage cosine above which two hits say the same thing (e.g. one FAQ in zh and en)
 # A generated sentence is supported by a source sentence that holds three quarters of its content
 # words / character trigrams. e5's cosine does not decide it: "the linen is dishwasher safe" is
 # above 0.92 from "our stoneware is dishwasher safe" (it only picks the source among equals).
@@ -57,12 +49,6 @@ MIN_UNITS = 3  # a sentence with fewer content words / trigrams states no fact t
 MAX_QUESTION_CHARS = 2000
 K = 8  # hits retrieved per question
 
-# Requests for a person, matched on the normalised question (NFKC, lower case, no spaces).
-_HANDOFF = re.compile(
-    r"转人工|人工客服|人工服务|找人工|接人工|要人工|真人客服|找真人|真人|客服人员|人工坐席|投诉.*人|"
-    r"human(agent|being|please)?|realperson|liveagent|agentplease|speak(to|with)(a|an|some)|talkto(a|an|some)|"
-    r"representative|operator|customerservice(agent|rep)|areal(person|human)")
-_NOT_HANDOFF = re.compile(r"人工智能|artificialintelligence|humanhair")
 _CLARIFY = {"zh": "您是想问：", "en": "Did you mean: "}
 _TEXT = {
     "zh": {"handoff": "好的，正在为您转接人工客服，请稍候。", "clarify_tail": "如果都不是，请换个说法再问一次，或回复“转人工”。",
@@ -104,16 +90,7 @@ def check_question(question: Any) -> str:
     return question.strip()
 
 
-def wants_person(question: str) -> bool:
-    norm = re.sub(r"\s+", "", unicodedata.normalize("NFKC", question).lower())
-    return bool(_HANDOFF.search(norm)) and not _NOT_HANDOFF.search(norm)
-
-
-# -- settings and calibration -------------------------------------------------------------------
-
-
-def _default_calibration() -> dict[str, Any]:
-    return json.loads(resources.files("aigc.apps.assistant").joinpath("calibration.json").read_text("utf-8"))
+# -- settings -------------------------------------------------------------------
 
 
 def settings_path(ws: Workspace, name: str) -> Path:
@@ -149,68 +126,6 @@ def configure(ws: Workspace, name: str, **changes: Any) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, current)
     return current
-
-
-def calibration_for(ws: Workspace, name: str, embedder: str) -> dict[str, Any]:
-    own = settings(ws, name).get("calibration")
-    if own:
-        return own
-    shipped = _default_calibration()
-    if embedder not in shipped:
-        raise InvalidInput(f"no confidence calibration for embedder {embedder!r}: run "
-                           f"`aigc kb calibrate {name} QUESTIONS.jsonl` with labelled questions")
-    return shipped[embedder]
-
-
-FEATURES = ("top_cosine", "margin", "top_raw_cosine", "log1p_bm25")
-
-
-def features(hits: Sequence[Any], vectors_of) -> np.ndarray:
-    """What the confidence model reads (:data:`FEATURES`): the top hit's centred cosine, its margin
-    to the best hit that is not a near-duplicate of it, the best uncentred cosine, and log(1 + the
-    best BM25) (words of the question found verbatim)."""
-    if not hits:
-        return np.zeros(len(FEATURES))
-    top = hits[0]
-    vecs = vectors_of(hits)
-    rival = 0.0
-    for h, v in zip(hits[1:], vecs[1:]):
-        if float(vecs[0] @ v) < NEAR_DUPLICATE:
-            rival = max(rival, h.vector)
-    rival = rival or min(h.vector for h in hits)
-    return np.array([top.vector, top.vector - rival, max(h.raw for h in hits),
-                     float(np.log1p(max(h.bm25 for h in hits)))])
-
-
-def confidence(feat: np.ndarray, cal: Mapping[str, Any]) -> float:
-    x = (np.asarray(feat, dtype=float) - np.asarray(cal["mean"])) / np.asarray(cal["scale"])
-    z = float(np.dot(cal["weights"], x) + cal["bias"])
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def fit_calibration(feats: np.ndarray, answerable: np.ndarray, *, precision: float = 0.9) -> dict[str, Any]:
-    """A logistic model over standardised :func:`features` and the lowest threshold whose answered
-    precision on these questions is at least ``precision`` (so the answered share is as large as that
-    allows). ``answerable``: the knowledge base answers the question (right, when known)."""
-    from sklearn.linear_model import LogisticRegression
-
-    feats = np.asarray(feats, dtype=float)
-    answerable = np.asarray(answerable, dtype=bool)
-    if answerable.all() or not answerable.any():
-        raise InvalidInput("calibration needs both answerable and out-of-scope questions")
-    mean, scale = feats.mean(0), feats.std(0) + 1e-9
-    lr = LogisticRegression(C=1.0).fit((feats - mean) / scale, answerable.astype(int))
-    cal = {"features": list(FEATURES), "mean": [float(m) for m in mean], "scale": [float(v) for v in scale],
-           "weights": [float(w) for w in lr.coef_[0]], "bias": float(lr.intercept_[0])}
-    probs = np.array([confidence(f, cal) for f in feats])
-    threshold = 0.5
-    for t in sorted(set(np.round(probs, 4))):
-        answered = probs >= t
-        if answered.any() and answerable[answered].mean() >= precision:
-            threshold = float(t)
-            break
-    cal["threshold"] = threshold
-    return cal
 
 
 # -- sentences and citations --------------------------------------------------------------------
@@ -297,7 +212,7 @@ class Assistant:
         if self.mode == "generate" and not self.model:
             self.model = DEFAULT_MODEL
         self.webhook = conf.get("webhook")
-        self.calibration = calibration_for(ws, name, self.kb.embedder_id)
+        self.calibration = calibration_for(conf.get("calibration"), self.kb.embedder_id, name)
         self.guard = guard_for(ws)
 
     # -- retrieval and confidence
@@ -508,63 +423,3 @@ def _asked_back(history: Sequence[Mapping[str, Any]]) -> bool:
         if t.get("role") == "assistant":
             return bool(t.get("clarify")) or t["content"].startswith(tuple(_CLARIFY.values()))
     return False
-
-
-# -- hand-offs ----------------------------------------------------------------------------------
-
-
-def record_handoff(ws: Workspace, kb: str, question: str, history: Sequence[Mapping[str, Any]], reason: str,
-                   conf: float | None, webhook: str | None = None) -> dict[str, Any]:
-    """A hand-off row (text redacted with the policy's log operators); its webhook POST on a thread."""
-    from aigc.safety.guard import guard_for
-
-    guard = guard_for(ws)
-    ops = guard.policy.pii_operators("log")
-    red = lambda t: guard.scanner.redact(t, ops).text  # noqa: E731
-    turns = [{"role": t["role"], "content": red(t["content"])} for t in history] + \
-        [{"role": "user", "content": red(question)}]
-    row = {"created_at": now(), "kb": kb, "reason": reason, "question": red(question),
-           "conversation": json.dumps(turns, ensure_ascii=False), "confidence": conf, "status": "open"}
-    with ws.engine.begin() as conn:
-        row["id"] = conn.execute(handoffs_table.insert().values(**row)).inserted_primary_key[0]
-    if webhook:
-        threading.Thread(target=_deliver, args=(ws, row, webhook), daemon=True, name="handoff-webhook").start()
-    return row
-
-
-def _deliver(ws: Workspace, row: dict[str, Any], url: str) -> None:
-    body = json.dumps({**row, "conversation": json.loads(row["conversation"]), "event": "handoff"},
-                      ensure_ascii=False).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - a URL the operator configured
-            status = str(resp.status)
-    except Exception as e:  # noqa: BLE001 - recorded on the row, the conversation goes on
-        status = f"error: {e}"[:300]
-    with ws.engine.begin() as conn:
-        conn.execute(handoffs_table.update().where(handoffs_table.c.id == row["id"]).values(delivered=status))
-
-
-def list_handoffs(ws: Workspace, kb: str | None = None, status: str | None = "open", limit: int = 100) -> list[dict]:
-    import sqlalchemy as sa
-
-    q = sa.select(handoffs_table).order_by(handoffs_table.c.id.desc()).limit(limit)
-    if kb:
-        q = q.where(handoffs_table.c.kb == kb)
-    if status:
-        q = q.where(handoffs_table.c.status == status)
-    with ws.engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(q).mappings()]
-    for r in rows:
-        r["conversation"] = json.loads(r["conversation"] or "[]")
-    return rows
-
-
-def close_handoff(ws: Workspace, handoff_id: int) -> None:
-    from aigc.errors import NotFound
-
-    with ws.engine.begin() as conn:
-        done = conn.execute(handoffs_table.update().where(handoffs_table.c.id == handoff_id)
-                            .values(status="closed")).rowcount
-    if not done:
-        raise NotFound(f"no hand-off {handoff_id}: `aigc assistant handoffs` lists them")
