@@ -153,6 +153,14 @@ def test_http_ask_and_the_openai_client_chat_with_kb_name(kb_ws):
         assert chat.model_extra["citations"][0]["doc"] == "faq.csv"
         handed = client.chat.completions.create(model="kb:help", messages=[{"role": "user", "content": "转人工"}])
         assert handed.model_extra["handoff"] is True
+        stream = client.chat.completions.create(model="kb:help", stream=True, messages=[
+            {"role": "user", "content": "How do I reset my password?"}])
+        chunks = list(stream)
+        assert "24 hours" in "".join(c.choices[0].delta.content or "" for c in chunks)
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        missing = httpx.post(f"{base}/v1/chat/completions", json={"model": "kb:nope", "messages": [
+            {"role": "user", "content": "hi"}]}, timeout=30)
+        assert missing.status_code == 404 and missing.json()["error"]["param"] == "model"
 
 
 def test_a_handoff_is_posted_to_the_webhook(kb_ws):
