@@ -87,8 +87,11 @@ def test_batch_writes_labelled_csv_with_progress(fake_model, tmp_path):
     assert "aigc_label" in text.splitlines()[0] and "米白色" in text
 
 
-def test_fit_length_cuts_at_a_sentence_end():
+def test_fit_length_cuts_at_a_sentence_end_else_a_clause_else_the_limit():
     assert fit_length("One. Two two. Three three three.", 14) == "One. Two two."
+    assert fit_length("A fine chef's knife - crafted from Damascus steel", 30) == "A fine chef's knife - crafted"
+    assert fit_length("轻盈透气的亚麻衬衫，夏天穿着舒适，适合通勤", 12) == "轻盈透气的亚麻衬衫"
+    assert fit_length("abcdefghij", 4) == "abcd" and fit_length("abc", 0) == ""
     assert template_copy({"type": "mug", "material": "ceramic"}) == "New in. Type: mug. Material: ceramic."
 
 

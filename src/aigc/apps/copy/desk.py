@@ -165,12 +165,21 @@ def clean(text: str) -> str:
 _END = re.compile(r"[。！？!?]|\.(?=\s|$)")
 
 
+_CLAUSE = re.compile(r"[，,；;、：:—–-]|\s")
+
+
 def fit_length(text: str, hi: int) -> str:
-    """``text`` cut at the last sentence end within ``hi`` characters (unchanged when it fits)."""
+    """``text`` within ``hi`` characters (unchanged when it fits): cut at the last sentence end that
+    fits, else at the last clause mark or space (the mark dropped), else at ``hi``."""
     if len(text) <= hi:
         return text
+    if hi <= 0:
+        return ""
     ends = [m.end() for m in _END.finditer(text) if m.end() <= hi]
-    return text[:ends[-1]].rstrip() if ends else text
+    if ends:
+        return text[:ends[-1]].rstrip()
+    cuts = [m.start() for m in _CLAUSE.finditer(text) if 0 < m.start() <= hi]
+    return text[:cuts[-1] if cuts else hi].rstrip(" ，,；;、：:—–-")
 
 
 class Desk:
