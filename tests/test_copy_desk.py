@@ -91,6 +91,11 @@ def test_fit_length_cuts_at_a_sentence_end_else_a_clause_else_the_limit():
     assert fit_length("One. Two two. Three three three.", 14) == "One. Two two."
     assert fit_length("A fine chef's knife - crafted from Damascus steel", 30) == "A fine chef's knife - crafted"
     assert fit_length("轻盈透气的亚麻衬衫，夏天穿着舒适，适合通勤", 12) == "轻盈透气的亚麻衬衫"
+    from aigc.apps.copy.desk import spec_sentence
+
+    attrs = {"material": "Damascus steel, walnut", "blade length": "20cm", "origin": "Yangjiang"}
+    assert spec_sentence(attrs, list(attrs), "en") == "Material: Damascus steel, walnut. Blade length: 20cm. Origin: Yangjiang."
+    assert spec_sentence(attrs, list(attrs), "en", budget=30) == "Damascus steel, walnut · 20cm · Yangjiang"
     assert fit_length("abcdefghij", 4) == "abcd" and fit_length("abc", 0) == ""
     assert template_copy({"type": "mug", "material": "ceramic"}) == "New in. Type: mug. Material: ceramic."
 

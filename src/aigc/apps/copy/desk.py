@@ -94,11 +94,16 @@ def product_lang(attributes: Mapping[str, str]) -> str:
     return lang_of(" ".join(f"{k} {v}" for k, v in attributes.items()))
 
 
-def spec_sentence(attributes: Mapping[str, str], keys: Sequence[str], lang: str) -> str:
-    """The attributes ``keys`` as one spec sentence in ``lang``."""
+def spec_sentence(attributes: Mapping[str, str], keys: Sequence[str], lang: str, budget: int | None = None) -> str:
+    """The attributes ``keys`` as one spec sentence in ``lang`` ("材质：亚麻，颜色：米白。"); when that
+    would take more than ``budget`` characters, their values alone ("亚麻 · 米白")."""
     if lang == "zh":
-        return "，".join(f"{k}：{attributes[k]}" for k in keys) + "。"
-    return " ".join(f"{k[:1].upper()}{k[1:]}: {attributes[k]}." for k in keys)
+        keyed = "，".join(f"{k}：{attributes[k]}" for k in keys) + "。"
+    else:
+        keyed = " ".join(f"{k[:1].upper()}{k[1:]}: {attributes[k]}." for k in keys)
+    if budget is None or len(keyed) <= budget:
+        return keyed
+    return " · ".join(attributes[k] for k in keys)
 
 
 def template_copy(attributes: Mapping[str, str], brief: Mapping[str, Any] | None = None) -> str:
@@ -310,8 +315,9 @@ class Desk:
                     if missing:
                         added = list(missing)
                         sep = "" if lang == "zh" or not text else " "
-                        text = fit_length(text, hi - len(spec_sentence(attrs, added, lang)) - len(sep))
-                        text = f"{text}{sep}{spec_sentence(attrs, added, lang)}".strip()
+                        spec = spec_sentence(attrs, added, lang, budget=hi // 2)  # half the length, at most
+                        text = fit_length(text, hi - len(spec) - len(sep))
+                        text = f"{text}{sep}{spec}".strip()
             if not text:
                 continue
             cands.append({"text": text, "source": "model", "repaired": added, "own": own})
