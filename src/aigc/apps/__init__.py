@@ -24,6 +24,20 @@ def lang_of(text: str) -> str:
     return "zh" if letters and cjk * 3 >= len(letters) else "en"
 
 
+def chat_texts(gen: Any, messages: list[dict[str, str]], n: int, sampling: Any) -> list[str]:
+    """``n`` replies of instruct model ``gen`` to a conversation, through the one decoding core."""
+    import torch
+
+    from aigc.decoding import run
+
+    group = gen.prepare("", n, None, sampling, messages=messages)
+    texts: dict[int, str] = {}
+    with torch.inference_mode():
+        for chunk in run(gen.runner(group.width), group):
+            texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
+    return [texts.get(i, "") for i in range(n)]
+
+
 def instruct_model(ws: Any, model: str) -> Any:
     """An instruct model by name, loaded once per process: an adapted run of the workspace, or a
     pretrained base (a bundled one is added on first use). Loaded without the run guard: the apps

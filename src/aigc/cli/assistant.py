@@ -23,8 +23,9 @@ NameArg = Annotated[str, typer.Argument(help="Knowledge base name.")]
 @guard
 def add(
     name: NameArg,
-    files: Annotated[list[Path], typer.Argument(help="Files: FAQ tables (.csv .tsv .jsonl .xlsx), .md, .txt, .html, "
-                                                     ".pdf. Unchanged files are skipped.")],
+    files: Annotated[list[Path] | None, typer.Argument(
+        help="Files: FAQ tables (.csv .tsv .jsonl .xlsx), .md, .txt, .html, .pdf. Unchanged files are skipped; "
+             "none: re-embed the knowledge base (after an embedder change).", show_default=False)] = None,
     question_column: Annotated[str | None, typer.Option(help="A FAQ table's question column [default: found "
                                                              "by name: question, 问题...].", show_default=False)] = None,
     answer_column: Annotated[str | None, typer.Option(help="A FAQ table's answer column [default: answer, 答案...].",
@@ -41,7 +42,7 @@ def add(
     def progress(doc: str, done: int, total: int) -> None:
         err.print(f"{name}: {done}/{total} documents ({doc})")
 
-    summary = assistant.kb_add(name, [str(f) for f in files], workspace=workspace, progress=progress,
+    summary = assistant.kb_add(name, [str(f) for f in files or []], workspace=workspace, progress=progress,
                                question_column=question_column, answer_column=answer_column)
     if as_json:
         out.print_json(json.dumps(summary, ensure_ascii=False))
@@ -71,10 +72,9 @@ def list_(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
 @guard
 def show(name: NameArg, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """A knowledge base's documents and the assistant's settings."""
+    from aigc import open_workspace
     from aigc.apps import assistant
     from aigc.apps.assistant.answer import settings
-
-    from aigc import open_workspace
 
     info = assistant.kb_info(name, workspace=workspace)
     info["assistant"] = settings(open_workspace(workspace), name)

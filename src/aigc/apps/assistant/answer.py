@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from aigc.apps import DEFAULT_MODEL, instruct_model, lang_of
+from aigc.apps import DEFAULT_MODEL, chat_texts, instruct_model, lang_of
 from aigc.apps.assistant.confidence import NEAR_DUPLICATE, calibration_for, confidence, features
 from aigc.apps.assistant.handoff import record_handoff, wants_person
 from aigc.errors import InvalidInput
@@ -381,16 +381,9 @@ class Assistant:
 
 def _generate_text(gen: Any, turns: list[dict[str, str]]) -> str:
     """Greedy decoding of the grounded prompt (one answer, at most 160 new tokens)."""
-    import torch
+    from aigc.decoding import Sampling
 
-    from aigc.decoding import Sampling, run
-
-    group = gen.prepare("", 1, None, Sampling(temperature=0.0, max_new_tokens=160, seed=0), messages=turns)
-    out = ""
-    with torch.inference_mode():
-        for chunk in run(gen.runner(group.width), group):
-            out += chunk.text
-    return out.strip()
+    return chat_texts(gen, turns, 1, Sampling(temperature=0.0, max_new_tokens=160, seed=0))[0].strip()
 
 
 def _join(parts: list[str]) -> str:

@@ -5,7 +5,7 @@ best hit that is not a near-duplicate of it (the same FAQ entry in the other lan
 the best uncentred cosine and log(1 + the best BM25). :func:`confidence` is a logistic model over
 them, standardised; :func:`fit_calibration` fits it on labelled questions and picks the lowest
 threshold whose answered precision reaches the target. e5's cosines are compressed (off-topic
-questions still score 0.83-0.86), so the model is fitted per embedding model: ``calibration.json``
+questions still score 0.83-0.86, as measured when issue 15 was written), so the model is fitted per embedding model: ``calibration.json``
 ships one per embedder id (``benchmarks/assistant.py --calibrate``), and a knowledge base may carry
 its own (``aigc kb calibrate``).
 """

@@ -381,13 +381,10 @@ def _document_chunks(kind: str, text: str, sections: list[_Section], chunk_chars
 
 
 def embed_text(chunk: dict[str, Any]) -> str:
-    """What a chunk's vector embeds. A FAQ entry: its question, then its answer. Measured on 8
-    zh/en entries and 24 paraphrased questions (a third of them in the other language):
-    question + answer put the right entry first for 18/24, question alone for 17/24 (mean cosine
-    lead of the right entry over the best wrong one 0.029 and 0.032): a tie on margin, and the
-    answer's words catch questions phrased the way the answer is ("can't log in" -> the entry whose
-    answer says "login page"). Markdown and HTML: heading path + passage. Plain text and PDF: the
-    passage ("p. 3" means nothing to the model)."""
+    """What a chunk's "whole" view embeds (:func:`view_texts` adds the title and the body alone).
+    A FAQ entry: its question, then its answer (the answer's words catch questions phrased the way
+    the answer is: "can't log in" -> the entry whose answer says "login page"). Markdown and HTML:
+    heading path + passage. Plain text and PDF: the passage ("p. 3" means nothing to the model)."""
     if chunk["kind"] == "faq":
         return f"{chunk['question']}\n{chunk['answer']}"
     if chunk["kind"] in ("markdown", "html") and chunk["title"]:

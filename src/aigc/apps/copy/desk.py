@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aigc.apps import DEFAULT_MODEL, instruct_model, lang_of
+from aigc.apps import DEFAULT_MODEL, chat_texts, instruct_model, lang_of
 from aigc.errors import InvalidInput
 from aigc.workspace import Workspace
 
@@ -223,9 +223,7 @@ class Desk:
     def drafts(self, prompt: list[dict[str, str]], n: int, max_chars: int, seed: int) -> list[str]:
         """``n`` drafts for a conversation (an example turn, then the product's), of about
         ``max_chars`` characters at most (tokens per character measured on the example answer)."""
-        import torch
-
-        from aigc.decoding import Sampling, run
+        from aigc.decoding import Sampling
 
         gen = self.generator
         example = prompt[1]["content"]
@@ -233,12 +231,7 @@ class Desk:
         max_new_tokens = int(min(320, max(24, max_chars * per_char * 1.3)))
         s = Sampling(temperature=0.8, top_p=0.95, repetition_penalty=1.1, max_new_tokens=max_new_tokens, seed=seed,
                      stop=STOPS)
-        group = gen.prepare("", n, None, s, messages=prompt)
-        texts: dict[int, str] = {}
-        with torch.inference_mode():
-            for chunk in run(gen.runner(group.width), group):
-                texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
-        return [texts.get(i, "") for i in range(n)]
+        return chat_texts(gen, prompt, n, s)
 
     def model_scores(self, prompt: list[dict[str, str]], texts: Sequence[str]) -> list[float]:
         """Mean log-probability per token of each text after the conversation (the model's fluency)."""
@@ -304,6 +297,8 @@ class Desk:
         prompt = messages_for(attrs, brief, (lo, hi), lang)
         raw = self.drafts(prompt, n * (pool if rank else 1), hi, seed)
         cands: list[dict[str, Any]] = []
+        from aigc.apps.copy.checks import coverage
+
         for draft in raw:
             text = clean(draft)
             added: list[str] = []
@@ -311,7 +306,8 @@ class Desk:
             if rank:
                 text = own = fit_length(text, hi)
                 if repair and text:
-                    missing = self.check(text, attrs, channel, lexicon)["coverage"]["missing"]
+                    own_coverage = coverage(text, attrs)
+                    missing = own_coverage["missing"]
                     if missing:
                         added = list(missing)
                         sep = "" if lang == "zh" or not text else " "
@@ -320,7 +316,8 @@ class Desk:
                         text = f"{text}{sep}{spec}".strip()
             if not text:
                 continue
-            cands.append({"text": text, "source": "model", "repaired": added, "own": own})
+            cands.append({"text": text, "source": "model", "repaired": added, "own": own,
+                          "own_coverage": own_coverage["score"] if added else None})
         if not rank:
             cands = cands[:n]
         scores = self.model_scores(prompt, [c["text"] for c in cands]) if cands else []
@@ -334,9 +331,8 @@ class Desk:
                 continue
             seen.add(key)
             c["checks"] = self.check(c["text"], attrs, channel, lexicon)
-            own = c.pop("own")
-            c["checks"]["own_coverage"] = self.check(own, attrs, channel, lexicon)["coverage"]["score"] \
-                if c["repaired"] else c["checks"]["coverage"]["score"]
+            own, own_coverage = c.pop("own"), c.pop("own_coverage")
+            c["checks"]["own_coverage"] = own_coverage if c["repaired"] else c["checks"]["coverage"]["score"]
             if lang_of(own) != lang:  # the model's own words are in another language than the product's
                 c["checks"]["violations"].append({"rule": "language", "detail": f"written in {lang_of(own)}, the "
                                                   f"product's attributes are in {lang}", "start": 0,

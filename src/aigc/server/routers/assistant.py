@@ -173,8 +173,10 @@ async def chat(body: Any, request: Request):
         raise with_param(InvalidInput("the last message must be the user's question"), "messages")
     if body.n not in (None, 1):
         raise with_param(InvalidInput("a kb: model gives one answer: leave n at 1"), "n")
+    from aigc.apps.assistant import kb
+
     ws = _ws(request)
-    if not (ws.root / "kb" / name).is_dir():
+    if not kb.kb_path(ws, name).is_dir():
         raise with_param(NotFound(f"unknown knowledge base {name!r}: GET /v1/models lists the kb: models"), "model")
     reply = await run_in_threadpool(lambda: assistant.ask(name, turns[-1]["content"], history=turns[:-1],
                                                           workspace=ws))
