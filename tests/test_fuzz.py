@@ -171,8 +171,12 @@ POST_BODIES = {  # each route's schema and a valid body to change
     "/api/copy/events": (schemas.CopyEventRequest, {"experiment": "sku-1", "variant": "control", "event": "shown"}),
     "/api/copy/pick": (schemas.CopyPickRequest, {"experiment": "sku-1", "variants": ["control", "c-a"]}),
     "/api/kb/{name}/ask": (schemas.AskRequest, {"question": "How long do I have to return an item?"}),
+    # opinion monitoring: the workspace has no monitor model, so a valid body is a 404 too
+    "/api/monitor/{name}/items": (schemas.MonitorItemsRequest, {"items": [{"text": "物流太慢", "timestamp":
+                                                                          "2026-03-04T10:00:00+08:00"}]}),
+    "/api/monitor/classify": (schemas.MonitorClassifyRequest, {"model": "reviews", "texts": ["物流太慢"]}),
 }
-POST_PATHS = {"/api/kb/{name}/ask": "/api/kb/help/ask"}  # a route with a path parameter: where it is posted
+POST_PATHS = {"/api/kb/{name}/ask": "/api/kb/help/ask", "/api/monitor/{name}/items": "/api/monitor/shop/items"}  # a route with a path parameter: where it is posted
 # Other methods and body-less POSTs: (method, route) -> a body strategy (None: no body); path
 # parameters are fuzzed like GET's.
 OTHER_ROUTES = {
@@ -182,6 +186,7 @@ OTHER_ROUTES = {
     ("DELETE", "/api/kb/{name}"): None,
     ("DELETE", "/api/kb/{name}/documents/{doc}"): None,
     ("POST", "/api/handoffs/{handoff_id}/close"): None,
+    ("PUT", "/api/monitor/{name}"): "monitor_settings",
 }
 # Routes whose body is not JSON: the policy (YAML or JSON text), fuzzed with the raw bodies and
 # random text; none may replace the shared workspace's policy (none is a valid policy).
@@ -304,9 +309,11 @@ def test_post_bodies_never_get_a_5xx_and_keep_the_connection(server, route):
         assert conn.alive() and conn.requests >= POST_EXAMPLES
     # the fuzzing reached both sides of validation: some requests were refused, and (except for
     # feedback and arena votes, whose generation ids are never guessed, and synthesis, whose run
-    # does not exist so that no fuzzed body starts a job) some were served
+    # does not exist so that no fuzzed body starts a job, and the monitor's, whose model does not
+    # exist) some were served
     assert any(400 <= s < 500 for s in statuses)
-    if route == "/api/synthesize":  # past the schema to the run lookup: 404, never a 5xx
+    if route in ("/api/synthesize", "/api/monitor/classify", "/api/monitor/{name}/items"):
+        # past the schema to the run's / monitor model's lookup: 404, never a 5xx
         assert 404 in statuses, sorted(set(statuses))
     else:
         assert route in ("/api/feedback", "/api/arena/vote") or 200 in statuses, sorted(set(statuses))
@@ -375,6 +382,7 @@ def test_a_lone_surrogate_anywhere_is_a_400_naming_the_field(server):
 OTHER_BODIES = {
     "rules": body_of(schemas.CopyRulesRequest, {"forbidden_words": ["cheap"]}),
     "kb_settings": body_of(schemas.KbSettingsRequest, {"mode": "extractive"}),
+    "monitor_settings": body_of(schemas.MonitorSettingsRequest, {"model": "reviews", "period": "day"}),
     "raw": texts,
 }
 

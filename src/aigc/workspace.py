@@ -210,6 +210,41 @@ copy_events_table = sa.Table(
     sa.Column("text", sa.Text, nullable=True),  # the variant's text (first event that carries it)
 )
 
+# Opinion monitoring (aigc.apps.monitor): the scored posts of each stream, and its alert events.
+monitor_items_table = sa.Table(
+    "monitor_items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("stream", sa.String(200), nullable=False),
+    sa.Column("ts", sa.String(40), nullable=False),  # ISO 8601, UTC
+    sa.Column("ref", sa.String(200), nullable=True),  # the source's own id for the post, if it has one
+    sa.Column("text", sa.Text, nullable=False),  # redacted with the policy's log operators
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("prob", sa.Float, nullable=False),
+    sa.Column("negative", sa.Boolean, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("topic", sa.String(200), nullable=False),
+    sa.Index("ix_monitor_items_stream_ts", "stream", "ts"),
+)
+
+monitor_alerts_table = sa.Table(
+    "monitor_alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("stream", sa.String(200), nullable=False, index=True),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # alert | resolved
+    sa.Column("rule", sa.String(32), nullable=False),
+    sa.Column("topic", sa.String(200), nullable=False),  # "*" = all posts
+    sa.Column("period", sa.String(40), nullable=False),  # the period's start, ISO UTC
+    sa.Column("share", sa.Float, nullable=True),
+    sa.Column("expected", sa.Float, nullable=True),
+    sa.Column("volume", sa.Integer, nullable=True),
+    sa.Column("explanation", sa.Text, nullable=False, default="{}"),  # JSON
+    sa.Column("delivered", sa.Text, nullable=True),  # the webhook's answer
+    sa.UniqueConstraint("stream", "kind", "rule", "topic", "period", name="uq_monitor_alert"),
+)
+
 
 def _m001_initial(conn: Connection) -> None:
     for table in (datasets_table, runs_table):
@@ -248,6 +283,11 @@ def _m007_apps(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _m008_monitor(conn: Connection) -> None:
+    for table in (monitor_items_table, monitor_alerts_table):
+        table.create(conn, checkfirst=True)
+
+
 # Append-only: never edit or reorder an entry that has shipped; add a new one instead.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
@@ -257,6 +297,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m005_arena", _m005_arena),
     ("m006_audit", _m006_audit),
     ("m007_apps", _m007_apps),
+    ("m008_monitor", _m008_monitor),
 ]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from aigc.cli import (assistant, audit, base, copy, data, demo, evaluate, export, generate, label, runs, safety,
-                      serve, synthesize, train, tune)
+from aigc.cli import (assistant, audit, base, copy, data, demo, evaluate, export, generate, label, monitor, runs,
+                      safety, serve, synthesize, train, tune)
 from aigc.cli.common import guard
 
 app = typer.Typer(
@@ -40,6 +40,7 @@ app.add_typer(audit.audit_app, name="audit")
 app.add_typer(copy.copy_app, name="copy")
 app.add_typer(assistant.kb_app, name="kb")
 app.add_typer(assistant.assistant_app, name="assistant")
+app.add_typer(monitor.monitor_app, name="monitor")
 
 
 def main() -> None:

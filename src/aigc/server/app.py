@@ -290,7 +290,8 @@ class Gate:
 def create_app(workspace: Workspace | str | None = None, settings: Settings | None = None) -> FastAPI:
     from aigc import open_workspace
     from aigc.engine import Engine
-    from aigc.server.routers import assistant, copy, native, openai, safety, studio, synthesis
+    from aigc.server.routers import (assistant, copy, monitor, native, openai, safety, studio,
+                                     synthesis)
 
     ws = open_workspace(workspace)
     settings = settings or Settings()
@@ -346,6 +347,7 @@ def create_app(workspace: Workspace | str | None = None, settings: Settings | No
     app.include_router(synthesis.router)
     app.include_router(copy.router)
     app.include_router(assistant.router)
+    app.include_router(monitor.router)
     app.include_router(studio.router)
     studio.mount_static(app)
     app.add_middleware(Gate, state=shared)

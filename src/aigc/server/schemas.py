@@ -362,3 +362,46 @@ class CopyRulesRequest(Strict):
     length: dict[str, list[int]] | None = None
     punctuation: dict[str, Any] | None = None
     emoji: bool | int | dict[str, Any] | None = None
+
+
+class MonitorItem(Strict):
+    """One post for a monitor stream."""
+
+    text: str = Field(..., max_length=20_000)
+    timestamp: str | float | None = Field(None, description="ISO 8601, a date and time, or Unix seconds; "
+                                          "absent = now. A time without an offset is in the stream's zone.")
+    id: str | None = Field(None, max_length=200)
+
+
+class MonitorItemsRequest(Strict):
+    """``POST /api/monitor/{name}/items``: one post (``text``...) or many (``items``)."""
+
+    items: list[MonitorItem] | None = Field(None, min_length=1, max_length=10_000)
+    text: str | None = Field(None, max_length=20_000)
+    timestamp: str | float | None = None
+    id: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_or_many(self) -> MonitorItemsRequest:
+        if (self.items is None) == (self.text is None):
+            raise PydanticCustomError("one_or_many", "give either \"text\" (one post) or \"items\" (a list)")
+        return self
+
+
+class MonitorSettingsRequest(Strict):
+    """``PUT /api/monitor/{name}``: create a stream or change its settings."""
+
+    model: str | None = Field(None, max_length=80)
+    period: Literal["hour", "day"] | None = None
+    rules: list[Literal["ewma", "cusum", "baseline"]] | None = Field(None, min_length=1)
+    sensitivity: Literal["low", "medium", "high"] | None = None
+    webhook: str | None = Field(None, max_length=2000)
+    timezone: str | None = Field(None, max_length=64)
+    history: int | None = Field(None, ge=8, le=10_000)
+
+
+class MonitorClassifyRequest(Strict):
+    """``POST /api/monitor/classify``: score texts with a monitor model."""
+
+    model: str = Field(..., min_length=1, max_length=80)
+    texts: list[Annotated[str, Field(max_length=20_000)]] = Field(..., min_length=1, max_length=10_000)

@@ -84,6 +84,16 @@ const I18N = {
     "assist.confidence": "confidence {c}", "assist.queue": "Hand-off queue", "assist.reason": "Reason",
     "assist.question": "Question", "assist.close": "Close", "assist.no_handoffs": "No open hand-offs.",
     "assist.chunk": "Chunk {id} · {doc}", "assist.hide": "Hide",
+    "tab.monitor": "Monitor", "mon.stream": "Stream", "mon.topic": "Topic", "mon.all": "All posts", "mon.alerts": "Alerts",
+    "mon.no_streams": "No monitor streams yet: create one with `aigc monitor set NAME --model MODEL`.",
+    "mon.no_posts": "No posts in this stream yet.", "mon.no_alerts": "No alerts.", "mon.loading": "Loading…",
+    "mon.status": "{items} posts · {alerts} alerts", "mon.posts_axis": "posts", "mon.share_axis": "negative share",
+    "mon.alert": "alert", "mon.point": "{when}: {n} posts, {share} negative", "mon.vs": "{share} negative, expected {expected}",
+    "mon.volume": "{n} posts", "mon.keywords": "Keywords", "mon.change": "Change point: {when}", "mon.samples": "Sample posts",
+    "mon.resolved": "{rule} on {topic} resolved on {when} ({share} negative)", "mon.show_posts": "Show posts",
+    "mon.posts": "Posts · {topic} · {when} ({n})", "mon.no_posts_period": "No posts in this period.",
+    "mon.heat": "Negative share by topic", "mon.time": "Time (UTC)", "mon.label": "Label", "mon.prob": "Probability",
+    "mon.text": "Text",
   },
   zh: {
     "tab.play": "试玩", "tab.runs": "训练任务", "tab.datasets": "数据集", "tab.log": "生成记录",
@@ -166,6 +176,16 @@ const I18N = {
     "assist.confidence": "置信度 {c}", "assist.queue": "人工队列", "assist.reason": "原因",
     "assist.question": "问题", "assist.close": "关闭", "assist.no_handoffs": "没有待处理的人工转接。",
     "assist.chunk": "片段 {id} · {doc}", "assist.hide": "收起",
+    "tab.monitor": "舆情监测", "mon.stream": "数据流", "mon.topic": "话题", "mon.all": "全部帖子", "mon.alerts": "预警",
+    "mon.no_streams": "还没有监测数据流：请用 `aigc monitor set 名称 --model 模型` 创建。",
+    "mon.no_posts": "此数据流还没有帖子。", "mon.no_alerts": "没有预警。", "mon.loading": "加载中……",
+    "mon.status": "{items} 条帖子 · {alerts} 条预警", "mon.posts_axis": "帖子数", "mon.share_axis": "负面占比",
+    "mon.alert": "预警", "mon.point": "{when}：{n} 条，负面 {share}", "mon.vs": "负面 {share}，预期 {expected}",
+    "mon.volume": "{n} 条", "mon.keywords": "关键词", "mon.change": "变化点：{when}", "mon.samples": "示例帖子",
+    "mon.resolved": "{topic} 的 {rule} 预警已于 {when} 恢复（负面 {share}）", "mon.show_posts": "查看帖子",
+    "mon.posts": "帖子 · {topic} · {when}（{n} 条）", "mon.no_posts_period": "此时段没有帖子。",
+    "mon.heat": "各话题负面占比", "mon.time": "时间（UTC）", "mon.label": "标签", "mon.prob": "概率",
+    "mon.text": "内容",
   },
 };
 
@@ -1314,13 +1334,245 @@ async function uploadDocument() {
   } catch (e) { status.textContent = e.message; } finally { input.value = ""; }
 }
 
+// -- monitor: a stream's volume and negative share per period, its alerts explained, the posts behind a point --
+
+const ALL_TOPICS = "*";  // the all-posts topic, as the server names it
+let monitorView = null;  // {stream, trends, alerts} on screen, drawn again when the topic or language changes
+let monitorPosts = null;  // the drill-down on screen: {topic, start, items}
+let monitorToken = 0;  // the latest stream load; an older answer arriving late is dropped
+
+const pct = (v) => (v === null || v === undefined || !Number.isFinite(v) ? "–" : `${Math.round(v * 100)}%`);
+const topicName = (topic) => (topic === ALL_TOPICS || topic === null ? t("mon.all") : topic);
+const periodMs = (period) => (period === "hour" ? 3600e3 : 86400e3);
+
+// A period start (UTC, as the server cuts periods) as a person reads it: 2026-01-31, or 2026-01-31 14:00.
+function periodLabel(iso, period) {
+  const s = new Date(iso).toISOString();
+  return period === "hour" ? `${s.slice(0, 10)} ${s.slice(11, 13)}:00` : s.slice(0, 10);
+}
+
+async function loadMonitor() {
+  const streams = (await (await api("/api/monitor")).json()).streams;
+  const select = $("#monitor-stream"), keep = select.value;
+  select.replaceChildren(...streams.map((s) => el("option", { value: s.name }, `${s.name} (${s.items} · ${s.alerts})`)));
+  if (!streams.length) {
+    monitorView = null;
+    $("#monitor-status").textContent = t("mon.no_streams");
+    for (const id of ["#monitor-chart-box", "#monitor-heat-box", "#monitor-alerts", "#monitor-posts"]) $(id).replaceChildren();
+    return;
+  }
+  if (streams.some((s) => s.name === keep)) select.value = keep;
+  await loadMonitorStream();
+}
+
+async function loadMonitorStream() {
+  const name = $("#monitor-stream").value;
+  if (!name) return;
+  const token = ++monitorToken;
+  $("#monitor-status").textContent = t("mon.loading");
+  const base = `/api/monitor/${encodeURIComponent(name)}`;
+  const [trends, alerts] = await Promise.all([(await api(`${base}/trends`)).json(), (await api(`${base}/alerts?limit=500`)).json()]);
+  if (token !== monitorToken) return;
+  if (!monitorView || monitorView.stream !== name) monitorPosts = null;
+  monitorView = { stream: name, trends, alerts: alerts.alerts };
+  renderMonitor();
+}
+
+function renderMonitor() {
+  const view = monitorView, topics = view.trends.series.map((s) => s.topic);
+  const select = $("#monitor-topic"), keep = select.value;
+  select.replaceChildren(...topics.map((tp) => el("option", { value: tp }, topicName(tp))));
+  select.value = topics.includes(keep) ? keep : ALL_TOPICS;
+  const topic = select.value, period = view.trends.period;
+  const mine = view.alerts.filter((a) => topic === ALL_TOPICS || a.topic === topic);  // newest first, as served
+  const shown = mine.filter((a) => a.kind === "alert").concat(mine.filter((a) => a.kind !== "alert"));  // resolves last
+  $("#monitor-status").textContent = view.trends.items ? t("mon.status", { items: fmtNum(view.trends.items),
+    alerts: view.alerts.filter((a) => a.kind === "alert").length }) : t("mon.no_posts");
+  const series = view.trends.series.find((s) => s.topic === topic);
+  $("#monitor-chart-box").replaceChildren(...(series ? [monitorChart(view.stream, series, shown, period)] : []));
+  $("#monitor-heat-box").replaceChildren(...(view.trends.series.length > 1 ? [heatStrip(view.trends.series, period)] : []));
+  $("#monitor-alerts").replaceChildren(...shown.map((a) => alertCard(a, period)));
+  if (!shown.some((a) => a.kind === "alert")) $("#monitor-alerts").prepend(el("p", { class: "muted" }, t("mon.no_alerts")));
+  renderPosts(period);
+}
+
+// Volume as bars (left axis), negative share as a line (right axis, 0-100%), a marker at each alert's
+// period; a click on a period (or a marker) lists its posts.
+function monitorChart(stream, series, alerts, period) {
+  const pts = series.points, n = pts.length;
+  const W = 720, H = 300, L = 52, R = 52, T = 40, B = 40;  // the top margin holds the legend and the alert flags
+  const bw = (W - L - R) / Math.max(1, n);
+  const x = (i) => L + (i + 0.5) * bw;  // the middle of period i
+  const vmax = Math.max(1, ...pts.map((p) => p.volume));
+  const vTicks = linearTicks(0, vmax, 4).filter(Number.isInteger);
+  const vtop = Math.max(vmax, ...vTicks);
+  const sv = (v) => T + (1 - v / vtop) * (H - T - B);
+  const ss = (s) => T + (1 - s) * (H - T - B);
+  const chart = svg("svg", { id: "monitor-chart", class: "chart monitor", viewBox: `0 0 ${W} ${H}`, role: "img",
+    "data-stream": stream, "data-topic": series.topic, "aria-label": `${t("mon.posts_axis")} / ${t("mon.share_axis")}` });
+  const grid = svg("g", { class: "grid" }), ticks = svg("g", { class: "ticks" });
+  for (const v of vTicks) {
+    grid.append(svg("line", { x1: L, x2: W - R, y1: sv(v), y2: sv(v) }));
+    ticks.append(svg("text", { class: "tick-y", x: L - 6, y: sv(v) + 4, "text-anchor": "end" }, fmtNum(v)));
+  }
+  for (const s of [0, 0.25, 0.5, 0.75, 1]) {
+    ticks.append(svg("text", { class: "tick-share", x: W - R + 6, y: ss(s) + 4, "text-anchor": "start" }, pct(s)));
+  }
+  const every = Math.ceil(n / 8);
+  pts.forEach((p, i) => {
+    if (i % every === 0) ticks.append(svg("text", { class: "tick-x", x: x(i), y: H - B + 16, "text-anchor": "middle" },
+      periodLabel(p.t, period).slice(5)));
+  });
+  chart.append(grid, svg("rect", { class: "frame", x: L, y: T, width: W - L - R, height: H - T - B }), ticks,
+    svg("text", { class: "axis-label", x: 14, y: T + (H - T - B) / 2, "text-anchor": "middle",
+                  transform: `rotate(-90 14 ${T + (H - T - B) / 2})` }, t("mon.posts_axis")),
+    svg("text", { class: "axis-label", x: W - 10, y: T + (H - T - B) / 2, "text-anchor": "middle",
+                  transform: `rotate(90 ${W - 10} ${T + (H - T - B) / 2})` }, t("mon.share_axis")));
+  const bars = svg("g", { class: "bars" });
+  pts.forEach((p, i) => bars.append(svg("rect", { class: "bar", x: x(i) - Math.max(1, bw * 0.7) / 2, y: sv(p.volume),
+    width: Math.max(1, bw * 0.7), height: H - B - sv(p.volume), "data-t": p.t, "data-volume": p.volume })));
+  let d = "", pen = false;  // the share line breaks over periods without posts
+  pts.forEach((p, i) => {
+    if (p.share === null) { pen = false; return; }
+    d += `${pen ? "L" : "M"}${x(i).toFixed(1)},${ss(p.share).toFixed(1)}`;
+    pen = true;
+  });
+  chart.append(bars, svg("path", { class: "share", d }));
+  pts.forEach((p, i) => {
+    if (p.share !== null && bw >= 6) chart.append(svg("circle", { class: "share-point", cx: x(i), cy: ss(p.share), r: 2.5 }));
+  });
+  // a transparent column per period takes the clicks, so a thin bar or a point need not be hit exactly
+  const hits = svg("g", { class: "hits" });
+  pts.forEach((p, i) => {
+    const hit = svg("rect", { class: "hit", x: L + i * bw, y: T, width: bw, height: H - T - B, "data-t": p.t },
+      svg("title", {}, t("mon.point", { when: periodLabel(p.t, period), n: p.volume, share: pct(p.share) })));
+    if (monitorPosts && Date.parse(monitorPosts.start) === Date.parse(p.t)) hit.classList.add("picked");
+    hit.addEventListener("click", () => pickPeriod(series.topic, p.t));
+    hits.append(hit);
+  });
+  chart.append(hits);
+  const index = new Map(pts.map((p, i) => [Date.parse(p.t), i]));
+  const byPeriod = new Map();
+  for (const a of alerts) {
+    const i = index.get(Date.parse(a.period));
+    if (a.kind !== "alert" || i === undefined) continue;
+    if (!byPeriod.has(i)) byPeriod.set(i, []);
+    byPeriod.get(i).push(a);
+  }
+  for (const [i, list] of byPeriod) {
+    const what = list.map((a) => `${a.rule} · ${topicName(a.topic)} · ${pct(a.share)}`).join("\n");
+    const marker = svg("g", { class: "alert-marker", "data-period": pts[i].t, "data-count": list.length, tabindex: 0 },
+      svg("title", {}, `${t("mon.alert")} ${periodLabel(pts[i].t, period)}\n${what}`),
+      svg("line", { class: "alert-line", x1: x(i), x2: x(i), y1: T, y2: H - B }),
+      svg("path", { class: "alert-flag", d: `M${x(i) - 6},${T - 14}h12l-6,11z` }));
+    marker.addEventListener("click", () => pickPeriod(series.topic, pts[i].t));
+    marker.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") pickPeriod(series.topic, pts[i].t); });
+    chart.append(marker);
+  }
+  const legend = svg("g", { class: "legend", transform: `translate(${L},2)` },
+    svg("rect", { class: "bar", x: 8, y: 5, width: 10, height: 10 }), svg("text", { x: 22, y: 14 }, t("mon.posts_axis")),
+    svg("line", { class: "share", x1: 90, x2: 110, y1: 10, y2: 10 }), svg("text", { x: 114, y: 14 }, t("mon.share_axis")),
+    svg("path", { class: "alert-flag", d: "M220,5h10l-5,9z" }), svg("text", { x: 234, y: 14 }, t("mon.alert")));
+  chart.append(legend);
+  return chart;
+}
+
+// Every topic's negative share per period as one row of cells, darker red for a higher share.
+function heatStrip(allSeries, period) {
+  const W = 720, L = 110, R = 52, rowH = 14, top = 18;
+  const n = Math.max(1, allSeries[0].points.length), cw = (W - L - R) / n;
+  const H = top + rowH * allSeries.length + 4;
+  const strip = svg("svg", { id: "monitor-heat", class: "chart heat", viewBox: `0 0 ${W} ${H}` },
+    svg("text", { class: "axis-label", x: 4, y: 12 }, t("mon.heat")));
+  allSeries.forEach((s, r) => {
+    const y = top + r * rowH;
+    strip.append(svg("text", { class: "heat-topic", x: L - 6, y: y + rowH - 3, "text-anchor": "end" }, topicName(s.topic)));
+    s.points.forEach((p, i) => {
+      const cell = svg("rect", { class: p.share === null ? "cell empty" : "cell", x: L + i * cw, y, width: Math.max(0.5, cw - 0.5),
+        height: rowH - 2, "data-topic": s.topic, "data-t": p.t },
+        svg("title", {}, `${topicName(s.topic)} · ${t("mon.point", { when: periodLabel(p.t, period), n: p.volume, share: pct(p.share) })}`));
+      if (p.share !== null) cell.style.fill = `hsl(0, 75%, ${Math.round(97 - 55 * p.share)}%)`;
+      cell.addEventListener("click", () => {  // that topic's chart, and the posts of that cell
+        $("#monitor-topic").value = s.topic;
+        monitorPosts = null;
+        renderMonitor();
+        pickPeriod(s.topic, p.t);
+      });
+      strip.append(cell);
+    });
+  });
+  return strip;
+}
+
+function alertCard(a, period) {
+  const why = a.explanation || {};
+  if (a.kind !== "alert") {
+    return el("div", { class: "resolved muted", "data-id": a.id, "data-period": a.period, "data-topic": a.topic },
+      t("mon.resolved", { rule: a.rule, topic: topicName(a.topic), when: periodLabel(a.period, period), share: pct(a.share) }));
+  }
+  const summary = lang === "zh" ? why.summary_zh || why.summary : why.summary || why.summary_zh;
+  const card = el("div", { class: "card alert", "data-id": a.id, "data-period": a.period, "data-topic": a.topic,
+                           "data-rule": a.rule },
+    el("div", { class: "alert-head" }, el("span", { class: "badge rule" }, a.rule), " ",
+      el("strong", { class: "topic" }, topicName(a.topic)), " · ", el("span", { class: "period" }, periodLabel(a.period, period)),
+      " · ", el("span", { class: "share" }, t("mon.vs", { share: pct(a.share), expected: pct(a.expected) })),
+      a.volume === null || a.volume === undefined ? "" : el("span", { class: "muted" }, " · " + t("mon.volume", { n: a.volume }))),
+    el("p", { class: "summary" }, summary || ""));
+  if ((why.keywords || []).length) {
+    card.append(el("div", { class: "keywords" }, el("span", { class: "muted" }, t("mon.keywords") + ": "),
+      ...why.keywords.map((k) => el("span", { class: "chip", title: `${fmtNum(k.score)} · ×${k.count}` }, k.word))));
+  }
+  if (why.change_point) {
+    card.append(el("div", { class: "muted change" }, t("mon.change", { when: periodLabel(why.change_point, period) })));
+  }
+  if ((why.samples || []).length) {
+    card.append(el("div", { class: "muted" }, t("mon.samples")),
+      el("ul", { class: "samples" }, ...why.samples.map((s) => el("li", { class: "sample", title: s.ts }, s.text))));
+  }
+  card.append(el("button", { class: "alert-posts", onclick: () => pickPeriod(a.topic, a.period) }, t("mon.show_posts")));
+  return card;
+}
+
+// The posts of one topic in one period [start, start + period), newest first, as the server stored them.
+async function pickPeriod(topic, start) {
+  const view = monitorView, period = view.trends.period;
+  const end = new Date(Date.parse(start) + periodMs(period)).toISOString();
+  const q = new URLSearchParams({ topic, start, end, limit: "200" });
+  try {
+    const data = await (await api(`/api/monitor/${encodeURIComponent(view.stream)}/items?${q}`)).json();
+    if (view !== monitorView) return;
+    monitorPosts = { topic, start, items: data.items };
+  } catch (e) { $("#monitor-status").textContent = e.message; return; }
+  document.querySelectorAll("#monitor-chart .hit").forEach((h) => h.classList.toggle("picked", Date.parse(h.dataset.t) === Date.parse(start)));
+  document.querySelectorAll("#monitor-alerts .alert").forEach((c) => c.classList.toggle("picked", Date.parse(c.dataset.period) === Date.parse(start)));
+  renderPosts(period);
+}
+
+function renderPosts(period) {
+  const box = $("#monitor-posts"), shown = monitorPosts;
+  box.replaceChildren();
+  for (const k of ["topic", "start", "count"]) delete box.dataset[k];
+  if (!shown) return;
+  box.append(el("h3", {}, t("mon.posts", { topic: topicName(shown.topic), when: periodLabel(shown.start, period), n: shown.items.length })));
+  if (!shown.items.length) box.append(el("p", { class: "muted" }, t("mon.no_posts_period")));
+  else {
+    box.append(el("table", { class: "list posts" }, el("thead", {}, el("tr", {}, el("th", {}, t("mon.time")),
+      el("th", {}, t("mon.topic")), el("th", {}, t("mon.label")), el("th", {}, t("mon.prob")), el("th", {}, t("mon.text")))),
+      el("tbody", {}, ...shown.items.map((p) => el("tr", { class: p.negative ? "post negative" : "post", "data-id": p.id },
+        el("td", { class: "time" }, new Date(p.ts).toISOString().slice(0, 16).replace("T", " ")),
+        el("td", {}, p.topic), el("td", {}, el("span", { class: "badge label" }, p.label)),
+        el("td", { class: "num" }, p.prob.toFixed(2)), el("td", { class: "text" }, p.text))))));
+  }
+  Object.assign(box.dataset, { topic: shown.topic, start: shown.start, count: String(shown.items.length) });
+}
+
 // -- wiring ---------------------------------------------------------------------------------------------
 
 function showTab(name) {
   document.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
   document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== name; });
   const load = { runs: loadRunsPage, datasets: loadDatasetsPage, log: loadLog, arena: loadArena, policy: loadPolicy,
-    synth: loadSynth, copy: loadCopy, assist: loadAssist }[name];
+    synth: loadSynth, copy: loadCopy, assist: loadAssist, monitor: loadMonitor }[name];
   if (load) load().catch((e) => banner(e.message));
 }
 
@@ -1332,6 +1584,7 @@ $("#lang").addEventListener("click", () => {
   onRunChange();
   onArenaRunsChange();
   if (shownRun && $("#run-view")) renderRun(shownRun);
+  if (monitorView) renderMonitor();
 });
 $("#key").addEventListener("click", () => {
   const key = prompt(t("key.prompt"), localStorage.getItem("aigc.key") || "");
@@ -1360,5 +1613,8 @@ $("#chat-send").addEventListener("click", () => sendChat());
 $("#chat-input").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.isComposing) sendChat(); });
 $("#chat-new").addEventListener("click", newConversation);
 $("#handoff-refresh").addEventListener("click", () => loadHandoffs().catch((e) => banner(e.message)));
+$("#monitor-stream").addEventListener("change", () => loadMonitorStream().catch((e) => { $("#monitor-status").textContent = e.message; }));
+$("#monitor-topic").addEventListener("change", () => { monitorPosts = null; renderMonitor(); });
+$("#monitor-refresh").addEventListener("click", () => loadMonitor().catch((e) => { $("#monitor-status").textContent = e.message; }));
 applyLang();
 loadRuns().catch((e) => banner(e.message));
