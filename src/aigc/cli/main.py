@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from aigc.cli import (assistant, audit, base, copy, data, demo, evaluate, export, generate, label, monitor, runs,
-                      safety, serve, synthesize, train, tune)
+from aigc.cli import (assistant, audit, base, copy, data, demo, evaluate, export, generate, label, monitor, recommend,
+                      runs, safety, serve, synthesize, train, tune)
 from aigc.cli.common import guard
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.add_typer(copy.copy_app, name="copy")
 app.add_typer(assistant.kb_app, name="kb")
 app.add_typer(assistant.assistant_app, name="assistant")
 app.add_typer(monitor.monitor_app, name="monitor")
+app.add_typer(recommend.recommend_app, name="recommend")
 
 
 def main() -> None:

@@ -290,7 +290,7 @@ class Gate:
 def create_app(workspace: Workspace | str | None = None, settings: Settings | None = None) -> FastAPI:
     from aigc import open_workspace
     from aigc.engine import Engine
-    from aigc.server.routers import (assistant, copy, monitor, native, openai, safety, studio,
+    from aigc.server.routers import (assistant, copy, monitor, native, openai, recommend, safety, studio,
                                      synthesis)
 
     ws = open_workspace(workspace)
@@ -348,6 +348,7 @@ def create_app(workspace: Workspace | str | None = None, settings: Settings | No
     app.include_router(copy.router)
     app.include_router(assistant.router)
     app.include_router(monitor.router)
+    app.include_router(recommend.router)
     app.include_router(studio.router)
     studio.mount_static(app)
     app.add_middleware(Gate, state=shared)

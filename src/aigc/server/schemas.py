@@ -405,3 +405,17 @@ class MonitorClassifyRequest(Strict):
 
     model: str = Field(..., min_length=1, max_length=80)
     texts: list[Annotated[str, Field(max_length=20_000)]] = Field(..., min_length=1, max_length=10_000)
+
+
+MAX_RECOMMEND_K = 100
+
+
+class RecommendRequest(Strict):
+    """``POST /api/recommend``: a user's top items."""
+
+    model: str = Field(min_length=1, max_length=80, description="The recommender's name (`GET /api/recommend`).")
+    user: str = Field(min_length=1, max_length=200, description="The user id; one without history gets the "
+                                                                "most popular items (cold_start: true).")
+    k: int = Field(10, ge=1, le=MAX_RECOMMEND_K)
+    exclude_seen: bool = True
+    explain: bool = False
