@@ -116,19 +116,24 @@ def for_user(
     explain: Annotated[bool, typer.Option("--explain", help="Say why each item (in the item's language).")] = False,
     include_seen: Annotated[bool, typer.Option("--include-seen", help="Keep items the user already "
                                                                       "touched.")] = False,
+    copy: Annotated[bool, typer.Option("--copy", help="Personalised copy for each item through the copy desk "
+                                                      "(an instruct model: slower).")] = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The best items for a user."""
     from aigc.apps import recommend
 
-    result = recommend.recommend(name, user, k, workspace=workspace, exclude_seen=not include_seen, explain=explain)
+    result = recommend.recommend(name, user, k, workspace=workspace, exclude_seen=not include_seen, explain=explain,
+                                 copy=copy)
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
         return
     if result["note"]:
         err.print(result["note"])
     out.print(_items_table(result["items"], explain))
+    for item in result["items"] if copy else ():
+        out.print(f"{item['item']}: {item.get('copy') or '-'}")
 
 
 @recommend_app.command("similar")
