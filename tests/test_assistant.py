@@ -164,37 +164,23 @@ def test_http_ask_and_the_openai_client_chat_with_kb_name(kb_ws):
 
 
 def test_a_handoff_is_posted_to_the_webhook(kb_ws):
-    import http.server
-    import threading
     import time
 
-    got = []
+    from helpers import WebhookSink
 
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the stdlib's name
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        assistant.configure("help", workspace=kb_ws, webhook=f"http://127.0.0.1:{server.server_port}/hook")
-        assistant.ask("help", "talk to a human", workspace=kb_ws)
-        deadline = time.time() + 10
-        while not got and time.time() < deadline:
-            time.sleep(0.05)
-        assert got and got[0]["event"] == "handoff" and got[0]["reason"] == "requested"
-        assert got[0]["conversation"][-1]["content"] == "talk to a human"
-        while time.time() < deadline and assistant.handoffs("help", workspace=kb_ws)[0]["delivered"] is None:
-            time.sleep(0.05)
-        assert assistant.handoffs("help", workspace=kb_ws)[0]["delivered"] == "200"
-    finally:
-        assistant.configure("help", workspace=kb_ws, webhook=None)
-        server.shutdown()
+    with WebhookSink() as sink:
+        try:
+            assistant.configure("help", workspace=kb_ws, webhook=sink.url)
+            assistant.ask("help", "talk to a human", workspace=kb_ws)
+            got = sink.wait()
+            assert got and got[0]["event"] == "handoff" and got[0]["reason"] == "requested"
+            assert got[0]["conversation"][-1]["content"] == "talk to a human"
+            deadline = time.time() + 10
+            while time.time() < deadline and assistant.handoffs("help", workspace=kb_ws)[0]["delivered"] is None:
+                time.sleep(0.05)
+            assert assistant.handoffs("help", workspace=kb_ws)[0]["delivered"] == "200"
+        finally:
+            assistant.configure("help", workspace=kb_ws, webhook=None)
 
 
 def test_upload_adds_a_document_and_a_too_large_one_is_a_4xx(kb_ws, monkeypatch):

@@ -244,38 +244,21 @@ def test_cli_monitor_commands(ws_with_model, tmp_path):
     assert r.exit_code == 2 and "no monitor stream 'nope'" in r.output
 
 
-def test_alerts_are_posted_to_the_webhook(ws_with_model, tmp_path):
-    import http.server
-    import threading
+def test_alerts_are_posted_to_the_webhook(ws_with_model):
     import time
 
-    got = []
+    from helpers import WebhookSink
 
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the stdlib's name
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        ws = ws_with_model
-        monitor.configure("shop", ws, model="reviews", rules="ewma",
-                          webhook=f"http://127.0.0.1:{server.server_port}/hook")
+    ws = ws_with_model
+    with WebhookSink() as sink:
+        monitor.configure("shop", ws, model="reviews", rules="ewma", webhook=sink.url)
         monitor.add("shop", [{"text": r["text"], "timestamp": r["time"]} for r in spiky_posts().to_dict("records")],
                     workspace=ws)
-        deadline = time.time() + 10
-        while not got and time.time() < deadline:
-            time.sleep(0.05)
+        got = sink.wait()
         assert got and got[0]["event"] == "monitor_alerts" and got[0]["stream"] == "shop"
         fired = [a for a in got[0]["alerts"] if a["kind"] == "alert"]
         assert fired and fired[0]["explanation"]["samples"]
+        deadline = time.time() + 10
         while time.time() < deadline and monitor.list_alerts("shop", workspace=ws)[-1]["delivered"] is None:
             time.sleep(0.05)
         assert {a["delivered"] for a in monitor.list_alerts("shop", workspace=ws)} == {"200"}
-    finally:
-        server.shutdown()
