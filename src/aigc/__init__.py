@@ -34,8 +34,13 @@ def open_workspace(workspace: str | Path | Workspace | None = None) -> Workspace
 
 
 def ingest(path: str | Path, name: str, *, workspace: Any = None, **options: Any) -> dict:
-    """Ingest a text file (txt/csv/tsv/jsonl/parquet) or an image source (a folder of images, an
-    IDX file, an .npz, a .csv of image paths) as dataset ``name``; returns its card.
+    """Ingest a text file (txt/csv/tsv/jsonl/parquet), an image source (a folder of images, an
+    IDX file, an .npz, a .csv of image paths), audio clips (a folder of WAV/FLAC/OGG/MP3, one
+    subfolder per class, or a .csv of clip paths) or symbolic music (a MIDI file, a folder of MIDI
+    files, ``music21:bach``) as dataset ``name``; returns its card.
+
+    Audio options are those of :func:`aigc.data.audio.ingest_audio` (``sample_rate``, ``seconds``,
+    ``image_size``, ``silence_db``, ``strict``): ``aigc.ingest("digits/", "digits", seconds=1.0)``.
 
     Image sources are recognised by the path, or by an image option (``image_size``, ``labels``...).
     Text options are those of :func:`aigc.data.ingest.ingest_text`, e.g. a CSV/TSV without a header
@@ -47,13 +52,21 @@ def ingest(path: str | Path, name: str, *, workspace: Any = None, **options: Any
     (``table=True`` forces one; see :func:`aigc.data.tables.ingest_table` for ``metadata``,
     ``drop_columns``...): ``aigc.ingest("adult.csv", "adult")``.
     """
-    from aigc.data import images, table_sources
+    from aigc.data import audio, images, table_sources
 
     ws = open_workspace(workspace)
     progress = options.pop("progress", None)  # progress(stage, done, total): text ingestion's long stages
     table = options.pop("table", None)  # True: a table whatever the file; False: never one
-    if table is not True and images.is_image_source(path, options):
-        return images.ingest_images(ws, path, name, **images.image_options(path, options))
+    if table is not True:
+        # Audio and music before images: a folder of clips would pass for an (empty) image folder.
+        if audio.is_audio_source(path, options):
+            return audio.ingest_audio(ws, path, name, progress=progress, **audio.audio_options(path, options))
+        from aigc.data import music
+
+        if music.is_music_source(path, options):
+            return music.ingest_music(ws, path, name, progress=progress, **options)
+        if images.is_image_source(path, options):
+            return images.ingest_images(ws, path, name, **images.image_options(path, options))
     if table or (table is None and table_sources.is_table_source(path, options)):
         from aigc.data.tables import TABLE_INGEST_OPTIONS, ingest_table
 

@@ -32,10 +32,12 @@ def to_uint8(images: Tensor) -> np.ndarray:
 class ImageGenerator:
     """A loaded image run: the model plus the class names it was trained on."""
 
-    def __init__(self, model: nn.Module, classes: Sequence[str] = (), name: str = ""):
+    def __init__(self, model: nn.Module, classes: Sequence[str] = (), name: str = "",
+                 audio: dict | None = None):
         self.model = model.eval()
         self.classes = list(classes)
         self.name = name
+        self.audio = audio  # a run trained on an audio dataset's mel images: the features to decode them
 
     @property
     def device(self) -> torch.device:
@@ -164,4 +166,19 @@ class ImageGenerator:
             with Image.open(grid) as g:
                 g.load()
                 save_image(g, grid, {**label, "ProduceID": f"{label.get('ProduceID') or 'image'}-grid"}, explicit=mark)
+        if self.audio:
+            self.save_audio(arrays, out, prefix)
+        return paths
+
+    def save_audio(self, arrays: np.ndarray, out: Path, prefix: str = "sample") -> list[Path]:
+        """A run trained on an audio dataset: each generated mel image as a WAV beside its PNG,
+        through Griffin-Lim with the dataset's feature parameters (``self.audio``)."""
+        from aigc.data.audio_features import griffin_lim, image_to_mel, write_wav
+
+        a = self.audio
+        paths = []
+        for i, img in enumerate(arrays):
+            mel = image_to_mel(img, n_mels=a["n_mels"], frames=a.get("frames"))
+            paths.append(write_wav(out / f"{prefix}-{i:03d}.wav", griffin_lim(mel, sr=a["sample_rate"], seed=i),
+                                   a["sample_rate"]))
         return paths

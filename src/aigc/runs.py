@@ -47,6 +47,12 @@ ENCODING_FILE = "encoding.json"  # a table family's data encoding, learned from 
 ALIGNED_SHARE = 0.85
 
 
+# Datasets that the families of another modality train on: an audio dataset's clips are stored as
+# mel-spectrogram images (aigc.data.audio), a music dataset's pieces as text, one character per
+# REMI token (aigc.data.music).
+TRAINED_AS = {"audio": "image", "music": "text"}
+
+
 def _default_run_name(ws: Workspace, dataset: str, family: str, preset: str) -> str:
     base = f"{dataset}-{family}-{preset}"
     name, k = base, 2
@@ -197,7 +203,7 @@ def train(
     cfg = train_config_for(fam, preset, train_overrides)
     _plan_privacy(fam, model_cfg, cfg)
     ds = ws.get_dataset(dataset)
-    if ds["modality"] != fam.modality:
+    if TRAINED_AS.get(ds["modality"], ds["modality"]) != fam.modality:
         raise InvalidInput(f"dataset {dataset!r} holds {ds['modality']} but {family} is a {fam.modality} family")
     name = name or _default_run_name(ws, dataset, family, preset)
     if ws.has_run(name):
@@ -220,6 +226,8 @@ def train(
         "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "created_at": now(),
     }
+    if ds["modality"] == "audio":  # how its images turn back into sound, kept with the run
+        spec["audio"] = read_card(Path(ds["path"]))["features"]
     ws.create_run(name, family, dataset, {"model": spec["model_config"], "train": spec["train_config"]})
     try:
         run_dir.mkdir(parents=True)
@@ -435,7 +443,7 @@ def _load(ws: Workspace, name: str, device: str | None = None):
     if fam.modality == "image":
         from aigc.image_generation import ImageGenerator
 
-        return ImageGenerator(model, spec.get("classes", []), name=name)
+        return ImageGenerator(model, spec.get("classes", []), name=name, audio=spec.get("audio"))
     tokenizer = TextTokenizer.load(run_dir / "tokenizer.json")
     return TextGenerator(model, tokenizer, spec["cond_columns"], spec["conditions"], name=name,
                          normalize=spec.get("normalize", True))  # runs from before it was recorded: ingest's default

@@ -18,8 +18,9 @@ def ingest(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(
         help="A text file (.txt .csv .tsv .jsonl .parquet), a table (.csv .tsv .dat .parquet .jsonl .xlsx with "
-             "no text column), or images: a folder (one subfolder per class), an IDX file (MNIST format, raw or "
-             ".gz), an .npz (x, y) or a .csv of image paths.",
+             "no text column), images: a folder (one subfolder per class), an IDX file (MNIST format, raw or "
+             ".gz), an .npz (x, y) or a .csv of image paths; audio clips: a folder of .wav .flac .ogg .mp3 (one "
+             "subfolder per class) or a .csv of clip paths; or music: MIDI files or music21:bach.",
         show_default=False)],
     name: Annotated[str, typer.Option("--name", "-n", help="Dataset name.", show_default=False)],
     lines: Annotated[bool, typer.Option("--lines", help="A .txt file holds one record per line.")] = False,
@@ -44,7 +45,8 @@ def ingest(
     labels: Annotated[Path | None, typer.Option(
         "--labels", help="Images: the IDX label file for an IDX image file.", show_default=False)] = None,
     image_size: Annotated[int | None, typer.Option(
-        "--image-size", help="Images: resize to SIZE x SIZE (see --resize). Without it, all must share one size.",
+        "--image-size", help="Images: resize to SIZE x SIZE (see --resize). Without it, all must share one size. "
+        "Audio: the side of the square spectrogram images [default: 64].",
         show_default=False)] = None,
     channels: Annotated[int | None, typer.Option(
         "--channels", help="Images: 1 (greyscale) or 3 (RGB). Default: 1 if every image is grey, else 3.",
@@ -53,7 +55,16 @@ def ingest(
         "--resize", help="Images: crop (centre crop, the default) or pad (letterbox) to --image-size.",
         show_default=False)] = None,
     strict: Annotated[bool, typer.Option(
-        "--strict", help="Images: fail on the first unreadable file instead of skipping it.")] = False,
+        "--strict", help="Images, audio: fail on the first unreadable file instead of skipping it.")] = False,
+    sample_rate: Annotated[int | None, typer.Option(
+        "--sample-rate", help="Audio: resample every clip to this rate in Hz [default: 16000].",
+        show_default=False)] = None,
+    seconds: Annotated[float | None, typer.Option(
+        "--seconds", help="Audio: cut or pad every clip to this length, centred [default: 1.0].",
+        show_default=False)] = None,
+    silence_db: Annotated[float | None, typer.Option(
+        "--silence-db", help="Audio: trim leading and trailing frames this many dB below the clip's loudest "
+        "[default: 40; 0 keeps clips whole].", show_default=False)] = None,
     path_column: Annotated[str | None, typer.Option(
         "--path-column", help="CSV of images: the column of paths. Default: path, image or file.",
         show_default=False)] = None,
@@ -92,6 +103,7 @@ def ingest(
         "normalize": normalize, "min_length": min_length, "max_length": max_length,
         "labels": labels, "image_size": image_size, "channels": channels, "resize": resize, "strict": strict,
         "path_column": path_column, "label_column": label_column, "pii": pii,
+        "sample_rate": sample_rate, "seconds": seconds, "silence_db": silence_db,
         "table": table, "metadata": metadata, "drop_columns": drop_column,
     }
     flag = {"cond_columns": "cond_column", "drop_columns": "drop_column"}
@@ -102,7 +114,13 @@ def ingest(
     if card.get("modality") == "table":
         _print_table_ingest(name, card)
         return
-    if card.get("modality") == "image":
+    if card.get("modality") == "audio":
+        a, classes = card["audio"], card["classes"]
+        out.print(f"dataset {name}: {c['kept']} clips kept of {c['read']} read "
+                  f"(train {c['train']}, val {c['val']}, test {c['test']}; dropped {c['dropped']})")
+        out.print(f"  {a['seconds']:g} s at {a['sample_rate']} Hz, spectrograms {card['image_size'][0]}x"
+                  f"{card['image_size'][1]}; " + (f"{len(classes)} classes" if classes else "unlabelled"))
+    elif card.get("modality") == "image":
         h, w = card["image_size"]
         classes = card["classes"]
         out.print(f"dataset {name}: {c['kept']} images kept of {c['read']} read "
@@ -122,7 +140,7 @@ def ingest(
         out.print(f"  personal information: {what}: {done}")
     for col, st in card.get("condition_stats", {}).items():
         out.print(f"  condition {col}: {_condition_summary(st)}")
-    if card.get("modality") != "image" and "val" in card.get("empty_splits", []):
+    if card.get("modality") not in ("image", "audio") and "val" in card.get("empty_splits", []):
         out.print("  note: the val split is empty, and training needs one: add records or raise the val "
                   "fraction (--split)")
 
@@ -251,9 +269,17 @@ def _show_card(ds: dict) -> None:
     c = card["counts"]
     table = Table(show_header=False, title=f"dataset {ds['name']}")
     table.add_row("source", f"{card.get('source')} ({card.get('format')}" + (f", {card['encoding']})" if card.get("encoding") else ")"))
-    unit = {"image": "images", "table": "rows"}.get(card.get("modality"), "records")
+    unit = {"image": "images", "table": "rows", "audio": "clips"}.get(card.get("modality"), "records")
     table.add_row(unit, f"{c['kept']} kept of {c['read']} (train {c['train']}, val {c['val']}, test {c['test']})")
-    if unit == "images":
+    if unit == "clips":
+        a, d = card["audio"], card["durations"]["before_trim"]
+        table.add_row("length", f"{a['seconds']:g} s at {a['sample_rate']} Hz (files: {d['min']:g} .. "
+                               f"{d['max']:g} s, median {d['median']:g})")
+        table.add_row("found", "; ".join(f"{k} {v}" for k, v in card["found"].items()))
+        train_counts = card.get("class_counts", {}).get("train", {})
+        table.add_row("classes", ", ".join(f"{k} ({train_counts.get(k, 0)})" for k in card["classes"]) or "unlabelled")
+        table.add_row("preview", str(Path(ds["path"]) / "preview.png"))
+    elif unit == "images":
         h, w = card["image_size"]
         table.add_row("size", f"{w}x{h}, {card['channels']} channel(s), resize {card.get('resize') or 'none'}")
         train_counts = card.get("class_counts", {}).get("train", {})

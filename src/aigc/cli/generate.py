@@ -74,7 +74,8 @@ def generate(
         guard = guard_for(open_workspace(workspace))
         paths = gen.save(images, out_dir or Path(f"{run}-samples"), prefix="frame" if interpolate is not None else "sample",
                          label=guard.label(new_produce_id()), mark=bool(guard.policy.labels.get("image_mark")))
-        out.print(f"wrote {len(paths)} images and {paths[0].parent / 'grid.png'}")
+        out.print(f"wrote {len(paths)} images and {paths[0].parent / 'grid.png'}" +
+                  (", and a WAV beside each (Griffin-Lim of its mel spectrogram)" if gen.audio else ""))
         return
     options = dict(n=n, cond=parse_pairs(cond, "--cond"), max_new_tokens=max_new_tokens, temperature=temperature,
                    top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, stop=tuple(stop or ()), seed=seed)
