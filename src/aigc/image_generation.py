@@ -166,7 +166,7 @@ class ImageGenerator:
             with Image.open(grid) as g:
                 g.load()
                 save_image(g, grid, {**label, "ProduceID": f"{label.get('ProduceID') or 'image'}-grid"}, explicit=mark)
-        if self.audio:
+        if getattr(self, "audio", None):  # (save is also called unbound, on None, for plain image sets)
             self.save_audio(arrays, out, prefix)
         return paths
 

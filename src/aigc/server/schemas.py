@@ -419,4 +419,5 @@ class RecommendRequest(Strict):
     k: int = Field(10, ge=1, le=MAX_RECOMMEND_K)
     exclude_seen: bool = True
     explain: bool = False
-    copy: bool = Field(False, description="Personalised copy for each item through the copy desk (slower).")
+    write_copy: bool = Field(False, description="Personalised copy for each item through the copy desk "
+                                                "(slower).")

@@ -32,7 +32,7 @@ async def recommend_items(body: RecommendRequest, request: Request) -> dict[str,
     try:
         return await run_in_threadpool(lambda: recommend.recommend(
             body.model, body.user, body.k, workspace=shared(request)["ws"], exclude_seen=body.exclude_seen,
-            explain=body.explain, copy=body.copy))
+            explain=body.explain, copy=body.write_copy))
     except NotFound as e:
         raise with_param(e, "model") from None
 
