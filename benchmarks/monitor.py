@@ -137,7 +137,8 @@ def alerts(test, model, seeds: list[int]) -> dict:
         neg_idx = model.labels.index(model.negative)
         pred = dict(zip(pool["text"], lp.argmax(1) == neg_idx))
     out: dict = {}
-    replays = [replay(pool, days=120, seed=seed) for seed in seeds]
+    days = 120
+    replays = [replay(pool, days=days, seed=seed) for seed in seeds]
     for source in ("predicted", "true") if model is not None else ("true",):
         for sens in ("low", "medium", "high"):
             for rule in ("ewma", "cusum", "baseline"):
@@ -149,9 +150,9 @@ def alerts(test, model, seeds: list[int]) -> dict:
                         items["negative"] = items["text"].map(pred).astype(bool)
                     events = rules.scan(items, period="day", rules=(rule,), sensitivity=sens)
                     rep = detection_report(events, rp, rule)
-                    days = rp.items.groupby("topic").size() / 120
+                    per_day = rp.items.groupby("topic").size() / days
                     for crisis, delay in zip(rp.crises, rep["delays"]):
-                        band = next(b for b, lo in zip(BANDS, BAND_LOWS) if days[crisis["topic"]] >= lo)
+                        band = next(b for b, lo in zip(BANDS, BAND_LOWS) if per_day[crisis["topic"]] >= lo)
                         agg["by_volume"][band][1] += 1
                         agg["by_volume"][band][0] += delay is not None and delay <= 1
                     agg["crises"] += rep["crises"]

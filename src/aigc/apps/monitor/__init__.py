@@ -23,7 +23,6 @@ import json
 import logging
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -505,16 +504,10 @@ def _alert_out(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _deliver(ws: Any, name: str, events: list[dict[str, Any]], url: str) -> None:
+    from aigc.apps import post_json
     from aigc.workspace import monitor_alerts_table as A
 
-    body = json.dumps({"stream": name, "event": "monitor_alerts", "alerts": events}, ensure_ascii=False,
-                      default=str).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - a URL the operator configured
-            status = str(resp.status)
-    except Exception as e:  # noqa: BLE001 - recorded on the rows; monitoring goes on
-        status = f"error: {e}"[:300]
+    status = post_json(url, {"stream": name, "event": "monitor_alerts", "alerts": events})
     with ws.engine.begin() as conn:
         conn.execute(A.update().where(A.c.id.in_([e["id"] for e in events])).values(delivered=status))
 
