@@ -123,10 +123,12 @@ def resume(name: str, *, workspace: Any = None, callbacks=(), **train_options: A
     return runs.resume(open_workspace(workspace), name, _train_options(train_options), callbacks)
 
 
-def load(name: str, *, workspace: Any = None, device: str | None = None) -> TextGenerator:
+def load(name: str, *, workspace: Any = None, device: str | None = None, vocoder: str | None = None) -> TextGenerator:
+    """A run's generator (text, image; a run on audio clips inverts its mels with ``vocoder``:
+    ``auto``, ``griffin-lim`` or a vocoder run)."""
     from aigc import runs
 
-    return runs.load(open_workspace(workspace), name, device)
+    return runs.load(open_workspace(workspace), name, device, vocoder=vocoder)
 
 
 def generate(name: str, prompt: str = "", *, workspace: Any = None, rerank: int = 1,

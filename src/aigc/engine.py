@@ -97,6 +97,7 @@ class ImageRequest:
     keep_alive: float | None = None
     endpoint: str = "python"
     key_id: str | None = None
+    write_audio: bool = True  # a run on audio clips: also write a WAV per sample (its caller may do it)
 
 
 @dataclass
@@ -965,11 +966,13 @@ class Engine:
 
             guard = guard_for(self.ws)
             label, mark = guard.label(handle.id), bool(guard.policy.labels.get("image_mark"))
+            cue = bool(guard.policy.labels.get("audio_cue", True))
             result.label = label
         if self.log:
             out_dir = self.ws.root / "generations" / handle.id
             tmp = self.ws.root / "tmp" / f"gen-{handle.id}"
-            paths = entry.generator.save(images, tmp, prefix="image", label=label, mark=mark)
+            paths = entry.generator.save(images, tmp, prefix="image", label=label, mark=mark,
+                                         audio=req.write_audio, cue=cue if label is not None else False)
             out_dir.parent.mkdir(parents=True, exist_ok=True)
             tmp.replace(out_dir)
             result.paths = [str(out_dir / Path(p).name) for p in paths]

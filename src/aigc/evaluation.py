@@ -44,8 +44,11 @@ FOLDED = "\x00other"  # the classifier's label for values without a token of the
 def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | None = None,
              max_new_tokens: int = 120, seed: int = 0, temperature: float = 0.7, top_p: float = 0.9,
              steps: int | None = None, guidance: float | None = None,
-             cond_samples: int = COND_SAMPLES, rerank: int = 1) -> dict[str, Any]:
-    """Evaluate a run; saved as ``eval.json`` in it. Image runs: see :func:`evaluate_images`.
+             cond_samples: int = COND_SAMPLES, rerank: int = 1, vocoder: str | None = None) -> dict[str, Any]:
+    """Evaluate a run; saved as ``eval.json`` in it. Image runs: see :func:`evaluate_images`;
+    runs on audio clips (and vocoders): :mod:`aigc.audio_evaluation` (``vocoder``: the mel
+    inverter, see :func:`aigc.audio_generation.choose_inverter`); runs on symbolic music:
+    :mod:`aigc.music_evaluation`.
 
     ``cond_samples``: samples per asked value for conditional accuracy (0 skips it). ``rerank``
     above 1 also measures it for samples reranked by a classifier of the conditions, each the best
@@ -53,6 +56,22 @@ def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | 
     judge's, and still agrees with the judge more than an independent reader would).
     """
     spec = read_spec(Path(ws.get_run(name)["path"]))
+    if spec.get("family") == "vocoder":
+        from aigc.audio_evaluation import evaluate_vocoder
+
+        return evaluate_vocoder(ws, name, seed=seed)
+    if spec.get("audio"):  # an image family on an audio dataset's mel images
+        from aigc.audio_evaluation import evaluate_audio
+
+        return evaluate_audio(ws, name, n_samples=n_samples or 500, seed=seed, steps=steps, guidance=guidance,
+                              vocoder=vocoder)
+    if vocoder is not None:
+        raise InvalidInput(f"run {name!r} was not trained on audio clips: --vocoder applies to those runs only")
+    if spec.get("music"):  # a text family on REMI tokens
+        from aigc.music_evaluation import evaluate_music
+
+        return evaluate_music(ws, name, n_samples=n_samples or 32, seed=seed, temperature=temperature, top_p=top_p,
+                              max_new_tokens=max_new_tokens)
     if spec["modality"] == "image":
         return evaluate_images(ws, name, n_samples=n_samples or 500, seed=seed, steps=steps, guidance=guidance)
     check_candidates(rerank, "rerank")

@@ -135,13 +135,16 @@ class ImageGenerator:
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def save(self, images: Tensor, out_dir: str | Path, prefix: str = "sample",
-             label: dict | None = None, mark: bool = False) -> list[Path]:
+             label: dict | None = None, mark: bool = False, *, audio: bool = True,
+             cue: bool | None = None) -> list[Path]:
         """Write one PNG per image and ``grid.png``; returns the image paths.
 
         ``label``: the implicit AIGC label (GB 45438 Annex E) each PNG carries in its metadata,
         its ProduceID suffixed with the image's number; ``mark``: also the visible "AI生成" mark, on
         every image large enough to hold it legibly (at least 5 % of the shortest side, 7 px of
-        ink; a 28x28 digit is not) and always on ``grid.png``."""
+        ink; a 28x28 digit is not) and always on ``grid.png``. A run on audio clips also writes a
+        WAV per image (``audio=False``: not), starting with the audible cue when ``cue`` (default:
+        ``mark``) and a label is given."""
         from PIL import Image
 
         from aigc.data.images import write_grid
@@ -166,19 +169,37 @@ class ImageGenerator:
             with Image.open(grid) as g:
                 g.load()
                 save_image(g, grid, {**label, "ProduceID": f"{label.get('ProduceID') or 'image'}-grid"}, explicit=mark)
-        if getattr(self, "audio", None):  # (save is also called unbound, on None, for plain image sets)
-            self.save_audio(arrays, out, prefix)
+        if audio and getattr(self, "audio", None):  # (save is also called unbound, on None, for image sets)
+            self.save_audio(arrays, out, prefix, label=label, mark=mark if cue is None else cue)
         return paths
 
-    def save_audio(self, arrays: np.ndarray, out: Path, prefix: str = "sample") -> list[Path]:
+    def save_audio(self, arrays: np.ndarray, out: Path, prefix: str = "sample", *, label: dict | None = None,
+                   mark: bool = False, seed: int = 0) -> list[Path]:
         """A run trained on an audio dataset: each generated mel image as a WAV beside its PNG,
-        through Griffin-Lim with the dataset's feature parameters (``self.audio``)."""
-        from aigc.data.audio_features import griffin_lim, image_to_mel, write_wav
+        through ``self.inverter`` (a vocoder run or Griffin-Lim; :mod:`aigc.audio_generation`).
+        ``label``: the implicit AIGC label each WAV carries; ``mark``: the audible cue too."""
+        from aigc.audio_generation import images_to_waves
+        from aigc.provenance.audio import save_wav
 
-        a = self.audio
+        waves = images_to_waves(arrays, self.audio, self.inverter, seed=seed)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
         paths = []
-        for i, img in enumerate(arrays):
-            mel = image_to_mel(img, n_mels=a["n_mels"], frames=a.get("frames"))
-            paths.append(write_wav(out / f"{prefix}-{i:03d}.wav", griffin_lim(mel, sr=a["sample_rate"], seed=i),
-                                   a["sample_rate"]))
+        for i, wave in enumerate(waves):
+            meta = None if label is None else {**label, "ProduceID": f"{label.get('ProduceID') or 'audio'}-{i:03d}"}
+            paths.append(save_wav(out / f"{prefix}-{i:03d}.wav", wave, self.audio["sample_rate"], meta,
+                                  explicit=mark))
         return paths
+
+    @property
+    def inverter(self):
+        """How mels become sound: set by :func:`aigc.runs.load` (``vocoder=``), else Griffin-Lim."""
+        if getattr(self, "_inverter", None) is None:
+            from aigc.audio_generation import GRIFFIN_LIM, Inverter
+
+            self._inverter = Inverter(GRIFFIN_LIM, self.audio["sample_rate"])
+        return self._inverter
+
+    @inverter.setter
+    def inverter(self, value) -> None:
+        self._inverter = value

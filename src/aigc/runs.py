@@ -177,9 +177,19 @@ def _prepare_table(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, ca
                                   "fixed_combinations": combos, "encoding_fit_s": fit_s}, encoding=encoding)
 
 
+def _prepare_audio(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, card: dict) -> Prepared:
+    """A family that learns from the clips themselves (the vocoder), not from their mel images."""
+    torch.manual_seed(cfg.seed)
+    model = fam(model_cfg)
+    task = fam.task_for_dataset(ds_dir, model_cfg, cfg.batch_size)
+    return Prepared(model, task, {"audio": card["features"]})
+
+
 def _prepare(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, overrides=None, tokenizer=None,
              encoding=None) -> Prepared:
     card = read_card(ds_dir)
+    if fam.modality == "audio":
+        return _prepare_audio(fam, model_cfg, cfg, ds_dir, card)
     if fam.modality == "text":
         return _prepare_text(fam, model_cfg, cfg, ds_dir, card, tokenizer)
     if fam.modality == "table":
@@ -203,7 +213,7 @@ def train(
     cfg = train_config_for(fam, preset, train_overrides)
     _plan_privacy(fam, model_cfg, cfg)
     ds = ws.get_dataset(dataset)
-    if TRAINED_AS.get(ds["modality"], ds["modality"]) != fam.modality:
+    if fam.modality not in (ds["modality"], TRAINED_AS.get(ds["modality"])):
         raise InvalidInput(f"dataset {dataset!r} holds {ds['modality']} but {family} is a {fam.modality} family")
     name = name or _default_run_name(ws, dataset, family, preset)
     if ws.has_run(name):
@@ -226,13 +236,20 @@ def train(
         "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "created_at": now(),
     }
+    card = read_card(Path(ds["path"]))
     if ds["modality"] == "audio":  # how its images turn back into sound, kept with the run
-        spec["audio"] = read_card(Path(ds["path"]))["features"]
+        spec["audio"] = card["features"]
+    if card.get("modality") == "music":  # REMI tokens as text: the run keeps the tokenizer that decodes them
+        from aigc.data.music import TOKENIZER_FILE
+
+        spec["music"] = {"tokenizer": TOKENIZER_FILE, "baselines": card.get("baselines")}
     ws.create_run(name, family, dataset, {"model": spec["model_config"], "train": spec["train_config"]})
     try:
         run_dir.mkdir(parents=True)
         if prep.tokenizer is not None:
             prep.tokenizer.save(run_dir / "tokenizer.json")
+        if spec.get("music"):
+            shutil.copyfile(Path(ds["path"]) / spec["music"]["tokenizer"], run_dir / spec["music"]["tokenizer"])
         if prep.encoding is not None:
             write_json_atomic(run_dir / ENCODING_FILE, prep.encoding)
         if fam.modality == "text":  # the copy guard's index of what the run learns from
@@ -389,13 +406,22 @@ def _read_run_json(path: Path) -> dict[str, Any]:
         raise InvalidInput(f"{path} is damaged (not JSON): train the run again") from None
 
 
-def load(ws: Workspace, name: str, device: str | None = None, safety: bool = True):
+def load(ws: Workspace, name: str, device: str | None = None, safety: bool = True, vocoder: str | None = None):
     """Rebuild a run's model from its folder (best weights): a :class:`TextGenerator` for text
     families, an :class:`~aigc.image_generation.ImageGenerator` for image families.
 
     ``safety``: a text generator gets the workspace's guard (input and output rails, the run's
-    copy index; :mod:`aigc.safety.guard`). Off for evaluation, which measures the model itself."""
+    copy index; :mod:`aigc.safety.guard`). Off for evaluation, which measures the model itself.
+    ``vocoder``: a run on audio clips turns mels into sound with this inverter (``auto``: the
+    newest vocoder run on its dataset, else Griffin-Lim; :func:`aigc.audio_generation.choose_inverter`)."""
     gen = _load(ws, name, device)
+    spec_audio = getattr(gen, "audio", None)
+    if spec_audio:
+        from aigc.audio_generation import choose_inverter
+
+        gen.inverter = choose_inverter(ws, read_spec(ws.run_path(name)), vocoder, device)
+    elif vocoder not in (None, "auto"):
+        raise InvalidInput(f"run {name!r} was not trained on audio clips: --vocoder applies to those runs only")
     if safety and isinstance(gen, TextGenerator):
         from aigc.safety.guard import RunGuard, guard_for
         from aigc.safety.normalize import warm as warm_normalize
@@ -434,6 +460,8 @@ def _load(ws: Workspace, name: str, device: str | None = None):
     model = fam(config_from_dict(fam.Config, spec["model_config"]))
     load_run_weights(model, run_dir, name)
     model.to(device or default_device()).eval()
+    if fam.modality == "audio":  # a vocoder: it inverts mels for other runs (aigc.audio_generation)
+        return model
     if hasattr(model, "prior_sampler"):
         from aigc.prior import attach, load_prior
 

@@ -29,6 +29,10 @@ def eval_(
                                         help="Text runs with conditions: also measure conditional accuracy "
                                         "with each sample the best of N draws, as a classifier of the "
                                         "conditions reads them (1 = off).")] = 1,
+    vocoder: Annotated[str | None, typer.Option("--vocoder", help="Runs on audio clips: how mels become sound, "
+                                                "'auto' (the newest vocoder run on the dataset, else Griffin-Lim), "
+                                                "'griffin-lim' or a vocoder run's name [auto].",
+                                                show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
@@ -41,7 +45,8 @@ def eval_(
     threads(threads_)
     result = aigc.evaluate(run, workspace=workspace, n_prompts=prompts, n_samples=samples, seed=seed, steps=steps,
                            guidance=guidance, rerank=rerank,
-                           **({"cond_samples": cond_samples} if cond_samples is not None else {}))
+                           **({"cond_samples": cond_samples} if cond_samples is not None else {}),
+                           **({"vocoder": vocoder} if vocoder is not None else {}))
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
         return
@@ -51,6 +56,12 @@ def eval_(
 def print_eval(r: dict) -> None:
     if r.get("modality") == "image":
         print_image_eval(r)
+        return
+    if r.get("modality") in ("audio", "vocoder"):
+        print_audio_eval(r)
+        return
+    if r.get("modality") == "music":
+        print_music_eval(r)
         return
     lk, cont, div, mem = r["likelihood"], r["continuation"], r["diversity"], r["memorization"]
     adapted = "base" in r  # adapted from a pretrained base: answers to held-out instructions
@@ -123,3 +134,78 @@ def print_image_eval(r: dict) -> None:
             table.add_row(label, fmt(r[key]))
     table.add_row("seconds per 1,000 samples", fmt(r["seconds_per_1000_samples"], 1))
     out.print(table)
+
+
+def print_audio_eval(r: dict) -> None:
+    """An audio run's (or a vocoder's) evaluation: every set of clips scored from its sound against
+    the real test clips by the dataset's audio classifier, then the run's own figures."""
+    clf = r["classifier"]
+    judged = ("an audio classifier of the classes" if clf["features"] == "class" else
+              "a rotation classifier (the set has no classes)")
+    table = Table("clips (from their sound)", "FD", "KID", "precision / recall", "accuracy", "inception score",
+                  title=f"evaluation of {r['run']}: {r['n']} clips vs the {r['split']} split, judged by {judged} "
+                        f"on log-mel spectrograms (test accuracy {fmt(clf['test_accuracy'])})")
+    if r["modality"] == "vocoder":
+        sets = {f"vocoded by {r['run']}": r["vocoder"],
+                f"Griffin-Lim ({r['griffin_lim_iterations']} iterations)": r["griffin_lim"]}
+    else:
+        refs = r["references"]
+        sets = {"generated": r, "train clips (the floor)": refs["train_vs_test"],
+                f"test mels through {r['inverter']['inverter']} (resynthesis)": refs["resynthesis"],
+                "Griffin-Lim of noise (the ceiling)": refs["griffin_lim_of_noise"]}
+    sets["real test clips"] = {"conditional_accuracy": r.get("real_accuracy"),
+                               "inception_score": r.get("real_inception_score")}
+    for what, v in sets.items():
+        kid = f"{fmt(v['kid_mean'], 4)} ± {fmt(v['kid_std'], 4)}" if "kid_mean" in v else "-"
+        pr = f"{fmt(v['precision'])} / {fmt(v['recall'])}" if "precision" in v else "-"
+        table.add_row(what, fmt(v.get("fd"), 2), kid, pr, fmt(v.get("conditional_accuracy")),
+                      fmt(v.get("inception_score"), 2))
+    out.print(table)
+    if r["modality"] == "vocoder":
+        rec, beats, yes = r["reconstruction"], r["beats_griffin_lim"], {True: "yes", False: "no", None: "-"}
+        vs = Table("metric", "vocoder", "Griffin-Lim", "vocoder better",
+                   title=f"{r['run']} against Griffin-Lim on {r['n']} {r['split']} clips of {r['dataset']}")
+        vs.add_row("MR-STFT distance", fmt(rec["vocoder_mr_stft"]), fmt(rec["griffin_lim_mr_stft"]),
+                   yes[beats["mr_stft"]])
+        vs.add_row("mel L1 (dB)", fmt(rec["vocoder_mel_l1_db"], 2), fmt(rec["griffin_lim_mel_l1_db"], 2),
+                   yes[rec["vocoder_mel_l1_db"] < rec["griffin_lim_mel_l1_db"]])
+        vs.add_row("FD to the real clips", fmt(r["vocoder"]["fd"], 2), fmt(r["griffin_lim"]["fd"], 2),
+                   yes[beats["fd"]])
+        vs.add_row("classifier accuracy", fmt(r["vocoder"].get("conditional_accuracy")),
+                   fmt(r["griffin_lim"].get("conditional_accuracy")), yes[beats["accuracy"]])
+        out.print(vs)
+        return
+    own = Table("metric", "value")
+    inv = r["inverter"]
+    own.add_row("inverter", inv["inverter"] if inv["kind"] == inv["inverter"] else f"{inv['inverter']} ({inv['kind']})")
+    own.add_row("seconds per 1,000 samples: sampling / inversion",
+                f"{fmt(r['sampling_seconds_per_1000'], 1)} / {fmt(r['inversion_seconds_per_1000'], 1)}")
+    out.print(own)
+
+
+def print_music_eval(r: dict) -> None:
+    """A symbolic-music run's evaluation as a table."""
+    lk, sm, split = r["likelihood"], r["samples"], r["split"]
+    vs, floor = r["distances"][f"samples_vs_{split}"], r["distances"][f"train_vs_{split}"]
+    table = Table("metric", "value", "baseline / floor", title=f"evaluation of {r['run']} (music; {split} split, "
+                  f"{sm['n']} samples of up to {r['sampling']['max_new_tokens']} tokens)")
+    table.add_row("NLL per REMI token (nats)", fmt(lk["nll_per_token"]),
+                  f"bigram {fmt(lk['bigram_nll'])}, unigram {fmt(lk['unigram_nll'])}")
+    table.add_row("bits per REMI token", fmt(lk["bits_per_token"]),
+                  f"bigram {fmt(lk['bigram_bits'])}, unigram {fmt(lk['unigram_bits'])}")
+    table.add_row("beats the bigram baseline", "yes" if lk["beats_bigram"] else "no",
+                  f"{lk['tokens']} tokens scored")
+    table.add_row("samples with notes", fmt(sm["decoded_share"]), f"{sm['empty']} empty")
+    table.add_row("notes per sample", fmt(sm["notes_per_sample"], 1), f"{fmt(sm['tokens_per_sample'], 1)} tokens")
+    table.add_row("unknown characters", str(sm["unknown_chars"]), "")
+    for key, label in (("pitch_class", "pitch classes"), ("polyphony", "polyphony")):
+        table.add_row(f"{label}: TV / JS vs {split}", f"{fmt(vs[key]['tv'])} / {fmt(vs[key]['js'])}",
+                      f"train vs {split}: {fmt(floor[key]['tv'])} / {fmt(floor[key]['js'])}")
+    out.print(table)
+    for key, title in (("pitch_class", "pitch-class histogram"),
+                       ("polyphony", "polyphony histogram (notes sounding)")):
+        h = r["histograms"][key]
+        hist = Table("bin", "samples", split, "train", title=title)
+        for i, b in enumerate(h["bins"]):
+            hist.add_row(b, fmt(h["samples"][i]), fmt(h[split][i]), fmt(h["train"][i]))
+        out.print(hist)

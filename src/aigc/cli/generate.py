@@ -46,15 +46,30 @@ def generate(
         "--rerank", min=1, help="Text runs with conditions: draw N samples for each one printed and keep the "
         "one a classifier of the conditions (fitted on the run's train split) reads most surely as asked "
         "(1 = off; costs N times the tokens).")] = 1,
+    vocoder: Annotated[str | None, typer.Option(
+        "--vocoder", help="Runs on audio clips: how mel spectrograms become sound: auto (the newest vocoder run "
+        "on the run's dataset, else Griffin-Lim), griffin-lim, or a vocoder run's name.",
+        show_default=False)] = None,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Generate text from RUN (continuing PROMPT under conditions), or images from an image run."""
+    """Generate text from RUN (continuing PROMPT under conditions), images from an image run, sound
+    (WAV + spectrograms) from a run on audio clips."""
     import aigc
     from aigc.image_generation import ImageGenerator
 
     threads(threads_)
-    gen = aigc.load(run, workspace=workspace)
+    gen = aigc.load(run, workspace=workspace, **({"vocoder": vocoder} if vocoder is not None else {}))
+    from aigc.models.vocoder import Vocoder
+
+    if isinstance(gen, Vocoder):
+        raise InvalidInput(f"{run} is a vocoder: it turns mel spectrograms into sound for runs on the same audio "
+                           f"dataset; use `aigc generate AUDIO_RUN --vocoder {run}`")
+    if not isinstance(gen, ImageGenerator) and _is_music_run(workspace, run):  # REMI tokens: MIDI, WAV, rolls
+        _generate_music(gen, run, prompt, n=n, cond=cond, max_new_tokens=max_new_tokens, temperature=temperature,
+                        top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
+                        guidance=guidance, rerank=rerank, out_dir=out_dir, workspace=workspace)
+        return
     if isinstance(gen, ImageGenerator):
         if prompt:
             raise InvalidInput(f"{run} is an image run: it takes no PROMPT (use --cond label=CLASS)")
@@ -73,9 +88,10 @@ def generate(
 
         guard = guard_for(open_workspace(workspace))
         paths = gen.save(images, out_dir or Path(f"{run}-samples"), prefix="frame" if interpolate is not None else "sample",
-                         label=guard.label(new_produce_id()), mark=bool(guard.policy.labels.get("image_mark")))
+                         label=guard.label(new_produce_id()), mark=bool(guard.policy.labels.get("image_mark")),
+                         cue=bool(guard.policy.labels.get("audio_cue", True)))
         out.print(f"wrote {len(paths)} images and {paths[0].parent / 'grid.png'}" +
-                  (", and a WAV beside each (Griffin-Lim of its mel spectrogram)" if gen.audio else ""))
+                  (f", and a WAV beside each ({gen.inverter.name} of its mel spectrogram)" if gen.audio else ""))
         return
     options = dict(n=n, cond=parse_pairs(cond, "--cond"), max_new_tokens=max_new_tokens, temperature=temperature,
                    top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, stop=tuple(stop or ()), seed=seed)
@@ -100,3 +116,47 @@ def generate(
         if n > 1:
             err.print(f"--- sample {i + 1}/{n}", style="dim")
         out.print(prompt + text, markup=False)
+
+
+def _is_music_run(workspace, run: str) -> bool:
+    from aigc import open_workspace
+    from aigc.music_generation import is_music_run
+
+    return is_music_run(open_workspace(workspace), run)
+
+
+def _generate_music(gen, run: str, prompt: str, *, n: int, cond: list[str] | None, max_new_tokens: int,
+                    temperature: float, top_k: int | None, top_p: float | None, repetition_penalty: float,
+                    seed: int | None, guidance: float | None, rerank: int, out_dir: Path | None, workspace) -> None:
+    """A run on symbolic music: MIDI, WAV and a piano roll per sample, each labelled. Options left at
+    the text defaults (-m 200, -t 0.8, no --top-p) take music's (aigc.music_generation: 512 new tokens,
+    temperature 1, top-p 0.95)."""
+    import inspect
+
+    from aigc import open_workspace
+    from aigc.music_generation import (MUSIC_MAX_NEW_TOKENS, MUSIC_TEMPERATURE, MUSIC_TOP_P, generate_music,
+                                       summary_line, write_music)
+    from aigc.provenance.labels import new_produce_id
+    from aigc.safety.guard import guard_for
+
+    if prompt:
+        raise InvalidInput(f"{run} is a music run: it takes no PROMPT "
+                           "(use --cond key=VALUE, e.g. --cond \"key=C major\")")
+    if rerank > 1:
+        raise InvalidInput(f"--rerank applies to text runs, and {run} is a music run: leave it out")
+    text_default = {k: p.default for k, p in inspect.signature(generate).parameters.items()}
+
+    ws = open_workspace(workspace)
+    extra = {k: v for k, v in (("top_k", top_k), ("guidance", guidance)) if v is not None}
+    decoded = generate_music(
+        gen, ws.get_run(run)["path"], n=n, cond=parse_pairs(cond, "--cond"),
+        max_new_tokens=MUSIC_MAX_NEW_TOKENS if max_new_tokens == text_default["max_new_tokens"] else max_new_tokens,
+        temperature=MUSIC_TEMPERATURE if temperature == text_default["temperature"] else temperature,
+        top_p=top_p if top_p is not None else MUSIC_TOP_P, seed=seed, repetition_penalty=repetition_penalty,
+        **extra)
+    guard = guard_for(ws)
+    written = write_music(decoded, out_dir or Path(f"{run}-samples"), label=guard.label(new_produce_id()),
+                          explicit=bool(guard.policy.labels.get("audio_cue", True)))  # the chime before each WAV
+    out.print(summary_line(written))
+    if written["wav_skipped"]:
+        err.print(f"warning: WAV skipped ({written['wav_skipped']})")

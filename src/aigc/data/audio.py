@@ -491,7 +491,7 @@ def _card(*, name: str, source: Path, clips: _Clips, keep: list[int], counts: di
             "mixed_to_mono": sum(n for c, n in clips.channels.items() if int(c) > 1),
         },
         "features": {**af.feature_params(sample_rate), "image_size": image_size,
-                     "frames": 1 + samples // af.HOP},
+                     "frames": 1 + samples // af.HOP, "samples": samples},
         "dropped": [{**d.where, "kind": d.kind, "reason": d.reason} for d in drops[:MAX_DROPS_LISTED]],
         "dropped_by_reason": dict(Counter(d.kind for d in drops).most_common()),
         "split": {"method": "stratified by class, seeded shuffle", "fractions": [float(f) for f in fractions],

@@ -17,6 +17,12 @@ mind when reading figures: the log term weighs quiet time-frequency cells as muc
 :func:`aigc.metrics.image.fid` and :func:`aigc.metrics.image.kid`, re-exported here for an audio
 classifier's features rather than written twice.
 
+**Inception-style score** (Salimans et al. 2016): ``exp(E_x KL(p(y|x) || p(y)))`` of a classifier's
+class probabilities over a set of clips, ``p(y)`` their mean. 1 when every clip gets the same
+distribution; the number of classes K when each clip is one class with certainty and the classes
+are equally frequent. Computed on the dataset's own audio classifier, not Inception, so figures
+compare runs of one dataset only.
+
 This module knows waveforms as float arrays or tensors, (T,) or (B, T), in [-1, 1]; nothing about
 datasets, runs or models.
 """
@@ -30,7 +36,8 @@ from torch import Tensor
 from aigc.errors import InvalidInput
 from aigc.metrics.image import fid, kid
 
-__all__ = ["RESOLUTIONS", "fid", "kid", "mel_l1_db", "mr_stft_distance", "mr_stft_loss", "mr_stft_terms"]
+__all__ = ["RESOLUTIONS", "fid", "inception_score", "kid", "mel_l1_db", "mr_stft_distance", "mr_stft_loss",
+           "mr_stft_terms"]
 
 # (n_fft, hop, window length) per resolution: FFT sizes 512/1024/2048 with hops of a quarter
 RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
@@ -144,3 +151,20 @@ def _cut_to_shorter(p: Tensor, t: Tensor, what: str) -> tuple[Tensor, Tensor]:
                            "sound: compare a reconstruction with the clip it came from, at the same "
                            "sample rate")
     return p[:, :n], t[:, :n]
+
+
+def inception_score(probs: np.ndarray | Tensor) -> float:
+    """``exp(mean_x KL(p(y|x) || p(y)))`` of class probabilities (N, K), each row a distribution
+    (softmax output, not logits): in [1, K]; ``0 log 0`` counts as 0. Float64."""
+    p = probs.detach().cpu().numpy() if isinstance(probs, Tensor) else np.asarray(probs)
+    if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 1 or not np.issubdtype(p.dtype, np.floating):
+        raise InvalidInput(f"inception_score expects float class probabilities (clips, classes), got "
+                           f"{p.dtype} {p.shape}: pass the classifier's softmax, one row per clip")
+    p = p.astype(np.float64)
+    sums = p.sum(1)
+    if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(sums, 1.0, atol=1e-4):
+        raise InvalidInput(f"inception_score expects rows of probabilities (>= 0, summing to 1), got "
+                           f"values from {np.nanmin(p):.3g} to {np.nanmax(p):.3g}, row sums up to "
+                           f"{np.nanmax(sums):.3g}: pass softmax(logits), not the logits")
+    ratio = np.divide(p, p.mean(0), out=np.ones_like(p), where=p > 0)  # p(y|x) / p(y), > 0 where p(y|x) is
+    return float(np.exp((p * np.log(ratio)).sum(1).mean()))

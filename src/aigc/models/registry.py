@@ -25,6 +25,7 @@ FAMILIES: dict[str, str] = {
     "ctgan": "aigc.models.ctgan:CTGAN",
     "tvae": "aigc.models.tvae:TVAE",
     "tabgpt": "aigc.models.tabgpt:TabGPT",
+    "vocoder": "aigc.models.vocoder:Vocoder",
 }
 
 

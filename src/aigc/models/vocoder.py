@@ -89,6 +89,9 @@ class VocoderConfig:
     # weight of the log-mel L1 (in dB) next to the MR-STFT loss (sc + log-mag): 0.1 puts 10 dB of
     # mel error level with a log-magnitude L1 of 1 (1 neper is 8.7 dB)
     mel_weight: float = 0.1
+    # vocos: weight of APNet's anti-wrapped phase losses (instantaneous phase, group delay,
+    # instantaneous frequency against the clip's own STFT); 0 = off
+    phase_weight: float = 0.0
     discriminator: bool = False  # add the light multi-scale discriminator (adversarial + feature matching)
     disc_width: int = 4  # discriminator channels of its first conv (MelGAN: 16); a multiple of 4
     adv_weight: float = 1.0  # discriminator on: weight of the adversarial term (Parallel WaveGAN: 4)
@@ -198,17 +201,41 @@ class FrameGenerator(nn.Module):
         self.head = nn.Linear(ch, self.n_fft + 2)  # log-magnitudes and phases of n_fft // 2 + 1 bins
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        frames = x.shape[-1]
+    def spectrum(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, n_mels, F) scaled mel -> each frame's log-magnitude and phase (B, n_fft/2+1, F)."""
         h = self.pre_norm(self.pre(x).transpose(1, 2)).transpose(1, 2)  # (B, C, F)
         for block in self.blocks:
             h = block(h)
         out = self.head(self.post_norm(h.transpose(1, 2))).transpose(1, 2).float()  # iSTFT in float32
-        log_mag, phase = out.chunk(2, dim=1)  # (B, n_fft/2+1, F) each
-        spec = torch.polar(log_mag.clamp(max=MAX_LOG_MAGNITUDE).exp(), phase)
+        log_mag, phase = out.chunk(2, dim=1)
+        return log_mag.clamp(max=MAX_LOG_MAGNITUDE), phase
+
+    def synthesize(self, log_mag: Tensor, phase: Tensor) -> Tensor:
         # frame f centred on sample f * hop, as the features' STFT; the last hop samples fade out
-        return torch.istft(spec, self.n_fft, self.hop, window=self.window, center=True,
-                           length=frames * self.hop)
+        return torch.istft(torch.polar(log_mag.exp(), phase), self.n_fft, self.hop, window=self.window,
+                           center=True, length=phase.shape[-1] * self.hop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.synthesize(*self.spectrum(x))
+
+    def phase_losses(self, phase: Tensor, wave: Tensor) -> Tensor:
+        """APNet's anti-wrapped phase losses (Ai & Ling 2023): instantaneous phase, group delay
+        (its difference along frequency) and instantaneous frequency (along time) of the predicted
+        phase against the target wave's STFT on the generator's own frames, each cell weighted by
+        the target's magnitude (the phase of a silent cell is noise)."""
+        target = torch.stft(wave.float(), self.n_fft, self.hop, window=self.window, center=True,
+                            return_complex=True)[..., : phase.shape[-1]]
+        weight = target.abs()
+        weight = weight / weight.mean().clamp(min=1e-8)
+        true = target.angle()
+
+        def wrapped(d: Tensor) -> Tensor:
+            return (d - 2 * math.pi * torch.round(d / (2 * math.pi))).abs()
+
+        ip = (weight * wrapped(phase - true)).mean()
+        gd = (weight[:, 1:] * wrapped(phase.diff(dim=1) - true.diff(dim=1))).mean()
+        iaf = (weight[..., 1:] * wrapped(phase.diff(dim=2) - true.diff(dim=2))).mean()
+        return ip + gd + iaf
 
 
 class ScaleDiscriminator(nn.Module):
@@ -293,6 +320,11 @@ class Vocoder(nn.Module):
 
         return cls(make_config(cls, preset, overrides))
 
+    @staticmethod
+    def task_for_dataset(ds_dir: Path | str, config: VocoderConfig, batch_size: int) -> "VocoderTask":
+        """The training task over an ingested audio dataset (:func:`aigc.runs.train` asks for it)."""
+        return VocoderTask.from_dataset(ds_dir, config, batch_size)
+
     # -- inference -----------------------------------------------------------------------------
 
     def scale(self, db_mel: Tensor) -> Tensor:
@@ -346,8 +378,14 @@ class Vocoder(nn.Module):
     ) -> dict[str, float]:
         """One update on mel segments (B, n_mels, F) and their waves (B, F * hop)."""
         opt_g = optimizers[0]
-        fake = self(db_mel)  # (B, F * hop)
         out: dict[str, Tensor] = {}
+        phase_loss = None
+        if self.config.phase_weight and isinstance(self.generator, FrameGenerator):
+            log_mag, phase = self.generator.spectrum(self.scale(db_mel))
+            fake = self.generator.synthesize(log_mag, phase)
+            phase_loss = self.generator.phase_losses(phase, wave)
+        else:
+            fake = self(db_mel)  # (B, F * hop)
         if self.discriminator is not None:
             # 1. discriminator: real -> 1, fake -> 0 (least squares)
             opt_d = optimizers[1]
@@ -362,6 +400,9 @@ class Vocoder(nn.Module):
         opt_g.zero_grad(set_to_none=True)
         rec = self.reconstruction_losses(fake, wave)
         loss = rec["loss"]
+        if phase_loss is not None:
+            loss = loss + self.config.phase_weight * phase_loss
+            out["phase"] = phase_loss.detach()
         if self.discriminator is not None:
             with torch.no_grad():
                 real_feats = [feats for _, feats in self.discriminator(wave)]
@@ -417,6 +458,8 @@ class Vocoder(nn.Module):
 def _check_config(c: VocoderConfig) -> None:
     if c.generator not in GENERATORS:
         raise InvalidInput(f"vocoder generator must be one of {', '.join(GENERATORS)}, got {c.generator!r}")
+    if not c.phase_weight >= 0:
+        raise InvalidInput(f"vocoder phase_weight must be >= 0 (0 turns the phase losses off), got {c.phase_weight}")
     if c.vocos_channels < 1 or c.vocos_blocks < 1:
         raise InvalidInput(f"vocoder vocos_channels and vocos_blocks must be >= 1, got {c.vocos_channels} "
                            f"and {c.vocos_blocks}")
@@ -557,7 +600,8 @@ def _read_waves(path: Path, sample_rate: int) -> Tensor:
     if sr != sample_rate:
         raise InvalidInput(f"{path.name} is at {sr} Hz but the vocoder is set for {sample_rate} Hz: "
                            f"train it with sample_rate={sr}")
-    return torch.from_numpy(waves.astype(np.float32)).reshape(len(waves), -1)
+    waves = waves.astype(np.float32)
+    return torch.from_numpy(waves.reshape(len(waves), -1) if len(waves) else waves.reshape(0, 0))
 
 
 # -- the baseline ------------------------------------------------------------------------------------

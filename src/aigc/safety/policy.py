@@ -129,7 +129,9 @@ DEFAULTS: dict[str, Any] = {
     "pii": {"default": {"ingest": "replace", "prompt": "keep", "output": "replace", "log": "replace"},
             "entities": {}, "threshold": 0.5, "names": []},
     "copy_guard": {"window": 16, "threshold": 50, "action": "report"},
-    "labels": {"producer": None, "explicit_text": True, "text_position": "suffix", "image_mark": True},
+    # audio_cue: audio files get the audible cue (provenance.audio.cue) in front, as images get image_mark
+    "labels": {"producer": None, "explicit_text": True, "text_position": "suffix", "image_mark": True,
+               "audio_cue": True},
     "training": {"unredacted_pii": "warn"},
     "ingest": {"pii": "report"},
     "rails": {"segment_cap": 200},
@@ -1134,7 +1136,8 @@ def _labels(chk: _Check, node: Any, parent: Any) -> dict[str, Any]:
             "explicit_text": chk.flag(node.get("explicit_text", d["explicit_text"]), "labels.explicit_text", node),
             "text_position": chk.choice(node.get("text_position", d["text_position"]), "labels.text_position",
                                         TEXT_POSITIONS, node),
-            "image_mark": chk.flag(node.get("image_mark", d["image_mark"]), "labels.image_mark", node)}
+            "image_mark": chk.flag(node.get("image_mark", d["image_mark"]), "labels.image_mark", node),
+            "audio_cue": chk.flag(node.get("audio_cue", d["audio_cue"]), "labels.audio_cue", node)}
 
 
 def _simple(chk: _Check, node: Any, parent: Any, name: str, key: str, choices: tuple[str, ...]) -> dict[str, str]:

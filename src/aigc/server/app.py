@@ -290,8 +290,8 @@ class Gate:
 def create_app(workspace: Workspace | str | None = None, settings: Settings | None = None) -> FastAPI:
     from aigc import open_workspace
     from aigc.engine import Engine
-    from aigc.server.routers import (assistant, copy, monitor, native, openai, recommend, safety, studio,
-                                     synthesis)
+    from aigc.server.routers import (assistant, audio, copy, monitor, native, openai, recommend, safety,
+                                     studio, synthesis)
 
     ws = open_workspace(workspace)
     settings = settings or Settings()
@@ -343,6 +343,7 @@ def create_app(workspace: Workspace | str | None = None, settings: Settings | No
 
     app.include_router(openai.router)
     app.include_router(native.router)
+    app.include_router(audio.router)
     app.include_router(safety.router)
     app.include_router(synthesis.router)
     app.include_router(copy.router)

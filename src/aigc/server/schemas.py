@@ -421,3 +421,19 @@ class RecommendRequest(Strict):
     explain: bool = False
     write_copy: bool = Field(False, description="Personalised copy for each item through the copy desk "
                                                 "(slower).")
+
+
+class AudioGenerateRequest(Strict):
+    """``POST /api/audio/generate``: clips from a run trained on an audio dataset's mel images."""
+
+    model: str = Field(min_length=1, max_length=200)
+    n: int = Field(1, ge=1)  # at most the server's max_images (checked with the message that says so)
+    label: str | None = Field(None, max_length=200)  # a class of the run, any case; none: every class in turn
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance: float | None = Field(None, ge=0, le=50)
+    # how mels become sound: "auto" (the newest vocoder run on the run's dataset, else Griffin-Lim),
+    # "griffin-lim", or a vocoder run's name (aigc.audio_generation.choose_inverter)
+    vocoder: str = Field("auto", min_length=1, max_length=200)
+    response_format: Literal["url", "b64_json"] | None = None  # none: url when the log is on, else b64_json
+    timeout: float | None = Field(None, gt=0, le=3600)

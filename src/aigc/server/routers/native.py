@@ -53,6 +53,9 @@ def _run_info(ws, row: dict[str, Any]) -> dict[str, Any]:
     if "image_size" in model_cfg:
         info["modality"] = "image"
         info["image_size"] = model_cfg["image_size"]
+    if spec.get("audio"):  # mels of an audio dataset (an image family), or a vocoder that inverts them
+        info["modality"] = "audio"
+        info["sample_rate"] = spec["audio"].get("sample_rate")
     has_weights = (path / "model.safetensors").exists() or (path / "checkpoints" / "last.pt").exists()
     if info["modality"] == "table":  # sampled by synthesis jobs (/api/synthesize), not by the engine
         columns = (spec.get("metadata") or {}).get("columns") or []
@@ -61,6 +64,8 @@ def _run_info(ws, row: dict[str, Any]) -> dict[str, Any]:
                               if c["kind"] in ("categorical", "boolean")}
         info["servable"] = False
         info["synthesizable"] = row["status"] == "finished" or has_weights
+    elif spec.get("family") == "vocoder":  # not sampled itself: /api/audio/generate takes it as `vocoder`
+        info["servable"] = info["synthesizable"] = False
     else:
         info["servable"] = has_weights
         info["synthesizable"] = has_weights
@@ -101,15 +106,15 @@ def get_run(name: str, request: Request) -> dict[str, Any]:
     return info
 
 
-def _safe_file(root: Path, relative: str) -> Path:
-    """A PNG inside ``root``, never outside it (``..``, absolute paths and links are refused)."""
+def _safe_file(root: Path, relative: str, suffix: str = ".png", what: str = "image") -> Path:
+    """A ``suffix`` file inside ``root``, never outside it (``..``, absolute paths and links are refused)."""
     try:
         path = (root / relative).resolve()
-        ok = root.resolve() in path.parents and path.suffix.lower() == ".png" and path.is_file()
+        ok = root.resolve() in path.parents and path.suffix.lower() == suffix and path.is_file()
     except (OSError, ValueError):  # a NUL byte, a name too long...
         ok = False
     if not ok:
-        raise NotFound(f"no image {relative[:100]!r} here")
+        raise NotFound(f"no {what} {relative[:100]!r} here")
     return path
 
 
@@ -231,6 +236,15 @@ def generation_image(generation_id: str, filename: str, request: Request):
     ws = _ws(request)
     logbook.get(ws, generation_id)
     return FileResponse(_safe_file(ws.root / "generations" / generation_id, filename), media_type="image/png")
+
+
+@router.get("/generations/{generation_id}/audio/{filename}")
+def generation_audio(generation_id: str, filename: str, request: Request):
+    """A WAV of a logged audio generation (``/api/audio/generate``), its label inside."""
+    ws = _ws(request)
+    logbook.get(ws, generation_id)
+    return FileResponse(_safe_file(ws.root / "generations" / generation_id, filename, ".wav", "audio file"),
+                        media_type="audio/wav")
 
 
 @router.post("/feedback", status_code=201)

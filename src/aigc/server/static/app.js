@@ -94,6 +94,10 @@ const I18N = {
     "mon.posts": "Posts · {topic} · {when} ({n})", "mon.no_posts_period": "No posts in this period.",
     "mon.heat": "Negative share by topic", "mon.time": "Time (UTC)", "mon.label": "Label", "mon.prob": "Probability",
     "mon.text": "Text",
+    "tab.audio": "Audio", "audio.count": "Clips", "audio.vocoder": "Vocoder", "audio.auto": "auto (newest vocoder, else Griffin-Lim)",
+    "audio.no_runs": "No audio runs yet: train an image family on an audio dataset (`aigc train DATASET --family gan`).",
+    "audio.working": "Generating…", "audio.done": "{n} clips · {sr} Hz · inverter {inverter} · {s} s",
+    "audio.spectrogram": "mel spectrogram",
   },
   zh: {
     "tab.play": "试玩", "tab.runs": "训练任务", "tab.datasets": "数据集", "tab.log": "生成记录",
@@ -186,6 +190,10 @@ const I18N = {
     "mon.posts": "帖子 · {topic} · {when}（{n} 条）", "mon.no_posts_period": "此时段没有帖子。",
     "mon.heat": "各话题负面占比", "mon.time": "时间（UTC）", "mon.label": "标签", "mon.prob": "概率",
     "mon.text": "内容",
+    "tab.audio": "音频", "audio.count": "片段数", "audio.vocoder": "声码器", "audio.auto": "自动（最新的声码器，否则 Griffin-Lim）",
+    "audio.no_runs": "还没有音频模型：请在音频数据集上训练图像模型族（`aigc train 数据集 --family gan`）。",
+    "audio.working": "生成中……", "audio.done": "{n} 个片段 · {sr} Hz · 逆变换 {inverter} · {s} 秒",
+    "audio.spectrogram": "梅尔频谱图",
   },
 };
 
@@ -244,7 +252,7 @@ function el(tag, attrs = {}, ...children) {
 // -- playground ---------------------------------------------------------------------------------
 
 async function loadRuns() {
-  runs = (await (await api("/api/runs")).json()).runs.filter((r) => r.servable);
+  runs = (await (await api("/api/runs")).json()).runs.filter((r) => r.servable && r.modality !== "audio");
   const select = $("#run-select"), compare = $("#compare-select");
   select.replaceChildren(...runs.map((r) => el("option", { value: r.name }, `${r.name} (${r.family})`)));
   compare.replaceChildren(el("option", { value: "" }, t("play.none")),
@@ -1566,13 +1574,89 @@ function renderPosts(period) {
   Object.assign(box.dataset, { topic: shown.topic, start: shown.start, count: String(shown.items.length) });
 }
 
+// -- audio: clips of a run trained on sound, each a player, its spectrogram and thumbs ---------------------
+
+let audioRuns = [];  // servable runs on audio datasets (vocoders are not servable)
+let vocoderRuns = [];  // finished vocoder runs, offered for the runs of their dataset
+
+async function loadAudio() {
+  const all = (await (await api("/api/runs")).json()).runs;
+  audioRuns = all.filter((r) => r.modality === "audio" && r.servable);
+  vocoderRuns = all.filter((r) => r.family === "vocoder" && r.status === "finished");
+  const select = $("#audio-run"), keep = select.value;
+  select.replaceChildren(...audioRuns.map((r) => el("option", { value: r.name }, `${r.name} (${r.family})`)));
+  if (audioRuns.some((r) => r.name === keep)) select.value = keep;
+  $("#audio-status").textContent = audioRuns.length ? "" : t("audio.no_runs");
+  onAudioRunChange();
+}
+
+function onAudioRunChange() {  // the run's classes and the vocoders of its dataset, keeping what was picked
+  const run = audioRuns.find((r) => r.name === $("#audio-run").value);
+  const cls = $("#audio-class"), voc = $("#audio-vocoder"), keep = [cls.value, voc.value];
+  cls.replaceChildren(el("option", { value: "" }, t("play.any")),
+    ...(run ? run.classes : []).map((c) => el("option", { value: c }, c)));
+  voc.replaceChildren(el("option", { value: "auto" }, t("audio.auto")), el("option", { value: "griffin-lim" }, "Griffin-Lim"),
+    ...vocoderRuns.filter((v) => run && v.dataset === run.dataset).map((v) => el("option", { value: v.name }, v.name)));
+  const offered = (select, value) => [...select.options].some((o) => o.value === value);
+  cls.value = offered(cls, keep[0]) ? keep[0] : "";
+  voc.value = offered(voc, keep[1]) ? keep[1] : "auto";
+  $("#audio-steps-label").hidden = !run || run.family !== "diffusion";
+}
+
+function audioThumbs(generationId, index) {  // a thumb on sample `index` of the generation
+  const status = el("span", { class: "muted", id: `audio-feedback-${index}` });
+  const thumb = (rating, symbol) => {
+    const button = el("button", { id: `audio-thumb-${rating}-${index}`, title: symbol }, symbol);
+    button.addEventListener("click", async () => {
+      try {
+        await api("/api/feedback", { method: "POST", body: { generation_id: generationId, rating, sample_index: index } });
+        button.classList.add("voted");
+        status.textContent = t("play.saved");
+      } catch (e) { status.textContent = e.message; }
+    });
+    return button;
+  };
+  return el("div", { class: "rate" }, thumb("up", "👍"), thumb("down", "👎"), status);
+}
+
+async function audioClip(data, clip, index) {  // URLs go through fetch (the API key goes along)
+  const wav = clip.url ? await imageUrl(clip.url) : "data:audio/wav;base64," + clip.b64_wav;
+  const png = clip.spectrogram_url ? await imageUrl(clip.spectrogram_url) : "data:image/png;base64," + clip.b64_png;
+  const player = el("audio", { controls: "", preload: "auto", src: wav, id: `audio-player-${index}` });
+  if (clip.url) player.dataset.url = clip.url;
+  return el("div", { class: "card clip", id: `audio-clip-${index}` }, el("h3", {}, clip.label ?? ""), player,
+    el("img", { class: "spectrogram", src: png, alt: t("audio.spectrogram") }), audioThumbs(data.id, index));
+}
+
+async function generateAudio() {
+  const run = audioRuns.find((r) => r.name === $("#audio-run").value);
+  if (!run) return;
+  const status = $("#audio-status"), button = $("#audio-generate");
+  const body = { model: run.name, n: Number($("#audio-n").value), vocoder: $("#audio-vocoder").value };
+  if ($("#audio-seed").value !== "") body.seed = Number($("#audio-seed").value);
+  if ($("#audio-class").value) body.label = $("#audio-class").value;
+  if (run.family === "diffusion") body.steps = Number($("#audio-steps").value);
+  button.disabled = true;
+  status.textContent = t("audio.working");
+  $("#audio-clips").replaceChildren();
+  const started = performance.now();
+  try {
+    const data = await (await api("/api/audio/generate", { method: "POST", body })).json();
+    $("#audio-clips").replaceChildren(...await Promise.all(data.data.map((clip, i) => audioClip(data, clip, i))));
+    $("#audio-clips").dataset.generation = data.id;
+    status.textContent = t("audio.done", { n: data.data.length, sr: data.sample_rate, inverter: data.inverter.inverter,
+                                           s: ((performance.now() - started) / 1000).toFixed(1) });
+  } catch (e) { status.textContent = e.message; }
+  button.disabled = false;
+}
+
 // -- wiring ---------------------------------------------------------------------------------------------
 
 function showTab(name) {
   document.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
   document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== name; });
   const load = { runs: loadRunsPage, datasets: loadDatasetsPage, log: loadLog, arena: loadArena, policy: loadPolicy,
-    synth: loadSynth, copy: loadCopy, assist: loadAssist, monitor: loadMonitor }[name];
+    synth: loadSynth, copy: loadCopy, assist: loadAssist, monitor: loadMonitor, audio: loadAudio }[name];
   if (load) load().catch((e) => banner(e.message));
 }
 
@@ -1583,6 +1667,7 @@ $("#lang").addEventListener("click", () => {
   applyLang();
   onRunChange();
   onArenaRunsChange();
+  onAudioRunChange();
   if (shownRun && $("#run-view")) renderRun(shownRun);
   if (monitorView) renderMonitor();
 });
@@ -1601,6 +1686,8 @@ $("#policy-save").addEventListener("click", savePolicy);
 $("#policy-check").addEventListener("click", testPolicy);
 $("#synth-run").addEventListener("change", onSynthRunChange);
 $("#synth-start").addEventListener("click", startSynth);
+$("#audio-run").addEventListener("change", onAudioRunChange);
+$("#audio-generate").addEventListener("click", generateAudio);
 for (const w of ["a", "b", "tie"]) $(`#arena-vote-${w}`).addEventListener("click", () => arenaVote(w));
 $("#copy-add-attr").addEventListener("click", () => attrRow());
 $("#copy-file").addEventListener("change", loadProductFile);
