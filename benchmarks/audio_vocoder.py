@@ -3,7 +3,7 @@
     python scripts/make_spoken_digits.py /tmp/digits
     python benchmarks/audio_vocoder.py --clips /tmp/digits --budget 600      # -> results/audio_vocoder.json
 
-Each generator (``hifigan``, ``vocos``) of :mod:`aigc.models.vocoder` trains for ``--budget``
+Each generator (``postnet``, ``vocos``, ``hifigan``) of :mod:`aigc.models.vocoder` trains for ``--budget``
 seconds under the one training loop on the dataset's train clips; then each inverts the test clips'
 mel spectrograms beside Griffin-Lim (64 iterations) and the multi-resolution STFT distance and the
 mel L1 (dB) to the original clips are reported (lower is better). Issue 17's target: the neural
@@ -28,7 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=Path, required=True, help="a folder of clips, one subfolder per class")
     ap.add_argument("--budget", type=float, default=600.0, help="training seconds per generator")
-    ap.add_argument("--generators", default="hifigan,vocos")
+    ap.add_argument("--generators", default="postnet,vocos,hifigan")
     ap.add_argument("--test-clips", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="audio_vocoder")

@@ -63,7 +63,9 @@ def griffin_lim_eval(ws):
 
 @pytest.fixture(scope="module")
 def vocoder_run(ws, griffin_lim_eval):
-    aigc.train("tones", family="vocoder", preset="tiny", name="voc", workspace=ws, seed=0)
+    # vocos: a 30-step wave generator, far from Griffin-Lim (the default postnet starts as Griffin-Lim)
+    aigc.train("tones", family="vocoder", preset="tiny", name="voc", workspace=ws, seed=0,
+               model={"generator": "vocos"})
     return "voc"
 
 

@@ -245,10 +245,22 @@ def griffin_lim(db_mel: np.ndarray, n_iter: int = 64, sr: int = SAMPLE_RATE, *, 
         raise InvalidInput(f"invalid n_iter {n_iter!r}: pass a whole number >= 0, e.g. 64")
     with torch.no_grad():
         magnitude = mel_to_linear(mel.double(), sr).sqrt()  # (..., bins, F)
+    return griffin_lim_magnitude(magnitude, n_iter, length=length, momentum=momentum, seed=seed).numpy()
+
+
+def griffin_lim_magnitude(magnitude: torch.Tensor, n_iter: int = 64, *, length: int | None = None,
+                          momentum: float = _GL_MOMENTUM, seed: int = 0) -> torch.Tensor:
+    """Linear STFT magnitudes (..., N_FFT // 2 + 1, F) -> float32 wave(s) (..., length or (F - 1) * HOP)
+    by fast Griffin-Lim from a phase drawn from ``seed`` (what :func:`griffin_lim` runs on the mel's
+    fitted magnitudes; a learned inverter runs it on magnitudes it predicts)."""
+    import torch
+
+    with torch.no_grad():
+        magnitude = magnitude.double()
         gen = torch.Generator().manual_seed(int(seed))
-        phase = torch.rand(magnitude.shape, generator=gen, dtype=torch.float64) * (2 * torch.pi)
+        phase = (torch.rand(magnitude.shape, generator=gen, dtype=torch.float64) * (2 * torch.pi)).to(magnitude.device)
         angles = torch.polar(torch.ones_like(magnitude), phase)
-        n = length if length is not None else (mel.shape[-1] - 1) * HOP
+        n = length if length is not None else (magnitude.shape[-1] - 1) * HOP
         rebuilt = torch.zeros_like(angles)
         for _ in range(n_iter):
             previous = rebuilt
@@ -258,7 +270,7 @@ def griffin_lim(db_mel: np.ndarray, n_iter: int = 64, sr: int = SAMPLE_RATE, *, 
             angles = rebuilt - previous * (momentum / (1 + momentum))
             angles = angles / angles.abs().clamp(min=1e-16)
         wave = _istft(magnitude * angles, n)
-    return wave.float().numpy()
+    return wave.float()
 
 
 # -- files ---------------------------------------------------------------------------------------
