@@ -293,6 +293,12 @@ class MultiScaleDiscriminator(nn.Module):
         return out
 
 
+# postnet: the power floor of its magnitudes, the features' silence (AMIN, -100 dB); the MR-STFT
+# metric's floor (1e-7, -70 dB) would let silence fill up to -70 dB, which the metric cannot see but
+# the mel (and a classifier reading it) does
+POWER_FLOOR = 1e-10
+
+
 class MagnitudeGenerator(nn.Module):
     """``postnet``: a learned mel -> linear-magnitude network (Tacotron's post-processing net, Wang
     et al. 2017) whose magnitudes fast Griffin-Lim turns into sound, as Tacotron does.
@@ -326,7 +332,7 @@ class MagnitudeGenerator(nn.Module):
         from aigc.data.audio_features import mel_to_linear
 
         with torch.no_grad():
-            base = mel_to_linear(db_mel.double(), self.sample_rate).float().clamp(min=MAG_FLOOR).log() / 2
+            base = mel_to_linear(db_mel.double(), self.sample_rate).float().clamp(min=POWER_FLOOR).log() / 2
         h = self.pre_norm(self.pre(x).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             h = block(h)
@@ -338,7 +344,7 @@ class MagnitudeGenerator(nn.Module):
         them by reflection, the mel saw the clip around them), are left out."""
         log_mag = self.log_magnitude(x, db_mel)
         target = torch.stft(wave.float(), self.n_fft, self.hop, window=self.window, center=True,
-                            return_complex=True)[..., : log_mag.shape[-1]].abs().clamp(min=MAG_FLOOR ** 0.5)
+                            return_complex=True)[..., : log_mag.shape[-1]].abs().clamp(min=POWER_FLOOR ** 0.5)
         edge = self.n_fft // (2 * self.hop)  # frames whose window starts before the segment: 2
         if log_mag.shape[-1] > edge + 2:
             log_mag, target = log_mag[..., edge:-1], target[..., edge:-1]
