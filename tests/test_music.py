@@ -265,6 +265,23 @@ def test_music21_bach_subset_offline_cached_and_bigram_below_unigram(ws, monkeyp
     assert json.loads((cache / music.CACHE_INDEX).read_text())["corpus"] == "bach"
 
 
+def test_cli_ingests_a_music21_corpus_with_its_options(ws):
+    """`aigc ingest --music21 bach --limit 3 --max-tokens 256` (the cache of the test above, or a fresh
+    export of three pieces); no PATH and no --music21 is one line, exit 2."""
+    from typer.testing import CliRunner
+
+    from aigc.cli.main import app
+
+    r = CliRunner().invoke(app, ["ingest", "--music21", "bach", "--limit", "3", "--max-tokens", "256",
+                                 "--name", "ch3", "--split", "0.4,0.3,0.3", "--workspace", str(ws.root)])
+    assert r.exit_code == 0, r.output
+    card = read_card(ws.dataset_path("ch3"))
+    assert card["music21"]["taken"] == 3 and card["chunks"]["max_tokens"] == 256
+    assert max(len(rec.text) for s in ("train", "val", "test") for rec in read_text_split(ws.dataset_path("ch3"), s)) <= 256
+    r = CliRunner().invoke(app, ["ingest", "--name", "nothing", "--workspace", str(ws.root)])
+    assert r.exit_code == 2 and "missing PATH" in r.output and len(r.output.strip().splitlines()) == 1
+
+
 def test_render_wav_is_not_silent(ws, tmp_path):
     if shutil.which("fluidsynth") is None:
         pytest.skip("fluidsynth is not installed (Debian package fluidsynth)")

@@ -84,3 +84,17 @@ def test_cli_generate_names_the_inverter(ws, tmp_path) -> None:
     assert len(list((tmp_path / "o").glob("*.wav"))) == 2
     r = CliRunner().invoke(app, ["generate", "voc", "--workspace", str(ws.root)])
     assert r.exit_code == 2 and "is a vocoder" in r.output
+
+
+def test_a_reloaded_run_and_vocoder_give_the_same_sound_for_the_same_seed(ws, tmp_path) -> None:
+    if not ws.has_run("voc"):
+        aigc.train("tones", family="vocoder", preset="tiny", name="voc", workspace=ws, max_steps=4, seed=0)
+    sounds = []
+    for k in range(2):  # two loads from disk: weights, features and inverter come back the same
+        gen = aigc.load("mel", workspace=ws, vocoder="voc")
+        images = gen.sample(2, cond={"label": "high"}, seed=11)
+        paths = gen.save(images, tmp_path / f"load{k}")
+        sounds.append([sf.read(p.with_suffix(".wav"))[0] for p in paths])
+    for a, b in zip(*sounds):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(sounds[0][0]).max() > 0

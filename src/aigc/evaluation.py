@@ -59,6 +59,10 @@ def evaluate(ws: Workspace, name: str, *, n_prompts: int = 40, n_samples: int | 
     if spec.get("family") == "vocoder":
         from aigc.audio_evaluation import evaluate_vocoder
 
+        if vocoder is not None:
+            raise InvalidInput(f"run {name!r} is itself a vocoder: it is evaluated against Griffin-Lim, leave "
+                               "--vocoder out")
+
         return evaluate_vocoder(ws, name, seed=seed)
     if spec.get("audio"):  # an image family on an audio dataset's mel images
         from aigc.audio_evaluation import evaluate_audio

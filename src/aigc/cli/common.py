@@ -200,3 +200,10 @@ def _force_progress() -> bool:
     import os
 
     return bool(os.environ.get("AIGC_PROGRESS"))
+
+
+def on_command_line(ctx: typer.Context, param: str) -> bool:
+    """Whether ``param`` was given on the command line (not left at its default)."""
+    # By name: typer ships its own copy of click, so its ParameterSource is not click's.
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")

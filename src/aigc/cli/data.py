@@ -9,20 +9,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from aigc.cli.common import JsonOpt, WorkspaceOpt, err, fmt, hms, out
+from aigc.cli.common import JsonOpt, WorkspaceOpt, err, fmt, hms, on_command_line, out
 from aigc.cli.runs import show_run
 from aigc.errors import InvalidInput, NotFound
 
 
 def ingest(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(
+    name: Annotated[str, typer.Option("--name", "-n", help="Dataset name.", show_default=False)],
+    path: Annotated[Path | None, typer.Argument(
         help="A text file (.txt .csv .tsv .jsonl .parquet), a table (.csv .tsv .dat .parquet .jsonl .xlsx with "
              "no text column), images: a folder (one subfolder per class), an IDX file (MNIST format, raw or "
              ".gz), an .npz (x, y) or a .csv of image paths; audio clips: a folder of .wav .flac .ogg .mp3 (one "
-             "subfolder per class) or a .csv of clip paths; or music: MIDI files or music21:bach.",
-        show_default=False)],
-    name: Annotated[str, typer.Option("--name", "-n", help="Dataset name.", show_default=False)],
+             "subfolder per class) or a .csv of clip paths; or music: MIDI files or music21:bach (or --music21 bach).",
+        show_default=False)] = None,
     lines: Annotated[bool, typer.Option("--lines", help="A .txt file holds one record per line.")] = False,
     text_column: Annotated[str | None, typer.Option("--text-column", help="Column with the text.")] = None,
     header: Annotated[bool | None, typer.Option(
@@ -78,6 +78,17 @@ def ingest(
         "metadata, partial is fine; or SDV's metadata JSON).", show_default=False)] = None,
     drop_column: Annotated[list[str] | None, typer.Option(
         "--drop-column", help="Tables: leave this column out (repeatable).", show_default=False)] = None,
+    music21: Annotated[str | None, typer.Option(
+        "--music21", help="Music: a corpus bundled with music21 instead of PATH, e.g. bach (the chorales).",
+        show_default=False)] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        "--max-tokens", help="Music: cut pieces into chunks of at most this many REMI tokens, at bars.",
+        show_default=False)] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", help="Music: take the first N pieces (of a corpus or a folder).", show_default=False)] = None,
+    folder_condition: Annotated[str | None, typer.Option(
+        "--folder-condition", help="Music: the condition a first-level subfolder names [default: composer].",
+        show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="train,val,test fractions.")] = "0.9,0.05,0.05",
     pii: Annotated[str | None, typer.Option(
         "--pii", help="Personal information in the text: report (count it), redact (replace it, e.g. "
@@ -105,9 +116,13 @@ def ingest(
         "path_column": path_column, "label_column": label_column, "pii": pii,
         "sample_rate": sample_rate, "seconds": seconds, "silence_db": silence_db,
         "table": table, "metadata": metadata, "drop_columns": drop_column,
+        "music21": music21, "max_tokens": max_tokens, "limit": limit, "folder_condition": folder_condition,
     }
+    if (path is None) == (music21 is None):
+        raise InvalidInput("give a PATH to ingest, or --music21 NAME for a corpus bundled with music21 (not both)"
+                           if path is not None else "missing PATH: give a file or folder to ingest, or --music21 NAME")
     flag = {"cond_columns": "cond_column", "drop_columns": "drop_column"}
-    options = {k: v for k, v in given.items() if _on_command_line(ctx, flag.get(k, k))}
+    options = {k: v for k, v in given.items() if on_command_line(ctx, flag.get(k, k))}
     options["progress"] = RowProgress()
     card = api_ingest(path, name, workspace=workspace, split=fractions, replace=replace, **options)
     c = card["counts"]
@@ -212,12 +227,6 @@ class RowProgress:
 def _condition_summary(st: dict) -> str:
     return (f"{st['cardinality']} values, {st['own_token']} with a token of their own; {st['other_values']} "
             f"rarer or unseen in train share 'other' ({st['other_records']} records)")
-
-
-def _on_command_line(ctx: typer.Context, param: str) -> bool:
-    # By name: typer ships its own copy of click, so its ParameterSource is not click's.
-    source = ctx.get_parameter_source(param)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def datasets(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from aigc.cli.common import ThreadsOpt, WorkspaceOpt, err, out, parse_pairs, threads
+from aigc.cli.common import ThreadsOpt, WorkspaceOpt, err, on_command_line, out, parse_pairs, threads
 from aigc.errors import InvalidInput
 
 
 def generate(
+    ctx: typer.Context,
     run: Annotated[str, typer.Argument(help="Run name (see `aigc runs`).", show_default=False)],
     prompt: Annotated[str, typer.Argument(help="Text to continue.")] = "",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-m")] = 200,
@@ -68,7 +69,8 @@ def generate(
     if not isinstance(gen, ImageGenerator) and _is_music_run(workspace, run):  # REMI tokens: MIDI, WAV, rolls
         _generate_music(gen, run, prompt, n=n, cond=cond, max_new_tokens=max_new_tokens, temperature=temperature,
                         top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
-                        guidance=guidance, rerank=rerank, out_dir=out_dir, workspace=workspace)
+                        guidance=guidance, rerank=rerank, out_dir=out_dir, workspace=workspace,
+                        given={p for p in ("max_new_tokens", "temperature") if on_command_line(ctx, p)})
         return
     if isinstance(gen, ImageGenerator):
         if prompt:
@@ -127,12 +129,10 @@ def _is_music_run(workspace, run: str) -> bool:
 
 def _generate_music(gen, run: str, prompt: str, *, n: int, cond: list[str] | None, max_new_tokens: int,
                     temperature: float, top_k: int | None, top_p: float | None, repetition_penalty: float,
-                    seed: int | None, guidance: float | None, rerank: int, out_dir: Path | None, workspace) -> None:
-    """A run on symbolic music: MIDI, WAV and a piano roll per sample, each labelled. Options left at
-    the text defaults (-m 200, -t 0.8, no --top-p) take music's (aigc.music_generation: 512 new tokens,
-    temperature 1, top-p 0.95)."""
-    import inspect
-
+                    seed: int | None, guidance: float | None, rerank: int, out_dir: Path | None, workspace,
+                    given: set[str]) -> None:
+    """A run on symbolic music: MIDI, WAV and a piano roll per sample, each labelled. -m, -t and --top-p
+    not given take music's defaults (aigc.music_generation: 512 new tokens, temperature 1, top-p 0.95)."""
     from aigc import open_workspace
     from aigc.music_generation import (MUSIC_MAX_NEW_TOKENS, MUSIC_TEMPERATURE, MUSIC_TOP_P, generate_music,
                                        summary_line, write_music)
@@ -144,14 +144,13 @@ def _generate_music(gen, run: str, prompt: str, *, n: int, cond: list[str] | Non
                            "(use --cond key=VALUE, e.g. --cond \"key=C major\")")
     if rerank > 1:
         raise InvalidInput(f"--rerank applies to text runs, and {run} is a music run: leave it out")
-    text_default = {k: p.default for k, p in inspect.signature(generate).parameters.items()}
 
     ws = open_workspace(workspace)
     extra = {k: v for k, v in (("top_k", top_k), ("guidance", guidance)) if v is not None}
     decoded = generate_music(
         gen, ws.get_run(run)["path"], n=n, cond=parse_pairs(cond, "--cond"),
-        max_new_tokens=MUSIC_MAX_NEW_TOKENS if max_new_tokens == text_default["max_new_tokens"] else max_new_tokens,
-        temperature=MUSIC_TEMPERATURE if temperature == text_default["temperature"] else temperature,
+        max_new_tokens=max_new_tokens if "max_new_tokens" in given else MUSIC_MAX_NEW_TOKENS,
+        temperature=temperature if "temperature" in given else MUSIC_TEMPERATURE,
         top_p=top_p if top_p is not None else MUSIC_TOP_P, seed=seed, repetition_penalty=repetition_penalty,
         **extra)
     guard = guard_for(ws)

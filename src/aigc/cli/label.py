@@ -29,7 +29,8 @@ def _settings(workspace: Path | None) -> dict[str, Any]:
 @label_app.command("check")
 @guard
 def label_check(
-    file: Annotated[Path, typer.Argument(help="An image (PNG, JPEG, WebP), JSON, JSONL, CSV or text file.")],
+    file: Annotated[Path, typer.Argument(help="An image (PNG, JPEG, WebP), a sound (WAV, MP3), JSON, JSONL, CSV "
+                                         "or text file.")],
     require_explicit: Annotated[bool, typer.Option(
         "--require-explicit", help="A text file without a visible label fails.")] = False,
     as_json: JsonOpt = False,
@@ -63,13 +64,14 @@ def label_check(
 @label_app.command("add")
 @guard
 def label_add(
-    file: Annotated[Path, typer.Argument(help="An image (PNG, JPEG, WebP), JSON, JSONL, CSV or text file.")],
+    file: Annotated[Path, typer.Argument(help="An image (PNG, JPEG, WebP), a sound (WAV, MP3), JSON, JSONL, CSV "
+                                         "or text file.")],
     out_path: Annotated[Path, typer.Option("--out", "-o",
                                            help="Where to write the labelled copy (may be FILE).")],
     explicit: Annotated[bool | None, typer.Option(
         "--explicit/--no-explicit",
-        help="Add the visible label too: a text prefix/suffix, or the 'AI生成' image mark "
-             "[default: the policy's labels settings, else on].", show_default=False)] = None,
+        help="Add the explicit label too: a text prefix/suffix, the 'AI生成' image mark, or a sound's "
+             "audible cue [default: the policy's labels settings, else on].", show_default=False)] = None,
     producer: Annotated[str | None, typer.Option(
         help="The producer code [default: the workspace policy's labels.producer].",
         show_default=False)] = None,
@@ -85,21 +87,26 @@ def label_add(
 ) -> None:
     """Write a labelled copy of FILE: the implicit Annex E label (images: spliced in, pixels untouched;
     JSON/JSONL/CSV: an aigc_label field or column; text: an AIGC: last line) and the visible one."""
+    from aigc.provenance import audio
     from aigc.provenance.images import sniff
     from aigc.provenance.labels import TEXT_SUFFIXES, implicit_label, label_file, read_label
 
     with open(file, "rb") as fh:  # a missing file is named before the policy is read
-        is_image = sniff(fh.read(16)) is not None
+        head = fh.read(16)
+    is_image, is_audio = sniff(head) is not None, audio.sniff(head) is not None
     settings = _settings(workspace)
     meta = implicit_label(producer=producer or settings.get("producer") or None, produce_id=produce_id)
     if explicit is None:
-        explicit = bool(settings.get("image_mark" if is_image else "explicit_text", True))
+        key = "image_mark" if is_image else "audio_cue" if is_audio else "explicit_text"
+        explicit = bool(settings.get(key, True))
     position = position or settings.get("text_position") or "prefix"
     written = label_file(file, out_path, meta, explicit=explicit, lang=lang, position=position)
     check = read_label(written)
     visible = explicit and (is_image or TEXT_SUFFIXES.get(Path(file).suffix.lower()) == "text")
+    cue = explicit and is_audio
     out.print(f"labelled {written}: Label {check['Label']}, producer {check['ContentProducer'] or '-'}, "
-              f"produce id {check['ProduceID']}{', with a visible label' if visible else ''}")
+              f"produce id {check['ProduceID']}{', with a visible label' if visible else ''}"
+              f"{', with the audible cue' if cue else ''}")
     if not meta["ContentProducer"]:
         err.print("warning: no producer code: set labels.producer in the workspace policy "
                   "(`aigc policy edit`) or pass --producer; the label's ContentProducer is empty")

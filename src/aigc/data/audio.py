@@ -163,11 +163,11 @@ def source_format(path: str | Path) -> str | None:
     return None
 
 
-def is_audio_source(path: str | Path, options: Mapping[str, Any] | None = None) -> bool:
+def is_audio_source(path: str | Path | None, options: Mapping[str, Any] | None = None) -> bool:
     """True when ``path`` holds audio clips or an audio-only option is set (not None)."""
     if any((options or {}).get(k) is not None for k in AUDIO_ONLY_OPTIONS):
         return True
-    return source_format(path) is not None
+    return path is not None and source_format(path) is not None
 
 
 def audio_options(path: str | Path, options: Mapping[str, Any]) -> dict[str, Any]:
