@@ -176,6 +176,9 @@ POST_BODIES = {  # each route's schema and a valid body to change
                                                                           "2026-03-04T10:00:00+08:00"}]}),
     "/api/monitor/classify": (schemas.MonitorClassifyRequest, {"model": "reviews", "texts": ["物流太慢"]}),
     "/api/recommend": (schemas.RecommendRequest, {"model": "shop", "user": "u1", "k": 5}),
+    # sound from a run on audio clips: none exists here, so a valid body is a 404 (no fuzzed body samples)
+    "/api/audio/generate": (schemas.AudioGenerateRequest, {"model": "no-such-audio-run", "n": 1,
+                                                           "vocoder": "griffin-lim"}),
 }
 POST_PATHS = {"/api/kb/{name}/ask": "/api/kb/help/ask", "/api/monitor/{name}/items": "/api/monitor/shop/items"}  # a route with a path parameter: where it is posted
 # Other methods and body-less POSTs: (method, route) -> a body strategy (None: no body); path
@@ -311,9 +314,10 @@ def test_post_bodies_never_get_a_5xx_and_keep_the_connection(server, route):
     # the fuzzing reached both sides of validation: some requests were refused, and (except for
     # feedback and arena votes, whose generation ids are never guessed, and synthesis, whose run
     # does not exist so that no fuzzed body starts a job, and the monitor's, whose model does not
-    # exist, nor the recommender) some were served
+    # exist, nor the recommender, nor an audio run) some were served
     assert any(400 <= s < 500 for s in statuses)
-    if route in ("/api/synthesize", "/api/monitor/classify", "/api/monitor/{name}/items", "/api/recommend"):
+    if route in ("/api/synthesize", "/api/monitor/classify", "/api/monitor/{name}/items", "/api/recommend",
+                 "/api/audio/generate"):
         # past the schema to the run's / monitor model's lookup: 404, never a 5xx
         assert 404 in statuses, sorted(set(statuses))
     else:
