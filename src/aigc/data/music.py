@@ -721,7 +721,10 @@ def render_wav(midi_path: str | Path, wav_path: str | Path, soundfont: str | Pat
     tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.tmp.wav")
     try:
         done = subprocess.run(
-            [exe, "-ni", "-q", "-r", str(sample_rate), "-T", "wav", "-F", str(tmp), str(sf), str(midi)],
+            # dynamic sample loading: only the samples the piece plays are read from the soundfont
+            # (Debian's is 148 MB), not all of it for every render
+            [exe, "-ni", "-q", "-o", "synth.dynamic-sample-loading=1", "-r", str(sample_rate), "-T", "wav", "-F",
+             str(tmp), str(sf), str(midi)],
             capture_output=True, text=True, timeout=RENDER_TIMEOUT_S, check=False)
         if done.returncode != 0 or not tmp.is_file() or tmp.stat().st_size <= 44:  # 44: a bare WAV header
             detail = (done.stderr or done.stdout or "").strip().splitlines()
