@@ -188,10 +188,10 @@ def evaluate_vocoder(ws: Workspace, name: str, *, seed: int = 0) -> dict[str, An
     judge = AudioJudge.for_dataset(ws, spec["dataset"], read_image_split(ds_dir, "train"), real_x, real_y)
 
     sr = int(features["sample_rate"])
-    reconstruction = compare_with_griffin_lim(load(ws, name, safety=False), clips.astype(np.float32),
-                                              n_iter=GL_ITERATIONS)
+    model = load(ws, name, safety=False)
+    reconstruction = compare_with_griffin_lim(model, clips.astype(np.float32), n_iter=GL_ITERATIONS)
     test_images = read_image_split(ds_dir, split).images[pick]  # the mels as a generated image holds them
-    inverters = {"vocoder": Inverter(name, sr, run_dir), "griffin_lim": Inverter(GRIFFIN_LIM, sr)}
+    inverters = {"vocoder": Inverter(name, sr, run_dir, model=model), "griffin_lim": Inverter(GRIFFIN_LIM, sr)}
     judged = {}
     for key, inverter in inverters.items():
         heard = sound_to_images(images_to_waves(test_images, features, inverter, seed=seed), features)

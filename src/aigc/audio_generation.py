@@ -34,9 +34,11 @@ GL_ITERATIONS = 64
 class Inverter:
     """mel (dB) -> waveform. ``name`` is ``griffin-lim`` or the vocoder run's name."""
 
-    def __init__(self, name: str, sample_rate: int, vocoder_dir: Path | None = None, device: str | None = None):
+    def __init__(self, name: str, sample_rate: int, vocoder_dir: Path | None = None, device: str | None = None,
+                 model=None):
+        """``model``: the vocoder run's model when the caller has it loaded already (else loaded on first use)."""
         self.name, self.sample_rate, self.vocoder_dir, self.device = name, sample_rate, vocoder_dir, device
-        self._model = None
+        self._model = model
 
     @property
     def is_vocoder(self) -> bool:

@@ -1,5 +1,7 @@
-"""`vocoder`: a small neural vocoder, log-mel in dB -> waveform: HiFi-GAN's generator (Kong et al.
-2020, the default) or Vocos's (Siuzdak 2023, ``generator="vocos"``), with one objective and task.
+"""`vocoder`: a small neural vocoder, log-mel in dB -> waveform, with one task. Three generators:
+``postnet`` (the default: learned linear magnitudes, Tacotron's post-net, with Griffin-Lim's phase;
+see :class:`MagnitudeGenerator`), HiFi-GAN's (Kong et al. 2020, ``generator="hifigan"``) and
+Vocos's (Siuzdak 2023, ``generator="vocos"``); the two wave generators share one objective.
 
 ``hifigan`` (scaled down): a 7-tap conv from the mel bands to ``channels``, then one stage per
 upsampling rate (8, 8, 2, 2: 256x, the features' hop), each a transposed conv of kernel 2 x rate
@@ -59,6 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from aigc.data.audio_features import AMIN
 from aigc.errors import InvalidInput, NotFound
 from aigc.metrics.audio import MAG_FLOOR, RESOLUTIONS, mr_stft_distance, mr_stft_terms
 
@@ -77,8 +80,9 @@ class VocoderConfig:
     hop: int = 256  # samples per mel frame: the product of upsample_rates
     db_min: float = -100.0  # the fixed dB range of the dataset's images: the input is clipped to it
     db_max: float = 40.0
-    # postnet (learned magnitudes + Griffin-Lim phase: the measured best on 2 CPU cores) | hifigan
-    # (samples from upsampling convs) | vocos (STFT frames, then iSTFT)
+    # postnet (learned magnitudes + Griffin-Lim phase: beats Griffin-Lim in benchmarks/audio_train.py,
+    # where vocos and hifigan did not in audio_vocoder.py) | hifigan (samples from upsampling convs) |
+    # vocos (STFT frames, then iSTFT)
     generator: str = "postnet"
     channels: int = 128  # hifigan: after the input conv; each upsampling stage halves it
     # Comma-separated integers (the registry and the command line take scalars): see the properties
@@ -296,7 +300,7 @@ class MultiScaleDiscriminator(nn.Module):
 # postnet: the power floor of its magnitudes, the features' silence (AMIN, -100 dB); the MR-STFT
 # metric's floor (1e-7, -70 dB) would let silence fill up to -70 dB, which the metric cannot see but
 # the mel (and a classifier reading it) does
-POWER_FLOOR = 1e-10
+POWER_FLOOR = AMIN
 
 
 class MagnitudeGenerator(nn.Module):
