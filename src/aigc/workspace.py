@@ -34,6 +34,8 @@ from sqlalchemy.engine import Connection, Engine
 from aigc.errors import AlreadyExists, InvalidInput, NotFound
 
 ENV_HOME = "AIGC_HOME"
+ENV_DB_URL = "AIGC_DB_URL"  # the catalog's SQLAlchemy URL (default: the SQLite file in the workspace)
+ENV_ARTIFACTS = "AIGC_ARTIFACTS"  # where datasets and runs are kept (default: the workspace folder)
 NAME_RE = re.compile(r"^[\w][\w.\-]{0,79}$")
 
 metadata = sa.MetaData()
@@ -336,14 +338,24 @@ def _set_wal(cur, attempts: int = 40) -> None:
 
 
 class Workspace:
-    """Paths plus catalog. Cheap to open; safe for several processes at once (SQLite WAL)."""
+    """Paths plus catalog. Cheap to open; safe for several processes at once (SQLite WAL, or a
+    PostgreSQL server named by ``db_url``).
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    ``db_url`` (default ``$AIGC_DB_URL``, else the SQLite file ``catalog.db`` under the root) is
+    where the catalog lives; ``artifacts`` (default ``$AIGC_ARTIFACTS``, else the root itself) is
+    where datasets and runs are kept: a local folder or an fsspec URL such as ``s3://bucket/prefix``.
+    The root is then the local working copy and cache.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, db_url: str | None = None,
+                 artifacts: str | None = None):
         self.root = Path(root).expanduser() if root else default_root()
         if self.root.exists() and not self.root.is_dir():
             raise InvalidInput(f"workspace {self.root} is a file, not a folder: pass another --workspace")
         for sub in ("datasets", "runs", "bases", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.db_url = db_url or os.environ.get(ENV_DB_URL) or f"sqlite:///{self.root / 'catalog.db'}"
+        self.artifacts = artifacts or os.environ.get(ENV_ARTIFACTS) or None
         self.engine = self._open_catalog()
 
     def __repr__(self) -> str:
@@ -398,7 +410,7 @@ class Workspace:
 
     def _open_catalog(self) -> Engine:
         engine = sa.create_engine(
-            f"sqlite:///{self.root / 'catalog.db'}",
+            self.db_url,
             connect_args={"timeout": 30},  # wait for a concurrent writer instead of failing
         )
 
