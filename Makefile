@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench install browser audio-deps clean gemma
+.PHONY: run test bench install browser audio-deps postgres clean gemma
 
 install: $(STAMP)
 
@@ -26,9 +26,15 @@ gemma: $(STAMP)
 run: $(STAMP) audio-deps
 	$(BIN)/aigc demo
 
-# One torch thread: tests run side by side with other work on small shared machines.
-test: $(STAMP) browser audio-deps
+# One torch thread: tests run side by side with other work on small shared machines. The second pass
+# runs the catalog and server tests again with every catalog on a throwaway PostgreSQL server
+# (tests/pg.py; they skip where no PostgreSQL binaries are found).
+PG_TESTS := tests/test_workspace.py tests/test_arena.py tests/test_audit.py tests/test_feedback_online.py \
+	tests/test_server.py tests/test_cli_serve.py tests/test_engine_process.py tests/test_monitor.py \
+	tests/test_monitor_alerts.py tests/test_assistant.py tests/test_copy_desk.py tests/test_safety_paths.py
+test: $(STAMP) browser audio-deps postgres
 	AIGC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	AIGC_TEST_DB=postgresql AIGC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(PG_TESTS)
 
 # The web-studio test drives Debian's chromium (Playwright with executable_path, no browser
 # download). Installed when missing and we may (root with apt-get); otherwise that test skips.
@@ -48,6 +54,16 @@ audio-deps:
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(AUDIO_DEBS) >/dev/null 2>&1 || \
 	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(AUDIO_DEBS) >/dev/null 2>&1)) \
 	  || echo "note: $(AUDIO_DEBS) not all installed; the spoken-digits and music rendering tests will skip"; }
+
+# The catalog on PostgreSQL (issue 18): the tests start their own throwaway server with initdb and
+# pg_ctl (on PATH or in /usr/lib/postgresql/*/bin). Installed when missing and we may (root with
+# apt-get); otherwise the PostgreSQL tests and the second test pass skip.
+postgres:
+	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1)) \
+	  || echo "note: postgresql not installed; the PostgreSQL catalog tests will skip"; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/text_generate.py

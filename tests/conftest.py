@@ -14,11 +14,60 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+# AIGC_TEST_DB=postgresql runs every test's catalog on a throwaway PostgreSQL server (tests/pg.py):
+# each test gets a fresh database as $AIGC_DB_URL. Default: the SQLite file in each workspace.
+TEST_DB = os.environ.get("AIGC_TEST_DB", "sqlite")
+if TEST_DB not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(f"AIGC_TEST_DB must be sqlite or postgresql, got {TEST_DB!r}")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: checks the SQLite file itself (skipped under "
+                                       "AIGC_TEST_DB=postgresql)")
+    config.addinivalue_line("markers", "own_catalog: uses served_ws, yet the workspaces it opens by "
+                                       "path need catalogs of their own (under AIGC_TEST_DB=postgresql: "
+                                       "a fresh database)")
+
+
 @pytest.fixture(autouse=True)
-def aigc_home(tmp_path, monkeypatch):
+def aigc_home(tmp_path, monkeypatch, request):
     home = tmp_path / "aigc-home"
     monkeypatch.setenv("AIGC_HOME", str(home))
+    if TEST_DB == "postgresql":
+        if request.node.get_closest_marker("sqlite_only"):
+            pytest.skip("checks the SQLite catalog file itself; AIGC_TEST_DB=postgresql")
+        # A test that serves the session's runs (by path too, e.g. `aigc serve -w`) shares their catalog,
+        # as every workspace opened at served_ws's folder shares its catalog.db under SQLite.
+        served = "served_ws" in request.fixturenames and not request.node.get_closest_marker("own_catalog")
+        monkeypatch.setenv("AIGC_DB_URL", request.getfixturevalue("served_db_url" if served else "pg_url"))
+    else:
+        monkeypatch.delenv("AIGC_DB_URL", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL server for the session; the tests that need one skip where none can run."""
+    from pg import PgServer, find_bindir, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    server = PgServer(find_bindir()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return pg_server.new_database()
+
+
+@pytest.fixture(scope="session")
+def served_db_url(request) -> str | None:
+    """Where ``served_ws`` keeps its catalog: a database of its own under AIGC_TEST_DB=postgresql."""
+    return request.getfixturevalue("pg_server").new_database() if TEST_DB == "postgresql" else None
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,8 +80,13 @@ def _one_thread():
 
 
 @pytest.fixture(scope="session")
-def served_ws(tmp_path_factory):
+def served_ws(tmp_path_factory, served_db_url):
     """Tiny runs for the engine and server tests: "g" (gpt), "l" (lstm), "d" (diffusion)."""
     from helpers import train_served_workspace
 
-    return train_served_workspace(tmp_path_factory.mktemp("served"))
+    with pytest.MonkeyPatch.context() as mp:
+        if served_db_url:
+            mp.setenv("AIGC_DB_URL", served_db_url)
+        else:
+            mp.delenv("AIGC_DB_URL", raising=False)
+        return train_served_workspace(tmp_path_factory.mktemp("served"))

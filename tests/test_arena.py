@@ -106,6 +106,7 @@ def test_one_pair_of_answers_gets_one_vote(ws):
     assert len(arena.votes(ws)) == 1
 
 
+@pytest.mark.sqlite_only
 def test_an_older_catalog_gets_the_arena_table(tmp_path):
     Workspace(tmp_path)
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'catalog.db'}")

@@ -285,6 +285,7 @@ def test_the_openai_client_sends_rerank_by_as_an_extra(ws):
 # -- the catalog -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 def test_an_older_catalog_gets_the_feedback_kinds(tmp_path):
     """m004 adds ``kind`` and ``edited`` to a feedback table made before them; its rows are thumbs."""
     con = sqlite3.connect(tmp_path / "catalog.db")

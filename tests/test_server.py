@@ -258,6 +258,7 @@ def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_all():
     assert sum(reads) == limit + chunk  # stopped at the first chunk past the limit
 
 
+@pytest.mark.own_catalog
 def test_api_keys(served_ws, tmp_path, monkeypatch):
     import aigc
 
@@ -491,6 +492,7 @@ def test_a_full_queue_answers_429_with_retry_after(served_ws, monkeypatch):
             assert h.get("/health").status_code == 200
 
 
+@pytest.mark.own_catalog
 def test_a_run_deleted_while_serving_keeps_serving_what_is_loaded(served_ws, tmp_path):
     ws = aigc.open_workspace(tmp_path / "w")
     shutil.copytree(served_ws.root / "runs" / "g", ws.root / "runs" / "g")

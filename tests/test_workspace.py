@@ -11,12 +11,14 @@ from aigc.errors import AlreadyExists, InvalidInput, NotFound
 from aigc.workspace import MIGRATIONS, Workspace
 
 
+@pytest.mark.sqlite_only
 def test_default_root_comes_from_aigc_home(aigc_home):
     ws = Workspace()
     assert ws.root == aigc_home
     assert (aigc_home / "catalog.db").exists() and (aigc_home / "datasets").is_dir()
 
 
+@pytest.mark.sqlite_only
 def test_migrations_apply_once_and_are_recorded(tmp_path):
     ws = Workspace(tmp_path)
     assert ws.applied_migrations() == [name for name, _ in MIGRATIONS]

@@ -41,7 +41,7 @@ from aigc.pretrained import formats
 from aigc.pretrained.adapt import TRAIN_DEFAULTS, AdaptConfig, AdaptedLM, SFTTask, build_blocks
 from aigc.pretrained.decoder import FastLM
 from aigc.safety.training import COPY_INDEX, check_training_data, write_copy_index
-from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options
+from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options, require_one_process
 from aigc.workspace import Workspace, now, write_json_atomic
 
 RUN_FILE = "run.json"
@@ -57,6 +57,7 @@ def is_adapted(spec: dict[str, Any]) -> bool:
 def _train_config(method: str, overrides: dict[str, Any] | None) -> TrainConfig:
     cfg = config_from_dict(TrainConfig, merge_options(TRAIN_DEFAULTS[method], overrides), what="training option")
     cfg.validate()
+    require_one_process(cfg, "adapting a pretrained base")
     return cfg
 
 
@@ -245,6 +246,7 @@ def resume(ws: Workspace, name: str, spec: dict[str, Any], run_dir: Path,
                            f"tune again (`aigc tune {spec['parent']} --from-feedback`)")
     cfg = config_from_dict(TrainConfig, merge_options(spec["train_config"], train_overrides), what="training option")
     cfg.validate()
+    require_one_process(cfg, "adapting a pretrained base")
     if spec.get("dataset") and not ws.has_dataset(spec["dataset"]):
         raise InvalidInput(f"run {name!r} was trained on dataset {spec['dataset']!r}, which no longer exists")
     model, task, _ = _build(ws, spec, cfg, run_dir, _load_tokenizer(run_dir))
@@ -269,7 +271,7 @@ def _fit(ws, name, run_dir, spec, model, task, cfg, callbacks, resume) -> dict[s
                "best_val_loss": state.best_val_loss, "unit": state.unit, **state.val_figures}
     if status == "finished":
         export(model, run_dir, spec)
-    ws.update_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
+    ws.record_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
     return ws.get_run(name)
 
 
@@ -282,32 +284,24 @@ def _load_tokenizer(run_dir: Path):
     return AutoTokenizer.from_pretrained(folder)
 
 
-def save_tokenizer(tokenizer, folder: Path) -> None:
-    """``save_pretrained``, with the chat template also in tokenizer_config.json, where TGI, Ollama's
-    importer and older transformers look (transformers 5 writes it to chat_template.jinja only)."""
-    tokenizer.save_pretrained(folder)
-    template = getattr(tokenizer, "chat_template", None)
-    config = folder / "tokenizer_config.json"
-    if template and config.is_file():
-        data = json.loads(config.read_text(encoding="utf-8"))
-        if data.get("chat_template") != template:
-            data["chat_template"] = template
-            write_json_atomic(config, data)
-
-
 def export(model: AdaptedLM, run_dir: Path, spec: dict[str, Any]) -> None:
     """export/: the merged model (best weights) and tokenizer; export/adapter/: the LoRA adapter as
-    peft writes it. Staged, then renamed: never half an export."""
+    peft writes it; both with the fields older readers need (``make_portable``). Staged, then
+    renamed: never half an export."""
+    from aigc.pretrained.export_lint import make_portable
+
     load_weights(model, run_dir / "model.safetensors")
     tokenizer = _load_tokenizer(run_dir)
     staged = run_dir / ".export-tmp"
     shutil.rmtree(staged, ignore_errors=True)
     merged = model.merged()
     merged.save_pretrained(staged)
-    save_tokenizer(tokenizer, staged)
+    tokenizer.save_pretrained(staged)
+    make_portable(staged)  # what vLLM, TGI, llama.cpp and Ollama read that transformers 5 leaves out
     if spec["adapt"]["method"] == "lora":
         model.net.save_pretrained(staged / "adapter")
-        save_tokenizer(tokenizer, staged / "adapter")
+        tokenizer.save_pretrained(staged / "adapter")
+        make_portable(staged / "adapter")  # vLLM loads a LoRA's own tokenizer with AutoTokenizer
     (staged / "aigc.json").write_text(json.dumps(
         {"run": spec["name"], "base": spec["base"], "method": spec["adapt"]["method"],
          "template": spec["data"].get("template"), "cond_columns": spec["cond_columns"]},
@@ -592,7 +586,7 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
         ws.delete_run(name)
         raise
     if not (run_dir / "model.safetensors").exists():  # stopped before its first validation
-        ws.update_run(name, status="interrupted", step=state.step)
+        ws.record_run(name, status="interrupted", step=state.step)
         return ws.get_run(name)
     # the preference adapter over the parent's, as one LoRA of their summed rank
     (run_dir / "model.safetensors").replace(run_dir / DELTA_FILE)
@@ -608,5 +602,5 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
     export(merged_view, run_dir, spec)
     summary = {"stop_reason": state.stop_reason, "steps": state.step, "elapsed_s": round(state.elapsed, 1),
                "best_val_loss": state.best_val_loss, **state.val_figures}
-    ws.update_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
+    ws.record_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
     return ws.get_run(name)

@@ -116,15 +116,14 @@ class _RelayHandle(Handle):
         self._relay.events([(self, item)])
 
 
-def _child_main(conn, root: str, options: dict[str, Any]) -> None:
+def _child_main(conn, root: str, db_url: str, artifacts: str | None, options: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes us
     relay = _Relay(conn)
     if options.get("cpu_plan") is not None:  # before the engine starts its threads: they inherit it
         bind_process(options["cpu_plan"].other)
     try:
-        from aigc import open_workspace
-
-        engine = Engine(open_workspace(root), **options)
+        # the parent's catalog and artifact store, not $AIGC_DB_URL's and $AIGC_ARTIFACTS'
+        engine = Engine(Workspace(root, db_url=db_url, artifacts=artifacts), **options)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         relay.send(("started", _pack(e)))
         return
@@ -209,7 +208,8 @@ class EngineProcess:
         self._closed = False
         ctx = multiprocessing.get_context("spawn")  # never fork a process that has started torch threads
         self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_child_main, args=(child, str(workspace.root), options),
+        self.process = ctx.Process(target=_child_main,
+                                   args=(child, str(workspace.root), workspace.db_url, workspace.artifacts, options),
                                    name="aigc-engine", daemon=True)
         self.process.start()
         child.close()

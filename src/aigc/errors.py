@@ -56,3 +56,9 @@ class ContentBlocked(InvalidInput):
 
     def __reduce__(self):  # across the engine process's pipe, categories included
         return (type(self), (str(self), self.categories))
+
+
+class ArtifactStoreError(AigcError):
+    """The artifact store (``$AIGC_ARTIFACTS``) failed: a bucket that does not exist, an endpoint
+    that does not answer, missing or refused credentials, a stored copy that fails its checksums.
+    A fault of the deployment, not of the request: the HTTP server may answer it with 503."""

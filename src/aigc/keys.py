@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from aigc.errors import InvalidInput, NotFound
-from aigc.workspace import Workspace, api_keys_table, now
+from aigc.workspace import Workspace, api_keys_table, now, written
 
 PREFIX = "aigc-"
 
@@ -39,7 +39,8 @@ def create_key(ws: Workspace, name: str = "default") -> tuple[str, str]:
 
 def list_keys(ws: Workspace) -> list[dict[str, Any]]:
     with ws.engine.connect() as conn:
-        rows = conn.execute(sa.select(api_keys_table).order_by(api_keys_table.c.created_at)).mappings().all()
+        rows = conn.execute(sa.select(api_keys_table).order_by(
+            api_keys_table.c.created_at, written(conn.dialect.name, api_keys_table))).mappings().all()
     return [{k: v for k, v in r.items() if k != "hash"} for r in rows]
 
 

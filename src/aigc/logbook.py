@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from aigc.errors import InvalidInput, NotFound
-from aigc.workspace import Workspace, feedback_table, generations_table, now
+from aigc.workspace import Workspace, feedback_table, generations_table, now, written
 
 RATINGS = {"up": 1, "down": -1, "1": 1, "-1": -1, "+1": 1}
 Learn = Callable[[dict[str, Any]], None]  # what learns from a rating, given its generation
@@ -184,7 +184,7 @@ def list_generations(ws: Workspace, run: str | None = None, limit: int = 50, off
     up = sa.func.coalesce(sa.func.sum(sa.case((f.c.rating > 0, 1), else_=0)), 0).label("up")
     down = sa.func.coalesce(sa.func.sum(sa.case((f.c.rating < 0, 1), else_=0)), 0).label("down")
     q = (sa.select(g, up, down).select_from(g.outerjoin(f, f.c.generation_id == g.c.id)).group_by(g.c.id)
-         .order_by(sa.literal_column("generations.rowid").desc()).limit(limit).offset(offset))
+         .order_by(written(ws.engine.dialect.name, g).desc()).limit(limit).offset(offset))
     if run:
         q = q.where(g.c.run == run)
     with ws.engine.connect() as conn:

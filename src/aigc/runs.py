@@ -35,7 +35,8 @@ from aigc.generation import TextGenerator
 from aigc.models.registry import config_from_dict, get_family, make_config
 from aigc.safety.training import COPY_INDEX, check_training_data, write_copy_index
 from aigc.tasks import ImageTask, TableTask, TextLMTask
-from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options
+from aigc.training import (LAUNCH_KEYS, JobStopped, TrainConfig, fit, launch, launched_rank, load_run_weights,
+                            load_weights, merge_options, require_one_process)
 from aigc.workspace import Workspace, now, write_json_atomic
 
 RUN_FILE = "run.json"
@@ -138,6 +139,8 @@ def _plan_privacy(fam: type, model_cfg: Any, cfg: TrainConfig) -> None:
     ``max_steps``, and a run with a time budget alone is refused (the accountant must know the steps)."""
     if not getattr(fam, "DP", False) or not getattr(model_cfg, "epsilon", 0):
         return
+    # the accountant plans one process's noise: averaged over ranks it would be weaker than it says
+    require_one_process(cfg, "a differentially private run")
     if not cfg.max_steps:
         raise InvalidInput("a differentially private run needs --max-steps: the noise is planned for a number of "
                            "steps (a time budget may still stop it earlier, spending less of epsilon)")
@@ -206,8 +209,13 @@ def train(
     model_overrides: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
     callbacks: Sequence = (),
-) -> dict[str, Any]:
-    """Start a new run; returns its catalog row. Bad input fails before anything is written."""
+) -> dict[str, Any] | None:
+    """Start a new run; returns its catalog row (None on ranks other than 0 of a multi-process
+    job). Bad input fails before anything is written.
+
+    With several processes (``devices``, ``num_nodes``) every rank runs this function: the
+    processes are launched before anything is written, rank 0 alone names the run, writes its
+    folder and catalog row, and the other ranks rebuild the model from the files it wrote."""
     fam = get_family(family)
     model_cfg = make_config(fam, preset, model_overrides)
     cfg = train_config_for(fam, preset, train_overrides)
@@ -215,9 +223,29 @@ def train(
     ds = ws.get_dataset(dataset)
     if fam.modality not in (ds["modality"], TRAINED_AS.get(ds["modality"])):
         raise InvalidInput(f"dataset {dataset!r} holds {ds['modality']} but {family} is a {fam.modality} family")
+    if name and not launched_rank():  # before starting processes for nothing
+        _check_new_name(ws, name)
+    fabric = launch(cfg)
+    if fabric.is_global_zero:
+        made = _broadcast_outcome(fabric, lambda: _create(ws, fam, family, preset, name, model_cfg, cfg, ds,
+                                                          model_overrides))
+        name, run_dir, spec, prep = made
+    else:
+        name = _broadcast_outcome(fabric, None)
+        run_dir = ws.run_path(name)
+        spec = read_spec(run_dir)
+        cfg = config_from_dict(TrainConfig, spec["train_config"], what="training option")  # rank 0's, as planned
+        prep = _rebuild(ws, spec, run_dir, cfg)
+    return _fit_and_record(ws, name, run_dir, spec, prep.model, prep.task, cfg, callbacks, resume=False,
+                           fabric=fabric)
+
+
+def _create(ws: Workspace, fam: type, family: str, preset: str, name: str | None, model_cfg: Any,
+            cfg: TrainConfig, ds: dict[str, Any], model_overrides: dict[str, Any] | None):
+    """Rank 0's part of a new run: name it, build the model, write the run folder and the catalog row."""
+    dataset = ds["name"]
     name = name or _default_run_name(ws, dataset, family, preset)
-    if ws.has_run(name):
-        raise InvalidInput(f"run {name!r} already exists: pick another --name, or `aigc train --resume {name}`")
+    _check_new_name(ws, name)
     if fam.modality == "text":
         check_training_data(ws, dataset, read_card(Path(ds["path"])))
     prep = _prepare(fam, model_cfg, cfg, Path(ds["path"]), model_overrides)
@@ -259,12 +287,51 @@ def train(
     except BaseException:
         ws.delete_run(name)
         raise
-    return _fit_and_record(ws, name, run_dir, spec, model, prep.task, cfg, callbacks, resume=False)
+    return name, run_dir, spec, prep
+
+
+def _check_new_name(ws: Workspace, name: str) -> None:
+    if ws.has_run(name):
+        raise InvalidInput(f"run {name!r} already exists: pick another --name, or `aigc train --resume {name}`")
+
+
+def _broadcast_outcome(fabric, make):
+    """Rank 0 runs ``make`` and tells the other ranks the run's name, or that it failed (then
+    they raise :class:`~aigc.training.JobStopped` instead of waiting for a run that never comes).
+    Every rank calls this; ``make`` is None on the others. Returns ``make()`` on rank 0."""
+    if fabric.world_size == 1:
+        return make()
+    if make is None:
+        ok, value = fabric.broadcast(None, src=0)
+        if not ok:
+            raise JobStopped(f"rank {fabric.global_rank}: rank 0 stopped before training ({value})")
+        return value
+    try:
+        made = make()
+    except BaseException as e:
+        fabric.broadcast((False, str(e) or type(e).__name__), src=0)
+        raise
+    fabric.broadcast((True, made[0]), src=0)
+    return made
+
+
+def _rebuild(ws: Workspace, spec: dict[str, Any], run_dir: Path, cfg: TrainConfig) -> Prepared:
+    """The model and task of a run from its folder: to resume it, or on a rank other than 0."""
+    fam = get_family(spec["family"])
+    tokenizer = TextTokenizer.load(run_dir / "tokenizer.json") if fam.modality == "text" else None
+    encoding = _read_encoding(run_dir) if fam.modality == "table" else None
+    model_cfg = config_from_dict(fam.Config, spec["model_config"])
+    return _prepare(fam, model_cfg, cfg, ws.dataset_path(spec["dataset"]), spec["model_config"], tokenizer,
+                    encoding)
 
 
 def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = None,
-           callbacks: Sequence = ()) -> dict[str, Any]:
-    """Continue an interrupted (or finished, with a larger --max-steps/--time-budget) run."""
+           callbacks: Sequence = ()) -> dict[str, Any] | None:
+    """Continue an interrupted (or finished, with a larger --max-steps/--time-budget) run.
+
+    The number of processes is this session's (``devices``, ``num_nodes``; one by default),
+    not the run's: a run trained on two processes resumes on one, or on four. The batch size
+    stays per process."""
     row = ws.get_run(name)
     run_dir = Path(row["path"])
     spec = read_spec(run_dir)
@@ -272,19 +339,18 @@ def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = No
         from aigc import adapted
 
         return adapted.resume(ws, name, spec, run_dir, train_overrides, callbacks)
-    fam = get_family(spec["family"])
-    cfg = config_from_dict(TrainConfig, merge_options(spec["train_config"], train_overrides), what="training option")
+    saved = {k: v for k, v in spec["train_config"].items() if k not in LAUNCH_KEYS}
+    cfg = config_from_dict(TrainConfig, merge_options(saved, train_overrides), what="training option")
     cfg.validate()
     if not ws.has_dataset(spec["dataset"]):
         raise InvalidInput(f"run {name!r} was trained on dataset {spec['dataset']!r}, which no longer exists")
-    tokenizer = TextTokenizer.load(run_dir / "tokenizer.json") if fam.modality == "text" else None
-    encoding = _read_encoding(run_dir) if fam.modality == "table" else None
-    model_cfg = config_from_dict(fam.Config, spec["model_config"])
-    prep = _prepare(fam, model_cfg, cfg, ws.dataset_path(spec["dataset"]), spec["model_config"], tokenizer,
-                    encoding)
+    fabric = launch(cfg)
+    prep = _rebuild(ws, spec, run_dir, cfg)
     spec["train_config"] = asdict(cfg)
-    write_json_atomic(run_dir / RUN_FILE, spec)
-    return _fit_and_record(ws, name, run_dir, spec, prep.model, prep.task, cfg, callbacks, resume=True)
+    if fabric.is_global_zero:
+        write_json_atomic(run_dir / RUN_FILE, spec)
+    return _fit_and_record(ws, name, run_dir, spec, prep.model, prep.task, cfg, callbacks, resume=True,
+                           fabric=fabric)
 
 
 class SampleGrids:
@@ -310,24 +376,29 @@ class SampleGrids:
         write_grid(self.out_dir / f"step-{state.step:07d}.png", list(to_uint8(images)))
 
 
-def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume) -> dict[str, Any]:
+def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume, fabric) -> dict[str, Any] | None:
+    """Train and record the outcome. Every rank trains; rank 0 alone touches the catalog and
+    writes the run's files (the others return None)."""
+    zero = fabric.is_global_zero
     if spec["modality"] == "image":
         callbacks = [*callbacks, SampleGrids(model, spec.get("classes", []), run_dir / "samples")]
-    ws.update_run(name, status="running")
+    if zero:
+        ws.update_run(name, status="running")
     if task is None:  # a closed-form family (a copula): fitting its encoding was the whole fit
-        return _record_closed_form(ws, name, run_dir, spec)
+        return _record_closed_form(ws, name, run_dir, spec) if zero else None
     stage_cfg = cfg
     if hasattr(model, "prior_sampler") and cfg.time_budget:
         # Two stages share the one budget the user gave: the model gets its share, the prior the rest.
         stage_cfg = replace(cfg, time_budget=cfg.time_budget * model.first_stage_budget_share)
     try:
-        state = fit(model, task, stage_cfg, run_dir, list(callbacks), resume=resume)
+        state = fit(model, task, stage_cfg, run_dir, list(callbacks), resume=resume, fabric=fabric)
     except BaseException:
-        has_ckpt = (run_dir / "checkpoints" / "last.pt").exists()
-        if not resume and not has_ckpt:
-            ws.delete_run(name)  # nothing worth keeping: leave no half-made run behind
-        else:
-            ws.update_run(name, status="failed")
+        if zero:
+            has_ckpt = (run_dir / "checkpoints" / "last.pt").exists()
+            if not resume and not has_ckpt:
+                ws.delete_run(name)  # nothing worth keeping: leave no half-made run behind
+            else:
+                ws.update_run(name, status="failed")
         raise
     status = "interrupted" if state.stop_reason == "interrupted" else "finished"
     if status == "finished" and hasattr(model, "prior_sampler"):
@@ -340,11 +411,15 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
             prior_cfg = replace(cfg, time_budget=max(1.0, cfg.time_budget - state.elapsed)) if cfg.time_budget else cfg
             _, spec["prior"] = train_prior(model, task, spec["preset"], prior_cfg, run_dir, callbacks, resume_prior)
         except BaseException:
-            ws.update_run(name, status="failed")
+            if zero:
+                ws.update_run(name, status="failed")
             raise
-        write_json_atomic(run_dir / RUN_FILE, spec)
+        if zero:
+            write_json_atomic(run_dir / RUN_FILE, spec)
         if spec["prior"]["stop_reason"] == "interrupted":
             status = "interrupted"
+    if not zero:
+        return None
     summary = {
         "stop_reason": state.stop_reason,
         "steps": state.step,
@@ -355,20 +430,23 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
         "unit": state.unit,  # what tokens_seen counts
         **state.val_figures,  # the best val loss in the data's terms (val_bits_per_token for text)
     }
+    if state.world_size > 1:  # how the last session trained: its processes and their global batch
+        summary["processes"], summary["global_batch"] = state.world_size, state.global_batch
     privacy = model.privacy() if hasattr(model, "privacy") else None
     if privacy:  # a differentially private run: what the accountant says it spent, and its delta
         summary["epsilon"], summary["delta"] = privacy.get("epsilon"), privacy.get("delta")
         summary["privacy"] = privacy
     if status == "finished" and (hasattr(model, "export") or hasattr(model, "save_pipeline")):
         _export(model, run_dir)
-    ws.update_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
+    ws.record_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
+    # The run's files and row are complete here, on rank 0 alone.
     return ws.get_run(name)
 
 
 def _record_closed_form(ws: Workspace, name: str, run_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     summary = {"stop_reason": "fitted", "steps": 0, "unit": "row", "train_rows": spec.get("n_train_rows"),
                "elapsed_s": spec.get("encoding_fit_s")}
-    ws.update_run(name, status="finished", step=0, summary=summary)
+    ws.record_run(name, status="finished", step=0, summary=summary)
     return ws.get_run(name)
 
 

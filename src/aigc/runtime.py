@@ -50,6 +50,17 @@ def configure_threads(threads: int | None = None) -> int:
     return n
 
 
+def share_threads(processes: int) -> int:
+    """Give each of ``processes`` training processes on this machine its share of the torch threads
+    configured (``--threads``, ``$AIGC_THREADS`` or the physical cores), at least one: two
+    processes on 2 cores that each take both oversubscribe them."""
+    import torch
+
+    n = max(1, torch.get_num_threads() // processes)
+    torch.set_num_threads(n)
+    return n
+
+
 def worker_threads(threads: int | None = None) -> int:
     """Torch threads of each serving engine worker: ``threads``, or all physical cores but one
     (the last one serves HTTP and JSON)."""

@@ -9,6 +9,13 @@ Checkpoints are written to a temporary file and renamed, so a process killed whi
 leaves the previous good ``last.pt`` in place. A loss or weights that are no longer finite stop
 the run (:class:`Diverged`) before anything of them is saved: ``model.safetensors`` and
 ``last.pt`` keep the last good weights.
+
+Several processes (``devices`` x ``num_nodes``, DDP): :func:`launch` starts them (or joins the
+processes ``torchrun`` / ``fabric run`` started). Every rank draws the same global batch from
+the same seeded generator and trains on its own share of it, so N processes with batch B step
+like one process with batch N*B. Rank 0's clock, stop reason and validation decide for all
+ranks; rank 0 alone writes files and calls the observers. Checkpoints hold the plain module's
+state, so a run resumes on another number of processes.
 """
 
 from __future__ import annotations
@@ -17,27 +24,46 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from aigc.errors import AigcError, InvalidInput
 
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
+
 WARMUP_SHARE_OF_BUDGET = 0.2
 # metrics.jsonl names the throughput in the task's unit (TrainState.unit)
 RATE_KEYS = {"tok": "tokens_per_s", "img": "images_per_s", "row": "rows_per_s"}
 MIN_IMPROVEMENT = 1e-4  # nats: smaller validation gains do not reset early-stopping patience
+STRATEGIES = ("auto", "ddp", "fsdp")  # fsdp: refused for now, with the reason (launch)
+# How a session runs, not what the run is: a resumed run does not carry these over (aigc.runs)
+LAUNCH_KEYS = ("devices", "num_nodes", "strategy", "accelerator")
+# The reasons rank 0 can stop a job for, by index: what the per-step all-reduce carries
+STOP_REASONS = ("", "max_steps", "time_budget", "early_stopping", "interrupted")
 
 
 class Diverged(AigcError):
     """A training or validation loss (or the weights) stopped being finite. The run keeps the
     weights of its last good validation; the message names the step and the fix."""
+
+
+class ProcessLost(AigcError):
+    """A process of a multi-process job failed (killed, out of memory, its node gone): every
+    other rank stops at its next collective; the run keeps its last checkpoint."""
+
+
+class JobStopped(AigcError):
+    """Raised on ranks above 0 when rank 0 stopped the job before training (rank 0's own error
+    says why): the CLI of those ranks stays quiet."""
 
 
 @dataclass
@@ -62,6 +88,12 @@ class TrainConfig:
     vocab_size: int = 2048  # bpe only
     precision: str = ""  # "" = auto: bf16-mixed on a capable GPU, else 32-true
     cond_dropout: float = 0.1  # conditional text: share of records whose control tokens train as null (CFG)
+    # Several processes (LAUNCH_KEYS). batch_size stays per process: the global batch is
+    # batch_size * devices * num_nodes, as in Lightning and Hugging Face
+    devices: int = 1  # processes per node, one per GPU; under torchrun / fabric run, the launcher's count
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto (ddp when several processes) | ddp | fsdp (refused for now: launch says why)
+    accelerator: str = ""  # "" = cuda when available, else cpu
 
     def validate(self) -> None:
         if self.time_budget < 0:
@@ -78,6 +110,15 @@ class TrainConfig:
             raise InvalidInput(f"--eval-every must be >= 1, got {self.eval_every}")
         if not 0 <= self.cond_dropout < 1:
             raise InvalidInput(f"--cond-dropout must be in [0, 1), got {self.cond_dropout}")
+        if self.devices < 1:
+            raise InvalidInput(f"--devices must be >= 1 (processes per node, one per GPU), got {self.devices}")
+        if self.num_nodes < 1:
+            raise InvalidInput(f"--num-nodes must be >= 1, got {self.num_nodes}")
+        if self.strategy not in STRATEGIES:
+            raise InvalidInput(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.accelerator not in ("", "cpu", "cuda"):
+            raise InvalidInput(f"--accelerator must be cpu or cuda (default: cuda when available), "
+                               f"got {self.accelerator!r}")
 
 
 def merge_options(base: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -124,6 +165,8 @@ class TrainState:
     tokens_seen: int = 0
     eta_s: float = float("nan")
     stop_reason: str = ""  # max_steps | time_budget | early_stopping | interrupted | diverged
+    world_size: int = 1  # processes training together (the throughput figures are all of theirs)
+    global_batch: int = 0  # samples per step over all processes
     extra: dict[str, float] = field(default_factory=dict)
     val_figures: dict[str, float] = field(default_factory=dict)  # the best val loss in the task's terms
 
@@ -133,12 +176,17 @@ class Task(Protocol):
     throughput figure, which ``unit`` names as progress shows it (``tok`` for text, ``img`` for
     image families). ``evaluate`` returns the mean validation loss, or None for a family that
     has none (a GAN). An optional ``loss_figures(loss)`` gives a validation loss in the data's
-    own terms for the run's summary, e.g. ``{"val_bits_per_token": ...}``."""
+    own terms for the run's summary, e.g. ``{"val_bits_per_token": ...}``.
+
+    ``batch`` draws ``batch_size`` samples; with several processes the loop multiplies
+    ``batch_size`` and ``tokens_per_batch`` by their number (every rank draws the global batch
+    and keeps its share)."""
 
     def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor | None]: ...
 
     def evaluate(self, model: nn.Module, full: bool = False) -> float | None: ...
 
+    batch_size: int
     tokens_per_batch: int
     unit: str
 
@@ -278,6 +326,90 @@ def load_run_weights(model: nn.Module, run_dir: Path, name: str) -> None:
         raise InvalidInput(f"run {name!r} has no weights yet: train it with `aigc train --resume {name}`")
 
 
+def launch(cfg: TrainConfig) -> Fabric:
+    """Lightning Fabric for ``cfg``'s processes, started.
+
+    One process (the default) is Fabric on this machine's device. Several: Fabric's launcher
+    starts the other local ranks by running this command line again with ``LOCAL_RANK`` set, so
+    the caller's code runs on every rank: launch before writing anything, and write on rank 0
+    only (:func:`fit` does). Under ``torchrun`` or ``fabric run`` it joins the processes they
+    started; called again in a launched process (a second training stage), it joins the same
+    process group.
+    """
+    import torch.distributed as dist
+    from lightning.fabric import Fabric
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from aigc.runtime import default_device, default_precision, share_threads
+
+    cfg.validate()
+    accelerator = cfg.accelerator or default_device()
+    devices, nodes = _world_shape(cfg)
+    if cfg.strategy == "fsdp" and accelerator != "cuda":
+        raise InvalidInput("--strategy fsdp shards the model over GPUs and runs on CUDA only: "
+                           "on CPU use --strategy ddp (or auto)")
+    if cfg.strategy == "fsdp":  # see docs/scale-out/training.md: what it would take
+        raise InvalidInput("--strategy fsdp is not available yet: every from-scratch family fits on one GPU, "
+                           "where ddp is faster; use --strategy ddp (or auto)")
+    strategy = "ddp" if devices * nodes > 1 and cfg.strategy == "auto" else cfg.strategy
+    if accelerator == "cpu" and devices > 1 and not dist.is_initialized():
+        share_threads(devices)  # once per process: the first launch
+    if strategy != "auto":
+        _quiet_lightning()
+    try:
+        fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=nodes, strategy=strategy,
+                        precision=cfg.precision or default_precision(accelerator))
+    except (ValueError, RuntimeError, MisconfigurationException) as e:  # e.g. more GPUs asked than there are
+        raise InvalidInput(f"cannot train on {devices} {accelerator} device(s) x {nodes} node(s): {e}") from None
+    if strategy != "auto" and os.environ.get("LT_CLI_USED") != "1":  # `fabric run` has launched them already
+        fabric.launch()
+    return fabric
+
+
+def _world_shape(cfg: TrainConfig) -> tuple[int, int]:
+    """(processes per node, nodes): ``cfg``'s, or the launcher's when ``torchrun`` / ``fabric
+    run`` started this process (their environment says; ``cfg`` left at 1 x 1 takes it)."""
+    if not all(k in os.environ for k in ("LOCAL_WORLD_SIZE", "GROUP_RANK", "WORLD_SIZE")):
+        return cfg.devices, cfg.num_nodes
+    per_node = int(os.environ["LOCAL_WORLD_SIZE"])
+    nodes = int(os.environ["WORLD_SIZE"]) // per_node
+    if (cfg.devices, cfg.num_nodes) not in ((1, 1), (per_node, nodes)):
+        raise InvalidInput(f"--devices {cfg.devices} --num-nodes {cfg.num_nodes} do not match the launcher's "
+                           f"{per_node} process(es) per node on {nodes} node(s): drop them, or make them match")
+    return per_node, nodes
+
+
+def _quiet_lightning() -> None:
+    """Lightning announces every rank's start on the console; our own progress line says how
+    many processes train. Its warnings, and the launcher's note when a rank dies, still show."""
+    import logging
+
+    import lightning_utilities.core.rank_zero as rank_zero  # its ``log`` is the logger Lightning set last
+
+    for log in (logging.getLogger("lightning.fabric.utilities.distributed"), rank_zero.log):
+        log.setLevel(logging.WARNING)
+
+
+def launched_rank() -> bool:
+    """Whether a launcher started this process as a rank of a job (Fabric's launcher sets
+    ``LOCAL_RANK`` in the processes it starts, torchrun ``RANK`` in all)."""
+    return "LOCAL_RANK" in os.environ or "RANK" in os.environ
+
+
+def global_rank() -> int:
+    """This process's rank in a launched job (0 outside one)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def require_one_process(cfg: TrainConfig, what: str) -> None:
+    """Refuse several processes for a caller that does not split its own writes by rank."""
+    if cfg.devices * cfg.num_nodes > 1 or int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        raise InvalidInput(f"{what} trains in one process: drop --devices/--num-nodes and do not start it "
+                           "under torchrun or fabric run")
+
+
 def fit(
     model: nn.Module,
     task: Task,
@@ -285,28 +417,30 @@ def fit(
     run_dir: Path,
     callbacks: list = (),  # type: ignore[assignment]
     resume: bool = False,
+    fabric: Fabric | None = None,
 ) -> TrainState:
     """Train ``model`` on ``task``. Writes ``checkpoints/last.pt``, ``model.safetensors`` (best
-    validation), ``metrics.jsonl`` and TensorBoard events under ``run_dir``."""
-    from lightning.fabric import Fabric
-
-    from aigc.runtime import default_device, default_precision
-
+    validation), ``metrics.jsonl`` and TensorBoard events under ``run_dir``, and calls the
+    observers: on rank 0 alone. ``fabric``: from :func:`launch`, by a caller that must launch
+    before it writes anything (``aigc.runs``); launched here otherwise."""
     cfg.validate()
-    device = default_device()
-    fabric = Fabric(accelerator=device, devices=1, precision=cfg.precision or default_precision(device))
+    fabric = fabric or launch(cfg)
+    world, rank, zero = fabric.world_size, fabric.global_rank, fabric.is_global_zero
     ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if zero:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
     last_path = ckpt_dir / "last.pt"
     best_path = run_dir / "model.safetensors"
 
-    state = TrainState(max_steps=cfg.max_steps, time_budget=cfg.time_budget,
-                       unit=getattr(task, "unit", "tok"))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
     # A family that owns its update (a GAN: two optimizers) brings its optimizers and its step.
     owns_step = hasattr(model, "training_step")
+    if world > 1:  # every rank draws the global batch from the same generator and trains on its share
+        task.batch_size *= world
+        task.tokens_per_batch *= world
+    state = TrainState(max_steps=cfg.max_steps, time_budget=cfg.time_budget, unit=getattr(task, "unit", "tok"),
+                       world_size=world, global_batch=task.batch_size)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    _seed_rank(cfg.seed, rank, 0)
     optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay) if owns_step else [make_optimizer(model, cfg)]
     for opt in optimizers:
         for group in opt.param_groups:
@@ -328,16 +462,26 @@ def fit(
         random.setstate(ckpt["rng"]["python"])
         for key in ("step", "elapsed", "best_val_loss", "evals_since_best", "tokens_seen", "val_loss"):
             setattr(state, key, ckpt["state"][key])
-        _truncate_metrics(run_dir / "metrics.jsonl", state.step)
+        if rank:  # the checkpoint holds rank 0's noise generators
+            _seed_rank(cfg.seed, rank, state.step)
+        if zero:
+            _truncate_metrics(run_dir / "metrics.jsonl", state.step)
     good_step = state.step  # the step of the last weights known good: those in last.pt
     diverged, diverged_at = "", 0  # what stopped being finite, once something has, and at which step
 
     net = model  # the plain module: for saving and evaluation
-    model, *optimizers = fabric.setup(model, *optimizers)
-    writer = _tensorboard(run_dir / "tb")
-    metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+    try:  # with several processes, DDP's first collective: where a rank that failed to start shows
+        model, *optimizers = fabric.setup(model, *optimizers)
+    except RuntimeError as e:
+        if world == 1:
+            raise
+        raise ProcessLost(_lost_message(e, state.step, world, state.step)) from e
+    writer = _tensorboard(run_dir / "tb") if zero else None
+    metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if zero else None
 
     def log(row: dict[str, Any]) -> None:
+        if metrics is None:
+            return
         metrics.write(json.dumps(row) + "\n")
         metrics.flush()
         if writer is not None:
@@ -345,7 +489,13 @@ def fit(
                 if key not in ("step", "time") and isinstance(value, (int, float)):
                     writer.add_scalar(key, value, row["step"])
 
+    def emit(hook: str) -> None:
+        if zero:
+            _emit(callbacks, hook, state)
+
     def checkpoint() -> None:
+        if not zero:
+            return
         atomic_save(
             {
                 "model": net.state_dict(),
@@ -358,6 +508,13 @@ def fit(
             last_path,
         )
 
+    def backward(loss: Tensor) -> None:
+        """For a family that owns its step: it never calls DDP's forward, so DDP does not average
+        its gradients; this does, after each of its backward passes."""
+        fabric.backward(loss)
+        if world > 1:
+            _average_gradients(fabric, net)
+
     def diverge(what: str, step: int) -> None:
         nonlocal diverged, diverged_at
         diverged, diverged_at = what, step
@@ -368,10 +525,13 @@ def fit(
         net.eval()
         loss = task.evaluate(net, full=full)
         net.train()
+        finite = _finite(net)  # the only check a family without a validation loss gets
+        if world > 1:  # rank 0's verdict: every rank counts patience alike and stops alike
+            loss, finite = fabric.broadcast((loss, finite), src=0)
         if loss is not None and not math.isfinite(loss):
             diverge(f"validation loss {loss}", state.step)
             return False
-        if not _finite(net):  # the only check a family without a validation loss gets
+        if not finite:
             diverge("weights not finite", state.step)
             return False
         state.val_loss = float("nan") if loss is None else loss
@@ -384,29 +544,28 @@ def fit(
             # No validation loss (a GAN's losses say little about quality): keep the latest.
             if loss is not None:
                 state.best_val_loss = loss
-            save_weights(net, best_path)
+            if zero:
+                save_weights(net, best_path)
         log({"step": state.step, "time": round(state.elapsed, 2), "val_loss": state.val_loss})
-        _emit(callbacks, "on_eval", state)
+        emit("on_eval")
         return True
 
-    _emit(callbacks, "on_start", state)
+    emit("on_start")
     net.train()
     step_times: list[float] = []
     loss_acc, loss_n = 0.0, 0
     aborted = False
+    stepping = False  # from drawing a batch until the step is counted: the weights may be ahead of state.step
     with _StopFlag() as stop:
         try:
             while True:
-                if cfg.max_steps and state.step >= cfg.max_steps:
-                    state.stop_reason = "max_steps"
-                elif cfg.time_budget and state.elapsed >= cfg.time_budget:
-                    state.stop_reason = "time_budget"
-                elif cfg.patience and state.evals_since_best >= cfg.patience:
-                    state.stop_reason = "early_stopping"
-                elif stop.requested:
-                    state.stop_reason = "interrupted"
-                if state.stop_reason:
+                reason = _stop_reason(cfg, state, stop.requested)
+                if world > 1:  # rank 0's clock and verdict for all; a Ctrl-C on any rank stops every rank
+                    reason, state.elapsed = _agree(fabric, reason, state.elapsed, stop.requested)
+                if reason:
+                    state.stop_reason = reason
                     break
+                stepping = True
                 t0 = time.perf_counter()
                 state.lr = lr_at(cfg, state.step, state.elapsed)
                 factor = state.lr / cfg.lr
@@ -414,14 +573,13 @@ def fit(
                     for group in opt.param_groups:
                         group["lr"] = group["base_lr"] * factor
                 x, y = task.batch(gen)
+                if world > 1:
+                    x, y = _share(x, rank, world), _share(y, rank, world)
                 x = x.to(fabric.device)
                 y = y.to(fabric.device) if y is not None else None
                 if owns_step:
                     with fabric.autocast():
-                        losses = net.training_step(x, y, optimizers, fabric.backward)
-                    loss_value = losses["loss"]
-                    state.extra = losses
-                    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+                        losses = net.training_step(x, y, optimizers, backward)
                 else:
                     _, loss = model(x, y)
                     fabric.backward(loss)
@@ -430,12 +588,18 @@ def fit(
                                               error_if_nonfinite=False)
                     optimizers[0].step()
                     optimizers[0].zero_grad(set_to_none=True)
-                    loss_value = loss.item()  # after the step, as before: no extra device sync
-                    bad = {} if math.isfinite(loss_value) else {"loss": loss_value}
+                    losses = {"loss": loss.item()}  # after the step, as before: no extra device sync
+                if world > 1:  # the global batch's loss, as one process would report it
+                    losses = _mean_over_ranks(fabric, losses)
+                loss_value = losses["loss"]
+                if owns_step:
+                    state.extra = losses
+                bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
                 if bad:  # this step's update is garbage: stop before anything saves it
                     diverge(", ".join(f"{k} {v}" for k, v in bad.items()), state.step + 1)
                     break
                 state.step += 1
+                stepping = False
                 loss_acc += loss_value
                 loss_n += 1
                 dt = time.perf_counter() - t0
@@ -451,7 +615,7 @@ def fit(
                          "lr": state.lr, RATE_KEYS.get(state.unit, f"{state.unit}_per_s"): round(state.tokens_per_s),
                          **{k: v for k, v in state.extra.items() if k != "loss"}})
                     loss_acc, loss_n = 0.0, 0
-                _emit(callbacks, "on_step", state)
+                emit("on_step")
                 if state.step % cfg.eval_every == 0:
                     t_eval = time.perf_counter()
                     if not validate():
@@ -465,17 +629,27 @@ def fit(
             # A second Ctrl-C may land inside an optimizer step: keep the previous checkpoint.
             state.stop_reason = "interrupted"
             aborted = True
+        except Exception as e:
+            if world == 1 or isinstance(e, AigcError):
+                raise
+            # Another rank died (its peers see a closed connection at their next collective) or
+            # this one failed: one line that says so, instead of a collective's traceback.
+            raise ProcessLost(_lost_message(e, state.step, world, good_step if stepping else state.step)) from e
         finally:
             # Otherwise every completed step is resumable, whatever ended the loop: a first
             # signal only sets a flag that the loop reads between steps. Diverged weights are
             # never written: last.pt keeps the last good ones, to resume from with a lower lr.
-            if state.step and not aborted and not diverged:
+            # Nor is a step that failed halfway: its batch is drawn, its update maybe made.
+            if state.step and not aborted and not diverged and not stepping:
                 checkpoint()
-            metrics.close()
+            if metrics is not None:
+                metrics.close()
             if writer is not None:
                 writer.close()
+    if world > 1 and not aborted:  # (an abort leaves the others to fail at their next collective)
+        fabric.barrier()  # rank 0's checkpoint and best weights are written before any rank reads them
     if diverged:
-        _emit(callbacks, "on_end", state)
+        emit("on_end")
         raise Diverged(_diverged_message(diverged, diverged_at, good_step, cfg.lr))
     if state.stop_reason != "interrupted" and best_path.exists():
         # The best weights get one validation on the whole split: the figure reported for the run.
@@ -485,8 +659,75 @@ def fit(
         state.val_loss = state.best_val_loss = float("nan") if loss is None else loss
     if math.isfinite(state.best_val_loss) and hasattr(task, "loss_figures"):
         state.val_figures = task.loss_figures(state.best_val_loss)
-    _emit(callbacks, "on_end", state)
+    emit("on_end")
     return state
+
+
+def _stop_reason(cfg: TrainConfig, state: TrainState, interrupted: bool) -> str:
+    if cfg.max_steps and state.step >= cfg.max_steps:
+        return "max_steps"
+    if cfg.time_budget and state.elapsed >= cfg.time_budget:
+        return "time_budget"
+    if cfg.patience and state.evals_since_best >= cfg.patience:
+        return "early_stopping"
+    return "interrupted" if interrupted else ""
+
+
+def _agree(fabric: Fabric, reason: str, elapsed: float, interrupted: bool) -> tuple[str, float]:
+    """Rank 0's stop reason and clock for every rank (the budget is the job's, and the
+    learning-rate schedule follows the clock, so all ranks must read the same one); a stop asked
+    on any rank (Ctrl-C, SIGTERM) stops all. One all-reduce of three numbers per step."""
+    zero = fabric.global_rank == 0
+    mine = [STOP_REASONS.index(reason) if zero else 0, elapsed if zero else 0.0, float(interrupted)]
+    code, elapsed, stops = fabric.all_reduce(torch.tensor(mine, dtype=torch.float64, device=fabric.device),
+                                             reduce_op="sum").tolist()
+    return STOP_REASONS[int(code)] or ("interrupted" if stops else ""), elapsed
+
+
+def _share(batch: Tensor | None, rank: int, world: int) -> Tensor | None:
+    """This rank's rows of the global batch: rank r of N takes the r-th of N equal slices."""
+    return None if batch is None else batch.tensor_split(world)[rank]
+
+
+def _mean_over_ranks(fabric: Fabric, values: dict[str, float]) -> dict[str, float]:
+    """Each named loss averaged over the ranks: the global batch's (a non-finite one on any rank
+    makes it non-finite everywhere, so every rank stops at the same step)."""
+    keys = sorted(values)  # the same order on every rank
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=fabric.device)
+    mean = dict(zip(keys, (fabric.all_reduce(t, reduce_op="sum") / fabric.world_size).tolist()))
+    return {k: mean[k] for k in values}
+
+
+def _average_gradients(fabric: Fabric, module: nn.Module) -> None:
+    """Average ``module``'s gradients over the ranks in place: one all-reduce per dtype."""
+    groups: dict[torch.dtype, list[Tensor]] = {}
+    for p in module.parameters():
+        if p.grad is not None:
+            groups.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in groups.values():
+        flat = fabric.all_reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
+
+
+def _seed_rank(seed: int, rank: int, step: int) -> None:
+    """Seed the global generators (a diffusion model's noise, a GAN's z). Rank 0 draws what one
+    process would, so its checkpoints resume exactly on one process; every other rank draws its
+    own noise for its own samples, from its rank and the step it starts at."""
+    s = seed + 1_000_003 * rank + step
+    torch.manual_seed(s)
+    random.seed(s)
+
+
+def _lost_message(e: Exception, step: int, world: int, kept: int) -> str:
+    first = (str(e).strip().splitlines() or [""])[0]
+    # gloo says "[.../pair.cc:537] Read error [addr]: Connection reset by peer. This is typically...":
+    # the what, without its source line and its advice
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]
+    cause = f"{type(e).__name__}: {first[:160]}" if first else type(e).__name__
+    keep = (f"the run keeps its checkpoint of step {kept}: continue with --resume" if kept
+            else "no checkpoint was written yet: train again")
+    return f"training stopped at step {step}: a process of the {world}-process job failed ({cause}); {keep}"
 
 
 def _finite(model: nn.Module) -> bool:

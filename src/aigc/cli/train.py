@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 
 from aigc.cli.common import ThreadsOpt, TrainProgress, WorkspaceOpt, err, fmt, markup, out, parse_pairs, threads
-from aigc.errors import InvalidInput
+from aigc.errors import AigcError, InvalidInput
 
 
 def train(
@@ -68,44 +69,63 @@ def train(
     chat: Annotated[str | None, typer.Option(
         "--chat", help="With --base, instead of DATASET: a chat JSONL file (OpenAI messages, ShareGPT or Alpaca).",
         show_default=False, rich_help_panel="Pretrained base")] = None,
+    devices: Annotated[int | None, typer.Option(
+        "--devices", help="Processes on this machine, one per GPU; --batch-size is per process [default: 1; "
+        "under torchrun or fabric run, theirs].", show_default=False, rich_help_panel="Several processes")] = None,
+    num_nodes: Annotated[int | None, typer.Option(
+        "--num-nodes", help="Machines, each running --devices processes (start it on each with torchrun or "
+        "fabric run) [default: 1].", show_default=False, rich_help_panel="Several processes")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        "--strategy", help="auto (ddp with several processes) or ddp; fsdp is not available yet [default: auto].",
+        show_default=False, rich_help_panel="Several processes")] = None,
+    accelerator: Annotated[str | None, typer.Option(
+        "--accelerator", help="cpu or cuda [default: cuda when available].", show_default=False,
+        rich_help_panel="Several processes")] = None,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Train a model on a dataset; progress shows loss, val loss, tok/s (img/s for images) and ETA.
-    Ctrl-C stops cleanly; a diverging run stops with its last good weights kept."""
+    Ctrl-C stops cleanly; a diverging run stops with its last good weights kept. --devices N trains
+    on N processes (DDP); rank 0 alone prints and writes."""
     import aigc
 
     options: dict[str, Any] = {
         k: v for k, v in dict(max_steps=max_steps, time_budget=time_budget, batch_size=batch_size, lr=lr,
                                eval_every=eval_every, patience=patience, seed=seed, tokenizer=tokenizer,
-                               vocab_size=vocab_size, cond_dropout=cond_dropout).items() if v is not None
+                               vocab_size=vocab_size, cond_dropout=cond_dropout, devices=devices,
+                               num_nodes=num_nodes, strategy=strategy, accelerator=accelerator).items()
+        if v is not None
     }
     threads(threads_)
-    if resume:
-        if dataset or set_:
-            raise InvalidInput("--resume continues a run as it was configured: drop DATASET and --set")
-        label = resume
-        row = aigc.resume(resume, workspace=workspace, callbacks=[TrainProgress(label)], **options)
-    elif base:
-        if set_:
-            raise InvalidInput("--set overrides a from-scratch family's config; with --base use --lora-r, "
-                               "--lora-alpha, --lora-dropout, --lora-targets and --block-size")
-        adapt = {k: v for k, v in dict(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, block_size=block_size,
-                                       target_modules=_targets(lora_targets)).items() if v is not None}
-        label = name or f"{dataset or chat}-{base}-{method}"
-        row = aigc.train(dataset, base=base, method=method, name=name, adapt=adapt, prompt_template=prompt_template,
-                         prompt_column=prompt_column, response_column=response_column, chat_file=chat,
-                         workspace=workspace, callbacks=[TrainProgress(label)], **options)
-    else:
-        stray = [flag for flag, v in (("--chat", chat), ("--prompt-template", prompt_template),
-                                      ("--prompt-column", prompt_column), ("--lora-r", lora_r)) if v is not None]
-        if stray:
-            raise InvalidInput(f"{stray[0]} adapts a pretrained base: add --base NAME (see `aigc base list`)")
-        if not dataset:
-            raise InvalidInput("missing DATASET: `aigc train DATASET` (see `aigc datasets`), or --resume RUN")
-        label = name or f"{dataset}-{family}-{preset}"
-        row = aigc.train(dataset, family=family, preset=preset, name=name, model=parse_pairs(set_, "--set"),
-                         workspace=workspace, callbacks=[TrainProgress(label)], **options)
+    with _rank_zero_reports():
+        if resume:
+            if dataset or set_:
+                raise InvalidInput("--resume continues a run as it was configured: drop DATASET and --set")
+            label = resume
+            row = aigc.resume(resume, workspace=workspace, callbacks=_observers(label), **options)
+        elif base:
+            if set_:
+                raise InvalidInput("--set overrides a from-scratch family's config; with --base use --lora-r, "
+                                   "--lora-alpha, --lora-dropout, --lora-targets and --block-size")
+            adapt = {k: v for k, v in dict(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, block_size=block_size,
+                                           target_modules=_targets(lora_targets)).items() if v is not None}
+            label = name or f"{dataset or chat}-{base}-{method}"
+            row = aigc.train(dataset, base=base, method=method, name=name, adapt=adapt,
+                             prompt_template=prompt_template, prompt_column=prompt_column,
+                             response_column=response_column, chat_file=chat, workspace=workspace,
+                             callbacks=_observers(label), **options)
+        else:
+            stray = [flag for flag, v in (("--chat", chat), ("--prompt-template", prompt_template),
+                                          ("--prompt-column", prompt_column), ("--lora-r", lora_r)) if v is not None]
+            if stray:
+                raise InvalidInput(f"{stray[0]} adapts a pretrained base: add --base NAME (see `aigc base list`)")
+            if not dataset:
+                raise InvalidInput("missing DATASET: `aigc train DATASET` (see `aigc datasets`), or --resume RUN")
+            label = name or f"{dataset}-{family}-{preset}"
+            row = aigc.train(dataset, family=family, preset=preset, name=name, model=parse_pairs(set_, "--set"),
+                             workspace=workspace, callbacks=_observers(label), **options)
+    if row is None:  # a rank other than 0 of a multi-process job: rank 0 reports
+        return
     s = row["summary"]
     if row["status"] == "interrupted":
         err.print(f"interrupted at step {row['step']}: resume with `aigc train --resume {row['name']}`")
@@ -113,6 +133,33 @@ def train(
     out.print(markup("run [bold]{name}[/bold] {status} ({reason}): {steps} steps in {elapsed:.0f}s, {loss}",
                      name=row["name"], status=row["status"], reason=s["stop_reason"], steps=row["step"],
                      elapsed=s["elapsed_s"], loss=_val_summary(row["best_val_loss"], s)))
+
+
+@contextmanager
+def _rank_zero_reports():
+    """Rank 0 reports the job's outcome: when it stopped the job (bad input, divergence), the
+    other ranks exit 2 without repeating its line. Their own failures they report themselves."""
+    try:
+        yield
+    except AigcError as e:
+        from aigc.training import Diverged, JobStopped, global_rank
+
+        if isinstance(e, (Diverged, JobStopped)) and global_rank():
+            raise typer.Exit(2) from None
+        raise
+
+
+def _observers(label: str) -> list:
+    return [ProcessesLine(), TrainProgress(label)]
+
+
+class ProcessesLine:
+    """With several processes, one line before the progress: how many, and the global batch."""
+
+    def on_start(self, s) -> None:
+        if s.world_size > 1:
+            err.print(f"training on {s.world_size} processes: global batch {s.global_batch} "
+                      f"({s.world_size} x {s.global_batch // s.world_size} per process)")
 
 
 def _targets(text: str | None) -> str | list[str] | None:

@@ -405,7 +405,8 @@ class GPT(nn.Module):
     # -- export --------------------------------------------------------------------------
 
     def export(self, out_dir: Path, tokenizer) -> None:
-        """Write a transformers checkpoint: config.json, model.safetensors, tokenizer files.
+        """Write a transformers checkpoint: config.json, model.safetensors, tokenizer files, with the
+        fields older readers need (:func:`~aigc.pretrained.export_lint.make_portable`).
 
         ``tokenizer`` is the run's :class:`~aigc.data.tokenizers.TextTokenizer`.
         """
@@ -430,6 +431,9 @@ class GPT(nn.Module):
         tok.pad_token = tok.eos_token
         tok.model_max_length = self.config.block_size
         tok.save_pretrained(out_dir)
+        from aigc.pretrained.export_lint import make_portable
+
+        make_portable(out_dir)  # what vLLM, TGI, llama.cpp and Ollama read that transformers 5 leaves out
 
     def config_dict(self) -> dict:
         return asdict(self.config)

@@ -582,6 +582,14 @@ def detect_chat_format(chat_template: str | None) -> str | None:
     return None
 
 
+def ollama_template(fmt: str, eos: str | None) -> tuple[str, list[str]]:
+    """Ollama's ``TEMPLATE`` body and ``PARAMETER stop`` strings for chat format ``fmt`` (one that
+    :func:`detect_chat_format` returns), ``eos`` (the eos token's text) filled in where the format ends
+    a turn with it. The export lint compares a Modelfile with them."""
+    body, markers = _TEMPLATES[fmt]
+    return body.replace("{eos}", eos or ""), [m.replace("{eos}", eos or "") for m in markers]
+
+
 def _gguf_chat_info(path: Path) -> tuple[str | None, str | None]:
     """(chat template, eos token text) from a GGUF's metadata."""
     from gguf import GGUFReader
@@ -633,11 +641,11 @@ def write_modelfile(gguf_path: str | os.PathLike, out_file: str | os.PathLike, c
     lines = ["FROM " + (_quoted(source, "GGUF path") if re.search(r'[\s"]', source) else source)]
     stops: list[str] = []
     if fmt is not None:
-        body, markers = _TEMPLATES[fmt]
         if fmt == "default" and not eos:
             raise InvalidInput(f"{str(model)!r} has no eos token, which the default chat format ends turns with")
-        lines.append(f'TEMPLATE """{body.replace("{eos}", eos or "")}"""')
-        stops += [m.replace("{eos}", eos or "") for m in markers]
+        body, markers = ollama_template(fmt, eos)
+        lines.append(f'TEMPLATE """{body}"""')
+        stops += markers
     if system:
         lines.append(f"SYSTEM {_quoted(system, 'system prompt')}")
     stops += stop

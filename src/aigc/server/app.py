@@ -28,8 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aigc import keys
-from aigc.errors import (AigcError, AlreadyExists, ContentBlocked, DeadlineExceeded, EngineUnavailable, NotFound,
-                         Overloaded, Unauthorized)
+from aigc.errors import (AigcError, AlreadyExists, ArtifactStoreError, ContentBlocked, DeadlineExceeded,
+                         EngineUnavailable, NotFound, Overloaded, Unauthorized)
 from aigc.runtime import default_memory_limit
 from aigc.server.common import printable
 from aigc.server.metrics import ServerMetrics
@@ -100,6 +100,8 @@ def status_of(error: AigcError) -> tuple[int, str | None]:
         return 409, "conflict"
     if isinstance(error, ContentBlocked):
         return 400, "content_filter"
+    if isinstance(error, ArtifactStoreError):  # ours (the store is unreachable or refuses us), not the request's
+        return 503, "artifact_store_unavailable"
     return 400, None
 
 

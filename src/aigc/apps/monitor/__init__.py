@@ -383,10 +383,16 @@ def add(name: str, source: str | Path | Sequence[Mapping[str, Any]], *, text_col
             raw.append(r.get("timestamp") or pd.Timestamp.now(tz="UTC").isoformat())
             refs.append(None if r.get("id") is None else str(r["id"]))
         stamps = parse_times(raw, cfg["timezone"], where="items")
-    keep = [i for i, t in enumerate(texts) if t.strip()]
-    skipped = len(texts) - len(keep)
     from aigc.safety.guard import guard_for
     from aigc.workspace import monitor_items_table
+
+    most = monitor_items_table.c.ref.type.length  # PostgreSQL refuses longer ids (SQLite would keep them)
+    long = next((i for i, r in enumerate(refs) if r is not None and len(r) > most), None)
+    if long is not None:
+        raise InvalidInput(f"row {long + 1}: its id is {len(refs[long])} characters long; ids of at most "
+                           f"{most} are kept: shorten them, or leave out the id column")
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    skipped = len(texts) - len(keep)
 
     guard = guard_for(ws)
     ops = guard.policy.pii_operators("log")

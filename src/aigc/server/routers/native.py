@@ -39,7 +39,7 @@ def _ws(request: Request):
 def _run_info(ws, row: dict[str, Any]) -> dict[str, Any]:
     from aigc.runs import read_spec
 
-    path = ws.run_path(row["name"])
+    path = ws.run_path(row["name"], fetch=False)  # a listing never downloads runs from the artifact store
     info = {k: row[k] for k in ("name", "family", "dataset", "status", "step", "best_val_loss", "created_at",
                                 "updated_at")}
     try:
@@ -57,6 +57,8 @@ def _run_info(ws, row: dict[str, Any]) -> dict[str, Any]:
         info["modality"] = "audio"
         info["sample_rate"] = spec["audio"].get("sample_rate")
     has_weights = (path / "model.safetensors").exists() or (path / "checkpoints" / "last.pt").exists()
+    if not path.exists() and ws.mirror is not None:  # in the store, not cached here: fetched on first use
+        has_weights = row["status"] in ("finished", "interrupted")
     if info["modality"] == "table":  # sampled by synthesis jobs (/api/synthesize), not by the engine
         columns = (spec.get("metadata") or {}).get("columns") or []
         info["columns"] = [{"name": c["name"], "kind": c["kind"]} for c in columns]

@@ -41,7 +41,9 @@ def list_models(request: Request) -> dict[str, Any]:
     ws = shared(request)["ws"]
     data = []
     for row in ws.list_runs():
-        if _has_weights(ws.run_path(row["name"])):
+        path = ws.run_path(row["name"], fetch=False)  # a listing never downloads from the artifact store
+        in_store = not path.exists() and ws.mirror is not None and row["status"] in ("finished", "interrupted")
+        if in_store or _has_weights(path):
             data.append({"id": row["name"], "object": "model", "created": _epoch(row["created_at"]),
                          "owned_by": "aigc", "family": row["family"], "dataset": row["dataset"]})
     from aigc.server.routers.assistant import kb_models
