@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from aigc.cli.common import ThreadsOpt, WorkspaceOpt, err, on_command_line, out, parse_pairs, threads
+from aigc.batch import SHARD_SIZE
+from aigc.cli.common import (RateProgress, ThreadsOpt, WorkspaceOpt, err, on_command_line, out, parse_pairs,
+                              threads)
 from aigc.errors import InvalidInput
 
 
@@ -29,7 +31,8 @@ def generate(
                                                    "e.g. category=tea.", show_default=False)] = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print tokens as they arrive.")] = True,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Image runs: folder for the PNGs and grid.png "
-                                                 "[default: RUN-samples].", show_default=False)] = None,
+                                                 "[default: RUN-samples]; with --file: the results JSONL.",
+                                                 show_default=False)] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Diffusion: denoising steps (DDIM).",
                                               show_default=False)] = None,
     guidance: Annotated[float | None, typer.Option(
@@ -51,14 +54,48 @@ def generate(
         "--vocoder", help="Runs on audio clips: how mel spectrograms become sound: auto (the newest vocoder run "
         "on the run's dataset, else Griffin-Lim), griffin-lim, or a vocoder run's name.",
         show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="Text and table runs: a JSONL file of requests, one a line ({\"prompt\", \"cond\", \"n\", "
+        "\"seed\", sampling options, \"id\"} or a string); one result line each goes to --out, in order. "
+        "The options above are the defaults of each line.", show_default=False)] = None,
+    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="With --file: requests per shard (each "
+                                            "finished shard is kept, and a restarted job skips it).")] = SHARD_SIZE,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="With --file: workers, each loading the run once and running --threads torch "
+        "threads (default 1 here); default 1 worker, with --ray one per CPU of the cluster.",
+        show_default=False)] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="With --file: run the shards on a Ray cluster: auto, HOST:PORT of its head, or local "
+        "(a cluster of --workers CPUs started here).", show_default=False)] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="With --file: discard the finished shards under "
+                                          "OUT.parts and start over.")] = False,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Generate text from RUN (continuing PROMPT under conditions), images from an image run, sound
-    (WAV + spectrograms) from a run on audio clips."""
+    (WAV + spectrograms) from a run on audio clips; with --file, one result per request of a file."""
     import aigc
     from aigc.image_generation import ImageGenerator
 
+    if file is not None:
+        if prompt or rerank > 1 or interpolate is not None or style_from is not None:
+            raise InvalidInput("with --file the prompts come from the file: leave out PROMPT, --rerank, "
+                               "--interpolate and --style-from")
+        if out_dir is None:
+            raise InvalidInput("--file needs --out RESULTS.jsonl: where one result line per request goes")
+        given = {p: v for p, v in (("max_new_tokens", max_new_tokens), ("temperature", temperature),
+                                   ("top_k", top_k), ("top_p", top_p), ("repetition_penalty", repetition_penalty),
+                                   ("stop", stop), ("guidance", guidance), ("n", n), ("cond", cond))
+                 if on_command_line(ctx, p)}
+        if "cond" in given:
+            given["cond"] = parse_pairs(cond, "--cond")
+        _generate_file(run, file, out_dir, seed=seed or 0, defaults=given, shard_size=shard_size, workers=workers,
+                       ray=ray, restart=restart, threads_=threads_, workspace=workspace)
+        return
+    for option, value in (("--workers", workers), ("--ray", ray), ("--restart", restart or None),
+                          ("--shard-size", shard_size if on_command_line(ctx, "shard_size") else None)):
+        if value is not None:
+            raise InvalidInput(f"{option} applies with --file (batch generation from a file of requests)")
     threads(threads_)
     gen = aigc.load(run, workspace=workspace, **({"vocoder": vocoder} if vocoder is not None else {}))
     from aigc.models.vocoder import Vocoder
@@ -118,6 +155,28 @@ def generate(
         if n > 1:
             err.print(f"--- sample {i + 1}/{n}", style="dim")
         out.print(prompt + text, markup=False)
+
+
+def _generate_file(run: str, file: Path, results: Path, *, seed: int, defaults: dict, shard_size: int,
+                   workers: int | None, ray: str | None, restart: bool, threads_: int | None, workspace) -> None:
+    """Batch generation (aigc.batch): progress in prompts/s on stderr, a summary line on stdout. Each
+    worker runs --threads torch threads (default 1), so outputs match whatever the worker count."""
+    from aigc import open_workspace
+    from aigc.batch import generate_file
+
+    ws = open_workspace(workspace)
+    summary = generate_file(ws, run, file, results, seed=seed, shard_size=shard_size, defaults=defaults,
+                            workers=workers if workers is not None or ray else 1, threads=threads_ or 1, ray=ray,
+                            restart=restart, progress=RateProgress("generating", "prompts"))
+    line = f"wrote {summary['requests']:,} results to {summary['path']}"
+    if summary["skipped_shards"]:
+        line += f" ({summary['skipped_shards']} of {summary['shards']} shards were already done)"
+    if summary["generated"]:
+        line += (f": {summary['generated']:,} requests in {summary['seconds']:.1f} s, {summary['per_s']:,} "
+                 f"prompts/s, {summary['workers']} worker(s), {summary['where']}")
+    if summary["errors"]:
+        line += f"; {summary['errors']} refused by the run (their lines hold \"error\")"
+    out.print(line)
 
 
 def _is_music_run(workspace, run: str) -> bool:

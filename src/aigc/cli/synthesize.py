@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aigc.batch import ROWS_PER_SHARD
 from aigc.cli.common import JsonOpt, RateProgress, ThreadsOpt, WorkspaceOpt, fmt, out, parse_pairs, threads
 from aigc.errors import InvalidInput
 
@@ -51,6 +52,19 @@ def synthesize(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     ingest: Annotated[str | None, typer.Option("--ingest", help="Also ingest the result as a dataset of this name.",
                                                show_default=False)] = None,
+    shard_size: Annotated[int | None, typer.Option(
+        "--shard-size", min=1, help="Tables: sample in shards of this many rows, shard k with a seed of its own "
+        "derived from --seed (the rows then depend on --seed and --shard-size, not on where shards run); "
+        "finished shards are kept, and a restarted job skips them.", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Sharded tables: workers, each loading the run once and running --threads torch "
+        "threads (default 1 here); default 1 worker, with --ray one per CPU of the cluster.",
+        show_default=False)] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Tables: sample the shards on a Ray cluster: auto, HOST:PORT of its head, or local "
+        f"(started here); --shard-size defaults to {ROWS_PER_SHARD:,} rows then.", show_default=False)] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Sharded tables: discard the finished shards under "
+                                          "OUT.parts and start over.")] = False,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -60,12 +74,21 @@ def synthesize(
 
     from aigc.synthesis import _modality
 
-    threads(threads_)
     ws = aigc.open_workspace(workspace)
     unit = {"table": "rows", "text": "records", "image": "images"}.get(_modality(ws, run), "items")
-    summary = aigc.synthesize(run, n=n, out=out_path, conditions=parse_pairs(cond, "--cond") or None,
-                              constraints=_constraints(constraint) or None, seed=seed, ingest=ingest,
-                              workspace=ws, progress=RateProgress("synthesizing", unit))
+    options = dict(conditions=parse_pairs(cond, "--cond") or None, constraints=_constraints(constraint) or None,
+                   seed=seed, ingest=ingest, progress=RateProgress("synthesizing", unit))
+    if shard_size is not None or ray is not None:
+        from aigc.batch import synthesize_shards
+
+        summary = synthesize_shards(ws, run, n, out_path, shard_size=shard_size, ray=ray, restart=restart,
+                                    workers=workers if workers is not None or ray else 1, threads=threads_ or 1,
+                                    **options)
+    elif workers is not None or restart:
+        raise InvalidInput("--workers and --restart apply to sharded synthesis: add --shard-size ROWS (or --ray)")
+    else:
+        threads(threads_)
+        summary = aigc.synthesize(run, n=n, out=out_path, workspace=ws, **options)
     if as_json:
         out.print_json(json.dumps(summary, ensure_ascii=False, default=str))
         return
@@ -73,6 +96,9 @@ def synthesize(
     line = f"wrote {summary['n']:,} {what} to {summary['path']}"
     if summary.get("seconds") is not None:
         line += f" in {summary['seconds']:.1f} s"
+    if summary.get("shards"):
+        done = f", {summary['skipped_shards']} already done" if summary["skipped_shards"] else ""
+        line += f" ({summary['shards']} shards{done}; {summary['workers']} worker(s), {summary['where']})"
     if summary.get("dropped_copies"):
         line += f" ({summary['dropped_copies']} near-copies of training records dropped and drawn again)"
     out.print(line)

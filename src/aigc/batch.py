@@ -1,0 +1,665 @@
+"""Batch work cut into shards, run on this machine or on a Ray cluster, resumable.
+
+Two jobs use it: generating from a file of requests (:func:`generate_file`, ``aigc generate RUN
+--file``) and sampling a table run's rows shard by shard (:func:`synthesize_shards`, ``aigc
+synthesize --shard-size``). A job is a list of *tasks* (one request; or one shard's count of rows),
+cut into shards of ``shard_size`` tasks. Every task carries its own seed, derived from the job's
+seed and the task's position (:func:`task_seed`), never from the worker that runs it, so the
+results are the same whatever the shard size, the worker count, or whether Ray runs them.
+
+Each finished shard is written whole under ``<out>.parts/`` (temp file, then rename) as soon as it
+arrives; the output is assembled from the shards when all are there (temp file, then rename). A
+manifest beside the shards records the input's hash and the arguments: a restarted job skips the
+shards already written, and another job aimed at the same ``--out`` is refused unless told to
+restart.
+
+Shards run in one of three places, each loading the run once per worker (:class:`ShardWorker`):
+this process (one worker), worker processes here (``workers`` > 1), or Ray actors
+(``ray=ADDRESS``: Ray Data ``map_batches`` over an actor pool). Workers read the run from the
+workspace path (the same machine, or a filesystem every node mounts).
+
+Knows runs, files and Ray; nothing of the CLI. Ray is imported only when a job asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from aigc.errors import AigcError, InvalidInput
+
+SHARD_SIZE = 64  # requests per shard: a few seconds of a small model, so a restart loses little
+ROWS_PER_SHARD = 10_000  # synthesis with --ray and no --shard-size: rows per shard
+CONNECT_TIMEOUT_S = 3.0  # the TCP check of a Ray address before Ray itself tries (it retries for minutes)
+RAY_EXTRA = "pip install 'aigc-studio[ray]'"
+
+SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop", "guidance")
+FIELDS = {"text": {"id", "prompt", "cond", "n", "seed", *SAMPLING}, "table": {"id", "cond", "n", "seed"}}
+
+Progress = Callable[[int, int], None]
+
+
+def task_seed(seed: int, index: int) -> int:
+    """The seed of task ``index`` of a job seeded ``seed``: 32 bits of BLAKE2b over both, so tasks
+    draw independent streams and a task's seed depends only on its position in the input."""
+    digest = hashlib.blake2b(f"aigc-batch:{seed}:{index}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+def read_requests(path: Path, modality: str, defaults: dict[str, Any], seed: int) -> tuple[list[dict], str]:
+    """The tasks of a JSONL file of requests, every line checked before anything runs, and the
+    file's SHA-256. A line is a JSON object (``prompt``, ``cond``, ``n``, ``seed``, sampling options,
+    ``id``) or a JSON string (the prompt); blank lines are skipped. ``defaults`` fill what a line
+    leaves out; a bad line is an :class:`InvalidInput` naming its line number."""
+    if not path.is_file():
+        raise InvalidInput(f"--file {path}: no such file")
+    data = path.read_bytes()
+    tasks: list[dict] = []
+    first_line: dict[Any, int] = {}  # id -> the line that has it
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            task = _task(_parse_line(raw), modality, defaults, task_seed(seed, len(tasks)), lineno)
+            if task["id"] in first_line:
+                raise InvalidInput(f"id {task['id']!r} is already the id of line {first_line[task['id']]}; "
+                                   "give each request its own id")
+        except InvalidInput as e:
+            raise InvalidInput(f"{path.name} line {lineno}: {e}") from None
+        first_line[task["id"]] = lineno
+        tasks.append(task)
+    if not tasks:
+        raise InvalidInput(f"--file {path} holds no requests: write one JSON object (or string) per line")
+    return tasks, hashlib.sha256(data).hexdigest()
+
+
+def _parse_line(raw: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidInput("not UTF-8 text; save the file as UTF-8") from None
+    except ValueError as e:
+        raise InvalidInput(f"not JSON ({e.msg} at column {e.colno}); write a JSON object such as "
+                           '{"prompt": "..."} or a JSON string') from None
+    if isinstance(obj, str):
+        return {"prompt": obj}
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"a request is a JSON object or string, not {type(obj).__name__}")
+    return obj
+
+
+def _task(obj: dict[str, Any], modality: str, defaults: dict[str, Any], seed: int, lineno: int) -> dict[str, Any]:
+    """One checked task: id (default: its line number), seed (the line's, else ``seed``), conditions,
+    n and, for text, the prompt and sampling options."""
+    unknown = sorted(set(obj) - FIELDS[modality])
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {', '.join(unknown)} for a {modality} run; a request takes "
+                           f"{', '.join(sorted(FIELDS[modality]))}")
+    rid = obj.get("id", lineno)
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        raise InvalidInput(f"id must be a string or a whole number, got {rid!r}")
+    line = {**defaults, **obj}
+    cond = {**defaults.get("cond", {}), **_cond(obj.get("cond"))}
+    task: dict[str, Any] = {"id": rid, "seed": _whole(line, "seed", seed), "n": _whole(line, "n", 1, low=1),
+                            "cond": {k: str(v) for k, v in cond.items()} if modality == "text" else cond}
+    if modality == "text":
+        prompt = line.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise InvalidInput(f"prompt must be a string, got {prompt!r}")
+        task.update(prompt=prompt, sampling=_sampling({k: line[k] for k in SAMPLING if line.get(k) is not None}))
+    return task
+
+
+def _whole(line: dict[str, Any], key: str, default: int, low: int = 0) -> int:
+    value = line.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidInput(f"{key} must be a whole number >= {low}, got {value!r}")
+    return value
+
+
+def _cond(cond: Any) -> dict[str, Any]:
+    if cond is None:
+        return {}
+    if not isinstance(cond, dict) or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool)
+                                             for v in cond.values()):
+        raise InvalidInput(f"cond must be an object of column -> value (text or a number), "
+                           f"e.g. {{\"category\": \"tea\"}}, got {cond!r}")
+    return cond
+
+
+def _sampling(sampling: dict[str, Any]) -> dict[str, Any]:
+    """Sampling options checked: types first (a clear message, not a TypeError deep in decoding), then
+    the decoder's own rules. ``stop`` as a list, whole numbers as ints (as JSON keeps them)."""
+    from aigc.decoding import Sampling
+
+    if isinstance(sampling.get("stop"), str):
+        sampling["stop"] = [sampling["stop"]]
+    for key, value in sampling.items():
+        if key == "stop":
+            if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+                raise InvalidInput(f"stop must be a string or a list of strings, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(f"{key} must be a number, got {value!r}")
+        elif key in ("max_new_tokens", "top_k") and value != int(value):
+            raise InvalidInput(f"{key} must be a whole number, got {value!r}")
+        elif key in ("max_new_tokens", "top_k"):
+            sampling[key] = int(value)
+    Sampling(**{k: tuple(v) if k == "stop" else v for k, v in sampling.items()}).check()
+    return sampling
+
+
+# -- workers -------------------------------------------------------------------------------------
+
+
+class ShardWorker:
+    """One worker: loads the run once, then turns shards of tasks into result records.
+
+    ``work`` says what to do (``kind``: ``text`` or ``table`` requests, or ``rows`` of a synthesis
+    shard), which run, and which workspace (its root, catalog URL and artifact store), so a worker in
+    another process or on another node opens the same one. Torch gets ``threads`` threads here: one
+    per worker by default, and parallelism comes from the number of workers.
+    """
+
+    def __init__(self, work: dict[str, Any], threads: int = 1):
+        from aigc import runs
+        from aigc.runtime import configure_threads
+        from aigc.workspace import Workspace
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        configure_threads(threads)
+        self.kind = work["kind"]
+        ws = Workspace(work["workspace"]["root"], db_url=work["workspace"]["db_url"],
+                       artifacts=work["workspace"]["artifacts"])
+        self.gen = runs.load(ws, work["run"])
+
+    def __call__(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.kind == "rows":  # a synthesis shard: an error fails the job (the rows are one data set)
+            return [{"rows": _plain_rows(self.gen.sample(t["rows"], conditions=t["conditions"], seed=t["seed"],
+                                                         constraints=t["constraints"]))} for t in tasks]
+        return [self._request(t) for t in tasks]
+
+    def _request(self, t: dict[str, Any]) -> dict[str, Any]:
+        """One request's record; a request the run refuses (an unseen character, a blocked prompt,
+        an unknown condition value) gets its error instead of outputs, and the job goes on."""
+        record: dict[str, Any] = {"id": t["id"], "seed": t["seed"]}
+        try:
+            if self.kind == "table":
+                record["outputs"] = _plain_rows(self.gen.sample(t["n"], conditions=t["cond"], seed=t["seed"]))
+                return record
+            texts, reasons = [""] * t["n"], [None] * t["n"]
+            sampling = {k: tuple(v) if k == "stop" else v for k, v in t["sampling"].items()}
+            for chunk in self.gen.stream(t["prompt"], n=t["n"], cond=t["cond"], seed=t["seed"], **sampling):
+                texts[chunk.index] += chunk.text
+                reasons[chunk.index] = chunk.finish_reason or reasons[chunk.index]
+            record.update(outputs=texts, finish_reasons=reasons)
+        except AigcError as e:
+            record["error"] = str(e)
+        return record
+
+
+def _plain_rows(frame) -> list[dict[str, Any]]:
+    """A frame's rows as JSON-safe dicts: missing cells None, numpy scalars Python ones."""
+    clean = frame.astype(object).where(frame.notna(), None)
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in clean.to_dict(orient="records")]
+
+
+# The worker of a local worker process (one per process, made on its first shard). Module state,
+# but only ever set inside the pool's child processes.
+_process_worker: ShardWorker | None = None
+
+
+def _run_in_process(work: dict[str, Any], threads: int, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    global _process_worker
+    if _process_worker is None:
+        _process_worker = ShardWorker(work, threads)
+    return _process_worker(tasks)
+
+
+class RayShardWorker(ShardWorker):
+    """The actor Ray Data runs: a batch is one shard (its index and its tasks as JSON text)."""
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        import numpy as np
+
+        # ShardWorker's call named outright: zero-argument super() fails inside Ray Data's wrapper of
+        # this class (measured: "super(type, obj): obj must be an instance or subtype of type").
+        results = [json.dumps(ShardWorker.__call__(self, json.loads(t)), ensure_ascii=False) for t in batch["tasks"]]
+        return {"shard": batch["shard"], "results": np.array(results, dtype=object)}
+
+
+# -- the parts folder ----------------------------------------------------------------------------
+
+
+class Parts:
+    """``<out>.parts/``: ``manifest.json`` and one ``shard-00012.jsonl`` per finished shard."""
+
+    def __init__(self, out: Path, manifest: dict[str, Any], sizes: list[int]):
+        self.out = out
+        self.dir = out.with_name(out.name + ".parts")
+        self.manifest = {**manifest, "shard_lines": sizes}
+        self.sizes = sizes
+
+    def path(self, i: int) -> Path:
+        return self.dir / f"shard-{i:05d}.jsonl"
+
+    def open(self, restart: bool) -> list[int]:
+        """The shards still to do. Finished shards of the same job are kept; another job's are refused
+        (``restart``: deleted)."""
+        if self.dir.exists() and restart:
+            shutil.rmtree(self.dir)
+        if self.dir.exists():
+            self._check_same_job()
+        else:
+            self.dir.mkdir()
+            _write_atomic(self.dir / "manifest.json", json.dumps(self.manifest, ensure_ascii=False, indent=1))
+        return [i for i, size in enumerate(self.sizes) if not self._done(i, size)]
+
+    def _check_same_job(self) -> None:
+        try:
+            old = json.loads((self.dir / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if old == self.manifest:
+            return
+        if old is None:
+            why = "it has no readable manifest.json"
+        else:
+            differ = [k for k in self.manifest if k != "shard_lines" and old.get(k) != self.manifest[k]] or ["manifest"]
+            why = "; ".join(_difference(k, old.get(k), self.manifest.get(k)) for k in differ)
+        raise InvalidInput(f"{self.dir} holds the shards of another job ({why}): pass --restart to discard "
+                           "them and start over, or choose another --out")
+
+    def _done(self, i: int, size: int) -> bool:
+        """Whether shard ``i`` is written whole (renamed into place, with its count of lines)."""
+        try:
+            with open(self.path(i), "rb") as f:
+                return sum(1 for _ in f) == size
+        except OSError:
+            return False
+
+    def write(self, i: int, lines: Iterable[str]) -> None:
+        _write_atomic(self.path(i), "".join(lines))
+
+    def lines(self) -> Iterable[str]:
+        for i in range(len(self.sizes)):
+            with open(self.path(i), encoding="utf-8") as f:
+                yield from f
+
+
+def _difference(key: str, then: Any, now: Any) -> str:
+    if key == "input_sha256":
+        return f"the input file differs: sha256 {str(then)[:12]}... then, {str(now)[:12]}... now"
+    if key == "manifest":
+        return "its manifest.json differs"
+    return f"{key.replace('_', ' ')}: {json.dumps(then, ensure_ascii=False)} then, {json.dumps(now, ensure_ascii=False)} now"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _check_out(out: Path) -> None:
+    if out.is_dir():
+        raise InvalidInput(f"--out {out} is a folder: name the results file, e.g. {out / 'results.jsonl'}")
+    if not out.parent.is_dir():
+        raise InvalidInput(f"--out {out}: folder {out.parent} does not exist; create it or write elsewhere")
+
+
+def _check_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InvalidInput(f"--shard-size must be a whole number >= 1, got {size!r}")
+    return size
+
+
+def _shards(tasks: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    size = _check_size(size)
+    return [tasks[i:i + size] for i in range(0, len(tasks), size)]
+
+
+# -- running shards ------------------------------------------------------------------------------
+
+
+def run_shards(work: dict[str, Any], shards: dict[int, list[dict[str, Any]]],
+               on_shard: Callable[[int, list[dict[str, Any]]], None], *, workers: int | None = 1,
+               threads: int = 1, ray: str | None = None) -> int:
+    """Run ``shards`` (index -> tasks) and hand each one's records to ``on_shard`` as it finishes, in
+    any order: in this process, in ``workers`` worker processes, or on the Ray cluster at ``ray``.
+    Returns the number of workers used."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InvalidInput(f"--threads must be a whole number >= 1, got {threads!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InvalidInput(f"--workers must be a whole number >= 1, got {workers!r}")
+    if ray is not None:
+        return _run_ray(work, shards, on_shard, address=ray, workers=workers, threads=threads)
+    workers = min(workers or 1, max(len(shards), 1))
+    if workers == 1:
+        worker = ShardWorker(work, threads) if shards else None
+        for i, tasks in shards.items():
+            on_shard(i, worker(tasks))
+        return 1
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: a fresh interpreter per worker (forking a process that already holds torch threads is unsafe)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_in_process, work, threads, tasks): i for i, tasks in shards.items()}
+        for future in as_completed(futures):
+            on_shard(futures[future], future.result())
+    return workers
+
+
+def _run_ray(work: dict[str, Any], shards: dict[int, list[dict[str, Any]]],
+             on_shard: Callable[[int, list[dict[str, Any]]], None], *, address: str, workers: int | None,
+             threads: int) -> int:
+    """Ray Data over the shards: one row per shard, ``map_batches`` over a pool of
+    :class:`RayShardWorker` actors (each loads the run once), rows collected as they finish."""
+    ray, leave = connect_ray(address, workers=(workers or 0) * threads)
+    try:
+        if workers is None:  # the cluster's CPUs, a worker per --threads of them
+            workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+        workers = min(workers, max(len(shards), 1))
+        if not shards:
+            return workers
+        _quiet_ray_data(ray)
+        items = [{"shard": i, "tasks": json.dumps(tasks, ensure_ascii=False)} for i, tasks in shards.items()]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.map_batches(RayShardWorker, fn_constructor_kwargs={"work": work, "threads": threads},
+                            batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads)
+        try:
+            for row in ds.iter_rows():
+                on_shard(int(row["shard"]), json.loads(row["results"]))
+        except Exception as e:  # noqa: BLE001 - a domain error on a worker comes back wrapped by Ray
+            cause = _aigc_cause(e)
+            if cause is None:
+                raise
+            raise type(cause)(f"on the Ray cluster: {cause}") from None
+        return workers
+    finally:
+        leave()
+
+
+def _aigc_cause(e: BaseException) -> AigcError | None:
+    """The AigcError a worker raised (NotFound, InvalidInput...) inside a Ray error, if any: the
+    exception itself where Ray keeps it (a task's), else rebuilt from the traceback text it keeps
+    (an actor's ``__init__``: ActorDiedError holds only the text)."""
+    import re
+
+    from aigc import errors
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, AigcError):
+            return e
+        found = re.findall(r"^aigc\.errors\.(\w+): (.+)$", str(e), re.MULTILINE)
+        cls = getattr(errors, found[-1][0], None) if found else None
+        if isinstance(cls, type) and issubclass(cls, AigcError):
+            return cls(found[-1][1])
+        e = getattr(e, "cause", None) or e.__cause__
+    return None
+
+
+def connect_ray(address: str, workers: int = 0):
+    """Join the Ray cluster at ``address`` (``auto``, ``host:port`` of its head), or start a cluster of
+    ``workers`` CPUs on this machine (``local``). Returns ``(ray, leave)``; ``leave()``
+    disconnects (or stops the cluster started here). An address where nothing answers is refused
+    within :data:`CONNECT_TIMEOUT_S` seconds, before Ray's own retries (minutes) begin."""
+    import logging
+
+    try:
+        import ray
+    except ImportError:
+        raise InvalidInput(f"--ray needs Ray, which is not installed here: {RAY_EXTRA}") from None
+    if ray.is_initialized():  # a caller already inside a Ray driver: use its connection, leave it open
+        return ray, lambda: None
+    # The console is ours (progress, one-line errors): Ray's Python logs and its workers' output stay in
+    # its session logs.
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address == "local":
+        ray.init(num_cpus=workers or None, include_dashboard=False, **quiet)
+        return ray, ray.shutdown
+    if address.startswith("ray://"):  # measured: the streaming executor needs a core worker in the driver
+        raise InvalidInput(f"--ray {address}: Ray Data {ray.__version__} does not run through Ray Client (ray://); "
+                           "run the command on a node of the cluster with --ray auto (or HOST:PORT of its head), "
+                           "e.g. through `ray job submit -- aigc generate ... --ray auto`")
+    _probe(address, _bootstrap_address(address))
+    # Something answers there: Ray's own retries (1 s each, 20 by default) then decide whether it is a
+    # head. A head that is up answers the first; a server that is not Ray answers none.
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(int(CONNECT_TIMEOUT_S)))
+    _token_auth_like_ray_start()
+    try:
+        ray.init(address=address, **quiet)
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, AuthenticationError...
+        chain = [e]
+        while chain[-1].__cause__ is not None and len(chain) < 10:
+            chain.append(chain[-1].__cause__)
+        why = ("the cluster wants an authentication token this machine lacks (Ray's token auth: see "
+               "RAY_AUTH_MODE and `ray get-auth-token`)" if any("Authentication" in type(c).__name__ for c in chain)
+               else f"something answers there, but no Ray head within {CONNECT_TIMEOUT_S:g} s: check the port")
+        raise InvalidInput(f"could not join the Ray cluster at {address}: {why}") from None
+    return ray, ray.shutdown
+
+
+def _bootstrap_address(address: str) -> str:
+    """``host:port`` of a GCS address, ``auto`` resolved as Ray resolves it ($RAY_ADDRESS, else the
+    cluster that `ray start` last started on this machine)."""
+    from ray._private import services
+
+    try:
+        return services.canonicalize_bootstrap_address_or_die(address)
+    except ConnectionError:
+        raise InvalidInput(f"--ray {address}: found no Ray cluster (no $RAY_ADDRESS, none started here with "
+                           "`ray start --head`); start one, give its HOST:PORT, or use --ray local") from None
+    except ValueError:
+        raise InvalidInput(f"--ray {address!r}: use auto, local or HOST:PORT") from None
+
+
+def _probe(given: str, address: str) -> None:
+    """A TCP connection to ``address`` (what ``given`` resolved to) within CONNECT_TIMEOUT_S, or one
+    clear error."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port or 6379  # the head's default GCS port
+    except ValueError:
+        host = port = None
+    if not host:
+        raise InvalidInput(f"--ray {given!r}: use auto, local or HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e)).lower()
+        at = "" if address == given else f"{address}: "
+        raise InvalidInput(f"no Ray cluster at {given} ({at}{why} within {CONNECT_TIMEOUT_S:g} s): start one there "
+                           "with `ray start --head`, or check the address") from None
+
+
+def _token_auth_like_ray_start() -> None:
+    """Turn on Ray's token authentication where `ray start` would have (a token in ~/.ray or
+    $RAY_AUTH_TOKEN and $RAY_AUTH_MODE unset), so a driver joins the cluster `ray start` made here."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _quiet_ray_data(ray) -> None:
+    """No progress bars or log lines from Ray Data on the console: ours go there (its log file keeps them)."""
+    import logging
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for handler in logging.getLogger("ray.data").handlers:  # a failure reaches the console as our error
+        if type(handler).__name__ != "SessionFileHandler":
+            handler.setLevel(logging.CRITICAL)
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+def _work(ws: Any, kind: str, run: str) -> dict[str, Any]:
+    return {"kind": kind, "run": run,
+            "workspace": {"root": str(Path(ws.root).resolve()), "db_url": ws.db_url, "artifacts": ws.artifacts}}
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 2) if seconds > 0 else math.inf
+
+
+def generate_file(ws: Any, run: str, path: str | Path, out: str | Path, *, seed: int = 0,
+                  shard_size: int = SHARD_SIZE, defaults: dict[str, Any] | None = None, workers: int | None = 1,
+                  threads: int = 1, ray: str | None = None, restart: bool = False,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """Generate from every request of the JSONL file ``path`` with run ``run`` (text or table) and
+    write one labelled JSONL line per request to ``out``, in input order: ``id``, ``seed``,
+    ``outputs`` (texts, or rows of a table run), ``finish_reasons`` (text), or ``error`` for a
+    request the run refused. ``defaults`` (sampling options, ``n``, ``cond``) fill what lines leave
+    out. ``progress(done, total)`` counts requests. Returns a summary."""
+    from aigc.music_generation import is_music_run
+    from aigc.synthesis import _modality
+
+    path, out = Path(path), Path(out)
+    modality = _modality(ws, run)  # an unknown run: the catalog's NotFound, before anything else
+    if modality not in FIELDS or is_music_run(ws, run):
+        kind = "music" if modality == "text" else modality
+        raise InvalidInput(f"--file generates from text and table runs, and {run} is a run on {kind}: use "
+                           f"`aigc generate {run}` (or `aigc synthesize` for a data set)")
+    _check_out(out)
+    if out.resolve() == path.resolve():
+        raise InvalidInput(f"--out {out} is the --file itself: write the results elsewhere")
+    defaults = dict(defaults or {})
+    unknown = sorted(set(defaults) - FIELDS[modality])
+    if unknown:
+        raise InvalidInput(f"{', '.join(unknown)} do(es) not apply to {run}, a {modality} run: leave them out")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InvalidInput(f"--seed must be a whole number >= 0, got {seed!r}")
+    tasks, digest = read_requests(path, modality, defaults, seed)
+    shards = _shards(tasks, shard_size)
+    job = {"job": "generate", "input_sha256": digest, "run": run, "run_step": ws.get_run(run).get("step"),
+           "seed": seed, "defaults": defaults}
+    parts = Parts(out, {**job, "shard_size": shard_size}, [len(s) for s in shards])
+    pending = parts.open(restart)
+    job_key = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()  # ProduceIDs: shards aside
+    label = _labeller(ws)
+    offsets = [i * shard_size for i in range(len(shards))]
+    todo = sum(len(shards[i]) for i in pending)
+    done = errors = 0
+    t0 = time.perf_counter()
+
+    def on_shard(i: int, records: list[dict[str, Any]]) -> None:
+        nonlocal done, errors
+        produce = (hashlib.sha256(f"{job_key}:{offsets[i] + k}".encode()).hexdigest()[:32] for k in range(len(records)))
+        parts.write(i, (json.dumps({**r, "aigc_label": label(pid)}, ensure_ascii=False) + "\n"
+                        for r, pid in zip(records, produce)))
+        done += len(records)
+        errors += sum("error" in r for r in records)
+        if progress is not None:
+            progress(done, todo)
+
+    used = run_shards(_work(ws, modality, run), {i: shards[i] for i in pending}, on_shard, workers=workers,
+                      threads=threads, ray=ray)
+    seconds = time.perf_counter() - t0
+    _assemble_lines(parts, out)
+    return {"run": run, "path": str(out), "requests": len(tasks), "shards": len(shards),
+            "skipped_shards": len(shards) - len(pending), "generated": done, "errors": errors,
+            "workers": used, "where": f"ray {ray}" if ray else "local", "seconds": round(seconds, 2),
+            "per_s": _rate(done, seconds)}
+
+
+def _labeller(ws: Any) -> Callable[[str], dict[str, Any]]:
+    from aigc.safety.guard import guard_for
+
+    return guard_for(ws).label
+
+
+def _assemble_lines(parts: Parts, out: Path) -> None:
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(parts.lines())
+    os.replace(tmp, out)
+
+
+def synthesize_shards(ws: Any, run: str, n: int, out: str | Path, *, shard_size: int | None = None, seed: int = 0,
+                      conditions: dict[str, Any] | None = None, constraints: list[dict[str, Any]] | None = None,
+                      ingest: str | None = None, workers: int | None = 1, threads: int = 1, ray: str | None = None,
+                      restart: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """``n`` rows of table run ``run`` written to ``out`` (CSV, TSV, Parquet, JSONL; labelled), made
+    shard by shard: shard ``k`` holds ``shard_size`` rows sampled with seed ``task_seed(seed, k)``.
+
+    The rows are a function of (``seed``, ``shard_size``) alone: the same locally, in worker
+    processes or on Ray. They differ from the one-call path (``aigc.synthesize``), whose single
+    sampling draws its batches by the total. ``progress(done, total)`` counts rows."""
+    from aigc import runs
+    from aigc.synthesis import _ingest_back, _modality  # noqa: PLC2701 - synthesis' own ingest-back
+    from aigc.synthesis.tables import check_out, write_table
+
+    out = Path(out)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000_000:
+        raise InvalidInput(f"n must be a whole number of rows from 1 to 10,000,000, got {n!r}")
+    modality = _modality(ws, run)
+    if modality != "table":
+        raise InvalidInput(f"sharded synthesis (--shard-size, --ray) samples table runs, and {run} is a {modality} "
+                           "run: leave those options out")
+    check_out(out)
+    if ingest is not None:
+        from aigc.workspace import check_name
+
+        check_name(ingest, "dataset name")
+        if ws.has_dataset(ingest):
+            raise InvalidInput(f"dataset {ingest!r} already exists: pick another --ingest name")
+    gen = runs.load(ws, run)  # the request checked here, before any worker starts
+    conds = gen.check_conditions(conditions)
+    gen.check_constraints(constraints)
+    size = _check_size(shard_size or ROWS_PER_SHARD)
+    counts = [min(size, n - start) for start in range(0, n, size)]
+    tasks = [{"rows": c, "seed": task_seed(seed, k), "conditions": conds, "constraints": constraints or []}
+             for k, c in enumerate(counts)]
+    parts = Parts(out, {"job": "synthesize", "run": run, "run_step": ws.get_run(run).get("step"), "n": n,
+                        "seed": seed, "conditions": conds, "constraints": constraints or [], "shard_size": size},
+                  [1] * len(tasks))
+    pending = parts.open(restart)
+    todo = sum(counts[i] for i in pending)
+    done = 0
+    t0 = time.perf_counter()
+
+    def on_shard(i: int, records: list[dict[str, Any]]) -> None:
+        nonlocal done
+        parts.write(i, [json.dumps(records[0], ensure_ascii=False) + "\n"])
+        done += counts[i]
+        if progress is not None:
+            progress(done, todo)
+
+    used = run_shards(_work(ws, "rows", run), {i: [tasks[i]] for i in pending}, on_shard, workers=workers,
+                      threads=threads, ray=ray)
+    seconds = time.perf_counter() - t0
+    import pandas as pd
+
+    from aigc.provenance.labels import new_produce_id
+
+    rows = [row for line in parts.lines() for row in json.loads(line)["rows"]]
+    write_table(pd.DataFrame(rows, columns=gen.columns), out, _labeller(ws)(new_produce_id()))
+    summary = {"run": run, "modality": "table", "path": str(out), "n": len(rows), "shards": len(tasks),
+               "shard_size": size, "skipped_shards": len(tasks) - len(pending), "workers": used,
+               "where": f"ray {ray}" if ray else "local", "seconds": round(seconds, 2),
+               "rows_per_s": _rate(done, seconds), "conditions": conditions or {}}
+    if ingest is not None:
+        summary["ingested"] = _ingest_back(ws, run, "table", out, ingest)
+    return summary
