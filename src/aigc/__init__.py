@@ -161,7 +161,10 @@ def generate(name: str, prompt: str = "", *, workspace: Any = None, rerank: int 
 def evaluate(name: str, *, workspace: Any = None, **options: Any) -> dict:
     from aigc.evaluation import evaluate as _evaluate
 
-    return _evaluate(open_workspace(workspace), name, **options)
+    ws = open_workspace(workspace)
+    result = _evaluate(ws, name, **options)
+    ws.push_run(name)  # eval.json (and samples) written into the run: the store's copy gets them too
+    return result
 
 
 def synthesize(name: str, n: int = 1000, out: str | Path = "synthetic.csv", *, workspace: Any = None,

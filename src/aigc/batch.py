@@ -18,7 +18,8 @@ this process (one worker), worker processes here (``workers`` > 1), or Ray actor
 (``ray=ADDRESS``: Ray Data ``map_batches`` over an actor pool). Workers read the run from the
 workspace path (the same machine, or a filesystem every node mounts).
 
-Knows runs, files and Ray; nothing of the CLI. Ray is imported only when a job asks for it.
+Knows runs and files; nothing of the CLI. The Ray side (joining a cluster, the actor pool) is
+:mod:`aigc.batch_ray`, imported only when a job asks for Ray.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ from aigc.errors import AigcError, InvalidInput
 
 SHARD_SIZE = 64  # requests per shard: a few seconds of a small model, so a restart loses little
 ROWS_PER_SHARD = 10_000  # synthesis with --ray and no --shard-size: rows per shard
-CONNECT_TIMEOUT_S = 3.0  # the TCP check of a Ray address before Ray itself tries (it retries for minutes)
-RAY_EXTRA = "pip install 'aigc-studio[ray]'"
 
 SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop", "guidance")
 FIELDS = {"text": {"id", "prompt", "cond", "n", "seed", *SAMPLING}, "table": {"id", "cond", "n", "seed"}}
@@ -226,18 +225,6 @@ def _run_in_process(work: dict[str, Any], threads: int, tasks: list[dict[str, An
     return _process_worker(tasks)
 
 
-class RayShardWorker(ShardWorker):
-    """The actor Ray Data runs: a batch is one shard (its index and its tasks as JSON text)."""
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
-        import numpy as np
-
-        # ShardWorker's call named outright: zero-argument super() fails inside Ray Data's wrapper of
-        # this class (measured: "super(type, obj): obj must be an instance or subtype of type").
-        results = [json.dumps(ShardWorker.__call__(self, json.loads(t)), ensure_ascii=False) for t in batch["tasks"]]
-        return {"shard": batch["shard"], "results": np.array(results, dtype=object)}
-
-
 # -- the parts folder ----------------------------------------------------------------------------
 
 
@@ -343,7 +330,9 @@ def run_shards(work: dict[str, Any], shards: dict[int, list[dict[str, Any]]],
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InvalidInput(f"--workers must be a whole number >= 1, got {workers!r}")
     if ray is not None:
-        return _run_ray(work, shards, on_shard, address=ray, workers=workers, threads=threads)
+        from aigc.batch_ray import run_on_ray
+
+        return run_on_ray(work, shards, on_shard, address=ray, workers=workers, threads=threads)
     workers = min(workers or 1, max(len(shards), 1))
     if workers == 1:
         worker = ShardWorker(work, threads) if shards else None
@@ -359,157 +348,6 @@ def run_shards(work: dict[str, Any], shards: dict[int, list[dict[str, Any]]],
         for future in as_completed(futures):
             on_shard(futures[future], future.result())
     return workers
-
-
-def _run_ray(work: dict[str, Any], shards: dict[int, list[dict[str, Any]]],
-             on_shard: Callable[[int, list[dict[str, Any]]], None], *, address: str, workers: int | None,
-             threads: int) -> int:
-    """Ray Data over the shards: one row per shard, ``map_batches`` over a pool of
-    :class:`RayShardWorker` actors (each loads the run once), rows collected as they finish."""
-    ray, leave = connect_ray(address, workers=(workers or 0) * threads)
-    try:
-        if workers is None:  # the cluster's CPUs, a worker per --threads of them
-            workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
-        workers = min(workers, max(len(shards), 1))
-        if not shards:
-            return workers
-        _quiet_ray_data(ray)
-        items = [{"shard": i, "tasks": json.dumps(tasks, ensure_ascii=False)} for i, tasks in shards.items()]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map_batches(RayShardWorker, fn_constructor_kwargs={"work": work, "threads": threads},
-                            batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads)
-        try:
-            for row in ds.iter_rows():
-                on_shard(int(row["shard"]), json.loads(row["results"]))
-        except Exception as e:  # noqa: BLE001 - a domain error on a worker comes back wrapped by Ray
-            cause = _aigc_cause(e)
-            if cause is None:
-                raise
-            raise type(cause)(f"on the Ray cluster: {cause}") from None
-        return workers
-    finally:
-        leave()
-
-
-def _aigc_cause(e: BaseException) -> AigcError | None:
-    """The AigcError a worker raised (NotFound, InvalidInput...) inside a Ray error, if any: the
-    exception itself where Ray keeps it (a task's), else rebuilt from the traceback text it keeps
-    (an actor's ``__init__``: ActorDiedError holds only the text)."""
-    import re
-
-    from aigc import errors
-
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, AigcError):
-            return e
-        found = re.findall(r"^aigc\.errors\.(\w+): (.+)$", str(e), re.MULTILINE)
-        cls = getattr(errors, found[-1][0], None) if found else None
-        if isinstance(cls, type) and issubclass(cls, AigcError):
-            return cls(found[-1][1])
-        e = getattr(e, "cause", None) or e.__cause__
-    return None
-
-
-def connect_ray(address: str, workers: int = 0):
-    """Join the Ray cluster at ``address`` (``auto``, ``host:port`` of its head), or start a cluster of
-    ``workers`` CPUs on this machine (``local``). Returns ``(ray, leave)``; ``leave()``
-    disconnects (or stops the cluster started here). An address where nothing answers is refused
-    within :data:`CONNECT_TIMEOUT_S` seconds, before Ray's own retries (minutes) begin."""
-    import logging
-
-    try:
-        import ray
-    except ImportError:
-        raise InvalidInput(f"--ray needs Ray, which is not installed here: {RAY_EXTRA}") from None
-    if ray.is_initialized():  # a caller already inside a Ray driver: use its connection, leave it open
-        return ray, lambda: None
-    # The console is ours (progress, one-line errors): Ray's Python logs and its workers' output stay in
-    # its session logs.
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
-    if address == "local":
-        ray.init(num_cpus=workers or None, include_dashboard=False, **quiet)
-        return ray, ray.shutdown
-    if address.startswith("ray://"):  # measured: the streaming executor needs a core worker in the driver
-        raise InvalidInput(f"--ray {address}: Ray Data {ray.__version__} does not run through Ray Client (ray://); "
-                           "run the command on a node of the cluster with --ray auto (or HOST:PORT of its head), "
-                           "e.g. through `ray job submit -- aigc generate ... --ray auto`")
-    _probe(address, _bootstrap_address(address))
-    # Something answers there: Ray's own retries (1 s each, 20 by default) then decide whether it is a
-    # head. A head that is up answers the first; a server that is not Ray answers none.
-    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(int(CONNECT_TIMEOUT_S)))
-    _token_auth_like_ray_start()
-    try:
-        ray.init(address=address, **quiet)
-    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, AuthenticationError...
-        chain = [e]
-        while chain[-1].__cause__ is not None and len(chain) < 10:
-            chain.append(chain[-1].__cause__)
-        why = ("the cluster wants an authentication token this machine lacks (Ray's token auth: see "
-               "RAY_AUTH_MODE and `ray get-auth-token`)" if any("Authentication" in type(c).__name__ for c in chain)
-               else f"something answers there, but no Ray head within {CONNECT_TIMEOUT_S:g} s: check the port")
-        raise InvalidInput(f"could not join the Ray cluster at {address}: {why}") from None
-    return ray, ray.shutdown
-
-
-def _bootstrap_address(address: str) -> str:
-    """``host:port`` of a GCS address, ``auto`` resolved as Ray resolves it ($RAY_ADDRESS, else the
-    cluster that `ray start` last started on this machine)."""
-    from ray._private import services
-
-    try:
-        return services.canonicalize_bootstrap_address_or_die(address)
-    except ConnectionError:
-        raise InvalidInput(f"--ray {address}: found no Ray cluster (no $RAY_ADDRESS, none started here with "
-                           "`ray start --head`); start one, give its HOST:PORT, or use --ray local") from None
-    except ValueError:
-        raise InvalidInput(f"--ray {address!r}: use auto, local or HOST:PORT") from None
-
-
-def _probe(given: str, address: str) -> None:
-    """A TCP connection to ``address`` (what ``given`` resolved to) within CONNECT_TIMEOUT_S, or one
-    clear error."""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(f"tcp://{address}")
-    try:
-        host, port = parts.hostname, parts.port or 6379  # the head's default GCS port
-    except ValueError:
-        host = port = None
-    if not host:
-        raise InvalidInput(f"--ray {given!r}: use auto, local or HOST:PORT")
-    try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as e:
-        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e)).lower()
-        at = "" if address == given else f"{address}: "
-        raise InvalidInput(f"no Ray cluster at {given} ({at}{why} within {CONNECT_TIMEOUT_S:g} s): start one there "
-                           "with `ray start --head`, or check the address") from None
-
-
-def _token_auth_like_ray_start() -> None:
-    """Turn on Ray's token authentication where `ray start` would have (a token in ~/.ray or
-    $RAY_AUTH_TOKEN and $RAY_AUTH_MODE unset), so a driver joins the cluster `ray start` made here."""
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # a Ray without token authentication
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def _quiet_ray_data(ray) -> None:
-    """No progress bars or log lines from Ray Data on the console: ours go there (its log file keeps them)."""
-    import logging
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    for handler in logging.getLogger("ray.data").handlers:  # a failure reaches the console as our error
-        if type(handler).__name__ != "SessionFileHandler":
-            handler.setLevel(logging.CRITICAL)
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -534,10 +372,10 @@ def generate_file(ws: Any, run: str, path: str | Path, out: str | Path, *, seed:
     request the run refused. ``defaults`` (sampling options, ``n``, ``cond``) fill what lines leave
     out. ``progress(done, total)`` counts requests. Returns a summary."""
     from aigc.music_generation import is_music_run
-    from aigc.synthesis import _modality
+    from aigc.synthesis import run_modality
 
     path, out = Path(path), Path(out)
-    modality = _modality(ws, run)  # an unknown run: the catalog's NotFound, before anything else
+    modality = run_modality(ws, run)  # an unknown run: the catalog's NotFound, before anything else
     if modality not in FIELDS or is_music_run(ws, run):
         kind = "music" if modality == "text" else modality
         raise InvalidInput(f"--file generates from text and table runs, and {run} is a run on {kind}: use "
@@ -608,13 +446,13 @@ def synthesize_shards(ws: Any, run: str, n: int, out: str | Path, *, shard_size:
     processes or on Ray. They differ from the one-call path (``aigc.synthesize``), whose single
     sampling draws its batches by the total. ``progress(done, total)`` counts rows."""
     from aigc import runs
-    from aigc.synthesis import _ingest_back, _modality  # noqa: PLC2701 - synthesis' own ingest-back
+    from aigc.synthesis import ingest_back, run_modality
     from aigc.synthesis.tables import check_out, write_table
 
     out = Path(out)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000_000:
         raise InvalidInput(f"n must be a whole number of rows from 1 to 10,000,000, got {n!r}")
-    modality = _modality(ws, run)
+    modality = run_modality(ws, run)
     if modality != "table":
         raise InvalidInput(f"sharded synthesis (--shard-size, --ray) samples table runs, and {run} is a {modality} "
                            "run: leave those options out")
@@ -661,5 +499,5 @@ def synthesize_shards(ws: Any, run: str, n: int, out: str | Path, *, shard_size:
                "where": f"ray {ray}" if ray else "local", "seconds": round(seconds, 2),
                "rows_per_s": _rate(done, seconds), "conditions": conditions or {}}
     if ingest is not None:
-        summary["ingested"] = _ingest_back(ws, run, "table", out, ingest)
+        summary["ingested"] = ingest_back(ws, run, "table", out, ingest)
     return summary

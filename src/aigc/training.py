@@ -438,7 +438,7 @@ def fit(
         task.batch_size *= world
         task.tokens_per_batch *= world
     state = TrainState(max_steps=cfg.max_steps, time_budget=cfg.time_budget, unit=getattr(task, "unit", "tok"),
-                       world_size=world, global_batch=task.batch_size)
+                       world_size=world, global_batch=getattr(task, "batch_size", 0))
     gen = torch.Generator().manual_seed(cfg.seed)
     _seed_rank(cfg.seed, rank, 0)
     optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay) if owns_step else [make_optimizer(model, cfg)]

@@ -72,10 +72,10 @@ def synthesize(
     """Write a synthetic data set made by RUN, labelled as AI-generated."""
     import aigc
 
-    from aigc.synthesis import _modality
+    from aigc.synthesis import run_modality
 
     ws = aigc.open_workspace(workspace)
-    unit = {"table": "rows", "text": "records", "image": "images"}.get(_modality(ws, run), "items")
+    unit = {"table": "rows", "text": "records", "image": "images"}.get(run_modality(ws, run), "items")
     options = dict(conditions=parse_pairs(cond, "--cond") or None, constraints=_constraints(constraint) or None,
                    seed=seed, ingest=ingest, progress=RateProgress("synthesizing", unit))
     if shard_size is not None or ray is not None:

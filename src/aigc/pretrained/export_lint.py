@@ -44,175 +44,30 @@ Who reads what, from their sources (the same table is in docs/scale-out/serving.
   TokenizersBackend does not exist"; ``PreTrainedTokenizerBase._set_model_specific_special_tokens``
   calls ``.keys()`` on ``extra_special_tokens``; configs read ``rope_theta`` and ``rope_scaling``.
 
-This module knows files, JSON, jinja2, the ``gguf`` package and transformers; nothing about runs,
-the workspace or surfaces.
+The folder as read and the :class:`Finding` type are in :mod:`aigc.pretrained.export_folder`, the
+GGUF and Modelfile checks in :mod:`aigc.pretrained.gguf_lint`; their public names are importable from
+here too. This module knows files, JSON, jinja2 and transformers; nothing about runs, the workspace or
+surfaces.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from aigc.errors import InvalidInput
+from aigc.pretrained.export_folder import SAMPLE_CHAT, ExportFolder, Finding, read_json, token_ids
+from aigc.pretrained.export_folder import LEVELS, READERS, has_errors  # noqa: F401 - re-exported: the API
+from aigc.pretrained.gguf_lint import gguf_checks
+from aigc.pretrained.gguf_lint import parse_modelfile  # noqa: F401 - re-exported: the API
 
-LEVELS = ("error", "warning", "ok", "skipped")
 PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"  # transformers 4.x and 5 both load tokenizer.json with it
-PROBE = "The quick brown fox says hello world, 123 times! 你好"  # words, digits, punctuation, CJK
-SAMPLE_CHAT = [{"role": "user", "content": "Write a note about green tea."},
-               {"role": "assistant", "content": "Green tea, steeped cool."},
-               {"role": "user", "content": "Shorter."}]
 _SENTINEL = "\u2063aigc-end-of-answer\u2063"  # an assistant text no template writes by itself
-
-# Which servers read the field each check covers (the citations are in the module docstring).
-READERS = {
-    "config.present": "vLLM, TGI, llama.cpp, Ollama",
-    "config.architectures": "vLLM, llama.cpp, Ollama",
-    "config.model_type": "TGI, transformers",
-    "config.dtype": "vLLM (transformers < 4.56: torch_dtype)",
-    "config.max_position_embeddings": "vLLM, TGI, llama.cpp, Ollama",
-    "config.vocab_size": "vLLM, llama.cpp, Ollama",
-    "config.special_ids": "llama.cpp, transformers",
-    "config.rope_theta": "TGI, Ollama, llama.cpp (older), transformers 4.x",
-    "tokenizer.json": "vLLM, TGI, llama.cpp, Ollama",
-    "tokenizer_config.tokenizer_class": "vLLM, TGI (transformers 4.x)",
-    "tokenizer_config.extra_special_tokens": "vLLM, TGI (transformers 4.x)",
-    "tokenizer_config.chat_template": "TGI, Ollama, llama.cpp, vLLM",
-    "tokenizer.special_tokens": "TGI, llama.cpp, Ollama",
-    "generation_config.eos": "vLLM, TGI, Ollama, transformers",
-    "weights.safetensors": "vLLM, TGI, llama.cpp, Ollama",
-    "weights.load": "transformers (and every server's weight names)",
-    "tokenizer.load": "transformers (vLLM, TGI)",
-    "gguf.read": "llama.cpp, Ollama",
-    "gguf.llamacpp": "llama.cpp",
-    "modelfile.from": "Ollama",
-    "modelfile.template": "Ollama",
-}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One check's verdict: ``level`` is one of :data:`LEVELS`; ``message`` says what was found and,
-    for an error or warning, what the reader does with it and the fix."""
-
-    check: str
-    level: str
-    message: str
-
-    @property
-    def readers(self) -> str:
-        return READERS.get(self.check, "")
-
-
-def has_errors(findings: list[Finding]) -> bool:
-    return any(f.level == "error" for f in findings)
-
-
-# -- reading the folder ---------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> tuple[Any, str | None]:
-    """(data, None), (None, None) when the file is missing, or (None, the reason it does not parse)."""
-    if not path.is_file():
-        return None, None
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return None, f"{path.name} is not JSON ({e})"
-
-
-def _token_text(value: Any) -> str | None:
-    """A tokenizer_config token: a string or ``{"content": ...}``."""
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) and value else None
-
-
-def _ids(value: Any) -> list[int]:
-    """An ``eos_token_id``-like field as a list of ints (an int, a list, or nothing)."""
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, int):
-        return [value]
-    return [v for v in value if isinstance(v, int) and not isinstance(v, bool)] if isinstance(value, list) else []
-
-
-@dataclass
-class _Folder:
-    """The folder's files, read once."""
-
-    path: Path
-    config: dict | None
-    config_error: str | None
-    tok_config: dict | None
-    tok_config_error: str | None
-    gen_config: dict | None
-    gen_config_error: str | None
-    tokenizer: dict | None  # tokenizer.json
-    tokenizer_error: str | None
-    jinja: str | None  # chat_template.jinja
-
-    @classmethod
-    def read(cls, folder: Path) -> _Folder:
-        config, config_error = _read_json(folder / "config.json")
-        tok_config, tok_error = _read_json(folder / "tokenizer_config.json")
-        gen_config, gen_error = _read_json(folder / "generation_config.json")
-        tokenizer, tokenizer_error = None, None
-        if (folder / "tokenizer.json").is_file():
-            try:
-                from tokenizers import Tokenizer
-
-                Tokenizer.from_file(str(folder / "tokenizer.json"))  # what the Rust readers do
-                tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-            except Exception as e:  # noqa: BLE001 - tokenizers raises its own Exception subclass
-                tokenizer_error = f"tokenizer.json does not load with the tokenizers library: {e}"
-        jinja = folder / "chat_template.jinja"
-        return cls(folder, config if isinstance(config, dict) else None, config_error,
-                   tok_config if isinstance(tok_config, dict) else None, tok_error,
-                   gen_config if isinstance(gen_config, dict) else None, gen_error,
-                   tokenizer, tokenizer_error, jinja.read_text(encoding="utf-8") if jinja.is_file() else None)
-
-    @cached_property
-    def vocab(self) -> dict[str, int]:
-        """Every token text -> id: the model's vocabulary and the added tokens."""
-        if not self.tokenizer:
-            return {}
-        model = self.tokenizer.get("model") or {}
-        raw = model.get("vocab")
-        vocab = dict(raw) if isinstance(raw, dict) else {p[0]: i for i, p in enumerate(raw or [])}
-        vocab.update({t["content"]: t["id"] for t in self.added_tokens()})
-        return vocab
-
-    def added_tokens(self) -> list[dict]:
-        return [t for t in (self.tokenizer or {}).get("added_tokens") or [] if isinstance(t, dict) and "content" in t]
-
-    def token(self, name: str) -> str | None:
-        """tokenizer_config's ``<name>_token`` text (eos, bos, pad, unk)."""
-        return _token_text((self.tok_config or {}).get(f"{name}_token"))
-
-    def token_id(self, name: str) -> int | None:
-        text = self.token(name)
-        return self.vocab.get(text) if text else None
-
-    def template(self) -> str | None:
-        """The chat template a transformers 5 reader uses: chat_template.jinja, else tokenizer_config's."""
-        if self.jinja is not None:
-            return self.jinja
-        value = (self.tok_config or {}).get("chat_template")
-        if isinstance(value, list):  # named templates: the default one
-            value = next((t.get("template") for t in value if isinstance(t, dict) and t.get("name") == "default"), None)
-        return value if isinstance(value, str) and value else None
-
-    def special_tokens(self) -> dict[str, str]:
-        """The variables a chat template sees: bos_token, eos_token, unk_token, pad_token."""
-        return {f"{n}_token": t for n in ("bos", "eos", "unk", "pad") if (t := self.token(n))}
 
 
 # -- chat templates -------------------------------------------------------------------------
@@ -243,7 +98,7 @@ def render_chat(template: str, messages: list[dict], add_generation_prompt: bool
         raise InvalidInput(f"the chat template does not render a plain conversation: {e}") from None
 
 
-def _end_of_turn(folder: _Folder) -> str | None:
+def _end_of_turn(folder: ExportFolder) -> str | None:
     """The special token the chat template writes right after an assistant's answer (its end of turn),
     or None when it writes none: the token a server must stop at."""
     template = folder.template()
@@ -262,7 +117,7 @@ def _end_of_turn(folder: _Folder) -> str | None:
 # -- the checks -----------------------------------------------------------------------------
 
 
-def _config_checks(f: _Folder) -> Iterator[Finding]:
+def _config_checks(f: ExportFolder) -> Iterator[Finding]:
     import transformers
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
@@ -329,7 +184,7 @@ def _embedding_rows(folder: Path) -> int | None:
     return None
 
 
-def _vocab_size(f: _Folder) -> Iterator[Finding]:
+def _vocab_size(f: ExportFolder) -> Iterator[Finding]:
     size = f.config.get("vocab_size")
     if not (isinstance(size, int) and size > 0):
         yield Finding("config.vocab_size", "error", "config.json has no vocab_size")
@@ -346,15 +201,15 @@ def _vocab_size(f: _Folder) -> Iterator[Finding]:
         yield Finding("config.vocab_size", "ok", f"{size} (tokenizer: {needed})")
 
 
-def _special_ids(f: _Folder) -> Iterator[Finding]:
+def _special_ids(f: ExportFolder) -> Iterator[Finding]:
     c, size = f.config, f.config.get("vocab_size") or 0
     problems = []
     for name in ("bos", "eos", "pad"):
-        bad = [i for i in _ids(c.get(f"{name}_token_id")) if not 0 <= i < size]
+        bad = [i for i in token_ids(c.get(f"{name}_token_id")) if not 0 <= i < size]
         if bad:
             problems.append(f"{name}_token_id {bad[0]} is outside the vocabulary (0..{size - 1})")
     eos = f.token_id("eos")
-    if eos is not None and eos not in _ids(c.get("eos_token_id")):
+    if eos is not None and eos not in token_ids(c.get("eos_token_id")):
         problems.append(f"eos_token_id {c.get('eos_token_id')!r} does not include the tokenizer's eos "
                         f"{f.token('eos')!r} (id {eos})")
     bos = f.token_id("bos")
@@ -408,7 +263,7 @@ def _rope(c: dict) -> Finding:
     return Finding("config.rope_theta", "ok", ", ".join(f"{k} {v}" for k, v in want.items()))
 
 
-def _tokenizer_checks(f: _Folder) -> Iterator[Finding]:
+def _tokenizer_checks(f: ExportFolder) -> Iterator[Finding]:
     import transformers
 
     if f.tokenizer is None:
@@ -441,7 +296,7 @@ def _tokenizer_checks(f: _Folder) -> Iterator[Finding]:
     yield from _special_tokens(f)
 
 
-def _chat_template(f: _Folder) -> Iterator[Finding]:
+def _chat_template(f: ExportFolder) -> Iterator[Finding]:
     in_config = f.tok_config.get("chat_template")
     template = f.template()
     if template is None:
@@ -470,7 +325,7 @@ def _chat_template(f: _Folder) -> Iterator[Finding]:
     yield Finding("tokenizer_config.chat_template", "ok", f"in tokenizer_config.json, renders ({len(text)} characters)")
 
 
-def _special_tokens(f: _Folder) -> Iterator[Finding]:
+def _special_tokens(f: ExportFolder) -> Iterator[Finding]:
     vocab, added = f.vocab, {t["content"] for t in f.added_tokens()}
     if f.token("eos") is None:
         yield Finding("tokenizer.special_tokens", "error", "tokenizer_config.json names no eos_token: servers would "
@@ -490,12 +345,12 @@ def _special_tokens(f: _Folder) -> Iterator[Finding]:
     yield Finding("tokenizer.special_tokens", "ok", names)
 
 
-def _generation_checks(f: _Folder) -> Iterator[Finding]:
+def _generation_checks(f: ExportFolder) -> Iterator[Finding]:
     if f.gen_config is None:
         yield Finding("generation_config.eos", "error", f.gen_config_error or "generation_config.json is missing: "
                       "Ollama's converter and TGI read the list of eos ids from it (make_portable writes it)")
         return
-    have = _ids(f.gen_config.get("eos_token_id"))
+    have = token_ids(f.gen_config.get("eos_token_id"))
     need: dict[int, str] = {}  # id -> what it is (the eos is often the end of turn too)
     for what, token in (("eos_token", f.token("eos")), ("the chat template's end of turn", _end_of_turn(f))):
         if token is not None and (i := f.vocab.get(token)) is not None:
@@ -510,11 +365,11 @@ def _generation_checks(f: _Folder) -> Iterator[Finding]:
         yield Finding("generation_config.eos", "ok", f"eos_token_id {have}")
 
 
-def _weight_checks(f: _Folder, load_model: bool) -> Iterator[Finding]:
+def _weight_checks(f: ExportFolder, load_model: bool) -> Iterator[Finding]:
     from safetensors import safe_open
 
     files = [p for p in sorted(f.path.glob("*.safetensors")) if p.name != "adapter_model.safetensors"]
-    index, index_error = _read_json(f.path / "model.safetensors.index.json")
+    index, index_error = read_json(f.path / "model.safetensors.index.json")
     if not files:
         yield Finding("weights.safetensors", "error", "no *.safetensors weights: TGI loads only safetensors and vLLM, "
                       "llama.cpp and Ollama prefer them (save_pretrained writes them)")
@@ -563,7 +418,7 @@ def _load_model(folder: Path) -> Finding:
     return Finding("weights.load", "ok", "AutoModelForCausalLM loads it, no missing or unexpected keys")
 
 
-def _tokenizer_load(f: _Folder) -> Iterator[Finding]:
+def _tokenizer_load(f: ExportFolder) -> Iterator[Finding]:
     """transformers loads the tokenizer, and renders the chat exactly as the template in tokenizer_config.json."""
     from transformers import AutoTokenizer
 
@@ -591,156 +446,6 @@ def _tokenizer_load(f: _Folder) -> Iterator[Finding]:
     yield Finding("tokenizer.load", "ok", f"{type(tok).__name__}, {len(tok)} tokens")
 
 
-# -- GGUF and Modelfile ---------------------------------------------------------------------
-
-
-def _gguf_checks(f: _Folder) -> Iterator[Finding]:
-    from gguf import GGUFReader
-
-    files = sorted(f.path.glob("*.gguf"))
-    if not files:
-        yield Finding("gguf.read", "skipped", "no .gguf file (`aigc export RUN` writes one for an adapted run)")
-        return
-    good = []
-    for path in files:
-        try:
-            reader = GGUFReader(path)
-        except Exception as e:  # noqa: BLE001 - gguf raises ValueError, struct.error, IndexError...
-            yield Finding("gguf.read", "error", f"{path.name} does not open with the gguf reader: {e}")
-            continue
-        fields = {k: reader.fields[k] for k in reader.fields}
-        lacking = [k for k in ("general.architecture", "tokenizer.ggml.tokens", "tokenizer.ggml.eos_token_id")
-                   if k not in fields]
-        template = fields["tokenizer.chat_template"].contents() if "tokenizer.chat_template" in fields else None
-        if lacking:
-            yield Finding("gguf.read", "error", f"{path.name} lacks {', '.join(lacking)}")
-        elif f.template() is not None and template != f.template():
-            yield Finding("gguf.read", "error", f"{path.name}'s chat template is not the folder's: llama.cpp would "
-                          "chat in another format (export the GGUF again)")
-        else:
-            good.append(path)
-            yield Finding("gguf.read", "ok", f"{path.name}: {fields['general.architecture'].contents()}, "
-                          f"{len(reader.tensors)} tensors")
-    yield from _llamacpp(f, good)
-    yield from _modelfile(f)
-
-
-def _llamacpp(f: _Folder, files: list[Path]) -> Iterator[Finding]:
-    """llama.cpp itself loads each file (through the xllamacpp wheel, when installed) and splits a
-    probe into as many tokens as transformers does."""
-    try:
-        import xllamacpp
-    except ImportError:
-        yield Finding("gguf.llamacpp", "skipped", "llama.cpp is not installed here (pip install xllamacpp, the version "
-                      "constraints.txt pins, to run it)")
-        return
-    from transformers import AutoTokenizer
-
-    if not files:
-        yield Finding("gguf.llamacpp", "skipped", "no GGUF file the gguf reader opens")
-        return
-    try:
-        want = len(AutoTokenizer.from_pretrained(f.path)(PROBE)["input_ids"])
-    except Exception:  # noqa: BLE001 - the tokenizer checks report why it does not load
-        want = None
-    for path in files:
-        params = xllamacpp.CommonParams()
-        params.model.path = str(path)
-        params.n_ctx = 256
-        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 1
-        params.verbosity = -1
-        try:
-            server = xllamacpp.Server(params)
-            out = server.handle_completions({"prompt": PROBE, "n_predict": 1, "temperature": 0.0})
-            chat = (server.handle_chat_completions({"messages": SAMPLE_CHAT[:1], "max_tokens": 1})
-                    if f.template() else {})
-        except Exception as e:  # noqa: BLE001 - xllamacpp raises RuntimeError("Failed to init server...")
-            yield Finding("gguf.llamacpp", "error", f"llama.cpp does not load {path.name}: {e}")
-            continue
-        got = (out.get("usage") or {}).get("prompt_tokens")
-        if "choices" not in out or (f.template() and "choices" not in chat):
-            yield Finding("gguf.llamacpp", "error", f"llama.cpp loads {path.name} but does not answer: "
-                          f"{json.dumps(out or chat)[:200]}")
-        elif want is not None and got != want:
-            yield Finding("gguf.llamacpp", "error", f"llama.cpp splits the probe into {got} tokens, transformers into "
-                          f"{want}: {path.name} would read text differently")
-        else:
-            yield Finding("gguf.llamacpp", "ok", f"{path.name}: loads, completes, {got} probe tokens as transformers")
-
-
-def _unquote(value: str) -> str:
-    """A Modelfile value without its quotes: ``"x"`` or ``\"\"\"x\"\"\"`` (Ollama's parser has no escapes)."""
-    value = value.strip()
-    for q in ('"""', '"'):
-        if len(value) >= 2 * len(q) and value.startswith(q) and value.endswith(q):
-            return value[len(q):-len(q)]
-    return value
-
-
-def parse_modelfile(text: str) -> list[tuple[str, str]]:
-    """A Modelfile's (INSTRUCTION, value) pairs in order, values unquoted (a triple-quoted value may span
-    lines); a ``PARAMETER`` value is ``name value``, its value unquoted too."""
-    pairs, rest = [], text
-    pattern = re.compile(r'\s*(?:#[^\n]*|(\w+)[ \t]+("""[\s\S]*?"""|"[^"\n]*"|[^\n]*))\s*')
-    while rest.strip():
-        m = pattern.match(rest)
-        if not m or not m.group(0):
-            raise InvalidInput(f"the Modelfile does not parse at {rest.strip()[:40]!r}")
-        if m.group(1):
-            instruction, value = m.group(1).upper(), _unquote(m.group(2))
-            if instruction == "PARAMETER":
-                name, _, raw = value.partition(" ")
-                value = f"{name} {_unquote(raw)}"
-            pairs.append((instruction, value))
-        rest = rest[m.end():]
-    return pairs
-
-
-def _modelfile(f: _Folder) -> Iterator[Finding]:
-    from aigc.pretrained.gguf_export import detect_chat_format, ollama_template
-
-    path = f.path / "Modelfile"
-    if not path.is_file():
-        yield Finding("modelfile.from", "warning", "no Modelfile beside the GGUF: `ollama create` needs one "
-                      "(`aigc export RUN` writes it)")
-        return
-    try:
-        pairs = parse_modelfile(path.read_text(encoding="utf-8"))
-    except InvalidInput as e:
-        yield Finding("modelfile.from", "error", str(e))
-        return
-    sources = [v for k, v in pairs if k == "FROM"]
-    target = (path.parent / sources[0]).resolve() if len(sources) == 1 else None
-    if target is None or not target.is_file() or target.parent != f.path.resolve() or target.suffix != ".gguf":
-        yield Finding("modelfile.from", "error", f"FROM {', '.join(sources) or '(none)'} is not one .gguf file beside "
-                      "the Modelfile: Ollama reads FROM relative to the Modelfile's folder")
-    else:
-        yield Finding("modelfile.from", "ok", f"FROM {sources[0]}")
-    template = next((v for k, v in pairs if k == "TEMPLATE"), None)
-    stops = [v.partition(" ")[2] for k, v in pairs if k == "PARAMETER" and v.partition(" ")[0] == "stop"]
-    fmt = detect_chat_format(f.template())
-    if fmt is None:
-        level = "warning" if f.template() else "ok"
-        yield Finding("modelfile.template", level, "the chat template is not a format the export knows: Ollama matches "
-                      "the GGUF's template against those it knows, or prompts with the raw text" if f.template()
-                      else "no chat template: Ollama prompts with the raw text")
-        return
-    body, markers = ollama_template(fmt, f.token("eos"))
-    absent = [s for s in markers if s not in stops]
-    stray = [s for s in stops if s not in f.template() and s != f.token("eos")]
-    if template != body:
-        yield Finding("modelfile.template", "error", f"the Modelfile's TEMPLATE is not Ollama's form of the model's "
-                      f"{fmt} chat template: Ollama would prompt in another format (export it again)")
-    elif absent:
-        yield Finding("modelfile.template", "error", f"no PARAMETER stop {', '.join(absent)}: Ollama's answers would "
-                      "run on past the end of a turn")
-    elif stray:
-        yield Finding("modelfile.template", "error", f"PARAMETER stop {', '.join(stray)}: a string the chat template "
-                      "never writes (a typo stops nothing)")
-    else:
-        yield Finding("modelfile.template", "ok", f"{fmt}, stops {stops}")
-
-
 # -- the lint -------------------------------------------------------------------------------
 
 
@@ -753,9 +458,9 @@ def lint(folder: str | os.PathLike, *, load_model: bool = True) -> list[Finding]
         raise InvalidInput(f"model folder {str(path)!r} {'is a file' if path.exists() else 'not found'}: give an "
                            "export folder (a run's export/, with config.json, *.safetensors, tokenizer.json)")
     with _quiet_transformers():
-        f = _Folder.read(path)
+        f = ExportFolder.read(path)
         return [*_config_checks(f), *_tokenizer_checks(f), *_generation_checks(f), *_weight_checks(f, load_model),
-                *_tokenizer_load(f), *_gguf_checks(f)]
+                *_tokenizer_load(f), *gguf_checks(f)]
 
 
 @contextmanager
@@ -790,13 +495,13 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _with_id(value: Any, extra: int) -> int | list[int]:
     """An eos-like field that also holds ``extra``, kept an int when it was one and equal."""
-    ids = _ids(value)
+    ids = token_ids(value)
     if extra in ids:
         return value
     return extra if not ids else [*ids, extra]
 
 
-def _portable_config(f: _Folder) -> dict | None:
+def _portable_config(f: ExportFolder) -> dict | None:
     c = dict(f.config or {})
     if not c:
         return None
@@ -812,7 +517,7 @@ def _portable_config(f: _Folder) -> dict | None:
     return c
 
 
-def _portable_tokenizer_config(f: _Folder) -> dict | None:
+def _portable_tokenizer_config(f: ExportFolder) -> dict | None:
     t = dict(f.tok_config or {})
     if not t:
         return None
@@ -827,7 +532,7 @@ def _portable_tokenizer_config(f: _Folder) -> dict | None:
     return t
 
 
-def _portable_generation_config(f: _Folder) -> dict | None:
+def _portable_generation_config(f: ExportFolder) -> dict | None:
     if f.gen_config is None and f.config is None:
         return None
     ids = {k: v for k in ("bos_token_id", "eos_token_id", "pad_token_id") if (v := (f.config or {}).get(k)) is not None}
@@ -858,7 +563,7 @@ def make_portable(folder: str | os.PathLike) -> list[str]:
     path = Path(folder).expanduser()
     if not path.is_dir():
         raise InvalidInput(f"model folder {str(path)!r} not found")
-    f = _Folder.read(path)
+    f = ExportFolder.read(path)
     planned = {"config.json": (f.config, _portable_config(f)),
                "tokenizer_config.json": (f.tok_config, _portable_tokenizer_config(f)),
                "generation_config.json": (f.gen_config, _portable_generation_config(f))}

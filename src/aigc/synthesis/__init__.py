@@ -23,11 +23,14 @@ from typing import Any
 from aigc.errors import InvalidInput
 
 
-def _modality(ws: Any, run: str) -> str:
+def run_modality(ws: Any, run: str) -> str:
+    """What ``run`` makes: ``text`` for a run adapted from a pretrained base, else its spec's modality."""
     from aigc import runs
 
     spec = runs.read_spec(Path(ws.get_run(run)["path"]))  # an unknown run: the catalog's NotFound
     return "text" if spec.get("base") else spec.get("modality", "text")
+
+
 
 
 def synthesize(ws: Any, run: str, n: int, out: str | Path, *, conditions: dict[str, Any] | None = None,
@@ -46,7 +49,7 @@ def synthesize(ws: Any, run: str, n: int, out: str | Path, *, conditions: dict[s
         check_name(ingest, "dataset name")
         if ws.has_dataset(ingest):
             raise InvalidInput(f"dataset {ingest!r} already exists: pick another --ingest name")
-    modality = _modality(ws, run)
+    modality = run_modality(ws, run)
     if modality == "table":
         from aigc.synthesis.tables import synthesize_table
 
@@ -64,11 +67,12 @@ def synthesize(ws: Any, run: str, n: int, out: str | Path, *, conditions: dict[s
         summary = synthesize_images(ws, run, n, out, conditions=conditions, seed=seed, progress=progress)
     summary.setdefault("modality", modality)
     if ingest is not None:
-        summary["ingested"] = _ingest_back(ws, run, modality, out, ingest)
+        summary["ingested"] = ingest_back(ws, run, modality, out, ingest)
     return summary
 
 
-def _ingest_back(ws: Any, run: str, modality: str, out: Path, name: str) -> dict[str, Any]:
+def ingest_back(ws: Any, run: str, modality: str, out: Path, name: str) -> dict[str, Any]:
+    """``out``, written by ``run``, ingested as dataset ``name``; a table keeps the run's column kinds."""
     from aigc import ingest as api_ingest
     from aigc import runs
 
@@ -93,7 +97,7 @@ def report(ws: Any, run: str, out_dir: str | Path | None = None, *, synth: str |
            target: str | None = None, seed: int = 0) -> dict[str, Any]:
     """The report of ``run``'s synthetic data (``synth``: a file or folder it wrote; otherwise sampled
     now), written as ``report.json`` and ``report.html`` under ``out_dir`` when given."""
-    modality = _modality(ws, run)
+    modality = run_modality(ws, run)
     real = synth_frame = meta = None
     if modality == "table":
         from aigc import runs

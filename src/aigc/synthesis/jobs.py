@@ -36,9 +36,9 @@ class SynthesisJobs:
                target: str | None = None) -> dict[str, Any]:
         """Check the request now (a bad one is an error here, not a failed job), then queue it."""
         from aigc import runs
-        from aigc.synthesis import _modality
+        from aigc.synthesis import run_modality
 
-        modality = _modality(self.ws, run)
+        modality = run_modality(self.ws, run)
         if modality == "table":
             if fmt not in SUFFIX:
                 raise InvalidInput(f"format {fmt!r}: a table run writes {', '.join(SUFFIX)}")
