@@ -90,3 +90,33 @@ def served_ws(tmp_path_factory, served_db_url):
         else:
             mp.delenv("AIGC_DB_URL", raising=False)
         return train_served_workspace(tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto) on a free loopback port, with dummy AWS credentials set for
+    the session; skipped where moto[server] is not installed."""
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is needed for the local S3 server")
+    with pytest.MonkeyPatch.context() as mp:
+        for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            mp.setenv(var, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, monkeypatch):
+    """A fresh, empty bucket on the session's S3 server; ``$AIGC_S3_ENDPOINT`` points at the server."""
+    import uuid
+
+    from aigc.storage import ArtifactStore
+
+    monkeypatch.setenv("AIGC_S3_ENDPOINT", s3_endpoint)
+    name = f"b-{uuid.uuid4().hex[:10]}"
+    ArtifactStore.from_url(f"s3://{name}").fs.mkdir(name)
+    return name

@@ -299,3 +299,22 @@ def test_db_migrate_and_info(pg_url, tmp_path, monkeypatch):
     assert f"{len(ALL)} migrations applied" in res.stdout and "generations" in res.stdout
     monkeypatch.delenv("AIGC_DB_URL", raising=False)
     one_line_error(cli("db", "info", "-w", tmp_path / "none"), "no catalog at .*: `aigc db migrate` creates")
+
+
+def test_a_catalog_outage_while_serving_is_a_503_and_passes_when_the_database_is_back(pg_server, pg_url, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from aigc.server import Settings, create_app
+
+    database = pg_url.rsplit("/", 1)[1]
+    with TestClient(create_app(Workspace(tmp_path / "ws", db_url=pg_url), Settings())) as client:
+        assert client.get("/api/runs").status_code == 200
+        # the database refuses new connections and drops the pool's: an outage, not a bad request
+        pg_server.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
+        pg_server.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+        down = client.get("/api/runs")
+        assert down.status_code == 503, down.text
+        assert down.json()["error"]["code"] == "catalog_unavailable" and down.headers["retry-after"] == "5"
+        assert "password" not in down.text.lower()
+        pg_server.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+        assert client.get("/api/runs").status_code == 200  # the pool reconnects by itself

@@ -18,31 +18,14 @@ from aigc.errors import ArtifactStoreError, InvalidInput
 from aigc.storage import LATEST, MANIFEST, ArtifactStore, Mirror, open_mirror
 from helpers import write_fruit_csv
 
-moto_server = pytest.importorskip("moto.server", reason="moto[server] is needed for the local S3 server")
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    """A moto S3 server on a free loopback port, with dummy credentials for everything in this module."""
-    with pytest.MonkeyPatch.context() as mp:
-        for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
-            mp.setenv(var, value)
-        mp.delenv("AWS_PROFILE", raising=False)
-        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-        server.stop()
+@pytest.fixture
+def endpoint(s3_endpoint):
+    return s3_endpoint
 
 
 @pytest.fixture
-def bucket(endpoint, monkeypatch):
-    """A fresh bucket; ``$AIGC_S3_ENDPOINT`` points at the server."""
-    monkeypatch.setenv("AIGC_S3_ENDPOINT", endpoint)
-    name = f"b-{uuid.uuid4().hex[:10]}"
-    ArtifactStore.from_url(f"s3://{name}").fs.mkdir(name)
-    return name
+def bucket(s3_bucket):
+    return s3_bucket
 
 
 def make_folder(root: Path, tag: str) -> Path:

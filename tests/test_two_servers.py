@@ -1,6 +1,7 @@
-"""Two real `aigc serve` processes on different ports over ONE PostgreSQL catalog and one workspace
-folder: an API key made while both run works on both, and a generation made on one gets feedback
-through the other, in the same rows."""
+"""Two real `aigc serve` processes on different ports, each with a local workspace of its own, over ONE
+PostgreSQL catalog and ONE artifact store (S3 on a local moto server): both load the run a third
+workspace trained and pushed, an API key made while both run works on both, and a generation made on
+one gets feedback through the other, in the same rows."""
 
 from __future__ import annotations
 
@@ -44,18 +45,20 @@ def _stop(proc: subprocess.Popen) -> str:
     return stderr
 
 
-def test_two_servers_share_one_postgresql_catalog(pg_url, tmp_path):
-    root = tmp_path / "ws"
-    ws = Workspace(root, db_url=pg_url)
+def test_two_servers_share_one_postgresql_catalog_and_one_artifact_store(pg_url, s3_bucket, tmp_path):
+    store = f"s3://{s3_bucket}/ws"
+    ws = Workspace(tmp_path / "trainer", db_url=pg_url, artifacts=store)
     aigc.ingest(write_fruit_csv(tmp_path / "fruit.csv", n=80), "fruit", workspace=ws, text_column="text",
                 cond_columns=["fruit"], split=(0.8, 0.1, 0.1))
-    aigc.train("fruit", family="gpt", preset="tiny", name="g", workspace=ws, max_steps=5)
+    aigc.train("fruit", family="gpt", preset="tiny", name="g", workspace=ws, max_steps=5)  # pushed when done
 
     env = {k: v for k, v in os.environ.items() if k != "AIGC_DB_URL"}
+    env["AIGC_ARTIFACTS"] = store
+    root_a, root_b = tmp_path / "server-a", tmp_path / "server-b"  # empty: the run comes from the store
     # A names the catalog with the global option (its engine runs in a child process); B through the
     # environment, with the model in the server's own process
-    a = _serve("--db-url", pg_url, "serve", "-w", str(root), env=env)
-    b = _serve("serve", "-w", str(root), "--in-process", env={**env, "AIGC_DB_URL": pg_url})
+    a = _serve("--db-url", pg_url, "serve", "-w", str(root_a), env=env)
+    b = _serve("serve", "-w", str(root_b), "--in-process", env={**env, "AIGC_DB_URL": pg_url})
     try:
         url_a, url_b = _url(a), _url(b)
         assert url_a != url_b
@@ -65,7 +68,7 @@ def test_two_servers_share_one_postgresql_catalog(pg_url, tmp_path):
                 assert h.get(url + "/v1/models").status_code == 200  # no key yet: open
 
             made = CliRunner().invoke(app, ["--db-url", pg_url, "keys", "create", "--name", "shop",
-                                            "-w", str(root)])
+                                            "-w", str(root_a)])
             assert made.exit_code == 0, made.output
             key = made.stdout.strip()
             auth = {"Authorization": f"Bearer {key}"}
@@ -90,6 +93,10 @@ def test_two_servers_share_one_postgresql_catalog(pg_url, tmp_path):
         _stop(a)
         _stop(b)
 
+    trained = sorted(p.relative_to(ws.run_path("g")) for p in ws.run_path("g").rglob("*") if p.is_file())
+    for root in (root_a, root_b):  # each server downloaded the whole run, byte for byte
+        run = root / "runs" / "g"
+        assert all((run / f).read_bytes() == (ws.run_path("g") / f).read_bytes() for f in trained)
     row = logbook.get(ws, gid)  # one generation row (A's), one feedback row (B's), in PostgreSQL
     assert row["run"] == "g" and row["key_id"] == keys.list_keys(ws)[0]["id"]
     assert [(f["rating"], f["kind"]) for f in row["feedback"]] == [(1, "thumb")]

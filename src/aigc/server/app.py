@@ -160,6 +160,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 # -- keys, body limit, request metrics: one pure-ASGI layer -------------------------------------
 
 
+def _catalog_down(error: BaseException) -> bool:
+    """Whether ``error`` says the catalog database cannot be reached or used right now (a server down
+    or refusing connections, a connection dropped, SQLite locked past its wait): a passing fault."""
+    import sqlalchemy as sa
+
+    return isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError)) or (
+        isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated)
+
+
 class Gate:
     """API keys (when any exists), the body-size limit, request counting, and the last word on
     an exception nobody handled.
@@ -203,62 +212,76 @@ class Gate:
         path = scope["path"]
         ws = self.state["ws"]
         metrics: ServerMetrics = self.state["metrics"]
-        status = {"code": 500}
+        status = {"code": 500, "started": False}
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
             await send(message)
 
         try:
-            if not (path in OPEN_PATHS or path in PAGE_PATHS or path.startswith("/static/")):
-                if self._keys_required(ws):
-                    header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-                    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-                    key_id = self._verify(ws, token) if token else None
-                    if key_id is None:
-                        why = "missing API key: send Authorization: Bearer <key>" if not token else \
-                            "invalid or revoked API key"
-                        return await error_response(401, why, code="invalid_api_key")(scope, receive, counting_send)
-                    scope.setdefault("state", {})["key_id"] = key_id
-            if scope["method"] == "POST":
-                # Every body here is JSON. `curl -d` labels it a form by default (Ollama's examples
-                # rely on that working): read such a body as the JSON it is.
-                headers = dict(scope["headers"])
-                if headers.get(b"content-type", b"").split(b";")[0].strip() in (b"", b"application/x-www-form-urlencoded"):
-                    scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
-                        (b"content-type", b"application/json")]
-            limit = self.state["settings"].max_body_bytes
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
-                return await error_response(413, f"the request body is {int(length)} bytes; the limit is {limit}",
-                                            code="body_too_large")(scope, receive, counting_send)
-            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                # A chunked body states no length: read it here and stop at the limit. (Raising
-                # from `receive` instead reaches FastAPI's body parser, which answers 400.)
-                receive = await self._read_chunked(receive, limit)
-                if receive is None:
-                    return await error_response(413, f"the request body is over the {limit}-byte limit",
-                                                code="body_too_large",
-                                                headers={"Connection": "close"})(scope, self._nothing, counting_send)
-            started = False
-
-            async def watching_send(message):
-                nonlocal started
-                started = started or message["type"] == "http.response.start"
-                await counting_send(message)
-
-            try:
-                await self.app(scope, receive, watching_send)
-            except Exception as e:  # noqa: BLE001 - a bug of ours; see the class docstring
-                log.exception("unhandled error in %s %s", scope["method"], path)
-                if started:  # a stream already under way: uvicorn closes it
-                    raise
-                await error_response(500, f"internal error: {type(e).__name__}: {e}")(scope, receive, watching_send)
+            return await self._serve(scope, receive, path, ws, counting_send)
+        except Exception as e:
+            if status["started"] or not _catalog_down(e):
+                raise
+            # Ours, and passing: the database is down or refuses connections. A 503 tells the client
+            # to come back, where a 500 would say the request broke something.
+            log.warning("catalog unavailable in %s %s: %s", scope["method"], path, e)
+            await error_response(503, f"the catalog database is unavailable ({type(getattr(e, 'orig', e)).__name__}): "
+                                 "try again shortly", code="catalog_unavailable",
+                                 headers={"Retry-After": "5"})(scope, receive, counting_send)
         finally:
             route = scope.get("route")
             metrics.requests.labels(path=getattr(route, "path", "other"), status=str(status["code"])).inc()
 
+    async def _serve(self, scope, receive, path: str, ws: Workspace, counting_send) -> None:
+        if not (path in OPEN_PATHS or path in PAGE_PATHS or path.startswith("/static/")):
+            if self._keys_required(ws):
+                header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+                token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+                key_id = self._verify(ws, token) if token else None
+                if key_id is None:
+                    why = "missing API key: send Authorization: Bearer <key>" if not token else \
+                        "invalid or revoked API key"
+                    return await error_response(401, why, code="invalid_api_key")(scope, receive, counting_send)
+                scope.setdefault("state", {})["key_id"] = key_id
+        if scope["method"] == "POST":
+            # Every body here is JSON. `curl -d` labels it a form by default (Ollama's examples
+            # rely on that working): read such a body as the JSON it is.
+            headers = dict(scope["headers"])
+            if headers.get(b"content-type", b"").split(b";")[0].strip() in (b"", b"application/x-www-form-urlencoded"):
+                scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
+                    (b"content-type", b"application/json")]
+        limit = self.state["settings"].max_body_bytes
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await error_response(413, f"the request body is {int(length)} bytes; the limit is {limit}",
+                                        code="body_too_large")(scope, receive, counting_send)
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            # A chunked body states no length: read it here and stop at the limit. (Raising
+            # from `receive` instead reaches FastAPI's body parser, which answers 400.)
+            receive = await self._read_chunked(receive, limit)
+            if receive is None:
+                return await error_response(413, f"the request body is over the {limit}-byte limit",
+                                            code="body_too_large",
+                                            headers={"Connection": "close"})(scope, self._nothing, counting_send)
+        started = False
+
+        async def watching_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await counting_send(message)
+
+        try:
+            await self.app(scope, receive, watching_send)
+        except Exception as e:  # noqa: BLE001 - a bug of ours; see the class docstring
+            if started:  # a stream already under way: uvicorn closes it
+                log.exception("unhandled error in %s %s", scope["method"], path)
+                raise
+            if _catalog_down(e):
+                raise  # answered with a 503 by __call__
+            log.exception("unhandled error in %s %s", scope["method"], path)
+            await error_response(500, f"internal error: {type(e).__name__}: {e}")(scope, receive, watching_send)
 
     @staticmethod
     async def _read_chunked(receive, limit: int):
