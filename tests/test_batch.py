@@ -229,3 +229,74 @@ def test_sharded_synthesis_is_the_same_whatever_the_workers_and_resumes(ws, tmp_
     assert r.exit_code == 2 and "holds the shards of another job" in r.stderr
     r = run_cli("synthesize", "cop", "--n", 10, "--out", tmp_path / "y.csv", "-w", ws.root, "--workers", 2)
     assert r.exit_code == 2 and "--workers and --restart apply to sharded synthesis" in r.stderr
+
+
+def synth_text(ws, out: Path, *extra) -> object:
+    return run_cli("synthesize", "g", "--n", 30, "--out", out, "-w", ws.root, "--seed", 3, *extra)
+
+
+def test_sharded_text_synthesis_is_the_same_whatever_the_workers_and_resumes(ws, tmp_path, monkeypatch):
+    from aigc.synthesis import text as st
+
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    r = synth_text(ws, one, "--shard-size", 8, "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert (summary["n"], summary["shards"], summary["workers"], summary["where"]) == (30, 4, 1, "local")
+    r = synth_text(ws, two, "--shard-size", 8, "--workers", 2)
+    assert r.exit_code == 0 and "(4 shards; 2 worker(s), local)" in r.stdout, r.output
+    assert one.read_bytes() == two.read_bytes()
+
+    records = [json.loads(line) for line in one.read_text(encoding="utf-8").splitlines()]
+    # the conditions are drawn once with the job's seed, as the one-call path draws them
+    job = st.text_job(ws, "g", 30, one, conditions=None, seed=3, max_new_tokens=None, temperature=1.0, top_p=0.95)
+    assert [{"fruit": r["fruit"]} for r in records] == job.combos
+    # shard 1 fills records 8..15 with its own seed, dropping what the one-call path drops
+    texts, counts = st.fill_records(job.gen, job.combos[8:16], job.copy_index, job.threshold,
+                                    seed=batch.task_seed(3, 1), sampling=job.sampling, what="shard 1")
+    assert [r["text"] for r in records[8:16]] == texts and all(texts)
+    ids = [r["aigc_label"]["ProduceID"] for r in records]
+    assert ids == [f"{ids[0][:32]}-{i:06d}" for i in range(30)]  # one per record, derived from the job
+    parts = one.with_name("one.jsonl.parts")
+    shards = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(parts.glob("shard-*.jsonl"))]
+    assert summary["drawn"] == sum(s["drawn"] for s in shards) == 30 + summary["dropped_copies"] + summary["dropped_empty"]
+
+    # a job stopped before shard 1 was written: the same command runs that shard only
+    parts.joinpath("shard-00001.jsonl").unlink()
+    one.unlink()
+    ran = []
+    real = batch.ShardWorker._records
+    monkeypatch.setattr(batch.ShardWorker, "_records", lambda self, t: ran.append(t["seed"]) or real(self, t))
+    r = synth_text(ws, one, "--shard-size", 8, "--json")
+    assert r.exit_code == 0, r.output
+    again = json.loads(r.stdout)
+    assert ran == [batch.task_seed(3, 1)] and again["skipped_shards"] == 3
+    assert one.read_bytes() == two.read_bytes() and again["drawn"] == summary["drawn"]
+    r = synth_text(ws, one, "--shard-size", 8, "--cond", "fruit=kiwi")
+    assert r.exit_code == 2 and "holds the shards of another job (conditions: {} then" in r.stderr
+
+
+def test_a_text_shard_short_of_records_fails_the_job_and_writes_nothing(ws, tmp_path, monkeypatch):
+    from aigc.generation import TextGenerator
+
+    monkeypatch.setattr(TextGenerator, "generate", lambda self, prompt, n=1, **kw: [" "] * n)  # all empty
+    out = tmp_path / "empty.jsonl"
+    r = run_cli("synthesize", "g", "--n", 5, "--out", out, "-w", ws.root, "--shard-size", 2)
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: run 'g', shard 0 (records 0 to 1), gave only 0 usable "
+                                                   "records of 2 in 84 draws (0 copied 50+ characters of training "
+                                                   "text, 84 were empty): nothing was written"), r.stderr
+    assert not out.exists() and not list(out.with_name("empty.jsonl.parts").glob("shard-*"))
+
+
+def test_sharded_synthesis_refuses_image_runs_and_table_constraints_on_text(ws, tmp_path, monkeypatch):
+    import aigc.synthesis
+
+    r = run_cli("synthesize", "g", "--n", 4, "--out", tmp_path / "t.jsonl", "-w", ws.root, "--shard-size", 2,
+                "--constraint", "a<=b")
+    assert r.exit_code == 2 and "constraints apply to table runs only" in r.stderr
+    monkeypatch.setattr(aigc.synthesis, "run_modality", lambda ws, run: "image")
+    with pytest.raises(aigc.errors.InvalidInput, match="makes table rows and text records, and g is an image run: synthesize it without"):
+        batch.synthesize_shards(ws, "g", 4, tmp_path / "imgs", shard_size=2)
+    assert not list(tmp_path.iterdir())

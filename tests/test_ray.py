@@ -1,5 +1,6 @@
-"""Batch generation and sharded synthesis on a real two-CPU Ray cluster (`ray start --head` on this
-machine, in a short temp folder): the same files as the local path, and a dead address refused fast.
+"""Batch generation and sharded synthesis (tables and text) on a real two-CPU Ray cluster (`ray start
+--head` on this machine, in a short temp folder): the same files as the local path, and a dead address
+refused fast.
 
 Opt-in by marker (`-m ray`) where the suite deselects it; skipped where Ray is not installed."""
 
@@ -114,6 +115,15 @@ def test_synthesis_through_ray_equals_the_local_sharded_path(ws, cluster, tmp_pa
     manifest = json.loads(on_ray.with_name("ray.csv.parts").joinpath("manifest.json").read_text(encoding="utf-8"))
     assert manifest["shard_size"] == 40 and manifest["n"] == 150
 
+
+def test_text_synthesis_through_ray_equals_the_local_sharded_file(ws, cluster, tmp_path):
+    local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    common = ("synthesize", "g", "--n", 20, "-w", ws.root, "--seed", 4, "--shard-size", 6)
+    assert run_cli(*common, "--out", local).exit_code == 0
+    r = run_cli(*common, "--out", on_ray, "--ray", cluster["address"], "--workers", 2)
+    assert r.exit_code == 0 and f"(4 shards; 2 worker(s), ray {cluster['address']})" in r.stdout, r.output
+    assert on_ray.read_bytes() == local.read_bytes()
+    assert len(on_ray.read_text(encoding="utf-8").splitlines()) == 20
 
 def test_an_address_without_a_cluster_is_one_line_and_exit_2_fast(ws, tmp_path):
     requests = write_requests(tmp_path / "requests.jsonl", count=2)

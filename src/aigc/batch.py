@@ -1,9 +1,10 @@
 """Batch work cut into shards, run on this machine or on a Ray cluster, resumable.
 
 Two jobs use it: generating from a file of requests (:func:`generate_file`, ``aigc generate RUN
---file``) and sampling a table run's rows shard by shard (:func:`synthesize_shards`, ``aigc
-synthesize --shard-size``). A job is a list of *tasks* (one request; or one shard's count of rows),
-cut into shards of ``shard_size`` tasks. Every task carries its own seed, derived from the job's
+--file``) and synthesizing a data set shard by shard (:func:`synthesize_shards`, ``aigc synthesize
+--shard-size``: a table run's rows, or a text run's records). A job is a list of *tasks* (one
+request; or one shard's count of rows, or its records' conditions), cut into shards of
+``shard_size`` tasks. Every task carries its own seed, derived from the job's
 seed and the task's position (:func:`task_seed`), never from the worker that runs it, so the
 results are the same whatever the shard size, the worker count, or whether Ray runs them.
 
@@ -38,6 +39,7 @@ from aigc.errors import AigcError, InvalidInput
 
 SHARD_SIZE = 64  # requests per shard: a few seconds of a small model, so a restart loses little
 ROWS_PER_SHARD = 10_000  # synthesis with --ray and no --shard-size: rows per shard
+RECORDS_PER_SHARD = 512  # the same for text records: 8 generation batches, a restart loses little
 
 SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop", "guidance")
 FIELDS = {"text": {"id", "prompt", "cond", "n", "seed", *SAMPLING}, "table": {"id", "cond", "n", "seed"}}
@@ -163,10 +165,10 @@ def _sampling(sampling: dict[str, Any]) -> dict[str, Any]:
 class ShardWorker:
     """One worker: loads the run once, then turns shards of tasks into result records.
 
-    ``work`` says what to do (``kind``: ``text`` or ``table`` requests, or ``rows`` of a synthesis
-    shard), which run, and which workspace (its root, catalog URL and artifact store), so a worker in
-    another process or on another node opens the same one. Torch gets ``threads`` threads here: one
-    per worker by default, and parallelism comes from the number of workers.
+    ``work`` says what to do (``kind``: ``text`` or ``table`` requests, or a synthesis shard's ``rows``
+    or text ``records``), which run, and which workspace (its root, catalog URL and artifact store),
+    so a worker in another process or on another node opens the same one. Torch gets ``threads``
+    threads here: one per worker by default, and parallelism comes from the number of workers.
     """
 
     def __init__(self, work: dict[str, Any], threads: int = 1):
@@ -179,13 +181,30 @@ class ShardWorker:
         self.kind = work["kind"]
         ws = Workspace(work["workspace"]["root"], db_url=work["workspace"]["db_url"],
                        artifacts=work["workspace"]["artifacts"])
-        self.gen = runs.load(ws, work["run"])
+        if self.kind == "records":  # the model itself and the copy index, as aigc.synthesis.text uses them
+            from aigc.safety.training import load_copy_index
+
+            self.gen = runs.load(ws, work["run"], safety=False)
+            self.copy_index = load_copy_index(ws.run_path(work["run"]))  # built by the driver if missing
+        else:
+            self.gen = runs.load(ws, work["run"])
 
     def __call__(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if self.kind == "rows":  # a synthesis shard: an error fails the job (the rows are one data set)
+        # A synthesis shard's error fails the job: its rows or records are one data set.
+        if self.kind == "rows":
             return [{"rows": _plain_rows(self.gen.sample(t["rows"], conditions=t["conditions"], seed=t["seed"],
                                                          constraints=t["constraints"]))} for t in tasks]
+        if self.kind == "records":
+            return [self._records(t) for t in tasks]
         return [self._request(t) for t in tasks]
+
+    def _records(self, t: dict[str, Any]) -> dict[str, Any]:
+        """A text synthesis shard: a text for each of its records' conditions, and what it drew."""
+        from aigc.synthesis.text import fill_records
+
+        texts, counts = fill_records(self.gen, t["combos"], self.copy_index, t["copy_threshold"], seed=t["seed"],
+                                     sampling=t["sampling"], what=t["what"])
+        return {"texts": texts, **counts}
 
     def _request(self, t: dict[str, Any]) -> dict[str, Any]:
         """One request's record; a request the run refuses (an unseen character, a blocked prompt,
@@ -345,8 +364,12 @@ def run_shards(work: dict[str, Any], shards: dict[int, list[dict[str, Any]]],
     # spawn: a fresh interpreter per worker (forking a process that already holds torch threads is unsafe)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_run_in_process, work, threads, tasks): i for i, tasks in shards.items()}
-        for future in as_completed(futures):
-            on_shard(futures[future], future.result())
+        try:
+            for future in as_completed(futures):
+                on_shard(futures[future], future.result())
+        except BaseException:  # a failed shard (or ^C) ends the job now: the shards not started never run
+            pool.shutdown(cancel_futures=True)
+            raise
     return workers
 
 
@@ -439,30 +462,51 @@ def synthesize_shards(ws: Any, run: str, n: int, out: str | Path, *, shard_size:
                       conditions: dict[str, Any] | None = None, constraints: list[dict[str, Any]] | None = None,
                       ingest: str | None = None, workers: int | None = 1, threads: int = 1, ray: str | None = None,
                       restart: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """``n`` rows of table run ``run`` written to ``out`` (CSV, TSV, Parquet, JSONL; labelled), made
-    shard by shard: shard ``k`` holds ``shard_size`` rows sampled with seed ``task_seed(seed, k)``.
+    """``n`` rows of table run ``run``, or ``n`` records of text run ``run``, written to ``out`` shard by
+    shard, labelled, as the one-call path (``aigc.synthesize``) writes them; with ``ingest``, also
+    ingested back as a dataset of that name. ``progress(done, total)`` counts rows or records.
 
-    The rows are a function of (``seed``, ``shard_size``) alone: the same locally, in worker
-    processes or on Ray. They differ from the one-call path (``aigc.synthesize``), whose single
-    sampling draws its batches by the total. ``progress(done, total)`` counts rows."""
-    from aigc import runs
+    Shard ``k`` draws with seed ``task_seed(seed, k)``, so the output is a function of (``seed``,
+    ``shard_size``) alone: the same locally, in worker processes or on Ray. It differs from the
+    one-call path's, which draws with ``seed`` itself. Image runs are refused: their output is a
+    folder of PNGs, not shard-sized lines."""
     from aigc.synthesis import ingest_back, run_modality
-    from aigc.synthesis.tables import check_out, write_table
 
     out = Path(out)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000_000:
-        raise InvalidInput(f"n must be a whole number of rows from 1 to 10,000,000, got {n!r}")
     modality = run_modality(ws, run)
-    if modality != "table":
-        raise InvalidInput(f"sharded synthesis (--shard-size, --ray) samples table runs, and {run} is a {modality} "
-                           "run: leave those options out")
-    check_out(out)
+    if modality not in ("table", "text"):
+        a = "an" if modality[:1] in tuple("aeiou") else "a"
+        raise InvalidInput(f"sharded synthesis (--shard-size, --ray) makes table rows and text records, and {run} "
+                           f"is {a} {modality} run: synthesize it without those options")
     if ingest is not None:
         from aigc.workspace import check_name
 
         check_name(ingest, "dataset name")
         if ws.has_dataset(ingest):
             raise InvalidInput(f"dataset {ingest!r} already exists: pick another --ingest name")
+    where = {"workers": workers, "threads": threads, "ray": ray}
+    if modality == "table":
+        summary = _table_shards(ws, run, n, out, shard_size, seed, conditions, constraints, where, restart, progress)
+    elif constraints:
+        raise InvalidInput("constraints apply to table runs only")
+    else:
+        summary = _text_shards(ws, run, n, out, shard_size, seed, conditions, where, restart, progress)
+    if ingest is not None:
+        summary["ingested"] = ingest_back(ws, run, modality, out, ingest)
+    return summary
+
+
+def _table_shards(ws: Any, run: str, n: int, out: Path, shard_size: int | None, seed: int,
+                  conditions: dict[str, Any] | None, constraints: list[dict[str, Any]] | None, where: dict[str, Any],
+                  restart: bool, progress: Progress | None) -> dict[str, Any]:
+    """A table run's rows: shard ``k`` holds ``shard_size`` rows sampled with seed ``task_seed(seed, k)``
+    (the one-call path's single sampling draws its batches by the total)."""
+    from aigc import runs
+    from aigc.synthesis.tables import check_out, write_table
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000_000:
+        raise InvalidInput(f"n must be a whole number of rows from 1 to 10,000,000, got {n!r}")
+    check_out(out)
     gen = runs.load(ws, run)  # the request checked here, before any worker starts
     conds = gen.check_conditions(conditions)
     gen.check_constraints(constraints)
@@ -473,6 +517,58 @@ def synthesize_shards(ws: Any, run: str, n: int, out: str | Path, *, shard_size:
     parts = Parts(out, {"job": "synthesize", "run": run, "run_step": ws.get_run(run).get("step"), "n": n,
                         "seed": seed, "conditions": conds, "constraints": constraints or [], "shard_size": size},
                   [1] * len(tasks))
+    used, seconds, done = _run_synthesis(ws, "rows", run, parts, tasks, counts, where, restart, progress)
+    import pandas as pd
+
+    from aigc.provenance.labels import new_produce_id
+
+    rows = [row for line in parts.lines() for row in json.loads(line)["rows"]]
+    write_table(pd.DataFrame(rows, columns=gen.columns), out, _labeller(ws)(new_produce_id()))
+    return {"run": run, "modality": "table", "path": str(out), "n": len(rows), **used, "shard_size": size,
+            "seconds": round(seconds, 2), "rows_per_s": _rate(done, seconds), "conditions": conditions or {}}
+
+
+def _text_shards(ws: Any, run: str, n: int, out: Path, shard_size: int | None, seed: int,
+                 conditions: dict[str, Any] | None, where: dict[str, Any], restart: bool,
+                 progress: Progress | None) -> dict[str, Any]:
+    """A text run's records: their conditions drawn once here with ``seed``, as the one-call path
+    draws them, then shard ``k`` fills its ``shard_size`` records with seed ``task_seed(seed, k)``
+    (:func:`aigc.synthesis.text.fill_records`: the same drops of empty records and copies of training
+    text). Record ``i``'s ProduceID derives from the job and ``i``, so the file is byte-identical
+    wherever the shards ran."""
+    from aigc.provenance.labels import write_jsonl
+    from aigc.synthesis.text import text_job, text_summary
+
+    job = text_job(ws, run, n, out, conditions=conditions, seed=seed, max_new_tokens=None, temperature=1.0,
+                   top_p=0.95)
+    size = _check_size(shard_size or RECORDS_PER_SHARD)
+    starts = range(0, n, size)
+    tasks = [{"combos": job.combos[a:a + size], "seed": task_seed(seed, k), "sampling": job.sampling,
+              "copy_threshold": job.threshold,
+              "what": f"run {run!r}, shard {k} (records {a} to {min(a + size, n) - 1}),"}
+             for k, a in enumerate(starts)]
+    manifest = {"job": "synthesize", "run": run, "run_step": ws.get_run(run).get("step"), "n": n, "seed": seed,
+                "conditions": conditions or {}, "sampling": job.sampling, "copy_threshold": job.threshold,
+                "shard_size": size}
+    parts = Parts(out, manifest, [1] * len(tasks))
+    used, seconds, done = _run_synthesis(ws, "records", run, parts, tasks, [len(t["combos"]) for t in tasks], where,
+                                         restart, progress)
+    shards = [json.loads(line) for line in parts.lines()]
+    texts = [t for shard in shards for t in shard["texts"]]
+    counts = {k: sum(shard[k] for shard in shards) for k in ("drawn", "dropped_copies", "dropped_empty")}
+    records = [{"text": t, **combo} for t, combo in zip(texts, job.combos)]
+    base = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:32]
+    label = _labeller(ws)(base)
+    write_jsonl(out, records, lambda i, _r: {**label, "ProduceID": f"{base}-{i:06d}"})
+    return {"run": run, "modality": "text", "path": str(out), **text_summary(job, records, counts, seed), **used,
+            "shard_size": size, "seconds": round(seconds, 2), "records_per_s": _rate(done, seconds)}
+
+
+def _run_synthesis(ws: Any, kind: str, run: str, parts: Parts, tasks: list[dict[str, Any]], counts: list[int],
+                   where: dict[str, Any], restart: bool, progress: Progress | None) -> tuple[dict, float, int]:
+    """The shards not yet under ``parts`` run (shard ``i``: task ``i``, making ``counts[i]`` rows or
+    records) and are written there, one JSON line each. Returns what the summary says of the shards,
+    the seconds taken and the rows or records made this time."""
     pending = parts.open(restart)
     todo = sum(counts[i] for i in pending)
     done = 0
@@ -485,19 +581,7 @@ def synthesize_shards(ws: Any, run: str, n: int, out: str | Path, *, shard_size:
         if progress is not None:
             progress(done, todo)
 
-    used = run_shards(_work(ws, "rows", run), {i: [tasks[i]] for i in pending}, on_shard, workers=workers,
-                      threads=threads, ray=ray)
-    seconds = time.perf_counter() - t0
-    import pandas as pd
-
-    from aigc.provenance.labels import new_produce_id
-
-    rows = [row for line in parts.lines() for row in json.loads(line)["rows"]]
-    write_table(pd.DataFrame(rows, columns=gen.columns), out, _labeller(ws)(new_produce_id()))
-    summary = {"run": run, "modality": "table", "path": str(out), "n": len(rows), "shards": len(tasks),
-               "shard_size": size, "skipped_shards": len(tasks) - len(pending), "workers": used,
-               "where": f"ray {ray}" if ray else "local", "seconds": round(seconds, 2),
-               "rows_per_s": _rate(done, seconds), "conditions": conditions or {}}
-    if ingest is not None:
-        summary["ingested"] = ingest_back(ws, run, "table", out, ingest)
-    return summary
+    used = run_shards(_work(ws, kind, run), {i: [tasks[i]] for i in pending}, on_shard, **where)
+    ray = where["ray"]
+    return ({"shards": len(tasks), "skipped_shards": len(tasks) - len(pending), "workers": used,
+             "where": f"ray {ray}" if ray else "local"}, time.perf_counter() - t0, done)

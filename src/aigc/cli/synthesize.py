@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aigc.batch import ROWS_PER_SHARD
+from aigc.batch import RECORDS_PER_SHARD, ROWS_PER_SHARD
 from aigc.cli.common import JsonOpt, RateProgress, ThreadsOpt, WorkspaceOpt, fmt, out, parse_pairs, threads
 from aigc.errors import InvalidInput
 
@@ -53,17 +53,18 @@ def synthesize(
     ingest: Annotated[str | None, typer.Option("--ingest", help="Also ingest the result as a dataset of this name.",
                                                show_default=False)] = None,
     shard_size: Annotated[int | None, typer.Option(
-        "--shard-size", min=1, help="Tables: sample in shards of this many rows, shard k with a seed of its own "
-        "derived from --seed (the rows then depend on --seed and --shard-size, not on where shards run); "
+        "--shard-size", min=1, help="Tables and text: make shards of this many rows or records, shard k with a seed "
+        "of its own derived from --seed (the output then depends on --seed and --shard-size, not on where shards run); "
         "finished shards are kept, and a restarted job skips them.", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", min=1, help="Sharded tables: workers, each loading the run once and running --threads torch "
+        "--workers", min=1, help="Sharded synthesis: workers, each loading the run once and running --threads torch "
         "threads (default 1 here); default 1 worker, with --ray one per CPU of the cluster.",
         show_default=False)] = None,
     ray: Annotated[str | None, typer.Option(
-        "--ray", help="Tables: sample the shards on a Ray cluster: auto, HOST:PORT of its head, or local "
-        f"(started here); --shard-size defaults to {ROWS_PER_SHARD:,} rows then.", show_default=False)] = None,
-    restart: Annotated[bool, typer.Option("--restart", help="Sharded tables: discard the finished shards under "
+        "--ray", help="Tables and text: make the shards on a Ray cluster: auto, HOST:PORT of its head, or local "
+        f"(started here); --shard-size defaults to {ROWS_PER_SHARD:,} rows or {RECORDS_PER_SHARD} records then.",
+        show_default=False)] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Sharded synthesis: discard the finished shards under "
                                           "OUT.parts and start over.")] = False,
     threads_: ThreadsOpt = None,
     workspace: WorkspaceOpt = None,
@@ -85,7 +86,8 @@ def synthesize(
                                     workers=workers if workers is not None or ray else 1, threads=threads_ or 1,
                                     **options)
     elif workers is not None or restart:
-        raise InvalidInput("--workers and --restart apply to sharded synthesis: add --shard-size ROWS (or --ray)")
+        raise InvalidInput("--workers and --restart apply to sharded synthesis (table and text runs): add "
+                           "--shard-size N (rows or records per shard), or --ray")
     else:
         threads(threads_)
         summary = aigc.synthesize(run, n=n, out=out_path, workspace=ws, **options)

@@ -21,6 +21,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,42 @@ def synthesize_text(ws: Workspace, run: str, n: int, out: Path, *, conditions: d
     given follow the train records that have the asked values). A record whose longest span copied
     from the training text reaches the policy's ``copy_guard.threshold``, or that is empty, is
     dropped and drawn again. ``max_new_tokens`` defaults to 1.2 x the 99th percentile of the train
-    records' token lengths. Deterministic for a seed.
+    records' token lengths. Deterministic for a seed. :func:`aigc.batch.synthesize_shards` makes the
+    same kind of file shard by shard, from the same :func:`text_job` and :func:`fill_records`.
     """
-    from aigc.generation import TextGenerator
     from aigc.provenance.labels import new_produce_id, write_jsonl
     from aigc.safety.guard import guard_for
+
+    job = text_job(ws, run, n, out, conditions=conditions, seed=seed, max_new_tokens=max_new_tokens,
+                   temperature=temperature, top_p=top_p)
+    start = time.perf_counter()
+    texts, counts = fill_records(job.gen, job.combos, job.copy_index, job.threshold, seed=seed, sampling=job.sampling,
+                                 what=f"run {run!r}", progress=progress)
+    records = [{"text": t, **combo} for t, combo in zip(texts, job.combos)]
+    label = guard_for(ws).label(new_produce_id())
+    write_jsonl(out, records, lambda i, _r: {**label, "ProduceID": f"{label['ProduceID']}-{i:06d}"})
+    seconds = time.perf_counter() - start
+    return {"run": run, "path": str(out), **text_summary(job, records, counts, seed), "seconds": round(seconds, 3),
+            "records_per_s": round(n / max(seconds, 1e-9), 2)}
+
+
+@dataclass
+class TextJob:
+    """A checked text synthesis: the model, each record's conditions, how to sample, the copy guard."""
+
+    gen: Any  # aigc.generation.TextGenerator, loaded without the safety rails (the copy guard is ours)
+    combos: list[dict[str, str]]  # record i's condition values
+    sampling: dict[str, Any]  # max_new_tokens, temperature, top_p
+    copy_index: Any  # the run's copy index (None: nothing to compare with)
+    threshold: int  # a record copying a span this long from the training text is dropped
+    cols: list[str]  # the run's condition columns
+
+
+def text_job(ws: Workspace, run: str, n: int, out: Path, *, conditions: dict | None, seed: int,
+             max_new_tokens: int | None, temperature: float, top_p: float) -> TextJob:
+    """Everything checked before a record is drawn, and the ``n`` records' conditions drawn with
+    ``seed`` (see :func:`synthesize_text`); builds the run's copy index once if it has none."""
+    from aigc.generation import TextGenerator
 
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000_000:
         raise InvalidInput(f"n must be a whole number of records from 1 to 10,000,000, got {n!r}")
@@ -78,8 +110,18 @@ def synthesize_text(ws: Workspace, run: str, n: int, out: Path, *, conditions: d
     mnt = max_new_tokens if max_new_tokens is not None else _default_max_tokens(gen, train)
     combos = _draw_combos([r.cond for r in train], cols, asked, n, np.random.default_rng(seed))
     index, threshold = copy_guard(ws, run_dir, train)
+    return TextJob(gen, combos, {"max_new_tokens": mnt, "temperature": temperature, "top_p": top_p}, index,
+                   threshold, list(cols))
 
-    start = time.perf_counter()
+
+def fill_records(gen, combos: list[dict[str, str]], index, threshold: int, *, seed: int, sampling: dict[str, Any],
+                 what: str, progress: Callable[[int, int], None] | None = None) -> tuple[list[str], dict[str, int]]:
+    """One text for each of ``combos``, in order, and the counts ``drawn``, ``dropped_copies`` and
+    ``dropped_empty``. Records of one combination are generated together in batches of :data:`BATCH`
+    seeded ``seed``, ``seed + 1``...; an empty text, or one whose longest span found in ``index``
+    reaches ``threshold``, is dropped and drawn again. Past :data:`MAX_DRAWS_PER_RECORD` draws a record
+    it fails (``what`` names who gave too few) rather than return fewer."""
+    n = len(combos)
     texts: list[str | None] = [None] * n
     slots: dict[tuple, list[int]] = {}
     for i, combo in enumerate(combos):
@@ -91,11 +133,11 @@ def synthesize_text(ws: Workspace, run: str, n: int, out: Path, *, conditions: d
         while at < len(todo):
             if drawn >= limit:
                 raise InvalidInput(
-                    f"run {run!r} gave only {done} usable records of {n} in {drawn} draws ({copies} copied "
+                    f"{what} gave only {done} usable records of {n} in {drawn} draws ({copies} copied "
                     f"{threshold}+ characters of training text, {empty} were empty): nothing was written; "
                     "sample with a higher temperature, or train the run on more data / for fewer steps")
-            got = gen.generate("", n=min(BATCH, len(todo) - at), cond=dict(key) or None, max_new_tokens=mnt,
-                               temperature=temperature, top_p=top_p, seed=seed + batch_no)
+            got = gen.generate("", n=min(BATCH, len(todo) - at), cond=dict(key) or None, seed=seed + batch_no,
+                               **sampling)
             batch_no += 1
             for text in got:
                 drawn += 1
@@ -111,15 +153,16 @@ def synthesize_text(ws: Workspace, run: str, n: int, out: Path, *, conditions: d
                         break
             if progress is not None:
                 progress(done, n)
-    records = [{"text": t, **combo} for t, combo in zip(texts, combos)]
-    label = guard_for(ws).label(new_produce_id())
-    write_jsonl(out, records, lambda i, _r: {**label, "ProduceID": f"{label['ProduceID']}-{i:06d}"})
-    seconds = time.perf_counter() - start
-    return {"run": run, "path": str(out), "n": n, "drawn": drawn, "kept": n, "dropped_copies": copies,
-            "dropped_empty": empty, "copy_threshold": threshold,
-            "conditions": {c: dict(Counter(r[c] for r in records).most_common()) for c in cols},
-            "sampling": {"seed": seed, "temperature": temperature, "top_p": top_p, "max_new_tokens": mnt},
-            "seconds": round(seconds, 3), "records_per_s": round(n / max(seconds, 1e-9), 2)}
+    return texts, {"drawn": drawn, "dropped_copies": copies, "dropped_empty": empty}
+
+
+def text_summary(job: TextJob, records: list[dict], counts: dict[str, int], seed: int) -> dict[str, Any]:
+    """What a synthetic text set holds and what it cost: records, draws and drops, conditions, sampling."""
+    return {"n": len(records), "drawn": counts["drawn"], "kept": len(records),
+            "dropped_copies": counts["dropped_copies"], "dropped_empty": counts["dropped_empty"],
+            "copy_threshold": job.threshold,
+            "conditions": {c: dict(Counter(r[c] for r in records).most_common()) for c in job.cols},
+            "sampling": {"seed": seed, **{k: job.sampling[k] for k in ("temperature", "top_p", "max_new_tokens")}}}
 
 
 def _run_dir_and_train(ws: Workspace, run: str) -> tuple[Path, list[TextRecord]]:
