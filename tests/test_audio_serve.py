@@ -115,7 +115,9 @@ def test_b64_clips_decode_at_the_dataset_rate_and_length(http, audio_ws):
         assert sr == SR and len(wave) == _samples(audio_ws) + _cue_samples(r)
         assert np.isfinite(wave).all() and np.abs(wave).max() > 0
         assert Image.open(io.BytesIO(base64.b64decode(d["b64_png"]))).size == (16, 16)
-    assert r["aigc_label"]["ProduceID"] and logbook.get(audio_ws, r["id"])["run"] == "mel"
+    row = logbook.get(audio_ws, r["id"])
+    assert r["aigc_label"]["ProduceID"] and row["run"] == "mel"
+    assert row["options"]["inverter"] == r["inverter"]  # the log says what made the sound, not only the mels
     every = _post(http, n=3, seed=1, response_format="b64_json")  # no label: each class in turn, named per clip
     assert every["label"] is None and [d["label"] for d in every["data"]] == read_spec(audio_ws.run_path("mel"))["classes"]
 
@@ -221,3 +223,16 @@ def test_the_policy_can_turn_the_cue_off(http, audio_ws):
         policy_path(audio_ws).unlink()
     wave, _ = _wave(base64.b64decode(r["data"][0]["b64_wav"]))
     assert r["audio_cue"] is False and len(wave) == _samples(audio_ws)
+
+
+def test_the_engine_logs_the_inverter_that_made_the_sound_it_wrote(audio_ws):
+    from aigc.engine import Engine, ImageRequest
+
+    engine = Engine(audio_ws, max_batch=2)
+    try:
+        result = engine.submit(ImageRequest("mel", n=1, seed=3)).wait()
+    finally:
+        engine.close()
+    assert Path(result.paths[0]).with_suffix(".wav").exists()  # the engine wrote the sound itself
+    options = logbook.get(audio_ws, result.id)["options"]
+    assert options["inverter"] == {"inverter": "voc", "kind": "vocoder"}  # auto: the dataset's vocoder run

@@ -98,6 +98,7 @@ class ImageRequest:
     endpoint: str = "python"
     key_id: str | None = None
     write_audio: bool = True  # a run on audio clips: also write a WAV per sample (its caller may do it)
+    log_options: dict[str, Any] = field(default_factory=dict)  # recorded in the log row, never sampled with
 
 
 @dataclass
@@ -976,7 +977,11 @@ class Engine:
             out_dir.parent.mkdir(parents=True, exist_ok=True)
             tmp.replace(out_dir)
             result.paths = [str(out_dir / Path(p).name) for p in paths]
+            heard = {}  # a run on audio clips: which inverter made the sound the row points at
+            if getattr(entry.generator, "audio", None) and req.write_audio:
+                heard = {"inverter": entry.generator.inverter.describe()}
             row = {"endpoint": req.endpoint, "prompt": (req.cond or {}).get("label", ""), "key_id": req.key_id,
-                   "options": {**req.options, "n": req.n, "cond": req.cond or {}, "seed": req.seed},
+                   "options": {**req.options, **heard, **req.log_options, "n": req.n, "cond": req.cond or {},
+                               "seed": req.seed},
                    "output": {"images": [str(Path(p).relative_to(self.ws.root)) for p in result.paths]}}
         self._finish("image", handle, result, row)

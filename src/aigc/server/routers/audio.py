@@ -134,7 +134,8 @@ async def generate(body: AudioGenerateRequest, request: Request) -> dict[str, An
     options = {k: v for k, v in (("steps", body.steps), ("guidance", body.guidance)) if v is not None}
     req = ImageRequest(model=body.model, n=body.n, cond={"label": label} if label else None, seed=body.seed,
                        options=options, timeout=body.timeout, endpoint="/api/audio/generate",
-                       write_audio=False)  # the WAVs come from the inverter this request asks for, below
+                       write_audio=False,  # the WAVs come from the inverter this request asks for, below
+                       log_options={"inverter": inverter.describe()})
     handle, events = await submit(request, req)
     result = await drain(handle, events)
     cue = await run_in_threadpool(_audio_cue, ws, result)
