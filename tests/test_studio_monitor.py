@@ -126,6 +126,22 @@ def test_monitor_page_shows_the_planted_alert_explained_and_the_posts_behind_it(
     assert samples and all(COMPLAINT in s for s in samples)
     assert day(SPIKE) in card.locator(".change").text_content()
 
+    # hour by hour: a bar per hour of the 40 days, the same posts in all, the markers on the spike days' hours;
+    # a click on an hour lists that hour's posts only; back to the stream's own period (day)
+    page.select_option("#monitor-period", "hour")
+    page.wait_for_selector("#monitor-chart[data-period=hour]")
+    hourly = page.eval_on_selector_all("#monitor-chart .bars rect.bar", "bs => bs.map(b => +b.dataset.volume)")
+    assert sum(hourly) == 40 * DAYS and len(hourly) > DAYS and max(hourly) < 40
+    hour_marks = page.eval_on_selector_all("#monitor-chart .alert-marker", "ms => ms.map(m => m.dataset.period)")
+    assert hour_marks and {p[:10] for p in hour_marks} <= {day(SPIKE + i) for i in range(3)}
+    busiest = page.eval_on_selector_all("#monitor-chart .hit", "hs => hs.map(h => h.dataset.t)")[hourly.index(max(hourly))]
+    page.dispatch_event(f"#monitor-chart .hit[data-t='{busiest}']", "click")  # a column under a pixel wide
+    page.wait_for_selector(f"#monitor-posts[data-start='{busiest}'] .post")
+    assert page.locator("#monitor-posts .post").count() == max(hourly)
+    page.select_option("#monitor-period", "")
+    page.wait_for_selector("#monitor-chart[data-period=day]")
+    assert page.locator("#monitor-chart .bars rect.bar").count() == DAYS
+
     # a click on the first marker lists that day's posts: all 40, 16 of them negative, with label and probability
     page.click(f"#monitor-chart .alert-marker[data-period='{first}'] .alert-flag")
     page.wait_for_selector(f"#monitor-posts[data-start='{first}'] .post")

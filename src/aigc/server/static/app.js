@@ -84,7 +84,8 @@ const I18N = {
     "assist.confidence": "confidence {c}", "assist.queue": "Hand-off queue", "assist.reason": "Reason",
     "assist.question": "Question", "assist.close": "Close", "assist.no_handoffs": "No open hand-offs.",
     "assist.chunk": "Chunk {id} · {doc}", "assist.hide": "Hide",
-    "tab.monitor": "Monitor", "mon.stream": "Stream", "mon.topic": "Topic", "mon.all": "All posts", "mon.alerts": "Alerts",
+    "tab.monitor": "Monitor", "mon.stream": "Stream", "mon.topic": "Topic", "mon.period": "Period",
+    "mon.period_stream": "as the stream", "mon.hour": "hour", "mon.day": "day", "mon.all": "All posts", "mon.alerts": "Alerts",
     "mon.no_streams": "No monitor streams yet: create one with `aigc monitor set NAME --model MODEL`.",
     "mon.no_posts": "No posts in this stream yet.", "mon.no_alerts": "No alerts.", "mon.loading": "Loading…",
     "mon.status": "{items} posts · {alerts} alerts", "mon.posts_axis": "posts", "mon.share_axis": "negative share",
@@ -180,7 +181,8 @@ const I18N = {
     "assist.confidence": "置信度 {c}", "assist.queue": "人工队列", "assist.reason": "原因",
     "assist.question": "问题", "assist.close": "关闭", "assist.no_handoffs": "没有待处理的人工转接。",
     "assist.chunk": "片段 {id} · {doc}", "assist.hide": "收起",
-    "tab.monitor": "舆情监测", "mon.stream": "数据流", "mon.topic": "话题", "mon.all": "全部帖子", "mon.alerts": "预警",
+    "tab.monitor": "舆情监测", "mon.stream": "数据流", "mon.topic": "话题", "mon.period": "时段",
+    "mon.period_stream": "按数据流设置", "mon.hour": "小时", "mon.day": "天", "mon.all": "全部帖子", "mon.alerts": "预警",
     "mon.no_streams": "还没有监测数据流：请用 `aigc monitor set 名称 --model 模型` 创建。",
     "mon.no_posts": "此数据流还没有帖子。", "mon.no_alerts": "没有预警。", "mon.loading": "加载中……",
     "mon.status": "{items} 条帖子 · {alerts} 条预警", "mon.posts_axis": "帖子数", "mon.share_axis": "负面占比",
@@ -1379,7 +1381,9 @@ async function loadMonitorStream() {
   const token = ++monitorToken;
   $("#monitor-status").textContent = t("mon.loading");
   const base = `/api/monitor/${encodeURIComponent(name)}`;
-  const [trends, alerts] = await Promise.all([(await api(`${base}/trends`)).json(), (await api(`${base}/alerts?limit=500`)).json()]);
+  const period = $("#monitor-period").value;  // "" = the stream's own period
+  const [trends, alerts] = await Promise.all([(await api(`${base}/trends${period ? `?period=${period}` : ""}`)).json(),
+    (await api(`${base}/alerts?limit=500`)).json()]);
   if (token !== monitorToken) return;
   if (!monitorView || monitorView.stream !== name) monitorPosts = null;
   monitorView = { stream: name, trends, alerts: alerts.alerts };
@@ -1417,7 +1421,7 @@ function monitorChart(stream, series, alerts, period) {
   const sv = (v) => T + (1 - v / vtop) * (H - T - B);
   const ss = (s) => T + (1 - s) * (H - T - B);
   const chart = svg("svg", { id: "monitor-chart", class: "chart monitor", viewBox: `0 0 ${W} ${H}`, role: "img",
-    "data-stream": stream, "data-topic": series.topic, "aria-label": `${t("mon.posts_axis")} / ${t("mon.share_axis")}` });
+    "data-stream": stream, "data-topic": series.topic, "data-period": period, "aria-label": `${t("mon.posts_axis")} / ${t("mon.share_axis")}` });
   const grid = svg("g", { class: "grid" }), ticks = svg("g", { class: "ticks" });
   for (const v of vTicks) {
     grid.append(svg("line", { x1: L, x2: W - R, y1: sv(v), y2: sv(v) }));
@@ -1461,8 +1465,8 @@ function monitorChart(stream, series, alerts, period) {
   chart.append(hits);
   const index = new Map(pts.map((p, i) => [Date.parse(p.t), i]));
   const byPeriod = new Map();
-  for (const a of alerts) {
-    const i = index.get(Date.parse(a.period));
+  for (const a of alerts) {  // an alert sits on the shown period that holds its own (alerts keep the stream's)
+    const i = index.get(Math.floor(Date.parse(a.period) / periodMs(period)) * periodMs(period));
     if (a.kind !== "alert" || i === undefined) continue;
     if (!byPeriod.has(i)) byPeriod.set(i, []);
     byPeriod.get(i).push(a);
@@ -1702,6 +1706,10 @@ $("#chat-new").addEventListener("click", newConversation);
 $("#handoff-refresh").addEventListener("click", () => loadHandoffs().catch((e) => banner(e.message)));
 $("#monitor-stream").addEventListener("change", () => loadMonitorStream().catch((e) => { $("#monitor-status").textContent = e.message; }));
 $("#monitor-topic").addEventListener("change", () => { monitorPosts = null; renderMonitor(); });
+$("#monitor-period").addEventListener("change", () => {
+  monitorPosts = null;
+  loadMonitorStream().catch((e) => { $("#monitor-status").textContent = e.message; });
+});
 $("#monitor-refresh").addEventListener("click", () => loadMonitor().catch((e) => { $("#monitor-status").textContent = e.message; }));
 applyLang();
 loadRuns().catch((e) => banner(e.message));
