@@ -72,7 +72,8 @@ def _one_record(path: Path, lines: bool, n_read: int, drops: Sequence[Drop]) -> 
     )
 
 
-def _write_jsonl(path: Path, rows: Sequence[tuple[str, dict[str, str]]]) -> None:
+def write_split(path: Path, rows: Sequence[tuple[str, dict[str, str]]]) -> None:
+    """One split of a text dataset: a JSONL line ``{"text", "cond"}`` per record (music ingests the same)."""
     with path.open("w", encoding="utf-8", newline="\n") as f:
         for text, cond in rows:
             f.write(json.dumps({"text": text, "cond": cond}, ensure_ascii=False))
@@ -183,7 +184,7 @@ def ingest_text(
     card["pii"] = pii_report.to_card(policy_version)
     with ws.staging("dataset") as staged:
         for s in SPLITS:
-            _write_jsonl(staged / f"{s}.jsonl", rows[s])
+            write_split(staged / f"{s}.jsonl", rows[s])
         write_json_atomic(staged / "card.json", card)
         ws.publish(staged, dest, replace=replace)
     ws.register_dataset(name, "text", card["source"], card)

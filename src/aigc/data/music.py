@@ -81,7 +81,7 @@ import numpy as np
 from aigc.data.cards import build_card
 from aigc.data.clean import Drop
 from aigc.data.conditions import DEFAULT_MIN_COND_COUNT, check_min_count
-from aigc.data.ingest import _write_jsonl
+from aigc.data.ingest import write_split
 from aigc.data.sources import RawSource
 from aigc.data.split import SPLITS, check_fractions, hash_split, hash_unit
 from aigc.errors import AlreadyExists, InvalidInput
@@ -638,7 +638,7 @@ def ingest_music(
         card["music21"] = found.corpus
     with ws.staging("dataset") as staged:
         for s in SPLITS:
-            _write_jsonl(staged / f"{s}.jsonl", rows[s])
+            write_split(staged / f"{s}.jsonl", rows[s])
         tokenizer.save(staged, filename=TOKENIZER_FILE)
         write_json_atomic(staged / "card.json", card)
         ws.publish(staged, dest, replace=replace)
