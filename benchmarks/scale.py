@@ -46,10 +46,14 @@ def aigc(*args: str, env: dict | None = None, cwd: Path | None = None) -> float:
 # -- training ----------------------------------------------------------------------------------
 
 
-def _steps_per_s(run_dir: Path, skip: int) -> float:
-    """Training steps per second after the first ``skip`` (compilation, caches, process start-up)."""
+def _train_rows(run_dir: Path) -> list[dict]:
+    """The training-step rows of a run's metrics.jsonl (validation rows left out)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if "train_loss" in r]
+    return [r for r in rows if "train_loss" in r]
+
+
+def _steps_per_s(rows: list[dict], skip: int) -> float:
+    """Training steps per second after the first ``skip`` (compilation, caches, process start-up)."""
     first = next(r for r in rows if r["step"] >= skip)
     last = rows[-1]
     return (last["step"] - first["step"]) / (last["time"] - first["time"])
@@ -72,9 +76,8 @@ def part_train(steps: int, batch: int) -> dict:
                         str(ws), "--max-steps", str(steps), "--eval-every", str(10 * steps), "--seed", "0",
                         "--batch-size", str(batch // procs), "--devices", str(procs),
                         env={"AIGC_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)})
-            rate = _steps_per_s(ws / "runs" / run, 10)
-            rows = [json.loads(line) for line in (ws / "runs" / run / "metrics.jsonl").read_text().splitlines()]
-            loss = [r["train_loss"] for r in rows if "train_loss" in r][-1]
+            rows = _train_rows(ws / "runs" / run)
+            rate, loss = _steps_per_s(rows, 10), rows[-1]["train_loss"]
             row = {"config": name, "processes": procs, "threads_per_process": max(1, threads // procs),
                    "batch_per_process": batch // procs, "steps_per_s": round(rate, 3),
                    "samples_per_s": round(rate * batch, 1), "wall_s": round(wall, 1), "last_train_loss": loss}

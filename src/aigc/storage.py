@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from aigc.errors import ArtifactStoreError, InvalidInput, NotFound
+from aigc.workspace import write_json_atomic
 
 MANIFEST = "_COMMITTED.json"  # in a version folder, and in a local copy (what it was downloaded as)
 LATEST = "LATEST"
@@ -132,7 +133,7 @@ class ArtifactStore:
         staged = Path(tempfile.mkdtemp(prefix=f"fetch-{local.name}-", dir=tmp_dir))
         try:
             self._download(key, manifest, staged)
-            _write_json_file(staged / MANIFEST, manifest)
+            write_json_atomic(staged / MANIFEST, manifest)
             local.parent.mkdir(parents=True, exist_ok=True)
             _install(staged, local, tmp_dir)
         finally:
@@ -343,7 +344,7 @@ class Mirror:
         if key is None:
             return None
         manifest = self.store.put_folder(folder, key)
-        _write_json_file(folder / MANIFEST, manifest)
+        write_json_atomic(folder / MANIFEST, manifest)
         self.current.add((str(dest), manifest["version"]))
         return manifest
 
@@ -409,12 +410,6 @@ def _install(staged: Path, dest: Path, tmp_dir: Path) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_json_file(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _error_code(e: BaseException) -> str | None:

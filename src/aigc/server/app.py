@@ -220,7 +220,7 @@ class Gate:
             await send(message)
 
         try:
-            return await self._serve(scope, receive, path, ws, counting_send)
+            return await self._serve(scope, receive, path, ws, counting_send, status)
         except Exception as e:
             if status["started"] or not _catalog_down(e):
                 raise
@@ -234,7 +234,7 @@ class Gate:
             route = scope.get("route")
             metrics.requests.labels(path=getattr(route, "path", "other"), status=str(status["code"])).inc()
 
-    async def _serve(self, scope, receive, path: str, ws: Workspace, counting_send) -> None:
+    async def _serve(self, scope, receive, path: str, ws: Workspace, counting_send, status: dict) -> None:
         if not (path in OPEN_PATHS or path in PAGE_PATHS or path.startswith("/static/")):
             if self._keys_required(ws):
                 header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
@@ -265,23 +265,16 @@ class Gate:
                 return await error_response(413, f"the request body is over the {limit}-byte limit",
                                             code="body_too_large",
                                             headers={"Connection": "close"})(scope, self._nothing, counting_send)
-        started = False
-
-        async def watching_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await counting_send(message)
-
         try:
-            await self.app(scope, receive, watching_send)
+            await self.app(scope, receive, counting_send)
         except Exception as e:  # noqa: BLE001 - a bug of ours; see the class docstring
-            if started:  # a stream already under way: uvicorn closes it
+            if status["started"]:  # a stream already under way: uvicorn closes it
                 log.exception("unhandled error in %s %s", scope["method"], path)
                 raise
             if _catalog_down(e):
                 raise  # answered with a 503 by __call__
             log.exception("unhandled error in %s %s", scope["method"], path)
-            await error_response(500, f"internal error: {type(e).__name__}: {e}")(scope, receive, watching_send)
+            await error_response(500, f"internal error: {type(e).__name__}: {e}")(scope, receive, counting_send)
 
     @staticmethod
     async def _read_chunked(receive, limit: int):
