@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import aigc
@@ -169,12 +170,36 @@ def test_bad_sample_count_is_refused_before_any_work(ws) -> None:
 def test_a_set_without_classes_gets_the_rotation_classifier(ws) -> None:
     d = ws.dataset_path("tones")
     train, test = read_image_split(d, "train"), read_image_split(d, "test")
+    features = json.loads((d / "card.json").read_text(encoding="utf-8"))["features"]
     judge = AudioJudge.for_dataset(ws, "tones-unlabelled", ImageSplit(train.images[::4], None, []),
-                                   to_tensor(test.images), None)
-    assert judge.kind == "rotation" and judge.describe()["key"] == "tones-unlabelled.audio.rotation"
+                                   to_tensor(test.images), None, features)
+    assert judge.kind == "rotation" and judge.describe()["key"] == "tones-unlabelled.audio-gl.rotation"
+    n = len(train.images[::4])  # each clip also heard through Griffin-Lim, all four turns of both
+    assert judge.info["n_extra"] == 4 * n and judge.info["n_train"] == 8 * n
     assert judge.inception(to_tensor(test.images)) is None
     report = judge.report(to_tensor(test.images), to_tensor(train.images[: len(test.images)]))
     assert math.isfinite(report["fd"]) and report["inception_score"] is None
+
+
+def test_the_judge_also_learns_clips_heard_through_griffin_lim_and_reuses_itself(ws, monkeypatch) -> None:
+    import aigc.audio_generation as ag
+
+    d = ws.dataset_path("tones")
+    train, test = read_image_split(d, "train"), read_image_split(d, "test")
+    features = json.loads((d / "card.json").read_text(encoding="utf-8"))["features"]
+    judge = AudioJudge.for_dataset(ws, "tones-judge", train, to_tensor(test.images),
+                                   torch.from_numpy(test.labels).long(), features)
+    info = judge.info
+    assert info["trained"] and info["n_extra"] == len(train.images) and info["n_train"] == 2 * len(train.images)
+    assert info["extra_recipe"].startswith("griffin-lim") and judge.describe()["key"] == "tones-judge.audio-gl"
+
+    def no_inversion(*a, **k):
+        raise AssertionError("a cached judge must not invert the train clips again")
+
+    monkeypatch.setattr(ag, "images_to_waves", no_inversion)
+    again = AudioJudge.for_dataset(ws, "tones-judge", train, to_tensor(test.images),
+                                   torch.from_numpy(test.labels).long(), features)
+    assert not again.info["trained"] and again.info["fingerprint"] == info["fingerprint"]
 
 
 def test_inception_score_known_answers() -> None:

@@ -115,6 +115,27 @@ def test_a_replaced_dataset_of_the_same_name_and_shape_trains_a_new_classifier(t
     assert im.data_fingerprint(x2, y) != im.data_fingerprint(x, y) == im.data_fingerprint(x.clone(), y.clone())
 
 
+def test_extra_pairs_are_made_only_when_training_and_their_recipe_keys_the_cache(tmp_path, data):
+    x, y, x_test, y_test = data
+    calls = []
+
+    def flipped():  # an augmentation: every image mirrored, same labels
+        calls.append(1)
+        return x.flip(3), y
+
+    kwargs = dict(epochs=1, batch_size=32, extra=flipped)
+    _, first = im.load_or_train_classifier(tmp_path, "toy", x, y, x_test, y_test, extra_recipe="flip", **kwargs)
+    assert first["trained"] and first["n_train"] == 2 * len(x) and first["n_extra"] == len(x) and calls == [1]
+    _, hit = im.load_or_train_classifier(tmp_path, "toy", x, y, x_test, y_test, extra_recipe="flip", **kwargs)
+    assert not hit["trained"] and calls == [1]  # a cache hit never makes the pairs
+    _, other = im.load_or_train_classifier(tmp_path, "toy", x, y, x_test, y_test, extra_recipe="flip v2", **kwargs)
+    assert other["trained"] and other["fingerprint"] != first["fingerprint"] and calls == [1, 1]
+    _, plain = im.load_or_train_classifier(tmp_path, "toy", x, y, x_test, y_test, epochs=1, batch_size=32)
+    assert plain["trained"] and plain["fingerprint"] == im.data_fingerprint(x, y) and plain["n_extra"] == 0
+    with pytest.raises(ValueError, match="together"):
+        im.load_or_train_classifier(tmp_path, "toy", x, y, extra=flipped)
+
+
 def test_a_cached_classifier_without_a_fingerprint_is_trained_again(tmp_path, data):
     x, y, x_test, y_test = data
     im.load_or_train_classifier(tmp_path, "toy", x, y, x_test, y_test, epochs=1, batch_size=32)

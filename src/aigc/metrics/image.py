@@ -27,7 +27,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -239,6 +239,8 @@ def load_or_train_classifier(
     time_budget: float | None = None,
     width: int = 32,
     retrain: bool = False,
+    extra: Callable[[], tuple[Tensor, Tensor]] | None = None,
+    extra_recipe: str | None = None,
 ) -> tuple[DomainClassifier, dict[str, Any]]:
     """The dataset's classifier from ``cache_dir/<dataset_key>/``, trained and stored on first use.
 
@@ -251,6 +253,10 @@ def load_or_train_classifier(
     Otherwise, or with ``retrain=True``, it is trained again and replaced. The returned info adds
     ``"trained"`` (True when this call trained it) and ``"path"``. Pass ``num_classes`` (the
     dataset's class count) when a class may be missing from the labels given.
+
+    ``extra``: more training pairs made from the train images (an augmentation), called only when
+    a classifier is trained, as making them may be slow; ``extra_recipe`` names how they are made
+    and joins the fingerprint, since the pairs themselves are not computed on a cache hit.
     """
     if not isinstance(dataset_key, str) or not _KEY.match(dataset_key) or dataset_key in (".", ".."):
         raise InvalidInput(
@@ -268,7 +274,11 @@ def load_or_train_classifier(
         channels=train_images.shape[1], image_size=train_images.shape[2],
         num_classes=max(2, top) if num_classes is None else num_classes, width=width,
     )
+    if (extra is None) != (extra_recipe is None):
+        raise ValueError("extra and extra_recipe go together")
     fingerprint = data_fingerprint(train_images, labels)
+    if extra_recipe is not None:
+        fingerprint = hashlib.sha256(f"{fingerprint};{extra_recipe}".encode()).hexdigest()
 
     if not retrain and weights.is_file() and info_path.is_file():
         try:
@@ -284,6 +294,13 @@ def load_or_train_classifier(
             return model, {**info, "trained": False, "path": str(folder)}
 
     start = time.perf_counter()
+    n_extra = 0
+    if extra is not None:
+        more_images, more_labels = extra()
+        _check_images(more_images, "extra images")
+        n_extra = len(more_images)
+        train_images = torch.cat([train_images, more_images])
+        labels = torch.cat([labels, _check_labels(more_labels, n_extra, "extra labels")])
     model, accuracy = train_classifier(
         train_images, labels, test_images, test_labels, epochs=epochs, batch_size=batch_size, seed=seed,
         time_budget=time_budget, num_classes=want.num_classes, width=width,
@@ -293,6 +310,8 @@ def load_or_train_classifier(
         "config": model.config_dict(),
         "accuracy": None if math.isnan(accuracy) else accuracy,  # test accuracy; None without test images
         "n_train": len(train_images),
+        "n_extra": n_extra,
+        "extra_recipe": extra_recipe,
         "n_test": 0 if test_images is None else len(test_images),
         "fingerprint": fingerprint,
         "train": dict(epochs=epochs, batch_size=batch_size, seed=seed, time_budget=time_budget),
