@@ -45,15 +45,15 @@ browser:
 	  || echo "note: chromium not installed; the web-studio browser test will skip"; }
 
 # Audio (issue 17): espeak-ng speaks the spoken-digits set, fluidsynth with Debian's General MIDI
-# soundfont renders symbolic music. Installed when missing and we may (root with apt-get);
+# soundfont renders symbolic music, flac's metaflac reads our FLAC labels back in a test. Installed when missing and we may (root with apt-get);
 # otherwise the tests that need them skip, naming the package.
-AUDIO_DEBS := espeak-ng fluidsynth fluid-soundfont-gm
+AUDIO_DEBS := espeak-ng fluidsynth fluid-soundfont-gm flac
 audio-deps:
-	@{ command -v espeak-ng && command -v fluidsynth && test -f /usr/share/sounds/sf2/FluidR3_GM.sf2; } >/dev/null 2>&1 || \
+	@{ command -v espeak-ng && command -v fluidsynth && command -v metaflac && test -f /usr/share/sounds/sf2/FluidR3_GM.sf2; } >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(AUDIO_DEBS) >/dev/null 2>&1 || \
 	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(AUDIO_DEBS) >/dev/null 2>&1)) \
-	  || echo "note: $(AUDIO_DEBS) not all installed; the spoken-digits and music rendering tests will skip"; }
+	  || echo "note: $(AUDIO_DEBS) not all installed; the spoken-digits, music rendering and FLAC interop tests will skip"; }
 
 # The explicit AIGC mark on images says 生成 in a CJK font (GB 45438); without one it falls back to
 # coarse built-in glyphs. A small one (WenQuanYi Micro Hei) is installed when missing and we may.

@@ -16,7 +16,10 @@ second. Then, each for ``--budget`` seconds under the one training loop:
    :func:`aigc.audio_evaluation.evaluate_audio` with the vocoder of step 1 (``--n`` samples): what
    the classifier hears in the generated sound (conditional accuracy, FD, KID, precision/recall,
    inception score) against the real-data floor (train clips against test clips) and the ceiling of
-   Griffin-Lim of noise. Issue 17's target: conditional accuracy >= 0.80.
+   Griffin-Lim of noise. Issue 17's target: conditional accuracy >= 0.80. The diffusion run is also
+   evaluated at the classifier-free guidance scales of ``--guidance-sweep`` (the trade of
+   conditional accuracy against diversity, as in Ho & Salimans 2022); its headline figures are
+   those of the default scale.
 
 Bach chorales (``music21:bach``, exported to MIDI once and cached under ``benchmarks/.cache``): a
 ``gpt small`` conditioned on key for ``--budget`` seconds, evaluated by
@@ -86,6 +89,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="generated clips per evaluation")
     ap.add_argument("--music", default="music21:bach", help="symbolic music source ('' skips it)")
     ap.add_argument("--skip-digits", action="store_true")
+    ap.add_argument("--guidance-sweep", default="1,3,4",
+                    help="diffusion: also evaluated at these guidance scales (comma-separated; '' skips)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="audio_train")
     args = ap.parse_args()
@@ -117,10 +122,19 @@ def main() -> None:
             print("vocoder", {k: r[k] for k in ("reconstruction", "beats_griffin_lim")}, flush=True)
             for fam in [f for f in args.families.split(",") if f]:
                 row, secs = _train(ws, "digits", fam, "small", args.budget)
+                sweep = {}
+                if fam == "diffusion":  # classifier-free guidance traded against diversity, the default last
+                    for g in [float(x) for x in args.guidance_sweep.split(",") if x]:
+                        r = evaluate_audio(ws, row["name"], n_samples=args.n, vocoder="digits-vocoder", guidance=g)
+                        sweep[g] = {k: r.get(k) for k in ("conditional_accuracy", "fd", "kid_mean", "inception_score",
+                                                          "precision", "recall")}
+                        print(f"diffusion guidance {g}", sweep[g], flush=True)
                 t = time.perf_counter()
                 r = evaluate_audio(ws, row["name"], n_samples=args.n, vocoder="digits-vocoder")
                 out["families"][fam] = {"steps": row["step"], "train_s": secs,
                                         "eval_s": round(time.perf_counter() - t, 1), **r}
+                if sweep:
+                    out["families"][fam]["guidance_sweep"] = sweep
                 samples = Path(row["path"]) / "eval_samples"
                 out["examples"][fam] = _copy(sorted(samples.glob("*.wav"))[:4] + sorted(samples.glob("*.png")),
                                              EXAMPLES, fam)
@@ -179,6 +193,10 @@ def _table(out: dict) -> None:
         for fam, r in out["families"].items():
             print(f"{fam:<16}{r['steps']:>7}{_fmt(r.get('conditional_accuracy')):>10}{_fmt(r.get('fd'), 2):>9}"
                   f"{_fmt(r.get('kid_mean'), 2):>10}{_fmt(r.get('inception_score'), 2):>7}{_fmt(r.get('recall')):>8}")
+        for fam, r in out["families"].items():
+            for g, x in r.get("guidance_sweep", {}).items():
+                print(f"{fam + ' w=' + str(g):<16}{'':>7}{_fmt(x.get('conditional_accuracy')):>10}{_fmt(x.get('fd'), 2):>9}"
+                      f"{_fmt(x.get('kid_mean'), 2):>10}{_fmt(x.get('inception_score'), 2):>7}{_fmt(x.get('recall')):>8}")
         refs = next(iter(out["families"].values()))["references"]  # the same real clips for every family
         for ref in ("train_vs_test", "resynthesis", "griffin_lim_of_noise"):
             r = refs[ref]

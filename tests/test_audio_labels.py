@@ -1,4 +1,4 @@
-"""AIGC labels in audio (GB 45438-2025): the Annex E label round-trips through WAV and MP3 without
+"""AIGC labels in audio (GB 45438-2025): the Annex E label round-trips through WAV, MP3 and FLAC without
 touching a sample, a relabel replaces it, other metadata is kept, the audible cue is where the file
 says it is, damaged files are one-line errors, `aigc label` reads audio, and the policy's
 `labels.audio_cue` flag parses."""
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from aigc.errors import InvalidInput
-from aigc.provenance import audio
+from aigc.provenance import annex, audio
 from aigc.provenance.labels import check_file, implicit_label, label_file, read_label
 
 PRODUCER = "001191110108MA01KP2T5U00000"  # a code in the TC260 practice guide's shape, not a real service's
@@ -277,3 +279,238 @@ def test_sniff_tells_audio_from_text_and_images():
     assert audio.sniff(b"\xff\xfbP\xc4") == "MP3"  # an MPEG-1 layer III frame header
     assert audio.sniff("\ufeffhello".encode("utf-16-le")) is None  # a UTF-16 BOM (FF FE) is not a frame
     assert audio.sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") is None
+
+
+# -- FLAC -----------------------------------------------------------------------------------------------
+
+STREAMINFO, PADDING, APPLICATION, SEEKTABLE, VORBIS, CUESHEET = 0, 1, 2, 3, 4, 5
+
+
+def flac_parts(data):
+    """(what precedes fLaC, [(type, body)], audio frames), walking the blocks as a strict reader would:
+    the last-block flag on the last block only, STREAMINFO first, the frames right after."""
+    front = data[:data.index(b"fLaC")]
+    blocks, pos, last = [], len(front) + 4, False
+    while not last:
+        assert pos + 4 <= len(data)
+        last, kind = bool(data[pos] & 0x80), data[pos] & 0x7F
+        size = int.from_bytes(data[pos + 1:pos + 4], "big")
+        blocks.append((kind, data[pos + 4:pos + 4 + size]))
+        assert len(blocks[-1][1]) == size
+        pos += 4 + size
+    frames = data[pos:]
+    assert blocks[0][0] == STREAMINFO and frames[:2] in (b"\xff\xf8", b"\xff\xf9")
+    return front, blocks, frames
+
+
+def flac_bytes(blocks, frames, front=b""):
+    """A FLAC file from its parts, the last-block flag set on the last block."""
+    out = [front, b"fLaC"]
+    for i, (kind, body) in enumerate(blocks):
+        flag = 0x80 if i == len(blocks) - 1 else 0
+        out.append(bytes([flag | kind]) + len(body).to_bytes(3, "big") + body)
+    return b"".join(out) + frames
+
+
+def vorbis(vendor, entries):
+    return b"".join([struct.pack("<I", len(vendor)), vendor, struct.pack("<I", len(entries))]
+                    + [struct.pack("<I", len(e)) + e for e in entries])
+
+
+def comments(block):
+    """(vendor, [entries]) of a VORBIS_COMMENT body, every length checked."""
+    n = struct.unpack_from("<I", block)[0]
+    vendor, count, pos, entries = block[4:4 + n], struct.unpack_from("<I", block, 4 + n)[0], 8 + n, []
+    for _ in range(count):
+        size = struct.unpack_from("<I", block, pos)[0]
+        entries.append(block[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    assert pos == len(block)
+    return vendor, entries
+
+
+def plain_flac(seconds=1.0, channels=1, subtype="PCM_16"):
+    buf = io.BytesIO()
+    sf.write(buf, clip(seconds, channels=channels).T, SR, format="FLAC", subtype=subtype)
+    return buf.getvalue()
+
+
+def test_flac_label_round_trips_in_vorbis_comments_and_a_relabel_replaces_it(tmp_path):
+    plain, labelled = tmp_path / "plain.flac", tmp_path / "labelled.flac"
+    audio.save_audio_file(plain, clip(), SR)
+    audio.save_audio_file(labelled, clip(), SR, meta())
+    _front, blocks, frames = flac_parts(labelled.read_bytes())
+    assert frames == flac_parts(plain.read_bytes())[2]  # the unlabelled file's frames, byte for byte
+    assert [k for k, _ in blocks] == [STREAMINFO, VORBIS]
+    assert comments(blocks[1][1])[1] == [b"AIGC=" + annex.dumps(meta()).encode(),
+                                         b'COMMENT={"AIGC":' + annex.dumps(meta()).encode() + b"}"]
+    assert audio.read_audio_label(labelled) == meta() and audio.read_audio_label(plain) is None
+    samples = sf.read(plain, dtype="int16")[0]
+    assert np.array_equal(sf.read(labelled, dtype="int16")[0], samples)
+    with sf.SoundFile(labelled) as f:  # libsndfile (libFLAC) reads the COMMENT copy as the file's comment
+        assert f.format == "FLAC" and json.loads(f.copy_metadata()["comment"]) == {"AIGC": meta()}
+
+    audio.label_audio_file(labelled, meta("again-1"))
+    audio.label_audio_file(labelled, meta("again-22"))
+    found, cue = audio.find(labelled.read_bytes())
+    assert [w for w, _ in found] == ["flac-aigc", "flac-comment"] and cue is None  # replaced, never stacked
+    assert all(json.loads(raw) == meta("again-22") for _w, raw in found)
+    assert np.array_equal(sf.read(labelled, dtype="int16")[0], samples)
+    res = check_file(labelled)
+    assert res.ok and res.kind == "flac" and res.implicit == meta("again-22") and res.explicit is False
+    assert res.sources == ["flac-aigc", "flac-comment"]
+    removed = audio.splice(labelled.read_bytes(), None)
+    assert audio.find(removed) == ([], None) and flac_parts(removed)[2] == frames
+
+
+# an ID3v2.3 tag of one 20-byte frame (a title), as some taggers put in front of fLaC
+ID3_TITLE = b"ID3\x03\x00\x00\x00\x00\x00\x14" + b"TIT2\x00\x00\x00\x0a\x00\x00" + b"\x00Demo song"
+
+
+@pytest.mark.parametrize("front", [b"", ID3_TITLE], ids=["bare", "id3-in-front"])
+def test_a_flac_keeps_its_other_blocks_vendor_and_comments_in_order(tmp_path, front):
+    _f, blocks, frames = flac_parts(plain_flac())
+    info = blocks[0][1]
+    app = b"test" + bytes(range(40))  # an APPLICATION block: 4-byte id, then its own data
+    seek = struct.pack(">QQH", 0, 0, 4096)  # one seek point: sample 0 at offset 0
+    mine = [b"TITLE=My take", b"comment=recorded at home", "ARTIST=张三".encode(), b"aigc=stale", b"NOEQUALS"]
+    vendor = b"reference libFLAC 1.3.2 20170101"
+    blocks = [(STREAMINFO, info), (APPLICATION, app), (SEEKTABLE, seek), (VORBIS, vorbis(vendor, mine)),
+              (PADDING, bytes(1024))]
+    src = tmp_path / "mine.flac"
+    src.write_bytes(flac_bytes(blocks, frames, front))
+    assert audio.sniff(src.read_bytes()) == "FLAC"
+    before = sf.read(src, dtype="int16")[0]
+    out = label_file(src, tmp_path / "out.flac", meta())
+    front2, blocks2, frames2 = flac_parts(out.read_bytes())
+    assert front2 == front and frames2 == frames and [k for k, _ in blocks2] == [k for k, _ in blocks]
+    assert [b for k, b in blocks2 if k != VORBIS] == [b for k, b in blocks if k != VORBIS]
+    vendor2, entries = comments(blocks2[3][1])
+    kept = [e for e in mine if e != b"aigc=stale"]  # names are case-insensitive: the old label is replaced
+    assert vendor2 == vendor and entries == kept + [b"AIGC=" + annex.dumps(meta()).encode()]
+    assert [w for w, _ in audio.find(out.read_bytes())[0]] == ["flac-aigc"]  # its own comment is kept
+    assert read_label(out) == meta() and np.array_equal(sf.read(out, dtype="int16")[0], before)
+    with sf.SoundFile(out) as f:
+        assert f.copy_metadata()["title"] == "My take"
+    assert read_label(src) is None  # the source is untouched
+
+
+def test_a_flac_without_vorbis_comments_gets_a_block_after_streaminfo():
+    _f, blocks, frames = flac_parts(plain_flac())
+    info = blocks[0][1]
+    data = audio.splice(flac_bytes([(STREAMINFO, info), (PADDING, bytes(8))], frames), meta())
+    _front, blocks, frames2 = flac_parts(data)
+    assert [k for k, _ in blocks] == [STREAMINFO, VORBIS, PADDING] and blocks[2][1] == bytes(8)
+    assert comments(blocks[1][1])[0] == audio.VENDOR and frames2 == frames
+
+
+def test_the_cue_goes_in_front_of_a_flac_losslessly_and_only_once(tmp_path):
+    _f, blocks, frames = flac_parts(plain_flac(channels=2, subtype="PCM_24"))
+    app = (APPLICATION, b"test" + bytes(8))
+    src = tmp_path / "clip.flac"
+    src.write_bytes(flac_bytes(blocks[:1] + [(SEEKTABLE, struct.pack(">QQH", 0, 0, 4096)), app] + blocks[1:],
+                               frames))
+    before = sf.read(src, dtype="int32")[0]
+    audio.label_audio_file(src, meta(), explicit=True)
+    after, n = sf.read(src, dtype="int32")[0], audio.cue_samples(SR)
+    assert after.shape == (n + len(before), 2) and np.array_equal(after[n:], before)  # lossless: the same
+    assert np.allclose(after[:n, 0] / 2.0 ** 31, audio.cue(SR), atol=2.0 ** -22)
+    assert sf.info(src).subtype == "PCM_24" and audio.find_cue(after.T / 2.0 ** 31, SR) == 0
+    kinds = [k for k, _ in flac_parts(src.read_bytes())[1]]
+    assert kinds == [STREAMINFO, APPLICATION, VORBIS]  # its seek table pointed into the old frames: gone
+    assert audio.read_audio_cue(src) == audio.cue_record(SR) and check_file(src, require_explicit=True).ok
+    audio.label_audio_file(src, meta("again"), explicit=True)  # a clip that has the cue gets no second one
+    assert len(sf.read(src)[0]) == n + len(before) and audio.read_audio_label(src) == meta("again")
+    entries = comments(flac_parts(src.read_bytes())[1][2][1])[1]
+    assert sum(e.startswith(b"AIGC_CUE=") for e in entries) == 1
+
+    saved = audio.save_audio_file(tmp_path / "new.flac", clip(), SR, meta(), explicit=True)
+    assert audio.find_cue(sf.read(saved, dtype="float32")[0], SR) == 0
+    assert audio.read_audio_cue(saved)["samples"] == n
+
+
+def test_a_damaged_flac_is_a_one_line_error_and_nothing_is_written(tmp_path):
+    good = plain_flac()
+    _f, blocks, frames = flac_parts(good)
+    vb = blocks[1][1]
+    lead_out = struct.pack(">QB", SR, 170) + bytes(12 + 1 + 13 + 1)  # offset, number, ISRC, flags, no index
+    cuesheet = bytes(128 + 8 + 1 + 258) + b"\x01" + lead_out  # catalog, lead-in, not a CD, one track
+    head = 4 + 4 + 34  # fLaC, STREAMINFO's header and body: the VORBIS_COMMENT header starts here
+    cases = {
+        "cut.flac": (good[:60], "truncated"),
+        "long.flac": (good[:head + 1] + b"\xff\xff\xff" + good[head + 4:], "truncated"),
+        "short.flac": (good[:head + 1] + (len(vb) - 1).to_bytes(3, "big") + good[head + 4:], "block length"),
+        "nosi.flac": (flac_bytes(blocks[1:] + blocks[:1], frames), "STREAMINFO"),
+        "badvc.flac": (flac_bytes([blocks[0], (VORBIS, vb[:-4] + b"\xff\xff\xff\x7f")], frames), "Vorbis"),
+        "frames.flac": (good[:-3000], "not readable audio"),
+        "cues.flac": (flac_bytes([blocks[0], (CUESHEET, cuesheet)], frames), "CUESHEET"),
+    }
+    for name, (data, what) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        explicit = name == "cues.flac"  # labelled without the cue it is a valid file
+        for fn in (audio.read_audio_label, check_file, read_label, audio.label_audio_file):
+            if explicit and fn is not audio.label_audio_file:
+                continue
+            with pytest.raises(InvalidInput) as e:
+                fn(path, meta(), explicit=explicit) if fn is audio.label_audio_file else fn(path)
+            assert what in str(e.value) and "\n" not in str(e.value), (name, fn.__name__, str(e.value))
+            assert path.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(cases)  # no temporary file left behind
+    misnamed = tmp_path / "wav.flac"
+    misnamed.write_bytes(audio.save_wav(tmp_path / "x.wav", clip(), SR).read_bytes())
+    with pytest.raises(InvalidInput, match="is not a FLAC file"):
+        audio.read_audio_label(misnamed)
+
+
+def test_cli_label_check_and_add_read_a_flac(tmp_path, monkeypatch):
+    import aigc.cli.label as cli_label
+
+    def aigc(*args):
+        return CliRunner().invoke(cli_label.label_app, [str(a) for a in args], catch_exceptions=False)
+
+    plain = tmp_path / "plain.flac"
+    plain.write_bytes(plain_flac())
+    r = aigc("check", plain)
+    assert r.exit_code == 1 and "NOT LABELLED" in r.stdout and "Vorbis comments" in r.stdout
+    monkeypatch.setattr(cli_label, "_settings", lambda ws: {"producer": PRODUCER})
+    r = aigc("add", plain, "-o", tmp_path / "added.flac", "--produce-id", "p-10", "--no-explicit")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(sf.read(tmp_path / "added.flac")[0], sf.read(plain)[0])
+    r = aigc("check", tmp_path / "added.flac")
+    assert r.exit_code == 0 and "produce id p-10" in r.stdout and "in flac-aigc, flac-comment" in r.stdout
+    assert "explicit label: no" in r.stdout
+    r = aigc("add", plain, "-o", tmp_path / "cue.flac", "--produce-id", "p-11")  # the policy default: cue on
+    assert r.exit_code == 0 and "with the audible cue" in r.stdout
+    r = aigc("check", tmp_path / "cue.flac", "--require-explicit")
+    assert r.exit_code == 0 and "explicit label: yes" in r.stdout
+    junk = tmp_path / "junk.flac"
+    junk.write_bytes(b"fLaC" + bytes(10))
+    r = aigc("check", junk)
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(not shutil.which("ffprobe"), reason="ffprobe (ffmpeg) is not installed")
+def test_ffprobe_reads_the_flac_label(tmp_path):
+    path = audio.save_audio_file(tmp_path / "l.flac", clip(), SR, meta())
+    r = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-of", "json", str(path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    tags = {k.upper(): v for k, v in json.loads(r.stdout)["format"]["tags"].items()}
+    assert json.loads(tags["AIGC"]) == meta() and json.loads(tags["COMMENT"]) == {"AIGC": meta()}
+
+
+@pytest.mark.skipif(not shutil.which("metaflac"), reason="metaflac (the FLAC tools) is not installed")
+def test_metaflac_lists_the_flac_label(tmp_path):
+    path = audio.save_audio_file(tmp_path / "l.flac", clip(), SR, meta(), explicit=True)
+    r = subprocess.run(["metaflac", "--list", "--block-type=VORBIS_COMMENT", str(path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "AIGC=" + annex.dumps(meta()) in r.stdout and "AIGC_CUE=" in r.stdout
+
+
+def test_sniff_tells_flac_and_an_id3_tag_in_front_of_it():
+    flac = plain_flac(0.1)
+    tag = b"ID3\x04\x00\x00\x00\x00\x00\x14" + bytes(20)  # a v2.4 tag of 20 bytes of padding
+    assert audio.sniff(flac[:16]) == "FLAC" and audio.sniff(tag + flac) == "FLAC"
+    assert audio.sniff(tag + b"\xff\xfbP\xc4") == "MP3" and audio.sniff((tag + flac)[:16]) == "MP3"

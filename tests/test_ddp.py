@@ -193,6 +193,16 @@ def test_ctrl_c_or_a_killed_rank_stops_every_rank_cleanly_and_resume_finishes(tm
     assert ws.get_run("cut")["status"] == "failed"
     step = torch.load(last, weights_only=False)["state"]["step"]
     assert step > row["step"]
+
+    # Rank 0 killed: it cannot record anything, so rank 1 marks the run failed, not left "running"
+    job = subprocess.Popen(_resume(root, "cut", *forever), **pipes)
+    rank1 = _rank1_after_a_checkpoint(job, last, past=step)
+    assert ws.get_run("cut")["status"] == "running"
+    job.kill()
+    job.communicate(timeout=60)
+    rank1.wait(timeout=60)
+    assert ws.get_run("cut")["status"] == "failed"
+    step = torch.load(last, weights_only=False)["state"]["step"]
     row = aigc.resume("cut", workspace=ws, max_steps=step + 5)
     assert row["status"] == "finished" and row["step"] == step + 5
 

@@ -272,3 +272,44 @@ def test_local_urls_and_bad_urls(tmp_path):
         ArtifactStore.from_url("s3://b/ws?region=x")
     with pytest.raises(InvalidInput, match="invalid artifact key"):
         store.exists("runs/../escape")
+
+
+def test_aigc_push_commits_a_run_trained_before_the_store_and_servers_see_new_versions(bucket, tmp_path,
+                                                                                       monkeypatch):
+    import aigc
+    from aigc.cli.main import app
+    from aigc.workspace import Workspace
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AIGC_DB_URL", "sqlite:///shared.db")
+    monkeypatch.delenv("AIGC_ARTIFACTS", raising=False)
+    a = Workspace(tmp_path / "machine-a")
+    aigc.ingest(write_fruit_csv(tmp_path / "fruit.csv"), "fruit", workspace=a, text_column="text")
+    aigc.train("fruit", family="gpt", preset="tiny", name="g", workspace=a, max_steps=4, seed=1)
+    cli = CliRunner()
+    r = cli.invoke(app, ["push", "g", "-w", str(a.root)])
+    assert r.exit_code == 2 and r.stderr.strip() == ("error: no artifact store to push to: set $AIGC_ARTIFACTS, "
+                                                     "e.g. s3://bucket/aigc"), r.output
+
+    monkeypatch.setenv("AIGC_ARTIFACTS", f"s3://{bucket}/late")
+    a.update_run("g", status="running")
+    r = cli.invoke(app, ["push", "g", "-w", str(a.root)])
+    assert r.exit_code == 2 and "run 'g' is training now" in r.stderr, r.output
+    a.update_run("g", status="finished")
+    r = cli.invoke(app, ["push", "nope", "g", "-w", str(a.root)])  # every name checked before any upload
+    assert r.exit_code == 2 and "nope" in r.stderr and not Workspace(a.root).mirror.store.list("runs")
+    r = cli.invoke(app, ["push", "g", "-w", str(a.root)])
+    assert r.exit_code == 0 and r.stdout.startswith("pushed run g: version v-"), r.output
+    r = cli.invoke(app, ["push", "--dataset", "fruit", "-w", str(a.root)])
+    assert r.exit_code == 0 and r.stdout.startswith("pushed dataset fruit: version v-"), r.output
+
+    b = Workspace(tmp_path / "machine-b")  # a server's workspace: one long-lived process
+    expected = aigc.generate("g", "apple", workspace=a, seed=7, max_new_tokens=8)
+    assert aigc.generate("g", "apple", workspace=b, seed=7, max_new_tokens=8) == expected
+    (a.runs_dir / "g" / "notes.txt").write_text("newer")
+    newer = Workspace(a.root).push_run("g")  # `a` was opened before the store was set
+    b.run_path("g")  # checked moments ago: no read of the store yet
+    assert not (b.runs_dir / "g" / "notes.txt").exists()
+    monkeypatch.setattr(Mirror, "RECHECK_S", 0.0)  # as if RECHECK_S seconds had passed
+    assert (b.run_path("g") / "notes.txt").read_text() == "newer"
+    assert json.loads((b.runs_dir / "g" / MANIFEST).read_text())["version"] == newer["version"]

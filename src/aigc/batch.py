@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from aigc.errors import AigcError, InvalidInput
+from aigc.workspace import write_text_atomic
 
 SHARD_SIZE = 64  # requests per shard: a few seconds of a small model, so a restart loses little
 ROWS_PER_SHARD = 10_000  # synthesis with --ray and no --shard-size: rows per shard
@@ -268,7 +269,7 @@ class Parts:
             self._check_same_job()
         else:
             self.dir.mkdir()
-            _write_atomic(self.dir / "manifest.json", json.dumps(self.manifest, ensure_ascii=False, indent=1))
+            write_text_atomic(self.dir / "manifest.json", json.dumps(self.manifest, ensure_ascii=False, indent=1))
         return [i for i, size in enumerate(self.sizes) if not self._done(i, size)]
 
     def _check_same_job(self) -> None:
@@ -295,7 +296,7 @@ class Parts:
             return False
 
     def write(self, i: int, lines: Iterable[str]) -> None:
-        _write_atomic(self.path(i), "".join(lines))
+        write_text_atomic(self.path(i), "".join(lines))
 
     def lines(self) -> Iterable[str]:
         for i in range(len(self.sizes)):
@@ -309,12 +310,6 @@ def _difference(key: str, then: Any, now: Any) -> str:
     if key == "manifest":
         return "its manifest.json differs"
     return f"{key.replace('_', ' ')}: {json.dumps(then, ensure_ascii=False)} then, {json.dumps(now, ensure_ascii=False)} now"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _check_out(out: Path) -> None:

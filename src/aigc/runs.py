@@ -35,7 +35,7 @@ from aigc.generation import TextGenerator
 from aigc.models.registry import config_from_dict, get_family, make_config
 from aigc.safety.training import COPY_INDEX, check_training_data, write_copy_index
 from aigc.tasks import ImageTask, TableTask, TextLMTask
-from aigc.training import (LAUNCH_KEYS, JobStopped, TrainConfig, fit, launch, launched_rank, load_run_weights,
+from aigc.training import (LAUNCH_KEYS, JobStopped, ProcessLost, TrainConfig, fit, launch, launched_rank, load_run_weights,
                             load_weights, merge_options, require_one_process)
 from aigc.workspace import Workspace, now, write_json_atomic
 
@@ -376,6 +376,18 @@ class SampleGrids:
         write_grid(self.out_dir / f"step-{state.step:07d}.png", list(to_uint8(images)))
 
 
+def _fail_if_still_running(ws: Workspace, name: str) -> None:
+    """On a rank above 0 whose job lost a process: if the catalog still says the run is running,
+    rank 0 is the one that died (a living rank 0 records the failure itself), so no one else will
+    say so. Marked failed (its last checkpoint resumes); a catalog this rank cannot read or that
+    has no such run (another node's own SQLite file) is left alone: the job's error stands."""
+    try:
+        if ws.has_run(name) and ws.get_run(name)["status"] == "running":
+            ws.update_run(name, status="failed")
+    except Exception:  # noqa: BLE001 - the lost process is the error to report, not the catalog's
+        pass
+
+
 def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume, fabric) -> dict[str, Any] | None:
     """Train and record the outcome. Every rank trains; rank 0 alone touches the catalog and
     writes the run's files (the others return None)."""
@@ -392,13 +404,15 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
         stage_cfg = replace(cfg, time_budget=cfg.time_budget * model.first_stage_budget_share)
     try:
         state = fit(model, task, stage_cfg, run_dir, list(callbacks), resume=resume, fabric=fabric)
-    except BaseException:
+    except BaseException as e:
         if zero:
             has_ckpt = (run_dir / "checkpoints" / "last.pt").exists()
             if not resume and not has_ckpt:
                 ws.delete_run(name)  # nothing worth keeping: leave no half-made run behind
             else:
                 ws.update_run(name, status="failed")
+        elif isinstance(e, ProcessLost):
+            _fail_if_still_running(ws, name)
         raise
     status = "interrupted" if state.stop_reason == "interrupted" else "finished"
     if status == "finished" and hasattr(model, "prior_sampler"):

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -299,13 +300,16 @@ class Mirror:
     What keeps it cheap: a local folder without ``_COMMITTED.json`` was made here (a run training
     now) and is never replaced from the store; one with it is a copy, compared with the store's
     LATEST once per process (one small read) and downloaded again only when the store holds a
-    newer version. A name found in neither place is asked again next time: it may be pushed
-    meanwhile. A long-running server sees a version pushed after its check when it restarts."""
+    newer version. That check is good for RECHECK_S seconds, then made again: a long-running server
+    loads a version pushed meanwhile the next time it loads the run (a run it holds loaded stays as
+    loaded until it idles out, see ``aigc serve --keep-alive``). A name found in neither place is asked
+    again next time: it may be pushed meanwhile."""
 
     MIRRORED = ("datasets", "runs")
-    # (local folder, version) pairs found current in this process. Shared by every Workspace of the
-    # process, since one command opens several; a different version in the folder is checked anew.
-    current: set[tuple[str, str]] = set()
+    RECHECK_S = 30.0
+    # (local folder, version) -> time.monotonic() when found current in this process. Shared by every
+    # Workspace of the process, since one command opens several; a different version is checked anew.
+    current: dict[tuple[str, str], float] = {}
 
     def __init__(self, store: ArtifactStore, root: Path):
         self.store, self.root = store, root
@@ -326,13 +330,14 @@ class Mirror:
         local = read_manifest(path)
         if path.exists() and local is None:  # made here, not a copy
             return path
-        if local is not None and (str(path), local["version"]) in self.current:
+        checked = self.current.get((str(path), local["version"])) if local is not None else None
+        if checked is not None and time.monotonic() - checked < self.RECHECK_S:
             return path
         remote = self.store.manifest(key)
         if remote is not None and (local or {}).get("version") != remote["version"]:
             local = self.store.get_folder(key, path, tmp_dir=self.root / "tmp", manifest=remote)
         if local is not None:
-            self.current.add((str(path), local["version"]))
+            self.current[(str(path), local["version"])] = time.monotonic()
         return path
 
     def push(self, folder: Path, dest: Path | None = None) -> dict[str, Any] | None:
@@ -345,7 +350,7 @@ class Mirror:
             return None
         manifest = self.store.put_folder(folder, key)
         write_json_atomic(folder / MANIFEST, manifest)
-        self.current.add((str(dest), manifest["version"]))
+        self.current[(str(dest), manifest["version"])] = time.monotonic()
         return manifest
 
     def delete(self, path: Path) -> bool:

@@ -588,11 +588,17 @@ class Workspace:
         included (a resume on another machine needs ``checkpoints/last.pt``); returns the manifest,
         or None without a store. Call it once the run's folder is complete (end of training, after
         an evaluation wrote into it)."""
+        return self._push("run", self.run_path(name, fetch=False))
+
+    def push_dataset(self, name: str) -> dict[str, Any] | None:
+        """Commit ``datasets/<name>`` to the artifact store, as :meth:`push_run` does a run's."""
+        return self._push("dataset", self.dataset_path(name, fetch=False))
+
+    def _push(self, kind: str, path: Path) -> dict[str, Any] | None:
         if self.mirror is None:
             return None
-        path = self.run_path(name, fetch=False)
         if not path.is_dir():
-            raise NotFound(f"run {name!r} has no folder at {path}: nothing to push")
+            raise NotFound(f"{kind} {path.name!r} has no folder at {path}: nothing to push")
         return self.mirror.push(path)
 
     def record_run(self, name: str, **fields: Any) -> None:
@@ -607,6 +613,15 @@ class Workspace:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON next to ``path`` then rename over it: readers never see half a file."""
+    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write UTF-8 text to a temporary file beside ``path`` (a name of its own, so two writers never
+    share one), then rename it over ``path``; the temporary file is gone either way."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ def _settings(workspace: Path | None) -> dict[str, Any]:
 @label_app.command("check")
 @guard
 def label_check(
-    file: Annotated[Path, typer.Argument(help="An image (PNG, JPEG, WebP), a sound (WAV, MP3), JSON, JSONL, CSV "
+    file: Annotated[Path, typer.Argument(help="An image (PNG, JPEG, WebP), a sound (WAV, MP3, FLAC), JSON, JSONL, CSV "
                                          "or text file.")],
     require_explicit: Annotated[bool, typer.Option(
         "--require-explicit", help="A text file without a visible label fails.")] = False,
@@ -64,7 +64,7 @@ def label_check(
 @label_app.command("add")
 @guard
 def label_add(
-    file: Annotated[Path, typer.Argument(help="An image (PNG, JPEG, WebP), a sound (WAV, MP3), JSON, JSONL, CSV "
+    file: Annotated[Path, typer.Argument(help="An image (PNG, JPEG, WebP), a sound (WAV, MP3, FLAC), JSON, JSONL, CSV "
                                          "or text file.")],
     out_path: Annotated[Path, typer.Option("--out", "-o",
                                            help="Where to write the labelled copy (may be FILE).")],

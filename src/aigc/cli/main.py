@@ -50,6 +50,7 @@ def _set_db_url(url: str | None) -> None:
 app.command()(guard(data.ingest))
 app.command()(guard(data.datasets))
 app.command()(guard(runs.runs))
+app.command()(guard(runs.push))
 app.command()(guard(data.show))
 app.command()(guard(train.train))
 app.command()(guard(generate.generate))

@@ -1,4 +1,4 @@
-"""The Annex E label inside WAV and MP3 files, and the audible cue that is audio's explicit label.
+"""The Annex E label inside WAV, MP3 and FLAC files, and the audible cue that is audio's explicit label.
 
 Where the implicit label goes (``annex.dumps``, the same JSON as in images)::
 
@@ -7,12 +7,19 @@ Where the implicit label goes (``annex.dumps``, the same JSON as in images)::
           file's comment; INFO ISFT (software) names aigc-studio when the file names no software.
     MP3   an ID3v2 tag at the front: a TXXX frame with description "AIGC" holding the JSON, and a
           COMM frame (description "AIGC") with the same text for players that show comments only.
+    FLAC  the VORBIS_COMMENT metadata block: an entry AIGC=<the JSON>, and COMMENT={"AIGC": {...}}
+          for players that show the comment only (libsndfile reads it as the file's comment).
 
-Splicing touches no audio byte: the WAV "data" chunk and the MP3 frames are copied as they are, so
-soundfile (libsndfile) decodes the same samples before and after. A label already there is replaced,
-never stacked: the old AIGC chunk / ICMT label / AIGC frames go, everything else is kept (other INFO
-items, other ID3 frames, in the tag's own version: v2.2, v2.3 or v2.4, sizes synchsafe in v2.4).
-A WAV comment (ICMT) that is not a label is kept, and the label then lives in the AIGC chunk alone.
+Splicing touches no audio byte: the WAV "data" chunk and the MP3 and FLAC frames are copied as they
+are, so soundfile (libsndfile) decodes the same samples before and after. A label already there is
+replaced, never stacked: the old AIGC chunk / ICMT label / AIGC frames / AIGC entries go, everything
+else is kept (other INFO items; other ID3 frames, in the tag's own version: v2.2, v2.3 or v2.4, sizes
+synchsafe in v2.4; every other FLAC metadata block, the Vorbis vendor string and the other comments,
+in their order, the last-block flag moved to whichever block ends up last; a SEEKTABLE stays right,
+its offsets count from the first frame). A comment of the file's
+own (WAV ICMT, FLAC COMMENT) that is not a label is kept, and the label then lives in AIGC alone.
+A FLAC without a VORBIS_COMMENT block gets one right after STREAMINFO; an ID3v2 tag that some taggers
+put in front of "fLaC" is kept as it is (the label is not written there).
 An ID3 tag is rewritten without its extended header (its CRC would no longer hold), footer or
 unsynchronisation (v2.4 frames that were unsynchronised keep their frame flag); an ID3v1 tag at the
 end is left alone. libsndfile skips the unknown "AIGC" chunk silently; scipy's WAV reader skips it
@@ -21,13 +28,16 @@ with a WavFileWarning. RF64, RIFX (big-endian) and other containers are refused.
 The explicit label (GB 45438 §4.3, a "rhythm prompt" at the start of the audio): ``explicit=True``
 puts :func:`cue` in front of the clip, a deterministic two-tone chime (E6 then A5, a decaying bell at
 -12 dBFS, then silence; :data:`CUE_SECONDS` long at the clip's own sample rate). The file then
-carries a cue record beside the label (WAV: chunk "AICU"; MP3: TXXX "AIGC_CUE"):
+carries a cue record beside the label (WAV: chunk "AICU"; MP3: TXXX "AIGC_CUE"; FLAC: AIGC_CUE=):
 ``{"cue": "aigc-chime-1", "position": "start", "seconds": 0.5, "samples": N, "sample_rate": sr}``,
 so :func:`read_audio_cue` tells a reader it is there and how long; :func:`find_cue` finds the chime
 in the samples themselves (an MP3 decoder's delay shifts it by a few hundred samples) and
 :func:`strip_cue` removes it. The Annex E object itself stays exactly the standard's seven keys.
 Adding the cue to an existing WAV in a PCM, float, A-law or mu-law encoding prepends it byte for
-byte (the clip's own samples untouched); an MP3 is decoded and encoded again (one more lossy pass).
+byte (the clip's own samples untouched); a FLAC is decoded and encoded again in its own sample
+format (lossless: the clip's samples come back the same; its SEEKTABLE goes, since the frames moved,
+and one with a CUESHEET is refused, since its track offsets would no longer hold); an MP3 is decoded
+and encoded again (one more lossy pass).
 
 Safety layer: imports ``errors``, ``provenance.annex``, numpy and soundfile (never ``aigc.data``).
 """
@@ -49,13 +59,16 @@ from aigc.provenance import annex
 WAV_CHUNK = b"AIGC"  # the RIFF chunk holding the Annex E JSON
 CUE_CHUNK = b"AICU"  # the RIFF chunk holding the cue record
 SOFTWARE = "aigc-studio (AI-generated audio; GB 45438 label in the AIGC chunk)"  # INFO ISFT when none
-CUE_FIELD = "AIGC_CUE"  # the ID3 TXXX description of the cue record
+CUE_FIELD = "AIGC_CUE"  # the ID3 TXXX description, and the FLAC Vorbis comment name, of the cue record
 CUE_NAME = "aigc-chime-1"  # which cue: change the name whenever the sound changes
 CUE_SECONDS = 0.5  # the cue's whole length, its trailing silence included
 CUE_PEAK = 0.25  # -12 dBFS: clearly heard, well under full scale
 CUE_NOTES = ((1318.51, 0.0), (880.0, 0.2))  # (Hz, start in s): E6 then A5, a falling "ding-dong"
 CUE_MIN_RATE = 8000  # Hz: the high note needs room under Nyquist
-SUFFIXES = {".wav": "WAV", ".wave": "WAV", ".mp3": "MP3"}
+SUFFIXES = {".wav": "WAV", ".wave": "WAV", ".mp3": "MP3", ".flac": "FLAC"}
+ARTICLES = {"WAV": "a WAV", "MP3": "an MP3", "FLAC": "a FLAC"}
+VENDOR = b"aigc-studio"  # the vendor string of a Vorbis comment block this module adds to a FLAC
+FLAC_STREAMINFO, FLAC_SEEKTABLE, FLAC_VORBIS_COMMENT, FLAC_CUESHEET = 0, 3, 4, 5  # metadata block types
 _COMM_LANG = b"XXX"  # ID3: language unknown
 _SEARCH_SECONDS = 0.25  # how far past the start find_cue looks (an MP3 encoder's delay is < 0.1 s)
 _CUE_MATCH = 0.8  # normalised correlation above which the chime is there
@@ -63,11 +76,16 @@ _BYTE_SUBTYPES = ("PCM_U8", "PCM_S8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DO
 
 
 def sniff(data: bytes) -> str | None:
-    """"WAV" or "MP3" from a file's first bytes (16 are enough); None for anything else."""
+    """"WAV", "MP3" or "FLAC" from a file's first bytes (16 are enough); None for anything else. An
+    ID3 tag followed by "fLaC" is a FLAC only when ``data`` reaches past the tag (pass the whole file):
+    from its first 16 bytes alone it reads as an MP3."""
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
         return "WAV"
+    if data[:4] == b"fLaC":
+        return "FLAC"
     if data[:3] == b"ID3" and len(data) >= 10 and data[3] in (2, 3, 4) and data[4] != 0xFF:
-        return "MP3"
+        end = _id3_end(data)
+        return "FLAC" if data[end:end + 4] == b"fLaC" else "MP3"
     if len(data) >= 3 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0 and (data[1] >> 1) & 3 in (1, 2) \
             and data[2] >> 4 != 0xF and (data[2] >> 2) & 3 != 3:
         return "MP3"  # an MPEG layer II/III frame header (not ADTS's layer 00, nor a UTF-16 BOM's FF FE)
@@ -156,7 +174,7 @@ def _riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
         raise InvalidInput(f"{data[:4].decode()} WAV files are not supported (over 4 GB or big-endian): "
                            "convert to a plain RIFF WAV")
     if sniff(data[:16]) != "WAV":
-        raise InvalidInput("not a RIFF/WAVE file: label a WAV or an MP3")
+        raise InvalidInput("not a RIFF/WAVE file: label a WAV, MP3 or FLAC")
     chunks, pos = [], 12
     while pos + 8 <= len(data):
         cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
@@ -296,6 +314,15 @@ def _synchsafe(raw: bytes) -> int:
     if any(b & 0x80 for b in raw):
         raise InvalidInput("the MP3's ID3 tag has a size that is not synchsafe (corrupt): re-export it")
     return sum(b << (7 * (len(raw) - 1 - i)) for i, b in enumerate(raw))
+
+
+def _id3_end(data: bytes) -> int:
+    """Where a leading ID3v2 tag ends by its header (a v2.4 footer included), 0 when there is none;
+    unchecked: the end may lie past the data."""
+    if data[:3] != b"ID3" or len(data) < 10:
+        return 0
+    size = sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(data[6:10]))
+    return 10 + size + (10 if data[3] == 4 and data[5] & 0x10 else 0)
 
 
 def _to_synchsafe(n: int) -> bytes:
@@ -440,33 +467,181 @@ def _find_mp3(data: bytes) -> tuple[list[tuple[str, str]], dict | None]:
     return found, record
 
 
+# -- FLAC: metadata blocks ------------------------------------------------------------------------------
+
+class _Flac:
+    """A FLAC file: what comes before "fLaC" (an ID3v2 tag some taggers add, kept as it is), its
+    metadata blocks as (type, body), and its audio frames (copied as they are)."""
+
+    def __init__(self, data: bytes):
+        start = _id3_end(data)
+        if data[start:start + 4] != b"fLaC":
+            raise InvalidInput("not a FLAC file (no fLaC marker): label a WAV, MP3 or FLAC")
+        self.front, self.blocks, pos, last = data[:start], [], start + 4, False
+        while not last:
+            if pos + 4 > len(data):
+                raise InvalidInput(f"the FLAC ends inside its metadata (truncated at byte {len(data)}, after "
+                                   f"{len(self.blocks)} blocks): copy the file again or re-export it")
+            last, kind = bool(data[pos] & 0x80), data[pos] & 0x7F  # 1-bit last flag, 7-bit type
+            size = int.from_bytes(data[pos + 1:pos + 4], "big")
+            body = data[pos + 4:pos + 4 + size]
+            if kind == 127:
+                raise InvalidInput(f"the FLAC's metadata block {len(self.blocks)} has the invalid type 127 "
+                                   "(corrupt): re-export it")
+            if len(body) != size:
+                raise InvalidInput(f"the FLAC ends inside its metadata block {len(self.blocks)} (type "
+                                   f"{kind}; truncated: {len(body)} of {size} bytes): copy the file again or "
+                                   "re-export it")
+            self.blocks.append((kind, body))
+            pos += 4 + size
+        if self.blocks[0][0] != FLAC_STREAMINFO or len(self.blocks[0][1]) != 34:
+            raise InvalidInput("the FLAC does not start with a STREAMINFO block (corrupt): re-export it")
+        self.frames = data[pos:]
+        if self.frames and self.frames[:2] not in (b"\xff\xf8", b"\xff\xf9"):  # the frame sync code
+            raise InvalidInput(f"the FLAC's audio does not start where its metadata ends (byte {pos}; "
+                               "a block length is wrong, corrupt): re-export it")
+
+    def vorbis_at(self) -> int | None:
+        """The index of the VORBIS_COMMENT block (a stream has at most one), None when there is none."""
+        return next((i for i, (kind, _) in enumerate(self.blocks) if kind == FLAC_VORBIS_COMMENT), None)
+
+    def to_bytes(self) -> bytes:
+        out = [self.front, b"fLaC"]
+        for i, (kind, body) in enumerate(self.blocks):
+            if len(body) >= 1 << 24:
+                raise InvalidInput(f"a FLAC metadata block would be {len(body)} bytes, over the format's "
+                                   "16 MB: strip its pictures or tags first")
+            flag = 0x80 if i == len(self.blocks) - 1 else 0  # the last block says so, and only it
+            out.append(bytes([flag | kind]) + len(body).to_bytes(3, "big") + body)
+        return b"".join(out) + self.frames
+
+
+def _vorbis(body: bytes) -> tuple[bytes, list[bytes]]:
+    """(vendor string, the raw "NAME=value" entries in order) of a VORBIS_COMMENT block."""
+    try:
+        n = struct.unpack_from("<I", body, 0)[0]
+        vendor, pos = body[4:4 + n], 8 + n
+        count, entries = struct.unpack_from("<I", body, 4 + n)[0], []
+        for _ in range(count):
+            size = struct.unpack_from("<I", body, pos)[0]
+            entries.append(body[pos + 4:pos + 4 + size])
+            pos += 4 + size
+        if pos > len(body):
+            raise struct.error
+    except struct.error:
+        raise InvalidInput("the FLAC's Vorbis comment block is corrupt (a length runs past its end): "
+                           "re-export it") from None
+    return vendor, entries
+
+
+def _vorbis_body(vendor: bytes, entries: list[bytes]) -> bytes:
+    out = [struct.pack("<I", len(vendor)), vendor, struct.pack("<I", len(entries))]
+    out += [struct.pack("<I", len(e)) + e for e in entries]
+    return b"".join(out)
+
+
+def _entry(raw: bytes) -> tuple[str, str]:
+    """(NAME in upper case, as Vorbis names are case-insensitive; value) of a comment entry."""
+    name, _, value = raw.partition(b"=")
+    return name.decode("ascii", "replace").upper(), value.decode("utf-8", "replace")
+
+
+def _our_entry(raw: bytes) -> bool:
+    name, value = _entry(raw)
+    return name in (annex.FIELD, CUE_FIELD) or name == "COMMENT" and _comment_label(value) is not None
+
+
+def _splice_flac(data: bytes, label: dict | None, record: dict | None) -> bytes:
+    """The FLAC with its AIGC comments rewritten (as :func:`_splice_wav`), every other block kept."""
+    flac = _Flac(data)
+    if record is None:
+        record = _find_flac(data)[1]
+    at = flac.vorbis_at()
+    vendor, entries = (VENDOR, []) if at is None else _vorbis(flac.blocks[at][1])
+    entries = [e for e in entries if not _our_entry(e)]
+    if label is not None:
+        entries.append(f"{annex.FIELD}={annex.dumps(label)}".encode("utf-8"))
+        if not any(_entry(e)[0] == "COMMENT" for e in entries):  # a comment of the file's own is kept
+            entries.append(f"COMMENT={_label_comment(label)}".encode("utf-8"))
+    if record is not None:
+        entries.append(f"{CUE_FIELD}={json.dumps(record)}".encode("utf-8"))
+    if at is None and not entries:
+        return data
+    block = (FLAC_VORBIS_COMMENT, _vorbis_body(vendor, entries))
+    if at is None:
+        flac.blocks.insert(1, block)  # right after STREAMINFO, where readers look first
+    else:
+        flac.blocks[at] = block
+    return flac.to_bytes()
+
+
+def _flac_cue(data: bytes) -> bytes:
+    """The FLAC decoded, the cue put in front, encoded again losslessly in its own sample format;
+    its metadata blocks kept but STREAMINFO (the new stream's) and SEEKTABLE (offsets now wrong)."""
+    import soundfile as sf
+
+    flac = _Flac(data)
+    if any(kind == FLAC_CUESHEET for kind, _ in flac.blocks):
+        raise InvalidInput("the audible cue would shift this FLAC's CUESHEET track offsets: remove the cue "
+                           "sheet (metaflac --remove --block-type=CUESHEET) or label it without --explicit")
+    subtype = _sf_info(data).subtype
+    wave, sr = _decode(data, "the FLAC", dtype="int32")  # (T, channels): integers, so nothing is rounded
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", sr, wave.shape[1], subtype, format="FLAC") as f:
+        f.write(np.tile(cue(sr)[:, None], (1, wave.shape[1])))
+        f.write(wave)
+    fresh = _Flac(buf.getvalue())
+    flac.blocks = fresh.blocks[:1] + [(k, b) for k, b in flac.blocks[1:] if k != FLAC_SEEKTABLE]
+    flac.frames = fresh.frames
+    return flac.to_bytes()
+
+
+def _find_flac(data: bytes) -> tuple[list[tuple[str, str]], dict | None]:
+    flac = _Flac(data)
+    at = flac.vorbis_at()
+    found, record = [], None
+    for raw in [] if at is None else _vorbis(flac.blocks[at][1])[1]:
+        name, value = _entry(raw)
+        if name == annex.FIELD:
+            found.append(("flac-aigc", value))
+        elif name == CUE_FIELD and _json_object(value):
+            record = json.loads(value)
+        elif name == "COMMENT" and (lab := _comment_label(value)):
+            found.append(("flac-comment", lab))
+    return found, record
+
+
+_FIND = {"WAV": _find_wav, "MP3": _find_mp3, "FLAC": _find_flac}
+_SPLICE = {"WAV": _splice_wav, "MP3": _splice_mp3, "FLAC": _splice_flac}
+_ADD_CUE = {"WAV": _wav_cue, "MP3": _mp3_cue, "FLAC": _flac_cue}
+
+
 # -- the API: bytes ---------------------------------------------------------------------------------
 
 def find(data: bytes) -> tuple[list[tuple[str, str]], dict | None]:
-    """Every copy of the label in a WAV's or MP3's bytes as (where, raw JSON) — ``wav-chunk``,
-    ``wav-info``, ``id3-txxx``, ``id3-comm`` — and the cue record (None when the file has no cue).
-    A broken container is an :class:`InvalidInput`."""
-    fmt = sniff(data[:16])
+    """Every copy of the label in a WAV's, MP3's or FLAC's bytes as (where, raw JSON) — ``wav-chunk``,
+    ``wav-info``, ``id3-txxx``, ``id3-comm``, ``flac-aigc``, ``flac-comment`` — and the cue record
+    (None when the file has no cue). A broken container is an :class:`InvalidInput`."""
+    fmt = sniff(data)
     if fmt is None:
-        raise InvalidInput("not a WAV or MP3 file: audio labels are read from those")
-    return _find_wav(data) if fmt == "WAV" else _find_mp3(data)
+        raise InvalidInput("not a WAV, MP3 or FLAC file: audio labels are read from those")
+    return _FIND[fmt](data)
 
 
 def splice(data: bytes, label: dict | None, *, explicit: bool = False) -> bytes:
-    """``data`` (a WAV or MP3 file) with ``label`` written in, a label already there replaced (None:
-    removed); the audio bytes untouched unless ``explicit`` puts the cue in front. Never two cues: a
-    file that has one (recorded, or found in its first samples) only gets the record."""
-    fmt = sniff(data[:16])
+    """``data`` (a WAV, MP3 or FLAC file) with ``label`` written in, a label already there replaced
+    (None: removed); the audio bytes untouched unless ``explicit`` puts the cue in front. Never two
+    cues: a file that has one (recorded, or found in its first samples) only gets the record."""
+    fmt = sniff(data)
     if fmt is None:
-        raise InvalidInput("not a WAV or MP3 file: audio labels are written to those")
+        raise InvalidInput("not a WAV, MP3 or FLAC file: audio labels are written to those")
     record = None
     if explicit and find(data)[1] is None:
         wave, sr = _decode(data, f"the {fmt}")
         if find_cue(wave.T, _rate(sr)) is None:
-            data = _wav_cue(data) if fmt == "WAV" else _mp3_cue(data)
+            data = _ADD_CUE[fmt](data)
         record = cue_record(sr)
-    splice_fn = _splice_wav if fmt == "WAV" else _splice_mp3
-    return splice_fn(data, None if label is None else dict(label), record)
+    return _SPLICE[fmt](data, None if label is None else dict(label), record)
 
 
 def _sf_info(data: bytes):
@@ -479,12 +654,12 @@ def _sf_info(data: bytes):
         raise InvalidInput(f"the audio cannot be read ({why}): re-export it") from None
 
 
-def _decode(data: bytes, where: str) -> tuple[np.ndarray, int]:
-    """(samples (T, channels) float32, sample rate); a file that does not decode is an InvalidInput."""
+def _decode(data: bytes, where: str, dtype: str = "float32") -> tuple[np.ndarray, int]:
+    """(samples (T, channels) as ``dtype``, sample rate); a file that does not decode is an InvalidInput."""
     import soundfile as sf
 
     try:
-        wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        wave, sr = sf.read(io.BytesIO(data), dtype=dtype, always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         why = (str(e).splitlines() or [type(e).__name__])[0]
         raise InvalidInput(f"{where} is not readable audio ({why}): re-export it") from None
@@ -516,7 +691,7 @@ def _float_wave(wave: Any) -> np.ndarray:
 def _encode(wave: np.ndarray, sr: int, fmt: str) -> bytes:
     import soundfile as sf
 
-    subtype = {"WAV": "PCM_16", "MP3": "MPEG_LAYER_III"}[fmt]
+    subtype = {"WAV": "PCM_16", "MP3": "MPEG_LAYER_III", "FLAC": "PCM_16"}[fmt]
     buf = io.BytesIO()
     sf.write(buf, wave.T if wave.ndim == 2 else wave, sr, format=fmt, subtype=subtype)
     return buf.getvalue()
@@ -531,12 +706,12 @@ def _write(path: Path, data: bytes) -> Path:
 def save_audio_file(path: str | os.PathLike, wave: Any, sample_rate: int, label: dict | None = None,
                     explicit: bool = False) -> Path:
     """Write a clip (float (T,) or (channels, T), clipped to [-1, 1]) to ``path`` atomically, the
-    format from its suffix: .wav (16-bit PCM) or .mp3 (MPEG layer III); with ``label`` the implicit
+    format from its suffix: .wav or .flac (16-bit PCM) or .mp3 (MPEG layer III); with ``label`` the implicit
     label inside, with ``explicit`` the cue in front of the clip (and its record in the file)."""
     path = Path(path)
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
-        raise InvalidInput(f"cannot tell the audio format of {path.name!r}: name it .wav or .mp3")
+        raise InvalidInput(f"cannot tell the audio format of {path.name!r}: name it .wav, .mp3 or .flac")
     return _save(path, wave, sample_rate, label, explicit, fmt)
 
 
@@ -555,8 +730,8 @@ def _save(path: Path, wave: Any, sample_rate: int, label: dict | None, explicit:
     sr = int(sample_rate)
     data = _encode(_with_cue(a, sr) if explicit else a, sr, fmt)
     if label is not None or explicit:
-        splice_fn = _splice_wav if fmt == "WAV" else _splice_mp3
-        data = splice_fn(data, None if label is None else dict(label), cue_record(sr) if explicit else None)
+        record = cue_record(sr) if explicit else None
+        data = _SPLICE[fmt](data, None if label is None else dict(label), record)
     return _write(path, data)
 
 
@@ -564,22 +739,22 @@ def _read_audio_bytes(path: str | os.PathLike, what: str) -> tuple[Path, bytes]:
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         suffix = repr(path.suffix) if path.suffix else "a file without a suffix"
-        raise InvalidInput(f"{path.name}: {what} WAV and MP3 files only, not {suffix}: "
-                           "convert it to .wav or .mp3")
+        raise InvalidInput(f"{path.name}: {what} WAV, MP3 and FLAC files only, not {suffix}: "
+                           "convert it to .wav, .mp3 or .flac")
     if not path.is_file():
-        raise InvalidInput(f"{path} is not a file: pass the path of a WAV or MP3")
+        raise InvalidInput(f"{path} is not a file: pass the path of a WAV, MP3 or FLAC")
     data = path.read_bytes()
     if not data:
         raise InvalidInput(f"{path} is empty (0 bytes): re-export it")
-    fmt, expected = sniff(data[:16]), SUFFIXES[path.suffix.lower()]
+    fmt, expected = sniff(data), SUFFIXES[path.suffix.lower()]
     if fmt != expected:
-        raise InvalidInput(f"{path} is not {'a WAV' if expected == 'WAV' else 'an MP3'} file (its bytes are "
+        raise InvalidInput(f"{path} is not {ARTICLES[expected]} file (its bytes are "
                            f"{fmt or 'not audio'}; corrupt or misnamed): re-export or rename it")
     return path, data
 
 
 def label_audio_file(path: str | os.PathLike, label: dict, explicit: bool = False) -> Path:
-    """Label an existing WAV or MP3 in place, atomically (a label already there is replaced). The
+    """Label an existing WAV, MP3 or FLAC in place, atomically (a label already there is replaced). The
     file is decoded first, so a corrupt one is refused before anything is written."""
     path, data = _read_audio_bytes(path, "labels go in")
     check_audio(data, str(path))
@@ -587,7 +762,7 @@ def label_audio_file(path: str | os.PathLike, label: dict, explicit: bool = Fals
 
 
 def read_audio_label(path: str | os.PathLike) -> dict | None:
-    """The Annex E object in a WAV or MP3 (its first readable copy), or None when it has none.
+    """The Annex E object in a WAV, MP3 or FLAC (its first readable copy), or None when it has none.
     Any other file, or a damaged one, is an :class:`InvalidInput`."""
     path, data = _read_audio_bytes(path, "labels are read from")
     check_audio(data, str(path))
@@ -600,7 +775,7 @@ def read_audio_label(path: str | os.PathLike) -> dict | None:
 
 
 def read_audio_cue(path: str | os.PathLike) -> dict | None:
-    """The cue record of a WAV or MP3 (``{"cue", "position", "seconds", "samples", "sample_rate"}``),
+    """The cue record of a WAV, MP3 or FLAC (``{"cue", "position", "seconds", "samples", "sample_rate"}``),
     or None when the file says it has no cue."""
     path, data = _read_audio_bytes(path, "cues are read from")
     try:

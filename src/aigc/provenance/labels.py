@@ -4,7 +4,7 @@ Two kinds, as the rules define them:
 
 - **implicit** labels, in a file's data where people do not see them: the Annex E object
   (:func:`implicit_label`, see ``annex``) in an image's metadata (``images``), in a WAV's RIFF
-  chunks or an MP3's ID3 tag (``audio``), an ``aigc_label``
+  chunks, an MP3's ID3 tag or a FLAC's Vorbis comments (``audio``), an ``aigc_label``
   field in a JSON object or in each JSONL record, an ``aigc_label`` column in a CSV (the JSON text,
   so a shop system imports it as one more column), and a last line ``AIGC: {...}`` in a text file
   (plain text has no metadata);
@@ -53,6 +53,7 @@ EXPLICIT_TEXT = {
 }
 POSITIONS = ("prefix", "suffix", "both")
 PARQUET_KEY = b"aigc_label"  # a Parquet file's key-value metadata entry that carries the Annex E object
+AUDIO_KINDS = ("wav", "mp3", "flac")  # audio.sniff's formats in lower case: labelled by the audio module
 TEXT_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "text",
                  ".text": "text", ".md": "text"}
 _EXPLICIT_WINDOW = 64  # an explicit text label is looked for in the first and last characters only
@@ -251,23 +252,23 @@ def save_image(image, path: str | os.PathLike, label: Mapping[str, Any], *, expl
 
 # -- labelling an existing file ---------------------------------------------------------------------------
 
-def _kind(path: Path, head: bytes) -> str:
-    fmt = images.sniff(head) or audio.sniff(head)
+def _kind(path: Path, data: bytes) -> str:
+    fmt = images.sniff(data[:16]) or audio.sniff(data)  # the whole file: an ID3 tag may stand before fLaC
     if fmt:
         return fmt.lower()
-    if head.startswith(b"PAR1"):
+    if data.startswith(b"PAR1"):
         return "parquet"
     kind = TEXT_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         names = {".png": "a PNG image", ".jpg": "a JPEG image", ".jpeg": "a JPEG image",
                  ".webp": "a WebP image", ".wav": "a WAV audio file", ".wave": "a WAV audio file",
-                 ".mp3": "an MP3 audio file"}
+                 ".mp3": "an MP3 audio file", ".flac": "a FLAC audio file"}
         expected = names.get(path.suffix.lower())
         if expected:
             raise InvalidInput(f"{path} is not {expected} (its bytes are not one; corrupt or misnamed): "
                                "re-export it")
-        raise InvalidInput(f"{path} is not an image (PNG, JPEG, WebP), audio (WAV, MP3) nor JSON, JSONL, CSV "
-                           "or text (.txt, .md): labels are written to and read from those")
+        raise InvalidInput(f"{path} is not an image (PNG, JPEG, WebP), audio (WAV, MP3, FLAC) nor JSON, "
+                           "JSONL, CSV or text (.txt, .md): labels are written to and read from those")
     return kind
 
 
@@ -289,7 +290,7 @@ def _read(path: str | os.PathLike) -> tuple[Path, str, bytes]:
     data = path.read_bytes()
     if not data:
         raise InvalidInput(f"{path} is empty: nothing to label")
-    return path, _kind(path, data[:16]), data
+    return path, _kind(path, data), data
 
 
 def _loads_json(path: Path, text: str, what: str = "JSON") -> Any:
@@ -325,7 +326,8 @@ def label_file(src: str | os.PathLike, out: str | os.PathLike, label: Mapping[st
 
     Images get the implicit label spliced into their bytes, pixels untouched; with ``explicit`` the
     "AI生成" mark is drawn and the image re-encoded (JPEG at quality 95, WebP lossless when it was).
-    WAV and MP3 files get it in their RIFF chunks / ID3 tag, samples untouched; with ``explicit`` the
+    WAV, MP3 and FLAC files get it in their RIFF chunks / ID3 tag / Vorbis comments, samples
+    untouched; with ``explicit`` the
     audible cue is put in front (see ``audio``; a clip that has it does not get a second one).
     JSON objects (or each object of a top-level list), JSONL records and CSV rows get ``aigc_label``;
     a text file gets the explicit label (with ``explicit``) and an ``AIGC: {...}`` last line.
@@ -337,7 +339,7 @@ def label_file(src: str | os.PathLike, out: str | os.PathLike, label: Mapping[st
         if explicit:
             data = _remark(data, kind, label, lang or "zh")
         return _write_atomic(Path(out), images.splice(data, label))
-    if kind in ("wav", "mp3"):
+    if kind in AUDIO_KINDS:
         audio.check_audio(data, str(path))
         return _write_atomic(Path(out), audio.splice(data, label, explicit=explicit))
     if kind == "parquet":
@@ -397,7 +399,7 @@ def _remark(data: bytes, kind: str, label: dict, lang: str) -> bytes:
 class LabelCheck:
     """What :func:`check_file` found. ``ok``: an implicit label whose Annex E fields validate (or, for
     a text file, at least an explicit label), and no problems. ``explicit``: whether a visible text
-    label is there, or for WAV / MP3 whether the file records the audible cue (None where it cannot
+    label is there, or for WAV / MP3 / FLAC whether the file records the audible cue (None where it cannot
     be read back: images, JSON, JSONL, CSV)."""
 
     ok: bool
@@ -417,7 +419,7 @@ def _found(path: Path, kind: str, data: bytes) -> tuple[list[tuple[str, Any]], b
     if kind in ("png", "jpeg", "webp"):
         images.check_pixels(data, str(path))
         return images.find(data), None, []
-    if kind in ("wav", "mp3"):
+    if kind in AUDIO_KINDS:
         audio.check_audio(data, str(path))
         found, cue = audio.find(data)
         return found, cue is not None, []
@@ -473,7 +475,7 @@ def _parse_all(found: list[tuple[str, Any]], problems: list[str]) -> list[tuple[
 def read_label(path: str | os.PathLike) -> dict[str, Any] | None:
     """The Annex E object of a file (its first readable copy), or None when it has none.
 
-    Reads PNG, JPEG, WebP, WAV, MP3, JSON, JSONL, CSV and text files; any other file, or a corrupt
+    Reads PNG, JPEG, WebP, WAV, MP3, FLAC, JSON, JSONL, CSV and text files; any other file, or a corrupt
     one, is an :class:`InvalidInput`."""
     path, kind, data = _read(path)
     found, _explicit, _problems = _found(path, kind, data)
@@ -483,8 +485,8 @@ def read_label(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def check_file(path: str | os.PathLike, *, require_explicit: bool = False) -> LabelCheck:
     """Check a file's labels: the implicit Annex E object (required keys, string values, ``Label`` in
-    1/2/3, copies that agree) and, for text, the explicit label (for WAV / MP3, the audible cue's
-    record). A file that is not an image, audio (WAV, MP3), JSON, JSONL, CSV or text, or is corrupt,
+    1/2/3, copies that agree) and, for text, the explicit label (for audio, the audible cue's
+    record). A file that is not an image, audio (WAV, MP3, FLAC), JSON, JSONL, CSV or text, or is corrupt,
     is an :class:`InvalidInput`."""
     path, kind, data = _read(path)
     found, explicit, problems = _found(path, kind, data)
@@ -499,13 +501,13 @@ def check_file(path: str | os.PathLike, *, require_explicit: bool = False) -> La
             warns.setdefault(msg, []).append(where)
     problems += _placed(errs, len(parsed))
     warnings = _placed(warns, len(parsed))
-    if kind in ("png", "jpeg", "webp", "wav", "mp3") and len({annex.dumps(lbl) for _w, lbl in parsed}) > 1:
+    if kind in ("png", "jpeg", "webp", *AUDIO_KINDS) and len({annex.dumps(lbl) for _w, lbl in parsed}) > 1:
         copies = "; ".join(f"{w}: {annex.dumps(lbl)}" for w, lbl in parsed)
         problems.append(f"the label's copies disagree ({copies})")
     implicit = parsed[0][1] if parsed else None
     if implicit is None and not found and not (kind == "text" and explicit):
         problems.insert(0, f"no implicit AIGC label ({_where_expected(kind)}): add one with `aigc label add`")
-    if require_explicit and explicit is False and kind in ("wav", "mp3"):
+    if require_explicit and explicit is False and kind in AUDIO_KINDS:
         problems.append("no explicit label: the audio should start with the AIGC cue; "
                         "add it with `aigc label add --explicit`")
     elif require_explicit and explicit is False:
@@ -532,4 +534,5 @@ def _where_expected(kind: str) -> str:
             "csv": f"no {JSON_FIELD} values", "text": "no AIGC: last line, and no explicit label",
             "parquet": f"no {PARQUET_KEY.decode()} key in the file metadata",
             "wav": "no AIGC chunk or LIST/INFO ICMT label",
-            "mp3": "no ID3 TXXX:AIGC or COMM:AIGC frame"}[kind]
+            "mp3": "no ID3 TXXX:AIGC or COMM:AIGC frame",
+            "flac": "no AIGC or COMMENT label in the Vorbis comments"}[kind]

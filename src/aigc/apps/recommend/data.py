@@ -71,10 +71,7 @@ MAX_TEXT_CHARS = 1000  # of an item's text, what the embedder reads (e5 reads 51
 _TRUE = {"1", "true", "yes", "y", "t", "available", "in stock", "in_stock", "是", "有", "有货", "可售", "在售", "上架"}
 _FALSE = {"0", "false", "no", "n", "f", "unavailable", "out of stock", "out_of_stock", "sold out", "否", "无货",
           "缺货", "不可售", "下架", "售罄"}
-_ISO_NAIVE = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"  # a date, perhaps a time
-_ISO_ZONED = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})"  # a time and zone
 _TAG_SPLIT = re.compile(r"[,;|/、，；]")
-_CJK_DATE = re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日?")
 
 
 @dataclass
@@ -257,40 +254,23 @@ def event_weight(kind: str | None) -> float | None:
 
 
 def parse_times(values: Sequence[str | None], frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
-    """(n,) float64 UTC seconds; the first value that is no time is an error naming its row."""
-    s = pd.Series(list(values), dtype=object)
-    for i, v in enumerate(s):
-        if v is None:
+    """(n,) float64 UTC seconds (:mod:`aigc.data.times`; a time without a zone is UTC, and any bare
+    number is seconds, or milliseconds from 1e11, since only the order of events matters here);
+    the first value that is no time is an error naming its row."""
+    from aigc.data.times import to_utc, utc_seconds
+
+    values = list(values)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and v != v) or not str(v).strip():
             raise InvalidInput(f"{where} {_row(frame, i)}: the timestamp ({column}) is empty: fill it in or drop "
                                "the row")
-    text = s.astype(str).str.strip()
-    out = np.full(len(s), np.nan)
-    numeric = pd.to_numeric(text, errors="coerce")
-    is_num = numeric.notna().to_numpy()
-    if is_num.any():  # epoch seconds, or milliseconds past 1e11 (year 5138 in seconds)
-        n = numeric.to_numpy(dtype=float)
-        out[is_num] = np.where(np.abs(n[is_num]) >= 1e11, n[is_num] / 1000.0, n[is_num])
-    rest = ~is_num
-    if rest.any():
-        cleaned = text[rest].str.replace(_CJK_DATE, r"\1-\2-\3", regex=True)
-        cleaned = cleaned.str.replace("时", ":", regex=False).str.replace("分", "", regex=False)
-        parsed = pd.Series(pd.NaT, index=cleaned.index, dtype="datetime64[ns, UTC]")
-        # The fast path, ISO 8601 with a zone and without one parsed apart: pandas 2.3's ISO8601
-        # parser gives a time without a zone the offset of the zoned time before it.
-        for zoned in (True, False):
-            pick = cleaned.str.fullmatch(_ISO_ZONED if zoned else _ISO_NAIVE)
-            if pick.any():
-                parsed[pick] = pd.to_datetime(cleaned[pick], format="ISO8601", utc=True, errors="coerce")
-        slow = parsed.isna()
-        if slow.any():  # anything else, one value at a time (dateutil)
-            parsed[slow] = pd.to_datetime(cleaned[slow], format="mixed", utc=True, errors="coerce")
-        bad = parsed.isna().to_numpy()
-        if bad.any():
-            i = int(np.flatnonzero(rest)[np.argmax(bad)])
-            raise InvalidInput(f"{where} {_row(frame, i)}: {column} {s[i]!r} is not a time: write e.g. "
-                               "2024-05-01T10:00:00+08:00, 2024-05-01 10:00 (UTC) or epoch seconds")
-        out[rest] = (parsed - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()
-    return out
+    times = to_utc(values, "UTC", any_number=True)
+    bad = times.isna().to_numpy()
+    if bad.any():
+        i = int(bad.argmax())
+        raise InvalidInput(f"{where} {_row(frame, i)}: {column} {values[i]!r} is not a time: write e.g. "
+                           "2024-05-01T10:00:00+08:00, 2024-05-01 10:00 (UTC) or epoch seconds")
+    return utc_seconds(times)
 
 
 def read_interactions(source: Any, catalogue: Catalogue, *, user_column: str | None = None,
