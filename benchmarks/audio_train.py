@@ -2,6 +2,8 @@
 
     python benchmarks/audio_train.py --budget 600 --threads 2        # -> results/audio_train.json
                                                                      #    + results/audio_train/ (WAV, MIDI, PNG)
+    python benchmarks/audio_train.py --budget 600 --threads 2 --families diffusion --music '' \
+        --name audio_train_guidance                                  # the vocoder and diffusion alone
 
 Spoken digits: ``scripts/make_spoken_digits.py`` writes ``--per-digit`` clips of each digit with
 espeak-ng (deterministic; cached in ``benchmarks/.cache/digits-<n>``), ingested at 16 kHz, one
@@ -48,7 +50,6 @@ from _common import RESULTS, write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
-EXAMPLES = RESULTS / "audio_train"
 
 
 def _digits(per_digit: int, clips: Path | None) -> Path:
@@ -104,7 +105,8 @@ def main() -> None:
     configure_threads(args.threads)
     out: dict = {"budget_s": args.budget, "threads": args.threads, "torch": torch.__version__, "n": args.n,
                  "families": {}, "examples": {}}
-    shutil.rmtree(EXAMPLES, ignore_errors=True)
+    examples = RESULTS / args.name  # WAVs, MIDI and pictures beside the JSON of the same name
+    shutil.rmtree(examples, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
         ws = aigc.open_workspace(Path(tmp) / "ws")
         if not args.skip_digits:
@@ -137,18 +139,18 @@ def main() -> None:
                     out["families"][fam]["guidance_sweep"] = sweep
                 samples = Path(row["path"]) / "eval_samples"
                 out["examples"][fam] = _copy(sorted(samples.glob("*.wav"))[:4] + sorted(samples.glob("*.png")),
-                                             EXAMPLES, fam)
+                                             examples, fam)
                 print(fam, {k: r.get(k) for k in ("conditional_accuracy", "fd", "kid_mean", "inception_score")},
                       flush=True)
         if args.music:
-            out["music"] = _music(ws, args, Path(tmp))
+            out["music"] = _music(ws, args, Path(tmp), examples)
     _table(out)
     out["target"] = {"digits_conditional_accuracy": ">= 0.80", "vocoder": "below Griffin-Lim's MR-STFT distance",
                      "chorales": "test NLL per REMI token below the bigram baseline"}
     print(f"wrote {write_result(args.name, out)}")
 
 
-def _music(ws, args, tmp: Path) -> dict:
+def _music(ws, args, tmp: Path, examples: Path) -> dict:
     import aigc
     from aigc.music_evaluation import evaluate_music
     from aigc.music_generation import generate_music, write_music
@@ -170,7 +172,7 @@ def _music(ws, args, tmp: Path) -> dict:
     written = write_music(decoded, tmp / "music", prefix="chorale")
     files = [Path(s[k]) for s in written["samples"] for k in ("midi", "wav", "roll") if s.get(k)]
     info.update(steps=row["step"], train_s=secs, eval_s=round(time.perf_counter() - t, 1), **r,
-                examples=_copy(files, EXAMPLES, "gpt"), wav_skipped=written.get("wav_skipped"))
+                examples=_copy(files, examples, "gpt"), wav_skipped=written.get("wav_skipped"))
     print("chorales", r["likelihood"], flush=True)
     return info
 
