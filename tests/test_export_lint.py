@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 
 import pytest
@@ -237,6 +238,10 @@ def test_the_check_command_exits_1_on_an_error_and_2_on_bad_input(exports, tmp_p
     BREAKS["config.rope_theta"](folder)
     result = cli("export", "--check", folder)
     assert result.exit_code == 1 and "config.rope_theta" in result.output and "\n1 error," in result.output
+    assert re.search(r"weights\.load\s+│\s+ok", result.output), result.output  # loaded by default
+    quick = cli("export", "--check", folder, "--no-load")  # the files alone: the same error, nothing loaded
+    assert quick.exit_code == 1 and "config.rope_theta" in quick.output
+    assert re.search(r"weights\.load\s+│\s+skipped", quick.output), quick.output
     for args, message in (([], "missing RUN"), (["--check", tmp_path / "nope"], "not found"),
                           (["g", "--check", folder], "not both")):
         bad = cli("export", *args)

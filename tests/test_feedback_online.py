@@ -242,6 +242,42 @@ def test_the_store_survives_a_reload_and_refuses_bad_ratings(ws, monkeypatch):
     assert store.reward_for(ws, "g") is None and store.stats(ws, "g")["n_ratings"] == 0
 
 
+RATER = """
+import sys, time
+from pathlib import Path
+from aigc.feedback import store
+from aigc.workspace import Workspace
+ws, tag, go = Workspace(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+store.stats(ws, "g")  # imports done, the run's entry made
+(go.parent / f"ready-{tag}").touch()
+while not go.exists():
+    time.sleep(0.01)
+for i in range(15):
+    store.record_thumb(ws, "g", "", f"{tag} apple {i}", i % 2 == 0)
+"""
+
+
+def test_two_processes_rating_one_run_at_once_lose_no_rating(ws, tmp_path):
+    """Each process reads the model, learns and saves: without the file lock the later save of two
+    at once drops the other's rating."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    go = tmp_path / "go"
+    env = {**os.environ, "AIGC_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", RATER, str(ws.root), tag, str(go)], env=env,
+                              stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{t}").exists() for t in "ab") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # both start rating together
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+    assert store.stats(ws, "g") == {"run": "g", "n_ratings": 30, "by_kind": {"thumb": 30, "choice": 0, "edit": 0}}
+
+
 def test_the_engine_process_reads_ratings_saved_after_it_loaded_the_model(ws):
     """`aigc serve` decodes in a child process: its cached model must follow the parent's saves."""
     from aigc.engine_process import EngineProcess

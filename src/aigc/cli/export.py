@@ -24,6 +24,10 @@ def export(
     check: Annotated[Path | None, typer.Option("--check", metavar="FOLDER", show_default=False,
                                                help="Only lint FOLDER (any transformers checkpoint folder); "
                                                     "writes nothing.")] = None,
+    load: Annotated[bool, typer.Option("--load/--no-load", help="With --lint or --check: end by loading the "
+                                                                "weights through transformers (the whole "
+                                                                "model in memory); --no-load checks the "
+                                                                "files alone.")] = True,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Write export/RUN-TYPE.gguf and export/Modelfile beside the run's merged checkpoint
@@ -45,7 +49,7 @@ def export(
         folder = _export_run(run, gguf, lint, workspace)
         if not lint:
             return
-    findings = run_lint(folder)
+    findings = run_lint(folder, load_model=load)
     table = Table("check", "result", "reads it", "finding", title=f"export lint: {folder}")
     for f in findings:
         table.add_row(f.check, markup(f"[{_STYLE[f.level]}]{{level}}[/{_STYLE[f.level]}]", level=f.level),

@@ -10,6 +10,9 @@ engine's decode thread scores candidates with it. Every record learns and saves 
 Each use compares the file with the one the entry last read or wrote (inode, size, mtime), so a
 model saved by another process (the server records ratings; ``aigc serve`` decodes in a child
 process) is read again before it is used, and a run deleted and trained again starts afresh.
+Recording also holds ``reward.lock`` (``flock``) from that check to the save, so processes of one
+machine that rate one run at once lose no rating. Machines with separate workspace folders keep
+separate reward models (the file is not in the artifact store).
 
 :func:`judge_for` gives the engine a judge of candidates with the interface of
 :class:`aigc.rerank.ConditionJudge` (``choose(texts, cond, n)``): the ``n`` its run's reward model
@@ -24,7 +27,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ from aigc.workspace import Workspace, write_json_atomic
 
 MODEL_FILE = "reward.npz"
 STATS_FILE = "reward.json"
+LOCK_FILE = "reward.lock"  # held while a rating is read, learned and saved (see _file_lock)
 KINDS = ("thumb", "choice", "edit")
 RERANK_BY = ("condition", "feedback")  # who judges a rerank's candidates: aigc.rerank, or this module
 
@@ -93,7 +98,7 @@ def record_edit(ws: Workspace, run: str, prompt: str | None, generated: str, edi
 
 def _record(ws: Workspace, run: str, kind: str, learn) -> dict[str, Any]:
     path, entry = _entry(ws, run)
-    with entry.lock:
+    with entry.lock, _file_lock(path / LOCK_FILE):  # other processes: read, learn and save as one step
         _refresh(path, entry)
         model = entry.model if entry.model is not None else RewardModel()
         learn(model)  # all or nothing: a rating the model refuses changes nothing
@@ -193,6 +198,22 @@ def _entry(ws: Workspace, run: str) -> tuple[Path, _Entry]:
     path = ws.run_path(run).resolve()
     with _entries_lock:
         return path, _entries.setdefault(path, _Entry())
+
+
+@contextmanager
+def _file_lock(file: Path) -> Iterator[None]:
+    """An exclusive lock on ``file`` (created if missing) across the processes of this machine
+    (``flock``; released when the file is closed, so also when the holder dies). Two servers or
+    CLI commands recording ratings of one run would otherwise each read the model, learn their
+    rating and save, and the later save would drop the earlier one's rating."""
+    import fcntl
+
+    with open(file, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _stamp(file: Path) -> tuple[int, int, int] | None:
