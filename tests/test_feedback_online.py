@@ -266,7 +266,7 @@ def test_two_processes_rating_one_run_at_once_lose_no_rating(ws, tmp_path):
     import time
 
     go = tmp_path / "go"
-    env = {**os.environ, "AIGC_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "AIGC_THREADS": "1", "OMP_NUM_THREADS": "1", "AIGC_DB_URL": ws.db_url}  # ws's catalog
     procs = [subprocess.Popen([sys.executable, "-c", RATER, str(ws.root), tag, str(go)], env=env,
                               stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
     deadline = time.monotonic() + 120
