@@ -127,7 +127,8 @@ def main() -> None:
                 sweep = {}
                 if fam == "diffusion":  # classifier-free guidance traded against diversity, the default last
                     for g in [float(x) for x in args.guidance_sweep.split(",") if x]:
-                        r = evaluate_audio(ws, row["name"], n_samples=args.n, vocoder="digits-vocoder", guidance=g)
+                        r = evaluate_audio(ws, row["name"], n_samples=args.n, vocoder="digits-vocoder", guidance=g,
+                                           references=False)  # the default's evaluation below has them
                         sweep[g] = {k: r.get(k) for k in ("conditional_accuracy", "fd", "kid_mean", "inception_score",
                                                           "precision", "recall")}
                         print(f"diffusion guidance {g}", sweep[g], flush=True)

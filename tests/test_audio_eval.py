@@ -162,6 +162,13 @@ def test_vocoder_option_on_a_text_run_is_one_line_and_exit_2(ws, tmp_path) -> No
     assert not (ws.run_path("txt") / "eval.json").exists()
 
 
+def test_without_references_the_figures_are_the_same(ws, griffin_lim_eval) -> None:
+    _, full = griffin_lim_eval
+    lean = evaluate_audio(ws, "mel", n_samples=N, vocoder="griffin-lim", references=False)
+    assert "references" not in lean and "references" in full
+    assert (lean["conditional_accuracy"], lean["fd"]) == (full["conditional_accuracy"], full["fd"])
+
+
 def test_bad_sample_count_is_refused_before_any_work(ws) -> None:
     with pytest.raises(InvalidInput, match="n_samples must be a whole number >= 4.*got 2"):
         evaluate_audio(ws, "mel", n_samples=2)

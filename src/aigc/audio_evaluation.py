@@ -79,12 +79,15 @@ def sound_to_images(waves: Sequence[np.ndarray] | np.ndarray, features: dict[str
 
 
 def evaluate_audio(ws: Workspace, name: str, *, n_samples: int = 500, seed: int = 0, steps: int | None = None,
-                   guidance: float | None = None, vocoder: str | None = None) -> dict[str, Any]:
+                   guidance: float | None = None, vocoder: str | None = None,
+                   references: bool = True) -> dict[str, Any]:
     """Evaluate a run of an image family trained on an audio dataset (see the module docstring);
     saved as ``eval.json`` in the run, with a few WAVs and spectrogram grids in ``eval_samples/``.
 
     ``vocoder``: the inverter (``None``/``auto``, ``griffin-lim`` or a vocoder run;
-    :func:`aigc.audio_generation.choose_inverter`); ``steps``/``guidance``: diffusion sampling."""
+    :func:`aigc.audio_generation.choose_inverter`); ``steps``/``guidance``: diffusion sampling.
+    ``references=False`` skips the floor, resynthesis and noise references (the same for every
+    evaluation of one dataset and inverter: a sweep needs them once)."""
     import torch
 
     from aigc.audio_generation import GRIFFIN_LIM, Inverter, images_to_waves
@@ -135,16 +138,19 @@ def evaluate_audio(ws: Workspace, name: str, *, n_samples: int = 500, seed: int 
     report = judge.report(real_x, to_tensor(heard), fake_y, real_y, seed)
 
     # 3. references, all n clips against the same real test clips
-    train_waves = _clips(ds_dir, "train", name)[1]
-    train_pick = _spaced(len(train_waves), min(n, len(train_waves)))
-    floor = judge.report(real_x, to_tensor(sound_to_images(train_waves[train_pick], features)), seed=seed)
-    test_images = read_image_split(ds_dir, split).images[pick]  # the test clips as the run's images hold them
-    resynthesis = judge.report(real_x, to_tensor(sound_to_images(
-        images_to_waves(test_images, features, gen.inverter, seed=seed), features)), real_y, seed=seed)
-    noise = np.random.default_rng(seed).integers(0, 256, size=test_images.shape, dtype=np.uint8)
-    ceiling = judge.report(real_x, to_tensor(sound_to_images(
-        images_to_waves(noise, features, Inverter(GRIFFIN_LIM, int(features["sample_rate"])), seed=seed),
-        features)), seed=seed)
+    refs = None
+    if references:
+        train_waves = _clips(ds_dir, "train", name)[1]
+        train_pick = _spaced(len(train_waves), min(n, len(train_waves)))
+        floor = judge.report(real_x, to_tensor(sound_to_images(train_waves[train_pick], features)), seed=seed)
+        test_images = read_image_split(ds_dir, split).images[pick]  # the test clips as the run's images hold them
+        resynthesis = judge.report(real_x, to_tensor(sound_to_images(
+            images_to_waves(test_images, features, gen.inverter, seed=seed), features)), real_y, seed=seed)
+        noise = np.random.default_rng(seed).integers(0, 256, size=test_images.shape, dtype=np.uint8)
+        ceiling = judge.report(real_x, to_tensor(sound_to_images(
+            images_to_waves(noise, features, Inverter(GRIFFIN_LIM, int(features["sample_rate"])), seed=seed),
+            features)), seed=seed)
+        refs = {"train_vs_test": floor, "resynthesis": resynthesis, "griffin_lim_of_noise": ceiling}
 
     result: dict[str, Any] = {
         "run": name, "modality": "audio", "split": split, "created_at": now(), "seed": seed, "n": n,
@@ -152,7 +158,7 @@ def evaluate_audio(ws: Workspace, name: str, *, n_samples: int = 500, seed: int 
         "classifier": judge.describe(),
         **report,
         "real_inception_score": judge.inception(real_x),
-        "references": {"train_vs_test": floor, "resynthesis": resynthesis, "griffin_lim_of_noise": ceiling},
+        **({"references": refs} if refs is not None else {}),
         "sampling_seconds_per_1000": sampling_s / n * 1000,
         "inversion_seconds_per_1000": inversion_s / n * 1000,
     }
