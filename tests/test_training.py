@@ -235,6 +235,25 @@ def test_resume_survives_a_torn_last_metrics_line(corpus_ws):
     assert train_steps == [10, 20, 30], "the torn row is gone and no row is logged twice"
 
 
+def test_the_time_budget_counts_the_setup_and_keeps_room_for_the_final_validation(corpus_ws, monkeypatch):
+    from aigc import runs
+
+    prepare = runs._prepare
+
+    def slow_prepare(*args, **kwargs):  # a setup (reading data, fitting a tokenizer) that takes 1.5 s
+        time.sleep(1.5)
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "_prepare", slow_prepare)
+    t0 = time.perf_counter()
+    row = aigc.train("corpus", family="gpt", preset="tiny", name="setup", workspace=corpus_ws,
+                     time_budget="3s", eval_every=20)
+    wall = time.perf_counter() - t0
+    assert row["summary"]["stop_reason"] == "time_budget"
+    assert row["summary"]["elapsed_s"] >= 2.5  # the setup's 1.5 s are part of what was spent
+    assert wall < 3 + 1.0  # the loop alone for 3 s would make it 4.5 s and more
+
+
 def test_a_time_budget_without_max_steps_governs_alone(corpus_ws):
     from aigc.models.registry import get_family
     from aigc.runs import train_config_for

@@ -164,9 +164,7 @@ def _prepare_table(fam: type, model_cfg: Any, cfg: TrainConfig, ds_dir: Path, ca
     if encoding is None:  # a new run: the encoding is learned from the train split
         t0 = time.perf_counter()
         encoding = fam.fit_encoding(model_cfg, train, specs, cfg.seed)
-        fit_s = round(time.perf_counter() - t0, 2)
-        if cfg.time_budget:  # the budget is the whole fit's: the encoding's seconds come out of the loop's
-            cfg.time_budget = max(1.0, cfg.time_budget - fit_s)
+        fit_s = round(time.perf_counter() - t0, 2)  # (the budget counts it: train() passes fit its setup_s)
     torch.manual_seed(cfg.seed)
     model = fam(model_cfg, encoding)
     task = None
@@ -216,6 +214,7 @@ def train(
     With several processes (``devices``, ``num_nodes``) every rank runs this function: the
     processes are launched before anything is written, rank 0 alone names the run, writes its
     folder and catalog row, and the other ranks rebuild the model from the files it wrote."""
+    started = time.perf_counter()  # the time budget is the command's: setup counts, not the loop alone
     fam = get_family(family)
     model_cfg = make_config(fam, preset, model_overrides)
     cfg = train_config_for(fam, preset, train_overrides)
@@ -237,7 +236,7 @@ def train(
         cfg = config_from_dict(TrainConfig, spec["train_config"], what="training option")  # rank 0's, as planned
         prep = _rebuild(ws, spec, run_dir, cfg)
     return _fit_and_record(ws, name, run_dir, spec, prep.model, prep.task, cfg, callbacks, resume=False,
-                           fabric=fabric)
+                           fabric=fabric, setup_s=time.perf_counter() - started)
 
 
 def _create(ws: Workspace, fam: type, family: str, preset: str, name: str | None, model_cfg: Any,
@@ -388,7 +387,8 @@ def _fail_if_still_running(ws: Workspace, name: str) -> None:
         pass
 
 
-def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume, fabric) -> dict[str, Any] | None:
+def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume, fabric,
+                    setup_s: float = 0.0) -> dict[str, Any] | None:
     """Train and record the outcome. Every rank trains; rank 0 alone touches the catalog and
     writes the run's files (the others return None)."""
     zero = fabric.is_global_zero
@@ -403,7 +403,7 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
         # Two stages share the one budget the user gave: the model gets its share, the prior the rest.
         stage_cfg = replace(cfg, time_budget=cfg.time_budget * model.first_stage_budget_share)
     try:
-        state = fit(model, task, stage_cfg, run_dir, list(callbacks), resume=resume, fabric=fabric)
+        state = fit(model, task, stage_cfg, run_dir, list(callbacks), resume=resume, fabric=fabric, setup_s=setup_s)
     except BaseException as e:
         if zero:
             has_ckpt = (run_dir / "checkpoints" / "last.pt").exists()

@@ -69,7 +69,7 @@ class JobStopped(AigcError):
 @dataclass
 class TrainConfig:
     max_steps: int = 3000  # 0 = no step cap: the time budget alone governs (only with one)
-    time_budget: float = 0.0  # seconds; 0 = none. The LR schedule then follows the clock too
+    time_budget: float = 0.0  # wall seconds of the command (setup, validations count); 0 = none. The LR schedule follows the clock
     batch_size: int = 32
     lr: float = 2e-3  # peak learning rate (AdamW)
     min_lr_ratio: float = 0.1  # cosine decays to lr * this
@@ -155,6 +155,7 @@ class TrainState:
     max_steps: int = 0  # 0 = none: the time budget governs
     elapsed: float = 0.0  # seconds of training, summed over resumed sessions
     time_budget: float = 0.0
+    reserve_s: float = 0.0  # of the budget, kept for the final validation: what the last one took
     train_loss: float = float("nan")
     val_loss: float = float("nan")
     best_val_loss: float = float("inf")
@@ -418,11 +419,14 @@ def fit(
     callbacks: list = (),  # type: ignore[assignment]
     resume: bool = False,
     fabric: Fabric | None = None,
+    setup_s: float = 0.0,
 ) -> TrainState:
     """Train ``model`` on ``task``. Writes ``checkpoints/last.pt``, ``model.safetensors`` (best
     validation), ``metrics.jsonl`` and TensorBoard events under ``run_dir``, and calls the
     observers: on rank 0 alone. ``fabric``: from :func:`launch`, by a caller that must launch
-    before it writes anything (``aigc.runs``); launched here otherwise."""
+    before it writes anything (``aigc.runs``); launched here otherwise. ``setup_s``: wall seconds
+    the caller already spent on this command (imports, reading the data, fitting an encoding),
+    which the time budget counts as spent."""
     cfg.validate()
     fabric = fabric or launch(cfg)
     world, rank, zero = fabric.world_size, fabric.global_rank, fabric.is_global_zero
@@ -556,6 +560,10 @@ def fit(
     loss_acc, loss_n = 0.0, 0
     aborted = False
     stepping = False  # from drawing a batch until the step is counted: the weights may be ahead of state.step
+    # The budget is wall seconds: steps, validations, checkpoints, logging and callbacks between
+    # steps all count (timing the step bodies alone let a 300 s tabgpt run end at 310 s).
+    clock, clock_base = time.perf_counter(), state.elapsed + (setup_s if zero else 0.0)
+    state.elapsed = clock_base  # (the other ranks read rank 0's clock at every step)
     with _StopFlag() as stop:
         try:
             while True:
@@ -603,7 +611,7 @@ def fit(
                 loss_acc += loss_value
                 loss_n += 1
                 dt = time.perf_counter() - t0
-                state.elapsed += dt
+                state.elapsed = clock_base + time.perf_counter() - clock
                 state.tokens_seen += task.tokens_per_batch
                 step_times.append(dt)
                 recent = step_times[-20:]
@@ -622,7 +630,8 @@ def fit(
                         break
                     checkpoint()
                     good_step = state.step
-                    state.elapsed += time.perf_counter() - t_eval  # the budget counts evaluation too
+                    state.reserve_s = time.perf_counter() - t_eval
+                state.elapsed = clock_base + time.perf_counter() - clock
             if state.stop_reason not in ("interrupted", "diverged") and state.step % cfg.eval_every:
                 validate()  # the weights of the last step compete for "best" too
         except KeyboardInterrupt:
@@ -666,7 +675,7 @@ def fit(
 def _stop_reason(cfg: TrainConfig, state: TrainState, interrupted: bool) -> str:
     if cfg.max_steps and state.step >= cfg.max_steps:
         return "max_steps"
-    if cfg.time_budget and state.elapsed >= cfg.time_budget:
+    if cfg.time_budget and state.elapsed + state.reserve_s >= cfg.time_budget and state.step:  # (setup may spend it all: one step)
         return "time_budget"
     if cfg.patience and state.evals_since_best >= cfg.patience:
         return "early_stopping"
