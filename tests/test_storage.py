@@ -191,7 +191,10 @@ def test_a_second_workspace_loads_a_run_it_never_trained(bucket, tmp_path, monke
 
     # The run moves on (resumed and pushed on a): b's next process replaces its copy, whole.
     (a.runs_dir / "g" / "notes.txt").write_text("resumed")
+    Mirror.current.clear()
+    a.push_run("g")
     newer = a.push_run("g")
+    assert list(Mirror.current) == [str(a.runs_dir / "g")]  # one entry per folder, not one per version seen
     Mirror.current.clear()
     assert (Workspace(tmp_path / "machine-b").run_path("g") / "notes.txt").read_text() == "resumed"
     assert json.loads((b.runs_dir / "g" / MANIFEST).read_text())["version"] == newer["version"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -307,9 +308,10 @@ class Mirror:
 
     MIRRORED = ("datasets", "runs")
     RECHECK_S = 30.0
-    # (local folder, version) -> time.monotonic() when found current in this process. Shared by every
-    # Workspace of the process, since one command opens several; a different version is checked anew.
-    current: dict[tuple[str, str], float] = {}
+    # local folder -> (its version, time.monotonic() when found current in this process): one entry per
+    # folder, however many versions a long-running server sees. Shared by every Workspace of the
+    # process, since one command opens several; a different version is checked anew.
+    current: dict[str, tuple[str, float]] = {}
 
     def __init__(self, store: ArtifactStore, root: Path):
         self.store, self.root = store, root
@@ -330,14 +332,14 @@ class Mirror:
         local = read_manifest(path)
         if path.exists() and local is None:  # made here, not a copy
             return path
-        checked = self.current.get((str(path), local["version"])) if local is not None else None
-        if checked is not None and time.monotonic() - checked < self.RECHECK_S:
+        version, checked = self.current.get(str(path), ("", -math.inf))
+        if local is not None and version == local["version"] and time.monotonic() - checked < self.RECHECK_S:
             return path
         remote = self.store.manifest(key)
         if remote is not None and (local or {}).get("version") != remote["version"]:
             local = self.store.get_folder(key, path, tmp_dir=self.root / "tmp", manifest=remote)
         if local is not None:
-            self.current[(str(path), local["version"])] = time.monotonic()
+            self.current[str(path)] = (local["version"], time.monotonic())
         return path
 
     def push(self, folder: Path, dest: Path | None = None) -> dict[str, Any] | None:
@@ -350,7 +352,7 @@ class Mirror:
             return None
         manifest = self.store.put_folder(folder, key)
         write_json_atomic(folder / MANIFEST, manifest)
-        self.current[(str(dest), manifest["version"])] = time.monotonic()
+        self.current[str(dest)] = (manifest["version"], time.monotonic())
         return manifest
 
     def delete(self, path: Path) -> bool:
