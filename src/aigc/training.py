@@ -155,7 +155,10 @@ class TrainState:
     max_steps: int = 0  # 0 = none: the time budget governs
     elapsed: float = 0.0  # seconds of training, summed over resumed sessions
     time_budget: float = 0.0
-    reserve_s: float = 0.0  # of the budget, kept for the final validation: what the last one took
+    # of the budget, kept for what follows the last step: one more step is not started unless it ends
+    # in time, and the closing validations (the last step's, the best weights' on the whole split) are
+    # counted at twice what the last periodic one took
+    reserve_s: float = 0.0
     train_loss: float = float("nan")
     val_loss: float = float("nan")
     best_val_loss: float = float("inf")
@@ -557,6 +560,7 @@ def fit(
     emit("on_start")
     net.train()
     step_times: list[float] = []
+    eval_s = 0.0  # what the last validation and checkpoint took
     loss_acc, loss_n = 0.0, 0
     aborted = False
     stepping = False  # from drawing a batch until the step is counted: the weights may be ahead of state.step
@@ -630,7 +634,8 @@ def fit(
                         break
                     checkpoint()
                     good_step = state.step
-                    state.reserve_s = time.perf_counter() - t_eval
+                    eval_s = time.perf_counter() - t_eval
+                state.reserve_s = sum(recent) / len(recent) + 2 * eval_s
                 state.elapsed = clock_base + time.perf_counter() - clock
             if state.stop_reason not in ("interrupted", "diverged") and state.step % cfg.eval_every:
                 validate()  # the weights of the last step compete for "best" too
