@@ -11,10 +11,16 @@ or the whole text in traditional characters; en spaced letters, full-width lette
 homoglyph digits (k1ll), zero-width characters. So 32 should-block and 24 should-pass a category
 (dev).
 
-Split: ``dev`` (the cases above: written first, then the term lists and context rules were tuned
-on them with general rules only) and ``heldout`` (3 should-block and 3 should-pass per category and
-language, plus the block cases' variants: written after tuning and never tuned on). The targets are
-judged on dev; the held-out figures say how far they carry to text the lists were not shaped by.
+Splits. ``dev``: the cases above, written first; the term lists and context rules were tuned on
+them. ``heldout``: 3 should-block and 3 should-pass per category and language (plus the block
+cases' variants), written after that tuning; its misses were then read and grouped into classes of
+failure that the matcher and the lists were changed to handle in general (inflections, ``~`` gaps,
+particles, families of terms, context rules), so it is no longer untouched. ``heldout2``: 10
+should-block and 10 should-pass per category and language (480, plus 240 variants), written as
+realistic abuse and business text before those changes were made and never tuned on; its block
+cases of ``kind`` ``slang`` are written the way people dodge filters by hand (yp, cnm, p0rn, 菠菜 for
+博彩). The targets are judged on the held-out splits, never on dev: a figure on the tuning set proves
+little.
 
 "Stopped" is the policy's verdict: a category is on (for advertising, whose action is flag, that
 means flagged for review; for the others it blocks). Targets: block rate >= 0.95 and false-block
@@ -50,6 +56,8 @@ def _shown(path: Path) -> str:
     except ValueError:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
+SPLITS = ("dev", "heldout", "heldout2")
+HELD_OUT = ("heldout", "heldout2")  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
 _HOMOGLYPH = str.maketrans("aeios", "43105")
@@ -175,6 +183,8 @@ def report(split: str, rows: list[dict]) -> dict:
                    ["block_rate"] for v in ["plain", *sorted({r["variant"] for r in rows if "variant" in r})]}
     per_kind = {k: rates([r for r in rows if r["kind"] == k and r["expect"] == "allow"])["false_block_rate"]
                 for k in sorted({r["kind"] for r in rows if r["expect"] == "allow"})}
+    per_kind_block = {k: rates([r for r in rows if r["kind"] == k and r["expect"] == "block"])["block_rate"]
+                      for k in sorted({r["kind"] for r in rows if r["expect"] == "block"})}
     overall = rates(rows)
     misses = [{"id": r["id"], "expect": r["expect"], "text": r["text"], "on": r["on"], "terms": r["terms"]}
               for r in rows if r["stopped"] != (r["expect"] == "block")]
@@ -197,10 +207,12 @@ def report(split: str, rows: list[dict]) -> dict:
           f" (every category: {'PASS' if cats_pass else 'FAIL'})")
     print("block rate by variant: " + ", ".join(f"{k} {f(v)}" for k, v in per_variant.items()))
     print("false-block rate by kind: " + ", ".join(f"{k} {f(v)}" for k, v in per_kind.items()))
+    print("block rate by kind: " + ", ".join(f"{k} {f(v)}" for k, v in per_kind_block.items()))
     for m in misses:
         print(f"  MISS {m['id']:<28} expect {m['expect']:<5} on={m['on']} terms={m['terms']} {m['text']!r}")
     return {"overall": overall, "pass": passed, "every_category_passes": cats_pass, "per_category": per_cat,
-            "block_rate_by_variant": per_variant, "false_block_rate_by_kind": per_kind, "misses": misses}
+            "block_rate_by_variant": per_variant, "block_rate_by_kind": per_kind_block,
+            "false_block_rate_by_kind": per_kind, "misses": misses}
 
 
 def main() -> None:
@@ -231,7 +243,7 @@ def main() -> None:
     overhead = rail_overhead(policy, cases, scanner)
     print(f"policy {policy.version}: {len(cases)} cases, {elapsed:.1f} s")
     splits = {}
-    for split in ("dev", "heldout"):
+    for split in SPLITS:
         rows = [r for r in res["rows"] if r.get("split", "dev") == split]
         if rows:
             splits[split] = report(split, rows)
@@ -239,11 +251,16 @@ def main() -> None:
     print(f"output rail: {overhead['us_per_feed']} us per feed of {overhead['token_chars']} characters "
           f"(segment checks included), {overhead['us_per_feed_no_segment_end']} us when no segment ends")
 
-    dev = splits.get("dev", {})
+    judged = [splits[s] for s in HELD_OUT if s in splits]
+    passed = bool(judged) and all(r["pass"] for r in judged)
+    every = bool(judged) and all(r["every_category_passes"] for r in judged)
+    print(f"target judged on {', '.join(s for s in HELD_OUT if s in splits)}: {'PASS' if passed else 'FAIL'} "
+          f"(every category: {'PASS' if every else 'FAIL'})")
     path = write_result(args.out_name, {
         "policy_version": policy.version, "cases": _shown(Path(args.cases)), "n_cases": len(cases), "repeat": args.repeat,
-        "targets": {"block_rate": TARGET_BLOCK, "false_block_rate": TARGET_FALSE, "judged_on": "dev"},
-        "pass": dev.get("pass"), "every_category_passes": dev.get("every_category_passes"),
+        "targets": {"block_rate": TARGET_BLOCK, "false_block_rate": TARGET_FALSE,
+                    "judged_on": list(HELD_OUT)},
+        "pass": passed, "every_category_passes": every,
         **splits, "latency": latency, "output_rail": overhead})
     print(f"wrote {path}")
 

@@ -49,6 +49,17 @@ def write_blocks_npz(path: Path, n: int = 96, size: int = 8, seed: int = 0) -> P
     return path
 
 
+def fruit_gpt_workspace(root: Path, steps: int):
+    """A workspace under ``root`` with the fruit dataset (condition ``fruit``) and a tiny gpt ``g``
+    trained for ``steps`` steps."""
+    import aigc
+
+    ws = aigc.open_workspace(root / "ws")
+    aigc.ingest(write_fruit_csv(root / "fruit.csv"), "fruit", workspace=ws, text_column="text", cond_columns=["fruit"])
+    aigc.train("fruit", family="gpt", preset="tiny", name="g", workspace=ws, max_steps=steps)
+    return ws
+
+
 def train_served_workspace(root: Path):
     """A workspace with what the server tests serve: a tiny conditional gpt ("g"), a tiny lstm
     ("l") on the same data, and a tiny class-conditional diffusion run ("d") on 8x8 blocks."""

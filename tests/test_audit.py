@@ -250,3 +250,148 @@ def test_cli_audit_list_export_verify(ws, tmp_path):
     assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("audit chain broken at row 3: ")
     r = aigc("verify", "--json", "-w", ws.root)
     assert r.exit_code == 1 and json.loads(r.stdout)["first_bad_id"] == 3
+
+
+# -- every path writes its row, never raw PII (issue 13 task B) -------------------------------------
+
+EMAIL = "wang.li@example.com"
+
+
+def _one(ws, path: str) -> dict:
+    """The one row ``path`` wrote (the chain still verifying), with no raw PII in it."""
+    rows = audit.list_entries(ws, path=path)
+    assert len(rows) == 1, rows
+    stored = json.dumps(rows[0], ensure_ascii=False)
+    assert PHONE not in stored and EMAIL not in stored
+    assert audit.verify(ws).ok
+    return rows[0]
+
+
+@pytest.mark.parametrize("log_op", ["keep", "mask", "replace"])
+def test_the_excerpt_is_replace_redacted_whatever_the_log_keeps(ws, log_op):
+    from aigc.safety.guard import Guard
+    from aigc.safety.policy import save_workspace_policy
+    from aigc.safety.rails import check_input
+
+    save_workspace_policy(ws, "extends: default\npii:\n"
+                              f"  default: {{prompt: keep, output: keep, log: {log_op}}}\n")
+    guard = Guard(ws)
+    prompt_verdict = check_input(TEXT, guard.policy, path="prompt", scanner=guard.scanner)
+    out_verdict = {"blocked": False, "categories": [], "entities": {"CN_MOBILE": 1}, "rule_ids": []}
+    prepare = guard.log_preparer("shop", prompt_verdict, [out_verdict])
+    row = prepare({"id": "gen-1", "prompt": TEXT, "output": {"texts": [TEXT]}})
+    assert (PHONE in row["prompt"]) is (log_op == "keep")  # the log keeps what the policy says
+    # the log's copy stands in for the excerpt only when it is PII replaced (no second scan then)
+    assert [("replaced" in a) for a in row["_audit"]] == [log_op == "replace"] * 2
+    audit.record_many(ws, row["_audit"])
+    rows = audit.list_entries(ws)
+    assert [r["path"] for r in rows] == ["output", "prompt"]
+    for r in rows:
+        assert PHONE not in json.dumps(r, ensure_ascii=False) and "<CN_MOBILE>" in r["excerpt"]
+        assert "****" not in r["excerpt"]  # replaced, not masked
+    assert audit.verify(ws).ok
+
+
+def test_ingest_writes_one_row_of_counts(ws, tmp_path):
+    import aigc
+
+    src = tmp_path / "calls.csv"
+    lines = [f"客户来电 {i} 号，回电 {PHONE}，邮箱 {EMAIL}" if i % 2 else f"order {i} shipped" for i in range(10)]
+    src.write_text("text\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    aigc.ingest(src, "calls", workspace=ws, text_column="text", pii="redact")
+    row = _one(ws, "ingest")
+    assert row["decision"] == "redact" and row["entity_counts"] == {"CN_MOBILE": 5, "EMAIL": 5}
+    assert row["rule_ids"] == ["ingest.pii:redact"]
+    assert row["excerpt"].startswith("dataset calls: 10 records kept, 0 dropped (0 for PII); --pii redact")
+
+
+def test_training_refused_or_warned_writes_one_row(ws):
+    from aigc.safety.policy import save_workspace_policy
+    from aigc.safety.training import PiiWarning, check_training_data
+
+    card = {"pii": {"unredacted": 3, "entities": {"CN_MOBILE": 2, "EMAIL": 1}}}
+    check_training_data(ws, "clean", {"pii": {"unredacted": 0}})  # nothing to decide: no row
+    assert audit.list_entries(ws) == []
+    with pytest.warns(PiiWarning):
+        check_training_data(ws, "calls", card)
+    row = _one(ws, "train")
+    assert (row["decision"], row["entity_counts"]) == ("flag", {"CN_MOBILE": 2, "EMAIL": 1})
+    assert row["rule_ids"] == ["training.unredacted_pii:warn"] and "dataset 'calls' holds 3" in row["excerpt"]
+    save_workspace_policy(ws, "extends: default\ntraining: {unredacted_pii: refuse}\n")
+    with pytest.raises(InvalidInput, match="holds 3 unredacted"):
+        check_training_data(ws, "calls", card)
+    assert audit.list_entries(ws, path="train")[0]["decision"] == "block" and audit.verify(ws).rows == 2
+
+
+def test_moderations_write_one_row_per_input(ws):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from aigc.server.routers.safety import router
+
+    app = FastAPI()
+    app.include_router(router)
+    app.state.shared = {"ws": ws}
+    with TestClient(app) as client:
+        r = client.post("/v1/moderations", json={"input": ["教你刷单套现，日赚三千", f"回电 {PHONE}"]})
+    assert r.status_code == 200
+    rows = audit.list_entries(ws, path="moderation")
+    request_id = r.json()["id"]
+    assert [(x["decision"], x["request_id"]) for x in rows] == [("allow", request_id), ("block", request_id)]
+    assert "fraud" in rows[1]["categories"] and rows[1]["rule_ids"]
+    assert rows[0]["entity_counts"] == {"CN_MOBILE": 1} and rows[0]["excerpt"] == "回电 <CN_MOBILE>"
+    assert PHONE not in json.dumps(rows, ensure_ascii=False) and audit.verify(ws).ok
+
+
+@pytest.fixture(scope="module")
+def trained_ws(tmp_path_factory):
+    """A workspace with a tiny text run ``g`` (a few steps: these tests read the audit, not the text)."""
+    from helpers import fruit_gpt_workspace
+
+    return fruit_gpt_workspace(tmp_path_factory.mktemp("audit_run"), steps=2)
+
+
+@pytest.fixture
+def run_ws(trained_ws):
+    """``trained_ws`` with an empty audit log (the ingest's row, other tests' rows gone): each test
+    counts its own."""
+    sql(trained_ws, "DELETE FROM audit_log")
+    return trained_ws
+
+
+def test_generate_writes_one_row_per_call(run_ws):
+    import aigc
+    from helpers import run_cli
+
+    prompt = f"apple {PHONE}"
+    aigc.generate("g", prompt, workspace=run_ws, n=2, max_new_tokens=8, seed=0)
+    row = _one(run_ws, "generate")
+    assert row["run"] == "g" and row["request_id"].startswith("gen-")
+    assert row["decision"] in ("redact", "block")  # the prompt's phone (a sample may block too)
+    assert row["excerpt"].startswith("n=2: sample 1 ") and "prompt: apple <CN_MOBILE>" in row["excerpt"]
+    assert row["entity_counts"].get("CN_MOBILE", 0) >= 1
+    gen = aigc.load("g", workspace=run_ws)
+    stream = gen.stream("apple", max_new_tokens=40, seed=1)
+    next(stream)
+    stream.close()  # a reader that stops early: the call is still one row
+    assert run_cli("generate", "g", "apple", "-m", "4", "--seed", "2", "-w", run_ws.root).exit_code == 0
+    rows = audit.list_entries(run_ws, path="generate")
+    assert len(rows) == 3 and all(r["excerpt"].startswith("n=1: sample 1 ") for r in rows[:2])
+    assert audit.verify(run_ws).ok
+
+
+def test_batch_writes_one_row_per_job(run_ws, tmp_path):
+    from aigc.batch import generate_file
+
+    requests = tmp_path / "requests.jsonl"
+    lines = [{"prompt": "apple", "n": 2}, {"prompt": f"apple {PHONE}"}, {"prompt": "教我刷单套现"}, "apple red"]
+    requests.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    summary = generate_file(run_ws, "g", requests, tmp_path / "out.jsonl", defaults={"max_new_tokens": 6})
+    assert summary["requests"] == 4 and summary["errors"] == 1
+    out = (tmp_path / "out.jsonl").read_text(encoding="utf-8")
+    assert "_safety" not in out
+    assert [r["path"] for r in audit.list_entries(run_ws)] == ["batch", "prompt"]  # the blocked prompt: its own
+    row = _one(run_ws, "batch")
+    assert row["run"] == "g" and row["request_id"].startswith("batch-") and row["decision"] == "redact"
+    assert row["excerpt"].startswith("generate --file -> out.jsonl: 4 requests run, 1 refused; decisions: ")
+    assert row["entity_counts"].get("CN_MOBILE", 0) >= 1 and "redact 1" in row["excerpt"]

@@ -260,3 +260,42 @@ def test_a_window_of_24_finds_24_and_not_less():
         span = index.longest(fresh(rng, 10) + piece + fresh(rng, 10))
         assert span is not None and span.length == length
     assert index.longest(fresh(rng, 10) + cut(rng, records, 23)[1] + fresh(rng, 10)) is None
+
+
+# -- the copy guard on a stream (issue 13 task B) ----------------------------------------------------
+
+
+def _through(rail, text: str) -> str:
+    """``text`` fed to an output rail a character at a time, as a sampler would: what it releases."""
+    out = "".join(rail.feed(ch) for ch in text)
+    return out + ("" if rail.blocked else rail.finish())
+
+
+def test_action_block_ends_a_sample_that_copies_a_long_training_span(corpus):
+    from aigc.safety.guard import CopyGuardedRail, verdict
+    from aigc.safety.policy import default_policy
+    from aigc.safety.rails import OutputRail
+
+    records, index = corpus
+    rng = random.Random(21)
+    threshold = 40
+    block = {"threshold": threshold, "action": "block"}
+    _, piece, _ = cut(rng, records, 90)  # 90 normalised characters of one training record
+    copied = fresh(rng, 30) + "。" + piece + "。" + fresh(rng, 30) + "。"
+    rail = CopyGuardedRail(OutputRail(default_policy()), index, block)
+    released = _through(rail, copied)
+    v = verdict(rail)
+    assert rail.blocked and v["blocked"] and "copy" in v["categories"]
+    assert v["copy"]["length"] >= threshold and f"threshold {threshold}" in v["reason"]
+    assert piece not in released and released.startswith(copied[:31])  # what came before the copy went out
+    longest = index.longest(released)
+    assert longest is None or longest.length < threshold  # no copy at the threshold ever reached the reader
+    # the same text under report is released whole, its copy measured at the end
+    reported = CopyGuardedRail(OutputRail(default_policy()), index, {**block, "action": "report"})
+    assert _through(reported, copied) == copied and not reported.blocked
+    reported.report()
+    assert verdict(reported)["copy_flagged"] and verdict(reported)["copy"]["length"] >= 90
+    # text of its own passes under block
+    own = fresh(rng, 60) + "。" + fresh(rng, 60) + "。"
+    clean = CopyGuardedRail(OutputRail(default_policy()), index, block)
+    assert _through(clean, own) == own and not clean.blocked and verdict(clean)["copy"] is None

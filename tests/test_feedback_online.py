@@ -20,7 +20,7 @@ from aigc.generation import Sampling
 from aigc.server import Settings, create_app
 from aigc.workspace import Workspace
 
-from helpers import LiveServer, write_fruit_csv
+from helpers import LiveServer, fruit_gpt_workspace
 
 DRAW = dict(max_new_tokens=16, temperature=1.0)
 PLANTED = "e"  # the planted taste: outputs without this character (in about a third of the tiny run's)
@@ -29,12 +29,7 @@ PLANTED = "e"  # the planted taste: outputs without this character (in about a t
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A tiny gpt "g" (fruit=apple|kiwi; asked without cond, it mixes English and Chinese)."""
-    root = tmp_path_factory.mktemp("feedback")
-    ws = aigc.open_workspace(root / "ws")
-    aigc.ingest(write_fruit_csv(root / "fruit.csv"), "fruit", workspace=ws, text_column="text",
-                cond_columns=["fruit"])
-    aigc.train("fruit", family="gpt", preset="tiny", name="g", workspace=ws, max_steps=30)
-    return ws
+    return fruit_gpt_workspace(tmp_path_factory.mktemp("feedback"), steps=30)
 
 
 @pytest.fixture(autouse=True)

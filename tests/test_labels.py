@@ -1,6 +1,7 @@
 """AIGC labels (GB 45438-2025): every writer round-trips through the reader, the Annex E fields
 validate, the visible image mark is tall enough, a re-saved file keeps or loses its label as
-documented, bad files are one-line errors, and `aigc label check|add` exit as documented."""
+documented, bad files are one-line errors, `aigc label check|add` exit as documented, and the
+images written along the way (training sample grids, evaluation samples) are labelled too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import csv
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -421,3 +423,102 @@ def test_cli_label_add_reads_the_workspace_policy(tmp_path):
     assert res.ok and res.implicit["ContentProducer"] == "" and res.explicit is True
     r = aigc("add", tmp_path / "missing.txt", "--out", tmp_path / "b.txt", "-w", tmp_path / "ws")
     assert r.exit_code == 2 and r.stderr.startswith("error: ") and "missing.txt" in r.stderr
+
+
+# -- every image file aigc-studio generates carries the label --------------------------------------------
+
+def policy_yaml(**labels_settings) -> str:
+    """The default policy with these ``labels`` settings (the producer code set, say)."""
+    import yaml
+
+    import aigc
+
+    doc = yaml.safe_load((Path(aigc.__file__).parent / "resources" / "safety" / "default_policy.yaml")
+                         .read_text(encoding="utf-8"))
+    doc["labels"].update(labels_settings)
+    return yaml.safe_dump(doc, allow_unicode=True)
+
+
+@pytest.fixture(scope="module")
+def image_ws(tmp_path_factory):
+    """A tiny vae on 8x8 blocks, trained 4 steps with a validation every 2, in a workspace whose policy
+    names a producer: its sample grids are the training-time generated files."""
+    import aigc
+    from aigc.safety.policy import save_workspace_policy
+
+    from helpers import write_blocks_npz
+
+    root = tmp_path_factory.mktemp("labelled-runs")
+    ws = aigc.open_workspace(root / "ws")
+    save_workspace_policy(ws, policy_yaml(producer=PRODUCER))
+    aigc.ingest(write_blocks_npz(root / "blocks.npz"), "blocks", workspace=ws)
+    aigc.train("blocks", family="vae", preset="tiny", name="v", workspace=ws, max_steps=4, eval_every=2,
+               batch_size=8, seed=0)
+    return ws
+
+
+def assert_labelled(path, produce_suffix: str) -> dict:
+    """``path`` holds a valid implicit label with the workspace's producer, found by the reader, the checker
+    and `aigc label check`; returns it."""
+    res = check_file(path)
+    assert res.ok and res.kind == "png" and res.problems == [], res.problems
+    assert res.implicit == read_label(path) and res.implicit["ContentProducer"] == PRODUCER
+    assert res.implicit["ProduceID"].endswith(produce_suffix) and res.implicit["Label"] == "1"
+    r = _cli()("check", path)
+    assert r.exit_code == 0 and "valid implicit label (AI-generated" in r.stdout
+    return res.implicit
+
+
+def test_training_sample_grids_are_labelled(image_ws):
+    grids = sorted((image_ws.run_path("v") / "samples").glob("step-*.png"))
+    assert [g.name for g in grids] == ["step-0000002.png", "step-0000004.png"]
+    found = [assert_labelled(g, f"-{g.stem}") for g in grids]
+    runs = {lab["ProduceID"].rsplit("-step", 1)[0] for lab in found}
+    assert len(runs) == 1  # one training run: one ProduceID, suffixed per grid
+
+
+def test_image_evaluation_samples_are_labelled(image_ws):
+    import aigc
+
+    path = image_ws.run_path("v") / "eval_samples.png"
+    assert not path.exists()
+    aigc.evaluate("v", workspace=image_ws, n_samples=16)
+    assert_labelled(path, "")
+
+
+@pytest.mark.parametrize("mark", [True, False])
+def test_audio_evaluation_grids_are_labelled_and_marked_per_policy(tmp_path, mark):
+    import aigc
+    from aigc.audio_evaluation import _write_samples
+    from aigc.data.images import write_grid
+    from aigc.safety.policy import save_workspace_policy
+
+    ws = aigc.open_workspace(tmp_path / "ws")
+    save_workspace_policy(ws, policy_yaml(producer=PRODUCER, image_mark=mark))
+    rng = np.random.default_rng(0)
+    images, heard = rng.integers(0, 256, (2, 12, 16, 16, 1), dtype=np.uint8)
+    waves = [rng.uniform(-0.5, 0.5, 1600).astype(np.float32) for _ in range(3)]
+    run_dir = ws.root / "runs" / "mel"
+    run_dir.mkdir(parents=True)
+    _write_samples(ws, run_dir, images, heard, waves, np.array([0, 1, 0]), ["low", "high"], 16000)
+    out = run_dir / "eval_samples"
+    for name, tiles in (("generated", images), ("heard", heard)):
+        assert_labelled(out / f"{name}.png", f"-{name}")
+        write_grid(tmp_path / f"{name}-plain.png", list(tiles))
+        same = np.array_equal(pixels(out / f"{name}.png"), pixels(tmp_path / f"{name}-plain.png"))
+        assert same is not mark  # the visible mark drawn exactly when the policy asks for it
+    assert read_label(out / "sample-000.wav")["ContentProducer"] == PRODUCER
+
+
+def test_write_grid_labels_and_marks_only_when_asked(tmp_path):
+    from aigc.data.images import write_grid
+
+    tiles = list(np.random.default_rng(1).integers(0, 256, (16, 8, 8, 1), dtype=np.uint8))
+    write_grid(tmp_path / "plain.png", tiles)
+    write_grid(tmp_path / "labelled.png", tiles, label=meta())
+    write_grid(tmp_path / "marked.png", tiles, label=meta(), mark=True)
+    assert read_label(tmp_path / "plain.png") is None and not check_file(tmp_path / "plain.png").ok
+    assert read_label(tmp_path / "labelled.png") == meta() == read_label(tmp_path / "marked.png")
+    assert np.array_equal(pixels(tmp_path / "plain.png"), pixels(tmp_path / "labelled.png"))
+    assert not np.array_equal(pixels(tmp_path / "plain.png"), pixels(tmp_path / "marked.png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labelled.png", "marked.png", "plain.png"]  # no tmp

@@ -3,10 +3,12 @@ surface variants, hard negatives left alone, and every operator's output."""
 
 from __future__ import annotations
 
+import json
 import random
 import runpy
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 import phonenumbers
@@ -98,6 +100,46 @@ def test_resident_id_18_15_spaced_and_full_width():
         assert (e.start, e.end) == (5, 5 + len(surface))
     # the old 15-digit form (no check digit): region + YYMMDD + sequence, read next to 身份证
     assert found("旧身份证110105491231002已作废") == [("CN_RESIDENT_ID", "110105491231002")]
+
+
+def id18(region: str, born: str = "19900307", seq: str = "123") -> str:
+    return region + born + seq + gb11643_check(region + born + seq)
+
+
+@pytest.mark.parametrize("region, ok", [
+    ("110105", True), ("420102", True), ("440101", True),  # a district of a city the list has
+    ("110229", True), ("500381", True),  # a municipality's former 县 (延庆县) and 市 (江津市)
+    ("419001", True), ("469001", True),  # counties a province governs itself (济源, 五指山)
+    ("542121", True), ("652101", True),  # former regions' counties (昌都地区, 吐鲁番地区)
+    ("371202", True), ("510202", True),  # former cities: 莱芜, and 重庆 while in 四川
+    ("810000", True), ("830000", True),  # residence permits: the whole code only
+    ("110000", False), ("420000", False),  # a province alone is no place of registration
+    ("139901", False), ("317001", False), ("120501", False),  # no such prefecture in the province
+    ("810101", False), ("990101", False),  # below 香港's whole code; no such province
+])
+def test_resident_id_region_is_the_province_and_the_prefecture(region, ok):
+    d = id18(region)
+    assert pii._valid_resident_id(d) is ok
+    assert (("CN_RESIDENT_ID", d) in found(f"身份证号：{d}，请核对")) is ok
+
+
+def test_every_area_code_faker_draws_ids_from_passes_but_a_province_alone():
+    """Faker's zh_CN area codes are real ones, old and new (the corpus's IDs come from them)."""
+    provider = pytest.importorskip("faker.providers.ssn.zh_CN").Provider
+    refused = sorted(c for c in provider.area_codes if not pii._valid_resident_id(id18(c)))
+    assert len(provider.area_codes) > 3000
+    assert refused and all(c.endswith("0000") and c[:2] not in ("71", "81", "82", "83") for c in refused)
+
+
+def test_every_resident_id_of_the_pii_corpus_is_valid():
+    for split in ("dev", "test"):
+        path = Path(__file__).parent / "data" / f"pii_{split}.jsonl"
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        ids = [e["value"] for r in records for e in r["entities"] if e["type"] == "CN_RESIDENT_ID"]
+        digits = ["".join(c for c in unicodedata.normalize("NFKC", v).upper() if c in "0123456789X")
+                  for v in ids]
+        assert len(digits) >= 200
+        assert [d for d in digits if not pii._valid_resident_id(d)] == []
 
 
 def test_bank_card_grouped_and_compact():

@@ -306,7 +306,7 @@ pii:
     ("pii: {default: {prompt: shred}}\n", r"pii\.default\.prompt: unknown value 'shred'"),
     ("pii: {default: {ingest: block}}\n", r"pii\.default\.ingest: unknown value 'block'"),
     ("pii: {entities: {SSN: {log: hash}}}\n", r"pii\.entities: unknown entity type 'SSN'"),
-    ("copy_guard: {action: delete}\n", r"copy_guard\.action: unknown value 'delete'"),
+    ("copy_guard: {action: delete}\n", r"copy_guard\.action: must be report or block, got 'delete'"),
     ("labels: {text_position: middle}\n", r"labels\.text_position: unknown value 'middle'"),
     ("contexts:\n  - {id: a, words: [no], categories: [fraud]}\n", r"put the word in quotes"),
     ("rails: {segment_cap: 3}\n", r"rails\.segment_cap: 3 is not an integer in \[16, 100000\]"),
@@ -471,3 +471,220 @@ def test_classifier_fits_saves_without_pickle_and_folds_into_moderation(mini, tm
         TextClassifier.load(tmp_path / "junk.npz")
     with pytest.raises(InvalidInput, match="needs labelled texts both in it and not in it"):
         TextClassifier.fit(["a", "b"], ["fraud", "fraud"])
+
+
+# -- issue 13 task B: copy-guard actions, a policy file broken by hand, `aigc policy edit` drafts ------
+
+
+def test_copy_guard_action_must_be_report_or_block():
+    base = "version: 1\ncategories:\n  fraud: {openai: [illicit]}\n"
+    assert parse_policy(base + "copy_guard: {action: block}\n").copy_guard["action"] == "block"
+    with pytest.raises(InvalidInput, match=r"line 5: copy_guard\.action: must be report or block, got 'regen"):
+        parse_policy(base + "copy_guard:\n  action: regenerate\n")
+
+
+def _break_by_hand(ws: Workspace) -> Path:
+    """policy.yaml edited by hand into bad YAML (line 3), bypassing the checks a save makes."""
+    path = ws.root / "policy.yaml"
+    path.write_text("version: 5\ncategories:\n  fraud: [illicit\n  x: 1\n", encoding="utf-8")
+    return path
+
+
+def test_a_policy_broken_by_hand_is_one_line_naming_file_and_line_and_is_read_once(tmp_path, monkeypatch):
+    from aigc.safety import policy as policy_module
+
+    ws = Workspace(tmp_path / "ws")
+    save_workspace_policy(ws, MINI)
+    path = _break_by_hand(ws)
+    reads = []
+    real = policy_module.load_policy
+    monkeypatch.setattr(policy_module, "load_policy", lambda p: reads.append(p) or real(p))
+    policy_module._cached_policy.cache_clear()
+    for _ in range(3):
+        with pytest.raises(InvalidInput, match=rf"^policy {re.escape(str(path))} line 4: YAML syntax") as e:
+            workspace_policy(ws)
+        assert "\n" not in str(e.value)
+    assert len(reads) == 1  # the error is kept with the file's version, not parsed again per request
+
+    from typer.testing import CliRunner
+
+    from aigc.cli.main import app
+
+    for args in (["policy", "show"], ["policy", "test", "刷单"]):
+        r = CliRunner().invoke(app, [*args, "-w", str(ws.root)], catch_exceptions=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1, (args, r.stderr)
+        assert str(path) in lines[0] and "line 4: YAML syntax error" in lines[0]
+
+
+def test_serving_keeps_the_last_good_policy_in_force_with_one_warning(tmp_path, caplog):
+    from aigc.safety.guard import Guard
+
+    ws = Workspace(tmp_path / "ws")
+    good = save_workspace_policy(ws, MINI)
+    guard = Guard(ws)
+    assert guard.policy.version == good.version
+    path = _break_by_hand(ws)
+    with caplog.at_level("WARNING", logger="aigc.safety"):
+        assert [guard.policy.version for _ in range(3)] == [good.version] * 3
+        assert guard.scanner is not None and guard.rail() is not None  # requests go on under it
+    warnings = [r.getMessage() for r in caplog.records if r.name == "aigc.safety"]
+    assert len(warnings) == 1 and str(path) in warnings[0] and "line 4" in warnings[0]
+    assert f"policy {good.version} stays in force" in warnings[0]
+    with pytest.raises(InvalidInput, match="YAML syntax error"):
+        Guard(ws).policy  # noqa: B018 - a guard that never read a good policy has none to keep
+    fixed = save_workspace_policy(ws, MINI.replace("version: 3", "version: 4"))
+    assert guard.policy.version == fixed.version != good.version
+
+
+def _editor_writing(tmp_path: Path, text: str) -> str:
+    """An $EDITOR that writes ``text`` over the file it is given."""
+    import shlex
+    import sys
+
+    script = tmp_path / "editor.py"
+    script.write_text(f"import sys\nopen(sys.argv[1], 'w', encoding='utf-8').write({text!r})\n",
+                      encoding="utf-8")
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
+
+
+def test_policy_edit_keeps_a_bad_draft_and_names_it(tmp_path, monkeypatch):
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from aigc.cli.main import app
+
+    drafts = tmp_path / "drafts"
+    drafts.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(drafts))
+    monkeypatch.delenv("VISUAL", raising=False)
+    ws = Workspace(tmp_path / "ws")
+    before = save_workspace_policy(ws, MINI)
+    bad = MINI.replace("allow:", "  - {term: x, category: nope}\nallow:")
+    monkeypatch.setenv("EDITOR", _editor_writing(tmp_path, bad))
+    r = CliRunner().invoke(app, ["policy", "edit", "-w", str(ws.root)], catch_exceptions=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "unknown category 'nope'" in lines[0]
+    draft = Path(re.search(r"the edit is kept in (\S+) ", lines[0]).group(1))
+    assert draft.parent == drafts and draft.read_text(encoding="utf-8") == bad  # nothing of the edit is lost
+    assert workspace_policy(ws).version == before.version  # and the policy in force is unchanged
+    draft.write_text(MINI.replace("version: 3", "version: 6"), encoding="utf-8")  # fixed, installed as told
+    r = CliRunner().invoke(app, ["policy", "edit", "--file", str(draft), "-w", str(ws.root)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and workspace_policy(ws).version.startswith("6-")
+    draft.unlink()
+    monkeypatch.setenv("EDITOR", _editor_writing(tmp_path, MINI.replace("version: 3", "version: 7")))
+    r = CliRunner().invoke(app, ["policy", "edit", "-w", str(ws.root)], catch_exceptions=False)
+    assert r.exit_code == 0 and workspace_policy(ws).version.startswith("7-")
+    assert list(drafts.iterdir()) == []  # a draft that was saved is not left behind
+    _break_by_hand(ws)  # a file broken by hand opens as written, to be mended in the editor
+    monkeypatch.setenv("EDITOR", _editor_writing(tmp_path, MINI.replace("version: 3", "version: 8")))
+    r = CliRunner().invoke(app, ["policy", "edit", "-w", str(ws.root)], catch_exceptions=False)
+    assert r.exit_code == 0 and workspace_policy(ws).version.startswith("8-")
+
+
+# -- the matcher past the words as written: inflections, gaps (~), particles --------------------
+# Each test asserts a block and the near miss next to it.
+
+INFLECT = """
+version: 1
+categories:
+  abuse: {openai: [harassment], tc260: [A.4.a]}
+  data: {openai: [], tc260: [A.4.f]}
+  drugs: {openai: [illicit], tc260: [A.1.h]}
+  betting: {openai: [illicit], tc260: [A.1.h]}
+terms:
+  - {term: idiot, category: abuse, severity: medium}
+  - {term: harass, category: abuse, severity: medium}
+  - {term: shut up, category: abuse, severity: medium}
+  - {term: fuck, category: abuse, severity: low}
+  - {term: fucking, category: abuse, severity: low}
+  - {term: 弄死你, category: abuse, severity: high}
+  - {term: hire a hacker, category: data, severity: high}
+  - {term: "leaked ~ database*", category: data, severity: high}
+  - {term: 出售 ~ 名单, category: data, severity: high}
+  - {term: ketamine, category: drugs, severity: low}
+  - {term: 买大小, category: betting, severity: medium}
+contexts:
+  - {id: trade, words: [deliver], categories: [drugs], window: 12, side: both, scope: clause, effect: raise}
+"""
+
+
+@pytest.fixture(scope="module")
+def inflect():
+    return parse_policy(INFLECT)
+
+
+def _on(policy, text: str) -> list[str]:
+    return assess(policy, policy.match_terms(text)).on
+
+
+def test_a_terms_last_word_matches_with_s_and_ing_but_not_its_past_or_a_derivation(inflect):
+    text = "Those IDIOTS at the depot again"
+    assert _on(inflect, text) == ["abuse"]
+    assert [text[m.start:m.end] for m in inflect.match_terms(text)] == ["IDIOTS"]  # offsets in the original
+    assert _on(inflect, "they keep harassing her in the comments") == ["abuse"]
+    assert _on(inflect, "an idiotic design, honestly") == []  # a derivation is another word
+    assert _on(inflect, "she was harassed at work, the report says") == []  # a past tells of it
+
+
+def test_an_earlier_word_takes_ing_before_an_article_and_set_phrases_stay_fixed(inflect):
+    assert _on(inflect, "hiring a hacker to get into her mail") == ["data"]
+    assert _on(inflect, "shut up already") == ["abuse"]
+    assert _on(inflect, "he shuts up the shop at nine") == []
+    assert _on(inflect, "shutting up the shop early today") == []
+
+
+def test_a_word_and_its_inflected_form_count_once(inflect):
+    assert inflect.match_terms("festival fucking cool")  # "fucking" is a term and "fuck" inflected...
+    assert _on(inflect, "festival fucking cool") == []  # ...one word, one low score: not on
+    assert _on(inflect, "fuck this, fucking hell") == ["abuse"]  # two words, two pieces of evidence
+
+
+def test_context_words_match_their_past_forms(inflect):
+    assert _on(inflect, "get your ketamine delivered tonight") == ["drugs"]  # raised by "deliver"
+    assert _on(inflect, "the vet keeps ketamine for surgery") == []
+
+
+def test_a_gap_term_lets_two_words_stand_between_its_parts_within_a_clause(inflect):
+    text = "Buying LEAKED Customer Databases, bitcoin."
+    assert [text[m.start:m.end] for m in inflect.match_terms(text)] == ["LEAKED Customer Databases"]
+    assert _on(inflect, "leaked database dumps") == ["data"]
+    for near in ("they leaked the whole customer database", "it leaked no database", "leaked, the database",
+                 "leaked; customer database"):
+        assert _on(inflect, near) == [], near
+
+
+def test_a_chinese_gap_term_takes_six_characters_but_no_clause_mark_or_negation(inflect):
+    assert _on(inflect, "出售学生家长电话名单") == ["data"]
+    assert _on(inflect, "出售名單") == ["data"]  # traditional, no gap
+    for near in ("出售二手车，电话名单见附件", "出售一二三四五六七名单", "出售的不是名单"):
+        assert _on(inflect, near) == [], near
+
+
+def test_a_particle_before_the_person_a_chinese_term_names_still_matches(inflect):
+    assert _on(inflect, "再来我就弄死了你") == ["abuse"]
+    assert _on(inflect, "跟着导师买大小") == ["betting"]
+    assert _on(inflect, "我买了大小两种，都挺好") == []  # 了 elsewhere joins words that were apart
+
+
+def test_the_output_rail_blocks_a_gap_term_streamed_in_pieces(inflect):
+    from aigc.safety.rails import OutputRail
+
+    def stream(text):
+        rail = OutputRail(inflect, segment_cap=40)
+        return "".join(rail.feed(text[i:i + 2]) for i in range(0, len(text), 2)) + rail.finish(), rail
+
+    out, rail = stream("we have " + "very " * 20 + "leaked customer databases here " + "ok " * 30)
+    assert rail.blocked and rail.finish_reason == "content_filter" and "databases" not in out
+    near = "we have " + "very " * 20 + "leaked the whole customer database here " + "ok " * 30
+    out, rail = stream(near)
+    assert not rail.blocked and out == near
+
+
+def test_a_gap_term_with_an_empty_part_is_a_one_line_error():
+    bad = INFLECT.replace("leaked ~ database*", "leaked ~")
+    with pytest.raises(InvalidInput, match=r"terms\[7\]\.term: term .leaked ~. has an empty part") as e:
+        parse_policy(bad)
+    assert "\n" not in str(e.value)

@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from helpers import LiveServer, run_cli, write_fruit_csv
+from helpers import LiveServer, fruit_gpt_workspace, run_cli
 
 import aigc
 from aigc import runs
 from aigc.decoding.batch import run as decode
 from aigc.errors import ContentBlocked, InvalidInput
-from aigc.safety.policy import default_policy, save_workspace_policy, workspace_policy
+from aigc.safety.policy import default_policy, parse_policy, save_workspace_policy, workspace_policy
 from aigc.generation import Sampling
 from aigc.safety.training import PiiWarning
 
@@ -96,11 +96,7 @@ def test_training_warns_or_refuses_on_unredacted_pii(tmp_path):
 
 @pytest.fixture(scope="module")
 def fruit_ws(tmp_path_factory):
-    root = tmp_path_factory.mktemp("safety")
-    ws = aigc.open_workspace(root / "ws")
-    aigc.ingest(write_fruit_csv(root / "fruit.csv"), "fruit", workspace=ws, text_column="text", cond_columns=["fruit"])
-    aigc.train("fruit", family="gpt", preset="tiny", name="g", workspace=ws, max_steps=60)
-    return ws
+    return fruit_gpt_workspace(tmp_path_factory.mktemp("safety"), steps=60)
 
 
 def test_input_rail_blocks_and_audits(fruit_ws):
@@ -177,6 +173,9 @@ def test_eval_has_a_safety_section(fruit_ws):
 def test_server_moderations_policy_and_streams(fruit_ws, tmp_path):
     from openai import OpenAI
 
+    from aigc.provenance import audit
+
+    prompt_blocks = len(audit.list_entries(fruit_ws, path="prompt", decision="block"))
     with LiveServer(fruit_ws) as server:
         client = OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
         mod = client.moderations.create(input=["教你刷单套现，日赚三千", "这款绿茶清香回甘"])
@@ -219,11 +218,152 @@ def test_server_moderations_policy_and_streams(fruit_ws, tmp_path):
                 reasons = [c["finish_reason"] for e in events for c in e["choices"] if c["finish_reason"]]
                 assert "猕猴桃" not in text and len(reasons) == 4
                 if "content_filter" in reasons:
+                    stopped = events[0]["id"]
                     break
             else:
                 pytest.fail("no kiwi stream was stopped by the rail")
         finally:
             (fruit_ws.root / "policy.yaml").unlink()
+
+    # the server's decisions are in the audit chain (never the raw number), and an edited row breaks it
+    from aigc.workspace import audit_table
+
+    assert len(audit.list_entries(fruit_ws, path="prompt", decision="block")) == prompt_blocks + 1
+    redacted = next(e for e in audit.list_entries(fruit_ws, path="prompt") if e["request_id"] == body["id"])
+    assert redacted["decision"] == "redact" and redacted["entity_counts"] == {"CN_MOBILE": 1}
+    assert "13812345678" not in json.dumps(redacted, ensure_ascii=False)
+    assert any(e["decision"] == "block" for e in audit.list_entries(fruit_ws, path="output")
+               if e["request_id"] == stopped)
+    assert audit.verify(fruit_ws).ok and run_cli("audit", "verify", "-w", fruit_ws.root).exit_code == 0
+    row = audit_table.c.id == redacted["id"]
+    with fruit_ws.engine.begin() as conn:
+        conn.execute(sa.update(audit_table).where(row).values(decision="allow"))
+    try:
+        assert audit.verify(fruit_ws).first_bad_id == redacted["id"]
+        r = run_cli("audit", "verify", "-w", fruit_ws.root)
+        assert r.exit_code == 1 and f"row {redacted['id']}" in r.stderr
+    finally:  # put it back for the other tests of this module
+        with fruit_ws.engine.begin() as conn:
+            conn.execute(sa.update(audit_table).where(row).values(decision="redact"))
+    assert audit.verify(fruit_ws).ok
+
+
+# A run that says a phone number (kind=phone) or a term BLOCK_KIWI blocks (kind=kiwi) by heart, after
+# the prompt its lines share: what a client must not get through the log-probabilities either.
+LEAKS = {"phone": ("请回电", "13812345678"), "kiwi": ("我想吃", "猕猴桃")}
+
+
+@pytest.fixture(scope="module")
+def leaky_ws(tmp_path_factory):
+    root = tmp_path_factory.mktemp("leaky")
+    rows = ["text,kind"] + [f"{i}号{prompt}{' ' if kind == 'phone' else ''}{secret}。,{kind}"
+                            for i in range(80) for kind, (prompt, secret) in LEAKS.items()]
+    (root / "leaky.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    ws = aigc.open_workspace(root / "ws")
+    aigc.ingest(root / "leaky.csv", "leaky", workspace=ws, text_column="text", cond_columns=["kind"])
+    with pytest.warns(PiiWarning):
+        aigc.train("leaky", family="gpt", preset="tiny", name="m", workspace=ws, max_steps=120)
+    save_workspace_policy(ws, policy_with(BLOCK_KIWI))
+    return ws
+
+
+def _choices(route: str, response: httpx.Response, stream: bool) -> dict[int, dict]:
+    """Per choice index: its text, finish reason, the token strings of its logprobs (in order) and
+    their alternatives, each after the text before it (``prefix + alternative``), from a response of
+    ``route`` (completions or chat)."""
+    bodies = ([json.loads(line[6:]) for line in response.text.splitlines()
+               if line.startswith("data: ") and line != "data: [DONE]"] if stream else [response.json()])
+    out: dict[int, dict] = {}
+    for body in bodies:
+        for c in body["choices"]:
+            got = out.setdefault(c["index"], {"text": "", "finish": None, "tokens": [], "alternatives": []})
+            got["finish"] = c["finish_reason"] or got["finish"]
+            lp = c["logprobs"] or {}
+            if route == "completions":
+                got["text"] += c["text"]
+                entries = list(zip(lp.get("tokens") or [], map(list, lp.get("top_logprobs") or [])))
+            else:
+                got["text"] += (c["message"] if not stream else c["delta"]).get("content") or ""
+                assert all(bytes(e["bytes"]) == e["token"].encode() for e in lp.get("content") or [])
+                entries = [(e["token"], [a["token"] for a in e["top_logprobs"]])
+                           for e in lp.get("content") or []]
+            for token, alternatives in entries:
+                got["alternatives"] += ["".join(got["tokens"]) + a for a in alternatives]
+                got["tokens"].append(token)
+    return out
+
+
+def test_logprobs_carry_only_the_text_the_rail_released(leaky_ws):
+    with LiveServer(leaky_ws) as server:
+        for kind, (prompt, secret) in LEAKS.items():
+            for route in ("completions", "chat"):
+                for stream in (False, True):
+                    body = {"model": "m", "cond": {"kind": kind}, "max_tokens": 24, "n": 2, "seed": 0,
+                            "temperature": 0.3, "stream": stream}
+                    if route == "completions":
+                        body |= {"prompt": prompt, "logprobs": 3}
+                    else:
+                        body |= {"messages": [{"role": "user", "content": prompt}], "logprobs": True,
+                                 "top_logprobs": 3}
+                    r = httpx.post(f"{server.url}/v1/{route.replace('chat', 'chat/completions')}", json=body,
+                                   timeout=60)
+                    case = f"{kind} {route} stream={stream}"
+                    assert r.status_code == 200, (case, r.text)
+                    assert secret not in r.text, case  # anywhere in the bytes
+                    choices = _choices(route, r, stream)
+                    assert len(choices) == 2, case
+                    for c in choices.values():
+                        assert secret not in "".join(c["tokens"]), case
+                        assert not any(secret in said for said in c["alternatives"]), case
+                        # the released text, token by token (and special tokens, which say nothing)
+                        assert "".join(t for t in c["tokens"] if not t.startswith("<|")) == c["text"], case
+                    # what the model said, and the rail changed: redacted, or stopped
+                    if kind == "phone":
+                        assert any("<CN_MOBILE>" in c["text"] for c in choices.values()), (case, choices)
+                        assert any(c["alternatives"] for c in choices.values()), case
+                    else:
+                        assert any(c["finish"] == "content_filter" for c in choices.values()), (case, choices)
+
+
+def test_logprob_entries_word_only_what_the_rail_released():
+    from aigc.engine import SampleLogprobs, TokenInfo
+    from aigc.safety.rails import OutputRail
+
+    def entries(policy, tokens: list) -> tuple[str, list[TokenInfo]]:
+        """Tokens (a string, or a string and its alternatives) fed to a rail as a sample's stream does
+        (<|special|> tokens say nothing)."""
+        rail = OutputRail(policy)
+        lp = SampleLogprobs(rail)
+        text, out = "", []
+        for token in tokens:
+            token, top = token if isinstance(token, tuple) else (token, [])
+            special = token.startswith("<|")
+            released = rail.feed("" if special else token)
+            # "": the first bytes of a character, which put nothing into the stream yet
+            lp.add(TokenInfo(token or "\ufffd", -0.5, [(a, -1.0) for a in top]), special)
+            text += released
+            out += lp.take(released, final=rail.blocked) if released or rail.blocked else []
+        if not rail.blocked:
+            released = rail.finish()
+            text += released
+            out += lp.take(released, final=True)
+        return text, out
+
+    text, out = entries(default_policy(), ["call", " 13", "8123", "", "45678", " now", ".", " ok", "\n",
+                                           "<|endoftext|>"])
+    assert text == "call <CN_MOBILE> now. ok\n"
+    assert [t.token for t in out] == ["call", " <CN_MOBILE>", " now", ".", " ok", "\n", "<|endoftext|>"]
+    assert out[1].logprob == -2.0 and out[0].logprob == -0.5  # the span's four tokens, merged
+
+    # alternatives pass only if the rail would let them out where they stand
+    text, out = entries(default_policy(), ["电话", " 1381234567", ("号", ["8", "号", "码"]), "。"])
+    assert text == "电话 1381234567号。" and [a for a, _ in out[2].top] == ["号", "码"]  # "8" would be a mobile
+    policy = parse_policy(policy_with(BLOCK_KIWI))
+    text, out = entries(policy, [("我想吃", ["猕猴桃", "你"]), "猕猴", ("子", ["桃", "子"]), "。"])
+    assert text == "我想吃猕猴子。" and [a for a, _ in out[0].top] == ["你"] and [a for a, _ in out[2].top] == ["子"]
+    text, out = entries(policy, ["好的", "。", "<|kind=kiwi|>", "我想", "吃猕", "猴桃", "。", "嗯"])
+    assert text == "好的。"
+    assert [t.token for t in out] == ["好的", "。", "<|kind=kiwi|>"]  # none of the blocked segment's
 
 
 def test_images_carry_the_label(served_ws):
@@ -243,6 +383,32 @@ def test_images_carry_the_label(served_ws):
         assert Image.open(io.BytesIO(png)).size == (8, 8)
         gen_dir = Path(served_ws.root) / "generations" / body["id"]
         assert read_label(gen_dir / "grid.png")["ProduceID"] == body["id"] + "-grid"
+
+
+def test_api_images_get_the_visible_mark_where_it_fits(served_ws, monkeypatch):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from aigc.image_generation import ImageGenerator, to_uint8
+    from aigc.provenance.labels import check_file, read_label
+    from aigc.provenance.marks import mark_image
+
+    def sample(self, n=16, *, cond=None, seed=None, **options):  # "d" as if it made 128 px images
+        return torch.rand(n, 3, 128, 128, generator=torch.Generator().manual_seed(seed))
+
+    monkeypatch.setattr(ImageGenerator, "sample", sample)
+    with LiveServer(served_ws) as server:
+        r = httpx.post(server.url + "/v1/images/generations", json={"model": "d", "n": 1, "seed": 5,
+                                                                   "response_format": "b64_json"}, timeout=120)
+    assert r.status_code == 200, r.text
+    path = Path(served_ws.root) / "marked.png"
+    path.write_bytes(base64.b64decode(r.json()["data"][0]["b64_json"]))
+    plain = Image.fromarray(to_uint8(sample(None, 1, seed=5))[0])
+    got = np.asarray(Image.open(path).convert("RGB"))
+    assert not np.array_equal(got, np.asarray(plain))  # the visible mark is drawn ...
+    assert np.array_equal(got, np.asarray(mark_image(plain).convert("RGB")))  # ... as files get it
+    assert read_label(path)["ProduceID"] == r.json()["id"] + "-000" and check_file(path).ok
 
 
 def test_saved_images_get_the_visible_mark_where_it_fits(tmp_path):

@@ -332,6 +332,50 @@ def test_outputs_show_the_safety_verdict_and_the_policy_page_checks_text(page):
     page.wait_for_selector("#policy-result:has-text('Allowed')")
 
 
+def script_text(monkeypatch, ws, text: str, run: str = "g") -> None:
+    """Make the engine's next text sample say ``text`` and end: each drawn token is forced to the next of
+    ``text``'s tokens, then end-of-text. A tiny model neither echoes a phone number nor copies a whole
+    training line on cue; the rails, the copy guard and the page run as they do on any output."""
+    import torch
+
+    import aigc
+    import aigc.sampling as sampling_module
+
+    tokenizer = aigc.load(run, workspace=ws).tokenizer
+    queue = [*tokenizer.encode(text), tokenizer.eos_id]
+    original = sampling_module.next_token_probs
+
+    def forced(logits, *args, **kw):
+        forced_logits = torch.full_like(logits, float("-inf"))
+        forced_logits[:, queue.pop(0) if len(queue) > 1 else queue[0]] = 0.0
+        return original(forced_logits, *args, **kw)
+
+    # every token the engine draws goes through next_token_probs (as in helpers.never_ending_text)
+    monkeypatch.setattr(sampling_module, "next_token_probs", forced)
+
+
+def test_a_phone_number_is_redacted_and_the_copy_verdict_names_its_threshold(page, served_ws, monkeypatch):
+    from aigc.data.dataset import read_text_split
+
+    copied = max((r.text for r in read_text_split(served_ws.dataset_path("fruit"), "train")
+                  if r.cond.get("fruit") == "apple"), key=len)
+    assert len(copied) > 50  # longer than the default policy's copy-guard threshold
+    script_text(monkeypatch, served_ws, f" 13812345678 {copied}")
+    ask(page, "apple 13812345678", 200, 11)  # the prompt's phone number goes to the model (prompt: keep)
+    page.wait_for_selector("#safety-0 .flag", timeout=30_000)
+    row = logbook.list_generations(served_ws, run="g", limit=1)[0]
+    copy = row["output"]["safety"][0]["copy"]
+    assert copy["threshold"] == 50 and copy["length"] >= len(copied)
+    shown = page.text_content("#output-0")
+    assert shown.startswith("apple 13812345678") and shown.endswith(copied)
+    generated = shown[len("apple 13812345678"):]
+    assert "<CN_MOBILE>" in generated and "13812345678" not in generated  # the output rail replaced it
+    flags = page.locator("#safety-0 .flag").all_text_contents()
+    assert "Personal information redacted: CN_MOBILE ×1" in flags
+    assert (f"Longest span copied from the training text: {copy['length']} characters "
+            "(over the threshold of 50)") in flags
+
+
 @pytest.fixture(scope="module")
 def table_ws(tmp_path_factory):
     """A copula run "cop" on a small customer table whose category names hold markup."""

@@ -359,20 +359,23 @@ def _write_samples(ws: Workspace, run_dir: Path, images: np.ndarray, heard: np.n
                    asked, classes: list[str], sample_rate: int) -> None:
     """``eval_samples/``: the first SAMPLE_WAVS clips as labelled WAVs, ``samples.json`` (file, class
     asked), ``generated.png`` (the generated spectrograms) and ``heard.png`` (the same clips
-    analysed again from their sound); built in the workspace's tmp/ and renamed into place."""
+    analysed again from their sound), both labelled and marked as the policy says; built in the
+    workspace's tmp/ and renamed into place."""
     from aigc.data.images import write_grid
     from aigc.provenance.audio import save_wav
     from aigc.provenance.labels import new_produce_id
     from aigc.safety.guard import guard_for
 
-    label = guard_for(ws).label(new_produce_id())
+    guard = guard_for(ws)
+    label, mark = guard.label(new_produce_id()), bool(guard.policy.labels.get("image_mark"))
     listed = []
     with ws.staging("eval-samples") as staged:
         for i, wave in enumerate(waves[:SAMPLE_WAVS]):
             file = f"sample-{i:03d}.wav"
             save_wav(staged / file, wave, sample_rate, {**label, "ProduceID": f"{label['ProduceID']}-{i:03d}"})
             listed.append({"file": file, "label": classes[int(asked[i])] if asked is not None else None})
-        write_grid(staged / "generated.png", list(images[:GRID_TILES]))
-        write_grid(staged / "heard.png", list(heard[:GRID_TILES]))
+        for grid, tiles in (("generated", images), ("heard", heard)):  # both drawn from generated sound
+            write_grid(staged / f"{grid}.png", list(tiles[:GRID_TILES]),
+                       label={**label, "ProduceID": f"{label['ProduceID']}-{grid}"}, mark=mark)
         write_json_atomic(staged / "samples.json", listed)
         ws.publish(staged, run_dir / "eval_samples", replace=True)

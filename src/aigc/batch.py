@@ -31,6 +31,7 @@ import math
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,8 @@ class ShardWorker:
             self.copy_index = load_copy_index(ws.run_path(work["run"]))  # built by the driver if missing
         else:
             self.gen = runs.load(ws, work["run"])
+            if getattr(self.gen, "guard", None) is not None:  # each request's audit row comes back with it:
+                self.gen.guard.audit_rows = []  # the job writes one row for all (generate_file)
 
     def __call__(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # A synthesis shard's error fails the job: its rows or records are one data set.
@@ -221,6 +224,11 @@ class ShardWorker:
                 texts[chunk.index] += chunk.text
                 reasons[chunk.index] = chunk.finish_reason or reasons[chunk.index]
             record.update(outputs=texts, finish_reasons=reasons)
+            rows = getattr(getattr(self.gen, "guard", None), "audit_rows", None)
+            if rows:  # the safety decision, for the job's audit row (taken out before the line is written)
+                row = rows.pop()
+                record["_safety"] = {k: row[k] for k in ("decision", "categories", "entity_counts",
+                                                         "rule_ids")}
         except AigcError as e:
             record["error"] = str(e)
         return record
@@ -418,10 +426,12 @@ def generate_file(ws: Any, run: str, path: str | Path, out: str | Path, *, seed:
     offsets = [i * shard_size for i in range(len(shards))]
     todo = sum(len(shards[i]) for i in pending)
     done = errors = 0
+    decided: list[dict[str, Any]] = []  # each text request's safety decision, for the job's audit row
     t0 = time.perf_counter()
 
     def on_shard(i: int, records: list[dict[str, Any]]) -> None:
         nonlocal done, errors
+        decided.extend(r.pop("_safety") for r in records if "_safety" in r)
         produce = (hashlib.sha256(f"{job_key}:{offsets[i] + k}".encode()).hexdigest()[:32] for k in range(len(records)))
         parts.write(i, (json.dumps({**r, "aigc_label": label(pid)}, ensure_ascii=False) + "\n"
                         for r, pid in zip(records, produce)))
@@ -434,10 +444,34 @@ def generate_file(ws: Any, run: str, path: str | Path, out: str | Path, *, seed:
                       threads=threads, ray=ray)
     seconds = time.perf_counter() - t0
     _assemble_lines(parts, out)
+    if modality == "text":
+        _audit_job(ws, run, job_key, out, done, errors, decided)
     return {"run": run, "path": str(out), "requests": len(tasks), "shards": len(shards),
             "skipped_shards": len(shards) - len(pending), "generated": done, "errors": errors,
             "workers": used, "where": f"ray {ray}" if ray else "local", "seconds": round(seconds, 2),
             "per_s": _rate(done, seconds)}
+
+
+def _audit_job(ws: Any, run: str, job_key: str, out: Path, done: int, errors: int,
+               decided: list[dict[str, Any]]) -> None:
+    """The job's one audit row (a row per request would be thousands): the requests run here, those
+    the run refused (a blocked prompt has its own row already), each decision's count, and the
+    categories, entity counts and rules of all its outputs."""
+    from aigc.provenance import audit
+    from aigc.safety.guard import DECISION_ORDER, guard_for
+
+    counts: dict[str, int] = {}
+    entities: dict[str, int] = {}
+    for d in decided:
+        counts[d["decision"]] = counts.get(d["decision"], 0) + 1
+        for kind, n in d["entity_counts"].items():
+            entities[kind] = entities.get(kind, 0) + n
+    text = (f"generate --file -> {out.name}: {done} requests run, {errors} refused; decisions: "
+            + (", ".join(f"{k} {counts[k]}" for k in DECISION_ORDER if k in counts) or "none"))
+    audit.record(ws, path="batch", decision=min(counts or ["allow"], key=DECISION_ORDER.index), text=text,
+                 policy_version=guard_for(ws).policy.version, run=run, request_id="batch-" + job_key[:24],
+                 categories={c for d in decided for c in d["categories"]}, entity_counts=entities,
+                 rule_ids={r for d in decided for r in d["rule_ids"]})
 
 
 def _labeller(ws: Any) -> Callable[[str], dict[str, Any]]:
@@ -447,10 +481,15 @@ def _labeller(ws: Any) -> Callable[[str], dict[str, Any]]:
 
 
 def _assemble_lines(parts: Parts, out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(parts.lines())
-    os.replace(tmp, out)
+    """The shards' lines, streamed into a temporary file of this call's own (two jobs writing one
+    ``out`` never share it), renamed over ``out``."""
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(parts.lines())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def synthesize_shards(ws: Any, run: str, n: int, out: str | Path, *, shard_size: int | None = None, seed: int = 0,

@@ -379,6 +379,8 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
     from aigc.image_generation import to_uint8
     from aigc.data.images import write_grid
     from aigc.metrics import image as im
+    from aigc.provenance.labels import new_produce_id
+    from aigc.safety.guard import guard_for
 
     gen = load(ws, name, safety=False)
     run_dir = Path(ws.get_run(name)["path"])
@@ -456,7 +458,9 @@ def evaluate_images(ws: Workspace, name: str, *, n_samples: int = 500, seed: int
                                          model_y.to(gen.device) if model_y is not None else None)
         if "loss" in losses:
             result["test_loss"] = losses["loss"]
-    write_grid(run_dir / "eval_samples.png", list(to_uint8(fake_x[:64])))
+    guard = guard_for(ws)  # the samples are generated images: labelled (and marked) like the engine's
+    write_grid(run_dir / "eval_samples.png", list(to_uint8(fake_x[:64])), label=guard.label(new_produce_id()),
+               mark=bool(guard.policy.labels.get("image_mark")))
     write_json_atomic(run_dir / "eval.json", result)
     row = ws.get_run(name)
     keys = ("fid", "kid_mean", "precision", "recall", "conditional_accuracy", "psnr", "test_loss")

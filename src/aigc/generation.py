@@ -128,10 +128,23 @@ class TextGenerator:
 
     def stream(self, prompt: str = "", *, n: int = 1, cond: dict[str, str] | None = None,
                use_cache: bool = True, **sampling) -> Iterator[Chunk]:
-        """Yield chunks of ``n`` continuations of ``prompt`` as tokens arrive (prompt excluded)."""
+        """Yield chunks of ``n`` continuations of ``prompt`` as tokens arrive (prompt excluded).
+        Under a guard the call is one audit row, written when the stream ends or its reader stops."""
         group = self.prepare(prompt, n, cond, Sampling(**sampling))
-        with torch.inference_mode():
-            yield from run(self.runner(group.width, use_cache), group)
+        if self.guard is None:
+            with torch.inference_mode():
+                yield from run(self.runner(group.width, use_cache), group)
+            return
+        released = [""] * n
+        try:
+            with torch.inference_mode():
+                for chunk in run(self.runner(group.width, use_cache), group):
+                    released[chunk.index] += chunk.text
+                    yield chunk
+        except GeneratorExit:  # the reader stopped early: what it was given is audited all the same
+            self.guard.audit_call(prompt, group, released)
+            raise
+        self.guard.audit_call(prompt, group, released)
 
     def generate(self, prompt: str = "", *, n: int = 1, cond: dict[str, str] | None = None,
                  use_cache: bool = True, **sampling) -> list[str]:

@@ -354,10 +354,14 @@ def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = No
 
 class SampleGrids:
     """At every validation, a grid of samples with a fixed seed in ``samples/step-NNNNNNN.png``,
-    so a person can watch an image model learn."""
+    so a person can watch an image model learn. Generated images like any other: each grid carries
+    ``label`` (the workspace's implicit AIGC label, its ProduceID suffixed with the step) and, with
+    ``mark``, the visible mark."""
 
-    def __init__(self, model: nn.Module, classes: list[str], out_dir: Path, n: int = 16):
+    def __init__(self, model: nn.Module, classes: list[str], out_dir: Path, n: int = 16, *,
+                 label: dict[str, Any] | None = None, mark: bool = False):
         self.model, self.classes, self.out_dir, self.n = model, classes, out_dir, n
+        self.label, self.mark = label, mark
 
     def on_eval(self, state) -> None:
         from aigc.data.images import write_grid
@@ -372,7 +376,9 @@ class SampleGrids:
         finally:
             self.model.train()
         self.out_dir.mkdir(exist_ok=True)
-        write_grid(self.out_dir / f"step-{state.step:07d}.png", list(to_uint8(images)))
+        name = f"step-{state.step:07d}"
+        label = self.label and {**self.label, "ProduceID": f"{self.label['ProduceID']}-{name}"}
+        write_grid(self.out_dir / f"{name}.png", list(to_uint8(images)), label=label, mark=self.mark)
 
 
 def _fail_if_still_running(ws: Workspace, name: str) -> None:
@@ -393,7 +399,13 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
     writes the run's files (the others return None)."""
     zero = fabric.is_global_zero
     if spec["modality"] == "image":
-        callbacks = [*callbacks, SampleGrids(model, spec.get("classes", []), run_dir / "samples")]
+        from aigc.provenance.labels import new_produce_id
+        from aigc.safety.guard import guard_for
+
+        guard = guard_for(ws)
+        callbacks = [*callbacks, SampleGrids(model, spec.get("classes", []), run_dir / "samples",
+                                             label=guard.label(new_produce_id()),
+                                             mark=bool(guard.policy.labels.get("image_mark")))]
     if zero:
         ws.update_run(name, status="running")
     if task is None:  # a closed-form family (a copula): fitting its encoding was the whole fit

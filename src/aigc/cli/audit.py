@@ -19,7 +19,7 @@ audit_app = typer.Typer(help="The safety audit log: one hash-chained row per dec
 @guard
 def audit_list(
     path: Annotated[str | None, typer.Option(
-        "--path", help="Only this path: ingest, train, prompt, output, log, moderation.",
+        "--path", help="Only this path: ingest, train, prompt, output, log, moderation, generate, batch.",
         show_default=False)] = None,
     decision: Annotated[str | None, typer.Option(
         help="Only this decision: allow, flag, redact, block, error.", show_default=False)] = None,

@@ -149,11 +149,13 @@ def policy_edit(
         show_default=False)] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Edit the workspace policy in $EDITOR (or install --file); it is checked before it replaces the old one."""
+    """Edit the workspace policy in $EDITOR (or install --file); it is checked before it replaces the old one.
+    An edit that does not check out is kept: the error names the draft, to fix and install with --file."""
     from aigc import open_workspace
-    from aigc.safety.policy import save_workspace_policy, workspace_policy
+    from aigc.safety.policy import decode_text_file, default_policy, policy_path, save_workspace_policy
 
     ws = open_workspace(workspace)
+    draft = None
     if file is not None:
         if not file.is_file():
             raise InvalidInput(f"no such policy file: {file}")
@@ -165,19 +167,33 @@ def policy_edit(
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
         if not editor:
             raise InvalidInput("no editor: set $EDITOR, or pass --file POLICY.yaml")
-        current = workspace_policy(ws).dumps()
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as f:
+        path = policy_path(ws)
+        # the file as written (its comments, and a file broken by hand can be mended), else the default
+        current = (decode_text_file(path.read_bytes(), f"policy {path}") if path.exists()
+                   else default_policy().dumps())
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="aigc-policy-", delete=False,
+                                         encoding="utf-8") as f:
             f.write(current)
             draft = Path(f.name)
+        subprocess.run([*shlex.split(editor), str(draft)], check=False)
         try:
-            subprocess.run([*shlex.split(editor), str(draft)], check=False)
-            text = draft.read_text(encoding="utf-8")
-        finally:
-            draft.unlink(missing_ok=True)
+            text = draft.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"the edited policy is not UTF-8 text; the edit is kept in {draft}: save it "
+                               f"as UTF-8 and run aigc policy edit --file {draft}") from None
         if text == current:
+            draft.unlink(missing_ok=True)
             err.print("policy unchanged")
             return
-    policy = save_workspace_policy(ws, text)
+    try:
+        policy = save_workspace_policy(ws, text)
+    except InvalidInput as e:
+        if draft is None:
+            raise
+        raise InvalidInput(f"{e}; the edit is kept in {draft} (same lines): fix it there and run "
+                           f"aigc policy edit --file {draft}") from None
+    if draft is not None:
+        draft.unlink(missing_ok=True)
     out.print(f"policy {policy.version} saved to {ws.root / 'policy.yaml'}")
 
 

@@ -672,11 +672,13 @@ def _write_preview(path: Path, images: np.ndarray, labels: np.ndarray | None, n_
     write_grid(path, [None if i is None else images[i] for i in cells])
 
 
-def write_grid(path: Path, tiles: Sequence[np.ndarray | None], per_row: int = PREVIEW_PER_ROW) -> None:
+def write_grid(path: Path, tiles: Sequence[np.ndarray | None], per_row: int = PREVIEW_PER_ROW, *,
+               label: Mapping[str, Any] | None = None, mark: bool = False) -> None:
     """A PNG grid of uint8 (H, W, C) tiles, ``per_row`` to a row; None leaves a cell blank.
 
     Tiny images (MNIST) are blown up with nearest-neighbour so they can be seen; big ones are
-    shrunk so the grid stays a small file.
+    shrunk so the grid stays a small file. A grid of generated images passes ``label``, the implicit
+    AIGC label (GB 45438 Annex E) the PNG carries, and ``mark`` for the visible "AI生成" mark too.
     """
     first = next(t for t in tiles if t is not None)
     h, w, c = first.shape
@@ -698,6 +700,11 @@ def write_grid(path: Path, tiles: Sequence[np.ndarray | None], per_row: int = PR
             tile = tile.resize((tw, th), resample)
         r, col = divmod(k, per_row)
         grid.paste(tile, (g + col * (tw + g), g + r * (th + g)))
+    if label is not None:
+        from aigc.provenance.labels import save_image
+
+        save_image(grid, path, label, explicit=mark)  # atomic, like the plain grid below
+        return
     tmp = path.with_name(f".{path.name}.tmp")
     grid.save(tmp, format="PNG")
     os.replace(tmp, path)

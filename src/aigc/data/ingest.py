@@ -188,4 +188,22 @@ def ingest_text(
         write_json_atomic(staged / "card.json", card)
         ws.publish(staged, dest, replace=replace)
     ws.register_dataset(name, "text", card["source"], card)
+    _audit(ws, name, card)
     return card
+
+
+_PII_DECISIONS = {"report": "flag", "redact": "redact", "drop": "block"}  # what each --pii mode did with PII
+
+
+def _audit(ws: Workspace, name: str, card: dict[str, Any]) -> None:
+    """The ingest's audit row: the dataset, its records kept and dropped, its PII by type (counts,
+    never values) and what the --pii mode did with it."""
+    from aigc.provenance import audit
+
+    pii, counts = card["pii"], card["counts"]
+    found = ", ".join(f"{kind} {n}" for kind, n in pii["entities"].items()) or "none"
+    text = (f"dataset {name}: {counts['kept']} records kept, {counts['dropped']} dropped "
+            f"({pii['records_dropped']} for PII); --pii {pii['mode']}, PII found: {found}")
+    decision = _PII_DECISIONS[pii["mode"]] if pii["entities"] else "allow"
+    audit.record(ws, path="ingest", decision=decision, text=text, policy_version=pii["policy_version"],
+                 entity_counts=pii["entities"], rule_ids=[f"ingest.pii:{pii['mode']}"])

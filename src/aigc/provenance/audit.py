@@ -2,10 +2,14 @@
 
 Each row of the catalog's ``audit_log`` table (``aigc.workspace.audit_table``) records a decision
 (allow, flag, redact, block, error) taken on one path (ingest, train, prompt, output, log,
-moderation): the request id, the run, the policy version, the categories, entity counts and rule ids
-that led to it, the SHA-256 of the text, and an excerpt of at most 200 characters of the text with
-its PII replaced (``aigc.safety.pii.redact(text, "replace")``; when redaction is unavailable or
-fails, the excerpt is withheld, never written raw).
+moderation; generate: one call of ``aigc generate`` / ``TextGenerator.generate`` outside the engine;
+batch: one ``generate --file`` job): the request id, the run, the policy version, the categories,
+entity counts and rule ids that led to it, the SHA-256 of the text, and an excerpt of at most 200
+characters of the text with its PII replaced (``aigc.safety.pii.redact(text, "replace")``; when
+redaction is unavailable or fails, the excerpt is withheld, never written raw). The excerpt is
+always ``replace``-redacted, whatever the policy's ``log`` operators are (``keep`` included).
+Every path writes through :func:`record` (or :func:`record_many`, several in one transaction);
+the table is part of every catalog, so there is no workspace without an audit log.
 
 The chain: ``row_hash = sha256(canonical JSON of the row's fields and id, with prev_hash)``, and each
 row's ``prev_hash`` is the row before it's ``row_hash`` (the first row's is 64 zeros). Editing a
@@ -38,7 +42,7 @@ from aigc.errors import InvalidInput
 from aigc.workspace import Workspace, audit_table
 
 GENESIS = "0" * 64
-PATHS = ("ingest", "train", "prompt", "output", "log", "moderation")
+PATHS = ("ingest", "train", "prompt", "output", "log", "moderation", "generate", "batch")
 DECISIONS = ("allow", "flag", "redact", "block", "error")
 EXCERPT_CHARS = 200
 EXPORT_FORMATS = ("jsonl", "csv")
@@ -127,7 +131,7 @@ def _short(value: Any, what: str, limit: int, *, required: bool = False) -> str 
 def _prepare(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A row's fields from a decision (validated), all but id, prev_hash and row_hash."""
     unknown = set(entry) - {"path", "decision", "text", "policy_version", "request_id", "run", "categories",
-                            "entity_counts", "rule_ids", "redacted"}
+                            "entity_counts", "rule_ids", "replaced"}
     if unknown:
         raise InvalidInput(f"unknown audit field(s) {', '.join(sorted(unknown))}: "
                            "see aigc.provenance.audit.record")
@@ -150,9 +154,11 @@ def _prepare(entry: Mapping[str, Any]) -> dict[str, Any]:
         "entity_counts": _canonical(_counts(entry.get("entity_counts"))),
         "rule_ids": _canonical(_names(entry.get("rule_ids"), "rule_ids")),
         "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        # ``redacted``: the text as the safety layer already redacted it (the generation log's copy),
-        # so it is not scanned a second time
-        "excerpt": redacted[:EXCERPT_CHARS] if isinstance(redacted := entry.get("redacted"), str) else excerpt(text),
+        # ``replaced``: the text with its PII already replaced by entity names (the generation log's
+        # copy when every ``log`` operator is ``replace``), so it is not scanned a second time. Any
+        # other redaction (mask, keep...) is not an excerpt: the text is redacted here instead.
+        "excerpt": (replaced[:EXCERPT_CHARS] if isinstance(replaced := entry.get("replaced"), str)
+                    else excerpt(text)),
     }
 
 
@@ -197,9 +203,10 @@ def record(ws: Workspace, *, path: str, decision: str, text: str, policy_version
            entity_counts: Mapping[str, int] | None = None, rule_ids: Iterable[str] = ()) -> int:
     """Append one decision to the chain and return its id.
 
-    ``path``: ingest | train | prompt | output | log | moderation; ``decision``: allow | flag |
-    redact | block | error; ``text``: what was decided on (only its SHA-256 and a redacted excerpt
-    are stored); ``policy_version``: the policy that decided (``Policy.version``)."""
+    ``path``: ingest | train | prompt | output | log | moderation | generate | batch; ``decision``:
+    allow | flag | redact | block | error; ``text``: what was decided on (only its SHA-256 and a
+    ``replace``-redacted excerpt are stored; a path that decides on counts, such as ingest, passes
+    a line of them); ``policy_version``: the policy that decided (``Policy.version``)."""
     return record_many(ws, [dict(path=path, decision=decision, text=text, policy_version=policy_version,
                                  request_id=request_id, run=run, categories=categories,
                                  entity_counts=entity_counts, rule_ids=rule_ids)])[0]

@@ -35,7 +35,7 @@ The index is one ``.npz`` (written to a temporary file, then renamed over the ta
 :meth:`CopyIndex.load` maps its large arrays from the file instead of reading them, so processes
 that load the same index share the pages. This module knows nothing of training runs or policies: the
 training code stores the index with the run and the policy says what a threshold is and what a
-copy does (report, block, regenerate).
+copy does (report, or block).
 """
 
 from __future__ import annotations

@@ -8,18 +8,22 @@ policy's ``prompt`` actions) and passes each sample's text through an output rai
 ``output`` actions, blocked terms end the sample ``content_filter``, a copied span over the
 policy's threshold reported, or blocked). :func:`verdict` reads what a sample's rail decided;
 :meth:`Guard.log_preparer` is what the generation log keeps of a request (PII per the ``log``
-actions) and its audit rows.
+actions) and its audit rows; :meth:`RunGuard.audit_call` is the audit row of a generation outside
+the engine. Audit excerpts are always ``replace``-redacted, whatever the ``log`` actions say.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import uuid
 import weakref
 from pathlib import Path
 from typing import Any
 
-from aigc.errors import ContentBlocked
+from aigc.errors import ContentBlocked, InvalidInput
 
+log = logging.getLogger("aigc.safety")
 _guards: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _lock = threading.Lock()
 
@@ -40,18 +44,29 @@ class Guard:
         self.ws = ws
         self._policy = None
         self._scanner = None
+        self._broken = None  # the error of the broken policy file last warned about
         self._lock = threading.Lock()
 
     @property
     def policy(self):
-        """The policy in force (the workspace's, re-read when its file changes)."""
+        """The policy in force (the workspace's, re-read when its file changes). A file broken by
+        hand leaves the last good policy in force, with one warning logged per error, so requests go
+        on; with no good policy read yet, the error (one line naming the file and the line)."""
         from aigc.safety.policy import workspace_policy
 
-        policy = workspace_policy(self.ws)
+        try:
+            policy = workspace_policy(self.ws)
+        except InvalidInput as e:
+            if self._policy is None:
+                raise
+            if str(e) != self._broken:
+                self._broken = str(e)
+                log.warning("%s; policy %s stays in force until the file is fixed", e, self._policy.version)
+            return self._policy
         if policy is not self._policy:
             with self._lock:
                 self._scanner = policy.scanner(self.ws)
-                self._policy = policy
+                self._policy, self._broken = policy, None
         return policy
 
     @property
@@ -87,6 +102,9 @@ class Guard:
             report_copies(list(rails), verdicts)  # the copy guard's report, here rather than on the decode loop
             ops = policy.pii_operators("log")
             same = ops == policy.pii_operators("output")
+            # the log's copy is the audit excerpt only when it is what an excerpt must be: PII replaced
+            # by entity names. Under any other log operator (keep, mask...) the audit redacts it anew.
+            excerpt_ok = set(ops.values()) == {"replace"}
             scanner = self.scanner
             prompt = row.get("prompt") or ""
             output = dict(row.get("output") or {})
@@ -95,8 +113,8 @@ class Guard:
             logged_prompt = scanner.redact(prompt, ops).text if prompt else prompt
             if prompt:
                 ents = prompt_verdict.entities if prompt_verdict is not None else []
-                audits.append(_audit_row(row["id"], "prompt", run, policy.version, prompt, logged_prompt,
-                                         "redact" if ents else "allow",
+                audits.append(_audit_row(row["id"], "prompt", run, policy.version, prompt,
+                                         logged_prompt if excerpt_ok else None, "redact" if ents else "allow",
                                          getattr(prompt_verdict, "categories", []), _counts(ents),
                                          getattr(prompt_verdict, "rule_ids", [])))
             logged = []
@@ -107,10 +125,9 @@ class Guard:
                 logged.append(kept)
                 if not v:
                     continue
-                decision = ("block" if v.get("blocked") else "redact" if v.get("entities") else
-                            "flag" if v.get("categories") or v.get("copy_flagged") else "allow")
-                audits.append(_audit_row(row["id"], "output", run, policy.version, text, kept, decision,
-                                         v.get("categories", []), v.get("entities", {}), v.get("rule_ids", [])))
+                audits.append(_audit_row(row["id"], "output", run, policy.version, text,
+                                         kept if excerpt_ok else None, _decision(v), v.get("categories", []),
+                                         v.get("entities", {}), v.get("rule_ids", [])))
             row["prompt"] = logged_prompt
             output["texts"] = logged
             row["output"] = output
@@ -142,11 +159,25 @@ def _counts(entities: Any) -> dict[str, int]:
     return counts
 
 
-def _audit_row(request_id: str, path: str, run: str, version: str, text: str, redacted: str, decision: str,
-               categories: Any, entity_counts: dict[str, int], rule_ids: Any) -> dict[str, Any]:
-    return {"request_id": request_id, "path": path, "run": run, "policy_version": version, "text": text,
-            "redacted": redacted, "decision": decision, "categories": list(categories or []), "entity_counts": dict(entity_counts),
-            "rule_ids": list(rule_ids or [])}
+DECISION_ORDER = ("block", "redact", "flag", "allow")  # what a row of several decisions says: the first
+
+
+def _decision(v: dict[str, Any]) -> str:
+    """An output's audit decision from its rail's verdict."""
+    return ("block" if v.get("blocked") else "redact" if v.get("entities") else
+            "flag" if v.get("categories") or v.get("copy_flagged") else "allow")
+
+
+def _audit_row(request_id: str, path: str, run: str, version: str, text: str, replaced: str | None,
+               decision: str, categories: Any, entity_counts: dict[str, int], rule_ids: Any) -> dict:
+    """An audit row (``aigc.provenance.audit.record``'s arguments); ``replaced``: the text with its PII
+    already replaced by entity names, or None for the audit to redact it."""
+    row = {"request_id": request_id, "path": path, "run": run, "policy_version": version, "text": text,
+           "decision": decision, "categories": list(categories or []), "entity_counts": dict(entity_counts),
+           "rule_ids": list(rule_ids or [])}
+    if replaced is not None:
+        row["replaced"] = replaced
+    return row
 
 
 class RunGuard:
@@ -157,6 +188,9 @@ class RunGuard:
         self.run_dir = run_dir
         self._index = None
         self._index_loaded = False
+        # where audit_call's row goes: None writes it to the audit log; a list collects it instead (a
+        # batch job's workers: the job writes one row for all its requests)
+        self.audit_rows: list[dict[str, Any]] | None = None
 
     @property
     def copy_index(self):
@@ -173,14 +207,44 @@ class RunGuard:
     def rail(self):
         return self.guard.rail(self.copy_index)
 
+    def audit_call(self, prompt: str, group: Any, texts: list[str]) -> None:
+        """The audit row of one generation outside the engine (``aigc generate``, ``aigc.generate``,
+        an app calling the generator): the run, ``n`` and each sample's decision, the prompt and the
+        texts as released hashed, their excerpt ``replace``-redacted. The engine audits through its
+        log instead (a row per prompt and per output); a blocked prompt was audited when refused."""
+        from aigc.provenance import audit
+
+        rails = [sample.rail for sample in group.samples]
+        verdicts = [verdict(rail) for rail in rails]
+        report_copies(rails, verdicts)
+        pv = getattr(group, "prompt_verdict", None)
+        entities = _counts(getattr(pv, "entities", None))
+        categories = set(getattr(pv, "categories", None) or ())
+        rules = set(getattr(pv, "rule_ids", None) or ())
+        decisions = ["redact" if entities else "allow"] + [_decision(v) for v in verdicts]
+        for v in verdicts:
+            categories.update(v.get("categories", ()))
+            rules.update(v.get("rule_ids", ()))
+            for kind, n in v.get("entities", {}).items():
+                entities[kind] = entities.get(kind, 0) + n
+        lines = [f"n={len(texts)}: " + ", ".join(f"sample {i + 1} {d}" for i, d in enumerate(decisions[1:])),
+                 f"prompt: {prompt}", *(f"sample {i + 1}: {t}" for i, t in enumerate(texts))]
+        row = dict(path="generate", decision=min(decisions, key=DECISION_ORDER.index), text="\n".join(lines),
+                   policy_version=self.guard.policy.version, request_id="gen-" + uuid.uuid4().hex[:24],
+                   run=self.run_dir.name if self.run_dir is not None else None, categories=sorted(categories),
+                   entity_counts=dict(sorted(entities.items())), rule_ids=sorted(rules))
+        if self.audit_rows is not None:
+            self.audit_rows.append(row)
+        else:
+            audit.record(self.guard.ws, **row)
+
 
 class CopyGuardedRail:
     """An output rail followed by the copy guard. Under ``action: block`` each segment the rail
     lets out is checked before it goes (with the ``threshold`` characters before it, so a span
     that runs into it is seen whole enough to decide) and a copy over the threshold ends the sample
-    ``content_filter`` without releasing it; under ``report`` (and ``regenerate``, which a stream
-    cannot do) the longest copied span of the whole text is measured once, at the end, off the
-    decode loop (:meth:`report`)."""
+    ``content_filter`` without releasing it; under ``report`` the longest copied span of the whole
+    text is measured once, at the end, off the decode loop (:meth:`report`)."""
 
     def __init__(self, rail: Any, index: Any, settings: dict[str, Any]):
         self.rail, self.index = rail, index
@@ -233,7 +297,7 @@ class CopyGuardedRail:
         return out
 
     def report(self) -> None:
-        """Measure the longest copied span of the whole text (``report`` and ``regenerate``): called
+        """Measure the longest copied span of the whole text (``report``): called
         off the decode loop, by the log writer (:meth:`Guard.log_preparer`) or at the end of a
         request that is not logged."""
         if self.copy_span is None and not self._blocked and self.text:
@@ -260,8 +324,10 @@ def verdict(rail: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"blocked": bool(rail.blocked), "categories": list(rail.categories),
                            "entities": dict(rail.entity_counts), "rule_ids": list(rail.rule_ids)}
     copy = getattr(rail, "copy_span", None)
-    out["copy"] = None if copy is None else {"start": copy.start, "end": copy.end, "length": copy.length}
     threshold = getattr(rail, "threshold", None)
+    # the threshold travels with the span, so a reader (the studio) can say what "over" means
+    out["copy"] = None if copy is None else {"start": copy.start, "end": copy.end, "length": copy.length,
+                                             "threshold": threshold}
     out["copy_flagged"] = bool(copy is not None and threshold and copy.length >= threshold)
     if getattr(rail, "reason", None):
         out["reason"] = rail.reason

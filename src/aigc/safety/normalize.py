@@ -10,7 +10,9 @@ is reported where it is in what the user wrote (:meth:`Normalized.span`).
 
 Characters are normalised one at a time (and cached), so the offset map is exact; NFKC of a
 combining sequence (``e`` + U+0301) is therefore left as two characters, which no check here
-depends on.
+depends on. Text in which NFKC joins no two characters and every step keeps one character per
+character (most Chinese text, full-width forms included) takes a whole-string path with the same
+result and offsets (``tests/test_normalize.py`` holds the two paths to each other).
 """
 
 from __future__ import annotations
@@ -105,10 +107,20 @@ def _drop_re(separators: bool) -> re.Pattern:
 
 @lru_cache(maxsize=1)
 def _joining_re() -> re.Pattern:
-    """Characters NFKC may compose with or reorder against their neighbours (combining marks,
-    Hangul jamo): text with one takes the per-character path, whose offsets stay exact."""
-    return _class(lambda c: unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Mc", "Me")
-                  or "\u1100" <= c <= "\u11ff" or "\u3130" <= c <= "\u318f")
+    """Characters NFKC may join to the character before them: those whose decomposition starts
+    with a combining mark (composed or reordered with what precedes it) or with the second half of
+    a canonical pair (Hangul vowels and final consonants, the half-width kana voicing marks
+    ``ｶﾞ`` -> ``ガ``, Indic length marks). Text with one takes the per-character path, whose
+    offsets stay exact; in text without one, NFKC of the whole is NFKC of each character in turn."""
+    pairs = (unicodedata.decomposition(chr(i)).split() for i in range(0x110000))
+    second = {chr(int(p[1], 16)) for p in pairs if len(p) == 2 and not p[0].startswith("<")}
+    second |= {chr(i) for i in range(0x1161, 0x11C3)}  # Hangul vowels and finals: composed by rule, unlisted
+
+    def joins(c: str) -> bool:
+        first = unicodedata.normalize("NFKD", c)[:1]
+        return bool(first) and (unicodedata.combining(first) != 0 or first in second)
+
+    return _class(joins)
 
 
 _ASTRAL_OR_SURROGATE = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")
@@ -161,8 +173,11 @@ def normalize(text: str, *, separators: bool = False, simplify: bool = True,
         folded = text.casefold() if casefold else text  # the common case: one char per char
         return Normalized(text, folded, tuple(range(len(text))))
     fast = _fast(text, separators, simplify, casefold)
-    if fast is not None:
-        return fast
+    return fast if fast is not None else _per_char(text, separators, simplify, casefold)
+
+
+def _per_char(text: str, separators: bool, simplify: bool, casefold: bool) -> Normalized:
+    """The reference path: each character folded on its own, so the offset map is exact by construction."""
     chars: list[str] = []
     index: list[int] = []
     for i, ch in enumerate(text):

@@ -146,6 +146,20 @@ def _lexicon() -> _Lexicon:
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _EXTRA_PROVINCES = ("83",)  # residence permits of Taiwan residents (830000)
+# The first 4 digits of an ID (province + prefecture) GB/T 2260 gives or gave beyond the prefecture-level
+# divisions cn_divisions.txt lists (today's; it lists counties only for a few cities, so the last 2
+# digits go unchecked). An ID keeps the code of the place and the year it was first issued in.
+# - municipalities have no prefectures: xx01 市辖区, xx02 县, 5003 市 (重庆's county-level cities, to 2006);
+# - xx90: county-level divisions a province governs itself (济源 419001, 五指山 469001);
+# - xx21-xx39 numbered the regions (地区), leagues and autonomous prefectures; most regions have
+#   since become cities under new codes (昌都地区 542100 -> 540300);
+# - former cities: 巢湖 3414 (to 2011), 莱芜 3712 (to 2019), 重庆 5102 while in 四川 (to 1997);
+# - 台湾, 香港, 澳门 and the residence permits' 83 are issued as xx0000 only.
+_MUNICIPALITIES = ("11", "12", "31", "50")
+_PROVINCE_COUNTIES = "90"
+_FORMER_REGIONS = ("21", "39")
+_FORMER_CITIES = ("3414", "3712", "5102")
+_WHOLE_ONLY = ("71", "81", "82", "83")
 
 
 def _id_check_char(first17: str) -> str:
@@ -160,9 +174,24 @@ def _valid_date(y: int, m: int, d: int) -> bool:
     return 1900 <= y and born <= _dt.date.today()
 
 
+def _id_region(d: str) -> bool:
+    """The first 4 digits name a province and a prefecture-level division: one cn_divisions.txt lists,
+    or one the notes above ``_MUNICIPALITIES`` allow."""
+    lex, province, second = _lexicon(), d[:2], d[2:4]
+    if province not in lex.provinces and province not in _EXTRA_PROVINCES:
+        return False
+    if province in _WHOLE_ONLY:
+        return d[2:6] == "0000"
+    if (second != "00" and d[:4] + "00" in lex.prefectures) or d[:4] in _FORMER_CITIES:
+        return True
+    if province in _MUNICIPALITIES:
+        return second in ("01", "02") or d[:4] == "5003"
+    return second == _PROVINCE_COUNTIES or _FORMER_REGIONS[0] <= second <= _FORMER_REGIONS[1]
+
+
 def _id_shape(d: str) -> bool:
-    """A real province code and birth date where a resident ID has them (18 or 15 digits)."""
-    if d[:2] not in _lexicon().provinces and d[:2] not in _EXTRA_PROVINCES:
+    """A real region (``_id_region``) and birth date where a resident ID has them (18 or 15 digits)."""
+    if not _id_region(d):
         return False
     if len(d) == 18:
         return d[6:14].isdigit() and _valid_date(int(d[6:10]), int(d[10:12]), int(d[12:14]))

@@ -35,6 +35,16 @@ automaton, run over a *view* of the text built here from :func:`aigc.safety.norm
   ``4x4``), hex runs (hashes, UUIDs, ``2a57:ab84:15d``);
 - sentence ends (``。！？!?`` newline) and clause marks (``，；：、``) stay: no term matches across them.
 
+Past the words as written: an English term's last word also matches with -s and -ing (database ->
+databases, overdose -> overdosing; not the past, which mostly tells of a thing: "killed it") and an
+earlier word with -ing before an article or reflexive (hiring a hacker, hanging myself); a form
+counts only where no term of its category matches the same span as written. Context words and
+allow phrases take the past too (delivered, sold). A Chinese term ending in the person it is done
+to also matches with 了 or 过 before that person (弄死了你). ``~`` between a term's parts lets up to
+:data:`GAP_WORDS` words or :data:`GAP_CHARS` Chinese characters stand there within a clause, no
+negation among them (``leaked ~ database*``: "leaked customer databases"); it is opt-in, as set
+phrases (drop dead) must stay fixed, and runs as a regex that the term's longest part triggers.
+
 A term whose key starts (ends) with an ASCII letter or digit matches only where the character
 before (after) it in the view is not one, so ``kill`` is not found in ``skill`` or ``killer``; a
 trailing ``*`` (``launder*``) lifts the right-hand boundary. Regex terms (``regex: true``) run
@@ -88,7 +98,7 @@ SEVERITIES = ("low", "medium", "high")
 ACTIONS = ("block", "flag", "redact")
 PATHS = ("ingest", "prompt", "output", "log")
 BLOCKING_PATHS = ("prompt", "output")  # where "block" is an operator too: the request or stream stops
-COPY_ACTIONS = ("report", "block", "regenerate")
+COPY_ACTIONS = ("report", "block")
 TEXT_POSITIONS = ("prefix", "suffix")
 TRAINING_ACTIONS = ("warn", "refuse")
 INGEST_ACTIONS = ("report", "redact", "drop")
@@ -363,6 +373,130 @@ def _masked(key: str) -> set[str]:
     return out
 
 
+# Words that are never inflected (pronouns, articles, auxiliaries, negations): "kill you" must not
+# become "kill yous".
+_FUNCTION_WORDS = frozenset(
+    "a all also am an and any are as at be been but by can could did do does don for from had has have he her "
+    "hers him his how i if in into is it its just me my no nor not of off on or our out over she so some than "
+    "that the their them then there these they this those to too up us was we were what when where which who "
+    "why will with won would you your yours".split())
+# Irregular pasts of the verbs context rules name (sold near a drug name is a sale, as sell is).
+_IRREGULAR = {"buy": ("bought",), "sell": ("sold",), "send": ("sent",), "pay": ("paid",), "get": ("got",),
+              "steal": ("stole", "stolen"), "find": ("found",), "make": ("made",), "take": ("took", "taken"),
+              "give": ("gave", "given"), "hide": ("hid", "hidden"), "bring": ("brought",), "tell": ("told",)}
+_VOWELS = frozenset("aeiou")
+
+
+def _inflections(word: str, past: bool = False) -> set[str]:
+    """The regular English forms of ``word``: plural or third person and -ing ("database" ->
+    "databases", "harass" -> "harassing", "make" -> "making", "stab" -> "stabbing"), and with
+    ``past`` the past too ("deliver" -> "delivered", "sell" -> "sold"). None for a function word, a
+    word under 3 letters or with digits, or one that already ends in a single s, -ed or -ing. A form
+    that is no English word (a doubled consonant where none is) costs a key and matches nothing."""
+    if len(word) < 3 or not word.isascii() or not word.isalpha() or word in _FUNCTION_WORDS:
+        return set()
+    sibilant = word.endswith(("ss", "us", "x", "z", "ch", "sh"))
+    if (word.endswith("s") and not sibilant) or word.endswith(("ed", "ing")):
+        return set()
+    cons_y = word[-1] == "y" and word[-2] not in _VOWELS
+    double = word[-1] not in "aeiouwxy" and word[-2] in _VOWELS and word[-3] not in _VOWELS  # stab: stabbing
+    stem = word[:-2] + "y" if word.endswith("ie") else word if word.endswith("ee") else \
+        word[:-1] if word.endswith("e") else word
+    out = {word + "es" if sibilant else word[:-1] + "ies" if cons_y else word + "s", stem + "ing"}
+    if double:
+        out.add(word + word[-1] + "ing")
+    if past:
+        out |= set(_IRREGULAR.get(word, ()))
+        out.add(word + "d" if word.endswith("e") else word[:-1] + "ied" if cons_y else word + "ed")
+        if double:
+            out.add(word + word[-1] + "ed")
+    return out
+
+
+_ING_BEFORE = frozenset("a an the myself yourself himself herself themselves ourselves yourselves".split())
+
+
+def _inflected(plain: str, prefix: bool, past: bool = False) -> set[str]:
+    """``plain`` (a phrase's view, words one space apart) with one of its words inflected at a time.
+    The last word takes every form (leaked database -> databases, nude -> nudes); an earlier word
+    only -ing, and only before an article or a reflexive (hire a hacker -> hiring a hacker, hang
+    myself -> hanging myself): elsewhere it heads a set phrase whose other forms tell rather than
+    insult or threaten (shut up / he shuts up, piss off / pissed off, kill you / smoking kills you).
+    ``past`` adds past forms (for context words and allow phrases: "delivered"; a term's past mostly
+    tells of it: "killed it" is praise). The last word of a prefix term (``launder*``) needs none."""
+    words = plain.split(" ")
+    out = set()
+    for j, w in enumerate(words):
+        last = j == len(words) - 1
+        if last and prefix:
+            continue
+        forms = _inflections(w, past)
+        if not last:
+            forms = {f for f in forms if f.endswith("ing")} if words[j + 1] in _ING_BEFORE else set()
+        out |= {" ".join([*words[:j], f, *words[j + 1:]]) for f in forms}
+    return out
+
+
+# An aspect particle between a verb and the person it is done to (弄死了你, 打过他): a Chinese term
+# that ends in such a person is also keyed with one before it. Only there: inside other terms a
+# particle joins words that were apart (买了大小 is "bought both sizes", not 买大小 betting).
+_PARTICLES = ("了", "过")
+_PERSONS = ("你们", "他们", "她们", "全家", "你", "他", "她")
+
+
+def _with_particles(key: str) -> set[str]:
+    person = next((p for p in _PERSONS if key.endswith(p)), None)
+    verb = key[:-len(person)] if person else ""
+    if len(verb) < 2 or not all(_CHINESE.match(ch) for ch in key) or verb.endswith(_PARTICLES):
+        return set()
+    return {verb + p + person for p in _PARTICLES}
+
+
+# A term written with "~" between its parts ("leaked ~ database*", "出售 ~ 名单") lets up to GAP_WORDS
+# words (English) or GAP_CHARS characters (Chinese, about three words: the shape regexes' usual
+# reach) stand there, within one clause and with no negation among them. Opt-in per term: set
+# phrases (drop dead, kiss my ass) must stay fixed.
+GAP = "~"
+GAP_WORDS = 2
+GAP_CHARS = 6
+_GAP_NEGATIONS = "not|no|never|nor|without|t"
+_GAP_EN = rf"(?: (?!(?:{_GAP_NEGATIONS})(?![a-z0-9]))[a-z0-9]+){{0,{GAP_WORDS}}} "
+_GAP_ZH = rf"[^,;:、。!?\n 不没别勿非无未]{{0,{GAP_CHARS}}}"
+
+
+def _gap_pattern(term: str) -> tuple[str, list[str]] | None:
+    """The regex, over the folded view, of a term with gaps, and the keys of its longest part (what
+    tells the automaton the regex is worth running); None for a term without "~". Each English part
+    also matches inflected (``leaked ~ database*`` holds "leaked customer databases")."""
+    prefix = term.endswith("*") and len(term) > 1
+    pieces = (term[:-1] if prefix else term).split(GAP)
+    if len(pieces) < 2:
+        return None
+    parts: list[list[str]] = []
+    for j, piece in enumerate(pieces):
+        view = make_view(piece)
+        key = view.folded.strip()
+        if not key:
+            return None
+        forms = {key}
+        if key.isascii() and not view.leet:
+            last = prefix and j == len(pieces) - 1
+            forms |= {f.translate(_L_TO_I) for f in _inflected(view.plain.strip(), last)}
+        parts.append(sorted(forms, key=len, reverse=True))
+    out = [r"(?<![a-z0-9])" if parts[0][0][0] in _ASCII_WORD else ""]
+    for j, forms in enumerate(parts):
+        if j:
+            ascii_gap = parts[j - 1][0][-1] in _ASCII_WORD and forms[0][0] in _ASCII_WORD
+            out.append(_GAP_EN if ascii_gap else _GAP_ZH)
+        out.append("(?:" + "|".join(map(re.escape, forms)) + ")")
+    if prefix:
+        out.append("[a-z0-9]*")
+    elif parts[-1][0][-1] in _ASCII_WORD:
+        out.append("(?![a-z0-9])")
+    anchor = max(parts, key=lambda forms: len(forms[-1]))
+    return "".join(out), anchor
+
+
 _FACTOR_CAP = 256  # literal sets are cut here (the automaton takes thousands; the cap bounds the work)
 
 
@@ -494,11 +628,11 @@ class _Matcher:
 
         def add(phrase: str, kind: str, ref: Any) -> int:
             prefix = phrase.endswith("*") and len(phrase) > 1
-            key = make_view(phrase[:-1] if prefix else phrase).folded.strip()
+            view = make_view(phrase[:-1] if prefix else phrase)
+            key = view.folded.strip()
             if not key:
                 return 0
             left, right = _word_edges(key)
-            value = (kind, ref, len(key), left, right and not prefix, prefix)
             keys = {key, key.translate(_L_TO_I)}  # the second is how a text with homoglyphs reads it
             if kind == "term" and key.isascii():
                 keys |= {m for k in keys for m in _masked(k)}
@@ -508,14 +642,29 @@ class _Matcher:
                 if len(compact) >= COMPACT_MIN + (compact == key):
                     entries.setdefault(compact, []).append(("compact", ref, len(compact), False, False,
                                                             False))
+            forms = _with_particles(key) if kind == "term" else set()
+            if key.isascii() and not view.leet:  # databases, hiring a hacker; delivered (a context word)
+                past = kind != "term"
+                forms |= {f.translate(_L_TO_I) for f in _inflected(view.plain.strip(), prefix, past)}
             for k in keys:
-                entries.setdefault(k, []).append(value)
-            return len(key)
+                entries.setdefault(k, []).append((kind, ref, len(k), left, right and not prefix, prefix))
+            # a term's inflected form is kind "form": dropped where another term of its category
+            # matches as written (fucking is "fuck" inflected and a term itself: one word, one score)
+            for k in forms - keys:
+                entries.setdefault(k, []).append(("form" if kind == "term" else kind, ref, len(k), left,
+                                                  right and not prefix, prefix))
+            return max(map(len, keys | forms))
 
         self.longest = 0
+        self.gaps: list[tuple[int, re.Pattern]] = []  # (term index, regex over the folded view) for "~" terms
         for i, t in enumerate(terms):
             if not t.regex:
                 self.longest = max(self.longest, add(t.term, "term", i))
+                gapped = _gap_pattern(t.term)
+                if gapped is not None:
+                    for k in gapped[1]:  # the regex runs when its longest part is in the text
+                        entries.setdefault(k, []).append(("gap", len(self.gaps), len(k), False, False, False))
+                    self.gaps.append((i, re.compile(gapped[0])))
         for phrase in allow:
             add(phrase, "allow", phrase)
         for r, rule in enumerate(contexts):
@@ -544,10 +693,15 @@ class _Matcher:
         found: set[tuple[int, int, int]] = set()  # (start, end, term index) in view coordinates
         allows: list[tuple[int, int, str]] = []
         ctx: dict[int, list[tuple[int, int]]] = {}
+        gaps: set[int] = set()  # "~" terms whose longest part is in the text
+        forms: set[tuple[int, int, int]] = set()  # matches of inflected keys
         if self.automaton is not None and n:
             for last, values in self.automaton.iter(folded):
                 for kind, ref, length, left, right, prefix in values:
                     start, end = last - length + 1, last + 1
+                    if kind == "gap":
+                        gaps.add(ref)
+                        continue
                     if kind == "compact":
                         if any(a <= start and end <= b for a, b in view.chains):
                             found.add((start, end, ref))
@@ -560,12 +714,20 @@ class _Matcher:
                         end += 1  # launder* reports the whole word: launderers
                     if kind == "term":
                         found.add((start, end, ref))
+                    elif kind == "form":
+                        forms.add((start, end, ref))
                     elif kind == "allow":
                         allows.append((start, end, ref))
                     else:
                         ctx.setdefault(ref, []).append((start, end))
+        for g in gaps:
+            i, rx = self.gaps[g]
+            found.update((m.start(), m.end(), i) for m in rx.finditer(folded) if m.end() > m.start())
         if self.regexes:
             self._match_regexes(view, found)
+        if forms:
+            written = {(a, b, self.terms[i].category) for a, b, i in found}
+            found.update(f for f in forms if (f[0], f[1], self.terms[f[2]].category) not in written)
         out = []
         for start, end, i in sorted(found):
             term = self.terms[i]
@@ -688,7 +850,7 @@ class Policy:
     def max_term_chars(self) -> int:
         """The longest span (view characters) a term can match: what a stream rail keeps back."""
         m = self._matcher
-        return max(m.longest, REGEX_HOLDBACK if m.regexes else 0)
+        return max(m.longest, REGEX_HOLDBACK if m.regexes or m.gaps else 0)
 
     def severity_score(self, severity: str) -> float:
         return float(self.doc["thresholds"]["severity"][severity])
@@ -1060,6 +1222,9 @@ def _term(chk: _Check, node: Any, where: str, categories: Mapping[str, Category]
         rid = rid or f"{category}:re:{hashlib.sha256(text.encode()).hexdigest()[:8]}"
     elif not make_view(text.rstrip("*") or text).folded.strip():
         chk.fail(f"{where}.term", f"term {text!r} is empty once normalised (only separators): write letters", node)
+    elif GAP in text and not all(make_view(part).folded.strip() for part in text.rstrip("*").split(GAP)):
+        chk.fail(f"{where}.term", f"term {text!r} has an empty part: {GAP} stands between two parts, as in "
+                                  f"'leaked {GAP} database'", node)
     entry = {"term": text, "category": category, "severity": severity, "action": action}
     if lang:
         entry["lang"] = lang
@@ -1125,8 +1290,10 @@ def _copy_guard(chk: _Check, node: Any, parent: Any) -> dict[str, Any]:
     window = chk.number(node.get("window", d["window"]), "copy_guard.window", node, 4, 1024, integer=True)
     threshold = chk.number(node.get("threshold", d["threshold"]), "copy_guard.threshold", node, window, 100_000,
                            integer=True)
-    return {"window": window, "threshold": threshold,
-            "action": chk.choice(node.get("action", d["action"]), "copy_guard.action", COPY_ACTIONS, node)}
+    action = node.get("action", d["action"])
+    if action not in COPY_ACTIONS:  # "regenerate" too: a streamed sample cannot be taken back and drawn again
+        chk.fail("copy_guard.action", f"must be report or block, got {_show(action)}", node)
+    return {"window": window, "threshold": threshold, "action": action}
 
 
 def _labels(chk: _Check, node: Any, parent: Any) -> dict[str, Any]:
@@ -1240,8 +1407,13 @@ def default_policy() -> Policy:
 
 
 @lru_cache(maxsize=16)
-def _cached_policy(path: str, stamp: tuple[int, int, int]) -> Policy:
-    return load_policy(path)
+def _cached_policy(path: str, stamp: tuple[int, int, int]) -> Policy | InvalidInput:
+    """The policy in ``path`` as it was at ``stamp``, or the error it gave: kept too, so a broken file
+    is read once, not on every request."""
+    try:
+        return load_policy(path)
+    except InvalidInput as e:
+        return e
 
 
 def policy_path(ws: Any) -> Path:
@@ -1249,13 +1421,19 @@ def policy_path(ws: Any) -> Path:
 
 
 def workspace_policy(ws: Any) -> Policy:
-    """The workspace's policy (``<root>/policy.yaml``, re-read when it changes), else the default."""
+    """The workspace's policy (``<root>/policy.yaml``, re-read when it changes), else the default.
+    A file broken by hand (saves through ``aigc policy edit`` and PUT /api/policy are checked first)
+    is InvalidInput, one line naming the file and the line; serving keeps the last good policy in
+    force instead (:attr:`aigc.safety.guard.Guard.policy`)."""
     path = policy_path(ws)
     try:
         st = path.stat()
     except FileNotFoundError:
         return default_policy()
-    return _cached_policy(str(path), (st.st_mtime_ns, st.st_size, st.st_ino))
+    found = _cached_policy(str(path), (st.st_mtime_ns, st.st_size, st.st_ino))
+    if isinstance(found, InvalidInput):
+        raise InvalidInput(str(found))  # a fresh error each time: the cached one gathers no tracebacks
+    return found
 
 
 def save_workspace_policy(ws: Any, text: str) -> Policy:

@@ -19,13 +19,18 @@ wrong inside fails closed: nothing more is released, ``blocked`` is set and ``re
 
 ``feed`` without a segment end costs a list append and one small regex search (about a
 microsecond); the checks run once per segment.
+
+A consumer that reports on the stream's tokens (log-probabilities) asks the rail to
+:meth:`~OutputRail.record_pieces`: each release then says which stream characters it stands for
+and which of them it changed (:class:`Piece`), so the consumer can word its report in released
+text only (:mod:`aigc.engine`).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from aigc.errors import InvalidInput
 from aigc.safety.moderation import assess, policy_scanner
@@ -68,6 +73,28 @@ class InputVerdict:
 
 def _scanner_for(policy: Policy, scanner: Any) -> Any:
     return scanner if scanner is not None else policy_scanner(policy)
+
+
+class Piece(NamedTuple):
+    """A stretch of released text: ``text`` stands for the next ``chars`` characters of the stream,
+    which it repeats (``same``) or replaces (what the rail wrote in their place: a redaction)."""
+
+    chars: int
+    text: str
+    same: bool
+
+
+def pieces(raw: str, released: str) -> list[Piece]:
+    """``released``, what a check let out for ``raw``, as pieces: the head and the tail the two
+    share, and what lies between them as one changed piece."""
+    if raw == released:
+        return [Piece(len(raw), raw, True)] if raw else []
+    limit = min(len(raw), len(released))
+    head = next((i for i in range(limit) if raw[i] != released[i]), limit)
+    tail = next((i for i in range(limit - head) if raw[-1 - i] != released[-1 - i]), limit - head)
+    out = [Piece(head, released[:head], True)] if head else []
+    out.append(Piece(len(raw) - head - tail, released[head:len(released) - tail], False))
+    return out + ([Piece(tail, released[len(released) - tail:], True)] if tail else [])
 
 
 def _redact_ops(ops: dict[str, str]) -> dict[str, str]:
@@ -140,6 +167,8 @@ class OutputRail:
         self.finish_reason: str | None = None
         self.reason: str | None = None
         self.entity_counts: dict[str, int] = {}
+        self.fed = 0  # characters of the stream taken so far
+        self._pieces: list[Piece] | None = None  # releases as pieces, once record_pieces() is called
         self._parts: list[str] = []
         self._n = 0  # characters held
         self._last = ""  # the last character fed (an ASCII !? waits for the whitespace after it)
@@ -169,6 +198,7 @@ class OutputRail:
         """Take the next piece of the stream; return the text now safe to release ("" while held)."""
         if self.blocked or self._finished or not delta:
             return ""
+        self.fed += len(delta)
         self._parts.append(delta)
         self._n += len(delta)
         probe = self._last + delta
@@ -176,6 +206,28 @@ class OutputRail:
         if self._n < self._next_forced and _END.search(probe) is None:
             return ""  # the common case: no segment ended
         return self._guarded(final=False)
+
+    def passes(self, context: str, text: str) -> bool:
+        """Whether ``text`` said after the released ``context`` would pass unchanged: no term (of any
+        action) and no entity ends in it. For text no stream said (a token's alternatives); a check
+        that fails says no."""
+        try:
+            whole, start = context + text, len(context)
+            return not (any(m.end > start for m in self.policy.match_terms(whole))
+                        or any(e.end > start for e in self.scanner.scan(whole)))
+        except Exception:  # noqa: BLE001 - fail closed
+            return False
+
+    def record_pieces(self) -> None:
+        """From now on, keep each release as :class:`Piece` s, for :meth:`take_pieces`."""
+        self._pieces = []
+
+    def take_pieces(self) -> list[Piece]:
+        """The pieces released since the last call, in stream order (none unless recording)."""
+        if self._pieces is None:
+            return []
+        out, self._pieces = self._pieces, []
+        return out
 
     def finish(self) -> str:
         """The end of the stream: check and release what is still held."""
@@ -252,6 +304,8 @@ class OutputRail:
             return None
         for e in red.entities:
             self.entity_counts[e.type] = self.entity_counts.get(e.type, 0) + 1
+        if self._pieces is not None:
+            self._pieces += pieces(segment, red.text)
         return red.text
 
     def _forced_cut(self, held: str) -> int:

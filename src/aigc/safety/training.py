@@ -19,17 +19,23 @@ class PiiWarning(UserWarning):
 
 def check_training_data(ws: Any, dataset: str, card: dict[str, Any]) -> None:
     """Refuse or warn, per the policy's ``training.unredacted_pii``, when the dataset's card
-    counts PII that ingestion left in place (``--pii report``)."""
+    counts PII that ingestion left in place (``--pii report``); either is an audit row."""
     pii = card.get("pii") or {}
     left = int(pii.get("unredacted") or 0)
     if not left:
         return
+    from aigc.provenance import audit
     from aigc.safety.policy import workspace_policy
 
-    what = ", ".join(f"{t} {n}" for t, n in (pii.get("entities") or {}).items())
-    action = workspace_policy(ws).training_unredacted_pii
+    entities = dict(pii.get("entities") or {})
+    what = ", ".join(f"{t} {n}" for t, n in entities.items())
+    policy = workspace_policy(ws)
+    action = policy.training_unredacted_pii
     message = (f"dataset {dataset!r} holds {left} unredacted personal-information entities ({what}): "
                f"ingest it again with --pii redact (or --pii drop)")
+    audit.record(ws, path="train", decision="block" if action == "refuse" else "flag", text=message,
+                 policy_version=policy.version, entity_counts=entities,
+                 rule_ids=[f"training.unredacted_pii:{action}"])
     if action == "refuse":
         raise InvalidInput(message + ", or set training.unredacted_pii: warn in the policy")
     if action == "warn":

@@ -7,7 +7,9 @@ chat-tuned: a chat request's prompt is its messages' contents, one per line, in 
 answer is the run's continuation. Conditions (``cond``), ``top_k``,
 ``repetition_penalty``, ``guidance``, ``rerank`` and ``rerank_by`` are extras in the body
 (``extra_body=`` in the client). The response ``id`` is the generation's id in the log, so
-feedback can refer to it.
+feedback can refer to it. Under the workspace's output rails, ``logprobs`` speak of the released
+text only, and alternatives that the rails would not let out are left out
+(:class:`aigc.engine.SampleLogprobs`).
 """
 
 from __future__ import annotations
@@ -86,6 +88,13 @@ def _reason(reason: str | None) -> str:
     return reason if reason in ("stop", "length", "content_filter") else "length"
 
 
+def _verdicts(result: Result) -> list[dict[str, Any]]:
+    """Per choice, what the safety layer decided, as a client may see it: without the rule ids and
+    the reason, which quote the policy's terms (``violence:<term>``), so a blocked term would reach
+    the client that way. The log and the audit keep them."""
+    return [{k: x for k, x in v.items() if k not in ("rule_ids", "reason")} for v in result.safety]
+
+
 def _safety(result: Result) -> dict[str, Any]:
     """Our additions to an OpenAI body (clients ignore fields they do not know): the implicit AIGC
     label and, per choice, what the safety layer decided."""
@@ -93,7 +102,7 @@ def _safety(result: Result) -> dict[str, Any]:
     if result.label is not None:
         out["aigc_label"] = result.label
     if result.safety:
-        out["safety"] = result.safety
+        out["safety"] = _verdicts(result)
     return out
 
 
@@ -161,7 +170,7 @@ async def completions(body: CompletionRequest, request: Request):
                             "logprobs": _completion_logprobs(tokens.get(i, [])) if body.logprobs is not None else None})
         for k, v in _usage(result).items():
             usage[k] += v
-        safety += result.safety
+        safety += _verdicts(result)
     return {"id": ids[0], "object": "text_completion", "created": created, "model": body.model,
             "choices": choices, "usage": usage, **({"generation_ids": ids} if len(ids) > 1 else {}),
             **_safety(result), **({"safety": safety} if safety else {})}
@@ -239,8 +248,9 @@ async def chat_completions(body: ChatRequest, request: Request):
 # -- images --------------------------------------------------------------------------------------------
 
 
-def _png_b64(array, label: dict | None = None, i: int = 0) -> str:
-    """A PNG as base64; with the result's ``label``, the PNG carries it (GB 45438 Annex E)."""
+def _png_b64(array, label: dict | None = None, i: int = 0, mark: bool = False) -> str:
+    """A PNG as base64; with the result's ``label``, the PNG carries it (GB 45438 Annex E) and, with
+    ``mark``, the visible "AI生成" mark where the image is large enough, as the files the engine writes."""
     from PIL import Image
 
     image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
@@ -248,10 +258,12 @@ def _png_b64(array, label: dict | None = None, i: int = 0) -> str:
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         return base64.b64encode(buf.getvalue()).decode("ascii")
+    from aigc.image_generation import MARK_MIN_SIDE
     from aigc.provenance.labels import label_png
 
     meta = {**label, "ProduceID": f"{label.get('ProduceID') or 'image'}-{i:03d}"}
-    return base64.b64encode(label_png(image, meta)).decode("ascii")
+    explicit = mark and min(image.size) >= MARK_MIN_SIDE
+    return base64.b64encode(label_png(image, meta, explicit=explicit)).decode("ascii")
 
 
 @router.post("/images/generations")
@@ -293,7 +305,8 @@ async def images(body: ImageGenerationRequest, request: Request):
         from aigc.image_generation import to_uint8
 
         arrays = await run_in_threadpool(to_uint8, result.images)
-        data = [{"b64_json": await run_in_threadpool(_png_b64, a, result.label, i)} for i, a in enumerate(arrays)]
+        data = [{"b64_json": await run_in_threadpool(_png_b64, a, result.label, i, result.mark)}
+                for i, a in enumerate(arrays)]
     return {"created": int(time.time()), "data": data, "id": result.id, "model": body.model,
             "label": (cond or {}).get("label"), "seed": body.seed,
             **({"aigc_label": result.label} if result.label is not None else {})}

@@ -2,7 +2,8 @@
 read it, replace it), ``/api/pii/scan`` and ``/api/pii/redact``.
 
 Moderation runs here, in the server process (a policy check is a few hundred microseconds of
-CPU, not a model), in the thread pool so a long text does not hold up the event loop."""
+CPU, not a model), in the thread pool so a long text does not hold up the event loop; each input
+is one audit row (its verdict and categories, a redacted excerpt), written before the answer."""
 
 from __future__ import annotations
 
@@ -25,19 +26,34 @@ def _ws(request: Request):
 
 @router.post("/v1/moderations")
 async def moderations(body: ModerationRequest, request: Request) -> dict[str, Any]:
+    from aigc.safety.guard import guard_for
     from aigc.safety.moderation import moderate
-    from aigc.safety.policy import workspace_policy
 
     ws = _ws(request)
     texts = [body.input] if isinstance(body.input, str) else body.input
+    request_id = "modr-" + uuid.uuid4().hex[:24]
 
     def run() -> tuple[str, list[dict[str, Any]]]:
-        policy = workspace_policy(ws)
-        return policy.version, [moderate(t, policy).to_openai() for t in texts]
+        from aigc.provenance import audit
+
+        policy = guard_for(ws).policy  # what the rails use: the last good policy while a hand edit breaks it
+        verdicts = [moderate(t, policy) for t in texts]
+        audit.record_many(ws, [_audit_row(request_id, policy.version, t, m) for t, m in zip(texts, verdicts)])
+        return policy.version, [m.to_openai() for m in verdicts]
 
     version, results = await run_in_threadpool(run)
-    return {"id": "modr-" + uuid.uuid4().hex[:24], "model": body.model or f"aigc-policy-{version}",
-            "results": results}
+    return {"id": request_id, "model": body.model or f"aigc-policy-{version}", "results": results}
+
+
+def _audit_row(request_id: str, version: str, text: str, m: Any) -> dict[str, Any]:
+    """A moderated input's audit row: the verdict, the categories on, its PII by type, the rules."""
+    entities: dict[str, int] = {}
+    for e in m.entities:
+        entities[e.type] = entities.get(e.type, 0) + 1
+    return {"path": "moderation", "decision": "block" if m.blocked else "flag" if m.flagged else "allow",
+            "text": text, "policy_version": version, "request_id": request_id,
+            "categories": [c for c, on in m.categories.items() if on], "entity_counts": entities,
+            "rule_ids": m.rule_ids}
 
 
 @router.get("/api/policy")

@@ -345,7 +345,7 @@ function safetyView(msg, index) {  // what the safety layer decided on sample 0 
   if (ents.length) box.append(el("div", { class: "flag" }, t("safety.redacted", { what: ents.map(([k, n]) => `${k} ×${n}`).join(", ") })));
   if (!v.blocked && v.categories && v.categories.length) box.append(el("div", { class: "flag" }, t("safety.flagged", { what: v.categories.join(", ") })));
   if (v.copy) box.append(el("div", { class: v.copy_flagged ? "flag" : "muted" },
-    t(v.copy_flagged ? "safety.copy_over" : "safety.copy", { n: v.copy.length, t: "" })));
+    t(v.copy_flagged ? "safety.copy_over" : "safety.copy", { n: v.copy.length, t: v.copy.threshold })));
   return box;
 }
 
