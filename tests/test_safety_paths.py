@@ -323,6 +323,13 @@ def test_logprobs_carry_only_the_text_the_rail_released(leaky_ws):
                         assert any(c["alternatives"] for c in choices.values()), case
                     else:
                         assert any(c["finish"] == "content_filter" for c in choices.values()), (case, choices)
+            # the native route's per-sample safety verdict says it was stopped without quoting the term
+            r = httpx.post(f"{server.url}/api/generate", json={
+                "model": "m", "prompt": prompt, "cond": {"kind": kind}, "stream": False,
+                "options": {"num_predict": 24, "seed": 0, "temperature": 0.3}}, timeout=60)
+            assert r.status_code == 200 and secret not in r.text, (kind, r.text)
+            if kind == "kiwi":
+                assert r.json()["done_reason"] == "content_filter", r.text
 
 
 def test_logprob_entries_word_only_what_the_rail_released():

@@ -145,6 +145,12 @@ class Result:
     # images: the policy asks for the visible mark (drawn on those of MARK_MIN_SIDE px and up)
     mark: bool = False
 
+    def client_safety(self) -> list[dict[str, Any]]:
+        """Per sample, what the safety layer decided, as a client may see it: without the rule ids and
+        the reason, which quote the policy's terms (``violence:<term>``), so a blocked term would reach
+        the client that way. The log and the audit keep them."""
+        return [{k: x for k, x in v.items() if k not in ("rule_ids", "reason")} for v in self.safety]
+
 
 class Handle:
     """What :meth:`Engine.submit` returns: an iterator of events ending with a :class:`Result`

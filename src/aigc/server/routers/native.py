@@ -177,7 +177,7 @@ def _final(result: Result, model: str, response: str = "") -> dict[str, Any]:
             "eval_count": result.completion_tokens, "eval_duration": int(decode_s * ns),
             "ttft_ms": None if result.ttft_s is None else round(result.ttft_s * 1000, 2),
             **({"aigc_label": result.label} if result.label is not None else {}),
-            **({"safety": result.safety} if result.safety else {})}
+            **({"safety": result.client_safety()} if result.safety else {})}
 
 
 @router.post("/generate")

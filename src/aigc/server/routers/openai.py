@@ -88,13 +88,6 @@ def _reason(reason: str | None) -> str:
     return reason if reason in ("stop", "length", "content_filter") else "length"
 
 
-def _verdicts(result: Result) -> list[dict[str, Any]]:
-    """Per choice, what the safety layer decided, as a client may see it: without the rule ids and
-    the reason, which quote the policy's terms (``violence:<term>``), so a blocked term would reach
-    the client that way. The log and the audit keep them."""
-    return [{k: x for k, x in v.items() if k not in ("rule_ids", "reason")} for v in result.safety]
-
-
 def _safety(result: Result) -> dict[str, Any]:
     """Our additions to an OpenAI body (clients ignore fields they do not know): the implicit AIGC
     label and, per choice, what the safety layer decided."""
@@ -102,7 +95,7 @@ def _safety(result: Result) -> dict[str, Any]:
     if result.label is not None:
         out["aigc_label"] = result.label
     if result.safety:
-        out["safety"] = _verdicts(result)
+        out["safety"] = result.client_safety()
     return out
 
 
@@ -170,7 +163,7 @@ async def completions(body: CompletionRequest, request: Request):
                             "logprobs": _completion_logprobs(tokens.get(i, [])) if body.logprobs is not None else None})
         for k, v in _usage(result).items():
             usage[k] += v
-        safety += _verdicts(result)
+        safety += result.client_safety()
     return {"id": ids[0], "object": "text_completion", "created": created, "model": body.model,
             "choices": choices, "usage": usage, **({"generation_ids": ids} if len(ids) > 1 else {}),
             **_safety(result), **({"safety": safety} if safety else {})}
