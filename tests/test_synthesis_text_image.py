@@ -127,6 +127,14 @@ def test_a_record_that_copies_training_text_is_dropped_and_drawn_again(text_ws, 
     assert all((index.longest(t) is None or index.longest(t).length < 16) for t in kept)
 
 
+def test_a_whole_short_training_record_counts_as_a_copy_below_the_threshold():
+    index = CopyIndex.build(["Fresh kiwi, picked this morning.", "A crisp apple for the road, with a long story."])
+    assert st._copied(index, "Fresh kiwi, picked this morning.", 50)  # 32 characters: the record itself
+    assert st._copied(index, "  a crisp apple for the road", 50)  # part of one, whole (normalised, stripped)
+    assert not st._copied(index, "Fresh kiwi, picked this morning. Then a walk.", 50)  # new words around it
+    assert not st._copied(index, "Nothing from training at all, not one bit.", 50)
+
+
 def test_synthesize_text_refuses_bad_input_and_writes_nothing(text_ws, image_ws, tmp_path):
     out = tmp_path / "x.jsonl"
     with pytest.raises(InvalidInput, match="n must be"):
@@ -169,6 +177,13 @@ def test_text_report_of_the_real_test_split_itself_is_faithful(text_ws):
         for h in section.get("histograms", []):
             for counts in h["series"].values():
                 assert len(h["bins"]) in (len(counts), len(counts) + 1)
+    # what `aigc report` prints: every section with its figures (the fidelity line printed empty once)
+    from aigc.cli.synthesize import summary_lines
+
+    lines = summary_lines(report)
+    assert len(lines) == sum(1 for s in report["sections"] if s.get("table"))
+    assert any(line.startswith("Utility") and "fruit 1 1 1 1" in line for line in lines), lines
+    assert any(line.startswith("Fidelity: length") and "KS complement 1" in line for line in lines), lines
 
 
 def test_text_report_shapes_against_hand_computed_values(text_ws):

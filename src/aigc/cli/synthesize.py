@@ -154,7 +154,8 @@ def report(
 
 
 def summary_lines(r: dict[str, Any]) -> list[str]:
-    """The headline figures of a report, one per line (tables; other modalities print their keys)."""
+    """The headline figures of a report, one per line: a table's, or each section of a text or image
+    report's page as ``title: measure values; measure values`` (the header row names the columns)."""
     lines = []
     fid, uti, pri = r.get("fidelity", {}), r.get("utility", {}), r.get("privacy", {})
     if r.get("modality") == "table":
@@ -177,9 +178,13 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
                          f"(0.5 = none), DCR overfitting protection {fmt(_v(pri, 'dcr_overfitting_protection'))}, "
                          f"MIA AUC {fmt(_v(pri, 'mia_auc'))}")
         return lines
-    for part, values in (("fidelity", fid), ("utility", uti), ("privacy", pri)):
-        flat = {k: v for k, v in values.items() if isinstance(v, (int, float))}
-        lines.append(f"{part}: " + ", ".join(f"{k} {fmt(v)}" for k, v in flat.items()))
+    for section in r.get("sections", []):
+        table = section.get("table") or []
+        if not table:
+            continue
+        header, rows = table[0], table[1:]
+        cells = "; ".join(" ".join(str(c) for c in row if str(c) != "") for row in rows)
+        lines.append(f"{section['title']} ({' / '.join(str(h) for h in header)}): {cells}")
     return lines
 
 

@@ -144,7 +144,7 @@ def fill_records(gen, combos: list[dict[str, str]], index, threshold: int, *, se
                 text = text.strip()
                 if not text:
                     empty += 1
-                elif index is not None and _span_length(index, text) >= threshold:
+                elif index is not None and _copied(index, text, threshold):
                     copies += 1
                 else:
                     texts[todo[at]] = text
@@ -233,6 +233,14 @@ def copy_guard(ws: Workspace, run_dir: Path, train: list[TextRecord]):
 def _span_length(index, text: str) -> int:
     span = index.longest(text)
     return 0 if span is None else span.length
+
+
+def _copied(index, text: str, threshold: int) -> bool:
+    """``text`` copies ``threshold`` characters in a row from the training text, or is itself a
+    training record (or part of one) however short: found whole, as the report's exact-copy rate
+    counts it (texts under the index's window are too short to be found)."""
+    span = index.longest(text)
+    return span is not None and (span.length >= threshold or not (text[:span.start] + text[span.end:]).strip())
 
 
 # -- the report -------------------------------------------------------------------------------------
