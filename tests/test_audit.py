@@ -359,9 +359,11 @@ def run_ws(trained_ws):
     return trained_ws
 
 
-def test_generate_writes_one_row_per_call(run_ws):
+def test_generate_writes_one_row_per_call(run_ws, monkeypatch):
     import aigc
     from helpers import run_cli
+
+    monkeypatch.setenv("AIGC_DB_URL", run_ws.db_url)  # the CLI opens it by path (a fresh catalog under PostgreSQL)
 
     prompt = f"apple {PHONE}"
     aigc.generate("g", prompt, workspace=run_ws, n=2, max_new_tokens=8, seed=0)

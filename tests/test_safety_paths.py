@@ -170,7 +170,8 @@ def test_eval_has_a_safety_section(fruit_ws):
     assert s["copy"]["max"] >= 1 and 0 <= s["copy"]["over_threshold"] <= 1
 
 
-def test_server_moderations_policy_and_streams(fruit_ws, tmp_path):
+def test_server_moderations_policy_and_streams(fruit_ws, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIGC_DB_URL", fruit_ws.db_url)  # the CLI opens it by path (a fresh catalog under PostgreSQL)
     from openai import OpenAI
 
     from aigc.provenance import audit
