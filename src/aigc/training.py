@@ -69,7 +69,8 @@ class JobStopped(AigcError):
 @dataclass
 class TrainConfig:
     max_steps: int = 3000  # 0 = no step cap: the time budget alone governs (only with one)
-    time_budget: float = 0.0  # wall seconds of the command (setup, validations count); 0 = none. The LR schedule follows the clock
+    # wall seconds of the command (setup and validations count); 0 = none. The LR schedule follows the clock
+    time_budget: float = 0.0
     batch_size: int = 32
     lr: float = 2e-3  # peak learning rate (AdamW)
     min_lr_ratio: float = 0.1  # cosine decays to lr * this
@@ -153,7 +154,7 @@ class TrainState:
 
     step: int = 0
     max_steps: int = 0  # 0 = none: the time budget governs
-    elapsed: float = 0.0  # seconds of training, summed over resumed sessions
+    elapsed: float = 0.0  # wall seconds of the budget spent (setup included), summed over resumed sessions
     time_budget: float = 0.0
     # of the budget, kept for what follows the last step: one more step is not started unless it ends
     # in time, and the closing validations (the last step's, the best weights' on the whole split) are
