@@ -17,7 +17,12 @@
    label. Per rule at each sensitivity: crises detected, detected within 1 period (day) of their
    start (overall and by the topic's daily volume), drifts caught, and false alarms per 100 calm
    topic-days. Target: delay <= 1 period for every crisis and
-   <= 1 false alarm per 100 calm periods.
+   <= 1 false alarm per 100 calm periods. Beside it, the bound: per crisis, the chance that an oracle
+   knowing the base and crisis shares catches it within 1 day at 1 false alarm per 100 periods
+   (:func:`aigc.apps.monitor.replay.detectability`; for predicted labels through the classifier's
+   flag rates per topic). A doubling on a topic of 20 posts a day is often inside its noise, so
+   "every crisis" is out of any rule's reach; each rule is also scored on the crises the oracle
+   catches with a chance of at least 0.9.
 """
 
 from __future__ import annotations
@@ -123,11 +128,12 @@ def sentiment(train, test, args) -> tuple[dict, object]:
 
 BANDS = ("150+ posts/day", "50-150 posts/day", "under 50 posts/day")  # a crisis's topic's mean daily volume
 BAND_LOWS = (150, 50, 0)
+DETECTABLE = 0.9  # a crisis an oracle catches within 1 day with at least this chance (replay.detectability)
 
 
 def alerts(test, model, seeds: list[int]) -> dict:
     from aigc.apps.monitor import alerts as rules
-    from aigc.apps.monitor.replay import detection_report, replay
+    from aigc.apps.monitor.replay import detectability, detection_report, replay
 
     pool = test.rename(columns={"review": "text", "cat": "topic"})[["text", "label", "topic"]].copy()
     pool["label"] = pool["label"].astype(int)
@@ -139,22 +145,38 @@ def alerts(test, model, seeds: list[int]) -> dict:
     out: dict = {}
     days = 120
     replays = [replay(pool, days=days, seed=seed) for seed in seeds]
+    bound: dict = {}
     for source in ("predicted", "true") if model is not None else ("true",):
+        # What any rule could catch within 1 day at the target's false-alarm rate (1 per 100 periods):
+        # an oracle that knows each crisis's shares (through the classifier's flag rates per topic).
+        flags = None
+        if source == "predicted":
+            flagged = pool["text"].map(pred).astype(bool)
+            flags = {t: (float(flagged[(pool["topic"] == t) & (pool["label"] == 0)].mean()),
+                         float(flagged[(pool["topic"] == t) & (pool["label"] == 1)].mean()))
+                     for t in pool["topic"].unique()}
+        power = [detectability(rp, rate=0.01, flag_rates=flags) for rp in replays]
+        bound[source] = {"expected_within_1": round(float(sum(map(sum, power))), 2),
+                         "crises": sum(map(len, power)),
+                         "detectable": sum(p >= DETECTABLE for ps in power for p in ps)}
         for sens in ("low", "medium", "high"):
             for rule in ("ewma", "cusum", "baseline"):
-                agg = {"crises": 0, "detected": 0, "within_1": 0, "false_alarms": 0, "calm_periods": 0,
+                agg = {"crises": 0, "detected": 0, "within_1": 0, "detectable": 0, "detectable_within_1": 0,
+                       "false_alarms": 0, "calm_periods": 0,
                        "drifts": 0, "drifts_detected": 0, "by_volume": {b: [0, 0] for b in BANDS}}
-                for rp in replays:
+                for rp, pw in zip(replays, power):
                     items = rp.items.copy()
                     if source == "predicted":
                         items["negative"] = items["text"].map(pred).astype(bool)
                     events = rules.scan(items, period="day", rules=(rule,), sensitivity=sens)
                     rep = detection_report(events, rp, rule)
                     per_day = rp.items.groupby("topic").size() / days
-                    for crisis, delay in zip(rp.crises, rep["delays"]):
+                    for crisis, delay, p in zip(rp.crises, rep["delays"], pw):
                         band = next(b for b, lo in zip(BANDS, BAND_LOWS) if per_day[crisis["topic"]] >= lo)
                         agg["by_volume"][band][1] += 1
                         agg["by_volume"][band][0] += delay is not None and delay <= 1
+                        agg["detectable"] += p >= DETECTABLE
+                        agg["detectable_within_1"] += p >= DETECTABLE and delay is not None and delay <= 1
                     agg["crises"] += rep["crises"]
                     agg["detected"] += rep["detected"]
                     agg["within_1"] += sum(d is not None and d <= 1 for d in rep["delays"])
@@ -164,9 +186,11 @@ def alerts(test, model, seeds: list[int]) -> dict:
                     agg["drifts_detected"] += rep["drifts_detected"]
                 agg["false_alarms_per_100"] = round(100 * agg["false_alarms"] / max(1, agg["calm_periods"]), 2)
                 agg["meets_target"] = agg["within_1"] == agg["crises"] and agg["false_alarms_per_100"] <= 1.0
+                agg["meets_target_on_detectable"] = (agg["detectable_within_1"] == agg["detectable"]
+                                                     and agg["false_alarms_per_100"] <= 1.0)
                 agg["by_volume"] = {b: f"{k}/{n}" for b, (k, n) in agg["by_volume"].items()}
                 out[f"{source}/{sens}/{rule}"] = agg
-    return out
+    return out, bound
 
 
 def main() -> None:
@@ -195,17 +219,23 @@ def main() -> None:
     seeds = list(range(2 if args.quick else args.seeds))
     started = time.perf_counter()
     sent, model = sentiment(train, test, args)
-    al = alerts(test, model, seeds)
+    al, bound = alerts(test, model, seeds)
     print(f"\n{'model':<20}{'accuracy':>10}{'macro-F1':>10}{'fit s':>8}")
     for k in ("tfidf_baseline", "transformer_alone", "ours"):
         r = sent[k]
         print(f"{k:<20}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}{r.get('fit_s', ''):>8}")
-    print(f"\n{'labels/sensitivity/rule':<28}{'found':>8}{'<=1 day':>9}{'FA/100':>8}{'drifts':>8}  "
-          f"{'<=1 day by topic volume (' + ', '.join(BANDS) + ')':<60} target")
+    print("\noracle (knows each crisis's shares; 1 false alarm per 100 periods): crises it catches within 1 day")
+    for source, b in bound.items():
+        print(f"  {source} labels: {b['expected_within_1']} of {b['crises']} expected; "
+              f"{b['detectable']} detectable (chance >= {DETECTABLE})")
+    print(f"\n{'labels/sensitivity/rule':<28}{'found':>8}{'<=1 day':>9}{'detectable':>11}{'FA/100':>8}{'drifts':>8}  "
+          f"{'<=1 day by topic volume (' + ', '.join(BANDS) + ')':<60} target (all / detectable)")
     for k, r in al.items():
         print(f"{k:<28}{r['detected']:>4}/{r['crises']:<3}{r['within_1']:>5}/{r['crises']:<3}"
+              f"{r['detectable_within_1']:>7}/{r['detectable']:<3}"
               f"{r['false_alarms_per_100']:>8}{r['drifts_detected']:>4}/{r['drifts']:<3}  "
-              f"{'  '.join(r['by_volume'].values()):<60} {'met' if r['meets_target'] else 'NOT met'}")
+              f"{'  '.join(r['by_volume'].values()):<60} {'met' if r['meets_target'] else 'NOT met'} / "
+              f"{'met' if r['meets_target_on_detectable'] else 'NOT met'}")
     path = write_result(args.name, {
         "data": {"file": "cn-shopping-reviews/online_shopping_10_cats.csv", "rows_after_dedup": len(df),
                  "duplicates_dropped": dropped, "train": len(train), "test": len(test),
@@ -213,7 +243,12 @@ def main() -> None:
         "sentiment": sent, "sentiment_target": {"accuracy": 0.92, "met": sent["ours"]["accuracy"] >= 0.92},
         "alerts": {"days": 120, "period": "day", "seeds": seeds, "replayed": "the test reviews, category = topic",
                    "results": al, "target": "every crisis detected with delay <= 1 period, <= 1 false alarm per "
-                                             "100 calm periods"},
+                                             "100 calm periods",
+                   "oracle": {**bound, "rate": 0.01, "detectable_at": DETECTABLE,
+                              "what": "replay.detectability: per crisis, the chance that an oracle knowing the base "
+                                      "and crisis shares (through the classifier's per-topic flag rates for "
+                                      "predicted labels) alerts within 1 day at 1 false alarm per 100 periods; "
+                                      "expected_within_1 is the sum, the most any rule can be expected to catch"}},
         "threads": args.threads, "torch": torch.__version__, "seconds": round(time.perf_counter() - started, 1),
     })
     print(f"wrote {path}")

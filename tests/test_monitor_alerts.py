@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from aigc.apps.monitor.alerts import RULES, Event, detect, explain, scan, series, tokens
-from aigc.apps.monitor.replay import detection_report, replay
+from aigc.apps.monitor.replay import detectability, detection_report, replay
 from aigc.errors import InvalidInput
 
 DAY = pd.Timedelta(days=1)
@@ -264,3 +264,27 @@ def test_detection_report_scores_alerts_against_the_answers():
     assert report["false_alarms_per_100"] == pytest.approx(100 / len(set(r.calm)), abs=1e-3)
     missed = detection_report([], r, "ewma")
     assert missed["detected"] == 0 and missed["delays"] == [None] * len(r.crises) and missed["max_delay"] is None
+
+
+def test_detectability_is_the_chance_an_oracle_alerts_in_time():
+    r = replay(reviews(), days=80, seed=3)
+    crisis = r.crises[0]
+    slot = r.items["ts"].dt.floor("D")
+    mine = r.items[(r.items["topic"] == crisis["topic"]) & (slot >= crisis["start"]) & (slot <= crisis["start"] + DAY)]
+    power = detectability(r)
+    assert len(power) == len(r.crises) and all(0.0 <= p <= 1.0 for p in power)
+    # the same oracle by hand for the first crisis: binomial tests at rate / 2 on day 0 and days 0-1
+    from scipy.stats import binom
+
+    n0 = int((slot[mine.index] == crisis["start"]).sum())
+    n1 = len(mine) - n0
+    p0, p1 = crisis["base_share"], crisis["share"]
+    c0, c01 = int(binom.isf(0.005, n0, p0)) + 1, int(binom.isf(0.005, n0 + n1, p0)) + 1
+    hand = 1 - sum(binom.pmf(x, n0, p1) * binom.cdf(c01 - 1 - x, n1, p1) for x in range(min(c0, n0 + 1)))
+    assert power[0] == pytest.approx(hand, abs=1e-6)
+    # a stricter rate loses power; a classifier that flags at random sees no crisis at all
+    assert all(s <= p + 1e-9 for s, p in zip(detectability(r, rate=1e-4), power))
+    blind = detectability(r, flag_rates={c["topic"]: (0.3, 0.3) for c in r.crises})
+    assert blind == [0.0] * len(r.crises)
+    with pytest.raises(InvalidInput, match="rate must be between 0 and 1"):
+        detectability(r, rate=0)

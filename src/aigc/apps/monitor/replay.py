@@ -13,10 +13,16 @@ Everything comes from one seed.
 
 :func:`detection_report` scores one rule's events: the delay to each crisis, the drifts caught,
 and the false alarms on the calm (topic, period) pairs.
+
+:func:`detectability` says how many crises any rule could catch in time: per crisis, the chance
+that an oracle that knows the base and crisis shares exactly alerts by the period after the start
+at a given false-alarm rate per period. A small topic's doubling is often within its noise: the
+expected count, not every crisis, is what a rule can be held to.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,3 +216,39 @@ def detection_report(events: list[Event | dict], replay: Replay, rule: str) -> d
             "calm_periods": len(calm),
             "false_alarms_per_100": round(100 * false_alarms / len(calm), 3) if calm else None,
             "drifts": len(replay.drifts), "drifts_detected": caught}
+
+
+def detectability(replay: Replay, rate: float = 1e-2, flag_rates: Mapping[Any, tuple[float, float]] | None = None,
+                  ) -> list[float]:
+    """Per crisis, the probability that an oracle alerts within one period of its start while
+    raising about ``rate`` false alarms per calm period: it knows the topic's base share p0 and
+    crisis share p1, and tests the start period's negatives and those of the start and the next
+    period together, each one-sided binomial test at ``rate`` / 2 (Bonferroni). Knowing p0 exactly,
+    it is at least as strong as any rule estimating it from history at that rate.
+
+    ``flag_rates`` maps a topic to (the share of its negative posts flagged negative, the share of
+    its positive posts flagged negative): what a classifier's flags turn the shares into, p ->
+    p tpr + (1 - p) fpr. Without it the flags are the true labels. The volumes are the replay's own."""
+    from scipy.stats import binom
+
+    if not 0 < rate < 1:
+        raise InvalidInput(f"rate must be between 0 and 1, got {rate!r}")
+    freq = _freq(replay.period)
+    step = pd.Timedelta(1, unit=freq)
+    slot = replay.items["ts"].dt.floor(freq)
+    out = []
+    for c in replay.crises:
+        tpr, fpr = (flag_rates or {}).get(c["topic"], (1.0, 0.0))
+        p0, p1 = (p * tpr + (1 - p) * fpr for p in (c["base_share"], c["share"]))
+        mine = slot[replay.items["topic"] == c["topic"]]
+        n0, n1 = int((mine == c["start"]).sum()), int((mine == c["start"] + step).sum())
+        if p1 <= p0 or n0 + n1 == 0:
+            out.append(0.0)
+            continue
+        # the least negatives that alert: P(X >= c | p0) <= rate / 2
+        c0 = int(binom.isf(rate / 2, n0, p0)) + 1 if n0 else 1
+        c01 = int(binom.isf(rate / 2, n0 + n1, p0)) + 1
+        x0 = np.arange(min(c0, n0 + 1))  # start-period counts that do not alert on their own
+        missed = float(np.sum(binom.pmf(x0, n0, p1) * binom.cdf(c01 - 1 - x0, n1, p1)))
+        out.append(round(1.0 - missed, 6))
+    return out
