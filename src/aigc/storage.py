@@ -1,7 +1,9 @@
-"""The artifact store: datasets and runs kept under an fsspec URL (a local or shared folder,
+"""The artifact store: a workspace's artifacts (datasets, runs, knowledge bases, app models and
+settings: :data:`aigc.workspace.ARTIFACTS`) kept under an fsspec URL (a local or shared folder,
 ``s3://bucket/prefix`` on AWS, MinIO, OSS or any S3-compatible endpoint, ``memory://`` in tests).
 
-Each key (``runs/<name>``, ``datasets/<name>``) is laid out as::
+Each key (``runs/<name>``, ``kb/<name>``, ``copy/rules.yaml``...: a path under the workspace) is
+laid out as::
 
     <key>/v-<utc>-<hex>/...              the files of one version, uploaded first
     <key>/v-<utc>-<hex>/_COMMITTED.json  its manifest (every file, its size and sha256), written once
@@ -15,8 +17,8 @@ switches readers over. Why versions rather than one prefix with a manifest: an o
 rename a folder, and overwriting files in place would let a reader mid-download get half old, half
 new. The previous version is kept for readers still downloading it; older committed versions go.
 
-:class:`Mirror` is the workspace's side: which local folders are mirrored and when a local copy is
-refreshed. This module knows files and keys, nothing of what a dataset or a run holds.
+:class:`Mirror` is the workspace's side: which local folders and files are mirrored and when a local
+copy is refreshed. This module knows files and keys, nothing of what a dataset or a run holds.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from aigc.errors import ArtifactStoreError, InvalidInput, NotFound
-from aigc.workspace import write_json_atomic
+from aigc.workspace import ARTIFACTS, write_json_atomic
 
 MANIFEST = "_COMMITTED.json"  # in a version folder, and in a local copy (what it was downloaded as)
 LATEST = "LATEST"
@@ -295,69 +297,130 @@ class ArtifactStore:
 
 
 class Mirror:
-    """A workspace's ``datasets/<name>`` and ``runs/<name>`` folders as a cache of a store: uploaded
-    when published or pushed, downloaded when asked for and missing, or older than the store's.
+    """A workspace's artifacts (:data:`aigc.workspace.ARTIFACTS`: ``datasets/<name>``, ``runs/<name>``,
+    ``kb/<name>``, ``assistant/<name>.json``...) as a cache of a store: uploaded when published or
+    pushed, downloaded when asked for and missing, or older than the store's. The key of an artifact
+    is its path under the root; a single-file artifact is stored as a version holding that one file.
 
-    What keeps it cheap: a local folder without ``_COMMITTED.json`` was made here (a run training
-    now) and is never replaced from the store; one with it is a copy, compared with the store's
-    LATEST once per process (one small read) and downloaded again only when the store holds a
-    newer version. That check is good for RECHECK_S seconds, then made again: a long-running server
-    loads a version pushed meanwhile the next time it loads the run (a run it holds loaded stays as
-    loaded until it idles out, see ``aigc serve --keep-alive``). A name found in neither place is asked
-    again next time: it may be pushed meanwhile."""
+    What keeps it cheap: a local copy without its manifest (``_COMMITTED.json`` inside a folder,
+    ``.<file>.committed`` beside a single file) was made here (a run training now) and is never
+    replaced from the store; one with it is a copy, compared with the store's LATEST once per process
+    (one small read) and downloaded again only when the store holds a newer version. That check is
+    good for RECHECK_S seconds, then made again: a long-running server loads a version pushed
+    meanwhile the next time it loads the artifact (a run it holds loaded stays as loaded until it
+    idles out, see ``aigc serve --keep-alive``). A name found in neither place is asked again after
+    RECHECK_S seconds too: settings that were never made (a knowledge base without assistant
+    settings) cost a server one read per RECHECK_S, not one per request."""
 
-    MIRRORED = ("datasets", "runs")
     RECHECK_S = 30.0
-    # local folder -> (its version, time.monotonic() when found current in this process): one entry per
-    # folder, however many versions a long-running server sees. Shared by every Workspace of the
+    # local path -> (its version, time.monotonic() when found current in this process): one entry per
+    # artifact, however many versions a long-running server sees. Shared by every Workspace of the
     # process, since one command opens several; a different version is checked anew.
-    current: dict[str, tuple[str, float]] = {}
+    current: dict[str, tuple[str | None, float]] = {}
+    MAX_CURRENT = 10_000
 
     def __init__(self, store: ArtifactStore, root: Path):
         self.store, self.root = store, root
 
     def key_of(self, path: Path) -> str | None:
-        """``runs/<name>`` for ``<root>/runs/<name>``; None for a folder that is not mirrored."""
+        """``kb/<name>`` for ``<root>/kb/<name>``: the path under the root when it names one artifact
+        of a mirrored folder; None for anything else (a cache such as ``recommend/.cache``, a
+        temporary, a mirrored folder itself)."""
         try:
-            parts = path.relative_to(self.root).parts
+            rel = path.relative_to(self.root).as_posix()
         except ValueError:
             return None
-        return "/".join(parts) if len(parts) == 2 and parts[0] in self.MIRRORED else None
+        folder, _, name = rel.rpartition("/")
+        return rel if folder in ARTIFACTS and rel not in ARTIFACTS and not name.startswith(".") else None
 
     def ensure(self, path: Path) -> Path:
         """``path``, downloaded first when the store holds a newer committed copy than this one."""
         key = self.key_of(path)
         if key is None:
             return path
-        local = read_manifest(path)
+        local = read_manifest(_marker(path, _single(key))) if path.exists() else None
         if path.exists() and local is None:  # made here, not a copy
             return path
         version, checked = self.current.get(str(path), ("", -math.inf))
-        if local is not None and version == local["version"] and time.monotonic() - checked < self.RECHECK_S:
+        # this copy (or, None, its absence from both places) was found current moments ago
+        if version == (local or {}).get("version") and time.monotonic() - checked < self.RECHECK_S:
             return path
         remote = self.store.manifest(key)
         if remote is not None and (local or {}).get("version") != remote["version"]:
-            local = self.store.get_folder(key, path, tmp_dir=self.root / "tmp", manifest=remote)
-        if local is not None:
-            self.current[str(path)] = (local["version"], time.monotonic())
+            local = self._download(key, path, remote)
+        if len(self.current) >= self.MAX_CURRENT:  # names asked for at random cannot grow it without end
+            self.current.clear()
+        self.current[str(path)] = ((local or {}).get("version"), time.monotonic())
         return path
+
+    def _download(self, key: str, path: Path, remote: dict[str, Any]) -> dict[str, Any]:
+        tmp = self.root / "tmp"
+        if not _single(key):
+            return self.store.get_folder(key, path, tmp_dir=tmp, manifest=remote)
+        tmp.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f"fetch-{path.name}-", dir=tmp))
+        try:
+            manifest = self.store.get_folder(key, staged / "copy", tmp_dir=staged, manifest=remote)
+            if not (staged / "copy" / path.name).is_file():
+                raise ArtifactStoreError(f"{self.store.url}/{key}/{manifest['version']} does not hold the "
+                                         f"file {path.name}: push {key} again")
+            self._install_file(staged / "copy" / path.name, path, manifest)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        return manifest
+
+    @staticmethod
+    def _install_file(src: Path, dest: Path, manifest: dict[str, Any]) -> None:
+        """Rename a single file into place, then record the version it is. In that order, a crash
+        between leaves either the old record (so a newer version is fetched again) or none (the file
+        counts as made here): never a record that vouches for the wrong bytes."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+        write_json_atomic(_marker(dest, single=True), manifest)
 
     def push(self, folder: Path, dest: Path | None = None) -> dict[str, Any] | None:
         """Commit ``folder`` as the store's copy of ``dest`` (default: the folder itself); the
         manifest is written into ``folder`` too, so this copy counts as current. None when ``dest``
-        is not mirrored."""
+        is not a mirrored folder (a single file goes through :meth:`push_file`)."""
         dest = dest or folder
         key = self.key_of(dest)
-        if key is None:
+        if key is None or _single(key):
             return None
         manifest = self.store.put_folder(folder, key)
         write_json_atomic(folder / MANIFEST, manifest)
         self.current[str(dest)] = (manifest["version"], time.monotonic())
         return manifest
 
+    def push_file(self, file: Path, dest: Path) -> dict[str, Any] | None:
+        """Commit ``file`` as the store's copy of the single-file artifact ``dest``, then rename it
+        over ``dest``: a failed upload leaves both as they were. ``file`` is named as ``dest`` and
+        alone in its folder (a staging folder: what is uploaded). Returns the manifest, None (and
+        only the rename) when ``dest`` is not mirrored."""
+        key = self.key_of(dest)
+        if key is None or not _single(key):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, dest)
+            return None
+        if file.name != dest.name or any(p != file for p in file.parent.iterdir()):
+            raise ValueError(f"push_file: {file} must be named {dest.name} and alone in its folder")
+        manifest = self.store.put_folder(file.parent, key)
+        self._install_file(file, dest, manifest)
+        self.current[str(dest)] = (manifest["version"], time.monotonic())
+        return manifest
+
     def delete(self, path: Path) -> bool:
+        """Remove the store's copy of ``path`` (the local one is the caller's); False when it had none."""
         key = self.key_of(path)
-        return key is not None and self.store.delete(key)
+        if key is None:
+            return False
+        self.current.pop(str(path), None)
+        if _single(key):
+            _marker(path, single=True).unlink(missing_ok=True)
+        return self.store.delete(key)
+
+    def names(self, folder: str) -> list[str]:
+        """The names committed under the mirrored ``folder`` (``kb`` -> ``["faq", "shop"]``)."""
+        return [key.rsplit("/", 1)[-1] for key in self.store.list(folder)]
 
 
 def open_mirror(url: str, root: Path) -> Mirror | None:
@@ -373,10 +436,11 @@ def open_mirror(url: str, root: Path) -> Mirror | None:
     return Mirror(store, root)
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The manifest a local copy was downloaded or pushed as; None for a folder made here."""
+def read_manifest(marker: Path) -> dict[str, Any] | None:
+    """The manifest a local copy was downloaded or pushed as (a folder's ``_COMMITTED.json``, or the
+    marker beside a single file: :func:`_marker`); None for one made here."""
     try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        return json.loads(marker.read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
@@ -394,6 +458,17 @@ def _describe(folder: Path) -> dict[str, dict[str, Any]]:
             size, digest = _size_and_sha256(path)
             files[rel] = {"size": size, "sha256": digest}
     return files
+
+
+def _single(key: str) -> bool:
+    """Whether ``key`` names a single-file artifact (``assistant/<kb>.json``), not a folder."""
+    return ARTIFACTS[key.rpartition("/")[0]]
+
+
+def _marker(path: Path, single: bool) -> Path:
+    """Where the local copy at ``path`` records its manifest: inside a folder; beside a single file,
+    hidden and not ending in its suffix (so that listings of ``*.json`` pass it by)."""
+    return path.parent / f".{path.name}.committed" if single else path / MANIFEST
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:

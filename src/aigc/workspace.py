@@ -9,8 +9,14 @@ Layout under the root (``$AIGC_HOME``, default ``~/.aigc``)::
     datasets/<name>/      one ingested dataset (train/val/test files + card.json)
     runs/<name>/          one training run (checkpoints, metrics, export, eval)
     kb/<name>/            a knowledge base of the assistant (chunks, vectors; aigc.apps.assistant.kb)
+    assistant/<kb>.json   the assistant's settings for a knowledge base
     bases/<name>/         a pretrained base de-quantized from GGUF (a folder base stays where it is)
+    monitor/models/<name>/, monitor/streams/<name>.json, monitor/topics.yaml    opinion monitoring
+    recommend/<name>/     a recommender (recommend/.cache/ holds item vectors: a cache, not an artifact)
+    copy/rules.yaml       the copy desk's brand rules
     tmp/                  staging area: everything is written here first, then renamed
+
+The artifacts (:data:`ARTIFACTS`) are what an artifact store mirrors (aigc.storage).
 
 This module knows paths and rows. It knows nothing about what is inside a dataset or a run.
 """
@@ -39,8 +45,21 @@ if TYPE_CHECKING:
 
 ENV_HOME = "AIGC_HOME"
 ENV_DB_URL = "AIGC_DB_URL"  # the catalog's SQLAlchemy URL (default: the SQLite file in the workspace)
-ENV_ARTIFACTS = "AIGC_ARTIFACTS"  # where datasets and runs are kept (default: the workspace folder)
+ENV_ARTIFACTS = "AIGC_ARTIFACTS"  # where artifacts are kept (default: the workspace folder only)
 NAME_RE = re.compile(r"^[\w][\w.\-]{0,79}$")
+
+# The folders of artifacts, one per name in each: a folder, or (True) a single file named with its
+# suffix. With an artifact store every one is mirrored there (aigc.storage.Mirror), so a machine that
+# shares the catalog and the store answers from what another made. Everything else stays local:
+# caches (recommend/.cache), generations/ (their rows say where), tmp/.
+ARTIFACTS: dict[str, bool] = {
+    "datasets": False, "runs": False, "bases": False,
+    "kb": False, "assistant": True,  # knowledge bases; the assistant's settings (<kb>.json)
+    "monitor/models": False, "monitor/streams": True,  # classifiers; stream settings (<stream>.json)
+    "monitor": True,  # topics.yaml
+    "recommend": False,
+    "copy": True,  # rules.yaml
+}
 
 metadata = sa.MetaData()
 
@@ -354,8 +373,8 @@ class Workspace:
 
     ``db_url`` (default ``$AIGC_DB_URL``, else the SQLite file ``catalog.db`` under the root) is
     where the catalog lives; ``artifacts`` (default ``$AIGC_ARTIFACTS``, else the root itself) is
-    where datasets and runs are kept: a local folder or an fsspec URL such as ``s3://bucket/prefix``.
-    The root is then the local working copy and cache.
+    where artifacts are kept (:data:`ARTIFACTS`): a local folder or an fsspec URL such as
+    ``s3://bucket/prefix``. The root is then the local working copy and cache.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, db_url: str | None = None,
@@ -382,20 +401,41 @@ class Workspace:
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
-    def dataset_path(self, name: str, fetch: bool = True) -> Path:
-        """``datasets/<name>``; with an artifact store (and ``fetch``), downloaded first when it is
-        missing here or older than the store's committed copy (checked once per process)."""
-        path = self.datasets_dir / check_name(name, "dataset name")
+    def artifact_path(self, kind: str, name: str, fetch: bool = True) -> Path:
+        """``<kind>/<name>``, one artifact of a folder of :data:`ARTIFACTS` (``kb``, ``monitor/models``,
+        ``assistant`` with ``<kb>.json``...). With an artifact store (and ``fetch``), downloaded first
+        when it is missing here or older than the store's committed copy (checked once per process,
+        then every ``Mirror.RECHECK_S``): a machine that shares the catalog and the store answers
+        from an artifact it never made."""
+        single = ARTIFACTS[_check_kind(kind)]
+        stem, _, suffix = name.rpartition(".") if single and isinstance(name, str) else ("", "", "")
+        # a file's name is checked without its suffix: a knowledge base of 80 characters has <name>.json
+        check_name(stem if stem and suffix.isalnum() else name, f"{kind} name")
+        path = self.root / kind / name
         return self.mirror.ensure(path) if fetch and self.mirror else path
+
+    def artifact_names(self, kind: str) -> list[str]:
+        """The names of ``kind``'s artifacts here or (with an artifact store) committed there: what a
+        listing shows on every machine. Hidden entries (locks, caches, markers) are not artifacts."""
+        folder, single = self.root / _check_kind(kind), ARTIFACTS[kind]
+        names = {p.name for p in folder.iterdir() if p.is_dir() != single} if folder.is_dir() else set()
+        if self.mirror is not None:
+            names.update(self.mirror.names(kind))
+        # not the folders nested in it (monitor/models), nor hidden entries (locks, caches, markers)
+        return sorted(n for n in names if not n.startswith(".") and f"{kind}/{n}" not in ARTIFACTS)
+
+    def dataset_path(self, name: str, fetch: bool = True) -> Path:
+        """``datasets/<name>``; fetched from the artifact store like any artifact (:meth:`artifact_path`)."""
+        return self.artifact_path("datasets", check_name(name, "dataset name"), fetch)
 
     def run_path(self, name: str, fetch: bool = True) -> Path:
-        """``runs/<name>``; with an artifact store (and ``fetch``), downloaded first like a dataset:
-        a machine that shares the catalog and the store loads a run it never trained."""
-        path = self.runs_dir / check_name(name, "run name")
-        return self.mirror.ensure(path) if fetch and self.mirror else path
+        """``runs/<name>``; fetched like any artifact: a machine that shares the catalog and the store
+        loads a run it never trained."""
+        return self.artifact_path("runs", check_name(name, "run name"), fetch)
 
-    def base_path(self, name: str) -> Path:
-        return self.root / "bases" / check_name(name, "base name")
+    def base_path(self, name: str, fetch: bool = True) -> Path:
+        """``bases/<name>``, a de-quantized base; fetched like any artifact."""
+        return self.artifact_path("bases", check_name(name, "base name"), fetch)
 
     @contextmanager
     def staging(self, prefix: str = "stage") -> Iterator[Path]:
@@ -413,8 +453,9 @@ class Workspace:
         With ``replace``, the old folder is first renamed aside, then removed after the new
         one is in place, so a crash never leaves ``dest`` missing or half-written.
 
-        With an artifact store, a dataset or run folder is committed there from staging first:
-        a failed upload leaves nothing new, neither there nor here (the caller's staging is removed).
+        With an artifact store, an artifact's folder (:data:`ARTIFACTS`) is committed there from
+        staging first: a failed upload leaves nothing new, neither there nor here (the caller's
+        staging is removed).
         """
         if dest.exists() and not replace:
             raise AlreadyExists(f"{dest} already exists: pass --replace to overwrite it")
@@ -427,6 +468,32 @@ class Workspace:
         os.replace(staged, dest)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+    def publish_text(self, dest: Path, text: str) -> None:
+        """Replace a single file (an artifact's, e.g. ``assistant/<kb>.json``) with ``text``: written
+        under ``tmp/``, committed to the artifact store first when it is mirrored there, then renamed
+        over ``dest``. Readers see the old file or the new; a failed upload changes nothing."""
+        with self.staging(f"file-{dest.name}") as stage:
+            staged = stage / dest.name
+            staged.write_text(text, encoding="utf-8")
+            if self.mirror is not None:
+                self.mirror.push_file(staged, dest)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, dest)
+
+    def delete_artifact(self, kind: str, name: str) -> None:
+        """Remove artifact ``<kind>/<name>``: the store's copy first (one deleted here must not come
+        back from there), then this one, renamed aside at once and its files removed after."""
+        path = self.artifact_path(kind, name, fetch=False)
+        if self.mirror is not None:
+            self.mirror.delete(path)
+        if path.is_dir():
+            aside = self.root / "tmp" / f"deleted-{uuid.uuid4().hex[:12]}"
+            os.replace(path, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
     # -- catalog -------------------------------------------------------------------------
 
@@ -568,15 +635,15 @@ class Workspace:
         with self.engine.begin() as conn:
             conn.execute(bases_table.delete().where(bases_table.c.name == name))
         if delete_files:
-            shutil.rmtree(self.base_path(name), ignore_errors=True)
+            self.delete_artifact("bases", name)
 
     # -- artifact store ------------------------------------------------------------------
 
     @cached_property
     def mirror(self) -> Mirror | None:
         """The store named by ``artifacts``, with the root as its local cache (:class:`aigc.storage.Mirror`:
-        ``datasets/<name>`` and ``runs/<name>``); None when artifacts live in the root only. Opened on
-        first use, so a command that touches no dataset or run never contacts the store."""
+        every folder of :data:`ARTIFACTS`); None when artifacts live in the root only. Opened on first
+        use, so a command that touches no artifact never contacts the store."""
         if not self.artifacts:
             return None
         from aigc.storage import open_mirror
@@ -594,9 +661,20 @@ class Workspace:
         """Commit ``datasets/<name>`` to the artifact store, as :meth:`push_run` does a run's."""
         return self._push("dataset", self.dataset_path(name, fetch=False))
 
+    def push_artifact(self, kind: str, name: str) -> dict[str, Any] | None:
+        """Commit ``<kind>/<name>`` as it is here: for an artifact made before the store was set
+        (what is published since is committed as it is written)."""
+        return self._push(kind, self.artifact_path(kind, name, fetch=False))
+
     def _push(self, kind: str, path: Path) -> dict[str, Any] | None:
         if self.mirror is None:
             return None
+        if ARTIFACTS[path.parent.relative_to(self.root).as_posix()]:  # a single file: a copy goes up
+            if not path.is_file():
+                raise NotFound(f"{kind} {path.name!r} has no file at {path}: nothing to push")
+            with self.staging(f"push-{path.name}") as stage:
+                shutil.copyfile(path, stage / path.name)
+                return self.mirror.push_file(stage / path.name, path)
         if not path.is_dir():
             raise NotFound(f"{kind} {path.name!r} has no folder at {path}: nothing to push")
         return self.mirror.push(path)
@@ -609,6 +687,12 @@ class Workspace:
             self.push_run(name)
         finally:
             self.update_run(name, **fields)
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in ARTIFACTS:
+        raise InvalidInput(f"unknown artifact folder {kind!r}: use one of {', '.join(ARTIFACTS)}")
+    return kind
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

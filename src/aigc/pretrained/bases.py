@@ -371,7 +371,7 @@ def _add_gguf(ws, files: list[Path], name: str, kind: str, source: str, licence:
         if gguf_file.parent == stage:
             gguf_file.unlink()
         info = inspect_folder(folder)
-        dest = ws.base_path(name)
+        dest = ws.base_path(name, fetch=False)
         ws.publish(folder, dest, replace=True)
     info.name, info.kind, info.source, info.path = name, kind, source, str(dest)
     info.licence, info.quantization = licence, meta["quantization"]
@@ -442,7 +442,7 @@ def load_base(ws, name: str, dtype=None, device: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     row = get_base(ws, name)
-    path = Path(row["path"])
+    path = ws.base_path(name) if row["kind"] in ("gguf", "bundled") else Path(row["path"])  # the store's, if set
     if not path.is_dir():
         raise NotFound(f"base {name!r} points at {str(path)!r}, which is gone: add it again with `aigc base add`")
     dtype = dtype or torch.float32

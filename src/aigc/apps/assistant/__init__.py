@@ -72,7 +72,7 @@ def kb_remove(name: str, doc: str | None = None, *, workspace: Any = None) -> No
     ws = _ws(workspace)
     if doc is None:
         kb.delete(ws, name)
-        settings_path(ws, name).unlink(missing_ok=True)
+        ws.delete_artifact("assistant", settings_path(ws, name, fetch=False).name)  # the store's copy too
     else:
         kb.remove_document(ws, name, doc)
 

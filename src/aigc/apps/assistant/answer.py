@@ -38,7 +38,7 @@ from aigc.apps import DEFAULT_MODEL, chat_texts, instruct_model, lang_of
 from aigc.apps.assistant.confidence import NEAR_DUPLICATE, calibration_for, confidence, features
 from aigc.apps.assistant.handoff import record_handoff, wants_person
 from aigc.errors import InvalidInput
-from aigc.workspace import Workspace, check_name, write_json_atomic
+from aigc.workspace import Workspace, check_name
 
 MODES = ("auto", "faq", "extractive", "generate")
 # A generated sentence is supported by a source sentence that holds three quarters of its content
@@ -93,10 +93,10 @@ def check_question(question: Any) -> str:
 # -- settings -------------------------------------------------------------------
 
 
-def settings_path(ws: Workspace, name: str) -> Path:
+def settings_path(ws: Workspace, name: str, fetch: bool = True) -> Path:
     """``<workspace>/assistant/<name>.json``: beside the knowledge base, not in it (a re-ingest swaps
-    the knowledge base's folder whole)."""
-    return ws.root / "assistant" / f"{check_name(name, 'knowledge base name')}.json"
+    the knowledge base's folder whole). With an artifact store, fetched first like the knowledge base."""
+    return ws.artifact_path("assistant", f"{check_name(name, 'knowledge base name')}.json", fetch)
 
 
 def settings(ws: Workspace, name: str) -> dict[str, Any]:
@@ -122,9 +122,8 @@ def configure(ws: Workspace, name: str, **changes: Any) -> dict[str, Any]:
     if changes.get("webhook") and not re.match(r"https?://", str(changes["webhook"])):
         raise InvalidInput(f"webhook {changes['webhook']!r} is not an http(s) URL")
     current.update({k: v for k, v in changes.items()})
-    path = settings_path(ws, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, current)
+    # through tmp/ and the artifact store (when set), then renamed into place
+    ws.publish_text(settings_path(ws, name, fetch=False), json.dumps(current, ensure_ascii=False, indent=2))
     return current
 
 

@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import threading
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +44,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from aigc.apps import lang_of
 from aigc.apps.assistant import retrieval
 from aigc.errors import InvalidInput, NotFound
+from aigc.storage import MANIFEST
 from aigc.workspace import Workspace, check_name, now, write_json_atomic
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -61,8 +62,9 @@ VIEWS = ("whole", "title", "body")  # vectors.npy holds each chunk's three views
 Progress = Callable[[str, int, int], None]
 
 
-def kb_path(ws: Workspace, name: str) -> Path:
-    return ws.root / "kb" / check_name(name, "knowledge base name")
+def kb_path(ws: Workspace, name: str, fetch: bool = True) -> Path:
+    """``kb/<name>``: with an artifact store, fetched first when missing here or older there."""
+    return ws.artifact_path("kb", check_name(name, "knowledge base name"), fetch)
 
 
 def _existing(ws: Workspace, name: str) -> Path:
@@ -77,7 +79,7 @@ def _existing(ws: Workspace, name: str) -> Path:
 def _locked(ws: Workspace, name: str) -> Iterator[None]:
     """One writer per knowledge base across processes: two adds at once would each publish a
     folder without the other's documents."""
-    path = kb_path(ws, name)  # the name checked before it names a file
+    path = kb_path(ws, name, fetch=False)  # the name checked before it names a file
     path.parent.mkdir(exist_ok=True)
     with open(path.parent / f".{name}.lock", "a+b") as f:
         try:
@@ -110,8 +112,9 @@ def _read_state(path: Path) -> _State:
         chunks = [json.loads(line) for line in f if line.strip()]
     vectors = np.load(path / VECTORS)
     texts = {p.stem: p for p in (path / TEXTS).glob("*.txt")}
-    others = [p for p in path.iterdir()
-              if p.is_file() and p.name not in (META, CHUNKS, VECTORS) and not p.name.startswith(".")]
+    others = [p for p in path.iterdir()  # not MANIFEST: the artifact store's record of the old folder
+              if p.is_file() and p.name not in (META, CHUNKS, VECTORS, MANIFEST)
+              and not p.name.startswith(".")]
     return _State(meta, chunks, vectors, texts, others)
 
 
@@ -143,7 +146,7 @@ def _write_state(ws: Workspace, name: str, state: _State) -> None:
                 f.write(json.dumps(c, ensure_ascii=False) + "\n")
         np.save(stage / VECTORS, np.ascontiguousarray(state.vectors, dtype=np.float32))
         write_json_atomic(stage / META, state.meta)
-        ws.publish(stage, kb_path(ws, name), replace=True)
+        ws.publish(stage, kb_path(ws, name, fetch=False), replace=True)
 
 
 # -- reading files -----------------------------------------------------------------------------
@@ -545,9 +548,8 @@ def _summary(meta: dict[str, Any]) -> dict[str, Any]:
 
 def list_kbs(ws: Workspace) -> list[dict[str, Any]]:
     """Every knowledge base's summary (name, created, updated, embedder, documents, chunks), by name."""
-    root = ws.root / "kb"
-    metas = sorted(root.glob(f"*/{META}")) if root.exists() else []
-    return [_summary(json.loads(m.read_text(encoding="utf-8"))) for m in metas]
+    metas = [kb_path(ws, name) / META for name in ws.artifact_names("kb")]  # made here or in the store
+    return [_summary(json.loads(m.read_text(encoding="utf-8"))) for m in metas if m.is_file()]
 
 
 def info(ws: Workspace, name: str) -> dict[str, Any]:
@@ -584,9 +586,7 @@ def delete(ws: Workspace, name: str) -> None:
     """Remove knowledge base ``name`` and its files."""
     with _locked(ws, name):
         path = _existing(ws, name)
-        aside = ws.root / "tmp" / f"deleted-kb-{uuid.uuid4().hex[:12]}"
-        os.replace(path, aside)  # gone at once for readers; the files go after
-        shutil.rmtree(aside, ignore_errors=True)
+        ws.delete_artifact("kb", name)  # the store's copy too; here gone at once for readers, files after
     with _CACHE_LOCK:
         _CACHE.pop(str(path), None)
 
@@ -596,8 +596,9 @@ def delete(ws: Workspace, name: str) -> None:
 
 @dataclass
 class KnowledgeBase:
-    """A loaded knowledge base: ``chunks`` (dicts as stored), ``vectors`` (n, 384) float32 and
-    the BM25 index of ``search_text`` of each chunk."""
+    """A loaded knowledge base: ``chunks`` (dicts as stored), ``vectors`` (n, 3, 384) float32 and
+    the BM25 index of ``search_text`` of each chunk; ``langs`` (n,) is each chunk's language
+    (``lang_of`` its text), which centring and fusion read."""
 
     name: str
     meta: dict[str, Any]
@@ -610,6 +611,7 @@ class KnowledgeBase:
         # what search compares (retrieval's module docstring): the mean of the views' vectors, each
         # centred per language; and the uncentred mean (a confidence feature)
         texts = [c["text"] for c in self.chunks]
+        self.langs = np.array([lang_of(t) for t in texts])
         self.centered = np.mean([retrieval.center_passages(self.vectors[:, v], texts)
                                  for v in range(self.vectors.shape[1])], axis=0).astype(np.float32)
         self.raw = self.vectors.mean(1)

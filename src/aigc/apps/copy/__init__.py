@@ -34,8 +34,9 @@ def _ws(workspace: Any):
     return open_workspace(workspace)
 
 
-def rules_path(ws: Any) -> Path:
-    return ws.root / "copy" / RULES_FILE
+def rules_path(ws: Any, fetch: bool = True) -> Path:
+    """``copy/rules.yaml``: with an artifact store, fetched first when missing here or older there."""
+    return ws.artifact_path("copy", RULES_FILE, fetch)
 
 
 def workspace_rules(workspace: Any = None):
@@ -54,11 +55,9 @@ def set_rules(rules: Any, workspace: Any = None) -> dict[str, Any]:
 
     parsed = load_rules(rules)
     parsed.validate()
-    path = rules_path(_ws(workspace))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(parsed.to_dict(), allow_unicode=True, sort_keys=False), "utf-8")
-    tmp.replace(path)
+    ws = _ws(workspace)
+    text = yaml.safe_dump(parsed.to_dict(), allow_unicode=True, sort_keys=False)
+    ws.publish_text(rules_path(ws, fetch=False), text)  # through tmp/ and the artifact store, when set
     return parsed.to_dict()
 
 

@@ -126,9 +126,8 @@ def train(name: str, source: str | Path, *, label_column: str, text_column: str 
 
 def models(workspace: Any = None) -> list[dict[str, Any]]:
     ws = _ws(workspace)
-    root = Path(ws.root) / "monitor" / "models"
     out = []
-    for d in sorted(root.iterdir()) if root.is_dir() else []:
+    for d in (ws.artifact_path("monitor/models", n) for n in ws.artifact_names("monitor/models")):
         if (d / "config.json").is_file():
             c = json.loads((d / "config.json").read_text())
             out.append({"name": d.name, "kind": c["kind"], "labels": c["labels"], "negative": c["negative"],
@@ -139,6 +138,7 @@ def models(workspace: Any = None) -> list[dict[str, Any]]:
 def _model(ws: Any, name: str):
     from aigc.apps.monitor import classifier
 
+    ws.artifact_path("monitor/models", name)  # with an artifact store: fetched when missing or older here
     return classifier.load(ws, name)
 
 
@@ -187,8 +187,8 @@ def classify_file(model_name: str, path: str | Path, out: str | Path, *, text_co
 # -- topics ----------------------------------------------------------------------------------
 
 
-def _topics_path(ws: Any) -> Path:
-    return Path(ws.root) / "monitor" / "topics.yaml"
+def _topics_path(ws: Any, fetch: bool = True) -> Path:
+    return ws.artifact_path("monitor", "topics.yaml", fetch)
 
 
 def keyword_topics(ws: Any) -> dict[str, list[str]]:
@@ -219,11 +219,7 @@ def set_topics(topics: Mapping[str, Sequence[str]] | str | Path, workspace: Any 
         raise InvalidInput("topics must map each topic to a non-empty list of keywords, e.g. "
                            "{\"battery\": [\"battery\", \"电池\", \"续航\"]}")
     clean = {str(k).strip(): [str(w).strip() for w in v] for k, v in topics.items()}
-    p = _topics_path(ws)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(clean, allow_unicode=True, sort_keys=False), "utf-8")
-    tmp.replace(p)
+    ws.publish_text(_topics_path(ws, fetch=False), yaml.safe_dump(clean, allow_unicode=True, sort_keys=False))
     return clean
 
 
@@ -275,10 +271,11 @@ def suggest_topics(texts: Sequence[str], k: int = 8, n_keywords: int = 6, seed: 
 # -- streams ---------------------------------------------------------------------------------
 
 
-def _stream_path(ws: Any, name: str) -> Path:
+def _stream_path(ws: Any, name: str, fetch: bool = True) -> Path:
+    """The stream's settings, an artifact (its posts and alerts are catalog rows)."""
     from aigc.workspace import check_name
 
-    return Path(ws.root) / "monitor" / "streams" / f"{check_name(name, 'stream name')}.json"
+    return ws.artifact_path("monitor/streams", f"{check_name(name, 'stream name')}.json", fetch)
 
 
 def settings(name: str, workspace: Any = None) -> dict[str, Any]:
@@ -293,8 +290,6 @@ def configure(name: str, workspace: Any = None, **changes: Any) -> dict[str, Any
     """Create a stream or change its settings: ``model``, ``period`` (hour/day), ``rules``,
     ``sensitivity`` (low/medium/high), ``webhook``, ``timezone`` (of naive timestamps), ``history``
     (periods the rules look back over)."""
-    from aigc.workspace import write_json_atomic
-
     ws = _ws(workspace)
     p = _stream_path(ws, name)
     current = {**DEFAULTS, **(json.loads(p.read_text()) if p.exists() else {})}
@@ -322,8 +317,7 @@ def configure(name: str, workspace: Any = None, **changes: Any) -> dict[str, Any
     if new["model"] is None:
         raise InvalidInput(f"stream {name!r} needs a model: pass --model (`aigc monitor models` lists them)")
     _model(ws, new["model"])
-    p.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(p, new)
+    ws.publish_text(_stream_path(ws, name, fetch=False), json.dumps(new, ensure_ascii=False, indent=2))
     return {**new, "name": name}
 
 
@@ -334,11 +328,12 @@ def streams(workspace: Any = None) -> list[dict[str, Any]]:
     from aigc.workspace import monitor_items_table as T
 
     ws = _ws(workspace)
-    root = Path(ws.root) / "monitor" / "streams"
     out = []
     with ws.engine.connect() as conn:
-        for p in sorted(root.glob("*.json")) if root.is_dir() else []:
-            name = p.stem
+        for file in ws.artifact_names("monitor/streams"):  # made here or in the artifact store
+            if not file.endswith(".json"):
+                continue
+            name = file.removesuffix(".json")
             n = conn.execute(sa.select(sa.func.count()).where(T.c.stream == name)).scalar()
             a = conn.execute(sa.select(sa.func.count()).where(A.c.stream == name, A.c.kind == "alert")).scalar()
             out.append({**settings(name, ws), "items": n, "alerts": a})

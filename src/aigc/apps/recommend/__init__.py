@@ -60,10 +60,11 @@ def _ws(workspace: Any):
     return open_workspace(workspace)
 
 
-def recommender_path(ws: Any, name: str) -> Path:
+def recommender_path(ws: Any, name: str, fetch: bool = True) -> Path:
+    """``recommend/<name>``: with an artifact store, fetched first when missing here or older there."""
     from aigc.workspace import check_name
 
-    return ws.root / "recommend" / check_name(name, "recommender name")
+    return ws.artifact_path("recommend", check_name(name, "recommender name"), fetch)
 
 
 # -- train -------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def train(name: str, items: Any, interactions: Any, *, model: str = DEFAULT_MODE
     hears the long stages. Returns the summary: counts, model, seconds, warnings."""
     started = time.perf_counter()
     ws = _ws(workspace)
-    dest = recommender_path(ws, name)
+    dest = recommender_path(ws, name, fetch=False)
     cls = model_class(model)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInput(f"seed must be a whole number, got {seed!r}")
@@ -235,11 +236,10 @@ def load(name: str, workspace: Any = None) -> Recommender:
 def models(workspace: Any = None) -> list[dict[str, Any]]:
     """The recommenders of the workspace: name, model, counts, when trained."""
     ws = _ws(workspace)
-    root = ws.root / "recommend"
     out = []
-    for path in sorted(root.iterdir()) if root.is_dir() else []:
-        meta_path = path / "model.json"
-        if path.name.startswith(".") or not meta_path.is_file():
+    for name in ws.artifact_names("recommend"):  # made here or in the artifact store; not .cache
+        meta_path = recommender_path(ws, name) / "model.json"
+        if not meta_path.is_file():
             continue
         meta = json.loads(meta_path.read_text("utf-8"))
         s = meta.get("summary", {})
