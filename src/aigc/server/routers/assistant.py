@@ -176,7 +176,8 @@ async def chat(body: Any, request: Request):
     from aigc.apps.assistant import kb
 
     ws = _ws(request)
-    if not kb.kb_path(ws, name).is_dir():
+    # (with an artifact store the first look may download the knowledge base: off the event loop)
+    if not await run_in_threadpool(lambda: kb.kb_path(ws, name).is_dir()):
         raise with_param(NotFound(f"unknown knowledge base {name!r}: GET /v1/models lists the kb: models"), "model")
     reply = await run_in_threadpool(lambda: assistant.ask(name, turns[-1]["content"], history=turns[:-1],
                                                           workspace=ws))
