@@ -14,6 +14,7 @@ surface (CLI, server).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import shutil
@@ -36,7 +37,7 @@ from aigc.models.registry import config_from_dict, get_family, make_config
 from aigc.safety.training import COPY_INDEX, check_training_data, write_copy_index
 from aigc.tasks import ImageTask, TableTask, TextLMTask
 from aigc.training import (LAUNCH_KEYS, JobStopped, ProcessLost, TrainConfig, fit, launch, launched_rank, load_run_weights,
-                            load_weights, merge_options, require_one_process)
+                            load_weights, merge_options, require_loop_step, require_one_process)
 from aigc.workspace import Workspace, now, write_json_atomic
 
 RUN_FILE = "run.json"
@@ -218,6 +219,7 @@ def train(
     fam = get_family(family)
     model_cfg = make_config(fam, preset, model_overrides)
     cfg = train_config_for(fam, preset, train_overrides)
+    require_loop_step(cfg, fam)
     _plan_privacy(fam, model_cfg, cfg)
     ds = ws.get_dataset(dataset)
     if fam.modality not in (ds["modality"], TRAINED_AS.get(ds["modality"])):
@@ -341,6 +343,7 @@ def resume(ws: Workspace, name: str, train_overrides: dict[str, Any] | None = No
     saved = {k: v for k, v in spec["train_config"].items() if k not in LAUNCH_KEYS}
     cfg = config_from_dict(TrainConfig, merge_options(saved, train_overrides), what="training option")
     cfg.validate()
+    require_loop_step(cfg, get_family(spec["family"]))
     if not ws.has_dataset(spec["dataset"]):
         raise InvalidInput(f"run {name!r} was trained on dataset {spec['dataset']!r}, which no longer exists")
     fabric = launch(cfg)
@@ -414,6 +417,9 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
     if hasattr(model, "prior_sampler") and cfg.time_budget:
         # Two stages share the one budget the user gave: the model gets its share, the prior the rest.
         stage_cfg = replace(cfg, time_budget=cfg.time_budget * model.first_stage_budget_share)
+    exports = hasattr(model, "export") or hasattr(model, "save_pipeline")
+    # FSDP shards ``model`` in place: rank 0 exports the best weights from a plain copy
+    plain = copy.deepcopy(model) if zero and exports and cfg.strategy == "fsdp" else model
     try:
         state = fit(model, task, stage_cfg, run_dir, list(callbacks), resume=resume, fabric=fabric, setup_s=setup_s)
     except BaseException as e:
@@ -462,8 +468,8 @@ def _fit_and_record(ws, name, run_dir, spec, model, task, cfg, callbacks, resume
     if privacy:  # a differentially private run: what the accountant says it spent, and its delta
         summary["epsilon"], summary["delta"] = privacy.get("epsilon"), privacy.get("delta")
         summary["privacy"] = privacy
-    if status == "finished" and (hasattr(model, "export") or hasattr(model, "save_pipeline")):
-        _export(model, run_dir)
+    if status == "finished" and exports:
+        _export(plain, run_dir)
     ws.record_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
     # The run's files and row are complete here, on rank 0 alone.
     return ws.get_run(name)

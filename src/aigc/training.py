@@ -16,6 +16,12 @@ the same seeded generator and trains on its own share of it, so N processes with
 like one process with batch N*B. Rank 0's clock, stop reason and validation decide for all
 ranks; rank 0 alone writes files and calls the observers. Checkpoints hold the plain module's
 state, so a run resumes on another number of processes.
+
+FSDP (``strategy="fsdp"``, CUDA only) shards the weights, gradients and optimizer state over the
+ranks. Checkpoints and best weights are then gathered from the shards with
+``torch.distributed.checkpoint``'s full-state-dict functions (every rank takes part, rank 0
+writes) and saved in the plain form above, so a run moves freely between FSDP, DDP and one
+device. Families that own their step (``training_step``) stay on DDP.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from aigc.errors import AigcError, InvalidInput
+from aigc.sharding import FullState
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
@@ -44,7 +51,7 @@ WARMUP_SHARE_OF_BUDGET = 0.2
 # metrics.jsonl names the throughput in the task's unit (TrainState.unit)
 RATE_KEYS = {"tok": "tokens_per_s", "img": "images_per_s", "row": "rows_per_s"}
 MIN_IMPROVEMENT = 1e-4  # nats: smaller validation gains do not reset early-stopping patience
-STRATEGIES = ("auto", "ddp", "fsdp")  # fsdp: refused for now, with the reason (launch)
+STRATEGIES = ("auto", "ddp", "fsdp")  # fsdp: CUDA only, families whose step the loop takes (launch, fit)
 # How a session runs, not what the run is: a resumed run does not carry these over (aigc.runs)
 LAUNCH_KEYS = ("devices", "num_nodes", "strategy", "accelerator")
 # The reasons rank 0 can stop a job for, by index: what the per-step all-reduce carries
@@ -93,7 +100,7 @@ class TrainConfig:
     # batch_size * devices * num_nodes, as in Lightning and Hugging Face
     devices: int = 1  # processes per node, one per GPU; under torchrun / fabric run, the launcher's count
     num_nodes: int = 1
-    strategy: str = "auto"  # auto (ddp when several processes) | ddp | fsdp (refused for now: launch says why)
+    strategy: str = "auto"  # auto (ddp when several processes) | ddp | fsdp (CUDA; gpt, lstm, tabgpt...)
     accelerator: str = ""  # "" = cuda when available, else cpu
 
     def validate(self) -> None:
@@ -289,15 +296,16 @@ def _tensor_groups(state: dict[str, torch.Tensor]) -> dict[tuple, list[str]]:
     return groups
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
-    """Write ``model``'s weights as safetensors, atomically; :func:`load_weights` reads them back.
+def save_weights(model: nn.Module | dict[str, Tensor], path: Path) -> None:
+    """Write ``model``'s weights (a module, or its state dict: FSDP's gathered from the shards) as
+    safetensors, atomically; :func:`load_weights` reads them back.
 
     A tied weight is stored once, under its first name. Every tensor is copied to storage of its
     own first: on CUDA, cuDNN packs an LSTM's weights into one flat buffer, and safetensors'
     ``save_model`` refuses such views ("None is covering the entire storage")."""
     from safetensors.torch import save_file
 
-    state = model.state_dict()
+    state = model if isinstance(model, dict) else model.state_dict()
     tensors = {names[0]: state[names[0]].detach().clone() for names in _tensor_groups(state).values()}
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -350,13 +358,16 @@ def launch(cfg: TrainConfig) -> Fabric:
     cfg.validate()
     accelerator = cfg.accelerator or default_device()
     devices, nodes = _world_shape(cfg)
-    if cfg.strategy == "fsdp" and accelerator != "cuda":
+    if cfg.strategy == "fsdp" and accelerator != "cuda":  # Lightning runs FSDP on GPUs only
         raise InvalidInput("--strategy fsdp shards the model over GPUs and runs on CUDA only: "
                            "on CPU use --strategy ddp (or auto)")
-    if cfg.strategy == "fsdp":  # see docs/scale-out/training.md: what it would take
-        raise InvalidInput("--strategy fsdp is not available yet: every from-scratch family fits on one GPU, "
-                           "where ddp is faster; use --strategy ddp (or auto)")
-    strategy = "ddp" if devices * nodes > 1 and cfg.strategy == "auto" else cfg.strategy
+    strategy: Any = "ddp" if devices * nodes > 1 and cfg.strategy == "auto" else cfg.strategy
+    if strategy == "fsdp":
+        from lightning.fabric.strategies import FSDPStrategy
+
+        # Every rank starts from rank 0's weights, as under DDP. One FSDP unit (no auto-wrap policy):
+        # the whole model is gathered for each forward, its shards kept between steps
+        strategy = FSDPStrategy(sync_module_states=True)
     if accelerator == "cpu" and devices > 1 and not dist.is_initialized():
         share_threads(devices)  # once per process: the first launch
     if strategy != "auto":
@@ -413,6 +424,29 @@ def require_one_process(cfg: TrainConfig, what: str) -> None:
     if cfg.devices * cfg.num_nodes > 1 or int(os.environ.get("WORLD_SIZE") or 1) > 1:
         raise InvalidInput(f"{what} trains in one process: drop --devices/--num-nodes and do not start it "
                            "under torchrun or fabric run")
+    if cfg.strategy == "fsdp":
+        raise InvalidInput(f"{what} trains in one process, unsharded: drop --strategy fsdp")
+
+
+def require_loop_step(cfg: TrainConfig, family: type | nn.Module) -> None:
+    """Refuse FSDP for a family that owns its step (``training_step``: a GAN's two optimizers, a
+    VAE's or a diffusion model's own losses). It calls its submodules and methods directly, never
+    the sharded module's forward, where FSDP gathers the weights; DDP trains it (the loop averages
+    its gradients, :func:`_average_gradients`)."""
+    if cfg.strategy == "fsdp" and hasattr(family, "training_step"):
+        raise InvalidInput(_owns_step_message(family))
+
+
+def _owns_step_message(family: type | nn.Module) -> str:
+    name = getattr(family, "name", None) or getattr(family, "__name__", type(family).__name__)
+    return (f"--strategy fsdp trains families whose step the loop takes (gpt, lstm, tabgpt); {name} takes "
+            "its own training step, which FSDP cannot shard: use --strategy ddp")
+
+
+def _uses_fsdp(fabric: Fabric) -> bool:
+    from lightning.fabric.strategies import FSDPStrategy
+
+    return isinstance(fabric.strategy, FSDPStrategy)
 
 
 def fit(
@@ -430,10 +464,14 @@ def fit(
     observers: on rank 0 alone. ``fabric``: from :func:`launch`, by a caller that must launch
     before it writes anything (``aigc.runs``); launched here otherwise. ``setup_s``: wall seconds
     the caller already spent on this command (imports, reading the data, fitting an encoding),
-    which the time budget counts as spent."""
+    which the time budget counts as spent.
+
+    Under FSDP, ``model`` is sharded in place and stays so: read its weights afterwards from
+    ``model.safetensors`` into a plain copy."""
     cfg.validate()
     fabric = fabric or launch(cfg)
     world, rank, zero = fabric.world_size, fabric.global_rank, fabric.is_global_zero
+    fsdp = _uses_fsdp(fabric)
     ckpt_dir = run_dir / "checkpoints"
     if zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -442,6 +480,8 @@ def fit(
 
     # A family that owns its update (a GAN: two optimizers) brings its optimizers and its step.
     owns_step = hasattr(model, "training_step")
+    if fsdp and owns_step:
+        raise InvalidInput(_owns_step_message(model))
     if world > 1:  # every rank draws the global batch from the same generator and trains on its share
         task.batch_size *= world
         task.tokens_per_batch *= world
@@ -453,6 +493,8 @@ def fit(
     for opt in optimizers:
         for group in opt.param_groups:
             group.setdefault("base_lr", group["lr"])  # the schedule scales each group's own rate
+    ties = [names for names in _tensor_groups(model.state_dict()).values() if len(names) > 1]
+    shards = FullState(fabric, model, optimizers, ties) if fsdp else None
     if resume:
         if not last_path.exists():
             raise InvalidInput(f"{run_dir.name} has no checkpoint to resume from: start it again without --resume")
@@ -461,10 +503,11 @@ def fit(
         except Exception as e:  # noqa: BLE001 (torch raises RuntimeError, EOFError, pickle errors...)
             raise InvalidInput(f"{last_path} is damaged ({type(e).__name__}): the run cannot resume; "
                                "train it again") from None
-        model.load_state_dict(ckpt["model"])
-        model.to(fabric.device)  # first: an optimizer loads its state onto its parameters' device
-        for opt, opt_state in zip(optimizers, ckpt["optimizers"], strict=True):
-            opt.load_state_dict(opt_state)
+        model.load_state_dict(ckpt["model"])  # (FSDP shards these weights at setup)
+        if not fsdp:  # FSDP shards the optimizer state too: it loads after setup
+            model.to(fabric.device)  # first: an optimizer loads its state onto its parameters' device
+            for opt, opt_state in zip(optimizers, ckpt["optimizers"], strict=True):
+                opt.load_state_dict(opt_state)
         gen.set_state(ckpt["rng"]["batches"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
@@ -477,13 +520,21 @@ def fit(
     good_step = state.step  # the step of the last weights known good: those in last.pt
     diverged, diverged_at = "", 0  # what stopped being finite, once something has, and at which step
 
-    net = model  # the plain module: for saving and evaluation
+    net = model  # the plain module: for saving and evaluation (under FSDP, sharded: ``shards`` gathers)
     try:  # with several processes, DDP's first collective: where a rank that failed to start shows
         model, *optimizers = fabric.setup(model, *optimizers)
     except RuntimeError as e:
         if world == 1:
             raise
         raise ProcessLost(_lost_message(e, state.step, world, state.step)) from e
+    evaluated = net  # what validation runs: under FSDP, the sharded module, whose forward gathers the weights
+    if shards is not None:
+        shards.attach(model)
+        evaluated = model
+        if hasattr(net, "validation_losses"):  # (tabgpt's validation): through FSDP's forward too
+            model.mark_forward_method("validation_losses")
+        if resume:
+            shards.load_optimizer_states(ckpt["optimizers"])
     writer = _tensorboard(run_dir / "tb") if zero else None
     metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if zero else None
 
@@ -502,12 +553,16 @@ def fit(
             _emit(callbacks, hook, state)
 
     def checkpoint() -> None:
+        if shards is not None:  # gathering is a collective: every rank takes part, rank 0 writes
+            weights, opt_states = shards.weights(), shards.optimizer_states()
+        elif zero:
+            weights, opt_states = net.state_dict(), [opt.state_dict() for opt in optimizers]
         if not zero:
             return
         atomic_save(
             {
-                "model": net.state_dict(),
-                "optimizers": [opt.state_dict() for opt in optimizers],
+                "model": weights,
+                "optimizers": opt_states,
                 "rng": {"batches": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()},
                 "state": {k: getattr(state, k) for k in
                           ("step", "elapsed", "best_val_loss", "evals_since_best", "tokens_seen", "val_loss")},
@@ -530,10 +585,11 @@ def fit(
 
     def validate(full: bool = False) -> bool:
         """Validate and keep the best weights; False (and nothing saved) when they diverged."""
-        net.eval()
-        loss = task.evaluate(net, full=full)
-        net.train()
-        finite = _finite(net)  # the only check a family without a validation loss gets
+        evaluated.eval()
+        loss = task.evaluate(evaluated, full=full)
+        evaluated.train()
+        # the only check a family without a validation loss gets (under FSDP, of every rank's shard)
+        finite = shards.finite(fabric) if shards is not None else _finite(net)
         if world > 1:  # rank 0's verdict: every rank counts patience alike and stops alike
             loss, finite = fabric.broadcast((loss, finite), src=0)
         if loss is not None and not math.isfinite(loss):
@@ -552,8 +608,9 @@ def fit(
             # No validation loss (a GAN's losses say little about quality): keep the latest.
             if loss is not None:
                 state.best_val_loss = loss
+            weights = shards.weights() if shards is not None else net  # (a gather: on every rank)
             if zero:
-                save_weights(net, best_path)
+                save_weights(weights, best_path)
         log({"step": state.step, "time": round(state.elapsed, 2), "val_loss": state.val_loss})
         emit("on_eval")
         return True
@@ -564,6 +621,7 @@ def fit(
     eval_s = 0.0  # what the last validation and checkpoint took
     loss_acc, loss_n = 0.0, 0
     aborted = False
+    failed = False  # an error ends the loop: under FSDP, ranks may be gone for the final checkpoint's gather
     stepping = False  # from drawing a batch until the step is counted: the weights may be ahead of state.step
     # The budget is wall seconds: steps, validations, checkpoints, logging and callbacks between
     # steps all count (timing the step bodies alone let a 300 s tabgpt run end at 310 s).
@@ -645,17 +703,22 @@ def fit(
             state.stop_reason = "interrupted"
             aborted = True
         except Exception as e:
+            failed = True
             if world == 1 or isinstance(e, AigcError):
                 raise
             # Another rank died (its peers see a closed connection at their next collective) or
             # this one failed: one line that says so, instead of a collective's traceback.
-            raise ProcessLost(_lost_message(e, state.step, world, good_step if stepping else state.step)) from e
+            kept = good_step if stepping or fsdp else state.step  # (FSDP: the final checkpoint needs every rank)
+            raise ProcessLost(_lost_message(e, state.step, world, kept)) from e
         finally:
             # Otherwise every completed step is resumable, whatever ended the loop: a first
             # signal only sets a flag that the loop reads between steps. Diverged weights are
             # never written: last.pt keeps the last good ones, to resume from with a lower lr.
-            # Nor is a step that failed halfway: its batch is drawn, its update maybe made.
-            if state.step and not aborted and not diverged and not stepping:
+            # Nor is a step that failed halfway: its batch is drawn, its update maybe made. Under
+            # FSDP with several ranks a failed job keeps its last periodic checkpoint: gathering the
+            # shards needs every rank.
+            gone = failed and fsdp and world > 1
+            if state.step and not aborted and not diverged and not stepping and not gone:
                 checkpoint()
             if metrics is not None:
                 metrics.close()
@@ -668,9 +731,12 @@ def fit(
         raise Diverged(_diverged_message(diverged, diverged_at, good_step, cfg.lr))
     if state.stop_reason != "interrupted" and best_path.exists():
         # The best weights get one validation on the whole split: the figure reported for the run.
-        load_weights(net, best_path)
-        net.eval()
-        loss = task.evaluate(net, full=True)
+        if shards is not None:
+            shards.load_weights(best_path)
+        else:
+            load_weights(net, best_path)
+        evaluated.eval()
+        loss = task.evaluate(evaluated, full=True)
         state.val_loss = state.best_val_loss = float("nan") if loss is None else loss
     if math.isfinite(state.best_val_loss) and hasattr(task, "loss_figures"):
         state.val_figures = task.loss_figures(state.best_val_loss)

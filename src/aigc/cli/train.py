@@ -76,7 +76,8 @@ def train(
         "--num-nodes", help="Machines, each running --devices processes (start it on each with torchrun or "
         "fabric run) [default: 1].", show_default=False, rich_help_panel="Several processes")] = None,
     strategy: Annotated[str | None, typer.Option(
-        "--strategy", help="auto (ddp with several processes) or ddp; fsdp is not available yet [default: auto].",
+        "--strategy", help="auto (ddp with several processes), ddp, or fsdp (CUDA only): shards the weights over "
+        "the GPUs, for gpt, lstm and tabgpt; the other families use ddp [default: auto].",
         show_default=False, rich_help_panel="Several processes")] = None,
     accelerator: Annotated[str | None, typer.Option(
         "--accelerator", help="cpu or cuda [default: cuda when available].", show_default=False,
