@@ -30,6 +30,7 @@ run: $(STAMP) audio-deps fonts
 # runs the catalog and server tests again with every catalog on a throwaway PostgreSQL server
 # (tests/pg.py; they skip where no PostgreSQL binaries are found).
 PG_TESTS := tests/test_workspace.py tests/test_arena.py tests/test_audit.py tests/test_feedback_online.py \
+	tests/test_feedback_shared.py \
 	tests/test_server.py tests/test_cli_serve.py tests/test_engine_process.py tests/test_monitor.py \
 	tests/test_monitor_alerts.py tests/test_assistant.py tests/test_copy_desk.py tests/test_safety_paths.py
 test: $(STAMP) browser audio-deps postgres fonts

@@ -18,7 +18,7 @@ from aigc.errors import InvalidInput, NotFound
 from aigc.feedback import store
 from aigc.generation import Sampling
 from aigc.server import Settings, create_app
-from aigc.workspace import Workspace
+from aigc.workspace import Workspace, feedback_table
 
 from helpers import LiveServer, fruit_gpt_workspace
 
@@ -37,6 +37,8 @@ def no_ratings(ws):
     """Every test starts with run g unrated (the files gone: the store reads that as no model)."""
     for name in (store.MODEL_FILE, store.STATS_FILE):
         (ws.run_path("g") / name).unlink(missing_ok=True)
+    with ws.engine.begin() as conn:  # and the catalog's ratings, which the store would learn again
+        conn.execute(feedback_table.delete())
 
 
 @pytest.fixture(scope="module")

@@ -9,27 +9,37 @@ variant's rate and its lift over the control with a confidence interval.
 
 A ``chosen`` event also teaches the desk's reward model (issue 12's
 :class:`~aigc.feedback.reward.RewardModel`, ``<workspace>/copy/reward.npz``): the chosen text beat
-the other variants shown in the experiment. The desk ranks ties of rules, coverage and model score
-by it, so what people choose steers the next candidates.
+the other variants of the experiment that had a text by then. The desk ranks ties of rules,
+coverage and model score by it, so what people choose steers the next candidates. The model is
+derived from the catalog, as a run's feedback model is (:mod:`aigc.feedback.store`): it learns the
+``chosen`` events in id order, each with the texts of the events up to it, and ``copy/reward.json``
+keeps the last id learned; each use (at most every ``SYNC_EVERY`` seconds) and each choice catch
+up with the events above it, so machines that share the catalog, each with its own workspace
+folder, rank by the same model.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
 from aigc.errors import InvalidInput, NotFound
-from aigc.workspace import Workspace, check_name, copy_events_table, now
+from aigc.workspace import Workspace, check_name, copy_events_table, now, write_json_atomic
 
 EVENTS = ("shown", "chosen", "clicked")
 CONTROL = "control"
 REWARD_FILE = "reward.npz"
-_lock = threading.Lock()
-_models: dict[str, tuple[float, Any]] = {}
+REWARD_STATE = "reward.json"  # {"watermark": the last copy_events id learned or passed, "n_ratings"}
+REWARD_LOCK = "reward.lock"
 
 
 def record_event(ws: Workspace, experiment: str, variant: str, event: str, text: str | None = None) -> dict:
@@ -45,7 +55,7 @@ def record_event(ws: Workspace, experiment: str, variant: str, event: str, text:
         conn.execute(copy_events_table.insert().values(created_at=now(), experiment=experiment, variant=variant,
                                                        event=event, text=text))
     if event == "chosen":
-        _learn_choice(ws, experiment, variant, text)
+        reward_model(ws, fresh=True)  # learned now: the next candidates are ranked by it
     return report(ws, experiment)
 
 
@@ -99,39 +109,103 @@ def report(ws: Workspace, experiment: str, confidence: float = 0.95) -> dict[str
 # -- the desk's reward model --------------------------------------------------------------------
 
 
-def _reward_path(ws: Workspace):
-    return ws.root / "copy" / REWARD_FILE
+@dataclass
+class _Desk:
+    """The desk's model as this process knows it."""
+
+    model: Any = None  # a RewardModel, or None before the first choice
+    watermark: int = 0
+    stamp: tuple | None = None  # the files as read or written
+    synced: float = -float("inf")  # time.monotonic() of the last look at the catalog
+    gaps: dict[int, float] = field(default_factory=dict)
 
 
-def reward_model(ws: Workspace):
-    """The desk's reward model, or None before the first choice (re-read when its file changes)."""
+_lock = threading.Lock()
+_desks: dict[str, _Desk] = {}
+
+
+def reward_model(ws: Workspace, fresh: bool = False):
+    """The desk's reward model, or None before the first choice it could learn from; caught up with
+    the catalog's choices if the last look is ``SYNC_EVERY`` seconds old (``fresh``: now)."""
+    from aigc.feedback.store import SYNC_EVERY, file_lock
+
+    folder = ws.root / "copy"
+    with _lock:
+        desk = _desks.setdefault(str(folder.resolve()), _Desk())
+        _read(folder, desk)
+        if fresh or time.monotonic() - desk.synced >= SYNC_EVERY:
+            folder.mkdir(parents=True, exist_ok=True)
+            with file_lock(folder / REWARD_LOCK):  # processes of this machine: one catches up at a time
+                _read(folder, desk)
+                _catch_up(ws, folder, desk)
+        return desk.model
+
+
+def _stamps(folder: Path) -> tuple:
+    out = []
+    for name in (REWARD_FILE, REWARD_STATE):
+        try:
+            st = os.stat(folder / name)
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+def _read(folder: Path, desk: _Desk) -> None:
+    """Make ``desk`` what its files say, if they changed; a model without its state (or a state
+    without its model) is learned again from the catalog."""
     from aigc.feedback.reward import RewardModel
 
-    path = _reward_path(ws)
-    if not path.exists():
-        return None
-    key = str(path.resolve())
-    with _lock:
-        mtime = path.stat().st_mtime
-        cached = _models.get(key)
-        if cached is None or cached[0] != mtime:
-            cached = (mtime, RewardModel.load(path))
-            _models[key] = cached
-        return cached[1]
+    stamps = _stamps(folder)
+    if stamps == desk.stamp:
+        return
+    try:
+        state = json.loads((folder / REWARD_STATE).read_text(encoding="utf-8"))
+        watermark, n = int(state["watermark"]), int(state["n_ratings"])
+        same = desk.stamp is not None and stamps[0] == desk.stamp[0]  # only the state moved on
+        model = desk.model if same else RewardModel.load(folder / REWARD_FILE) if n else None
+    except (OSError, ValueError, KeyError, TypeError, InvalidInput):
+        model, watermark = None, 0
+    desk.model, desk.watermark, desk.stamp = model, watermark, stamps
+    desk.synced, desk.gaps = -float("inf"), {}  # another process moved on: look at the catalog again
 
 
-def _learn_choice(ws: Workspace, experiment: str, variant: str, text: str | None) -> None:
+def _catch_up(ws: Workspace, folder: Path, desk: _Desk) -> None:
+    """Learn the ``chosen`` events above the watermark, in id order (one query; one more per choice
+    for the experiment's texts up to it), and save."""
     from aigc.feedback.reward import RewardModel
+    from aigc.feedback.store import settled
 
-    seen = counts(ws, experiment)
-    chosen = text or seen.get(variant, {}).get("text")
-    others = [v["text"] for name, v in seen.items() if name != variant and v.get("text")]
-    if not chosen or not others:
-        return  # nothing to compare with yet: the event is kept, the model learns later choices
-    with _lock:
-        path = _reward_path(ws)
-        model = RewardModel.load(path) if path.exists() else RewardModel()
-        model.add_choice(None, chosen, others)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
-        _models.pop(str(path.resolve()), None)
+    t, chosen = copy_events_table, copy_events_table.c.event == "chosen"
+    with ws.engine.connect() as conn:
+        q = (sa.select(t.c.id, t.c.event, *(sa.case((chosen, c)).label(c.name)
+                                            for c in (t.c.experiment, t.c.variant, t.c.text)))
+             .where(t.c.id > desk.watermark).order_by(t.c.id))
+        rows = settled(conn.execute(q).all(), desk.watermark, desk.gaps)
+        desk.synced = time.monotonic()
+        if not rows:
+            return
+        model, learned = desk.model, False
+        for row in rows:
+            if row.event != "chosen":
+                continue
+            texts = dict(conn.execute(sa.select(t.c.variant, sa.func.max(t.c.text))
+                                      .where(t.c.experiment == row.experiment, t.c.id <= row.id)
+                                      .group_by(t.c.variant).order_by(t.c.variant)).all())
+            text = row.text or texts.get(row.variant)
+            others = [v for name, v in texts.items() if name != row.variant and v]
+            if not text or not others:
+                continue  # nothing to compare with yet: the model learns later choices
+            candidate = model if model is not None else RewardModel()
+            try:
+                candidate.add_choice(None, text, others)
+            except InvalidInput:  # every other text is the chosen one
+                continue
+            model, learned = candidate, True
+    if learned:
+        model.save(folder / REWARD_FILE)
+    desk.model, desk.watermark = model, rows[-1].id
+    write_json_atomic(folder / REWARD_STATE, {"watermark": desk.watermark,
+                                              "n_ratings": model.n_ratings if model is not None else 0})
+    desk.stamp = _stamps(folder)
