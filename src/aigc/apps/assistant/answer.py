@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from aigc.apps import DEFAULT_MODEL, chat_texts, instruct_model, lang_of
-from aigc.apps.assistant.confidence import NEAR_DUPLICATE, calibration_for, confidence, features
+from aigc.apps.assistant.confidence import calibration_for, confidence, features, langs_of, twin
 from aigc.apps.assistant.handoff import record_handoff, wants_person
 from aigc.errors import InvalidInput
 from aigc.workspace import Workspace, check_name
@@ -273,16 +273,14 @@ class Assistant:
         return released, bool(rail.blocked)
 
     def _faq(self, sources: list[Source], hits: Sequence[Any], lang: str) -> dict[str, Any]:
-        """The curated answer of the top FAQ entry, in the question's language when the entry has a
-        near-duplicate (its translation) among the hits."""
+        """The curated answer of the top FAQ entry, in the question's language when the entry's
+        translation (:func:`.confidence.twin`) is among the hits."""
         best = sources[0]
         if lang_of(best.chunk.get("question") or best.text) != lang:
-            vecs = self._vectors_of(hits)
-            for h, v in zip(hits[1:], vecs[1:]):
-                if h.chunk.get("kind") == "faq" and float(vecs[0] @ v) >= NEAR_DUPLICATE \
-                        and lang_of(h.chunk.get("question") or "") == lang:
-                    best = self._sources([h])[0]
-                    break
+            t = twin(self._vectors_of(hits), langs_of(hits))
+            if t is not None and hits[t].chunk.get("kind") == "faq" \
+                    and lang_of(hits[t].chunk.get("question") or "") == lang:
+                best = self._sources([hits[t]])[0]
         best.n = 1
         parts = [f"{best.text[a:b]} [1]" for a, b in best.spans] or [f"{best.text} [1]"]
         return {"answer": _join(parts), "citations": [_citation(best, best.text)], "mode": "faq", "dropped": 0}
