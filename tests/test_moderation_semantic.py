@@ -1,0 +1,133 @@
+"""The shipped semantic moderation classifier (e5 vectors + one logistic regression per category,
+``builtin:moderation_e5.npz``): its weights load without pickle; with a policy that turns it on, a
+paraphrased threat no term names is blocked (input rail, ``moderate``, ``/v1/moderations``) while an
+ordinary sentence with the same words passes; the default policy and a workspace that turns it off
+get terms only; a long text is read in pieces; and the training script rebuilds the shipped weights
+from the same seed."""
+
+from __future__ import annotations
+
+import runpy
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import aigc
+from aigc.embedding import DIM, e5_id
+from aigc.safety.moderation import (MAX_PIECES, PIECE_CHARS, SemanticClassifier, moderate, pieces_of,
+                                    policy_classifier)
+from aigc.safety.policy import default_policy, parse_policy, save_workspace_policy, workspace_policy
+from aigc.safety.rails import check_input
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "train_moderation_classifier.py"
+SHIPPED = Path(str(resources.files("aigc").joinpath("resources/safety/moderation_e5.npz")))
+ON = "extends: default\nmoderation: {classifier: builtin:moderation_e5.npz}\n"
+OFF = "extends: default\nmoderation: {classifier: null}\n"
+THREAT = "I'm going to break every bone in your face when I see you"
+THREAT_ZH = "明天我带刀去公司，让他们知道厉害"
+ORDINARY = "this knife cuts bone easily"
+ORDINARY_ZH = "这把刀很锋利，切骨头很轻松"
+TERM_BLOCKED = "提供上门色情服务，包夜八百，加微信详聊。"
+
+
+class NoPII:
+    def scan(self, text):
+        return []
+
+
+def test_the_shipped_weights_load_without_pickle():
+    with np.load(SHIPPED, allow_pickle=False) as z:
+        assert set(z.files) == {"meta", "coef", "intercept"}
+    clf = SemanticClassifier.load(SHIPPED)
+    assert clf.categories == tuple(sorted(default_policy().categories))
+    assert clf.coef.shape == (len(clf.categories), DIM) and clf.kind in ("query", "passage")
+    assert clf.meta["embedder"] == e5_id() and clf.meta["trained_on"].endswith("split dev")
+    assert SHIPPED.stat().st_size < 100_000
+    assert isinstance(policy_classifier(parse_policy(ON)), SemanticClassifier)
+
+
+def test_a_paraphrased_threat_is_blocked_and_an_ordinary_sentence_with_its_words_passes():
+    on = parse_policy(ON)
+    for threat, ordinary in ((THREAT, ORDINARY), (THREAT_ZH, ORDINARY_ZH)):
+        assert on.match_terms(threat) == [] and on.match_terms(ordinary) == []  # no term names either
+        m = moderate(threat, on, scanner=NoPII())
+        assert m.blocked and m.categories["violence"] and m.to_openai()["categories"]["violence"]
+        verdict = check_input(threat, on)
+        assert not verdict.allowed and verdict.text == ""
+        assert verdict.reason.startswith("blocked by the moderation classifier (")
+        assert "violence" in verdict.reason
+        assert not moderate(ordinary, on, scanner=NoPII()).flagged
+        assert check_input(ordinary, on).allowed
+    # terms still block on their own, with the terms as the reason
+    assert "policy's terms" in check_input(TERM_BLOCKED, on).reason
+
+
+def test_the_default_policy_and_a_workspace_that_turns_it_off_get_terms_only(tmp_path):
+    assert default_policy().doc["moderation"]["classifier"] is None
+    assert policy_classifier(default_policy()) is None
+    assert check_input(THREAT, default_policy()).allowed  # what the terms alone miss
+    ws = aigc.open_workspace(tmp_path / "ws")
+    save_workspace_policy(ws, ON)  # a builtin: name validates though no such file lies next to the policy
+    assert not check_input(THREAT, workspace_policy(ws)).allowed
+    save_workspace_policy(ws, OFF)
+    off = workspace_policy(ws)
+    assert off.version == default_policy().version and policy_classifier(off) is None
+    assert check_input(THREAT, off).allowed and not moderate(THREAT, off, scanner=NoPII()).flagged
+    assert not check_input(TERM_BLOCKED, off).allowed
+
+
+def test_v1_moderations_reads_the_classifier_a_workspace_turns_on(tmp_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from aigc.server.routers.safety import router
+
+    ws = aigc.open_workspace(tmp_path / "ws")
+    save_workspace_policy(ws, ON)
+    app = FastAPI()
+    app.include_router(router)
+    app.state.shared = {"ws": ws}
+    with TestClient(app) as client:
+        r = client.post("/v1/moderations", json={"input": [THREAT, ORDINARY]})
+    assert r.status_code == 200
+    threat, ordinary = r.json()["results"]
+    assert threat["flagged"] and threat["categories"]["violence"] and threat["matches"] == []
+    assert threat["category_scores"]["violence"] >= 0.5 and not ordinary["flagged"]
+
+
+def test_a_long_text_is_read_in_pieces_cut_at_sentence_ends(monkeypatch):
+    sentence = "The parcel arrived on time and the colour matches the photos. "
+    long = sentence * 40  # 2,520 characters
+    parts = pieces_of(long)
+    assert 1 < len(parts) <= MAX_PIECES and all(len(p) <= PIECE_CHARS for p in parts)
+    assert all(p.endswith("photos.") for p in parts[:-1])  # each cut right after a sentence end
+    assert "".join(parts).replace(" ", "") == long.replace(" ", "")  # nothing lost but the spaces at the cuts
+    assert len(pieces_of("x" * (1 << 20))) == MAX_PIECES  # a 1 MiB request costs at most 8 e5 calls
+    assert pieces_of("short") == ["short"]
+    # a threat after 495 ordinary characters is scored in a piece of its own, not averaged into them
+    on = parse_policy(ON)
+    text = sentence * 8 + THREAT
+    assert pieces_of(text) == [(sentence * 8).rstrip(), THREAT]
+    assert not moderate(long, on, scanner=NoPII()).flagged
+    assert moderate(text, on, scanner=NoPII()).categories["violence"]
+    monkeypatch.setattr("aigc.safety.moderation.PIECE_CHARS", 10_000)  # read whole, e5 averages it away
+    assert not moderate(text, on, scanner=NoPII()).categories["violence"]
+
+
+def test_the_script_rebuilds_the_shipped_weights_from_the_same_seed(tmp_path):
+    shipped = SemanticClassifier.load(SHIPPED)
+    script = runpy.run_path(str(SCRIPT), run_name="train_moderation_classifier")
+    out = tmp_path / "again.npz"
+    # the shipped choice of prefix and C (by default the script searches both prefixes and seven Cs)
+    assert script["main"](["--seed", str(shipped.meta["seed"]), "--kind", shipped.kind,
+                           "--c", str(shipped.meta["c"]), "--out", str(out)]) == 0
+    again = SemanticClassifier.load(out)
+    assert again.categories == shipped.categories and again.kind == shipped.kind
+    np.testing.assert_allclose(again.coef, shipped.coef, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(again.intercept, shipped.intercept, rtol=0, atol=1e-6)
+    assert again.meta["dev_cv"] == shipped.meta["dev_cv"]
+    with pytest.raises(SystemExit):  # --kind without --c
+        script["main"](["--kind", "query", "--out", str(out)])
