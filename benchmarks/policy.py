@@ -27,21 +27,23 @@ means flagged for review; for the others it blocks). Targets: block rate >= 0.95
 rate <= 0.05, overall and per category. Each split is reported three ways: ``terms`` (the policy's
 term lists and context rules alone), ``classifier`` (the semantic classifier alone: a category
 whose score reaches its threshold; ``--classifier``, default the shipped ``moderation_e5.npz``,
-trained on dev only) and ``both`` (the policy with that classifier turned on:
-``moderation.classifier``). Latency per check: ``Policy.match_terms`` + the decision (what the
-rails run on each segment), ``moderate()`` with the PII scan, and one classifier call (e5 + the
-regressions, on 200 cases), p50 / p95; and the output rail's cost per ``feed`` of a 2-character
-piece, segment checks included and without them.
+trained on the dev cases and everyday negatives, scripts/train_moderation_classifier.py) and
+``both`` (the policy with that classifier turned on: ``moderation.classifier``). Latency per check:
+``Policy.match_terms`` + the decision (what the rails run on each segment), ``moderate()`` with the
+PII scan, one classifier call (e5 + the regressions, on 200 cases) and the check with it (terms +
+classifier + the decision, what the input rail runs when it is on), p50 / p95; and the output
+rail's cost per ``feed`` of a 2-character piece, segment checks included and without them.
 
-``--benign``: the false-block check on real text that breaks no rule, from ../shared/data: the
-62,774 Chinese shopping reviews (cn-shopping-reviews, each review one text) and tinyshakespeare
-(each speech one text, the speaker's name left out): the share flagged by terms, by the classifier
-and by both, the classifier's categories, and 10 flagged examples (seeded). The classifier's logits
-are cached per 2,000 texts under ``benchmarks/.cache/policy-benign``, keyed by its weights and the
-texts, so a re-run with the same weights does not embed again (the first run embeds ~70,000 texts:
-over an hour on one core).
+``--benign``: the false-flag check on everyday text that breaks no rule and that no fit saw: a
+seeded sample of ``--benign-n`` (4,000) texts of the held-out half of each corpus the training
+script halves (the Chinese shopping reviews of ../shared/data/cn-shopping-reviews, tinyshakespeare's
+speeches, the bundled shop copy) and the assistant fixtures (FAQ, queries, documents), which no fit
+reads: the share flagged by terms, by the classifier (with a 95 % upper bound) and by both, the
+classifier's categories, and 10 flagged examples (seeded). The e5 vectors are cached under
+``benchmarks/.cache/e5-pieces`` (shared with the training script), so a refit is scored without
+embedding again; the first run embeds ~10,000 texts, ~15 minutes on one busy core.
 
-    python benchmarks/policy.py [--policy FILE] [--classifier REF] [--repeat 5] [--benign]
+    python benchmarks/policy.py [--policy FILE] [--classifier REF] [--repeat 5] [--benign [--benign-n N]]
                                 [--out-name policy] [--write-variants]
 
 Prints a table and the misses of ``both``; writes benchmarks/results/<out-name>.json (provenance first).
@@ -51,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import sys
 import time
@@ -61,15 +62,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import train_moderation_classifier as training  # noqa: E402  (the everyday corpora and their halves)
 from _common import write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
-SHARED = HERE.parents[1] / "shared" / "data"
-REVIEWS = SHARED / "cn-shopping-reviews" / "online_shopping_10_cats.csv"
-SHAKESPEARE = SHARED / "tinyshakespeare" / "input.txt"
+ASSISTANT = HERE / "fixtures" / "assistant"  # never a training text: the --benign corpus no fit saw
 CLASSIFIER = "builtin:moderation_e5.npz"
-CACHE = HERE / ".cache" / "policy-benign"  # the classifier's logits of the benign corpora (--benign)
+BENIGN_N = 4000  # texts drawn (seeded) from each held-out half: a 1 % rate is then known to +-0.3 %
 MODES = ("terms", "classifier", "both")
 
 
@@ -161,17 +162,24 @@ def run(policy, classifier, cases: list[dict], repeat: int, scanner) -> dict:
         alone, both = assess(policy, [], extra), assess(policy, matches, extra)
         stopped = {"terms": verdict.flagged, "classifier": alone.flagged, "both": both.flagged}
         rows.append({**c, "stopped": stopped, "on": both.on, "terms": [m.rule_id for m in matches]})
-    classifier_us = []
+    classifier_us, both_us = [], []
     for c in cases[::max(1, len(cases) // 200)][:200]:  # one call per text, as the input rail makes it
         t0 = time.perf_counter()
-        classifier.scores(c["text"])
-        classifier_us.append((time.perf_counter() - t0) * 1e6)
-    return {"rows": rows, "check_us": check_us, "moderate_us": moderate_us, "classifier_us": classifier_us}
+        extra = classifier.scores(c["text"])
+        t1 = time.perf_counter()
+        assess(policy, policy.match_terms(c["text"]), extra)
+        classifier_us.append((t1 - t0) * 1e6)
+        both_us.append((time.perf_counter() - t0) * 1e6)
+    return {"rows": rows, "check_us": check_us, "moderate_us": moderate_us, "classifier_us": classifier_us,
+            "check_with_classifier_us": both_us}
 
 
 def _scores(classifier, texts: list[str]) -> list[dict[str, float]]:
-    if hasattr(classifier, "scores_many"):
-        return classifier.scores_many(texts)
+    """Each text's scores; an e5 classifier's from the cached vectors (the same figures as its
+    ``scores_many``), so a refit is scored without embedding the cases again."""
+    if hasattr(classifier, "logits_of"):
+        p = 1.0 / (1.0 + np.exp(-classifier.logits_of(*training.piece_vectors(texts, classifier.kind))))
+        return [dict(zip(classifier.categories, map(float, row))) for row in p]
     return [classifier.scores(t) for t in texts]
 
 
@@ -270,53 +278,47 @@ def report(split: str, rows: list[dict]) -> dict:
 # -- real text that breaks no rule -----------------------------------------------------------------
 
 
-def benign_corpora() -> dict[str, list[str]]:
-    """The reviews (one text each, a stray byte-order mark kept: normalisation drops it) and the
-    speeches of tinyshakespeare (blank-line blocks, the speaker's ``NAME:`` line left out)."""
-    with REVIEWS.open(encoding="utf-8", newline="") as f:
-        reviews = [r["review"] for r in csv.DictReader(f) if (r["review"] or "").strip()]
-    speeches = []
-    for block in SHAKESPEARE.read_text(encoding="utf-8").split("\n\n"):
-        lines = block.strip().split("\n")
-        if lines and lines[0].endswith(":"):
-            lines = lines[1:]
-        if "\n".join(lines).strip():
-            speeches.append("\n".join(lines).strip())
-    return {"cn_shopping_reviews": reviews, "tinyshakespeare_speeches": speeches}
+def benign_corpora(n: int = BENIGN_N) -> dict[str, list[str]]:
+    """Everyday text no classifier fit saw: a seeded sample of ``n`` texts of the held-out half of
+    each corpus the training script halves (shopping reviews, tinyshakespeare's speeches, the
+    bundled shop copy), and the assistant fixtures, which no fit reads at all."""
+    out = {name: training.sample(training.halves(texts)[1], n)
+           for name, texts in training.halved_corpora().items()}
+    return {**out, "assistant_fixtures": assistant_texts()}
 
 
-def cached_logits(classifier, texts: list[str], chunk: int = 2000) -> np.ndarray:
-    """The classifier's (n, C) logits of ``texts``, computed ``chunk`` texts at a time and kept in
-    :data:`CACHE` by a hash of the weights and the chunk's texts."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    weights = hashlib.sha256(classifier.coef.tobytes() + classifier.intercept.tobytes()
-                             + f"{classifier.kind}|{classifier.meta.get('embedder')}".encode()).hexdigest()
-    out = []
-    for i in range(0, len(texts), chunk):
-        part = texts[i:i + chunk]
-        key = hashlib.sha256((weights + "\0".join(part)).encode("utf-8", "surrogatepass")).hexdigest()[:24]
-        path = CACHE / f"{key}.npy"
-        if path.exists():
-            out.append(np.load(path))
-            continue
-        logits = classifier.logits(part)
-        tmp = path.with_name(f".{path.stem}.tmp.npy")
-        np.save(tmp, logits)
-        tmp.replace(path)
-        out.append(logits)
-        print(f"  {i + len(part):,} of {len(texts):,} embedded", file=sys.stderr, flush=True)
-    return np.concatenate(out)
+def assistant_texts() -> list[str]:
+    """The assistant fixtures' FAQ questions and answers, test queries and the paragraphs of its
+    Markdown and text documents."""
+    with (ASSISTANT / "faq.csv").open(encoding="utf-8", newline="") as f:
+        out = [t for r in csv.DictReader(f) for t in (r["question"], r["answer"])]
+    out += [json.loads(line)["query"] for line in (ASSISTANT / "queries.jsonl").read_text(encoding="utf-8")
+            .splitlines() if line.strip()]
+    for path in sorted((ASSISTANT / "docs").glob("*")):
+        if path.suffix in (".md", ".txt"):
+            out += [b.strip() for b in path.read_text(encoding="utf-8").split("\n\n") if b.strip()]
+    return out
 
 
-def benign_check(policy, classifier, examples: int = 10) -> dict:
-    """Per corpus: the share flagged by terms, classifier and both; the classifier's categories; examples."""
+def upper95(k: int, n: int) -> float:
+    """Wilson's 95 % upper bound of a rate seen ``k`` times in ``n``."""
+    if not n:
+        return float("nan")
+    p, z = k / n, 1.96
+    return (p + z * z / (2 * n) + z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5) / (1 + z * z / n)
+
+
+def benign_check(policy, classifier, n: int = BENIGN_N, examples: int = 10) -> dict:
+    """Per corpus: the share flagged by terms, classifier and both (with the classifier's 95 % upper
+    bound); the classifier's categories; examples. The e5 vectors are cached by the training script
+    (benchmarks/.cache/e5-pieces), so a refit is scored without embedding again."""
     from aigc.safety.moderation import assess
 
     out = {}
-    for name, texts in benign_corpora().items():
+    for name, texts in benign_corpora(n).items():
         t0 = time.perf_counter()
         terms = np.array([assess(policy, policy.match_terms(t)).flagged for t in texts])
-        logits = cached_logits(classifier, texts)
+        logits = classifier.logits_of(*training.piece_vectors(texts, classifier.kind))
         # a classifier score reaches a threshold where its logit does (the operating point is folded in)
         thresholds = np.array([policy.categories[c].threshold for c in classifier.categories])
         clf_on = 1.0 / (1.0 + np.exp(-logits)) >= thresholds
@@ -327,6 +329,7 @@ def benign_check(policy, classifier, examples: int = 10) -> dict:
         out[name] = {"n": len(texts), "flagged_share": {"terms": round(float(terms.mean()), 4),
                                                         "classifier": round(float(clf.mean()), 4),
                                                         "both": round(float((terms | clf).mean()), 4)},
+                     "classifier_upper95": round(upper95(int(clf.sum()), len(texts)), 4),
                      "classifier_categories": dict(cats.most_common()),
                      "examples": [{"text": texts[i][:160],
                                    "categories": [c for c, on in zip(classifier.categories, clf_on[i]) if on]}
@@ -334,7 +337,8 @@ def benign_check(policy, classifier, examples: int = 10) -> dict:
                      "seconds": round(time.perf_counter() - t0, 1)}
         share = out[name]["flagged_share"]
         print(f"\n[benign: {name}] {len(texts):,} texts flagged: terms {share['terms']:.4f}, classifier "
-              f"{share['classifier']:.4f}, both {share['both']:.4f}; "
+              f"{share['classifier']:.4f} (95 % upper bound {out[name]['classifier_upper95']:.4f}), both "
+              f"{share['both']:.4f}; "
               f"classifier categories {dict(cats.most_common(5))}")
         for e in out[name]["examples"]:
             print(f"  {e['categories']} {e['text'][:100]!r}")
@@ -350,15 +354,16 @@ def main() -> None:
     ap.add_argument("--cases", default=str(CASES))
     ap.add_argument("--repeat", type=int, default=5, help="timed checks per case")
     ap.add_argument("--benign", action="store_true",
-                    help="also the false-block check on ../shared/data's real text")
+                    help="also the false-flag check on everyday text no fit saw (see benign_corpora)")
+    ap.add_argument("--benign-n", type=int, default=BENIGN_N, help="texts drawn from each held-out half")
     ap.add_argument("--out-name", default="policy")
     ap.add_argument("--write-variants", action="store_true", help="rewrite the obfuscated variants, then exit")
     args = ap.parse_args()
     if args.write_variants:
         print(f"wrote {write_variants(Path(args.cases))} variants to {args.cases}")
         return
-    if args.benign and not (REVIEWS.is_file() and SHAKESPEARE.is_file()):
-        sys.exit(f"--benign needs {REVIEWS} and {SHAKESPEARE} (../shared/data)")
+    if args.benign and not (training.REVIEWS.is_file() and training.SHAKESPEARE.is_file()):
+        sys.exit(f"--benign needs {training.REVIEWS} and {training.SHAKESPEARE} (../shared/data)")
 
     from aigc.safety.moderation import policy_classifier
     from aigc.safety.pii import Scanner
@@ -377,7 +382,8 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     latency = {name: {"p50": round(percentile(res[key], 50), 1), "p95": round(percentile(res[key], 95), 1)}
                for name, key in (("check_us", "check_us"), ("moderate_with_pii_us", "moderate_us"),
-                                 ("classifier_us", "classifier_us"))}
+                                 ("classifier_us", "classifier_us"),
+                                 ("check_with_classifier_us", "check_with_classifier_us"))}
     overhead = rail_overhead(terms_policy, cases, scanner)
     print(f"policy {policy.version} (terms {terms_policy.version}), classifier {ref}: {len(cases)} cases, "
           f"{elapsed:.1f} s")
@@ -391,7 +397,7 @@ def main() -> None:
           f"(segment checks included), {overhead['us_per_feed_no_segment_end']} us when no segment ends")
     if args.benign and not hasattr(classifier, "logits"):
         sys.exit(f"--benign reads an e5 classifier's logits; {ref} is not one")
-    benign = benign_check(terms_policy, classifier) if args.benign else None
+    benign = benign_check(terms_policy, classifier, args.benign_n) if args.benign else None
 
     judged = [s for s in HELD_OUT if s in splits]
     verdicts = {m: {"pass": bool(judged) and all(splits[s][m]["pass"] for s in judged),

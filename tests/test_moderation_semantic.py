@@ -2,8 +2,10 @@
 ``builtin:moderation_e5.npz``): its weights load without pickle; with a policy that turns it on, a
 paraphrased threat no term names is blocked (input rail, ``moderate``, ``/v1/moderations``) while an
 ordinary sentence with the same words passes; the default policy and a workspace that turns it off
-get terms only; a long text is read in pieces; and the training script rebuilds the shipped weights
-from the same seed."""
+get terms only; a long text is read in pieces; the assistant's retrieval uses the same e5 model;
+the training script fits the same arrays from the same seed within its budgets; and the shipped
+weights name the training set the script draws, which shares no text with the everyday corpora
+the benchmark measures on."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from aigc.safety.rails import check_input
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "train_moderation_classifier.py"
+BENCHMARK = REPO / "benchmarks" / "policy.py"
+SHARED = REPO.parent / "shared" / "data"
 SHIPPED = Path(str(resources.files("aigc").joinpath("resources/safety/moderation_e5.npz")))
 ON = "extends: default\nmoderation: {classifier: builtin:moderation_e5.npz}\n"
 OFF = "extends: default\nmoderation: {classifier: null}\n"
@@ -31,6 +35,7 @@ THREAT_ZH = "明天我带刀去公司，让他们知道厉害"
 ORDINARY = "this knife cuts bone easily"
 ORDINARY_ZH = "这把刀很锋利，切骨头很轻松"
 TERM_BLOCKED = "提供上门色情服务，包夜八百，加微信详聊。"
+THREATENING = ("violence", "harassment")  # a threat against a person is either (OpenAI names them the same)
 
 
 class NoPII:
@@ -44,9 +49,18 @@ def test_the_shipped_weights_load_without_pickle():
     clf = SemanticClassifier.load(SHIPPED)
     assert clf.categories == tuple(sorted(default_policy().categories))
     assert clf.coef.shape == (len(clf.categories), DIM) and clf.kind in ("query", "passage")
-    assert clf.meta["embedder"] == e5_id() and clf.meta["trained_on"].endswith("split dev")
+    assert clf.meta["embedder"] == e5_id() and clf.kind == "passage"
+    assert set(clf.meta["everyday"]) == {"cn_shopping_reviews", "tinyshakespeare_speeches", "shop_copy",
+                                         "repo_prose"}
     assert SHIPPED.stat().st_size < 100_000
     assert isinstance(policy_classifier(parse_policy(ON)), SemanticClassifier)
+
+
+def test_the_assistant_retrieval_and_the_classifier_share_one_e5_model():
+    from aigc.apps.assistant.retrieval import embedder
+    from aigc.embedding import e5
+
+    assert embedder()._get() is e5().model() and embedder()._lock is e5().lock
 
 
 def test_a_paraphrased_threat_is_blocked_and_an_ordinary_sentence_with_its_words_passes():
@@ -54,11 +68,11 @@ def test_a_paraphrased_threat_is_blocked_and_an_ordinary_sentence_with_its_words
     for threat, ordinary in ((THREAT, ORDINARY), (THREAT_ZH, ORDINARY_ZH)):
         assert on.match_terms(threat) == [] and on.match_terms(ordinary) == []  # no term names either
         m = moderate(threat, on, scanner=NoPII())
-        assert m.blocked and m.categories["violence"] and m.to_openai()["categories"]["violence"]
+        assert m.blocked and any(m.categories[c] and m.to_openai()["categories"][c] for c in THREATENING)
         verdict = check_input(threat, on)
         assert not verdict.allowed and verdict.text == ""
         assert verdict.reason.startswith("blocked by the moderation classifier (")
-        assert "violence" in verdict.reason
+        assert any(c in verdict.reason for c in THREATENING)
         assert not moderate(ordinary, on, scanner=NoPII()).flagged
         assert check_input(ordinary, on).allowed
     # terms still block on their own, with the terms as the reason
@@ -94,8 +108,8 @@ def test_v1_moderations_reads_the_classifier_a_workspace_turns_on(tmp_path):
         r = client.post("/v1/moderations", json={"input": [THREAT, ORDINARY]})
     assert r.status_code == 200
     threat, ordinary = r.json()["results"]
-    assert threat["flagged"] and threat["categories"]["violence"] and threat["matches"] == []
-    assert threat["category_scores"]["violence"] >= 0.5 and not ordinary["flagged"]
+    assert threat["flagged"] and any(threat["categories"][c] for c in THREATENING) and threat["matches"] == []
+    assert max(threat["category_scores"][c] for c in THREATENING) >= 0.5 and not ordinary["flagged"]
 
 
 def test_a_long_text_is_read_in_pieces_cut_at_sentence_ends(monkeypatch):
@@ -112,22 +126,51 @@ def test_a_long_text_is_read_in_pieces_cut_at_sentence_ends(monkeypatch):
     text = sentence * 8 + THREAT
     assert pieces_of(text) == [(sentence * 8).rstrip(), THREAT]
     assert not moderate(long, on, scanner=NoPII()).flagged
-    assert moderate(text, on, scanner=NoPII()).categories["violence"]
+    assert moderate(text, on, scanner=NoPII()).blocked
     monkeypatch.setattr("aigc.safety.moderation.PIECE_CHARS", 10_000)  # read whole, e5 averages it away
-    assert not moderate(text, on, scanner=NoPII()).categories["violence"]
+    assert not moderate(text, on, scanner=NoPII()).flagged
 
 
-def test_the_script_rebuilds_the_shipped_weights_from_the_same_seed(tmp_path):
+def _script() -> dict:
+    return runpy.run_path(str(SCRIPT), run_name="train_moderation_classifier")
+
+
+def test_the_script_fits_the_same_arrays_from_the_same_seed_within_its_budgets():
+    """On a small synthetic set (two categories, dev should-pass cases, one everyday source): the
+    same seed gives the same arrays, and the chosen rule keeps both false-flag budgets on CV."""
+    script = _script()
+    rng = np.random.default_rng(0)
+    centres = {"hate": rng.normal(size=8), "violence": rng.normal(size=8), "": np.zeros(8)}
+    labels = ["hate"] * 20 + ["violence"] * 20 + [""] * 240
+    sources = ["hate"] * 20 + ["violence"] * 20 + ["hate", "violence"] * 20 + ["reviews"] * 200
+    x = np.array([centres[lab] * 1.5 + rng.normal(size=8) for lab in labels])
+    data = {"x": x, "labels": np.array(labels), "groups": np.array([f"g{i}" for i in range(len(x))]),
+            "sources": np.array(sources)}
+    first, again = (script["train"](data, 0, 0.05, 0.01, [1.0, 10.0]) for _ in range(2))
+    for a, b in zip(first[1:], again[1:]):
+        np.testing.assert_array_equal(a, b)
+    chosen = first[0]["chosen"]
+    assert first[0]["categories"] == ["hate", "violence"] and chosen["c"] in (1.0, 10.0)
+    assert chosen["false_block_rate"] <= 0.05 and chosen["everyday_flag_rate"]["reviews"] <= 0.01
+    assert chosen["block_rate"] > 0.5  # the positives lie apart: the rule catches most of them
+    strict, _, _, _ = script["train"](data, 0, 0.0, 0.0, [1.0])
+    assert strict["chosen"]["false_block_rate"] == 0
+    assert strict["chosen"]["everyday_flag_rate"]["reviews"] == 0
+
+
+@pytest.mark.skipif(not all((SHARED / name).is_dir() for name in ("cn-shopping-reviews", "tinyshakespeare")),
+                    reason="needs ../shared/data's cn-shopping-reviews and tinyshakespeare (negatives)")
+def test_the_shipped_weights_name_the_training_set_and_the_benchmark_reads_none_of_it():
+    script = _script()
     shipped = SemanticClassifier.load(SHIPPED)
-    script = runpy.run_path(str(SCRIPT), run_name="train_moderation_classifier")
-    out = tmp_path / "again.npz"
-    # the shipped choice of prefix and C (by default the script searches both prefixes and seven Cs)
-    assert script["main"](["--seed", str(shipped.meta["seed"]), "--kind", shipped.kind,
-                           "--c", str(shipped.meta["c"]), "--out", str(out)]) == 0
-    again = SemanticClassifier.load(out)
-    assert again.categories == shipped.categories and again.kind == shipped.kind
-    np.testing.assert_allclose(again.coef, shipped.coef, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(again.intercept, shipped.intercept, rtol=0, atol=1e-6)
-    assert again.meta["dev_cv"] == shipped.meta["dev_cv"]
-    with pytest.raises(SystemExit):  # --kind without --c
-        script["main"](["--kind", "query", "--out", str(out)])
+    everyday = script["negatives"](shipped.meta["seed"])
+    assert {name: len(texts) for name, texts in everyday.items()} == shipped.meta["everyday"]
+    assert script["fingerprint"](script["dev_cases"](), everyday) == shipped.meta["train_sha256"]
+    for name, texts in script["halved_corpora"]().items():  # the halves share no text
+        train, held = script["halves"](texts, shipped.meta["seed"])
+        assert not set(train) & set(held) and len(train) + len(held) == len(texts)
+    benign = runpy.run_path(str(BENCHMARK), run_name="policy_benchmark")["benign_corpora"]()
+    assert set(benign) == {*shipped.meta["everyday"]} - {"repo_prose"} | {"assistant_fixtures"}
+    seen = {t for texts in everyday.values() for t in texts}
+    for name, texts in benign.items():
+        assert texts and not seen & set(texts), name

