@@ -19,10 +19,11 @@ and JSON (no pickle) and scored with numpy alone. A policy names it (``moderatio
 slang and paraphrase ("break every bone in your face", 带刀去公司), so the text's e5 vector
 (:mod:`aigc.embedding`, the model the assistant's retrieval uses) goes through one logistic
 regression per category, fitted by ``scripts/train_moderation_classifier.py`` on the dev split of
-``benchmarks/data/policy_cases.jsonl`` only, each category's threshold chosen on dev cross-validation
-and folded into its intercept, so a score of 0.5 (the policy's category threshold) is that operating
-point. The default policy leaves it off: trained on dev cases alone it flags ordinary text those
-cases never showed it (``benchmarks/policy.py --benign``); a workspace turns it on with
+``benchmarks/data/policy_cases.jsonl`` and everyday negatives (halves of reviews, Shakespeare and shop
+copy), each category's threshold chosen by cross-validation on those and folded into its intercept,
+so a score of 0.5 (the policy's category threshold) is that operating point. The default policy
+leaves it off: it still flags over 1 % of some everyday text (``benchmarks/policy.py --benign``;
+the figures are in the default policy's comment); a workspace turns it on with
 ``moderation: {classifier: builtin:moderation_e5.npz}``. It then reads prompts (the input rail) and
 ``/v1/moderations``, not the streaming output rail: an e5 call per released sentence on the decode
 loop took tokens/s to 0.40 of the layer off at 1 client and 0.20 at 16, where the budget is 0.90
