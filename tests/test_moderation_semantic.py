@@ -1,11 +1,11 @@
 """The shipped semantic moderation classifier (e5 vectors + one logistic regression per category,
-``builtin:moderation_e5.npz``): its weights load without pickle; with a policy that turns it on, a
-paraphrased threat no term names is blocked (input rail, ``moderate``, ``/v1/moderations``) while an
-ordinary sentence with the same words passes; the default policy and a workspace that turns it off
-get terms only; a long text is read in pieces; the assistant's retrieval uses the same e5 model;
-the training script fits the same arrays from the same seed within its budgets; and the shipped
-weights name the training set the script draws, which shares no text with the everyday corpora
-the benchmark measures on."""
+``builtin:moderation_e5.npz``): its weights load without pickle; an e5 classifier that a policy turns
+on blocks a threat no term names (input rail, ``moderate``, ``/v1/moderations``; a fixed classifier
+file: the shipped weights' quality is the benchmark's) while an ordinary sentence with the same words
+passes; the default policy and a workspace that turns it off get terms only; a long text is read in
+pieces; the assistant's retrieval uses the same e5 model; the training script fits the same arrays
+from the same seed within its budgets; and the shipped weights name the training set the script
+draws, which shares no text with the everyday corpora the benchmark measures on."""
 
 from __future__ import annotations
 
@@ -43,6 +43,28 @@ class NoPII:
         return []
 
 
+SENTENCE = "The parcel arrived on time and the colour matches the photos. "
+
+
+@pytest.fixture(scope="module")
+def threat_policy(tmp_path_factory) -> str:
+    """A policy that turns on a fixed e5 classifier file (not the shipped weights, whose quality the
+    benchmark measures): violence is the cosine to THREAT, harassment to THREAT_ZH, each threshold
+    halfway between the threat itself and the closest of the ordinary texts these tests send."""
+    from aigc.embedding import e5
+
+    threats = e5().embed([THREAT, THREAT_ZH], "passage").astype(np.float64)
+    ordinary = e5().embed([ORDINARY, ORDINARY_ZH, *pieces_of(SENTENCE * 40)], "passage").astype(np.float64)
+    categories = tuple(sorted(default_policy().categories))
+    coef, intercept, k = np.zeros((len(categories), DIM)), np.full(len(categories), -30.0), 60.0
+    for cat, v in zip(("violence", "harassment"), threats):
+        j = categories.index(cat)
+        coef[j], intercept[j] = k * v, -k * (1 + (ordinary @ v).max()) / 2
+    path = tmp_path_factory.mktemp("clf") / "threats.npz"
+    SemanticClassifier(categories, coef, intercept, "passage", {"embedder": e5_id()}).save(path)
+    return f"extends: default\nmoderation: {{classifier: '{path}'}}\n"
+
+
 def test_the_shipped_weights_load_without_pickle():
     with np.load(SHIPPED, allow_pickle=False) as z:
         assert set(z.files) == {"meta", "coef", "intercept"}
@@ -50,8 +72,7 @@ def test_the_shipped_weights_load_without_pickle():
     assert clf.categories == tuple(sorted(default_policy().categories))
     assert clf.coef.shape == (len(clf.categories), DIM) and clf.kind in ("query", "passage")
     assert clf.meta["embedder"] == e5_id() and clf.kind == "passage"
-    assert set(clf.meta["everyday"]) == {"cn_shopping_reviews", "tinyshakespeare_speeches", "shop_copy",
-                                         "repo_prose"}
+    assert set(clf.meta["everyday"]) == {"cn_shopping_reviews", "tinyshakespeare_speeches", "shop_copy"}
     assert SHIPPED.stat().st_size < 100_000
     assert isinstance(policy_classifier(parse_policy(ON)), SemanticClassifier)
 
@@ -63,8 +84,8 @@ def test_the_assistant_retrieval_and_the_classifier_share_one_e5_model():
     assert embedder()._get() is e5().model() and embedder()._lock is e5().lock
 
 
-def test_a_paraphrased_threat_is_blocked_and_an_ordinary_sentence_with_its_words_passes():
-    on = parse_policy(ON)
+def test_a_classifier_blocks_what_no_term_names_and_passes_an_ordinary_sentence_with_its_words(threat_policy):
+    on = parse_policy(threat_policy)
     for threat, ordinary in ((THREAT, ORDINARY), (THREAT_ZH, ORDINARY_ZH)):
         assert on.match_terms(threat) == [] and on.match_terms(ordinary) == []  # no term names either
         m = moderate(threat, on, scanner=NoPII())
@@ -79,12 +100,14 @@ def test_a_paraphrased_threat_is_blocked_and_an_ordinary_sentence_with_its_words
     assert "policy's terms" in check_input(TERM_BLOCKED, on).reason
 
 
-def test_the_default_policy_and_a_workspace_that_turns_it_off_get_terms_only(tmp_path):
+def test_the_default_policy_and_a_workspace_that_turns_it_off_get_terms_only(tmp_path, threat_policy):
     assert default_policy().doc["moderation"]["classifier"] is None
     assert policy_classifier(default_policy()) is None
     assert check_input(THREAT, default_policy()).allowed  # what the terms alone miss
     ws = aigc.open_workspace(tmp_path / "ws")
     save_workspace_policy(ws, ON)  # a builtin: name validates though no such file lies next to the policy
+    assert isinstance(policy_classifier(workspace_policy(ws)), SemanticClassifier)
+    save_workspace_policy(ws, threat_policy)
     assert not check_input(THREAT, workspace_policy(ws)).allowed
     save_workspace_policy(ws, OFF)
     off = workspace_policy(ws)
@@ -93,14 +116,14 @@ def test_the_default_policy_and_a_workspace_that_turns_it_off_get_terms_only(tmp
     assert not check_input(TERM_BLOCKED, off).allowed
 
 
-def test_v1_moderations_reads_the_classifier_a_workspace_turns_on(tmp_path):
+def test_v1_moderations_reads_the_classifier_a_workspace_turns_on(tmp_path, threat_policy):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
     from aigc.server.routers.safety import router
 
     ws = aigc.open_workspace(tmp_path / "ws")
-    save_workspace_policy(ws, ON)
+    save_workspace_policy(ws, threat_policy)
     app = FastAPI()
     app.include_router(router)
     app.state.shared = {"ws": ws}
@@ -112,8 +135,8 @@ def test_v1_moderations_reads_the_classifier_a_workspace_turns_on(tmp_path):
     assert max(threat["category_scores"][c] for c in THREATENING) >= 0.5 and not ordinary["flagged"]
 
 
-def test_a_long_text_is_read_in_pieces_cut_at_sentence_ends(monkeypatch):
-    sentence = "The parcel arrived on time and the colour matches the photos. "
+def test_a_long_text_is_read_in_pieces_cut_at_sentence_ends(monkeypatch, threat_policy):
+    sentence = SENTENCE
     long = sentence * 40  # 2,520 characters
     parts = pieces_of(long)
     assert 1 < len(parts) <= MAX_PIECES and all(len(p) <= PIECE_CHARS for p in parts)
@@ -122,7 +145,7 @@ def test_a_long_text_is_read_in_pieces_cut_at_sentence_ends(monkeypatch):
     assert len(pieces_of("x" * (1 << 20))) == MAX_PIECES  # a 1 MiB request costs at most 8 e5 calls
     assert pieces_of("short") == ["short"]
     # a threat after 495 ordinary characters is scored in a piece of its own, not averaged into them
-    on = parse_policy(ON)
+    on = parse_policy(threat_policy)
     text = sentence * 8 + THREAT
     assert pieces_of(text) == [(sentence * 8).rstrip(), THREAT]
     assert not moderate(long, on, scanner=NoPII()).flagged
@@ -170,7 +193,7 @@ def test_the_shipped_weights_name_the_training_set_and_the_benchmark_reads_none_
         train, held = script["halves"](texts, shipped.meta["seed"])
         assert not set(train) & set(held) and len(train) + len(held) == len(texts)
     benign = runpy.run_path(str(BENCHMARK), run_name="policy_benchmark")["benign_corpora"]()
-    assert set(benign) == {*shipped.meta["everyday"]} - {"repo_prose"} | {"assistant_fixtures"}
+    assert set(benign) == {*shipped.meta["everyday"], "assistant_fixtures"}
     seen = {t for texts in everyday.values() for t in texts}
     for name, texts in benign.items():
         assert texts and not seen & set(texts), name
