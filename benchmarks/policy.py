@@ -24,29 +24,54 @@ little.
 
 "Stopped" is the policy's verdict: a category is on (for advertising, whose action is flag, that
 means flagged for review; for the others it blocks). Targets: block rate >= 0.95 and false-block
-rate <= 0.05, overall and per category. Latency per check: ``Policy.match_terms`` + the decision
-(what the rails run on each segment), and ``moderate()`` with the PII scan, p50 / p95; and the
-output rail's cost per ``feed`` of a 2-character piece, segment checks included and without them.
+rate <= 0.05, overall and per category. Each split is reported three ways: ``terms`` (the policy's
+term lists and context rules alone), ``classifier`` (the semantic classifier alone: a category
+whose score reaches its threshold; ``--classifier``, default the shipped ``moderation_e5.npz``,
+trained on the dev cases and everyday negatives, scripts/train_moderation_classifier.py) and
+``both`` (the policy with that classifier turned on: ``moderation.classifier``). Latency per check:
+``Policy.match_terms`` + the decision (what the rails run on each segment), ``moderate()`` with the
+PII scan, one classifier call (e5 + the regressions, on 200 cases) and the check with it (terms +
+classifier + the decision, what the input rail runs when it is on), p50 / p95; and the output
+rail's cost per ``feed`` of a 2-character piece, segment checks included and without them.
 
-    python benchmarks/policy.py [--policy FILE] [--repeat 5] [--out-name policy] [--write-variants]
+``--benign``: the false-flag check on everyday text that breaks no rule and that no fit saw: a
+seeded sample of ``--benign-n`` (4,000) texts of the held-out half of each corpus the training
+script halves (the Chinese shopping reviews of ../shared/data/cn-shopping-reviews, tinyshakespeare's
+speeches, the bundled shop copy) and the assistant fixtures (FAQ, queries, documents), which no fit
+reads: the share flagged by terms, by the classifier (with a 95 % upper bound) and by both, the
+classifier's categories, and 10 flagged examples (seeded). The e5 vectors are cached under
+``benchmarks/.cache/e5-pieces`` (shared with the training script), so a refit is scored without
+embedding again; the first run embeds ~10,000 texts, ~15 minutes on one busy core.
 
-Prints a table and the misses; writes benchmarks/results/<out-name>.json (provenance first).
+    python benchmarks/policy.py [--policy FILE] [--classifier REF] [--repeat 5] [--benign [--benign-n N]]
+                                [--out-name policy] [--write-variants]
+
+Prints a table and the misses of ``both``; writes benchmarks/results/<out-name>.json (provenance first).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import train_moderation_classifier as training  # noqa: E402  (the everyday corpora and their halves)
 from _common import write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
+ASSISTANT = HERE / "fixtures" / "assistant"  # never a training text: the --benign corpus no fit saw
+CLASSIFIER = "builtin:moderation_e5.npz"
+BENIGN_N = 4000  # texts drawn (seeded) from each held-out half: a 1 % rate is then known to +-0.3 %
+MODES = ("terms", "classifier", "both")
 
 
 def _shown(path: Path) -> str:
@@ -112,18 +137,18 @@ def write_variants(path: Path = CASES) -> int:
 
 
 def percentile(values: list[float], q: float) -> float:
-    import numpy as np
-
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def run(policy, cases: list[dict], repeat: int, scanner) -> dict:
+def run(policy, classifier, cases: list[dict], repeat: int, scanner) -> dict:
+    """Each case's verdict by terms, by the classifier and by both, and the latencies."""
     from aigc.safety.moderation import assess, moderate
 
     check_us: list[float] = []
     moderate_us: list[float] = []
     rows = []
-    for c in cases:
+    scores = _scores(classifier, [c["text"] for c in cases])
+    for c, extra in zip(cases, scores):
         text = c["text"]
         for _ in range(repeat):
             t0 = time.perf_counter()
@@ -133,9 +158,29 @@ def run(policy, cases: list[dict], repeat: int, scanner) -> dict:
             t0 = time.perf_counter()
             moderate(text, policy, scanner=scanner)
             moderate_us.append((time.perf_counter() - t0) * 1e6)
-        rows.append({**c, "stopped": verdict.flagged, "blocked": verdict.blocked, "on": verdict.on,
-                     "terms": [m.rule_id for m in policy.match_terms(text)]})
-    return {"rows": rows, "check_us": check_us, "moderate_us": moderate_us}
+        matches = policy.match_terms(text)
+        alone, both = assess(policy, [], extra), assess(policy, matches, extra)
+        stopped = {"terms": verdict.flagged, "classifier": alone.flagged, "both": both.flagged}
+        rows.append({**c, "stopped": stopped, "on": both.on, "terms": [m.rule_id for m in matches]})
+    classifier_us, both_us = [], []
+    for c in cases[::max(1, len(cases) // 200)][:200]:  # one call per text, as the input rail makes it
+        t0 = time.perf_counter()
+        extra = classifier.scores(c["text"])
+        t1 = time.perf_counter()
+        assess(policy, policy.match_terms(c["text"]), extra)
+        classifier_us.append((t1 - t0) * 1e6)
+        both_us.append((time.perf_counter() - t0) * 1e6)
+    return {"rows": rows, "check_us": check_us, "moderate_us": moderate_us, "classifier_us": classifier_us,
+            "check_with_classifier_us": both_us}
+
+
+def _scores(classifier, texts: list[str]) -> list[dict[str, float]]:
+    """Each text's scores; an e5 classifier's from the cached vectors (the same figures as its
+    ``scores_many``), so a refit is scored without embedding the cases again."""
+    if hasattr(classifier, "logits_of"):
+        p = 1.0 / (1.0 + np.exp(-classifier.logits_of(*training.piece_vectors(texts, classifier.kind))))
+        return [dict(zip(classifier.categories, map(float, row))) for row in p]
+    return [classifier.scores(t) for t in texts]
 
 
 def rail_overhead(policy, cases: list[dict], scanner, token_chars: int = 2) -> dict:
@@ -165,6 +210,7 @@ def rail_overhead(policy, cases: list[dict], scanner, token_chars: int = 2) -> d
 
 
 def rates(rows: list[dict]) -> dict:
+    """Block and false-block rates of ``rows`` (their ``stopped`` is one mode's verdict)."""
     block = [r for r in rows if r["expect"] == "block"]
     allow = [r for r in rows if r["expect"] == "allow"]
     br = sum(r["stopped"] for r in block) / len(block) if block else None
@@ -173,8 +219,8 @@ def rates(rows: list[dict]) -> dict:
             "false_block_rate": None if fb is None else round(fb, 4)}
 
 
-def report(split: str, rows: list[dict]) -> dict:
-    """Print and return the rates of one split: per category and language, per variant, per kind."""
+def summary(rows: list[dict]) -> dict:
+    """The rates of one split under one mode: overall, per category and language, variant and kind."""
     per_cat = {}
     for cat in sorted({r["category"] for r in rows}):
         sub = [r for r in rows if r["category"] == cat]
@@ -186,62 +232,161 @@ def report(split: str, rows: list[dict]) -> dict:
     per_kind_block = {k: rates([r for r in rows if r["kind"] == k and r["expect"] == "block"])["block_rate"]
                       for k in sorted({r["kind"] for r in rows if r["expect"] == "block"})}
     overall = rates(rows)
-    misses = [{"id": r["id"], "expect": r["expect"], "text": r["text"], "on": r["on"], "terms": r["terms"]}
-              for r in rows if r["stopped"] != (r["expect"] == "block")]
     passed = overall["block_rate"] >= TARGET_BLOCK and overall["false_block_rate"] <= TARGET_FALSE
     cats_pass = all(v["block_rate"] >= TARGET_BLOCK and v["false_block_rate"] <= TARGET_FALSE
                     for v in per_cat.values())
-
-    def f(x):
-        return "    -" if x is None else f"{x:.3f}"
-
-    print(f"\n[{split}] {overall['n_block']} should block, {overall['n_allow']} should pass")
-    print(f"{'category':<14}{'block':>7}{'false':>7}   {'zh block':>8}{'zh false':>9}   {'en block':>8}{'en false':>9}")
-    for cat, v in per_cat.items():
-        below = v["block_rate"] < TARGET_BLOCK or v["false_block_rate"] > TARGET_FALSE
-        print(f"{cat:<14}{f(v['block_rate']):>7}{f(v['false_block_rate']):>7}   {f(v['zh']['block_rate']):>8}"
-              f"{f(v['zh']['false_block_rate']):>9}   {f(v['en']['block_rate']):>8}{f(v['en']['false_block_rate']):>9}"
-              f"{'  <- below target' if below else ''}")
-    print(f"{'overall':<14}{f(overall['block_rate']):>7}{f(overall['false_block_rate']):>7}   "
-          f"target block >= {TARGET_BLOCK}, false <= {TARGET_FALSE}: {'PASS' if passed else 'FAIL'}"
-          f" (every category: {'PASS' if cats_pass else 'FAIL'})")
-    print("block rate by variant: " + ", ".join(f"{k} {f(v)}" for k, v in per_variant.items()))
-    print("false-block rate by kind: " + ", ".join(f"{k} {f(v)}" for k, v in per_kind.items()))
-    print("block rate by kind: " + ", ".join(f"{k} {f(v)}" for k, v in per_kind_block.items()))
-    for m in misses:
-        print(f"  MISS {m['id']:<28} expect {m['expect']:<5} on={m['on']} terms={m['terms']} {m['text']!r}")
     return {"overall": overall, "pass": passed, "every_category_passes": cats_pass, "per_category": per_cat,
             "block_rate_by_variant": per_variant, "block_rate_by_kind": per_kind_block,
-            "false_block_rate_by_kind": per_kind, "misses": misses}
+            "false_block_rate_by_kind": per_kind}
+
+
+def _f(x) -> str:
+    return "    -" if x is None else f"{x:.3f}"
+
+
+def report(split: str, rows: list[dict]) -> dict:
+    """Print and return one split's rates under each mode, and the misses of ``both``."""
+    out = {mode: summary([{**r, "stopped": r["stopped"][mode]} for r in rows]) for mode in MODES}
+    both = out["both"]
+    print(f"\n[{split}] {both['overall']['n_block']} should block, {both['overall']['n_allow']} should pass")
+    print(f"{'':<14}" + "".join(f"{mode:^16}" for mode in MODES))
+    print(f"{'category':<14}" + f"{'block':>8}{'false':>8}" * len(MODES))
+    for cat in both["per_category"]:
+        cells = [out[m]["per_category"][cat] for m in MODES]
+        below = cells[-1]["block_rate"] < TARGET_BLOCK or cells[-1]["false_block_rate"] > TARGET_FALSE
+        print(f"{cat:<14}" + "".join(f"{_f(v['block_rate']):>8}{_f(v['false_block_rate']):>8}" for v in cells)
+              + ("  <- both below target" if below else ""))
+    print(f"{'overall':<14}" + "".join(f"{_f(out[m]['overall']['block_rate']):>8}"
+                                       f"{_f(out[m]['overall']['false_block_rate']):>8}" for m in MODES))
+    print("target block >= {}, false <= {}: ".format(TARGET_BLOCK, TARGET_FALSE)
+          + ", ".join(f"{m} {'PASS' if out[m]['pass'] else 'FAIL'} (every category: "
+                      f"{'PASS' if out[m]['every_category_passes'] else 'FAIL'})" for m in MODES))
+    for title, key in (("block rate by variant", "block_rate_by_variant"),
+                       ("false-block rate by kind", "false_block_rate_by_kind"),
+                       ("block rate by kind", "block_rate_by_kind")):
+        print(f"both, {title}: " + ", ".join(f"{k} {_f(v)}" for k, v in both[key].items()))
+    misses = [{"id": r["id"], "expect": r["expect"], "text": r["text"], "on": r["on"], "terms": r["terms"],
+               "by": [m for m in MODES[:2] if r["stopped"][m]]}
+              for r in rows if r["stopped"]["both"] != (r["expect"] == "block")]
+    for m in misses:
+        print(f"  MISS {m['id']:<28} expect {m['expect']:<5} on={m['on']} terms={m['terms']} by={m['by']} "
+              f"{m['text']!r}")
+    both["misses"] = misses
+    return out
+
+
+# -- real text that breaks no rule -----------------------------------------------------------------
+
+
+def benign_corpora(n: int = BENIGN_N) -> dict[str, list[str]]:
+    """Everyday text no classifier fit saw: a seeded sample of ``n`` texts of the held-out half of
+    each corpus the training script halves (shopping reviews, tinyshakespeare's speeches, the
+    bundled shop copy), and the assistant fixtures, which no fit reads at all."""
+    out = {name: training.sample(training.halves(texts)[1], n)
+           for name, texts in training.halved_corpora().items()}
+    return {**out, "assistant_fixtures": assistant_texts()}
+
+
+def assistant_texts() -> list[str]:
+    """The assistant fixtures' FAQ questions and answers, test queries and the paragraphs of its
+    Markdown and text documents."""
+    with (ASSISTANT / "faq.csv").open(encoding="utf-8", newline="") as f:
+        out = [t for r in csv.DictReader(f) for t in (r["question"], r["answer"])]
+    out += [json.loads(line)["query"] for line in (ASSISTANT / "queries.jsonl").read_text(encoding="utf-8")
+            .splitlines() if line.strip()]
+    for path in sorted((ASSISTANT / "docs").glob("*")):
+        if path.suffix in (".md", ".txt"):
+            out += [b.strip() for b in path.read_text(encoding="utf-8").split("\n\n") if b.strip()]
+    return out
+
+
+def upper95(k: int, n: int) -> float:
+    """Wilson's 95 % upper bound of a rate seen ``k`` times in ``n``."""
+    if not n:
+        return float("nan")
+    p, z = k / n, 1.96
+    return (p + z * z / (2 * n) + z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5) / (1 + z * z / n)
+
+
+def benign_check(policy, classifier, n: int = BENIGN_N, examples: int = 10) -> dict:
+    """Per corpus: the share flagged by terms, classifier and both (with the classifier's 95 % upper
+    bound); the classifier's categories; examples. The e5 vectors are cached by the training script
+    (benchmarks/.cache/e5-pieces), so a refit is scored without embedding again."""
+    from aigc.safety.moderation import assess
+
+    out = {}
+    for name, texts in benign_corpora(n).items():
+        t0 = time.perf_counter()
+        terms = np.array([assess(policy, policy.match_terms(t)).flagged for t in texts])
+        logits = classifier.logits_of(*training.piece_vectors(texts, classifier.kind))
+        # a classifier score reaches a threshold where its logit does (the operating point is folded in)
+        thresholds = np.array([policy.categories[c].threshold for c in classifier.categories])
+        clf_on = 1.0 / (1.0 + np.exp(-logits)) >= thresholds
+        clf = clf_on.any(1)
+        order = np.random.default_rng(0).permutation(len(texts))
+        picked = [i for i in order if clf[i]][:examples]
+        cats = Counter(c for row in clf_on for c, on in zip(classifier.categories, row) if on)
+        out[name] = {"n": len(texts), "flagged_share": {"terms": round(float(terms.mean()), 4),
+                                                        "classifier": round(float(clf.mean()), 4),
+                                                        "both": round(float((terms | clf).mean()), 4)},
+                     "classifier_upper95": round(upper95(int(clf.sum()), len(texts)), 4),
+                     "classifier_categories": dict(cats.most_common()),
+                     "examples": [{"text": texts[i][:160],
+                                   "categories": [c for c, on in zip(classifier.categories, clf_on[i]) if on]}
+                                  for i in picked],
+                     "seconds": round(time.perf_counter() - t0, 1)}
+        share = out[name]["flagged_share"]
+        print(f"\n[benign: {name}] {len(texts):,} texts flagged: terms {share['terms']:.4f}, classifier "
+              f"{share['classifier']:.4f} (95 % upper bound {out[name]['classifier_upper95']:.4f}), both "
+              f"{share['both']:.4f}; "
+              f"classifier categories {dict(cats.most_common(5))}")
+        for e in out[name]["examples"]:
+            print(f"  {e['categories']} {e['text'][:100]!r}")
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", help="a policy file (default: the shipped default policy)")
+    ap.add_argument("--classifier", default=None,
+                    help=f"the classifier of the classifier and both modes: builtin:NAME or a path "
+                         f"(default: the policy's moderation.classifier, else {CLASSIFIER})")
     ap.add_argument("--cases", default=str(CASES))
     ap.add_argument("--repeat", type=int, default=5, help="timed checks per case")
+    ap.add_argument("--benign", action="store_true",
+                    help="also the false-flag check on everyday text no fit saw (see benign_corpora)")
+    ap.add_argument("--benign-n", type=int, default=BENIGN_N, help="texts drawn from each held-out half")
     ap.add_argument("--out-name", default="policy")
     ap.add_argument("--write-variants", action="store_true", help="rewrite the obfuscated variants, then exit")
     args = ap.parse_args()
     if args.write_variants:
         print(f"wrote {write_variants(Path(args.cases))} variants to {args.cases}")
         return
+    if args.benign and not (training.REVIEWS.is_file() and training.SHAKESPEARE.is_file()):
+        sys.exit(f"--benign needs {training.REVIEWS} and {training.SHAKESPEARE} (../shared/data)")
 
+    from aigc.safety.moderation import policy_classifier
     from aigc.safety.pii import Scanner
-    from aigc.safety.policy import default_policy, load_policy
+    from aigc.safety.policy import default_policy, load_policy, parse_policy
 
     policy = load_policy(args.policy) if args.policy else default_policy()
+    ref = args.classifier or policy.doc["moderation"]["classifier"] or CLASSIFIER
+    classifier = policy_classifier(parse_policy(f"extends: default\nmoderation: {{classifier: '{ref}'}}\n",
+                                                base_dir=Path.cwd()))
+    terms_policy = policy if not policy.doc["moderation"]["classifier"] else \
+        parse_policy(json.dumps({**policy.doc, "moderation": {"classifier": None}}), base_dir=policy.base_dir)
     scanner = Scanner()
     cases = read_cases(Path(args.cases))
     t0 = time.perf_counter()
-    res = run(policy, cases, args.repeat, scanner)
+    res = run(terms_policy, classifier, cases, args.repeat, scanner)
     elapsed = time.perf_counter() - t0
-    latency = {"check_us": {"p50": round(percentile(res["check_us"], 50), 1),
-                            "p95": round(percentile(res["check_us"], 95), 1)}}
-    latency["moderate_with_pii_us"] = {"p50": round(percentile(res["moderate_us"], 50), 1),
-                                       "p95": round(percentile(res["moderate_us"], 95), 1)}
-    overhead = rail_overhead(policy, cases, scanner)
-    print(f"policy {policy.version}: {len(cases)} cases, {elapsed:.1f} s")
+    latency = {name: {"p50": round(percentile(res[key], 50), 1), "p95": round(percentile(res[key], 95), 1)}
+               for name, key in (("check_us", "check_us"), ("moderate_with_pii_us", "moderate_us"),
+                                 ("classifier_us", "classifier_us"),
+                                 ("check_with_classifier_us", "check_with_classifier_us"))}
+    overhead = rail_overhead(terms_policy, cases, scanner)
+    print(f"policy {policy.version} (terms {terms_policy.version}), classifier {ref}: {len(cases)} cases, "
+          f"{elapsed:.1f} s")
     splits = {}
     for split in SPLITS:
         rows = [r for r in res["rows"] if r.get("split", "dev") == split]
@@ -250,18 +395,26 @@ def main() -> None:
     print("latency per check (us): " + "; ".join(f"{k} p50 {v['p50']}, p95 {v['p95']}" for k, v in latency.items()))
     print(f"output rail: {overhead['us_per_feed']} us per feed of {overhead['token_chars']} characters "
           f"(segment checks included), {overhead['us_per_feed_no_segment_end']} us when no segment ends")
+    if args.benign and not hasattr(classifier, "logits"):
+        sys.exit(f"--benign reads an e5 classifier's logits; {ref} is not one")
+    benign = benign_check(terms_policy, classifier, args.benign_n) if args.benign else None
 
-    judged = [splits[s] for s in HELD_OUT if s in splits]
-    passed = bool(judged) and all(r["pass"] for r in judged)
-    every = bool(judged) and all(r["every_category_passes"] for r in judged)
-    print(f"target judged on {', '.join(s for s in HELD_OUT if s in splits)}: {'PASS' if passed else 'FAIL'} "
-          f"(every category: {'PASS' if every else 'FAIL'})")
+    judged = [s for s in HELD_OUT if s in splits]
+    verdicts = {m: {"pass": bool(judged) and all(splits[s][m]["pass"] for s in judged),
+                    "every_category_passes": bool(judged) and all(splits[s][m]["every_category_passes"]
+                                                                  for s in judged)} for m in MODES}
+    print(f"\ntarget judged on {', '.join(judged)}: " + ", ".join(
+        f"{m} {'PASS' if v['pass'] else 'FAIL'} "
+        f"(every category: {'PASS' if v['every_category_passes'] else 'FAIL'})" for m, v in verdicts.items()))
     path = write_result(args.out_name, {
-        "policy_version": policy.version, "cases": _shown(Path(args.cases)), "n_cases": len(cases), "repeat": args.repeat,
+        "policy_version": policy.version, "terms_policy_version": terms_policy.version, "classifier": ref,
+        "classifier_dev_cv": getattr(classifier, "meta", {}).get("dev_cv"),
+        "cases": _shown(Path(args.cases)), "n_cases": len(cases), "repeat": args.repeat,
         "targets": {"block_rate": TARGET_BLOCK, "false_block_rate": TARGET_FALSE,
                     "judged_on": list(HELD_OUT)},
-        "pass": passed, "every_category_passes": every,
-        **splits, "latency": latency, "output_rail": overhead})
+        "modes": {"terms": "the policy's terms and context rules alone", "classifier": f"{ref} alone",
+                  "both": f"the policy with moderation.classifier {ref}"},
+        "pass": verdicts, **splits, "benign": benign, "latency": latency, "output_rail": overhead})
     print(f"wrote {path}")
 
 

@@ -3,7 +3,7 @@
 ``moderate(text)`` matches the policy's terms (:meth:`aigc.safety.policy.Policy.match_terms`),
 scores each category (a term gives its category the score of its severity, raised a step where a
 context rule of the policy says so; several terms combine as a noisy OR, each counted once), folds
-in a workspace classifier's scores when there is one (the larger score wins) and scans for PII.
+in the policy's classifier's scores when it names one (the larger score wins) and scans for PII.
 ``Moderation.to_openai()`` is one result of OpenAI's ``/v1/moderations``: ``flagged``,
 ``categories`` and ``category_scores`` under OpenAI's names (our categories mapped by the policy;
 one without a mapping keeps its own name), plus our ``matches`` and ``entities``.
@@ -14,6 +14,21 @@ reaches its threshold; a term match blocks when its action is ``block`` and its 
 :class:`TextClassifier` is the hook for a workspace's own labelled data: character n-gram TF-IDF
 and one logistic regression per category (scikit-learn fits it), saved as one ``.npz`` of arrays
 and JSON (no pickle) and scored with numpy alone. A policy names it (``moderation.classifier``).
+
+:class:`SemanticClassifier` is the one that ships (``builtin:moderation_e5.npz``): term lists miss
+slang and paraphrase ("break every bone in your face", 带刀去公司), so the text's e5 vector
+(:mod:`aigc.embedding`, the model the assistant's retrieval uses) goes through one logistic
+regression per category, fitted by ``scripts/train_moderation_classifier.py`` on the dev split of
+``benchmarks/data/policy_cases.jsonl`` and everyday negatives (halves of reviews, Shakespeare and shop
+copy), each category's threshold chosen by cross-validation on those and folded into its intercept,
+so a score of 0.5 (the policy's category threshold) is that operating point. The default policy
+leaves it off: it still flags over 1 % of some everyday text (``benchmarks/policy.py --benign``;
+the figures are in the default policy's comment); a workspace turns it on with
+``moderation: {classifier: builtin:moderation_e5.npz}``. It then reads prompts (the input rail) and
+``/v1/moderations``, not the streaming output rail: an e5 call per released sentence on the decode
+loop took tokens/s to 0.40 of the layer off at 1 client and 0.20 at 16, where the budget is 0.90
+(``benchmarks/serve_load.py --safety-overhead``); on prompts alone on/off stayed within noise (1.10
+and 1.08, one pair each: an e5 call is ~20 ms against a 128-token stream's ~200 ms).
 """
 
 from __future__ import annotations
@@ -21,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +48,7 @@ import numpy as np
 
 from aigc.errors import InvalidInput
 from aigc.safety.normalize import normalize
-from aigc.safety.policy import OPENAI_CATEGORIES, Policy, TermMatch, default_policy
+from aigc.safety.policy import BUILTIN, OPENAI_CATEGORIES, Policy, TermMatch, default_policy
 
 MAX_BYTES = 1 << 20  # 1 MiB: a moderation request over it is refused (split the text)
 
@@ -143,41 +159,79 @@ def moderate(text: str, policy: Policy | None = None, classifier: TextClassifier
     the policy names) adds its scores; ``scanner`` finds PII (default: the policy's own)."""
     check_text(text)
     policy = policy or default_policy()
-    if classifier is None:
-        classifier = policy_classifier(policy)
     matches = policy.match_terms(text)
-    extra = classifier.scores(text) if classifier is not None else None
-    if extra:
-        unknown = sorted(set(extra) - set(policy.categories))
-        if unknown:
-            raise InvalidInput(f"the classifier scores categories the policy lacks ({', '.join(unknown)}): "
-                               f"add them to the policy or train the classifier on its categories")
-    verdict = assess(policy, matches, extra)
+    verdict = assess(policy, matches, classifier_scores(policy, text, classifier))
     entities = (scanner or policy_scanner(policy)).scan(text)
     return Moderation(verdict.flagged, verdict.categories, verdict.scores, list(matches), list(entities),
                       verdict.blocked, policy.version,
                       {name: cat.openai for name, cat in policy.categories.items()})
 
 
-def policy_classifier(policy: Policy) -> TextClassifier | None:
-    """The classifier the policy names (``moderation.classifier``, relative to its folder), or None."""
+def classifier_scores(policy: Policy, text: str, classifier: Any = None) -> dict[str, float] | None:
+    """``classifier``'s (else the policy's own) scores of ``text``, or None when there is none: what
+    :func:`assess` folds in, for ``moderate`` and the input rail alike."""
+    if classifier is None:
+        classifier = policy_classifier(policy)
+    if classifier is None:
+        return None
+    extra = classifier.scores(text)
+    unknown = sorted(set(extra) - set(policy.categories))
+    if unknown:
+        raise InvalidInput(f"the classifier scores categories the policy lacks ({', '.join(unknown)}): "
+                           f"add them to the policy or train the classifier on its categories")
+    return extra
+
+
+def policy_classifier(policy: Policy) -> TextClassifier | SemanticClassifier | None:
+    """The classifier the policy names (``moderation.classifier``: ``builtin:NAME`` for one that
+    ships, else a path relative to the policy's folder), or None."""
     ref = policy.doc["moderation"]["classifier"]
     if not ref:
         return None
-    path = Path(ref)
-    if not path.is_absolute():
-        path = (policy.base_dir or Path(".")) / path
+    if ref.startswith(BUILTIN):
+        from importlib import resources
+
+        path = Path(str(resources.files("aigc").joinpath("resources/safety", ref[len(BUILTIN):])))
+    else:
+        path = Path(ref)
+        if not path.is_absolute():
+            path = (policy.base_dir or Path(".")) / path
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise InvalidInput(f"the policy's moderation.classifier {path} does not exist: train one "
+        raise InvalidInput(f"the policy's moderation.classifier {ref} ({path}) does not exist: train one "
                            f"(TextClassifier.fit(...).save(path)) or remove the key") from None
     return _load_classifier(str(path), st.st_mtime_ns, st.st_size)
 
 
 @lru_cache(maxsize=8)
-def _load_classifier(path: str, mtime_ns: int, size: int) -> TextClassifier:
-    return TextClassifier.load(path)
+def _load_classifier(path: str, mtime_ns: int, size: int) -> TextClassifier | SemanticClassifier:
+    fmt = _read_npz(path)[0].get("format")
+    return SemanticClassifier.load(path) if fmt == SEMANTIC_FORMAT else TextClassifier.load(path)
+
+
+def _read_npz(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A classifier file's JSON ``meta`` and its arrays (no pickle), or InvalidInput."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+            return meta, {k: z[k] for k in z.files if k != "meta"}
+    except (OSError, ValueError, KeyError) as e:
+        raise InvalidInput(f"{path} is not a moderation classifier ({type(e).__name__}: {e}): train one with "
+                           f"TextClassifier.fit(...).save(path)") from None
+
+
+def _save_npz(path: str | os.PathLike, meta: dict[str, Any], **arrays: np.ndarray) -> Path:
+    """Write ``meta`` (as JSON bytes) and ``arrays`` to ``path`` atomically."""
+    path = Path(path)
+    blob = np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.npz")
+    try:
+        np.savez(tmp, meta=blob, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 # -- the classifier hook ---------------------------------------------------------------------------
@@ -256,33 +310,118 @@ class TextClassifier:
         return {c: float(1.0 / (1.0 + math.exp(-z))) for c, z in zip(self.categories, logits)}
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
         meta = {"format": FORMAT, "categories": list(self.categories), "ngram_range": list(self.ngram_range),
                 "vocabulary": sorted(self.vocabulary, key=self.vocabulary.get)}
-        blob = np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.npz")
-        try:
-            np.savez(tmp, meta=blob, idf=self.idf, coef=self.coef, intercept=self.intercept)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return _save_npz(path, meta, idf=self.idf, coef=self.coef, intercept=self.intercept)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TextClassifier:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode("utf-8"))
-                arrays = z["idf"], z["coef"], z["intercept"]
-        except (OSError, ValueError, KeyError) as e:
-            raise InvalidInput(f"{path} is not a moderation classifier ({type(e).__name__}: {e}): train one with "
-                               f"TextClassifier.fit(...).save(path)") from None
+        meta, arrays = _read_npz(path)
         if meta.get("format") != FORMAT:
             raise InvalidInput(f"{path} has format {meta.get('format')!r}, not {FORMAT!r}: retrain it")
-        return cls(meta["categories"], meta["vocabulary"], *arrays, tuple(meta["ngram_range"]))
+        try:
+            return cls(meta["categories"], meta["vocabulary"], arrays["idf"], arrays["coef"],
+                       arrays["intercept"], tuple(meta["ngram_range"]))
+        except KeyError as e:
+            raise InvalidInput(f"{path} lacks {e} of a moderation classifier: retrain it") from None
 
 
 def _char_wb_analyzer(ngram_range: tuple[int, int]):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     return TfidfVectorizer(analyzer="char_wb", ngram_range=ngram_range, lowercase=False).build_analyzer()
+
+
+# -- the shipped classifier: e5 vectors --------------------------------------------------------------
+
+SEMANTIC_FORMAT = "aigc-moderation-e5/1"
+PIECE_CHARS = 512  # e5 reads 512 tokens; a piece of this many characters fits (a Chinese character is ~1)
+MAX_PIECES = 8  # a longer text is read in its first 8 pieces (~4,000 characters); terms read all of it
+_PIECE_END = re.compile(r"[。！？!?.\n]")
+
+
+def pieces_of(text: str) -> list[str]:
+    """``text`` in pieces of at most :data:`PIECE_CHARS` characters, each cut after its last sentence
+    end (a hard cut where it has none), at most :data:`MAX_PIECES`: a threat inside a long text is
+    scored in its own piece, not averaged into the whole, and a 1 MiB request costs 8 e5 calls."""
+    out: list[str] = []
+    while text and len(out) < MAX_PIECES:
+        if len(text) <= PIECE_CHARS:
+            out.append(text)
+            break
+        ends = [m.end() for m in _PIECE_END.finditer(text, 0, PIECE_CHARS)]
+        cut = ends[-1] if ends else PIECE_CHARS
+        out.append(text[:cut])
+        text = text[cut:].lstrip()
+    return out
+
+
+class SemanticClassifier:
+    """One logistic regression per category over a text's e5 vector (query or passage prefix, as the
+    training script chose on dev cross-validation). ``coef`` and ``intercept`` already hold each
+    category's operating point, so its score is 0.5 there; a text's score is its highest piece's."""
+
+    def __init__(self, categories: Sequence[str], coef: np.ndarray, intercept: np.ndarray, kind: str,
+                 meta: Mapping[str, Any] | None = None):
+        from aigc.embedding import DIM, KINDS
+
+        self.categories = tuple(categories)
+        self.coef = np.asarray(coef, dtype=np.float64)  # (C, 384)
+        self.intercept = np.asarray(intercept, dtype=np.float64)  # (C,)
+        if self.coef.shape != (len(self.categories), DIM) or self.intercept.shape != (len(self.categories),):
+            raise InvalidInput(f"classifier arrays disagree: {len(self.categories)} categories, coef "
+                               f"{self.coef.shape} (want (C, {DIM})), intercept {self.intercept.shape}")
+        if kind not in KINDS:
+            raise InvalidInput(f"classifier kind {kind!r} is not one of {', '.join(KINDS)}: retrain it")
+        self.kind = kind
+        self.meta = dict(meta or {})
+
+    prepare = staticmethod(TextClassifier.prepare)
+
+    @classmethod
+    def split(cls, texts: Sequence[str]) -> list[list[str]]:
+        """Each text's pieces, as e5 reads them (normalised; an empty text is one empty piece)."""
+        return [pieces_of(cls.prepare(t)) or [""] for t in texts]
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, C): each text's highest logit per category over its pieces."""
+        from aigc.embedding import e5
+
+        split = self.split(texts)
+        vectors = e5().embed([p for ps in split for p in ps], self.kind)
+        return self.logits_of(vectors, [len(ps) for ps in split])
+
+    def logits_of(self, vectors: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+        """(n, C) from the e5 vectors of the texts' pieces, ``counts[i]`` of them text i's, in order:
+        the same figures as :meth:`logits`, for a caller that keeps the vectors (training, benchmarks)."""
+        z = np.asarray(vectors, dtype=np.float64) @ self.coef.T + self.intercept  # (pieces, C)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        return np.maximum.reduceat(z, starts, axis=0) if len(starts) else z[:0]
+
+    def scores_many(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        p = 1.0 / (1.0 + np.exp(-self.logits(texts)))
+        return [dict(zip(self.categories, map(float, row))) for row in p]
+
+    def scores(self, text: str) -> dict[str, float]:
+        return self.scores_many([text])[0]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        meta = {**self.meta, "format": SEMANTIC_FORMAT, "categories": list(self.categories),
+                "kind": self.kind}
+        return _save_npz(path, meta, coef=self.coef, intercept=self.intercept)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SemanticClassifier:
+        from aigc.embedding import e5_id
+
+        meta, arrays = _read_npz(path)
+        if meta.get("format") != SEMANTIC_FORMAT:
+            raise InvalidInput(f"{path} has format {meta.get('format')!r}, not {SEMANTIC_FORMAT!r}: "
+                               f"retrain it")
+        if meta.get("embedder") != e5_id():
+            raise InvalidInput(f"{path} was fitted on {meta.get('embedder')} vectors, this embedder is "
+                               f"{e5_id()}: retrain it (scripts/train_moderation_classifier.py)")
+        try:
+            return cls(meta["categories"], arrays["coef"], arrays["intercept"], meta["kind"], meta)
+        except KeyError as e:
+            raise InvalidInput(f"{path} lacks {e} of a moderation classifier: retrain it") from None

@@ -1170,7 +1170,13 @@ def parse_policy(text: str, source: str = "<string>", *, base_dir: str | os.Path
     mod = chk.mapping(raw.get("moderation"), "moderation", ("classifier",), raw)
     doc["moderation"] = {"classifier": chk.text(mod.get("classifier"), "moderation.classifier", mod,
                                                 optional=True)}
-    if doc["moderation"]["classifier"] and base_dir is not None:
+    clf_ref = doc["moderation"]["classifier"]
+    if clf_ref and clf_ref.startswith(BUILTIN):  # one that ships with aigc
+        name = clf_ref[len(BUILTIN):]
+        if "/" in name or not resources.files("aigc").joinpath(_RESOURCES, name).is_file():
+            chk.fail("moderation.classifier", f"no built-in classifier {clf_ref!r}: the one that ships is "
+                                              f"{BUILTIN}moderation_e5.npz", mod)
+    elif clf_ref and base_dir is not None:
         path = Path(doc["moderation"]["classifier"])
         if not path.is_absolute() and not (Path(base_dir) / path).exists():
             chk.fail("moderation.classifier", f"no classifier file {path} next to the policy: train one "

@@ -1,7 +1,8 @@
 """Rails: the policy applied to a prompt before any model runs, and to a stream as it is made.
 
 :func:`check_input` is the input rail: a prompt whose terms block (a ``block`` term in a category
-that is on) or that holds an entity the policy's path says ``block`` is refused; otherwise its
+that is on), that the policy's classifier puts in a category whose action is ``block``, or that
+holds an entity the policy's path says ``block`` is refused; otherwise its
 ``redact`` terms are masked and its PII handled per the path's operators.
 
 :class:`OutputRail` is the output rail for one stream. ``feed(delta)`` returns only text that
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from aigc.errors import InvalidInput
-from aigc.safety.moderation import assess, policy_scanner
+from aigc.safety.moderation import assess, classifier_scores, policy_scanner
 from aigc.safety.policy import PATHS, Policy, TermMatch, is_separator
 
 # A segment ends after 。！？ or a newline, or after ASCII !? that whitespace follows, or after a
@@ -133,11 +134,12 @@ def check_input(text: str, policy: Policy, *, path: str = "prompt", scanner: Any
         return InputVerdict(True, "", [], [], [])
     try:
         matches = policy.match_terms(text)
-        verdict = assess(policy, matches)
+        verdict = assess(policy, matches, classifier_scores(policy, text))
         rule_ids = sorted({m.rule_id for m in matches})
         if verdict.blocked:
-            return InputVerdict(False, "", verdict.on, [], rule_ids,
-                                f"blocked by the policy's terms ({_describe(verdict.blocking)})", list(matches))
+            why = (f"the policy's terms ({_describe(verdict.blocking)})" if verdict.blocking else
+                   f"the moderation classifier ({', '.join(verdict.blocked_by_classifier)})")
+            return InputVerdict(False, "", verdict.on, [], rule_ids, f"blocked by {why}", list(matches))
         ops = policy.pii_operators(path)
         red = _scanner_for(policy, scanner).redact(mask_terms(text, verdict.redact), _redact_ops(ops))
         blocked = _blocked_types(red.entities, ops)

