@@ -216,6 +216,27 @@ def flagged_examples(index, train: list[str], sets: dict, threshold: int, limit:
     return out
 
 
+def index_checks(index):
+    """(longest(text) -> copy length, covers(text, start, end, length) -> a reported span of ``length`` or
+    more covers the copy) for a :class:`aigc.safety.copyguard.CopyIndex`."""
+    def longest(text):
+        span = index.longest(text)
+        return 0 if span is None else span.length
+
+    def covers(text, a, b, length):
+        return any(s.start <= a and s.end >= b and s.length >= length for s in index.spans(text))
+
+    return longest, covers
+
+
+def baseline_covers(base: "SortedWindowHashes"):
+    """covers(text, start, end, length) for the baseline: a run of hits of ``length`` or more covers the copy."""
+    def covers(text, a, b, length):
+        return any(s <= a and e >= b and n >= length for s, e, n in base.runs(text))
+
+    return covers
+
+
 def run_index(train: list[str], stride: int, window: int, sets: dict, copies: dict, tmp: Path) -> dict:
     from aigc.safety.copyguard import DEFAULT_STRIDE, DEFAULT_THRESHOLD, CopyIndex
     from aigc.safety.normalize import normalize
@@ -230,13 +251,7 @@ def run_index(train: list[str], stride: int, window: int, sets: dict, copies: di
     load_s = time.perf_counter() - t0
     compared = [index._matches(normalize(t))[3] for s in sets.values() for t in s["texts"]]
 
-    def longest(text):
-        span = index.longest(text)
-        return 0 if span is None else span.length
-
-    def covers(text, a, b, length):
-        return any(s.start <= a and s.end >= b and s.length >= length for s in index.spans(text))
-
+    longest, covers = index_checks(index)
     result = {"kind": "copy_index", "window": window, "stride": stride, "gram": index.gram,
               "build_s": round(build_s, 2), "load_s": round(load_s, 4), **index.stats(),
               "disk_bytes": path.stat().st_size, "compared_per_check": round(float(np.mean(compared)), 1),
@@ -256,10 +271,7 @@ def run_baseline(train: list[str], sets: dict, copies: dict, tmp: Path) -> dict:
               "build_s": round(build_s, 2), "entries": len(base.hashes), "bytes": int(base.hashes.nbytes),
               "disk_bytes": path.stat().st_size}
 
-    def covers(text, a, b, length):
-        return any(s <= a and e >= b and n >= length for s, e, n in base.runs(text))
-
-    return {**result, **measure(base.longest, covers, sets, copies)}
+    return {**result, **measure(base.longest, baseline_covers(base), sets, copies)}
 
 
 def scaled_corpus(train: list[str], chars: int, seed: int) -> tuple[list[str], int]:
@@ -295,13 +307,7 @@ def run_scale(train: list[str], chars: int, seed: int, stride: int, window: int,
     index = CopyIndex.load(path)
     load_s = time.perf_counter() - t0
 
-    def longest(text):
-        span = index.longest(text)
-        return 0 if span is None else span.length
-
-    def covers(text, a, b, length):
-        return any(s.start <= a and s.end >= b and s.length >= length for s in index.spans(text))
-
+    longest, covers = index_checks(index)
     m = measure(longest, covers, sets, copies)
     out["indexes"] = [{"kind": "copy_index", "window": window, "stride": stride, "gram": index.gram,
                        "build_s": round(build_s, 2), "load_s": round(load_s, 4), **index.stats(),
@@ -311,10 +317,7 @@ def run_scale(train: list[str], chars: int, seed: int, stride: int, window: int,
         base = SortedWindowHashes(corpus)
         build_s = time.perf_counter() - t0
 
-        def covers_base(text, a, b, length):
-            return any(s <= a and e >= b and n >= length for s, e, n in base.runs(text))
-
-        m = measure(base.longest, covers_base, sets, copies)
+        m = measure(base.longest, baseline_covers(base), sets, copies)
         out["indexes"].append({"kind": "sorted_window_hashes", "window": BASELINE_GRAM, "stride": 1,
                                "gram": BASELINE_GRAM, "build_s": round(build_s, 2), "entries": len(base.hashes),
                                "bytes": int(base.hashes.nbytes), "disk_bytes": int(base.hashes.nbytes),
