@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from aigc.errors import ArtifactStoreError
-from aigc.storage import LATEST, Mirror
+from aigc.errors import ArtifactStoreError, InvalidInput, NotFound
+from aigc.storage import LATEST, MANIFEST, ArtifactStore, Mirror, read_manifest
 from aigc.workspace import Workspace
 
 
@@ -49,6 +50,29 @@ def write_faq(path: Path, rows=FAQ) -> Path:
     return path
 
 
+def write_labelled(path: Path) -> Path:
+    good = ["质量很好，非常满意", "物流很快，好评", "great battery, love it", "works perfectly, happy"]
+    bad = ["电池发热严重，很差", "物流太慢，差评", "terrible battery, broke in a day", "awful, refund please"]
+    rows = [{"text": t + end, "label": label} for end in ("", "！", " really", "。")
+            for label, texts in (("pos", good), ("neg", bad)) for t in texts]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, ["text", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+class StubEmbedder:  # hashed character bigrams: no model to load
+    id = "stub-bigrams"
+
+    def embed_passages(self, texts, batch=32):
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for r, text in enumerate(texts):
+            for x, y in zip(text, text[1:]):
+                out[r, int(hashlib.md5((x + y).encode()).hexdigest()[:6], 16) % 384] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
 def test_a_knowledge_base_and_its_settings_made_on_a_answer_on_b(pair, tmp_path, monkeypatch):
     from aigc.apps import assistant
     from aigc.apps.assistant import answer, kb
@@ -61,7 +85,7 @@ def test_a_knowledge_base_and_its_settings_made_on_a_answer_on_b(pair, tmp_path,
     expected = assistant.ask("shop", question, workspace=a)
 
     assert not (b.root / "kb").exists()
-    assert [k["name"] for k in kb.list_kbs(b)] == ["shop"]  # listed from the store, then fetched
+    assert [k["name"] for k in kb.list_kbs(b)] == ["shop"]  # listed from the store; asking fetches it
     got = assistant.ask("shop", question, workspace=b)
     assert got["answer"] == expected["answer"] and got["citations"] == expected["citations"]
     assert answer.settings(b, "shop")["mode"] == "faq"
@@ -82,16 +106,8 @@ def test_a_monitor_model_topics_and_stream_made_on_a_classify_alike_on_b(pair, t
     from aigc.apps import monitor
 
     a, b, store = pair
-    good = ["质量很好，非常满意", "物流很快，好评", "great battery, love it", "works perfectly, happy"]
-    bad = ["电池发热严重，很差", "物流太慢，差评", "terrible battery, broke in a day", "awful, refund please"]
-    rows = [{"text": t + end, "label": label} for end in ("", "！", " really", "。")
-            for label, texts in (("pos", good), ("neg", bad)) for t in texts]
-    with open(tmp_path / "labelled.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, ["text", "label"])
-        w.writeheader()
-        w.writerows(rows)
-    monitor.train("reviews", tmp_path / "labelled.csv", label_column="label", negative_label="neg",
-                  kind="tfidf", workspace=a)
+    monitor.train("reviews", write_labelled(tmp_path / "labelled.csv"), label_column="label",
+                  negative_label="neg", kind="tfidf", workspace=a)
     monitor.set_topics({"battery": ["battery", "电池"], "delivery": ["物流"]}, workspace=a)
     monitor.configure("brand", model="reviews", period="hour", workspace=a)
     assert stored(store) == {"monitor/models/reviews", "monitor/topics.yaml", "monitor/streams/brand.json"}
@@ -112,17 +128,7 @@ def test_a_recommender_made_on_a_gives_the_same_top_k_on_b_and_its_cache_stays_l
     from aigc.apps.assistant import retrieval
     from aigc.apps.recommend.synth import generate
 
-    class Stub:  # hashed character bigrams: no model to load
-        id = "stub-bigrams"
-
-        def embed_passages(self, texts, batch=32):
-            out = np.zeros((len(texts), 384), dtype=np.float32)
-            for r, text in enumerate(texts):
-                for x, y in zip(text, text[1:]):
-                    out[r, int(hashlib.md5((x + y).encode()).hexdigest()[:6], 16) % 384] += 1.0
-            return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-    monkeypatch.setattr(retrieval, "embedder", lambda: Stub())
+    monkeypatch.setattr(retrieval, "embedder", lambda: StubEmbedder())
     a, b, store = pair
     items, interactions, _ = generate(n_users=30, n_items=40, seed=3, events_per_user=6)
     recommend.train("shop", items, interactions, workspace=a, seed=0)
@@ -235,3 +241,120 @@ def test_artifacts_made_before_the_store_was_set_are_pushed_by_hand(pair, monkey
     monkeypatch.setattr(Mirror, "RECHECK_S", 0.0)  # b asked moments ago and found none
     assert copy.workspace_rules(b).to_dict() == rules
     assert (b.artifact_path("kb", "old") / "kb.json").read_text() == "{}"
+
+
+# -- listings read one small file of each artifact, never the artifact whole --------------------------
+
+
+@pytest.fixture
+def reads(pair, monkeypatch):
+    """The paths every store read of the pair asks for (``cat_file``: LATEST and single files)."""
+    fs, seen = pair[0].mirror.store.fs, []
+    real = fs.cat_file
+
+    def cat_file(path, *args, **kwargs):
+        seen.append(path.rsplit("/", 1)[-1])
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "cat_file", cat_file)
+    return seen
+
+
+def test_listings_on_b_read_one_file_of_each_artifact_and_download_none(pair, reads, tmp_path, monkeypatch):
+    from aigc.apps import monitor, recommend
+    from aigc.apps.assistant import kb, retrieval
+    from aigc.apps.recommend.synth import generate
+
+    monkeypatch.setattr(retrieval, "embedder", lambda: StubEmbedder())
+    a, b, store = pair
+    kb.add(a, "shop", [write_faq(tmp_path / "faq.csv")])
+    monitor.train("reviews", write_labelled(tmp_path / "labelled.csv"), label_column="label",
+                  negative_label="neg", kind="tfidf", workspace=a)
+    items, interactions, _ = generate(n_users=30, n_items=40, seed=3, events_per_user=6)
+    recommend.train("shop", items, interactions, workspace=a, seed=0)
+
+    def listings(ws):
+        return kb.list_kbs(ws), monitor.models(ws), recommend.models(ws)
+
+    reads.clear()
+    expected = listings(a)
+    assert [[x["name"] for x in found] for found in expected] == [["shop"], ["reviews"], ["shop"]]
+    assert reads == []  # A's copies were found current when published: no store read
+    assert listings(b) == expected
+    assert sorted(reads) == sorted(["LATEST"] * 3 + ["kb.json", "config.json", "model.json"])
+    assert [p for p in b.root.rglob("*") if p.is_file()] == []  # nothing downloaded, nothing staged
+
+    kb.info(b, "shop")  # used: fetched whole, and current from now on
+    reads.clear()
+    assert kb.list_kbs(b) == expected[0] and reads == []  # within RECHECK_S: read here, no store read
+
+
+def test_a_listing_on_b_shows_a_replaced_knowledge_base_and_leaves_its_copy(pair, tmp_path, monkeypatch):
+    from aigc.apps.assistant import kb, retrieval
+
+    monkeypatch.setattr(retrieval, "embedder", lambda: StubEmbedder())
+    a, b, store = pair
+    kb.add(a, "shop", [write_faq(tmp_path / "faq.csv")])
+    assert [k["documents"] for k in kb.list_kbs(b)] == [1]
+    chunks = kb.info(b, "shop")["chunks"]  # used on B: B holds a copy of the first version
+    copy = b.root / "kb" / "shop"
+    first = read_manifest(copy / MANIFEST)["version"]
+
+    kb.add(a, "shop", [write_faq(tmp_path / "more.csv", [("Can I pay by card?", "Yes, Visa.")])])
+    monkeypatch.setattr(Mirror, "RECHECK_S", 0.0)  # B's check is due
+    assert [(k["documents"], k["chunks"]) for k in kb.list_kbs(b)] == [(2, chunks + 1)]  # the store's kb.json
+    assert read_manifest(copy / MANIFEST)["version"] == first  # the copy is not downloaded by a listing
+    assert len(json.loads((copy / "kb.json").read_text(encoding="utf-8"))["documents"]) == 1
+    assert kb.info(b, "shop")["documents"] == 2  # ... but when used
+
+
+def test_a_damaged_file_in_the_store_fails_the_listing_in_one_line(pair, tmp_path, monkeypatch):
+    from aigc.apps.assistant import kb, retrieval
+
+    monkeypatch.setattr(retrieval, "embedder", lambda: StubEmbedder())
+    a, b, store = pair
+    kb.add(a, "shop", [write_faq(tmp_path / "faq.csv")])
+    meta = store / "kb" / "shop" / a.mirror.store.manifest("kb/shop")["version"] / "kb.json"
+    meta.write_bytes(meta.read_bytes().replace(b'"shop"', b'"shoq"'))  # the same size: the sha256 differs
+    with pytest.raises(ArtifactStoreError, match=r"kb/shop/kb\.json does not match its manifest"):
+        kb.list_kbs(b)
+    meta.unlink()
+    with pytest.raises(ArtifactStoreError, match=r"lacks files its manifest lists"):
+        kb.list_kbs(b)
+    assert [k["name"] for k in kb.list_kbs(a)] == ["shop"]  # A reads its own current copy
+
+
+def test_a_file_of_a_copy_made_here_is_read_here(pair, reads):
+    a, b, _ = pair
+    for ws, tag in ((a, "a"), (b, "b")):
+        (ws.root / "kb" / "old").mkdir(parents=True)
+        (ws.root / "kb" / "old" / "kb.json").write_text(f'{{"made": "{tag}"}}')
+    a.push_artifact("kb", "old")  # the store holds A's; B's was made on B (no manifest): B's own wins
+    reads.clear()
+    assert b.read_artifact_file("kb", "old", "kb.json") == b'{"made": "b"}' and reads == []
+    assert b.read_artifact_file("kb", "old", "vectors.npy") is None
+    assert b.read_artifact_file("kb", "new", "kb.json") is None and reads == ["LATEST"]  # in neither place
+    assert a.mirror.store.read_file("kb/old", "vectors.npy") is None  # not in the version
+    alone = Workspace(b.root, db_url=b.db_url)  # B without a store: the local file only
+    assert alone.read_artifact_file("kb", "old", "kb.json") == b'{"made": "b"}'
+    assert alone.read_artifact_file("kb", "new", "kb.json") is None
+    with pytest.raises(InvalidInput, match="single files"):
+        b.read_artifact_file("assistant", "old.json", "kb.json")
+    with pytest.raises(InvalidInput, match="kb name"):
+        b.read_artifact_file("kb", "../old", "kb.json")
+
+
+def test_read_file_of_a_collected_version_reads_the_newest(tmp_path):
+    store = ArtifactStore.from_url(str(tmp_path / "store"))
+
+    def commit(tag: str) -> dict:
+        (tmp_path / tag).mkdir()
+        (tmp_path / tag / "kb.json").write_text(tag)
+        return store.put_folder(tmp_path / tag, "kb/k")
+
+    first = commit("one")
+    commit("two")
+    commit("three")  # the first version is collected now
+    assert store.read_file("kb/k", "kb.json", first) == b"three"
+    with pytest.raises(NotFound, match="no committed copy"):
+        store.read_file("kb/none", "kb.json")

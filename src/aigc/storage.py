@@ -115,23 +115,49 @@ class ArtifactStore:
         Files land in a fresh folder under ``tmp_dir`` (default: beside ``local``), each checked
         against the manifest's size and sha256, and the folder is renamed into place only when all
         passed: ``local`` is never half-downloaded."""
-        manifest = manifest or self.manifest(key)
         tmp_dir = tmp_dir or local.parent
         tmp_dir.mkdir(parents=True, exist_ok=True)
+
+        def fetch(version: dict[str, Any]) -> dict[str, Any]:
+            self._fetch(key, version, local, tmp_dir)
+            return version
+
+        return self._on_newest(key, manifest or self.manifest(key), fetch)
+
+    def read_file(self, key: str, rel: str, manifest: dict[str, Any] | None = None) -> bytes | None:
+        """The file ``rel`` of the committed version ``manifest`` names (default: the current one),
+        checked against the manifest's size and sha256: one read where :meth:`get_folder` would fetch
+        every file, for a listing that needs one small file of each artifact. None when the version
+        holds no ``rel``."""
+        return self._on_newest(key, manifest or self.manifest(key), lambda v: self._read(key, rel, v))
+
+    def _on_newest(self, key: str, manifest: dict[str, Any] | None,
+                   read: Callable[[dict[str, Any]], Any]) -> Any:
+        """``read(manifest)``; when that version was collected under it (two newer commits meanwhile),
+        once more with the newest."""
         for attempt in (1, 2):
             if manifest is None:
                 raise NotFound(f"{key} has no committed copy in the artifact store {self.url}: push it from "
                                "the machine that made it")
             try:
-                self._fetch(key, manifest, local, tmp_dir)
-                return manifest
+                return read(manifest)
             except _VersionGone:
-                # Collected under us (two newer commits meanwhile): take the newest version, once.
                 stale, manifest = manifest, self.manifest(key)
                 if attempt == 2 or (manifest is not None and manifest["version"] == stale["version"]):
                     raise ArtifactStoreError(f"{self.url}/{key}/{stale['version']} lacks files its "
                                              f"manifest lists: the store's copy is damaged; push {key} "
                                              "again") from None
+
+    def _read(self, key: str, rel: str, manifest: dict[str, Any]) -> bytes | None:
+        meta = manifest["files"].get(rel)
+        if meta is None:
+            return None
+        try:  # a ranged read, as for LATEST: one GET on S3
+            data = self._call(self.fs.cat_file, f"{self._path(key, manifest['version'])}/{rel}", start=0)
+        except FileNotFoundError:
+            raise _VersionGone(manifest["version"]) from None
+        self._check(key, rel, meta, len(data), hashlib.sha256(data).hexdigest())
+        return data
 
     def _fetch(self, key: str, manifest: dict[str, Any], local: Path, tmp_dir: Path) -> None:
         staged = Path(tempfile.mkdtemp(prefix=f"fetch-{local.name}-", dir=tmp_dir))
@@ -152,11 +178,13 @@ class ArtifactStore:
                 self._call(self.fs.get_file, f"{prefix}/{rel}", str(dest))
             except FileNotFoundError:
                 raise _VersionGone(manifest["version"]) from None
-            size, digest = _size_and_sha256(dest)
-            if (size, digest) != (meta["size"], meta["sha256"]):
-                raise ArtifactStoreError(f"{self.url}/{key}/{rel} does not match its manifest (size {size} "
-                                         f"vs {meta['size']}, or its sha256): the store's copy is damaged; "
-                                         f"push {key} again")
+            self._check(key, rel, meta, *_size_and_sha256(dest))
+
+    def _check(self, key: str, rel: str, meta: dict[str, Any], size: int, digest: str) -> None:
+        if (size, digest) != (meta["size"], meta["sha256"]):
+            raise ArtifactStoreError(f"{self.url}/{key}/{rel} does not match its manifest (size {size} "
+                                     f"vs {meta['size']}, or its sha256): the store's copy is damaged; "
+                                     f"push {key} again")
 
     # -- writing -------------------------------------------------------------------------
 
@@ -348,10 +376,39 @@ class Mirror:
         remote = self.store.manifest(key)
         if remote is not None and (local or {}).get("version") != remote["version"]:
             local = self._download(key, path, remote)
+        self._found_current(path, local)
+        return path
+
+    def read(self, path: Path, rel: str) -> bytes | None:
+        """The file ``rel`` inside the folder artifact at ``path`` as the newest copy has it, without
+        downloading the rest: what a listing reads of each artifact (a knowledge base's ``kb.json``,
+        not its vectors). The local copy's when it was made here or is current (checked as
+        :meth:`ensure` checks it, so a listing repeated within RECHECK_S reads nothing from the store
+        for those); else the store's, one read. None when neither has it; for a path that is not a
+        mirrored artifact, the local file or None."""
+        key = self.key_of(path)
+        if key is None:
+            return _read_bytes(path / rel)
+        if _single(key):
+            raise ValueError(f"Mirror.read: {key} is a single file, not a folder: read it after ensure()")
+        local = read_manifest(path / MANIFEST) if path.exists() else None
+        if path.exists() and local is None:  # made here, not a copy
+            return _read_bytes(path / rel)
+        version, checked = self.current.get(str(path), ("", -math.inf))
+        if version == (local or {}).get("version") and time.monotonic() - checked < self.RECHECK_S:
+            return _read_bytes(path / rel)
+        remote = self.store.manifest(key)
+        if remote is not None and (local or {}).get("version") != remote["version"]:
+            return self.store.read_file(key, rel, remote)  # the copy here (if any) stays as it is
+        self._found_current(path, local)
+        return _read_bytes(path / rel)
+
+    def _found_current(self, path: Path, local: dict[str, Any] | None) -> None:
+        """Record that the copy at ``path`` (``local``: its manifest; None: absent from both places) is
+        the store's current one, for RECHECK_S seconds."""
         if len(self.current) >= self.MAX_CURRENT:  # names asked for at random cannot grow it without end
             self.current.clear()
         self.current[str(path)] = ((local or {}).get("version"), time.monotonic())
-        return path
 
     def _download(self, key: str, path: Path, remote: dict[str, Any]) -> dict[str, Any]:
         tmp = self.root / "tmp"
@@ -442,6 +499,13 @@ def read_manifest(marker: Path) -> dict[str, Any] | None:
     try:
         return json.loads(marker.read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 

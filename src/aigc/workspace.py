@@ -424,6 +424,22 @@ class Workspace:
         # not the folders nested in it (monitor/models), nor hidden entries (locks, caches, markers)
         return sorted(n for n in names if not n.startswith(".") and f"{kind}/{n}" not in ARTIFACTS)
 
+    def read_artifact_file(self, kind: str, name: str, rel: str) -> bytes | None:
+        """The file ``rel`` of the folder artifact ``<kind>/<name>`` (a knowledge base's ``kb.json``) as
+        its newest copy has it, without fetching the rest (:meth:`aigc.storage.Mirror.read`): a listing
+        reads one small file of every artifact, where :meth:`artifact_path` would download each whole.
+        None when neither this workspace nor the store has it."""
+        if ARTIFACTS[_check_kind(kind)]:
+            raise InvalidInput(f"{kind} holds single files, not folders: read {kind}/{name} through "
+                               "artifact_path")
+        folder = self.artifact_path(kind, name, fetch=False)
+        if self.mirror is not None:
+            return self.mirror.read(folder, rel)
+        try:
+            return (folder / rel).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
     def dataset_path(self, name: str, fetch: bool = True) -> Path:
         """``datasets/<name>``; fetched from the artifact store like any artifact (:meth:`artifact_path`)."""
         return self.artifact_path("datasets", check_name(name, "dataset name"), fetch)

@@ -548,8 +548,9 @@ def _summary(meta: dict[str, Any]) -> dict[str, Any]:
 
 def list_kbs(ws: Workspace) -> list[dict[str, Any]]:
     """Every knowledge base's summary (name, created, updated, embedder, documents, chunks), by name."""
-    metas = [kb_path(ws, name) / META for name in ws.artifact_names("kb")]  # made here or in the store
-    return [_summary(json.loads(m.read_text(encoding="utf-8"))) for m in metas if m.is_file()]
+    # made here or in the store; of each only kb.json is read, not its vectors: none is downloaded whole
+    metas = (ws.read_artifact_file("kb", name, META) for name in ws.artifact_names("kb"))
+    return [_summary(json.loads(m)) for m in metas if m is not None]
 
 
 def info(ws: Workspace, name: str) -> dict[str, Any]:

@@ -127,10 +127,11 @@ def train(name: str, source: str | Path, *, label_column: str, text_column: str 
 def models(workspace: Any = None) -> list[dict[str, Any]]:
     ws = _ws(workspace)
     out = []
-    for d in (ws.artifact_path("monitor/models", n) for n in ws.artifact_names("monitor/models")):
-        if (d / "config.json").is_file():
-            c = json.loads((d / "config.json").read_text())
-            out.append({"name": d.name, "kind": c["kind"], "labels": c["labels"], "negative": c["negative"],
+    for name in ws.artifact_names("monitor/models"):  # their config.json only: no model is downloaded
+        raw = ws.read_artifact_file("monitor/models", name, "config.json")
+        if raw is not None:
+            c = json.loads(raw)
+            out.append({"name": name, "kind": c["kind"], "labels": c["labels"], "negative": c["negative"],
                         "topics": c["topics"]})
     return out
 

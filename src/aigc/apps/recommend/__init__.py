@@ -238,10 +238,10 @@ def models(workspace: Any = None) -> list[dict[str, Any]]:
     ws = _ws(workspace)
     out = []
     for name in ws.artifact_names("recommend"):  # made here or in the artifact store; not .cache
-        meta_path = recommender_path(ws, name) / "model.json"
-        if not meta_path.is_file():
+        raw = ws.read_artifact_file("recommend", name, "model.json")  # not the whole recommender
+        if raw is None:
             continue
-        meta = json.loads(meta_path.read_text("utf-8"))
+        meta = json.loads(raw)
         s = meta.get("summary", {})
         out.append({"name": meta["name"], "model": meta["model"], "created": meta["created"],
                     "items": s.get("items"), "users": s.get("users"), "interactions": s.get("interactions"),
