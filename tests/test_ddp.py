@@ -215,7 +215,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aigc.training import TrainConfig, fit, global_rank
+from aigc.distributed import global_rank
+from aigc.training import TrainConfig, fit
 
 
 class Regression(nn.Module):

@@ -43,7 +43,7 @@ class CpuFSDP(FSDPStrategy):
 
 
 def _cpu_fsdp_launch(cfg):
-    """``aigc.training.launch`` for ``--strategy fsdp`` on CPU: what the driver's ``--cpu`` puts in."""
+    """``aigc.distributed.launch`` for ``--strategy fsdp`` on CPU: what the driver's ``--cpu`` puts in."""
     from lightning.fabric import Fabric
 
     fabric = Fabric(accelerator="cpu", devices=cfg.devices, strategy=CpuFSDP(), precision=PRECISION)
@@ -120,8 +120,9 @@ def check_round_trip(root: Path, devices: int, *, cpu: bool, weights_tol: float,
     import aigc
     from safetensors.torch import load_file
 
+    from aigc.checkpoints import load_weights
     from aigc.models.gpt import GPT, GPTConfig
-    from aigc.training import TrainConfig, load_weights, make_optimizer
+    from aigc.training import TrainConfig, make_optimizer
 
     ws = aigc.open_workspace(root)
     batch, global_batch = 4, 4 * devices
@@ -269,7 +270,8 @@ def test_optimizer_state_of_other_parameters_is_refused():
 def test_families_that_take_their_own_step_are_refused_and_name_ddp():
     from aigc.errors import InvalidInput
     from aigc.models.registry import FAMILIES, get_family
-    from aigc.training import TrainConfig, require_loop_step
+    from aigc.sharding import require_loop_step
+    from aigc.training import TrainConfig
 
     fsdp = TrainConfig(strategy="fsdp")
     own = [name for name in FAMILIES if hasattr(get_family(name), "training_step")]
@@ -283,8 +285,9 @@ def test_families_that_take_their_own_step_are_refused_and_name_ddp():
 
 
 def test_one_process_callers_refuse_fsdp():
+    from aigc.distributed import require_one_process
     from aigc.errors import InvalidInput
-    from aigc.training import TrainConfig, require_one_process
+    from aigc.training import TrainConfig
 
     with pytest.raises(InvalidInput, match="adapting a pretrained base trains in one process, unsharded"):
         require_one_process(TrainConfig(strategy="fsdp"), "adapting a pretrained base")

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+from aigc.checkpoints import load_weights, save_weights
 from aigc.errors import InvalidInput
 from aigc.models.registry import make_config
 from aigc.models.table_encoding import ColumnSpec
 from aigc.models.tabgpt import TabGPT
-from aigc.training import load_weights, save_weights
 
 N_ROWS = 1200
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from aigc.checkpoints import load_weights, save_weights
 from aigc.errors import InvalidInput
 from aigc.models.ctgan import CTGAN
 from aigc.models.registry import make_config
@@ -26,7 +27,7 @@ from aigc.models.table_encoding import (
     set_private_gradients_ghost,
 )
 from aigc.models.tvae import TVAE
-from aigc.training import TrainConfig, fit, load_weights, save_weights
+from aigc.training import TrainConfig, fit
 
 FAMILIES = [CTGAN, TVAE]
 

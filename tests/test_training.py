@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 import aigc
-from aigc.training import TrainConfig, atomic_save, lr_at, parse_duration
+from aigc.checkpoints import atomic_save
+from aigc.training import TrainConfig, lr_at, parse_duration
 from helpers import write_corpus
 
 
@@ -124,7 +125,7 @@ def test_weights_round_trip_with_packed_and_tied_tensors(tmp_path):
     save_model refuses); tied weights share one tensor. Both must save and load back."""
     from torch import nn
 
-    from aigc.training import load_weights, save_weights
+    from aigc.checkpoints import load_weights, save_weights
 
     class Packed(nn.Module):
         def __init__(self):

@@ -33,15 +33,17 @@ from typing import Any
 
 import torch
 
+from aigc.checkpoints import load_run_weights, load_weights
 from aigc.data.dataset import read_card, read_text_split
 from aigc.data.conditions import value_counts
+from aigc.distributed import require_one_process
 from aigc.errors import InvalidInput
 from aigc.models.registry import config_from_dict
 from aigc.pretrained import formats
 from aigc.pretrained.adapt import TRAIN_DEFAULTS, AdaptConfig, AdaptedLM, SFTTask, build_blocks
 from aigc.pretrained.decoder import FastLM
 from aigc.safety.training import COPY_INDEX, check_training_data, write_copy_index
-from aigc.training import TrainConfig, fit, load_run_weights, load_weights, merge_options, require_one_process
+from aigc.training import TrainConfig, fit, merge_options
 from aigc.workspace import Workspace, now, write_json_atomic
 
 RUN_FILE = "run.json"

@@ -47,10 +47,10 @@ class Inverter:
     def _vocoder(self):
         if self._model is None:
             from aigc.models.registry import config_from_dict
+            from aigc.checkpoints import load_run_weights
             from aigc.models.vocoder import Vocoder
             from aigc.runs import read_spec
             from aigc.runtime import default_device
-            from aigc.training import load_run_weights
 
             spec = read_spec(self.vocoder_dir)
             model = Vocoder(config_from_dict(Vocoder.Config, spec["model_config"], what="vocoder config"))

@@ -108,7 +108,7 @@ def load_prior(run_dir: Path, spec: dict[str, Any]) -> GPT | None:
     weights = run_dir / PRIOR_DIR / "model.safetensors"
     if "prior" not in spec or not weights.exists():
         return None
-    from aigc.training import load_weights
+    from aigc.checkpoints import load_weights
 
     prior = GPT(GPTConfig(**spec["prior"]["model_config"]))
     load_weights(prior, weights)

@@ -27,17 +27,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from aigc.checkpoints import load_run_weights, load_weights
 from aigc.data.dataset import read_card, read_text_split
 from aigc.data.conditions import DEFAULT_MIN_COND_COUNT, value_counts
 from aigc.data.textstream import encode_records, null_lookup, train_tokenizer
 from aigc.data.tokenizers import TextTokenizer
+from aigc.distributed import JobStopped, ProcessLost, launch, launched_rank, require_one_process
 from aigc.errors import InvalidInput
 from aigc.generation import TextGenerator
 from aigc.models.registry import config_from_dict, get_family, make_config
 from aigc.safety.training import COPY_INDEX, check_training_data, write_copy_index
+from aigc.sharding import require_loop_step
 from aigc.tasks import ImageTask, TableTask, TextLMTask
-from aigc.training import (LAUNCH_KEYS, JobStopped, ProcessLost, TrainConfig, fit, launch, launched_rank, load_run_weights,
-                            load_weights, merge_options, require_loop_step, require_one_process)
+from aigc.training import LAUNCH_KEYS, TrainConfig, fit, merge_options
 from aigc.workspace import Workspace, now, write_json_atomic
 
 RUN_FILE = "run.json"
@@ -298,7 +300,7 @@ def _check_new_name(ws: Workspace, name: str) -> None:
 
 def _broadcast_outcome(fabric, make):
     """Rank 0 runs ``make`` and tells the other ranks the run's name, or that it failed (then
-    they raise :class:`~aigc.training.JobStopped` instead of waiting for a run that never comes).
+    they raise :class:`~aigc.distributed.JobStopped` instead of waiting for a run that never comes).
     Every rank calls this; ``make`` is None on the others. Returns ``make()`` on rank 0."""
     if fabric.world_size == 1:
         return make()

@@ -2,7 +2,8 @@
 over ranks, gathered from the shards and loaded back into them with
 ``torch.distributed.checkpoint``'s full-state-dict functions, and the conversion of an optimizer
 state between FSDP's parameter-name keys and ``torch.optim``'s indices. Checkpoints stay in the
-plain form, so a run moves freely between FSDP, DDP and one device."""
+plain form, so a run moves freely between FSDP, DDP and one device. Also what FSDP can train: a
+family that takes its own step cannot be sharded (:func:`require_loop_step`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,33 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from aigc.errors import InvalidInput
+
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
+
+    from aigc.training import TrainConfig
+
+
+def require_loop_step(cfg: TrainConfig, family: type | nn.Module) -> None:
+    """Refuse FSDP for a family that owns its step (``training_step``: a GAN's two optimizers, a
+    VAE's or a diffusion model's own losses). It calls its submodules and methods directly, never
+    the sharded module's forward, where FSDP gathers the weights; DDP trains it (the loop averages
+    its gradients, :func:`aigc.distributed.average_gradients`)."""
+    if cfg.strategy == "fsdp" and hasattr(family, "training_step"):
+        raise InvalidInput(owns_step_message(family))
+
+
+def owns_step_message(family: type | nn.Module) -> str:
+    name = getattr(family, "name", None) or getattr(family, "__name__", type(family).__name__)
+    return (f"--strategy fsdp trains families whose step the loop takes (gpt, lstm, tabgpt); {name} takes "
+            "its own training step, which FSDP cannot shard: use --strategy ddp")
+
+
+def uses_fsdp(fabric: Fabric) -> bool:
+    from lightning.fabric.strategies import FSDPStrategy
+
+    return isinstance(fabric.strategy, FSDPStrategy)
 
 
 def optimizer_param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
@@ -102,7 +128,8 @@ class FullState:
         return [plain_optimizer_state(state, names) for state, names in zip(named, self.names)]
 
     def load_weights(self, path: Path) -> None:
-        """Weights written by :func:`save_weights` into the shards (every rank reads the file)."""
+        """Weights written by :func:`aigc.checkpoints.save_weights` into the shards (every rank reads
+        the file)."""
         from safetensors.torch import load_file
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 

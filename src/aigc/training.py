@@ -10,30 +10,30 @@ leaves the previous good ``last.pt`` in place. A loss or weights that are no lon
 the run (:class:`Diverged`) before anything of them is saved: ``model.safetensors`` and
 ``last.pt`` keep the last good weights.
 
-Several processes (``devices`` x ``num_nodes``, DDP): :func:`launch` starts them (or joins the
-processes ``torchrun`` / ``fabric run`` started). Every rank draws the same global batch from
-the same seeded generator and trains on its own share of it, so N processes with batch B step
-like one process with batch N*B. Rank 0's clock, stop reason and validation decide for all
-ranks; rank 0 alone writes files and calls the observers. Checkpoints hold the plain module's
-state, so a run resumes on another number of processes.
+Several processes (``devices`` x ``num_nodes``, DDP): :func:`~aigc.distributed.launch` starts
+them (or joins the processes ``torchrun`` / ``fabric run`` started). Every rank draws the same
+global batch from the same seeded generator and trains on its own share of it, so N processes
+with batch B step like one process with batch N*B. Rank 0's clock, stop reason and validation
+decide for all ranks; rank 0 alone writes files and calls the observers. Checkpoints hold the
+plain module's state, so a run resumes on another number of processes.
 
 FSDP (``strategy="fsdp"``, CUDA only) shards the weights, gradients and optimizer state over the
 ranks. Checkpoints and best weights are then gathered from the shards with
 ``torch.distributed.checkpoint``'s full-state-dict functions (every rank takes part, rank 0
 writes) and saved in the plain form above, so a run moves freely between FSDP, DDP and one
 device. Families that own their step (``training_step``) stay on DDP.
+
+What is not the loop lives beside it: the processes (launch, ranks, collectives, signals) in
+:mod:`aigc.distributed`, FSDP's state in :mod:`aigc.sharding`, the files of a run (checkpoints,
+weights, metrics log) in :mod:`aigc.checkpoints`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import re
-import signal
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -41,8 +41,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from aigc.checkpoints import (atomic_save, load_weights, save_weights, tensor_groups, tensorboard,
+                              truncate_metrics)
+from aigc.distributed import (ProcessLost, StopFlag, agree, average_gradients, launch, lost_message,
+                              mean_over_ranks, seed_rank, share)
 from aigc.errors import AigcError, InvalidInput
-from aigc.sharding import FullState
+from aigc.sharding import FullState, owns_step_message, uses_fsdp
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
@@ -54,23 +58,11 @@ MIN_IMPROVEMENT = 1e-4  # nats: smaller validation gains do not reset early-stop
 STRATEGIES = ("auto", "ddp", "fsdp")  # fsdp: CUDA only, families whose step the loop takes (launch, fit)
 # How a session runs, not what the run is: a resumed run does not carry these over (aigc.runs)
 LAUNCH_KEYS = ("devices", "num_nodes", "strategy", "accelerator")
-# The reasons rank 0 can stop a job for, by index: what the per-step all-reduce carries
-STOP_REASONS = ("", "max_steps", "time_budget", "early_stopping", "interrupted")
 
 
 class Diverged(AigcError):
     """A training or validation loss (or the weights) stopped being finite. The run keeps the
     weights of its last good validation; the message names the step and the fix."""
-
-
-class ProcessLost(AigcError):
-    """A process of a multi-process job failed (killed, out of memory, its node gone): every
-    other rank stops at its next collective; the run keeps its last checkpoint."""
-
-
-class JobStopped(AigcError):
-    """Raised on ranks above 0 when rank 0 stopped the job before training (rank 0's own error
-    says why): the CLI of those ranks stays quiet."""
 
 
 @dataclass
@@ -248,207 +240,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), fused=False)
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM ask the loop to stop after the current step; a second Ctrl-C aborts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopFlag":
-        if threading_main():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:  # noqa: ANN001
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _tensor_groups(state: dict[str, torch.Tensor]) -> dict[tuple, list[str]]:
-    """A state dict's names grouped by the tensor they hold: a group of two or more is a tied
-    weight (the gpt's head and embedding)."""
-    groups: dict[tuple, list[str]] = {}
-    for name, t in state.items():
-        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
-        groups.setdefault(key, []).append(name)
-    return groups
-
-
-def save_weights(model: nn.Module | dict[str, Tensor], path: Path) -> None:
-    """Write ``model``'s weights (a module, or its state dict: FSDP's gathered from the shards) as
-    safetensors, atomically; :func:`load_weights` reads them back.
-
-    A tied weight is stored once, under its first name. Every tensor is copied to storage of its
-    own first: on CUDA, cuDNN packs an LSTM's weights into one flat buffer, and safetensors'
-    ``save_model`` refuses such views ("None is covering the entire storage")."""
-    from safetensors.torch import save_file
-
-    state = model if isinstance(model, dict) else model.state_dict()
-    tensors = {names[0]: state[names[0]].detach().clone() for names in _tensor_groups(state).values()}
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load weights written by :func:`save_weights` (or safetensors' ``save_model``) into ``model``,
-    on whatever device it is; a tied weight needs only one of its names in the file."""
-    from safetensors.torch import load_file
-
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    lost = [names[0] for names in _tensor_groups(model.state_dict()).values() if all(n in missing for n in names)]
-    if lost or unexpected:
-        raise RuntimeError(f"{path.name} does not fit the model: missing {lost[:5]}, unexpected {unexpected[:5]}")
-
-
-def load_run_weights(model: nn.Module, run_dir: Path, name: str) -> None:
-    """A run's best weights (``model.safetensors``), else its last checkpoint's (a run interrupted
-    before its first validation)."""
-    weights = run_dir / "model.safetensors"
-    if weights.exists():
-        load_weights(model, weights)
-    elif (run_dir / "checkpoints" / "last.pt").exists():
-        ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-    else:
-        raise InvalidInput(f"run {name!r} has no weights yet: train it with `aigc train --resume {name}`")
-
-
-def launch(cfg: TrainConfig) -> Fabric:
-    """Lightning Fabric for ``cfg``'s processes, started.
-
-    One process (the default) is Fabric on this machine's device. Several: Fabric's launcher
-    starts the other local ranks by running this command line again with ``LOCAL_RANK`` set, so
-    the caller's code runs on every rank: launch before writing anything, and write on rank 0
-    only (:func:`fit` does). Under ``torchrun`` or ``fabric run`` it joins the processes they
-    started; called again in a launched process (a second training stage), it joins the same
-    process group.
-    """
-    import torch.distributed as dist
-    from lightning.fabric import Fabric
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    from aigc.runtime import default_device, default_precision, share_threads
-
-    cfg.validate()
-    accelerator = cfg.accelerator or default_device()
-    devices, nodes = _world_shape(cfg)
-    if cfg.strategy == "fsdp" and accelerator != "cuda":  # Lightning runs FSDP on GPUs only
-        raise InvalidInput("--strategy fsdp shards the model over GPUs and runs on CUDA only: "
-                           "on CPU use --strategy ddp (or auto)")
-    strategy: Any = "ddp" if devices * nodes > 1 and cfg.strategy == "auto" else cfg.strategy
-    if strategy == "fsdp":
-        from lightning.fabric.strategies import FSDPStrategy
-
-        # Every rank starts from rank 0's weights, as under DDP. One FSDP unit (no auto-wrap policy):
-        # the whole model is gathered for each forward, its shards kept between steps
-        strategy = FSDPStrategy(sync_module_states=True)
-    if accelerator == "cpu" and devices > 1 and not dist.is_initialized():
-        share_threads(devices)  # once per process: the first launch
-    if strategy != "auto":
-        _quiet_lightning()
-    try:
-        fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=nodes, strategy=strategy,
-                        precision=cfg.precision or default_precision(accelerator))
-    except (ValueError, RuntimeError, MisconfigurationException) as e:  # e.g. more GPUs asked than there are
-        raise InvalidInput(f"cannot train on {devices} {accelerator} device(s) x {nodes} node(s): {e}") from None
-    if strategy != "auto" and os.environ.get("LT_CLI_USED") != "1":  # `fabric run` has launched them already
-        fabric.launch()
-    return fabric
-
-
-def _world_shape(cfg: TrainConfig) -> tuple[int, int]:
-    """(processes per node, nodes): ``cfg``'s, or the launcher's when ``torchrun`` / ``fabric
-    run`` started this process (their environment says; ``cfg`` left at 1 x 1 takes it)."""
-    if not all(k in os.environ for k in ("LOCAL_WORLD_SIZE", "GROUP_RANK", "WORLD_SIZE")):
-        return cfg.devices, cfg.num_nodes
-    per_node = int(os.environ["LOCAL_WORLD_SIZE"])
-    nodes = int(os.environ["WORLD_SIZE"]) // per_node
-    if (cfg.devices, cfg.num_nodes) not in ((1, 1), (per_node, nodes)):
-        raise InvalidInput(f"--devices {cfg.devices} --num-nodes {cfg.num_nodes} do not match the launcher's "
-                           f"{per_node} process(es) per node on {nodes} node(s): drop them, or make them match")
-    return per_node, nodes
-
-
-def _quiet_lightning() -> None:
-    """Lightning announces every rank's start on the console; our own progress line says how
-    many processes train. Its warnings, and the launcher's note when a rank dies, still show."""
-    import logging
-
-    import lightning_utilities.core.rank_zero as rank_zero  # its ``log`` is the logger Lightning set last
-
-    for log in (logging.getLogger("lightning.fabric.utilities.distributed"), rank_zero.log):
-        log.setLevel(logging.WARNING)
-
-
-def launched_rank() -> bool:
-    """Whether a launcher started this process as a rank of a job (Fabric's launcher sets
-    ``LOCAL_RANK`` in the processes it starts, torchrun ``RANK`` in all)."""
-    return "LOCAL_RANK" in os.environ or "RANK" in os.environ
-
-
-def global_rank() -> int:
-    """This process's rank in a launched job (0 outside one)."""
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def require_one_process(cfg: TrainConfig, what: str) -> None:
-    """Refuse several processes for a caller that does not split its own writes by rank."""
-    if cfg.devices * cfg.num_nodes > 1 or int(os.environ.get("WORLD_SIZE") or 1) > 1:
-        raise InvalidInput(f"{what} trains in one process: drop --devices/--num-nodes and do not start it "
-                           "under torchrun or fabric run")
-    if cfg.strategy == "fsdp":
-        raise InvalidInput(f"{what} trains in one process, unsharded: drop --strategy fsdp")
-
-
-def require_loop_step(cfg: TrainConfig, family: type | nn.Module) -> None:
-    """Refuse FSDP for a family that owns its step (``training_step``: a GAN's two optimizers, a
-    VAE's or a diffusion model's own losses). It calls its submodules and methods directly, never
-    the sharded module's forward, where FSDP gathers the weights; DDP trains it (the loop averages
-    its gradients, :func:`_average_gradients`)."""
-    if cfg.strategy == "fsdp" and hasattr(family, "training_step"):
-        raise InvalidInput(_owns_step_message(family))
-
-
-def _owns_step_message(family: type | nn.Module) -> str:
-    name = getattr(family, "name", None) or getattr(family, "__name__", type(family).__name__)
-    return (f"--strategy fsdp trains families whose step the loop takes (gpt, lstm, tabgpt); {name} takes "
-            "its own training step, which FSDP cannot shard: use --strategy ddp")
-
-
-def _uses_fsdp(fabric: Fabric) -> bool:
-    from lightning.fabric.strategies import FSDPStrategy
-
-    return isinstance(fabric.strategy, FSDPStrategy)
-
-
 def fit(
     model: nn.Module,
     task: Task,
@@ -471,7 +262,7 @@ def fit(
     cfg.validate()
     fabric = fabric or launch(cfg)
     world, rank, zero = fabric.world_size, fabric.global_rank, fabric.is_global_zero
-    fsdp = _uses_fsdp(fabric)
+    fsdp = uses_fsdp(fabric)
     ckpt_dir = run_dir / "checkpoints"
     if zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -481,19 +272,19 @@ def fit(
     # A family that owns its update (a GAN: two optimizers) brings its optimizers and its step.
     owns_step = hasattr(model, "training_step")
     if fsdp and owns_step:
-        raise InvalidInput(_owns_step_message(model))
+        raise InvalidInput(owns_step_message(model))
     if world > 1:  # every rank draws the global batch from the same generator and trains on its share
         task.batch_size *= world
         task.tokens_per_batch *= world
     state = TrainState(max_steps=cfg.max_steps, time_budget=cfg.time_budget, unit=getattr(task, "unit", "tok"),
                        world_size=world, global_batch=getattr(task, "batch_size", 0))
     gen = torch.Generator().manual_seed(cfg.seed)
-    _seed_rank(cfg.seed, rank, 0)
+    seed_rank(cfg.seed, rank, 0)
     optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay) if owns_step else [make_optimizer(model, cfg)]
     for opt in optimizers:
         for group in opt.param_groups:
             group.setdefault("base_lr", group["lr"])  # the schedule scales each group's own rate
-    ties = [names for names in _tensor_groups(model.state_dict()).values() if len(names) > 1]
+    ties = [names for names in tensor_groups(model.state_dict()).values() if len(names) > 1]
     shards = FullState(fabric, model, optimizers, ties) if fsdp else None
     if resume:
         if not last_path.exists():
@@ -514,9 +305,9 @@ def fit(
         for key in ("step", "elapsed", "best_val_loss", "evals_since_best", "tokens_seen", "val_loss"):
             setattr(state, key, ckpt["state"][key])
         if rank:  # the checkpoint holds rank 0's noise generators
-            _seed_rank(cfg.seed, rank, state.step)
+            seed_rank(cfg.seed, rank, state.step)
         if zero:
-            _truncate_metrics(run_dir / "metrics.jsonl", state.step)
+            truncate_metrics(run_dir / "metrics.jsonl", state.step)
     good_step = state.step  # the step of the last weights known good: those in last.pt
     diverged, diverged_at = "", 0  # what stopped being finite, once something has, and at which step
 
@@ -526,7 +317,7 @@ def fit(
     except RuntimeError as e:
         if world == 1:
             raise
-        raise ProcessLost(_lost_message(e, state.step, world, state.step)) from e
+        raise ProcessLost(lost_message(e, state.step, world, state.step)) from e
     evaluated = net  # what validation runs: under FSDP, the sharded module, whose forward gathers the weights
     if shards is not None:
         shards.attach(model)
@@ -535,7 +326,7 @@ def fit(
             model.mark_forward_method("validation_losses")
         if resume:
             shards.load_optimizer_states(ckpt["optimizers"])
-    writer = _tensorboard(run_dir / "tb") if zero else None
+    writer = tensorboard(run_dir / "tb") if zero else None
     metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if zero else None
 
     def log(row: dict[str, Any]) -> None:
@@ -576,7 +367,7 @@ def fit(
         its gradients; this does, after each of its backward passes."""
         fabric.backward(loss)
         if world > 1:
-            _average_gradients(fabric, net)
+            average_gradients(fabric, net)
 
     def diverge(what: str, step: int) -> None:
         nonlocal diverged, diverged_at
@@ -627,12 +418,12 @@ def fit(
     # steps all count (timing the step bodies alone let a 300 s tabgpt run end at 310 s).
     clock, clock_base = time.perf_counter(), state.elapsed + (setup_s if zero else 0.0)
     state.elapsed = clock_base  # (the other ranks read rank 0's clock at every step)
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         try:
             while True:
                 reason = _stop_reason(cfg, state, stop.requested)
                 if world > 1:  # rank 0's clock and verdict for all; a Ctrl-C on any rank stops every rank
-                    reason, state.elapsed = _agree(fabric, reason, state.elapsed, stop.requested)
+                    reason, state.elapsed = agree(fabric, reason, state.elapsed, stop.requested)
                 if reason:
                     state.stop_reason = reason
                     break
@@ -645,7 +436,7 @@ def fit(
                         group["lr"] = group["base_lr"] * factor
                 x, y = task.batch(gen)
                 if world > 1:
-                    x, y = _share(x, rank, world), _share(y, rank, world)
+                    x, y = share(x, rank, world), share(y, rank, world)
                 x = x.to(fabric.device)
                 y = y.to(fabric.device) if y is not None else None
                 if owns_step:
@@ -661,7 +452,7 @@ def fit(
                     optimizers[0].zero_grad(set_to_none=True)
                     losses = {"loss": loss.item()}  # after the step, as before: no extra device sync
                 if world > 1:  # the global batch's loss, as one process would report it
-                    losses = _mean_over_ranks(fabric, losses)
+                    losses = mean_over_ranks(fabric, losses)
                 loss_value = losses["loss"]
                 if owns_step:
                     state.extra = losses
@@ -709,7 +500,7 @@ def fit(
             # Another rank died (its peers see a closed connection at their next collective) or
             # this one failed: one line that says so, instead of a collective's traceback.
             kept = good_step if stepping or fsdp else state.step  # (FSDP: the final checkpoint needs every rank)
-            raise ProcessLost(_lost_message(e, state.step, world, kept)) from e
+            raise ProcessLost(lost_message(e, state.step, world, kept)) from e
         finally:
             # Otherwise every completed step is resumable, whatever ended the loop: a first
             # signal only sets a flag that the loop reads between steps. Diverged weights are
@@ -754,63 +545,6 @@ def _stop_reason(cfg: TrainConfig, state: TrainState, interrupted: bool) -> str:
     return "interrupted" if interrupted else ""
 
 
-def _agree(fabric: Fabric, reason: str, elapsed: float, interrupted: bool) -> tuple[str, float]:
-    """Rank 0's stop reason and clock for every rank (the budget is the job's, and the
-    learning-rate schedule follows the clock, so all ranks must read the same one); a stop asked
-    on any rank (Ctrl-C, SIGTERM) stops all. One all-reduce of three numbers per step."""
-    zero = fabric.global_rank == 0
-    mine = [STOP_REASONS.index(reason) if zero else 0, elapsed if zero else 0.0, float(interrupted)]
-    code, elapsed, stops = fabric.all_reduce(torch.tensor(mine, dtype=torch.float64, device=fabric.device),
-                                             reduce_op="sum").tolist()
-    return STOP_REASONS[int(code)] or ("interrupted" if stops else ""), elapsed
-
-
-def _share(batch: Tensor | None, rank: int, world: int) -> Tensor | None:
-    """This rank's rows of the global batch: rank r of N takes the r-th of N equal slices."""
-    return None if batch is None else batch.tensor_split(world)[rank]
-
-
-def _mean_over_ranks(fabric: Fabric, values: dict[str, float]) -> dict[str, float]:
-    """Each named loss averaged over the ranks: the global batch's (a non-finite one on any rank
-    makes it non-finite everywhere, so every rank stops at the same step)."""
-    keys = sorted(values)  # the same order on every rank
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=fabric.device)
-    mean = dict(zip(keys, (fabric.all_reduce(t, reduce_op="sum") / fabric.world_size).tolist()))
-    return {k: mean[k] for k in values}
-
-
-def _average_gradients(fabric: Fabric, module: nn.Module) -> None:
-    """Average ``module``'s gradients over the ranks in place: one all-reduce per dtype."""
-    groups: dict[torch.dtype, list[Tensor]] = {}
-    for p in module.parameters():
-        if p.grad is not None:
-            groups.setdefault(p.grad.dtype, []).append(p.grad)
-    for grads in groups.values():
-        flat = fabric.all_reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
-        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
-            g.copy_(part.view_as(g))
-
-
-def _seed_rank(seed: int, rank: int, step: int) -> None:
-    """Seed the global generators (a diffusion model's noise, a GAN's z). Rank 0 draws what one
-    process would, so its checkpoints resume exactly on one process; every other rank draws its
-    own noise for its own samples, from its rank and the step it starts at."""
-    s = seed + 1_000_003 * rank + step
-    torch.manual_seed(s)
-    random.seed(s)
-
-
-def _lost_message(e: Exception, step: int, world: int, kept: int) -> str:
-    first = (str(e).strip().splitlines() or [""])[0]
-    # gloo says "[.../pair.cc:537] Read error [addr]: Connection reset by peer. This is typically...":
-    # the what, without its source line and its advice
-    first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]
-    cause = f"{type(e).__name__}: {first[:160]}" if first else type(e).__name__
-    keep = (f"the run keeps its checkpoint of step {kept}: continue with --resume" if kept
-            else "no checkpoint was written yet: train again")
-    return f"training stopped at step {step}: a process of the {world}-process job failed ({cause}); {keep}"
-
-
 def _finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
 
@@ -829,30 +563,4 @@ def _eta(state: TrainState, cfg: TrainConfig, sec_per_step: float) -> float:
     if cfg.time_budget:
         return max(0.0, min(by_steps, cfg.time_budget - state.elapsed))
     return by_steps
-
-
-def _tensorboard(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency, but an event file is not worth a crash
-        return None
-    return SummaryWriter(str(path))
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, forget metric rows past the checkpoint: they will be logged again. A row that
-    does not parse is dropped too: a process killed while appending leaves half a last line."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-            keep.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    os.replace(tmp, path)
 

@@ -143,7 +143,8 @@ def _rank_zero_reports():
     try:
         yield
     except AigcError as e:
-        from aigc.training import Diverged, JobStopped, global_rank
+        from aigc.distributed import JobStopped, global_rank
+        from aigc.training import Diverged
 
         if isinstance(e, (Diverged, JobStopped)) and global_rank():
             raise typer.Exit(2) from None

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aigc.checkpoints import load_weights, save_weights
 from aigc.errors import InvalidInput
-from aigc.training import load_weights, save_weights
 from aigc.workspace import write_json_atomic
 
 CLASSIFIER_WEIGHTS = "classifier.safetensors"

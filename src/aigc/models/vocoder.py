@@ -531,7 +531,7 @@ class Vocoder(nn.Module):
     def save(self, folder: Path | str) -> Path:
         """Write ``vocoder.safetensors`` then ``vocoder.json`` (the config) into ``folder``, each
         atomically; the config goes last, so a folder with it holds weights that fit it."""
-        from aigc.training import save_weights
+        from aigc.checkpoints import save_weights
         from aigc.workspace import write_json_atomic
 
         folder = Path(folder)
@@ -543,8 +543,8 @@ class Vocoder(nn.Module):
     @classmethod
     def load(cls, folder: Path | str, device: str | torch.device = "cpu") -> "Vocoder":
         """A vocoder written by :meth:`save`, in eval mode."""
+        from aigc.checkpoints import load_weights
         from aigc.models.registry import config_from_dict
-        from aigc.training import load_weights
 
         folder = Path(folder)
         if not (folder / CONFIG_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
