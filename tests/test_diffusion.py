@@ -2,8 +2,8 @@
 range, seeds and reloads reproduce images, class labels and guidance change them and samples
 asked for a class show it, the presets predict v with min-SNR weights, SDEdit works,
 bad arguments are refused, the exported pipeline folder loads in diffusers, offset noise shifts each
-image's channels by one constant, eta > 0 samples with seeded fresh noise, and the small preset's
-offset noise and eta leave runs saved before them as they were."""
+image's channels by one constant, eta > 0 samples with seeded fresh noise, and runs saved before
+offset noise and eta existed load as they were."""
 
 from __future__ import annotations
 
@@ -264,13 +264,14 @@ def test_eta_adds_fresh_noise_at_each_step_and_is_seeded():
         draw(-0.5)
 
 
-def test_small_preset_trains_with_offset_noise_and_samples_with_eta_and_old_runs_load_as_before():
+def test_offset_noise_and_eta_are_config_and_runs_saved_before_them_load_as_they_were():
     small = make_config(Diffusion, "small", {"image_size": 32, "channels": 3, "num_classes": 6})
-    assert (small.offset_noise, small.sample_eta, small.guidance) == (0.1, 1.0, 1.5)
-    again = config_from_dict(Diffusion.Config, asdict(small))  # what run.json holds round-trips
-    assert again == small
-    old = asdict(small)  # a run saved before the two fields existed, with the guidance of then
+    assert (small.offset_noise, small.sample_eta) == (0.0, 0.0)  # options, not the preset's (see diffusion.py)
+    tuned = make_config(Diffusion, "small", {"image_size": 32, "channels": 3, "num_classes": 6,
+                                             "offset_noise": 0.1, "sample_eta": 1.0, "guidance": 1.5})
+    again = config_from_dict(Diffusion.Config, asdict(tuned))  # what run.json holds round-trips
+    assert again == tuned and (again.offset_noise, again.sample_eta, again.guidance) == (0.1, 1.0, 1.5)
+    old = asdict(small)  # a run saved before the two fields existed
     del old["offset_noise"], old["sample_eta"]
-    old["guidance"] = 2.0
     before = config_from_dict(Diffusion.Config, old)
     assert (before.offset_noise, before.sample_eta, before.guidance) == (0.0, 0.0, 2.0)
