@@ -1,9 +1,13 @@
 """diffusion: training lowers the noise-prediction loss, DDIM samples have the right shape and
 range, seeds and reloads reproduce images, class labels and guidance change them and samples
 asked for a class show it, the presets predict v with min-SNR weights, SDEdit works,
-bad arguments are refused, and the exported pipeline folder loads in diffusers."""
+bad arguments are refused, the exported pipeline folder loads in diffusers, offset noise shifts each
+image's channels by one constant, eta > 0 samples with seeded fresh noise, and runs saved before
+offset noise and eta existed load as they were."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -13,7 +17,7 @@ from image_steering import obeyed, train_on_halves
 
 from aigc.errors import InvalidInput
 from aigc.models.diffusion import Diffusion
-from aigc.models.registry import make_config
+from aigc.models.registry import config_from_dict, make_config
 
 
 @pytest.fixture(autouse=True)
@@ -219,3 +223,55 @@ def test_save_pipeline_loads_in_diffusers(tmp_path):
     eps = pipe.unet(x, 10, class_labels=torch.tensor([1])).sample
     # equal to float rounding: the loaded UNet may order its sums differently (3e-7 seen on a CPU)
     assert torch.allclose(eps, conditional.ema(x, 10, class_labels=torch.tensor([1])).sample, atol=1e-5)
+
+
+def test_offset_noise_adds_one_constant_per_image_and_channel(monkeypatch):
+    x = torch.rand(4, 3, 8, 8)
+    seen = []
+
+    def noises(model: Diffusion) -> torch.Tensor:
+        seen.clear()
+        real = model.noise_scheduler.add_noise
+        spy = lambda x0, n, t: seen.append(n) or real(x0, n, t)  # noqa: E731
+        monkeypatch.setattr(model.noise_scheduler, "add_noise", spy)
+        model.loss(x, None, generator=torch.Generator().manual_seed(0))
+        return seen[0]
+
+    plain = noises(build(8, channels=3))
+    assert build(8, channels=3).config.offset_noise == 0.0  # off by default and in tiny
+    shifted = noises(build(8, channels=3, offset_noise=0.1))
+    offset = shifted - plain  # the same per-pixel draws, plus the offset
+    assert torch.allclose(offset, offset[..., :1, :1].expand_as(offset))  # constant over each image's pixels
+    per_channel = offset[:, :, 0, 0]
+    assert per_channel.std() > 0.03 and per_channel.abs().max() < 0.5  # ~ 0.1 * N(0, 1), B x C of them
+    with pytest.raises(InvalidInput, match="offset_noise must be >= 0"):
+        build(8, offset_noise=-0.1)
+
+
+def test_eta_adds_fresh_noise_at_each_step_and_is_seeded():
+    model = build(8, num_classes=3)
+    train(model, 3, conditional=True)
+    cond = torch.tensor([0, 2])
+
+    def draw(eta, seed=5):
+        return model.sample(2, cond, torch.Generator().manual_seed(seed), steps=4, eta=eta)
+
+    assert torch.equal(draw(1.0), draw(1.0))  # the generator drives the per-step noise too
+    assert not torch.allclose(draw(1.0), draw(0.0))
+    default = model.sample(2, cond, torch.Generator().manual_seed(5), steps=4)
+    assert torch.equal(draw(0.0), default)  # tiny's default
+    with pytest.raises(InvalidInput, match="eta must be >= 0"):
+        draw(-0.5)
+
+
+def test_offset_noise_and_eta_are_config_and_runs_saved_before_them_load_as_they_were():
+    small = make_config(Diffusion, "small", {"image_size": 32, "channels": 3, "num_classes": 6})
+    assert (small.offset_noise, small.sample_eta) == (0.0, 0.0)  # options, not the preset's (see diffusion.py)
+    tuned = make_config(Diffusion, "small", {"image_size": 32, "channels": 3, "num_classes": 6,
+                                             "offset_noise": 0.1, "sample_eta": 1.0, "guidance": 1.5})
+    again = config_from_dict(Diffusion.Config, asdict(tuned))  # what run.json holds round-trips
+    assert again == tuned and (again.offset_noise, again.sample_eta, again.guidance) == (0.1, 1.0, 1.5)
+    old = asdict(small)  # a run saved before the two fields existed
+    del old["offset_noise"], old["sample_eta"]
+    before = config_from_dict(Diffusion.Config, old)
+    assert (before.offset_noise, before.sample_eta, before.guidance) == (0.0, 0.0, 2.0)
