@@ -109,9 +109,8 @@ class Diffusion(nn.Module):
         # default, half the time of 50 for nearly the same images; --steps 50 buys the difference.
         # Offset noise 0.1, eta 1 and guidance 1.5 (`--set offset_noise=0.1 --set sample_eta=1 --set
         # guidance=1.5`) lifted the coloured shapes (see offset_noise and sample_eta) but are not the
-        # preset's: on spoken-digit mels (a one-off run of benchmarks/audio_train.py --families
-        # diffusion with them as the preset's, 600 s, one thread beside another job, 1088 steps)
-        # they gave conditional accuracy 0.44 at guidance 1.5, 0.56 at 2 and 0.63 at 3, where the
+        # preset's: on spoken-digit mels (benchmarks/results/audio_train_offset_eta.json, at 46e3c09
+        # where they were the preset's; 600 s, one thread beside another job, 1088 steps) they gave conditional accuracy 0.44 at guidance 1.5, 0.56 at 2 and 0.63 at 3, where the
         # preset had 0.753 at 2 (2 threads, 2000 steps): the step counts differ, so it is not
         # settled, and a preset must hold on every modality it serves
         "small": dict(base_channels=16, levels=3, norm_num_groups=8, mid_attention=False, sample_steps=25,
