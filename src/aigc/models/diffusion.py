@@ -67,8 +67,8 @@ class DiffusionConfig:
     # per image and channel. Plain noise barely touches an image's mean colour until the last
     # timesteps, so the model learns little about moving it: on the coloured shapes the samples came
     # out pastel, with colour gradients inside one shape. 0 = off; runs saved before it existed
-    # load as 0. 0.1 against 0, on one shared core, 300 s, seed 0, 500 samples,
-    # default sampler (25 DDIM steps, eta 0, guidance 2): shapes FID 66.6 / precision 0.61 /
+    # load as 0. 0.1 against 0 (one-off runs, not a committed benchmark), `small`, one shared core,
+    # 300 s, seed 0, 500 samples, default sampler (25 DDIM steps, eta 0, guidance 2): shapes FID 66.6 / precision 0.61 /
     # recall 0.67 / conditional accuracy 0.86 against 68.8 / 0.54 / 0.69 / 0.84; Fashion-MNIST
     # 6.8 / 0.93 / 0.62 / 0.93 against 9.3 / 0.89 / 0.62 / 0.93 (1816 and 1538 steps reached on
     # shapes, 2446 and 2511 on Fashion-MNIST: the core's load varied)
@@ -79,8 +79,8 @@ class DiffusionConfig:
     # DDIM's eta, the default of sample(): 0 = deterministic DDIM (runs saved before it existed),
     # 1 = fresh noise at every step, as ancestral DDPM; the noise lets later steps correct what
     # the first ones got wrong instead of carrying it to the end (deterministic DDIM's shapes came
-    # with stray fragments and colour drift). Eta 1 with guidance 1.5, against
-    # eta 0 with guidance 2, on the offset-noise runs above: shapes FID 59.3 / precision 0.73 /
+    # with stray fragments and colour drift). Eta 1 with guidance 1.5 against eta 0 with guidance
+    # 2, on the same trained offset-noise runs (one-off, as above): shapes FID 59.3 / precision 0.73 /
     # recall 0.67 / conditional accuracy 0.92 against 66.6 / 0.61 / 0.67 / 0.86; Fashion-MNIST
     # 7.2 / 0.94 / 0.57 / 0.93 against 6.8 / 0.93 / 0.62 / 0.93 (recall is what it costs there;
     # at guidance 2, eta 1: shapes 0.93 accuracy but recall 0.58, Fashion-MNIST recall 0.55)
