@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import random
 from pathlib import Path
+
+import numpy as np
 
 
 def write_fruit_csv(path: Path, n: int = 160, seed: int = 0) -> Path:
@@ -188,3 +191,17 @@ class WebhookSink:
         while not self.received and time.time() < deadline:
             time.sleep(0.05)
         return self.received
+
+
+class StubEmbedder:
+    """Unit vectors of hashed character bigrams: near-duplicate texts are near in cosine, and there is
+    no model to load (the assistant's and the recommender's embedder in tests)."""
+
+    id = "stub-bigrams"
+
+    def embed_passages(self, texts, batch=32):
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for r, text in enumerate(texts):
+            for a, b in zip(text, text[1:]):
+                out[r, int(hashlib.md5((a + b).encode()).hexdigest()[:6], 16) % 384] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

@@ -5,27 +5,17 @@ real e5."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import StubEmbedder
+
 from aigc.errors import InvalidInput, NotFound
 
 
-class StubEmbedder:
-    """Unit vectors of hashed character bigrams: near-duplicate texts are near in cosine."""
-
-    id = "stub-bigrams"
-
-    def embed_passages(self, texts, batch=32):
-        out = np.zeros((len(texts), 384), dtype=np.float32)
-        for r, text in enumerate(texts):
-            for a, b in zip(text, text[1:]):
-                out[r, int(hashlib.md5((a + b).encode()).hexdigest()[:6], 16) % 384] += 1.0
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ local, deleting removes the store's copy, and a failed upload leaves nothing hal
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from helpers import StubEmbedder
 
 from aigc.errors import ArtifactStoreError, InvalidInput, NotFound
 from aigc.storage import LATEST, MANIFEST, ArtifactStore, Mirror, read_manifest
@@ -62,15 +62,6 @@ def write_labelled(path: Path) -> Path:
     return path
 
 
-class StubEmbedder:  # hashed character bigrams: no model to load
-    id = "stub-bigrams"
-
-    def embed_passages(self, texts, batch=32):
-        out = np.zeros((len(texts), 384), dtype=np.float32)
-        for r, text in enumerate(texts):
-            for x, y in zip(text, text[1:]):
-                out[r, int(hashlib.md5((x + y).encode()).hexdigest()[:6], 16) % 384] += 1.0
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def test_a_knowledge_base_and_its_settings_made_on_a_answer_on_b(pair, tmp_path, monkeypatch):
