@@ -266,11 +266,11 @@ def test_eta_adds_fresh_noise_at_each_step_and_is_seeded():
 
 def test_offset_noise_and_eta_are_config_and_runs_saved_before_them_load_as_they_were():
     small = make_config(Diffusion, "small", {"image_size": 32, "channels": 3, "num_classes": 6})
-    assert (small.offset_noise, small.sample_eta) == (0.0, 0.0)  # options, not the preset's (see diffusion.py)
+    assert (small.offset_noise, small.sample_eta, small.guidance) == (0.1, 1.0, 2.0)  # small's (see diffusion.py)
     tuned = make_config(Diffusion, "small", {"image_size": 32, "channels": 3, "num_classes": 6,
-                                             "offset_noise": 0.1, "sample_eta": 1.0, "guidance": 1.5})
+                                             "offset_noise": 0.2, "sample_eta": 0.5, "guidance": 1.5})
     again = config_from_dict(Diffusion.Config, asdict(tuned))  # what run.json holds round-trips
-    assert again == tuned and (again.offset_noise, again.sample_eta, again.guidance) == (0.1, 1.0, 1.5)
+    assert again == tuned and (again.offset_noise, again.sample_eta, again.guidance) == (0.2, 0.5, 1.5)
     old = asdict(small)  # a run saved before the two fields existed
     del old["offset_noise"], old["sample_eta"]
     before = config_from_dict(Diffusion.Config, old)
