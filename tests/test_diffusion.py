@@ -275,3 +275,16 @@ def test_offset_noise_and_eta_are_config_and_runs_saved_before_them_load_as_they
     del old["offset_noise"], old["sample_eta"]
     before = config_from_dict(Diffusion.Config, old)
     assert (before.offset_noise, before.sample_eta, before.guidance) == (0.0, 0.0, 2.0)
+
+
+def test_scale_shift_conditioning_scales_and_shifts_each_block_and_loads_as_saved():
+    plain, film = build(8, num_classes=3), build(8, num_classes=3, time_scale_shift="scale_shift")
+    # ADM's adaptive group norm: each ResNet block's embedding projection gives a scale and a shift
+    resnet = lambda m: m.unet.down_blocks[0].resnets[0]  # noqa: E731
+    assert resnet(film).time_emb_proj.out_features == 2 * resnet(plain).time_emb_proj.out_features
+    assert resnet(film).time_embedding_norm == "scale_shift" and resnet(plain).time_embedding_norm == "default"
+    old = asdict(plain.config)  # a run saved before the field existed
+    del old["time_scale_shift"]
+    assert config_from_dict(Diffusion.Config, old).time_scale_shift == "default"
+    with pytest.raises(InvalidInput, match="time_scale_shift must be one of default, scale_shift"):
+        build(8, time_scale_shift="film")

@@ -279,9 +279,33 @@ def test_the_auxiliary_classifier_learns_the_classes_and_pushes_g_towards_them()
     assert with_term > without
 
 
+def test_class_checked_sampling_redraws_what_d_names_as_another_class(monkeypatch):
+    model = make_gan(num_classes=2, aux_class=1.0, sample_tries=3)
+    calls = []
+    real_g = model.generator_ema.forward
+    monkeypatch.setattr(model.generator_ema, "forward", lambda z, y: calls.append(len(z)) or real_g(z, y))
+    # D's head names every image class 0 (logits as large for 0, lower for 1)
+    monkeypatch.setattr(model.discriminator, "class_logits", lambda x: torch.tensor([[1.0, 0.0]]).repeat(len(x), 1))
+
+    def draw(label: int, tries: int, seed: int = 3) -> torch.Tensor:
+        calls.clear()
+        model.config.sample_tries = tries
+        return model.sample(4, torch.full((4,), label), torch.Generator().manual_seed(seed))
+
+    once = draw(1, 1)
+    assert calls == [4]
+    redrawn = draw(1, 3)
+    assert calls == [4, 4, 4]  # rejected every time: three draws in all, the last kept
+    assert not torch.allclose(redrawn, once) and torch.equal(redrawn, draw(1, 3))  # fresh noise, seeded
+    accepted = draw(0, 3)
+    assert calls == [4] and torch.equal(accepted, draw(0, 1))  # named as asked at once: one draw
+    assert make_gan(num_classes=2).config.sample_tries == 1  # off unless asked for; old runs load with 1
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        (dict(sample_tries=0), r"sample_tries must be >= 1 \(1 = off\), got 0"),
         (dict(loss="wasserstein"), "loss must be one of hinge, ns, got 'wasserstein'"),
         (dict(image_size=4), "image_size must be >= 8"),
         (dict(depth=5), "depth must be 1..4 for 16 px"),

@@ -366,17 +366,9 @@ class Mirror:
         key = self.key_of(path)
         if key is None:
             return path
-        local = read_manifest(_marker(path, _single(key))) if path.exists() else None
-        if path.exists() and local is None:  # made here, not a copy
-            return path
-        version, checked = self.current.get(str(path), ("", -math.inf))
-        # this copy (or, None, its absence from both places) was found current moments ago
-        if version == (local or {}).get("version") and time.monotonic() - checked < self.RECHECK_S:
-            return path
-        remote = self.store.manifest(key)
-        if remote is not None and (local or {}).get("version") != remote["version"]:
-            local = self._download(key, path, remote)
-        self._found_current(path, local)
+        remote = self._newer(path, key)
+        if remote is not None:
+            self._found_current(path, self._download(key, path, remote))
         return path
 
     def read(self, path: Path, rel: str) -> bytes | None:
@@ -391,17 +383,27 @@ class Mirror:
             return _read_bytes(path / rel)
         if _single(key):
             raise ValueError(f"Mirror.read: {key} is a single file, not a folder: read it after ensure()")
-        local = read_manifest(path / MANIFEST) if path.exists() else None
+        remote = self._newer(path, key)
+        if remote is not None:
+            return self.store.read_file(key, rel, remote)  # the copy here (if any) stays as it is
+        return _read_bytes(path / rel)
+
+    def _newer(self, path: Path, key: str) -> dict[str, Any] | None:
+        """The store's manifest of ``key`` when it is newer than the copy at ``path``, else None (the
+        copy is then recorded as current). A copy made here (no manifest) or found current within
+        RECHECK_S asks the store nothing."""
+        local = read_manifest(_marker(path, _single(key))) if path.exists() else None
         if path.exists() and local is None:  # made here, not a copy
-            return _read_bytes(path / rel)
+            return None
         version, checked = self.current.get(str(path), ("", -math.inf))
+        # this copy (or, None, its absence from both places) was found current moments ago
         if version == (local or {}).get("version") and time.monotonic() - checked < self.RECHECK_S:
-            return _read_bytes(path / rel)
+            return None
         remote = self.store.manifest(key)
         if remote is not None and (local or {}).get("version") != remote["version"]:
-            return self.store.read_file(key, rel, remote)  # the copy here (if any) stays as it is
+            return remote
         self._found_current(path, local)
-        return _read_bytes(path / rel)
+        return None
 
     def _found_current(self, path: Path, local: dict[str, Any] | None) -> None:
         """Record that the copy at ``path`` (``local``: its manifest; None: absent from both places) is

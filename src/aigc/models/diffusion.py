@@ -33,6 +33,7 @@ from aigc.errors import InvalidInput
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+TIME_SCALE_SHIFTS = ("default", "scale_shift")
 # every preset: v-prediction with min-SNR-5 weighting (gamma 5 is the paper's choice)
 V_MIN_SNR = dict(prediction_type="v_prediction", snr_gamma=5.0)
 
@@ -48,6 +49,10 @@ class DiffusionConfig:
     norm_num_groups: int = 8  # GroupNorm groups; must divide base_channels
     attention: bool = False  # self-attention at the lowest-resolution level
     mid_attention: bool = True  # self-attention in the mid block (diffusers' default; runs saved before it existed have it)
+    # How the timestep + class embedding enters each ResNet block: "default" adds it to the features
+    # (DDPM, diffusers' default; runs saved before it existed load with it), "scale_shift" scales and
+    # shifts the normalised features by it (ADM's adaptive group norm, Dhariwal & Nichol 2021).
+    time_scale_shift: str = "default"
     num_train_timesteps: int = 1000
     # cosine schedule (Nichol & Dhariwal 2021): the linear one destroys small images too early,
     # wasting the last few hundred timesteps on pure noise
@@ -162,6 +167,9 @@ class Diffusion(nn.Module):
         if c.sample_eta < 0:
             raise InvalidInput(f"diffusion sample_eta must be >= 0 (0 = deterministic DDIM), "
                                f"got {c.sample_eta}")
+        if c.time_scale_shift not in TIME_SCALE_SHIFTS:
+            raise InvalidInput(f"diffusion time_scale_shift must be one of {', '.join(TIME_SCALE_SHIFTS)}, "
+                               f"got {c.time_scale_shift!r}")
         if not 0 <= c.label_dropout < 1:
             raise InvalidInput(f"diffusion label_dropout must be in [0, 1), got {c.label_dropout}")
         self.config = c
@@ -182,6 +190,7 @@ class Diffusion(nn.Module):
             layers_per_block=c.layers_per_block,
             norm_num_groups=c.norm_num_groups,
             add_attention=c.mid_attention,
+            resnet_time_scale_shift=c.time_scale_shift,
             # one embedding per class plus the null class, added to the timestep embedding
             num_class_embeds=c.num_classes + 1 if c.num_classes else None,
         )
