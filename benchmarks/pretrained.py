@@ -10,9 +10,16 @@ same data and settings:
    included, median of ``--repeats``, the implementations interleaved so machine noise hits all.
 
    - *ours*: :class:`~aigc.pretrained.decoder.FastLM` + :class:`~aigc.decoding.SlotRunner` through
-     :func:`aigc.decoding.run` (the plain generator's loop, not the engine), float32, with the
-     prompt built by :class:`~aigc.pretrained.generator.ChatGenerator`. The slot cache is allocated
-     once per batch size, outside the timing, as the engine and llama.cpp's server do.
+     :func:`aigc.decoding.run` (the plain generator's loop, not the engine), with the prompt built
+     by :class:`~aigc.pretrained.generator.ChatGenerator`, in each weight format of ``--formats``:
+     float (float32, the exact reference), bfloat16, int8 (weight-only, a scale per output) and
+     mixed (int8 below 8 rows, bfloat16 from there; the CPU's serving default,
+     :func:`aigc.runtime.decode_weights`). The slot cache is allocated once per batch size, outside
+     the timing, as the engine and llama.cpp's server do. The targets are read for the default.
+     Each format's held-out perplexity (``--no-format-quality`` skips it): the shop corpus's last
+     48 records of each language and 48 reviews of cn-shopping-reviews, as one token stream cut in
+     128-token pieces, teacher-forced through ``decode_slots`` at 4 and at 16 rows together (what
+     serving reads at those batch sizes), against float's.
    - *transformers*: ``generate`` on the same float32 model (use_cache, do_sample False,
      ``min_new_tokens`` = ``max_new_tokens``). Its tokens are checked against ours up to the first
      end-of-turn token ours emits (from there transformers is forbidden that token, ours is not).
@@ -91,6 +98,8 @@ GEMMA = "gemma-3-270m"
 PARTS = ("decode", "train", "quality")
 INSTRUCTION = "Describe a linen cushion cover."  # the decode prompt's user turn
 BATCHES = (1, 16)
+FORMATS = ("float", "bfloat16", "int8", "mixed")  # aigc.pretrained.decoder.WEIGHT_FORMATS
+FORMAT_TEXTS, FORMAT_CHUNK, FORMAT_ROWS = 48, 128, (4, 16)  # the formats' perplexity: texts, tokens, rows
 SHOP_TEMPLATE = "Write a {tone} product description for {category} (language: {lang})"
 # the reviews' columns (README of ../shared/data): cat (10 product categories), label (1 positive, 0 negative)
 REVIEWS_TEMPLATE = "写一条{cat}的购物评论，情感标签：{label}（1 为正面，0 为负面）"
@@ -234,6 +243,71 @@ def _same_until_end(ours: list[list[int]], theirs: list[list[int]], end: int | N
     return True
 
 
+def _held_out_texts() -> dict[str, list[str]]:
+    """Held-out texts for the weight formats' perplexity: the bundled shop corpus's last records of
+    each language (the quality part's test split is drawn from the same file) and, when
+    ../shared is there, every 1,000th review of cn-shopping-reviews."""
+    rows = list(csv.DictReader(open(data_sets()["shop"]["path"], encoding="utf-8")))
+    texts = {f"shop {lang}": [r["text"] for r in rows if r["lang"] == lang][-FORMAT_TEXTS:] for lang in ("en", "zh")}
+    if REVIEWS.exists():
+        reviews = [r["review"] for r in csv.DictReader(open(REVIEWS, encoding="utf-8")) if r["review"].strip()]
+        texts["reviews"] = reviews[::1000][:FORMAT_TEXTS]
+    return texts
+
+
+def format_perplexity(lm, tokenizer, texts: list[str], rows: int, chunk: int = FORMAT_CHUNK) -> float:
+    """Held-out perplexity per token of a set of texts (joined by newlines into one token stream, cut
+    into ``chunk``-token pieces) as decoding reads the weights: each piece's first token prefilled,
+    then every next token fed by ``decode_slots``, ``rows`` pieces decoded together (so a "mixed"
+    decoder reads its int8 copy below INT8_ROWS rows and its bfloat16 one from there)."""
+    import torch
+    import torch.nn.functional as F
+
+    ids = tokenizer("\n".join(texts))["input_ids"]
+    pieces = torch.tensor(ids[: len(ids) // chunk * chunk]).view(-1, chunk)
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, pieces.shape[0] - rows + 1, rows):  # whole groups only: every step has `rows` rows
+            group = pieces[start : start + rows]
+            slots = lm.init_slots(rows)
+            logits = lm.prefill_slots(group[:, :1], slots, list(range(rows)))
+            for t in range(1, chunk):
+                nll += F.cross_entropy(logits.float(), group[:, t], reduction="sum").item()
+                count += rows
+                if t + 1 < chunk:
+                    logits = lm.decode_slots(group[:, t], slots)
+    return math.exp(nll / count)
+
+
+def part_formats(hf, tokenizer, lms: dict[str, Any]) -> dict[str, Any]:
+    """Each weight format's held-out perplexity at a few rows and at many, against float's."""
+    texts = _held_out_texts()
+    out: dict[str, Any] = {"chunk_tokens": FORMAT_CHUNK, "texts_per_set": FORMAT_TEXTS, "rows": list(FORMAT_ROWS),
+                           "sets": list(texts), "perplexity": {}}
+    for fmt, lm in lms.items():
+        out["perplexity"][fmt] = {name: {str(r): round(format_perplexity(lm, tokenizer, t, r), 3) for r in FORMAT_ROWS}
+                                  for name, t in texts.items()}
+    ref = out["perplexity"].get("float")
+    if ref:
+        out["worst_ratio_to_float"] = {
+            fmt: round(max(p[name][r] / ref[name][r] for name in texts for r in p[name]), 4)
+            for fmt, p in out["perplexity"].items()}
+    return out
+
+
+def print_formats(result: dict[str, Any]) -> None:
+    q = result.get("formats")
+    if not q:
+        return
+    print(f"\nweight formats: held-out perplexity per token, decoded {q['chunk_tokens']}-token pieces, "
+          f"{' / '.join(map(str, q['rows']))} rows together")
+    sets = q["sets"]
+    print(f"{'weights':<10}" + "".join(f" {s:>18}" for s in sets) + "  worst/float")
+    for fmt, p in q["perplexity"].items():
+        cells = "".join(f" {' / '.join(f'{p[s][str(r)]:.2f}' for r in q['rows']):>18}" for s in sets)
+        print(f"{fmt:<10}{cells}  {q.get('worst_ratio_to_float', {}).get(fmt, '-')}")
+
+
 def part_decode(ws, base: str, args, gguf_dir: Path) -> dict[str, Any]:
     import torch
 
@@ -241,24 +315,30 @@ def part_decode(ws, base: str, args, gguf_dir: Path) -> dict[str, Any]:
     from aigc.pretrained.decoder import FastLM
     from aigc.pretrained.formats import ensure_chat_template
     from aigc.pretrained.generator import ChatGenerator
+    from aigc.runtime import decode_weights
 
     hf, tokenizer = load_base(ws, base)
     ensure_chat_template(tokenizer)
-    lm = FastLM.from_hf(hf)
-    gen = ChatGenerator(lm, tokenizer, None, vocab_size=hf.config.vocab_size)
+    default = decode_weights("cpu")  # what `aigc serve` and `aigc generate` decode with here
+    formats = list(dict.fromkeys(["float", *args.formats, default]))  # float: the exact reference
+    lms = {fmt: FastLM.from_hf(hf, weights=fmt) for fmt in formats}
+    gens = {fmt: ChatGenerator(lm, tokenizer, None, vocab_size=hf.config.vocab_size) for fmt, lm in lms.items()}
+    gen = gens["float"]
     ids = gen.context_ids(INSTRUCTION)
     end = gen.tokenizer.eos_id
-    gen.tokenizer.eos_id = -1  # every implementation makes exactly new_tokens tokens (llama.cpp's ignore_eos)
+    for g in gens.values():
+        g.tokenizer.eos_id = -1  # every implementation makes exactly new_tokens tokens (llama.cpp's ignore_eos)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     n = args.new_tokens
     files = _gguf_files(ws, base, gguf_dir) if _has_llamacpp() else {}
     rows = []
+    ours = f"ours {default}"
     for batch in BATCHES:
-        runner = gen.runner(batch)  # the slot cache, allocated once (as a server does)
+        runners = {fmt: g.runner(batch) for fmt, g in gens.items()}  # slot caches, allocated once (as a server)
         servers = {label: _llamacpp_server(path, args.threads, batch, len(ids) + n + 64)
                    for label, path in files.items()}
-        impls = {"ours": lambda: time_ours(gen, runner, batch, n),
-                 "transformers": lambda: time_transformers(hf, ids, batch, n, pad)}
+        impls = {f"ours {fmt}": (lambda g=g, r=runners[fmt]: time_ours(g, r, batch, n)) for fmt, g in gens.items()}
+        impls["transformers"] = lambda: time_transformers(hf, ids, batch, n, pad)
         for label, server in servers.items():
             impls[f"llama.cpp {label}"] = lambda server=server: time_llamacpp(server, ids, batch, n)
         for fn in impls.values():  # warm-up every path
@@ -270,34 +350,52 @@ def part_decode(ws, base: str, args, gguf_dir: Path) -> dict[str, Any]:
                 out = fn()
                 times[name].append(out[0])
                 outputs[name] = out
-        ours_tps = batch * n / statistics.median(times["ours"])
-        ours_text = [gen.tokenizer.decode(row[: row.index(end)] if end in row else row)
-                     for row in outputs["ours"][1]]
+        ours_tps = batch * n / statistics.median(times[ours])
+        exact = outputs["ours float"][1]  # the reference arithmetic the peers' tokens are checked against
+        ours_text = [gen.tokenizer.decode(row[: row.index(end)] if end in row else row) for row in exact]
         for name in impls:
             tps = batch * n / statistics.median(times[name])
             row = {"base": base, "impl": name, "batch": batch, "tok_s": round(tps, 1),
                    "ours_over_it": round(ours_tps / tps, 2), "seconds": [round(t, 3) for t in times[name]]}
-            if name == "transformers":
-                row["same_tokens_as_ours"] = _same_until_end(outputs["ours"][1], outputs[name][1], end)
+            if name == "transformers" or (name.startswith("ours") and name != "ours float"):
+                row["same_tokens_as_ours"] = _same_until_end(exact, outputs[name][1], end)
             if name.startswith("llama.cpp"):
                 row["own_timings"] = outputs[name][2]
                 # up to ours' first end-of-turn, as for transformers (ignore_eos forbids it there)
                 row["same_text_as_ours"] = all(t.startswith(o) for t, o in zip(outputs[name][1], ours_text))
             rows.append(row)
-        del servers, runner
+        del servers, runners
         gc.collect()
     if not files:
         rows += [{"base": base, "impl": "llama.cpp", "batch": b, "tok_s": None, "note": "not installed"}
                  for b in BATCHES]
-    sample = gen.tokenizer.decode(outputs["ours"][1][0])
-    del gen, lm, hf
+    samples = {fmt: gen.tokenizer.decode(outputs[f"ours {fmt}"][1][0]) for fmt in gens}
+    quality = part_formats(hf, tokenizer, lms) if args.format_quality else None
+    weights_mb = {fmt: round(_decode_bytes(lm) / 2**20) for fmt, lm in lms.items()}
+    del gens, lms  # the base itself goes when this returns
     gc.collect()
     return {"base": base, "prompt_tokens": len(ids), "new_tokens": n, "threads": torch.get_num_threads(),
+            "serving_default": default, "ours": ours, "decode_weights_mb": weights_mb,
             "gguf_files": {k: {"file": p.name, "bytes": p.stat().st_size} for k, p in files.items()},
-            "ours_sample": sample, "rows": rows}
+            "ours_samples": samples, "rows": rows, "formats": quality}
+
+
+def _decode_bytes(lm) -> int:
+    """Bytes of the matrices a FastLM's decoding reads beyond the base's own tensors (its copies)."""
+    import torch
+
+    w = lm._decode_weights()
+    own = {p.data_ptr() for p in lm.hf.parameters()}
+    seen, total = set(), 0
+    for t in [t for layer in w.layers for t in layer if isinstance(t, torch.Tensor)] + [w.head, w.head_q, w.head_scale]:
+        if t is not None and t.data_ptr() not in own and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
 
 
 def decode_targets(result: dict[str, Any]) -> dict[str, Any]:
+    """The targets, for ours as it serves by default (``result["ours"]``: the default weight format)."""
     tps = {(r["impl"], r["batch"]): r["tok_s"] for r in result["rows"] if r.get("tok_s")}
     ours_over = {(r["impl"], r["batch"]): r["ours_over_it"] for r in result["rows"] if r.get("tok_s")}
     out = {}
@@ -311,7 +409,7 @@ def decode_targets(result: dict[str, Any]) -> dict[str, Any]:
     best = max(singles) if singles else None
     k = TARGETS["decode_b16_vs_llamacpp_best_single"]
     out["ours_batch16_vs_llamacpp_best_single"] = _target(
-        tps[("ours", 16)] / best if best else None, k, f"ours at 16 >= {k:g}x llama.cpp's best single stream")
+        tps[(result["ours"], 16)] / best if best else None, k, f"ours at 16 >= {k:g}x llama.cpp's best single stream")
     return out
 
 
@@ -324,13 +422,16 @@ def print_decode(result: dict[str, Any]) -> None:
     print(f"\ndecode: {result['base']}, {result['prompt_tokens']}-token chat prompt, "
           f"{result['new_tokens']} new tokens, greedy, {result['threads']} thread(s); "
           "tok/s = new tokens / wall (prefill included)")
+    print(f"ours = {result['ours']} (the serving default here); the float rows' tokens are the reference")
     print(f"{'implementation':<22} {'batch':>5} {'tok/s':>9} {'ours/it':>8}  check")
     for r in result["rows"]:
         if r.get("tok_s") is None:
             print(f"{r['impl']:<22} {r['batch']:>5} {'-':>9} {'-':>8}  {r.get('note', '')}")
             continue
         check = ""
-        if "same_tokens_as_ours" in r:
+        if "same_tokens_as_ours" in r and r["impl"].startswith("ours"):  # a rounding, not an error
+            check = "same tokens as float" if r["same_tokens_as_ours"] else "other tokens than float"
+        elif "same_tokens_as_ours" in r:
             check = "same tokens" if r["same_tokens_as_ours"] else "TOKENS DIFFER"
         elif "same_text_as_ours" in r:
             check = "same text" if r["same_text_as_ours"] else "other text"
@@ -660,6 +761,10 @@ def main() -> None:
                          "of Use (https://ai.google.dev/gemma/terms)")
     ap.add_argument("--new-tokens", type=int, default=128, help="decode: new tokens per sequence")
     ap.add_argument("--repeats", type=int, default=3, help="decode: timed runs per implementation (median)")
+    ap.add_argument("--formats", type=lambda t: [x.strip() for x in t.split(",") if x.strip()], default=list(FORMATS),
+                    help="decode: comma-separated weight formats of ours (float, the reference, always runs)")
+    ap.add_argument("--no-format-quality", dest="format_quality", action="store_false",
+                    help="decode: skip each weight format's held-out perplexity")
     ap.add_argument("--train-batch", type=int, default=8, help="train: blocks per step")
     ap.add_argument("--train-block", type=int, default=256, help="train: tokens per block")
     ap.add_argument("--train-warmup", type=int, default=2, help="train: untimed steps first (>= 1)")
@@ -679,6 +784,9 @@ def main() -> None:
     for flag in ("threads", "new_tokens", "repeats", "train_batch", "train_warmup", "train_steps"):
         if getattr(args, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    bad = [f for f in args.formats if f not in FORMATS]
+    if bad:
+        ap.error(f"--formats: unknown {', '.join(bad)} (known: {', '.join(FORMATS)})")
     if args.train_block < 16:
         ap.error(f"--train-block must be >= 16 tokens, got {args.train_block}")
     passthrough = ["--threads", str(args.threads), "--train-batch", str(args.train_batch), "--train-block",
@@ -707,6 +815,7 @@ def main() -> None:
                 (Path(tmp) / "gguf").mkdir(exist_ok=True)
                 decode.append(part_decode(ws, base, args, Path(tmp) / "gguf"))
                 print_decode(decode[-1])
+                print_formats(decode[-1])
                 targets[f"decode {base}"] = decode_targets(decode[-1])
         if "train" in args.parts:
             for base in bases:

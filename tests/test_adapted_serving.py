@@ -29,6 +29,9 @@ def adapted_ws(tmp_path_factory):
 def test_the_served_model_is_fastlm_and_batched_requests_equal_alone_and_the_generator(adapted_ws, monkeypatch):
     import aigc.sampling as sampling_module
 
+    # float weights, the reference: bit-equal whatever the batch or a cached prefix (the quantized
+    # formats pick their copy by the rows of a product, tests/test_pretrained_decoder.py)
+    monkeypatch.setenv("AIGC_DECODE_WEIGHTS", "float")
     gen = aigc.load("a", workspace=adapted_ws)
     assert type(gen.model).__name__ == "FastLM"  # the slot cache, not the plain forward
     eos = gen.tokenizer.eos_id

@@ -428,3 +428,87 @@ def test_an_adapter_that_does_not_fit_is_refused(make_state, alpha, what):
     with pytest.raises(InvalidInput, match=what) as err:
         lm.with_lora(make_state(), alpha)
     assert "\n" not in str(err.value)
+
+
+# -- weight formats: bfloat16, int8 and mixed copies of the matrices ------------------------------
+
+
+def _rel_err(got, want):
+    return float((got.float() - want.float()).abs().max() / want.float().abs().max())
+
+
+@pytest.mark.parametrize("fmt, tol", [("bfloat16", 0.03), ("int8", 0.05), ("mixed", 0.05)])
+@pytest.mark.parametrize("case", ["llama-tied", "qwen2-biases-window5-yarn", "gemma3"])
+def test_each_weight_format_decodes_close_to_float(case, fmt, tol):
+    model = tiny_base(case)
+    seq = torch.randint(1, VOCAB, (2, 25), generator=torch.Generator().manual_seed(20))
+    want = _slot_logits(FastLM.from_hf(model), seq, 20)
+    lm = FastLM.from_hf(model, weights=fmt)
+    got = _slot_logits(lm, seq, 20)
+    assert got.dtype == want.dtype == torch.float32  # the stream and the cache stay in the base's dtype
+    err = _rel_err(got, want)
+    assert 0 < err < tol, f"{case} {fmt}: max error {err:.4f} of the largest logit"
+    layer = lm._decode_weights().layers[0]
+    if fmt == "bfloat16":
+        assert layer.w_qkv.dtype == torch.bfloat16 and layer.q_qkv is None
+    else:
+        assert layer.q_qkv.dtype == torch.int8 and layer.s_qkv.shape == (layer.q_qkv.shape[0],)
+        assert (layer.w_qkv is None) == (fmt == "int8")
+    # LoRA on a quantized base: the adapter's deltas on top, close to the float base's adapter
+    state, alpha = _lora_state(model, seed=21)
+    float_lora = _slot_logits(FastLM.from_hf(model).with_lora(state, alpha), seq, 20)
+    assert _rel_err(_slot_logits(lm.with_lora(state, alpha), seq, 20), float_lora) < tol
+
+
+def test_mixed_reads_int8_for_a_few_rows_and_bfloat16_for_many():
+    model = tiny_base("llama-tied")
+    seq = torch.randint(1, VOCAB, (decoder.INT8_ROWS, 12), generator=torch.Generator().manual_seed(22))
+    mixed, int8, bf16 = (FastLM.from_hf(model, weights=f) for f in ("mixed", "int8", "bfloat16"))
+    # the two copies give different logits, so the checks below tell which one was read
+    assert not torch.equal(_slot_logits(int8, seq[:1], 10), _slot_logits(bf16, seq[:1], 10))
+    # a prefill's layers (10 tokens) read the bfloat16 copy: the same keys and values
+    slots_m, slots_i, slots_b = mixed.init_slots(1), int8.init_slots(1), bf16.init_slots(1)
+    mixed.prefill_slots(seq[:1, :10], slots_m, [0])
+    bf16.prefill_slots(seq[:1, :10], slots_b, [0])
+    assert torch.equal(slots_m.k, slots_b.k) and torch.equal(slots_m.v, slots_b.v)
+    # one row's decode step reads the int8 copy: from the same cache, it is int8's step
+    int8.prefill_slots(seq[:1, :10], slots_i, [0])
+    slots_i.k.copy_(slots_m.k)
+    slots_i.v.copy_(slots_m.v)
+    assert torch.equal(mixed.decode_slots(seq[:1, 10], slots_m), int8.decode_slots(seq[:1, 10], slots_i))
+    # INT8_ROWS rows decode on the bfloat16 copy
+    assert torch.equal(_slot_logits(mixed, seq, 10), _slot_logits(bf16, seq, 10))
+
+
+def test_int8_rows_decode_together_as_they_do_alone():
+    model = tiny_base("qwen3-qknorm-untied")
+    lm = FastLM.from_hf(model, weights="int8")
+    g = torch.Generator().manual_seed(23)
+    contexts = [torch.randint(1, VOCAB, (1, n), generator=g) for n in (9, 4, 7)]
+    feed = torch.randint(1, VOCAB, (3, 3), generator=g)
+    together = lm.init_slots(3)
+    for r, ctx in enumerate(contexts):
+        lm.prefill_slots(ctx, together, [r])
+    batched = torch.stack([lm.decode_slots(feed[t], together) for t in range(3)])
+    for r, ctx in enumerate(contexts):
+        alone = lm.init_slots(1)
+        lm.prefill_slots(ctx, alone, [0])
+        solo = torch.stack([lm.decode_slots(feed[t, r : r + 1], alone)[0] for t in range(3)])
+        torch.testing.assert_close(batched[:, r], solo, atol=1e-5, rtol=1e-5)
+
+
+def test_an_unknown_weight_format_is_refused():
+    with pytest.raises(InvalidInput, match="decode weights must be one of float, bfloat16, int8, mixed, got 'fp8'"):
+        FastLM.from_hf(tiny_base("llama-tied"), weights="fp8")
+
+
+def test_the_serving_default_is_mixed_on_a_cpu_and_float_elsewhere(monkeypatch):
+    from aigc.runtime import ENV_DECODE_WEIGHTS, decode_weights
+
+    monkeypatch.delenv(ENV_DECODE_WEIGHTS, raising=False)
+    assert decode_weights("cpu") == "mixed" and decode_weights("cuda:0") == "float"
+    monkeypatch.setenv(ENV_DECODE_WEIGHTS, "Float")
+    assert decode_weights("cpu") == "float"
+    monkeypatch.setenv(ENV_DECODE_WEIGHTS, "int4")
+    with pytest.raises(InvalidInput, match=r"\$AIGC_DECODE_WEIGHTS must be one of float, bfloat16, int8, mixed"):
+        decode_weights("cpu")

@@ -53,7 +53,7 @@ def _log(ws, run, topic, texts):
                                "status": "ok", "latency_ms": 1.0})
 
 
-def test_dpo_from_logged_choices_raises_the_preferred_answer_and_the_run_serves(ws):
+def test_dpo_from_logged_choices_raises_the_preferred_answer_and_the_run_serves(ws, monkeypatch):
     for i in range(12):
         topic = ("tea", "pan")[i % 2]
         gid = _log(ws, "p", topic, [BAD + " " + "xyzw"[i % 4], GOOD + " " + "xyzw"[i % 4]])
@@ -71,6 +71,7 @@ def test_dpo_from_logged_choices_raises_the_preferred_answer_and_the_run_serves(
         after = _margin(ws.run_path("p-dpo") / "export", ws.run_path("p-dpo") / "export", topic)
         assert after > before + 1.0, (topic, before, after)
     assert row["summary"]["val_reward_accuracy"] == 1.0
+    monkeypatch.setenv("AIGC_DECODE_WEIGHTS", "float")  # the exact reference, compared with the export
     gen = aigc.load("p-dpo", workspace=ws)  # serves on the shared base like any LoRA run
     assert type(gen.model).__name__ == "LoraFastLM"
     ids = torch.tensor([gen.context_ids("", {"topic": "tea"})])

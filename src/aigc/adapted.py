@@ -368,13 +368,15 @@ def load_model(ws: Workspace, name: str, spec: dict[str, Any], run_dir: Path, de
 
 def fast(model: AdaptedLM):
     """The fast decoder over a merged model where its architecture has one; else the model itself."""
+    from aigc.runtime import decode_weights
+
     try:
-        return FastLM.from_hf(model.net)
+        return FastLM.from_hf(model.net, weights=decode_weights(str(next(model.parameters()).device)))
     except InvalidInput:
         return model
 
 
-# Bases loaded for serving, one per (folder, device), shared by every LoRA run on them while any
+# Bases loaded for serving, one per (folder, device, decode weights), shared by every LoRA run on them while any
 # of them is loaded: N adapters cost one base and N small sets of low-rank matrices.
 _SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
@@ -384,16 +386,17 @@ def shared_base(ws: Workspace, base: str, device: str | None = None):
     """(FastLM of base ``base`` on ``device``, its tokenizer), loaded once and shared; FastLM is None
     when the base's architecture has no fast decoder (its runs then serve merged)."""
     from aigc.pretrained.bases import get_base, load_base
-    from aigc.runtime import default_device
+    from aigc.runtime import decode_weights, default_device
 
     device = device or default_device()
-    key = (str(get_base(ws, base)["path"]), str(device))
+    weights = decode_weights(str(device))
+    key = (str(get_base(ws, base)["path"]), str(device), weights)
     with _SHARED_LOCK:
         entry = _SHARED.get(key)
         if entry is None:
             model, tokenizer = load_base(ws, base, device=device)
             try:
-                entry = FastLM.from_hf(model)
+                entry = FastLM.from_hf(model, weights=weights)
             except InvalidInput:
                 return None, tokenizer
             entry.tokenizer = tokenizer

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
+from aigc.errors import InvalidInput
+
 ENV_THREADS = "AIGC_THREADS"
 
 
@@ -80,6 +82,29 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+DECODE_WEIGHTS = ("float", "bfloat16", "int8", "mixed")
+ENV_DECODE_WEIGHTS = "AIGC_DECODE_WEIGHTS"
+
+
+def decode_weights(device: str) -> str:
+    """How a pretrained base's fast decoder holds its matrices when it serves
+    (:data:`aigc.pretrained.decoder.WEIGHT_FORMATS`): ``$AIGC_DECODE_WEIGHTS`` (``aigc serve
+    --decode-weights``), else "mixed" on a CPU (int8 for a few rows, bfloat16 for batches) and the
+    base's own float dtype elsewhere.
+
+    Why not float on a CPU: decoding a small base there reads every matrix once per token and goes at
+    the speed of memory. ``benchmarks/pretrained.py`` measures each format's decode speed and its
+    held-out perplexity against float (README, "Pretrained bases"). Float is the reference: only it is
+    bit-equal between a request decoded alone, in a batch or after a cached prefix. On a GPU the
+    int8 kernel is not the fast path; there the base's dtype serves."""
+    chosen = os.environ.get(ENV_DECODE_WEIGHTS, "").strip().lower()
+    if chosen:
+        if chosen not in DECODE_WEIGHTS:
+            raise InvalidInput(f"${ENV_DECODE_WEIGHTS} must be one of {', '.join(DECODE_WEIGHTS)}, got {chosen!r}")
+        return chosen
+    return "mixed" if str(device).startswith("cpu") else "float"
 
 
 def default_precision(device: str) -> str:

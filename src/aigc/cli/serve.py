@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,10 @@ def serve(
     cpu_bind: Annotated[bool, typer.Option("--cpu-bind/--no-cpu-bind",
                                            help="On a CPU, give the text decode loop a core of its own and "
                                                 "the rest of the server the other cores.")] = True,
+    decode_weights: Annotated[str | None, typer.Option(
+        "--decode-weights", show_default=False,
+        help="How pretrained bases hold their matrices when decoding: float (exact), bfloat16 or int8 "
+             "[default: int8 on a CPU, float on a GPU; $AIGC_DECODE_WEIGHTS].")] = None,
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the models in the server's own process "
                                              "(by default they run in a child process, so that model and HTTP "
                                              "work never wait on each other's GIL).")] = False,
@@ -49,12 +54,18 @@ def serve(
 ) -> None:
     """Serve every run over HTTP: OpenAI-compatible /v1, native /api, the web studio at /."""
     from aigc import open_workspace
-    from aigc.runtime import configure_threads
+    from aigc.runtime import DECODE_WEIGHTS, ENV_DECODE_WEIGHTS, configure_threads
+    from aigc.runtime import decode_weights as chosen_weights
     from aigc.server import Settings
     from aigc.server.run import run_server
     from aigc.training import parse_duration
 
     configure_threads(threads)
+    if decode_weights is not None:  # the engine's child process inherits it
+        if decode_weights not in DECODE_WEIGHTS:
+            raise InvalidInput(f"--decode-weights must be one of {', '.join(DECODE_WEIGHTS)}, got {decode_weights!r}")
+        os.environ[ENV_DECODE_WEIGHTS] = decode_weights
+    chosen_weights("cpu")  # a bad $AIGC_DECODE_WEIGHTS fails here, in one line, not at a request
     ws = open_workspace(workspace)
     settings = Settings(log=not no_log, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens,
                         memory_limit=_memory_limit(memory_limit), keep_alive=_seconds(keep_alive, parse_duration),

@@ -37,6 +37,21 @@ first cache and again only when a parameter changes. The slot cache holds
 SmolLM2-135M at 2048 tokens, which is why ``block_size`` is capped (``max_context``) rather than
 the base's 8k-128k context. Dtype and device follow the base's parameters.
 
+Weight formats (``FastLM.from_hf(model, weights=...)``, :data:`WEIGHT_FORMATS`): on a CPU, decoding
+a small base reads every matrix once per token and goes at the speed of memory, so the layer
+matrices and the head may be held smaller than the base's float32. ``"float"`` (the default here)
+is the base's own dtype, the exact reference the tests hold against transformers. ``"bfloat16"``
+halves the bytes; ``"int8"`` quarters them (weight-only, symmetric, one scale per output, the
+products in torch's int8 kernel with bfloat16 activations, which is made for a few rows; a prefill
+of more than 16 rows de-quantizes to bfloat16 first); ``"mixed"`` holds an int8 and a bfloat16 copy
+(SmolLM2-135M: 0.40 GB, less than float's 0.43 GB) and reads the int8 one for products of fewer
+than :data:`INT8_ROWS` rows, the bfloat16 one for batches and prefills, whichever measured faster
+(``benchmarks/int8_matmul.py``). The residual stream, norms, attention, the cache and the logits
+stay in the base's dtype. Only "float" is bit-equal between a row decoded alone, in a batch and
+after a cached prefix; the others pick a copy by the rows of a product. What serving uses is
+:func:`aigc.runtime.decode_weights`; ``benchmarks/pretrained.py`` measures each format's speed
+and held-out perplexity against float.
+
 LoRA adapters, unmerged (:meth:`FastLM.with_lora` -> :class:`LoraFastLM`): several adapters on one
 base in memory, as vLLM and LoRAX serve them. An adapted decoder reads the base's fused weights,
 embeddings, head and tables in place and adds its own low-rank deltas in each projection it
@@ -67,6 +82,12 @@ from aigc.models.gpt import GPT, GPTConfig, KVCache, SlotCache, _scripted
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
 UNIT_OFFSET_NORMS = ("gemma3_text",)  # RMSNorm scales by (1 + w), w stored around zero
 ACTIVATIONS = ("silu", "gelu_pytorch_tanh")
+# How decoding holds the base's matrices (the embeddings and norms stay as the base has them), see
+# the class docstring: "float" the base's own dtype (exact: the reference); "bfloat16"; "int8"
+# (weight-only, one scale per output); "mixed" both an int8 and a bfloat16 copy, the int8 one read by
+# steps of fewer than INT8_ROWS rows, the bfloat16 one by larger batches and prefills.
+WEIGHT_FORMATS = ("float", "bfloat16", "int8", "mixed")
+INT8_ROWS = 8  # "mixed": products over fewer rows than this read the int8 copy (TorchScript: a literal below)
 DEFAULT_MAX_CONTEXT = 2048  # tokens a row holds unless asked: a 128k-context base's cache would not fit
 # The projections a LoRA adapter may target, by the fused projection of LayerWeights they feed:
 # group -> (the layer's submodule holding them, their names in fused order)
@@ -95,20 +116,30 @@ class LayerWeights(NamedTuple):
     ``x @ W``; None where the base has no such part (or no adapter is attached to it)."""
 
     attn_norm: Tensor  # (C,) RMSNorm weight before attention ((1 + w) where the base stores w)
-    w_qkv: Tensor  # (C, (nh + 2 * nkv) * hd): q, k and v fused
+    w_qkv: Tensor | None  # (C, (nh + 2 * nkv) * hd): q, k and v fused (None: int8 only)
     b_qkv: Tensor | None  # qwen2
     qk_norm: Tensor | None  # (nh + nkv, hd): the q heads' RMSNorm weight, then the k heads' (qwen3, gemma3)
-    w_o: Tensor  # (nh * hd, C)
+    w_o: Tensor | None  # (nh * hd, C)
     b_o: Tensor | None
     attn_out_norm: Tensor | None  # gemma3: RMSNorm of the attention's output, before the residual add
     mlp_norm: Tensor  # (C,)
-    w_gate_up: Tensor  # (C, 2 * I): gate and up fused
+    w_gate_up: Tensor | None  # (C, 2 * I): gate and up fused
     b_gate_up: Tensor | None
-    w_down: Tensor  # (I, C)
+    w_down: Tensor | None  # (I, C)
     b_down: Tensor | None
     mlp_out_norm: Tensor | None  # gemma3: RMSNorm of the MLP's output
     rope: int  # which RoPE table (gemma3's sliding layers have a theta of their own)
     sliding: bool  # attends to the last ``FastLM.window`` tokens only
+    # int8 copies ("int8", "mixed"): each matrix (out, in) in int8 and its scale per output (bfloat16,
+    # the int8 kernel's activation dtype); None in the float formats
+    q_qkv: Tensor | None
+    s_qkv: Tensor | None
+    q_o: Tensor | None
+    s_o: Tensor | None
+    q_gate_up: Tensor | None
+    s_gate_up: Tensor | None
+    q_down: Tensor | None
+    s_down: Tensor | None
     # LoRA deltas of the four fused projections (:meth:`FastLM.with_lora`); None on the base
     lora_qkv: LoraWeights | None
     lora_o: LoraWeights | None
@@ -121,14 +152,26 @@ class Weights(NamedTuple):
 
     layers: list[LayerWeights]
     norm: Tensor  # (C,) the final RMSNorm
-    head: Tensor  # (V, C): the base's lm_head weight itself (the embeddings when tied), not a copy
+    head: Tensor | None  # (V, C): the base's lm_head weight itself (the embeddings when tied), not a
+    # copy, in "float"; a bfloat16 copy in "bfloat16" and "mixed"; None in "int8"
+    head_q: Tensor | None  # (V, C) int8 ("int8", "mixed")
+    head_scale: Tensor | None  # (V,) its scale per vocabulary entry
 
 
 # -- the layers, written for TorchScript --------------------------------------------------------
 
 
-def _project(x: Tensor, w: Tensor, b: Tensor | None, lora: LoraWeights | None) -> Tensor:
-    y = x @ w
+def _project(x: Tensor, w: Tensor | None, q: Tensor | None, s: Tensor | None, b: Tensor | None,
+             lora: LoraWeights | None) -> Tensor:
+    """x (..., in) through one fused projection, in whichever of its copies suits the rows: the int8
+    one (q, s) when it is the only one or the rows are fewer than INT8_ROWS, else w (float or
+    bfloat16; the product in w's dtype, the result back in x's)."""
+    if q is not None and s is not None and (w is None or x.numel() < 8 * x.shape[-1]):  # 8: INT8_ROWS
+        y = _int8_matmul(x, q, s)
+    elif w is not None:
+        y = x @ w if w.dtype == x.dtype else (x.to(w.dtype) @ w).to(x.dtype)
+    else:
+        raise ValueError("a projection with neither float nor int8 weights")
     if b is not None:
         y = y + b
     if lora is not None:  # the adapter's low-rank delta, (x @ A^T) @ B^T * alpha / r for each part
@@ -136,16 +179,36 @@ def _project(x: Tensor, w: Tensor, b: Tensor | None, lora: LoraWeights | None) -
     return y
 
 
+def _rms_norm(x: Tensor, w: Tensor, eps: float) -> Tensor:
+    """RMSNorm over the last dimension, as transformers' Llama-family norms compute it. Written out,
+    not ``F.rms_norm``: on one token's vector its fused kernel took ~26 us on this CPU, these four
+    small ops ~8 us, and a decode step runs 61 norms (SmolLM2-135M)."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def _int8_matmul(x: Tensor, q: Tensor, s: Tensor) -> Tensor:
+    """x (..., in) @ the int8 matrix q (out, in) scaled by s (out,) -> (..., out) in x's dtype. Up to
+    16 rows (decoding) run torch's weight-only int8 kernel on a CPU; more rows (an "int8" prefill), or
+    another device, de-quantize q to bfloat16 first: at 64 rows and more that measured faster than
+    the kernel, which is made for a few rows (one-off, SmolLM2-135M's MLP shape, 2 threads)."""
+    rows = x.reshape(-1, x.shape[-1]).to(s.dtype)
+    if rows.shape[0] <= 16 and q.device.type == "cpu":
+        y = torch.ops.aten._weight_int8pack_mm(rows, q, s)
+    else:
+        y = rows @ (q.to(s.dtype) * s[:, None]).t()
+    return y.view(x.shape[:-1] + (q.shape[0],)).to(x.dtype)
+
+
 def _qkv(x: Tensor, layer: LayerWeights, cos: Tensor, sin: Tensor, nh: int, nkv: int, hd: int,
          eps: float) -> tuple[Tensor, Tensor]:
     """x (B, T, C) -> (q and k heads (B, T, nh + nkv, hd), normed and rotated; v (B, T, nkv, hd))."""
-    C = x.shape[2]
-    qkv = _project(F.rms_norm(x, [C], layer.attn_norm, eps), layer.w_qkv, layer.b_qkv, layer.lora_qkv)
+    qkv = _project(_rms_norm(x, layer.attn_norm, eps), layer.w_qkv, layer.q_qkv, layer.s_qkv, layer.b_qkv,
+                   layer.lora_qkv)
     qkv = qkv.view(x.shape[0], x.shape[1], nh + 2 * nkv, hd)
     qk = qkv[:, :, : nh + nkv]
     qk_norm = layer.qk_norm
     if qk_norm is not None:
-        qk = F.rms_norm(qk, [hd], None, eps) * qk_norm
+        qk = _rms_norm(qk, qk_norm, eps)
     # RoPE on q and k together: x * cos + rotate_half(x) * sin, rotate_half = roll + sign (in sin)
     qk = qk * cos + qk.roll(hd // 2, dims=-1) * sin
     return qk, qkv[:, :, nh + nkv :]
@@ -153,19 +216,20 @@ def _qkv(x: Tensor, layer: LayerWeights, cos: Tensor, sin: Tensor, nh: int, nkv:
 
 def _after_attention(x: Tensor, y: Tensor, layer: LayerWeights, gelu: bool, eps: float) -> Tensor:
     """The rest of a layer: x (B, T, C) plus the attention's heads y (B, T, nh * hd), then the MLP."""
-    C = x.shape[2]
-    a = _project(y, layer.w_o, layer.b_o, layer.lora_o)
+    a = _project(y, layer.w_o, layer.q_o, layer.s_o, layer.b_o, layer.lora_o)
     attn_out_norm = layer.attn_out_norm
     if attn_out_norm is not None:
-        a = F.rms_norm(a, [C], attn_out_norm, eps)
+        a = _rms_norm(a, attn_out_norm, eps)
     x = x + a
-    h = F.rms_norm(x, [C], layer.mlp_norm, eps)
-    gate_up = _project(h, layer.w_gate_up, layer.b_gate_up, layer.lora_gate_up).chunk(2, dim=-1)
+    h = _rms_norm(x, layer.mlp_norm, eps)
+    gate_up = _project(h, layer.w_gate_up, layer.q_gate_up, layer.s_gate_up, layer.b_gate_up,
+                       layer.lora_gate_up).chunk(2, dim=-1)
     gate = F.gelu(gate_up[0], approximate="tanh") if gelu else F.silu(gate_up[0])
-    m = _project(gate * gate_up[1], layer.w_down, layer.b_down, layer.lora_down)
+    m = _project(gate * gate_up[1], layer.w_down, layer.q_down, layer.s_down, layer.b_down,
+                 layer.lora_down)
     mlp_out_norm = layer.mlp_out_norm
     if mlp_out_norm is not None:
-        m = F.rms_norm(m, [C], mlp_out_norm, eps)
+        m = _rms_norm(m, mlp_out_norm, eps)
     return x + m
 
 
@@ -217,6 +281,26 @@ def _slot_layers(x: Tensor, k: Tensor, v: Tensor, pos: Tensor, L: int, masked: T
     return x
 
 
+def _quantize_int8(w: Tensor) -> tuple[Tensor, Tensor]:
+    """w (out, in), float -> (int8 (out, in), scale (out,) bfloat16): symmetric, per output, the
+    scale rounded to bfloat16 before the weights are divided by it (the kernel multiplies by the
+    rounded one)."""
+    scale = (w.float().abs().amax(dim=1) / 127).clamp_min(1e-12).to(torch.bfloat16)
+    q = torch.round(w.float() / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.contiguous(), scale
+
+
+def _convert_layer(layer: LayerWeights, fmt: str) -> LayerWeights:
+    """A float layer's four matrices (in, out) held as ``fmt`` says ("bfloat16", "int8", "mixed")."""
+    out = {}
+    for name in ("qkv", "o", "gate_up", "down"):
+        w = getattr(layer, f"w_{name}")
+        if fmt in ("int8", "mixed"):
+            out[f"q_{name}"], out[f"s_{name}"] = _quantize_int8(w.t())
+        out[f"w_{name}"] = None if fmt == "int8" else w.to(torch.bfloat16).contiguous()
+    return layer._replace(**out)
+
+
 # -- the model ----------------------------------------------------------------------------------
 
 
@@ -225,8 +309,11 @@ class FastLM(nn.Module):
 
     modality = "text"
 
-    def __init__(self, hf: nn.Module, max_context: int | None = DEFAULT_MAX_CONTEXT):
+    def __init__(self, hf: nn.Module, max_context: int | None = DEFAULT_MAX_CONTEXT, weights: str = "float"):
         super().__init__()
+        if weights not in WEIGHT_FORMATS:
+            raise InvalidInput(f"decode weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+        self.weights = weights
         config = hf.config
         model_type = getattr(config, "model_type", None)
         if model_type not in SUPPORTED:
@@ -258,11 +345,12 @@ class FastLM(nn.Module):
         self._rope_tables(config, model_type)
 
     @classmethod
-    def from_hf(cls, model: nn.Module, max_context: int | None = DEFAULT_MAX_CONTEXT) -> "FastLM":
+    def from_hf(cls, model: nn.Module, max_context: int | None = DEFAULT_MAX_CONTEXT,
+                weights: str = "float") -> "FastLM":
         """Wrap a transformers causal LM (in eval mode) of a supported type; its parameters are
         shared, not copied. ``block_size`` is its ``max_position_embeddings``, at most ``max_context``
         tokens (None: no cap). Any other type raises :class:`InvalidInput` naming the supported ones."""
-        return cls(model, max_context=max_context)
+        return cls(model, max_context=max_context, weights=weights)
 
     def with_lora(self, state: Mapping[str, Tensor], alpha: float) -> "LoraFastLM":
         """This base with a peft LoRA adapter, unmerged: a new decoder that reads this one's fused
@@ -388,9 +476,17 @@ class FastLM(nn.Module):
                 mlp_out_norm=self._norm_weight(layer.post_feedforward_layernorm) if sandwich else None,
                 rope=self._rope_index[i],
                 sliding=self._sliding[i],
+                q_qkv=None, s_qkv=None, q_o=None, s_o=None, q_gate_up=None, s_gate_up=None, q_down=None,
+                s_down=None,
                 lora_qkv=None, lora_o=None, lora_gate_up=None, lora_down=None,
             ))
-        weights = Weights(layers, self._norm_weight(self.hf.model.norm), self.hf.lm_head.weight)
+        head, head_q, head_scale = self.hf.lm_head.weight, None, None
+        if self.weights != "float":
+            layers = [_convert_layer(layer, self.weights) for layer in layers]
+            if self.weights in ("int8", "mixed"):  # (V, C) is already (out, in)
+                head_q, head_scale = _quantize_int8(head)
+            head = None if self.weights == "int8" else head.to(torch.bfloat16)
+        weights = Weights(layers, self._norm_weight(self.hf.model.norm), head, head_q, head_scale)
         self.__dict__["_decode_cache"] = (key, weights)  # not a submodule or buffer: not in the state_dict
         return weights
 
@@ -403,7 +499,13 @@ class FastLM(nn.Module):
 
     def _logits(self, x: Tensor, weights: Weights) -> Tensor:
         """x (..., C) after the layers -> logits (..., V)."""
-        logits = F.linear(F.rms_norm(x, (x.shape[-1],), weights.norm, self.eps), weights.head)
+        h = _rms_norm(x, weights.norm, self.eps)
+        if weights.head_q is not None and (weights.head is None or h.numel() < INT8_ROWS * h.shape[-1]):
+            logits = _int8_matmul(h, weights.head_q, weights.head_scale)
+        elif weights.head.dtype != h.dtype:
+            logits = F.linear(h.to(weights.head.dtype), weights.head).to(h.dtype)
+        else:
+            logits = F.linear(h, weights.head)
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
@@ -517,7 +619,7 @@ class LoraFastLM(FastLM):
     tokens, as a row does. Nothing here is trainable: it serves an adapter, it does not train one."""
 
     # plain settings read from the base; its modules and tables are read through properties
-    _SHARED = ("block_size", "n_head", "n_kv_head", "head_dim", "scale", "eps", "gelu", "norm_offset",
+    _SHARED = ("weights", "block_size", "n_head", "n_kv_head", "head_dim", "scale", "eps", "gelu", "norm_offset",
                "softcap", "window", "_sliding", "_rope_index")
 
     def __init__(self, base: FastLM, pairs: dict[tuple[int, str], tuple[Tensor, Tensor]], alpha: float):
@@ -560,7 +662,7 @@ class LoraFastLM(FastLM):
         layers = [layer._replace(lora_qkv=self._lora(i, "qkv"), lora_o=self._lora(i, "o"),
                                  lora_gate_up=self._lora(i, "gate_up"), lora_down=self._lora(i, "down"))
                   for i, layer in enumerate(base.layers)]
-        weights = Weights(layers, base.norm, base.head)
+        weights = base._replace(layers=layers)
         self.__dict__["_decode_cache"] = (base, key, weights)  # not a submodule or buffer
         return weights
 
