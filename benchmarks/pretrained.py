@@ -30,7 +30,8 @@ same data and settings:
      de-quantized base, and the bundled quantized GGUF (SmolLM2: Q4_1); the prompt's token ids as
      the prompt, temperature 0 and top-k 1 (greedy), ``ignore_eos`` so it makes exactly as many
      tokens, no prompt cache, ``n_threads`` (and the batch threads) set to ours; batch 16 is one
-     request of 16 prompts on a server of 16 parallel slots (continuous batching).
+     request of 16 prompts on a server of 16 parallel slots (continuous batching). Each server
+     runs in a process of its own (:class:`LlamaCppPeer` says why) and times its own requests.
 
    Targets: ours >= 2x transformers at batch 1 and 16; ours at batch 1 >= llama.cpp f16; ours at
    16 >= 3x llama.cpp's best single stream.
@@ -194,6 +195,40 @@ def _llamacpp_server(path: Path, threads: int, rows: int, context: int):
     return xllamacpp.Server(params)
 
 
+def _llamacpp_child(conn, path: str, threads: int, rows: int, context: int) -> None:
+    """A child process holding one llama.cpp server: answers ("time", ids, batch, new_tokens) with
+    :func:`time_llamacpp`'s result until it gets None."""
+    server = _llamacpp_server(Path(path), threads, rows, context)
+    conn.send("ready")
+    while (ask := conn.recv()) is not None:
+        conn.send(time_llamacpp(server, *ask))
+
+
+class LlamaCppPeer:
+    """A llama.cpp server in a process of its own. In ours, a server's mere presence halved the
+    bfloat16 and int8 products (measured: the int8 kernel 52 -> 101 us, bf16 102 -> 162 us, one
+    576 x 3072 product; float32's unchanged), as if torch's OpenMP work ran on one core; in a
+    process of its own it leaves ours alone. Timing is the child's own wall time of each request."""
+
+    def __init__(self, path: Path, threads: int, rows: int, context: int):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_llamacpp_child, args=(child, str(path), threads, rows, context), daemon=True)
+        self.proc.start()
+        if self.conn.recv() != "ready":
+            raise RuntimeError("the llama.cpp child did not start")
+
+    def time(self, ids: list[int], batch: int, new_tokens: int) -> tuple[float, list[str], dict]:
+        self.conn.send((ids, batch, new_tokens))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.proc.join(timeout=30)
+
+
 def time_llamacpp(server, ids: list[int], batch: int, new_tokens: int) -> tuple[float, list[str], dict]:
     """One request of ``batch`` copies of the prompt ids: (wall seconds, texts, its own timings)."""
     request = {"prompt": [ids] * batch if batch > 1 else ids, "n_predict": new_tokens, "temperature": 0.0,
@@ -335,12 +370,11 @@ def part_decode(ws, base: str, args, gguf_dir: Path) -> dict[str, Any]:
     ours = f"ours {default}"
     for batch in BATCHES:
         runners = {fmt: g.runner(batch) for fmt, g in gens.items()}  # slot caches, allocated once (as a server)
-        servers = {label: _llamacpp_server(path, args.threads, batch, len(ids) + n + 64)
-                   for label, path in files.items()}
+        servers = {label: LlamaCppPeer(path, args.threads, batch, len(ids) + n + 64) for label, path in files.items()}
         impls = {f"ours {fmt}": (lambda g=g, r=runners[fmt]: time_ours(g, r, batch, n)) for fmt, g in gens.items()}
         impls["transformers"] = lambda: time_transformers(hf, ids, batch, n, pad)
         for label, server in servers.items():
-            impls[f"llama.cpp {label}"] = lambda server=server: time_llamacpp(server, ids, batch, n)
+            impls[f"llama.cpp {label}"] = lambda server=server: server.time(ids, batch, n)
         for fn in impls.values():  # warm-up every path
             fn()
         times: dict[str, list[float]] = {k: [] for k in impls}
@@ -364,6 +398,8 @@ def part_decode(ws, base: str, args, gguf_dir: Path) -> dict[str, Any]:
                 # up to ours' first end-of-turn, as for transformers (ignore_eos forbids it there)
                 row["same_text_as_ours"] = all(t.startswith(o) for t, o in zip(outputs[name][1], ours_text))
             rows.append(row)
+        for server in servers.values():
+            server.close()
         del servers, runners
         gc.collect()
     if not files:

@@ -92,3 +92,85 @@ def test_bad_methods_and_lora_settings_are_refused(tmp_path):
         AdaptedLM(base, "lora", r=0)
     with pytest.raises(InvalidInput, match="LoRA cannot wrap this base"):
         AdaptedLM(base, "lora", target_modules=["no_such_layer"])
+
+
+@pytest.mark.parametrize("case", ["llama-tied", "qwen2-biases-window5-yarn", "qwen3-qknorm-untied", "gemma3"])
+def test_the_fused_lora_forward_gives_peft_s_loss_and_gradients(case):
+    """AdaptedLM trains LoRA on a llama-family base through FastLM.lora_hidden (q/k/v and gate/up
+    fused): the same loss and the same adapter gradients as peft's own forward."""
+    from test_pretrained_decoder import VOCAB, tiny_base
+
+    torch.manual_seed(0)
+    model = AdaptedLM(tiny_base(case), "lora", r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    assert model._fused_decoder() is not None
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, VOCAB, (3, 20), generator=g)  # past every sliding window
+    targets = torch.randint(1, VOCAB, (3, 20), generator=g)
+    targets[:, :6] = -100  # a prompt: no loss there
+    results = []
+    for fused in (True, False):
+        model.fused = fused
+        model.zero_grad()
+        logits, loss = model(ids, targets)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((logits.detach(), loss.item(), grads))
+    (fl, floss, fgrads), (pl, ploss, pgrads) = results
+    assert fl.shape == (3 * 14, VOCAB)
+    torch.testing.assert_close(fl, pl, atol=1e-4, rtol=1e-4)
+    assert abs(floss - ploss) < 1e-5
+    assert set(fgrads) == set(pgrads) and len(fgrads) == 2 * 7 * 2  # A and B, 7 projections, 2 layers
+    for n in fgrads:
+        assert fgrads[n].abs().max() > 0, n
+        torch.testing.assert_close(fgrads[n], pgrads[n], atol=1e-5, rtol=1e-4, msg=lambda m: f"{n}: {m}")
+
+
+def test_the_fused_path_applies_lora_dropout_in_training_only_and_falls_back_where_it_cannot():
+    from test_pretrained_decoder import VOCAB, tiny_base
+
+    torch.manual_seed(0)
+    ids = torch.randint(1, VOCAB, (2, 12), generator=torch.Generator().manual_seed(2))
+    model = AdaptedLM(tiny_base("llama-tied"), "lora", r=4, alpha=8, dropout=0.5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    model.eval()
+    assert torch.equal(model(ids, ids)[0], model(ids, ids)[0])  # eval: no dropout
+    model.train()
+    assert not torch.equal(model(ids, ids)[0], model(ids, ids)[0])  # training: a fresh mask each time
+    # an adapter on the head, or DoRA, or a full fine-tune: peft's own forward
+    assert AdaptedLM(tiny_base("llama-tied"), "lora", r=4, target_modules=["q_proj", "lm_head"])._fused_decoder() is None
+    from peft import LoraConfig, get_peft_model
+
+    dora = get_peft_model(tiny_base("llama-tied"), LoraConfig(r=4, target_modules=["q_proj"], use_dora=True))
+    from aigc.pretrained.decoder import FastLM
+
+    assert not FastLM.lora_supported(dora.get_base_model())
+    assert AdaptedLM(tiny_base("llama-tied"), "full")._fused_decoder() is None
+
+
+def test_the_fused_path_follows_peft_s_disable_adapter():
+    """DPO's reference is the base with the adapters switched off (peft's disable_adapter): the
+    fused forward must switch them off too."""
+    from test_pretrained_decoder import VOCAB, tiny_base
+
+    torch.manual_seed(0)
+    model = AdaptedLM(tiny_base("llama-tied"), "lora", r=4, alpha=8, dropout=0.0).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    ids = torch.randint(1, VOCAB, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        adapted = model(ids, ids)[0]
+        with model.net.disable_adapter():
+            off = model(ids, ids)[0]
+            model.fused = False
+            want = model(ids, ids)[0]
+    assert not torch.allclose(adapted, off, atol=1e-3)
+    torch.testing.assert_close(off, want, atol=1e-4, rtol=1e-4)

@@ -88,6 +88,7 @@ class AdaptedLM(nn.Module):
         else:
             self.net = base
         self.method = method
+        self.fused = True  # LoRA trains through FastLM.lora_hidden where it can (see _fused_decoder)
         config = base.config
         self.block_size = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 2048)
 
@@ -98,19 +99,52 @@ class AdaptedLM(nn.Module):
         on the prompt and padding of every block."""
         if targets is None:
             return self.net(input_ids=idx).logits, None
+        keep = targets != IGNORE_INDEX
+        fused = self._fused_decoder()
+        if fused is not None and idx.shape[1] <= fused.block_size:  # LoRA, llama family: same arithmetic, fused
+            logits = fused._logits(fused.lora_hidden(idx, dropout=self.training)[keep], fused._decode_weights())
+            return logits, F.cross_entropy(logits.float(), targets[keep])
         causal = self.net.get_base_model() if self.method == "lora" else self.net
         decoder, head = causal.get_decoder(), causal.get_output_embeddings()
         if decoder is None or head is None or decoder is causal:  # no separate head: the whole forward
             logits = self.net(input_ids=idx).logits
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
             return logits, loss
-        keep = targets != IGNORE_INDEX
         hidden = decoder(input_ids=idx).last_hidden_state[keep]
         logits = head(hidden)
         cap = getattr(causal.config, "final_logit_softcapping", None)
         if cap:  # Gemma caps its logits after the head
             logits = torch.tanh(logits / cap) * cap
         return logits, F.cross_entropy(logits.float(), targets[keep])
+
+    def _fused_decoder(self):
+        """A :class:`~aigc.pretrained.decoder.FastLM` over the peft-wrapped base, whose
+        ``lora_hidden`` is this model's training forward, when the base's architecture and the
+        adapters fit it (LoRA on the llama family's projections); else None (peft's own forward).
+
+        Why: peft adds each adapter to each of a layer's seven projections on its own, with its own
+        dropout copy of the input; the fused path runs q/k/v and gate/up as one product each, their
+        adapters as one pair, over the same frozen weights decoding gathers. Measured by
+        ``benchmarks/pretrained.py --parts train`` against peft + Trainer. It holds a float copy of
+        the fused layer matrices (SmolLM2-135M: 0.43 GB), gathered once; kept out of the module tree
+        (not a submodule: the state dict stays the adapters alone), rebuilt when the base moves."""
+        if self.method != "lora" or not self.fused:
+            return None
+        from aigc.pretrained.decoder import FastLM
+
+        causal = self.net.get_base_model()
+        device = next(causal.parameters()).device
+        cached = self.__dict__.get("_fused")
+        if cached is not None and cached[0] == device:
+            return cached[1]
+        fused = None
+        if FastLM.lora_supported(causal):
+            try:
+                fused = FastLM.from_hf(causal, max_context=None)
+            except InvalidInput:
+                fused = None
+        self.__dict__["_fused"] = (device, fused)
+        return fused
 
     def _trainable_names(self) -> set[str]:
         return {name for name, p in self.named_parameters() if p.requires_grad}
