@@ -50,6 +50,13 @@ def test_serve_bad_input(served_ws):
     one_line_error(aigc("serve", "-w", served_ws.root, "--preload", "nope"), "unknown run 'nope'")
     one_line_error(aigc("serve", "-w", served_ws.root, "--memory-limit", "lots"), "--memory-limit")
     one_line_error(aigc("serve", "-w", served_ws.root, "--keep-alive", "soon"), "soon")
+    one_line_error(aigc("serve", "-w", served_ws.root, "--decode-weights", "fp8"),
+                   "--decode-weights must be one of float, bfloat16, int8, mixed, got 'fp8'")
+
+
+def test_serve_refuses_a_bad_decode_weights_variable(served_ws, monkeypatch):
+    monkeypatch.setenv("AIGC_DECODE_WEIGHTS", "int4")
+    one_line_error(aigc("serve", "-w", served_ws.root), r"\$AIGC_DECODE_WEIGHTS must be one of")
 
 
 def test_keys_create_list_revoke(tmp_path):
