@@ -600,22 +600,29 @@ class FastLM(nn.Module):
         and values into ``cache`` (which holds pos + T tokens and the weights to read); x (n, T, C)
         after the last layer."""
         T, pos = idx.shape[1], cache.pos
+        full_mask, window_mask, cos, sin = self._block_inputs(pos, T, idx.device)
+        x = _scripted(_prefill_layers)(self._embed(idx), cache.k, cache.v, pos, cache.weights.layers, cos, sin,
+                                       full_mask, window_mask, self.n_head, self.n_kv_head, self.head_dim,
+                                       self.scale, self.gelu, self.eps)
+        cache.pos = pos + T
+        return x
+
+    def _block_inputs(self, pos: int, T: int, device) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor]:
+        """(full_mask, window_mask, cos, sin) of T tokens after ``pos``: the masks (T, pos + T), True
+        where query i sees key j (full: j <= i; window: also j > i - window), None where SDPA's own
+        causal path does (from position 0, no window to apply); the RoPE tables (tables, 1, T, 1, hd)."""
         L = pos + T
         full_mask = window_mask = None
-        if pos or (self.window and L > self.window):  # True where query i sees key j: i - window < j <= i
-            i = torch.arange(pos, L, device=idx.device)[:, None]
-            j = torch.arange(L, device=idx.device)[None]
+        if pos or (self.window and L > self.window):
+            i = torch.arange(pos, L, device=device)[:, None]
+            j = torch.arange(L, device=device)[None]
             causal = j <= i
             full_mask = causal if pos else None  # from position 0, SDPA's own causal path
             window_mask = causal & (j > i - self.window) if self.window and L > self.window else full_mask
         hd, tables = self.head_dim, self.rope_cos.shape[0]
         cos = self.rope_cos[:, pos:L].view(tables, 1, T, 1, hd)
         sin = self.rope_sin_signed[:, pos:L].view(tables, 1, T, 1, hd)
-        x = _scripted(_prefill_layers)(self._embed(idx), cache.k, cache.v, pos, cache.weights.layers, cos, sin,
-                                       full_mask, window_mask, self.n_head, self.n_kv_head, hd, self.scale,
-                                       self.gelu, self.eps)
-        cache.pos = L
-        return x
+        return full_mask, window_mask, cos, sin
 
     def lora_hidden(self, idx: Tensor, dropout: bool) -> Tensor:
         """The training forward of a peft-LoRA-wrapped base (``FastLM.from_hf`` of the model peft
@@ -628,17 +635,9 @@ class FastLM(nn.Module):
         base = self._decode_weights()
         layers = [lw._replace(**{f"lora_{g}": _live_lora(hl, g, dropout) for g in LORA_GROUPS})
                   for lw, hl in zip(base.layers, self.hf.model.layers)]
-        T = idx.shape[1]
-        window_mask = None
-        if self.window and T > self.window:
-            i = torch.arange(T, device=idx.device)[:, None]
-            j = torch.arange(T, device=idx.device)[None]
-            window_mask = (j <= i) & (j > i - self.window)
-        hd, tables = self.head_dim, self.rope_cos.shape[0]
-        cos = self.rope_cos[:, :T].view(tables, 1, T, 1, hd)
-        sin = self.rope_sin_signed[:, :T].view(tables, 1, T, 1, hd)
-        return _train_layers(self._embed(idx), layers, cos, sin, window_mask, self.n_head, self.n_kv_head, hd,
-                             self.scale, self.gelu, self.eps)
+        _, window_mask, cos, sin = self._block_inputs(0, idx.shape[1], idx.device)
+        return _train_layers(self._embed(idx), layers, cos, sin, window_mask, self.n_head, self.n_kv_head,
+                             self.head_dim, self.scale, self.gelu, self.eps)
 
     @staticmethod
     def lora_supported(model: nn.Module) -> bool:
