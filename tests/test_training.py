@@ -93,7 +93,9 @@ def test_time_budget_stops_training_and_drives_the_schedule(corpus_ws):
     row = aigc.train("corpus", family="gpt", preset="tiny", name="budget", workspace=corpus_ws,
                      max_steps=10**6, time_budget="2s", eval_every=50)
     assert row["summary"]["stop_reason"] == "time_budget"
-    assert 2.0 <= row["summary"]["elapsed_s"] < 6
+    # The loop stops once the next step and the closing validations would not end within the budget
+    # (their time is kept in reserve), so what it reports is somewhat under 2 s, never far over.
+    assert 1.0 <= row["summary"]["elapsed_s"] < 6
     cfg = TrainConfig(max_steps=10**6, time_budget=100, warmup_steps=1, lr=1.0, min_lr_ratio=0.1)
     assert lr_at(cfg, 10, 0.0) == pytest.approx(1.0, abs=1e-3)
     assert lr_at(cfg, 10, 50.0) == pytest.approx(0.55, abs=1e-3)  # halfway through the clock
