@@ -283,3 +283,23 @@ def test_resume_from_a_damaged_checkpoint_or_run_file_is_one_clear_error(corpus_
     (run / "run.json").write_text('{"name": "dam', encoding="utf-8")
     with pytest.raises(aigc.InvalidInput, match=r"run\.json is damaged \(not JSON\)"):
         aigc.resume("damaged", workspace=corpus_ws, max_steps=8)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_family_that_asks_for_cpu_bf16_gets_it_where_the_cpu_has_it_and_only_there(monkeypatch, native):
+    """Diffusion (cpu_bf16) trains under bf16 autocast on a CPU with native bf16, recorded in the
+    run's training config; float32 elsewhere, on request (--precision 32-true) and for the other
+    families."""
+    import aigc.runtime as runtime
+    from aigc.models.registry import get_family
+    from aigc.runs import train_config_for
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(runtime, "default_device", lambda: "cpu")
+    diffusion, gpt = get_family("diffusion"), get_family("gpt")
+    assert diffusion.cpu_bf16 and not getattr(gpt, "cpu_bf16", False)
+    assert train_config_for(diffusion, "small", {}).precision == ("bf16-mixed" if native else "")
+    assert runtime.default_precision("cpu", cpu_bf16=True) == ("bf16-mixed" if native else "32-true")
+    assert train_config_for(diffusion, "small", {"precision": "32-true"}).precision == "32-true"
+    assert train_config_for(gpt, "tiny", {}).precision == ""
+    assert runtime.default_precision("cpu") == "32-true"

@@ -72,8 +72,7 @@ def launch(cfg: TrainConfig) -> Fabric:
         strategy = FSDPStrategy(sync_module_states=True)
     if accelerator == "cpu" and devices > 1 and not dist.is_initialized():
         share_threads(devices)  # once per process: the first launch
-    if strategy != "auto":
-        _quiet_lightning()
+    _quiet_lightning()  # (its notes: each rank's start, "Using bfloat16 Automatic Mixed Precision")
     try:
         fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=nodes, strategy=strategy,
                         precision=cfg.precision or default_precision(accelerator))
@@ -98,8 +97,9 @@ def _world_shape(cfg: TrainConfig) -> tuple[int, int]:
 
 
 def _quiet_lightning() -> None:
-    """Lightning announces every rank's start on the console; our own progress line says how
-    many processes train. Its warnings, and the launcher's note when a rank dies, still show."""
+    """Lightning announces every rank's start and the precision plugin on the console; our own
+    progress line says how many processes train. Its warnings, and the launcher's note when a rank
+    dies, still show."""
     import logging
 
     import lightning_utilities.core.rank_zero as rank_zero  # its ``log`` is the logger Lightning set last

@@ -69,6 +69,13 @@ def train_config_for(family: type, preset: str, overrides: dict[str, Any] | None
     defaults = getattr(family, "TRAIN_DEFAULTS", {}).get(preset, {})
     cfg = config_from_dict(TrainConfig, merge_options(defaults, overrides), what="training option")
     cfg.validate()
+    if not cfg.precision and getattr(family, "cpu_bf16", False):
+        # resolved here, not at launch, so the run's spec records what it trained with
+        from aigc.runtime import default_device, default_precision
+
+        device = cfg.accelerator or default_device()
+        if device == "cpu" and default_precision(device, cpu_bf16=True) == "bf16-mixed":
+            cfg.precision = "bf16-mixed"
     return cfg
 
 

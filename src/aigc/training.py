@@ -86,7 +86,9 @@ class TrainConfig:
     seed: int = 1337
     tokenizer: str = "char"  # char | bpe
     vocab_size: int = 2048  # bpe only
-    precision: str = ""  # "" = auto: bf16-mixed on a capable GPU, else 32-true
+    # "" = auto: bf16-mixed on a capable GPU, and on a CPU with native bf16 for a family whose
+    # ``cpu_bf16`` says it pays there (resolved by aigc.runs.train_config_for), else 32-true
+    precision: str = ""
     cond_dropout: float = 0.1  # conditional text: share of records whose control tokens train as null (CFG)
     # Several processes (LAUNCH_KEYS). batch_size stays per process: the global batch is
     # batch_size * devices * num_nodes, as in Lightning and Hugging Face
