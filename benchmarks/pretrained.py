@@ -38,13 +38,16 @@ same data and settings:
 
 2. **train** (``--parts train``): LoRA (r 8, alpha 16, dropout 0.05, all linear layers; the
    project's defaults) on the same packed, response-labelled blocks of the bundled shop corpus,
-   batch ``--train-batch`` x ``--train-block`` tokens, float32, ``--train-warmup`` steps then
+   batch ``--train-batch`` x ``--train-block`` tokens, ``--train-warmup`` steps then
    ``--train-steps`` timed ones; tokens/s counts input tokens over the timed steps' wall time.
    *ours*: :class:`~aigc.pretrained.adapt.AdaptedLM` + :class:`~aigc.pretrained.adapt.SFTTask`
-   under :func:`aigc.training.fit`; *Trainer*: peft + transformers ``Trainer`` with the same batch,
+   under :func:`aigc.training.fit`, as it trains by default (on a CPU with native bf16 the frozen
+   base's matrices are a bfloat16 copy, the adapters float32) and with a float32 base
+   (*ours-float*, the exact path); *Trainer*: peft + transformers ``Trainer`` with the same batch,
    learning rate, warm-up, beta2, gradient clipping and LoRA settings, no gradient checkpointing,
-   ``use_cpu``, no reports, no saving. Each runs in a process of its own, so its peak RSS
-   (``VmHWM``) is its own. Target: ours >= 1.5x Trainer's tokens/s.
+   ``use_cpu``, no reports, no saving, in float32 and with its ``bf16=True`` (bf16 autocast). Each
+   runs in a process of its own, so its peak RSS (``VmHWM``) is its own. Target: ours >= 1.5x
+   Trainer's tokens/s (float32 Trainer, the peer's default; the bf16 Trainer is reported beside it).
 
 3. **quality** (``--parts quality``): on the shop corpus and on ../shared/data/cn-shopping-reviews
    (skipped with a note when absent), each ingested once with its condition columns, a LoRA of
@@ -106,6 +109,7 @@ SHOP_TEMPLATE = "Write a {tone} product description for {category} (language: {l
 REVIEWS_TEMPLATE = "写一条{cat}的购物评论，情感标签：{label}（1 为正面，0 为负面）"
 SAMPLING = dict(temperature=0.7, top_p=0.9, max_new_tokens=120)  # as `aigc eval` samples
 LORA = dict(r=8, alpha=16, dropout=0.05, target_modules="all-linear")  # AdaptConfig's defaults
+TRAIN_KINDS = ("ours", "ours-float", "trainer", "trainer-bf16")  # the first is ours as it trains by default
 TARGETS = {"decode_vs_transformers": 2.0, "decode_b16_vs_llamacpp_best_single": 3.0, "train_vs_trainer": 1.5}
 
 
@@ -528,7 +532,10 @@ def _peak_rss_mb() -> float:
 
 
 def train_child(kind: str, base: str, workspace: str, args) -> dict[str, Any]:
-    """Runs in a child process: ``kind`` "ours" or "trainer", LoRA for warm-up + timed steps."""
+    """Runs in a child process, LoRA for warm-up + timed steps: ``kind`` "ours" (the default: on a CPU
+    with native bf16 a bfloat16 copy of the frozen base, see ``AdaptedLM.base_format``), "ours-float"
+    (float32 base, the exact path), "trainer" (peft + Trainer, float32) or "trainer-bf16" (Trainer's
+    ``bf16=True``: torch's bf16 autocast)."""
     import torch
 
     import aigc
@@ -550,10 +557,13 @@ def train_child(kind: str, base: str, workspace: str, args) -> dict[str, Any]:
     rss_start = _rss_mb()
     with tempfile.TemporaryDirectory(prefix="aigc-bench-train-") as tmp:
         torch.manual_seed(seed)
-        if kind == "ours":
+        if kind.startswith("ours"):
             from aigc.pretrained.adapt import AdaptedLM, SFTTask
 
             lm = AdaptedLM(model, "lora", **LORA)
+            if kind == "ours-float":
+                lm.base_weights = "float"
+            precision = f"base {lm.base_format(next(lm.parameters()))}, adapters float32"
             task = SFTTask((ids, labels), (ids[:1], labels[:1]), args.train_batch, eval_blocks=1,
                            final_blocks=1)  # validation is not what is timed: one block
             fit(lm, task, cfg, Path(tmp), [clock])
@@ -585,7 +595,8 @@ def train_child(kind: str, base: str, workspace: str, args) -> dict[str, Any]:
                 weight_decay=cfg.weight_decay, adam_beta2=cfg.beta2, max_grad_norm=cfg.grad_clip,
                 use_cpu=True, report_to=[], save_strategy="no", eval_strategy="no", logging_strategy="no",
                 dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=True,
-                gradient_checkpointing=False, bf16=False, fp16=False, seed=seed)
+                gradient_checkpointing=False, bf16=kind == "trainer-bf16", fp16=False, seed=seed)
+            precision = "bf16 autocast" if targs.bf16 else "float32"
             trainer = Trainer(model=net, args=targs, train_dataset=Blocks(),
                               data_collator=default_data_collator, callbacks=[StepEnd()])
             trainer.train()
@@ -594,7 +605,7 @@ def train_child(kind: str, base: str, workspace: str, args) -> dict[str, Any]:
                         "optimizer": str(targs.optim)}
     tokens_per_step = args.train_batch * args.train_block
     tps, sec = clock.rate(args.train_warmup, tokens_per_step)
-    return {"impl": kind, "base": base, "tok_s": round(tps, 1), "s_per_step": round(sec, 3),
+    return {"impl": kind, "precision": precision, "base": base, "tok_s": round(tps, 1), "s_per_step": round(sec, 3),
             "timed_steps": len(clock.times) - args.train_warmup, "warmup_steps": args.train_warmup,
             "tokens_per_step": tokens_per_step, "blocks": len(ids), "threads": threads,
             "rss_start_mb": round(rss_start),
@@ -611,23 +622,27 @@ def _child(cmd: list[str]) -> dict[str, Any]:
 
 def part_train(base: str, workspace: str, args, passthrough: list[str]) -> dict[str, Any]:
     rows = [_child([sys.executable, __file__, "--child", kind, base, workspace, *passthrough])
-            for kind in ("ours", "trainer")]
-    ratio = rows[0]["tok_s"] / rows[1]["tok_s"]
+            for kind in TRAIN_KINDS]
+    tps = {r["impl"]: r["tok_s"] for r in rows}
+    ratio = tps["ours"] / tps["trainer"]
     rows[0]["ours_over_trainer"] = round(ratio, 2)
     return {"base": base, "batch": args.train_batch, "block": args.train_block, "lora": LORA, "rows": rows,
-            "ours_over_trainer": round(ratio, 2)}
+            "ours_over_trainer": round(ratio, 2),
+            "ours_over_trainer_bf16": round(tps["ours"] / tps["trainer-bf16"], 2),
+            "ours_float_over_trainer": round(tps["ours-float"] / tps["trainer"], 2)}
 
 
 def print_train(result: dict[str, Any]) -> None:
     threads = result["rows"][0]["threads"]
     print(f"\ntrain: {result['base']} LoRA r {LORA['r']} on {LORA['target_modules']}, "
-          f"batch {result['batch']} x {result['block']} tokens, fp32, {threads} thread(s), "
-          "each in its own process")
-    print(f"{'implementation':<14} {'tok/s':>8} {'s/step':>7} {'steps':>5} {'RSS start':>10} {'peak RSS':>9}")
+          f"batch {result['batch']} x {result['block']} tokens, {threads} thread(s), each in its own process")
+    print(f"{'implementation':<14} {'precision':<34} {'tok/s':>8} {'s/step':>7} {'steps':>5} {'RSS start':>10} "
+          f"{'peak RSS':>9}")
     for r in result["rows"]:
-        print(f"{r['impl']:<14} {r['tok_s']:>8,.1f} {r['s_per_step']:>7.2f} {r['timed_steps']:>5} "
-              f"{r['rss_start_mb']:>7} MB {r['peak_rss_mb']:>6} MB")
-    print(f"ours / Trainer: {result['ours_over_trainer']:.2f}x")
+        print(f"{r['impl']:<14} {r.get('precision', ''):<34} {r['tok_s']:>8,.1f} {r['s_per_step']:>7.2f} "
+              f"{r['timed_steps']:>5} {r['rss_start_mb']:>7} MB {r['peak_rss_mb']:>6} MB")
+    print(f"ours / Trainer: {result['ours_over_trainer']:.2f}x; ours / Trainer bf16: "
+          f"{result['ours_over_trainer_bf16']:.2f}x; ours float / Trainer: {result['ours_float_over_trainer']:.2f}x")
 
 
 # -- 3. quality -----------------------------------------------------------------------------------

@@ -175,16 +175,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_overrides(pairs: list[str], families) -> dict[str, dict[str, str]]:
     """["diffusion.offset_noise=0.1"] -> {"diffusion": {"offset_noise": "0.1"}}; a malformed pair or a
-    family not being run exits with a one-line error."""
+    family not being run exits with a one-line error (the pairs are read as ``aigc train --set`` reads them)."""
+    from aigc.cli.common import parse_pairs
+    from aigc.errors import InvalidInput
+
+    try:
+        flat = parse_pairs(pairs, "--set")
+    except InvalidInput as e:
+        raise SystemExit(f"error: {e}") from None
     out: dict[str, dict[str, str]] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        family, dot, field = key.strip().partition(".")
-        if not sep or not dot or not field:
-            raise SystemExit(f"error: --set expects FAMILY.KEY=VALUE, got {pair!r}")
+    for key, value in flat.items():
+        family, dot, field = key.partition(".")
+        if not dot or not field:
+            raise SystemExit(f"error: --set expects FAMILY.KEY=VALUE, got {key}={value!r}")
         if family not in families:
-            raise SystemExit(f"error: --set {pair!r}: {family!r} is not among the families run ({', '.join(families)})")
-        out.setdefault(family, {})[field] = value.strip()
+            raise SystemExit(f"error: --set {key}={value}: {family!r} is not among the families run "
+                             f"({', '.join(families)})")
+        out.setdefault(family, {})[field] = value
     return out
 
 

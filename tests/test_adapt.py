@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_bases import _tokenizer, save_tiny
 
 from aigc.data.dataset import TextRecord
@@ -102,6 +103,7 @@ def test_the_fused_lora_forward_gives_peft_s_loss_and_gradients(case):
 
     torch.manual_seed(0)
     model = AdaptedLM(tiny_base(case), "lora", r=4, alpha=8, dropout=0.0)
+    model.base_weights = "float"  # exact: the default on a CPU with native bf16 is a bfloat16 copy (tested below)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -116,13 +118,21 @@ def test_the_fused_lora_forward_gives_peft_s_loss_and_gradients(case):
         model.fused = fused
         model.zero_grad()
         logits, loss = model(ids, targets)
+        assert (logits is None) == fused  # the fused head keeps no logits
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-        results.append((logits.detach(), loss.item(), grads))
-    (fl, floss, fgrads), (pl, ploss, pgrads) = results
-    assert fl.shape == (3 * 14, VOCAB)
-    torch.testing.assert_close(fl, pl, atol=1e-4, rtol=1e-4)
-    assert abs(floss - ploss) < 1e-5
+        # per-token losses, weighted unevenly: the fused head's backward scales each row by its own gradient
+        model.zero_grad()
+        nll = model.token_nll(ids, targets)
+        (nll * torch.linspace(0.5, 2.0, len(nll))).sum().backward()
+        weighted = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((nll.detach(), loss.item(), grads, weighted))
+    (fn, floss, fgrads, fweighted), (pn, ploss, pgrads, pweighted) = results
+    assert fn.shape == (3 * 14,)
+    torch.testing.assert_close(fn, pn, atol=1e-5, rtol=1e-5)
+    assert abs(floss - ploss) < 1e-5 and abs(floss - fn.mean().item()) < 1e-6
+    for n in fweighted:
+        torch.testing.assert_close(fweighted[n], pweighted[n], atol=1e-5, rtol=1e-4, msg=lambda m: f"{n}: {m}")
     assert set(fgrads) == set(pgrads) and len(fgrads) == 2 * 7 * 2  # A and B, 7 projections, 2 layers
     for n in fgrads:
         assert fgrads[n].abs().max() > 0, n
@@ -140,9 +150,9 @@ def test_the_fused_path_applies_lora_dropout_in_training_only_and_falls_back_whe
             if "lora_B" in name:
                 p.normal_(0, 0.3)
     model.eval()
-    assert torch.equal(model(ids, ids)[0], model(ids, ids)[0])  # eval: no dropout
+    assert torch.equal(model.token_nll(ids, ids), model.token_nll(ids, ids))  # eval: no dropout
     model.train()
-    assert not torch.equal(model(ids, ids)[0], model(ids, ids)[0])  # training: a fresh mask each time
+    assert not torch.equal(model.token_nll(ids, ids), model.token_nll(ids, ids))  # training: a fresh mask each time
     # an adapter on the head, or DoRA, or a full fine-tune: peft's own forward
     assert AdaptedLM(tiny_base("llama-tied"), "lora", r=4, target_modules=["q_proj", "lm_head"])._fused_decoder() is None
     from peft import LoraConfig, get_peft_model
@@ -161,16 +171,78 @@ def test_the_fused_path_follows_peft_s_disable_adapter():
 
     torch.manual_seed(0)
     model = AdaptedLM(tiny_base("llama-tied"), "lora", r=4, alpha=8, dropout=0.0).eval()
+    model.base_weights = "float"
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.3)
     ids = torch.randint(1, VOCAB, (2, 12), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        adapted = model(ids, ids)[0]
+        adapted = model.token_nll(ids, ids)
         with model.net.disable_adapter():
-            off = model(ids, ids)[0]
+            off = model.token_nll(ids, ids)
             model.fused = False
-            want = model(ids, ids)[0]
+            want = model.token_nll(ids, ids)
     assert not torch.allclose(adapted, off, atol=1e-3)
     torch.testing.assert_close(off, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_the_fused_head_gives_cross_entropy_s_losses_and_gradient_chunk_by_chunk(monkeypatch, softcap):
+    """_HeadNLL (the head's loss, its gradient taken in the forward) against F.cross_entropy over the
+    whole logits: the same per-row losses and the same gradient, across chunk boundaries (7 rows a
+    chunk here), with Gemma's soft cap and without."""
+    import aigc.pretrained.decoder as decoder
+
+    monkeypatch.setattr(decoder, "HEAD_CHUNK_BYTES", 4 * 50 * 7)  # 7 rows of a 50-entry vocabulary
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(50, 12, generator=g)
+    targets = torch.randint(0, 50, (23,), generator=g)
+    h = torch.randn(23, 12, generator=g, requires_grad=True)
+    upstream = torch.rand(23, generator=g)
+
+    nll = decoder._HeadNLL.apply(h, weight, targets, softcap)
+    (nll * upstream).sum().backward()
+    got, h.grad = h.grad, None
+    logits = F.linear(h, weight)
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    want = F.cross_entropy(logits, targets, reduction="none")
+    (want * upstream).sum().backward()
+    torch.testing.assert_close(nll, want.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, h.grad, atol=1e-5, rtol=1e-5)
+    assert got.abs().max() > 0
+
+
+def test_the_fused_path_trains_on_a_bfloat16_copy_of_the_base_close_to_float(monkeypatch):
+    """On a CPU with native bf16 the frozen base's matrices are a bfloat16 copy (the adapters, their
+    gradients and the loss stay float32): the loss and the adapters' gradients stay close to float's;
+    elsewhere, or asked, float."""
+    import aigc.runtime as runtime
+    from test_pretrained_decoder import VOCAB, tiny_base
+
+    torch.manual_seed(0)
+    model = AdaptedLM(tiny_base("llama-tied"), "lora", r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    param = next(model.parameters())
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    assert model.base_format(param) == "float"
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert model.base_format(param) == "bfloat16"
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(1, VOCAB, (3, 16), generator=g)
+    targets = torch.randint(1, VOCAB, (3, 16), generator=g)
+    results = {}
+    for fmt in ("float", "bfloat16"):
+        model.base_weights = fmt
+        assert model._fused_decoder().weights == fmt
+        model.zero_grad()
+        _, loss = model(ids, targets)
+        loss.backward()
+        results[fmt] = (loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
+    (lf, gf), (lb, gb) = results["float"], results["bfloat16"]
+    assert abs(lb - lf) < 0.01 * lf
+    assert F.cosine_similarity(gf, gb, dim=0) > 0.99 and not torch.equal(gf, gb)

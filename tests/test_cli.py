@@ -98,6 +98,7 @@ def test_bad_input_is_one_line_and_exit_2(trained, tmp_path):
         (("train", "fruit", "--set", "n_layer=two", "--preset", "tiny"), "n_layer must be int"),
         (("train", "fruit", "--set", "depth=2", "--preset", "tiny"), "unknown .* key.*depth"),
         (("train", "fruit", "--time-budget", "soon"), "duration"),
+        (("train", "fruit", "--preset", "tiny", "--precision", "fp8"), "--precision must be one of 32-true"),
         (("generate", "nosuch"), "unknown run 'nosuch'"),
         (("generate", "g", "Zebra"), "never saw"),
         (("generate", "g", "--temperature", "-1"), "temperature"),

@@ -228,6 +228,28 @@ def test_a_full_queue_refuses_with_overloaded(served):
         engine.close()
 
 
+def test_a_request_that_finds_a_free_row_is_not_refused_by_a_full_queue(served, monkeypatch):
+    """max_queue bounds the requests that wait for a row: two sent together to a batch of two rows
+    and a queue of one place both go (the first still queued, not yet admitted, when the second
+    comes), a third takes the one place, a fourth is refused."""
+    engine = Engine(served, max_batch=2, max_queue=1, log=False, safety=False)
+    try:
+        engine.generate(_req(prompt="apple", max_new_tokens=2))  # loaded, its batch of two rows made
+        admit = engine._admit
+        monkeypatch.setattr(engine, "_admit", lambda: None)  # the decode thread admits nothing for now
+        first = engine.submit(_req(prompt="apple", max_new_tokens=3))
+        second = engine.submit(_req(prompt="apple", max_new_tokens=3))  # one queued, one row still free
+        third = engine.submit(_req(prompt="apple", max_new_tokens=3))  # no row left: the queue's one place
+        with pytest.raises(Overloaded, match="queue is full"):
+            engine.submit(_req(prompt="apple", max_new_tokens=3))
+        monkeypatch.setattr(engine, "_admit", admit)
+        with engine._lock:
+            engine._wake.notify()
+        assert [h.wait().status for h in (first, second, third)] == ["ok", "ok", "ok"]
+    finally:
+        engine.close()
+
+
 def test_deadline_ends_a_request_as_timeout(served, monkeypatch):
     never_ending_text(monkeypatch, served, delay=0.02)
     engine = Engine(served, log=False)

@@ -59,6 +59,7 @@ CFG = dict(batch_size=8, lr=3e-2, warmup_steps=0, weight_decay=0.0, grad_clip=1.
 
 def test_dpo_through_the_loop_learns_a_planted_preference_against_a_fixed_reference(tmp_path):
     model, tok = objective(tmp_path, "dpo", beta=0.5)
+    model.adapted.base_weights = "float"  # compared with the float base below (on a bf16 CPU: a bf16 copy)
     task = PreferenceTask(tok, pairs(TRAIN_NOUNS), pairs(VAL_NOUNS), batch_size=8)
     before = task.measure(model)
     # LoRA's B starts at zero: the policy is the reference, every reward 0 and the loss log 2

@@ -502,7 +502,9 @@ class Engine:
         with self._lock:
             if self._stop:
                 raise EngineUnavailable("the engine is shutting down")
-            if len(self._text_queue) + len(self._image_queue) >= self.max_queue:
+            free, waiting = self._waiting()
+            fits = kind == "text" and free.get(req.model, self._free_rows(req.model)) >= group.width
+            if waiting >= self.max_queue and not fits:
                 raise Overloaded(f"the queue is full ({self.max_queue} requests waiting): try again shortly",
                                  retry_after=1)
             if kind == "text":
@@ -514,6 +516,27 @@ class Engine:
                 self._image_queue.append((req, handle, deadline, time.perf_counter()))
                 self._image_wake.notify()
         return handle
+
+    def _waiting(self) -> tuple[dict[str, int], int]:
+        """(rows each run's batch has free once the queued requests that fit are admitted, queued
+        requests that will wait): ``max_queue`` bounds the second. A request that finds a free row
+        does not wait, even before the decode thread has admitted it (a queue of one place had
+        refused the second of two requests sent together while a row was free). Under the lock."""
+        free: dict[str, int] = {}
+        waiting = len(self._image_queue)
+        for job in self._text_queue:
+            model = job.req.model
+            if model not in free:
+                free[model] = self._free_rows(model)
+            if free[model] >= job.group.width:
+                free[model] -= job.group.width
+            else:
+                waiting += 1
+        return free, waiting
+
+    def _free_rows(self, model: str) -> int:
+        entry = self.loaded.get(model)
+        return entry.batch.free if entry is not None and entry.batch is not None else 0
 
     def generate(self, req: TextRequest) -> Result:
         return self.submit(req).wait()

@@ -65,6 +65,9 @@ class Diverged(AigcError):
     weights of its last good validation; the message names the step and the fix."""
 
 
+PRECISIONS = ("", "32-true", "bf16-mixed", "16-mixed")  # Lightning's names; "" = auto (see TrainConfig.precision)
+
+
 @dataclass
 class TrainConfig:
     max_steps: int = 3000  # 0 = no step cap: the time budget alone governs (only with one)
@@ -118,6 +121,9 @@ class TrainConfig:
             raise InvalidInput(f"--num-nodes must be >= 1, got {self.num_nodes}")
         if self.strategy not in STRATEGIES:
             raise InvalidInput(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.precision not in PRECISIONS:
+            raise InvalidInput(f"--precision must be one of {', '.join(p for p in PRECISIONS if p)} (default: auto), "
+                               f"got {self.precision!r}")
         if self.accelerator not in ("", "cpu", "cuda"):
             raise InvalidInput(f"--accelerator must be cpu or cuda (default: cuda when available), "
                                f"got {self.accelerator!r}")

@@ -43,8 +43,9 @@ def serve(
                                                 "the rest of the server the other cores.")] = True,
     decode_weights: Annotated[str | None, typer.Option(
         "--decode-weights", show_default=False,
-        help="How pretrained bases hold their matrices when decoding: float (exact), bfloat16 or int8 "
-             "[default: int8 on a CPU, float on a GPU; $AIGC_DECODE_WEIGHTS].")] = None,
+        help="How pretrained bases hold their matrices when decoding: float (exact), bfloat16, int8, or "
+             "mixed (int8 for a few rows, bfloat16 for batches) [default: mixed on a CPU, float on a GPU; "
+             "$AIGC_DECODE_WEIGHTS].")] = None,
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the models in the server's own process "
                                              "(by default they run in a child process, so that model and HTTP "
                                              "work never wait on each other's GIL).")] = False,

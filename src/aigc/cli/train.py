@@ -32,6 +32,9 @@ def train(
     patience: Annotated[int | None, typer.Option("--patience", help="Early stopping: validations without improvement.",
                                                  show_default=False)] = None,
     seed: Annotated[int | None, typer.Option("--seed", show_default=False)] = None,
+    precision: Annotated[str | None, typer.Option(
+        "--precision", help="32-true, bf16-mixed or 16-mixed [default: bf16-mixed on a GPU that has it, and on a "
+        "CPU with native bf16 for diffusion; else 32-true].", show_default=False)] = None,
     tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="char or bpe [default: char].", show_default=False)] = None,
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", help="BPE vocabulary size.", show_default=False)] = None,
     cond_dropout: Annotated[float | None, typer.Option(
@@ -93,7 +96,7 @@ def train(
     options: dict[str, Any] = {
         k: v for k, v in dict(max_steps=max_steps, time_budget=time_budget, batch_size=batch_size, lr=lr,
                                eval_every=eval_every, patience=patience, seed=seed, tokenizer=tokenizer,
-                               vocab_size=vocab_size, cond_dropout=cond_dropout, devices=devices,
+                               vocab_size=vocab_size, cond_dropout=cond_dropout, precision=precision, devices=devices,
                                num_nodes=num_nodes, strategy=strategy, accelerator=accelerator).items()
         if v is not None
     }

@@ -89,21 +89,41 @@ class AdaptedLM(nn.Module):
             self.net = base
         self.method = method
         self.fused = True  # LoRA trains through FastLM.lora_hidden where it can (see _fused_decoder)
+        self.base_weights = "auto"  # the frozen base's format there: auto, float or bfloat16 (see base_format)
         config = base.config
         self.block_size = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 2048)
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
         """Without targets: logits (B, T, V). With targets: the loss over the positions that have a
         target, and the logits of those positions only, (N, V): the output head, the largest matrix
         of a small base (SmolLM2-135M: 28M of its 135M weights), runs where the loss is taken, not
-        on the prompt and padding of every block."""
+        on the prompt and padding of every block. On the fused LoRA path (see :meth:`_fused_decoder`)
+        the logits are None: the loss comes from :meth:`token_nll`, which never keeps them."""
         if targets is None:
             return self.net(input_ids=idx).logits, None
+        fused = self._fused_decoder()
+        if fused is not None and idx.shape[1] <= fused.block_size:
+            return None, self.token_nll(idx, targets).mean()
+        return self._head_logits(idx, targets)
+
+    def token_nll(self, idx: Tensor, targets: Tensor) -> Tensor:
+        """The cross-entropy of each target that is not -100, (N,) float32, in the order boolean
+        indexing takes them (row by row). LoRA on the llama family: our fused forward and head
+        (:meth:`FastLM.head_nll`: the gradient of the head taken chunk by chunk, no (N, V) logits
+        kept); otherwise from :meth:`forward`'s logits."""
         keep = targets != IGNORE_INDEX
         fused = self._fused_decoder()
         if fused is not None and idx.shape[1] <= fused.block_size:  # LoRA, llama family: same arithmetic, fused
-            logits = fused._logits(fused.lora_hidden(idx, dropout=self.training)[keep], fused._decode_weights())
-            return logits, F.cross_entropy(logits.float(), targets[keep])
+            return fused.head_nll(fused.lora_hidden(idx, dropout=self.training)[keep], targets[keep],
+                                  fused._decode_weights())
+        logits, _ = self._head_logits(idx, targets)
+        if logits.dim() == 3:  # a base without a separate head gives every position's logits
+            logits = logits[keep]
+        return F.cross_entropy(logits.float(), targets[keep], reduction="none")
+
+    def _head_logits(self, idx: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """peft's (or the full model's) own forward, the head only where a target is."""
+        keep = targets != IGNORE_INDEX
         causal = self.net.get_base_model() if self.method == "lora" else self.net
         decoder, head = causal.get_decoder(), causal.get_output_embeddings()
         if decoder is None or head is None or decoder is causal:  # no separate head: the whole forward
@@ -125,26 +145,42 @@ class AdaptedLM(nn.Module):
         Why: peft adds each adapter to each of a layer's seven projections on its own, with its own
         dropout copy of the input; the fused path runs q/k/v and gate/up as one product each, their
         adapters as one pair, over the same frozen weights decoding gathers. Measured by
-        ``benchmarks/pretrained.py --parts train`` against peft + Trainer. It holds a float copy of
-        the fused layer matrices (SmolLM2-135M: 0.43 GB), gathered once; kept out of the module tree
-        (not a submodule: the state dict stays the adapters alone), rebuilt when the base moves."""
+        ``benchmarks/pretrained.py --parts train`` against peft + Trainer. It holds a copy of the
+        fused layer matrices, gathered once, in the format :meth:`base_format` names (SmolLM2-135M:
+        0.43 GB in float32, half that in bfloat16); kept out of the module tree (not a submodule: the
+        state dict stays the adapters alone), rebuilt when the base moves."""
         if self.method != "lora" or not self.fused:
             return None
         from aigc.pretrained.decoder import FastLM
 
         causal = self.net.get_base_model()
-        device = next(causal.parameters()).device
+        param = next(causal.parameters())
+        key = (param.device, self.base_format(param))
         cached = self.__dict__.get("_fused")
-        if cached is not None and cached[0] == device:
+        if cached is not None and cached[0] == key:
             return cached[1]
         fused = None
         if FastLM.lora_supported(causal):
             try:
-                fused = FastLM.from_hf(causal, max_context=None)
+                fused = FastLM.from_hf(causal, max_context=None, weights=key[1])
             except InvalidInput:
                 fused = None
-        self.__dict__["_fused"] = (device, fused)
+        self.__dict__["_fused"] = (key, fused)
         return fused
+
+    def base_format(self, param: Tensor) -> str:
+        """The format of the frozen base's matrices in the fused training forward: ``self.base_weights``
+        when set ("float" or "bfloat16"), else bfloat16 for a float32 base on a CPU with native bf16
+        (its products twice float32's speed there), float otherwise. The adapters, their gradients,
+        the optimizer, the residual stream and the loss stay float32 (as QLoRA keeps a quantized base
+        under float adapters); held-out perplexity of SmolLM2-135M with the bfloat16 copy is within
+        0.4 % of float32's (benchmarks/results/pretrained_decode_train.json, the decode formats)."""
+        if self.base_weights != "auto":
+            return self.base_weights
+        from aigc.runtime import cpu_has_bf16
+
+        native = param.device.type == "cpu" and param.dtype == torch.float32 and cpu_has_bf16()
+        return "bfloat16" if native else "float"
 
     def _trainable_names(self) -> set[str]:
         return {name for name, p in self.named_parameters() if p.requires_grad}

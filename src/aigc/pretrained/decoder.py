@@ -201,6 +201,50 @@ def _rms_norm(x: Tensor, w: Tensor, eps: float) -> Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
+HEAD_CHUNK_BYTES = 1 << 25  # the float32 logits of one chunk of rows in _HeadNLL: 32 MB
+
+
+class _HeadNLL(torch.autograd.Function):
+    """Per-row cross-entropy of the logits ``h @ weight.T`` (in weight's dtype; optionally soft-capped)
+    against ``targets``, (N,) float32, for a frozen ``weight``: the gradient with respect to ``h`` is taken
+    in the forward, a chunk of rows at a time, so the (N, V) logits are never whole and never saved
+    (the idea of Liger-Kernel's fused linear cross-entropy, without the weight's gradient).
+
+    Same arithmetic as ``F.cross_entropy(F.linear(h, weight).float(), targets, reduction="none")``;
+    what it saves in LoRA training (SmolLM2's 49k-entry vocabulary, ~1,500 labelled positions a step):
+    the (N, V) zeros that cross-entropy's backward fills and scatters into, and log-softmax's
+    backward over them."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, targets: Tensor, softcap: float | None) -> Tensor:
+        n, vocab = h.shape[0], weight.shape[0]
+        chunk = max(1, HEAD_CHUNK_BYTES // (4 * vocab))
+        nll = torch.empty(n, dtype=torch.float32, device=h.device)
+        grad = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        for a in range(0, n, chunk):
+            z = F.linear(h[a:a + chunk].to(weight.dtype), weight).float()
+            t = None
+            if softcap is not None:
+                t = torch.tanh(z / softcap)
+                z = t * softcap
+            lse = torch.logsumexp(z, dim=-1)
+            tgt = targets[a:a + chunk, None]
+            nll[a:a + chunk] = lse - z.gather(1, tgt).squeeze(1)
+            if grad is not None:
+                p = z.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                p.scatter_add_(1, tgt, torch.full_like(tgt, -1, dtype=p.dtype))
+                if t is not None:
+                    p.mul_(1 - t * t)
+                grad[a:a + chunk] = (p.to(weight.dtype) @ weight).to(grad.dtype)
+        ctx.save_for_backward(grad)
+        return nll
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * g[:, None].to(grad.dtype), None, None, None
+
+
 def _int8_matmul(x: Tensor, q: Tensor, s: Tensor) -> Tensor:
     """x (..., in) @ the int8 matrix q (out, in) scaled by s (out,) -> (..., out) in x's dtype. Up to
     16 rows (decoding) run torch's weight-only int8 kernel on a CPU; more rows (an "int8" prefill), or
@@ -563,6 +607,15 @@ class FastLM(nn.Module):
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
+
+    def head_nll(self, x: Tensor, targets: Tensor, weights: Weights) -> Tensor:
+        """x (N, C) after the layers, targets (N,) -> the cross-entropy of each row (N,) float32, as
+        ``F.cross_entropy(self._logits(x, weights).float(), targets, reduction="none")``; through
+        :class:`_HeadNLL` (no (N, V) logits kept) when the head is a frozen float or bfloat16 matrix."""
+        w = weights.head
+        if w is None or w.requires_grad or not x.requires_grad:
+            return F.cross_entropy(self._logits(x, weights).float(), targets, reduction="none")
+        return _HeadNLL.apply(_rms_norm(x, weights.norm, self.eps), w, targets, self.softcap)
 
     def init_slots(self, rows: int) -> SlotCache:
         w = self.hf.lm_head.weight

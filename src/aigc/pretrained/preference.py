@@ -110,10 +110,7 @@ def sequence_logps(adapted: AdaptedLM, idx: Tensor, targets: Tensor) -> Tensor:
 
     Runs ``adapted``'s training forward, which applies the output head only where a target is."""
     keep = targets != IGNORE_INDEX
-    logits, _ = adapted(idx, targets)
-    if logits.dim() == 3:  # a base without a separate head gives every position's logits
-        logits = logits[keep]
-    token = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[keep][:, None]).squeeze(-1)
+    token = -adapted.token_nll(idx, targets)
     rows = keep.nonzero()[:, 0]  # the row of each kept target, in the order boolean indexing takes them
     return torch.zeros(len(idx), dtype=token.dtype, device=token.device).index_add(0, rows, token)
 
