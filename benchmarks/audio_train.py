@@ -3,7 +3,7 @@
     python benchmarks/audio_train.py --budget 600 --threads 2        # -> results/audio_train.json
                                                                      #    + results/audio_train/ (WAV, MIDI, PNG)
     python benchmarks/audio_train.py --budget 600 --threads 2 --families diffusion --music '' \
-        --name audio_train_guidance                                  # the vocoder and diffusion alone
+        --name audio_train_diffusion                                 # the vocoder and diffusion alone
 
 Spoken digits: ``scripts/make_spoken_digits.py`` writes ``--per-digit`` clips of each digit with
 espeak-ng (deterministic; cached in ``benchmarks/.cache/digits-<n>``), ingested at 16 kHz, one
