@@ -120,7 +120,7 @@ def cpu_has_bf16() -> bool:
 
 def default_precision(device: str, cpu_bf16: bool = False) -> str:
     """bf16 autocast on a GPU that supports it, and on a CPU with native bf16 for a family that
-    asks for it (``cpu_bf16``: measured faster at equal quality); exact float32 elsewhere
+    asks for it (``cpu_bf16``: measured faster there; see the family); exact float32 elsewhere
     (correctness first). ``--precision 32-true`` keeps float32 everywhere."""
     import torch
 

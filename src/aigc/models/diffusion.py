@@ -104,8 +104,10 @@ class Diffusion(nn.Module):
     modality = "image"
     # Trains under bf16 autocast on a CPU with native bf16 (aigc.runtime.default_precision; the UNet's
     # convolutions go to oneDNN's bf16 kernels; the loss, the weights, Adam and the EMA stay float32).
-    # `small` at 64 x 64 (spoken-digit mels), batch 16, 2 threads, AMD EPYC with AVX-512 BF16: ~270 ms
-    # a step in float32, ~175 ms in bf16; benchmarks/results/audio_train.json records the steps reached.
+    # `small`, 2 threads, AMD EPYC with AVX-512 BF16, steps in the same time as float32 reached:
+    # spoken-digit mels 64 x 64, 600 s, 2652 against 2000 (benchmarks/results/audio_train.json, against
+    # the file at 5474227); Fashion-MNIST / digits / shapes, 300 s, 4611 / 6750 / 3615 against 3403 /
+    # 6213 / 2576 (robustness_images_diffusion.json against robustness_images.json).
     cpu_bf16 = True
     Config = DiffusionConfig
     PRESETS = {

@@ -101,8 +101,7 @@ class AdaptedLM(nn.Module):
         the logits are None: the loss comes from :meth:`token_nll`, which never keeps them."""
         if targets is None:
             return self.net(input_ids=idx).logits, None
-        fused = self._fused_decoder()
-        if fused is not None and idx.shape[1] <= fused.block_size:
+        if self._fused_for(idx) is not None:
             return None, self.token_nll(idx, targets).mean()
         return self._head_logits(idx, targets)
 
@@ -112,8 +111,8 @@ class AdaptedLM(nn.Module):
         (:meth:`FastLM.head_nll`: the gradient of the head taken chunk by chunk, no (N, V) logits
         kept); otherwise from :meth:`forward`'s logits."""
         keep = targets != IGNORE_INDEX
-        fused = self._fused_decoder()
-        if fused is not None and idx.shape[1] <= fused.block_size:  # LoRA, llama family: same arithmetic, fused
+        fused = self._fused_for(idx)
+        if fused is not None:  # LoRA, llama family: same arithmetic, fused
             return fused.head_nll(fused.lora_hidden(idx, dropout=self.training)[keep], targets[keep],
                                   fused._decode_weights())
         logits, _ = self._head_logits(idx, targets)
@@ -136,6 +135,11 @@ class AdaptedLM(nn.Module):
         if cap:  # Gemma caps its logits after the head
             logits = torch.tanh(logits / cap) * cap
         return logits, F.cross_entropy(logits.float(), targets[keep])
+
+    def _fused_for(self, idx: Tensor):
+        """:meth:`_fused_decoder` when it can take blocks ``idx`` (no longer than the base's context), else None."""
+        fused = self._fused_decoder()
+        return fused if fused is not None and idx.shape[1] <= fused.block_size else None
 
     def _fused_decoder(self):
         """A :class:`~aigc.pretrained.decoder.FastLM` over the peft-wrapped base, whose

@@ -211,8 +211,7 @@ class _HeadNLL(torch.autograd.Function):
     (the idea of Liger-Kernel's fused linear cross-entropy, without the weight's gradient).
 
     Same arithmetic as ``F.cross_entropy(F.linear(h, weight).float(), targets, reduction="none")``;
-    what it saves in LoRA training (SmolLM2's 49k-entry vocabulary, ~1,500 labelled positions a step):
-    the (N, V) zeros that cross-entropy's backward fills and scatters into, and log-softmax's
+    what it saves in LoRA training (SmolLM2's 49k-entry vocabulary): the (N, V) zeros that cross-entropy's backward fills and scatters into, and log-softmax's
     backward over them."""
 
     @staticmethod
