@@ -139,16 +139,22 @@ def test_the_fused_lora_forward_gives_peft_s_loss_and_gradients(case):
         torch.testing.assert_close(fgrads[n], pgrads[n], atol=1e-5, rtol=1e-4, msg=lambda m: f"{n}: {m}")
 
 
+def _random_lora(base, dropout: float) -> AdaptedLM:
+    """A LoRA (r 4, alpha 8) on ``base`` whose B matrices are random, not zero: the adapters act."""
+    model = AdaptedLM(base, "lora", r=4, alpha=8, dropout=dropout)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    return model
+
+
 def test_the_fused_path_applies_lora_dropout_in_training_only_and_falls_back_where_it_cannot():
     from test_pretrained_decoder import VOCAB, tiny_base
 
     torch.manual_seed(0)
     ids = torch.randint(1, VOCAB, (2, 12), generator=torch.Generator().manual_seed(2))
-    model = AdaptedLM(tiny_base("llama-tied"), "lora", r=4, alpha=8, dropout=0.5)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.3)
+    model = _random_lora(tiny_base("llama-tied"), dropout=0.5)
     model.eval()
     assert torch.equal(model.token_nll(ids, ids), model.token_nll(ids, ids))  # eval: no dropout
     model.train()
@@ -162,6 +168,47 @@ def test_the_fused_path_applies_lora_dropout_in_training_only_and_falls_back_whe
 
     assert not FastLM.lora_supported(dora.get_base_model())
     assert AdaptedLM(tiny_base("llama-tied"), "full")._fused_decoder() is None
+
+
+def test_the_fused_path_s_lora_dropout_is_inverted_dropout_at_its_rate():
+    """Each input element of an adapter is dropped with probability p and the adapter's delta keeps
+    its expectation: the 1 / (1 - p) of inverted dropout is folded into B (a delta at half its size
+    on average would mean the scale was lost)."""
+    from test_pretrained_decoder import tiny_base
+
+    from aigc.pretrained.decoder import _dropout, _live_lora
+
+    torch.manual_seed(0)
+    model = _random_lora(tiny_base("llama-tied"), dropout=0.5)
+    layer = model._fused_decoder().hf.model.layers[0]
+    dropped, kept = (_live_lora(layer, "qkv", on, torch.float32) for on in (True, False))
+    assert dropped.dropout == 0.5 and kept.dropout == 0.0
+    row = torch.randn(1, dropped.a.shape[0])
+    x = row.expand(40_000, -1).contiguous()
+    masked = _dropout(x, 0.5)
+    assert abs((masked == 0).float().mean().item() - 0.5) < 0.01
+    assert torch.equal(masked[masked != 0], x[masked != 0])  # the kept ones unscaled: B carries the scale
+    want = (row @ kept.a) @ kept.b
+    got = ((masked @ dropped.a) @ dropped.b).mean(0, keepdim=True)
+    assert torch.allclose(got, want, atol=0.03 * want.abs().max().item())
+    # the rate as asked: from random bytes where a 256th is close enough, else from 16-bit words
+    for rate in (0.05, 0.01):
+        assert abs((_dropout(x, rate) == 0).float().mean().item() - rate) < 0.1 * rate
+
+
+def test_a_young_adapter_s_delta_is_not_lost_to_a_bfloat16_base():
+    """Over a bfloat16 copy of the base, an adapter's delta (here a thousandth of the product) is
+    added in float32: summed in bfloat16 most of its bits would go (bfloat16 keeps 8)."""
+    from aigc.pretrained.decoder import LoraWeights, _project
+
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(64, 32, generator=g), torch.randn(32, 48, generator=g)
+    a, b = torch.randn(32, 4, generator=g), torch.randn(4, 48, generator=g) * 1e-3
+    want = (x @ a) @ b
+    for base, lora in ((w, LoraWeights(a, b, 0.0)), (w.bfloat16(), LoraWeights(a.bfloat16(), b, 0.0))):
+        got = _project(x, base, None, None, None, lora) - _project(x, base, None, None, None, None)
+        assert got.dtype == torch.float32
+        assert ((got - want).norm() / want.norm()).item() < 0.02
 
 
 def test_the_fused_path_follows_peft_s_disable_adapter():
@@ -222,11 +269,7 @@ def test_the_fused_path_trains_on_a_bfloat16_copy_of_the_base_close_to_float(mon
     from test_pretrained_decoder import VOCAB, tiny_base
 
     torch.manual_seed(0)
-    model = AdaptedLM(tiny_base("llama-tied"), "lora", r=4, alpha=8, dropout=0.0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.3)
+    model = _random_lora(tiny_base("llama-tied"), dropout=0.0)
     param = next(model.parameters())
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
     assert model.base_format(param) == "float"
