@@ -34,6 +34,29 @@ def device_name() -> str:
     return f"cpu ({os.cpu_count()} logical cores)"
 
 
+def cpu_model() -> dict[str, Any]:
+    """The processor as /proc/cpuinfo names it, with its vector extensions: CPU figures, and the
+    ratios between peers, differ by generation, and every session's machine is a 2-core "AMD EPYC" by
+    name, so a result says which one it ran on. Empty where there is no /proc/cpuinfo."""
+    out: dict[str, Any] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in ("model name", "cpu family", "model", "stepping") and key not in out:
+            out[key] = value
+        elif key == "flags" and "flags" not in out:
+            flags = set(value.split())
+            out["flags"] = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx_vnni")) or f in ("avx2", "fma"))
+        elif not line.strip() and out:
+            break
+    return out
+
+
 # Taken when the benchmark starts (it imports this module first), not when it writes: the code
 # that ran is the commit checked out then, whatever is committed while it runs.
 _STARTED = {
@@ -50,6 +73,7 @@ def provenance() -> dict[str, Any]:
         **_STARTED,
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {device_name()}",
+        "cpu": cpu_model(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
 
