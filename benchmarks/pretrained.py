@@ -295,6 +295,11 @@ def _held_out_texts() -> dict[str, list[str]]:
     return texts
 
 
+def piece_tokens(n_tokens: int, rows: int, chunk: int = FORMAT_CHUNK) -> int:
+    """The length of the pieces :func:`format_perplexity` cuts a set of ``n_tokens`` into for ``rows``."""
+    return min(chunk, n_tokens // rows)
+
+
 def format_perplexity(lm, tokenizer, texts: list[str], rows: int, chunk: int = FORMAT_CHUNK) -> float:
     """Held-out perplexity per token of a set of texts (joined by newlines into one token stream, cut
     into ``chunk``-token pieces) as decoding reads the weights: each piece's first token prefilled,
@@ -306,7 +311,7 @@ def format_perplexity(lm, tokenizer, texts: list[str], rows: int, chunk: int = F
     import torch.nn.functional as F
 
     ids = tokenizer("\n".join(texts))["input_ids"]
-    chunk = min(chunk, len(ids) // rows)
+    chunk = piece_tokens(len(ids), rows, chunk)
     if chunk < 2:
         raise ValueError(f"{len(ids)} held-out tokens cannot fill {rows} pieces")
     pieces = torch.tensor(ids[: len(ids) // chunk * chunk]).view(-1, chunk)
@@ -329,6 +334,9 @@ def part_formats(hf, tokenizer, lms: dict[str, Any]) -> dict[str, Any]:
     texts = _held_out_texts()
     out: dict[str, Any] = {"chunk_tokens": FORMAT_CHUNK, "texts_per_set": FORMAT_TEXTS, "rows": list(FORMAT_ROWS),
                            "sets": list(texts), "perplexity": {}}
+    # the pieces each set was read in at each number of rows (shorter than chunk_tokens where a set is short)
+    out["piece_tokens"] = {name: {str(r): piece_tokens(len(tokenizer("\n".join(t))["input_ids"]), r)
+                                  for r in FORMAT_ROWS} for name, t in texts.items()}
     for fmt, lm in lms.items():
         out["perplexity"][fmt] = {name: {str(r): round(format_perplexity(lm, tokenizer, t, r), 3) for r in FORMAT_ROWS}
                                   for name, t in texts.items()}
@@ -346,6 +354,11 @@ def print_formats(result: dict[str, Any]) -> None:
         return
     print(f"\nweight formats: held-out perplexity per token, decoded {q['chunk_tokens']}-token pieces, "
           f"{' / '.join(map(str, q['rows']))} rows together")
+    for name, by_rows in q.get("piece_tokens", {}).items():
+        short = {r: n for r, n in by_rows.items() if n < q["chunk_tokens"]}
+        if short:
+            print(f"  ({name}: too short for {q['chunk_tokens']}-token pieces, read in pieces of "
+                  + ", ".join(f"{n} tokens at {r} rows" for r, n in short.items()) + ")")
     sets = q["sets"]
     print(f"{'weights':<10}" + "".join(f" {s:>18}" for s in sets) + "  worst/float")
     for fmt, p in q["perplexity"].items():
