@@ -175,8 +175,8 @@ class AdaptedLM(nn.Module):
     def base_format(self, param: Tensor) -> str:
         """The format of the frozen base's matrices in the fused training forward: ``self.base_weights``
         when set ("float" or "bfloat16"), else bfloat16 for a float32 base on a CPU with native bf16
-        (SmolLM2-135M, 2 threads: 375.6 tokens/s a LoRA step against float's 243.9,
-        benchmarks/results/pretrained_train.json), float otherwise. The adapters, their gradients,
+        (SmolLM2-135M, 2 threads: 563.5 tokens/s a LoRA step against float's 286.7,
+        benchmarks/results/pretrained_decode_train.json), float otherwise. The adapters, their gradients,
         the optimizer, the residual stream and the loss stay float32 (as QLoRA keeps a quantized base
         under float adapters; the adapters' A products read the bfloat16 input, their deltas are summed
         in float32, see ``decoder._project``); held-out perplexity of SmolLM2-135M with the bfloat16 copy is within
