@@ -47,7 +47,8 @@ base's (``ppl_ratio`` <= 1.1; ``bpc_ratio`` beside it). Reranking leaves the mod
 
     python benchmarks/feedback.py [--threads 2] [--raters en_material en_no_exclaim ...] \\
         [--budgets 20 50 200] [--tune-steps 60] [--candidates 8] [--heldout-prompts 48] \\
-        [--sft-budget 120] [--gemma] [--run NAME] [--workspace DIR] [--out-name feedback]
+        [--sft-budget 120] [--gemma] [--run NAME] [--workspace DIR] [--out-name feedback] \\
+        [--methods rerank dpo kto] [--save-texts DIR]
 
 Prints the expected time first, then a table; writes benchmarks/results/<out-name>.json.
 """
@@ -117,6 +118,7 @@ POLICIES = {
 COND_COLUMNS = ["category", "tone"]
 BLOCK_SIZE = 128  # the SFT blocks: a shop text and its instruction fit in about 80 tokens
 # Seeds of each kind of draw: --seed * 10^7 + offset + index, so no two draws share one.
+METHODS = ("rerank", "dpo", "kto")  # rerank is always measured: it costs a twentieth of a second
 SEED_OFFSETS = {"rating_pool": 1_000_000, "heldout_candidates": 2_000_000, "heldout_one": 3_000_000,
                 "split": 4_000_000}
 
@@ -401,6 +403,8 @@ def rater_report(ws, policy: str, rater: Rater, pairs: list[dict], ctx: dict, ar
         entry["rerank_share"] = reranked_share(reward, rater, heldout, prompt_of)
         entry["rerank_s"] = round(time.perf_counter() - t0, 2)
         for method in ("dpo", "kto"):
+            if method not in args.methods:
+                continue
             entry[method] = tuned(ws, policy, method, pairs[:used], {**ctx, "rater": rater}, args)
             print(f"  {rater.name} {used} ratings {method}: share {entry[method]['share']}, "
                   f"perplexity x{entry[method]['ppl_ratio']}", file=sys.stderr)
@@ -418,8 +422,8 @@ def target(report: dict[str, Any]) -> dict[str, Any]:
         if entry["rerank_share"] >= SHARE_TARGET:
             ways.append({"method": "rerank", "ratings": entry["ratings"], "share": entry["rerank_share"]})
         for method in ("dpo", "kto"):
-            m = entry[method]
-            if m["share"] >= SHARE_TARGET and m["ppl_ratio"] <= 1 + PPL_TOLERANCE:
+            m = entry.get(method)
+            if m is not None and m["share"] >= SHARE_TARGET and m["ppl_ratio"] <= 1 + PPL_TOLERANCE:
                 ways.append({"method": method, "ratings": entry["ratings"], "share": m["share"],
                              "ppl_ratio": m["ppl_ratio"]})
     return {"met": bool(ways), "fewest_ratings": min((w["ratings"] for w in ways), default=None), "by": ways,
@@ -446,7 +450,7 @@ def expected_seconds(args, langs: dict[str, list[Rater]]) -> tuple[float, float]
         # one model's held-out samples (6 combinations held out, a group each) and likelihood
         per_model = decode_s(min(held, 6), max(1, held // 6)) + PPL_S_PER_TEXT * texts
         groups = min(args.max_rating_prompts, math.ceil(max(args.budgets) / args.pairs_per_prompt))
-        tunings = len(raters) * len(args.budgets) * 2
+        tunings = len(raters) * len(args.budgets) * len([m for m in ("dpo", "kto") if m in args.methods])
         work = (per_model + decode_s(held, args.rerank_candidates) + decode_s(groups, args.candidates)
                 + tunings * (args.tune_steps * TUNE_STEP_S + TUNE_OVERHEAD_S + per_model))
         setup = 0.0 if given_run(args, lang) else args.sft_budget + SFT_OVERHEAD_S * speed
@@ -492,6 +496,14 @@ def measure_language(ws, lang: str, raters: list[Rater], args, scratch: Path) ->
           f"held-out draws in {record['heldout_s']} s", file=sys.stderr)
     ctx = {"gen": gen, "held": held, "heldout": heldout, "base_texts": base_texts, "pool": pool,
            "chats": chats, "base_fit": base_fit, "scratch": scratch}
+    if args.save_texts:  # what was rated and what reranking picks from, to compare reward models offline
+        from aigc.workspace import write_json_atomic
+
+        args.save_texts.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.save_texts / f"feedback_texts_{lang}.json", {
+            "policy": policy, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "pool": pool, "heldout": heldout, "base_texts": base_texts,
+            "pairs": {r.name: pairs[r.name] for r in raters}})
     reports = {}
     for r in raters:
         reports[r.name] = rater_report(ws, policy, r, pairs[r.name], ctx, args)
@@ -518,10 +530,10 @@ def print_table(reports: dict[str, dict], targets: dict[str, dict], args) -> Non
                 print(f"{name:<14} {e['budget']:>7} {_fmt(rep['base_share'])} {_fmt(rep['rerank_ceiling'])} "
                       f"skipped: {e['skipped']}")
                 continue
-            dpo, kto = e["dpo"], e["kto"]
+            dpo, kto = e.get("dpo", {}), e.get("kto", {})  # absent: not asked for (--methods)
             print(f"{name:<14} {e['ratings']:>7} {_fmt(rep['base_share'])} {_fmt(rep['rerank_ceiling'])} "
-                  f"{_fmt(e['rerank_share'])} {_fmt(dpo['share'])} {_fmt(kto['share'])} "
-                  f"{_fmt(dpo['ppl_ratio'], 7)} {_fmt(kto['ppl_ratio'], 7)}")
+                  f"{_fmt(e['rerank_share'])} {_fmt(dpo.get('share'))} {_fmt(kto.get('share'))} "
+                  f"{_fmt(dpo.get('ppl_ratio'), 7)} {_fmt(kto.get('ppl_ratio'), 7)}")
     print(f"target: share >= {SHARE_TARGET} with <= {MAX_RATINGS} ratings, perplexity within "
           f"{PPL_TOLERANCE:.0%} of the base")
     for name, t in targets.items():
@@ -565,6 +577,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="a Chinese policy on Gemma 3 270M: you accept https://ai.google.dev/gemma/terms")
     ap.add_argument("--workspace", type=Path, default=None,
                     help="the workspace, kept (its policy is reused); default: a temporary one")
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                    help="what each budget of ratings is measured with (default: all); reranking always is, "
+                         "so `--methods rerank` skips the DPO and KTO tunings (minutes each)")
+    ap.add_argument("--save-texts", type=Path, default=None, metavar="DIR",
+                    help="write each language's rating pool, rated pairs and held-out candidates to "
+                         "DIR/feedback_texts_<lang>.json")
     ap.add_argument("--keep-runs", action="store_true", help="keep the tuned runs (each exports ~0.5 GB)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-name", default="feedback")
@@ -602,7 +620,7 @@ def main() -> None:
     expected, most = expected_seconds(args, likely)
     print(f"expected time: ~{expected / 60:.0f} min on {threads} thread(s) (at most ~{most / 60:.0f} min "
           f"when a taste is so rare that the rating pool reaches {args.max_rating_prompts} prompts); "
-          f"{len(args.raters)} rater(s) x {len(args.budgets)} budget(s) x 2 tunings of "
+          f"{len(args.raters)} rater(s) x {len(args.budgets)} budget(s) x {len([m for m in ('dpo', 'kto') if m in args.methods])} tunings of "
           f"{args.tune_steps} steps",
           flush=True)
     t_start = time.perf_counter()
