@@ -402,9 +402,7 @@ def rater_report(ws, policy: str, rater: Rater, pairs: list[dict], ctx: dict, ar
         t0 = time.perf_counter()
         entry["rerank_share"] = reranked_share(reward, rater, heldout, prompt_of)
         entry["rerank_s"] = round(time.perf_counter() - t0, 2)
-        for method in ("dpo", "kto"):
-            if method not in args.methods:
-                continue
+        for method in tunings_asked(args):
             entry[method] = tuned(ws, policy, method, pairs[:used], {**ctx, "rater": rater}, args)
             print(f"  {rater.name} {used} ratings {method}: share {entry[method]['share']}, "
                   f"perplexity x{entry[method]['ppl_ratio']}", file=sys.stderr)
@@ -434,6 +432,11 @@ def target(report: dict[str, Any]) -> dict[str, Any]:
 # -- the run ---------------------------------------------------------------------------------------
 
 
+def tunings_asked(args) -> list[str]:
+    """The tunings each budget of ratings is measured with (--methods; reranking always is)."""
+    return [m for m in ("dpo", "kto") if m in args.methods]
+
+
 def expected_seconds(args, langs: dict[str, list[Rater]]) -> tuple[float, float]:
     """(expected, at most) seconds, from the constants above; the most assumes every rater's taste is
     so rare that the rating pool reaches --max-rating-prompts."""
@@ -450,7 +453,7 @@ def expected_seconds(args, langs: dict[str, list[Rater]]) -> tuple[float, float]
         # one model's held-out samples (6 combinations held out, a group each) and likelihood
         per_model = decode_s(min(held, 6), max(1, held // 6)) + PPL_S_PER_TEXT * texts
         groups = min(args.max_rating_prompts, math.ceil(max(args.budgets) / args.pairs_per_prompt))
-        tunings = len(raters) * len(args.budgets) * len([m for m in ("dpo", "kto") if m in args.methods])
+        tunings = len(raters) * len(args.budgets) * len(tunings_asked(args))
         work = (per_model + decode_s(held, args.rerank_candidates) + decode_s(groups, args.candidates)
                 + tunings * (args.tune_steps * TUNE_STEP_S + TUNE_OVERHEAD_S + per_model))
         setup = 0.0 if given_run(args, lang) else args.sft_budget + SFT_OVERHEAD_S * speed
@@ -620,7 +623,7 @@ def main() -> None:
     expected, most = expected_seconds(args, likely)
     print(f"expected time: ~{expected / 60:.0f} min on {threads} thread(s) (at most ~{most / 60:.0f} min "
           f"when a taste is so rare that the rating pool reaches {args.max_rating_prompts} prompts); "
-          f"{len(args.raters)} rater(s) x {len(args.budgets)} budget(s) x {len([m for m in ('dpo', 'kto') if m in args.methods])} tunings of "
+          f"{len(args.raters)} rater(s) x {len(args.budgets)} budget(s) x {len(tunings_asked(args))} tunings of "
           f"{args.tune_steps} steps",
           flush=True)
     t_start = time.perf_counter()
