@@ -335,8 +335,8 @@ def part_formats(hf, tokenizer, lms: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"chunk_tokens": FORMAT_CHUNK, "texts_per_set": FORMAT_TEXTS, "rows": list(FORMAT_ROWS),
                            "sets": list(texts), "perplexity": {}}
     # the pieces each set was read in at each number of rows (shorter than chunk_tokens where a set is short)
-    out["piece_tokens"] = {name: {str(r): piece_tokens(len(tokenizer("\n".join(t))["input_ids"]), r)
-                                  for r in FORMAT_ROWS} for name, t in texts.items()}
+    n_tokens = {name: len(tokenizer("\n".join(t))["input_ids"]) for name, t in texts.items()}  # once a set
+    out["piece_tokens"] = {name: {str(r): piece_tokens(n, r) for r in FORMAT_ROWS} for name, n in n_tokens.items()}
     for fmt, lm in lms.items():
         out["perplexity"][fmt] = {name: {str(r): round(format_perplexity(lm, tokenizer, t, r), 3) for r in FORMAT_ROWS}
                                   for name, t in texts.items()}
