@@ -33,7 +33,18 @@ share of outputs the rater likes:
 (b) rerank: the online reward model (:class:`aigc.feedback.reward.RewardModel`, its defaults)
     trained on the B pairs picks the best of ``--rerank-candidates`` (8) draws of the policy;
 (c) DPO: ``adapted.tune(method="dpo")`` on the B pairs, then one sample per prompt;
-(d) KTO: ``adapted.tune(method="kto")`` on the same ratings as thumbs (chosen up, rejected down).
+(d) KTO: ``adapted.tune(method="kto")`` on the same ratings as thumbs (chosen up, rejected down);
+(e) rounds, as the product's loop runs (``--rounds`` K, at the budgets of ``--round-budgets``): the
+    budget's ratings come in K rounds, each of the outputs of the policy as it is by then, sharing
+    the --tune-steps steps (so (c) and (e) spend the same steps on as many ratings). Round 1
+    rates the base's pool (the rater's first pairs, as above); each round tunes the current policy
+    on that round's ratings (``adapted.tune``, ``--round-method``: its parent merged is the
+    reference, as ``aigc tune`` on a tuned run does), and the next round's ratings are pairs among
+    ``--candidates`` draws of that tuned run for fresh prompts of the rating combinations. The last
+    run is measured as (c) is, and reranked as (b) is: the best of ``--rerank-candidates`` draws of
+    that run by a reward model of every rating of every round (a tuned run's reward model inherits
+    its parent's ratings: :mod:`aigc.feedback.store`). A taste the base hardly ever shows cannot be
+    taught by rating the base alone; rounds show it more and more often.
 
 (a), (c) and (d) sample each held-out combination with the same seeds, so they differ by their
 weights alone. Also recorded: the base's share over all rerank candidates (the same quantity, more
@@ -48,7 +59,7 @@ base's (``ppl_ratio`` <= 1.1; ``bpc_ratio`` beside it). Reranking leaves the mod
     python benchmarks/feedback.py [--threads 2] [--raters en_material en_no_exclaim ...] \\
         [--budgets 20 50 200] [--tune-steps 60] [--candidates 8] [--heldout-prompts 48] \\
         [--sft-budget 120] [--gemma] [--run NAME] [--workspace DIR] [--out-name feedback] \\
-        [--methods rerank dpo kto] [--save-texts DIR]
+        [--methods rerank dpo kto rounds] [--rounds 3] [--round-budgets 200] [--save-texts DIR]
 
 Prints the expected time first, then a table; writes benchmarks/results/<out-name>.json.
 """
@@ -118,9 +129,9 @@ POLICIES = {
 COND_COLUMNS = ["category", "tone"]
 BLOCK_SIZE = 128  # the SFT blocks: a shop text and its instruction fit in about 80 tokens
 # Seeds of each kind of draw: --seed * 10^7 + offset + index, so no two draws share one.
-METHODS = ("rerank", "dpo", "kto")  # rerank is always measured: it costs a twentieth of a second
+METHODS = ("rerank", "dpo", "kto", "rounds")  # rerank is always measured: it costs a twentieth of a second
 SEED_OFFSETS = {"rating_pool": 1_000_000, "heldout_candidates": 2_000_000, "heldout_one": 3_000_000,
-                "split": 4_000_000}
+                "split": 4_000_000, "round_pool": 5_000_000}  # round k's prompt j: + 100_000 * k + j
 
 # What the expected time assumes, on 2 threads of a laptop-class CPU (a rough guide, not a figure):
 TOKENS_PER_SAMPLE = 45  # shop copy: ~165 English or ~50 Chinese characters
@@ -330,23 +341,32 @@ def reranked_share(reward, rater: Rater, heldout: list[dict], prompt_of: Callabl
     return share(rater, picks)
 
 
-def tuned(ws, policy: str, method: str, pairs: list[dict], ctx: dict, args) -> dict[str, Any]:
-    """DPO or KTO from ``pairs`` on top of the policy, measured as the base is; the run is removed
-    afterwards unless --keep-runs."""
-    import aigc
+def tune_run(ws, parent: str, method: str, pairs: list[dict], name: str, ctx: dict, args,
+             steps: int | None = None) -> dict[str, Any]:
+    """Run ``name``: DPO or KTO from ``pairs`` on top of run ``parent`` (``aigc tune --pairs-file``),
+    ``steps`` steps (default --tune-steps); what it learned and in how long."""
     from aigc import adapted
 
-    name = f"{policy}-{ctx['rater'].name}-{len(pairs)}-{method}"
     pairs_file = ctx["scratch"] / f"{name}.jsonl"
     pairs_file.write_text("".join(json.dumps({"prompt": "", **p}, ensure_ascii=False) + "\n" for p in pairs),
                           encoding="utf-8")
     if ws.has_run(name):
         ws.delete_run(name)  # ours, kept by an earlier --keep-runs invocation
-    overrides = {"max_steps": args.tune_steps, **({"lr": args.tune_lr} if args.tune_lr else {})}
+    overrides = {"max_steps": steps or args.tune_steps, **({"lr": args.tune_lr} if args.tune_lr else {})}
     t0 = time.perf_counter()
-    row = adapted.tune(ws, policy, method=method, beta=args.beta, name=name, pairs_file=str(pairs_file),
+    row = adapted.tune(ws, parent, method=method, beta=args.beta, name=name, pairs_file=str(pairs_file),
                        train_overrides=overrides)
-    tune_s = time.perf_counter() - t0
+    return {"steps": row["step"], "best_val_loss": row["best_val_loss"],
+            "val_reward_accuracy": row["summary"].get("val_reward_accuracy"),
+            "tune_s": round(time.perf_counter() - t0, 1)}
+
+
+def measured(ws, name: str, ctx: dict, args, reward=None) -> dict[str, Any]:
+    """Run ``name`` measured as the base is: its share of one sample per held-out prompt and the
+    likelihood of held-out shop text against the base's; with ``reward``, also the share reranked
+    by it among ``--rerank-candidates`` draws of this run (the held-out candidates' seeds)."""
+    import aigc
+
     t0 = time.perf_counter()
     gen = aigc.load(name, workspace=ws)
     texts = one_per_prompt(gen, ctx["held"], args)
@@ -354,20 +374,95 @@ def tuned(ws, policy: str, method: str, pairs: list[dict], ctx: dict, args) -> d
     base = ctx["base_fit"]
     out = {"share": share(ctx["rater"], texts), **fit,
            "ppl_ratio": round(math.exp(fit["nll_per_token"] - base["nll_per_token"]), 4),
-           "bpc_ratio": round(fit["bits_per_char"] / base["bits_per_char"], 4),
-           "steps": row["step"], "best_val_loss": row["best_val_loss"],
-           "val_reward_accuracy": row["summary"].get("val_reward_accuracy"),
-           "tune_s": round(tune_s, 1), "measure_s": round(time.perf_counter() - t0, 1), "examples": texts[:2]}
+           "bpc_ratio": round(fit["bits_per_char"] / base["bits_per_char"], 4)}
+    if reward is not None:
+        heldout = [{"cond": h["cond"], "texts": draw(gen, h["cond"], args.rerank_candidates, h["seed"], args)}
+                   for h in ctx["heldout"]]
+        out["rerank_share"] = reranked_share(reward, ctx["rater"], heldout, ctx["prompt_of"])
+        out["rerank_ceiling"] = share(ctx["rater"], [max(h["texts"], key=ctx["rater"].likes) for h in heldout])
+    out.update(measure_s=round(time.perf_counter() - t0, 1), examples=texts[:2])
     del gen
+    return out
+
+
+def tuned(ws, policy: str, method: str, pairs: list[dict], ctx: dict, args) -> dict[str, Any]:
+    """DPO or KTO from ``pairs`` on top of the policy, measured as the base is; the run is removed
+    afterwards unless --keep-runs."""
+    name = f"{policy}-{ctx['rater'].name}-{len(pairs)}-{method}"
+    fit = tune_run(ws, policy, method, pairs, name, ctx, args)
+    out = measured(ws, name, ctx, args)
+    out = {"share": out.pop("share"), **out, **fit}
     if not args.keep_runs:
         ws.delete_run(name)
+    return out
+
+
+def round_pairs(gen, rater: Rater, combos: list[dict], want: int, k: int, args) -> tuple[list[dict], dict]:
+    """Round ``k``'s ratings (k >= 1): up to ``want`` pairs among ``--candidates`` draws of ``gen``
+    (the policy as tuned so far) for fresh prompts cycling over ``combos``; and what was drawn."""
+    pairs: list[dict] = []
+    texts_drawn: list[str] = []
+    prompts = 0
+    for j in range(args.max_rating_prompts):
+        if len(pairs) >= want:
+            break
+        cond = combos[j % len(combos)]
+        texts = draw(gen, cond, args.candidates, seed_of(args, "round_pool", 100_000 * k + j), args)
+        texts_drawn += texts
+        prompts += 1
+        pairs += [{"cond": cond, "chosen": a, "rejected": b} for a, b in pairs_of(rater, texts, args.pairs_per_prompt)]
+    return pairs[:want], {"prompts": prompts, "pool_share": share(rater, texts_drawn)}
+
+
+def rounds(ws, policy: str, rater: Rater, pairs: list[dict], budget: int, ctx: dict, args) -> dict[str, Any]:
+    """(e): ``budget`` ratings in ``--rounds`` rounds, each rating the current policy's outputs and
+    tuning it on them; the last run measured one sample a prompt and reranked by every rating."""
+    import aigc
+    from aigc.feedback.reward import RewardModel
+
+    reward, current, used, made = RewardModel(), policy, 0, []
+    out: dict[str, Any] = {"budget": budget, "method": args.round_method, "rounds": []}
+    t0 = time.perf_counter()
+    for k in range(args.rounds):
+        want = math.ceil((budget - used) / (args.rounds - k))
+        if k == 0:
+            got = pairs[:want]
+            info = {"prompts": len(ctx["pool"]), "pool_share": share(rater, [t for p in ctx["pool"] for t in p["texts"]]),
+                    "drawn_from": "the base"}
+        else:
+            gen = aigc.load(current, workspace=ws)
+            got, info = round_pairs(gen, rater, ctx["rating_combos"], want, k, args)
+            info["drawn_from"] = current
+            del gen
+        if len(got) < 2:
+            out["rounds"].append({**info, "ratings": len(got), "stopped": f"{len(got)} pair(s): too few to tune on"})
+            break
+        for p in got:
+            reward.add_pair(ctx["prompt_of"](p["cond"]), p["chosen"], p["rejected"])
+        used += len(got)
+        name = f"{policy}-{rater.name}-{budget}-round{k + 1}"
+        fit = tune_run(ws, current, args.round_method, got, name, ctx, args, steps=round_steps(args))
+        out["rounds"].append({**info, "ratings": len(got), **fit})
+        print(f"  {rater.name} round {k + 1}: {len(got)} ratings (the rated outputs' share "
+              f"{info['pool_share']}), tuned in {fit['tune_s']} s", file=sys.stderr)
+        made.append(name)
+        current = name
+    out["ratings"] = used
+    if made:
+        out.update(measured(ws, current, ctx, args, reward=reward))
+        print(f"  {rater.name} {used} ratings in {len(made)} rounds: share {out['share']}, reranked "
+              f"{out['rerank_share']}, perplexity x{out['ppl_ratio']}", file=sys.stderr)
+    out["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    if not args.keep_runs:
+        for name in made:
+            ws.delete_run(name)
     return out
 
 
 def rater_report(ws, policy: str, rater: Rater, pairs: list[dict], ctx: dict, args) -> dict[str, Any]:
     from aigc.feedback.reward import RewardModel
 
-    heldout, base_gen = ctx["heldout"], ctx["gen"]
+    heldout = ctx["heldout"]
     report: dict[str, Any] = {
         "lang": rater.lang, "rule": rater.rule, "policy": policy,
         "base_share": share(rater, ctx["base_texts"]),
@@ -378,9 +473,7 @@ def rater_report(ws, policy: str, rater: Rater, pairs: list[dict], ctx: dict, ar
     }
     reward, learned, previous = RewardModel(), 0, None
 
-    def prompt_of(cond):
-        return base_gen.instruction("", cond or None)
-
+    prompt_of = ctx["prompt_of"]
     for budget in args.budgets:
         used = min(budget, len(pairs))
         entry: dict[str, Any] = {"budget": budget, "ratings": used}
@@ -407,6 +500,9 @@ def rater_report(ws, policy: str, rater: Rater, pairs: list[dict], ctx: dict, ar
             print(f"  {rater.name} {used} ratings {method}: share {entry[method]['share']}, "
                   f"perplexity x{entry[method]['ppl_ratio']}", file=sys.stderr)
         report["budgets"].append(entry)
+    if "rounds" in args.methods:
+        ctx = {**ctx, "rater": rater}
+        report["rounds"] = [rounds(ws, policy, rater, pairs, b, ctx, args) for b in args.round_budgets]
     return report
 
 
@@ -424,6 +520,13 @@ def target(report: dict[str, Any]) -> dict[str, Any]:
             if m is not None and m["share"] >= SHARE_TARGET and m["ppl_ratio"] <= 1 + PPL_TOLERANCE:
                 ways.append({"method": method, "ratings": entry["ratings"], "share": m["share"],
                              "ppl_ratio": m["ppl_ratio"]})
+    for r in report.get("rounds", []):
+        if "share" not in r or r["ratings"] > MAX_RATINGS or r["ppl_ratio"] > 1 + PPL_TOLERANCE:
+            continue
+        for how, key in (("", "share"), (" + rerank", "rerank_share")):
+            if r[key] >= SHARE_TARGET:
+                ways.append({"method": f"{len(r['rounds'])} rounds of {r['method']}{how}", "ratings": r["ratings"],
+                             "share": r[key], "ppl_ratio": r["ppl_ratio"]})
     return {"met": bool(ways), "fewest_ratings": min((w["ratings"] for w in ways), default=None), "by": ways,
             # a rater the policy already pleases tests little: the figures say so beside the verdict
             "base_meets_already": report["base_share"] >= SHARE_TARGET}
@@ -435,6 +538,16 @@ def target(report: dict[str, Any]) -> dict[str, Any]:
 def tunings_asked(args) -> list[str]:
     """The tunings each budget of ratings is measured with (--methods; reranking always is)."""
     return [m for m in ("dpo", "kto") if m in args.methods]
+
+
+def round_steps(args) -> int:
+    """Each round's tuning steps: --tune-steps in all, shared by the rounds, so the rounds and the
+    single tunings of (c) and (d) take the same steps over the same number of ratings."""
+    return math.ceil(args.tune_steps / args.rounds)
+
+
+def round_budgets(args) -> list[int]:
+    return args.round_budgets if "rounds" in args.methods else []
 
 
 def expected_seconds(args, langs: dict[str, list[Rater]]) -> tuple[float, float]:
@@ -456,6 +569,10 @@ def expected_seconds(args, langs: dict[str, list[Rater]]) -> tuple[float, float]
         tunings = len(raters) * len(args.budgets) * len(tunings_asked(args))
         work = (per_model + decode_s(held, args.rerank_candidates) + decode_s(groups, args.candidates)
                 + tunings * (args.tune_steps * TUNE_STEP_S + TUNE_OVERHEAD_S + per_model))
+        for budget in round_budgets(args):  # each round: rate the tuned run's draws, tune; then measure
+            per_round = decode_s(math.ceil(budget / args.rounds / args.pairs_per_prompt), args.candidates)
+            work += len(raters) * (args.rounds * (per_round + round_steps(args) * TUNE_STEP_S + TUNE_OVERHEAD_S)
+                                   + per_model + decode_s(held, args.rerank_candidates))
         setup = 0.0 if given_run(args, lang) else args.sft_budget + SFT_OVERHEAD_S * speed
         expected += setup + work * BASE_COST[lang] * speed
         most += decode_s(args.max_rating_prompts - groups, args.candidates) * BASE_COST[lang] * speed
@@ -498,7 +615,8 @@ def measure_language(ws, lang: str, raters: list[Rater], args, scratch: Path) ->
     print(f"{lang}: policy {policy} ({how}); {len(pool)} rating prompts in {record['rating_pool_s']} s, "
           f"held-out draws in {record['heldout_s']} s", file=sys.stderr)
     ctx = {"gen": gen, "held": held, "heldout": heldout, "base_texts": base_texts, "pool": pool,
-           "chats": chats, "base_fit": base_fit, "scratch": scratch}
+           "chats": chats, "base_fit": base_fit, "scratch": scratch, "rating_combos": rating_combos,
+           "prompt_of": lambda cond: gen.instruction("", cond or None)}
     if args.save_texts:  # what was rated and what reranking picks from, to compare reward models offline
         from aigc.workspace import write_json_atomic
 
@@ -537,6 +655,16 @@ def print_table(reports: dict[str, dict], targets: dict[str, dict], args) -> Non
             print(f"{name:<14} {e['ratings']:>7} {_fmt(rep['base_share'])} {_fmt(rep['rerank_ceiling'])} "
                   f"{_fmt(e['rerank_share'])} {_fmt(dpo.get('share'))} {_fmt(kto.get('share'))} "
                   f"{_fmt(dpo.get('ppl_ratio'), 7)} {_fmt(kto.get('ppl_ratio'), 7)}")
+    for name, rep in reports.items():
+        for r in rep.get("rounds", []):
+            if "share" not in r:
+                print(f"{name:<14} rounds at {r['budget']}: stopped: {r['rounds'][-1].get('stopped')}")
+                continue
+            steps = " -> ".join(f"{x['ratings']} ({_fmt(x['pool_share'], 4).strip()})" for x in r["rounds"])
+            print(f"{name:<14} {r['ratings']:>7} ratings in {len(r['rounds'])} rounds of {r['method']} "
+                  f"(ratings per round, the rated outputs' share: {steps}): share {_fmt(r['share']).strip()}, "
+                  f"reranked {_fmt(r['rerank_share']).strip()} (ceiling {_fmt(r['rerank_ceiling']).strip()}), "
+                  f"ppl x{r['ppl_ratio']:.2f}")
     print(f"target: share >= {SHARE_TARGET} with <= {MAX_RATINGS} ratings, perplexity within "
           f"{PPL_TOLERANCE:.0%} of the base")
     for name, t in targets.items():
@@ -583,6 +711,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="what each budget of ratings is measured with (default: all); reranking always is, "
                          "so `--methods rerank` skips the DPO and KTO tunings (minutes each)")
+    ap.add_argument("--rounds", type=int, default=3, help="(e): rounds a budget's ratings come in")
+    ap.add_argument("--round-budgets", nargs="+", default=["200"],
+                    help="(e): the budgets measured in rounds (each costs --rounds tunings a rater)")
+    ap.add_argument("--round-method", choices=("dpo", "kto"), default="dpo", help="(e): each round's tuning")
     ap.add_argument("--save-texts", type=Path, default=None, metavar="DIR",
                     help="write each language's rating pool, rated pairs and held-out candidates to "
                          "DIR/feedback_texts_<lang>.json")
@@ -592,14 +724,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     try:
         args.budgets = sorted(set(_ints(args.budgets)))
+        args.round_budgets = sorted(set(_ints(args.round_budgets)))
     except ValueError:
-        ap.error(f"--budgets takes whole numbers, e.g. 20 50 200, got {' '.join(args.budgets)}")
-    for flag in ("threads", "candidates", "rerank_candidates", "heldout_prompts", "tune_steps",
+        ap.error(f"--budgets and --round-budgets take whole numbers, e.g. 20 50 200, got "
+                 f"{' '.join(args.budgets)} / {' '.join(args.round_budgets)}")
+    for flag in ("threads", "rounds", "candidates", "rerank_candidates", "heldout_prompts", "tune_steps",
                  "max_new_tokens", "pairs_per_prompt", "max_rating_prompts"):
         if getattr(args, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if not args.budgets or args.budgets[0] < 1:
         ap.error(f"--budgets must be whole numbers >= 1, got {args.budgets}")
+    if not args.round_budgets or args.round_budgets[0] < 2 * args.rounds:
+        ap.error(f"--round-budgets must be at least 2 ratings a round ({2 * args.rounds}), got {args.round_budgets}")
     if args.candidates < 2:
         ap.error(f"--candidates must be >= 2 (a rating pairs two of a prompt's), got {args.candidates}")
     if args.ppl_records < 0 or args.sft_budget <= 0 or args.temperature <= 0 or args.beta <= 0:
