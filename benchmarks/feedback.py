@@ -722,12 +722,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-name", default="feedback")
     args = ap.parse_args(argv)
-    try:
-        args.budgets = sorted(set(_ints(args.budgets)))
-        args.round_budgets = sorted(set(_ints(args.round_budgets)))
-    except ValueError:
-        ap.error(f"--budgets and --round-budgets take whole numbers, e.g. 20 50 200, got "
-                 f"{' '.join(args.budgets)} / {' '.join(args.round_budgets)}")
+    for flag in ("budgets", "round_budgets"):
+        try:
+            setattr(args, flag, sorted(set(_ints(getattr(args, flag)))))
+        except ValueError:
+            ap.error(f"--{flag.replace('_', '-')} takes whole numbers, e.g. 20 50 200, got "
+                     f"{' '.join(getattr(args, flag))}")
     for flag in ("threads", "rounds", "candidates", "rerank_candidates", "heldout_prompts", "tune_steps",
                  "max_new_tokens", "pairs_per_prompt", "max_rating_prompts"):
         if getattr(args, flag) < 1:

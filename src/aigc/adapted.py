@@ -523,9 +523,16 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
     adapters are merged into the base, which is DPO's and KTO's reference; a fresh LoRA learns the
     preferences on top, and the two are stored as one LoRA of their summed rank, so the new run
     serves, exports and adapts like any LoRA run. Its run.json records its parent and what it
-    learned from."""
+    learned from.
+
+    Its reward model (:mod:`aigc.feedback.store`, what ``rerank_by: "feedback"`` ranks by) starts
+    as the parent's: the new run's catalog row and run.json record, as ``feedback_inherits``, the
+    parent's ratings in the catalog now (and those the parent inherited), which it learns before
+    its own. So also when tuned from a pairs file: the parent's ratings are still the users' taste
+    in the texts the new run writes. Ratings given to the parent later are not inherited."""
     from safetensors.torch import load_file, save_file
 
+    from aigc.feedback.store import INHERITS, inheritance
     from aigc.pretrained.bases import load_base
     from aigc.pretrained.preference import PreferenceObjective, PreferenceTask, thumbs_from_pairs
 
@@ -536,6 +543,7 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
     if not is_adapted(pspec) or pspec["adapt"]["method"] != "lora":
         raise InvalidInput(f"run {run!r} is not a LoRA run: tuning from feedback adapts a run made with "
                            "`aigc train DATASET --base NAME` (method lora)")
+    inherits = inheritance(ws, run)  # read before its feedback is: every rating inherited is one it could learn
     pairs, thumbs = _feedback_data(ws, run, pspec, pairs_file)
     if method == "auto":
         method = "dpo" if pairs else "kto"
@@ -575,11 +583,12 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
     task = PreferenceTask(tokenizer, train_set, val_set, batch_size=cfg.batch_size, max_length=acfg.block_size)
     counts = {"pairs": len(pairs), "thumbs_up": sum(t.up for t in thumbs), "thumbs_down": sum(not t.up for t in thumbs)}
     spec = {**{k: v for k, v in pspec.items() if k not in ("n_params",)}, "name": name, "created_at": now(),
-            "train_config": asdict(cfg), "parent": run,
+            "train_config": asdict(cfg), "parent": run, INHERITS: inherits,
             "tune": {"method": method, "beta": beta, "source": pairs_file or "feedback", "learned_from": counts,
                      "train_examples": len(train_set), "val_examples": len(val_set), "stage_adapt": asdict(acfg)}}
     run_dir = ws.run_path(name)
-    ws.create_run(name, method, pspec.get("dataset") or "", {"tune": spec["tune"], "train": spec["train_config"]})
+    ws.create_run(name, method, pspec.get("dataset") or "",
+                  {"tune": spec["tune"], "train": spec["train_config"], INHERITS: inherits})
     try:
         run_dir.mkdir(parents=True)
         tokenizer.save_pretrained(run_dir / TOKENIZER_DIR)

@@ -23,6 +23,12 @@ shown up for :data:`PENDING_TTL` seconds. On PostgreSQL an id can commit after a
 catch-up stops at a missing id for up to :data:`GAP_WAIT` seconds (a rolled-back rating leaves
 one for good); a row that commits later still is not learned.
 
+A run tuned from another (:func:`aigc.adapted.tune`) keeps what the user taught its parent: the
+run's catalog row records the ratings it inherits (:data:`INHERITS`, made by :func:`inheritance`:
+each ancestor's name, when it was created, and the catalog's last feedback id when the run was
+tuned from it), and its model learns those rows with its own, all in the catalog's id order. Until
+its own first rating it is the model its parent had when it was tuned, less ratings with no row.
+
 A model is loaded on first use and kept in this process, one entry per run folder, with a lock:
 a ``RewardModel`` is not thread-safe, and the server's request threads record ratings while the
 engine's decode thread scores candidates with it. Every record learns and saves under the lock.
@@ -69,6 +75,27 @@ RERANK_BY = ("condition", "feedback")  # who judges a rerank's candidates: aigc.
 SYNC_EVERY = 1.0  # seconds: how stale a use may find the catalog (ratings given on other machines)
 PENDING_TTL = 60.0  # seconds: a rating learned here whose row has not shown up by then has none
 GAP_WAIT = 10.0  # seconds: how long a missing feedback id may be a transaction not yet committed
+INHERITS = "feedback_inherits"  # a tuned run's catalog config (and run.json): the ratings its model inherits
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """Whose ratings a run's model learns: those of its own text generations made since it was
+    created (``born``), and of each ancestor's ``(run, born, upto)`` made since that one was
+    created, with feedback ids up to ``upto`` (the catalog's last when the run was tuned from it)."""
+
+    run: str
+    born: str
+    ancestors: tuple[tuple[str, str, int], ...] = ()
+
+    def owner(self, row: Any) -> str | None:
+        """``"own"`` when feedback ``row`` rates one of the run's generations, ``"inherited"`` one
+        of an ancestor's that the run inherits, else None."""
+        if row.run == self.run and row.gen_at >= self.born:
+            return "own"
+        if any(row.run == run and row.gen_at >= born and row.id <= upto for run, born, upto in self.ancestors):
+            return "inherited"
+        return None
 
 
 @dataclass
@@ -79,10 +106,12 @@ class _Entry:
     model: RewardModel | None = None
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     watermark: int = 0  # the last feedback id learned or passed over
+    inherited: int = 0  # how many of the ratings learned are its ancestors' (see INHERITS)
     pending: list[dict[str, Any]] = field(default_factory=list)  # learned here, rows not seen yet
     stamp: tuple | None = None  # (inode, size, mtime_ns) of the two files read or written
     synced: float = -np.inf  # time.monotonic() of the last look at the catalog
     gaps: dict[int, float] = field(default_factory=dict)  # missing feedback id: when first missed
+    scope: _Scope | None = None  # whose ratings it learns, as the catalog said at the last use
 
 
 # The one piece of process state: a ratings model must be shared by the threads that rate and
@@ -138,10 +167,10 @@ def _learn(model: RewardModel, rating: dict[str, Any]) -> None:
 
 
 def _record(ws: Workspace, run: str, rating: dict[str, Any]) -> dict[str, Any]:
-    path, entry, born = _entry(ws, run)
+    path, entry, scope = _entry(ws, run)
     with entry.lock, file_lock(path / LOCK_FILE):  # other processes: read, learn and save as one step
         _refresh(path, entry)
-        _catch_up(ws, run, born, path, entry)  # ratings given elsewhere come first: their rows are older
+        _catch_up(ws, scope, path, entry)  # ratings given elsewhere come first: their rows are older
         if not entry.pending:  # the model as saved is what a rebuild in the catalog's order starts from
             _keep_base(path, entry.model, saved=True)  # (ignored, and removed, while nothing is pending)
         model = entry.model if entry.model is not None else RewardModel()
@@ -150,36 +179,41 @@ def _record(ws: Workspace, run: str, rating: dict[str, Any]) -> dict[str, Any]:
         entry.counts = {**entry.counts, rating["kind"]: entry.counts[rating["kind"]] + 1}
         entry.pending = [*entry.pending, {**rating, "at": time.time()}]
         _save(path, entry)
-        return _stats(run, entry)
+        return _stats(entry)
 
 
 # -- catching up with the catalog --------------------------------------------------------------------
 
 
-def _rating_of(row: Any, run: str, born: str) -> dict[str, Any] | None:
-    """What feedback ``row`` (with its generation's columns) teaches ``run``'s model, as the server's
-    ``POST /api/feedback`` learns it; None when nothing: another run's, an image's, a generation
-    older than the run (a run of that name deleted since), a sample with no text."""
-    if row.run != run or row.gen_kind != "text" or row.gen_at < born:
+def _rating_of(row: Any, scope: _Scope) -> dict[str, Any] | None:
+    """What feedback ``row`` (with its generation's columns) teaches the model of ``scope``'s run,
+    as the server's ``POST /api/feedback`` learns it (an ancestor's marked ``"inherited": True``);
+    None when nothing: a run's it neither is nor inherits from, an image's, a generation older than
+    the run (a run of that name deleted since), a sample with no text."""
+    owner = scope.owner(row)
+    if owner is None or row.gen_kind != "text":
         return None
     texts, i = json.loads(row.output).get("texts") or [], row.sample_index
     if not 0 <= i < len(texts) or not learnable(texts[i]):
         return None
+    rating = None
     if row.kind == "thumb":
-        return {"kind": "thumb", "prompt": row.prompt, "args": [texts[i], row.rating > 0]}
-    if row.kind == "choice":
+        rating = {"kind": "thumb", "prompt": row.prompt, "args": [texts[i], row.rating > 0]}
+    elif row.kind == "choice":
         others = [t for k, t in enumerate(texts) if k != i and learnable(t)]
-        return {"kind": "choice", "prompt": row.prompt, "args": [texts[i], others]} if others else None
-    if row.kind == "edit" and row.edited:
-        return {"kind": "edit", "prompt": row.prompt, "args": [texts[i], row.edited]}
-    return None
+        rating = {"kind": "choice", "prompt": row.prompt, "args": [texts[i], others]} if others else None
+    elif row.kind == "edit" and row.edited:
+        rating = {"kind": "edit", "prompt": row.prompt, "args": [texts[i], row.edited]}
+    return {**rating, "inherited": True} if rating is not None and owner == "inherited" else rating
 
 
-def _rows_above(ws: Workspace, run: str, watermark: int) -> list[Any]:
+def _rows_above(ws: Workspace, scope: _Scope, watermark: int) -> list[Any]:
     """Every feedback row above ``watermark`` in id order (the primary key's range: one indexed
-    query), with the columns of its generation; prompt and output only for ``run``'s."""
+    query), with the columns of its generation; prompt and output only for the generations of
+    ``scope``'s run, and for its ancestors' under the rows it inherits."""
     f, g = feedback_table, generations_table
-    mine = g.c.run == run
+    mine = sa.or_(g.c.run == scope.run,
+                  *(sa.and_(g.c.run == run, f.c.id <= upto) for run, _, upto in scope.ancestors))
     q = (sa.select(f.c.id, f.c.kind, f.c.rating, f.c.sample_index, f.c.edited, g.c.run,
                    g.c.kind.label("gen_kind"), g.c.created_at.label("gen_at"),
                    sa.case((mine, g.c.prompt)).label("prompt"), sa.case((mine, g.c.output)).label("output"))
@@ -206,14 +240,15 @@ def settled(rows: Sequence[Any], watermark: int, gaps: dict[int, float]) -> list
     return out
 
 
-def _catch_up(ws: Workspace, run: str, born: str, path: Path, entry: _Entry) -> None:
-    """Learn the catalog's ratings of ``run`` above the watermark, in id order, and save. The caller
-    holds the entry's lock and the file lock, and has refreshed the entry."""
-    rows = settled(_rows_above(ws, run, entry.watermark), entry.watermark, entry.gaps)
+def _catch_up(ws: Workspace, scope: _Scope, path: Path, entry: _Entry) -> None:
+    """Learn the catalog's ratings of ``scope``'s run (its own and those it inherits) above the
+    watermark, in id order, and save. The caller holds the entry's lock and the file lock, and has
+    refreshed the entry."""
+    rows = settled(_rows_above(ws, scope, entry.watermark), entry.watermark, entry.gaps)
     entry.synced = time.monotonic()
     before = (entry.model, _n_ratings(entry), len(entry.pending))
     if rows:
-        _apply(path, entry, [r for r in (_rating_of(row, run, born) for row in rows) if r is not None])
+        _apply(path, entry, [r for r in (_rating_of(row, scope) for row in rows) if r is not None])
         entry.watermark = rows[-1].id
     if entry.pending and time.time() - max(p["at"] for p in entry.pending) > PENDING_TTL:
         entry.pending = []  # no rows for them: ratings of this machine alone, kept as learned
@@ -259,6 +294,7 @@ def _learn_all(entry: _Entry, ratings: list[dict[str, Any]]) -> None:
             continue
         entry.model = model
         entry.counts = {**entry.counts, r["kind"]: entry.counts[r["kind"]] + 1}
+        entry.inherited += bool(r.get("inherited"))
 
 
 def _bare(rating: dict[str, Any]) -> dict[str, Any]:
@@ -304,14 +340,14 @@ def _keep_base(path: Path, model: RewardModel | None, saved: bool = False) -> No
         model.save(file)
 
 
-def _sync(ws: Workspace, run: str, born: str, path: Path, entry: _Entry) -> None:
+def _sync(ws: Workspace, scope: _Scope, path: Path, entry: _Entry) -> None:
     """Catch up with the catalog if the last look is :data:`SYNC_EVERY` seconds old or more (the
     caller holds the entry's lock)."""
     if time.monotonic() - entry.synced < SYNC_EVERY:
         return
     with file_lock(path / LOCK_FILE):
         _refresh(path, entry)
-        _catch_up(ws, run, born, path, entry)
+        _catch_up(ws, scope, path, entry)
 
 
 def _save(path: Path, entry: _Entry, model: bool = True) -> None:
@@ -323,7 +359,8 @@ def _save(path: Path, entry: _Entry, model: bool = True) -> None:
         if model and entry.model is not None:
             entry.model.save(path / MODEL_FILE)
         write_json_atomic(path / STATS_FILE, {"counts": entry.counts, "n_ratings": _n_ratings(entry),
-                                              "watermark": entry.watermark, "pending": entry.pending})
+                                              "inherited": entry.inherited, "watermark": entry.watermark,
+                                              "pending": entry.pending})
     except BaseException:
         entry.model, entry.stamp, entry.synced = None, None, -np.inf  # read again from what is on disk
         raise
@@ -343,9 +380,11 @@ def reward_for(ws: Workspace, run: str) -> RewardModel | None:
 
 def stats(ws: Workspace, run: str) -> dict[str, Any]:
     """``{"run", "n_ratings", "by_kind": {"thumb", "choice", "edit"}}`` of ``run``'s reward model
-    (all 0 before its first rating)."""
+    (all 0 before its first rating); a run that inherits ratings (:data:`INHERITS`) also has
+    ``"inherits"``, the runs it inherits from (oldest first), and ``"inherited"``, how many of its
+    ratings are theirs."""
     with _current(ws, run) as entry:
-        return _stats(run, entry)
+        return _stats(entry)
 
 
 def explain(ws: Workspace, run: str, text: str, prompt: str | None = None,
@@ -402,22 +441,51 @@ def judge_for(ws: Workspace, run: str, prompt: str | None = None) -> FeedbackJud
 # -- the cache ---------------------------------------------------------------------------------------
 
 
-def _entry(ws: Workspace, run: str) -> tuple[Path, _Entry, str]:
-    """``run``'s folder, entry, and when it was created (its ratings are of generations since)."""
-    born = ws.get_run(run)["created_at"]  # an unknown run is NotFound, with the known ones
+def _entry(ws: Workspace, run: str) -> tuple[Path, _Entry, _Scope]:
+    """``run``'s folder, entry, and whose ratings it learns (kept in the entry too), from the run's
+    catalog row: when it was created (its ratings are of generations since) and what it inherits."""
+    row = ws.get_run(run)  # an unknown run is NotFound, with the known ones
+    scope = _Scope(run, row["created_at"], tuple((a["run"], a["born"], a["upto"]) for a in _inherits(row)))
     path = ws.run_path(run).resolve()
     with _entries_lock:
-        return path, _entries.setdefault(path, _Entry()), born
+        entry = _entries.setdefault(path, _Entry())
+        entry.scope = scope
+        return path, entry, scope
+
+
+def _inherits(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ratings a run's catalog ``row`` says it inherits (:data:`INHERITS`); none for a run not
+    tuned from another (an image run, one trained from data), or whose record is not one
+    :func:`inheritance` made."""
+    config = row.get("config")
+    found = config.get(INHERITS) if isinstance(config, dict) else None
+    if not isinstance(found, list):
+        return []
+    try:
+        return [{"run": str(a["run"]), "born": str(a["born"]), "upto": int(a["upto"])} for a in found]
+    except (KeyError, TypeError, ValueError):
+        return []
+
+
+def inheritance(ws: Workspace, run: str) -> list[dict[str, Any]]:
+    """What the reward model of a run tuned from ``run`` now inherits, to record as its
+    :data:`INHERITS`: what ``run`` inherits, then ``run``'s own ratings so far, as ``{"run",
+    "born": when it was created, "upto": the catalog's last feedback id}`` (the oldest ancestor
+    first). Ratings given to ``run`` later are ``run``'s alone."""
+    row = ws.get_run(run)
+    with ws.engine.connect() as conn:
+        upto = conn.execute(sa.select(sa.func.max(feedback_table.c.id))).scalar()
+    return [*_inherits(row), {"run": run, "born": row["created_at"], "upto": int(upto or 0)}]
 
 
 @contextmanager
 def _current(ws: Workspace, run: str) -> Iterator[_Entry]:
     """``run``'s entry, with its lock, as its files are and (every :data:`SYNC_EVERY` seconds) caught
     up with the catalog."""
-    path, entry, born = _entry(ws, run)
+    path, entry, scope = _entry(ws, run)
     with entry.lock:
         _refresh(path, entry)
-        _sync(ws, run, born, path, entry)
+        _sync(ws, scope, path, entry)
         yield entry
 
 
@@ -468,11 +536,13 @@ def _refresh(path: Path, entry: _Entry) -> None:
         saved = json.loads((path / STATS_FILE).read_text(encoding="utf-8"))
         counts = {k: int(saved["counts"].get(k, 0)) for k in KINDS}
         watermark, pending = int(saved["watermark"]), list(saved["pending"])
+        inherited = int(saved.get("inherited", 0))
         if model is None and saved["n_ratings"]:
             raise ValueError("the model file was removed")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # learned again from the catalog
-        model, counts, watermark, pending = None, dict.fromkeys(KINDS, 0), 0, []
+        model, counts, inherited, watermark, pending = None, dict.fromkeys(KINDS, 0), 0, 0, []
     entry.model, entry.counts, entry.watermark, entry.pending = model, counts, watermark, pending
+    entry.inherited = inherited
     entry.stamp, entry.synced = stamps, -np.inf  # another process moved on: look at the catalog again
     entry.gaps = {}
 
@@ -481,5 +551,9 @@ def _n_ratings(entry: _Entry) -> int:
     return entry.model.n_ratings if entry.model is not None else 0
 
 
-def _stats(run: str, entry: _Entry) -> dict[str, Any]:
-    return {"run": run, "n_ratings": _n_ratings(entry), "by_kind": dict(entry.counts)}
+def _stats(entry: _Entry) -> dict[str, Any]:
+    scope = entry.scope
+    out = {"run": scope.run, "n_ratings": _n_ratings(entry), "by_kind": dict(entry.counts)}
+    if scope.ancestors:
+        out.update(inherits=[run for run, _, _ in scope.ancestors], inherited=entry.inherited)
+    return out

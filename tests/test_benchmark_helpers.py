@@ -1,0 +1,102 @@
+"""The benchmark helpers no figure run checks: the feedback benchmark's ratings, verdict and rounds
+arithmetic, and the CPU a result records."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def fb():
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("feedback")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_pairs_of_pairs_liked_with_not_liked_distinct_and_capped(fb):
+    rater = fb.RATERS["en_short"]
+    texts = ["tiny one", "tiny one ", "x" * 80, "y" * 90, "", "short too"]
+    pairs = fb.pairs_of(rater, texts, cap=3)
+    assert len(pairs) == 3
+    assert all(rater.likes(a) and not rater.likes(b) for a, b in pairs)
+    assert len({a for a, _ in pairs[:2]}) == 2  # the first ones share no text
+    assert fb.pairs_of(rater, ["x" * 80, "y" * 80], cap=4) == []  # nothing liked: no rating
+    assert not rater.likes("   ")  # a blank output pleases no rater
+
+
+def test_raters_rules(fb):
+    assert fb.RATERS["en_material"].likes("A mug of glazed stoneware.")
+    assert not fb.RATERS["en_material"].likes("A mug that keeps tea warm.")
+    assert fb.RATERS["zh_material"].likes("纯棉面料，柔软亲肤")
+    assert not fb.RATERS["zh_material"].likes("用起来不麻烦")  # 麻 alone is not linen
+    assert not fb.RATERS["zh_no_exclaim"].likes("好用！")
+
+
+def test_parse_args_rounds(fb):
+    args = fb.parse_args(["--rounds", "4", "--round-budgets", "50,200", "--tune-steps", "60"])
+    assert args.round_budgets == [50, 200]
+    assert fb.round_steps(args) == 15  # the single tunings' steps, shared by the rounds
+    assert "rounds" in args.methods and fb.round_budgets(args) == [50, 200]
+    assert fb.round_budgets(fb.parse_args(["--methods", "rerank"])) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--round-budgets", "4", "--rounds", "3"], "at least 2 ratings a round"),
+    (["--round-budgets", "many"], "--round-budgets takes whole numbers"),
+    (["--rounds", "0"], "--rounds must be >= 1"),
+])
+def test_parse_args_refuses(fb, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        fb.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_expected_time_grows_with_rounds(fb):
+    langs = {"en": [fb.RATERS["en_material"]]}
+    without = fb.expected_seconds(fb.parse_args(["--methods", "rerank"]), langs)[0]
+    with_rounds = fb.expected_seconds(fb.parse_args(["--methods", "rerank", "rounds"]), langs)[0]
+    more = fb.expected_seconds(fb.parse_args(["--methods", "rerank", "rounds", "--round-budgets", "50", "200"]),
+                               langs)[0]
+    assert without < with_rounds < more
+
+
+def _report(rounds=None, rerank=0.5, dpo=None):
+    entry = {"budget": 200, "ratings": 200, "rerank_share": rerank}
+    if dpo:
+        entry["dpo"] = dpo
+    return {"base_share": 0.4, "budgets": [entry], **({"rounds": rounds} if rounds is not None else {})}
+
+
+def test_target_counts_rounds_within_the_perplexity_tolerance(fb):
+    assert not fb.target(_report())["met"]
+    assert fb.target(_report(rerank=0.92))["by"] == [{"method": "rerank", "ratings": 200, "share": 0.92}]
+    # a tuning past the perplexity tolerance does not count, however well it pleases
+    assert not fb.target(_report(dpo={"share": 0.95, "ppl_ratio": 1.2}))["met"]
+    done = {"budget": 200, "ratings": 200, "method": "dpo", "rounds": [{}, {}, {}], "share": 0.8,
+            "rerank_share": 0.93, "ppl_ratio": 1.08}
+    verdict = fb.target(_report(rounds=[done]))
+    assert verdict["met"] and [w["method"] for w in verdict["by"]] == ["3 rounds of dpo + rerank"]
+    assert not fb.target(_report(rounds=[{**done, "ppl_ratio": 1.15}]))["met"]
+    assert not fb.target(_report(rounds=[{**done, "ratings": 201}]))["met"]
+    stopped = {"budget": 200, "method": "dpo", "rounds": [{"stopped": "1 pair(s)"}], "ratings": 0}
+    assert not fb.target(_report(rounds=[stopped]))["met"]
+
+
+def test_cpu_model_names_the_processor():
+    sys.path.insert(0, str(BENCH))
+    try:
+        common = importlib.import_module("_common")
+    finally:
+        sys.path.remove(str(BENCH))
+    cpu = common.cpu_model()
+    if not Path("/proc/cpuinfo").is_file():
+        assert cpu == {}
+        return
+    assert cpu.get("model name")
+    assert isinstance(cpu.get("flags", []), list)
