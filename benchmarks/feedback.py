@@ -41,10 +41,11 @@ share of outputs the rater likes:
     on that round's ratings (``adapted.tune``, ``--round-method``: its parent merged is the
     reference, as ``aigc tune`` on a tuned run does), and the next round's ratings are pairs among
     ``--candidates`` draws of that tuned run for fresh prompts of the rating combinations. The last
-    run is measured as (c) is, and reranked as (b) is: the best of ``--rerank-candidates`` draws of
-    that run by a reward model of every rating of every round (a tuned run's reward model inherits
-    its parent's ratings: :mod:`aigc.feedback.store`). A taste the base hardly ever shows cannot be
-    taught by rating the base alone; rounds show it more and more often.
+    run of each round is measured as (c) is, and reranked as (b) is: the best of
+    ``--rerank-candidates`` draws of that run by a reward model of every rating so far (a tuned
+    run's reward model inherits its parent's ratings: :mod:`aigc.feedback.store`). A taste the base hardly ever shows cannot be
+    taught by rating the base alone; rounds show it more and more often. A rater that reranking
+    alone already satisfies (the target below) skips them, unless ``--rounds-always``.
 
 (a), (c) and (d) sample each held-out combination with the same seeds, so they differ by their
 weights alone. Also recorded: the base's share over all rerank candidates (the same quantity, more
@@ -414,14 +415,16 @@ def round_pairs(gen, rater: Rater, combos: list[dict], want: int, k: int, args) 
     return pairs[:want], {"prompts": prompts, "pool_share": share(rater, texts_drawn)}
 
 
-def rounds(ws, policy: str, rater: Rater, pairs: list[dict], budget: int, ctx: dict, args) -> dict[str, Any]:
+def rounds(ws, policy: str, rater: Rater, pairs: list[dict], budget: int, method: str, ctx: dict,
+           args) -> dict[str, Any]:
     """(e): ``budget`` ratings in ``--rounds`` rounds, each rating the current policy's outputs and
-    tuning it on them; the last run measured one sample a prompt and reranked by every rating."""
+    tuning it on them (``method``); each round's run measured one sample a prompt, reranked by the
+    ratings so far, and by the likelihood of held-out shop text."""
     import aigc
     from aigc.feedback.reward import RewardModel
 
     reward, current, used, made = RewardModel(), policy, 0, []
-    out: dict[str, Any] = {"budget": budget, "method": args.round_method, "rounds": []}
+    out: dict[str, Any] = {"budget": budget, "method": method, "rounds": []}
     t0 = time.perf_counter()
     for k in range(args.rounds):
         want = math.ceil((budget - used) / (args.rounds - k))
@@ -440,18 +443,19 @@ def rounds(ws, policy: str, rater: Rater, pairs: list[dict], budget: int, ctx: d
         for p in got:
             reward.add_pair(ctx["prompt_of"](p["cond"]), p["chosen"], p["rejected"])
         used += len(got)
-        name = f"{policy}-{rater.name}-{budget}-round{k + 1}"
-        fit = tune_run(ws, current, args.round_method, got, name, ctx, args, steps=round_steps(args))
-        out["rounds"].append({**info, "ratings": len(got), **fit})
-        print(f"  {rater.name} round {k + 1}: {len(got)} ratings (the rated outputs' share "
-              f"{info['pool_share']}), tuned in {fit['tune_s']} s", file=sys.stderr)
+        name = f"{policy}-{rater.name}-{budget}-{method}-round{k + 1}"
+        fit = tune_run(ws, current, method, got, name, ctx, args, steps=round_steps(args))
         made.append(name)
         current = name
+        after = measured(ws, current, ctx, args, reward=reward)
+        out["rounds"].append({**info, "ratings": len(got), "ratings_so_far": used, **fit, **after})
+        print(f"  {rater.name} {method} round {k + 1}: {len(got)} ratings (the rated outputs' share "
+              f"{info['pool_share']}), tuned in {fit['tune_s']} s: share {after['share']}, reranked "
+              f"{after['rerank_share']}, perplexity x{after['ppl_ratio']}", file=sys.stderr)
     out["ratings"] = used
-    if made:
-        out.update(measured(ws, current, ctx, args, reward=reward))
-        print(f"  {rater.name} {used} ratings in {len(made)} rounds: share {out['share']}, reranked "
-              f"{out['rerank_share']}, perplexity x{out['ppl_ratio']}", file=sys.stderr)
+    last = next((r for r in reversed(out["rounds"]) if "share" in r), None)
+    if last is not None:
+        out.update({k: last[k] for k in ("share", "rerank_share", "rerank_ceiling", "ppl_ratio", "bpc_ratio")})
     out["elapsed_s"] = round(time.perf_counter() - t0, 1)
     if not args.keep_runs:
         for name in made:
@@ -500,9 +504,12 @@ def rater_report(ws, policy: str, rater: Rater, pairs: list[dict], ctx: dict, ar
             print(f"  {rater.name} {used} ratings {method}: share {entry[method]['share']}, "
                   f"perplexity x{entry[method]['ppl_ratio']}", file=sys.stderr)
         report["budgets"].append(entry)
-    if "rounds" in args.methods:
+    if "rounds" in args.methods and target(report)["met"] and not args.rounds_always:
+        report["rounds_skipped"] = "reranking alone meets the target (--rounds-always measures rounds anyway)"
+    elif "rounds" in args.methods:
         ctx = {**ctx, "rater": rater}
-        report["rounds"] = [rounds(ws, policy, rater, pairs, b, ctx, args) for b in args.round_budgets]
+        report["rounds"] = [rounds(ws, policy, rater, pairs, b, m, ctx, args)
+                            for m in args.round_method for b in args.round_budgets]
     return report
 
 
@@ -521,12 +528,13 @@ def target(report: dict[str, Any]) -> dict[str, Any]:
                 ways.append({"method": method, "ratings": entry["ratings"], "share": m["share"],
                              "ppl_ratio": m["ppl_ratio"]})
     for r in report.get("rounds", []):
-        if "share" not in r or r["ratings"] > MAX_RATINGS or r["ppl_ratio"] > 1 + PPL_TOLERANCE:
-            continue
-        for how, key in (("", "share"), (" + rerank", "rerank_share")):
-            if r[key] >= SHARE_TARGET:
-                ways.append({"method": f"{len(r['rounds'])} rounds of {r['method']}{how}", "ratings": r["ratings"],
-                             "share": r[key], "ppl_ratio": r["ppl_ratio"]})
+        for k, rnd in enumerate(r["rounds"], start=1):  # after each round: its run, the ratings so far
+            if "share" not in rnd or rnd["ratings_so_far"] > MAX_RATINGS or rnd["ppl_ratio"] > 1 + PPL_TOLERANCE:
+                continue
+            for how, key in (("", "share"), (" + rerank", "rerank_share")):
+                if rnd[key] >= SHARE_TARGET:
+                    ways.append({"method": f"{k} round{'s' if k > 1 else ''} of {r['method']}{how}",
+                                 "ratings": rnd["ratings_so_far"], "share": rnd[key], "ppl_ratio": rnd["ppl_ratio"]})
     return {"met": bool(ways), "fewest_ratings": min((w["ratings"] for w in ways), default=None), "by": ways,
             # a rater the policy already pleases tests little: the figures say so beside the verdict
             "base_meets_already": report["base_share"] >= SHARE_TARGET}
@@ -571,8 +579,9 @@ def expected_seconds(args, langs: dict[str, list[Rater]]) -> tuple[float, float]
                 + tunings * (args.tune_steps * TUNE_STEP_S + TUNE_OVERHEAD_S + per_model))
         for budget in round_budgets(args):  # each round: rate the tuned run's draws, tune; then measure
             per_round = decode_s(math.ceil(budget / args.rounds / args.pairs_per_prompt), args.candidates)
-            work += len(raters) * (args.rounds * (per_round + round_steps(args) * TUNE_STEP_S + TUNE_OVERHEAD_S)
-                                   + per_model + decode_s(held, args.rerank_candidates))
+            work += len(raters) * len(args.round_method) * args.rounds * (
+                per_round + round_steps(args) * TUNE_STEP_S + TUNE_OVERHEAD_S + per_model
+                + decode_s(held, args.rerank_candidates))
         setup = 0.0 if given_run(args, lang) else args.sft_budget + SFT_OVERHEAD_S * speed
         expected += setup + work * BASE_COST[lang] * speed
         most += decode_s(args.max_rating_prompts - groups, args.candidates) * BASE_COST[lang] * speed
@@ -656,15 +665,22 @@ def print_table(reports: dict[str, dict], targets: dict[str, dict], args) -> Non
                   f"{_fmt(e['rerank_share'])} {_fmt(dpo.get('share'))} {_fmt(kto.get('share'))} "
                   f"{_fmt(dpo.get('ppl_ratio'), 7)} {_fmt(kto.get('ppl_ratio'), 7)}")
     for name, rep in reports.items():
+        if rep.get("rounds_skipped"):
+            print(f"{name:<14} rounds: skipped: {rep['rounds_skipped']}")
         for r in rep.get("rounds", []):
             if "share" not in r:
                 print(f"{name:<14} rounds at {r['budget']}: stopped: {r['rounds'][-1].get('stopped')}")
                 continue
-            steps = " -> ".join(f"{x['ratings']} ({_fmt(x['pool_share'], 4).strip()})" for x in r["rounds"])
-            print(f"{name:<14} {r['ratings']:>7} ratings in {len(r['rounds'])} rounds of {r['method']} "
-                  f"(ratings per round, the rated outputs' share: {steps}): share {_fmt(r['share']).strip()}, "
-                  f"reranked {_fmt(r['rerank_share']).strip()} (ceiling {_fmt(r['rerank_ceiling']).strip()}), "
-                  f"ppl x{r['ppl_ratio']:.2f}")
+            print(f"{name:<14} rounds of {r['method']} to {r['budget']} ratings (each: the ratings, the rated "
+                  "outputs' share; then its run's share, reranked, ceiling, perplexity):")
+            for k, x in enumerate(r["rounds"], start=1):
+                if "share" not in x:
+                    print(f"{'':<14}   round {k}: {x['ratings']} ratings: stopped: {x.get('stopped')}")
+                    continue
+                print(f"{'':<14}   round {k}: {x['ratings']:>3} ({_fmt(x['pool_share']).strip()}), "
+                      f"{x['ratings_so_far']:>3} so far: share {_fmt(x['share']).strip()}, reranked "
+                      f"{_fmt(x['rerank_share']).strip()} (ceiling {_fmt(x['rerank_ceiling']).strip()}), "
+                      f"ppl x{x['ppl_ratio']:.2f}")
     print(f"target: share >= {SHARE_TARGET} with <= {MAX_RATINGS} ratings, perplexity within "
           f"{PPL_TOLERANCE:.0%} of the base")
     for name, t in targets.items():
@@ -714,7 +730,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="(e): rounds a budget's ratings come in")
     ap.add_argument("--round-budgets", nargs="+", default=["200"],
                     help="(e): the budgets measured in rounds (each costs --rounds tunings a rater)")
-    ap.add_argument("--round-method", choices=("dpo", "kto"), default="dpo", help="(e): each round's tuning")
+    ap.add_argument("--round-method", nargs="+", choices=("dpo", "kto"), default=["dpo"],
+                    help="(e): each round's tuning (several: each measured in its own rounds)")
+    ap.add_argument("--rounds-always", action="store_true",
+                    help="(e) for every rater; by default a rater that reranking alone satisfies skips it")
     ap.add_argument("--save-texts", type=Path, default=None, metavar="DIR",
                     help="write each language's rating pool, rated pairs and held-out candidates to "
                          "DIR/feedback_texts_<lang>.json")

@@ -78,14 +78,23 @@ def test_target_counts_rounds_within_the_perplexity_tolerance(fb):
     assert fb.target(_report(rerank=0.92))["by"] == [{"method": "rerank", "ratings": 200, "share": 0.92}]
     # a tuning past the perplexity tolerance does not count, however well it pleases
     assert not fb.target(_report(dpo={"share": 0.95, "ppl_ratio": 1.2}))["met"]
-    done = {"budget": 200, "ratings": 200, "method": "dpo", "rounds": [{}, {}, {}], "share": 0.8,
-            "rerank_share": 0.93, "ppl_ratio": 1.08}
+    def rnd(so_far, share, rerank, ppl):
+        return {"ratings": 67, "ratings_so_far": so_far, "share": share, "rerank_share": rerank, "ppl_ratio": ppl}
+
+    done = {"budget": 200, "ratings": 200, "method": "dpo",
+            "rounds": [rnd(67, 0.5, 0.8, 1.02), rnd(134, 0.7, 0.93, 1.05), rnd(200, 0.91, 1.0, 1.15)]}
     verdict = fb.target(_report(rounds=[done]))
-    assert verdict["met"] and [w["method"] for w in verdict["by"]] == ["3 rounds of dpo + rerank"]
-    assert not fb.target(_report(rounds=[{**done, "ppl_ratio": 1.15}]))["met"]
-    assert not fb.target(_report(rounds=[{**done, "ratings": 201}]))["met"]
-    stopped = {"budget": 200, "method": "dpo", "rounds": [{"stopped": "1 pair(s)"}], "ratings": 0}
+    # round 2 pleases reranked within the tolerance; round 3 pleases more but drifted past it
+    assert verdict["met"] and verdict["by"] == [{"method": "2 rounds of dpo + rerank", "ratings": 134,
+                                                 "share": 0.93, "ppl_ratio": 1.05}]
+    assert verdict["fewest_ratings"] == 134
+    assert not fb.target(_report(rounds=[{**done, "rounds": done["rounds"][:1]}]))["met"]
+    over = {**done, "budget": 300, "rounds": [rnd(100, 0.5, 0.8, 1.0), rnd(201, 0.95, 1.0, 1.0)]}
+    assert not fb.target(_report(rounds=[over]))["met"]  # more than 200 ratings by then
+    stopped = {"budget": 200, "method": "dpo", "rounds": [{"ratings": 1, "stopped": "1 pair(s)"}], "ratings": 0}
     assert not fb.target(_report(rounds=[stopped]))["met"]
+    args = fb.parse_args(["--round-method", "dpo", "kto"])
+    assert args.round_method == ["dpo", "kto"]
 
 
 def test_cpu_model_names_the_processor():
