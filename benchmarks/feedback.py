@@ -40,12 +40,12 @@ share of outputs the rater likes:
     rates the base's pool (the rater's first pairs, as above); each round tunes the current policy
     on that round's ratings (``adapted.tune``, ``--round-method``: its parent merged is the
     reference, as ``aigc tune`` on a tuned run does), and the next round's ratings are pairs among
-    ``--candidates`` draws of that tuned run for fresh prompts of the rating combinations. The last
-    run of each round is measured as (c) is, and reranked as (b) is: the best of
-    ``--rerank-candidates`` draws of that run by a reward model of every rating so far (a tuned
-    run's reward model inherits its parent's ratings: :mod:`aigc.feedback.store`). A taste the base hardly ever shows cannot be
-    taught by rating the base alone; rounds show it more and more often. A rater that reranking
-    alone already satisfies (the target below) skips them, unless ``--rounds-always``.
+    ``--candidates`` draws of that tuned run for fresh prompts of the rating combinations. Each
+    round's run is measured as (c) is, and reranked as (b) is: the best of ``--rerank-candidates``
+    draws of that run by a reward model of every rating so far (a tuned run's reward model
+    inherits its parent's ratings: :mod:`aigc.feedback.store`). A taste the base hardly ever shows
+    cannot be taught by rating the base alone; rounds show it more and more often. A rater whose
+    target (below) another method already meets skips them, unless ``--rounds-always``.
 
 (a), (c) and (d) sample each held-out combination with the same seeds, so they differ by their
 weights alone. Also recorded: the base's share over all rerank candidates (the same quantity, more
@@ -162,16 +162,18 @@ def pairs_of(rater: Rater, texts: Sequence[str], cap: int) -> list[tuple[str, st
     return [(good[a], bad[(a + d) % len(bad)]) for d in range(len(bad)) for a in range(len(good))][:cap]
 
 
-def rating_pool(gen, combos: list[dict], raters: list[Rater], args) -> tuple[list[dict], dict[str, list]]:
-    """Candidate sets of the policy, drawn until every rater has the largest budget of pairs (or
-    --max-rating-prompts were drawn); returns the sets and each rater's pairs, in the order drawn."""
-    need = max(args.budgets)
+def rating_pool(gen, combos: list[dict], raters: list[Rater], args, need: int | None = None,
+                first_seed: int = 0) -> tuple[list[dict], dict[str, list]]:
+    """Candidate sets of the policy, drawn until every rater has ``need`` pairs (default: the largest
+    budget) or --max-rating-prompts were drawn; returns the sets and each rater's pairs, in the order
+    drawn. Prompt k's seed is the rating pool's, offset by ``first_seed`` + k."""
+    need = max(args.budgets) if need is None else need
     pool: list[dict] = []
     pairs: dict[str, list] = {r.name: [] for r in raters}
     for k in range(args.max_rating_prompts):
         if all(len(p) >= need for p in pairs.values()):
             break
-        cond, seed = combos[k % len(combos)], seed_of(args, "rating_pool", k)
+        cond, seed = combos[k % len(combos)], seed_of(args, "rating_pool", first_seed + k)
         texts = draw(gen, cond, args.candidates, seed, args)
         pool.append({"cond": cond, "seed": seed, "texts": texts})
         for r in raters:
@@ -401,18 +403,10 @@ def tuned(ws, policy: str, method: str, pairs: list[dict], ctx: dict, args) -> d
 def round_pairs(gen, rater: Rater, combos: list[dict], want: int, k: int, args) -> tuple[list[dict], dict]:
     """Round ``k``'s ratings (k >= 1): up to ``want`` pairs among ``--candidates`` draws of ``gen``
     (the policy as tuned so far) for fresh prompts cycling over ``combos``; and what was drawn."""
-    pairs: list[dict] = []
-    texts_drawn: list[str] = []
-    prompts = 0
-    for j in range(args.max_rating_prompts):
-        if len(pairs) >= want:
-            break
-        cond = combos[j % len(combos)]
-        texts = draw(gen, cond, args.candidates, seed_of(args, "round_pool", 100_000 * k + j), args)
-        texts_drawn += texts
-        prompts += 1
-        pairs += [{"cond": cond, "chosen": a, "rejected": b} for a, b in pairs_of(rater, texts, args.pairs_per_prompt)]
-    return pairs[:want], {"prompts": prompts, "pool_share": share(rater, texts_drawn)}
+    pool, pairs = rating_pool(gen, combos, [rater], args, need=want,
+                              first_seed=SEED_OFFSETS["round_pool"] - SEED_OFFSETS["rating_pool"] + 100_000 * k)
+    return pairs[rater.name][:want], {"prompts": len(pool),
+                                      "pool_share": share(rater, [t for p in pool for t in p["texts"]])}
 
 
 def rounds(ws, policy: str, rater: Rater, pairs: list[dict], budget: int, method: str, ctx: dict,
@@ -505,7 +499,7 @@ def rater_report(ws, policy: str, rater: Rater, pairs: list[dict], ctx: dict, ar
                   f"perplexity x{entry[method]['ppl_ratio']}", file=sys.stderr)
         report["budgets"].append(entry)
     if "rounds" in args.methods and target(report)["met"] and not args.rounds_always:
-        report["rounds_skipped"] = "reranking alone meets the target (--rounds-always measures rounds anyway)"
+        report["rounds_skipped"] = "another method meets the target (--rounds-always measures rounds anyway)"
     elif "rounds" in args.methods:
         ctx = {**ctx, "rater": rater}
         report["rounds"] = [rounds(ws, policy, rater, pairs, b, m, ctx, args)
@@ -733,7 +727,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--round-method", nargs="+", choices=("dpo", "kto"), default=["dpo"],
                     help="(e): each round's tuning (several: each measured in its own rounds)")
     ap.add_argument("--rounds-always", action="store_true",
-                    help="(e) for every rater; by default a rater that reranking alone satisfies skips it")
+                    help="(e) for every rater; by default a rater whose target is met already skips it")
     ap.add_argument("--save-texts", type=Path, default=None, metavar="DIR",
                     help="write each language's rating pool, rated pairs and held-out candidates to "
                          "DIR/feedback_texts_<lang>.json")
