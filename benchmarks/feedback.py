@@ -357,10 +357,12 @@ def tune_run(ws, parent: str, method: str, pairs: list[dict], name: str, ctx: di
         ws.delete_run(name)  # ours, kept by an earlier --keep-runs invocation
     overrides = {"max_steps": steps or args.tune_steps, **({"lr": args.tune_lr} if args.tune_lr else {})}
     t0 = time.perf_counter()
+    guard = {} if args.max_drift is None else {"max_drift": args.max_drift}
     row = adapted.tune(ws, parent, method=method, beta=args.beta, name=name, pairs_file=str(pairs_file),
-                       train_overrides=overrides)
+                       train_overrides=overrides, **guard)
     return {"steps": row["step"], "best_val_loss": row["best_val_loss"],
             "val_reward_accuracy": row["summary"].get("val_reward_accuracy"),
+            "stop_reason": row["summary"].get("stop_reason"), "val_drift": row["summary"].get("val_drift"),
             "tune_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -706,6 +708,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tune-steps", type=int, default=60, help="DPO / KTO steps (batch 4)")
     ap.add_argument("--tune-lr", type=float, default=None, help="DPO / KTO peak LR (default: aigc tune's)")
     ap.add_argument("--beta", type=float, default=0.1, help="DPO / KTO beta")
+    ap.add_argument("--max-drift", type=float, default=None,
+                    help="tune's drift guard: held-out perplexity limit over the policy (default: aigc tune's; "
+                         "0: none)")
     ap.add_argument("--temperature", type=float, default=0.9)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--pairs-per-prompt", type=int, default=4, help="at most this many ratings a prompt")
@@ -760,6 +765,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    from aigc import adapted
     from aigc.errors import AigcError
     from aigc.runtime import configure_threads
 
@@ -800,6 +806,7 @@ def main() -> None:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     path = write_result(args.out_name, {
         "settings": {**settings, "threads": threads},
+        "tune_defaults": {**adapted.TUNE_DEFAULTS, "max_drift": adapted.TUNE_MAX_DRIFT},
         "seeds": {"offsets": SEED_OFFSETS, "seed": args.seed, "reward_model": RewardConfig().seed,
                   "sft_and_tune": TrainConfig().seed,
                   "rule": "draw seed = seed * 10^7 + offset + index"},

@@ -58,7 +58,7 @@ def test_dpo_from_logged_choices_raises_the_preferred_answer_and_the_run_serves(
         topic = ("tea", "pan")[i % 2]
         gid = _log(ws, "p", topic, [BAD + " " + "xyzw"[i % 4], GOOD + " " + "xyzw"[i % 4]])
         logbook.add_choice(ws, gid, 1)  # a user picked the second sample
-    row = aigc.adapted.tune(aigc.open_workspace(ws), "p", name="p-dpo", train_overrides={
+    row = aigc.adapted.tune(aigc.open_workspace(ws), "p", name="p-dpo", max_drift=0, train_overrides={
         "max_steps": 40, "lr": 3e-2, "eval_every": 20, "batch_size": 4})
     assert row["status"] == "finished" and row["family"] == "dpo"
     spec = json.loads((ws.run_path("p-dpo") / "run.json").read_text())
@@ -89,7 +89,8 @@ def test_kto_from_a_pairs_file_and_bad_input(ws, tmp_path):
                                          "rejected": BAD + f" {i}"}) + "\n"
                              for i, t in enumerate(["tea", "pan"] * 6)))
     result = cli.invoke(app, ["tune", "p", "--pairs", str(pairs), "--method", "kto", "--name", "p-kto",
-                              "--max-steps", "30", "--lr", "3e-2", "--batch-size", "4", "--workspace", str(ws.root)])
+                              "--max-steps", "30", "--lr", "3e-2", "--batch-size", "4", "--max-drift", "0",
+                              "--workspace", str(ws.root)])
     assert result.exit_code == 0, result.output
     assert "p-kto finished" in result.output and "tuned from p" in result.output
     before = _margin(ws.run_path("p") / "export", ws.run_path("p") / "export", "tea")
@@ -104,9 +105,63 @@ def test_kto_from_a_pairs_file_and_bad_input(ws, tmp_path):
         (["p2", "--from-feedback", "--name", "x2"], "KTO needs both thumbs up and thumbs down"),
         (["p", "--pairs", str(pairs), "--method", "ppo"], "--method must be one of auto, dpo, kto"),
         (["p-kto", "--pairs", str(pairs), "--beta", "0"], "--beta must be > 0"),
+        (["p-kto", "--pairs", str(pairs), "--max-drift", "0.9"], "--max-drift must be a perplexity ratio > 1"),
     ):
         bad = cli.invoke(app, ["tune", *args, "--workspace", str(ws.root)])
         assert bad.exit_code == 2 and message in bad.output, (args, bad.output)
     assert not ws.has_run("x1") and not ws.has_run("x2")
     resumed = cli.invoke(app, ["train", "--resume", "p-kto", "--workspace", str(ws.root)])
     assert resumed.exit_code == 2 and "does not resume" in resumed.output
+
+
+def _heldout_nll(ws, run: str) -> float:
+    """Nats per response token of a run's export on the val conversations of the data "p" learned from."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from aigc.adapted import chats_of, read_spec
+    from aigc.pretrained.adapt import build_blocks
+
+    folder = ws.run_path(run) / "export"
+    model, tok = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    spec = read_spec(ws.run_path("p"))
+    ids, labels = build_blocks(tok, chats_of(ws, spec, ws.run_path("p"))[1], spec["adapt"]["block_size"])
+    with torch.no_grad():
+        logits = model(ids[:, :-1]).logits
+    return float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100))
+
+
+def test_the_drift_guard_keeps_held_out_perplexity_within_its_limit_across_tunings(ws):
+    """Where the unguarded tuning takes the held-out perplexity past a limit (x1.03 here, against
+    x1.01: the tiny base drifts little), the guarded one stops at the limit and keeps weights
+    within it, as measured independently on the exports; a second tuning on top is held to the same
+    limit relative to the first run, not to its parent (limits do not compound)."""
+    import math
+
+    w = aigc.open_workspace(ws)
+    for i in range(12):
+        topic = ("tea", "pan")[i % 2]
+        gid = _log(ws, "p", topic, [BAD + " " + "xyzw"[i % 4], GOOD + " " + "xyzw"[i % 4]])
+        logbook.add_choice(ws, gid, 1)
+    steep = {"max_steps": 40, "lr": 1e-1, "eval_every": 2, "batch_size": 4, "warmup_steps": 0}
+    free = aigc.adapted.tune(w, "p", name="g-free", max_drift=0, train_overrides=steep)
+    root = _heldout_nll(ws, "p")
+    assert math.exp(_heldout_nll(ws, "g-free") - root) > 1.02  # what the guard must prevent
+    assert free["summary"]["stop_reason"] == "max_steps" and "val_drift" not in free["summary"]
+
+    row = aigc.adapted.tune(w, "p", name="g1", max_drift=1.01, train_overrides=steep)
+    spec = json.loads((ws.run_path("g1") / "run.json").read_text())
+    drift = spec["tune"]["drift"]
+    assert row["status"] == "finished" and row["summary"]["stop_reason"] == "drift" and row["step"] < 40
+    assert drift["root"] == "p" and drift["max_ratio"] == 1.01 and drift["conversations"] >= 1
+    measured = math.exp(_heldout_nll(ws, "g1") - root)
+    assert measured <= 1.01 and abs(measured - row["summary"]["val_drift"]) < 0.003, (measured, row["summary"])
+    assert abs(drift["root_nll"] - root) < 0.01
+
+    gid = _log(ws, "g1", "tea", [BAD + " q", GOOD + " q"])
+    logbook.add_choice(ws, gid, 1)
+    gid = _log(ws, "g1", "pan", [BAD + " r", GOOD + " r"])
+    logbook.add_choice(ws, gid, 1)
+    row2 = aigc.adapted.tune(w, "g1", name="g2", max_drift=1.01, train_overrides=steep)
+    drift2 = json.loads((ws.run_path("g2") / "run.json").read_text())["tune"]["drift"]
+    assert drift2["root"] == "p" and drift2["root_nll"] == drift["root_nll"]  # relative to p, not to g1
+    assert math.exp(_heldout_nll(ws, "g2") - root) <= 1.01, row2["summary"]

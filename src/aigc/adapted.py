@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import shutil
 import threading
 import weakref
@@ -454,8 +455,16 @@ def base_generator(ws: Workspace, base: str, template: str | None, cond_columns:
 
 # -- tuning from feedback ----------------------------------------------------------------------
 
-TUNE_DEFAULTS = {"lr": 2e-4, "batch_size": 4, "warmup_steps": 5, "weight_decay": 0.0, "eval_every": 20,
+# lr 5e-5: a tenth of 2e-4 (SFT's LoRA rate, the earlier default) pleased the Chinese short-copy rater
+# as much after one round of 20 DPO steps on Gemma 3 270M and left its held-out perplexity x1.00 where
+# 2e-4 made it x1.62 (benchmarks/results/feedback_rounds_zh*.json); LoRA DPO recipes use 5e-6 to 5e-5.
+# eval_every 5: the drift guard (TUNE_MAX_DRIFT) keeps a checkpoint at most 5 steps before its limit.
+TUNE_DEFAULTS = {"lr": 5e-5, "batch_size": 4, "warmup_steps": 5, "weight_decay": 0.0, "eval_every": 5,
                  "max_steps": 100, "min_lr_ratio": 0.1}
+# The held-out perplexity of the data the run learned from may rise at most this much (x1.10: within
+# 10 %) over the run that learned it, however many tunings a run is from it; 0 or None: no guard.
+TUNE_MAX_DRIFT = 1.1
+DRIFT_CONVERSATIONS = 64  # held-out conversations the guard scores at each validation
 TUNE_METHODS = ("auto", "dpo", "kto")
 DELTA_FILE = "tune_delta.safetensors"
 
@@ -515,9 +524,31 @@ def combine_loras(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor
     return out
 
 
+def _drift_guard(ws: Workspace, run: str, pspec: dict[str, Any], parent_dir: Path, tokenizer,
+                 max_ratio: float):
+    """(the guard, its record for run.json): the val conversations of the data ``run`` (or the run it
+    was tuned from, and so on) learned from, and that run's perplexity on them when a tuning recorded
+    it (else None: the guard measures the parent, which learned it)."""
+    from aigc.errors import AigcError
+    from aigc.pretrained.preference import DriftGuard
+
+    try:
+        _, val = chats_of(ws, pspec, parent_dir)
+    except (AigcError, OSError) as e:
+        raise InvalidInput(f"the drift guard scores the held-out data run {run!r} learned from, and it cannot "
+                           f"be read ({e}): restore it, or tune with --max-drift 0 (no guard)") from None
+    val = val[::max(1, len(val) // DRIFT_CONVERSATIONS)][:DRIFT_CONVERSATIONS]
+    ids, labels = build_blocks(tokenizer, val, AdaptConfig(**pspec["adapt"]).block_size)
+    before = (pspec.get("tune") or {}).get("drift") or {}
+    same = before.get("conversations") == len(val) and before.get("root_nll") is not None
+    root_nll = float(before["root_nll"]) if same else None
+    record = {"max_ratio": max_ratio, "conversations": len(val), "root": before.get("root", run) if same else run}
+    return DriftGuard(ids, labels, max_ratio, root_nll), record
+
+
 def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, name: str | None = None,
          pairs_file: str | None = None, train_overrides: dict[str, Any] | None = None,
-         callbacks: Sequence = ()) -> dict[str, Any]:
+         callbacks: Sequence = (), max_drift: float | None = TUNE_MAX_DRIFT) -> dict[str, Any]:
     """A new run tuned from LoRA run ``run`` on its users' feedback (or a pairs file): DPO on
     preference pairs, KTO on unpaired thumbs (``auto``: DPO when there are pairs). The parent's
     adapters are merged into the base, which is DPO's and KTO's reference; a fresh LoRA learns the
@@ -529,8 +560,17 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
     as the parent's: the new run's catalog row and run.json record, as ``feedback_inherits``, the
     parent's ratings in the catalog now (and those the parent inherited), which it learns before
     its own. So also when tuned from a pairs file: the parent's ratings are still the users' taste
-    in the texts the new run writes. Ratings given to the parent later are not inherited."""
+    in the texts the new run writes. Ratings given to the parent later are not inherited.
+
+    ``max_drift`` guards what preference losses do not see (:class:`DriftGuard`): each validation
+    scores the held-out conversations of the data the run learned from (its dataset's val split or
+    its chat file's), and weights whose perplexity there is more than ``max_drift`` times that of the
+    run that learned it (the parent, or the first run of a chain of tunings, so the limit does not
+    compound) are not kept: tuning stops and keeps the best weights within it, the parent's own when
+    none are. Figures: the summary's ``val_drift`` and ``stop_reason`` ``"drift"``."""
     from safetensors.torch import load_file, save_file
+
+    from aigc.checkpoints import save_weights
 
     from aigc.feedback.store import INHERITS, inheritance
     from aigc.pretrained.bases import load_base
@@ -563,6 +603,9 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
                                f"{'up' if ups else 'down'} ({len(data)})")
     if not beta > 0:
         raise InvalidInput(f"--beta must be > 0, got {beta}")
+    if max_drift is not None and not (max_drift == 0 or max_drift > 1):
+        raise InvalidInput(f"--max-drift must be a perplexity ratio > 1 (e.g. 1.1: within 10 %), or 0 for no "
+                           f"guard, got {max_drift}")
     cfg = config_from_dict(TrainConfig, merge_options(TUNE_DEFAULTS, train_overrides), what="training option")
     cfg.validate()
     train_set, val_set = _hash_split(data)
@@ -579,29 +622,40 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
     policy = AdaptedLM(parent.net.merge_and_unload(), "lora", r=acfg.r, alpha=acfg.alpha, dropout=acfg.dropout,
                        target_modules=acfg.target_modules)
     tokenizer = _load_tokenizer(parent_dir)
+    guard, drift = _drift_guard(ws, run, pspec, parent_dir, tokenizer, float(max_drift)) if max_drift else (None, None)
+    if guard is not None:
+        drift["root_nll"] = guard.measure_root(policy)  # (the policy is the parent until it steps)
     objective = PreferenceObjective(policy, method, beta)
-    task = PreferenceTask(tokenizer, train_set, val_set, batch_size=cfg.batch_size, max_length=acfg.block_size)
+    task = PreferenceTask(tokenizer, train_set, val_set, batch_size=cfg.batch_size, max_length=acfg.block_size,
+                          guard=guard)
     counts = {"pairs": len(pairs), "thumbs_up": sum(t.up for t in thumbs), "thumbs_down": sum(not t.up for t in thumbs)}
     spec = {**{k: v for k, v in pspec.items() if k not in ("n_params",)}, "name": name, "created_at": now(),
             "train_config": asdict(cfg), "parent": run, INHERITS: inherits,
             "tune": {"method": method, "beta": beta, "source": pairs_file or "feedback", "learned_from": counts,
-                     "train_examples": len(train_set), "val_examples": len(val_set), "stage_adapt": asdict(acfg)}}
+                     "train_examples": len(train_set), "val_examples": len(val_set), "stage_adapt": asdict(acfg),
+                     **({"drift": drift} if drift else {})}}
     run_dir = ws.run_path(name)
     ws.create_run(name, method, pspec.get("dataset") or "",
                   {"tune": spec["tune"], "train": spec["train_config"], INHERITS: inherits})
     try:
         run_dir.mkdir(parents=True)
         tokenizer.save_pretrained(run_dir / TOKENIZER_DIR)
-        if (parent_dir / COPY_INDEX).exists():  # what the copy guard compares with: the parent's training text
-            shutil.copyfile(parent_dir / COPY_INDEX, run_dir / COPY_INDEX)
+        for kept in (COPY_INDEX, CHATS_FILE):  # the copy guard's index; a chat-file run's conversations
+            if (parent_dir / kept).exists():
+                shutil.copyfile(parent_dir / kept, run_dir / kept)
         write_json_atomic(run_dir / RUN_FILE, spec)
+        if guard is not None:  # the parent itself (a zero delta): what is kept when every validation drifts
+            save_weights(objective, run_dir / "model.safetensors")
         state = fit(objective, task, cfg, run_dir, list(callbacks))
     except BaseException:
         ws.delete_run(name)
         raise
-    if not (run_dir / "model.safetensors").exists():  # stopped before its first validation
+    if not (run_dir / "model.safetensors").exists() or not math.isfinite(state.best_val_loss) \
+            and state.stop_reason == "interrupted":  # stopped before its first validation
         ws.record_run(name, status="interrupted", step=state.step)
         return ws.get_run(name)
+    if drift is not None:  # the kept weights' figure (their last validation: the final full one)
+        drift["kept"] = task.figures.get("drift") if state.stop_reason != "interrupted" else None
     # the preference adapter over the parent's, as one LoRA of their summed rank
     (run_dir / "model.safetensors").replace(run_dir / DELTA_FILE)
     scale = acfg.alpha / acfg.r
@@ -615,6 +669,7 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
     status = "interrupted" if state.stop_reason == "interrupted" else "finished"
     export(merged_view, run_dir, spec)
     summary = {"stop_reason": state.stop_reason, "steps": state.step, "elapsed_s": round(state.elapsed, 1),
-               "best_val_loss": state.best_val_loss, **state.val_figures}
+               "best_val_loss": state.best_val_loss, **state.val_figures,
+               **({"val_drift": drift["kept"]} if drift is not None else {})}
     ws.record_run(name, status=status, step=state.step, best_val_loss=state.best_val_loss, summary=summary)
     return ws.get_run(name)

@@ -190,6 +190,12 @@ class Task(Protocol):
     has none (a GAN). An optional ``loss_figures(loss)`` gives a validation loss in the data's
     own terms for the run's summary, e.g. ``{"val_bits_per_token": ...}``.
 
+    An optional ``veto`` attribute, read after each ``evaluate``: None, or a short reason (e.g.
+    ``"drift"``) why the weights just validated may not be kept; the loop then keeps the best
+    weights validated before (or what the run directory's ``model.safetensors`` already held) and
+    stops with that reason (preference tuning's drift guard:
+    :class:`aigc.pretrained.preference.DriftGuard`).
+
     ``batch`` draws ``batch_size`` samples; with several processes the loop multiplies
     ``batch_size`` and ``tokens_per_batch`` by their number (every rank draws the global batch
     and keeps its share)."""
@@ -403,7 +409,7 @@ def fit(
             state.evals_since_best = 0
         elif loss is not None:
             state.evals_since_best += 1
-        if loss is None or loss < state.best_val_loss:
+        if getattr(task, "veto", None) is None and (loss is None or loss < state.best_val_loss):
             # No validation loss (a GAN's losses say little about quality): keep the latest.
             if loss is not None:
                 state.best_val_loss = loss
@@ -493,9 +499,13 @@ def fit(
                     checkpoint()
                     good_step = state.step
                     eval_s = time.perf_counter() - t_eval
+                    if getattr(task, "veto", None) is not None:  # (its weights were not kept)
+                        state.stop_reason = task.veto
+                        break
                 state.reserve_s = sum(recent) / len(recent) + 2 * eval_s
                 state.elapsed = clock_base + time.perf_counter() - clock
-            if state.stop_reason not in ("interrupted", "diverged") and state.step % cfg.eval_every:
+            if state.stop_reason not in ("interrupted", "diverged") and state.step % cfg.eval_every \
+                    and getattr(task, "veto", None) is None:
                 validate()  # the weights of the last step compete for "best" too
         except KeyboardInterrupt:
             # A second Ctrl-C may land inside an optimizer step: keep the previous checkpoint.

@@ -19,6 +19,9 @@ def tune(
     method: Annotated[str, typer.Option("--method", help="dpo (pairs), kto (thumbs), or auto: dpo when there "
                                         "are pairs.")] = "auto",
     beta: Annotated[float, typer.Option("--beta", help="How far the tuned run may move from RUN.")] = 0.1,
+    max_drift: Annotated[float, typer.Option("--max-drift", help="Keep no weights whose perplexity on the held-out "
+                                             "data RUN learned from is more than this many times that of the run "
+                                             "that learned it (1.1: within 10 %); 0: no guard.")] = 1.1,
     name: Annotated[str | None, typer.Option("--name", "-n", help="New run [default: RUN-METHOD].",
                                              show_default=False)] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", show_default=False)] = None,
@@ -42,9 +45,11 @@ def tune(
     threads(threads_)
     label = name or f"{run}-{method}"
     row = adapted.tune(open_workspace(workspace), run, method=method, beta=beta, name=name, pairs_file=pairs,
-                       train_overrides=options, callbacks=[TrainProgress(label)])
+                       train_overrides=options, callbacks=[TrainProgress(label)], max_drift=max_drift)
     s = row["summary"]
-    acc = s.get("val_reward_accuracy")
+    acc, drift = s.get("val_reward_accuracy"), s.get("val_drift")
     out.print(markup("run [bold]{name}[/bold] {status}: tuned from {run} in {steps} steps; held-out reward "
-                     "accuracy {acc}", name=row["name"], status=row["status"], run=run, steps=row["step"],
-                     acc="n/a" if acc is None else f"{acc:.2f}"))
+                     "accuracy {acc}{drift}", name=row["name"], status=row["status"], run=run, steps=row["step"],
+                     acc="n/a" if acc is None else f"{acc:.2f}",
+                     drift="" if drift is None else f"; held-out data perplexity x{drift:.3f}"
+                     + (f" (stopped at the limit, x{max_drift:g})" if s.get("stop_reason") == "drift" else "")))

@@ -17,6 +17,13 @@ under the policy (adapters on) and under the reference, the same model with its 
 (peft's ``disable_adapter``) and no gradient: no second copy of the base is held, and the reference
 is the base itself, unchanged by training. That is why only LoRA is accepted.
 
+:class:`DriftGuard` keeps tuning from costing the model its command of real data: it scores held-out
+text the run learned from (its data's val split) and vetoes weights whose perplexity there rose past
+a limit over the run that learned from that data (the loop then keeps the last weights within it
+and stops). Preference losses say nothing of it: a DPO or KTO loss falls as happily while the
+model forgets how the business writes (measured on Gemma 3 270M: one round of 20 DPO steps at lr
+2e-4 pleased a rater and raised the held-out perplexity x1.62).
+
 :class:`PreferenceObjective` wraps an :class:`~aigc.pretrained.adapt.AdaptedLM` so the loop's
 ``model(x, y) -> (logits, loss)`` computes a preference loss (logits None); its ``state_dict`` is
 the adapted model's own, under the same names, so checkpoints hold the adapters alone and load into
@@ -309,20 +316,75 @@ class _Rows:
         return len(self.first)
 
 
+class DriftGuard:
+    """Held-out perplexity of real data, relative to the run that learned from it, with a limit.
+
+    ``ids`` / ``labels`` are packed blocks (:func:`~aigc.pretrained.adapt.build_blocks`: inputs
+    ``[:, :-1]``, targets ``[:, 1:]``, -100 off the responses); ``root_nll`` is the nats per
+    response token of that run on them (None: measure it, with :meth:`measure_root`, on the model
+    before tuning moves it). :meth:`ratio` is ``exp(nll - root_nll)``: x1.00 unchanged, x1.10 ten
+    per cent more perplexed. ``max_ratio`` is the limit a validation's weights must stay within."""
+
+    def __init__(self, ids: Tensor, labels: Tensor, max_ratio: float, root_nll: float | None = None,
+                 chunk: int = 8):
+        if not (isinstance(max_ratio, (int, float)) and math.isfinite(max_ratio) and max_ratio > 1):
+            raise InvalidInput(f"the drift limit must be a perplexity ratio > 1 (e.g. 1.1: within 10 %), "
+                               f"got {max_ratio!r}")
+        if ids.dim() != 2 or ids.shape != labels.shape or not (labels[:, 1:] != IGNORE_INDEX).any():
+            raise InvalidInput("the drift guard needs blocks of ids and labels with at least one response token")
+        self.ids, self.labels, self.max_ratio, self.chunk = ids, labels, float(max_ratio), chunk
+        self.root_nll = root_nll
+
+    def nll(self, adapted: AdaptedLM) -> float:
+        """Mean nats per response token of ``adapted`` (its adapters on, no dropout) on the blocks."""
+        device = next(adapted.parameters()).device
+        was_training = adapted.training
+        adapted.eval()
+        total, count = 0.0, 0
+        try:
+            with torch.no_grad():
+                for s in range(0, len(self.ids), self.chunk):
+                    x = self.ids[s:s + self.chunk, :-1].to(device)
+                    y = self.labels[s:s + self.chunk, 1:].to(device)
+                    total += float(adapted.token_nll(x, y).double().sum())
+                    count += int((y != IGNORE_INDEX).sum())
+        finally:
+            adapted.train(was_training)
+        return total / count
+
+    def measure_root(self, adapted: AdaptedLM) -> float:
+        """Take ``adapted`` as it is now (before tuning) as the reference, unless one was given."""
+        if self.root_nll is None:
+            self.root_nll = self.nll(adapted)
+        return self.root_nll
+
+    def ratio(self, adapted: AdaptedLM) -> float:
+        """Perplexity of ``adapted`` on the blocks over the reference's."""
+        if self.root_nll is None:
+            raise RuntimeError("DriftGuard.ratio before measure_root: the reference is unknown")
+        return math.exp(self.nll(adapted) - self.root_nll)
+
+
 class PreferenceTask:
     """Random batches of pairs (DPO) or thumbs (KTO, each batch holding both kinds when it can),
     and validation: the mean preference loss over the val examples, the first ``eval_examples``
     between steps and all at the end. The latest validation's reward accuracy (DPO: share of pairs
     whose implicit reward prefers the chosen response; KTO: share of thumbs whose implicit reward
     ``beta * (pi - ref)`` has the thumb's sign) and mean rewards are :meth:`loss_figures`' and
-    :attr:`figures`."""
+    :attr:`figures`.
+
+    With a :class:`DriftGuard`, each validation also scores its held-out text (``drift``, the
+    perplexity ratio, in the figures) and sets :attr:`veto` to ``"drift"`` when it is past the
+    limit: the loop keeps no such weights and stops (see :class:`aigc.training.Task`)."""
 
     unit = "tok"
 
     def __init__(self, tokenizer, train: Sequence[PreferencePair | Thumb],
                  val: Sequence[PreferencePair | Thumb],
-                 batch_size: int = 8, *, max_length: int | None = None, eval_examples: int = 64):
+                 batch_size: int = 8, *, max_length: int | None = None, eval_examples: int = 64,
+                 guard: DriftGuard | None = None):
         self.kind = _kind(train, "train")
+        self.guard, self.veto = guard, None
         if val and _kind(val, "val") != self.kind:
             raise InvalidInput(f"the train split is for {self.kind.upper()} but the val split is not: give "
                                "pairs in both (DPO) or thumbs in both (KTO)")
@@ -372,18 +434,26 @@ class PreferenceTask:
         return torch.cat(policy), torch.cat(reference)
 
     def measure(self, model: PreferenceObjective, full: bool = True) -> dict[str, float] | None:
-        """The val split's mean loss, reward accuracy and mean rewards under ``model`` (None: no val)."""
+        """The val split's mean loss, reward accuracy and mean rewards under ``model``, and the
+        guard's ``drift`` (None: no val and no guard; only ``drift`` with a guard and no val)."""
         n = len(self.val) if full else min(len(self.val), self.eval_examples)
-        if n == 0:
+        if n == 0 and self.guard is None:
             return None
         if not isinstance(model, PreferenceObjective) or model.kind != self.kind:
             raise InvalidInput(f"this task is {self.kind.upper()}: evaluate it with "
                                f"PreferenceObjective(adapted, kind={self.kind!r})")
+        drift = {}
+        if self.guard is not None:
+            ratio = self.guard.ratio(model.adapted)
+            drift = {"drift": ratio}
+            self.veto = "drift" if ratio > self.guard.max_ratio else None
+        if n == 0:
+            return drift
         policy, reference = self.response_logps(model, self.val.first[:n])
         other_policy, other_reference = self.response_logps(model, self.val.second[:n])
         if self.kind == "dpo":
             losses, chosen, rejected = dpo_loss(policy, other_policy, reference, other_reference, model.beta)
-            return {"loss": float(losses.mean()),
+            return {**drift, "loss": float(losses.mean()),
                     "reward_accuracy": float((chosen > rejected).float().mean()),
                     "reward_margin": float((chosen - rejected).mean()),
                     "chosen_reward": float(chosen.mean()), "rejected_reward": float(rejected.mean())}
@@ -393,7 +463,7 @@ class PreferenceTask:
                                    model.undesirable_weight)
         right = torch.where(up, rewards > 0, rewards < 0)
         nan = float("nan")
-        return {"loss": float(losses.mean()), "reward_accuracy": float(right.float().mean()),
+        return {**drift, "loss": float(losses.mean()), "reward_accuracy": float(right.float().mean()),
                 "up_reward": float(rewards[up].mean()) if up.any() else nan,
                 "down_reward": float(rewards[~up].mean()) if (~up).any() else nan, "kl": float(z0)}
 
@@ -402,7 +472,7 @@ class PreferenceTask:
         if figures is None:
             return None
         self.figures = figures
-        return figures["loss"]
+        return figures.get("loss")  # (none: no val split, only the guard's figure)
 
     def loss_figures(self, loss: float) -> dict[str, float]:
         """The latest validation's figures but its loss, named ``val_...`` (the loop calls this after
