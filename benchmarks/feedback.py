@@ -446,7 +446,8 @@ def rounds(ws, policy: str, rater: Rater, pairs: list[dict], budget: int, method
         after = measured(ws, current, ctx, args, reward=reward)
         out["rounds"].append({**info, "ratings": len(got), "ratings_so_far": used, **fit, **after})
         print(f"  {rater.name} {method} round {k + 1}: {len(got)} ratings (the rated outputs' share "
-              f"{info['pool_share']}), tuned in {fit['tune_s']} s: share {after['share']}, reranked "
+              f"{info['pool_share']}), tuned in {fit['tune_s']} s ({fit['steps']} steps"
+              f"{', stopped at the drift limit' if fit.get('stop_reason') == 'drift' else ''}): share {after['share']}, reranked "
               f"{after['rerank_share']}, perplexity x{after['ppl_ratio']}", file=sys.stderr)
     out["ratings"] = used
     last = next((r for r in reversed(out["rounds"]) if "share" in r), None)

@@ -148,7 +148,7 @@ def test_the_drift_guard_keeps_held_out_perplexity_within_its_limit_across_tunin
     assert math.exp(_heldout_nll(ws, "g-free") - root) > 1.02  # what the guard must prevent
     assert free["summary"]["stop_reason"] == "max_steps" and "val_drift" not in free["summary"]
 
-    row = aigc.adapted.tune(w, "p", name="g1", max_drift=1.01, train_overrides=steep)
+    row = aigc.adapted.tune(w, "p", name="g1", max_drift=1.01, train_overrides={**steep, "veto_backoffs": 0})
     spec = json.loads((ws.run_path("g1") / "run.json").read_text())
     drift = spec["tune"]["drift"]
     assert row["status"] == "finished" and row["summary"]["stop_reason"] == "drift" and row["step"] < 40
@@ -156,6 +156,12 @@ def test_the_drift_guard_keeps_held_out_perplexity_within_its_limit_across_tunin
     measured = math.exp(_heldout_nll(ws, "g1") - root)
     assert measured <= 1.01 and abs(measured - row["summary"]["val_drift"]) < 0.003, (measured, row["summary"])
     assert abs(drift["root_nll"] - root) < 0.01
+
+    # with back-offs (tune's default), a veto goes back to the kept weights and on at half the lr
+    back = aigc.adapted.tune(w, "p", name="g-back", max_drift=1.01, train_overrides=steep)
+    rows = [json.loads(line) for line in (ws.run_path("g-back") / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr_scale"] for r in rows if "backoff" in r][:1] == [0.5] and back["step"] > row["step"]
+    assert math.exp(_heldout_nll(ws, "g-back") - root) <= 1.01
 
     gid = _log(ws, "g1", "tea", [BAD + " q", GOOD + " q"])
     logbook.add_choice(ws, gid, 1)

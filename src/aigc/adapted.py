@@ -455,13 +455,14 @@ def base_generator(ws: Workspace, base: str, template: str | None, cond_columns:
 
 # -- tuning from feedback ----------------------------------------------------------------------
 
-# lr 1e-4, between what was measured (benchmarks/feedback.py, rounds of 20 DPO steps): at 2e-4 Gemma 3
-# 270M's held-out perplexity rose x1.15-x1.62 in one round (SmolLM2-135M's x1.00-x1.03); at 5e-5 neither
-# moved past x1.006 in three rounds and the English material taste stayed at 0.77 reranked where 2e-4
-# reached 1.00. The drift guard (TUNE_MAX_DRIFT) bounds what a high rate costs; eval_every 5 keeps a
-# checkpoint at most 5 steps before its limit.
-TUNE_DEFAULTS = {"lr": 1e-4, "batch_size": 4, "warmup_steps": 5, "weight_decay": 0.0, "eval_every": 5,
-                 "max_steps": 100, "min_lr_ratio": 0.1}
+# lr 2e-4 with the drift guard (TUNE_MAX_DRIFT) rather than a low rate (benchmarks/feedback.py, rounds of
+# 20 DPO steps, SmolLM2-135M): at 1e-4 and 5e-5 held-out perplexity hardly moved (x1.009, x1.002 after
+# three rounds) and the English material taste stayed at 0.77 reranked, where 2e-4 reached 1.00 at
+# x1.07. But 2e-4 took Gemma 3 270M's perplexity x1.15-x1.62 in one round: the guard keeps a checkpoint
+# at most 5 steps (eval_every) before its limit, and at the limit tuning goes back to it and on at half
+# the rate, twice (veto_backoffs: 1e-4, then 5e-5), before it stops.
+TUNE_DEFAULTS = {"lr": 2e-4, "batch_size": 4, "warmup_steps": 5, "weight_decay": 0.0, "eval_every": 5,
+                 "max_steps": 100, "min_lr_ratio": 0.1, "veto_backoffs": 2}
 # The held-out perplexity of the data the run learned from may rise at most this much (x1.10: within
 # 10 %) over the run that learned it, however many tunings a run is from it; 0 or None: no guard.
 TUNE_MAX_DRIFT = 1.1
@@ -567,8 +568,9 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
     scores the held-out conversations of the data the run learned from (its dataset's val split or
     its chat file's), and weights whose perplexity there is more than ``max_drift`` times that of the
     run that learned it (the parent, or the first run of a chain of tunings, so the limit does not
-    compound) are not kept: tuning stops and keeps the best weights within it, the parent's own when
-    none are. Figures: the summary's ``val_drift`` and ``stop_reason`` ``"drift"``."""
+    compound) are not kept: tuning goes back to the best weights within it and on at half the
+    learning rate (``veto_backoffs`` times, 2 by default), then stops and keeps them, the parent's own
+    when none are. Figures: the summary's ``val_drift`` and ``stop_reason`` ``"drift"``."""
     from safetensors.torch import load_file, save_file
 
     from aigc.checkpoints import save_weights

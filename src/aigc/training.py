@@ -86,6 +86,9 @@ class TrainConfig:
     eval_every: int = 250  # steps between validations (and checkpoints)
     eval_tokens: int = 32768  # target tokens per periodic validation; the final one sees the whole split
     patience: int = 0  # stop after this many validations without improvement; 0 = never
+    # a task's veto (Task.veto: e.g. tuning's drift guard) goes back to the best weights kept and on
+    # at half the lr, this many times, before it stops the run; 0 = the first veto stops it
+    veto_backoffs: int = 0
     seed: int = 1337
     tokenizer: str = "char"  # char | bpe
     vocab_size: int = 2048  # bpe only
@@ -113,6 +116,8 @@ class TrainConfig:
             raise InvalidInput(f"--tokenizer must be char or bpe, got {self.tokenizer!r}")
         if self.eval_every < 1:
             raise InvalidInput(f"--eval-every must be >= 1, got {self.eval_every}")
+        if self.veto_backoffs < 0:
+            raise InvalidInput(f"veto_backoffs must be >= 0, got {self.veto_backoffs}")
         if not 0 <= self.cond_dropout < 1:
             raise InvalidInput(f"--cond-dropout must be in [0, 1), got {self.cond_dropout}")
         if self.devices < 1:
@@ -194,7 +199,8 @@ class Task(Protocol):
     ``"drift"``) why the weights just validated may not be kept; the loop then keeps the best
     weights validated before (or what the run directory's ``model.safetensors`` already held) and
     stops with that reason (preference tuning's drift guard:
-    :class:`aigc.pretrained.preference.DriftGuard`).
+    :class:`aigc.pretrained.preference.DriftGuard`), or, ``veto_backoffs`` times, goes back to those
+    weights (a fresh optimizer state) and goes on at half the learning rate.
 
     ``batch`` draws ``batch_size`` samples; with several processes the loop multiplies
     ``batch_size`` and ``tokens_per_batch`` by their number (every rank draws the global batch
@@ -428,6 +434,7 @@ def fit(
     aborted = False
     failed = False  # an error ends the loop: under FSDP, ranks may be gone for the final checkpoint's gather
     stepping = False  # from drawing a batch until the step is counted: the weights may be ahead of state.step
+    backoffs, lr_scale = 0, 1.0  # a task's vetoes so far, and the lr's scale since (see TrainConfig.veto_backoffs)
     # The budget is wall seconds: steps, validations, checkpoints, logging and callbacks between
     # steps all count (timing the step bodies alone let a 300 s tabgpt run end at 310 s).
     clock, clock_base = time.perf_counter(), state.elapsed + (setup_s if zero else 0.0)
@@ -443,7 +450,7 @@ def fit(
                     break
                 stepping = True
                 t0 = time.perf_counter()
-                state.lr = lr_at(cfg, state.step, state.elapsed)
+                state.lr = lr_at(cfg, state.step, state.elapsed) * lr_scale
                 factor = state.lr / cfg.lr
                 for opt in optimizers:
                     for group in opt.param_groups:
@@ -500,8 +507,17 @@ def fit(
                     good_step = state.step
                     eval_s = time.perf_counter() - t_eval
                     if getattr(task, "veto", None) is not None:  # (its weights were not kept)
-                        state.stop_reason = task.veto
-                        break
+                        if backoffs >= cfg.veto_backoffs or not best_path.exists() or world > 1 or fsdp:
+                            state.stop_reason = task.veto
+                            break
+                        backoffs += 1
+                        lr_scale /= 2
+                        load_weights(net, best_path)
+                        for opt in optimizers:
+                            opt.state.clear()  # its moments point the way that was vetoed
+                        task.veto = None
+                        log({"step": state.step, "time": round(state.elapsed, 2), "backoff": backoffs,
+                             "lr_scale": lr_scale})
                 state.reserve_s = sum(recent) / len(recent) + 2 * eval_s
                 state.elapsed = clock_base + time.perf_counter() - clock
             if state.stop_reason not in ("interrupted", "diverged") and state.step % cfg.eval_every \
