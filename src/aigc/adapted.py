@@ -456,9 +456,9 @@ def base_generator(ws: Workspace, base: str, template: str | None, cond_columns:
 # -- tuning from feedback ----------------------------------------------------------------------
 
 # lr 2e-4 with the drift guard (TUNE_MAX_DRIFT) rather than a low rate (benchmarks/feedback.py, rounds of
-# 20 DPO steps, SmolLM2-135M): at 1e-4 and 5e-5 held-out perplexity hardly moved (x1.009, x1.002 after
-# three rounds) and the English material taste stayed at 0.77 reranked, where 2e-4 reached 1.00 at
-# x1.07. But 2e-4 took Gemma 3 270M's perplexity x1.15-x1.62 in one round: the guard keeps a checkpoint
+# 20 DPO steps, SmolLM2-135M): with --tune-lr 1e-4 and 5e-5 held-out perplexity hardly moved (x1.009,
+# x1.002 after three rounds) and the English material taste stayed at 0.77 reranked (logged runs, stopped
+# before their results were written), where 2e-4 reached 1.00 at x1.07 (results/feedback_rounds.json). But 2e-4 took Gemma 3 270M's perplexity x1.15-x1.62 in one round: the guard keeps a checkpoint
 # at most 5 steps (eval_every) before its limit, and at the limit tuning goes back to it and on at half
 # the rate, twice (veto_backoffs: 1e-4, then 5e-5), before it stops.
 TUNE_DEFAULTS = {"lr": 2e-4, "batch_size": 4, "warmup_steps": 5, "weight_decay": 0.0, "eval_every": 5,
@@ -653,8 +653,8 @@ def tune(ws: Workspace, run: str, *, method: str = "auto", beta: float = 0.1, na
     except BaseException:
         ws.delete_run(name)
         raise
-    if not (run_dir / "model.safetensors").exists() or not math.isfinite(state.best_val_loss) \
-            and state.stop_reason == "interrupted":  # stopped before its first validation
+    if not (run_dir / "model.safetensors").exists() or (
+            state.stop_reason == "interrupted" and not math.isfinite(state.best_val_loss)):  # before its first validation
         ws.record_run(name, status="interrupted", step=state.step)
         return ws.get_run(name)
     if drift is not None:  # the kept weights' figure (their last validation: the final full one)

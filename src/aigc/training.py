@@ -520,8 +520,7 @@ def fit(
                              "lr_scale": lr_scale})
                 state.reserve_s = sum(recent) / len(recent) + 2 * eval_s
                 state.elapsed = clock_base + time.perf_counter() - clock
-            if state.stop_reason not in ("interrupted", "diverged") and state.step % cfg.eval_every \
-                    and getattr(task, "veto", None) is None:
+            if state.stop_reason not in ("interrupted", "diverged") and state.step % cfg.eval_every:
                 validate()  # the weights of the last step compete for "best" too
         except KeyboardInterrupt:
             # A second Ctrl-C may land inside an optimizer step: keep the previous checkpoint.
