@@ -19,16 +19,23 @@ particles, families of terms, context rules), so it is no longer untouched. ``he
 should-block and 10 should-pass per category and language (480, plus 240 variants), written as
 realistic abuse and business text before those changes were made and never tuned on; its block
 cases of ``kind`` ``slang`` are written the way people dodge filters by hand (yp, cnm, p0rn, 菠菜 for
-博彩). The targets are judged on the held-out splits, never on dev: a figure on the tuning set proves
-little.
+博彩). ``train`` (benchmarks/data/policy_train/, one file per category): 40 should-block and 40 should-pass
+per category and language, plus the block cases' variants, written later by four writers shown only
+the category definitions, never a held-out case or the term lists; the classifier is fitted on it and
+dev (scripts/train_moderation_classifier.py), so its figures here are in-sample. ``heldout3``
+(benchmarks/data/policy_heldout3.jsonl): 10 should-block and 10 should-pass per category and
+language, plus variants, written blind at the same time by a fifth writer, as a tough but fair
+real-world mix, and never tuned on. The targets are judged on the held-out splits, never on dev or
+train: a figure on the tuning set proves little.
 
 "Stopped" is the policy's verdict: a category is on (for advertising, whose action is flag, that
 means flagged for review; for the others it blocks). Targets: block rate >= 0.95 and false-block
 rate <= 0.05, overall and per category. Each split is reported three ways: ``terms`` (the policy's
 term lists and context rules alone), ``classifier`` (the semantic classifier alone: a category
 whose score reaches its threshold; ``--classifier``, default the shipped ``moderation_e5.npz``,
-trained on the dev cases and everyday negatives, scripts/train_moderation_classifier.py) and
-``both`` (the policy with that classifier turned on: ``moderation.classifier``). Latency per check:
+trained on the dev and train cases and everyday negatives, scripts/train_moderation_classifier.py) and
+``both`` (the policy with that classifier turned on: ``moderation.classifier``; its confirm points
+may take a category the terms put on off again, see the training script). Latency per check:
 ``Policy.match_terms`` + the decision (what the rails run on each segment), ``moderate()`` with the
 PII scan, one classifier call (e5 + the regressions, on 200 cases) and the check with it (terms +
 classifier + the decision, what the input rail runs when it is on), p50 / p95; and the output
@@ -68,6 +75,15 @@ from _common import write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
+HELDOUT3 = HERE / "data" / "policy_heldout3.jsonl"  # written blind after the train split, never tuned on
+TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
+
+
+def case_files() -> list[Path]:
+    """Every case file the benchmark reads by default: the first cases, heldout3, the train split."""
+    return [CASES, HELDOUT3, *sorted(TRAIN_DIR.glob("*.jsonl"))]
+
+
 ASSISTANT = HERE / "fixtures" / "assistant"  # never a training text: the --benign corpus no fit saw
 CLASSIFIER = "builtin:moderation_e5.npz"
 BENIGN_N = 4000  # texts drawn (seeded) from each held-out half: a 1 % rate is then known to +-0.3 %
@@ -81,8 +97,8 @@ def _shown(path: Path) -> str:
     except ValueError:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
-SPLITS = ("dev", "heldout", "heldout2")
-HELD_OUT = ("heldout", "heldout2")  # what the targets are judged on
+SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3")
+HELD_OUT = ("heldout", "heldout2", "heldout3")  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
 _HOMOGLYPH = str.maketrans("aeios", "43105")
@@ -178,8 +194,7 @@ def _scores(classifier, texts: list[str]) -> list[dict[str, float]]:
     """Each text's scores; an e5 classifier's from the cached vectors (the same figures as its
     ``scores_many``), so a refit is scored without embedding the cases again."""
     if hasattr(classifier, "logits_of"):
-        p = 1.0 / (1.0 + np.exp(-classifier.logits_of(*training.piece_vectors(texts, classifier.kind))))
-        return [dict(zip(classifier.categories, map(float, row))) for row in p]
+        return classifier.scores_of(classifier.logits_of(*training.piece_vectors(texts, classifier.kind)))
     return [classifier.scores(t) for t in texts]
 
 
@@ -317,18 +332,19 @@ def benign_check(policy, classifier, n: int = BENIGN_N, examples: int = 10) -> d
     out = {}
     for name, texts in benign_corpora(n).items():
         t0 = time.perf_counter()
-        terms = np.array([assess(policy, policy.match_terms(t)).flagged for t in texts])
-        logits = classifier.logits_of(*training.piece_vectors(texts, classifier.kind))
-        # a classifier score reaches a threshold where its logit does (the operating point is folded in)
-        thresholds = np.array([policy.categories[c].threshold for c in classifier.categories])
-        clf_on = 1.0 / (1.0 + np.exp(-logits)) >= thresholds
+        matches = [policy.match_terms(t) for t in texts]
+        terms = np.array([assess(policy, m).flagged for m in matches])
+        extra = classifier.scores_of(classifier.logits_of(*training.piece_vectors(texts, classifier.kind)))
+        # the classifier alone (no matches), and the policy with it (its confirm points may overrule terms)
+        clf_on = np.array([[assess(policy, [], e).categories[c] for c in classifier.categories] for e in extra])
         clf = clf_on.any(1)
+        both = np.array([assess(policy, m, e).flagged for m, e in zip(matches, extra)])
         order = np.random.default_rng(0).permutation(len(texts))
         picked = [i for i in order if clf[i]][:examples]
         cats = Counter(c for row in clf_on for c, on in zip(classifier.categories, row) if on)
         out[name] = {"n": len(texts), "flagged_share": {"terms": round(float(terms.mean()), 4),
                                                         "classifier": round(float(clf.mean()), 4),
-                                                        "both": round(float((terms | clf).mean()), 4)},
+                                                        "both": round(float(both.mean()), 4)},
                      "classifier_upper95": round(upper95(int(clf.sum()), len(texts)), 4),
                      "classifier_categories": dict(cats.most_common()),
                      "examples": [{"text": texts[i][:160],
@@ -351,7 +367,8 @@ def main() -> None:
     ap.add_argument("--classifier", default=None,
                     help=f"the classifier of the classifier and both modes: builtin:NAME or a path "
                          f"(default: the policy's moderation.classifier, else {CLASSIFIER})")
-    ap.add_argument("--cases", default=str(CASES))
+    ap.add_argument("--cases", nargs="+", default=None,
+                    help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl, policy_train/*.jsonl)")
     ap.add_argument("--repeat", type=int, default=5, help="timed checks per case")
     ap.add_argument("--benign", action="store_true",
                     help="also the false-flag check on everyday text no fit saw (see benign_corpora)")
@@ -359,8 +376,10 @@ def main() -> None:
     ap.add_argument("--out-name", default="policy")
     ap.add_argument("--write-variants", action="store_true", help="rewrite the obfuscated variants, then exit")
     args = ap.parse_args()
+    files = [Path(f) for f in args.cases] if args.cases else case_files()
     if args.write_variants:
-        print(f"wrote {write_variants(Path(args.cases))} variants to {args.cases}")
+        for path in files:
+            print(f"wrote {write_variants(path)} variants to {_shown(path)}")
         return
     if args.benign and not (training.REVIEWS.is_file() and training.SHAKESPEARE.is_file()):
         sys.exit(f"--benign needs {training.REVIEWS} and {training.SHAKESPEARE} (../shared/data)")
@@ -376,7 +395,7 @@ def main() -> None:
     terms_policy = policy if not policy.doc["moderation"]["classifier"] else \
         parse_policy(json.dumps({**policy.doc, "moderation": {"classifier": None}}), base_dir=policy.base_dir)
     scanner = Scanner()
-    cases = read_cases(Path(args.cases))
+    cases = [c for path in files for c in read_cases(path)]
     t0 = time.perf_counter()
     res = run(terms_policy, classifier, cases, args.repeat, scanner)
     elapsed = time.perf_counter() - t0
@@ -409,7 +428,7 @@ def main() -> None:
     path = write_result(args.out_name, {
         "policy_version": policy.version, "terms_policy_version": terms_policy.version, "classifier": ref,
         "classifier_dev_cv": getattr(classifier, "meta", {}).get("dev_cv"),
-        "cases": _shown(Path(args.cases)), "n_cases": len(cases), "repeat": args.repeat,
+        "cases": [_shown(path) for path in files], "n_cases": len(cases), "repeat": args.repeat,
         "targets": {"block_rate": TARGET_BLOCK, "false_block_rate": TARGET_FALSE,
                     "judged_on": list(HELD_OUT)},
         "modes": {"terms": "the policy's terms and context rules alone", "classifier": f"{ref} alone",

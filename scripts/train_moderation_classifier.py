@@ -1,8 +1,12 @@
 """Train the shipped moderation classifier, ``src/aigc/resources/safety/moderation_e5.npz``.
 
-Data. Positives: the should-block cases of the ``dev`` split of ``benchmarks/data/policy_cases.jsonl``.
-Negatives: its should-pass cases (near misses, warnings, news, medical and help texts of every
-category) and everyday text, which the dev cases alone never showed it (fitted on dev only it
+Data. Positives: the should-block cases of the ``dev`` split of ``benchmarks/data/policy_cases.jsonl``
+and of the ``train`` split (``benchmarks/data/policy_train/<category>.jsonl``: per category and
+language 40 should-block texts (plain, paraphrase, hand-made slang) and 40 should-pass (near misses,
+warnings and moderation notices quoting a term, news, medical and help texts, everyday business text),
+plus an obfuscated variant of each should-block text; written by four writers who were shown
+the category definitions only, never the held-out cases or the term lists). Negatives: their should-pass
+cases and everyday text, which the cases alone never showed it (fitted on dev only it
 flagged 17.6 % of shopping reviews and 72 % of Shakespeare's speeches):
 
 a seeded sample (``TRAIN_SAMPLE``) of the training half of each halved corpus: the Chinese
@@ -12,8 +16,8 @@ shopping reviews and tinyshakespeare's speeches (../shared/data) and the bundled
 they change for reasons of their own, and the shipped weights must stay reproducible.
 
 What measures it is kept apart: the held-out halves and the assistant fixtures, which nothing here
-reads (``benchmarks/policy.py --benign``), and the ``heldout`` and ``heldout2`` cases, which
-neither train nor choose anything. Every piece of an everyday text (:func:`aigc.safety.moderation
+reads (``benchmarks/policy.py --benign``), and the ``heldout``, ``heldout2`` and ``heldout3`` cases,
+which neither train nor choose anything. Every piece of an everyday text (:func:`aigc.safety.moderation
 .pieces_of`) is a negative of every category, since the classifier scores a text by its highest
 piece. Another category's should-block cases are left out of a category's fit rather than counted
 as its negatives: a threat is no evidence against harassment (one-vs-allow).
@@ -21,18 +25,28 @@ as its negatives: a threat is no evidence against harassment (one-vs-allow).
 Features: the text normalised as every safety check reads it (``TextClassifier.prepare``: NFKC,
 case folding, traditional -> simplified), then its e5 ``passage`` vector (:mod:`aigc.embedding`),
 standardised (the mean and spread are folded into the weights, so scoring is one matrix product).
-Each category: scikit-learn's ``LogisticRegression`` (lbfgs), the positives weighing half, the dev
-should-pass cases a quarter and the everyday pieces a quarter (:func:`weights`).
+Each category: scikit-learn's ``LogisticRegression`` (lbfgs), the positives weighing half, the
+cases' should-pass rows a quarter and the everyday pieces a quarter (:func:`weights`).
 
 One decision rule, chosen by cross-validation on the training rows only (5 folds grouped by case,
 so a case and its obfuscated variant share a fold, and by text, so a text's pieces do; ``REPEATS``
 seeds pooled): ``C`` and one logit threshold per category. Thresholds start above everything and
 are lowered greedily, each step to the next of a category's own positives that catches more, the
-step that catches the most taken first, while every budget holds: the dev should-pass cases
+step that catches the most taken first, while every budget holds: the cases' should-pass rows
 flagged at most ``--max-false`` (0.025, half the 0.05 target) overall and among each category's,
 and each everyday source's out-of-fold pieces at most ``--max-benign`` (0.005, half the 1 % bar).
 The budgets were fixed before any held-out figure was seen. Each threshold is then subtracted from
 its category's intercept, so the shipped score is 0.5 (the policy's category threshold) there.
+
+The classifier runs beside the policy's terms, so both rules are chosen for that (``both`` in the
+benchmark). First, per category, a confirm point (:func:`confirm_points`): a category the terms put on
+stays on only where the classifier's logit reaches it, set to take off the most should-pass rows the
+terms wrongly stop (a warning that quotes the term) while taking off at most ``MAX_LOSS`` (1 %) of the
+should-block rows they rightly stop, on the out-of-fold logits. Then the thresholds above, each step
+judged by the block rate of terms or classifier, the budgets counting only the false flags the
+classifier adds to what the terms (after their confirm points) already stop. The terms alone stop 32.5 %
+of the train split's should-block texts and 9.7 % of its should-pass ones (they were written for the dev
+split); the CV record keeps both rates and each C's confirm points.
 
     python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--c C]
 
@@ -56,6 +70,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = REPO / "benchmarks" / "data" / "policy_cases.jsonl"
+TRAIN_DIR = REPO / "benchmarks" / "data" / "policy_train"  # the train split: one file per category
 OUT = REPO / "src" / "aigc" / "resources" / "safety" / "moderation_e5.npz"
 SHARED = REPO.parent / "shared" / "data"
 REVIEWS = SHARED / "cn-shopping-reviews" / "online_shopping_10_cats.csv"
@@ -64,20 +79,28 @@ SHOP_COPY = REPO / "src" / "aigc" / "resources" / "shop_copy.csv"
 CACHE = REPO / "benchmarks" / ".cache" / "e5-pieces"  # e5 vectors of text pieces, by embedder, kind, texts
 SEED = 0
 FOLDS = 5
-REPEATS = 2  # CV repeats (seeds SEED, SEED+1), pooled: one 5-fold split is a noisy judge of the dev cases
+REPEATS = 2  # CV repeats (seeds SEED, SEED+1), pooled: one 5-fold split is a noisy judge
 KIND = "passage"
 CS = (1.0, 3.0, 10.0, 30.0)
-MAX_FALSE = 0.025  # dev CV false-block budget, overall and per category: half the 0.05 target
+MAX_FALSE = 0.025  # CV false-block budget, overall and per category: half the 0.05 target
+MAX_LOSS = 0.01  # what the classifier may take off the terms: at most 1 % of what they rightly stop, on CV
 MAX_BENIGN = 0.005  # OOF flag budget on each source of everyday negatives: half the 1 % bar
 # Everyday negatives drawn (seeded) from each halved corpus's training half; the other half is the
 # benchmark's (benchmarks/policy.py --benign). Embedding is ~60 ms a text on one core.
 TRAIN_SAMPLE = {"cn_shopping_reviews": 2000, "tinyshakespeare_speeches": 1500, "shop_copy": 1500}
 
 
-def dev_cases(path: Path = CASES) -> list[dict]:
-    """The dev split's cases: never a held-out one."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in rows if r.get("split", "dev") == "dev"]
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def training_cases(path: Path = CASES, train_dir: Path = TRAIN_DIR) -> list[dict]:
+    """The dev split's cases, then every case of the train files (one per category, in name order):
+    never a held-out one."""
+    rows = [r for r in _read(path) if r.get("split", "dev") == "dev"]
+    for file in sorted(train_dir.glob("*.jsonl")):
+        rows += [r for r in _read(file) if r.get("split") == "train"]
+    return rows
 
 
 def halved_corpora() -> dict[str, list[str]]:
@@ -153,29 +176,66 @@ def piece_vectors(texts: list[str], kind: str = KIND, chunk: int = 500) -> tuple
 
 
 def dataset(rows: list[dict], everyday: dict[str, list[str]], kind: str = KIND) -> dict[str, np.ndarray]:
-    """The training rows: each dev case (label: its category when it should be blocked, else "") and
+    """The training rows: each case (label: its category when it should be blocked, else "") and
     each piece of each everyday text (label ""). ``groups`` keeps a case with its obfuscated variant
     and a text's pieces together in CV; ``sources`` is a should-pass case's category or an everyday
-    text's corpus (what the false-flag budgets are counted over)."""
+    text's corpus (what the false-flag budgets are counted over); ``terms`` the rows the policy's
+    terms stop (:func:`terms_stop`)."""
+    from aigc.safety.moderation import SemanticClassifier
+
     x, counts = piece_vectors([r["text"] for r in rows], kind)
     if any(n != 1 for n in counts):
-        sys.exit("a dev case is longer than one piece: read it whole or cut the case")
+        sys.exit("a training case is longer than one piece: read it whole or cut the case")
     xs, labels = [x], [r["category"] if r["expect"] == "block" else "" for r in rows]
+    texts_of = [r["text"] for r in rows]
     groups, sources = [r.get("of", r["id"]) for r in rows], [r["category"] for r in rows]
     for name, texts in everyday.items():
         x, counts = piece_vectors(texts, kind)
         xs.append(x)
+        texts_of += [p for ps in SemanticClassifier.split(texts) for p in ps]
         for i, n in enumerate(counts):
             labels += [""] * n
             groups += [f"{name}:{i}"] * n
             sources += [name] * n
     return {"x": np.concatenate(xs).astype(np.float64), "labels": np.array(labels),
-            "groups": np.array(groups), "sources": np.array(sources)}
+            "groups": np.array(groups), "sources": np.array(sources), "terms": terms_stop(texts_of)}
+
+
+def terms_stop(texts: list[str]) -> np.ndarray:
+    """(n, categories of the default policy, in name order): which categories the policy's terms and
+    context rules put on for each of ``texts`` on their own, what the classifier runs beside."""
+    from aigc.safety.moderation import assess
+    from aigc.safety.policy import default_policy
+
+    policy = default_policy()
+    names = sorted(policy.categories)
+    return np.array([[assess(policy, policy.match_terms(t)).categories[c] for c in names] for t in texts],
+                    dtype=bool).reshape(len(texts), len(names))
+
+
+def confirm_points(logits: np.ndarray, labels: np.ndarray, terms_on: np.ndarray, max_loss: float
+                   ) -> np.ndarray:
+    """Per category, the logit under which the classifier overrules the terms there (-inf: never):
+    the point that releases the most should-pass rows the terms put on the category while releasing
+    at most ``max_loss`` of the should-block rows they rightly put on it (out-of-fold logits)."""
+    out = np.full(logits.shape[1], -np.inf)
+    for j in range(logits.shape[1]):
+        rows = np.flatnonzero(terms_on[:, j])
+        block = labels[rows] != ""
+        budget = max_loss * block.sum()
+        order = np.argsort(logits[rows, j], kind="stable")
+        lost = np.cumsum(block[order])  # should-block rows released up to and including each
+        for k, i in enumerate(order):
+            if lost[k] > budget:
+                break
+            if not block[i]:  # a should-pass row, released within the budget: the point goes past it
+                out[j] = np.nextafter(logits[rows[i], j], np.inf)
+    return out
 
 
 def weights(labels: np.ndarray, sources: np.ndarray, cat: str, categories: list[str]) -> np.ndarray:
     """Sample weights of a category's fit (its positives and every should-pass row): the positives
-    weigh half, the dev should-pass cases a quarter and the everyday pieces a quarter, so thousands
+    weigh half, the cases' should-pass rows a quarter and the everyday pieces a quarter, so thousands
     of easy everyday texts do not drown the few near misses; mean weight 1 (``C`` keeps its scale)."""
     pos, dev = labels == cat, (labels == "") & np.isin(sources, categories)
     every = (labels == "") & ~dev
@@ -218,9 +278,13 @@ def cv_logits(data: dict[str, np.ndarray], categories: list[str], c: float, seed
 
 
 def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, categories: list[str],
-               max_false: float, max_benign: float) -> tuple[np.ndarray, dict]:
-    """Per-category logit thresholds (see the module doc) and the CV rates they give."""
+               max_false: float, max_benign: float, terms: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Per-category logit thresholds (see the module doc) and the CV rates they give. ``terms``: the
+    rows the policy's terms already stop; the classifier then runs beside them (``both``), so each
+    step is judged by the block rate of terms or classifier, and the budgets count only the false
+    flags the classifier adds to what the terms already stopped."""
     block, allow = labels != "", labels == ""
+    prior = np.zeros(len(labels), bool) if terms is None else np.asarray(terms, bool)
     dev = allow & np.isin(sources, categories)
     budgets = [(dev, max_false)] + [(dev & (sources == c), max_false) for c in categories] + \
         [(allow & (sources == s), max_benign) for s in sorted(set(sources[allow & ~dev]))]
@@ -232,10 +296,10 @@ def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, cate
         return np.array([ranked[j][s - 1] if s else np.inf for j, s in enumerate(steps)])
 
     def rates(t: np.ndarray) -> tuple[bool, float]:
-        stopped = (logits >= t).any(1)
-        return all(stopped[rows].mean() <= budget for rows, budget in budgets), float(stopped[block].mean())
+        added = (logits >= t).any(1) & ~prior
+        return all(added[rows].mean() <= budget for rows, budget in budgets), float((added | prior)[block].mean())
 
-    block_rate = 0.0
+    block_rate = float(prior[block].mean())
     while True:
         best = None
         for j in range(len(categories)):  # the next step down of each category that catches more
@@ -251,32 +315,49 @@ def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, cate
             break
         step, block_rate = best
     t = at(step)
-    stopped = (logits >= t).any(1)
+    stopped = (logits >= t).any(1) | prior
     everyday = {str(s): round(float(stopped[allow & (sources == s)].mean()), 4)
                 for s in sorted(set(sources[allow & ~dev]))}
-    return t, {"block_rate": round(block_rate, 4), "false_block_rate": round(float(stopped[dev].mean()), 4),
-               "everyday_flag_rate": everyday}
+    out = {"block_rate": round(block_rate, 4), "false_block_rate": round(float(stopped[dev].mean()), 4),
+           "everyday_flag_rate": everyday}
+    if terms is not None:
+        out["terms_block_rate"] = round(float(prior[block].mean()), 4)
+        out["terms_false_block_rate"] = round(float(prior[dev].mean()), 4)
+    return t, out
 
 
-def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: float, cs: list[float]
-          ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: float, cs: list[float],
+          max_loss: float = MAX_LOSS) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """Search ``cs`` on CV; fit the best on every row. Returns the CV record and the final coef,
     intercept (operating point folded in) and thresholds."""
     categories = sorted(set(data["labels"]) - {""})
     pooled, sources = np.tile(data["labels"], REPEATS), np.tile(data["sources"], REPEATS)
+    terms_on = np.tile(data["terms"], (REPEATS, 1)) if "terms" in data else None
+    if terms_on is not None and terms_on.shape[1] != len(categories):
+        sys.exit(f"the policy has {terms_on.shape[1]} categories, the training cases {len(categories)}: "
+                 f"every category needs should-block cases")
     search, best = [], None
     for c in cs:
         t0 = time.perf_counter()
-        t, cv = thresholds(cv_logits(data, categories, c, seed), pooled, sources, categories, max_false,
-                           max_benign)
+        logits = cv_logits(data, categories, c, seed)
+        confirm, terms = np.full(len(categories), -np.inf), None
+        if terms_on is not None:
+            confirm = confirm_points(logits, pooled, terms_on, max_loss)
+            terms = (terms_on & (logits >= confirm)).any(1)
+        t, cv = thresholds(logits, pooled, sources, categories, max_false, max_benign, terms)
+        cv["confirm_logit"] = [round(float(v), 4) for v in confirm]
+        if terms_on is not None:
+            cv["terms_alone_false_block_rate"] = round(float(terms_on.any(1)[(pooled == "") & np.isin(
+                sources, categories)].mean()), 4)
         search.append({"c": c, **cv})
         print(f"  C={c:<5g} CV block {cv['block_rate']:.3f}, dev false block {cv['false_block_rate']:.3f}, "
               f"everyday {cv['everyday_flag_rate']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         if best is None or cv["block_rate"] > best[0]["block_rate"]:
-            best = ({"c": c, **cv}, t)
-    chosen, t = best
+            best = ({"c": c, **cv}, t, confirm)
+    chosen, t, confirm = best
     coef, intercept = fit(data, np.arange(len(data["x"])), categories, chosen["c"], seed)
-    return {"categories": categories, "chosen": chosen, "search": search}, coef, intercept - t, t
+    record = {"categories": categories, "chosen": chosen, "search": search, "confirm": confirm - t}
+    return record, coef, intercept - t, t
 
 
 def fingerprint(rows: list[dict], everyday: dict[str, list[str]]) -> str:
@@ -291,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--cases", default=str(CASES))
+    ap.add_argument("--train-dir", default=str(TRAIN_DIR))
     ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--max-false", type=float, default=MAX_FALSE, help="false-block budget on dev CV")
+    ap.add_argument("--max-false", type=float, default=MAX_FALSE, help="false-block budget on CV (should-pass cases)")
     ap.add_argument("--max-benign", type=float, default=MAX_BENIGN,
                     help="flag budget on each everyday source's out-of-fold pieces")
     ap.add_argument("--c", type=float, help="skip the search: this inverse regularisation")
@@ -301,20 +383,21 @@ def main(argv: list[str] | None = None) -> int:
     from aigc.embedding import e5_id
     from aigc.safety.moderation import SemanticClassifier
 
-    rows = dev_cases(Path(args.cases))
+    rows = training_cases(Path(args.cases), Path(args.train_dir))
     everyday = negatives(args.seed)
     data = dataset(rows, everyday)
     record, coef, intercept, t = train(data, args.seed, args.max_false, args.max_benign,
                                        [args.c] if args.c is not None else list(CS))
     meta = {"embedder": e5_id(), "seed": args.seed, "c": record["chosen"]["c"], "max_false": args.max_false,
-            "max_benign": args.max_benign,
-            "trained_on": "benchmarks/data/policy_cases.jsonl split dev + everyday negatives",
+            "max_benign": args.max_benign, "max_loss": MAX_LOSS,
+            "trained_on": "benchmarks/data/policy_cases.jsonl split dev + benchmarks/data/policy_train "
+                          "(split train) + everyday negatives",
             "n_train": len(rows), "everyday": {name: len(texts) for name, texts in everyday.items()},
             "everyday_pieces": int((data["labels"] == "").sum() - sum(r["expect"] != "block" for r in rows)),
             "train_sha256": fingerprint(rows, everyday), "folds": FOLDS, "repeats": REPEATS,
             "cv": record["chosen"], "search": record["search"],
             "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5}
-    clf = SemanticClassifier(record["categories"], coef, intercept, KIND, meta)
+    clf = SemanticClassifier(record["categories"], coef, intercept, KIND, meta, record["confirm"])
     path = clf.save(args.out)
     chosen = record["chosen"]
     print(f"wrote {path}: C={chosen['c']:g}, CV block {chosen['block_rate']:.3f}, dev false block "

@@ -18,7 +18,7 @@ import pytest
 
 import aigc
 from aigc.embedding import DIM, e5_id
-from aigc.safety.moderation import (MAX_PIECES, PIECE_CHARS, SemanticClassifier, moderate, pieces_of,
+from aigc.safety.moderation import (MAX_PIECES, PIECE_CHARS, SemanticClassifier, assess, moderate, pieces_of,
                                     policy_classifier)
 from aigc.safety.policy import default_policy, parse_policy, save_workspace_policy, workspace_policy
 from aigc.safety.rails import check_input
@@ -67,14 +67,55 @@ def threat_policy(tmp_path_factory) -> str:
 
 def test_the_shipped_weights_load_without_pickle():
     with np.load(SHIPPED, allow_pickle=False) as z:
-        assert set(z.files) == {"meta", "coef", "intercept"}
+        assert set(z.files) == {"meta", "coef", "intercept", "confirm"}
     clf = SemanticClassifier.load(SHIPPED)
+    assert clf.confirm.shape == (len(clf.categories),)
     assert clf.categories == tuple(sorted(default_policy().categories))
     assert clf.coef.shape == (len(clf.categories), DIM) and clf.kind in ("query", "passage")
     assert clf.meta["embedder"] == e5_id() and clf.kind == "passage"
     assert set(clf.meta["everyday"]) == {"cn_shopping_reviews", "tinyshakespeare_speeches", "shop_copy"}
     assert SHIPPED.stat().st_size < 100_000
     assert isinstance(policy_classifier(parse_policy(ON)), SemanticClassifier)
+
+
+def _flat(tmp_path, intercept: float, confirm: float | None) -> str:
+    """A policy with an e5 classifier that scores every text sigmoid(intercept) in every category,
+    with one confirm point for all categories (None: none)."""
+    categories = tuple(sorted(default_policy().categories))
+    n = len(categories)
+    path = tmp_path / f"flat{intercept}{confirm}.npz"
+    SemanticClassifier(categories, np.zeros((n, DIM)), np.full(n, intercept), "passage", {"embedder": e5_id()},
+                       None if confirm is None else np.full(n, confirm)).save(path)
+    again = SemanticClassifier.load(path)
+    assert (again.confirm is None) == (confirm is None)
+    if confirm is not None:
+        np.testing.assert_array_equal(again.confirm, np.full(n, confirm))
+    return f"extends: default\nmoderation: {{classifier: '{path}'}}\n"
+
+
+def test_a_classifier_overrules_the_terms_only_below_its_confirm_point(tmp_path):
+    """A term match stays on unless the classifier scores the text below its confirm point in that
+    category (a warning that quotes a term); a classifier without one, or above it, never overrules."""
+    for intercept, confirm, overruled in ((-30.0, -20.0, True), (-10.0, -20.0, False), (-30.0, None, False),
+                                          (-30.0, -np.inf, False)):
+        policy = parse_policy(_flat(tmp_path, intercept, confirm))
+        m = moderate(TERM_BLOCKED, policy, scanner=NoPII())
+        assert m.matches and m.blocked != overruled and m.categories["sexual"] != overruled, (intercept, confirm)
+        assert check_input(TERM_BLOCKED, policy).allowed == overruled
+        verdict = assess(policy, policy.match_terms(TERM_BLOCKED), policy_classifier(policy).scores(TERM_BLOCKED))
+        assert verdict.overruled == (["sexual"] if overruled else [])
+
+
+def test_confirm_points_release_the_most_should_pass_rows_within_the_loss_budget():
+    confirm_points = _script()["confirm_points"]
+    # one category; the terms put every row on it; logits ascending: allow, block, allow, allow, block x 7
+    labels = np.array(["", "x", "", ""] + ["x"] * 7)
+    logits = np.arange(len(labels), dtype=float)[:, None]
+    on = np.ones((len(labels), 1), bool)
+    assert confirm_points(logits, labels, on, 0.0)[0] == np.nextafter(0.0, 1)  # no block row may go
+    assert confirm_points(logits, labels, on, 0.125)[0] == np.nextafter(3.0, 4)  # one of 8 may go
+    assert confirm_points(logits, labels, on & False, 0.5)[0] == -np.inf  # the terms put nothing on
+    assert confirm_points(logits[1:2], labels[1:2], on[1:2], 0.5)[0] == -np.inf  # nothing to release
 
 
 def test_the_assistant_retrieval_and_the_classifier_share_one_e5_model():
@@ -188,7 +229,7 @@ def test_the_shipped_weights_name_the_training_set_and_the_benchmark_reads_none_
     shipped = SemanticClassifier.load(SHIPPED)
     everyday = script["negatives"](shipped.meta["seed"])
     assert {name: len(texts) for name, texts in everyday.items()} == shipped.meta["everyday"]
-    assert script["fingerprint"](script["dev_cases"](), everyday) == shipped.meta["train_sha256"]
+    assert script["fingerprint"](script["training_cases"](), everyday) == shipped.meta["train_sha256"]
     for name, texts in script["halved_corpora"]().items():  # the halves share no text
         train, held = script["halves"](texts, shipped.meta["seed"])
         assert not set(train) & set(held) and len(train) + len(held) == len(texts)

@@ -62,6 +62,7 @@ class Assessment:
     blocking: list[TermMatch]  # matches whose action is block, in a category that is on
     redact: list[TermMatch]  # matches whose action is redact (masked whatever the threshold)
     blocked_by_classifier: list[str]  # categories the classifier put on whose action is block
+    overruled: list[str] = field(default_factory=list)  # categories the terms put on and the classifier took off
 
     @property
     def blocked(self) -> bool:
@@ -89,6 +90,12 @@ def assess(policy: Policy, matches: Sequence[TermMatch], extra_scores: Mapping[s
     for (category, _), score in strongest.items():
         keep[category] *= 1.0 - score
     scores = {c: 1.0 - k for c, k in keep.items()}
+    overruled = []
+    for c, floor in (getattr(extra_scores, "confirm", None) or {}).items():  # see ClassifierScores
+        s = extra_scores.get(c)
+        if c in scores and s is not None and s < floor and scores[c] >= policy.categories[c].threshold > 0:
+            overruled.append(c)
+            scores[c] = 0.0  # the classifier's own score replaces the terms' below
     by_classifier = []
     for c, s in (extra_scores or {}).items():
         if c in scores and s > scores[c]:
@@ -98,7 +105,18 @@ def assess(policy: Policy, matches: Sequence[TermMatch], extra_scores: Mapping[s
     on = {c: scores[c] >= cat.threshold and scores[c] > 0 for c, cat in policy.categories.items()}
     blocking = [m for m in matches if m.action == "block" and on[m.category]]
     redact = [m for m in matches if m.action == "redact"]
-    return Assessment({c: round(s, 4) for c, s in scores.items()}, on, blocking, redact, by_classifier)
+    return Assessment({c: round(s, 4) for c, s in scores.items()}, on, blocking, redact, by_classifier, overruled)
+
+
+class ClassifierScores(dict):
+    """A classifier's scores of one text (category -> probability) and ``confirm``: per category, the
+    score below which the classifier overrules the policy's terms there (their matches do not turn the
+    category on: a warning or a news item that quotes a term). Empty when the classifier has no such
+    point; :func:`assess` reads it."""
+
+    def __init__(self, scores: Mapping[str, float], confirm: Mapping[str, float] | None = None):
+        super().__init__(scores)
+        self.confirm = dict(confirm or {})
 
 
 @dataclass
@@ -362,12 +380,18 @@ class SemanticClassifier:
     category's operating point, so its score is 0.5 there; a text's score is its highest piece's."""
 
     def __init__(self, categories: Sequence[str], coef: np.ndarray, intercept: np.ndarray, kind: str,
-                 meta: Mapping[str, Any] | None = None):
+                 meta: Mapping[str, Any] | None = None, confirm: np.ndarray | None = None):
         from aigc.embedding import DIM, KINDS
 
         self.categories = tuple(categories)
         self.coef = np.asarray(coef, dtype=np.float64)  # (C, 384)
         self.intercept = np.asarray(intercept, dtype=np.float64)  # (C,)
+        # (C,) logits: a category the terms put on stays on only where the classifier's logit is at
+        # least this (-inf: never overruled); None: the terms are never overruled
+        self.confirm = None if confirm is None else np.asarray(confirm, dtype=np.float64)
+        if self.confirm is not None and self.confirm.shape != (len(self.categories),):
+            raise InvalidInput(f"classifier arrays disagree: {len(self.categories)} categories, confirm "
+                               f"{self.confirm.shape}")
         if self.coef.shape != (len(self.categories), DIM) or self.intercept.shape != (len(self.categories),):
             raise InvalidInput(f"classifier arrays disagree: {len(self.categories)} categories, coef "
                                f"{self.coef.shape} (want (C, {DIM})), intercept {self.intercept.shape}")
@@ -399,8 +423,14 @@ class SemanticClassifier:
         return np.maximum.reduceat(z, starts, axis=0) if len(starts) else z[:0]
 
     def scores_many(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        p = 1.0 / (1.0 + np.exp(-self.logits(texts)))
-        return [dict(zip(self.categories, map(float, row))) for row in p]
+        return self.scores_of(self.logits(texts))
+
+    def scores_of(self, logits: np.ndarray) -> list[dict[str, float]]:
+        """Each row of (n, C) ``logits`` as :class:`ClassifierScores` (with the confirm points)."""
+        p = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        confirm = {} if self.confirm is None else {
+            c: float(1.0 / (1.0 + np.exp(-v))) for c, v in zip(self.categories, self.confirm) if np.isfinite(v)}
+        return [ClassifierScores(dict(zip(self.categories, map(float, row))), confirm) for row in p]
 
     def scores(self, text: str) -> dict[str, float]:
         return self.scores_many([text])[0]
@@ -408,7 +438,8 @@ class SemanticClassifier:
     def save(self, path: str | os.PathLike) -> Path:
         meta = {**self.meta, "format": SEMANTIC_FORMAT, "categories": list(self.categories),
                 "kind": self.kind}
-        return _save_npz(path, meta, coef=self.coef, intercept=self.intercept)
+        extra = {} if self.confirm is None else {"confirm": self.confirm}
+        return _save_npz(path, meta, coef=self.coef, intercept=self.intercept, **extra)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SemanticClassifier:
@@ -422,6 +453,7 @@ class SemanticClassifier:
             raise InvalidInput(f"{path} was fitted on {meta.get('embedder')} vectors, this embedder is "
                                f"{e5_id()}: retrain it (scripts/train_moderation_classifier.py)")
         try:
-            return cls(meta["categories"], arrays["coef"], arrays["intercept"], meta["kind"], meta)
+            return cls(meta["categories"], arrays["coef"], arrays["intercept"], meta["kind"], meta,
+                       arrays.get("confirm"))
         except KeyError as e:
             raise InvalidInput(f"{path} lacks {e} of a moderation classifier: retrain it") from None
