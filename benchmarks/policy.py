@@ -25,8 +25,13 @@ the category definitions, never a held-out case or the term lists; the classifie
 dev (scripts/train_moderation_classifier.py), so its figures here are in-sample. ``heldout3``
 (benchmarks/data/policy_heldout3.jsonl): 10 should-block and 10 should-pass per category and
 language, plus variants, written blind at the same time by a fifth writer, as a tough but fair
-real-world mix, and never tuned on. The targets are judged on the held-out splits, never on dev or
-train: a figure on the tuning set proves little.
+real-world mix, and never tuned on. ``heldout4`` (benchmarks/data/policy_heldout4.jsonl): the same
+shape, written blind by a sixth writer while a second round of the train split (``*_2.jsonl``: longer
+texts, indirect wording, the hardest confusions) was written, after the first classifier on the train
+split had been scored on heldout2 and heldout3 once; the choice between that classifier and the one
+that replaced it was made on cross-validation of the training rows, not on any held-out split. The
+targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
+little.
 
 "Stopped" is the policy's verdict: a category is on (for advertising, whose action is flag, that
 means flagged for review; for the others it blocks). Targets: block rate >= 0.95 and false-block
@@ -75,13 +80,14 @@ from _common import write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
-HELDOUT3 = HERE / "data" / "policy_heldout3.jsonl"  # written blind after the train split, never tuned on
+HELDOUT3 = HERE / "data" / "policy_heldout3.jsonl"  # written blind beside the train split, never tuned on
+HELDOUT4 = HERE / "data" / "policy_heldout4.jsonl"  # written blind beside the second train round, never tuned on
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 
 
 def case_files() -> list[Path]:
-    """Every case file the benchmark reads by default: the first cases, heldout3, the train split."""
-    return [CASES, HELDOUT3, *sorted(TRAIN_DIR.glob("*.jsonl"))]
+    """Every case file the benchmark reads by default: the first cases, heldout3 and 4, the train split."""
+    return [CASES, HELDOUT3, HELDOUT4, *sorted(TRAIN_DIR.glob("*.jsonl"))]
 
 
 ASSISTANT = HERE / "fixtures" / "assistant"  # never a training text: the --benign corpus no fit saw
@@ -97,8 +103,8 @@ def _shown(path: Path) -> str:
     except ValueError:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
-SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3")
-HELD_OUT = ("heldout", "heldout2", "heldout3")  # what the targets are judged on
+SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4")
+HELD_OUT = ("heldout", "heldout2", "heldout3", "heldout4")  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
 _HOMOGLYPH = str.maketrans("aeios", "43105")

@@ -3,9 +3,10 @@
 Data. Positives: the should-block cases of the ``dev`` split of ``benchmarks/data/policy_cases.jsonl``
 and of the ``train`` split (``benchmarks/data/policy_train/<category>.jsonl``: per category and
 language 40 should-block texts (plain, paraphrase, hand-made slang) and 40 should-pass (near misses,
-warnings and moderation notices quoting a term, news, medical and help texts, everyday business text),
-plus an obfuscated variant of each should-block text; written by four writers who were shown
-the category definitions only, never the held-out cases or the term lists). Negatives: their should-pass
+warnings and moderation notices quoting a term, news, medical and help texts, everyday business text)
+in each of two rounds (``<category>_2.jsonl``: longer texts where the harm is one clause, indirect
+wording, the hardest confusions), plus an obfuscated variant of each should-block text; written by
+writers who were shown the category definitions only, never the held-out cases or the term lists). Negatives: their should-pass
 cases and everyday text, which the cases alone never showed it (fitted on dev only it
 flagged 17.6 % of shopping reviews and 72 % of Shakespeare's speeches):
 
@@ -25,12 +26,15 @@ as its negatives: a threat is no evidence against harassment (one-vs-allow).
 Features: the text normalised as every safety check reads it (``TextClassifier.prepare``: NFKC,
 case folding, traditional -> simplified), then its e5 ``passage`` vector (:mod:`aigc.embedding`),
 standardised (the mean and spread are folded into the weights, so scoring is one matrix product).
-Each category: scikit-learn's ``LogisticRegression`` (lbfgs), the positives weighing half, the
-cases' should-pass rows a quarter and the everyday pieces a quarter (:func:`weights`).
+Two models, both searched on CV (``GRID``) and the better kept: ``linear``, per category
+scikit-learn's ``LogisticRegression`` (lbfgs); ``mlp``, scikit-learn's ``MLPClassifier`` with one hidden
+layer of ``HIDDEN`` ReLUs and a softmax over "none" and the categories, shipped as the hidden layer and
+one logit per category, log p(category) - log p(none) (:func:`fit`). Either way the positives weigh
+half, the cases' should-pass rows a quarter and the everyday pieces a quarter (:func:`weights`).
 
 One decision rule, chosen by cross-validation on the training rows only (5 folds grouped by case,
 so a case and its obfuscated variant share a fold, and by text, so a text's pieces do; ``REPEATS``
-seeds pooled): ``C`` and one logit threshold per category. Thresholds start above everything and
+seeds pooled): the model and its ``c`` and one logit threshold per category. Thresholds start above everything and
 are lowered greedily, each step to the next of a category's own positives that catches more, the
 step that catches the most taken first, while every budget holds: the cases' should-pass rows
 flagged at most ``--max-false`` (0.025, half the 0.05 target) overall and among each category's,
@@ -44,13 +48,13 @@ stays on only where the classifier's logit reaches it, set to take off the most 
 terms wrongly stop (a warning that quotes the term) while taking off at most ``MAX_LOSS`` (1 %) of the
 should-block rows they rightly stop, on the out-of-fold logits. Then the thresholds above, each step
 judged by the block rate of terms or classifier, the budgets counting only the false flags the
-classifier adds to what the terms (after their confirm points) already stop. The terms alone stop 32.5 %
-of the train split's should-block texts and 9.7 % of its should-pass ones (they were written for the dev
-split); the CV record keeps both rates and each C's confirm points.
+classifier adds to what the terms (after their confirm points) already stop. The terms alone stop 29.7 %
+of the train split's should-block texts (variants included) and 10.6 % of its should-pass ones (they
+were written for the dev split); the CV record keeps the terms' rates and each candidate's confirm points.
 
-    python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--c C]
+    python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--model linear|mlp] [--c C]
 
-``--c`` skips the search. Seeded: the same seed and data write the same arrays; the file's meta
+``--model`` searches one model's grid; ``--c`` skips the search. Seeded: the same seed and data write the same arrays; the file's meta
 names its training set by ``train_sha256`` (:func:`fingerprint`). The e5 vectors are cached in
 ``benchmarks/.cache/e5-pieces`` (:func:`piece_vectors`): the first run embeds ~5,000 texts
 (~10 minutes on one busy core), a refit none.
@@ -64,6 +68,7 @@ import hashlib
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +86,9 @@ SEED = 0
 FOLDS = 5
 REPEATS = 2  # CV repeats (seeds SEED, SEED+1), pooled: one 5-fold split is a noisy judge
 KIND = "passage"
-CS = (1.0, 3.0, 10.0, 30.0)
+GRID = {"linear": (1.0, 3.0, 10.0, 30.0), "mlp": (1.0, 3.0, 10.0)}  # c of each model searched on CV
+HIDDEN = 256  # the mlp's hidden ReLUs
+MLP_EPOCHS = 200  # adam epochs (scikit-learn's max_iter)
 MAX_FALSE = 0.025  # CV false-block budget, overall and per category: half the 0.05 target
 MAX_LOSS = 0.01  # what the classifier may take off the terms: at most 1 % of what they rightly stop, on CV
 MAX_BENIGN = 0.005  # OOF flag budget on each source of everyday negatives: half the 1 % bar
@@ -233,24 +240,44 @@ def confirm_points(logits: np.ndarray, labels: np.ndarray, terms_on: np.ndarray,
     return out
 
 
-def weights(labels: np.ndarray, sources: np.ndarray, cat: str, categories: list[str]) -> np.ndarray:
+def weights(labels: np.ndarray, sources: np.ndarray, cat: str | None, categories: list[str]) -> np.ndarray:
     """Sample weights of a category's fit (its positives and every should-pass row): the positives
     weigh half, the cases' should-pass rows a quarter and the everyday pieces a quarter, so thousands
     of easy everyday texts do not drown the few near misses; mean weight 1 (``C`` keeps its scale)."""
-    pos, dev = labels == cat, (labels == "") & np.isin(sources, categories)
+    pos = labels == cat if cat is not None else labels != ""  # None: every category's (the mlp's one fit)
+    dev = (labels == "") & np.isin(sources, categories)
     every = (labels == "") & ~dev
     w = pos / max(pos.sum(), 1) * 0.5 + dev / max(dev.sum(), 1) * 0.25 + every / max(every.sum(), 1) * 0.25
     return w * (len(w) / w.sum())
 
 
-def fit(data: dict[str, np.ndarray], rows: np.ndarray, categories: list[str], c: float, seed: int
-        ) -> tuple[np.ndarray, np.ndarray]:
-    """(coef (C, D), intercept (C,)) on raw vectors: one-vs-allow fits of ``rows`` on standardised x."""
-    from sklearn.linear_model import LogisticRegression
-
+def fit(data: dict[str, np.ndarray], rows: np.ndarray, categories: list[str], c: float, seed: int,
+        model: str = "linear") -> dict[str, np.ndarray]:
+    """The arrays of a classifier fitted on ``rows`` (standardised x; the mean and spread folded into
+    the first layer): ``linear``, one-vs-allow logistic regressions (``c``: inverse regularisation),
+    ``{"coef" (C, D), "intercept" (C,)}``; ``mlp``, one hidden layer of ``HIDDEN`` ReLUs and a softmax
+    over "none" and the categories (``c``: the L2 penalty alpha), ``{"w1" (H, D), "b1" (H,), "coef"
+    (C, H), "intercept" (C,)}``, where a category's logit is log p(category) - log p(none)."""
     x, labels, sources = data["x"][rows], data["labels"][rows], data["sources"][rows]
     mu, sd = x.mean(0), x.std(0) + 1e-6
     z = (x - mu) / sd
+    if model == "mlp":
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+
+        y = np.array([categories.index(lab) + 1 if lab else 0 for lab in labels])
+        net = MLPClassifier(hidden_layer_sizes=(HIDDEN,), alpha=c, max_iter=MLP_EPOCHS, random_state=seed)
+        with warnings.catch_warnings():  # a fixed budget of epochs, chosen with c on CV: not converging is the plan
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            net.fit(z, y, sample_weight=weights(labels, sources, None, categories))
+        if list(net.classes_) != list(range(len(categories) + 1)):
+            sys.exit("a fold lacks a category's should-block cases: every category needs more of them")
+        w1, w2 = net.coefs_
+        b1, b2 = net.intercepts_
+        return {"w1": (w1 / sd[:, None]).T, "b1": b1 - (mu / sd) @ w1,
+                "coef": (w2[:, 1:] - w2[:, :1]).T, "intercept": b2[1:] - b2[0]}
+    from sklearn.linear_model import LogisticRegression
+
     coef, intercept = [], []
     for cat in categories:
         keep = (labels == cat) | (labels == "")
@@ -259,10 +286,18 @@ def fit(data: dict[str, np.ndarray], rows: np.ndarray, categories: list[str], c:
         lr.fit(z[keep], labels[keep] == cat, sample_weight=w)
         coef.append(lr.coef_[0] / sd)
         intercept.append(lr.intercept_[0] - float(lr.coef_[0] @ (mu / sd)))
-    return np.array(coef), np.array(intercept)
+    return {"coef": np.array(coef), "intercept": np.array(intercept)}
 
 
-def cv_logits(data: dict[str, np.ndarray], categories: list[str], c: float, seed: int) -> np.ndarray:
+def predict(arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """(n, C) logits of :func:`fit`'s arrays on raw vectors, as the shipped classifier computes them."""
+    if "w1" in arrays:
+        x = np.maximum(x @ arrays["w1"].T + arrays["b1"], 0.0)
+    return x @ arrays["coef"].T + arrays["intercept"]
+
+
+def cv_logits(data: dict[str, np.ndarray], categories: list[str], c: float, seed: int, model: str = "linear"
+              ) -> np.ndarray:
     """(REPEATS * n, C): out-of-fold logits of each repeat, stacked."""
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -271,8 +306,7 @@ def cv_logits(data: dict[str, np.ndarray], categories: list[str], c: float, seed
         logits = np.zeros((len(x), len(categories)))
         folds = StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed + r)
         for train, test in folds.split(x, data["labels"], data["groups"]):
-            coef, intercept = fit(data, train, categories, c, seed)
-            logits[test] = x[test] @ coef.T + intercept
+            logits[test] = predict(fit(data, train, categories, c, seed, model), x[test])
         out.append(logits)
     return np.concatenate(out)
 
@@ -326,10 +360,12 @@ def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, cate
     return t, out
 
 
-def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: float, cs: list[float],
-          max_loss: float = MAX_LOSS) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """Search ``cs`` on CV; fit the best on every row. Returns the CV record and the final coef,
-    intercept (operating point folded in) and thresholds."""
+def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: float,
+          candidates: list[float | tuple[str, float]], max_loss: float = MAX_LOSS
+          ) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
+    """Search ``candidates`` ((model, c) pairs; a bare c is a linear one) on CV; fit the best on every
+    row. Returns the CV record, the final arrays (operating point folded into the intercept) and the
+    thresholds."""
     categories = sorted(set(data["labels"]) - {""})
     pooled, sources = np.tile(data["labels"], REPEATS), np.tile(data["sources"], REPEATS)
     terms_on = np.tile(data["terms"], (REPEATS, 1)) if "terms" in data else None
@@ -337,9 +373,9 @@ def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: 
         sys.exit(f"the policy has {terms_on.shape[1]} categories, the training cases {len(categories)}: "
                  f"every category needs should-block cases")
     search, best = [], None
-    for c in cs:
+    for model, c in (cand if isinstance(cand, tuple) else ("linear", cand) for cand in candidates):
         t0 = time.perf_counter()
-        logits = cv_logits(data, categories, c, seed)
+        logits = cv_logits(data, categories, c, seed, model)
         confirm, terms = np.full(len(categories), -np.inf), None
         if terms_on is not None:
             confirm = confirm_points(logits, pooled, terms_on, max_loss)
@@ -349,15 +385,16 @@ def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: 
         if terms_on is not None:
             cv["terms_alone_false_block_rate"] = round(float(terms_on.any(1)[(pooled == "") & np.isin(
                 sources, categories)].mean()), 4)
-        search.append({"c": c, **cv})
-        print(f"  C={c:<5g} CV block {cv['block_rate']:.3f}, dev false block {cv['false_block_rate']:.3f}, "
+        search.append({"model": model, "c": c, **cv})
+        print(f"  {model} c={c:<5g} CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}, "
               f"everyday {cv['everyday_flag_rate']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         if best is None or cv["block_rate"] > best[0]["block_rate"]:
-            best = ({"c": c, **cv}, t, confirm)
+            best = (search[-1], t, confirm)
     chosen, t, confirm = best
-    coef, intercept = fit(data, np.arange(len(data["x"])), categories, chosen["c"], seed)
+    arrays = fit(data, np.arange(len(data["x"])), categories, chosen["c"], seed, chosen["model"])
+    arrays["intercept"] = arrays["intercept"] - t
     record = {"categories": categories, "chosen": chosen, "search": search, "confirm": confirm - t}
-    return record, coef, intercept - t, t
+    return record, arrays, t
 
 
 def fingerprint(rows: list[dict], everyday: dict[str, list[str]]) -> str:
@@ -377,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-false", type=float, default=MAX_FALSE, help="false-block budget on CV (should-pass cases)")
     ap.add_argument("--max-benign", type=float, default=MAX_BENIGN,
                     help="flag budget on each everyday source's out-of-fold pieces")
-    ap.add_argument("--c", type=float, help="skip the search: this inverse regularisation")
+    ap.add_argument("--model", choices=("linear", "mlp"), help="search this model's grid only")
+    ap.add_argument("--c", type=float, help="skip the search: this c (linear: inverse regularisation; "
+                                            "mlp: L2 penalty) of --model (default linear)")
     args = ap.parse_args(argv)
 
     from aigc.embedding import e5_id
@@ -386,9 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = training_cases(Path(args.cases), Path(args.train_dir))
     everyday = negatives(args.seed)
     data = dataset(rows, everyday)
-    record, coef, intercept, t = train(data, args.seed, args.max_false, args.max_benign,
-                                       [args.c] if args.c is not None else list(CS))
-    meta = {"embedder": e5_id(), "seed": args.seed, "c": record["chosen"]["c"], "max_false": args.max_false,
+    models = [args.model] if args.model else list(GRID)
+    candidates = [(args.model or "linear", args.c)] if args.c is not None else \
+        [(m, c) for m in models for c in GRID[m]]
+    record, arrays, t = train(data, args.seed, args.max_false, args.max_benign, candidates)
+    meta = {"embedder": e5_id(), "seed": args.seed, "model": record["chosen"]["model"],
+            "c": record["chosen"]["c"], "hidden": HIDDEN if "w1" in arrays else None, "max_false": args.max_false,
             "max_benign": args.max_benign, "max_loss": MAX_LOSS,
             "trained_on": "benchmarks/data/policy_cases.jsonl split dev + benchmarks/data/policy_train "
                           "(split train) + everyday negatives",
@@ -397,10 +439,11 @@ def main(argv: list[str] | None = None) -> int:
             "train_sha256": fingerprint(rows, everyday), "folds": FOLDS, "repeats": REPEATS,
             "cv": record["chosen"], "search": record["search"],
             "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5}
-    clf = SemanticClassifier(record["categories"], coef, intercept, KIND, meta, record["confirm"])
+    clf = SemanticClassifier(record["categories"], arrays["coef"], arrays["intercept"], KIND, meta,
+                             record["confirm"], arrays.get("w1"), arrays.get("b1"))
     path = clf.save(args.out)
     chosen = record["chosen"]
-    print(f"wrote {path}: C={chosen['c']:g}, CV block {chosen['block_rate']:.3f}, dev false block "
+    print(f"wrote {path}: {chosen['model']} c={chosen['c']:g}, CV block {chosen['block_rate']:.3f}, false block "
           f"{chosen['false_block_rate']:.3f}, everyday {chosen['everyday_flag_rate']}", file=sys.stderr)
     return 0
 

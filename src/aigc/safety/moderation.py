@@ -376,15 +376,26 @@ def pieces_of(text: str) -> list[str]:
 
 class SemanticClassifier:
     """One logistic regression per category over a text's e5 vector (query or passage prefix, as the
-    training script chose on dev cross-validation). ``coef`` and ``intercept`` already hold each
+    training script chose on cross-validation), or over a hidden layer of ReLUs on it (``w1``, ``b1``). ``coef`` and ``intercept`` already hold each
     category's operating point, so its score is 0.5 there; a text's score is its highest piece's."""
 
     def __init__(self, categories: Sequence[str], coef: np.ndarray, intercept: np.ndarray, kind: str,
-                 meta: Mapping[str, Any] | None = None, confirm: np.ndarray | None = None):
+                 meta: Mapping[str, Any] | None = None, confirm: np.ndarray | None = None,
+                 w1: np.ndarray | None = None, b1: np.ndarray | None = None):
         from aigc.embedding import DIM, KINDS
 
         self.categories = tuple(categories)
-        self.coef = np.asarray(coef, dtype=np.float64)  # (C, 384)
+        # an optional hidden layer of ReLUs, relu(v @ w1.T + b1), that the regressions then read; kept
+        # at float32 precision (as the file stores it, so a loaded classifier scores as this one does)
+        self.w1 = None if w1 is None else np.asarray(w1, dtype=np.float32).astype(np.float64)  # (H, 384)
+        self.b1 = None if b1 is None else np.asarray(b1, dtype=np.float32).astype(np.float64)  # (H,)
+        if (self.w1 is None) != (self.b1 is None) or (self.w1 is not None and (
+                self.w1.ndim != 2 or self.w1.shape[1] != DIM or self.b1.shape != (self.w1.shape[0],))):
+            raise InvalidInput(f"classifier hidden layer arrays disagree: w1 "
+                               f"{None if self.w1 is None else self.w1.shape} (want (H, {DIM})), b1 "
+                               f"{None if self.b1 is None else self.b1.shape} (want (H,))")
+        width = DIM if self.w1 is None else self.w1.shape[0]
+        self.coef = np.asarray(coef, dtype=np.float64)  # (C, 384) or (C, H)
         self.intercept = np.asarray(intercept, dtype=np.float64)  # (C,)
         # (C,) logits: a category the terms put on stays on only where the classifier's logit is at
         # least this (-inf: never overruled); None: the terms are never overruled
@@ -392,9 +403,9 @@ class SemanticClassifier:
         if self.confirm is not None and self.confirm.shape != (len(self.categories),):
             raise InvalidInput(f"classifier arrays disagree: {len(self.categories)} categories, confirm "
                                f"{self.confirm.shape}")
-        if self.coef.shape != (len(self.categories), DIM) or self.intercept.shape != (len(self.categories),):
+        if self.coef.shape != (len(self.categories), width) or self.intercept.shape != (len(self.categories),):
             raise InvalidInput(f"classifier arrays disagree: {len(self.categories)} categories, coef "
-                               f"{self.coef.shape} (want (C, {DIM})), intercept {self.intercept.shape}")
+                               f"{self.coef.shape} (want (C, {width})), intercept {self.intercept.shape}")
         if kind not in KINDS:
             raise InvalidInput(f"classifier kind {kind!r} is not one of {', '.join(KINDS)}: retrain it")
         self.kind = kind
@@ -418,7 +429,10 @@ class SemanticClassifier:
     def logits_of(self, vectors: np.ndarray, counts: Sequence[int]) -> np.ndarray:
         """(n, C) from the e5 vectors of the texts' pieces, ``counts[i]`` of them text i's, in order:
         the same figures as :meth:`logits`, for a caller that keeps the vectors (training, benchmarks)."""
-        z = np.asarray(vectors, dtype=np.float64) @ self.coef.T + self.intercept  # (pieces, C)
+        h = np.asarray(vectors, dtype=np.float64)
+        if self.w1 is not None:
+            h = np.maximum(h @ self.w1.T + self.b1, 0.0)
+        z = h @ self.coef.T + self.intercept  # (pieces, C)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         return np.maximum.reduceat(z, starts, axis=0) if len(starts) else z[:0]
 
@@ -439,6 +453,8 @@ class SemanticClassifier:
         meta = {**self.meta, "format": SEMANTIC_FORMAT, "categories": list(self.categories),
                 "kind": self.kind}
         extra = {} if self.confirm is None else {"confirm": self.confirm}
+        if self.w1 is not None:  # float32 on disk: the file stays small; scoring is float64
+            extra.update(w1=self.w1.astype(np.float32), b1=self.b1.astype(np.float32))
         return _save_npz(path, meta, coef=self.coef, intercept=self.intercept, **extra)
 
     @classmethod
@@ -454,6 +470,6 @@ class SemanticClassifier:
                                f"{e5_id()}: retrain it (scripts/train_moderation_classifier.py)")
         try:
             return cls(meta["categories"], arrays["coef"], arrays["intercept"], meta["kind"], meta,
-                       arrays.get("confirm"))
+                       arrays.get("confirm"), arrays.get("w1"), arrays.get("b1"))
         except KeyError as e:
             raise InvalidInput(f"{path} lacks {e} of a moderation classifier: retrain it") from None
