@@ -9,6 +9,7 @@ draws, which shares no text with the everyday corpora the benchmark measures on.
 
 from __future__ import annotations
 
+import json
 import runpy
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,7 @@ from aigc.safety.moderation import (MAX_PIECES, PIECE_CHARS, SemanticClassifier,
                                     policy_classifier)
 from aigc.safety.policy import default_policy, parse_policy, save_workspace_policy, workspace_policy
 from aigc.safety.rails import check_input
+from helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "train_moderation_classifier.py"
@@ -106,7 +108,14 @@ def test_a_classifier_overrules_the_terms_only_below_its_confirm_point(tmp_path)
         assert m.matches and m.blocked != overruled and m.categories["sexual"] != overruled, (intercept, confirm)
         assert check_input(TERM_BLOCKED, policy).allowed == overruled
         verdict = assess(policy, policy.match_terms(TERM_BLOCKED), policy_classifier(policy).scores(TERM_BLOCKED))
-        assert verdict.overruled == (["sexual"] if overruled else [])
+        assert verdict.overruled == m.overruled == m.to_dict()["overruled"] == (["sexual"] if overruled else [])
+    # `aigc policy test` says when the classifier took a category the terms put on off again
+    ws = aigc.open_workspace(tmp_path / "ws")
+    save_workspace_policy(ws, _flat(tmp_path, -30.0, -20.0))
+    r = run_cli("policy", "test", TERM_BLOCKED, "-w", ws.root)
+    assert r.exit_code == 0 and r.stdout.startswith("ok") and "overruled by the classifier: sexual" in r.stdout
+    r = run_cli("policy", "test", TERM_BLOCKED, "-w", ws.root, "--json")
+    assert json.loads(r.stdout)["overruled"] == ["sexual"] and not json.loads(r.stdout)["flagged"]
 
 
 def test_an_mlp_classifier_scores_through_its_hidden_layer_and_loads_as_it_was_saved(tmp_path):

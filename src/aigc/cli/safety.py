@@ -229,7 +229,8 @@ def policy_test(
                           + (f", raised by {x.raised_by}" if getattr(x, "raised_by", None) else "") + ")"
                           for x in m.matches) or "-"
         ents = ", ".join(f"{e.type}@{e.start}" for e in m.entities) or "-"
-        out.print(f"{'BLOCK' if m.flagged else 'ok   '}\tcategories: {cats}\tterms: {terms}\tpii: {ents}\t{t}")
+        over = f"\toverruled by the classifier: {', '.join(m.overruled)}" if m.overruled else ""
+        out.print(f"{'BLOCK' if m.flagged else 'ok   '}\tcategories: {cats}\tterms: {terms}\tpii: {ents}{over}\t{t}")
     if not as_json:
         err.print(f"{flagged} of {len(texts)} flagged under policy {policy.version}")
 

@@ -129,6 +129,7 @@ class Moderation:
     blocked: bool = False  # a rail would refuse it (a block action in a category that is on)
     policy_version: str = ""
     openai_map: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    overruled: list[str] = field(default_factory=list)  # categories matched terms put on, the classifier took off
 
     @property
     def rule_ids(self) -> list[str]:
@@ -137,7 +138,8 @@ class Moderation:
     def to_dict(self) -> dict[str, Any]:
         return {"flagged": self.flagged, "blocked": self.blocked, "categories": dict(self.categories),
                 "category_scores": dict(self.category_scores), "matches": [m.to_dict() for m in self.matches],
-                "entities": [e.to_dict() for e in self.entities], "policy_version": self.policy_version}
+                "entities": [e.to_dict() for e in self.entities], "overruled": list(self.overruled),
+                "policy_version": self.policy_version}
 
     def to_openai(self) -> dict[str, Any]:
         """One result of OpenAI's moderation response (its category names), plus ``matches`` and
@@ -182,7 +184,7 @@ def moderate(text: str, policy: Policy | None = None, classifier: TextClassifier
     entities = (scanner or policy_scanner(policy)).scan(text)
     return Moderation(verdict.flagged, verdict.categories, verdict.scores, list(matches), list(entities),
                       verdict.blocked, policy.version,
-                      {name: cat.openai for name, cat in policy.categories.items()})
+                      {name: cat.openai for name, cat in policy.categories.items()}, list(verdict.overruled))
 
 
 def classifier_scores(policy: Policy, text: str, classifier: Any = None) -> dict[str, float] | None:
