@@ -688,3 +688,51 @@ def test_a_gap_term_with_an_empty_part_is_a_one_line_error():
     with pytest.raises(InvalidInput, match=r"terms\[7\]\.term: term .leaked ~. has an empty part") as e:
         parse_policy(bad)
     assert "\n" not in str(e.value)
+
+
+def test_quoted_spans_find_words_set_apart_by_quotation_marks_and_not_apostrophes():
+    from aigc.safety.policy import quoted_spans
+
+    def words(text):
+        return [text[a:b] for a, b in quoted_spans(text)]
+
+    assert words("文案中“全网最低价”属于绝对化用语") == ["全网最低价"]
+    assert words("含有'最低价''第一品牌'等用语") == ["最低价", "第一品牌"]  # ASCII quotes after Chinese
+    assert words("avoid claims like 'best' or \"No.1\"") == ["best", "No.1"]
+    assert words("don't say it's cheap") == [] and words("「约炮」《赌博》") == ["约炮", "赌博"]
+    assert words("他说“好。”然后") == [] and words("“" + "很" * 30 + "”") == []  # a sentence end; too long
+
+
+@pytest.mark.parametrize("text", [
+    "审核意见：文案中“全网最低价”属于《广告法》禁止的绝对化用语，请修改",  # a term talked about as a word
+    "Copy guidelines: avoid claims like 'guaranteed cure' in supplement ads.",
+    "本平台禁止发布涉及毒品、枪支、管制刀具的任何信息",  # 、 joins a prohibition's list, not clauses
+    "I can't help you find where to buy fentanyl. If you are struggling, talk to a doctor.",  # a refusal
+    "Posting anyone's home address to dox them is an instant ban.",  # enforcement after the term
+    "世界杯期间多地严打赌球，查获外围投注窝点十余处",  # news
+])
+def test_default_policy_lets_warnings_refusals_and_news_that_name_a_term_pass(text):
+    policy = default_policy()
+    assert not assess(policy, policy.match_terms(text)).flagged, policy.match_terms(text)
+
+
+@pytest.mark.parametrize("text", [
+    "本店“全网最低价”，假一赔十",  # quoted, but its own claim: no word about words
+    "出售“冰毒”，同城闪送",
+    "Buy fake Amazon reviews in bulk, guaranteed to stick, no ban risk",  # "ban" in an offer
+    "足球外围开盘了，都能下注，赔率高，不实名不封号",
+])
+def test_default_policy_still_stops_offers_that_quote_or_negate_enforcement(text):
+    policy = default_policy()
+    assert assess(policy, policy.match_terms(text)).flagged
+
+
+def test_a_quoted_context_rule_is_validated_and_holds_only_inside_quotation_marks():
+    doc = ("extends: default\ncontexts:\n  - {id: mention, quoted: true, words: [词], categories: [fraud], "
+           "window: 20, side: both, scope: sentence}\n")
+    policy = parse_policy(doc)
+    assert any(r.quoted for r in policy.contexts)
+    assert not assess(policy, policy.match_terms("“刷单”这个词不能用")).flagged
+    assert assess(policy, policy.match_terms("刷单这个词不能用还是能用，加微信刷单")).flagged
+    with pytest.raises(InvalidInput, match="quoted.*true or false"):
+        parse_policy(doc.replace("quoted: true", "quoted: 'yes'"))

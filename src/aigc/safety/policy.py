@@ -60,8 +60,12 @@ always looked for). Offsets are reported in the original text.
 A match is dropped when an allow phrase overlaps it (``性教育`` keeps ``性`` terms out of sex
 education) or when a context rule's word stands within the rule's window of it in the same
 sentence (``scope: sentence``) or clause (``scope: clause``): warnings (谨防, 警惕, beware,
-report), news (警方, arrested), help (热线, helpline), history and teaching (纪录片, museum) and
-negations right before the term (不会, 请勿, never). A rule with ``effect: raise`` works the other
+report), news (警方, arrested), help (热线, helpline), history and teaching (纪录片, museum),
+negations right before the term (不会, 请勿, never), refusals (I can't help, 无法提供) and enforcement
+after it (…属于违规, … is an instant ban). A rule with ``quoted: true`` holds only for a match inside
+quotation marks (:func:`quoted_spans`: “”, 「」, 《》, "", '' around at most 24 characters): a term its
+sentence talks about as a word (文案中的“全网最低价”属于绝对化用语). A list's items joined by 、 stay in
+one clause. A rule with ``effect: raise`` works the other
 way: its word near a match that is kept lifts the match's severity one step (``TermMatch.raised_by``
 says which rule), for a word that is harmless alone but not when it is offered for sale (出售,
 selling), meant (我要, I want to) or said to the reader (你这个, you). Context rules are general,
@@ -82,7 +86,7 @@ import os
 import re
 import unicodedata
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -190,6 +194,7 @@ class ContextRule:
     scope: str  # sentence | clause: what the two may not be separated by
     description: str = ""
     effect: str = "allow"  # allow: the match is dropped; raise: its severity goes up one step
+    quoted: bool = False  # the rule holds only for a term inside quotation marks (a word talked about)
 
 
 @dataclass(frozen=True)
@@ -216,8 +221,40 @@ class TermMatch:
 
 # -- the view every term is matched in -------------------------------------------------------------
 
+# quotation marks that set a word apart as a word (“全网最低价”, "miracle cure", 「约炮」, 《赌博》): opening -> closing
+_QUOTES = {"“": "”", "‘": "’", "「": "」", "『": "』", "《": "》", "«": "»", '"': '"', "＂": "＂", "'": "'"}
+_QUOTED_MAX = 24  # characters between the marks, at most: a word or a phrase, not a passage
+
+
+def quoted_spans(text: str) -> list[tuple[int, int]]:
+    """The (start, end) spans of ``text`` between a pair of quotation marks at most ``_QUOTED_MAX``
+    characters apart, with no sentence end between them; an ASCII ' opens only after a character
+    that is not an ASCII letter or digit and closes only before one (so "don't" and "it's" quote
+    nothing, while 含有'最低价' does)."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        close = _QUOTES.get(text[i])
+        if close is None or (text[i] == "'" and i and text[i - 1].isascii() and text[i - 1].isalnum()):
+            i += 1
+            continue
+        for j in range(i + 1, min(n, i + 2 + _QUOTED_MAX)):
+            if text[j] in "。！？!?\n":
+                break
+            if text[j] == close and (close != "'" or j + 1 == n or not (text[j + 1].isascii() and text[j + 1].isalnum())):
+                if j > i + 1:
+                    out.append((i + 1, j))
+                i = j
+                break
+        i += 1
+    return out
+
+
+def _within(span: tuple[int, int], spans: Sequence[tuple[int, int]]) -> bool:
+    return any(a <= span[0] and span[1] <= b for a, b in spans)
+
+
 _HARD = frozenset("。!?\n")  # after NFKC ！？ are ASCII; sentence ends, where the output rail cuts too
-_CLAUSE = frozenset(",;:、")  # after NFKC ，；： are ASCII
+_CLAUSE = frozenset(",;:")  # after NFKC ，；： are ASCII; 、 joins a list's items (禁止发布毒品、枪支), not clauses
 _ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 # Homoglyphs inside a word that mixes them with letters (k1ll, c@sino, sh!t, k|ll): "1" and "|"
 # stand for i and l alike, so the automaton's view reads l as i throughout (_L_TO_I) and regexes
@@ -672,6 +709,7 @@ class _Matcher:
                 add(word, "ctx", r)
         self.automaton = _automaton(entries)
         self.dropping: dict[str, list[int]] = {}  # category -> the context rules that drop its matches
+        self.any_quoted = any(rule.quoted for rule in contexts)
         self.raising: dict[str, list[int]] = {}  # category -> the context rules that raise their severity
         for r, rule in enumerate(contexts):
             for cat in rule.categories:
@@ -679,15 +717,17 @@ class _Matcher:
 
     def match(self, text: str, include_allowed: bool = False) -> list[TermMatch]:
         view = make_view(text)
-        out = self._match_view(view, include_allowed)
+        quoted = quoted_spans(text) if self.any_quoted else ()
+        out = self._match_view(view, include_allowed, quoted)
         if view.ambiguous:  # read "let's b u r n" both as "lets burn" and as "let s burn"
             seen = {(m.start, m.end, m.rule_id) for m in out}
-            extra = self._match_view(make_view(text, split_first=True), include_allowed)
+            extra = self._match_view(make_view(text, split_first=True), include_allowed, quoted)
             out.extend(m for m in extra if (m.start, m.end, m.rule_id) not in seen)
             out.sort(key=lambda m: (m.start, m.end))
         return out
 
-    def _match_view(self, view: View, include_allowed: bool) -> list[TermMatch]:
+    def _match_view(self, view: View, include_allowed: bool, quoted: Sequence[tuple[int, int]] = ()
+                    ) -> list[TermMatch]:
         folded = view.folded
         n = len(folded)
         found: set[tuple[int, int, int]] = set()  # (start, end, term index) in view coordinates
@@ -731,7 +771,8 @@ class _Matcher:
         out = []
         for start, end, i in sorted(found):
             term = self.terms[i]
-            why = self._allowed(view.plain, start, end, term.category, allows, ctx)
+            inside = bool(quoted) and _within(view.span(start, end), quoted)
+            why = self._allowed(view.plain, start, end, term.category, allows, ctx, inside)
             if why and not include_allowed:
                 continue
             severity, raised = term.severity, None
@@ -772,16 +813,20 @@ class _Matcher:
                         if m.end() > m.start():
                             found.add((m.start(), m.end(), i))
 
-    def _allowed(self, plain: str, start: int, end: int, category: str, allows, ctx) -> str | None:
+    def _allowed(self, plain: str, start: int, end: int, category: str, allows, ctx, inside: bool = False
+                 ) -> str | None:
         for a, b, phrase in allows:
             if a < end and start < b:
                 return f"allow:{phrase}"
-        return self._near(plain, start, end, self.dropping.get(category, ()), ctx)
+        return self._near(plain, start, end, self.dropping.get(category, ()), ctx, inside)
 
-    def _near(self, plain: str, start: int, end: int, rules, ctx) -> str | None:
-        """``context:<id>`` of the first of ``rules`` with a word near the match, else None."""
+    def _near(self, plain: str, start: int, end: int, rules, ctx, inside: bool = False) -> str | None:
+        """``context:<id>`` of the first of ``rules`` with a word near the match, else None (a
+        ``quoted`` rule only when the match is ``inside`` quotation marks)."""
         for r in rules:
             rule = self.contexts[r]
+            if rule.quoted and not inside:
+                continue
             stops = _HARD if rule.scope == "sentence" else _HARD | _CLAUSE
             for a, b in ctx.get(r, ()):
                 if b <= start and rule.side != "after":
@@ -1153,6 +1198,8 @@ def parse_policy(text: str, source: str = "<string>", *, base_dir: str | os.Path
                  "window": rule.window, "side": rule.side, "scope": rule.scope}
         if rule.effect != "allow":
             entry["effect"] = rule.effect
+        if rule.quoted:
+            entry["quoted"] = True
         if rule.description:
             entry["description"] = rule.description
         doc["contexts"].append(entry)
@@ -1243,7 +1290,7 @@ def _term(chk: _Check, node: Any, where: str, categories: Mapping[str, Category]
 
 def _context(chk: _Check, node: Any, where: str, categories: Mapping[str, Category], parent: Any) -> ContextRule:
     node = chk.mapping(node, where, ("id", "words", "categories", "window", "side", "scope", "effect",
-                                     "description"), parent)
+                                     "description", "quoted"), parent)
     rid = chk.text(node.get("id"), f"{where}.id", node)
     words = tuple(chk.text(w, f"{where}.words", node) for w in chk.listing(node.get("words"), f"{where}.words",
                                                                           node))
@@ -1261,7 +1308,8 @@ def _context(chk: _Check, node: Any, where: str, categories: Mapping[str, Catego
         side=chk.choice(node.get("side", "both"), f"{where}.side", CONTEXT_SIDES, node),
         scope=chk.choice(node.get("scope", "sentence"), f"{where}.scope", CONTEXT_SCOPES, node),
         description=chk.text(node.get("description"), f"{where}.description", node, optional=True) or "",
-        effect=chk.choice(node.get("effect", "allow"), f"{where}.effect", CONTEXT_EFFECTS, node))
+        effect=chk.choice(node.get("effect", "allow"), f"{where}.effect", CONTEXT_EFFECTS, node),
+        quoted=chk.flag(node.get("quoted", False), f"{where}.quoted", node))
 
 
 def _pii(chk: _Check, node: Any, parent: Any) -> dict[str, Any]:
