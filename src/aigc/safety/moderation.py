@@ -378,8 +378,9 @@ def pieces_of(text: str) -> list[str]:
 
 class SemanticClassifier:
     """One logistic regression per category over a text's e5 vector (query or passage prefix, as the
-    training script chose on cross-validation), or over a hidden layer of ReLUs on it (``w1``, ``b1``). ``coef`` and ``intercept`` already hold each
-    category's operating point, so its score is 0.5 there; a text's score is its highest piece's."""
+    training script chose on cross-validation), or over a hidden layer of ReLUs on it (``w1``, ``b1``).
+    ``coef`` and ``intercept`` already hold each category's operating point, so its score is 0.5 there;
+    a text's score is its highest piece's. ``confirm``: see :class:`ClassifierScores`."""
 
     def __init__(self, categories: Sequence[str], coef: np.ndarray, intercept: np.ndarray, kind: str,
                  meta: Mapping[str, Any] | None = None, confirm: np.ndarray | None = None,
