@@ -13,7 +13,9 @@ flagged 17.6 % of shopping reviews and 72 % of Shakespeare's speeches):
 a seeded sample (``TRAIN_SAMPLE``) of the training half of each halved corpus: the Chinese
 shopping reviews and tinyshakespeare's speeches (../shared/data) and the bundled shop copy
 (``src/aigc/resources/shop_copy.csv``). Each corpus is cut in two by a seeded permutation
-(:func:`halves`); the other half is never read here. The repository's documents are not used:
+(:func:`halves`); the other half is never read here. And all of ``benchmarks/data/service_text.jsonl``
+(800 customer-service and help-centre texts, zh and en, headings to answers, written for this training
+by a writer who never saw the assistant fixtures; no benchmark reads it). The repository's documents are not used:
 they change for reasons of their own, and the shipped weights must stay reproducible.
 
 What measures it is kept apart: the held-out halves and the assistant fixtures, which nothing here
@@ -81,6 +83,9 @@ SHARED = REPO.parent / "shared" / "data"
 REVIEWS = SHARED / "cn-shopping-reviews" / "online_shopping_10_cats.csv"
 SHAKESPEARE = SHARED / "tinyshakespeare" / "input.txt"
 SHOP_COPY = REPO / "src" / "aigc" / "resources" / "shop_copy.csv"
+# everyday customer-service and help-centre text (questions, answers, FAQ headings, policy snippets; zh and
+# en), written for this training by a writer who never saw the assistant fixtures the benchmark reads
+SERVICE = REPO / "benchmarks" / "data" / "service_text.jsonl"
 CACHE = REPO / "benchmarks" / ".cache" / "e5-pieces"  # e5 vectors of text pieces, by embedder, kind, texts
 SEED = 0
 FOLDS = 5
@@ -149,9 +154,12 @@ def sample(texts: list[str], n: int, seed: int = SEED) -> list[str]:
 
 
 def negatives(seed: int = SEED) -> dict[str, list[str]]:
-    """The everyday negatives, by source: a seeded sample of each halved corpus's training half."""
-    return {name: sample(halves(texts, seed)[0], TRAIN_SAMPLE[name], seed)
-            for name, texts in halved_corpora().items()}
+    """The everyday negatives, by source: a seeded sample of each halved corpus's training half, and
+    every text of the service file (written for training only; no benchmark reads it)."""
+    out = {name: sample(halves(texts, seed)[0], TRAIN_SAMPLE[name], seed) for name, texts in halved_corpora().items()}
+    if SERVICE.is_file():
+        out["service_text"] = list(dict.fromkeys(r["text"] for r in _read(SERVICE)))
+    return out
 
 
 def piece_vectors(texts: list[str], kind: str = KIND, chunk: int = 500) -> tuple[np.ndarray, list[int]]:

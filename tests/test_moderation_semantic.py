@@ -78,7 +78,7 @@ def test_the_shipped_weights_load_without_pickle():
     assert clf.coef.shape == (len(clf.categories), width) and clf.kind in ("query", "passage")
     assert clf.meta["model"] == ("linear" if clf.w1 is None else "mlp")
     assert clf.meta["embedder"] == e5_id() and clf.kind == "passage"
-    assert set(clf.meta["everyday"]) == {"cn_shopping_reviews", "tinyshakespeare_speeches", "shop_copy"}
+    assert set(clf.meta["everyday"]) == {"cn_shopping_reviews", "tinyshakespeare_speeches", "shop_copy", "service_text"}
     assert SHIPPED.stat().st_size < 1_000_000  # a hidden layer of 256 x 384 float32 is 393 KB
     assert isinstance(policy_classifier(parse_policy(ON)), SemanticClassifier)
 
@@ -287,7 +287,8 @@ def test_the_shipped_weights_name_the_training_set_and_the_benchmark_reads_none_
         train, held = script["halves"](texts, shipped.meta["seed"])
         assert not set(train) & set(held) and len(train) + len(held) == len(texts)
     benign = runpy.run_path(str(BENCHMARK), run_name="policy_benchmark")["benign_corpora"]()
-    assert set(benign) == {*shipped.meta["everyday"], "assistant_fixtures"}
+    halved = set(script["halved_corpora"]())
+    assert set(benign) == {*halved, "assistant_fixtures"} and set(shipped.meta["everyday"]) - halved <= {"service_text"}
     seen = {t for texts in everyday.values() for t in texts}
     for name, texts in benign.items():
         assert texts and not seen & set(texts), name
