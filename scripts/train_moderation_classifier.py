@@ -14,9 +14,11 @@ a seeded sample (``TRAIN_SAMPLE``) of the training half of each halved corpus: t
 shopping reviews and tinyshakespeare's speeches (../shared/data) and the bundled shop copy
 (``src/aigc/resources/shop_copy.csv``). Each corpus is cut in two by a seeded permutation
 (:func:`halves`); the other half is never read here. And all of ``benchmarks/data/service_text.jsonl``
-(800 customer-service and help-centre texts, zh and en, headings to answers, written for this training
-by a writer who never saw the assistant fixtures; no benchmark reads it). The repository's documents are not used:
-they change for reasons of their own, and the shipped weights must stay reproducible.
+(794 customer-service and help-centre texts, zh and en, headings to answers, written for this training
+by a writer who never saw the assistant fixtures; the six that the fixtures happen to hold word for
+word, such as "转人工" and "Do my points expire?", were taken out; no benchmark reads it). The
+repository's documents are not used: they change for reasons of their own, and the shipped weights must
+stay reproducible.
 
 What measures it is kept apart: the held-out halves and the assistant fixtures, which nothing here
 reads (``benchmarks/policy.py --benign``), and the ``heldout``, ``heldout2`` and ``heldout3`` cases,
