@@ -19,10 +19,11 @@ particles, families of terms, context rules), so it is no longer untouched. ``he
 should-block and 10 should-pass per category and language (480, plus 240 variants), written as
 realistic abuse and business text before those changes were made and never tuned on; its block
 cases of ``kind`` ``slang`` are written the way people dodge filters by hand (yp, cnm, p0rn, 菠菜 for
-博彩). ``train`` (benchmarks/data/policy_train/, one file per category): 40 should-block and 40 should-pass
-per category and language, plus the block cases' variants, written later by four writers shown only
-the category definitions, never a held-out case or the term lists; the classifier is fitted on it and
-dev (scripts/train_moderation_classifier.py), so its figures here are in-sample. ``heldout3``
+博彩). ``train`` (benchmarks/data/policy_train/, two files per category, ``<category>.jsonl`` and
+``<category>_2.jsonl``): 40 should-block and 40 should-pass per category and language in each, plus
+the block cases' variants, written later by writers shown only the category definitions, never a
+held-out case or the term lists; the classifier is fitted on it and dev, and the context rules added
+with it were tuned on it (scripts/train_moderation_classifier.py), so its figures here are in-sample. ``heldout3``
 (benchmarks/data/policy_heldout3.jsonl): 10 should-block and 10 should-pass per category and
 language, plus variants, written blind at the same time by a fifth writer, as a tough but fair
 real-world mix, and never tuned on. ``heldout4`` (benchmarks/data/policy_heldout4.jsonl): the same
@@ -342,7 +343,8 @@ def benign_check(policy, classifier, n: int = BENIGN_N, examples: int = 10) -> d
         terms = np.array([assess(policy, m).flagged for m in matches])
         extra = classifier.scores_of(classifier.logits_of(*training.piece_vectors(texts, classifier.kind)))
         # the classifier alone (no matches), and the policy with it (its confirm points may overrule terms)
-        clf_on = np.array([[assess(policy, [], e).categories[c] for c in classifier.categories] for e in extra])
+        alone = [assess(policy, [], e).categories for e in extra]  # one decision a text
+        clf_on = np.array([[on[c] for c in classifier.categories] for on in alone])
         clf = clf_on.any(1)
         both = np.array([assess(policy, m, e).flagged for m, e in zip(matches, extra)])
         order = np.random.default_rng(0).permutation(len(texts))
@@ -374,7 +376,8 @@ def main() -> None:
                     help=f"the classifier of the classifier and both modes: builtin:NAME or a path "
                          f"(default: the policy's moderation.classifier, else {CLASSIFIER})")
     ap.add_argument("--cases", nargs="+", default=None,
-                    help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl, policy_train/*.jsonl)")
+                    help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl, policy_heldout4.jsonl, "
+                         "policy_train/*.jsonl)")
     ap.add_argument("--repeat", type=int, default=5, help="timed checks per case")
     ap.add_argument("--benign", action="store_true",
                     help="also the false-flag check on everyday text no fit saw (see benign_corpora)")

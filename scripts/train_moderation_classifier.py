@@ -6,8 +6,9 @@ language 40 should-block texts (plain, paraphrase, hand-made slang) and 40 shoul
 warnings and moderation notices quoting a term, news, medical and help texts, everyday business text)
 in each of two rounds (``<category>_2.jsonl``: longer texts where the harm is one clause, indirect
 wording, the hardest confusions), plus an obfuscated variant of each should-block text; written by
-writers who were shown the category definitions only, never the held-out cases or the term lists). Negatives: their should-pass
-cases and everyday text, which the cases alone never showed it (fitted on dev only it
+writers who were shown the category definitions only, never the held-out cases or the term lists).
+Negatives: their should-pass cases and everyday text, which the cases alone never showed it (fitted
+on dev only it
 flagged 17.6 % of shopping reviews and 72 % of Shakespeare's speeches):
 
 a seeded sample (``TRAIN_SAMPLE``) of the training half of each halved corpus: the Chinese
@@ -21,8 +22,8 @@ repository's documents are not used: they change for reasons of their own, and t
 stay reproducible.
 
 What measures it is kept apart: the held-out halves and the assistant fixtures, which nothing here
-reads (``benchmarks/policy.py --benign``), and the ``heldout``, ``heldout2`` and ``heldout3`` cases,
-which neither train nor choose anything. Every piece of an everyday text (:func:`aigc.safety.moderation
+reads (``benchmarks/policy.py --benign``), and the ``heldout`` to ``heldout4`` cases, which neither
+train nor choose anything. Every piece of an everyday text (:func:`aigc.safety.moderation
 .pieces_of`) is a negative of every category, since the classifier scores a text by its highest
 piece. Another category's should-block cases are left out of a category's fit rather than counted
 as its negatives: a threat is no evidence against harassment (one-vs-allow).
@@ -38,8 +39,8 @@ half, the cases' should-pass rows a quarter and the everyday pieces a quarter (:
 
 One decision rule, chosen by cross-validation on the training rows only (5 folds grouped by case,
 so a case and its obfuscated variant share a fold, and by text, so a text's pieces do; ``REPEATS``
-seeds pooled): the model and its ``c`` and one logit threshold per category. Thresholds start above everything and
-are lowered greedily, each step to the next of a category's own positives that catches more, the
+seeds pooled): the model and its ``c`` and one logit threshold per category. Thresholds start above
+everything and are lowered greedily, each step to the next of a category's own positives that catches more, the
 step that catches the most taken first, while every budget holds: the cases' should-pass rows
 flagged at most ``--max-false`` (0.025, half the 0.05 target) overall and among each category's,
 and each everyday source's out-of-fold pieces at most ``--max-benign`` (0.005, half the 1 % bar).
@@ -53,15 +54,19 @@ terms wrongly stop (a warning that quotes the term) while taking off at most ``M
 should-block rows they rightly stop, on the out-of-fold logits. Then the thresholds above, each step
 judged by the block rate of terms or classifier, the budgets counting only the false flags the
 classifier adds to what the terms (after their confirm points) already stop. The terms alone stop 29.7 %
-of the train split's should-block texts (variants included) and 10.6 % of its should-pass ones (they
-were written for the dev split); the CV record keeps the terms' rates and each candidate's confirm points.
+of the train split's should-block texts (variants included) and 5.8 % of its should-pass ones (10.6 %
+before the quoted / refuse / enforced context rules, which were tuned on this split; the term lists
+were written for the dev split). The CV record keeps, per candidate, the confirm points, the terms'
+false-block rate before them (``terms_alone_false_block_rate``) and the terms' rates after them
+(``terms_block_rate``, ``terms_false_block_rate``).
 
     python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--model linear|mlp] [--c C]
 
-``--model`` searches one model's grid; ``--c`` skips the search. Seeded: the same seed and data write the same arrays; the file's meta
-names its training set by ``train_sha256`` (:func:`fingerprint`). The e5 vectors are cached in
-``benchmarks/.cache/e5-pieces`` (:func:`piece_vectors`): the first run embeds ~5,000 texts
-(~10 minutes on one busy core), a refit none.
+``--model`` searches one model's grid; ``--c`` skips the search. Seeded: the same seed and data write
+the same arrays; the file's meta names its training set by ``train_sha256`` (:func:`fingerprint`). The
+e5 vectors are cached in ``benchmarks/.cache/e5-pieces`` (:func:`piece_vectors`): the first run embeds
+~12,000 pieces (~6 minutes on one core here), a refit none; the CV search then takes ~12 minutes (the
+mlp's three c values ~2.5 minutes each).
 """
 
 from __future__ import annotations
@@ -255,9 +260,9 @@ def weights(labels: np.ndarray, sources: np.ndarray, cat: str | None, categories
     weigh half, the cases' should-pass rows a quarter and the everyday pieces a quarter, so thousands
     of easy everyday texts do not drown the few near misses; mean weight 1 (``C`` keeps its scale)."""
     pos = labels == cat if cat is not None else labels != ""  # None: every category's (the mlp's one fit)
-    dev = (labels == "") & np.isin(sources, categories)
-    every = (labels == "") & ~dev
-    w = pos / max(pos.sum(), 1) * 0.5 + dev / max(dev.sum(), 1) * 0.25 + every / max(every.sum(), 1) * 0.25
+    cases = (labels == "") & np.isin(sources, categories)  # should-pass cases (dev and train)
+    every = (labels == "") & ~cases
+    w = pos / max(pos.sum(), 1) * 0.5 + cases / max(cases.sum(), 1) * 0.25 + every / max(every.sum(), 1) * 0.25
     return w * (len(w) / w.sum())
 
 

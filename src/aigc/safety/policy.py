@@ -234,19 +234,23 @@ def quoted_spans(text: str) -> list[tuple[int, int]]:
     out, i, n = [], 0, len(text)
     while i < n:
         close = _QUOTES.get(text[i])
-        if close is None or (text[i] == "'" and i and text[i - 1].isascii() and text[i - 1].isalnum()):
+        if close is None or (text[i] == "'" and i and _ascii_word(text[i - 1])):
             i += 1
             continue
         for j in range(i + 1, min(n, i + 2 + _QUOTED_MAX)):
             if text[j] in "。！？!?\n":
                 break
-            if text[j] == close and (close != "'" or j + 1 == n or not (text[j + 1].isascii() and text[j + 1].isalnum())):
+            if text[j] == close and (close != "'" or j + 1 == n or not _ascii_word(text[j + 1])):
                 if j > i + 1:
                     out.append((i + 1, j))
                 i = j
                 break
         i += 1
     return out
+
+
+def _ascii_word(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
 
 
 def _within(span: tuple[int, int], spans: Sequence[tuple[int, int]]) -> bool:
