@@ -19,8 +19,9 @@ particles, families of terms, context rules), so it is no longer untouched. ``he
 should-block and 10 should-pass per category and language (480, plus 240 variants), written as
 realistic abuse and business text before those changes were made and never tuned on; its block
 cases of ``kind`` ``slang`` are written the way people dodge filters by hand (yp, cnm, p0rn, 菠菜 for
-博彩). ``train`` (benchmarks/data/policy_train/, two files per category, ``<category>.jsonl`` and
-``<category>_2.jsonl``): 40 should-block and 40 should-pass per category and language in each, plus
+博彩). ``train`` (benchmarks/data/policy_train/, three files per category, ``<category>.jsonl``,
+``<category>_2.jsonl`` and ``<category>_3.jsonl``): 40 should-block and 40 should-pass per category and
+language in each, plus
 the block cases' variants, written later by writers shown only the category definitions, never a
 held-out case or the term lists; the classifier is fitted on it and dev, and the context rules added
 with it were tuned on it (scripts/train_moderation_classifier.py), so its figures here are in-sample. ``heldout3``
@@ -30,7 +31,11 @@ real-world mix, and never tuned on. ``heldout4`` (benchmarks/data/policy_heldout
 shape, written blind by a sixth writer while a second round of the train split (``*_2.jsonl``: longer
 texts, indirect wording, the hardest confusions) was written, after the first classifier on the train
 split had been scored on heldout2 and heldout3 once; the choice between that classifier and the one
-that replaced it was made on cross-validation of the training rows, not on any held-out split. The
+that replaced it was made on cross-validation of the training rows, not on any held-out split.
+``heldout5`` (benchmarks/data/policy_heldout5.jsonl): the same shape again, written blind by two more
+writers from the same brief as a third train round (``*_3.jsonl``: realistic settings, prompts sent to
+an AI writing assistant among them), which was added after heldout2 to heldout4 had been scored by four
+classifiers; nothing was chosen on heldout5, which was scored once the shipped classifier was fixed. The
 targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -83,12 +88,13 @@ HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
 HELDOUT3 = HERE / "data" / "policy_heldout3.jsonl"  # written blind beside the train split, never tuned on
 HELDOUT4 = HERE / "data" / "policy_heldout4.jsonl"  # written blind beside the second train round, never tuned on
+HELDOUT5 = HERE / "data" / "policy_heldout5.jsonl"  # written blind beside the third train round, never tuned on
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 
 
 def case_files() -> list[Path]:
     """Every case file the benchmark reads by default: the first cases, heldout3 and 4, the train split."""
-    return [CASES, HELDOUT3, HELDOUT4, *sorted(TRAIN_DIR.glob("*.jsonl"))]
+    return [CASES, HELDOUT3, HELDOUT4, HELDOUT5, *sorted(TRAIN_DIR.glob("*.jsonl"))]
 
 
 ASSISTANT = HERE / "fixtures" / "assistant"  # never a training text: the --benign corpus no fit saw
@@ -104,8 +110,8 @@ def _shown(path: Path) -> str:
     except ValueError:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
-SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4")
-HELD_OUT = ("heldout", "heldout2", "heldout3", "heldout4")  # what the targets are judged on
+SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5")
+HELD_OUT = ("heldout", "heldout2", "heldout3", "heldout4", "heldout5")  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
 _HOMOGLYPH = str.maketrans("aeios", "43105")
@@ -376,7 +382,7 @@ def main() -> None:
                     help=f"the classifier of the classifier and both modes: builtin:NAME or a path "
                          f"(default: the policy's moderation.classifier, else {CLASSIFIER})")
     ap.add_argument("--cases", nargs="+", default=None,
-                    help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl, policy_heldout4.jsonl, "
+                    help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl to policy_heldout5.jsonl, "
                          "policy_train/*.jsonl)")
     ap.add_argument("--repeat", type=int, default=5, help="timed checks per case")
     ap.add_argument("--benign", action="store_true",

@@ -4,9 +4,11 @@ Data. Positives: the should-block cases of the ``dev`` split of ``benchmarks/dat
 and of the ``train`` split (``benchmarks/data/policy_train/<category>.jsonl``: per category and
 language 40 should-block texts (plain, paraphrase, hand-made slang) and 40 should-pass (near misses,
 warnings and moderation notices quoting a term, news, medical and help texts, everyday business text)
-in each of two rounds (``<category>_2.jsonl``: longer texts where the harm is one clause, indirect
-wording, the hardest confusions), plus an obfuscated variant of each should-block text; written by
-writers who were shown the category definitions only, never the held-out cases or the term lists).
+in each of three rounds (``<category>_2.jsonl``: longer texts where the harm is one clause, indirect
+wording, the hardest confusions; ``<category>_3.jsonl``: settings spread over chats, posts, reviews,
+listings and prompts sent to an AI writing assistant), plus an obfuscated variant of each should-block
+text; written by writers who were shown the category definitions only, never the held-out cases or
+the term lists).
 Negatives: their should-pass cases and everyday text, which the cases alone never showed it (fitted
 on dev only it
 flagged 17.6 % of shopping reviews and 72 % of Shakespeare's speeches):
@@ -22,7 +24,7 @@ repository's documents are not used: they change for reasons of their own, and t
 stay reproducible.
 
 What measures it is kept apart: the held-out halves and the assistant fixtures, which nothing here
-reads (``benchmarks/policy.py --benign``), and the ``heldout`` to ``heldout4`` cases, which neither
+reads (``benchmarks/policy.py --benign``), and the ``heldout`` to ``heldout5`` cases, which neither
 train nor choose anything. Every piece of an everyday text (:func:`aigc.safety.moderation
 .pieces_of`) is a negative of every category, since the classifier scores a text by its highest
 piece. Another category's should-block cases are left out of a category's fit rather than counted
@@ -46,6 +48,13 @@ flagged at most ``--max-false`` (0.025, half the 0.05 target) overall and among 
 and each everyday source's out-of-fold pieces at most ``--max-benign`` (0.005, half the 1 % bar).
 The budgets were fixed before any held-out figure was seen. Each threshold is then subtracted from
 its category's intercept, so the shipped score is 0.5 (the policy's category threshold) there.
+
+What ships is the model CV measured: the mean logit of the first repeat's fold models (:func:`ensemble`;
+for the mlp their hidden layers side by side, so the file keeps one mlp's format). Each was fitted on
+80 % of the rows and its thresholds were chosen on its logits for rows it never saw, as new text will
+be. A refit on every row (``--refit``, how the classifier shipped before) is a different model, more
+sure of itself: its logits on the same text sit elsewhere, so the thresholds chosen on CV do not hold
+for it (the mlp refit flagged 1.63 % of the benchmark's held-out reviews where CV had 0.97 %).
 
 The classifier runs beside the policy's terms, so both rules are chosen for that (``both`` in the
 benchmark). First, per category, a confirm point (:func:`confirm_points`): a category the terms put on
@@ -312,18 +321,36 @@ def predict(arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 
 def cv_logits(data: dict[str, np.ndarray], categories: list[str], c: float, seed: int, model: str = "linear"
-              ) -> np.ndarray:
-    """(REPEATS * n, C): out-of-fold logits of each repeat, stacked."""
+              ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """(REPEATS * n, C): out-of-fold logits of each repeat, stacked; and the first repeat's fold models."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    x, out = data["x"], []
+    x, out, members = data["x"], [], []
     for r in range(REPEATS):
         logits = np.zeros((len(x), len(categories)))
         folds = StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed + r)
         for train, test in folds.split(x, data["labels"], data["groups"]):
-            logits[test] = predict(fit(data, train, categories, c, seed, model), x[test])
+            arrays = fit(data, train, categories, c, seed, model)
+            logits[test] = predict(arrays, x[test])
+            if r == 0:
+                members.append(arrays)
         out.append(logits)
-    return np.concatenate(out)
+    return np.concatenate(out), members
+
+
+def ensemble(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One model whose logits are the mean of ``members``' (:func:`fit`'s arrays, all of one kind): linear
+    models average their weights; mlps stack their hidden layers side by side, each output scaled by
+    1 / len(members), so the shipped format and scoring stay those of one mlp."""
+    k = len(members)
+    out = {"intercept": np.mean([m["intercept"] for m in members], axis=0)}
+    if "w1" in members[0]:
+        out["w1"] = np.concatenate([m["w1"] for m in members])
+        out["b1"] = np.concatenate([m["b1"] for m in members])
+        out["coef"] = np.concatenate([m["coef"] for m in members], axis=1) / k
+    else:
+        out["coef"] = np.mean([m["coef"] for m in members], axis=0)
+    return out
 
 
 def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, categories: list[str],
@@ -376,9 +403,10 @@ def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, cate
 
 
 def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: float,
-          candidates: list[float | tuple[str, float]], max_loss: float = MAX_LOSS
+          candidates: list[float | tuple[str, float]], max_loss: float = MAX_LOSS, refit: bool = False
           ) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
-    """Search ``candidates`` ((model, c) pairs; a bare c is a linear one) on CV; fit the best on every
+    """Search ``candidates`` ((model, c) pairs; a bare c is a linear one) on CV; ship the best as the
+    mean of its first repeat's fold models (:func:`ensemble`), or with ``refit`` fitted once on every
     row. Returns the CV record, the final arrays (operating point folded into the intercept) and the
     thresholds."""
     categories = sorted(set(data["labels"]) - {""})
@@ -390,7 +418,7 @@ def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: 
     search, best = [], None
     for model, c in (cand if isinstance(cand, tuple) else ("linear", cand) for cand in candidates):
         t0 = time.perf_counter()
-        logits = cv_logits(data, categories, c, seed, model)
+        logits, members = cv_logits(data, categories, c, seed, model)
         confirm, terms = np.full(len(categories), -np.inf), None
         if terms_on is not None:
             confirm = confirm_points(logits, pooled, terms_on, max_loss)
@@ -404,9 +432,12 @@ def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: 
         print(f"  {model} c={c:<5g} CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}, "
               f"everyday {cv['everyday_flag_rate']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         if best is None or cv["block_rate"] > best[0]["block_rate"]:
-            best = (search[-1], t, confirm)
-    chosen, t, confirm = best
-    arrays = fit(data, np.arange(len(data["x"])), categories, chosen["c"], seed, chosen["model"])
+            best = (search[-1], t, confirm, members)
+    chosen, t, confirm, members = best
+    if refit:
+        arrays = fit(data, np.arange(len(data["x"])), categories, chosen["c"], seed, chosen["model"])
+    else:  # the models CV measured: their thresholds hold for them, not for a refit on every row
+        arrays = ensemble(members)
     arrays["intercept"] = arrays["intercept"] - t
     record = {"categories": categories, "chosen": chosen, "search": search, "confirm": confirm - t}
     return record, arrays, t
@@ -432,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", choices=("linear", "mlp"), help="search this model's grid only")
     ap.add_argument("--c", type=float, help="skip the search: this c (linear: inverse regularisation; "
                                             "mlp: L2 penalty) of --model (default linear)")
+    ap.add_argument("--refit", action="store_true", help="ship one fit on every row, not the mean of the CV "
+                                                         "fold models whose logits chose the thresholds")
     args = ap.parse_args(argv)
 
     from aigc.embedding import e5_id
@@ -443,9 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     models = [args.model] if args.model else list(GRID)
     candidates = [(args.model or "linear", args.c)] if args.c is not None else \
         [(m, c) for m in models for c in GRID[m]]
-    record, arrays, t = train(data, args.seed, args.max_false, args.max_benign, candidates)
+    record, arrays, t = train(data, args.seed, args.max_false, args.max_benign, candidates, refit=args.refit)
     meta = {"embedder": e5_id(), "seed": args.seed, "model": record["chosen"]["model"],
-            "c": record["chosen"]["c"], "hidden": HIDDEN if "w1" in arrays else None, "max_false": args.max_false,
+            "c": record["chosen"]["c"], "hidden": HIDDEN if "w1" in arrays else None,
+            "shipped": "refit on every row" if args.refit else f"mean of the {FOLDS} fold models of CV's first repeat",
+            "max_false": args.max_false,
             "max_benign": args.max_benign, "max_loss": MAX_LOSS,
             "trained_on": "benchmarks/data/policy_cases.jsonl split dev + benchmarks/data/policy_train "
                           "(split train) + everyday negatives",
