@@ -207,8 +207,14 @@ def _scores(classifier, texts: list[str]) -> list[dict[str, float]]:
     """Each text's scores; an e5 classifier's from the cached vectors (the same figures as its
     ``scores_many``), so a refit is scored without embedding the cases again."""
     if hasattr(classifier, "logits_of"):
-        return classifier.scores_of(classifier.logits_of(*training.piece_vectors(texts, classifier.kind)))
+        return _cached_scores(classifier, texts)
     return [classifier.scores(t) for t in texts]
+
+
+def _cached_scores(classifier, texts: list[str]) -> list[dict[str, float]]:
+    """An e5 classifier's scores of ``texts`` from the cached vectors (and latent terms, when it reads them)."""
+    sparse = training.piece_sparse(texts) if getattr(classifier, "sparse_coef", None) is not None else None
+    return classifier.scores_of(classifier.logits_of(*training.piece_vectors(texts, classifier.kind), sparse))
 
 
 def rail_overhead(policy, cases: list[dict], scanner, token_chars: int = 2) -> dict:
@@ -347,7 +353,7 @@ def benign_check(policy, classifier, n: int = BENIGN_N, examples: int = 10) -> d
         t0 = time.perf_counter()
         matches = [policy.match_terms(t) for t in texts]
         terms = np.array([assess(policy, m).flagged for m in matches])
-        extra = classifier.scores_of(classifier.logits_of(*training.piece_vectors(texts, classifier.kind)))
+        extra = _cached_scores(classifier, texts)
         # the classifier alone (no matches), and the policy with it (its confirm points may overrule terms)
         alone = [assess(policy, [], e).categories for e in extra]  # one decision a text
         clf_on = np.array([[on[c] for c in classifier.categories] for on in alone])

@@ -103,12 +103,19 @@ SHOP_COPY = REPO / "src" / "aigc" / "resources" / "shop_copy.csv"
 # en), written for this training by a writer who never saw the assistant fixtures the benchmark reads
 SERVICE = REPO / "benchmarks" / "data" / "service_text.jsonl"
 CACHE = REPO / "benchmarks" / ".cache" / "e5-pieces"  # e5 vectors of text pieces, by embedder, kind, texts
+SPARSE_CACHE = REPO / "benchmarks" / ".cache" / "e5-sparse"  # their latent terms (E5.sparse), by embedder, texts
 SEED = 0
 FOLDS = 5
 REPEATS = 2  # CV repeats (seeds SEED, SEED+1), pooled: one 5-fold split is a noisy judge
 KIND = "passage"
-GRID = {"linear": (1.0, 3.0, 10.0, 30.0), "mlp": (1.0, 3.0, 10.0)}  # c of each model searched on CV
+GRID = {"linear": (1.0, 3.0, 10.0, 30.0), "mlp": (1.0, 3.0, 10.0), "mlp_sae": (1.0,)}  # c of each model searched on CV
 HIDDEN = 256  # the mlp's hidden ReLUs
+# mlp_sae: the mlp plus, per category, a logistic regression over the piece's e5 latent terms (log 1 + v)
+# with this inverse regularisation, its logit added at this weight (both chosen on one CV repeat of the
+# three rounds: the regression alone at c 0.3 / 1 0.725 / 0.720; beside the mlp at weight 0.5 / 1
+# 0.838 / 0.837; the mlp alone 0.807)
+SAE_C = 0.3
+SAE_WEIGHT = 0.5
 MLP_EPOCHS = 200  # adam epochs (scikit-learn's max_iter)
 MAX_FALSE = 0.025  # CV false-block budget, overall and per category: half the 0.05 target
 MAX_LOSS = 0.01  # what the classifier may take off the terms: at most 1 % of what they rightly stop, on CV
@@ -206,12 +213,41 @@ def piece_vectors(texts: list[str], kind: str = KIND, chunk: int = 500) -> tuple
     return (np.concatenate(out) if out else np.zeros((0, 384), np.float32)), [len(ps) for ps in split]
 
 
-def dataset(rows: list[dict], everyday: dict[str, list[str]], kind: str = KIND) -> dict[str, np.ndarray]:
+def piece_sparse(texts: list[str], chunk: int = 500):
+    """The e5 latent terms (scipy CSR, raw) of every text's pieces, in :func:`piece_vectors`' order;
+    cached under :data:`SPARSE_CACHE` like the vectors."""
+    from scipy.sparse import load_npz, save_npz, vstack
+
+    from aigc.embedding import e5, e5_id
+    from aigc.safety.moderation import SemanticClassifier
+
+    SPARSE_CACHE.mkdir(parents=True, exist_ok=True)
+    flat = [p for ps in SemanticClassifier.split(texts) for p in ps]
+    out, t0 = [], time.perf_counter()
+    for i in range(0, len(flat), chunk):
+        part = flat[i:i + chunk]
+        key = hashlib.sha256("\0".join([e5_id(), "sparse", *part]).encode("utf-8", "surrogatepass")).hexdigest()
+        path = SPARSE_CACHE / f"{key[:24]}.npz"
+        if path.exists():
+            out.append(load_npz(path))
+            continue
+        m = e5().sparse(part)
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        save_npz(tmp, m)
+        tmp.replace(path)
+        out.append(m)
+        print(f"  {i + len(part):,} of {len(flat):,} pieces' latent terms ({time.perf_counter() - t0:.0f} s)",
+              file=sys.stderr, flush=True)
+    return vstack(out).tocsr() if out else e5().sparse([])
+
+
+def dataset(rows: list[dict], everyday: dict[str, list[str]], kind: str = KIND, sparse: bool = False
+            ) -> dict[str, np.ndarray]:
     """The training rows: each case (label: its category when it should be blocked, else "") and
     each piece of each everyday text (label ""). ``groups`` keeps a case with its obfuscated variant
     and a text's pieces together in CV; ``sources`` is a should-pass case's category or an everyday
     text's corpus (what the false-flag budgets are counted over); ``terms`` the rows the policy's
-    terms stop (:func:`terms_stop`)."""
+    terms stop (:func:`terms_stop`); with ``sparse``, ``s`` each row's latent terms as log(1 + v)."""
     from aigc.safety.moderation import SemanticClassifier
 
     x, counts = piece_vectors([r["text"] for r in rows], kind)
@@ -228,8 +264,14 @@ def dataset(rows: list[dict], everyday: dict[str, list[str]], kind: str = KIND) 
             labels += [""] * n
             groups += [f"{name}:{i}"] * n
             sources += [name] * n
-    return {"x": np.concatenate(xs).astype(np.float64), "labels": np.array(labels),
-            "groups": np.array(groups), "sources": np.array(sources), "terms": terms_stop(texts_of)}
+    out = {"x": np.concatenate(xs).astype(np.float64), "labels": np.array(labels),
+           "groups": np.array(groups), "sources": np.array(sources), "terms": terms_stop(texts_of)}
+    if sparse:
+        from scipy.sparse import vstack
+
+        out["s"] = vstack([piece_sparse([r["text"] for r in rows])] +
+                          [piece_sparse(texts) for texts in everyday.values()]).tocsr().log1p()
+    return out
 
 
 def terms_stop(texts: list[str]) -> np.ndarray:
@@ -283,6 +325,12 @@ def fit(data: dict[str, np.ndarray], rows: np.ndarray, categories: list[str], c:
     over "none" and the categories (``c``: the L2 penalty alpha), ``{"w1" (H, D), "b1" (H,), "coef"
     (C, H), "intercept" (C,)}``, where a category's logit is log p(category) - log p(none)."""
     x, labels, sources = data["x"][rows], data["labels"][rows], data["sources"][rows]
+    if model == "mlp_sae":  # the mlp, and a regression over the latent terms whose logit it adds
+        arrays = fit(data, rows, categories, c, seed, "mlp")
+        coef, intercept = one_vs_allow(data["s"][rows], labels, sources, categories, SAE_C, seed)
+        arrays["scoef"] = SAE_WEIGHT * coef
+        arrays["intercept"] = arrays["intercept"] + SAE_WEIGHT * intercept
+        return arrays
     mu, sd = x.mean(0), x.std(0) + 1e-6
     z = (x - mu) / sd
     if model == "mlp":
@@ -300,24 +348,32 @@ def fit(data: dict[str, np.ndarray], rows: np.ndarray, categories: list[str], c:
         b1, b2 = net.intercepts_
         return {"w1": (w1 / sd[:, None]).T, "b1": b1 - (mu / sd) @ w1,
                 "coef": (w2[:, 1:] - w2[:, :1]).T, "intercept": b2[1:] - b2[0]}
+    coef, intercept = one_vs_allow(z, labels, sources, categories, c, seed)
+    return {"coef": coef / sd, "intercept": intercept - coef @ (mu / sd)}
+
+
+def one_vs_allow(z, labels: np.ndarray, sources: np.ndarray, categories: list[str], c: float, seed: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(C, D) coefficients and (C,) intercepts of one logistic regression per category on ``z`` (dense
+    or sparse), each fitted on its positives and every should-pass row (:func:`weights`)."""
     from sklearn.linear_model import LogisticRegression
 
     coef, intercept = [], []
     for cat in categories:
-        keep = (labels == cat) | (labels == "")
+        keep = np.flatnonzero((labels == cat) | (labels == ""))
         lr = LogisticRegression(C=c, max_iter=10_000, random_state=seed)
-        w = weights(labels[keep], sources[keep], cat, categories)
-        lr.fit(z[keep], labels[keep] == cat, sample_weight=w)
-        coef.append(lr.coef_[0] / sd)
-        intercept.append(lr.intercept_[0] - float(lr.coef_[0] @ (mu / sd)))
-    return {"coef": np.array(coef), "intercept": np.array(intercept)}
+        lr.fit(z[keep], labels[keep] == cat, sample_weight=weights(labels[keep], sources[keep], cat, categories))
+        coef.append(lr.coef_[0])
+        intercept.append(lr.intercept_[0])
+    return np.array(coef), np.array(intercept)
 
 
-def predict(arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """(n, C) logits of :func:`fit`'s arrays on raw vectors, as the shipped classifier computes them."""
-    if "w1" in arrays:
-        x = np.maximum(x @ arrays["w1"].T + arrays["b1"], 0.0)
-    return x @ arrays["coef"].T + arrays["intercept"]
+def predict(arrays: dict[str, np.ndarray], x: np.ndarray, s=None) -> np.ndarray:
+    """(n, C) logits of :func:`fit`'s arrays on raw vectors (and the rows' latent terms, log(1 + v), when
+    the arrays read them), as the shipped classifier computes them."""
+    h = np.maximum(x @ arrays["w1"].T + arrays["b1"], 0.0) if "w1" in arrays else x
+    out = h @ arrays["coef"].T + arrays["intercept"]
+    return out + np.asarray(s @ arrays["scoef"].T) if "scoef" in arrays else out
 
 
 def cv_logits(data: dict[str, np.ndarray], categories: list[str], c: float, seed: int, model: str = "linear"
@@ -331,7 +387,7 @@ def cv_logits(data: dict[str, np.ndarray], categories: list[str], c: float, seed
         folds = StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed + r)
         for train, test in folds.split(x, data["labels"], data["groups"]):
             arrays = fit(data, train, categories, c, seed, model)
-            logits[test] = predict(arrays, x[test])
+            logits[test] = predict(arrays, x[test], data["s"][test] if "s" in data else None)
             if r == 0:
                 members.append(arrays)
         out.append(logits)
@@ -350,6 +406,8 @@ def ensemble(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         out["coef"] = np.concatenate([m["coef"] for m in members], axis=1) / k
     else:
         out["coef"] = np.mean([m["coef"] for m in members], axis=0)
+    if "scoef" in members[0]:
+        out["scoef"] = np.mean([m["scoef"] for m in members], axis=0)
     return out
 
 
@@ -460,19 +518,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-false", type=float, default=MAX_FALSE, help="false-block budget on CV (should-pass cases)")
     ap.add_argument("--max-benign", type=float, default=MAX_BENIGN,
                     help="flag budget on each everyday source's out-of-fold pieces")
-    ap.add_argument("--model", choices=("linear", "mlp"), help="search this model's grid only")
+    ap.add_argument("--model", choices=tuple(GRID), help="search this model's grid only")
     ap.add_argument("--c", type=float, help="skip the search: this c (linear: inverse regularisation; "
                                             "mlp: L2 penalty) of --model (default linear)")
     ap.add_argument("--refit", action="store_true", help="ship one fit on every row, not the mean of the CV "
                                                          "fold models whose logits chose the thresholds")
     args = ap.parse_args(argv)
 
-    from aigc.embedding import e5_id
+    from aigc.embedding import SPARSE_TOP_K, e5_id
     from aigc.safety.moderation import SemanticClassifier
 
     rows = training_cases(Path(args.cases), Path(args.train_dir))
     everyday = negatives(args.seed)
-    data = dataset(rows, everyday)
+    data = dataset(rows, everyday, sparse=args.model in (None, "mlp_sae"))
     models = [args.model] if args.model else list(GRID)
     candidates = [(args.model or "linear", args.c)] if args.c is not None else \
         [(m, c) for m in models for c in GRID[m]]
@@ -480,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"embedder": e5_id(), "seed": args.seed, "model": record["chosen"]["model"],
             "c": record["chosen"]["c"], "hidden": HIDDEN if "w1" in arrays else None,
             "shipped": "refit on every row" if args.refit else f"mean of the {FOLDS} fold models of CV's first repeat",
+            "sparse": {"top_k": SPARSE_TOP_K, "value": "log1p", "c": SAE_C, "weight": SAE_WEIGHT}
+            if "scoef" in arrays else None,
             "max_false": args.max_false,
             "max_benign": args.max_benign, "max_loss": MAX_LOSS,
             "trained_on": "benchmarks/data/policy_cases.jsonl split dev + benchmarks/data/policy_train "
@@ -490,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             "cv": record["chosen"], "search": record["search"],
             "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5}
     clf = SemanticClassifier(record["categories"], arrays["coef"], arrays["intercept"], KIND, meta,
-                             record["confirm"], arrays.get("w1"), arrays.get("b1"))
+                             record["confirm"], arrays.get("w1"), arrays.get("b1"), arrays.get("scoef"))
     path = clf.save(args.out)
     chosen = record["chosen"]
     print(f"wrote {path}: {chosen['model']} c={chosen['c']:g}, CV block {chosen['block_rate']:.3f}, false block "

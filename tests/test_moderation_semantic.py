@@ -70,17 +70,18 @@ def threat_policy(tmp_path_factory) -> str:
 
 def test_the_shipped_weights_load_without_pickle():
     with np.load(SHIPPED, allow_pickle=False) as z:
-        assert set(z.files) == {"meta", "coef", "intercept", "confirm", "w1", "b1"}
+        assert set(z.files) - {"sparse_coef"} == {"meta", "coef", "intercept", "confirm", "w1", "b1"}
     clf = SemanticClassifier.load(SHIPPED)
     assert clf.confirm.shape == (len(clf.categories),)
     assert clf.categories == tuple(sorted(default_policy().categories))
     width = DIM if clf.w1 is None else clf.w1.shape[0]
     assert clf.coef.shape == (len(clf.categories), width) and clf.kind in ("query", "passage")
-    assert clf.meta["model"] == ("linear" if clf.w1 is None else "mlp")
+    assert clf.meta["model"] == ("linear" if clf.w1 is None else "mlp_sae" if clf.sparse_coef is not None else "mlp")
     assert clf.meta["embedder"] == e5_id() and clf.kind == "passage"
     assert set(clf.meta["everyday"]) == {"cn_shopping_reviews", "tinyshakespeare_speeches", "shop_copy", "service_text"}
-    # the five CV fold models' hidden layers side by side: 5 x 256 x 384 float32 is 1.97 MB
-    assert SHIPPED.stat().st_size < 2_500_000
+    # the five CV fold models' hidden layers side by side (5 x 256 x 384 float32, 1.97 MB) and their mean
+    # regression over the latent terms (12 x 16,384 float32, 0.79 MB)
+    assert SHIPPED.stat().st_size < 3_200_000
     assert isinstance(policy_classifier(parse_policy(ON)), SemanticClassifier)
 
 
@@ -138,6 +139,34 @@ def test_an_mlp_classifier_scores_through_its_hidden_layer_and_loads_as_it_was_s
         SemanticClassifier(categories, rng.normal(size=(n, DIM)), intercept, "passage", {}, None, w1, b1)
 
 
+def test_a_classifier_that_reads_latent_terms_adds_their_term_and_scores_a_text_as_its_pieces_do(tmp_path):
+    """sparse_coef: a linear term over each piece's e5 latent terms (log 1 + v) added to its logit; the
+    classifier embeds them itself (logits) as a caller that keeps them does (logits_of); save -> load
+    gives the same scores; a caller that leaves the latent terms out is told so."""
+    from scipy.sparse import csr_matrix
+
+    from aigc.embedding import e5
+
+    rng = np.random.default_rng(3)
+    categories = tuple(sorted(default_policy().categories))
+    n, dim = len(categories), e5().sparse_dim()
+    coef, intercept, sparse_coef = rng.normal(size=(n, DIM)), rng.normal(size=n), rng.normal(size=(n, dim))
+    clf = SemanticClassifier(categories, coef, intercept, "passage", {"embedder": e5_id()}, None, None, None,
+                             sparse_coef)
+    v, s = rng.normal(size=(3, DIM)), csr_matrix(rng.random((3, dim)) * (rng.random((3, dim)) < 0.01))
+    want = v @ coef.T + intercept + np.log1p(s.toarray()) @ np.float32(sparse_coef).astype(float).T
+    np.testing.assert_allclose(clf.logits_of(v, [1, 2], s), np.stack([want[0], want[1:].max(0)]))
+    again = SemanticClassifier.load(clf.save(tmp_path / "sae.npz"))
+    np.testing.assert_array_equal(again.logits_of(v, [1, 2], s), clf.logits_of(v, [1, 2], s))
+    with pytest.raises(ValueError, match="latent terms"):
+        clf.logits_of(v, [1, 2])
+    texts = [THREAT, SENTENCE * 30]  # one piece, and several
+    split = clf.split(texts)
+    flat = [p for ps in split for p in ps]
+    np.testing.assert_allclose(clf.logits(texts), clf.logits_of(e5().embed(flat, "passage"), [len(ps) for ps in split],
+                                                                e5().sparse(flat)), rtol=1e-6)
+
+
 def test_the_script_fits_an_mlp_whose_shipped_arrays_give_its_own_logits():
     """The mlp's arrays (mean and spread folded into w1) score as the fitted network does, and the
     same seed fits the same arrays."""
@@ -168,13 +197,43 @@ def test_the_shipped_ensemble_of_fold_models_scores_their_mean_logit():
         members = []
         for _ in range(3):
             m = {"coef": rng.normal(size=(2, hidden or 6)), "intercept": rng.normal(size=2)}
-            if hidden:
-                m |= {"w1": rng.normal(size=(hidden, 6)), "b1": rng.normal(size=hidden)}
+            if hidden:  # an mlp, beside a regression over latent terms
+                m |= {"w1": rng.normal(size=(hidden, 6)), "b1": rng.normal(size=hidden), "scoef": rng.normal(size=(2, 9))}
             members.append(m)
         merged = script["ensemble"](members)
-        assert ("w1" in merged) == bool(hidden) and merged["coef"].shape[0] == 2
-        np.testing.assert_allclose(script["predict"](merged, x),
-                                   np.mean([script["predict"](m, x) for m in members], axis=0), atol=1e-12)
+        assert ("w1" in merged) == ("scoef" in merged) == bool(hidden) and merged["coef"].shape[0] == 2
+        s = rng.random((50, 9)) if hidden else None
+        np.testing.assert_allclose(script["predict"](merged, x, s),
+                                   np.mean([script["predict"](m, x, s) for m in members], axis=0), atol=1e-12)
+
+
+def test_the_script_fits_latent_terms_beside_the_mlp_and_they_catch_what_only_they_show():
+    """mlp_sae: the mlp on the dense vectors plus a regression over the latent terms; on rows whose
+    dense vectors are noise and whose category shows only in one latent term, the fit ranks held-out
+    positives over should-pass rows where the mlp alone cannot."""
+    from scipy.sparse import csr_matrix
+
+    script = _script()
+    rng = np.random.default_rng(4)
+    labels = np.array(["hate"] * 40 + ["violence"] * 40 + [""] * 160)
+    s = np.zeros((len(labels), 30))
+    s[labels == "hate", 3], s[labels == "violence", 7] = 2.0, 2.0
+    s[:, 10:] = rng.random((len(labels), 20)) * (rng.random((len(labels), 20)) < 0.2)
+    data = {"x": rng.normal(size=(len(labels), 8)), "labels": labels, "s": csr_matrix(s),
+            "groups": np.array([f"g{i}" for i in range(len(labels))]),
+            "sources": np.array(["hate"] * 40 + ["violence"] * 40 + ["hate", "violence"] * 40 + ["reviews"] * 80)}
+    train, test = np.arange(0, len(labels), 2), np.arange(1, len(labels), 2)  # judged on rows it never saw
+    held = labels[test]
+
+    def auc(model: str) -> list[float]:  # per category: P(a positive outscores a should-pass row)
+        arrays = script["fit"](data, train, ["hate", "violence"], 1.0, 0, model)
+        logits = script["predict"](arrays, data["x"][test], data["s"][test])
+        return [float((logits[held == cat, j][:, None] > logits[held == "", j][None, :]).mean())
+                for j, cat in enumerate(("hate", "violence"))]
+
+    assert script["fit"](data, train, ["hate", "violence"], 1.0, 0, "mlp_sae")["scoef"].shape == (2, 30)
+    alone, both = auc("mlp"), auc("mlp_sae")  # the mlp alone ranks noise (~0.5); the latent terms lift it
+    assert all(b > 0.8 and b > a + 0.25 for a, b in zip(alone, both)), (alone, both)
 
 
 def test_confirm_points_release_the_most_should_pass_rows_within_the_loss_budget():

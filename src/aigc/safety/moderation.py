@@ -379,12 +379,15 @@ def pieces_of(text: str) -> list[str]:
 class SemanticClassifier:
     """One logistic regression per category over a text's e5 vector (query or passage prefix, as the
     training script chose on cross-validation), or over a hidden layer of ReLUs on it (``w1``, ``b1``).
+    ``sparse_coef`` (optional, (C, 16,384)): a linear term over the piece's e5 latent terms
+    (:meth:`aigc.embedding.E5.sparse`, each value v read as log(1 + v)) added to each logit.
     ``coef`` and ``intercept`` already hold each category's operating point, so its score is 0.5 there;
     a text's score is its highest piece's. ``confirm``: see :class:`ClassifierScores`."""
 
     def __init__(self, categories: Sequence[str], coef: np.ndarray, intercept: np.ndarray, kind: str,
                  meta: Mapping[str, Any] | None = None, confirm: np.ndarray | None = None,
-                 w1: np.ndarray | None = None, b1: np.ndarray | None = None):
+                 w1: np.ndarray | None = None, b1: np.ndarray | None = None,
+                 sparse_coef: np.ndarray | None = None):
         from aigc.embedding import DIM, KINDS
 
         self.categories = tuple(categories)
@@ -409,6 +412,12 @@ class SemanticClassifier:
         if self.coef.shape != (len(self.categories), width) or self.intercept.shape != (len(self.categories),):
             raise InvalidInput(f"classifier arrays disagree: {len(self.categories)} categories, coef "
                                f"{self.coef.shape} (want (C, {width})), intercept {self.intercept.shape}")
+        # (C, latent terms) at float32 precision, as stored; None: the dense vector alone
+        self.sparse_coef = None if sparse_coef is None else np.asarray(sparse_coef, np.float32).astype(np.float64)
+        if self.sparse_coef is not None and (self.sparse_coef.ndim != 2
+                                             or self.sparse_coef.shape[0] != len(self.categories)):
+            raise InvalidInput(f"classifier arrays disagree: {len(self.categories)} categories, sparse_coef "
+                               f"{self.sparse_coef.shape} (want (C, latent terms))")
         if kind not in KINDS:
             raise InvalidInput(f"classifier kind {kind!r} is not one of {', '.join(KINDS)}: retrain it")
         self.kind = kind
@@ -426,16 +435,24 @@ class SemanticClassifier:
         from aigc.embedding import e5
 
         split = self.split(texts)
-        vectors = e5().embed([p for ps in split for p in ps], self.kind)
-        return self.logits_of(vectors, [len(ps) for ps in split])
+        flat = [p for ps in split for p in ps]
+        vectors = e5().embed(flat, self.kind)
+        sparse = e5().sparse(flat) if self.sparse_coef is not None else None
+        return self.logits_of(vectors, [len(ps) for ps in split], sparse)
 
-    def logits_of(self, vectors: np.ndarray, counts: Sequence[int]) -> np.ndarray:
-        """(n, C) from the e5 vectors of the texts' pieces, ``counts[i]`` of them text i's, in order:
-        the same figures as :meth:`logits`, for a caller that keeps the vectors (training, benchmarks)."""
+    def logits_of(self, vectors: np.ndarray, counts: Sequence[int], sparse: Any = None) -> np.ndarray:
+        """(n, C) from the e5 vectors of the texts' pieces, ``counts[i]`` of them text i's, in order (and
+        their latent terms, raw, when the classifier reads them): the same figures as :meth:`logits`, for
+        a caller that keeps the vectors (training, benchmarks)."""
         h = np.asarray(vectors, dtype=np.float64)
         if self.w1 is not None:
             h = np.maximum(h @ self.w1.T + self.b1, 0.0)
         z = h @ self.coef.T + self.intercept  # (pieces, C)
+        if self.sparse_coef is not None:
+            if sparse is None or sparse.shape != (len(h), self.sparse_coef.shape[1]):
+                raise ValueError(f"this classifier reads {self.sparse_coef.shape[1]} latent terms of each of "
+                                 f"{len(h)} pieces; got {None if sparse is None else sparse.shape}")
+            z = z + np.asarray(sparse.log1p() @ self.sparse_coef.T)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         return np.maximum.reduceat(z, starts, axis=0) if len(starts) else z[:0]
 
@@ -458,6 +475,8 @@ class SemanticClassifier:
         extra = {} if self.confirm is None else {"confirm": self.confirm}
         if self.w1 is not None:  # float32 on disk: the file stays small; scoring is float64
             extra.update(w1=self.w1.astype(np.float32), b1=self.b1.astype(np.float32))
+        if self.sparse_coef is not None:
+            extra.update(sparse_coef=self.sparse_coef.astype(np.float32))
         return _save_npz(path, meta, coef=self.coef, intercept=self.intercept, **extra)
 
     @classmethod
@@ -473,6 +492,6 @@ class SemanticClassifier:
                                f"{e5_id()}: retrain it (scripts/train_moderation_classifier.py)")
         try:
             return cls(meta["categories"], arrays["coef"], arrays["intercept"], meta["kind"], meta,
-                       arrays.get("confirm"), arrays.get("w1"), arrays.get("b1"))
+                       arrays.get("confirm"), arrays.get("w1"), arrays.get("b1"), arrays.get("sparse_coef"))
         except KeyError as e:
             raise InvalidInput(f"{path} lacks {e} of a moderation classifier: retrain it") from None
