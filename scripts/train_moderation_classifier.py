@@ -33,11 +33,14 @@ as its negatives: a threat is no evidence against harassment (one-vs-allow).
 Features: the text normalised as every safety check reads it (``TextClassifier.prepare``: NFKC,
 case folding, traditional -> simplified), then its e5 ``passage`` vector (:mod:`aigc.embedding`),
 standardised (the mean and spread are folded into the weights, so scoring is one matrix product).
-Two models, both searched on CV (``GRID``) and the better kept: ``linear``, per category
+Three models, all searched on CV (``GRID``) and the best kept: ``linear``, per category
 scikit-learn's ``LogisticRegression`` (lbfgs); ``mlp``, scikit-learn's ``MLPClassifier`` with one hidden
 layer of ``HIDDEN`` ReLUs and a softmax over "none" and the categories, shipped as the hidden layer and
-one logit per category, log p(category) - log p(none) (:func:`fit`). Either way the positives weigh
-half, the cases' should-pass rows a quarter and the everyday pieces a quarter (:func:`weights`).
+one logit per category, log p(category) - log p(none) (:func:`fit`); ``mlp_sae``, the mlp plus, per
+category, a logistic regression over the piece's e5 latent terms (:meth:`aigc.embedding.E5.sparse`,
+16,384 features of the wheel's sparse autoencoder, max-pooled over the tokens, read as log(1 + v)),
+its logit added at ``SAE_WEIGHT``. Every fit weighs the positives half, the cases' should-pass rows a
+quarter and the everyday pieces a quarter (:func:`weights`).
 
 One decision rule, chosen by cross-validation on the training rows only (5 folds grouped by case,
 so a case and its obfuscated variant share a fold, and by text, so a text's pieces do; ``REPEATS``
@@ -69,13 +72,15 @@ were written for the dev split). The CV record keeps, per candidate, the confirm
 false-block rate before them (``terms_alone_false_block_rate``) and the terms' rates after them
 (``terms_block_rate``, ``terms_false_block_rate``).
 
-    python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--model linear|mlp] [--c C]
+    python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--model linear|mlp|mlp_sae] [--c C]
+                                                  [--refit]
 
 ``--model`` searches one model's grid; ``--c`` skips the search. Seeded: the same seed and data write
 the same arrays; the file's meta names its training set by ``train_sha256`` (:func:`fingerprint`). The
-e5 vectors are cached in ``benchmarks/.cache/e5-pieces`` (:func:`piece_vectors`): the first run embeds
-~12,000 pieces (~6 minutes on one core here), a refit none; the CV search then takes ~12 minutes (the
-mlp's three c values ~2.5 minutes each).
+e5 vectors are cached in ``benchmarks/.cache/e5-pieces`` (:func:`piece_vectors`) and their latent terms
+in ``benchmarks/.cache/e5-sparse`` (:func:`piece_sparse`): the first run embeds ~15,000 pieces twice
+(~5 minutes each on one core here), a refit none; the CV search then takes ~25 minutes (linear ~45 s a c,
+mlp and mlp_sae ~4 minutes a c).
 """
 
 from __future__ import annotations

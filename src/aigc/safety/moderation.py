@@ -16,19 +16,21 @@ and one logistic regression per category (scikit-learn fits it), saved as one ``
 and JSON (no pickle) and scored with numpy alone. A policy names it (``moderation.classifier``).
 
 :class:`SemanticClassifier` is the one that ships (``builtin:moderation_e5.npz``): term lists miss
-slang and paraphrase ("break every bone in your face", 带刀去公司), so the text's e5 vector
-(:mod:`aigc.embedding`, the model the assistant's retrieval uses) goes through one logistic
-regression per category, fitted by ``scripts/train_moderation_classifier.py`` on the dev split of
-``benchmarks/data/policy_cases.jsonl`` and everyday negatives (halves of reviews, Shakespeare and shop
-copy), each category's threshold chosen by cross-validation on those and folded into its intercept,
-so a score of 0.5 (the policy's category threshold) is that operating point. The default policy
-leaves it off: it still flags over 1 % of some everyday text (``benchmarks/policy.py --benign``;
-the figures are in the default policy's comment); a workspace turns it on with
-``moderation: {classifier: builtin:moderation_e5.npz}``. It then reads prompts (the input rail) and
-``/v1/moderations``, not the streaming output rail: an e5 call per released sentence on the decode
-loop took tokens/s to 0.40 of the layer off at 1 client and 0.20 at 16, where the budget is 0.90
-(``benchmarks/serve_load.py --safety-overhead``); on prompts alone on/off stayed within noise (1.10
-and 1.08, one pair each: an e5 call is ~20 ms against a 128-token stream's ~200 ms).
+slang and paraphrase ("break every bone in your face", 带刀去公司), so e5 (:mod:`aigc.embedding`, the
+model the assistant's retrieval uses) reads each piece of the text twice: its mean-pooled vector goes
+through one hidden layer of ReLUs to a logit per category, and its latent terms (the wheel's sparse
+autoencoder on each token, max-pooled: a phrase anywhere in the piece) add a linear term.
+``scripts/train_moderation_classifier.py`` fits it on the policy benchmark's dev and train cases and
+everyday negatives (halves of reviews, Shakespeare and shop copy; service texts), with the policy's
+terms beside it: its thresholds and the confirm points at which it overrules a term are chosen by
+cross-validation and folded into the intercepts, so a score of 0.5 (the policy's category threshold)
+is that operating point. The default policy leaves it off (the figures and why are in the default
+policy's comment); a workspace turns it on with ``moderation: {classifier: builtin:moderation_e5.npz}``.
+It then reads prompts (the input rail) and ``/v1/moderations``, not the streaming output rail: an e5
+call per released sentence on the decode loop took tokens/s to 0.40 of the layer off at 1 client and
+0.20 at 16, where the budget is 0.90 (``benchmarks/serve_load.py --safety-overhead``); on prompts
+alone on/off stayed within noise (1.10 and 1.08, one pair each, measured when a check was one e5 call
+of ~20 ms against a 128-token stream's ~200 ms; it is two calls now).
 """
 
 from __future__ import annotations
