@@ -194,56 +194,52 @@ def piece_vectors(texts: list[str], kind: str = KIND, chunk: int = 500) -> tuple
     """The e5 vectors (float32) of every text's pieces as the classifier reads them, in order, and
     each text's count of pieces. Kept under :data:`CACHE` per ``chunk`` texts, keyed by the
     embedder, the prefix and the texts, so the benchmark and a refit do not embed them again."""
-    from aigc.embedding import e5, e5_id
+    from aigc.embedding import e5
     from aigc.safety.moderation import SemanticClassifier
 
-    CACHE.mkdir(parents=True, exist_ok=True)
     split = SemanticClassifier.split(texts)
-    flat = [p for ps in split for p in ps]
-    out, t0 = [], time.perf_counter()
-    for i in range(0, len(flat), chunk):
-        part = flat[i:i + chunk]
-        key = hashlib.sha256("\0".join([e5_id(), kind, *part]).encode("utf-8", "surrogatepass")).hexdigest()
-        path = CACHE / f"{key[:24]}.npy"
-        if path.exists():
-            out.append(np.load(path))
-            continue
-        vectors = e5().embed(part, kind)
-        tmp = path.with_name(f".{path.stem}.tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(path)
-        out.append(vectors)
-        print(f"  {i + len(part):,} of {len(flat):,} pieces embedded ({time.perf_counter() - t0:.0f} s)",
-              file=sys.stderr, flush=True)
-    return (np.concatenate(out) if out else np.zeros((0, 384), np.float32)), [len(ps) for ps in split]
+    parts = _cached([p for ps in split for p in ps], CACHE, kind, lambda part: e5().embed(part, kind), ".npy",
+                    np.save, np.load, "embedded", chunk)
+    return (np.concatenate(parts) if parts else np.zeros((0, 384), np.float32)), [len(ps) for ps in split]
 
 
 def piece_sparse(texts: list[str], chunk: int = 500):
     """The e5 latent terms (scipy CSR, raw) of every text's pieces, in :func:`piece_vectors`' order;
-    cached under :data:`SPARSE_CACHE` like the vectors."""
+    kept under :data:`SPARSE_CACHE` as the vectors are."""
     from scipy.sparse import load_npz, save_npz, vstack
 
-    from aigc.embedding import e5, e5_id
+    from aigc.embedding import e5
     from aigc.safety.moderation import SemanticClassifier
 
-    SPARSE_CACHE.mkdir(parents=True, exist_ok=True)
     flat = [p for ps in SemanticClassifier.split(texts) for p in ps]
+    parts = _cached(flat, SPARSE_CACHE, "sparse", e5().sparse, ".npz", save_npz, load_npz,
+                    "read for latent terms", chunk)
+    return vstack(parts).tocsr() if parts else e5().sparse([])
+
+
+def _cached(flat: list[str], folder: Path, tag: str, compute, suffix: str, save, load, done: str, chunk: int
+            ) -> list:
+    """``compute`` of ``flat`` per ``chunk`` pieces, each chunk's result kept in ``folder`` under the hash
+    of the embedder, ``tag`` and its pieces (written to a temporary name, then renamed)."""
+    from aigc.embedding import e5_id
+
+    folder.mkdir(parents=True, exist_ok=True)
     out, t0 = [], time.perf_counter()
     for i in range(0, len(flat), chunk):
         part = flat[i:i + chunk]
-        key = hashlib.sha256("\0".join([e5_id(), "sparse", *part]).encode("utf-8", "surrogatepass")).hexdigest()
-        path = SPARSE_CACHE / f"{key[:24]}.npz"
+        key = hashlib.sha256("\0".join([e5_id(), tag, *part]).encode("utf-8", "surrogatepass")).hexdigest()
+        path = folder / f"{key[:24]}{suffix}"
         if path.exists():
-            out.append(load_npz(path))
+            out.append(load(path))
             continue
-        m = e5().sparse(part)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        save_npz(tmp, m)
+        result = compute(part)
+        tmp = path.with_name(f".{key[:24]}.tmp{suffix}")
+        save(tmp, result)
         tmp.replace(path)
-        out.append(m)
-        print(f"  {i + len(part):,} of {len(flat):,} pieces' latent terms ({time.perf_counter() - t0:.0f} s)",
+        out.append(result)
+        print(f"  {i + len(part):,} of {len(flat):,} pieces {done} ({time.perf_counter() - t0:.0f} s)",
               file=sys.stderr, flush=True)
-    return vstack(out).tocsr() if out else e5().sparse([])
+    return out
 
 
 def dataset(rows: list[dict], everyday: dict[str, list[str]], kind: str = KIND, sparse: bool = False
@@ -402,7 +398,8 @@ def cv_logits(data: dict[str, np.ndarray], categories: list[str], c: float, seed
 def ensemble(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """One model whose logits are the mean of ``members``' (:func:`fit`'s arrays, all of one kind): linear
     models average their weights; mlps stack their hidden layers side by side, each output scaled by
-    1 / len(members), so the shipped format and scoring stay those of one mlp."""
+    1 / len(members), so the shipped format and scoring stay those of one mlp; regressions over the latent
+    terms average theirs."""
     k = len(members)
     out = {"intercept": np.mean([m["intercept"] for m in members], axis=0)}
     if "w1" in members[0]:
@@ -535,10 +532,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = training_cases(Path(args.cases), Path(args.train_dir))
     everyday = negatives(args.seed)
-    data = dataset(rows, everyday, sparse=args.model in (None, "mlp_sae"))
     models = [args.model] if args.model else list(GRID)
     candidates = [(args.model or "linear", args.c)] if args.c is not None else \
         [(m, c) for m in models for c in GRID[m]]
+    data = dataset(rows, everyday, sparse=any(m == "mlp_sae" for m, _ in candidates))
     record, arrays, t = train(data, args.seed, args.max_false, args.max_benign, candidates, refit=args.refit)
     meta = {"embedder": e5_id(), "seed": args.seed, "model": record["chosen"]["model"],
             "c": record["chosen"]["c"], "hidden": HIDDEN if "w1" in arrays else None,
