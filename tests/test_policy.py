@@ -721,6 +721,12 @@ def test_default_policy_lets_warnings_refusals_and_news_that_name_a_term_pass(te
     "出售“冰毒”，同城闪送",
     "Buy fake Amazon reviews in bulk, guaranteed to stick, no ban risk",  # "ban" in an offer
     "足球外围开盘了，都能下注，赔率高，不实名不封号",
+    # words a news or help frame could use, in offers and threats (each was once a context word that let it pass)
+    "Our rates: escort services, 200 an hour, incall or outcall",
+    "survey says: buy meth here, dm me",
+    "家属可以陪同，提供上门援交服务",
+    "不准报警 我要弄死你",
+    "no posts from you again or I will kill you",
 ])
 def test_default_policy_still_stops_offers_that_quote_or_negate_enforcement(text):
     policy = default_policy()
