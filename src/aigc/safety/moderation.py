@@ -434,12 +434,14 @@ class SemanticClassifier:
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """(n, C): each text's highest logit per category over its pieces."""
-        from aigc.embedding import e5
+        from aigc.embedding import SPARSE_TOP_K, e5
 
         split = self.split(texts)
         flat = [p for ps in split for p in ps]
         vectors = e5().embed(flat, self.kind)
-        sparse = e5().sparse(flat) if self.sparse_coef is not None else None
+        sparse = None
+        if self.sparse_coef is not None:  # as many latent terms a piece as the fit read (the training script's record)
+            sparse = e5().sparse(flat, (self.meta.get("sparse") or {}).get("top_k", SPARSE_TOP_K))
         return self.logits_of(vectors, [len(ps) for ps in split], sparse)
 
     def logits_of(self, vectors: np.ndarray, counts: Sequence[int], sparse: Any = None) -> np.ndarray:
