@@ -114,3 +114,24 @@ def test_the_script_ships_the_fold_models_whose_logits_chose_the_thresholds(monk
     tuner = data["tuner"]
     want = np.mean([tuner.logits(m, np.arange(n)) for m in arrays["members"]], axis=0) - t
     np.testing.assert_allclose(clf.logits(texts), want, atol=1e-4)
+
+
+def test_the_shipped_tuned_classifier_loads_without_pickle_blocks_a_threat_and_passes_plain_text():
+    from importlib import resources
+    from pathlib import Path
+
+    from aigc.safety.moderation import moderate
+    from aigc.safety.policy import parse_policy
+
+    path = Path(str(resources.files("aigc").joinpath("resources/safety/moderation_e5_tuned.npz")))
+    with np.load(path, allow_pickle=False) as z:
+        assert "shift" in z.files and "confirm" in z.files
+    assert path.stat().st_size < 10_500_000
+    clf = TunedClassifier.load(path)
+    assert clf.meta["model"] == "tuned" and len(clf.arrays) == 5 and len(clf.meta["train_sha256"]) == 64
+    policy = parse_policy("extends: default\nmoderation: {classifier: builtin:moderation_e5_tuned.npz}\n")
+    for threat in ("I'm going to break every bone in your face when I see you", "明天我带刀去公司，让他们知道厉害"):
+        verdict = moderate(threat, policy)
+        assert verdict.blocked and (verdict.categories["violence"] or verdict.categories["harassment"]), threat
+    for plain in ("The parcel arrived on time and the colour matches the photos.", "这把刀很锋利，切骨头很轻松"):
+        assert not moderate(plain, policy).flagged, plain

@@ -251,6 +251,58 @@ class Tuner:
         return out
 
 
+class _Stacked(nn.Module):
+    """All members in one pass: the input repeated once a member along the batch, so each frozen matrix is
+    one product for all of them (one text's check is then a few large products, not many small ones);
+    each member's adapters, LayerNorms and head applied to its own slice. The same logits as running
+    the members one by one."""
+
+    def __init__(self, encoder, start: int, members: Sequence[Mapping[str, np.ndarray]]):
+        super().__init__()
+        self.encoder, self.start, self.M = encoder, start, len(members)
+
+        def stack(key: str) -> torch.Tensor:
+            return torch.from_numpy(np.stack([np.asarray(m[key], np.float32) for m in members]))
+
+        self.ada = {f"l{i}.{f}.{ab}": stack(f"l{i}.{f}.{ab}") for i in range(start, encoder.NL)
+                    for f in LINEARS for ab in "ab"}  # a: (M, r, in), b: (M, out, r)
+        self.ln = {f"l{i}.{f}.{wb}": stack(f"l{i}.{f}.{wb}")[:, None, None, :] for i in range(start, encoder.NL)
+                   for f in ("aln", "oln") for wb in "wb"}
+        self.coef, self.intercept = stack("coef"), stack("intercept")  # (M, C, H), (M, C)
+
+    def _linear(self, i: int, f: str, x: torch.Tensor) -> torch.Tensor:
+        """x [M, N, in] -> [M, N, out]: the shared matrix, plus each member's low-rank update."""
+        base = getattr(self.encoder.layers[i], f)
+        low = torch.bmm(torch.bmm(x, self.ada[f"l{i}.{f}.a"].transpose(1, 2)), self.ada[f"l{i}.{f}.b"].transpose(1, 2))
+        return base(x) + low
+
+    def _norm(self, i: int, f: str, x: torch.Tensor) -> torch.Tensor:
+        eps = getattr(self.encoder.layers[i], f).eps
+        return nn.functional.layer_norm(x, x.shape[-1:], eps=eps) * self.ln[f"l{i}.{f}.w"] + self.ln[f"l{i}.{f}.b"]
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, C): the members' mean logit of the bottom's ``hidden`` [B, T, H]."""
+        B, T, H = hidden.shape
+        M, NH = self.M, self.encoder.NH
+        x = hidden.unsqueeze(0).expand(M, B, T, H)
+        bias = _bias(mask).repeat(M, 1, 1, 1)  # [M * B, 1, 1, T]
+        for i in range(self.start, self.encoder.NL):
+            flat = x.reshape(M, B * T, H)
+
+            def heads(t: torch.Tensor) -> torch.Tensor:
+                return t.reshape(M * B, T, NH, H // NH).transpose(1, 2)
+
+            q, k, v = (heads(self._linear(i, f, flat)) for f in ("q", "k", "v"))
+            ctx = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            ctx = ctx.transpose(1, 2).reshape(M, B * T, H)
+            x = self._norm(i, "aln", x + self._linear(i, "ao", ctx).view(M, B, T, H))
+            mid = nn.functional.gelu(self._linear(i, "fi", x.reshape(M, B * T, H)))
+            x = self._norm(i, "oln", x + self._linear(i, "fo", mid).view(M, B, T, H))
+        m = mask.to(x.dtype)[None, :, :, None]
+        pooled = (x * m).sum(2) / m.sum(2).clamp(min=1.0)  # [M, B, H]
+        return (torch.bmm(pooled, self.coef.transpose(1, 2)) + self.intercept[:, None, :]).mean(0)
+
+
 class TunedClassifier:
     """Members (fine-tuned tops over the shared frozen bottom) whose mean logit, plus ``shift``, is each
     category's logit; a text scores its highest piece. ``confirm`` as in
@@ -271,7 +323,7 @@ class TunedClassifier:
             if np.shape(m.get("coef")) != (len(self.categories), self.encoder.H):
                 raise InvalidInput(f"classifier arrays disagree: {len(self.categories)} categories, coef "
                                    f"{np.shape(m.get('coef'))}")
-        self.members = [_member(self.encoder, self.start, m) for m in self.arrays]
+        self.members = _Stacked(self.encoder, self.start, self.arrays)
         self.shift = np.asarray(shift, dtype=np.float64)
         self.confirm = None if confirm is None else np.asarray(confirm, dtype=np.float64)
         for name, v in (("shift", self.shift), ("confirm", self.confirm)):
@@ -297,12 +349,7 @@ class TunedClassifier:
             for a in range(0, len(order), chunk):
                 pos = order[a:a + chunk]
                 ids, mask = _pad([seqs[i] for i in pos], self.encoder.pad)
-                hidden = self.encoder(ids, mask, 0, self.start)
-                total = 0.0
-                for member in self.members:
-                    out = member(hidden, mask)
-                    total = total + (out[:, 1:] - out[:, :1]).double()
-                z[pos] = (total / len(self.members)).numpy()
+                z[pos] = self.members(self.encoder(ids, mask, 0, self.start), mask).double().numpy()
         z = z + self.shift
         starts = np.concatenate([[0], np.cumsum([len(ps) for ps in split])[:-1]]).astype(np.int64)
         return np.maximum.reduceat(z, starts, axis=0) if len(starts) else z[:0]
