@@ -31,6 +31,11 @@ call per released sentence on the decode loop took tokens/s to 0.40 of the layer
 0.20 at 16, where the budget is 0.90 (``benchmarks/serve_load.py --safety-overhead``); on prompts
 alone on/off stayed within noise (1.10 and 1.08, one pair each, measured when a check was one e5 call
 of ~20 ms against a 128-token stream's ~200 ms; it is two calls now).
+
+:class:`aigc.safety.tuned.TunedClassifier` ships beside it (``builtin:moderation_e5_tuned.npz``, same
+training rows, same rules for thresholds and confirm points): e5 itself fine-tuned for the categories
+(LoRA on its top layers), where the classifier above reads e5's vectors as they come. A policy names
+either; :func:`policy_classifier` loads whichever format the file holds.
 """
 
 from __future__ import annotations
@@ -229,7 +234,11 @@ def policy_classifier(policy: Policy) -> TextClassifier | SemanticClassifier | N
 @lru_cache(maxsize=8)
 def _load_classifier(path: str, mtime_ns: int, size: int) -> TextClassifier | SemanticClassifier:
     fmt = _read_npz(path)[0].get("format")
-    return SemanticClassifier.load(path) if fmt == SEMANTIC_FORMAT else TextClassifier.load(path)
+    if fmt == SEMANTIC_FORMAT:
+        return SemanticClassifier.load(path)
+    from aigc.safety.tuned import TUNED_FORMAT, TunedClassifier
+
+    return TunedClassifier.load(path) if fmt == TUNED_FORMAT else TextClassifier.load(path)
 
 
 def _read_npz(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -1225,8 +1225,8 @@ def parse_policy(text: str, source: str = "<string>", *, base_dir: str | os.Path
     if clf_ref and clf_ref.startswith(BUILTIN):  # one that ships with aigc
         name = clf_ref[len(BUILTIN):]
         if "/" in name or not resources.files("aigc").joinpath(_RESOURCES, name).is_file():
-            chk.fail("moderation.classifier", f"no built-in classifier {clf_ref!r}: the one that ships is "
-                                              f"{BUILTIN}moderation_e5.npz", mod)
+            chk.fail("moderation.classifier", f"no built-in classifier {clf_ref!r}: the ones that ship are "
+                                              f"{BUILTIN}moderation_e5_tuned.npz and {BUILTIN}moderation_e5.npz", mod)
     elif clf_ref and base_dir is not None:
         path = Path(doc["moderation"]["classifier"])
         if not path.is_absolute() and not (Path(base_dir) / path).exists():
