@@ -47,12 +47,13 @@ little.
 means flagged for review; for the others it blocks). Targets: block rate >= 0.95 and false-block
 rate <= 0.05, overall and per category. Each split is reported three ways: ``terms`` (the policy's
 term lists and context rules alone), ``classifier`` (the semantic classifier alone: a category
-whose score reaches its threshold; ``--classifier``, default the shipped ``moderation_e5.npz``,
-trained on the dev and train cases and everyday negatives, scripts/train_moderation_classifier.py) and
+whose score reaches its threshold; ``--classifier``, default the shipped ``moderation_e5_tuned.npz``, e5
+fine-tuned on the dev and train cases and everyday negatives, scripts/train_moderation_classifier.py
+--model tuned; ``builtin:moderation_e5.npz`` is the other that ships, written as ``--out-name policy_e5``) and
 ``both`` (the policy with that classifier turned on: ``moderation.classifier``; its confirm points
 may take a category the terms put on off again, see the training script). Latency per check:
 ``Policy.match_terms`` + the decision (what the rails run on each segment), ``moderate()`` with the
-PII scan, one classifier call (e5 + the regressions, on 200 cases) and the check with it (terms +
+PII scan, one classifier call (on 200 cases) and the check with it (terms +
 classifier + the decision, what the input rail runs when it is on), p50 / p95; and the output
 rail's cost per ``feed`` of a 2-character piece, segment checks included and without them.
 
@@ -104,7 +105,7 @@ def case_files() -> list[Path]:
 
 
 ASSISTANT = HERE / "fixtures" / "assistant"  # never a training text: the --benign corpus no fit saw
-CLASSIFIER = "builtin:moderation_e5.npz"
+CLASSIFIER = "builtin:moderation_e5_tuned.npz"
 BENIGN_N = 4000  # texts drawn (seeded) from each held-out half: a 1 % rate is then known to +-0.3 %
 MODES = ("terms", "classifier", "both")
 
