@@ -530,17 +530,17 @@ def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: 
         print(f"  {model} c={c:<5g} CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}, "
               f"everyday {cv['everyday_flag_rate']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         if best is None or cv["block_rate"] > best[0]["block_rate"]:
-            best = (search[-1], t, confirm, members)
-    chosen, t, confirm, members = best
+            best = (search[-1], t, confirm, members, logits)
+    chosen, t, confirm, members, oof = best
     if chosen["model"] == "tuned":  # the fold models as they are; the thresholds shift their mean logit
-        record = {"categories": categories, "chosen": chosen, "search": search, "confirm": confirm - t}
+        record = {"categories": categories, "chosen": chosen, "search": search, "confirm": confirm - t, "oof": oof}
         return record, {"members": members, "shift": -t}, t
     if refit:
         arrays = fit(data, np.arange(len(data["x"])), categories, chosen["c"], seed, chosen["model"])
     else:  # the models CV measured: their thresholds hold for them, not for a refit on every row
         arrays = ensemble(members)
     arrays["intercept"] = arrays["intercept"] - t
-    record = {"categories": categories, "chosen": chosen, "search": search, "confirm": confirm - t}
+    record = {"categories": categories, "chosen": chosen, "search": search, "confirm": confirm - t, "oof": oof}
     return record, arrays, t
 
 
@@ -564,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", choices=tuple(GRID), help="search this model's grid only")
     ap.add_argument("--c", type=float, help="skip the search: this c (linear: inverse regularisation; "
                                             "mlp: L2 penalty) of --model (default linear)")
+    ap.add_argument("--oof", help="also write the chosen model's out-of-fold logits (each repeat's, stacked) with "
+                                   "each row's label, source, group and text to this .npz, to study it without a refit")
     ap.add_argument("--refit", action="store_true", help="ship one fit on every row, not the mean of the CV "
                                                          "fold models whose logits chose the thresholds")
     args = ap.parse_args(argv)
@@ -607,6 +609,10 @@ def main(argv: list[str] | None = None) -> int:
         clf = SemanticClassifier(record["categories"], arrays["coef"], arrays["intercept"], KIND, meta,
                                  record["confirm"], arrays.get("w1"), arrays.get("b1"), arrays.get("scoef"))
     path = clf.save(args.out or (OUT_TUNED if "members" in arrays else OUT))
+    if args.oof:
+        np.savez(args.oof, logits=record["oof"], categories=np.array(record["categories"]), labels=data["labels"],
+                 sources=data["sources"], groups=data["groups"], texts=data["texts"].astype(str))
+        print(f"wrote {args.oof}: out-of-fold logits of {len(record['oof']):,} rows", file=sys.stderr)
     chosen = record["chosen"]
     print(f"wrote {path}: {chosen['model']} c={chosen['c']:g}, CV block {chosen['block_rate']:.3f}, false block "
           f"{chosen['false_block_rate']:.3f}, everyday {chosen['everyday_flag_rate']}", file=sys.stderr)

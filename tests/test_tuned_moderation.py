@@ -109,7 +109,7 @@ def test_the_script_ships_the_fold_models_whose_logits_chose_the_thresholds(monk
             "terms": np.zeros((n, 1), bool)}
     record, arrays, t = script.train(data, 0, 0.5, 0.5, [("tuned", 4.0)])
     assert record["chosen"]["model"] == "tuned" and record["chosen"]["repeats"] == 1
-    assert len(arrays["members"]) == script.FOLDS
+    assert len(arrays["members"]) == script.FOLDS and record["oof"].shape == (n, 1)  # one repeat's logits
     clf = TunedClassifier(["illicit"], arrays["members"], 10, arrays["shift"], {"embedder": _embedder()})
     tuner = data["tuner"]
     want = np.mean([tuner.logits(m, np.arange(n)) for m in arrays["members"]], axis=0) - t
