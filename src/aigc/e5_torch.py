@@ -254,14 +254,23 @@ class E5Torch(nn.Module):
 
     def batch(self, texts: list[str], prefix: str = "passage: ") -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids [B, T] right-padded with the pad id, and the mask of real tokens [B, T]."""
-        toks = [self.tokenize(t, prefix) for t in texts]
-        T = max((len(t) for t in toks), default=0)
-        ids = torch.full((len(toks), T), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(toks), T), dtype=torch.bool)
-        for i, t in enumerate(toks):
-            ids[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+        return self.pad_ids([self.tokenize(t, prefix) for t in texts])
+
+    def pad_ids(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token id lists as ids [B, T] right-padded with the pad id, and the mask of real tokens [B, T]."""
+        T = max((len(t) for t in seqs), default=0)
+        ids = torch.full((len(seqs), T), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+        for i, t in enumerate(seqs):
+            ids[i, :len(t)] = torch.as_tensor(list(t), dtype=torch.long)
             mask[i, :len(t)] = True
         return ids, mask
+
+    @staticmethod
+    def attention_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The additive key mask [B, 1, 1, T]: each token attends to its own sequence's real tokens only."""
+        bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+        return bias.masked_fill(~mask, torch.finfo(dtype).min)[:, None, None, :]
 
     # ---- encoder ---------------------------------------------------------------------------------
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
@@ -295,9 +304,7 @@ class E5Torch(nn.Module):
             raise ValueError(f"start={start} needs hidden, the output of layers < {start}")
         else:
             x = hidden
-        # Additive key mask [B, 1, 1, T]: each token attends to its own sequence's real tokens only.
-        bias = torch.zeros(mask.shape, dtype=x.dtype, device=device)
-        bias = bias.masked_fill(~mask, torch.finfo(x.dtype).min)[:, None, None, :]
+        bias = self.attention_bias(mask, x.dtype)
         for layer in self.layers[start:end]:
             x = layer(x, bias)
         return x
@@ -317,12 +324,7 @@ class E5Torch(nn.Module):
         order = sorted(range(len(toks)), key=lambda i: len(toks[i]))
         for a in range(0, len(order), batch_size):
             part = order[a:a + batch_size]
-            T = max(len(toks[i]) for i in part)
-            ids = torch.full((len(part), T), self.pad, dtype=torch.long)
-            mask = torch.zeros((len(part), T), dtype=torch.bool)
-            for r, i in enumerate(part):
-                ids[r, :len(toks[i])] = torch.tensor(toks[i], dtype=torch.long)
-                mask[r, :len(toks[i])] = True
+            ids, mask = self.pad_ids([toks[i] for i in part])
             v = F.normalize(self.pool(self(ids, mask), mask).float(), dim=-1, eps=1e-6)
             out[part] = v.cpu().numpy()
         return out

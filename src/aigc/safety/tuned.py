@@ -89,22 +89,6 @@ def _member_layers(encoder, start: int, arrays: Mapping[str, np.ndarray] | None,
     return out
 
 
-def _bias(mask: torch.Tensor) -> torch.Tensor:
-    """The additive key mask [B, 1, 1, T] that :meth:`aigc.e5_torch.E5Torch.forward` builds."""
-    bias = torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
-    return bias[:, None, None, :]
-
-
-def _pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    n = max((len(s) for s in seqs), default=0)
-    ids = torch.full((len(seqs), n), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.bool)
-    for r, s in enumerate(seqs):
-        ids[r, :len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[r, :len(s)] = True
-    return ids, mask
-
-
 class _Member(nn.Module):
     """One fine-tuned top: layers ``start``.. and the head (row 0 of the head is "none")."""
 
@@ -114,11 +98,12 @@ class _Member(nn.Module):
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits [B, C + 1] ("none" first) of the bottom's ``hidden`` states [B, T, H]."""
-        x, bias = hidden, _bias(mask)
+        from aigc.e5_torch import E5Torch
+
+        x, bias = hidden, E5Torch.attention_bias(mask)
         for layer in self.layers:
             x = layer(x, bias)
-        m = mask.to(x.dtype).unsqueeze(-1)
-        return self.head((x * m).sum(1) / m.sum(1).clamp(min=1.0))
+        return self.head(E5Torch.pool(x, mask))
 
     def arrays(self, start: int) -> dict[str, np.ndarray]:
         """The member's own parameters, by the file's names; adapters rounded to float16 (as stored)."""
@@ -155,7 +140,7 @@ class Tuner:
     """Fits members on ``texts`` (each one piece, normalised as the classifier reads it): tokenized, and run
     through the frozen bottom, once."""
 
-    def __init__(self, texts: Sequence[str], start: int = 8, chunk: int = 64, progress: bool = True):
+    def __init__(self, texts: Sequence[str], start: int = 4, chunk: int = 64, progress: bool = True):
         from aigc.e5_torch import load
 
         self.encoder, self.start, self.progress = load(), start, progress
@@ -168,21 +153,22 @@ class Tuner:
         with torch.inference_mode():
             for a in range(0, len(order), chunk):
                 rows = order[a:a + chunk]
-                ids, mask = _pad([self.ids[r] for r in rows], self.encoder.pad)
+                ids, mask = self.encoder.pad_ids([self.ids[r] for r in rows])
                 h = self.encoder(ids, mask, 0, start)
                 for j, r in enumerate(rows):
                     self.hidden[r] = h[j, :len(self.ids[r])].clone()
                 self._say(f"  frozen bottom: {a + len(rows):,} of {len(order):,} pieces", a + len(rows),
-                          len(order), t0, "pieces")
+                          len(order), t0, "pieces", chunk)
 
-    def _say(self, what: str, done: int, total: int, t0: float, unit: str) -> None:
-        if self.progress and (done == total or done // 2000 != (done - 64) // 2000):
+    def _say(self, what: str, done: int, total: int, t0: float, unit: str, step: int) -> None:
+        """Progress about every 2,000 ``unit``s (``step``: how many each call adds)."""
+        if self.progress and (done == total or done // 2000 != (done - step) // 2000):
             el = time.perf_counter() - t0
             eta = el / max(done, 1) * (total - done)
             print(f"{what} ({done / max(el, 1e-9):.0f} {unit}/s, ETA {eta:.0f} s)", file=sys.stderr, flush=True)
 
     def _batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = _pad([self.ids[r] for r in rows], self.encoder.pad)[1]
+        mask = self.encoder.pad_ids([self.ids[r] for r in rows])[1]
         return nn.utils.rnn.pad_sequence([self.hidden[r] for r in rows], batch_first=True), mask
 
     def fit(self, rows: np.ndarray, y: np.ndarray, weights: np.ndarray, classes: int, *, rank: int = 16,
@@ -285,7 +271,7 @@ class _Stacked(nn.Module):
         B, T, H = hidden.shape
         M, NH = self.M, self.encoder.NH
         x = hidden.unsqueeze(0).expand(M, B, T, H)
-        bias = _bias(mask).repeat(M, 1, 1, 1)  # [M * B, 1, 1, T]
+        bias = self.encoder.attention_bias(mask).repeat(M, 1, 1, 1)  # [M * B, 1, 1, T]
         for i in range(self.start, self.encoder.NL):
             flat = x.reshape(M, B * T, H)
 
@@ -348,7 +334,7 @@ class TunedClassifier:
         with torch.inference_mode():
             for a in range(0, len(order), chunk):
                 pos = order[a:a + chunk]
-                ids, mask = _pad([seqs[i] for i in pos], self.encoder.pad)
+                ids, mask = self.encoder.pad_ids([seqs[i] for i in pos])
                 z[pos] = self.members(self.encoder(ids, mask, 0, self.start), mask).double().numpy()
         z = z + self.shift
         starts = np.concatenate([[0], np.cumsum([len(ps) for ps in split])[:-1]]).astype(np.int64)
