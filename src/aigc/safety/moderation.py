@@ -215,6 +215,12 @@ def policy_classifier(policy: Policy) -> TextClassifier | SemanticClassifier | N
     ref = policy.doc["moderation"]["classifier"]
     if not ref:
         return None
+    return classifier_at(ref, policy.base_dir, "the policy's moderation.classifier")
+
+
+def classifier_at(ref: str, base_dir: Path | None, what: str = "the classifier") -> Any:
+    """The classifier ``ref`` names (``builtin:NAME``, or a path, relative to ``base_dir``), loaded once per
+    file version."""
     if ref.startswith(BUILTIN):
         from importlib import resources
 
@@ -222,11 +228,11 @@ def policy_classifier(policy: Policy) -> TextClassifier | SemanticClassifier | N
     else:
         path = Path(ref)
         if not path.is_absolute():
-            path = (policy.base_dir or Path(".")) / path
+            path = (base_dir or Path(".")) / path
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise InvalidInput(f"the policy's moderation.classifier {ref} ({path}) does not exist: train one "
+        raise InvalidInput(f"{what} {ref} ({path}) does not exist: train one "
                            f"(TextClassifier.fit(...).save(path)) or remove the key") from None
     return _load_classifier(str(path), st.st_mtime_ns, st.st_size)
 
@@ -236,6 +242,10 @@ def _load_classifier(path: str, mtime_ns: int, size: int) -> TextClassifier | Se
     fmt = _read_npz(path)[0].get("format")
     if fmt == SEMANTIC_FORMAT:
         return SemanticClassifier.load(path)
+    from aigc.safety.combined import COMBINED_FORMAT, CombinedClassifier
+
+    if fmt == COMBINED_FORMAT:
+        return CombinedClassifier.load(path)
     from aigc.safety.tuned import TUNED_FORMAT, TunedClassifier
 
     return TunedClassifier.load(path) if fmt == TUNED_FORMAT else TextClassifier.load(path)
@@ -387,6 +397,13 @@ def pieces_of(text: str) -> list[str]:
     return out
 
 
+def highest(z: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """(n, C) from pieces' (pieces, C) logits ``z``: each text's highest per category over its ``counts[i]``
+    pieces (in order): a text is as harmful as its worst piece."""
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return np.maximum.reduceat(z, starts, axis=0) if len(starts) else z[:0]
+
+
 class SemanticClassifier:
     """One logistic regression per category over a text's e5 vector (query or passage prefix, as the
     training script chose on cross-validation), or over a hidden layer of ReLUs on it (``w1``, ``b1``).
@@ -443,15 +460,18 @@ class SemanticClassifier:
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """(n, C): each text's highest logit per category over its pieces."""
+        split = self.split(texts)
+        return highest(self.piece_logits([p for ps in split for p in ps]), [len(ps) for ps in split])
+
+    def piece_logits(self, pieces: Sequence[str]) -> np.ndarray:
+        """(n, C): the logits of ``pieces`` (each already one normalised piece, as :meth:`split` makes them)."""
         from aigc.embedding import SPARSE_TOP_K, e5
 
-        split = self.split(texts)
-        flat = [p for ps in split for p in ps]
-        vectors = e5().embed(flat, self.kind)
+        vectors = e5().embed(list(pieces), self.kind)
         sparse = None
         if self.sparse_coef is not None:  # as many latent terms a piece as the fit read (the training script's record)
-            sparse = e5().sparse(flat, (self.meta.get("sparse") or {}).get("top_k", SPARSE_TOP_K))
-        return self.logits_of(vectors, [len(ps) for ps in split], sparse)
+            sparse = e5().sparse(list(pieces), (self.meta.get("sparse") or {}).get("top_k", SPARSE_TOP_K))
+        return self.logits_of(vectors, [1] * len(pieces), sparse)
 
     def logits_of(self, vectors: np.ndarray, counts: Sequence[int], sparse: Any = None) -> np.ndarray:
         """(n, C) from the e5 vectors of the texts' pieces, ``counts[i]`` of them text i's, in order (and
@@ -466,8 +486,7 @@ class SemanticClassifier:
                 raise ValueError(f"this classifier reads {self.sparse_coef.shape[1]} latent terms of each of "
                                  f"{len(h)} pieces; got {None if sparse is None else sparse.shape}")
             z = z + np.asarray(sparse.log1p() @ self.sparse_coef.T)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        return np.maximum.reduceat(z, starts, axis=0) if len(starts) else z[:0]
+        return highest(z, counts)
 
     def scores_many(self, texts: Sequence[str]) -> list[dict[str, float]]:
         return self.scores_of(self.logits(texts))

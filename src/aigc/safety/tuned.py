@@ -21,6 +21,7 @@ weighted cross-entropy), seeded, printing rows/s and the ETA.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 
 from aigc.errors import InvalidInput
-from aigc.safety.moderation import SemanticClassifier, TextClassifier, _read_npz, _save_npz
+from aigc.safety.moderation import SemanticClassifier, TextClassifier, _read_npz, _save_npz, highest
 
 TUNED_FORMAT = "aigc-moderation-e5-tuned/1"
 LINEARS = ("q", "k", "v", "ao", "fi", "fo")
@@ -111,13 +112,13 @@ class _Member(nn.Module):
         for i, layer in enumerate(self.layers, start):
             for f in LINEARS:
                 lin = getattr(layer, f)
-                out[f"l{i}.{f}.a"] = lin.a.detach().numpy().astype(np.float16)
-                out[f"l{i}.{f}.b"] = lin.b.detach().numpy().astype(np.float16)
+                out[f"l{i}.{f}.a"] = lin.a.detach().cpu().numpy().astype(np.float16)
+                out[f"l{i}.{f}.b"] = lin.b.detach().cpu().numpy().astype(np.float16)
             for f in ("aln", "oln"):
                 ln = getattr(layer, f)
-                out[f"l{i}.{f}.w"] = ln.weight.detach().numpy().astype(np.float32)
-                out[f"l{i}.{f}.b"] = ln.bias.detach().numpy().astype(np.float32)
-        w, b = self.head.weight.detach().numpy(), self.head.bias.detach().numpy()
+                out[f"l{i}.{f}.w"] = ln.weight.detach().cpu().numpy().astype(np.float32)
+                out[f"l{i}.{f}.b"] = ln.bias.detach().cpu().numpy().astype(np.float32)
+        w, b = self.head.weight.detach().cpu().numpy(), self.head.bias.detach().cpu().numpy()
         out["coef"] = (w[1:] - w[:1]).astype(np.float32)  # log p(c) - log p(none) = h @ (w_c - w_0) + ...
         out["intercept"] = (b[1:] - b[:1]).astype(np.float32)
         return out
@@ -140,13 +141,25 @@ class Tuner:
     """Fits members on ``texts`` (each one piece, normalised as the classifier reads it): tokenized, and run
     through the frozen bottom, once."""
 
-    def __init__(self, texts: Sequence[str], start: int = 4, chunk: int = 64, progress: bool = True):
+    def __init__(self, texts: Sequence[str] | None = None, start: int = 4, chunk: int = 64, progress: bool = True,
+                 *, ids: Sequence[Sequence[int]] | None = None, encoder=None, device: str | None = None):
+        """``ids``: the pieces' token ids instead of ``texts`` (with ``encoder``, an
+        :class:`~aigc.e5_torch.E5Torch` that reads them, e.g. one built from arrays elsewhere). ``device``:
+        where the encoder and the members run, by default CUDA when present."""
         from aigc.e5_torch import load
 
-        self.encoder, self.start, self.progress = load(), start, progress
-        if not 0 < start < self.encoder.NL:
-            raise InvalidInput(f"start must be a layer in 1..{self.encoder.NL - 1}, got {start}")
-        self.ids = [self.encoder.tokenize(TextClassifier.prepare(t), PREFIX) for t in texts]  # as scored
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if encoder is None:
+            encoder = load()
+            if self.device.type != "cpu":
+                encoder = copy.deepcopy(encoder)  # the shared model stays where its other users expect it
+        self.encoder, self.start, self.progress = encoder.to(self.device), start, progress
+        if not 0 <= start < self.encoder.NL:
+            raise InvalidInput(f"start must be a layer in 0..{self.encoder.NL - 1}, got {start}")
+        if (texts is None) == (ids is None):
+            raise InvalidInput("give the Tuner texts or token ids, not both")
+        self.ids = [list(map(int, t)) for t in ids] if ids is not None else \
+            [self.encoder.tokenize(TextClassifier.prepare(t), PREFIX) for t in texts]  # as scored
         self.hidden: list[torch.Tensor | None] = [None] * len(self.ids)
         order = np.argsort([len(s) for s in self.ids], kind="stable")
         t0 = time.perf_counter()
@@ -168,7 +181,7 @@ class Tuner:
             print(f"{what} ({done / max(el, 1e-9):.0f} {unit}/s, ETA {eta:.0f} s)", file=sys.stderr, flush=True)
 
     def _batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = self.encoder.pad_ids([self.ids[r] for r in rows])[1]
+        mask = self.encoder.pad_ids([self.ids[r] for r in rows])[1].to(self.device)
         return nn.utils.rnn.pad_sequence([self.hidden[r] for r in rows], batch_first=True), mask
 
     def fit(self, rows: np.ndarray, y: np.ndarray, weights: np.ndarray, classes: int, *, rank: int = 16,
@@ -182,7 +195,7 @@ class Tuner:
         with torch.no_grad():
             head.weight.normal_(0.0, 0.02, generator=gen)
             head.bias.zero_()
-        member = _Member(layers, head)
+        member = _Member(layers, head).to(self.device)
         params = [p for n, p in member.named_parameters() if ".base." not in n]  # the shared layers stay frozen
         for p in member.parameters():
             p.requires_grad_(False)
@@ -195,7 +208,8 @@ class Tuner:
             opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (steps - s) / steps))
         rng = np.random.default_rng(seed)
         lengths = np.array([len(self.ids[r]) for r in rows])
-        yt, wt = torch.as_tensor(y, dtype=torch.long), torch.as_tensor(weights, dtype=torch.float32)
+        yt = torch.as_tensor(y, dtype=torch.long, device=self.device)
+        wt = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
         member.train()
         step, t0 = 0, time.perf_counter()
         while step < steps:
@@ -226,14 +240,14 @@ class Tuner:
     def logits(self, arrays: Mapping[str, np.ndarray], rows: np.ndarray, chunk: int = 64) -> np.ndarray:
         """(len(rows), C) logits of the member ``arrays`` (as stored) on ``rows``, as the classifier scores
         them."""
-        member, rows = _member(self.encoder, self.start, arrays), np.asarray(rows)
+        member, rows = _member(self.encoder, self.start, arrays).to(self.device), np.asarray(rows)
         out = np.zeros((len(rows), len(arrays["coef"])))
         order = np.argsort([len(self.ids[r]) for r in rows], kind="stable")
         with torch.inference_mode():
             for a in range(0, len(order), chunk):
                 pos = order[a:a + chunk]
                 z = member(*self._batch(rows[pos]))
-                out[pos] = (z[:, 1:] - z[:, :1]).double().numpy()
+                out[pos] = (z[:, 1:] - z[:, :1]).double().cpu().numpy()
         return out
 
 
@@ -301,8 +315,8 @@ class TunedClassifier:
         self.categories = tuple(categories)
         self.start = int(start)
         self.encoder = load()
-        if not members or not 0 < self.start < self.encoder.NL:
-            raise InvalidInput(f"a tuned classifier needs members and a start layer in 1..{self.encoder.NL - 1} "
+        if not members or not 0 <= self.start < self.encoder.NL:
+            raise InvalidInput(f"a tuned classifier needs members and a start layer in 0..{self.encoder.NL - 1} "
                                f"(got {len(members)} members, start {start})")
         self.arrays = [dict(m) for m in members]
         for m in self.arrays:
@@ -328,7 +342,11 @@ class TunedClassifier:
     def logits(self, texts: Sequence[str], chunk: int = 32) -> np.ndarray:
         """(n, C): each text's highest logit per category over its pieces."""
         split = SemanticClassifier.split(texts)
-        seqs = [self.encoder.tokenize(p, PREFIX) for ps in split for p in ps]
+        return highest(self.piece_logits([p for ps in split for p in ps], chunk), [len(ps) for ps in split])
+
+    def piece_logits(self, pieces: Sequence[str], chunk: int = 32) -> np.ndarray:
+        """(n, C): the logits of ``pieces`` (each already one normalised piece, as ``split`` makes them)."""
+        seqs = [self.encoder.tokenize(p, PREFIX) for p in pieces]
         z = np.zeros((len(seqs), len(self.categories)))
         order = np.argsort([len(s) for s in seqs], kind="stable")
         with torch.inference_mode():
@@ -336,9 +354,7 @@ class TunedClassifier:
                 pos = order[a:a + chunk]
                 ids, mask = self.encoder.pad_ids([seqs[i] for i in pos])
                 z[pos] = self.members(self.encoder(ids, mask, 0, self.start), mask).double().numpy()
-        z = z + self.shift
-        starts = np.concatenate([[0], np.cumsum([len(ps) for ps in split])[:-1]]).astype(np.int64)
-        return np.maximum.reduceat(z, starts, axis=0) if len(starts) else z[:0]
+        return z + self.shift
 
     # scores from logits, with the confirm points, as the e5 classifier's
     scores_of = SemanticClassifier.scores_of

