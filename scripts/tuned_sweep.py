@@ -196,7 +196,8 @@ def score_logits(logits: np.ndarray, rows, categories: list[str], keep: np.ndarr
     return cv
 
 
-def score(dirs: list[Path], runs: Path, out_name: str, max_false: float, max_benign: float) -> None:
+def score(dirs: list[Path], runs: Path, out_name: str, max_false: float, max_benign: float,
+          partial: bool = False) -> None:
     tr = _training()
     sys.path.insert(0, str(REPO / "benchmarks"))
     from _common import write_result
@@ -204,32 +205,36 @@ def score(dirs: list[Path], runs: Path, out_name: str, max_false: float, max_ben
     bundles = {}
     for d in dirs:
         meta = json.loads((d / "meta.json").read_text())
-        bundles[meta["train_sha256"]] = (meta, np.load(d / "local.npz"))
+        bundles[meta["train_sha256"]] = (meta, {**np.load(d / "local.npz"), "fold": np.load(d / "rows.npz")["fold"]})
     results = []
     for f in sorted(runs.glob("*.npz")):
         with np.load(f) as z:
             info, logits = json.loads(str(z["info"])), z["logits"]
-        if info.get("folds_done", 0) < len(set(np.load(next(iter(dirs)) / "rows.npz")["fold"])):
-            print(f"  {f.name}: cut short after {info.get('folds_done')} folds, skipped", file=sys.stderr)
-            continue
         if info["train_sha256"] not in bundles:
             print(f"  {f.name}: no bundle of its rows given (--dir), skipped", file=sys.stderr)
             continue
         meta, rows = bundles[info["train_sha256"]]
+        done = info.get("folds_done", meta["folds"])
+        if done < meta["folds"] and not partial:
+            print(f"  {f.name}: cut short after {done} folds, skipped (--partial scores the folds it finished)",
+                  file=sys.stderr)
+            continue
         cats = meta["categories"]
-        every = np.ones(len(logits), bool)
-        row = {**info, "all": score_logits(logits, rows, cats, every, max_false, max_benign, tr.MAX_LOSS)}
+        every = rows["fold"] < done  # the rows of the folds it finished: all of them for a whole run
+        row = {**info, "rows_scored": int(every.sum()),
+               "all": score_logits(logits, rows, cats, every, max_false, max_benign, tr.MAX_LOSS)}
         if meta["retired"]:
-            row["core"] = score_logits(logits, rows, cats, rows["core"], max_false, max_benign, tr.MAX_LOSS)
+            row["core"] = score_logits(logits, rows, cats, rows["core"] & every, max_false, max_benign, tr.MAX_LOSS)
         results.append(row)
-    print(f"{'run':<22} {'data':<8} {'start':>5} {'rank':>4} {'epochs':>6} {'lr':>7} {'s':>6}  "
-          f"{'core block':>10} {'false':>6}  {'all block':>9} {'false':>6}")
+    print(f"{'run':<22} {'data':<8} {'start':>5} {'rank':>4} {'epochs':>6} {'lr':>7} {'folds':>5} {'s':>6}  "
+          f"{'core block':>10} {'false':>6}  {'all block':>9} {'false':>6}  device")
     for r in results:
         c, core = r["config"], r.get("core", r["all"])
         print(f"{r['name']:<22} {'retired' if r['retired'] else 'train':<8} {c['start']:>5} {c['rank']:>4} "
-              f"{c['epochs']:>6g} {c['lr']:>7g} {r['seconds']:>6.0f}  {core['block_rate']:>10.3f} "
-              f"{core['false_block_rate']:>6.3f}  {r['all']['block_rate']:>9.3f} {r['all']['false_block_rate']:>6.3f}")
-    path = write_result(out_name, {"command": " ".join(["tuned_sweep.py", *sys.argv[1:]]),
+              f"{c['epochs']:>6g} {c['lr']:>7g} {r.get('folds_done', 5):>5} {r['seconds']:>6.0f}  "
+              f"{core['block_rate']:>10.3f} {core['false_block_rate']:>6.3f}  {r['all']['block_rate']:>9.3f} "
+              f"{r['all']['false_block_rate']:>6.3f}  {r['device']}")
+    path = write_result(out_name, {"command": " ".join(["tuned_sweep.py", *sys.argv[1:]]), "partial": partial,
                                    "max_false": max_false, "max_benign": max_benign, "runs": results})
     print(f"wrote {path}", file=sys.stderr)
 
@@ -253,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out-name", default="tuned_sweep")
     s.add_argument("--max-false", type=float, default=None)
     s.add_argument("--max-benign", type=float, default=None)
+    s.add_argument("--partial", action="store_true", help="also score runs cut short, on the folds they finished")
     args = ap.parse_args(argv)
     if args.cmd == "bundle":
         bundle(args.dir, args.retired, args.seed)
@@ -261,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         tr = _training()
         score(args.dir, args.runs, args.out_name, args.max_false if args.max_false is not None else tr.MAX_FALSE,
-              args.max_benign if args.max_benign is not None else tr.MAX_BENIGN)
+              args.max_benign if args.max_benign is not None else tr.MAX_BENIGN, args.partial)
     return 0
 
 

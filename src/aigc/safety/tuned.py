@@ -42,6 +42,25 @@ LINEARS = ("q", "k", "v", "ao", "fi", "fo")
 PREFIX = "passage: "
 
 
+def int8_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``w`` [rows, cols] as symmetric int8 per row (the row's largest magnitude at 127) and the float16 scale
+    of each row: ``q * scale`` is within half a step of ``w``."""
+    w = np.asarray(w, np.float32)
+    scale = (np.abs(w).max(1) / 127.0).astype(np.float16)
+    s = scale.astype(np.float32)
+    q = np.clip(np.rint(np.divide(w, s[:, None], out=np.zeros_like(w), where=s[:, None] > 0)), -127, 127)
+    return q.astype(np.int8), scale
+
+
+def adapter(arrays: Mapping[str, np.ndarray], key: str) -> np.ndarray:
+    """An adapter matrix of a member's ``arrays`` as float32: int8 rows times their scales (``key_scale``),
+    or as stored (float16, the first shipped files)."""
+    w = np.asarray(arrays[key])
+    if key + "_scale" in arrays:
+        return w.astype(np.float32) * np.asarray(arrays[key + "_scale"], np.float32)[:, None]
+    return w.astype(np.float32)
+
+
 class LoRALinear(nn.Module):
     """``base(x) + (x @ a.T) @ b.T``: a frozen (shared) linear layer plus a low-rank update."""
 
@@ -72,8 +91,8 @@ def _member_layers(encoder, start: int, arrays: Mapping[str, np.ndarray] | None,
                 a = torch.randn(rank, lin.in_features, generator=generator) / math.sqrt(lin.in_features)
                 b = torch.zeros(lin.out_features, rank)
             else:
-                a = torch.from_numpy(np.asarray(arrays[f"l{i}.{f}.a"], np.float32))
-                b = torch.from_numpy(np.asarray(arrays[f"l{i}.{f}.b"], np.float32))
+                a = torch.from_numpy(adapter(arrays, f"l{i}.{f}.a"))
+                b = torch.from_numpy(adapter(arrays, f"l{i}.{f}.b"))
             setattr(layer, f, LoRALinear(lin, a, b))
         for f in ("aln", "oln"):
             src = getattr(base, f)
@@ -107,13 +126,15 @@ class _Member(nn.Module):
         return self.head(E5Torch.pool(x, mask))
 
     def arrays(self, start: int) -> dict[str, np.ndarray]:
-        """The member's own parameters, by the file's names; adapters rounded to float16 (as stored)."""
+        """The member's own parameters, by the file's names; adapters as int8 rows and their scales
+        (:func:`int8_rows`, as stored: half the bytes of float16)."""
         out: dict[str, np.ndarray] = {}
         for i, layer in enumerate(self.layers, start):
             for f in LINEARS:
                 lin = getattr(layer, f)
-                out[f"l{i}.{f}.a"] = lin.a.detach().cpu().numpy().astype(np.float16)
-                out[f"l{i}.{f}.b"] = lin.b.detach().cpu().numpy().astype(np.float16)
+                for ab in "ab":
+                    q, scale = int8_rows(getattr(lin, ab).detach().cpu().numpy())
+                    out[f"l{i}.{f}.{ab}"], out[f"l{i}.{f}.{ab}_scale"] = q, scale
             for f in ("aln", "oln"):
                 ln = getattr(layer, f)
                 out[f"l{i}.{f}.w"] = ln.weight.detach().cpu().numpy().astype(np.float32)
@@ -264,8 +285,8 @@ class _Stacked(nn.Module):
         def stack(key: str) -> torch.Tensor:
             return torch.from_numpy(np.stack([np.asarray(m[key], np.float32) for m in members]))
 
-        self.ada = {f"l{i}.{f}.{ab}": stack(f"l{i}.{f}.{ab}") for i in range(start, encoder.NL)
-                    for f in LINEARS for ab in "ab"}  # a: (M, r, in), b: (M, out, r)
+        self.ada = {f"l{i}.{f}.{ab}": torch.from_numpy(np.stack([adapter(m, f"l{i}.{f}.{ab}") for m in members]))
+                    for i in range(start, encoder.NL) for f in LINEARS for ab in "ab"}  # a: (M, r, in), b: (M, out, r)
         self.ln = {f"l{i}.{f}.{wb}": stack(f"l{i}.{f}.{wb}")[:, None, None, :] for i in range(start, encoder.NL)
                    for f in ("aln", "oln") for wb in "wb"}
         self.coef, self.intercept = stack("coef"), stack("intercept")  # (M, C, H), (M, C)
