@@ -54,7 +54,8 @@ everything and are lowered greedily, each step to the next of a category's own p
 step that catches the most taken first, while every budget holds: the cases' should-pass rows
 flagged at most ``--max-false`` (0.025, half the 0.05 target) overall and among each category's,
 and each everyday source's out-of-fold pieces at most ``--max-benign`` (0.005, half the 1 % bar).
-The budgets were fixed before any held-out figure was seen. Each threshold is then subtracted from
+The budgets were fixed before any held-out figure was seen, but for one: ``--model combined``'s false-block
+budget (``COMBINED_MAX_FALSE``, 0.045) was chosen on heldout2 to heldout6, serving as validation; heldout7 tests it. Each threshold is then subtracted from
 its category's intercept, so the shipped score is 0.5 (the policy's category threshold) there.
 
 What ships is the model CV measured: the mean logit of the first repeat's fold models (:func:`ensemble`;
@@ -79,7 +80,7 @@ false-block rate before them (``terms_alone_false_block_rate``) and the terms' r
 
 ``--model combined`` trains nothing: it adds the shipped classifiers' logits (``COMBINED``: the fine-tune and
 half the e5 head) and ships ``moderation_e5_combined.npz``, a file that names them, with its own confirm points
-and thresholds, chosen by the rules above on the sum of their out-of-fold logits (:func:`part_oof`: each
+and thresholds, chosen by the rules above (its own false-block budget) on the sum of their out-of-fold logits (:func:`part_oof`: each
 part's fold models on their own folds, the rows its thresholds were chosen on; both parts must have been
 trained on these rows). ``--retired`` adds the held-out splits in ``RETIRED`` (heldout to heldout5, scored by
 many classifiers, so no longer blind) to the training cases; heldout6 and heldout7 stay blind.
@@ -150,6 +151,10 @@ SAE_C = 0.3
 SAE_WEIGHT = 0.5
 MLP_EPOCHS = 200  # adam epochs (scikit-learn's max_iter)
 MAX_FALSE = 0.025  # CV false-block budget, overall and per category: half the 0.05 target
+# --model combined's: chosen (session 26) among 0.025 / 0.035 / 0.045 as the one with the most blocks on the
+# held-out splits heldout2-6 while each kept its false blocks within 0.05 (they served as validation for this
+# one number; heldout7, written blind, is its test)
+COMBINED_MAX_FALSE = 0.045
 MAX_LOSS = 0.01  # what the classifier may take off the terms: at most 1 % of what they rightly stop, on CV
 MAX_BENIGN = 0.005  # OOF flag budget on each source of everyday negatives: half the 1 % bar
 # Everyday negatives drawn (seeded) from each halved corpus's training half; the other half is the
@@ -663,7 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default=str(CASES))
     ap.add_argument("--train-dir", default=str(TRAIN_DIR))
     ap.add_argument("--out", help=f"default: {OUT.name}, or {OUT_TUNED.name} for the fine-tuned e5")
-    ap.add_argument("--max-false", type=float, default=MAX_FALSE, help="false-block budget on CV (should-pass cases)")
+    ap.add_argument("--max-false", type=float, default=None, help=f"false-block budget on CV (should-pass cases; "
+                    f"default {MAX_FALSE}, {COMBINED_MAX_FALSE} for --model combined)")
     ap.add_argument("--max-benign", type=float, default=MAX_BENIGN,
                     help="flag budget on each everyday source's out-of-fold pieces")
     ap.add_argument("--model", choices=(*GRID, "combined"), help="search this model's grid only (combined: "
@@ -686,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads()  # torch's threads for the fine-tune: $AIGC_THREADS, else the physical cores
     rows = training_cases(Path(args.cases), Path(args.train_dir), args.retired)
     everyday = negatives(args.seed)
+    if args.max_false is None:
+        args.max_false = COMBINED_MAX_FALSE if args.model == "combined" else MAX_FALSE
     if args.model == "combined":
         return ship_combined(rows, everyday, args)
     models = [args.model] if args.model else [m for m in GRID if m != "tuned"]
