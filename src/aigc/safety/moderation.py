@@ -34,8 +34,12 @@ of ~20 ms against a 128-token stream's ~200 ms; it is two calls now).
 
 :class:`aigc.safety.tuned.TunedClassifier` ships beside it (``builtin:moderation_e5_tuned.npz``, same
 training rows, same rules for thresholds and confirm points): e5 itself fine-tuned for the categories
-(LoRA on its top layers), where the classifier above reads e5's vectors as they come. A policy names
-either; :func:`policy_classifier` loads whichever format the file holds.
+(LoRA on its top layers), where the classifier above reads e5's vectors as they come. And
+:class:`aigc.safety.combined.CombinedClassifier` (``builtin:moderation_e5_combined.npz``): the two added, the
+fine-tuned one's logits plus half the other's, piece by piece, with thresholds of its own; it blocks the most
+(benchmarks/results/policy.json) and costs both checks (~134 ms a prompt on two cores: its cost on the
+serving benchmark is not measured). A policy names any of them; :func:`policy_classifier` loads whichever
+format the file holds.
 """
 
 from __future__ import annotations
