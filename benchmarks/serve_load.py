@@ -270,6 +270,10 @@ def main() -> None:
     ap.add_argument("--safety-overhead", action="store_true",
                     help="Measure the safety layer's cost instead: tokens/s with rails on and off, alternated.")
     ap.add_argument("--repeats", type=int, default=3, help="With --safety-overhead: on/off pairs per level.")
+    ap.add_argument("--classifier", default=None,
+                    help="With --safety-overhead: the workspace policy turns on this moderation classifier "
+                         "(builtin:NAME), which the input rail then runs on every prompt; written as "
+                         "serve_safety_<NAME>.json")
     args = ap.parse_args()
     os.environ.setdefault("AIGC_THREADS", str(args.threads or ""))
     if args.safety_overhead:
@@ -311,13 +315,17 @@ def safety_overhead(args) -> None:
     with tempfile.TemporaryDirectory(prefix="aigc-serve-bench-") as tmp:
         ws = Path(tmp) / "ws"
         build_workspace(ws)
+        if args.classifier:  # the workspace's own policy: the default one with the classifier on
+            (ws / "policy.yaml").write_text(f"extends: default\nmoderation: {{classifier: '{args.classifier}'}}\n",
+                                            encoding="utf-8")
         for _ in range(args.repeats):
             for mode in ("on", "off"):
                 rows, _ = run_levels(ws, 16, levels, args.seconds, args.threads, safety=mode == "on")
                 for r in rows:
                     runs[mode][r["clients"]].append(r)
     print(f"aigc serve, small gpt, 128-token streamed completions, {args.seconds:.0f} s per level, "
-          f"{args.repeats} on/off pairs, {platform.machine()} {os.cpu_count()} CPUs")
+          f"{args.repeats} on/off pairs, {platform.machine()} {os.cpu_count()} CPUs"
+          + (f", moderation classifier {args.classifier} on prompts" if args.classifier else ""))
     print(f"{'clients':>7} {'tok/s on':>9} {'tok/s off':>10} {'on/off':>7} {'ttft p50 on':>12} {'ttft p50 off':>13}  "
           f"target on/off >= 0.90")
     table = []
@@ -332,7 +340,9 @@ def safety_overhead(args) -> None:
         table.append(row)
         print(f"{c:>7} {sum(on) / len(on):>9.0f} {sum(off) / len(off):>10.0f} {ratio:>7.3f} "
               f"{row['ttft_p50_ms_on']!s:>12} {row['ttft_p50_ms_off']!s:>13}  {'met' if row['target_met'] else 'NOT met'}")
-    path = write_result("serve_safety", {"seconds_per_level": args.seconds, "repeats": args.repeats, "levels": table,
+    name = "serve_safety" + (f"_{Path(args.classifier.removeprefix('builtin:')).stem}" if args.classifier else "")
+    path = write_result(name, {"seconds_per_level": args.seconds, "repeats": args.repeats, "levels": table,
+                               "classifier": args.classifier,
                                          "machine_detail": {"cpus": os.cpu_count(), "threads": args.threads}})
     print(f"wrote {path.relative_to(HERE.parent)}")
 
