@@ -45,7 +45,10 @@ language) from a brief with the category definitions alone, before the combined 
 (:mod:`aigc.safety.combined`) existed and before anything was scored on it; no text is in another file.
 One number was then chosen on heldout2 to heldout6, used as validation: the combined classifier's CV
 false-block budget (0.045 of 0.025 / 0.035 / 0.045, the most blocks with every split's false blocks within
-0.05; scripts/train_moderation_classifier.py ``COMBINED_MAX_FALSE``). heldout7 is the test of that choice.
+0.05; scripts/train_moderation_classifier.py ``COMBINED_MAX_FALSE``). heldout7 is the test of that choice. ``heldout8`` (benchmarks/data/policy_heldout8.jsonl): the same shape and
+brief (benchmarks/data/policy_heldout_brief.md), two more writers, written after heldout7 had been read; sealed:
+the default run leaves it out (``case_files``) until the next classifier has been chosen without it; then
+``--cases`` with it scores it.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -105,12 +108,14 @@ HELDOUT4 = HERE / "data" / "policy_heldout4.jsonl"  # written blind beside the s
 HELDOUT5 = HERE / "data" / "policy_heldout5.jsonl"  # written blind beside the third train round, never tuned on
 HELDOUT6 = HERE / "data" / "policy_heldout6.jsonl"  # written blind before the fine-tuned classifier, never tuned on
 HELDOUT7 = HERE / "data" / "policy_heldout7.jsonl"  # written blind before the combined classifier, never tuned on
+HELDOUT8 = HERE / "data" / "policy_heldout8.jsonl"  # sealed: not in the default run until the next model is chosen
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 TUNED_CACHE = HERE / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
 
 
 def case_files() -> list[Path]:
-    """Every case file the benchmark reads by default: the first cases, heldout3 to 6, the train split."""
+    """Every case file the benchmark reads by default: the first cases, heldout3 to 7, the train split (not the
+    sealed heldout8)."""
     return [CASES, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, *sorted(TRAIN_DIR.glob("*.jsonl"))]
 
 
@@ -128,7 +133,8 @@ def _shown(path: Path) -> str:
     except ValueError:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
-SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7")
+SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7",
+          "heldout8")
 HELD_OUT = SPLITS[2:]  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
