@@ -119,7 +119,7 @@ def parse_config(text: str) -> tuple[str, dict]:
         key, _, value = part.partition("=")
         if key not in DEFAULTS:
             raise SystemExit(f"unknown setting {key!r} in {text!r} (known: {', '.join(DEFAULTS)})")
-        cfg[key] = type(DEFAULTS[key])(float(value)) if key != "lr" else float(value)
+        cfg[key] = type(DEFAULTS[key])(float(value))
     return name, cfg
 
 
