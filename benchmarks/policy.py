@@ -476,25 +476,30 @@ def main() -> None:
                 splits[split] = report(split, rows)
         print(f"classifier {ref}: " + "; ".join(f"{k} p50 {v['p50']}, p95 {v['p95']}" for k, v in own_latency.items()))
         benign = benign_check(terms_policy, classifier, args.benign_n) if args.benign else None
-        judged = [s for s in HELD_OUT if s in splits]
+        trained = _trained_on(classifier)
+        judged = [s for s in HELD_OUT if s in splits and s not in trained]
         verdicts = {m: {"pass": bool(judged) and all(splits[s][m]["pass"] for s in judged),
                         "every_category_passes": bool(judged) and all(splits[s][m]["every_category_passes"]
                                                                       for s in judged)} for m in MODES}
-        runs[ref] = {"classifier_cv": getattr(classifier, "meta", {}).get("cv"),
+        runs[ref] = {"classifier_cv": getattr(classifier, "meta", {}).get("cv"), "trained_on_splits": sorted(trained),
+                     "judged_on": judged,
                      "modes": {"terms": "the policy's terms and context rules alone", "classifier": f"{ref} alone",
                                "both": f"the policy with moderation.classifier {ref}"},
                      "pass": verdicts, **splits, "benign": benign, "latency": own_latency}
     print("latency per check (us): " + "; ".join(f"{k} p50 {v['p50']}, p95 {v['p95']}" for k, v in latency.items()))
     print(f"output rail: {overhead['us_per_feed']} us per feed of {overhead['token_chars']} characters "
           f"(segment checks included), {overhead['us_per_feed_no_segment_end']} us when no segment ends")
-    print(f"\nblock / false block on the held-out splits (target >= {TARGET_BLOCK} / <= {TARGET_FALSE}):")
-    judged = [s for s in HELD_OUT if s in runs[refs[0]]]
-    print(f"{'':<44}" + "".join(f"{s:>14}" for s in judged))
+    print(f"\nblock / false block on the held-out splits (target >= {TARGET_BLOCK} / <= {TARGET_FALSE}; * a split the "
+          f"classifier was trained on, not judged):")
+    shown = [s for s in HELD_OUT if s in runs[refs[0]]]
+    print(f"{'':<44}" + "".join(f"{s:>14}" for s in shown))
     rows = [("terms", refs[0], "terms")] + [(f"{m} {ref.removeprefix('builtin:')}", ref, m) for ref in refs
                                               for m in ("classifier", "both")]
     for title, ref, m in rows:
+        seen = set(runs[ref]["trained_on_splits"]) if m != "terms" else set()
         print(f"{title:<44}" + "".join(f"{runs[ref][s][m]['overall']['block_rate']:>7.3f}/"
-                                       f"{runs[ref][s][m]['overall']['false_block_rate']:.3f}" for s in judged))
+                                       f"{runs[ref][s][m]['overall']['false_block_rate']:.3f}"
+                                       + ("*" if s in seen else " ") for s in shown))
     for ref in refs:
         print(f"target with {ref}: " + ", ".join(
             f"{m} {'PASS' if v['pass'] else 'FAIL'} (every category: {'PASS' if v['every_category_passes'] else 'FAIL'})"
@@ -505,6 +510,15 @@ def main() -> None:
         "targets": {"block_rate": TARGET_BLOCK, "false_block_rate": TARGET_FALSE, "judged_on": list(HELD_OUT)},
         "latency": latency, "output_rail": overhead, "runs": runs})
     print(f"wrote {path}")
+
+
+def _trained_on(classifier) -> set[str]:
+    """The held-out splits ``classifier`` was trained on (scripts/train_moderation_classifier.py --retired records
+    them in its meta; a combined classifier's are its own and its parts'): scored, but not judged for it."""
+    out = set((getattr(classifier, "meta", None) or {}).get("retired") or [])
+    for part in getattr(classifier, "parts", ()):
+        out |= _trained_on(part)
+    return out
 
 
 def load(ref: str, base_dir: Path | None):

@@ -623,9 +623,8 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
     sha = fingerprint(rows, everyday)
     t0 = time.perf_counter()
     parts = [part_oof(ref, data, categories, args.seed, sha) for ref, _w in COMBINED]
-    clf = CombinedClassifier(categories, [classifier_at(ref, None) for ref, _w in COMBINED],
-                             [w for _r, w in COMBINED], np.zeros(len(categories)), [r for r, _w in COMBINED])
-    logits, labels, sources = clf.combine(parts), data["labels"], data["sources"]
+    logits = sum(w * z.astype(np.float64) for (_r, w), z in zip(COMBINED, parts))  # what combine() adds, no shift
+    labels, sources = data["labels"], data["sources"]
     confirm = confirm_points(logits, labels, data["terms"], MAX_LOSS)
     terms = (data["terms"] & (logits >= confirm)).any(1)
     t, cv = thresholds(logits, labels, sources, categories, args.max_false, args.max_benign, terms)
@@ -641,10 +640,12 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
     print(f"  combined CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}, everyday "
           f"{cv['everyday_flag_rate']}; the parts alone {alone} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     meta = {"model": "combined", "seed": args.seed, "max_false": args.max_false, "max_benign": args.max_benign,
+            "retired": [split for split, _file in RETIRED] if args.retired else [], "n_train": len(rows),
             "max_loss": MAX_LOSS, "train_sha256": sha, "folds": FOLDS, "repeats": 1, "cv": cv, "parts_cv": alone,
             "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5,
             "shipped": "no weights of its own: the parts' files, their logits added"}
-    clf = CombinedClassifier(categories, clf.parts, clf.weights, -t, clf.refs, meta, confirm - t)
+    clf = CombinedClassifier(categories, [classifier_at(ref, None) for ref, _w in COMBINED],
+                             [w for _r, w in COMBINED], -t, [r for r, _w in COMBINED], meta, confirm - t)
     path = clf.save(args.out or OUT_COMBINED)
     if args.oof:
         np.savez(args.oof, logits=logits, parts=np.stack(parts), categories=np.array(categories), labels=labels,
@@ -711,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
             "trained_on": "benchmarks/data/policy_cases.jsonl split dev + benchmarks/data/policy_train "
                           "(split train) + " + ("the retired held-out splits + " if args.retired else "")
                           + "everyday negatives",
+            "retired": [split for split, _file in RETIRED] if args.retired else [],  # held-out splits trained on
             "n_train": len(rows), "everyday": {name: len(texts) for name, texts in everyday.items()},
             "everyday_pieces": int((data["labels"] == "").sum() - sum(r["expect"] != "block" for r in rows)),
             "train_sha256": fingerprint(rows, everyday), "folds": FOLDS, "repeats": REPEATS,

@@ -361,13 +361,27 @@ def test_the_shipped_weights_name_the_training_set_and_the_benchmark_reads_none_
     shipped = SemanticClassifier.load(SHIPPED)
     everyday = script["negatives"](shipped.meta["seed"])
     assert {name: len(texts) for name, texts in everyday.items()} == shipped.meta["everyday"]
-    assert script["fingerprint"](script["training_cases"](), everyday) == shipped.meta["train_sha256"]
+    retired = bool(shipped.meta.get("retired"))  # trained on the retired held-out splits too (--retired)
+    assert script["fingerprint"](script["training_cases"](retired=retired), everyday) == shipped.meta["train_sha256"]
     for name, texts in script["halved_corpora"]().items():  # the halves share no text
         train, held = script["halves"](texts, shipped.meta["seed"])
         assert not set(train) & set(held) and len(train) + len(held) == len(texts)
-    benign = runpy.run_path(str(BENCHMARK), run_name="policy_benchmark")["benign_corpora"]()
+    benchmark = runpy.run_path(str(BENCHMARK), run_name="policy_benchmark")
+    benign = benchmark["benign_corpora"]()
+    # a split it was trained on is scored but not judged for it
+    assert benchmark["_trained_on"](shipped) == set(shipped.meta.get("retired") or [])
+    assert not retired or benchmark["_trained_on"](shipped) == {s for s, _f in script["RETIRED"]}
     halved = set(script["halved_corpora"]())
     assert set(benign) == {*halved, "assistant_fixtures"} and set(shipped.meta["everyday"]) - halved <= {"service_text"}
     seen = {t for texts in everyday.values() for t in texts}
     for name, texts in benign.items():
         assert texts and not seen & set(texts), name
+
+
+def test_the_benchmark_judges_no_classifier_on_a_split_it_or_a_part_was_trained_on():
+    from types import SimpleNamespace as NS
+
+    trained_on = runpy.run_path(str(BENCHMARK), run_name="policy_benchmark")["_trained_on"]
+    tuned, head = NS(meta={"retired": ["heldout", "heldout2"]}), NS(meta={"retired": ["heldout3"]})
+    assert trained_on(NS(meta={}, parts=[tuned, head])) == {"heldout", "heldout2", "heldout3"}
+    assert trained_on(NS(meta={"retired": []})) == set() and trained_on(NS()) == set()

@@ -198,6 +198,10 @@ def test_a_combined_classifier_adds_its_parts_logits_piece_by_piece_and_save_loa
     CombinedClassifier(["illicit"], [loaded], [1.0], np.zeros(1), ["combined.npz"]).save(tmp_path / "nested.npz")
     with pytest.raises(InvalidInput, match="itself combined"):
         CombinedClassifier.load(tmp_path / "nested.npz")
+    with pytest.raises(InvalidInput, match="has format 'aigc-moderation-e5-tuned/1', not 'aigc-moderation-combined/1'"):
+        CombinedClassifier.load(pa)  # a part is not a combined file
+    with pytest.raises(InvalidInput, match="not 'aigc-moderation-e5-tuned/1'"):
+        TunedClassifier.load(path)
     with pytest.raises(InvalidInput, match="same categories"):
         CombinedClassifier(["violence"], [a], [1.0], np.zeros(1), ["a.npz"])
     pb.unlink()

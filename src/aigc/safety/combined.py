@@ -84,9 +84,7 @@ class CombinedClassifier:
     def load(cls, path: str | os.PathLike) -> CombinedClassifier:
         from aigc.safety.moderation import classifier_at
 
-        meta, arrays = _read_npz(path)
-        if meta.get("format") != COMBINED_FORMAT:
-            raise InvalidInput(f"{path} has format {meta.get('format')!r}, not {COMBINED_FORMAT!r}: retrain it")
+        meta, arrays = _read_npz(path, COMBINED_FORMAT)
         try:
             refs, weights, shift = list(meta["parts"]), meta["weights"], arrays["shift"]
         except KeyError as e:

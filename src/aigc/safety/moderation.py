@@ -256,15 +256,19 @@ def _load_classifier(path: str, mtime_ns: int, size: int) -> TextClassifier | Se
     return TunedClassifier.load(path) if fmt == TUNED_FORMAT else TextClassifier.load(path)
 
 
-def _read_npz(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """A classifier file's JSON ``meta`` and its arrays (no pickle), or InvalidInput."""
+def _read_npz(path: str | os.PathLike, fmt: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A classifier file's JSON ``meta`` and its arrays (no pickle), or InvalidInput; with ``fmt``, InvalidInput
+    too unless the file is of that format."""
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode("utf-8"))
-            return meta, {k: z[k] for k in z.files if k != "meta"}
+            arrays = {k: z[k] for k in z.files if k != "meta"}
     except (OSError, ValueError, KeyError) as e:
         raise InvalidInput(f"{path} is not a moderation classifier ({type(e).__name__}: {e}): train one with "
                            f"TextClassifier.fit(...).save(path)") from None
+    if fmt is not None and meta.get("format") != fmt:
+        raise InvalidInput(f"{path} has format {meta.get('format')!r}, not {fmt!r}: retrain it")
+    return meta, arrays
 
 
 def _save_npz(path: str | os.PathLike, meta: dict[str, Any], **arrays: np.ndarray) -> Path:
@@ -362,9 +366,7 @@ class TextClassifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TextClassifier:
-        meta, arrays = _read_npz(path)
-        if meta.get("format") != FORMAT:
-            raise InvalidInput(f"{path} has format {meta.get('format')!r}, not {FORMAT!r}: retrain it")
+        meta, arrays = _read_npz(path, FORMAT)
         try:
             return cls(meta["categories"], meta["vocabulary"], arrays["idf"], arrays["coef"],
                        arrays["intercept"], tuple(meta["ngram_range"]))
@@ -520,10 +522,7 @@ class SemanticClassifier:
     def load(cls, path: str | os.PathLike) -> SemanticClassifier:
         from aigc.embedding import e5_id
 
-        meta, arrays = _read_npz(path)
-        if meta.get("format") != SEMANTIC_FORMAT:
-            raise InvalidInput(f"{path} has format {meta.get('format')!r}, not {SEMANTIC_FORMAT!r}: "
-                               f"retrain it")
+        meta, arrays = _read_npz(path, SEMANTIC_FORMAT)
         if meta.get("embedder") != e5_id():
             raise InvalidInput(f"{path} was fitted on {meta.get('embedder')} vectors, this embedder is "
                                f"{e5_id()}: retrain it (scripts/train_moderation_classifier.py)")

@@ -393,9 +393,7 @@ class TunedClassifier:
     def load(cls, path: str | os.PathLike) -> TunedClassifier:
         from aigc.embedding import e5_id
 
-        meta, arrays = _read_npz(path)
-        if meta.get("format") != TUNED_FORMAT:
-            raise InvalidInput(f"{path} has format {meta.get('format')!r}, not {TUNED_FORMAT!r}: retrain it")
+        meta, arrays = _read_npz(path, TUNED_FORMAT)
         if meta.get("embedder") != e5_id():
             raise InvalidInput(f"{path} was tuned on {meta.get('embedder')}, this encoder is {e5_id()}: retrain it "
                                f"(scripts/train_moderation_classifier.py --model tuned)")
