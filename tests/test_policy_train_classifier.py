@@ -152,8 +152,6 @@ BAD_INPUTS = {
     "fewer rows than folds": ([("威胁", "violence"), ("你好", None)], {}, r"2 texts are fewer than the 5 "
                               r"cross-validation folds"),
     "unknown category": ([("威胁", "spam")] * 6 + [("你好", None)] * 6, {}, r"labels spam are not among"),
-    "long flagged text": ([("威胁。" * 300, "violence")] * 5 + [("诈骗", "fraud")] * 5 + [("你好", None)] * 5, {},
-                          r"text 1 is labelled violence and is 900 characters, more than one piece"),
     "unknown model": (FEW, {"model": "bert"}, r"model 'bert' is not one of e5, ngram"),
 }
 
@@ -193,3 +191,35 @@ def test_cli_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, rows, ar
     assert r.exit_code == 2 and message in r.stderr, r.output
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
     assert not (ws / "moderation_classifier.npz").exists() and not list(ws.glob("*.npz"))
+
+
+def test_a_long_flagged_text_is_learned_by_its_witness_piece_not_every_piece():
+    from aigc.safety.fit import _regression
+
+    rng = np.random.default_rng(0)
+    # everyday text in two kinds, (0, 0) and (0, 3); the harm at (3, 0)
+    benign = np.vstack([rng.normal(0, 0.3, (20, 2)), rng.normal((0, 3), 0.3, (20, 2))])
+    short = rng.normal((3, 0), 0.3, (10, 2))
+    # each long flagged text: three everyday pieces like (0, 3) and the one that is the harm
+    bags = [np.vstack([rng.normal((0, 3), 0.3, (3, 2)), rng.normal((3, 0), 0.3, (1, 2))]) for _ in range(5)]
+    z = np.vstack([benign, short, *bags])
+    y = np.r_[np.zeros(40, bool), np.ones(10 + 4 * 5, bool)]
+    bag = np.r_[np.full(50, -1), np.repeat(np.arange(5), 4)]
+    witness = _regression(z, y, 1.0, bag)
+    every = _regression(z, y, 1.0, None)  # every piece a positive
+    assert witness.decision_function([[0, 3]])[0] < min(0, every.decision_function([[0, 3]])[0] - 1)
+    assert witness.decision_function([[3, 0]])[0] > 0
+
+
+def test_long_flagged_texts_train_beside_everyday_paragraphs():
+    zh = [t for t in BENIGN if not t.isascii()]
+    texts, labels = labelled(2)
+    texts += ["。".join(zh * 3) + "。" + t for t in VIOLENCE[:5]]  # ~600 characters of everyday text, then a threat
+    labels += ["violence"] * 5
+    for k in range(8):  # everyday paragraphs of 12 sentences
+        texts.append("。".join(random.Random(k).sample(zh, 12)))
+        labels.append(None)
+    clf, report = fit_workspace_classifier(texts, labels, ["violence", "fraud"], max_false=MAX_FALSE)
+    assert report["categories"]["violence"]["positives"] == 20 and report["overall"]["false_flag_rate"] <= MAX_FALSE
+    assert clf.scores(HELD_VIOLENCE)["violence"] >= 0.5
+    assert clf.scores("。".join(zh[::-1][:12]))["violence"] < 0.5  # another everyday paragraph

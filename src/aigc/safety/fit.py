@@ -10,10 +10,14 @@ workspace has (labelled texts, no term lists beside them, no separate everyday c
   (:mod:`aigc.embedding`, offline) standardised, and per category one scikit-learn logistic
   regression. A category is fitted one-vs-allow: its positives against the benign texts, every
   piece of a benign text a negative; another category's positives are left out, not counted as
-  negatives (a threat is no evidence against fraud). A flagged text must be one piece (at most
-  :data:`~aigc.safety.moderation.PIECE_CHARS` characters), as the script requires of its cases:
-  its label says the text breaks the policy, not which of its pieces does, and calling every piece
-  of a long text harmful would teach the classifier that ordinary paragraphs are. The result is a
+  negatives (a threat is no evidence against fraud). A flagged text longer than one piece (more than
+  :data:`~aigc.safety.moderation.PIECE_CHARS` characters) is a bag of pieces: its label says the
+  text breaks the policy, not which of its pieces does, and calling every piece harmful would teach
+  the classifier that ordinary paragraphs are. So it is learned as multiple-instance learning does
+  (mi-SVM's witness): a first fit counts its pieces as positives at 1/n of a text's weight each, then
+  the piece that fit scores highest in the category (the witness) is its one positive, its other
+  pieces left out, and the category is fitted again; inside each CV fold, on that fold's rows only.
+  A text is scored by its highest piece, so the witness is what matters. The result is a
   linear :class:`~aigc.safety.moderation.SemanticClassifier` (format ``aigc-moderation-e5/1``), so
   a policy's ``moderation: {classifier: FILE}``, ``/v1/moderations`` and the rails load it as they
   load the shipped one (:func:`~aigc.safety.moderation.classifier_at`).
@@ -54,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from aigc.errors import InvalidInput
-from aigc.safety.moderation import (FORMAT, PIECE_CHARS, SemanticClassifier, TextClassifier, _save_npz,
+from aigc.safety.moderation import (FORMAT, SemanticClassifier, TextClassifier, _save_npz,
                                     highest)
 
 MODELS = ("e5", "ngram")
@@ -128,19 +132,14 @@ def fit_workspace_classifier(texts: Sequence[str], labels: Sequence[str | Iterab
     sets, cats = _check(texts, labels, categories, model, max_false, folds)
     if model == "e5":
         split = SemanticClassifier.split(texts)
-        long = [i for i, (s, ps) in enumerate(zip(sets, split)) if s and len(ps) > 1]
-        if long:
-            i = long[0]
-            raise InvalidInput(f"text {i + 1} is labelled {'|'.join(sorted(sets[i]))} and is "
-                               f"{len(SemanticClassifier.prepare(texts[i])):,} characters, more than one piece "
-                               f"({PIECE_CHARS}) that e5 reads ({len(long)} such text(s)): cut each to the part "
-                               f"that breaks the policy, or use the ngram model (reads the whole text)")
         x, counts = _embed(split, progress)
     else:
         x, counts, vectorizer = _ngrams(texts)
     rows_of = np.repeat(np.arange(len(texts)), counts)  # (rows,) the text of each row (piece)
     positive = np.array([[c in s for c in cats] for s in sets], dtype=bool).reshape(len(texts), len(cats))
-    oof, members = _cross_validate(x, counts, rows_of, positive, sets, cats, model, folds, seed, progress)
+    # the rows of a flagged text of several pieces share a bag (its text's index); other rows -1
+    bag = np.where(positive.any(1)[rows_of] & (np.asarray(counts) > 1)[rows_of], rows_of, -1)
+    oof, members = _cross_validate(x, counts, rows_of, positive, sets, cats, model, folds, seed, progress, bag)
     t = choose_thresholds(oof, positive, max_false)
     report = _report(oof, positive, t, cats, model, folds, seed, max_false)
     coef = np.mean([m[0] for m in members], axis=0)  # (C, D): the fold models' mean
@@ -243,8 +242,8 @@ def _ngrams(texts: Sequence[str]) -> tuple[Any, list[int], Any]:
 
 
 def _cross_validate(x: Any, counts: list[int], rows_of: np.ndarray, positive: np.ndarray, sets: list[set[str]],
-                    cats: list[str], model: str, folds: int, seed: int, progress: Progress | None
-                    ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+                    cats: list[str], model: str, folds: int, seed: int, progress: Progress | None,
+                    bag: np.ndarray | None = None) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """(texts, C) out-of-fold logits (each text's highest piece, on the fold model that never saw it) and
     the fold models as (coef (C, D), intercept (C,)) over the raw features."""
     from sklearn.model_selection import StratifiedGroupKFold
@@ -257,7 +256,8 @@ def _cross_validate(x: Any, counts: list[int], rows_of: np.ndarray, positive: np
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         plan = list(splitter.split(np.zeros(len(rows_of)), key, rows_of))
     for k, (train, test) in enumerate(plan):
-        coef, intercept = _fit(x[train], positive[rows_of[train]], model, k, cats)
+        coef, intercept = _fit(x[train], positive[rows_of[train]], model, k, cats,
+                               None if bag is None else bag[train])
         oof_rows[test] = x[test] @ coef.T + intercept
         members.append((coef, intercept))
         if progress is not None:
@@ -265,12 +265,13 @@ def _cross_validate(x: Any, counts: list[int], rows_of: np.ndarray, positive: np
     return highest(oof_rows, counts), members
 
 
-def _fit(x: Any, positive: np.ndarray, model: str, fold: int, cats: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _fit(x: Any, positive: np.ndarray, model: str, fold: int, cats: list[str],
+         bag: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(C, D) coefficients and (C,) intercepts over the raw features ``x`` (rows, D) with ``positive``
     (rows, C): per category a logistic regression on its positives and the benign rows (one-vs-allow),
     each class half the weight. e5 vectors are standardised first, the mean and spread folded into the
-    weights, so scoring stays one matrix product on the raw vector."""
-    from sklearn.linear_model import LogisticRegression
+    weights, so scoring stays one matrix product on the raw vector. Rows of one ``bag`` (>= 0: the pieces
+    of a long flagged text) are fitted by their witness (module doc)."""
 
     if model == "e5":
         mu, sd = x.mean(0), x.std(0) + 1e-6
@@ -285,15 +286,40 @@ def _fit(x: Any, positive: np.ndarray, model: str, fold: int, cats: list[str]) -
         if y.all() or not y.any():  # stratified folds prevent it with MIN_POSITIVES; say so if not
             raise InvalidInput(f"cross-validation fold {fold + 1} has no {'benign' if y.all() else 'positive'} "
                                f"texts of category {cats[j]!r} to fit: label more texts")
-        w = np.where(y, 0.5 / y.sum(), 0.5 / (~y).sum()) * len(y)  # balanced, mean weight 1 (C keeps its scale)
-        lr = LogisticRegression(C=c, max_iter=10_000)
-        lr.fit(z[keep], y, sample_weight=w)
+        lr = _regression(z[keep], y, c, None if bag is None else bag[keep])
         coef.append(lr.coef_[0])
         intercept.append(lr.intercept_[0])
     coef, intercept = np.array(coef), np.array(intercept)
     if model == "e5":
         return coef / sd, intercept - coef @ (mu / sd)
     return coef, intercept
+
+
+def _regression(z: Any, y: np.ndarray, c: float, bag: np.ndarray | None) -> Any:
+    """One category's logistic regression on rows ``z`` with labels ``y``, each class half the weight; the
+    positive rows of a bag (``bag`` >= 0) by their witness: a first fit weighs each 1/n, then only the row
+    that fit scores highest stays."""
+    from sklearn.linear_model import LogisticRegression
+
+    def fit(rows: np.ndarray, weight: np.ndarray) -> Any:
+        yy, ww = y[rows], weight[rows]
+        # balanced: each class half the weight, mean weight 1 (C keeps its scale)
+        ww = ww * np.where(yy, 0.5 / ww[yy].sum(), 0.5 / ww[~yy].sum()) * len(yy)
+        return LogisticRegression(C=c, max_iter=10_000).fit(z[rows], yy, sample_weight=ww)
+
+    every = np.arange(len(y))
+    bags = np.zeros(len(y), dtype=int) - 1 if bag is None else np.where(y, bag, -1)
+    if (bags < 0).all():
+        return fit(every, np.ones(len(y)))
+    ids, inverse, sizes = np.unique(bags, return_inverse=True, return_counts=True)
+    first = fit(every, np.where(bags >= 0, 1.0 / sizes[inverse], 1.0))
+    score = first.decision_function(z)
+    witness = {}
+    for i in np.flatnonzero(bags >= 0):
+        if bags[i] not in witness or score[i] > score[witness[bags[i]]]:
+            witness[bags[i]] = i
+    keep = (bags < 0) | np.isin(every, list(witness.values()))
+    return fit(np.flatnonzero(keep), np.ones(len(y)))
 
 
 def choose_thresholds(logits: np.ndarray, positive: np.ndarray, max_false: float) -> np.ndarray:
