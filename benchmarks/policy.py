@@ -46,9 +46,10 @@ language) from a brief with the category definitions alone, before the combined 
 One number was then chosen on heldout2 to heldout6, used as validation: the combined classifier's CV
 false-block budget (0.045 of 0.025 / 0.035 / 0.045, the most blocks with every split's false blocks within
 0.05; scripts/train_moderation_classifier.py ``COMBINED_MAX_FALSE``). heldout7 is the test of that choice. ``heldout8`` (benchmarks/data/policy_heldout8.jsonl): the same shape and
-brief (benchmarks/data/policy_heldout_brief.md), two more writers, written after heldout7 had been read; sealed:
-the default run leaves it out (``case_files``) until the next classifier has been chosen without it; then
-``--cases`` with it scores it.
+brief (benchmarks/data/policy_heldout_brief.md), two more writers, written after heldout7 had been read; sealed
+until a classifier had been chosen without it: in session 27 the candidates trained with the retired splits
+(heldout to heldout5) lost to the shipped ones on heldout6 and heldout7 (benchmarks/results/policy_retired.json), the
+shipped ones stayed, and only then was heldout8 read; the default run has read it since.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -108,14 +109,14 @@ HELDOUT4 = HERE / "data" / "policy_heldout4.jsonl"  # written blind beside the s
 HELDOUT5 = HERE / "data" / "policy_heldout5.jsonl"  # written blind beside the third train round, never tuned on
 HELDOUT6 = HERE / "data" / "policy_heldout6.jsonl"  # written blind before the fine-tuned classifier, never tuned on
 HELDOUT7 = HERE / "data" / "policy_heldout7.jsonl"  # written blind before the combined classifier, never tuned on
+HELDOUT8 = HERE / "data" / "policy_heldout8.jsonl"  # written blind after heldout7 was read; sealed until session 27
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 TUNED_CACHE = HERE / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
 
 
 def case_files() -> list[Path]:
-    """Every case file the benchmark reads by default: the first cases, heldout3 to 7, the train split (not the
-    sealed heldout8)."""
-    return [CASES, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, *sorted(TRAIN_DIR.glob("*.jsonl"))]
+    """Every case file the benchmark reads by default: the first cases, heldout3 to 8, the train split."""
+    return [CASES, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, HELDOUT8, *sorted(TRAIN_DIR.glob("*.jsonl"))]
 
 
 ASSISTANT = HERE / "fixtures" / "assistant"  # never a training text: the --benign corpus no fit saw
@@ -424,7 +425,7 @@ def main() -> None:
                     help=f"the classifiers of the classifier and both modes, each scored in this run: builtin:NAME or "
                          f"a path (default: the policy's moderation.classifier, else {' '.join(CLASSIFIERS)})")
     ap.add_argument("--cases", nargs="+", default=None,
-                    help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl to policy_heldout6.jsonl, "
+                    help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl to policy_heldout8.jsonl, "
                          "policy_train/*.jsonl)")
     ap.add_argument("--repeat", type=int, default=5, help="timed checks per case")
     ap.add_argument("--benign", action="store_true",
