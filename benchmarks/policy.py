@@ -49,7 +49,10 @@ false-block budget (0.045 of 0.025 / 0.035 / 0.045, the most blocks with every s
 brief (benchmarks/data/policy_heldout_brief.md), two more writers, written after heldout7 had been read; sealed
 until a classifier had been chosen without it: in session 27 the candidates trained with the retired splits
 (heldout to heldout5) lost to the shipped ones on heldout6 and heldout7 (benchmarks/results/policy_retired.json), the
-shipped ones stayed, and only then was heldout8 read; the default run has read it since.
+shipped ones stayed, and only then was heldout8 read; the default run has read it since. ``heldout9``
+(benchmarks/data/policy_heldout9.jsonl): the same shape and brief, two more writers, written after heldout8 had been
+read; sealed: the default run leaves it out (``case_files``) until the next classifier has been chosen without it;
+then ``--cases`` with it scores it.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -134,7 +137,7 @@ def _shown(path: Path) -> str:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
 SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7",
-          "heldout8")
+          "heldout8", "heldout9")
 HELD_OUT = SPLITS[2:]  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
