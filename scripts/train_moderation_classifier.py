@@ -258,14 +258,16 @@ def piece_sparse(texts: list[str], chunk: int = 500):
 
 def _cached(flat: list[str], folder: Path, tag: str, compute, suffix: str, save, load, done: str, chunk: int
             ) -> list:
-    """``compute`` of ``flat`` per ``chunk`` pieces, each chunk's result kept in ``folder`` under the hash
-    of the embedder, ``tag`` and its pieces (written to a temporary name, then renamed)."""
+    """``compute`` of ``flat`` per chunk of about ``chunk`` pieces, each chunk's result kept in ``folder`` under
+    the hash of the embedder, ``tag`` and its pieces (written to a temporary name, then renamed). The chunks are cut
+    by content (:func:`chunk_ends`), so texts inserted into the list (a new case file) cost the chunks they land in,
+    not every chunk after them."""
     from aigc.embedding import e5_id
 
     folder.mkdir(parents=True, exist_ok=True)
     out, t0 = [], time.perf_counter()
-    for i in range(0, len(flat), chunk):
-        part = flat[i:i + chunk]
+    for i, end in chunk_ends(flat, chunk):
+        part = flat[i:end]
         key = hashlib.sha256("\0".join([e5_id(), tag, *part]).encode("utf-8", "surrogatepass")).hexdigest()
         path = folder / f"{key[:24]}{suffix}"
         if path.exists():
@@ -278,6 +280,19 @@ def _cached(flat: list[str], folder: Path, tag: str, compute, suffix: str, save,
         out.append(result)
         print(f"  {i + len(part):,} of {len(flat):,} pieces {done} ({time.perf_counter() - t0:.0f} s)",
               file=sys.stderr, flush=True)
+    return out
+
+
+def chunk_ends(flat: list[str], chunk: int) -> list[tuple[int, int]]:
+    """(start, end) of each chunk of ``flat``: a chunk ends after a piece whose hash is 0 modulo ``chunk`` (on
+    average every ``chunk`` pieces; content-defined, as rsync and restic cut, so the cuts move with the pieces),
+    or at 4 x ``chunk`` pieces, or at the end."""
+    out, start = [], 0
+    for i, piece in enumerate(flat):
+        h = int.from_bytes(hashlib.sha1(piece.encode("utf-8", "surrogatepass")).digest()[:8], "big")
+        if h % chunk == 0 or i + 1 - start >= 4 * chunk or i + 1 == len(flat):
+            out.append((start, i + 1))
+            start = i + 1
     return out
 
 

@@ -385,3 +385,16 @@ def test_the_benchmark_judges_no_classifier_on_a_split_it_or_a_part_was_trained_
     tuned, head = NS(meta={"retired": ["heldout", "heldout2"]}), NS(meta={"retired": ["heldout3"]})
     assert trained_on(NS(meta={}, parts=[tuned, head])) == {"heldout", "heldout2", "heldout3"}
     assert trained_on(NS(meta={"retired": []})) == set() and trained_on(NS()) == set()
+
+
+def test_the_benchmark_caches_chunks_cut_by_content_so_an_insertion_costs_only_its_own_chunk():
+    ends = _script()["chunk_ends"]
+    texts = [f"piece {i}" for i in range(3000)]
+    before = ends(texts, 50)
+    assert before[0][0] == 0 and before[-1][1] == 3000 and all(a < b for a, b in before)
+    assert all(b == c for (_, b), (c, _) in zip(before, before[1:])) and max(b - a for a, b in before) <= 200
+    inserted = texts[:1000] + [f"new {i}" for i in range(20)] + texts[1000:]
+    after = ends(inserted, 50)
+    keys = lambda xs, cuts: {tuple(xs[a:b]) for a, b in cuts}  # noqa: E731
+    changed = keys(inserted, after) - keys(texts, before)
+    assert 1 <= len(changed) <= 2, "only the chunks around the insertion are new"
