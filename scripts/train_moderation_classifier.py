@@ -231,8 +231,9 @@ def negatives(seed: int = SEED) -> dict[str, list[str]]:
 
 def piece_vectors(texts: list[str], kind: str = KIND, chunk: int = 500) -> tuple[np.ndarray, list[int]]:
     """The e5 vectors (float32) of every text's pieces as the classifier reads them, in order, and
-    each text's count of pieces. Kept under :data:`CACHE` per ``chunk`` texts, keyed by the
-    embedder, the prefix and the texts, so the benchmark and a refit do not embed them again."""
+    each text's count of pieces. Kept under :data:`CACHE` per chunk of about ``chunk`` pieces (cut by content,
+    :func:`chunk_ends`), keyed by the embedder, the prefix and the pieces, so the benchmark and a refit do not
+    embed them again."""
     from aigc.embedding import e5
     from aigc.safety.moderation import SemanticClassifier
 
