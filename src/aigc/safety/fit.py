@@ -311,7 +311,7 @@ def _regression(z: Any, y: np.ndarray, c: float, bag: np.ndarray | None) -> Any:
     bags = np.zeros(len(y), dtype=int) - 1 if bag is None else np.where(y, bag, -1)
     if (bags < 0).all():
         return fit(every, np.ones(len(y)))
-    ids, inverse, sizes = np.unique(bags, return_inverse=True, return_counts=True)
+    _, inverse, sizes = np.unique(bags, return_inverse=True, return_counts=True)
     first = fit(every, np.where(bags >= 0, 1.0 / sizes[inverse], 1.0))
     score = first.decision_function(z)
     witness = {}
