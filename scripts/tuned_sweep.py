@@ -11,9 +11,9 @@ the CV folds (StratifiedGroupKFold, 5, seeded, as the script's) and each fold's 
 weights for just the tokens they use (:func:`aigc.e5_torch.arrays_of`, ~20 MB). -> ``DIR``.
 
 ``run`` (anywhere with torch and numpy; CUDA when present): for each ``--config`` (``name:start=4,rank=16,
-epochs=3,lr=5e-4,batch=32``), the five fold members trained by :class:`~aigc.safety.tuned.Tuner` and their
-out-of-fold logits -> ``OUT/<name>.npz`` (the members left out when the file would pass ``--max-mb``).
-Configs run in parallel processes (``--jobs``).
+epochs=3,lr=5e-4,batch=32,bf16=0``; ``bf16=1`` trains under bfloat16 autocast), the five fold members
+trained by :class:`~aigc.safety.tuned.Tuner` and their out-of-fold logits -> ``OUT/<name>.npz`` (the members
+left out when the file would pass ``--max-mb``). Configs run in parallel processes (``--jobs``).
 
 ``score`` (here): the training script's confirm points and thresholds (its budgets) on each run's
 out-of-fold logits, as ``--model tuned`` would choose them; a table, and
@@ -43,7 +43,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "scripts"))
-DEFAULTS = {"start": 4, "rank": 16, "epochs": 3.0, "lr": 5e-4, "batch": 32}
+DEFAULTS = {"start": 4, "rank": 16, "epochs": 3.0, "lr": 5e-4, "batch": 32, "bf16": 0}
 
 
 def _training():
@@ -134,8 +134,8 @@ def run_one(d: Path, name: str, cfg: dict, out: Path, max_mb: float) -> None:
     rows = np.load(d / "rows.npz")
     with np.load(d / "model.npz" if (d / "model.npz").is_file() else d.parent / "model.npz") as z:  # shared
         enc = E5Torch.from_arrays(meta["dims"], {k: z[k] for k in z.files}, special=tuple(meta["special"]))
-    offsets = rows["offsets"]
-    ids = [rows["ids"][a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    offsets, flat = rows["offsets"], rows["ids"]  # read once: each rows["ids"] reads the whole array anew
+    ids = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
     t0 = time.perf_counter()
     tuner = Tuner(ids=ids, encoder=enc.eval(), start=cfg["start"], progress=False)
     y, fold, w = rows["y"], rows["fold"], rows["weights"]
@@ -144,7 +144,7 @@ def run_one(d: Path, name: str, cfg: dict, out: Path, max_mb: float) -> None:
     for k in range(meta["folds"]):
         train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         arrays = tuner.fit(train, y[train], w[k, train], C, rank=cfg["rank"], epochs=cfg["epochs"], lr=cfg["lr"],
-                           batch=cfg["batch"], seed=meta["seed"] + k)
+                           batch=cfg["batch"], seed=meta["seed"] + k, bf16=bool(cfg["bf16"]))
         logits[test] = tuner.logits(arrays, test)
         members.append(arrays)
         print(f"  {name}: fold {k + 1} of {meta['folds']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,

@@ -48,6 +48,17 @@ def test_training_lowers_the_loss_and_learns_the_category(tuned):
     assert z[y == 1].min() > z[y == 0].max()  # every should-block row above every should-pass one
 
 
+def test_bf16_autocast_training_also_learns_the_category(tuned):
+    """``bf16=True`` (the GPU sweep's fast path) trains under bfloat16 autocast; the member it stores is float32
+    and scores the should-block rows above the should-pass ones."""
+    tuner, texts, y, _, _ = tuned
+    rows = np.arange(len(texts))
+    arrays = tuner.fit(rows, y, np.ones(len(y)), 1, rank=4, epochs=12.0, lr=2e-3, batch=8, seed=0, bf16=True)
+    assert {v.dtype for v in arrays.values()} <= {np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.int8)}
+    z = tuner.logits(arrays, rows)[:, 0]
+    assert z[y == 1].min() > z[y == 0].max(), (z[y == 1].min(), z[y == 0].max())
+
+
 def test_the_classifier_scores_as_the_tuners_member_and_save_load_keeps_it(tuned, tmp_path):
     tuner, texts, y, _, after = tuned
     shift = np.array([-0.25])

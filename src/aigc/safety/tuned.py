@@ -206,9 +206,12 @@ class Tuner:
         return nn.utils.rnn.pad_sequence([self.hidden[r] for r in rows], batch_first=True), mask
 
     def fit(self, rows: np.ndarray, y: np.ndarray, weights: np.ndarray, classes: int, *, rank: int = 16,
-            epochs: float = 3.0, lr: float = 5e-4, batch: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+            epochs: float = 3.0, lr: float = 5e-4, batch: int = 32, seed: int = 0,
+            bf16: bool = False) -> dict[str, np.ndarray]:
         """One member trained on ``rows`` (``y``: 0 for none, else 1 + the category; ``weights``: each
-        row's weight in the loss); its arrays (:meth:`_Member.arrays`)."""
+        row's weight in the loss); its arrays (:meth:`_Member.arrays`). ``bf16``: the forward pass under
+        bfloat16 autocast (for a GPU, where float32 steps are slow; the member is stored and scored in
+        float32 either way)."""
         rows = np.asarray(rows)
         gen = torch.Generator().manual_seed(seed)
         layers = _member_layers(self.encoder, self.start, None, rank, gen)
@@ -245,7 +248,9 @@ class Tuner:
                     break
                 pos = batches[k]
                 hidden, mask = self._batch(rows[pos])
-                loss = nn.functional.cross_entropy(member(hidden, mask), yt[pos], reduction="none")
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    z = member(hidden, mask)
+                loss = nn.functional.cross_entropy(z.float(), yt[pos], reduction="none")
                 loss = (loss * wt[pos]).sum() / wt[pos].sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
