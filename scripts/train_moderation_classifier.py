@@ -458,10 +458,29 @@ def cv_logits(data: dict[str, np.ndarray], categories: list[str], c: float, seed
     return np.concatenate(out), members
 
 
-def tuned_cv(data: dict[str, np.ndarray], categories: list[str], epochs: float, seed: int
-             ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+def run_members(path: str, train_sha256: str) -> tuple[list[dict[str, np.ndarray]], dict]:
+    """The fold members of a ``scripts/tuned_sweep.py run`` file (trained elsewhere, e.g. on a GPU, from a
+    bundle of these rows) and its info; refused unless they are the ``FOLDS`` fold models of these rows."""
+    with np.load(path) as z:
+        info = json.loads(str(z["info"]))
+        members = [{k.split(".", 1)[1]: z[k] for k in z.files if k.startswith(f"m{i}.")}
+                   for i in range(info.get("members", 0))]
+    if info.get("train_sha256") != train_sha256:
+        sys.exit(f"{path}: its members were trained on other rows (train_sha256 differs): bundle these rows again")
+    if len(members) != FOLDS or info.get("folds_done") != FOLDS:
+        sys.exit(f"{path} holds {len(members)} fold models, not {FOLDS}: a run cut short, or one whose members "
+                 f"were left out (--max-mb)")
+    if info["config"]["start"] != TUNED["start"]:
+        sys.exit(f"{path}: adapts layers from {info['config']['start']}, the shipped file's start is "
+                 f"{TUNED['start']}")
+    return members, info
+
+
+def tuned_cv(data: dict[str, np.ndarray], categories: list[str], epochs: float, seed: int,
+             given: list[dict[str, np.ndarray]] | None = None) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
     """(n, C) out-of-fold logits of the fine-tuned e5 (:class:`aigc.safety.tuned.Tuner`, ``TUNED``), one
-    repeat (each fold a fine-tune: ~10 minutes on two cores), and its fold models, as stored."""
+    repeat (each fold a fine-tune: ~10 minutes on two cores), and its fold models, as stored. ``given``: fold
+    models trained elsewhere (:func:`run_members`); their logits are computed here, nothing is trained."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     from aigc.safety.tuned import Tuner
@@ -474,9 +493,12 @@ def tuned_cv(data: dict[str, np.ndarray], categories: list[str], epochs: float, 
     folds = StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed)
     for k, (train, test) in enumerate(folds.split(data["x"], labels, data["groups"])):
         print(f"  tuned: fold {k + 1} of {FOLDS}", file=sys.stderr, flush=True)
-        arrays = tuner.fit(train, y[train], weights(labels[train], sources[train], None, categories),
-                           len(categories), rank=TUNED["rank"], epochs=epochs, lr=TUNED["lr"],
-                           batch=TUNED["batch"], seed=seed + k)
+        if given is not None:
+            arrays = given[k]
+        else:
+            arrays = tuner.fit(train, y[train], weights(labels[train], sources[train], None, categories),
+                               len(categories), rank=TUNED["rank"], epochs=epochs, lr=TUNED["lr"],
+                               batch=TUNED["batch"], seed=seed + k)
         logits[test] = tuner.logits(arrays, test)
         members.append(arrays)
     return logits, members
@@ -550,12 +572,12 @@ def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, cate
 
 
 def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: float,
-          candidates: list[float | tuple[str, float]], max_loss: float = MAX_LOSS, refit: bool = False
-          ) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
+          candidates: list[float | tuple[str, float]], max_loss: float = MAX_LOSS, refit: bool = False,
+          given: list[dict[str, np.ndarray]] | None = None) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
     """Search ``candidates`` ((model, c) pairs; a bare c is a linear one) on CV; ship the best as the
     mean of its first repeat's fold models (:func:`ensemble`), or with ``refit`` fitted once on every
     row. Returns the CV record, the final arrays (operating point folded into the intercept) and the
-    thresholds."""
+    thresholds. ``given``: the fine-tune's fold models, trained elsewhere (:func:`run_members`)."""
     categories = sorted(set(data["labels"]) - {""})
     if "terms" in data and data["terms"].shape[1] != len(categories):
         sys.exit(f"the policy has {data['terms'].shape[1]} categories, the training cases {len(categories)}: "
@@ -564,7 +586,7 @@ def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: 
     for model, c in (cand if isinstance(cand, tuple) else ("linear", cand) for cand in candidates):
         t0 = time.perf_counter()
         if model == "tuned":
-            logits, members = tuned_cv(data, categories, c, seed)
+            logits, members = tuned_cv(data, categories, c, seed, given)
         else:
             logits, members = cv_logits(data, categories, c, seed, model)
         repeats = len(logits) // len(data["labels"])  # the fine-tune runs one repeat, the others REPEATS
@@ -703,7 +725,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retired", action="store_true", help="also train on the retired held-out splits (RETIRED)")
     ap.add_argument("--refit", action="store_true", help="ship one fit on every row, not the mean of the CV "
                                                          "fold models whose logits chose the thresholds")
+    ap.add_argument("--members", help="--model tuned: ship the fold models of this scripts/tuned_sweep.py run file "
+                    "(trained elsewhere on a bundle of these rows); their out-of-fold logits are computed here")
     args = ap.parse_args(argv)
+    if args.members and args.model != "tuned":
+        ap.error("--members needs --model tuned")
     if args.refit and args.model == "tuned":
         ap.error("--refit: the fine-tune ships its fold models (their thresholds hold for them only)")
 
@@ -721,8 +747,12 @@ def main(argv: list[str] | None = None) -> int:
     models = [args.model] if args.model else [m for m in GRID if m != "tuned"]
     candidates = [(args.model or "linear", args.c)] if args.c is not None else \
         [(m, c) for m in models for c in GRID[m]]
+    given, run = run_members(args.members, fingerprint(rows, everyday)) if args.members else (None, None)
+    if run is not None:
+        candidates = [("tuned", float(run["config"]["epochs"]))]
     data = dataset(rows, everyday, sparse=any(m == "mlp_sae" for m, _ in candidates))
-    record, arrays, t = train(data, args.seed, args.max_false, args.max_benign, candidates, refit=args.refit)
+    record, arrays, t = train(data, args.seed, args.max_false, args.max_benign, candidates, refit=args.refit,
+                              given=given)
     meta = {"embedder": e5_id(), "seed": args.seed, "model": record["chosen"]["model"],
             "c": record["chosen"]["c"], "hidden": HIDDEN if "w1" in arrays else None,
             "shipped": "refit on every row" if args.refit else f"mean of the {FOLDS} fold models of CV's first repeat",
@@ -744,6 +774,9 @@ def main(argv: list[str] | None = None) -> int:
 
         meta.update(hidden=None, sparse=None, tuned={**TUNED, "epochs": record["chosen"]["c"]}, repeats=1,
                     shipped=f"the {FOLDS} fold models of CV, their mean logit")
+        if run is not None:  # trained elsewhere: its own settings, and where
+            meta.update(tuned=run["config"], trained_by=f"scripts/tuned_sweep.py run {run['name']} on {run['device']}"
+                        f" ({run['seconds']:.0f} s)")
         clf = TunedClassifier(record["categories"], arrays["members"], TUNED["start"], arrays["shift"], meta,
                               record["confirm"])
     else:

@@ -11,7 +11,8 @@ the CV folds (StratifiedGroupKFold, 5, seeded, as the script's) and each fold's 
 weights for just the tokens they use (:func:`aigc.e5_torch.arrays_of`, ~20 MB). -> ``DIR``.
 
 ``run`` (anywhere with torch and numpy; CUDA when present): for each ``--config`` (``name:start=4,rank=16,
-epochs=3,lr=5e-4,batch=32,bf16=0``; ``bf16=1`` trains under bfloat16 autocast), the five fold members
+epochs=3,lr=5e-4,batch=32,bf16=0,seed=0``; ``bf16=1`` trains under bfloat16 autocast; ``seed`` varies the
+members' initialisation and batch order, not the folds), the five fold members
 trained by :class:`~aigc.safety.tuned.Tuner` and their out-of-fold logits -> ``OUT/<name>.npz`` (the members
 left out when the file would pass ``--max-mb``). Configs run in parallel processes (``--jobs``).
 
@@ -43,7 +44,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "scripts"))
-DEFAULTS = {"start": 4, "rank": 16, "epochs": 3.0, "lr": 5e-4, "batch": 32, "bf16": 0}
+DEFAULTS = {"start": 4, "rank": 16, "epochs": 3.0, "lr": 5e-4, "batch": 32, "bf16": 0, "seed": 0}
 
 
 def _training():
@@ -144,7 +145,7 @@ def run_one(d: Path, name: str, cfg: dict, out: Path, max_mb: float) -> None:
     for k in range(meta["folds"]):
         train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         arrays = tuner.fit(train, y[train], w[k, train], C, rank=cfg["rank"], epochs=cfg["epochs"], lr=cfg["lr"],
-                           batch=cfg["batch"], seed=meta["seed"] + k, bf16=bool(cfg["bf16"]))
+                           batch=cfg["batch"], seed=meta["seed"] + k + 100 * cfg["seed"], bf16=bool(cfg["bf16"]))
         logits[test] = tuner.logits(arrays, test)
         members.append(arrays)
         print(f"  {name}: fold {k + 1} of {meta['folds']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,

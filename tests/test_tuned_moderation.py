@@ -100,7 +100,7 @@ def _embedder() -> str:
     return e5_id()
 
 
-def test_the_script_ships_the_fold_models_whose_logits_chose_the_thresholds(monkeypatch):
+def test_the_script_ships_the_fold_models_whose_logits_chose_the_thresholds(monkeypatch, tmp_path):
     """``--model tuned``: five fine-tunes, one a fold; what ships scores their mean logit, shifted by the
     thresholds CV chose on their out-of-fold logits."""
     import importlib.util
@@ -125,6 +125,27 @@ def test_the_script_ships_the_fold_models_whose_logits_chose_the_thresholds(monk
     tuner = data["tuner"]
     want = np.mean([tuner.logits(m, np.arange(n)) for m in arrays["members"]], axis=0) - t
     np.testing.assert_allclose(clf.logits(texts), want, atol=1e-4)
+
+    # --members: fold models trained elsewhere (a tuned_sweep.py run file) ship with the thresholds their own
+    # out-of-fold logits give here; nothing is trained, and a file of other rows or too few folds is refused
+    import json
+
+    run = Path(tmp_path) / "run.npz"
+    info = {"name": "gpu", "config": {"start": 10, "epochs": 4.0}, "train_sha256": "abc", "folds_done": script.FOLDS,
+            "members": script.FOLDS, "device": "cuda (test)", "seconds": 1.0}
+    np.savez(run, info=np.array(json.dumps(info)), logits=record["oof"],
+             **{f"m{i}.{k}": v for i, m in enumerate(arrays["members"]) for k, v in m.items()})
+    given, got_info = script.run_members(str(run), "abc")
+    assert got_info["name"] == "gpu" and len(given) == script.FOLDS
+    record2, arrays2, t2 = script.train(data, 0, 0.5, 0.5, [("tuned", 4.0)], given=given)
+    np.testing.assert_allclose(record2["oof"], record["oof"], atol=1e-6)
+    np.testing.assert_allclose(t2, t, atol=1e-6)
+    with pytest.raises(SystemExit, match="other rows"):
+        script.run_members(str(run), "def")
+    np.savez(run, info=np.array(json.dumps({**info, "members": 3})),
+             **{f"m{i}.{k}": v for i, m in enumerate(arrays["members"][:3]) for k, v in m.items()})
+    with pytest.raises(SystemExit, match="3 fold models"):
+        script.run_members(str(run), "abc")
 
 
 def test_the_shipped_tuned_classifier_loads_without_pickle_blocks_a_threat_and_passes_plain_text():
