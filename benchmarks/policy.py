@@ -52,7 +52,8 @@ until a classifier had been chosen without it: in session 27 the candidates trai
 shipped ones stayed, and only then was heldout8 read; the default run has read it since. ``heldout9``
 (benchmarks/data/policy_heldout9.jsonl): the same shape and brief, two more writers, written after heldout8 had been
 read; sealed: the default run leaves it out (``case_files``) until the next classifier has been chosen without it;
-then ``--cases`` with it scores it.
+then ``--cases`` with it scores it. ``heldout10`` (benchmarks/data/policy_heldout10.jsonl): the same shape and brief, two
+more writers (session 28), before heldout9 was read; sealed the same way, for the choice after the next.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -137,7 +138,7 @@ def _shown(path: Path) -> str:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
 SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7",
-          "heldout8", "heldout9")
+          "heldout8", "heldout9", "heldout10")
 HELD_OUT = SPLITS[2:]  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
