@@ -118,6 +118,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))  # this checkout's aigc and its builtin: files, also from a worktree
 CASES = REPO / "benchmarks" / "data" / "policy_cases.jsonl"
 TRAIN_DIR = REPO / "benchmarks" / "data" / "policy_train"  # the train split: one file per category
 OUT = REPO / "src" / "aigc" / "resources" / "safety" / "moderation_e5.npz"
