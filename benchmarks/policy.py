@@ -51,8 +51,10 @@ until a classifier had been chosen without it: in session 27 the candidates trai
 (heldout to heldout5) lost to the shipped ones on heldout6 and heldout7 (benchmarks/results/policy_retired.json), the
 shipped ones stayed, and only then was heldout8 read; the default run has read it since. ``heldout9``
 (benchmarks/data/policy_heldout9.jsonl): the same shape and brief, two more writers, written after heldout8 had been
-read; sealed: the default run leaves it out (``case_files``) until the next classifier has been chosen without it;
-then ``--cases`` with it scores it. ``heldout10`` (benchmarks/data/policy_heldout10.jsonl): the same shape and brief, two
+read; sealed until the next classifier had been chosen without it: in session 28 the shipped fine-tune re-stored as
+int8 rows matched the float16 one on heldout6-8 and shipped, a GPU retrain of its recipe lost there
+(benchmarks/results/policy_int8_validation.json), and only then was heldout9 read, both beside each other
+(policy_heldout9.json); the default run has read it since. ``heldout10`` (benchmarks/data/policy_heldout10.jsonl): the same shape and brief, two
 more writers (session 28), before heldout9 was read; sealed the same way, for the choice after the next.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
@@ -114,13 +116,15 @@ HELDOUT5 = HERE / "data" / "policy_heldout5.jsonl"  # written blind beside the t
 HELDOUT6 = HERE / "data" / "policy_heldout6.jsonl"  # written blind before the fine-tuned classifier, never tuned on
 HELDOUT7 = HERE / "data" / "policy_heldout7.jsonl"  # written blind before the combined classifier, never tuned on
 HELDOUT8 = HERE / "data" / "policy_heldout8.jsonl"  # written blind after heldout7 was read; sealed until session 27
+HELDOUT9 = HERE / "data" / "policy_heldout9.jsonl"  # written blind after heldout8 was read; sealed until session 28
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 TUNED_CACHE = HERE / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
 
 
 def case_files() -> list[Path]:
-    """Every case file the benchmark reads by default: the first cases, heldout3 to 8, the train split."""
-    return [CASES, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, HELDOUT8, *sorted(TRAIN_DIR.glob("*.jsonl"))]
+    """Every case file the benchmark reads by default: the first cases, heldout3 to 9, the train split."""
+    return [CASES, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, HELDOUT8, HELDOUT9,
+            *sorted(TRAIN_DIR.glob("*.jsonl"))]
 
 
 ASSISTANT = HERE / "fixtures" / "assistant"  # never a training text: the --benign corpus no fit saw
