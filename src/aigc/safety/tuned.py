@@ -210,8 +210,8 @@ class Tuner:
             bf16: bool = False) -> dict[str, np.ndarray]:
         """One member trained on ``rows`` (``y``: 0 for none, else 1 + the category; ``weights``: each
         row's weight in the loss); its arrays (:meth:`_Member.arrays`). ``bf16``: the forward pass under
-        bfloat16 autocast (for a GPU, where float32 steps are slow; the member is stored and scored in
-        float32 either way)."""
+        bfloat16 autocast (for a GPU, where float32 steps are slow); the member is stored as ever and scored
+        in float32 either way."""
         rows = np.asarray(rows)
         gen = torch.Generator().manual_seed(seed)
         layers = _member_layers(self.encoder, self.start, None, rank, gen)
