@@ -776,8 +776,8 @@ def main(argv: list[str] | None = None) -> int:
         meta.update(hidden=None, sparse=None, tuned={**TUNED, "epochs": record["chosen"]["c"]}, repeats=1,
                     shipped=f"the {FOLDS} fold models of CV, their mean logit")
         if run is not None:  # trained elsewhere: its own settings, and where
-            meta.update(tuned=run["config"], trained_by=f"scripts/tuned_sweep.py run {run['name']} on {run['device']}"
-                        f" ({run['seconds']:.0f} s)")
+            meta.update(tuned=run["config"], trained_by=run.get("trained_by") or
+                        f"scripts/tuned_sweep.py run {run['name']} on {run['device']} ({run['seconds']:.0f} s)")
         clf = TunedClassifier(record["categories"], arrays["members"], TUNED["start"], arrays["shift"], meta,
                               record["confirm"])
     else:

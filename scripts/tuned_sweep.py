@@ -26,7 +26,12 @@ the plain bundle has (``core``), so the two data sets compare on the same rows.
     python scripts/tuned_sweep.py score --dir DIR [--dir DIR2] --runs RUNS [--out-name tuned_sweep]
 
 A run file's members ship with ``train_moderation_classifier.py --model tuned --members RUN.npz``, which
-recomputes their out-of-fold logits on this machine before it chooses the thresholds.
+recomputes their out-of-fold logits on this machine before it chooses the thresholds. ``restore`` makes a run
+file of a shipped classifier's members, adapters as int8 rows: how the float16 file of session 25 became the
+int8 one that ships (``git show 0e4a97c:src/aigc/resources/safety/moderation_e5_tuned.npz``)::
+
+    python scripts/tuned_sweep.py restore --classifier OLD.npz --out RUN.npz
+    python scripts/train_moderation_classifier.py --model tuned --members RUN.npz
 """
 
 from __future__ import annotations
@@ -240,6 +245,34 @@ def score(dirs: list[Path], runs: Path, out_name: str, max_false: float, max_ben
     print(f"wrote {path}", file=sys.stderr)
 
 
+def restore(classifier: str, out: Path) -> None:
+    """A shipped fine-tuned classifier's fold members as a run file, their adapters re-stored as int8 rows
+    (:func:`aigc.safety.tuned.int8_rows`; a file's float16 adapters, as the first shipped ones were): then
+    ``train_moderation_classifier.py --model tuned --members OUT`` chooses their thresholds again."""
+    import re
+
+    from aigc.safety.tuned import LINEARS, TunedClassifier, int8_rows
+
+    clf = TunedClassifier.load(classifier)
+    arrays = {}
+    for i, member in enumerate(clf.arrays):
+        for key, v in member.items():
+            if re.fullmatch(rf"l\d+\.({'|'.join(LINEARS)})\.[ab]", key) and v.dtype != np.int8:
+                arrays[f"m{i}.{key}"], arrays[f"m{i}.{key}_scale"] = int8_rows(v)
+            else:
+                arrays[f"m{i}.{key}"] = v
+    info = {"name": Path(classifier).stem, "config": {**clf.meta["tuned"], "start": clf.start}, "seconds": 0.0,
+            "device": "cpu", "trained_by": f"{Path(classifier).name}'s fold members, adapters re-stored as int8 rows "
+            "(scripts/tuned_sweep.py restore)", "train_sha256": clf.meta["train_sha256"],
+            "retired": bool(clf.meta.get("retired")), "folds_done": len(clf.arrays), "members": len(clf.arrays)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}")
+    with open(tmp, "wb") as f:
+        np.savez(f, logits=np.zeros((0, len(clf.categories)), np.float32), info=np.array(json.dumps(info)), **arrays)
+    os.replace(tmp, out)
+    print(f"wrote {out}: {len(clf.arrays)} members of {classifier}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -253,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--jobs", type=int, default=1)
     r.add_argument("--max-mb", type=float, default=15.0, help="leave the members out of a larger run file")
+    o = sub.add_parser("restore", help="a shipped fine-tune's members as a run file, adapters as int8 rows")
+    o.add_argument("--classifier", required=True, help="a TunedClassifier file (e.g. one stored as float16)")
+    o.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("score")
     s.add_argument("--dir", type=Path, action="append", required=True)
     s.add_argument("--runs", type=Path, required=True)
@@ -263,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "bundle":
         bundle(args.dir, args.retired, args.seed)
+    elif args.cmd == "restore":
+        restore(args.classifier, args.out)
     elif args.cmd == "run":
         run(args.dir, args.config, args.out, args.jobs, args.max_mb)
     else:

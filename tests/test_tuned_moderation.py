@@ -137,6 +137,11 @@ def test_the_script_ships_the_fold_models_whose_logits_chose_the_thresholds(monk
              **{f"m{i}.{k}": v for i, m in enumerate(arrays["members"]) for k, v in m.items()})
     given, got_info = script.run_members(str(run), "abc")
     assert got_info["name"] == "gpu" and len(given) == script.FOLDS
+
+    def no_training(*a, **k):
+        raise AssertionError("--members trained a member")
+
+    monkeypatch.setattr(tuner, "fit", no_training)
     record2, arrays2, t2 = script.train(data, 0, 0.5, 0.5, [("tuned", 4.0)], given=given)
     np.testing.assert_allclose(record2["oof"], record["oof"], atol=1e-6)
     np.testing.assert_allclose(t2, t, atol=1e-6)
@@ -278,6 +283,35 @@ def test_the_sweep_trains_each_configs_fold_models_from_a_bundle(tuned, tmp_path
     assert logits.shape == (len(texts), 1)
     test = np.flatnonzero(fold == 2)
     np.testing.assert_allclose(logits[test], Tuner(texts, start=11, progress=False).logits(member, test), atol=1e-4)
+
+
+def test_the_sweeps_restore_stores_a_float16_files_adapters_as_int8_rows(tuned, tmp_path):
+    """scripts/tuned_sweep.py restore: the members of a classifier stored as float16 (as the first shipped one
+    was) become a run file whose adapters are int8 rows within half a step, the rest as it was."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    tuner, texts, _, _, after = tuned
+    f16 = {k: (adapter(after, k).astype(np.float16) if k + "_scale" in after else v)
+           for k, v in after.items() if not k.endswith("_scale")}
+    meta = {"embedder": _embedder(), "tuned": {"rank": 4}, "train_sha256": "abc"}
+    path = TunedClassifier(["illicit"], [f16, f16], tuner.start, np.zeros(1), meta).save(tmp_path / "f16.npz")
+    spec = importlib.util.spec_from_file_location(
+        "tuned_sweep_restore", Path(__file__).resolve().parents[1] / "scripts" / "tuned_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    sweep.restore(str(path), tmp_path / "run.npz")
+    with np.load(tmp_path / "run.npz") as z:
+        info, m1 = json.loads(str(z["info"])), {k[3:]: z[k] for k in z.files if k.startswith("m1.")}
+    assert info["members"] == 2 and info["config"]["start"] == tuner.start and info["train_sha256"] == "abc"
+    for k, v in f16.items():
+        if k + "_scale" in after:
+            assert m1[k].dtype == np.int8
+            step = np.asarray(m1[k + "_scale"], np.float32)[:, None]
+            assert np.all(np.abs(adapter(m1, k) - v.astype(np.float32)) <= 0.5 * step + 1e-6)
+        else:
+            np.testing.assert_array_equal(m1[k], v)
 
 
 def test_the_shipped_combined_classifier_names_the_two_that_ship_and_blocks_a_threat():
