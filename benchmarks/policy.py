@@ -201,7 +201,7 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def run(policy, classifier, cases: list[dict], repeat: int, scanner) -> dict:
+def run(policy, classifier, cases: list[dict], repeat: int, scanner, timed: int = 200) -> dict:
     """Each case's verdict by terms, by the classifier and by both, and the latencies (the terms' and
     ``moderate``'s only when ``repeat``)."""
     from aigc.safety.moderation import assess, moderate
@@ -226,7 +226,7 @@ def run(policy, classifier, cases: list[dict], repeat: int, scanner) -> dict:
         stopped = {"terms": verdict.flagged, "classifier": alone.flagged, "both": both.flagged}
         rows.append({**c, "stopped": stopped, "on": both.on, "terms": [m.rule_id for m in matches]})
     classifier_us, both_us = [], []
-    for c in cases[::max(1, len(cases) // 200)][:200]:  # one call per text, as the input rail makes it
+    for c in cases[::max(1, len(cases) // timed)][:timed]:  # one call per text, as the input rail makes it
         t0 = time.perf_counter()
         extra = classifier.scores(c["text"])
         t1 = time.perf_counter()
@@ -436,6 +436,7 @@ def main() -> None:
                     help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl to policy_heldout8.jsonl, "
                          "policy_train/*.jsonl)")
     ap.add_argument("--repeat", type=int, default=5, help="timed checks per case")
+    ap.add_argument("--timed", type=int, default=200, help="texts timed through each classifier, one call each")
     ap.add_argument("--benign", action="store_true",
                     help="also the false-flag check on everyday text no fit saw (see benign_corpora)")
     ap.add_argument("--benign-n", type=int, default=BENIGN_N, help="texts drawn from each held-out half")
@@ -467,7 +468,8 @@ def main() -> None:
     for k, ref in enumerate(refs):
         classifier = load(ref, base[ref])
         t0 = time.perf_counter()
-        res = run(terms_policy, classifier, cases, args.repeat if k == 0 else 0, scanner)  # the terms' timing once
+        res = run(terms_policy, classifier, cases, args.repeat if k == 0 else 0, scanner,  # the terms' timing once
+                  max(1, args.timed))
         elapsed = time.perf_counter() - t0
         if k == 0:
             latency = {name: {"p50": round(percentile(res[key], 50), 1), "p95": round(percentile(res[key], 95), 1)}
@@ -516,6 +518,7 @@ def main() -> None:
     path = write_result(args.out_name, {
         "policy_version": policy.version, "terms_policy_version": terms_policy.version, "classifiers": refs,
         "cases": [_shown(path) for path in files], "n_cases": len(cases), "repeat": args.repeat,
+        "timed": args.timed,
         "targets": {"block_rate": TARGET_BLOCK, "false_block_rate": TARGET_FALSE, "judged_on": list(HELD_OUT)},
         "latency": latency, "output_rail": overhead, "runs": runs})
     print(f"wrote {path}")

@@ -93,7 +93,13 @@ scripts/tuned_sweep.py runs the fine-tune's settings on CV on a machine with a G
 
     python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--model linear|mlp|mlp_sae|tuned|combined]
                                                   [--c C] [--retired]
-                                                  [--refit]
+                                                  [--refit] [--members RUN.npz]
+                                                  [--parts REF=W,REF=W] [--grid DIR]
+
+``--model combined --parts`` adds other classifiers than the shipped ones (a candidate fine-tune, by path);
+``--grid DIR`` writes a candidate for each weight of the last part and each false-block budget (``GRID_WEIGHT``,
+``GRID_FALSE``), the parts' out-of-fold logits computed once, for ``benchmarks/policy.py --cases`` to choose
+among on validation splits.
 
 ``--model`` searches one model's grid (``tuned`` is searched only when asked for); ``--c`` skips the search. Seeded: the same seed and data write
 the same arrays; the file's meta names its training set by ``train_sha256`` (:func:`fingerprint`). The
@@ -110,6 +116,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import sys
 import time
 import warnings
@@ -127,6 +134,9 @@ OUT_COMBINED = OUT.with_name("moderation_e5_combined.npz")  # the two that ship,
 # --model combined: the shipped classifiers whose logits it adds, and their weights (chosen on CV, session 25:
 # the tuned one plus half the e5 one beat their mean and the other way round)
 COMBINED = (("builtin:moderation_e5_tuned.npz", 1.0), ("builtin:moderation_e5.npz", 0.5))
+# --model combined --grid: the last part's weights and the false-block budgets whose candidates it writes
+GRID_WEIGHT = (0.25, 0.5, 0.75, 1.0)
+GRID_FALSE = (0.035, 0.045, 0.055)
 BENCH_DATA = REPO / "benchmarks" / "data"
 # Held-out splits that many classifiers were scored on, which can be retired into training (--retired): a
 # test set looked at this often no longer tests; heldout6 and later stay blind.
@@ -656,46 +666,82 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
     return out - np.asarray(clf.meta["thresholds_logit"])
 
 
+def combined_at(parts: list[np.ndarray], weights: list[float], data: dict[str, np.ndarray], categories: list[str],
+                max_false: float, max_benign: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """The weighted sum of the parts' out-of-fold logits (what ``combine()`` adds, no shift), its confirm points
+    and its thresholds, chosen by the rules every model's are: (logits, confirm, thresholds, cv)."""
+    logits = sum(w * z.astype(np.float64) for w, z in zip(weights, parts))
+    labels, sources = data["labels"], data["sources"]
+    confirm = confirm_points(logits, labels, data["terms"], MAX_LOSS)
+    terms = (data["terms"] & (logits >= confirm)).any(1)
+    t, cv = thresholds(logits, labels, sources, categories, max_false, max_benign, terms)
+    cv["confirm_logit"] = [round(float(v), 4) for v in confirm]
+    cv["terms_alone_false_block_rate"] = round(float(data["terms"].any(1)[(labels == "") & np.isin(
+        sources, categories)].mean()), 4)
+    return logits, confirm, t, cv
+
+
 def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int:
-    """``--model combined``: the weighted sum of the shipped ``COMBINED`` classifiers' out-of-fold logits, its
-    confirm points and thresholds chosen by the rules every model's are, shipped as a file that names them."""
+    """``--model combined``: the weighted sum of the ``--parts`` classifiers' out-of-fold logits (default
+    ``COMBINED``, the shipped ones), its confirm points and thresholds chosen by the rules every model's are,
+    shipped as a file that names them. With ``--grid DIR``, one such file for each weight of the last part in
+    ``GRID_WEIGHT`` and each false-block budget in ``GRID_FALSE`` (the parts' logits computed once), and
+    ``DIR/grid.json``: candidates to choose among on validation splits (``benchmarks/policy.py --cases``)."""
     from aigc.safety.combined import CombinedClassifier
     from aigc.safety.moderation import classifier_at
 
+    spec = args.parts or list(COMBINED)
     data = dataset(rows, everyday, sparse=True)
     categories = sorted(set(data["labels"]) - {""})
     sha = fingerprint(rows, everyday)
     t0 = time.perf_counter()
-    parts = [part_oof(ref, data, categories, args.seed, sha) for ref, _w in COMBINED]
-    logits = sum(w * z.astype(np.float64) for (_r, w), z in zip(COMBINED, parts))  # what combine() adds, no shift
+    parts = [part_oof(ref, data, categories, args.seed, sha) for ref, _w in spec]
     labels, sources = data["labels"], data["sources"]
-    confirm = confirm_points(logits, labels, data["terms"], MAX_LOSS)
-    terms = (data["terms"] & (logits >= confirm)).any(1)
-    t, cv = thresholds(logits, labels, sources, categories, args.max_false, args.max_benign, terms)
-    cv["confirm_logit"] = [round(float(v), 4) for v in confirm]
-    cv["terms_alone_false_block_rate"] = round(float(data["terms"].any(1)[(labels == "") & np.isin(
-        sources, categories)].mean()), 4)
     alone = {}
-    for (ref, _w), z in zip(COMBINED, parts):  # each part under the same rules, for the record
+    for (ref, _w), z in zip(spec, parts):  # each part under the same rules, for the record
         c = confirm_points(z, labels, data["terms"], MAX_LOSS)
         _tp, cvp = thresholds(z, labels, sources, categories, args.max_false, args.max_benign,
                               (data["terms"] & (z >= c)).any(1))
         alone[ref] = {k: cvp[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}
-    print(f"  combined CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}, everyday "
-          f"{cv['everyday_flag_rate']}; the parts alone {alone} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    meta = {"model": "combined", "seed": args.seed, "max_false": args.max_false, "max_benign": args.max_benign,
-            "retired": [split for split, _file in RETIRED] if args.retired else [], "n_train": len(rows),
-            "max_loss": MAX_LOSS, "train_sha256": sha, "folds": FOLDS, "repeats": 1, "cv": cv, "parts_cv": alone,
-            "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5,
-            "shipped": "no weights of its own: the parts' files, their logits added"}
-    clf = CombinedClassifier(categories, [classifier_at(ref, None) for ref, _w in COMBINED],
-                             [w for _r, w in COMBINED], -t, [r for r, _w in COMBINED], meta, confirm - t)
-    path = clf.save(args.out or OUT_COMBINED)
-    if args.oof:
-        np.savez(args.oof, logits=logits, parts=np.stack(parts), categories=np.array(categories), labels=labels,
-                 sources=sources, groups=data["groups"], texts=data["texts"].astype(str))
-    print(f"wrote {path}: combined, CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}",
-          file=sys.stderr)
+    points = [([w for _r, w in spec], args.max_false)] if not args.grid else \
+        [([w for _r, w in spec[:-1]] + [wl], f) for wl in GRID_WEIGHT for f in GRID_FALSE]
+    loaded = [classifier_at(ref, None) for ref, _w in spec]
+    if args.grid:
+        Path(args.grid).mkdir(parents=True, exist_ok=True)
+    grid = []
+    for weights, max_false in points:
+        logits, confirm, t, cv = combined_at(parts, weights, data, categories, max_false, args.max_benign)
+        print(f"  combined {weights} at false budget {max_false}: CV block {cv['block_rate']:.3f}, false block "
+              f"{cv['false_block_rate']:.3f}, everyday {cv['everyday_flag_rate']}; the parts alone {alone} "
+              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        meta = {"model": "combined", "seed": args.seed, "max_false": max_false, "max_benign": args.max_benign,
+                "retired": [split for split, _file in RETIRED] if args.retired else [], "n_train": len(rows),
+                "max_loss": MAX_LOSS, "train_sha256": sha, "folds": FOLDS, "repeats": 1, "cv": cv,
+                "parts_cv": alone, "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5,
+                "shipped": "no weights of its own: the parts' files, their logits added"}
+        dest = Path(args.grid) / f"w{weights[-1]:g}_f{max_false:g}.npz" if args.grid else Path(args.out or OUT_COMBINED)
+        refs = [r if r.startswith("builtin:") else os.path.relpath(Path(r).resolve(), dest.parent.resolve())
+                for r, _w in spec]  # a file's parts are found beside it
+        clf = CombinedClassifier(categories, loaded, weights, -t, refs, meta, confirm - t)
+        if args.grid:
+            name = dest.name
+            path = clf.save(dest)
+            grid.append({"file": name, "weights": weights, "max_false": max_false,
+                         **{k: cv[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}})
+        else:
+            path = clf.save(dest)
+        if args.oof and not args.grid:
+            np.savez(args.oof, logits=logits, parts=np.stack(parts), categories=np.array(categories), labels=labels,
+                     sources=sources, groups=data["groups"], texts=data["texts"].astype(str))
+        print(f"wrote {path}: combined, CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}",
+              file=sys.stderr)
+    if args.grid:
+        out = Path(args.grid) / "grid.json"
+        tmp = out.with_name(".grid.json")
+        tmp.write_text(json.dumps({"parts": [r for r, _w in spec], "parts_cv": alone, "train_sha256": sha,
+                                   "candidates": grid}, indent=1) + "\n")
+        tmp.replace(out)
+        print(f"wrote {out}: {len(grid)} candidates", file=sys.stderr)
     return 0
 
 
@@ -705,6 +751,20 @@ def fingerprint(rows: list[dict], everyday: dict[str, list[str]]) -> str:
     for text in [r["text"] for r in rows] + [t for texts in everyday.values() for t in texts]:
         h.update(text.encode("utf-8", "surrogatepass") + b"\0")
     return h.hexdigest()
+
+
+def _parts(value: str) -> list[tuple[str, float]]:
+    """``REF=WEIGHT,REF=WEIGHT`` -> [(ref, weight)]."""
+    out = []
+    for item in value.split(","):
+        ref, eq, w = item.rpartition("=")
+        try:
+            out.append((ref, float(w)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not REF=WEIGHT: {item!r}") from None
+        if not eq or not ref:
+            raise argparse.ArgumentTypeError(f"not REF=WEIGHT: {item!r}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -728,7 +788,13 @@ def main(argv: list[str] | None = None) -> int:
                                                          "fold models whose logits chose the thresholds")
     ap.add_argument("--members", help="--model tuned: ship the fold models of this scripts/tuned_sweep.py run file "
                     "(trained elsewhere on a bundle of these rows); their out-of-fold logits are computed here")
+    ap.add_argument("--parts", type=_parts, help="--model combined: the classifiers to add, as REF=WEIGHT,REF=WEIGHT "
+                    "(a builtin: name or a path; default the shipped ones, COMBINED)")
+    ap.add_argument("--grid", help="--model combined: write a candidate for each weight of the last part "
+                    "(GRID_WEIGHT) and each false-block budget (GRID_FALSE) into this folder, and grid.json")
     args = ap.parse_args(argv)
+    if (args.parts or args.grid) and args.model != "combined":
+        ap.error("--parts and --grid need --model combined")
     if args.members and args.model != "tuned":
         ap.error("--members needs --model tuned")
     if args.refit and args.model == "tuned":

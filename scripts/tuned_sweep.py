@@ -27,10 +27,11 @@ the plain bundle has (``core``), so the two data sets compare on the same rows.
 
 A run file's members ship with ``train_moderation_classifier.py --model tuned --members RUN.npz``, which
 recomputes their out-of-fold logits on this machine before it chooses the thresholds. ``restore`` makes a run
-file of a shipped classifier's members, adapters as int8 rows: how the float16 file of session 25 became the
-int8 one that ships (``git show 0e4a97c:src/aigc/resources/safety/moderation_e5_tuned.npz``)::
+file of a shipped classifier's members, adapters as int8 rows (``--bits 8``: how the float16 file of session 25
+became the int8 one of session 28) or as 4-bit groups (``--bits 4``), from the float16 file
+(``git show 0e4a97c:src/aigc/resources/safety/moderation_e5_tuned.npz``)::
 
-    python scripts/tuned_sweep.py restore --classifier OLD.npz --out RUN.npz
+    python scripts/tuned_sweep.py restore --classifier OLD.npz [--bits 4] --out RUN.npz
     python scripts/train_moderation_classifier.py --model tuned --members RUN.npz
 """
 
@@ -245,24 +246,33 @@ def score(dirs: list[Path], runs: Path, out_name: str, max_false: float, max_ben
     print(f"wrote {path}", file=sys.stderr)
 
 
-def restore(classifier: str, out: Path) -> None:
+def restore(classifier: str, out: Path, bits: int = 8) -> None:
     """A shipped fine-tuned classifier's fold members as a run file, their adapters re-stored as int8 rows
-    (:func:`aigc.safety.tuned.int8_rows`; a file's float16 adapters, as the first shipped ones were): then
-    ``train_moderation_classifier.py --model tuned --members OUT`` chooses their thresholds again."""
+    (``bits`` 8, :func:`aigc.safety.tuned.int8_rows`; a file's float16 adapters, as the first shipped ones
+    were, and int8 ones kept as they are) or as 4-bit groups (``bits`` 4, :func:`aigc.safety.tuned.int4_groups`,
+    from the file's adapters as stored; best from the float16 file, not a second rounding of the int8 one):
+    then ``train_moderation_classifier.py --model tuned --members OUT`` chooses their thresholds again."""
     import re
 
-    from aigc.safety.tuned import LINEARS, TunedClassifier, int8_rows
+    from aigc.safety.tuned import LINEARS, TunedClassifier, adapter, int4_groups, int8_rows
 
     clf = TunedClassifier.load(classifier)
     arrays = {}
     for i, member in enumerate(clf.arrays):
         for key, v in member.items():
-            if re.fullmatch(rf"l\d+\.({'|'.join(LINEARS)})\.[ab]", key) and v.dtype != np.int8:
+            if key.endswith("_scale"):
+                continue
+            if not re.fullmatch(rf"l\d+\.({'|'.join(LINEARS)})\.[ab]", key):
+                arrays[f"m{i}.{key}"] = v
+            elif bits == 4:
+                arrays[f"m{i}.{key}"], arrays[f"m{i}.{key}_scale"] = int4_groups(adapter(member, key))
+            elif v.dtype != np.int8:
                 arrays[f"m{i}.{key}"], arrays[f"m{i}.{key}_scale"] = int8_rows(v)
             else:
-                arrays[f"m{i}.{key}"] = v
+                arrays[f"m{i}.{key}"], arrays[f"m{i}.{key}_scale"] = v, member[key + "_scale"]
+    how = "4-bit groups" if bits == 4 else "int8 rows"
     info = {"name": Path(classifier).stem, "config": {**clf.meta["tuned"], "start": clf.start}, "seconds": 0.0,
-            "device": "cpu", "trained_by": f"{Path(classifier).name}'s fold members, adapters re-stored as int8 rows "
+            "device": "cpu", "trained_by": f"{Path(classifier).name}'s fold members, adapters re-stored as {how} "
             "(scripts/tuned_sweep.py restore)", "train_sha256": clf.meta["train_sha256"],
             "retired": bool(clf.meta.get("retired")), "folds_done": len(clf.arrays), "members": len(clf.arrays)}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -286,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--jobs", type=int, default=1)
     r.add_argument("--max-mb", type=float, default=15.0, help="leave the members out of a larger run file")
-    o = sub.add_parser("restore", help="a shipped fine-tune's members as a run file, adapters as int8 rows")
+    o = sub.add_parser("restore", help="a shipped fine-tune's members as a run file, adapters as int8 rows "
+                       "or 4-bit groups")
     o.add_argument("--classifier", required=True, help="a TunedClassifier file (e.g. one stored as float16)")
+    o.add_argument("--bits", type=int, choices=(4, 8), default=8)
     o.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("score")
     s.add_argument("--dir", type=Path, action="append", required=True)
@@ -300,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "bundle":
         bundle(args.dir, args.retired, args.seed)
     elif args.cmd == "restore":
-        restore(args.classifier, args.out)
+        restore(args.classifier, args.out, args.bits)
     elif args.cmd == "run":
         run(args.dir, args.config, args.out, args.jobs, args.max_mb)
     else:

