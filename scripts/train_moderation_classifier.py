@@ -54,8 +54,10 @@ everything and are lowered greedily, each step to the next of a category's own p
 step that catches the most taken first, while every budget holds: the cases' should-pass rows
 flagged at most ``--max-false`` (0.025, half the 0.05 target) overall and among each category's,
 and each everyday source's out-of-fold pieces at most ``--max-benign`` (0.005, half the 1 % bar).
-The budgets were fixed before any held-out figure was seen, but for one: ``--model combined``'s false-block
-budget (``COMBINED_MAX_FALSE``, 0.045) was chosen on heldout2 to heldout6, serving as validation; heldout7 tests it. Each threshold is then subtracted from
+The budgets were fixed before any held-out figure was seen, but for ``--model combined``'s point: its
+false-block budget (``COMBINED_MAX_FALSE``) and the e5 head's weight (``COMBINED``) were chosen on held-out
+splits serving as validation (0.045 on heldout2 to heldout6, tested on heldout7; then, in session 29, 0.055 and
+0.25 on heldout6 to heldout9 among ``--grid``'s twelve points, tested on heldout10). Each threshold is then subtracted from
 its category's intercept, so the shipped score is 0.5 (the policy's category threshold) there.
 
 What ships is the model CV measured: the mean logit of the first repeat's fold models (:func:`ensemble`;
@@ -79,7 +81,7 @@ false-block rate before them (``terms_alone_false_block_rate``) and the terms' r
 (``terms_block_rate``, ``terms_false_block_rate``).
 
 ``--model combined`` trains nothing: it adds the shipped classifiers' logits (``COMBINED``: the fine-tune and
-half the e5 head) and ships ``moderation_e5_combined.npz``, a file that names them, with its own confirm points
+a quarter of the e5 head) and ships ``moderation_e5_combined.npz``, a file that names them, with its own confirm points
 and thresholds, chosen by the rules above (its own false-block budget) on the sum of their out-of-fold logits (:func:`part_oof`: each
 part's fold models on their own folds, the rows its thresholds were chosen on; both parts must have been
 trained on these rows). ``--retired`` adds the held-out splits in ``RETIRED`` (heldout to heldout5, scored by
@@ -131,9 +133,9 @@ TRAIN_DIR = REPO / "benchmarks" / "data" / "policy_train"  # the train split: on
 OUT = REPO / "src" / "aigc" / "resources" / "safety" / "moderation_e5.npz"
 OUT_TUNED = OUT.with_name("moderation_e5_tuned.npz")  # where the fine-tuned e5 ships when it is chosen
 OUT_COMBINED = OUT.with_name("moderation_e5_combined.npz")  # the two that ship, added (--model combined)
-# --model combined: the shipped classifiers whose logits it adds, and their weights (chosen on CV, session 25:
-# the tuned one plus half the e5 one beat their mean and the other way round)
-COMBINED = (("builtin:moderation_e5_tuned.npz", 1.0), ("builtin:moderation_e5.npz", 0.5))
+# --model combined: the shipped classifiers whose logits it adds, and their weights. The e5 head's weight was 0.5
+# (session 25, on CV); session 29 chose 0.25 with COMBINED_MAX_FALSE on validation (--grid, below)
+COMBINED = (("builtin:moderation_e5_tuned.npz", 1.0), ("builtin:moderation_e5.npz", 0.25))
 # --model combined --grid: the last part's weights and the false-block budgets whose candidates it writes
 GRID_WEIGHT = (0.25, 0.5, 0.75, 1.0)
 GRID_FALSE = (0.035, 0.045, 0.055)
@@ -167,10 +169,12 @@ SAE_C = 0.3
 SAE_WEIGHT = 0.5
 MLP_EPOCHS = 200  # adam epochs (scikit-learn's max_iter)
 MAX_FALSE = 0.025  # CV false-block budget, overall and per category: half the 0.05 target
-# --model combined's: chosen (session 26) among 0.025 / 0.035 / 0.045 as the one with the most blocks on the
-# held-out splits heldout2-6 while each kept its false blocks within 0.05 (they served as validation for this
-# one number; heldout7, written blind, is its test)
-COMBINED_MAX_FALSE = 0.045
+# --model combined's: 0.045 was chosen (session 26) among 0.025 / 0.035 / 0.045 as the one with the most blocks on
+# the held-out splits heldout2-6 while each kept its false blocks within 0.05 (heldout7 tested it). Session 29
+# chose 0.055, with the e5 head's weight 0.25, among --grid's twelve points by the same rule on heldout6-9 (pooled
+# block 0.953 at 0.031 false, every split <= 0.037, against 0.946 at 0.037 at the old point:
+# benchmarks/results/policy_s29_grid.json); heldout10, read once after, tests it (policy_heldout10.json)
+COMBINED_MAX_FALSE = 0.055
 MAX_LOSS = 0.01  # what the classifier may take off the terms: at most 1 % of what they rightly stop, on CV
 MAX_BENIGN = 0.005  # OOF flag budget on each source of everyday negatives: half the 1 % bar
 # Everyday negatives drawn (seeded) from each halved corpus's training half; the other half is the
