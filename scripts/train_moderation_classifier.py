@@ -726,15 +726,11 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
         dest = Path(args.grid) / f"w{weights[-1]:g}_f{max_false:g}.npz" if args.grid else Path(args.out or OUT_COMBINED)
         refs = [r if r.startswith("builtin:") else os.path.relpath(Path(r).resolve(), dest.parent.resolve())
                 for r, _w in spec]  # a file's parts are found beside it
-        clf = CombinedClassifier(categories, loaded, weights, -t, refs, meta, confirm - t)
+        path = CombinedClassifier(categories, loaded, weights, -t, refs, meta, confirm - t).save(dest)
         if args.grid:
-            name = dest.name
-            path = clf.save(dest)
-            grid.append({"file": name, "weights": weights, "max_false": max_false,
+            grid.append({"file": dest.name, "weights": weights, "max_false": max_false,
                          **{k: cv[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}})
-        else:
-            path = clf.save(dest)
-        if args.oof and not args.grid:
+        if args.oof:
             np.savez(args.oof, logits=logits, parts=np.stack(parts), categories=np.array(categories), labels=labels,
                      sources=sources, groups=data["groups"], texts=data["texts"].astype(str))
         print(f"wrote {path}: combined, CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}",
@@ -799,6 +795,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if (args.parts or args.grid) and args.model != "combined":
         ap.error("--parts and --grid need --model combined")
+    if args.grid and (args.oof or args.out):
+        ap.error("--grid writes its candidates into its folder: no --out or --oof with it")
     if args.members and args.model != "tuned":
         ap.error("--members needs --model tuned")
     if args.refit and args.model == "tuned":

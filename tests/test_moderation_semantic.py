@@ -420,5 +420,8 @@ def test_the_combined_grid_chooses_each_points_thresholds_within_its_own_budget_
     assert script["_parts"]("builtin:a.npz=1,/x/b=c.npz=0.25") == [("builtin:a.npz", 1.0), ("/x/b=c.npz", 0.25)]
     with pytest.raises(Exception, match="not REF=WEIGHT"):
         script["_parts"]("builtin:a.npz")
-    with pytest.raises(SystemExit):
-        script["main"](["--model", "linear", "--grid", "/tmp/nowhere"])
+    for argv in (["--model", "linear", "--grid", "/tmp/nowhere"],
+                 ["--model", "combined", "--grid", "/tmp/nowhere", "--out", "/tmp/nowhere.npz"]):
+        with pytest.raises(SystemExit):
+            script["main"](argv)
+    assert not Path("/tmp/nowhere").exists()
