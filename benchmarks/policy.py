@@ -61,7 +61,8 @@ false-block budget 0.055) had been chosen there among twelve (policy_s29_grid.js
 point and the new (policy_heldout10.json); the default run has read it since. ``heldout11``
 (benchmarks/data/policy_heldout11.jsonl): the same shape and brief, two more writers (session 29), written after
 heldout9 and before heldout10 was read; sealed until the next choice, made on heldout6-10 as validation, and read
-once after it with ``--cases``.
+once after it with ``--cases``. ``heldout12`` (benchmarks/data/policy_heldout12.jsonl): the same shape and brief, two
+more writers (session 30), written before heldout11 was read; sealed for the choice after that one.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -149,7 +150,7 @@ def _shown(path: Path) -> str:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
 SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7",
-          "heldout8", "heldout9", "heldout10", "heldout11")
+          "heldout8", "heldout9", "heldout10", "heldout11", "heldout12")
 HELD_OUT = SPLITS[2:]  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
