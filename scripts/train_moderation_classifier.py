@@ -57,7 +57,8 @@ and each everyday source's out-of-fold pieces at most ``--max-benign`` (0.005, h
 The budgets were fixed before any held-out figure was seen, but for ``--model combined``'s point: its
 false-block budget (``COMBINED_MAX_FALSE``) and the e5 head's weight (``COMBINED``) were chosen on held-out
 splits serving as validation (0.045 on heldout2 to heldout6, tested on heldout7; then, in session 29, 0.055 and
-0.25 on heldout6 to heldout9 among ``--grid``'s twelve points, tested on heldout10). Each threshold is then subtracted from
+0.25 on heldout6 to heldout9 among ``--grid``'s twelve points, tested on heldout10; in session 30, with the 1 %
+everyday bar added to the rule, 0.045 and 0.5 again on heldout6 to heldout10, tested on heldout11). Each threshold is then subtracted from
 its category's intercept, so the shipped score is 0.5 (the policy's category threshold) there.
 
 What ships is the model CV measured: the mean logit of the first repeat's fold models (:func:`ensemble`;
@@ -134,8 +135,9 @@ OUT = REPO / "src" / "aigc" / "resources" / "safety" / "moderation_e5.npz"
 OUT_TUNED = OUT.with_name("moderation_e5_tuned.npz")  # where the fine-tuned e5 ships when it is chosen
 OUT_COMBINED = OUT.with_name("moderation_e5_combined.npz")  # the two that ship, added (--model combined)
 # --model combined: the shipped classifiers whose logits it adds, and their weights. The e5 head's weight was 0.5
-# (session 25, on CV); session 29 chose 0.25 with COMBINED_MAX_FALSE on validation (--grid, below)
-COMBINED = (("builtin:moderation_e5_tuned.npz", 1.0), ("builtin:moderation_e5.npz", 0.25))
+# (session 25, on CV); session 29 chose 0.25 with COMBINED_MAX_FALSE on validation (--grid, below); session 30,
+# with the everyday bar in the rule, 0.5 again
+COMBINED = (("builtin:moderation_e5_tuned.npz", 1.0), ("builtin:moderation_e5.npz", 0.5))
 # --model combined --grid: the last part's weights and the false-block budgets whose candidates it writes
 GRID_WEIGHT = (0.25, 0.5, 0.75, 1.0)
 GRID_FALSE = (0.035, 0.045, 0.055)
@@ -173,8 +175,14 @@ MAX_FALSE = 0.025  # CV false-block budget, overall and per category: half the 0
 # the held-out splits heldout2-6 while each kept its false blocks within 0.05 (heldout7 tested it). Session 29
 # chose 0.055, with the e5 head's weight 0.25, among --grid's twelve points by the same rule on heldout6-9 (pooled
 # block 0.953 at 0.031 false, every split <= 0.037, against 0.946 at 0.037 at the old point:
-# benchmarks/results/policy_s29_grid.json); heldout10, read once after, tests it (policy_heldout10.json)
-COMBINED_MAX_FALSE = 0.055
+# benchmarks/results/policy_s29_grid.json); heldout10, read once after, tested it (policy_heldout10.json). That rule
+# did not look at everyday text, and the point flagged 1.23 % of held-out shopping reviews (policy.py --benign), over
+# the 1 % bar. Session 30's rule, on heldout6-10 and policy.py --benign, of 24 points (this fine-tune and a 4-bit
+# one): the most pooled blocks with every split's false blocks <= 0.05 and every everyday source flagged <= 1 %
+# (terms + classifier). It chose weight 0.5 at 0.045 again (pooled 0.949 at 0.038, reviews 0.88 %, against 0.956 at
+# 0.033 and 1.23 % at 0.25 / 0.055: benchmarks/results/policy_s30_grid.json); heldout11, read once after, tests it
+# (policy_heldout11.json)
+COMBINED_MAX_FALSE = 0.045
 MAX_LOSS = 0.01  # what the classifier may take off the terms: at most 1 % of what they rightly stop, on CV
 MAX_BENIGN = 0.005  # OOF flag budget on each source of everyday negatives: half the 1 % bar
 # Everyday negatives drawn (seeded) from each halved corpus's training half; the other half is the
