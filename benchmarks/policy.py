@@ -64,7 +64,11 @@ heldout9 and before heldout10 was read; sealed until the next choice: in session
 was chosen again on heldout6-10 as validation, with every everyday source flagged at most 1 % (``--benign``) added to
 the rule (policy_s30_grid.json: weight 0.5, budget 0.045, the point before session 29's); then read once, by the
 chosen point and the one it replaced (policy_heldout11.json); the default run has read it since. ``heldout12`` (benchmarks/data/policy_heldout12.jsonl): the same shape and brief, two
-more writers (session 30), written before heldout11 was read; sealed for the choice after that one.
+more writers (session 30), written before heldout11 was read; sealed until a change to the default term lists
+(scam archetypes) had been made on heldout6-11 (policy_s30_terms_validation.json), then read once, with the old terms
+and the new (policy_heldout12.json, policy_heldout12_oldterms.json). ``heldout13``
+(benchmarks/data/policy_heldout13.jsonl): the same shape and brief, two more writers (session 30), written before
+heldout12 was read (one text, a set insult, is also in heldout7: two writers wrote it); sealed for the next choice.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -153,7 +157,8 @@ def _shown(path: Path) -> str:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
 SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7",
-          "heldout8", "heldout9", "heldout10", "heldout11", "heldout12")
+          "heldout8", "heldout9", "heldout10", "heldout11", "heldout12",
+          "heldout13")
 HELD_OUT = SPLITS[2:]  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
