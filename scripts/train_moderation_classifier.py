@@ -82,7 +82,7 @@ false-block rate before them (``terms_alone_false_block_rate``) and the terms' r
 (``terms_block_rate``, ``terms_false_block_rate``).
 
 ``--model combined`` trains nothing: it adds the shipped classifiers' logits (``COMBINED``: the fine-tune and
-a quarter of the e5 head) and ships ``moderation_e5_combined.npz``, a file that names them, with its own confirm points
+half the e5 head) and ships ``moderation_e5_combined.npz``, a file that names them, with its own confirm points
 and thresholds, chosen by the rules above (its own false-block budget) on the sum of their out-of-fold logits (:func:`part_oof`: each
 part's fold models on their own folds, the rows its thresholds were chosen on; both parts must have been
 trained on these rows). ``--retired`` adds the held-out splits in ``RETIRED`` (heldout to heldout5, scored by
