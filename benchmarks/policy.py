@@ -69,6 +69,8 @@ more writers (session 30), written before heldout11 was read; sealed until a cha
 and the new (policy_heldout12.json, policy_heldout12_oldterms.json); the default run has read it since. ``heldout13``
 (benchmarks/data/policy_heldout13.jsonl): the same shape and brief, two more writers (session 30), written before
 heldout12 was read (one text, a set insult, is also in heldout7: two writers wrote it); sealed for the next choice.
+``heldout14`` (benchmarks/data/policy_heldout14.jsonl): the same shape and brief, two more writers (session 30),
+written before heldout13 was read; sealed for the choice after that one.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -159,7 +161,7 @@ def _shown(path: Path) -> str:
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
 SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7",
           "heldout8", "heldout9", "heldout10", "heldout11", "heldout12",
-          "heldout13")
+          "heldout13", "heldout14")
 HELD_OUT = SPLITS[2:]  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
