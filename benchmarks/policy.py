@@ -68,7 +68,9 @@ more writers (session 30), written before heldout11 was read; sealed until a cha
 (scam archetypes) had been made on heldout6-11 (policy_s30_terms_validation.json), then read once, with the old terms
 and the new (policy_heldout12.json, policy_heldout12_oldterms.json); the default run has read it since. ``heldout13``
 (benchmarks/data/policy_heldout13.jsonl): the same shape and brief, two more writers (session 30), written before
-heldout12 was read (one text, a set insult, is also in heldout7: two writers wrote it); sealed for the next choice.
+heldout12 was read (one text, a set insult, is also in heldout7: two writers wrote it); sealed until the term rules
+had been widened on heldout6-12 (policy_s30_terms2_validation.json), then read once with the terms before and after
+(policy_heldout13.json, policy_heldout13_oldterms.json); the default run has read it since.
 ``heldout14`` (benchmarks/data/policy_heldout14.jsonl): the same shape and brief, two more writers (session 30),
 written before heldout13 was read; sealed for the choice after that one.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
@@ -135,13 +137,15 @@ HELDOUT9 = HERE / "data" / "policy_heldout9.jsonl"  # written blind after heldou
 HELDOUT10 = HERE / "data" / "policy_heldout10.jsonl"  # written blind before heldout9 was read; sealed until session 29
 HELDOUT11 = HERE / "data" / "policy_heldout11.jsonl"  # written blind before heldout10 was read; sealed until session 30
 HELDOUT12 = HERE / "data" / "policy_heldout12.jsonl"  # written blind before heldout11 was read; sealed until session 30
+HELDOUT13 = HERE / "data" / "policy_heldout13.jsonl"  # written blind before heldout12 was read; sealed until session 30
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 TUNED_CACHE = HERE / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
 
 
 def case_files() -> list[Path]:
-    """Every case file the benchmark reads by default: the first cases, heldout3 to 12, the train split."""
+    """Every case file the benchmark reads by default: the first cases, heldout3 to 13, the train split."""
     return [CASES, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, HELDOUT8, HELDOUT9, HELDOUT10, HELDOUT11, HELDOUT12,
+            HELDOUT13,
             *sorted(TRAIN_DIR.glob("*.jsonl"))]
 
 
@@ -452,7 +456,7 @@ def main() -> None:
                     help=f"the classifiers of the classifier and both modes, each scored in this run: builtin:NAME or "
                          f"a path (default: the policy's moderation.classifier, else {' '.join(CLASSIFIERS)})")
     ap.add_argument("--cases", nargs="+", default=None,
-                    help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl to policy_heldout12.jsonl, "
+                    help="case files (default: policy_cases.jsonl, policy_heldout3.jsonl to policy_heldout13.jsonl, "
                          "policy_train/*.jsonl)")
     ap.add_argument("--repeat", type=int, default=5, help="timed checks per case")
     ap.add_argument("--timed", type=int, default=200, help="texts timed through each classifier, one call each")
