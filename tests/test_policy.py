@@ -703,6 +703,32 @@ def test_quoted_spans_find_words_set_apart_by_quotation_marks_and_not_apostrophe
     assert words("他说“好。”然后") == [] and words("“" + "很" * 30 + "”") == []  # a sentence end; too long
 
 
+@pytest.mark.parametrize("text, category", [
+    # scam and intent archetypes, each in a sentence with commas and in either order
+    ("恭喜您在店庆活动中中了一等奖，奖品价值三万元，只需先支付800元个人所得税即可领取。", "fraud"),
+    ("您的包裹已丢失，请点击下方链接，输入银行卡号和短信验证码完成退款。", "fraud"),
+    ("Please click the link below and confirm your card number and security code to keep your account open.", "fraud"),
+    ("Our office can issue real-looking VAT invoices for any amount.", "fraud"),
+    ("可代开增值税专用发票，点数低。", "fraud"),
+    ("I've stockpiled my sleeping pills and I'm going to take them all tonight.", "self_harm"),
+    ("药片已经攒够了，今晚全吃了就解脱了。", "self_harm"),
+])
+def test_default_policy_stops_scam_and_intent_archetypes(text, category):
+    policy = default_policy()
+    assert category in assess(policy, policy.match_terms(text)).on, policy.match_terms(text)
+
+
+@pytest.mark.parametrize("text", [
+    "切勿点击陌生链接输入银行卡号和验证码。",  # a warning before the archetype
+    "Be careful: messages asking you to click a link and enter your password are phishing.",
+    "个人可以到税务局申请代开增值税普通发票，需要携带身份证和合同。",  # the tax office's own service
+    "医生提醒：家里不要囤积安眠药，吃完一个疗程再开。",
+])
+def test_default_policy_lets_the_archetypes_warnings_and_services_pass(text):
+    policy = default_policy()
+    assert not assess(policy, policy.match_terms(text)).flagged, policy.match_terms(text)
+
+
 @pytest.mark.parametrize("text", [
     "审核意见：文案中“全网最低价”属于《广告法》禁止的绝对化用语，请修改",  # a term talked about as a word
     "Copy guidelines: avoid claims like 'guaranteed cure' in supplement ads.",
