@@ -723,6 +723,8 @@ def test_default_policy_stops_scam_and_intent_archetypes(text, category):
     "Be careful: messages asking you to click a link and enter your password are phishing.",
     "个人可以到税务局申请代开增值税普通发票，需要携带身份证和合同。",  # the tax office's own service
     "医生提醒：家里不要囤积安眠药，吃完一个疗程再开。",
+    "办理继承公证需先缴纳公证费。",  # a notary's fee is no advance-fee scam
+    "贷款只需提供身份证，不收取手续费。",
 ])
 def test_default_policy_lets_the_archetypes_warnings_and_services_pass(text):
     policy = default_policy()
