@@ -72,7 +72,9 @@ heldout12 was read (one text, a set insult, is also in heldout7: two writers wro
 had been widened on heldout6-12 (policy_s30_terms2_validation.json), then read once with the terms before and after
 (policy_heldout13.json, policy_heldout13_oldterms.json); the default run has read it since.
 ``heldout14`` (benchmarks/data/policy_heldout14.jsonl): the same shape and brief, two more writers (session 30),
-written before heldout13 was read; sealed for the choice after that one.
+written before heldout13 was read; sealed for the choice after that one. ``heldout15``
+(benchmarks/data/policy_heldout15.jsonl): the same shape and brief, two more writers (session 33), written before
+heldout14 was read; sealed for the choice after that one.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -128,7 +130,7 @@ from _common import write_result  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
 # The held-out splits the default run reads (how each was written, sealed and read: the module doc). The first two
-# (heldout, heldout2) live in CASES; a split still sealed (heldout14) is read only with --cases.
+# (heldout, heldout2) live in CASES; a split still sealed (heldout14, heldout15) is read only with --cases.
 READ_HELDOUT = range(3, 14)
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 TUNED_CACHE = HERE / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
@@ -157,7 +159,7 @@ def _shown(path: Path) -> str:
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
 SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7",
           "heldout8", "heldout9", "heldout10", "heldout11", "heldout12",
-          "heldout13", "heldout14")
+          "heldout13", "heldout14", "heldout15")
 HELD_OUT = SPLITS[2:]  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
