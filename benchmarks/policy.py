@@ -113,6 +113,7 @@ the held-out splits; writes benchmarks/results/<out-name>.json (provenance first
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import sys
@@ -259,11 +260,10 @@ def _scores(classifier, texts: list[str]) -> list[dict[str, float]]:
     logits (:func:`_piece_logits`), so a refit is scored without embedding the cases again."""
     if not hasattr(classifier, "piece_logits"):
         return [classifier.scores(t) for t in texts]
-    from aigc.safety.moderation import SemanticClassifier, highest
+    from aigc.safety.moderation import text_logits
 
-    split = SemanticClassifier.split(texts)
-    z = _piece_logits(classifier, [p for ps in split for p in ps])
-    return classifier.scores_of(highest(z, [len(ps) for ps in split]))
+    return classifier.scores_of(text_logits(lambda pieces: _piece_logits(classifier, pieces), texts,
+                                            classifier.sentence_margin))
 
 
 def _piece_logits(classifier, pieces: list[str]) -> np.ndarray:
@@ -448,7 +448,8 @@ def main() -> None:
     ap.add_argument("--policy", help="a policy file (default: the shipped default policy)")
     ap.add_argument("--classifier", nargs="+", default=None,
                     help=f"the classifiers of the classifier and both modes, each scored in this run: builtin:NAME or "
-                         f"a path (default: the policy's moderation.classifier, else {' '.join(CLASSIFIERS)})")
+                         f"a path, either with @sentence_margin=M (none or a number: that margin instead of its file's) "
+                         f"(default: the policy's moderation.classifier, else {' '.join(CLASSIFIERS)})")
     ap.add_argument("--cases", nargs="+", default=None,
                     help=f"case files (default: policy_cases.jsonl, policy_heldout{READ_HELDOUT[0]}.jsonl to "
                          f"policy_heldout{READ_HELDOUT[-1]}.jsonl, policy_train/*.jsonl)")
@@ -551,10 +552,17 @@ def _trained_on(classifier) -> set[str]:
 
 
 def load(ref: str, base_dir: Path | None):
-    """The classifier ``ref`` names (builtin:NAME, or a path from ``base_dir``)."""
+    """The classifier ``ref`` names (builtin:NAME, or a path from ``base_dir``). ``REF@sentence_margin=M``: that
+    classifier with its file's ``sentence_margin`` set to M (``none``: a text's pieces alone;
+    :func:`aigc.safety.moderation.text_logits`), a candidate when the margin is chosen."""
     from aigc.safety.moderation import classifier_at
 
-    return classifier_at(ref, base_dir)
+    name, _, margin = ref.partition("@sentence_margin=")
+    classifier = classifier_at(name, base_dir)
+    if margin:
+        classifier = copy.copy(classifier)  # the loaded one is shared (cached)
+        classifier.meta = {**classifier.meta, "sentence_margin": None if margin == "none" else float(margin)}
+    return classifier
 
 if __name__ == "__main__":
     main()

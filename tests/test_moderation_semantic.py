@@ -325,6 +325,31 @@ def test_a_long_text_is_read_in_pieces_cut_at_sentence_ends(monkeypatch, threat_
     assert not moderate(text, on, scanner=NoPII()).flagged
 
 
+def test_a_text_of_several_sentences_is_also_scored_sentence_by_sentence():
+    from aigc.safety.moderation import MAX_SENTENCES, TextClassifier, sentences_of, text_logits
+
+    assert sentences_of("one sentence only.") == [] and sentences_of("一句话而已。") == []
+    assert sentences_of("好的。谢谢！还有吗？\nyes; no") == ["好的。", "谢谢！", "还有吗？", "yes;", "no"]
+    assert sentences_of("Dr. Smith said so. Then left.") == []  # a full stop is not a cut
+    assert len(sentences_of("好。" * 100)) == MAX_SENTENCES
+    assert [len(s) for s in sentences_of("长" * 2000 + "。好。")] == [PIECE_CHARS, 2]
+    calls = []
+
+    def diluted(pieces):  # a logit that the harmful word's share of its piece sets
+        calls.append(list(pieces))
+        return np.array([[10.0 * p.count("毒") / len(p)] for p in pieces])
+
+    text = "这件衣服很好看面料舒服。" * 5 + "毒毒！"
+    whole = 10.0 * 2 / len(TextClassifier.prepare(text))
+    assert text_logits(diluted, [text])[0, 0] == pytest.approx(whole) and len(calls[0]) == 1  # its piece alone
+    calls.clear()
+    z = text_logits(diluted, [text, "毒", "很好。"], sentence_margin=1.0)
+    assert len(calls) == 1 and len(calls[0]) == 3 + 6  # one call: every text's piece, then the first's sentences
+    assert calls[0][3:] == ["这件衣服很好看面料舒服。"] * 5 + ["毒毒!"]
+    assert z[:, 0] == pytest.approx([10.0 * 2 / 3 - 1.0, 10.0, 0.0])  # its worst sentence less the margin
+    assert text_logits(diluted, [text], sentence_margin=100.0)[0, 0] == pytest.approx(whole)  # the higher wins
+
+
 def _script() -> dict:
     return runpy.run_path(str(SCRIPT), run_name="train_moderation_classifier")
 
@@ -385,6 +410,15 @@ def test_the_benchmark_judges_no_classifier_on_a_split_it_or_a_part_was_trained_
     tuned, head = NS(meta={"retired": ["heldout", "heldout2"]}), NS(meta={"retired": ["heldout3"]})
     assert trained_on(NS(meta={}, parts=[tuned, head])) == {"heldout", "heldout2", "heldout3"}
     assert trained_on(NS(meta={"retired": []})) == set() and trained_on(NS()) == set()
+
+
+def test_the_benchmark_scores_a_classifier_at_another_sentence_margin_without_changing_the_loaded_one():
+    load = runpy.run_path(str(BENCHMARK), run_name="policy_benchmark")["load"]
+    shipped = load("builtin:moderation_e5.npz", None)
+    at = load("builtin:moderation_e5.npz@sentence_margin=1.5", None)
+    off = load("builtin:moderation_e5.npz@sentence_margin=none", None)
+    assert (at.sentence_margin, off.sentence_margin) == (1.5, None) and at.coef is shipped.coef
+    assert shipped.sentence_margin is None and load("builtin:moderation_e5.npz", None) is shipped  # the cached one
 
 
 def test_the_benchmark_caches_chunks_cut_by_content_so_an_insertion_costs_only_its_own_chunk():

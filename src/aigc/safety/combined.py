@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from aigc.errors import InvalidInput
-from aigc.safety.moderation import SemanticClassifier, TextClassifier, _read_npz, _save_npz, highest
+from aigc.safety.moderation import SemanticClassifier, TextClassifier, _read_npz, _save_npz, text_logits
 
 COMBINED_FORMAT = "aigc-moderation-combined/1"
 
@@ -69,10 +69,11 @@ class CombinedClassifier:
         """(n, C): the logits of ``pieces`` (each already one normalised piece)."""
         return self.combine([part.piece_logits(pieces) for part in self.parts])
 
+    sentence_margin = SemanticClassifier.sentence_margin
+
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, C): each text's highest combined logit per category over its pieces."""
-        split = SemanticClassifier.split(texts)
-        return highest(self.piece_logits([p for ps in split for p in ps]), [len(ps) for ps in split])
+        """(n, C): each text's highest combined logit per category (:func:`~aigc.safety.moderation.text_logits`)."""
+        return text_logits(self.piece_logits, texts, self.sentence_margin)
 
     def save(self, path: str | os.PathLike) -> Path:
         meta = {**self.meta, "format": COMBINED_FORMAT, "categories": list(self.categories), "parts": self.refs,

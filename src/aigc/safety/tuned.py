@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from aigc.errors import InvalidInput
-from aigc.safety.moderation import SemanticClassifier, TextClassifier, _read_npz, _save_npz, highest
+from aigc.safety.moderation import SemanticClassifier, TextClassifier, _read_npz, _save_npz, text_logits
 
 TUNED_FORMAT = "aigc-moderation-e5-tuned/1"
 LINEARS = ("q", "k", "v", "ao", "fi", "fo")
@@ -389,10 +389,11 @@ class TunedClassifier:
 
     prepare = staticmethod(TextClassifier.prepare)
 
+    sentence_margin = SemanticClassifier.sentence_margin
+
     def logits(self, texts: Sequence[str], chunk: int = 32) -> np.ndarray:
-        """(n, C): each text's highest logit per category over its pieces."""
-        split = SemanticClassifier.split(texts)
-        return highest(self.piece_logits([p for ps in split for p in ps], chunk), [len(ps) for ps in split])
+        """(n, C): each text's highest logit per category (:func:`~aigc.safety.moderation.text_logits`)."""
+        return text_logits(lambda pieces: self.piece_logits(pieces, chunk), texts, self.sentence_margin)
 
     def piece_logits(self, pieces: Sequence[str], chunk: int = 32) -> np.ndarray:
         """(n, C): the logits of ``pieces`` (each already one normalised piece, as ``split`` makes them)."""
