@@ -43,6 +43,15 @@ most (benchmarks/results/policy.json; on each sealed set, read once after the ch
 prompt, the serving benchmark's tokens/s fell to 0.53 of the layer off at 1 client and 0.20 at 16,
 benchmarks/results/serve_safety_moderation_e5_combined.json). A policy names any of them; :func:`policy_classifier` loads whichever
 format the file holds.
+
+A classifier file may name a ``sentence_margin`` (:func:`text_logits`): a text of several sentences then also
+scores its worst sentence, less that margin, so one harmful sentence in an ordinary post is not diluted by the
+rest of its piece. No shipped file names one. Session 33 tried margins 0 to 3 on the combined one
+(benchmarks/results/policy_s33_sentences.json): on heldout6-13 each blocked more (pooled 0.962 at margin 0, 0.958 at
+3, against 0.955 without) but each flagged more than 1 % of held-out shopping reviews (2.72 % at margin 0, 1.45 % at 3,
+against 0.88 %), and the 1 % everyday bar rules them out: the thresholds were chosen on whole pieces, and a lone
+sentence of a long review (a hotel's "old" rooms, a brand "威武") scores as no piece did. Thresholds chosen on
+sentence-level out-of-fold logits might keep the gain; not tried.
 """
 
 from __future__ import annotations
