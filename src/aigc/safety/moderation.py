@@ -422,8 +422,8 @@ _SENTENCE_END = re.compile(r"(?<=[。！？!?;；\n])")
 def sentences_of(text: str) -> list[str]:
     """``text``'s sentences, each cut after 。！？!?;； or a line end, the first :data:`MAX_SENTENCES`, each
     at most :data:`PIECE_CHARS` characters; none for a text of one sentence (its pieces already are it).
-    A full stop is not a cut: in session 33's trial, cutting there too put more should-pass cases over the
-    false-block bar (a split over 0.05 at every margin tried; the module doc has the trial)."""
+    A full stop is not a cut (abbreviations, decimals); cutting there too was tried in session 33 only in a
+    scratch script outside the repo (issue 13's note), so no figure is given here."""
     out = [s.strip()[:PIECE_CHARS] for s in _SENTENCE_END.split(text) if s.strip()]
     return out[:MAX_SENTENCES] if len(out) > 1 else []
 
