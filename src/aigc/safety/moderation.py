@@ -434,9 +434,8 @@ def text_logits(piece_logits: Callable[[list[str]], np.ndarray], texts: Sequence
     when ``sentence_margin`` is a number, over its sentences (:func:`sentences_of`) less that margin: one
     harmful sentence in an ordinary post is scored on its own, not diluted by the rest of its piece.
     ``piece_logits`` scores every piece and sentence of every text in one call."""
-    prepared = [TextClassifier.prepare(t) for t in texts]
-    split = [pieces_of(t) or [""] for t in prepared]
-    sents = [[] if sentence_margin is None else sentences_of(t) for t in prepared]
+    split = SemanticClassifier.split(texts)
+    sents = [[] if sentence_margin is None else sentences_of(TextClassifier.prepare(t)) for t in texts]
     n = sum(map(len, split))
     z = piece_logits([p for ps in split for p in ps] + [s for ss in sents for s in ss])
     out = highest(z[:n], [len(ps) for ps in split])
