@@ -26,15 +26,17 @@ gemma: $(STAMP)
 run: $(STAMP) audio-deps fonts
 	$(BIN)/aigc demo
 
-# One torch thread: tests run side by side with other work on small shared machines. The second pass
-# runs the catalog and server tests again with every catalog on a throwaway PostgreSQL server
-# (tests/pg.py; they skip where no PostgreSQL binaries are found).
+# One torch thread a process: tests run side by side with other work on small shared machines. The main
+# suite runs on TEST_WORKERS pytest-xdist workers (CI's two cores), a test file to a worker, so a module's
+# fixtures stay in one process. The second pass runs the catalog and server tests again, one process, with
+# every catalog on a throwaway PostgreSQL server (tests/pg.py; they skip where no PostgreSQL binaries are found).
+TEST_WORKERS ?= 2
 PG_TESTS := tests/test_workspace.py tests/test_arena.py tests/test_audit.py tests/test_feedback_online.py \
 	tests/test_feedback_shared.py \
 	tests/test_server.py tests/test_cli_serve.py tests/test_engine_process.py tests/test_monitor.py \
 	tests/test_monitor_alerts.py tests/test_assistant.py tests/test_copy_desk.py tests/test_safety_paths.py
 test: $(STAMP) browser audio-deps postgres fonts
-	AIGC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	AIGC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 	AIGC_TEST_DB=postgresql AIGC_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(PG_TESTS)
 
 # The web-studio test drives Debian's chromium (Playwright with executable_path, no browser
