@@ -158,9 +158,9 @@ def _shown(path: Path) -> str:
     except ValueError:
         return path.name
 TARGET_BLOCK, TARGET_FALSE = 0.95, 0.05
-SPLITS = ("dev", "train", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7",
-          "heldout8", "heldout9", "heldout10", "heldout11", "heldout12",
-          "heldout13", "heldout14", "heldout15")
+# every split a case may name: CASES' three, then a held-out split per data/policy_heldoutN.jsonl, in order
+SPLITS = ("dev", "train", "heldout", "heldout2") + tuple(f"heldout{n}" for n in sorted(
+    int(f.stem.removeprefix("policy_heldout")) for f in (HERE / "data").glob("policy_heldout[0-9]*.jsonl")))
 HELD_OUT = SPLITS[2:]  # what the targets are judged on
 ZH_VARIANTS = ("spaces", "traditional", "zero_width", "symbols")
 EN_VARIANTS = ("spaces", "fullwidth", "mixed_case", "homoglyph", "zero_width")
