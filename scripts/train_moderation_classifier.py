@@ -123,6 +123,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,7 @@ COMBINED = (("builtin:moderation_e5_tuned.npz", 1.0), ("builtin:moderation_e5.np
 # --model combined --grid: the last part's weights and the false-block budgets whose candidates it writes
 GRID_WEIGHT = (0.25, 0.5, 0.75, 1.0)
 GRID_FALSE = (0.035, 0.045, 0.055)
+GRID_MARGIN = (None, 0.0, 1.0, 2.0, 3.0)  # --sentences: the sentence margins of the candidates (None: pieces only)
 BENCH_DATA = REPO / "benchmarks" / "data"
 # Held-out splits that many classifiers were scored on, which can be retired into training (--retired): a
 # test set looked at this often no longer tests; heldout6 and later stay blind.
@@ -642,11 +644,26 @@ def train(data: dict[str, np.ndarray], seed: int, max_false: float, max_benign: 
     return record, arrays, t
 
 
+def sentence_rows(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Every row's sentences as :func:`~aigc.safety.moderation.text_logits` reads a text (normalised, cut by
+    :func:`~aigc.safety.moderation.sentences_of`; none for a one-sentence row) and the row each belongs to."""
+    from aigc.safety.moderation import TextClassifier, sentences_of
+
+    sents, owner = [], []
+    for i, text in enumerate(texts):
+        cut = sentences_of(TextClassifier.prepare(str(text)))
+        sents += cut
+        owner += [i] * len(cut)
+    return sents, np.asarray(owner, dtype=np.int64)
+
+
 def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed: int, train_sha256: str
              ) -> np.ndarray:
     """(n, C) out-of-fold logits of the shipped classifier ``ref``, as its file scores them (thresholds folded
     in): its CV fold models, each on its own held-out fold (the rows its thresholds were chosen on). The fine-
-    tune ships those models; an e5 head is fitted again (seeded), and must give the shipped arrays."""
+    tune ships those models; an e5 head is fitted again (seeded), and must give the shipped arrays. With
+    ``data["sentences"]`` (``(sentences, owner)`` of :func:`sentence_rows`), also each row's sentences, each by
+    the fold model that never saw its row: returns ``(rows', sentences')`` logits."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     from aigc.safety.moderation import classifier_at
@@ -657,6 +674,9 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
     folds = list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed).split(
         data["x"], data["labels"], data["groups"]))
     out = np.zeros((len(data["labels"]), len(categories)))
+    sents, owner = data.get("sentences", ([], np.zeros(0, np.int64)))
+    out_s = np.zeros((len(sents), len(categories)))
+    of_fold = [np.flatnonzero(np.isin(owner, test)) for _train, test in folds]  # the sentences of each fold's rows
     if hasattr(clf, "arrays"):  # the fine-tune: member k is fold k's model
         from aigc.safety.tuned import Tuner
 
@@ -664,25 +684,57 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
             sys.exit(f"{ref} has {len(clf.arrays)} members, not the {FOLDS} fold models")
         if "tuner" not in data:
             data["tuner"] = Tuner(list(data["texts"]), start=clf.start)
+        if sents and "sentence_tuner" not in data:
+            data["sentence_tuner"] = Tuner(sents, start=clf.start)
         for k, (_train, test) in enumerate(folds):
             out[test] = data["tuner"].logits(clf.arrays[k], test)
-        return out + clf.shift
+            if sents:
+                out_s[of_fold[k]] = data["sentence_tuner"].logits(clf.arrays[k], of_fold[k])
+        return (out + clf.shift, out_s + clf.shift) if "sentences" in data else out + clf.shift
+    if sents and "sentence_x" not in data:
+        x, counts = piece_vectors(sents)
+        if any(n != 1 for n in counts):
+            sys.exit("a sentence is longer than one piece")
+        data["sentence_x"] = x.astype(np.float64)
+        data["sentence_s"] = piece_sparse(sents).log1p() if "s" in data else None
     members = []
-    for train, test in folds:
+    for k, (train, test) in enumerate(folds):
         arrays = fit(data, train, categories, clf.meta["c"], seed, clf.meta["model"])
         out[test] = predict(arrays, data["x"][test], data["s"][test] if "s" in data else None)
+        if sents:
+            rows = of_fold[k]
+            out_s[rows] = predict(arrays, data["sentence_x"][rows],
+                                  None if data["sentence_s"] is None else data["sentence_s"][rows])
         members.append(arrays)
     shipped = ensemble(members)
     if clf.w1 is None or not np.allclose(shipped["w1"].astype(np.float32), clf.w1, atol=1e-6):
         sys.exit(f"{ref}: a refit on these rows does not give the shipped arrays: retrain it first")
-    return out - np.asarray(clf.meta["thresholds_logit"])
+    t = np.asarray(clf.meta["thresholds_logit"])
+    return (out - t, out_s - t) if "sentences" in data else out - t
+
+
+def with_sentences(rows_logits: np.ndarray, sentence_logits: np.ndarray, owner: np.ndarray, margin: float
+                   ) -> np.ndarray:
+    """Each row's logit as :func:`~aigc.safety.moderation.text_logits` scores a text at ``margin``: the
+    higher of its piece's and its worst sentence's less the margin."""
+    out = np.array(rows_logits, dtype=np.float64)
+    if len(owner):
+        np.maximum.at(out, owner, sentence_logits - margin)
+    return out
 
 
 def combined_at(parts: list[np.ndarray], weights: list[float], data: dict[str, np.ndarray], categories: list[str],
-                max_false: float, max_benign: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+                max_false: float, max_benign: float, sentences: tuple[list[np.ndarray], float] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """The weighted sum of the parts' out-of-fold logits (what ``combine()`` adds, no shift), its confirm points
-    and its thresholds, chosen by the rules every model's are: (logits, confirm, thresholds, cv)."""
+    and its thresholds, chosen by the rules every model's are: (logits, confirm, thresholds, cv). ``sentences``:
+    the parts' logits of the rows' sentences (``data["sentences"]``) and a margin; each row then scores as a text
+    does at that margin (:func:`with_sentences` of the sums)."""
     logits = sum(w * z.astype(np.float64) for w, z in zip(weights, parts))
+    if sentences is not None:
+        sentence_parts, margin = sentences
+        logits = with_sentences(logits, sum(w * z.astype(np.float64) for w, z in zip(weights, sentence_parts)),
+                                data["sentences"][1], margin)
     labels, sources = data["labels"], data["sources"]
     confirm = confirm_points(logits, labels, data["terms"], MAX_LOSS)
     terms = (data["terms"] & (logits >= confirm)).any(1)
@@ -707,7 +759,13 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
     categories = sorted(set(data["labels"]) - {""})
     sha = fingerprint(rows, everyday)
     t0 = time.perf_counter()
+    if args.sentences:
+        data["sentences"] = sentence_rows(data["texts"])
+        print(f"  {len(data['sentences'][0]):,} sentences of {len(set(data['sentences'][1])):,} rows",
+              file=sys.stderr)
     parts = [part_oof(ref, data, categories, args.seed, sha) for ref, _w in spec]
+    if args.sentences:  # each part's row logits, and its sentences' beside them
+        parts, sentence_parts = [z for z, _zs in parts], [zs for _z, zs in parts]
     labels, sources = data["labels"], data["sources"]
     alone = {}
     for (ref, _w), z in zip(spec, parts):  # each part under the same rules, for the record
@@ -715,28 +773,33 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
         _tp, cvp = thresholds(z, labels, sources, categories, args.max_false, args.max_benign,
                               (data["terms"] & (z >= c)).any(1))
         alone[ref] = {k: cvp[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}
-    points = [([w for _r, w in spec], args.max_false)] if not args.grid else \
-        [([w for _r, w in spec[:-1]] + [wl], f) for wl in GRID_WEIGHT for f in GRID_FALSE]
+    points = [([w for _r, w in spec], args.max_false, None)] if not args.grid else \
+        [([w for _r, w in spec], args.max_false, m) for m in GRID_MARGIN] if args.sentences else \
+        [([w for _r, w in spec[:-1]] + [wl], f, None) for wl in GRID_WEIGHT for f in GRID_FALSE]
     loaded = [classifier_at(ref, None) for ref, _w in spec]
     if args.grid:
         Path(args.grid).mkdir(parents=True, exist_ok=True)
     grid = []
-    for weights, max_false in points:
-        logits, confirm, t, cv = combined_at(parts, weights, data, categories, max_false, args.max_benign)
-        print(f"  combined {weights} at false budget {max_false}: CV block {cv['block_rate']:.3f}, false block "
-              f"{cv['false_block_rate']:.3f}, everyday {cv['everyday_flag_rate']}; the parts alone {alone} "
+    for weights, max_false, margin in points:
+        logits, confirm, t, cv = combined_at(parts, weights, data, categories, max_false, args.max_benign,
+                                             None if margin is None else (sentence_parts, margin))
+        print(f"  combined {weights} at false budget {max_false}" + ("" if margin is None else f", sentence margin "
+              f"{margin:g}") + f": CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}, "
+              f"everyday {cv['everyday_flag_rate']}; the parts alone {alone} "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         meta = {"model": "combined", "seed": args.seed, "max_false": max_false, "max_benign": args.max_benign,
                 "retired": [split for split, _file in RETIRED] if args.retired else [], "n_train": len(rows),
                 "max_loss": MAX_LOSS, "train_sha256": sha, "folds": FOLDS, "repeats": 1, "cv": cv,
                 "parts_cv": alone, "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5,
-                "shipped": "no weights of its own: the parts' files, their logits added"}
-        dest = Path(args.grid) / f"w{weights[-1]:g}_f{max_false:g}.npz" if args.grid else Path(args.out or OUT_COMBINED)
+                "shipped": "no weights of its own: the parts' files, their logits added",
+                **({} if margin is None else {"sentence_margin": margin})}
+        name = f"w{weights[-1]:g}_f{max_false:g}" + ("" if margin is None else f"_m{margin:g}")
+        dest = Path(args.grid) / f"{name}.npz" if args.grid else Path(args.out or OUT_COMBINED)
         refs = [r if r.startswith("builtin:") else os.path.relpath(Path(r).resolve(), dest.parent.resolve())
                 for r, _w in spec]  # a file's parts are found beside it
         path = CombinedClassifier(categories, loaded, weights, -t, refs, meta, confirm - t).save(dest)
         if args.grid:
-            grid.append({"file": dest.name, "weights": weights, "max_false": max_false,
+            grid.append({"file": dest.name, "weights": weights, "max_false": max_false, "sentence_margin": margin,
                          **{k: cv[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}})
         if args.oof:
             np.savez(args.oof, logits=logits, parts=np.stack(parts), categories=np.array(categories), labels=labels,
@@ -800,9 +863,15 @@ def main(argv: list[str] | None = None) -> int:
                     "(a builtin: name or a path; default the shipped ones, COMBINED)")
     ap.add_argument("--grid", help="--model combined: write a candidate for each weight of the last part "
                     "(GRID_WEIGHT) and each false-block budget (GRID_FALSE) into this folder, and grid.json")
+    ap.add_argument("--sentences", action="store_true", help="--model combined --grid: instead of weights "
+                    "and budgets, a candidate for each sentence margin in GRID_MARGIN, its confirm points and "
+                    "thresholds chosen on rows scored as texts are at that margin (their sentences' out-of-fold "
+                    "logits too)")
     args = ap.parse_args(argv)
     if (args.parts or args.grid) and args.model != "combined":
         ap.error("--parts and --grid need --model combined")
+    if args.sentences and not args.grid:
+        ap.error("--sentences writes a candidate for each margin: give --grid DIR")
     if args.grid and (args.oof or args.out):
         ap.error("--grid writes its candidates into its folder: no --out or --oof with it")
     if args.members and args.model != "tuned":

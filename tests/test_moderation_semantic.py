@@ -459,3 +459,22 @@ def test_the_combined_grid_chooses_each_points_thresholds_within_its_own_budget_
         with pytest.raises(SystemExit):
             script["main"](argv)
     assert not Path("/tmp/nowhere").exists()
+
+
+def test_sentence_calibrated_thresholds_score_each_row_as_a_text_is_scored_at_the_margin():
+    """--sentences: a row's logit is the higher of its piece's and its worst sentence's less the margin, summed
+    over the parts before the max (as CombinedClassifier scores a text); rows' sentences come from sentences_of."""
+    script = _script()
+    sents, owner = script["sentence_rows"](["一句话。", "第一句。第二句！", "one. two", "a; b\nc"])
+    assert owner.tolist() == [1, 1, 3, 3, 3] and sents[:2] == ["第一句。", "第二句!"]  # normalised as scored
+    rows = np.array([[0.0], [-3.0], [1.0]])
+    sentence = np.array([[-1.0], [2.0], [5.0], [0.5]])
+    np.testing.assert_allclose(script["with_sentences"](rows, sentence, np.array([1, 1, 2, 2]), 1.0),
+                               [[0.0], [1.0], [4.0]])
+    labels = np.array(["hate", ""])
+    data = {"labels": labels, "sources": np.array(["hate", "hate"]), "terms": np.zeros((2, 1), bool),
+            "sentences": (["x", "y"], np.array([0, 0]))}
+    parts = [np.array([[-5.0], [0.0]]), np.array([[-5.0], [0.0]])]
+    sentence_parts = [np.array([[4.0], [-9.0]]), np.array([[-4.0], [9.0]])]  # each part's worst is another sentence
+    logits, *_ = script["combined_at"](parts, [1.0, 0.5], data, ["hate"], 0.5, 0.5, (sentence_parts, 0.5))
+    np.testing.assert_allclose(logits, [[max(-7.5, 2.0 - 0.5)], [0.0]])  # sums 2.0 and -4.5; not 4.0 + 4.5
