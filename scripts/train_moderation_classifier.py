@@ -723,6 +723,9 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
            f"{np.median(gaps):.2g}, 99th percentile {np.percentile(gaps, 99):.2g})")
     if gaps.max() > (REFIT_GAP if refit_gap is None else refit_gap):
         sys.exit(f"{say}: retrain it first")
+    data.setdefault("refit_gaps", {})[ref] = {"largest": round(float(gaps.max()), 4),
+                                              "median": round(float(np.median(gaps)), 4),
+                                              "p99": round(float(np.percentile(gaps, 99)), 4)}
     print(f"  {say}", file=sys.stderr)
     return (out - t, out_s - t) if "sentences" in data else out - t
 
@@ -769,6 +772,9 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
     from aigc.safety.moderation import classifier_at
 
     spec = args.parts or list(COMBINED)
+    if args.grid:  # grid.json records the commit it started on, as a benchmark's result does
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from _common import provenance
     data = dataset(rows, everyday, sparse=True)
     categories = sorted(set(data["labels"]) - {""})
     sha = fingerprint(rows, everyday)
@@ -823,8 +829,11 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
     if args.grid:
         out = Path(args.grid) / "grid.json"
         tmp = out.with_name(".grid.json")
-        tmp.write_text(json.dumps({"parts": [r for r, _w in spec], "parts_cv": alone, "train_sha256": sha,
-                                   "candidates": grid}, indent=1) + "\n")
+        extra = {"refit_gaps": data.get("refit_gaps", {})}
+        if args.sentences:
+            extra["sentences"] = {"n": len(data["sentences"][0]), "rows": len(set(data["sentences"][1].tolist()))}
+        tmp.write_text(json.dumps({**provenance(), "parts": [r for r, _w in spec], "parts_cv": alone,
+                                   "train_sha256": sha, **extra, "candidates": grid}, indent=1) + "\n")
         tmp.replace(out)
         print(f"wrote {out}: {len(grid)} candidates", file=sys.stderr)
     return 0
