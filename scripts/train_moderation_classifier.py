@@ -97,7 +97,7 @@ scripts/tuned_sweep.py runs the fine-tune's settings on CV on a machine with a G
     python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--model linear|mlp|mlp_sae|tuned|combined]
                                                   [--c C] [--retired]
                                                   [--refit] [--members RUN.npz]
-                                                  [--parts REF=W,REF=W] [--grid DIR [--sentences]]
+                                                  [--parts REF=W,REF=W] [--grid DIR [--sentences | --losses]]
 
 ``--model combined --parts`` adds other classifiers than the shipped ones (a candidate fine-tune, by path);
 ``--grid DIR`` writes a candidate for each weight of the last part and each false-block budget (``GRID_WEIGHT``,
@@ -106,6 +106,8 @@ among on validation splits. ``--grid DIR --sentences`` writes instead a candidat
 (``GRID_MARGIN``; a file's ``sentence_margin``, :func:`aigc.safety.moderation.text_logits`) at the shipped weights
 and budget, each chosen on rows scored as a text is at its margin: every row's sentences are scored out of fold
 too (:func:`sentence_rows`, :func:`with_sentences`), so the thresholds hold for sentences, not only whole pieces.
+``--grid DIR --losses``: a candidate for each ``MAX_LOSS`` in ``GRID_LOSS`` (how much of the terms' right stops the
+confirm points may take off on CV, so how often the classifier overrules a term), at the shipped weights and budget.
 
 ``--model`` searches one model's grid (``tuned`` is searched only when asked for); ``--c`` skips the search. Seeded: the same seed and data write
 the same arrays; the file's meta names its training set by ``train_sha256`` (:func:`fingerprint`). The
@@ -146,6 +148,7 @@ COMBINED = (("builtin:moderation_e5_tuned.npz", 1.0), ("builtin:moderation_e5.np
 GRID_WEIGHT = (0.25, 0.5, 0.75, 1.0)
 GRID_FALSE = (0.035, 0.045, 0.055)
 GRID_MARGIN = (None, 0.0, 1.0, 2.0, 3.0)  # --sentences: the sentence margins of the candidates (None: pieces only)
+GRID_LOSS = (0.01, 0.02, 0.03, 0.05)  # --losses: the MAX_LOSS of the candidates (0.01: the shipped rule)
 BENCH_DATA = REPO / "benchmarks" / "data"
 # Held-out splits that many classifiers were scored on, which can be retired into training (--retired): a
 # test set looked at this often no longer tests; heldout6 and later stay blind.
@@ -741,19 +744,20 @@ def with_sentences(rows_logits: np.ndarray, sentence_logits: np.ndarray, owner: 
 
 
 def combined_at(parts: list[np.ndarray], weights: list[float], data: dict[str, np.ndarray], categories: list[str],
-                max_false: float, max_benign: float, sentences: tuple[list[np.ndarray], float] | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+                max_false: float, max_benign: float, sentences: tuple[list[np.ndarray], float] | None = None,
+                max_loss: float = MAX_LOSS) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """The weighted sum of the parts' out-of-fold logits (what ``combine()`` adds, no shift), its confirm points
     and its thresholds, chosen by the rules every model's are: (logits, confirm, thresholds, cv). ``sentences``:
     the parts' logits of the rows' sentences (``data["sentences"]``) and a margin; each row then scores as a text
-    does at that margin (:func:`with_sentences` of the sums)."""
+    does at that margin (:func:`with_sentences` of the sums). ``max_loss``: the confirm points'
+    (:func:`confirm_points`)."""
     logits = sum(w * z.astype(np.float64) for w, z in zip(weights, parts))
     if sentences is not None:
         sentence_parts, margin = sentences
         logits = with_sentences(logits, sum(w * z.astype(np.float64) for w, z in zip(weights, sentence_parts)),
                                 data["sentences"][1], margin)
     labels, sources = data["labels"], data["sources"]
-    confirm = confirm_points(logits, labels, data["terms"], MAX_LOSS)
+    confirm = confirm_points(logits, labels, data["terms"], max_loss)
     terms = (data["terms"] & (logits >= confirm)).any(1)
     t, cv = thresholds(logits, labels, sources, categories, max_false, max_benign, terms)
     cv["confirm_logit"] = [round(float(v), 4) for v in confirm]
@@ -793,33 +797,38 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
         _tp, cvp = thresholds(z, labels, sources, categories, args.max_false, args.max_benign,
                               (data["terms"] & (z >= c)).any(1))
         alone[ref] = {k: cvp[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}
-    points = [([w for _r, w in spec], args.max_false, None)] if not args.grid else \
-        [([w for _r, w in spec], args.max_false, m) for m in GRID_MARGIN] if args.sentences else \
-        [([w for _r, w in spec[:-1]] + [wl], f, None) for wl in GRID_WEIGHT for f in GRID_FALSE]
+    shipped = [w for _r, w in spec]
+    points = [(shipped, args.max_false, None, MAX_LOSS)] if not args.grid else \
+        [(shipped, args.max_false, m, MAX_LOSS) for m in GRID_MARGIN] if args.sentences else \
+        [(shipped, args.max_false, None, loss) for loss in GRID_LOSS] if args.losses else \
+        [(shipped[:-1] + [wl], f, None, MAX_LOSS) for wl in GRID_WEIGHT for f in GRID_FALSE]
     loaded = [classifier_at(ref, None) for ref, _w in spec]
     if args.grid:
         Path(args.grid).mkdir(parents=True, exist_ok=True)
     grid = []
-    for weights, max_false, margin in points:
+    for weights, max_false, margin, max_loss in points:
         logits, confirm, t, cv = combined_at(parts, weights, data, categories, max_false, args.max_benign,
-                                             None if margin is None else (sentence_parts, margin))
-        print(f"  combined {weights} at false budget {max_false}" + ("" if margin is None else f", sentence margin "
-              f"{margin:g}") + f": CV block {cv['block_rate']:.3f}, false block {cv['false_block_rate']:.3f}, "
-              f"everyday {cv['everyday_flag_rate']}; the parts alone {alone} "
+                                             None if margin is None else (sentence_parts, margin), max_loss)
+        where = f"at false budget {max_false}, max loss {max_loss:g}" + (
+            "" if margin is None else f", sentence margin {margin:g}")
+        print(f"  combined {weights} {where}: CV block {cv['block_rate']:.3f}, false block "
+              f"{cv['false_block_rate']:.3f}, everyday {cv['everyday_flag_rate']}; the parts alone {alone} "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         meta = {"model": "combined", "seed": args.seed, "max_false": max_false, "max_benign": args.max_benign,
                 "retired": [split for split, _file in RETIRED] if args.retired else [], "n_train": len(rows),
-                "max_loss": MAX_LOSS, "train_sha256": sha, "folds": FOLDS, "repeats": 1, "cv": cv,
+                "max_loss": max_loss, "train_sha256": sha, "folds": FOLDS, "repeats": 1, "cv": cv,
                 "parts_cv": alone, "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5,
                 "shipped": "no weights of its own: the parts' files, their logits added",
                 **({} if margin is None else {"sentence_margin": margin})}
-        name = f"w{weights[-1]:g}_f{max_false:g}" + ("" if margin is None else f"_m{margin:g}")
+        name = f"w{weights[-1]:g}_f{max_false:g}" + ("" if margin is None else f"_m{margin:g}") + (
+            f"_l{max_loss:g}" if args.losses else "")
         dest = Path(args.grid) / f"{name}.npz" if args.grid else Path(args.out or OUT_COMBINED)
         refs = [r if r.startswith("builtin:") else os.path.relpath(Path(r).resolve(), dest.parent.resolve())
                 for r, _w in spec]  # a file's parts are found beside it
         path = CombinedClassifier(categories, loaded, weights, -t, refs, meta, confirm - t).save(dest)
         if args.grid:
             grid.append({"file": dest.name, "weights": weights, "max_false": max_false, "sentence_margin": margin,
+                         "max_loss": max_loss,
                          **{k: cv[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}})
         if args.oof:
             np.savez(args.oof, logits=logits, parts=np.stack(parts), categories=np.array(categories), labels=labels,
@@ -890,13 +899,18 @@ def main(argv: list[str] | None = None) -> int:
                     "and budgets, a candidate for each sentence margin in GRID_MARGIN, its confirm points and "
                     "thresholds chosen on rows scored as texts are at that margin (their sentences' out-of-fold "
                     "logits too)")
+    ap.add_argument("--losses", action="store_true", help="--model combined --grid: instead of weights and "
+                    "budgets, a candidate for each MAX_LOSS in GRID_LOSS (what the confirm points may take off the "
+                    "terms' right stops on CV) at the shipped weights and budget")
     ap.add_argument("--refit-gap", type=float, help=f"--model combined: how far (logit) the e5 head's refit may "
                     f"score a training row from the shipped file (default {REFIT_GAP})")
     args = ap.parse_args(argv)
     if (args.parts or args.grid) and args.model != "combined":
         ap.error("--parts and --grid need --model combined")
-    if args.sentences and not args.grid:
-        ap.error("--sentences writes a candidate for each margin: give --grid DIR")
+    if (args.sentences or args.losses) and not args.grid:
+        ap.error("--sentences and --losses write a candidate each: give --grid DIR")
+    if args.sentences and args.losses:
+        ap.error("--sentences or --losses, one at a time")
     if args.grid and (args.oof or args.out):
         ap.error("--grid writes its candidates into its folder: no --out or --oof with it")
     if args.members and args.model != "tuned":

@@ -478,3 +478,27 @@ def test_sentence_calibrated_thresholds_score_each_row_as_a_text_is_scored_at_th
     sentence_parts = [np.array([[4.0], [-9.0]]), np.array([[-4.0], [9.0]])]  # each part's worst is another sentence
     logits, *_ = script["combined_at"](parts, [1.0, 0.5], data, ["hate"], 0.5, 0.5, (sentence_parts, 0.5))
     np.testing.assert_allclose(logits, [[max(-7.5, 2.0 - 0.5)], [0.0]])  # sums 2.0 and -4.5; not 4.0 + 4.5
+
+
+def test_a_looser_max_loss_lets_the_classifier_release_more_of_the_terms_false_stops():
+    """--losses: combined_at's confirm points take off at most max_loss of the terms' right stops (on the summed
+    out-of-fold logits); a looser budget releases at least as many should-pass rows the terms stop, and more here."""
+    script = _script()
+    rng = np.random.default_rng(3)
+    labels = np.array(["hate"] * 200 + [""] * 200)
+    sources = np.array(["hate"] * 400)
+    z = rng.normal(size=(400, 1)) + 2.5 * (labels == "hate")[:, None]
+    data = {"labels": labels, "sources": sources, "terms": np.ones((400, 1), bool)}  # the terms stop every row
+    released, lost = [], []
+    for loss in (0.01, 0.05):
+        logits, confirm, t, cv = script["combined_at"]([z], [1.0], data, ["hate"], 0.5, 0.5, None, loss)
+        kept = logits[:, 0] >= confirm[0]
+        assert (~kept[labels == "hate"]).mean() <= loss  # what it took off the terms' right stops
+        released.append(int((~kept[labels == ""]).sum()))
+        lost.append(int((~kept[labels == "hate"]).sum()))
+    assert released[1] > released[0] and lost[1] >= lost[0]
+    for argv in (["--model", "combined", "--losses"], ["--model", "combined", "--grid", "/tmp/nowhere", "--losses",
+                                                       "--sentences"]):
+        with pytest.raises(SystemExit):
+            script["main"](argv)
+    assert not Path("/tmp/nowhere").exists()
