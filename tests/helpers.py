@@ -87,8 +87,12 @@ class LiveServer:
         from aigc.server import Settings, create_app
 
         self.app = create_app(ws, settings or Settings())
+        # keep-alive 60 s, not uvicorn's 5: a test's client may idle longer than 5 s between requests on a loaded
+        # machine (seen once: test_fuzz's kept-alive connection broke after request 6 with four busy processes on
+        # two cores; uvicorn closing it as idle is the likely cause, not proven)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
-                                                    access_log=False, timeout_graceful_shutdown=5))
+                                                    access_log=False, timeout_graceful_shutdown=5,
+                                                    timeout_keep_alive=60))
         self.thread = None
         self.url = ""
 
