@@ -722,13 +722,12 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
                **({} if clf.sparse_coef is None else {"scoef": clf.sparse_coef})}
     gaps = np.abs(predict(ensemble(members), data["x"], data.get("s")) - t - predict(as_file, data["x"], data.get(
         "s"))) if clf.w1 is not None else np.full((1, 1), np.inf)
-    say = (f"{ref}: the refit scores the training rows within {gaps.max():.3g} logit of the shipped file (median "
-           f"{np.median(gaps):.2g}, 99th percentile {np.percentile(gaps, 99):.2g})")
-    if gaps.max() > (REFIT_GAP if refit_gap is None else refit_gap):
+    gap = {"largest": float(gaps.max()), "median": float(np.median(gaps)), "p99": float(np.percentile(gaps, 99))}
+    say = (f"{ref}: the refit scores the training rows within {gap['largest']:.3g} logit of the shipped file "
+           f"(median {gap['median']:.2g}, 99th percentile {gap['p99']:.2g})")
+    if gap["largest"] > (REFIT_GAP if refit_gap is None else refit_gap):
         sys.exit(f"{say}: retrain it first")
-    data.setdefault("refit_gaps", {})[ref] = {"largest": round(float(gaps.max()), 4),
-                                              "median": round(float(np.median(gaps)), 4),
-                                              "p99": round(float(np.percentile(gaps, 99)), 4)}
+    data.setdefault("refit_gaps", {})[ref] = {k: round(v, 4) for k, v in gap.items()}
     print(f"  {say}", file=sys.stderr)
     return (out - t, out_s - t) if "sentences" in data else out - t
 
@@ -797,11 +796,15 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
         _tp, cvp = thresholds(z, labels, sources, categories, args.max_false, args.max_benign,
                               (data["terms"] & (z >= c)).any(1))
         alone[ref] = {k: cvp[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}
-    shipped = [w for _r, w in spec]
-    points = [(shipped, args.max_false, None, MAX_LOSS)] if not args.grid else \
-        [(shipped, args.max_false, m, MAX_LOSS) for m in GRID_MARGIN] if args.sentences else \
-        [(shipped, args.max_false, None, loss) for loss in GRID_LOSS] if args.losses else \
-        [(shipped[:-1] + [wl], f, None, MAX_LOSS) for wl in GRID_WEIGHT for f in GRID_FALSE]
+    shipped = [w for _r, w in spec]  # points: (weights, false budget, sentence margin, max loss)
+    if not args.grid:
+        points = [(shipped, args.max_false, None, MAX_LOSS)]
+    elif args.sentences:
+        points = [(shipped, args.max_false, m, MAX_LOSS) for m in GRID_MARGIN]
+    elif args.losses:
+        points = [(shipped, args.max_false, None, loss) for loss in GRID_LOSS]
+    else:
+        points = [(shipped[:-1] + [wl], f, None, MAX_LOSS) for wl in GRID_WEIGHT for f in GRID_FALSE]
     loaded = [classifier_at(ref, None) for ref, _w in spec]
     if args.grid:
         Path(args.grid).mkdir(parents=True, exist_ok=True)
