@@ -558,16 +558,18 @@ def test_read_text_split_rejects_unknown_split_and_missing_dataset(tmp_path: Pat
 
 @pytest.mark.skipif(not (SHARED_DATA / "cn-shopping-reviews").is_dir(), reason=f"{SHARED_DATA} is absent")
 def test_real_chinese_reviews_ingest_quickly(ws: Workspace) -> None:
-    start = time.perf_counter()
+    # CPU time of this process, not wall time: ingest runs in-process, and on a shared 2-core machine the wall
+    # clock measured the neighbours too (35 s beside a training job, 13 s quiet)
+    start = time.process_time()
     card = ingest_text(ws, SHARED_DATA / "cn-shopping-reviews" / "online_shopping_10_cats.csv", "shop",
                        cond_columns=["cat", "label"])
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert card["counts"]["read"] == 62774 and card["counts"]["kept"] > 60000
     assert set(card["conditions"]["label"]) == {"0", "1"} and len(card["conditions"]["cat"]) == 10
     assert max(card["scripts"], key=card["scripts"].get) == "Han"
     assert not any("\ufeff" in r.text for r in read_text_split(ws.dataset_path("shop"), "val"))
     assert card["pii"]["mode"] == "report"  # every record was scanned for personal information too
-    assert elapsed < 30, f"ingest took {elapsed:.1f}s"
+    assert elapsed < 30, f"ingest took {elapsed:.1f} s of CPU"
 
 
 def test_nfkc_keeps_chinese_full_width_punctuation(ws: Workspace, tmp_path: Path) -> None:
