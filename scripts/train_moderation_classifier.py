@@ -97,7 +97,7 @@ scripts/tuned_sweep.py runs the fine-tune's settings on CV on a machine with a G
     python scripts/train_moderation_classifier.py [--seed 0] [--out PATH] [--model linear|mlp|mlp_sae|tuned|combined]
                                                   [--c C] [--retired]
                                                   [--refit] [--members RUN.npz]
-                                                  [--parts REF=W,REF=W] [--grid DIR [--sentences | --losses]]
+                                                  [--parts REF=W,REF=W] [--grid DIR [--sentences | --losses | --exchange]]
 
 ``--model combined --parts`` adds other classifiers than the shipped ones (a candidate fine-tune, by path);
 ``--grid DIR`` writes a candidate for each weight of the last part and each false-block budget (``GRID_WEIGHT``,
@@ -108,6 +108,8 @@ and budget, each chosen on rows scored as a text is at its margin: every row's s
 too (:func:`sentence_rows`, :func:`with_sentences`), so the thresholds hold for sentences, not only whole pieces.
 ``--grid DIR --losses``: a candidate for each ``MAX_LOSS`` in ``GRID_LOSS`` (how much of the terms' right stops the
 confirm points may take off on CV, so how often the classifier overrules a term), at the shipped weights and budget.
+``--grid DIR --exchange``: a candidate for each of ``GRID_EXCHANGE``'s exchange searches after the thresholds'
+greedy (:func:`thresholds`; 0 is the greedy alone), at the shipped weights, budgets and confirm points.
 
 ``--model`` searches one model's grid (``tuned`` is searched only when asked for); ``--c`` skips the search. Seeded: the same seed and data write
 the same arrays; the file's meta names its training set by ``train_sha256`` (:func:`fingerprint`). The
@@ -149,6 +151,7 @@ GRID_WEIGHT = (0.25, 0.5, 0.75, 1.0)
 GRID_FALSE = (0.035, 0.045, 0.055)
 GRID_MARGIN = (None, 0.0, 1.0, 2.0, 3.0)  # --sentences: the sentence margins of the candidates (None: pieces only)
 GRID_LOSS = (0.01, 0.02, 0.03, 0.05)  # --losses: the MAX_LOSS of the candidates (0.01: the shipped rule)
+GRID_EXCHANGE = (0, 10)  # --exchange: thresholds' exchange search, in steps (0: the greedy alone, the shipped rule)
 BENCH_DATA = REPO / "benchmarks" / "data"
 # Held-out splits that many classifiers were scored on, which can be retired into training (--retired): a
 # test set looked at this often no longer tests; heldout6 and later stay blind.
@@ -559,16 +562,22 @@ def ensemble(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, categories: list[str],
-               max_false: float, max_benign: float, terms: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+               max_false: float, max_benign: float, terms: np.ndarray | None = None,
+               exchange: int = 0) -> tuple[np.ndarray, dict]:
     """Per-category logit thresholds (see the module doc) and the CV rates they give. ``terms``: the
     rows the policy's terms already stop; the classifier then runs beside them (``both``), so each
     step is judged by the block rate of terms or classifier, and the budgets count only the false
-    flags the classifier adds to what the terms already stopped."""
+    flags the classifier adds to what the terms already stopped. ``exchange``: after the greedy, try
+    raising each category's threshold by 1 to ``exchange`` of its own steps, the greedy re-run with it held
+    there and then freed, and keep any result that blocks more, until none does (the greedy never steps
+    back, so budget one category spent early can hold another that would catch more with it)."""
     block, allow = labels != "", labels == ""
     prior = np.zeros(len(labels), bool) if terms is None else np.asarray(terms, bool)
     dev = allow & np.isin(sources, categories)
+    everyday_sources = sorted(set(sources[allow & ~dev]))
     budgets = [(dev, max_false)] + [(dev & (sources == c), max_false) for c in categories] + \
-        [(allow & (sources == s), max_benign) for s in sorted(set(sources[allow & ~dev]))]
+        [(allow & (sources == s), max_benign) for s in everyday_sources]
+    names = ["false"] + [f"false:{c}" for c in categories] + [f"everyday:{s}" for s in everyday_sources]
     # candidate thresholds of a category: its own positives' logits, highest first
     ranked = [np.unique(logits[labels == cat, j])[::-1] for j, cat in enumerate(categories)]
     step = [0] * len(categories)  # positives of the category at or over its threshold (none at the start)
@@ -576,31 +585,61 @@ def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, cate
     def at(steps: list[int]) -> np.ndarray:
         return np.array([ranked[j][s - 1] if s else np.inf for j, s in enumerate(steps)])
 
+    def over(t: np.ndarray) -> list[str]:  # the budgets that thresholds t break
+        added = (logits >= t).any(1) & ~prior
+        return [name for name, (rows, budget) in zip(names, budgets) if added[rows].mean() > budget]
+
     def rates(t: np.ndarray) -> tuple[bool, float]:
         added = (logits >= t).any(1) & ~prior
         return all(added[rows].mean() <= budget for rows, budget in budgets), float((added | prior)[block].mean())
 
-    block_rate = float(prior[block].mean())
-    while True:
-        best = None
-        for j in range(len(categories)):  # the next step down of each category that catches more
-            trial, ok, b = step.copy(), False, block_rate
-            while trial[j] < len(ranked[j]):
-                trial[j] += 1
-                ok, b = rates(at(trial))
-                if not ok or b > block_rate:
+    def descend(step: list[int], block_rate: float, cap: list[int]) -> tuple[list[int], float]:
+        while True:  # the greedy: the step down (no category past its cap) that catches the most, while it may
+            best = None
+            for j in range(len(categories)):  # the next step down of each category that catches more
+                trial, ok, b = step.copy(), False, block_rate
+                while trial[j] < cap[j]:
+                    trial[j] += 1
+                    ok, b = rates(at(trial))
+                    if not ok or b > block_rate:
+                        break
+                if ok and b > block_rate and (best is None or b > best[1]):
+                    best = (trial, b)
+            if best is None:
+                return step, block_rate
+            step, block_rate = best
+
+    ends = [len(r) for r in ranked]
+    step, block_rate = descend(step, float(prior[block].mean()), ends)
+    better = bool(exchange)
+    while better:  # raising a threshold only takes flags off, so every budget still holds where it starts
+        better = False
+        for i in range(len(categories)):
+            for k in range(1, min(exchange, step[i]) + 1):
+                back = step.copy()
+                back[i] -= k
+                held, b = descend(back, rates(at(back))[1], ends[:i] + [back[i]] + ends[i + 1:])
+                trial, b = descend(held, b, ends)
+                if b > block_rate:
+                    step, block_rate, better = trial, b, True
                     break
-            if ok and b > block_rate and (best is None or b > best[1]):
-                best = (trial, b)
-        if best is None:
-            break
-        step, block_rate = best
     t = at(step)
+    # why each category's threshold stops where it does: the budgets its next step that would catch more
+    # breaks, or "none left" when no lower threshold catches more of the rows the terms and others miss
+    held_by = {}
+    for j, cat in enumerate(categories):
+        trial, ok = step.copy(), True
+        while trial[j] < len(ranked[j]):
+            trial[j] += 1
+            ok, b = rates(at(trial))
+            if not ok or b > block_rate:
+                break
+        held_by[cat] = ["none left"] if ok else over(at(trial))
     stopped = (logits >= t).any(1) | prior
     everyday = {str(s): round(float(stopped[allow & (sources == s)].mean()), 4)
                 for s in sorted(set(sources[allow & ~dev]))}
     out = {"block_rate": round(block_rate, 4), "false_block_rate": round(float(stopped[dev].mean()), 4),
-           "everyday_flag_rate": everyday}
+           "everyday_flag_rate": everyday, "held_by": held_by}
     if terms is not None:
         out["terms_block_rate"] = round(float(prior[block].mean()), 4)
         out["terms_false_block_rate"] = round(float(prior[dev].mean()), 4)
@@ -744,12 +783,12 @@ def with_sentences(rows_logits: np.ndarray, sentence_logits: np.ndarray, owner: 
 
 def combined_at(parts: list[np.ndarray], weights: list[float], data: dict[str, np.ndarray], categories: list[str],
                 max_false: float, max_benign: float, sentences: tuple[list[np.ndarray], float] | None = None,
-                max_loss: float = MAX_LOSS) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+                max_loss: float = MAX_LOSS, exchange: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """The weighted sum of the parts' out-of-fold logits (what ``combine()`` adds, no shift), its confirm points
     and its thresholds, chosen by the rules every model's are: (logits, confirm, thresholds, cv). ``sentences``:
     the parts' logits of the rows' sentences (``data["sentences"]``) and a margin; each row then scores as a text
     does at that margin (:func:`with_sentences` of the sums). ``max_loss``: the confirm points'
-    (:func:`confirm_points`)."""
+    (:func:`confirm_points`). ``exchange``: :func:`thresholds`' exchange search, in steps (0: the greedy alone)."""
     logits = sum(w * z.astype(np.float64) for w, z in zip(weights, parts))
     if sentences is not None:
         sentence_parts, margin = sentences
@@ -758,7 +797,7 @@ def combined_at(parts: list[np.ndarray], weights: list[float], data: dict[str, n
     labels, sources = data["labels"], data["sources"]
     confirm = confirm_points(logits, labels, data["terms"], max_loss)
     terms = (data["terms"] & (logits >= confirm)).any(1)
-    t, cv = thresholds(logits, labels, sources, categories, max_false, max_benign, terms)
+    t, cv = thresholds(logits, labels, sources, categories, max_false, max_benign, terms, exchange)
     cv["confirm_logit"] = [round(float(v), 4) for v in confirm]
     cv["terms_alone_false_block_rate"] = round(float(data["terms"].any(1)[(labels == "") & np.isin(
         sources, categories)].mean()), 4)
@@ -796,42 +835,45 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
         _tp, cvp = thresholds(z, labels, sources, categories, args.max_false, args.max_benign,
                               (data["terms"] & (z >= c)).any(1))
         alone[ref] = {k: cvp[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}
-    shipped = [w for _r, w in spec]  # points: (weights, false budget, sentence margin, max loss)
+    shipped = [w for _r, w in spec]  # points: (weights, false budget, sentence margin, max loss, exchange steps)
     if not args.grid:
-        points = [(shipped, args.max_false, None, MAX_LOSS)]
+        points = [(shipped, args.max_false, None, MAX_LOSS, 0)]
     elif args.sentences:
-        points = [(shipped, args.max_false, m, MAX_LOSS) for m in GRID_MARGIN]
+        points = [(shipped, args.max_false, m, MAX_LOSS, 0) for m in GRID_MARGIN]
     elif args.losses:
-        points = [(shipped, args.max_false, None, loss) for loss in GRID_LOSS]
+        points = [(shipped, args.max_false, None, loss, 0) for loss in GRID_LOSS]
+    elif args.exchange:
+        points = [(shipped, args.max_false, None, MAX_LOSS, k) for k in GRID_EXCHANGE]
     else:
-        points = [(shipped[:-1] + [wl], f, None, MAX_LOSS) for wl in GRID_WEIGHT for f in GRID_FALSE]
+        points = [(shipped[:-1] + [wl], f, None, MAX_LOSS, 0) for wl in GRID_WEIGHT for f in GRID_FALSE]
     loaded = [classifier_at(ref, None) for ref, _w in spec]
     if args.grid:
         Path(args.grid).mkdir(parents=True, exist_ok=True)
     grid = []
-    for weights, max_false, margin, max_loss in points:
+    for weights, max_false, margin, max_loss, exchange in points:
         logits, confirm, t, cv = combined_at(parts, weights, data, categories, max_false, args.max_benign,
-                                             None if margin is None else (sentence_parts, margin), max_loss)
-        where = f"at false budget {max_false}, max loss {max_loss:g}" + (
+                                             None if margin is None else (sentence_parts, margin), max_loss,
+                                             exchange)
+        where = f"at false budget {max_false}, max loss {max_loss:g}, exchange {exchange}" + (
             "" if margin is None else f", sentence margin {margin:g}")
         print(f"  combined {weights} {where}: CV block {cv['block_rate']:.3f}, false block "
               f"{cv['false_block_rate']:.3f}, everyday {cv['everyday_flag_rate']}; the parts alone {alone} "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         meta = {"model": "combined", "seed": args.seed, "max_false": max_false, "max_benign": args.max_benign,
                 "retired": [split for split, _file in RETIRED] if args.retired else [], "n_train": len(rows),
-                "max_loss": max_loss, "train_sha256": sha, "folds": FOLDS, "repeats": 1, "cv": cv,
+                "max_loss": max_loss, "exchange": exchange, "train_sha256": sha, "folds": FOLDS, "repeats": 1, "cv": cv,
                 "parts_cv": alone, "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5,
                 "shipped": "no weights of its own: the parts' files, their logits added",
                 **({} if margin is None else {"sentence_margin": margin})}
         name = f"w{weights[-1]:g}_f{max_false:g}" + ("" if margin is None else f"_m{margin:g}") + (
-            f"_l{max_loss:g}" if args.losses else "")
+            f"_l{max_loss:g}" if args.losses else "") + (f"_x{exchange}" if args.exchange else "")
         dest = Path(args.grid) / f"{name}.npz" if args.grid else Path(args.out or OUT_COMBINED)
         refs = [r if r.startswith("builtin:") else os.path.relpath(Path(r).resolve(), dest.parent.resolve())
                 for r, _w in spec]  # a file's parts are found beside it
         path = CombinedClassifier(categories, loaded, weights, -t, refs, meta, confirm - t).save(dest)
         if args.grid:
             grid.append({"file": dest.name, "weights": weights, "max_false": max_false, "sentence_margin": margin,
-                         "max_loss": max_loss,
+                         "max_loss": max_loss, "exchange": exchange,
                          **{k: cv[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}})
         if args.oof:
             np.savez(args.oof, logits=logits, parts=np.stack(parts), categories=np.array(categories), labels=labels,
@@ -905,15 +947,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--losses", action="store_true", help="--model combined --grid: instead of weights and "
                     "budgets, a candidate for each MAX_LOSS in GRID_LOSS (what the confirm points may take off the "
                     "terms' right stops on CV) at the shipped weights and budget")
+    ap.add_argument("--exchange", action="store_true", help="--model combined --grid: instead of weights and "
+                    "budgets, a candidate for each of GRID_EXCHANGE's exchange searches after the thresholds' greedy "
+                    "(0: none) at the shipped weights, budgets and confirm points")
     ap.add_argument("--refit-gap", type=float, help=f"--model combined: how far (logit) the e5 head's refit may "
                     f"score a training row from the shipped file (default {REFIT_GAP})")
     args = ap.parse_args(argv)
     if (args.parts or args.grid) and args.model != "combined":
         ap.error("--parts and --grid need --model combined")
-    if (args.sentences or args.losses) and not args.grid:
-        ap.error("--sentences and --losses write a candidate each: give --grid DIR")
-    if args.sentences and args.losses:
-        ap.error("--sentences or --losses, one at a time")
+    if (args.sentences or args.losses or args.exchange) and not args.grid:
+        ap.error("--sentences, --losses and --exchange write a candidate each: give --grid DIR")
+    if args.sentences + args.losses + args.exchange > 1:
+        ap.error("--sentences, --losses or --exchange, one at a time")
     if args.grid and (args.oof or args.out):
         ap.error("--grid writes its candidates into its folder: no --out or --oof with it")
     if args.members and args.model != "tuned":

@@ -461,6 +461,38 @@ def test_the_combined_grid_chooses_each_points_thresholds_within_its_own_budget_
     assert not Path("/tmp/nowhere").exists()
 
 
+def test_the_thresholds_record_which_budget_holds_each_category_where_it_stops():
+    """held_by: the budgets that the next step down that would catch more breaks, or "none left"."""
+    thresholds = _script()["thresholds"]
+    labels = np.array(["hate"] * 10 + ["spam"] * 10 + [""] * 20)
+    sources = np.array(["hate"] * 10 + ["spam"] * 10 + ["hate"] * 10 + ["reviews"] * 10)
+    logits = np.full((40, 2), -5.0)
+    logits[:10, 0] = np.arange(10)  # hate's positives at 0..9
+    logits[10:20, 1] = 3.0  # every spam positive over anything else
+    logits[30, 0] = 5.5  # one review scores as hate between its positives 5 and 6
+    t, cv = thresholds(logits, labels, sources, ["hate", "spam"], max_false=0.5, max_benign=0.05)
+    assert t[0] == 6.0 and cv["block_rate"] == 0.7  # hate's 6..9 and every spam, the review not flagged
+    assert cv["held_by"] == {"hate": ["everyday:reviews"], "spam": ["none left"]}
+    t, cv = thresholds(logits, labels, sources, ["hate", "spam"], max_false=0.5, max_benign=0.1)
+    assert cv["held_by"]["hate"] == ["none left"] and cv["block_rate"] == 1.0
+
+
+def test_the_exchange_search_steps_back_where_the_greedy_spent_a_shared_budget_on_less():
+    """One step of a catches 5 but flags two reviews; b's and c's catch 3 each and flag one each: with two reviews
+    allowed the greedy takes a's step and stops at 5, the exchange search gives it back for b's and c's, 6."""
+    thresholds = _script()["thresholds"]
+    labels = np.array(["a"] * 5 + ["b"] * 3 + ["c"] * 3 + [""] * 23)
+    sources = np.array(labels[:11].tolist() + ["reviews"] * 20 + ["a", "b", "c"])  # and a should-pass case each
+    logits = np.full((34, 3), -5.0)
+    logits[:5, 0], logits[5:8, 1], logits[8:11, 2] = 2.0, 2.0, 2.0
+    logits[11:13, 0], logits[13, 1], logits[14, 2] = 2.0, 2.0, 2.0  # the reviews each step flags
+    greedy, cv = thresholds(logits, labels, sources, ["a", "b", "c"], max_false=1.0, max_benign=0.1)
+    assert cv["block_rate"] == round(5 / 11, 4) and greedy[0] == 2.0
+    t, cv = thresholds(logits, labels, sources, ["a", "b", "c"], max_false=1.0, max_benign=0.1, exchange=1)
+    assert cv["block_rate"] == round(6 / 11, 4) and t[0] == np.inf and (t[1:] == 2.0).all()
+    assert cv["everyday_flag_rate"]["reviews"] == 0.1 and cv["held_by"]["a"] == ["everyday:reviews"]
+
+
 def test_sentence_calibrated_thresholds_score_each_row_as_a_text_is_scored_at_the_margin():
     """--sentences: a row's logit is the higher of its piece's and its worst sentence's less the margin, summed
     over the parts before the max (as CombinedClassifier scores a text); rows' sentences come from sentences_of."""
