@@ -109,7 +109,8 @@ too (:func:`sentence_rows`, :func:`with_sentences`), so the thresholds hold for 
 ``--grid DIR --losses``: a candidate for each ``MAX_LOSS`` in ``GRID_LOSS`` (how much of the terms' right stops the
 confirm points may take off on CV, so how often the classifier overrules a term), at the shipped weights and budget.
 ``--grid DIR --exchange``: a candidate for each of ``GRID_EXCHANGE``'s exchange searches after the thresholds'
-greedy (:func:`thresholds`; 0 is the greedy alone), at the shipped weights, budgets and confirm points.
+greedy (:func:`thresholds`; 0 is the greedy alone) and each everyday budget in ``GRID_BENIGN``, at the shipped
+weights, false budget and confirm points.
 
 ``--model`` searches one model's grid (``tuned`` is searched only when asked for); ``--c`` skips the search. Seeded: the same seed and data write
 the same arrays; the file's meta names its training set by ``train_sha256`` (:func:`fingerprint`). The
@@ -152,6 +153,7 @@ GRID_FALSE = (0.035, 0.045, 0.055)
 GRID_MARGIN = (None, 0.0, 1.0, 2.0, 3.0)  # --sentences: the sentence margins of the candidates (None: pieces only)
 GRID_LOSS = (0.01, 0.02, 0.03, 0.05)  # --losses: the MAX_LOSS of the candidates (0.01: the shipped rule)
 GRID_EXCHANGE = (0, 10)  # --exchange: thresholds' exchange search, in steps (0: the greedy alone, the shipped rule)
+GRID_BENIGN = (0.005, 0.004, 0.003, 0.002)  # --exchange: and each everyday budget (0.005: MAX_BENIGN, shipped)
 BENCH_DATA = REPO / "benchmarks" / "data"
 # Held-out splits that many classifiers were scored on, which can be retired into training (--retired): a
 # test set looked at this often no longer tests; heldout6 and later stay blind.
@@ -835,45 +837,47 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
         _tp, cvp = thresholds(z, labels, sources, categories, args.max_false, args.max_benign,
                               (data["terms"] & (z >= c)).any(1))
         alone[ref] = {k: cvp[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}
-    shipped = [w for _r, w in spec]  # points: (weights, false budget, sentence margin, max loss, exchange steps)
+    shipped = [w for _r, w in spec]
+    # points: (weights, false budget, everyday budget, sentence margin, max loss, exchange steps)
+    mb = args.max_benign
     if not args.grid:
-        points = [(shipped, args.max_false, None, MAX_LOSS, 0)]
+        points = [(shipped, args.max_false, mb, None, MAX_LOSS, 0)]
     elif args.sentences:
-        points = [(shipped, args.max_false, m, MAX_LOSS, 0) for m in GRID_MARGIN]
+        points = [(shipped, args.max_false, mb, m, MAX_LOSS, 0) for m in GRID_MARGIN]
     elif args.losses:
-        points = [(shipped, args.max_false, None, loss, 0) for loss in GRID_LOSS]
+        points = [(shipped, args.max_false, mb, None, loss, 0) for loss in GRID_LOSS]
     elif args.exchange:
-        points = [(shipped, args.max_false, None, MAX_LOSS, k) for k in GRID_EXCHANGE]
+        points = [(shipped, args.max_false, b, None, MAX_LOSS, k) for k in GRID_EXCHANGE for b in GRID_BENIGN]
     else:
-        points = [(shipped[:-1] + [wl], f, None, MAX_LOSS, 0) for wl in GRID_WEIGHT for f in GRID_FALSE]
+        points = [(shipped[:-1] + [wl], f, mb, None, MAX_LOSS, 0) for wl in GRID_WEIGHT for f in GRID_FALSE]
     loaded = [classifier_at(ref, None) for ref, _w in spec]
     if args.grid:
         Path(args.grid).mkdir(parents=True, exist_ok=True)
     grid = []
-    for weights, max_false, margin, max_loss, exchange in points:
-        logits, confirm, t, cv = combined_at(parts, weights, data, categories, max_false, args.max_benign,
+    for weights, max_false, max_benign, margin, max_loss, exchange in points:
+        logits, confirm, t, cv = combined_at(parts, weights, data, categories, max_false, max_benign,
                                              None if margin is None else (sentence_parts, margin), max_loss,
                                              exchange)
-        where = f"at false budget {max_false}, max loss {max_loss:g}, exchange {exchange}" + (
+        where = f"at false budget {max_false}, everyday {max_benign:g}, max loss {max_loss:g}, exchange {exchange}" + (
             "" if margin is None else f", sentence margin {margin:g}")
         print(f"  combined {weights} {where}: CV block {cv['block_rate']:.3f}, false block "
               f"{cv['false_block_rate']:.3f}, everyday {cv['everyday_flag_rate']}; the parts alone {alone} "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-        meta = {"model": "combined", "seed": args.seed, "max_false": max_false, "max_benign": args.max_benign,
+        meta = {"model": "combined", "seed": args.seed, "max_false": max_false, "max_benign": max_benign,
                 "retired": [split for split, _file in RETIRED] if args.retired else [], "n_train": len(rows),
                 "max_loss": max_loss, "exchange": exchange, "train_sha256": sha, "folds": FOLDS, "repeats": 1, "cv": cv,
                 "parts_cv": alone, "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5,
                 "shipped": "no weights of its own: the parts' files, their logits added",
                 **({} if margin is None else {"sentence_margin": margin})}
         name = f"w{weights[-1]:g}_f{max_false:g}" + ("" if margin is None else f"_m{margin:g}") + (
-            f"_l{max_loss:g}" if args.losses else "") + (f"_x{exchange}" if args.exchange else "")
+            f"_l{max_loss:g}" if args.losses else "") + (f"_x{exchange}_b{max_benign:g}" if args.exchange else "")
         dest = Path(args.grid) / f"{name}.npz" if args.grid else Path(args.out or OUT_COMBINED)
         refs = [r if r.startswith("builtin:") else os.path.relpath(Path(r).resolve(), dest.parent.resolve())
                 for r, _w in spec]  # a file's parts are found beside it
         path = CombinedClassifier(categories, loaded, weights, -t, refs, meta, confirm - t).save(dest)
         if args.grid:
             grid.append({"file": dest.name, "weights": weights, "max_false": max_false, "sentence_margin": margin,
-                         "max_loss": max_loss, "exchange": exchange,
+                         "max_loss": max_loss, "exchange": exchange, "max_benign": max_benign,
                          **{k: cv[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate")}})
         if args.oof:
             np.savez(args.oof, logits=logits, parts=np.stack(parts), categories=np.array(categories), labels=labels,

@@ -465,7 +465,7 @@ def test_the_thresholds_record_which_budget_holds_each_category_where_it_stops()
     """held_by: the budgets that the next step down that would catch more breaks, or "none left"."""
     thresholds = _script()["thresholds"]
     labels = np.array(["hate"] * 10 + ["spam"] * 10 + [""] * 20)
-    sources = np.array(["hate"] * 10 + ["spam"] * 10 + ["hate"] * 10 + ["reviews"] * 10)
+    sources = np.array(["hate"] * 10 + ["spam"] * 10 + ["hate"] * 9 + ["spam"] + ["reviews"] * 10)
     logits = np.full((40, 2), -5.0)
     logits[:10, 0] = np.arange(10)  # hate's positives at 0..9
     logits[10:20, 1] = 3.0  # every spam positive over anything else
