@@ -599,6 +599,8 @@ def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, cate
     budgets = [(dev, max_false)] + [(dev & (sources == c), max_false) for c in categories] + \
         [(allow & (sources == s), max_benign) for s in everyday_sources]
     names = ["false"] + [f"false:{c}" for c in categories] + [f"everyday:{s}" for s in everyday_sources]
+    kept = [i for i, (rows, _b) in enumerate(budgets) if rows.any()]  # a budget over no rows holds nothing back
+    budgets, names = [budgets[i] for i in kept], [names[i] for i in kept]
     # candidate thresholds of a category: its own positives' logits, highest first
     ranked = [np.unique(logits[labels == cat, j])[::-1] for j, cat in enumerate(categories)]
     step = [0] * len(categories)  # positives of the category at or over its threshold (none at the start)

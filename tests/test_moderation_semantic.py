@@ -475,6 +475,9 @@ def test_the_thresholds_record_which_budget_holds_each_category_where_it_stops()
     assert cv["held_by"] == {"hate": ["everyday:reviews"], "spam": ["none left"]}
     t, cv = thresholds(logits, labels, sources, ["hate", "spam"], max_false=0.5, max_benign=0.1)
     assert cv["held_by"]["hate"] == ["none left"] and cv["block_rate"] == 1.0
+    sources[29] = "hate"  # spam without a should-pass case: no budget of its own (it was a NaN no step kept)
+    t, cv = thresholds(logits, labels, sources, ["hate", "spam"], max_false=0.5, max_benign=0.05)
+    assert t[1] == 3.0 and cv["block_rate"] == 0.7
 
 
 def test_the_exchange_search_steps_back_where_the_greedy_spent_a_shared_budget_on_less():
