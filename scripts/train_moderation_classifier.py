@@ -616,16 +616,22 @@ def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, cate
         added = (logits >= t).any(1) & ~prior
         return all(added[rows].mean() <= budget for rows, budget in budgets), float((added | prior)[block].mean())
 
+    def next_down(step: list[int], j: int, block_rate: float, cap: int) -> tuple[list[int], bool, float]:
+        """Category j's next step down that catches more (not past ``cap``), or the first that breaks a budget:
+        (steps, whether every budget holds there, block rate there); ok and no gain when none is left."""
+        trial, ok, b = step.copy(), True, block_rate
+        while trial[j] < cap:
+            trial[j] += 1
+            ok, b = rates(at(trial))
+            if not ok or b > block_rate:
+                break
+        return trial, ok, b
+
     def descend(step: list[int], block_rate: float, cap: list[int]) -> tuple[list[int], float]:
         while True:  # the greedy: the step down (no category past its cap) that catches the most, while it may
             best = None
-            for j in range(len(categories)):  # the next step down of each category that catches more
-                trial, ok, b = step.copy(), False, block_rate
-                while trial[j] < cap[j]:
-                    trial[j] += 1
-                    ok, b = rates(at(trial))
-                    if not ok or b > block_rate:
-                        break
+            for j in range(len(categories)):
+                trial, ok, b = next_down(step, j, block_rate, cap[j])
                 if ok and b > block_rate and (best is None or b > best[1]):
                     best = (trial, b)
             if best is None:
@@ -651,16 +657,10 @@ def thresholds(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, cate
     # breaks, or "none left" when no lower threshold catches more of the rows the terms and others miss
     held_by = {}
     for j, cat in enumerate(categories):
-        trial, ok = step.copy(), True
-        while trial[j] < len(ranked[j]):
-            trial[j] += 1
-            ok, b = rates(at(trial))
-            if not ok or b > block_rate:
-                break
+        trial, ok, _b = next_down(step, j, block_rate, ends[j])
         held_by[cat] = ["none left"] if ok else over(at(trial))
     stopped = (logits >= t).any(1) | prior
-    everyday = {str(s): round(float(stopped[allow & (sources == s)].mean()), 4)
-                for s in sorted(set(sources[allow & ~dev]))}
+    everyday = {str(s): round(float(stopped[allow & (sources == s)].mean()), 4) for s in everyday_sources}
     out = {"block_rate": round(block_rate, 4), "false_block_rate": round(float(stopped[dev].mean()), 4),
            "everyday_flag_rate": everyday, "held_by": held_by}
     if terms is not None:
