@@ -134,7 +134,6 @@ CASES = HERE / "data" / "policy_cases.jsonl"
 # (heldout, heldout2) live in CASES; a split still sealed (heldout14, heldout15) is read only with --cases.
 READ_HELDOUT = range(3, 14)
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
-TUNED_CACHE = HERE / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
 
 
 def case_files() -> list[Path]:
@@ -267,16 +266,8 @@ def _scores(classifier, texts: list[str]) -> list[dict[str, float]]:
 
 
 def _piece_logits(classifier, pieces: list[str]) -> np.ndarray:
-    """(n, C) logits of ``pieces``: an e5 head's from the cached vectors (and latent terms, when it reads them),
-    a fine-tuned one's kept per classifier and piece, a combined one's from its parts'."""
-    if hasattr(classifier, "parts"):
-        return classifier.combine([_piece_logits(part, pieces) for part in classifier.parts])
-    if hasattr(classifier, "logits_of"):
-        sparse = training.piece_sparse(pieces) if getattr(classifier, "sparse_coef", None) is not None else None
-        return classifier.logits_of(*training.piece_vectors(pieces, classifier.kind), sparse)
-    parts = training._cached(pieces, TUNED_CACHE, classifier.digest, classifier.piece_logits, ".npy", np.save,
-                             np.load, "scored by the tuned classifier", 500)
-    return np.concatenate(parts) if parts else np.zeros((0, len(classifier.categories)))
+    """(n, C) logits of ``pieces``, from the training script's caches (:func:`training.shipped_piece_logits`)."""
+    return training.shipped_piece_logits(classifier, pieces)
 
 
 def rail_overhead(policy, cases: list[dict], scanner, token_chars: int = 2) -> dict:

@@ -104,6 +104,7 @@ scripts/tuned_sweep.py runs the fine-tune's settings on CV on a machine with a G
                                                   [--c C] [--retired]
                                                   [--refit] [--members RUN.npz]
                                                   [--parts REF=W,REF=W] [--grid DIR [--sentences | --losses | --exchange]]
+                                                  [--calibrate]
 
 ``--model combined --parts`` adds other classifiers than the shipped ones (a candidate fine-tune, by path);
 ``--grid DIR`` writes a candidate for each weight of the last part and each false-block budget (``GRID_WEIGHT``,
@@ -117,6 +118,14 @@ confirm points may take off on CV, so how often the classifier overrules a term)
 ``--grid DIR --exchange``: a candidate for each of ``GRID_EXCHANGE``'s exchange searches after the thresholds'
 greedy (:func:`thresholds`; 0 is the greedy alone) and each everyday budget in ``GRID_BENIGN``, at the shipped
 weights, false budget and confirm points.
+``--calibrate`` (``--model combined``) also counts each everyday budget, per text (as the 1 % bar counts), on
+calibration texts: ``CALIBRATION`` texts of each halved corpus's training half that the fit sample does not hold
+(:func:`calibration_texts`), scored by the parts as they ship (:func:`shipped_piece_logits`: the mean of the five
+tuned members and the e5 head's file), a text its highest piece. Out-of-fold pieces are one fold model's logits, of
+the very sample the thresholds are searched against; these are neither (session 35: the exchange search's
+thresholds kept CV's everyday budget and flagged 1.20 % of the benchmark's held-out reviews). With it the exchange
+search flagged 0.88 % of them and blocked 0.960 on heldout6-13, but on heldout14 457 of 480 against the shipped
+file's 459, so it is not what ships (session 36; ``policy_s36_calibrate.json``, ``policy_s36_heldout14.json``).
 
 ``--model`` searches one model's grid (``tuned`` is searched only when asked for); ``--c`` skips the search. Seeded: the same seed and data write
 the same arrays; the file's meta names its training set by ``train_sha256`` (:func:`fingerprint`). The
@@ -225,6 +234,10 @@ MAX_BENIGN = 0.005  # OOF flag budget on each source of everyday negatives: half
 # Everyday negatives drawn (seeded) from each halved corpus's training half; the other half is the
 # benchmark's (benchmarks/policy.py --benign). Embedding is ~60 ms a text on one core.
 TRAIN_SAMPLE = {"cn_shopping_reviews": 2000, "tinyshakespeare_speeches": 1500, "shop_copy": 1500}
+# --calibrate: texts of each corpus's training half that no fit read (the fit sample left out), scored by the shipped
+# parts; the everyday budgets are also counted on them, per text, as the bar counts (see calibration_texts)
+CALIBRATION = {"cn_shopping_reviews": 4000, "tinyshakespeare_speeches": 1000, "shop_copy": 1500}
+TUNED_CACHE = REPO / "benchmarks" / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
 
 
 def _read(path: Path) -> list[dict]:
@@ -287,6 +300,47 @@ def negatives(seed: int = SEED) -> dict[str, list[str]]:
     if SERVICE.is_file():
         out["service_text"] = list(dict.fromkeys(r["text"] for r in _read(SERVICE)))
     return out
+
+
+def calibration_texts(seed: int = SEED) -> dict[str, list[str]]:
+    """By halved corpus: a seeded sample of ``CALIBRATION[name]`` texts of its training half that the fit sample
+    (:func:`negatives`) does not hold, so no fold model and no shipped part was fitted on them, and the benchmark's
+    held-out half is not touched."""
+    out = {}
+    for name, texts in halved_corpora().items():
+        train = halves(texts, seed)[0]
+        fitted = set(sample(train, TRAIN_SAMPLE[name], seed))
+        out[name] = sample([t for t in train if t not in fitted], CALIBRATION[name], seed)
+    return out
+
+
+def shipped_piece_logits(classifier, pieces: list[str]) -> np.ndarray:
+    """(n, C) logits of ``pieces`` as ``classifier``'s file scores them: an e5 head's from the cached vectors (and
+    latent terms, when it reads them), a fine-tuned one's kept per classifier and piece (``TUNED_CACHE``), a
+    combined one's from its parts'."""
+    if hasattr(classifier, "parts"):
+        return classifier.combine([shipped_piece_logits(part, pieces) for part in classifier.parts])
+    if hasattr(classifier, "logits_of"):
+        sparse = piece_sparse(pieces) if getattr(classifier, "sparse_coef", None) is not None else None
+        return classifier.logits_of(*piece_vectors(pieces, classifier.kind), sparse)
+    parts = _cached(pieces, TUNED_CACHE, classifier.digest, classifier.piece_logits, ".npy", np.save, np.load,
+                    "scored by the tuned classifier", 500)
+    return np.concatenate(parts) if parts else np.zeros((0, len(classifier.categories)))
+
+
+def calibration(loaded: list, texts: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """The calibration texts as :func:`combined_at` reads them: each part's logits of their pieces (``parts``,
+    as shipped), each piece's text (``owner``), each text's corpus (``sources``, "calibration:NAME") and the
+    categories the terms put on for it (``terms``)."""
+    from aigc.safety.moderation import SemanticClassifier
+
+    flat = [t for ts in texts.values() for t in ts]
+    split = SemanticClassifier.split(flat)
+    pieces = [p for ps in split for p in ps]
+    return {"parts": [shipped_piece_logits(clf, pieces) for clf in loaded],
+            "owner": np.repeat(np.arange(len(flat)), [len(ps) for ps in split]),
+            "sources": np.array([f"calibration:{name}" for name, ts in texts.items() for _t in ts]),
+            "terms": terms_stop(flat)}
 
 
 def piece_vectors(texts: list[str], kind: str = KIND, chunk: int = 500) -> tuple[np.ndarray, list[int]]:
@@ -820,7 +874,15 @@ def combined_at(parts: list[np.ndarray], weights: list[float], data: dict[str, n
     labels, sources = data["labels"], data["sources"]
     confirm = confirm_points(logits, labels, data["terms"], max_loss)
     terms = (data["terms"] & (logits >= confirm)).any(1)
-    t, cv = thresholds(logits, labels, sources, categories, max_false, max_benign, terms, exchange)
+    if "calibration" in data:  # everyday texts no part saw, scored as shipped: more everyday budgets, per text
+        cal = data["calibration"]
+        z = np.full((len(cal["sources"]), len(categories)), -np.inf)
+        np.maximum.at(z, cal["owner"], sum(w * p.astype(np.float64) for w, p in zip(weights, cal["parts"])))
+        t, cv = thresholds(np.concatenate([logits, z]), np.concatenate([labels, np.full(len(z), "")]),
+                           np.concatenate([sources, cal["sources"]]), categories, max_false, max_benign,
+                           np.concatenate([terms, (cal["terms"] & (z >= confirm)).any(1)]), exchange)
+    else:
+        t, cv = thresholds(logits, labels, sources, categories, max_false, max_benign, terms, exchange)
     cv["confirm_logit"] = [round(float(v), 4) for v in confirm]
     cv["terms_alone_false_block_rate"] = round(float(data["terms"].any(1)[(labels == "") & np.isin(
         sources, categories)].mean()), 4)
@@ -872,6 +934,11 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
     else:
         points = [(shipped[:-1] + [wl], f, mb, None, MAX_LOSS, 0) for wl in GRID_WEIGHT for f in GRID_FALSE]
     loaded = [classifier_at(ref, None) for ref, _w in spec]
+    if args.calibrate:
+        texts = calibration_texts(args.seed)
+        data["calibration"] = calibration(loaded, texts)
+        print(f"  calibration: {', '.join(f'{len(v):,} {k}' for k, v in texts.items())} "
+              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     if args.grid:
         Path(args.grid).mkdir(parents=True, exist_ok=True)
     grid = []
@@ -886,7 +953,9 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         meta = {"model": "combined", "seed": args.seed, "max_false": max_false, "max_benign": max_benign,
                 "retired": [split for split, _file in RETIRED] if args.retired else [], "n_train": len(rows),
-                "max_loss": max_loss, "exchange": exchange, "train_sha256": sha, "folds": FOLDS, "repeats": 1, "cv": cv,
+                "max_loss": max_loss, "exchange": exchange, "train_sha256": sha,
+                "calibration": {k: int((data["calibration"]["sources"] == f"calibration:{k}").sum())
+                                for k in CALIBRATION} if args.calibrate else None, "folds": FOLDS, "repeats": 1, "cv": cv,
                 "parts_cv": alone, "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5,
                 "shipped": "no weights of its own: the parts' files, their logits added",
                 **({} if margin is None else {"sentence_margin": margin})}
@@ -899,6 +968,7 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
         if args.grid:
             grid.append({"file": dest.name, "weights": weights, "max_false": max_false, "sentence_margin": margin,
                          "max_loss": max_loss, "exchange": exchange, "max_benign": max_benign,
+                         "calibrate": bool(args.calibrate),
                          **{k: cv[k] for k in ("block_rate", "false_block_rate", "everyday_flag_rate", "held_by")}})
         if args.oof:
             np.savez(args.oof, logits=logits, parts=np.stack(parts), categories=np.array(categories), labels=labels,
@@ -975,6 +1045,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exchange", action="store_true", help="--model combined --grid: instead of weights and "
                     "budgets, a candidate for each of GRID_EXCHANGE's exchange searches after the thresholds' greedy "
                     "(0: none) at the shipped weights, budgets and confirm points")
+    ap.add_argument("--calibrate", action="store_true", help="--model combined: also count the everyday budgets, "
+                    "per text, on texts of the corpora's training halves that no fit read (CALIBRATION), scored by "
+                    "the parts as they ship")
     ap.add_argument("--refit-gap", type=float, help=f"--model combined: how far (logit) the e5 head's refit may "
                     f"score a training row from the shipped file (default {REFIT_GAP})")
     args = ap.parse_args(argv)
@@ -984,6 +1057,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--sentences, --losses and --exchange write a candidate each: give --grid DIR")
     if args.sentences + args.losses + args.exchange > 1:
         ap.error("--sentences, --losses or --exchange, one at a time")
+    if args.calibrate and (args.model != "combined" or args.sentences):
+        ap.error("--calibrate needs --model combined, without --sentences (its texts are scored by their pieces)")
     if args.grid and (args.oof or args.out):
         ap.error("--grid writes its candidates into its folder: no --out or --oof with it")
     if args.members and args.model != "tuned":

@@ -461,6 +461,31 @@ def test_the_combined_grid_chooses_each_points_thresholds_within_its_own_budget_
     assert not Path("/tmp/nowhere").exists()
 
 
+def test_calibration_texts_hold_a_threshold_that_the_out_of_fold_pieces_alone_let_down():
+    """--calibrate: texts no part saw are extra everyday budgets, counted per text, a text scoring its highest
+    piece of the summed parts; a calibration text the terms stop (and the classifier confirms) is not counted."""
+    combined_at = _script()["combined_at"]
+    labels = np.array(["hate"] * 10 + [""] * 20)
+    sources = np.array(["hate"] * 10 + ["hate"] * 10 + ["reviews"] * 10)
+    part = np.full((30, 1), -5.0)
+    part[:10, 0] = np.arange(10)  # hate's positives at 0..9; nothing should-pass over -5
+    data = {"labels": labels, "sources": sources, "terms": np.zeros((30, 1), bool)}
+    _z, _c, t, cv = combined_at([part], [1.0], data, ["hate"], 0.1, 0.1)
+    assert t[0] == 0.0 and cv["block_rate"] == 1.0
+    # 10 calibration texts (12 pieces): text 0's second piece scores 4.5, text 1's 2.5; the rest -5
+    cal_part = np.full((12, 1), -5.0)
+    cal_part[1, 0], cal_part[3, 0] = 4.5, 2.5
+    owner = np.array([0, 0, 1, 1] + list(range(2, 10)))
+    data["calibration"] = {"parts": [cal_part], "owner": owner, "sources": np.array(["calibration:r"] * 10),
+                           "terms": np.zeros((10, 1), bool)}
+    _z, _c, t, cv = combined_at([part], [1.0], data, ["hate"], 0.1, 0.1)
+    assert t[0] == 3.0 and cv["block_rate"] == 0.7  # one text of ten flagged (10 %) is allowed, two are not
+    assert cv["everyday_flag_rate"]["calibration:r"] == 0.1 and cv["held_by"]["hate"] == ["everyday:calibration:r"]
+    data["calibration"]["terms"][1, 0] = True  # the terms stop text 1; the classifier confirms it (no loss budget)
+    _z, _c, t, cv = combined_at([part], [1.0], data, ["hate"], 0.1, 0.1, max_loss=1.0)
+    assert t[0] == 0.0
+
+
 def test_the_thresholds_record_which_budget_holds_each_category_where_it_stops():
     """held_by: the budgets that the next step down that would catch more breaks, or "none left"."""
     thresholds = _script()["thresholds"]
