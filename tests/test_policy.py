@@ -737,6 +737,8 @@ def test_default_policy_lets_the_archetypes_warnings_and_services_pass(text):
     "本平台禁止发布涉及毒品、枪支、管制刀具的任何信息",  # 、 joins a prohibition's list, not clauses
     "I can't help you find where to buy fentanyl. If you are struggling, talk to a doctor.",  # a refusal
     "Posting anyone's home address to dox them is an instant ban.",  # enforcement after the term
+    "Doxxing a member of this group is a bannable offence.",  # and its other wordings
+    "Leaking a customer's home address is doxxing and means a permanent ban for the account.",
     "世界杯期间多地严打赌球，查获外围投注窝点十余处",  # news
 ])
 def test_default_policy_lets_warnings_refusals_and_news_that_name_a_term_pass(text):

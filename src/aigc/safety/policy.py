@@ -62,7 +62,7 @@ education) or when a context rule's word stands within the rule's window of it i
 sentence (``scope: sentence``) or clause (``scope: clause``): warnings (谨防, 警惕, beware,
 report), news (警方, arrested), help (热线, helpline), history and teaching (纪录片, museum),
 negations right before the term (不会, 请勿, never), refusals (I can't help, 无法提供) and enforcement
-after it (…属于违规, … is an instant ban). A rule with ``quoted: true`` holds only for a match inside
+after it (…属于违规, … is an instant ban, a bannable offence). A rule with ``quoted: true`` holds only for a match inside
 quotation marks (:func:`quoted_spans`: “”, 「」, 《》, "", '' around at most 24 characters): a term its
 sentence talks about as a word (文案中的“全网最低价”属于绝对化用语). A list's items joined by 、 stay in
 one clause. A rule with ``effect: raise`` works the other
