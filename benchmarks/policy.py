@@ -256,18 +256,13 @@ def run(policy, classifier, cases: list[dict], repeat: int, scanner, timed: int 
 
 def _scores(classifier, texts: list[str]) -> list[dict[str, float]]:
     """Each text's scores, the same figures as its ``scores_many``; an e5 classifier's from cached piece
-    logits (:func:`_piece_logits`), so a refit is scored without embedding the cases again."""
+    logits (:func:`training.shipped_piece_logits`), so a refit is scored without embedding the cases again."""
     if not hasattr(classifier, "piece_logits"):
         return [classifier.scores(t) for t in texts]
     from aigc.safety.moderation import text_logits
 
-    return classifier.scores_of(text_logits(lambda pieces: _piece_logits(classifier, pieces), texts,
+    return classifier.scores_of(text_logits(lambda pieces: training.shipped_piece_logits(classifier, pieces), texts,
                                             classifier.sentence_margin))
-
-
-def _piece_logits(classifier, pieces: list[str]) -> np.ndarray:
-    """(n, C) logits of ``pieces``, from the training script's caches (:func:`training.shipped_piece_logits`)."""
-    return training.shipped_piece_logits(classifier, pieces)
 
 
 def rail_overhead(policy, cases: list[dict], scanner, token_chars: int = 2) -> dict:

@@ -235,7 +235,8 @@ MAX_BENIGN = 0.005  # OOF flag budget on each source of everyday negatives: half
 # benchmark's (benchmarks/policy.py --benign). Embedding is ~60 ms a text on one core.
 TRAIN_SAMPLE = {"cn_shopping_reviews": 2000, "tinyshakespeare_speeches": 1500, "shop_copy": 1500}
 # --calibrate: texts of each corpus's training half that no fit read (the fit sample left out), scored by the shipped
-# parts; the everyday budgets are also counted on them, per text, as the bar counts (see calibration_texts)
+# parts; the everyday budgets are also counted on them, per text, as the bar counts (see calibration_texts); at
+# most this many (shop copy's training half holds ~300 more than the fit sample)
 CALIBRATION = {"cn_shopping_reviews": 4000, "tinyshakespeare_speeches": 1000, "shop_copy": 1500}
 TUNED_CACHE = REPO / "benchmarks" / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
 
@@ -874,15 +875,15 @@ def combined_at(parts: list[np.ndarray], weights: list[float], data: dict[str, n
     labels, sources = data["labels"], data["sources"]
     confirm = confirm_points(logits, labels, data["terms"], max_loss)
     terms = (data["terms"] & (logits >= confirm)).any(1)
+    rows = (logits, labels, sources, terms)
     if "calibration" in data:  # everyday texts no part saw, scored as shipped: more everyday budgets, per text
         cal = data["calibration"]
         z = np.full((len(cal["sources"]), len(categories)), -np.inf)
         np.maximum.at(z, cal["owner"], sum(w * p.astype(np.float64) for w, p in zip(weights, cal["parts"])))
-        t, cv = thresholds(np.concatenate([logits, z]), np.concatenate([labels, np.full(len(z), "")]),
-                           np.concatenate([sources, cal["sources"]]), categories, max_false, max_benign,
-                           np.concatenate([terms, (cal["terms"] & (z >= confirm)).any(1)]), exchange)
-    else:
-        t, cv = thresholds(logits, labels, sources, categories, max_false, max_benign, terms, exchange)
+        extra = (z, np.full(len(z), ""), cal["sources"], (cal["terms"] & (z >= confirm)).any(1))
+        rows = tuple(np.concatenate([a, b]) for a, b in zip(rows, extra))
+    all_logits, all_labels, all_sources, all_terms = rows
+    t, cv = thresholds(all_logits, all_labels, all_sources, categories, max_false, max_benign, all_terms, exchange)
     cv["confirm_logit"] = [round(float(v), 4) for v in confirm]
     cv["terms_alone_false_block_rate"] = round(float(data["terms"].any(1)[(labels == "") & np.isin(
         sources, categories)].mean()), 4)
@@ -934,10 +935,12 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
     else:
         points = [(shipped[:-1] + [wl], f, mb, None, MAX_LOSS, 0) for wl in GRID_WEIGHT for f in GRID_FALSE]
     loaded = [classifier_at(ref, None) for ref, _w in spec]
+    calibrated = None  # texts of each corpus, when --calibrate
     if args.calibrate:
         texts = calibration_texts(args.seed)
+        calibrated = {k: len(v) for k, v in texts.items()}
         data["calibration"] = calibration(loaded, texts)
-        print(f"  calibration: {', '.join(f'{len(v):,} {k}' for k, v in texts.items())} "
+        print(f"  calibration: {', '.join(f'{n:,} {k}' for k, n in calibrated.items())} "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     if args.grid:
         Path(args.grid).mkdir(parents=True, exist_ok=True)
@@ -954,8 +957,7 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
         meta = {"model": "combined", "seed": args.seed, "max_false": max_false, "max_benign": max_benign,
                 "retired": [split for split, _file in RETIRED] if args.retired else [], "n_train": len(rows),
                 "max_loss": max_loss, "exchange": exchange, "train_sha256": sha,
-                "calibration": {k: int((data["calibration"]["sources"] == f"calibration:{k}").sum())
-                                for k in CALIBRATION} if args.calibrate else None, "folds": FOLDS, "repeats": 1, "cv": cv,
+                "calibration": calibrated, "folds": FOLDS, "repeats": 1, "cv": cv,
                 "parts_cv": alone, "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5,
                 "shipped": "no weights of its own: the parts' files, their logits added",
                 **({} if margin is None else {"sentence_margin": margin})}
