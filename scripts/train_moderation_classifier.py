@@ -239,20 +239,32 @@ TRAIN_SAMPLE = {"cn_shopping_reviews": 2000, "tinyshakespeare_speeches": 1500, "
 # most this many (shop copy's training half holds ~300 more than the fit sample)
 CALIBRATION = {"cn_shopping_reviews": 4000, "tinyshakespeare_speeches": 1000, "shop_copy": 1500}
 TUNED_CACHE = REPO / "benchmarks" / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
+# The train split's rounds read by default (``<category>_<N>.jsonl`` is round N, ``<category>.jsonl`` round 1): a round
+# written later (benchmarks/data/policy_train_round4_brief.md) is read with --rounds until files trained on it ship
+ROUNDS = 3
+
+
+def round_of(path: Path) -> int:
+    """The train round of a file of ``TRAIN_DIR``: ``fraud_3.jsonl`` is round 3, ``fraud.jsonl`` round 1."""
+    head, _, tail = path.stem.rpartition("_")
+    return int(tail) if head and tail.isdigit() else 1
 
 
 def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def training_cases(path: Path = CASES, train_dir: Path = TRAIN_DIR, retired: bool = False) -> list[dict]:
-    """The dev split's cases, then every case of the train files (one per category, in name order); with
-    ``retired``, then the cases of the held-out splits in ``RETIRED`` (never heldout6 or later)."""
-    rows = [r for r in _read(path) if r.get("split", "dev") == "dev"]
+def training_cases(path: Path = CASES, train_dir: Path = TRAIN_DIR, retired: bool = False, rounds: int = ROUNDS
+                   ) -> list[dict]:
+    """The dev split's cases, then every case of the train files of rounds 1 to ``rounds`` (:func:`round_of`), in
+    name order; with ``retired``, then the cases of the held-out splits in ``RETIRED`` (never heldout6 or later).
+    Each row carries its ``round`` (the dev split and the retired splits: 0)."""
+    rows = [{**r, "round": 0} for r in _read(path) if r.get("split", "dev") == "dev"]
     for file in sorted(train_dir.glob("*.jsonl")):
-        rows += [r for r in _read(file) if r.get("split") == "train"]
+        if round_of(file) <= rounds:
+            rows += [{**r, "round": round_of(file)} for r in _read(file) if r.get("split") == "train"]
     for split, file in RETIRED if retired else ():
-        rows += [r for r in _read(path if file == CASES else file) if r.get("split") == split]
+        rows += [{**r, "round": 0} for r in _read(path if file == CASES else file) if r.get("split") == split]
     return rows
 
 
@@ -791,16 +803,33 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
     in): its CV fold models, each on its own held-out fold (the rows its thresholds were chosen on). The fine-
     tune ships those models; an e5 head is fitted again (seeded), and must give the shipped arrays. With
     ``data["sentences"]`` (``(sentences, owner)`` of :func:`sentence_rows`), also each row's sentences, each by
-    the fold model that never saw its row: returns ``(rows', sentences')`` logits."""
+    the fold model that never saw its row: returns ``(rows', sentences')`` logits.
+
+    A part trained on the rows of fewer train rounds (its meta's ``rounds``, ``ROUNDS`` when it has none; its
+    ``train_sha256`` must be theirs, ``data["round_sha"]``): its folds are those of its own rows, and the rows of
+    the later rounds, which none of its models saw, are scored as its file scores new text (the mean of its fold
+    models)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     from aigc.safety.moderation import classifier_at
 
     clf = classifier_at(ref, None)
-    if clf.meta.get("train_sha256") != train_sha256 or list(clf.categories) != categories:
-        sys.exit(f"{ref} was not trained on these rows: retrain it first")
-    folds = list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed).split(
-        data["x"], data["labels"], data["groups"]))
+    seen = np.ones(len(data["labels"]), bool)
+    if clf.meta.get("train_sha256") != train_sha256:
+        rounds = clf.meta.get("rounds", ROUNDS)
+        if data.get("round_sha", {}).get(rounds) != clf.meta.get("train_sha256"):
+            sys.exit(f"{ref} was not trained on these rows: retrain it first")
+        if "sentences" in data:
+            sys.exit(f"{ref} was trained on train rounds 1-{rounds} only: --sentences needs parts trained on these rows")
+        seen = data["round"] <= rounds
+    if list(clf.categories) != categories:
+        sys.exit(f"{ref} was trained on other categories: retrain it first")
+    own, unseen = np.flatnonzero(seen), np.flatnonzero(~seen)
+    folds = [(own[a], own[b]) for a, b in StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed).split(
+        np.zeros((len(own), 1)), data["labels"][own], data["groups"][own])]
+    if len(unseen):
+        print(f"  {ref}: trained on train rounds 1-{clf.meta.get('rounds', ROUNDS)}; the {len(unseen):,} rows of the "
+              f"later ones scored by the mean of its fold models", file=sys.stderr)
     out = np.zeros((len(data["labels"]), len(categories)))
     sents, owner = data.get("sentences", ([], np.zeros(0, np.int64)))
     out_s = np.zeros((len(sents), len(categories)))
@@ -818,6 +847,8 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
             out[test] = data["tuner"].logits(clf.arrays[k], test)
             if sents:
                 out_s[of_fold[k]] = data["sentence_tuner"].logits(clf.arrays[k], of_fold[k])
+        if len(unseen):
+            out[unseen] = np.mean([data["tuner"].logits(arrays, unseen) for arrays in clf.arrays], axis=0)
         return (out + clf.shift, out_s + clf.shift) if "sentences" in data else out + clf.shift
     if sents and "sentence_x" not in data:
         x, counts = piece_vectors(sents)
@@ -834,6 +865,8 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
             out_s[rows] = predict(arrays, data["sentence_x"][rows],
                                   None if data["sentence_s"] is None else data["sentence_s"][rows])
         members.append(arrays)
+    if len(unseen):
+        out[unseen] = predict(ensemble(members), data["x"][unseen], data["s"][unseen] if "s" in data else None)
     t = np.asarray(clf.meta["thresholds_logit"])
     as_file = {"w1": clf.w1, "b1": clf.b1, "coef": clf.coef, "intercept": clf.intercept,
                **({} if clf.sparse_coef is None else {"scoef": clf.sparse_coef})}
@@ -906,6 +939,9 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
     data = dataset(rows, everyday, sparse=True)
     categories = sorted(set(data["labels"]) - {""})
     sha = fingerprint(rows, everyday)
+    # each row's train round (everyday pieces 0) and the fingerprint of each round's rows, for parts trained on fewer
+    data["round"] = np.concatenate([[r["round"] for r in rows], np.zeros(len(data["labels"]) - len(rows), int)])
+    data["round_sha"] = {k: fingerprint([r for r in rows if r["round"] <= k], everyday) for k in range(1, args.rounds)}
     t0 = time.perf_counter()
     if args.sentences:
         data["sentences"] = sentence_rows(data["texts"])
@@ -956,7 +992,7 @@ def ship_combined(rows: list[dict], everyday: dict[str, list[str]], args) -> int
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         meta = {"model": "combined", "seed": args.seed, "max_false": max_false, "max_benign": max_benign,
                 "retired": [split for split, _file in RETIRED] if args.retired else [], "n_train": len(rows),
-                "max_loss": max_loss, "exchange": exchange, "train_sha256": sha,
+                "rounds": args.rounds, "max_loss": max_loss, "exchange": exchange, "train_sha256": sha,
                 "calibration": calibrated, "folds": FOLDS, "repeats": 1, "cv": cv,
                 "parts_cv": alone, "thresholds_logit": [round(float(v), 6) for v in t], "operating_point": 0.5,
                 "shipped": "no weights of its own: the parts' files, their logits added",
@@ -1029,6 +1065,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--oof", help="also write the chosen model's out-of-fold logits (each repeat's, stacked) with "
                                    "each row's label, source, group and text to this .npz, to study it without a refit")
     ap.add_argument("--retired", action="store_true", help="also train on the retired held-out splits (RETIRED)")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"train on the train split's rounds 1 to this "
+                    f"(default {ROUNDS}; round_of)")
     ap.add_argument("--refit", action="store_true", help="ship one fit on every row, not the mean of the CV "
                                                          "fold models whose logits chose the thresholds")
     ap.add_argument("--members", help="--model tuned: ship the fold models of this scripts/tuned_sweep.py run file "
@@ -1073,7 +1111,9 @@ def main(argv: list[str] | None = None) -> int:
     from aigc.safety.moderation import SemanticClassifier
 
     configure_threads()  # torch's threads for the fine-tune: $AIGC_THREADS, else the physical cores
-    rows = training_cases(Path(args.cases), Path(args.train_dir), args.retired)
+    if args.rounds < 1:
+        ap.error("--rounds: 1 or more")
+    rows = training_cases(Path(args.cases), Path(args.train_dir), args.retired, args.rounds)
     everyday = negatives(args.seed)
     if args.max_false is None:
         args.max_false = COMBINED_MAX_FALSE if args.model == "combined" else MAX_FALSE
@@ -1096,9 +1136,10 @@ def main(argv: list[str] | None = None) -> int:
             "max_false": args.max_false,
             "max_benign": args.max_benign, "max_loss": MAX_LOSS,
             "trained_on": "benchmarks/data/policy_cases.jsonl split dev + benchmarks/data/policy_train "
-                          "(split train) + " + ("the retired held-out splits + " if args.retired else "")
+                          f"(split train, rounds 1-{args.rounds}) + " + ("the retired held-out splits + " if args.retired else "")
                           + "everyday negatives",
             "retired": [split for split, _file in RETIRED] if args.retired else [],  # held-out splits trained on
+            "rounds": args.rounds,
             "n_train": len(rows), "everyday": {name: len(texts) for name, texts in everyday.items()},
             "everyday_pieces": int((data["labels"] == "").sum() - sum(r["expect"] != "block" for r in rows)),
             "train_sha256": fingerprint(rows, everyday), "folds": FOLDS, "repeats": REPEATS,

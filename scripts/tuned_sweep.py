@@ -14,7 +14,8 @@ weights for just the tokens they use (:func:`aigc.e5_torch.arrays_of`, ~20 MB). 
 epochs=3,lr=5e-4,batch=32,bf16=0,seed=0``; ``bf16=1`` trains under bfloat16 autocast; ``seed`` varies the
 members' initialisation and batch order, not the folds), the five fold members
 trained by :class:`~aigc.safety.tuned.Tuner` and their out-of-fold logits -> ``OUT/<name>.npz`` (the members
-left out when the file would pass ``--max-mb``). Configs run in parallel processes (``--jobs``).
+left out when the file would pass ``--max-mb``), written after each fold: a run cut short goes on from the fold
+after its last when started again. Configs run in parallel processes (``--jobs``).
 
 ``score`` (here): the training script's confirm points and thresholds (its budgets) on each run's
 out-of-fold logits, as ``--model tuned`` would choose them; a table, and
@@ -70,14 +71,15 @@ def folds_of(labels: np.ndarray, groups: np.ndarray, seed: int, k: int) -> np.nd
     return fold
 
 
-def bundle(out: Path, retired: bool, seed: int) -> None:
+def bundle(out: Path, retired: bool, seed: int, rounds: int | None = None) -> None:
     from aigc import e5_torch
     from aigc.embedding import e5_id
     from aigc.safety.moderation import TextClassifier
     from aigc.safety.tuned import PREFIX
 
     tr = _training()
-    rows = tr.training_cases(retired=retired)
+    rounds = tr.ROUNDS if rounds is None else rounds
+    rows = tr.training_cases(retired=retired, rounds=rounds)
     if len({r["id"] for r in rows}) != len(rows):
         sys.exit("case ids repeat: a fold could split a case from its variant")
     everyday = tr.negatives(seed)
@@ -85,14 +87,14 @@ def bundle(out: Path, retired: bool, seed: int) -> None:
     categories = sorted(set(data["labels"]) - {""})
     core = np.ones(len(data["labels"]), bool)
     if retired:  # which rows the plain bundle also has (its cases and the same everyday pieces)
-        plain = {r["id"] for r in tr.training_cases()}
+        plain = {r["id"] for r in tr.training_cases(rounds=rounds)}
         n_cases = len(rows)
         core[:n_cases] = [r["id"] in plain for r in rows]
     enc = e5_torch.load()
     ids = [enc.tokenize(TextClassifier.prepare(t), PREFIX) for t in data["texts"]]
     # the vocabulary of the larger data set either way, so both bundles share one model.npz
     more = [] if retired else [enc.tokenize(TextClassifier.prepare(r["text"]), PREFIX)
-                               for r in tr.training_cases(retired=True)]
+                               for r in tr.training_cases(retired=True, rounds=rounds)]
     vocab = np.unique(np.concatenate([np.concatenate(ids + more), [enc.bos, enc.eos, enc.pad]]))
     flat = np.searchsorted(vocab, np.concatenate(ids)).astype(np.int32)
     offsets = np.concatenate([[0], np.cumsum([len(t) for t in ids])]).astype(np.int64)
@@ -111,7 +113,7 @@ def bundle(out: Path, retired: bool, seed: int) -> None:
                         groups=data["groups"].astype(str), terms=data["terms"], core=core)  # what scoring reads
     meta = {"dims": dims, "special": [int(np.searchsorted(vocab, t)) for t in (enc.bos, enc.eos, enc.pad)],
             "categories": categories, "embedder": e5_id(), "seed": seed, "folds": tr.FOLDS, "retired": retired,
-            "rows": len(y), "train_sha256": tr.fingerprint(rows, everyday)}
+            "rounds": rounds, "rows": len(y), "train_sha256": tr.fingerprint(rows, everyday)}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     (out / "texts.json").write_text(json.dumps(list(map(str, data["texts"])), ensure_ascii=False))
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
@@ -147,8 +149,20 @@ def run_one(d: Path, name: str, cfg: dict, out: Path, max_mb: float) -> None:
     tuner = Tuner(ids=ids, encoder=enc.eval(), start=cfg["start"], progress=False)
     y, fold, w = rows["y"], rows["fold"], rows["weights"]
     C = len(meta["categories"])
-    logits, members = np.zeros((len(y), C), np.float32), []
-    for k in range(meta["folds"]):
+    logits, members, before = np.zeros((len(y), C), np.float32), [], 0.0
+    done = out / f"{name}.npz"
+    if done.is_file():  # a run cut short (its members kept): go on from the fold after its last
+        with np.load(done) as z:
+            info = json.loads(str(z["info"]))
+            if info["config"] != cfg or info["train_sha256"] != meta["train_sha256"]:
+                sys.exit(f"{done} is a run of another config or other rows: give another name or --out")
+            if info["members"] == info["folds_done"]:
+                logits = z["logits"]
+                members = [{key.split(".", 1)[1]: z[key] for key in z.files if key.startswith(f"m{i}.")}
+                           for i in range(info["members"])]
+                before = info["seconds"]
+                print(f"  {name}: going on after fold {len(members)} of {meta['folds']}", file=sys.stderr)
+    for k in range(len(members), meta["folds"]):
         train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         arrays = tuner.fit(train, y[train], w[k, train], C, rank=cfg["rank"], epochs=cfg["epochs"], lr=cfg["lr"],
                            batch=cfg["batch"], seed=meta["seed"] + k + 100 * cfg["seed"], bf16=bool(cfg["bf16"]))
@@ -160,7 +174,7 @@ def run_one(d: Path, name: str, cfg: dict, out: Path, max_mb: float) -> None:
         if sum(v.nbytes for v in keep.values()) / 2**20 > max_mb:
             keep = {}
         device = str(tuner.device) + (f" ({torch.cuda.get_device_name()})" if tuner.device.type == "cuda" else "")
-        info = {"name": name, "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "device": device,
+        info = {"name": name, "config": cfg, "seconds": round(before + time.perf_counter() - t0, 1), "device": device,
                 "train_sha256": meta["train_sha256"], "retired": meta["retired"], "folds_done": k + 1,
                 "members": len(members) if keep else 0}
         tmp = out / f".{name}.npz"  # after each fold: a run cut short still leaves what it finished
@@ -290,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--dir", type=Path, required=True)
     b.add_argument("--retired", action="store_true", help="with the retired held-out splits")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--rounds", type=int, help="the train split's rounds 1 to this (default: the training script's ROUNDS)")
     r = sub.add_parser("run")
     r.add_argument("--dir", type=Path, required=True)
     r.add_argument("--config", action="append", required=True)
@@ -310,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--partial", action="store_true", help="also score runs cut short, on the folds they finished")
     args = ap.parse_args(argv)
     if args.cmd == "bundle":
-        bundle(args.dir, args.retired, args.seed)
+        bundle(args.dir, args.retired, args.seed, args.rounds)
     elif args.cmd == "restore":
         restore(args.classifier, args.out, args.bits)
     elif args.cmd == "run":

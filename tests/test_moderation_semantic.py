@@ -387,7 +387,8 @@ def test_the_shipped_weights_name_the_training_set_and_the_benchmark_reads_none_
     everyday = script["negatives"](shipped.meta["seed"])
     assert {name: len(texts) for name, texts in everyday.items()} == shipped.meta["everyday"]
     retired = bool(shipped.meta.get("retired"))  # trained on the retired held-out splits too (--retired)
-    assert script["fingerprint"](script["training_cases"](retired=retired), everyday) == shipped.meta["train_sha256"]
+    assert script["fingerprint"](script["training_cases"](retired=retired, rounds=shipped.meta.get("rounds", 3)),
+                                 everyday) == shipped.meta["train_sha256"]
     for name, texts in script["halved_corpora"]().items():  # the halves share no text
         train, held = script["halves"](texts, shipped.meta["seed"])
         assert not set(train) & set(held) and len(train) + len(held) == len(texts)
@@ -562,3 +563,51 @@ def test_a_looser_max_loss_lets_the_classifier_release_more_of_the_terms_false_s
         with pytest.raises(SystemExit):
             script["main"](argv)
     assert not Path("/tmp/nowhere").exists()
+
+
+def test_train_rounds_are_read_up_to_the_one_asked_and_rows_carry_theirs(tmp_path):
+    script = _script()
+    assert [script["round_of"](Path(f)) for f in ("fraud.jsonl", "fraud_2.jsonl", "self_harm_4.jsonl",
+                                                  "self_harm.jsonl", "sexual_minors_3.jsonl")] == [1, 2, 4, 1, 3]
+    cases, train = tmp_path / "cases.jsonl", tmp_path / "train"
+    train.mkdir()
+    cases.write_text(json.dumps({"id": "d", "text": "dev", "split": "dev"}) + "\n")
+    for name in ("hate", "hate_2", "hate_4"):
+        (train / f"{name}.jsonl").write_text(json.dumps({"id": name, "text": name, "split": "train"}) + "\n")
+    rows = script["training_cases"](cases, train, rounds=3)
+    assert [(r["id"], r["round"]) for r in rows] == [("d", 0), ("hate", 1), ("hate_2", 2)]
+    assert [r["id"] for r in script["training_cases"](cases, train, rounds=4)][-1] == "hate_4"
+    assert script["ROUNDS"] == 3  # the shipped files' rounds: round 4 is read with --rounds 4
+
+
+def test_a_part_trained_on_fewer_rounds_keeps_its_own_folds_and_scores_the_later_rows_as_new_text(tmp_path):
+    """--model combined with a part trained on rounds 1-3 and the rows of round 4: its rows keep the out-of-fold
+    logits of its own folds, and round 4's rows, which none of its models saw, get its file's logits."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    script = _script()
+    rng = np.random.default_rng(3)
+    labels = np.array(["hate"] * 30 + ["violence"] * 30 + [""] * 140)
+    centres = {"hate": rng.normal(size=DIM), "violence": rng.normal(size=DIM), "": np.zeros(DIM)}
+    x = np.array([centres[lab] + rng.normal(size=DIM) * 0.7 for lab in labels])
+    cats = ["hate", "violence"]
+    rounds = np.where(np.arange(200) % 4 == 3, 4, 1)
+    data = {"x": x, "labels": labels, "groups": np.array([f"g{i}" for i in range(200)]),
+            "sources": np.array(["hate"] * 30 + ["violence"] * 30 + ["hate", "violence"] * 30 + ["reviews"] * 80), "round": rounds,
+            "round_sha": {1: "own", 2: "own", 3: "own"}}
+    own = np.flatnonzero(rounds <= 3)
+    folds = list(StratifiedGroupKFold(5, shuffle=True, random_state=0).split(
+        np.zeros((len(own), 1)), labels[own], data["groups"][own]))
+    members = [script["fit"](data, own[a], cats, 1.0, 0, "mlp") for a, _b in folds]
+    merged, t = script["ensemble"](members), np.array([0.5, -0.5])
+    meta = {"embedder": e5_id(), "train_sha256": "own", "c": 1.0, "model": "mlp", "thresholds_logit": [0.5, -0.5]}
+    path = SemanticClassifier(cats, merged["coef"], merged["intercept"] - t, "passage", meta, None, merged["w1"],
+                              merged["b1"]).save(tmp_path / "head.npz")
+    got = script["part_oof"](str(path), data, cats, 0, "all rows")
+    for (a, b), m in zip(folds, members):  # each of its rows by the fold model that did not see it
+        np.testing.assert_allclose(got[own[b]], script["predict"](m, x[own[b]]) - t, atol=1e-9)
+    later = np.flatnonzero(rounds == 4)
+    np.testing.assert_allclose(got[later], SemanticClassifier.load(path).logits_of(x[later], [1] * len(later)),
+                               atol=1e-4)  # as the file scores new text
+    with pytest.raises(SystemExit, match="not trained on these rows"):
+        script["part_oof"](str(path), {**data, "round_sha": {1: "other"}}, cats, 0, "all rows")

@@ -247,9 +247,10 @@ def test_a_combined_classifier_adds_its_parts_logits_piece_by_piece_and_save_loa
     assert pa.exists()
 
 
-def test_the_sweep_trains_each_configs_fold_models_from_a_bundle(tuned, tmp_path):
+def test_the_sweep_trains_each_configs_fold_models_from_a_bundle_and_a_cut_run_goes_on(tuned, tmp_path, capsys):
     """scripts/tuned_sweep.py run: a bundle of token ids and a slim encoder in, each config's out-of-fold
-    logits and fold members out (every row scored by the member that did not train on it)."""
+    logits and fold members out (every row scored by the member that did not train on it); a run cut short
+    after two folds, started again, trains folds 3-5 only and ends with the whole run's logits."""
     import importlib.util
     import json
     from pathlib import Path
@@ -283,6 +284,26 @@ def test_the_sweep_trains_each_configs_fold_models_from_a_bundle(tuned, tmp_path
     assert logits.shape == (len(texts), 1)
     test = np.flatnonzero(fold == 2)
     np.testing.assert_allclose(logits[test], Tuner(texts, start=11, progress=False).logits(member, test), atol=1e-4)
+    with np.load(tmp_path / "runs" / "small.npz") as z:
+        kept = {k: z[k] for k in z.files if k[:3] in ("m0.", "m1.")}
+    cut = {"logits": np.where(np.isin(fold, [0, 1])[:, None], logits, 0), **kept,
+           "info": np.array(json.dumps({**info, "folds_done": 2, "members": 2, "seconds": 0.0}))}
+    np.savez(tmp_path / "runs" / "small.npz", **cut)
+    sweep.run(d, ["small:start=11,rank=2,epochs=2,batch=8"], tmp_path / "runs", jobs=1, max_mb=15)
+    with np.load(tmp_path / "runs" / "small.npz") as z:
+        again, logits_again = json.loads(str(z["info"])), z["logits"]
+        first = sorted(kept)[0]
+        np.testing.assert_array_equal(z[first], kept[first])
+    assert again["folds_done"] == 5 and again["members"] == 5
+    err = capsys.readouterr().err
+    assert "going on after fold 2 of 5" in err and "small: fold 3 of 5" in err.split("going on")[1]
+    assert "small: fold 2 of 5" not in err.split("going on")[1]
+    np.testing.assert_allclose(logits_again, logits, atol=1e-5)
+    (tmp_path / "other").mkdir()
+    np.savez(tmp_path / "other" / "small.npz", **{**cut, "info": np.array(json.dumps(
+        {**info, "folds_done": 2, "members": 2, "train_sha256": "y"}))})
+    with pytest.raises(SystemExit, match="another config or other rows"):
+        sweep.run(d, ["small:start=11,rank=2,epochs=2,batch=8"], tmp_path / "other", jobs=1, max_mb=15)
 
 
 def _restored(path, out, bits: int) -> tuple[dict, dict]:
