@@ -8,7 +8,12 @@ in each of three rounds (``<category>_2.jsonl``: longer texts where the harm is 
 wording, the hardest confusions; ``<category>_3.jsonl``: settings spread over chats, posts, reviews,
 listings and prompts sent to an AI writing assistant), plus an obfuscated variant of each should-block
 text; written by writers who were shown the category definitions only, never the held-out cases or
-the term lists).
+the term lists). A fourth round (``<category>_4.jsonl``, session 37: 40 + 40 per category and language plus
+variants, written by eight writers from ``benchmarks/data/policy_train_round4_brief.md``, which asks for harm implied
+or embedded in ordinary text and should-pass texts on the same surfaces; its 10 rows that repeated or nearly
+repeated a held-out text or were longer than one piece were dropped) is read with ``--rounds 4`` (:func:`training_cases`,
+``ROUNDS``); a part trained on rounds 1-3 joins a ``--model combined`` of four rounds with its own folds, the later
+rows scored as its file scores new text (:func:`part_oof`).
 Negatives: their should-pass cases and everyday text, which the cases alone never showed it (fitted
 on dev only it
 flagged 17.6 % of shopping reviews and 72 % of Shakespeare's speeches):
