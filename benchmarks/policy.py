@@ -74,9 +74,9 @@ had been widened on heldout6-12 (policy_s30_terms2_validation.json), then read o
 ``heldout14`` (benchmarks/data/policy_heldout14.jsonl): the same shape and brief, two more writers (session 30),
 written before heldout13 was read; read once in session 36 for R11's choice (policy_s36_heldout14.json), spent.
 ``heldout15`` (benchmarks/data/policy_heldout15.jsonl): the same shape and brief, two more writers (session 33),
-written before heldout14 was read; sealed for the next choice. ``heldout16`` (benchmarks/data/policy_heldout16.jsonl):
-the same shape and brief, two more writers (session 37), written before heldout15 was read; sealed for the choice
-after that one. The train split's fourth round (session 37) dropped its few rows that repeat or nearly repeat a
+written before heldout14 was read; read once in session 38 for R12's choice (policy_s38_heldout15.json), spent.
+``heldout16`` (benchmarks/data/policy_heldout16.jsonl): the same shape and brief, two more writers (session 37),
+written before heldout15 was read; sealed for the next choice. The train split's fourth round (session 37) dropped its few rows that repeat or nearly repeat a
 held-out text (char 5-gram Jaccard >= 0.6; one of them a heldout15 text), so none is trained on.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
@@ -134,7 +134,7 @@ from _common import write_result  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
 # The held-out splits the default run reads (how each was written, sealed and read: the module doc). The first two
-# (heldout, heldout2) live in CASES; a split not yet read by default (heldout14, spent; heldout15 and heldout16, sealed) is read only with --cases.
+# (heldout, heldout2) live in CASES; a split not yet read by default (heldout14 and heldout15, spent; heldout16, sealed) is read only with --cases.
 READ_HELDOUT = range(3, 14)
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 
