@@ -269,8 +269,8 @@ def training_cases(path: Path = CASES, train_dir: Path = TRAIN_DIR, retired: boo
     Each row carries its ``round`` (the dev split and the retired splits: 0)."""
     rows = [{**r, "round": 0} for r in _read(path) if r.get("split", "dev") == "dev"]
     for file in sorted(train_dir.glob("*.jsonl")):
-        if round_of(file) <= rounds:
-            rows += [{**r, "round": round_of(file)} for r in _read(file) if r.get("split") == "train"]
+        if (n := round_of(file)) <= rounds:
+            rows += [{**r, "round": n} for r in _read(file) if r.get("split") == "train"]
     for split, file in RETIRED if retired else ():
         rows += [{**r, "round": 0} for r in _read(path if file == CASES else file) if r.get("split") == split]
     return rows
@@ -822,9 +822,8 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
     from aigc.safety.moderation import classifier_at
 
     clf = classifier_at(ref, None)
-    seen = np.ones(len(data["labels"]), bool)
+    seen, rounds = np.ones(len(data["labels"]), bool), clf.meta.get("rounds", ROUNDS)
     if clf.meta.get("train_sha256") != train_sha256:
-        rounds = clf.meta.get("rounds", ROUNDS)
         if data.get("round_sha", {}).get(rounds) != clf.meta.get("train_sha256"):
             sys.exit(f"{ref} was not trained on these rows: retrain it first")
         if "sentences" in data:
@@ -836,7 +835,7 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
     folds = [(own[a], own[b]) for a, b in StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed).split(
         np.zeros((len(own), 1)), data["labels"][own], data["groups"][own])]
     if len(unseen):
-        print(f"  {ref}: trained on train rounds 1-{clf.meta.get('rounds', ROUNDS)}; the {len(unseen):,} rows of the "
+        print(f"  {ref}: trained on train rounds 1-{rounds}; the {len(unseen):,} rows of the "
               f"later ones scored by the mean of its fold models", file=sys.stderr)
     out = np.zeros((len(data["labels"]), len(categories)))
     sents, owner = data.get("sentences", ([], np.zeros(0, np.int64)))
