@@ -292,12 +292,14 @@ class Tuner:
         them."""
         member, rows = _member(self.encoder, self.start, arrays).to(self.device), np.asarray(rows)
         out = np.zeros((len(rows), len(arrays["coef"])))
-        order = np.argsort([len(self.ids[r]) for r in rows], kind="stable")
+        order, t0 = np.argsort([len(self.ids[r]) for r in rows], kind="stable"), time.perf_counter()
         with torch.inference_mode():
             for a in range(0, len(order), chunk):
                 pos = order[a:a + chunk]
                 z = member(*self._batch(rows[pos]))
                 out[pos] = (z[:, 1:] - z[:, :1]).double().cpu().numpy()
+                self._say(f"  scoring: {a + len(pos):,} of {len(order):,} pieces", a + len(pos), len(order), t0,
+                          "pieces", len(pos))
         return out
 
 
