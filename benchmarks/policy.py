@@ -79,7 +79,7 @@ written before heldout14 was read; read once in session 38 for R12's choice (pol
 written before heldout15 was read; sealed for the next choice. The train split's fourth round (session 37) dropped its few rows that repeat or nearly repeat a
 held-out text (char 5-gram Jaccard >= 0.6; one of them a heldout15 text), so none is trained on.
 ``heldout17`` and ``heldout18`` (benchmarks/data/policy_heldout17.jsonl, policy_heldout18.jsonl): the same shape and
-brief, four more writers (session 39, one a split and language), written before heldout16 was read and before any
+brief, four more writers (session 39, one for each split and language), written before heldout16 was read and before any
 figure of that session's candidates; the cases that repeat or nearly repeat a text of another case file (char 5-gram
 Jaccard >= 0.6) were dropped unread (21 of heldout17's 480, 15 of heldout18's; so 459 and 465 base cases, 232 and
 233 variants); sealed for the next choices.

@@ -11,12 +11,24 @@ text; written by writers who were shown the category definitions only, never the
 the term lists). A fourth round (``<category>_4.jsonl``, session 37: 40 + 40 per category and language plus
 variants, written by eight writers from ``benchmarks/data/policy_train_round4_brief.md``, which asks for harm implied
 or embedded in ordinary text and should-pass texts on the same surfaces; its 10 rows that repeated or nearly
-repeated a held-out text or were longer than one piece were dropped) is read with ``--rounds 4`` (:func:`training_cases`,
-``ROUNDS``); a part trained on rounds 1-3 joins a ``--model combined`` of four rounds with its own folds, the later
-rows scored as its file scores new text (:func:`part_oof`).
+repeated a held-out text or were longer than one piece were dropped) has been read by default since session 39
+(``ROUNDS``; ``--rounds 3`` for the first three, :func:`training_cases`); a part trained on fewer rounds joins a
+``--model combined`` of more with its own folds, the later rows scored as its file scores new text (:func:`part_oof`).
 Tried in session 38 (R12, benchmarks/results/policy_s38_round4.json, policy_s38_heldout15.json): the e5 head refitted
 on rounds 1-4 with the combined thresholds chosen on its logits blocked more on heldout6-13 than its rounds-3 control
 (0.959 against 0.954, false 0.033) but 455 of heldout15's 480 against the shipped file's 459, so it was not shipped.
+Shipped in session 39 (R13, benchmarks/results/moderation_s39_round4_tuned_grid.json, policy_s39_round4_tuned.json,
+policy_s39_test.json): all three files trained on rounds 1-4, the fine-tune retrained too (scripts/tuned_sweep.py,
+``base:start=4,epochs=3``, ~75 min on two CPU cores) and the combined thresholds chosen with ``--exchange``'s 10-step
+search and ``--calibrate``: heldout6-13 0.973 / 0.026 (the files before: 0.955 / 0.033), then heldout16 and
+heldout17, opened once for it, 915 of 944 against 899 (false 12 and 15 of 467). Rebuild (the e5 head is refitted,
+then the combined's exchange point of the grid is the file)::
+
+    python scripts/train_moderation_classifier.py --model mlp_sae --c 1.0 --out H.npz
+    python scripts/tuned_sweep.py bundle --dir B && python scripts/tuned_sweep.py run --dir B --config base:start=4,epochs=3 --out RUNS
+    python scripts/train_moderation_classifier.py --model tuned --members RUNS/base.npz --out T.npz
+    python scripts/train_moderation_classifier.py --model combined --parts T.npz=1,H.npz=0.5 --grid G --exchange --calibrate
+    # G/w0.5_f0.045_x10_b0.005.npz, its parts renamed builtin:moderation_e5_tuned.npz and builtin:moderation_e5.npz
 Negatives: their should-pass cases and everyday text, which the cases alone never showed it (fitted
 on dev only it
 flagged 17.6 % of shopping reviews and 72 % of Shakespeare's speeches):
@@ -248,8 +260,8 @@ TRAIN_SAMPLE = {"cn_shopping_reviews": 2000, "tinyshakespeare_speeches": 1500, "
 CALIBRATION = {"cn_shopping_reviews": 4000, "tinyshakespeare_speeches": 1000, "shop_copy": 1500}
 TUNED_CACHE = REPO / "benchmarks" / ".cache" / "tuned-logits"  # a fine-tuned classifier's logits, by classifier and texts
 # The train split's rounds read by default (``<category>_<N>.jsonl`` is round N, ``<category>.jsonl`` round 1): a round
-# written later (benchmarks/data/policy_train_round4_brief.md) is read with --rounds until files trained on it ship
-ROUNDS = 3
+# written later is read with --rounds until files trained on it ship (round 4 shipped in session 39)
+ROUNDS = 4
 
 
 def round_of(path: Path) -> int:
@@ -388,34 +400,74 @@ def piece_sparse(texts: list[str], chunk: int = 500):
 
     flat = [p for ps in SemanticClassifier.split(texts) for p in ps]
     parts = _cached(flat, SPARSE_CACHE, "sparse", e5().sparse, ".npz", save_npz, load_npz,
-                    "read for latent terms", chunk)
+                    "read for latent terms", chunk, stack=lambda rows: vstack(rows).tocsr())
     return vstack(parts).tocsr() if parts else e5().sparse([])
 
 
-def _cached(flat: list[str], folder: Path, tag: str, compute, suffix: str, save, load, done: str, chunk: int
-            ) -> list:
+def _cached(flat: list[str], folder: Path, tag: str, compute, suffix: str, save, load, done: str, chunk: int,
+            stack=np.concatenate) -> list:
     """``compute`` of ``flat`` per chunk of about ``chunk`` pieces, each chunk's result kept in ``folder`` under
     the hash of the embedder, ``tag`` and its pieces (written to a temporary name, then renamed). The chunks are cut
     by content (:func:`chunk_ends`), so texts inserted into the list (a new case file) cost the chunks they land in,
-    not every chunk after them."""
+    not every chunk after them. Beside each chunk a list of its pieces' hashes (``.pieces``, written when the chunk
+    is written or first read): a new chunk takes the rows of its pieces that another chunk of the same embedder and
+    ``tag`` holds and computes only the others (``stack`` joins rows: ``np.concatenate``, or scipy's ``vstack``),
+    so new rows interleaved with the old ones (a later train round) cost what they add."""
     from aigc.embedding import e5_id
 
     folder.mkdir(parents=True, exist_ok=True)
-    out, t0 = [], time.perf_counter()
+    ident = hashlib.sha256("\0".join([e5_id(), tag]).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    out, t0, index, opened = [], time.perf_counter(), None, {}
+
+    def hashes(part: list[str]) -> list[str]:
+        return [hashlib.sha1(p.encode("utf-8", "surrogatepass")).hexdigest()[:20] for p in part]
+
+    def note(path: Path, part: list[str]) -> None:  # the chunk's pieces, beside it
+        side = path.with_name(f"{path.name[:24]}.{ident}.pieces")
+        if not side.exists():
+            tmp = side.with_name(f".{side.name}.tmp")
+            tmp.write_text("\n".join(hashes(part)), encoding="ascii")
+            tmp.replace(side)
+
     for i, end in chunk_ends(flat, chunk):
         part = flat[i:end]
         key = hashlib.sha256("\0".join([e5_id(), tag, *part]).encode("utf-8", "surrogatepass")).hexdigest()
         path = folder / f"{key[:24]}{suffix}"
         if path.exists():
             out.append(load(path))
+            note(path, part)
             continue
-        result = compute(part)
+        if index is None:  # piece hash -> (a chunk holding it, its row), from the lists beside the chunks
+            index = {}
+            for side in folder.glob(f"*.{ident}.pieces"):
+                held = folder / f"{side.name[:24]}{suffix}"
+                if held.exists():
+                    for row, h in enumerate(side.read_text(encoding="ascii").split()):
+                        index.setdefault(h, (held, row))
+        keys = hashes(part)
+        new = [j for j, h in enumerate(keys) if h not in index]
+        fresh, at = (compute([part[j] for j in new]) if new else None), {j: k for k, j in enumerate(new)}
+        rows = []
+        for j, h in enumerate(keys):
+            if h in index:
+                held, row = index[h]
+                if held not in opened:
+                    x = load(held)
+                    opened[held] = x.tocsr() if hasattr(x, "tocsr") else x  # rows of a sparse one: CSR
+                rows.append(opened[held][row:row + 1])
+            else:
+                k = at[j]
+                rows.append(fresh[k:k + 1])
+        result = stack(rows)
         tmp = path.with_name(f".{key[:24]}.tmp{suffix}")
         save(tmp, result)
         tmp.replace(path)
+        note(path, part)
+        for row, h in enumerate(keys):
+            index.setdefault(h, (path, row))
         out.append(result)
-        print(f"  {i + len(part):,} of {len(flat):,} pieces {done} ({time.perf_counter() - t0:.0f} s)",
-              file=sys.stderr, flush=True)
+        print(f"  {i + len(part):,} of {len(flat):,} pieces {done} ({len(new):,} of this chunk's {len(part):,} new; "
+              f"{time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     return out
 
 
@@ -813,7 +865,7 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
     ``data["sentences"]`` (``(sentences, owner)`` of :func:`sentence_rows`), also each row's sentences, each by
     the fold model that never saw its row: returns ``(rows', sentences')`` logits.
 
-    A part trained on the rows of fewer train rounds (its meta's ``rounds``, ``ROUNDS`` when it has none; its
+    A part trained on the rows of fewer train rounds (its meta's ``rounds``, 3 when it has none; its
     ``train_sha256`` must be theirs, ``data["round_sha"]``): its folds are those of its own rows, and the rows of
     the later rounds, which none of its models saw, are scored as its file scores new text (the mean of its fold
     models)."""
@@ -822,7 +874,7 @@ def part_oof(ref: str, data: dict[str, np.ndarray], categories: list[str], seed:
     from aigc.safety.moderation import classifier_at
 
     clf = classifier_at(ref, None)
-    seen, rounds = np.ones(len(data["labels"]), bool), clf.meta.get("rounds", ROUNDS)
+    seen, rounds = np.ones(len(data["labels"]), bool), clf.meta.get("rounds", 3)  # files before session 37: 1-3
     if clf.meta.get("train_sha256") != train_sha256:
         if data.get("round_sha", {}).get(rounds) != clf.meta.get("train_sha256"):
             sys.exit(f"{ref} was not trained on these rows: retrain it first")
