@@ -76,13 +76,15 @@ written before heldout13 was read; read once in session 36 for R11's choice (pol
 ``heldout15`` (benchmarks/data/policy_heldout15.jsonl): the same shape and brief, two more writers (session 33),
 written before heldout14 was read; read once in session 38 for R12's choice (policy_s38_heldout15.json), spent.
 ``heldout16`` (benchmarks/data/policy_heldout16.jsonl): the same shape and brief, two more writers (session 37),
-written before heldout15 was read; sealed for the next choice. The train split's fourth round (session 37) dropped its few rows that repeat or nearly repeat a
+written before heldout15 was read; read once in session 39 with heldout17 for R13's choice (policy_s39_test.json),
+spent. The train split's fourth round (session 37) dropped its few rows that repeat or nearly repeat a
 held-out text (char 5-gram Jaccard >= 0.6; one of them a heldout15 text), so none is trained on.
 ``heldout17`` and ``heldout18`` (benchmarks/data/policy_heldout17.jsonl, policy_heldout18.jsonl): the same shape and
 brief, four more writers (session 39, one for each split and language), written before heldout16 was read and before any
 figure of that session's candidates; the cases that repeat or nearly repeat a text of another case file (char 5-gram
 Jaccard >= 0.6) were dropped unread (21 of heldout17's 480, 15 of heldout18's; so 459 and 465 base cases, 232 and
-233 variants); sealed for the next choices.
+233 variants). heldout17 was read once with heldout16 for R13's choice (session 39; the files retrained on train
+rounds 1-4 shipped), spent; heldout18 is sealed for the next choice.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -139,7 +141,7 @@ from _common import write_result  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
 # The held-out splits the default run reads (how each was written, sealed and read: the module doc). The first two
-# (heldout, heldout2) live in CASES; a split not yet read by default (heldout14 and heldout15, spent; heldout16-18, sealed) is read only with --cases.
+# (heldout, heldout2) live in CASES; a split not yet read by default (heldout14 to heldout17, spent; heldout18, sealed) is read only with --cases.
 READ_HELDOUT = range(3, 14)
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 
