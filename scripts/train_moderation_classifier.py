@@ -21,14 +21,15 @@ Shipped in session 39 (R13, benchmarks/results/moderation_s39_round4_tuned_grid.
 policy_s39_test.json): all three files trained on rounds 1-4, the fine-tune retrained too (scripts/tuned_sweep.py,
 ``base:start=4,epochs=3``, ~75 min on two CPU cores) and the combined thresholds chosen with ``--exchange``'s 10-step
 search and ``--calibrate``: heldout6-13 0.973 / 0.026 (the files before: 0.955 / 0.033), then heldout16 and
-heldout17, opened once for it, 915 of 944 against 899 (false 12 and 15 of 467). Rebuild (the e5 head is refitted,
-then the combined's exchange point of the grid is the file)::
+heldout17, opened once for it, 915 of 944 against 899 (false 12 and 15 of 467). Rebuild (a refit of the e5 head is
+one draw: the same command gives a slightly different head in another session; the parts go where they ship first,
+so the combined file names them ``builtin:``; its file is the grid's exchange point)::
 
-    python scripts/train_moderation_classifier.py --model mlp_sae --c 1.0 --out H.npz
+    python scripts/train_moderation_classifier.py --model mlp_sae --c 1.0      # -> moderation_e5.npz
     python scripts/tuned_sweep.py bundle --dir B && python scripts/tuned_sweep.py run --dir B --config base:start=4,epochs=3 --out RUNS
-    python scripts/train_moderation_classifier.py --model tuned --members RUNS/base.npz --out T.npz
-    python scripts/train_moderation_classifier.py --model combined --parts T.npz=1,H.npz=0.5 --grid G --exchange --calibrate
-    # G/w0.5_f0.045_x10_b0.005.npz, its parts renamed builtin:moderation_e5_tuned.npz and builtin:moderation_e5.npz
+    python scripts/train_moderation_classifier.py --model tuned --members RUNS/base.npz   # -> moderation_e5_tuned.npz
+    python scripts/train_moderation_classifier.py --model combined --grid G --exchange --calibrate
+    cp G/w0.5_f0.045_x10_b0.005.npz src/aigc/resources/safety/moderation_e5_combined.npz
 Negatives: their should-pass cases and everyday text, which the cases alone never showed it (fitted
 on dev only it
 flagged 17.6 % of shopping reviews and 72 % of Shakespeare's speeches):
