@@ -84,10 +84,11 @@ brief, four more writers (session 39, one for each split and language), written 
 figure of that session's candidates; the cases that repeat or nearly repeat a text of another case file (char 5-gram
 Jaccard >= 0.6) were dropped unread (21 of heldout17's 480, 15 of heldout18's; so 459 and 465 base cases, 232 and
 233 variants). heldout17 was read once with heldout16 for R13's choice (session 39; the files retrained on train
-rounds 1-4 shipped), spent; heldout18 is sealed for the next choice.
+rounds 1-4 shipped), spent. heldout18 was read once in session 40 for R14's choice (term rules written from heldout6-17's
+misses; policy_s40_r14_test.json beside policy_s40_r14_test_control.json), spent.
 ``heldout19`` and ``heldout20`` (benchmarks/data/policy_heldout19.jsonl, policy_heldout20.jsonl): the same shape and
 brief, four more writers (session 40, one for each split and language; the task line asked them to spread the texts
-over the brief's whole length range), written before heldout18 was read; near-duplicates of another case file dropped
+over the brief's whole length range), written before heldout18 was read and before any figure of R14; near-duplicates of another case file dropped
 unread as above (8 of heldout19's 480, 12 of heldout20's; so 472 and 468 base cases, 234 variants each). Both sealed.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
@@ -145,7 +146,7 @@ from _common import write_result  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
 # The held-out splits the default run reads (how each was written, sealed and read: the module doc). The first two
-# (heldout, heldout2) live in CASES; a split not yet read by default (heldout14 to heldout17, spent; heldout18 to heldout20, sealed) is read only with --cases.
+# (heldout, heldout2) live in CASES; a split not yet read by default (heldout14 to heldout18, spent; heldout19 and heldout20, sealed) is read only with --cases.
 READ_HELDOUT = range(3, 14)
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 
