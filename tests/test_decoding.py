@@ -148,6 +148,36 @@ def test_guidance_one_or_no_unconditional_context_is_one_row_per_sample(tok):
     assert torch.equal(group.scores(logits), logits)
 
 
+def test_end_of_text_is_never_drawn_before_min_new_tokens(tok):
+    group = _group(tok, seed=10, n=2, max_new_tokens=8, min_new_tokens=5)
+    logits = torch.zeros(2, tok.vocab_size)
+    logits[:, tok.eos_id] = 50.0  # end-of-text all but certain
+    other = [i for i in range(tok.vocab_size) if i != tok.eos_id]
+    for _ in range(5):
+        scores = group.scores(logits)
+        assert torch.isneginf(scores[:, tok.eos_id]).all()
+        assert torch.equal(scores[:, other], logits[:, other]), "nothing else changes"
+        group.accept(other[:2])
+    assert not group.done and torch.equal(group.scores(logits), logits), "after min_new_tokens it may end again"
+    group.accept([tok.eos_id, tok.eos_id])
+    assert group.done
+
+
+def test_choose_tokens_never_picks_end_of_text_before_min_new_tokens_in_a_shared_batch(tok):
+    held, free = _group(tok, seed=11, n=2, min_new_tokens=3), _group(tok, seed=12, n=2)
+    logits = torch.full((4, tok.vocab_size), -50.0)
+    logits[:, tok.eos_id] = 50.0
+    picks = choose_tokens([(held, [0, 1]), (free, [2, 3])], logits)  # one sampling call for both
+    tokens = {id(p.group): p.ids for p in picks}
+    assert tok.eos_id not in tokens[id(held)] and tokens[id(free)] == [tok.eos_id] * 2
+
+
+@pytest.mark.parametrize("bad", [-1, 9, 2.5, True])
+def test_min_new_tokens_outside_zero_to_max_is_refused(bad):
+    with pytest.raises(InvalidInput, match="min_new_tokens must be a whole number from 0 to max_new_tokens"):
+        Sampling(max_new_tokens=8, min_new_tokens=bad).check()
+
+
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "2", True])
 def test_bad_guidance_is_refused(bad):
     with pytest.raises(InvalidInput, match="guidance must be a finite number >= 0"):

@@ -26,7 +26,7 @@ def served(served_ws):
 
 def _req(model="g", seed=1, **kw):
     sampling = dict(max_new_tokens=kw.pop("max_new_tokens", 24), temperature=kw.pop("temperature", 1.0),
-                    seed=seed, stop=kw.pop("stop", ()))
+                    seed=seed, stop=kw.pop("stop", ()), min_new_tokens=kw.pop("min_new_tokens", 0))
     return TextRequest(model=model, sampling=Sampling(**sampling), **kw)
 
 
@@ -201,7 +201,7 @@ def test_cancel_frees_the_rows_within_a_step(served):
     # safety off: the output rail holds text back to a sentence end, and this test acts on the first token
     engine = Engine(served, max_batch=2, log=False, safety=False)
     try:
-        long = engine.submit(_req(prompt="apple", max_new_tokens=10_000, stop=()))
+        long = engine.submit(_req(prompt="apple", max_new_tokens=10_000, min_new_tokens=10_000, stop=()))
         it = iter(long)
         next(it)  # it is decoding
         long.cancel()
@@ -217,7 +217,7 @@ def test_cancel_frees_the_rows_within_a_step(served):
 def test_a_full_queue_refuses_with_overloaded(served):
     engine = Engine(served, max_batch=1, max_queue=2, log=False, safety=False)  # acts on the first token
     try:
-        running = engine.submit(_req(prompt="apple", max_new_tokens=10_000))
+        running = engine.submit(_req(prompt="apple", max_new_tokens=10_000, min_new_tokens=10_000))
         next(iter(running))
         queued = [engine.submit(_req(prompt="apple", max_new_tokens=3)) for _ in range(2)]
         with pytest.raises(Overloaded, match="queue is full"):

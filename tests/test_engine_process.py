@@ -19,7 +19,8 @@ from aigc.generation import Sampling
 
 
 def _req(seed=1, **kw):
-    sampling = dict(max_new_tokens=kw.pop("max_new_tokens", 24), temperature=1.0, seed=seed)
+    sampling = dict(max_new_tokens=kw.pop("max_new_tokens", 24), min_new_tokens=kw.pop("min_new_tokens", 0),
+                    temperature=1.0, seed=seed)
     return TextRequest(model=kw.pop("model", "g"), sampling=Sampling(**sampling), **kw)
 
 
@@ -78,7 +79,8 @@ def test_errors_keep_their_type_message_and_fields(remote):
         remote.submit(_req(model="nope"))
     with pytest.raises(InvalidInput, match="never saw"):
         remote.submit(_req(prompt="\u2603\u2603"))
-    running = remote.submit(_req(prompt="apple", n=2, max_new_tokens=10_000))  # both rows busy
+    # both rows busy until cancelled: no end-of-text before 10,000 tokens (it once ended first, and came back ok)
+    running = remote.submit(_req(prompt="apple", n=2, max_new_tokens=10_000, min_new_tokens=10_000))
     next(iter(running))
     queued = remote.submit(_req(prompt="apple", max_new_tokens=3))  # the one queue place
     with pytest.raises(Overloaded, match="queue is full") as info:
@@ -106,7 +108,7 @@ def test_images_and_the_log(served_ws, remote):
 def test_a_dead_engine_process_fails_requests_cleanly(served_ws):
     engine = EngineProcess(served_ws, threads=1, log=False, safety=False)  # acts on the first token
     try:
-        running = engine.submit(_req(prompt="apple", max_new_tokens=100_000))
+        running = engine.submit(_req(prompt="apple", max_new_tokens=100_000, min_new_tokens=100_000))
         next(iter(running))
         os.kill(engine.process.pid, signal.SIGKILL)
         # our fault, not a full queue: never Overloaded (the server would answer 429 and clients retry forever)

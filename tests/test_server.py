@@ -96,6 +96,15 @@ def test_completion_logprobs_n_and_stop(client):
         assert "\n" not in c["text"]
 
 
+def test_min_tokens_holds_end_of_text_back_and_must_fit_max_tokens(client):
+    body = {"model": "g", "prompt": "apple", "max_tokens": 40, "n": 2, "seed": 1, "min_tokens": 40}
+    res = client.post("/v1/completions", json=body).json()
+    assert [c["finish_reason"] for c in res["choices"]] == ["length", "length"]
+    assert res["usage"]["completion_tokens"] == 80
+    err = _error(client.post("/v1/completions", json={**body, "min_tokens": 41}), 400, param="min_tokens")
+    assert "at most max_tokens (40)" in err["message"]
+
+
 def test_chat_stream_with_usage_and_logprobs(client):
     res = client.post("/v1/chat/completions", json={
         "model": "g", "messages": [{"role": "user", "content": "apple"}], "stream": True, "max_tokens": 10,

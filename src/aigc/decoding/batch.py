@@ -65,7 +65,7 @@ def choose_tokens(members: list[tuple[SequenceGroup, list[int] | None]], logits:
                 token = group.choose(scores)
                 picks.append(Pick(group, token.tolist(), scores, token))
             continue
-        if any(group.guided or rows is None for group, rows in groups):
+        if any(group.guided or rows is None or group.holds_eos for group, rows in groups):
             lg = torch.cat([group.scores(logits, rows) for group, rows in groups])
         else:
             order = [r for _, rows in groups for r in rows]

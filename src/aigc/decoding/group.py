@@ -37,10 +37,17 @@ class Sampling:
     # log-probabilities. 1 is off; above 1 holds the condition harder. Needs a run trained with
     # condition dropout (its unconditional context is the null condition tokens).
     guidance: float = 1.0
+    # End-of-text is not drawn before a sample has this many tokens (vLLM's min_tokens); a stop string
+    # still ends it. 0 is off.
+    min_new_tokens: int = 0
 
     def check(self) -> None:
         if self.max_new_tokens < 1:
             raise InvalidInput(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        m = self.min_new_tokens
+        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m <= self.max_new_tokens:
+            raise InvalidInput(f"min_new_tokens must be a whole number from 0 to max_new_tokens "
+                               f"({self.max_new_tokens}), got {m!r}")
         check_sampling(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
         g = self.guidance
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not (math.isfinite(g) and g >= 0):
@@ -142,6 +149,7 @@ class SequenceGroup:
         self.contexts = [torch.tensor([list(c)], dtype=torch.long, device=device) for c in contexts]
         self.width = n * len(contexts)  # rows it takes in a batch
         self.samples = [SampleStream(tokenizer, i, sampling.stop) for i in range(n)]
+        self.eos = tokenizer.eos_id  # kept from being drawn before sampling.min_new_tokens
         # Sampled together with other groups of the same settings (rows are independent); a
         # repetition penalty looks at this group's own history, so such a group samples alone.
         s = sampling
@@ -193,15 +201,24 @@ class SequenceGroup:
                 parts.append((rows, ctx))
         return parts
 
+    @property
+    def holds_eos(self) -> bool:
+        """End-of-text may not be drawn this step: ``min_new_tokens`` not reached yet."""
+        return self.steps < self.sampling.min_new_tokens and self.eos is not None
+
     def scores(self, logits: Tensor, rows: list[int] | None = None) -> Tensor:
         """(n, V): what the group samples from, given the logits of its rows (``logits[rows]``, or
-        all of ``logits``). Under guidance, log-probabilities uncond + g * (cond - uncond)."""
+        all of ``logits``). Under guidance, log-probabilities uncond + g * (cond - uncond). End-of-text
+        is -inf until ``min_new_tokens`` steps have been taken."""
         lg = logits if rows is None else logits[rows]
-        if not self.guided:
-            return lg
-        logp = torch.log_softmax(lg.float(), dim=-1)
-        cond, uncond = logp[: self.n], logp[self.n :]
-        return uncond + self.sampling.guidance * (cond - uncond)
+        if self.guided:
+            logp = torch.log_softmax(lg.float(), dim=-1)
+            cond, uncond = logp[: self.n], logp[self.n :]
+            lg = uncond + self.sampling.guidance * (cond - uncond)
+        if self.holds_eos:
+            lg = lg.clone()
+            lg[:, self.eos] = float("-inf")
+        return lg
 
     def choose(self, scores: Tensor) -> Tensor:
         """Tokens (n,) from ``scores`` (n, V) on its own: the path of a group with a repetition penalty."""

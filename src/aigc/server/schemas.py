@@ -86,6 +86,7 @@ class _Sampling(Strict):
     # extras of ours
     top_k: int | None = Field(None, ge=0)
     repetition_penalty: float = Field(1.0, gt=0, le=10)
+    min_tokens: int = Field(0, ge=0)  # vLLM's: no end-of-text before this many tokens (at most max_tokens)
     cond: dict[str, str] | None = None
     guidance: float | None = Field(None, gt=0, le=GUIDANCE_MAX)  # classifier-free guidance on cond; 1 = none
     rerank: int | None = Field(None, ge=1, le=RERANK_MAX)  # candidates per sample judged on cond; 1 = none

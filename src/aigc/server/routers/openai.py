@@ -74,9 +74,12 @@ def _text_request(request: Request, body, prompt: str, max_tokens: int | None, e
     candidates = rerank(body.rerank, body.stream)
     param = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
     tokens = check_limits(request, prompt, max_tokens, body.n, param, candidates.get("rerank", 1))
+    if body.min_tokens > tokens:
+        raise with_param(InvalidInput(f"min_tokens is {body.min_tokens}; it can be at most {param} ({tokens})"),
+                         "min_tokens")
     sampling = Sampling(max_new_tokens=tokens, temperature=body.temperature, top_k=body.top_k or None,
                         top_p=None if body.top_p >= 1 else body.top_p, repetition_penalty=body.repetition_penalty,
-                        stop=stops(body.stop), seed=body.seed)
+                        stop=stops(body.stop), seed=body.seed, min_new_tokens=body.min_tokens)
     options = body.model_dump(exclude={"prompt", "messages", "model"}, exclude_none=True)
     return TextRequest(model=body.model, prompt=prompt, cond=body.cond, n=body.n, sampling=sampling,
                        logprobs=top_logprobs, timeout=body.timeout, endpoint=endpoint, options=options,
