@@ -92,6 +92,10 @@ over the brief's whole length range), written before heldout18 was read and befo
 unread as above (8 of heldout19's 480, 12 of heldout20's; so 472 and 468 base cases, 234 variants each). heldout19
 was read once for R15's choice and heldout20 once for R16's (more term rules; policy_s40_r15_test.json,
 policy_s40_r16_test.json, each beside its _control file), both spent.
+``heldout21`` and ``heldout22`` (benchmarks/data/policy_heldout21.jsonl, policy_heldout22.jsonl): the same shape, brief
+and task line as heldout19 and heldout20, four more writers (session 40), written after heldout19 had been read and
+before heldout20 was; near-duplicates dropped unread (7 of each split's 480; so 473 base cases, 237 and 238
+variants). Both sealed.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -148,7 +152,7 @@ from _common import write_result  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
 # The held-out splits the default run reads (how each was written, sealed and read: the module doc). The first two
-# (heldout, heldout2) live in CASES; a split not yet read by default (heldout14 to heldout20, spent) is read only with --cases.
+# (heldout, heldout2) live in CASES; a split not yet read by default (heldout14 to heldout20, spent; heldout21 and heldout22, sealed) is read only with --cases.
 READ_HELDOUT = range(3, 14)
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 
