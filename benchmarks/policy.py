@@ -283,7 +283,7 @@ def _scores(classifier, texts: list[str]) -> list[dict[str, float]]:
     from aigc.safety.moderation import text_logits
 
     return classifier.scores_of(text_logits(lambda pieces: training.shipped_piece_logits(classifier, pieces), texts,
-                                            classifier.sentence_margin))
+                                            classifier.sentence_margin, classifier.sentence_min_chars))
 
 
 def rail_overhead(policy, cases: list[dict], scanner, token_chars: int = 2) -> dict:
@@ -455,7 +455,8 @@ def main() -> None:
     ap.add_argument("--policy", help="a policy file (default: the shipped default policy)")
     ap.add_argument("--classifier", nargs="+", default=None,
                     help=f"the classifiers of the classifier and both modes, each scored in this run: builtin:NAME or "
-                         f"a path, either with @sentence_margin=M (none or a number: that margin instead of its file's) "
+                         f"a path, either with @sentence_margin=M (none or a number: that margin instead of its file's) and "
+                         f"@sentence_min_chars=L (only texts of at least L characters read by sentence) "
                          f"(default: the policy's moderation.classifier, else {' '.join(CLASSIFIERS)})")
     ap.add_argument("--cases", nargs="+", default=None,
                     help=f"case files (default: policy_cases.jsonl, policy_heldout{READ_HELDOUT[0]}.jsonl to "
@@ -558,17 +559,27 @@ def _trained_on(classifier) -> set[str]:
     return out
 
 
+SENTENCE_KEYS = ("sentence_margin", "sentence_min_chars")  # what a classifier reference may set after an @
+
+
 def load(ref: str, base_dir: Path | None):
     """The classifier ``ref`` names (builtin:NAME, or a path from ``base_dir``). ``REF@sentence_margin=M``: that
     classifier with its file's ``sentence_margin`` set to M (``none``: a text's pieces alone;
-    :func:`aigc.safety.moderation.text_logits`), a candidate when the margin is chosen."""
+    :func:`aigc.safety.moderation.text_logits`), a candidate when the margin is chosen; ``@sentence_min_chars=L``
+    (after it) reads by sentence only texts of at least L characters."""
     from aigc.safety.moderation import classifier_at
 
-    name, _, margin = ref.partition("@sentence_margin=")
+    name, *settings = ref.split("@")
     classifier = classifier_at(name, base_dir)
-    if margin:
+    if settings:
+        meta = dict(classifier.meta)
+        for setting in settings:
+            key, eq, value = setting.partition("=")
+            if key not in SENTENCE_KEYS or not eq or not value:
+                raise SystemExit(f"policy.py: {ref!r}: after @ write one of {', '.join(SENTENCE_KEYS)}=VALUE")
+            meta[key] = (None if value == "none" else float(value)) if key == "sentence_margin" else int(value)
         classifier = copy.copy(classifier)  # the loaded one is shared (cached)
-        classifier.meta = {**classifier.meta, "sentence_margin": None if margin == "none" else float(margin)}
+        classifier.meta = meta
     return classifier
 
 if __name__ == "__main__":

@@ -348,6 +348,12 @@ def test_a_text_of_several_sentences_is_also_scored_sentence_by_sentence():
     assert calls[0][3:] == ["这件衣服很好看面料舒服。"] * 5 + ["毒毒!"]
     assert z[:, 0] == pytest.approx([10.0 * 2 / 3 - 1.0, 10.0, 0.0])  # its worst sentence less the margin
     assert text_logits(diluted, [text], sentence_margin=100.0)[0, 0] == pytest.approx(whole)  # the higher wins
+    calls.clear()
+    long_enough = len(TextClassifier.prepare(text))
+    z = text_logits(diluted, [text, "很好。毒！"], sentence_margin=1.0, sentence_min_chars=long_enough)
+    assert calls[0][2:] == ["这件衣服很好看面料舒服。"] * 5 + ["毒毒!"], "only the text of that length is read by sentence"
+    assert z[:, 0] == pytest.approx([10.0 * 2 / 3 - 1.0, 10.0 / 5])
+    assert text_logits(diluted, [text], sentence_margin=1.0, sentence_min_chars=long_enough + 1)[0, 0] == pytest.approx(whole)
 
 
 def _script() -> dict:
@@ -420,6 +426,10 @@ def test_the_benchmark_scores_a_classifier_at_another_sentence_margin_without_ch
     off = load("builtin:moderation_e5.npz@sentence_margin=none", None)
     assert (at.sentence_margin, off.sentence_margin) == (1.5, None) and at.coef is shipped.coef
     assert shipped.sentence_margin is None and load("builtin:moderation_e5.npz", None) is shipped  # the cached one
+    both = load("builtin:moderation_e5.npz@sentence_margin=0@sentence_min_chars=120", None)
+    assert (both.sentence_margin, both.sentence_min_chars, shipped.sentence_min_chars) == (0.0, 120, 0)
+    with pytest.raises(SystemExit, match="after @ write one of sentence_margin, sentence_min_chars"):
+        load("builtin:moderation_e5.npz@margin=1", None)
 
 
 def test_the_benchmark_caches_chunks_cut_by_content_so_an_insertion_costs_only_its_own_chunk():

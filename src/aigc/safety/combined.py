@@ -70,10 +70,11 @@ class CombinedClassifier:
         return self.combine([part.piece_logits(pieces) for part in self.parts])
 
     sentence_margin = SemanticClassifier.sentence_margin
+    sentence_min_chars = SemanticClassifier.sentence_min_chars
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """(n, C): each text's highest combined logit per category (:func:`~aigc.safety.moderation.text_logits`)."""
-        return text_logits(self.piece_logits, texts, self.sentence_margin)
+        return text_logits(self.piece_logits, texts, self.sentence_margin, self.sentence_min_chars)
 
     def save(self, path: str | os.PathLike) -> Path:
         meta = {**self.meta, "format": COMBINED_FORMAT, "categories": list(self.categories), "parts": self.refs,

@@ -433,13 +433,16 @@ def sentences_of(text: str) -> list[str]:
 
 
 def text_logits(piece_logits: Callable[[list[str]], np.ndarray], texts: Sequence[str],
-                sentence_margin: float | None = None) -> np.ndarray:
+                sentence_margin: float | None = None, sentence_min_chars: int = 0) -> np.ndarray:
     """(n, C): each text's highest logit per category over its pieces (:func:`pieces_of`, normalised) and,
     when ``sentence_margin`` is a number, over its sentences (:func:`sentences_of`) less that margin: one
-    harmful sentence in an ordinary post is scored on its own, not diluted by the rest of its piece.
+    harmful sentence in an ordinary post is scored on its own, not diluted by the rest of its piece. Only a text
+    of at least ``sentence_min_chars`` characters (normalised) is read by sentence: a short one is hardly diluted.
     ``piece_logits`` scores every piece and sentence of every text in one call."""
     split = SemanticClassifier.split(texts)
-    sents = [[] if sentence_margin is None else sentences_of(TextClassifier.prepare(t)) for t in texts]
+    prepared = [TextClassifier.prepare(t) for t in texts] if sentence_margin is not None else [""] * len(texts)
+    sents = [sentences_of(t) if sentence_margin is not None and len(t) >= sentence_min_chars else []
+             for t in prepared]
     n = sum(map(len, split))
     z = piece_logits([p for ps in split for p in ps] + [s for ss in sents for s in ss])
     out = highest(z[:n], [len(ps) for ps in split])
@@ -515,9 +518,14 @@ class SemanticClassifier:
         """The file's ``sentence_margin`` (:func:`text_logits`); None (a text's pieces alone) when it has none."""
         return self.meta.get("sentence_margin")
 
+    @property
+    def sentence_min_chars(self) -> int:
+        """The file's ``sentence_min_chars`` (:func:`text_logits`): the shortest text read by sentence; 0 when none."""
+        return int(self.meta.get("sentence_min_chars") or 0)
+
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """(n, C): each text's highest logit per category (:func:`text_logits`)."""
-        return text_logits(self.piece_logits, texts, self.sentence_margin)
+        return text_logits(self.piece_logits, texts, self.sentence_margin, self.sentence_min_chars)
 
     def piece_logits(self, pieces: Sequence[str]) -> np.ndarray:
         """(n, C): the logits of ``pieces`` (each already one normalised piece, as :meth:`split` makes them)."""

@@ -392,10 +392,12 @@ class TunedClassifier:
     prepare = staticmethod(TextClassifier.prepare)
 
     sentence_margin = SemanticClassifier.sentence_margin
+    sentence_min_chars = SemanticClassifier.sentence_min_chars
 
     def logits(self, texts: Sequence[str], chunk: int = 32) -> np.ndarray:
         """(n, C): each text's highest logit per category (:func:`~aigc.safety.moderation.text_logits`)."""
-        return text_logits(lambda pieces: self.piece_logits(pieces, chunk), texts, self.sentence_margin)
+        return text_logits(lambda pieces: self.piece_logits(pieces, chunk), texts, self.sentence_margin,
+                           self.sentence_min_chars)
 
     def piece_logits(self, pieces: Sequence[str], chunk: int = 32) -> np.ndarray:
         """(n, C): the logits of ``pieces`` (each already one normalised piece, as ``split`` makes them)."""
