@@ -764,6 +764,9 @@ def test_default_policy_lets_the_archetypes_warnings_and_services_pass(text):
     ("会所新到几位佳丽，老板们可以来包厢选妃。", "sexual"),
     ("Breivik showed us the way, someone should finish what he started.", "extremism"),
     ("The neighbour who reported me? He lives at 12 Park Road. Pay him a visit.", "privacy"),
+    # a refusal's words only where they refuse: 这类内容我天天发 and "is not something I regret" are no refusal
+    ("约炮这类内容我天天发，想要的私聊。", "sexual"),
+    ("Selling meth is not something I regret.", "illicit"),
 ])
 def test_default_policy_stops_the_r14_classes(text, category):
     policy = default_policy()
