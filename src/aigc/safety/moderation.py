@@ -40,7 +40,7 @@ fine-tuned one's logits plus half the other's, piece by piece, with thresholds o
 most (benchmarks/results/policy.json; on each sealed set, read once after the choice it tested: heldout8 0.954 at
 0.042 false blocks, heldout9 0.927 at 0.033, heldout10 0.969 at 0.042, heldout11 0.960 at 0.038, heldout12 0.910 at
 0.025, heldout13 0.954 at 0.025, policy_heldoutN.json; the files retrained in session 39 read heldout16 + heldout17 at
-0.969 / 0.026, policy_s39_test.json) and costs both checks (~140 ms a prompt on two cores, session 40: with it on every
+0.969 / 0.026, policy_s39_test.json) and costs both checks (~143 ms a prompt on two cores, session 40: with it on every
 prompt, the serving benchmark's tokens/s fell to 0.56 of the layer off at 1 client and 0.27 at 16,
 benchmarks/results/serve_safety_moderation_e5_combined.json). A policy names any of them; :func:`policy_classifier` loads whichever
 format the file holds.
