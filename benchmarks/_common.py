@@ -74,8 +74,19 @@ def provenance() -> dict[str, Any]:
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {device_name()}",
         "cpu": cpu_model(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": " ".join([Path(sys.argv[0]).name, *map(shown_arg, sys.argv[1:])]),
     }
+
+
+def shown_arg(arg: str) -> str:
+    """A command-line argument as a result records it: an absolute path relative to the repository when it is
+    inside it, else its name (results name no machine's folders); anything else as given."""
+    if not arg.startswith("/"):
+        return arg
+    try:
+        return str(Path(arg).resolve().relative_to(HERE.parent))
+    except ValueError:
+        return Path(arg).name
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:

@@ -574,10 +574,14 @@ def load(ref: str, base_dir: Path | None):
     if settings:
         meta = dict(classifier.meta)
         for setting in settings:
-            key, eq, value = setting.partition("=")
-            if key not in SENTENCE_KEYS or not eq or not value:
-                raise SystemExit(f"policy.py: {ref!r}: after @ write one of {', '.join(SENTENCE_KEYS)}=VALUE")
-            meta[key] = (None if value == "none" else float(value)) if key == "sentence_margin" else int(value)
+            key, _, value = setting.partition("=")
+            try:
+                if key not in SENTENCE_KEYS:
+                    raise ValueError
+                meta[key] = (None if value == "none" else float(value)) if key == "sentence_margin" else int(value)
+            except ValueError:
+                raise SystemExit(f"policy.py: {ref!r}: after @ write one of {', '.join(SENTENCE_KEYS)}=VALUE "
+                                 f"(sentence_margin a number or none, sentence_min_chars a whole number)") from None
         classifier = copy.copy(classifier)  # the loaded one is shared (cached)
         classifier.meta = meta
     return classifier

@@ -109,3 +109,16 @@ def test_cpu_model_names_the_processor():
         return
     assert cpu.get("model name")
     assert isinstance(cpu.get("flags", []), list)
+
+
+def test_a_result_records_no_machine_folder_in_its_command():
+    sys.path.insert(0, str(BENCH))
+    try:
+        common = importlib.import_module("_common")
+    finally:
+        sys.path.remove(str(BENCH))
+    inside = BENCH / "data" / "policy_heldout19.jsonl"
+    assert common.shown_arg(str(inside)) == "benchmarks/data/policy_heldout19.jsonl"
+    assert common.shown_arg("/somewhere/else/cases.jsonl") == "cases.jsonl"
+    assert common.shown_arg("builtin:moderation_e5.npz") == "builtin:moderation_e5.npz"
+    assert common.shown_arg("--timed") == "--timed"

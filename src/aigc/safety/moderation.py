@@ -443,10 +443,12 @@ def text_logits(piece_logits: Callable[[list[str]], np.ndarray], texts: Sequence
     harmful sentence in an ordinary post is scored on its own, not diluted by the rest of its piece. Only a text
     of at least ``sentence_min_chars`` characters (normalised) is read by sentence: a short one is hardly diluted.
     ``piece_logits`` scores every piece and sentence of every text in one call."""
+    def sentences(text: str) -> list[str]:
+        text = TextClassifier.prepare(text)
+        return sentences_of(text) if len(text) >= sentence_min_chars else []
+
     split = SemanticClassifier.split(texts)
-    prepared = [TextClassifier.prepare(t) for t in texts] if sentence_margin is not None else [""] * len(texts)
-    sents = [sentences_of(t) if sentence_margin is not None and len(t) >= sentence_min_chars else []
-             for t in prepared]
+    sents = [[] if sentence_margin is None else sentences(t) for t in texts]
     n = sum(map(len, split))
     z = piece_logits([p for ps in split for p in ps] + [s for ss in sents for s in ss])
     out = highest(z[:n], [len(ps) for ps in split])
