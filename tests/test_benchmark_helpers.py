@@ -97,12 +97,17 @@ def test_target_counts_rounds_within_the_perplexity_tolerance(fb):
     assert args.round_method == ["dpo", "kto"]
 
 
-def test_cpu_model_names_the_processor():
+def _common():
+    """benchmarks/_common, imported as the benchmarks import it."""
     sys.path.insert(0, str(BENCH))
     try:
-        common = importlib.import_module("_common")
+        return importlib.import_module("_common")
     finally:
         sys.path.remove(str(BENCH))
+
+
+def test_cpu_model_names_the_processor():
+    common = _common()
     cpu = common.cpu_model()
     if not Path("/proc/cpuinfo").is_file():
         assert cpu == {}
@@ -112,11 +117,7 @@ def test_cpu_model_names_the_processor():
 
 
 def test_a_result_records_no_machine_folder_in_its_command():
-    sys.path.insert(0, str(BENCH))
-    try:
-        common = importlib.import_module("_common")
-    finally:
-        sys.path.remove(str(BENCH))
+    common = _common()
     inside = BENCH / "data" / "policy_heldout19.jsonl"
     assert common.shown_arg(str(inside)) == "benchmarks/data/policy_heldout19.jsonl"
     assert common.shown_arg("/somewhere/else/cases.jsonl") == "cases.jsonl"
