@@ -103,6 +103,12 @@ def test_min_tokens_holds_end_of_text_back_and_must_fit_max_tokens(client):
     assert res["usage"]["completion_tokens"] == 80
     err = _error(client.post("/v1/completions", json={**body, "min_tokens": 41}), 400, param="min_tokens")
     assert "at most max_tokens (40)" in err["message"]
+    native = {"model": "g", "prompt": "apple", "stream": False, "options": {"num_predict": 40, "seed": 1, "min_tokens": 40}}
+    res = client.post("/api/generate", json=native).json()
+    assert res["done_reason"] == "length" and res["eval_count"] == 40
+    native["options"]["min_tokens"] = 41
+    err = _error(client.post("/api/generate", json=native), 400, param="options.min_tokens")
+    assert "at most num_predict (40)" in err["message"]
 
 
 def test_chat_stream_with_usage_and_logprobs(client):

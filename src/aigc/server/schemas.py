@@ -186,6 +186,7 @@ class GenerateOptions(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     repeat_penalty: float = Field(1.0, gt=0, le=10)
     num_predict: int | None = Field(None, ge=1)  # None: the server's default
+    min_tokens: int = Field(0, ge=0)  # ours (Ollama has none; vLLM's name): no end-of-text before this many tokens
     stop: Stop = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
 

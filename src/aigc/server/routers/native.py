@@ -185,10 +185,14 @@ async def generate(body: GenerateRequest, request: Request):
     o = body.options
     candidates = rerank(body.rerank, body.stream)
     tokens = check_limits(request, body.prompt, o.num_predict, 1, "num_predict", candidates.get("rerank", 1))
+    if o.min_tokens > tokens:
+        raise with_param(InvalidInput(f"options.min_tokens is {o.min_tokens}; it can be at most num_predict ({tokens})"),
+                         "options.min_tokens")
     req = TextRequest(model=body.model, prompt=body.prompt, cond=body.cond,
                       sampling=Sampling(max_new_tokens=tokens, temperature=o.temperature, top_k=o.top_k or None,
                                         top_p=None if o.top_p >= 1 else o.top_p,
-                                        repetition_penalty=o.repeat_penalty, stop=stops(o.stop), seed=o.seed),
+                                        repetition_penalty=o.repeat_penalty, stop=stops(o.stop), seed=o.seed,
+                                        min_new_tokens=o.min_tokens),
                       timeout=body.timeout, keep_alive=_keep_alive(body.keep_alive), endpoint="/api/generate",
                       options=o.model_dump(exclude_none=True), rerank_by=body.rerank_by,
                       **guidance(body.guidance), **candidates)
