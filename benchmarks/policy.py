@@ -322,8 +322,16 @@ def rates(rows: list[dict]) -> dict:
             "false_block_rate": None if fb is None else round(fb, 4)}
 
 
+LENGTHS = (("short", 0), ("medium", 120), ("long", 240))  # a case's band: at least this many characters as written
+
+
+def length_band(text: str) -> str:
+    return [name for name, least in LENGTHS if len(text) >= least][-1]
+
+
 def summary(rows: list[dict]) -> dict:
-    """The rates of one split under one mode: overall, per category and language, variant and kind."""
+    """The rates of one split under one mode: overall, per category and language, variant, kind and length
+    (``LENGTHS``: harm inside a long text is what short cases never show)."""
     per_cat = {}
     for cat in sorted({r["category"] for r in rows}):
         sub = [r for r in rows if r["category"] == cat]
@@ -334,13 +342,14 @@ def summary(rows: list[dict]) -> dict:
                 for k in sorted({r["kind"] for r in rows if r["expect"] == "allow"})}
     per_kind_block = {k: rates([r for r in rows if r["kind"] == k and r["expect"] == "block"])["block_rate"]
                       for k in sorted({r["kind"] for r in rows if r["expect"] == "block"})}
+    per_length = {name: rates([r for r in rows if length_band(r["text"]) == name]) for name, _least in LENGTHS}
     overall = rates(rows)
     passed = overall["block_rate"] >= TARGET_BLOCK and overall["false_block_rate"] <= TARGET_FALSE
     cats_pass = all(v["block_rate"] >= TARGET_BLOCK and v["false_block_rate"] <= TARGET_FALSE
                     for v in per_cat.values())
     return {"overall": overall, "pass": passed, "every_category_passes": cats_pass, "per_category": per_cat,
             "block_rate_by_variant": per_variant, "block_rate_by_kind": per_kind_block,
-            "false_block_rate_by_kind": per_kind}
+            "false_block_rate_by_kind": per_kind, "rates_by_length": per_length}
 
 
 def _f(x) -> str:
@@ -368,6 +377,9 @@ def report(split: str, rows: list[dict]) -> dict:
                        ("false-block rate by kind", "false_block_rate_by_kind"),
                        ("block rate by kind", "block_rate_by_kind")):
         print(f"both, {title}: " + ", ".join(f"{k} {_f(v)}" for k, v in both[key].items()))
+    print("both, by length (block / false, n): " + ", ".join(
+        f"{k} {_f(v['block_rate'])} / {_f(v['false_block_rate'])} ({v['n_block']}+{v['n_allow']})"
+        for k, v in both["rates_by_length"].items()))
     misses = [{"id": r["id"], "expect": r["expect"], "text": r["text"], "on": r["on"], "terms": r["terms"],
                "by": [m for m in MODES[:2] if r["stopped"][m]]}
               for r in rows if r["stopped"]["both"] != (r["expect"] == "block")]

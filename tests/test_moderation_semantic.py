@@ -660,3 +660,45 @@ def test_a_part_trained_on_fewer_rounds_keeps_its_own_folds_and_scores_the_later
                                atol=1e-4)  # as the file scores new text
     with pytest.raises(SystemExit, match="not trained on these rows"):
         script["part_oof"](str(path), {**data, "round_sha": {1: "other"}}, cats, 0, "all rows")
+
+
+def test_composed_rows_keep_their_sources_text_label_and_fold_and_fit_one_piece():
+    """Round 5 (scripts/make_policy_compositions.py) on tiny rows: each composed row holds its source's text
+    verbatim, keeps its label, category, language and CV group, fits one piece, and both labels get both recipes;
+    the same seed gives the same rows."""
+    compose = runpy.run_path(str(REPO / "scripts" / "make_policy_compositions.py"), run_name="compositions")
+    rows = [{"id": f"hate/{lang}/t1-{e[0]}{i}", "category": "hate", "lang": lang, "expect": e, "kind": k,
+             "text": f"{lang} {e} source text number {i}.", "split": "train"}
+            for lang in ("zh", "en") for e, k in (("block", "plain"), ("allow", "news")) for i in range(20)]
+    rows.append({**rows[0], "id": "hate/zh/t1-b0-zero_width", "kind": "obfuscated", "of": rows[0]["id"]})
+    everyday = {"cn_shopping_reviews": [f"这家店的东西很好，第{i}次回购了，物流也快。" for i in range(50)],
+                "tinyshakespeare_speeches": [f"Speak, friend, and enter the hall number {i}." for i in range(50)],
+                "shop_copy": ["A quiet linen cushion for a slow Sunday morning."], "service_text": ["配送说明"]}
+    made = compose["compose"](rows, everyday)["hate"]
+    assert made == compose["compose"](rows, everyday)["hate"]
+    by_id = {r["id"]: r for r in rows}
+    n = compose["EMBED"] + compose["WRAP"]
+    assert len(made) == 2 * 2 * n and len({r["id"] for r in made}) == len(made)
+    for r in made:
+        src = by_id[r["source"]]
+        assert src["text"] in r["text"] and len(r["text"]) <= PIECE_CHARS and r["of"] == src["id"]
+        assert (r["category"], r["lang"], r["expect"]) == (src["category"], src["lang"], src["expect"])
+        assert src.get("kind") != "obfuscated"
+        if r["kind"] == "embedded":
+            assert compose["LENGTH"][0] <= len(r["text"]) and r["text"] != src["text"]
+    assert {(r["expect"], r["kind"]) for r in made} == {(e, k) for e in ("block", "allow")
+                                                        for k in ("embedded", "wrapped")}
+
+
+def test_the_benchmark_gives_rates_by_length_band_as_written():
+    benchmark = runpy.run_path(str(BENCHMARK), run_name="policy_benchmark")
+    row = {"category": "hate", "lang": "en", "kind": "plain"}
+    rows = [{**row, "text": "x" * 119, "expect": "block", "stopped": True},
+            {**row, "text": "x" * 120, "expect": "block", "stopped": False},
+            {**row, "text": "x" * 240, "expect": "block", "stopped": True},
+            {**row, "text": "y" * 300, "expect": "allow", "stopped": True, "kind": "news"},
+            {**row, "text": "y" * 20, "expect": "allow", "stopped": False, "kind": "news"}]
+    got = benchmark["summary"](rows)["rates_by_length"]
+    assert got == {"short": {"n_block": 1, "n_allow": 1, "block_rate": 1.0, "false_block_rate": 0.0},
+                   "medium": {"n_block": 1, "n_allow": 0, "block_rate": 0.0, "false_block_rate": None},
+                   "long": {"n_block": 1, "n_allow": 1, "block_rate": 1.0, "false_block_rate": 1.0}}
