@@ -96,6 +96,10 @@ policy_s40_r16_test.json, each beside its _control file), both spent.
 and task line as heldout19 and heldout20, four more writers (session 40), written after heldout19 had been read and
 before heldout20 was; near-duplicates dropped unread (7 of each split's 480; so 473 base cases, 237 and 238
 variants). Both sealed.
+``heldout23`` and ``heldout24`` (benchmarks/data/policy_heldout23.jsonl, policy_heldout24.jsonl): the same shape, brief
+and task line, four more writers (session 41), written before any figure of that session's classifier candidate and
+after its round-5 train rows; near-duplicates of another case file dropped unread (11 of heldout23's 480, 10 of
+heldout24's; so 469 and 470 base cases, 236 and 234 variants). Both sealed.
 The targets are judged on the held-out splits, never on dev or train: a figure on the tuning set proves
 little.
 
@@ -152,7 +156,7 @@ from _common import write_result  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "data" / "policy_cases.jsonl"
 # The held-out splits the default run reads (how each was written, sealed and read: the module doc). The first two
-# (heldout, heldout2) live in CASES; a split not yet read by default (heldout14 to heldout20, spent; heldout21 and heldout22, sealed) is read only with --cases.
+# (heldout, heldout2) live in CASES; a split not yet read by default (heldout14 to heldout20, spent; heldout21 to heldout24, sealed) is read only with --cases.
 READ_HELDOUT = range(3, 14)
 TRAIN_DIR = HERE / "data" / "policy_train"  # the classifier's train split, one file per category
 
