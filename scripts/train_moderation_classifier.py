@@ -12,7 +12,13 @@ the term lists). A fourth round (``<category>_4.jsonl``, session 37: 40 + 40 per
 variants, written by eight writers from ``benchmarks/data/policy_train_round4_brief.md``, which asks for harm implied
 or embedded in ordinary text and should-pass texts on the same surfaces; its 10 rows that repeated or nearly
 repeated a held-out text or were longer than one piece were dropped) has been read by default since session 39
-(``ROUNDS``; ``--rounds 3`` for the first three, :func:`training_cases`); a part trained on fewer rounds joins a
+(``ROUNDS``; ``--rounds 3`` for the first three, :func:`training_cases`). A fifth round (``<category>_5.jsonl``, session 41)
+is composed, not written: ``scripts/make_policy_compositions.py`` puts rows of rounds 1-4 inside 250-500 characters of
+everyday training text or inside jailbreak-style requests, should-block and should-pass alike. A sixth
+(``<category>_6.jsonl``, session 41: 20 + 20 long texts per category and language plus variants, by eight writers from
+``benchmarks/data/policy_train_round6_brief.md``: harm as one clause inside 180-480 characters of ordinary text and
+harmful requests dressed up in frames, beside should-pass texts of the same length and frames; near-duplicates of any
+other case file would have been dropped unread, and none were) is read with ``--rounds 6``. A part trained on fewer rounds joins a
 ``--model combined`` of more with its own folds, the later rows scored as its file scores new text (:func:`part_oof`).
 Tried in session 38 (R12, benchmarks/results/policy_s38_round4.json, policy_s38_heldout15.json): the e5 head refitted
 on rounds 1-4 with the combined thresholds chosen on its logits blocked more on heldout6-13 than its rounds-3 control
