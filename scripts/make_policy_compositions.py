@@ -77,12 +77,13 @@ def fillers(everyday: dict[str, list[str]]) -> dict[str, list[str]]:
     """Everyday training texts by language, each short enough to sit beside a case in one piece, less those the
     default policy's terms stop (the bundled shop copy has boasts such as 销量第一 on purpose: beside a should-pass
     row they would make a row whose label its own text contradicts)."""
+    from aigc.apps import lang_of
     from aigc.safety.moderation import PIECE_CHARS
 
-    zh = everyday["cn_shopping_reviews"] + [t for t in everyday["shop_copy"] if _zh(t)]
-    en = everyday["tinyshakespeare_speeches"] + [t for t in everyday["shop_copy"] if not _zh(t)]
+    zh = everyday["cn_shopping_reviews"] + [t for t in everyday["shop_copy"] if lang_of(t) == "zh"]
+    en = everyday["tinyshakespeare_speeches"] + [t for t in everyday["shop_copy"] if lang_of(t) != "zh"]
     for text in everyday.get("service_text", []):
-        (zh if _zh(text) else en).append(text)
+        (zh if lang_of(text) == "zh" else en).append(text)
     cap = PIECE_CHARS // 3
     out = {}
     for lang, texts in (("zh", zh), ("en", en)):
@@ -90,10 +91,6 @@ def fillers(everyday: dict[str, list[str]]) -> dict[str, list[str]]:
         stopped = training.terms_stop(texts).any(axis=1)
         out[lang] = [t for t, s in zip(texts, stopped) if not s]
     return out
-
-
-def _zh(text: str) -> bool:
-    return sum("\u4e00" <= ch <= "\u9fff" for ch in text) >= max(1, len(text) // 10)
 
 
 def embedded(text: str, pool: list[str], rng: np.random.Generator) -> str:
