@@ -1,5 +1,9 @@
-"""Write the moderation classifier's fifth train round, ``benchmarks/data/policy_train/<category>_5.jsonl``:
+"""Write the composed rows of session 41's fifth train round, ``benchmarks/data/policy_composed/<category>_5.jsonl``:
 rows composed, by a seeded recipe, from the train rows of rounds 1-4 and the everyday training texts.
+
+They lie outside ``policy_train/`` (so ``--rounds N`` never reads them) since session 42: retrained on them, the
+fine-tune blocked less of heldout6-20 and flagged more held-out reviews (R18, ``policy_s41_r18_control.json``);
+the numbers of rounds 1-4 and 6 stay as they were.
 
 Rounds 1-4 are short (99 % of them under 250 characters), but a long post is read in pieces of up to 512
 characters (:func:`aigc.safety.moderation.pieces_of`), so the classifier meets a harmful clause mostly inside
@@ -36,6 +40,7 @@ sys.path.insert(0, str(REPO / "src"))
 import train_moderation_classifier as training  # noqa: E402
 
 ROUND = 5
+OUT_DIR = REPO / "benchmarks" / "data" / "policy_composed"
 EMBED, WRAP = 10, 6  # rows per category, language and label
 LENGTH = (250, 500)  # an embedded row's length in characters, drawn uniformly
 SEED = 5
@@ -145,12 +150,12 @@ def main() -> int:
     rows = [r for r in training.training_cases(rounds=ROUND - 1) if r["round"] >= 1]
     made = compose(rows, training.negatives())
     for cat, items in made.items():
-        path = training.TRAIN_DIR / f"{cat}_{ROUND}.jsonl"
+        path = OUT_DIR / f"{cat}_{ROUND}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items), encoding="utf-8")
         tmp.replace(path)
     n = sum(map(len, made.values()))
-    print(f"wrote {n} rows in {len(made)} files: {training.TRAIN_DIR.relative_to(REPO)}/<category>_{ROUND}.jsonl")
+    print(f"wrote {n} rows in {len(made)} files: {OUT_DIR.relative_to(REPO)}/<category>_{ROUND}.jsonl")
     return 0
 
 

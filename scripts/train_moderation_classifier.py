@@ -13,8 +13,10 @@ variants, written by eight writers from ``benchmarks/data/policy_train_round4_br
 or embedded in ordinary text and should-pass texts on the same surfaces; its 10 rows that repeated or nearly
 repeated a held-out text or were longer than one piece were dropped) has been read by default since session 39
 (``ROUNDS``; ``--rounds 3`` for the first three, :func:`training_cases`). A fifth round (``<category>_5.jsonl``, session 41)
-is composed, not written: ``scripts/make_policy_compositions.py`` puts rows of rounds 1-4 inside 250-500 characters of
-everyday training text or inside jailbreak-style requests, should-block and should-pass alike. A sixth
+was composed, not written: ``scripts/make_policy_compositions.py`` puts rows of rounds 1-4 inside 250-500 characters of
+everyday training text or inside jailbreak-style requests, should-block and should-pass alike; retrained on rounds 1-5
+the fine-tune did worse (R18), so since session 42 its files lie in ``benchmarks/data/policy_composed/``, which no
+``--rounds`` reads (round 5 is then empty). A sixth
 (``<category>_6.jsonl``, session 41: 20 + 20 long texts per category and language plus variants, by eight writers from
 ``benchmarks/data/policy_train_round6_brief.md``: harm as one clause inside 180-480 characters of ordinary text and
 harmful requests dressed up in frames, beside should-pass texts of the same length and frames; near-duplicates of any
