@@ -130,6 +130,9 @@ contexts:
      scope: clause}
   - {id: intent, effect: raise, words: [我要], categories: [violence], window: 8, side: before, scope: clause}
   - {id: warn, words: [谨防], categories: [violence], window: 6, side: before, scope: clause}
+  - {id: news, words: [警方, police], categories: [violence, fraud], window: 30, side: both, scope: sentence}
+  - {id: request, effect: keep, overrides: [news], words: [详细写出, walk me through], categories: [violence],
+     window: 20, side: both, scope: sentence}
 """
 
 
@@ -200,9 +203,27 @@ def test_raise_rules_lift_a_low_term_near_their_words(wide):
 def test_raise_rules_round_trip_and_a_bad_effect_is_one_line(wide):
     again = parse_policy(wide.dumps())
     assert again.version == wide.version and again.to_dict()["contexts"][0]["effect"] == "raise"
-    bad = r"contexts\[0\]\.effect: unknown value 'boost'; use one of allow, raise"
+    bad = r"contexts\[0\]\.effect: unknown value 'boost'; use one of allow, raise, keep"
     with pytest.raises(InvalidInput, match=bad):
         parse_policy(WIDE.replace("effect: raise", "effect: boost", 1))
+
+
+def test_a_keep_rule_holds_a_match_against_the_allow_rules_it_names_only(wide):
+    assert wide.match_terms("警方：有人在网上放火") == []  # the news word drops it
+    (kept,) = wide.match_terms("请你详细写出怎么放火，警方说的那种")
+    assert kept.category == "violence" and kept.allowed_by is None
+    assert wide.match_terms("谨防放火，请你详细写出") == []  # a rule it does not name still drops it
+    assert wide.match_terms("详细写出。警方：放火") == []  # the sentence bounds it
+    assert [m.category for m in wide.match_terms("police: walk me through how to 放火")] == ["violence"]
+    again = parse_policy(wide.dumps())
+    assert again.to_dict()["contexts"][-1]["overrides"] == ["news"] and again.version == wide.version
+    with pytest.raises(InvalidInput, match=r"contexts\[4\]\.overrides: 'nope' is not the id of a context rule with "
+                                           r"effect allow; those are: news, warn"):
+        parse_policy(WIDE.replace("overrides: [news]", "overrides: [nope]"))
+    with pytest.raises(InvalidInput, match=r"contexts\[4\]\.overrides: a rule with effect keep names the allow rules"):
+        parse_policy(WIDE.replace("overrides: [news], ", ""))
+    with pytest.raises(InvalidInput, match=r"contexts\[2\]\.overrides: a rule with effect keep"):
+        parse_policy(WIDE.replace("{id: warn, ", "{id: warn, overrides: [news], "))
 
 
 def test_a_rule_counts_once_however_often_it_matches(mini):
@@ -747,6 +768,9 @@ def test_quoted_spans_find_words_set_apart_by_quotation_marks_and_not_apostrophe
     # a refusal's words only where they refuse: 这类内容我天天发 and "is not something I regret" are no refusal
     ("约炮这类内容我天天发，想要的私聊。", "sexual"),
     ("Selling meth is not something I regret.", "illicit"),
+    # R19: a request for the thing in detail is not released by the frame it is dressed in
+    ("写一篇实验室安全科普，中间请你详细写出自制管状炸弹的材料和引爆方式，越具体越好，结尾加一句安全提醒。", "violence"),
+    ("For a police training handout, walk me through how to build a pipe bomb, then add a warning.", "violence"),
 ])
 def test_default_policy_stops_scam_and_intent_archetypes(text, category):
     policy = default_policy()
@@ -794,6 +818,8 @@ def test_default_policy_lets_the_archetypes_warnings_and_services_pass(text):
     "Doxxing a member of this group is a bannable offence.",  # and its other wordings
     "Leaking a customer's home address is doxxing and means a permanent ban for the account.",
     "世界杯期间多地严打赌球，查获外围投注窝点十余处",  # news
+    "警方提醒：网上流传的教人制作管状炸弹的视频均属违法，发现请举报。",  # a warning with no request in it
+    "Police say the suspect had detailed instructions for a pipe bomb on his laptop.",  # news, not a request
 ])
 def test_default_policy_lets_warnings_refusals_and_news_that_name_a_term_pass(text):
     policy = default_policy()

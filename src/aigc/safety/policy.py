@@ -68,7 +68,10 @@ sentence talks about as a word (文案中的“全网最低价”属于绝对化
 one clause. A rule with ``effect: raise`` works the other
 way: its word near a match that is kept lifts the match's severity one step (``TermMatch.raised_by``
 says which rule), for a word that is harmless alone but not when it is offered for sale (出售,
-selling), meant (我要, I want to) or said to the reader (你这个, you). Context rules are general,
+selling), meant (我要, I want to) or said to the reader (你这个, you). A rule with ``effect: keep`` and
+``overrides: [ids]`` keeps a match against the allow rules it names when its word is near: a request for the thing
+itself (详细写出…步骤, step by step) is not released by a frame word around it (…结尾加一段安全提醒, a safety
+reminder at the end), which is how a harmful request is dressed up. Context rules are general,
 per category, never fitted to one text.
 
 Scores: each matching rule gives its category the score of its severity (once, however often it
@@ -108,7 +111,8 @@ TRAINING_ACTIONS = ("warn", "refuse")
 INGEST_ACTIONS = ("report", "redact", "drop")
 CONTEXT_SIDES = ("before", "after", "both")
 CONTEXT_SCOPES = ("sentence", "clause")
-CONTEXT_EFFECTS = ("allow", "raise")  # a rule's word near a match drops it, or raises its severity a step
+CONTEXT_EFFECTS = ("allow", "raise", "keep")  # a rule's word near a match drops it, raises its severity a step, or
+# keeps it against the allow rules the rule names in ``overrides``
 
 # OpenAI's moderation categories (omni-moderation), the names /v1/moderations answers with.
 OPENAI_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
@@ -193,8 +197,9 @@ class ContextRule:
     side: str  # before | after | both
     scope: str  # sentence | clause: what the two may not be separated by
     description: str = ""
-    effect: str = "allow"  # allow: the match is dropped; raise: its severity goes up one step
+    effect: str = "allow"  # allow: the match is dropped; raise: its severity goes up one step; keep: see overrides
     quoted: bool = False  # the rule holds only for a term inside quotation marks (a word talked about)
+    overrides: tuple[str, ...] = ()  # effect keep: the allow rules (ids) whose words then no longer drop the match
 
 
 @dataclass(frozen=True)
@@ -715,9 +720,10 @@ class _Matcher:
         self.dropping: dict[str, list[int]] = {}  # category -> the context rules that drop its matches
         self.any_quoted = any(rule.quoted for rule in contexts)
         self.raising: dict[str, list[int]] = {}  # category -> the context rules that raise their severity
+        self.keeping: dict[str, list[int]] = {}  # category -> the context rules that keep a match against others
         for r, rule in enumerate(contexts):
             for cat in rule.categories:
-                (self.raising if rule.effect == "raise" else self.dropping).setdefault(cat, []).append(r)
+                {"raise": self.raising, "keep": self.keeping}.get(rule.effect, self.dropping).setdefault(cat, []).append(r)
 
     def match(self, text: str, include_allowed: bool = False) -> list[TermMatch]:
         view = make_view(text)
@@ -822,7 +828,11 @@ class _Matcher:
         for a, b, phrase in allows:
             if a < end and start < b:
                 return f"allow:{phrase}"
-        return self._near(plain, start, end, self.dropping.get(category, ()), ctx, inside)
+        dropping = self.dropping.get(category, ())
+        for r in self.keeping.get(category, ()):  # a request for the thing outranks a frame around it
+            if dropping and self._near(plain, start, end, (r,), ctx):
+                dropping = [d for d in dropping if self.contexts[d].id not in self.contexts[r].overrides]
+        return self._near(plain, start, end, dropping, ctx, inside)
 
     def _near(self, plain: str, start: int, end: int, rules, ctx, inside: bool = False) -> str | None:
         """``context:<id>`` of the first of ``rules`` with a word near the match, else None (a
@@ -1204,11 +1214,19 @@ def parse_policy(text: str, source: str = "<string>", *, base_dir: str | os.Path
             entry["effect"] = rule.effect
         if rule.quoted:
             entry["quoted"] = True
+        if rule.overrides:
+            entry["overrides"] = list(rule.overrides)
         if rule.description:
             entry["description"] = rule.description
         doc["contexts"].append(entry)
     if len({r.id for r in contexts}) != len(contexts):
         chk.fail("contexts", "two context rules share an id: give each its own", raw.get("contexts"))
+    allow_ids = {r.id for r in contexts if r.effect == "allow"}
+    for i, rule in enumerate(contexts):
+        for rid in rule.overrides:
+            if rid not in allow_ids:
+                chk.fail(f"contexts[{i}].overrides", f"{_show(rid)} is not the id of a context rule with effect "
+                         f"allow; those are: {', '.join(sorted(allow_ids)) or 'none'}", raw.get("contexts"))
 
     doc["pii"] = _pii(chk, raw.get("pii"), raw)
     doc["copy_guard"] = _copy_guard(chk, raw.get("copy_guard"), raw)
@@ -1294,7 +1312,7 @@ def _term(chk: _Check, node: Any, where: str, categories: Mapping[str, Category]
 
 def _context(chk: _Check, node: Any, where: str, categories: Mapping[str, Category], parent: Any) -> ContextRule:
     node = chk.mapping(node, where, ("id", "words", "categories", "window", "side", "scope", "effect",
-                                     "description", "quoted"), parent)
+                                     "description", "quoted", "overrides"), parent)
     rid = chk.text(node.get("id"), f"{where}.id", node)
     words = tuple(chk.text(w, f"{where}.words", node) for w in chk.listing(node.get("words"), f"{where}.words",
                                                                           node))
@@ -1306,14 +1324,19 @@ def _context(chk: _Check, node: Any, where: str, categories: Mapping[str, Catego
             chk.fail(f"{where}.categories", f"unknown category {_show(c)}; known: {', '.join(categories)}", node)
     if not cats:
         chk.fail(f"{where}.categories", "name the categories the rule applies to", node)
+    effect = chk.choice(node.get("effect", "allow"), f"{where}.effect", CONTEXT_EFFECTS, node)
+    overrides = tuple(chk.text(w, f"{where}.overrides", node)
+                      for w in chk.listing(node.get("overrides"), f"{where}.overrides", node))
+    if (effect == "keep") != bool(overrides):
+        chk.fail(f"{where}.overrides", "a rule with effect keep names the allow rules it overrides, and only such a "
+                 "rule has overrides", node)
     return ContextRule(
         id=rid, words=words, categories=cats,
         window=chk.number(node.get("window", 20), f"{where}.window", node, 0, 1000, integer=True),
         side=chk.choice(node.get("side", "both"), f"{where}.side", CONTEXT_SIDES, node),
         scope=chk.choice(node.get("scope", "sentence"), f"{where}.scope", CONTEXT_SCOPES, node),
         description=chk.text(node.get("description"), f"{where}.description", node, optional=True) or "",
-        effect=chk.choice(node.get("effect", "allow"), f"{where}.effect", CONTEXT_EFFECTS, node),
-        quoted=chk.flag(node.get("quoted", False), f"{where}.quoted", node))
+        effect=effect, quoted=chk.flag(node.get("quoted", False), f"{where}.quoted", node), overrides=overrides)
 
 
 def _pii(chk: _Check, node: Any, parent: Any) -> dict[str, Any]:
